@@ -1,0 +1,45 @@
+"""outlines-gguf: guaranteed structured output for GGUF models run by llama.cpp.
+
+>>> from llama_cpp import Llama, LogitsProcessorList
+>>> from outlines_gguf import RegexLogitsProcessor
+>>> llm = Llama("model.gguf")
+>>> llm.create_completion("Year: ", logits_processor=LogitsProcessorList(
+...     [RegexLogitsProcessor(r"[0-9]{4}", llm)]))
+"""
+
+from .errors import (
+    ConstraintTooComplexError,
+    ConstraintViolationError,
+    EmptyLanguageError,
+    GGUFFormatError,
+    OutlinesGGUFError,
+    ProcessorFailedError,
+    RegexError,
+    VocabularyError,
+)
+from .guide import RegexGuide, TokenMask, clear_guide_cache
+from .processors import GuideLogitsProcessor, RegexLogitsProcessor
+from .regex_dfa import ByteDFA, compile_regex
+from .vocabulary import Vocabulary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ByteDFA",
+    "ConstraintTooComplexError",
+    "ConstraintViolationError",
+    "EmptyLanguageError",
+    "GGUFFormatError",
+    "GuideLogitsProcessor",
+    "OutlinesGGUFError",
+    "ProcessorFailedError",
+    "RegexError",
+    "RegexGuide",
+    "RegexLogitsProcessor",
+    "TokenMask",
+    "Vocabulary",
+    "VocabularyError",
+    "__version__",
+    "clear_guide_cache",
+    "compile_regex",
+]

@@ -1,0 +1,45 @@
+"""Exceptions raised by outlines-gguf.
+
+Every error caused by the caller's input (a regex, a vocabulary, scores of the
+wrong shape) is a ``ValueError`` subclass, so ``except ValueError`` keeps
+working for code that does not know this library.
+"""
+
+from __future__ import annotations
+
+
+class OutlinesGGUFError(Exception):
+    """Base class of every exception raised by outlines-gguf."""
+
+
+class RegexError(OutlinesGGUFError, ValueError):
+    """The regular expression is invalid or uses syntax we cannot enforce."""
+
+
+class EmptyLanguageError(OutlinesGGUFError, ValueError):
+    """The constraint accepts no string at all, so nothing could be generated."""
+
+
+class ConstraintTooComplexError(OutlinesGGUFError, ValueError):
+    """Compiling the constraint would exceed a documented size limit."""
+
+
+class VocabularyError(OutlinesGGUFError, ValueError):
+    """The vocabulary cannot be read, or does not fit the model or the scores."""
+
+
+class GGUFFormatError(VocabularyError):
+    """The file is not a GGUF file this library can read."""
+
+
+class ConstraintViolationError(OutlinesGGUFError, RuntimeError):
+    """Generation could not follow the constraint (an injected token, a dead end)."""
+
+
+class ProcessorFailedError(OutlinesGGUFError, RuntimeError):
+    """A logits processor failed inside llama.cpp's sampler and stopped generation.
+
+    llama-cpp-python swallows exceptions raised in a processor, so processors
+    record the original error, force end-of-generation and let callers raise
+    this (``processor.raise_if_failed()``); the original is ``__cause__``.
+    """

@@ -1,0 +1,138 @@
+"""Logits processors for llama-cpp-python's ``logits_processor`` hook.
+
+A processor is a callable ``(input_ids, scores) -> scores``. llama-cpp-python
+calls it first in its sampler chain with ``input_ids`` = prompt + generated
+ids and ``scores`` = a strided float32 view of the candidates' logits, which
+it reads back after the call. The processor writes ``-inf`` into every
+forbidden entry in place.
+
+llama-cpp-python swallows exceptions raised inside a processor (they cross a
+ctypes callback) and would go on sampling unconstrained text. So a processor
+never lets an exception escape: it logs it, keeps it in ``processor.error``,
+forces end-of-generation for the rest of that generation, and
+``processor.raise_if_failed()`` re-raises it as :class:`ProcessorFailedError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+
+from .errors import ProcessorFailedError, VocabularyError
+from .guide import Guide, RegexGuide
+from .vocabulary import Vocabulary, as_vocabulary
+
+logger = logging.getLogger("outlines_gguf")
+
+
+class GuideLogitsProcessor:
+    """Constrain generation to a :class:`~outlines_gguf.guide.Guide`.
+
+    The first call of a generation records where generation starts (the
+    prompt length); later calls advance the guide by the tokens that arrived
+    since. A call whose ``input_ids`` do not extend the previous ones by
+    exactly one token starts a new generation, so one processor can be
+    reused for many prompts, one after another. One processor follows one
+    sequence at a time: do not share it between concurrent generations.
+    """
+
+    def __init__(self, guide: Guide, vocabulary: Vocabulary | None = None) -> None:
+        self.guide = guide
+        self.vocabulary = vocabulary if vocabulary is not None else guide.vocabulary
+        self._eog = self.vocabulary.eog_array.astype(np.intp)
+        self.error: BaseException | None = None
+        self.calls = 0
+        self.reset()
+
+    # -- state ------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the current generation; the next call starts a new one."""
+        self.state: Hashable = self.guide.initial_state
+        self.prompt_length: int | None = None
+        self.generated_ids: list[int] = []
+        self._seen: np.ndarray | None = None
+        self._failed = False
+        self.error = None
+
+    def _continues(self, input_ids: np.ndarray) -> bool:
+        seen = self._seen
+        return (
+            seen is not None
+            and input_ids.shape[0] == seen.shape[0] + 1
+            and np.array_equal(input_ids[: seen.shape[0]], seen)
+        )
+
+    @property
+    def is_finished(self) -> bool:
+        """True when the text so far is a complete match (end of generation is allowed)."""
+        return self.guide.is_final(self.state)
+
+    # -- the hook ---------------------------------------------------------------------------
+
+    def __call__(self, input_ids: Any, scores: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        try:
+            input_ids = np.asarray(input_ids)
+            if self._continues(input_ids):
+                token = int(input_ids[-1])
+                if not self._failed:
+                    self.state = self.guide.next_state(self.state, token)
+                self.generated_ids.append(token)
+            else:
+                self.reset()
+                self.prompt_length = int(input_ids.shape[0])
+            self._seen = input_ids.copy()
+            if self._failed:
+                self._force_eog(scores)
+                return scores
+            if scores.shape[-1] != self.vocabulary.size:
+                raise VocabularyError(
+                    f"scores have {scores.shape[-1]} entries but the processor's vocabulary has "
+                    f"{self.vocabulary.size}: it was built for another model"
+                )
+            self.guide.mask(self.state).apply(scores)
+        except Exception as exc:  # noqa: BLE001 - must not escape into ctypes
+            self._fail(exc, scores)
+        return scores
+
+    def _fail(self, exc: BaseException, scores: np.ndarray) -> None:
+        logger.error("outlines-gguf: %s failed, forcing end of generation: %s",
+                     type(self).__name__, exc, exc_info=exc)
+        if self.error is None:
+            self.error = exc
+        self._failed = True
+        self._force_eog(scores)
+
+    def _force_eog(self, scores: np.ndarray) -> None:
+        eog = self._eog[self._eog < scores.shape[-1]]
+        scores[:] = -np.inf
+        scores[eog] = 0.0
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`ProcessorFailedError` if the last generation failed inside the hook."""
+        if self.error is not None:
+            raise ProcessorFailedError(
+                f"{type(self).__name__} failed during generation and stopped it: {self.error}"
+            ) from self.error
+
+
+class RegexLogitsProcessor(GuideLogitsProcessor):
+    """Constrain generation to text that fully matches a regular expression.
+
+    ``pattern`` uses Python ``re`` syntax; ``tokenizer`` is a
+    ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path. Invalid or
+    unsupported patterns raise :class:`~outlines_gguf.errors.RegexError` here,
+    not during generation.
+
+    >>> llm.create_completion(prompt, logits_processor=LogitsProcessorList(
+    ...     [RegexLogitsProcessor(r"[0-9]{4}", llm)]))
+    """
+
+    def __init__(self, pattern: str, tokenizer: Any) -> None:
+        vocabulary = as_vocabulary(tokenizer)
+        self.pattern = pattern
+        super().__init__(RegexGuide.from_regex(pattern, vocabulary), vocabulary)

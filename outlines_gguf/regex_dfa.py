@@ -1,0 +1,474 @@
+"""Compile a regular expression to a deterministic automaton over UTF-8 bytes.
+
+The pattern is parsed with Python's own ``re`` parser, so the syntax is
+exactly Python's. Characters become UTF-8 byte sequences, so a token that
+ends in the middle of a multi-byte character is handled like any other
+prefix. Constructs that are not regular (backreferences, lookarounds,
+conditionals, possessive and atomic groups) and anchors other than at the
+very start or end are rejected with :class:`RegexError`.
+
+Character classes follow the intersection of Python's ``str`` and
+``re.ASCII`` semantics, so every generated string fully matches the pattern
+under both: ``\\d``, ``\\w``, ``\\s`` produce ASCII characters, their negations
+(``\\D``, ``[^\\d]``) exclude the Unicode ones. With the ``(?a)`` flag the
+classes are exactly ASCII.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
+
+if sys.version_info >= (3, 11):
+    from re import _constants as C  # noqa: N812
+    from re import _parser as sre_parse
+else:  # pragma: no cover - Python 3.10
+    import sre_constants as C  # noqa: N812
+    import sre_parse
+
+MAX_NFA_STATES = 200_000
+MAX_DFA_STATES = 20_000
+MAX_REPEAT = 10_000
+MAX_CODEPOINT = 0x10FFFF
+
+Ranges = tuple[tuple[int, int], ...]  # sorted, disjoint, inclusive code point ranges
+
+
+# -- code point sets ------------------------------------------------------------------
+
+
+def _normalize(ranges: Iterable[tuple[int, int]]) -> Ranges:
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
+
+
+def _complement(ranges: Ranges) -> Ranges:
+    out, nxt = [], 0
+    for lo, hi in ranges:
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = hi + 1
+    if nxt <= MAX_CODEPOINT:
+        out.append((nxt, MAX_CODEPOINT))
+    return tuple(out)
+
+
+def _without_surrogates(ranges: Ranges) -> Ranges:
+    out = []
+    for lo, hi in ranges:
+        if hi < 0xD800 or lo > 0xDFFF:
+            out.append((lo, hi))
+            continue
+        if lo < 0xD800:
+            out.append((lo, 0xD7FF))
+        if hi > 0xDFFF:
+            out.append((0xE000, hi))
+    return tuple(out)
+
+
+_ASCII_CATEGORIES: dict[str, Ranges] = {
+    "digit": ((0x30, 0x39),),
+    "word": _normalize([(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]),
+    "space": _normalize([(0x09, 0x0D), (0x20, 0x20)]),
+}
+_UNICODE_PATTERNS = {"digit": r"\d+", "word": r"\w+", "space": r"\s+"}
+
+
+@lru_cache(maxsize=None)
+def _unicode_category(name: str) -> Ranges:
+    """Code points Python's ``str`` regexes put in ``\\d``, ``\\w`` or ``\\s``."""
+    text = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, MAX_CODEPOINT + 1)))
+    out = []
+    for m in re.finditer(_UNICODE_PATTERNS[name], text):
+        lo, hi = ord(m.group()[0]), ord(m.group()[-1])
+        out.append((lo, hi))
+    return _normalize(out)
+
+
+_CATEGORY = {
+    C.CATEGORY_DIGIT: ("digit", False), C.CATEGORY_NOT_DIGIT: ("digit", True),
+    C.CATEGORY_WORD: ("word", False), C.CATEGORY_NOT_WORD: ("word", True),
+    C.CATEGORY_SPACE: ("space", False), C.CATEGORY_NOT_SPACE: ("space", True),
+}
+
+
+def _category(cat: object, ascii_only: bool, widen: bool) -> Ranges:
+    """A ``\\d``-like category. ``widen`` asks for the larger of the two
+    meanings (used inside a negated class, which is complemented afterwards)."""
+    name, negated = _CATEGORY[cat]  # type: ignore[index]
+    if ascii_only:
+        base = _ASCII_CATEGORIES[name]
+    else:
+        # positive, narrow: ASCII; negative, narrow: not-Unicode; and the reverse when widened
+        use_unicode = negated != widen
+        base = _unicode_category(name) if use_unicode else _ASCII_CATEGORIES[name]
+    return _complement(base) if negated else base
+
+
+def _case_variants(ranges: Ranges) -> Ranges:
+    extra: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if hi - lo > 5000:
+            continue  # large ranges: keep as written (a subset of what re accepts)
+        for cp in range(lo, hi + 1):
+            ch = chr(cp)
+            for var in {ch.lower(), ch.upper(), ch.swapcase()}:
+                if len(var) == 1 and var != ch and re.fullmatch(re.escape(ch), var, re.IGNORECASE):
+                    extra.append((ord(var), ord(var)))
+    return _normalize([*ranges, *extra]) if extra else ranges
+
+
+# -- UTF-8 ----------------------------------------------------------------------------
+
+
+def _encode(cp: int) -> bytes:
+    return chr(cp).encode("utf-8", "surrogatepass")
+
+
+def utf8_sequences(lo: int, hi: int) -> Iterator[list[tuple[int, int]]]:
+    """Byte-range sequences whose concatenations are exactly UTF-8 of ``[lo, hi]``."""
+    for blo, bhi in ((0, 0x7F), (0x80, 0x7FF), (0x800, 0xFFFF), (0x10000, MAX_CODEPOINT)):
+        a, b = max(lo, blo), min(hi, bhi)
+        if a <= b:
+            yield from _split_same_length(a, b)
+
+
+def _split_same_length(lo: int, hi: int) -> Iterator[list[tuple[int, int]]]:
+    n = len(_encode(lo))
+    for i in range(1, n):
+        m = (1 << (6 * i)) - 1
+        if lo & ~m != hi & ~m:
+            if lo & m:
+                yield from _split_same_length(lo, lo | m)
+                yield from _split_same_length((lo | m) + 1, hi)
+                return
+            if hi & m != m:
+                yield from _split_same_length(lo, (hi & ~m) - 1)
+                yield from _split_same_length(hi & ~m, hi)
+                return
+    a, b = _encode(lo), _encode(hi)
+    yield [(a[k], b[k]) for k in range(n)]
+
+
+# -- NFA --------------------------------------------------------------------------------
+
+
+class _NFA:
+    """Thompson NFA over bytes: epsilon edges and byte-range edges."""
+
+    def __init__(self) -> None:
+        self.eps: list[list[int]] = []
+        self.edges: list[list[tuple[int, int, int]]] = []
+
+    def state(self) -> int:
+        if len(self.eps) >= MAX_NFA_STATES:
+            raise ConstraintTooComplexError(
+                f"regex needs more than {MAX_NFA_STATES} automaton states; "
+                "reduce large bounded repeats"
+            )
+        self.eps.append([])
+        self.edges.append([])
+        return len(self.eps) - 1
+
+
+@dataclass
+class _Flags:
+    ignorecase: bool
+    dotall: bool
+    ascii: bool
+
+
+class _Builder:
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.nfa = _NFA()
+
+    def fail(self, what: str) -> RegexError:
+        return RegexError(f"regex {self.pattern!r}: {what} is not supported")
+
+    # a fragment is (start, end)
+    def charset(self, ranges: Ranges) -> tuple[int, int]:
+        nfa = self.nfa
+        start, end = nfa.state(), nfa.state()
+        for lo, hi in _without_surrogates(ranges):
+            for seq in utf8_sequences(lo, hi):
+                cur = start
+                for k, (blo, bhi) in enumerate(seq):
+                    nxt = end if k == len(seq) - 1 else nfa.state()
+                    nfa.edges[cur].append((blo, bhi, nxt))
+                    cur = nxt
+        return start, end
+
+    def empty(self) -> tuple[int, int]:
+        s = self.nfa.state()
+        return s, s
+
+    def seq(self, items: list, flags: _Flags, at_start: bool, at_end: bool) -> tuple[int, int]:
+        start = cur = self.nfa.state()
+        n = len(items)
+        for k, (op, av) in enumerate(items):
+            s, e = self.item(op, av, flags, at_start and k == 0, at_end and k == n - 1)
+            self.nfa.eps[cur].append(s)
+            cur = e
+        return start, cur
+
+    def item(self, op: object, av: object, flags: _Flags, at_start: bool, at_end: bool) -> tuple[int, int]:
+        if op is C.LITERAL:
+            ranges: Ranges = ((av, av),)  # type: ignore[assignment]
+            return self.charset(_case_variants(ranges) if flags.ignorecase else ranges)
+        if op is C.NOT_LITERAL:
+            excluded: Ranges = ((av, av),)  # type: ignore[assignment]
+            if flags.ignorecase:
+                excluded = _case_variants(excluded)
+            return self.charset(_complement(excluded))
+        if op is C.ANY:
+            return self.charset(((0, MAX_CODEPOINT),) if flags.dotall else _complement(((10, 10),)))
+        if op is C.IN:
+            return self.charset(self.char_class(av, flags))  # type: ignore[arg-type]
+        if op is C.BRANCH:
+            _, alternatives = av  # type: ignore[misc]
+            start, end = self.nfa.state(), self.nfa.state()
+            for alt in alternatives:
+                s, e = self.seq(list(alt), flags, at_start, at_end)
+                self.nfa.eps[start].append(s)
+                self.nfa.eps[e].append(end)
+            return start, end
+        if op is C.SUBPATTERN:
+            _, add, remove, sub = av  # type: ignore[misc]
+            inner = _Flags(
+                ignorecase=(flags.ignorecase or bool(add & C.SRE_FLAG_IGNORECASE))
+                and not remove & C.SRE_FLAG_IGNORECASE,
+                dotall=(flags.dotall or bool(add & C.SRE_FLAG_DOTALL)) and not remove & C.SRE_FLAG_DOTALL,
+                ascii=flags.ascii or bool(add & C.SRE_FLAG_ASCII),
+            )
+            return self.seq(list(sub), inner, at_start, at_end)
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT):
+            lo, hi, sub = av  # type: ignore[misc]
+            return self.repeat(lo, hi, list(sub), flags)
+        if op is C.AT:
+            if av in (C.AT_BEGINNING, C.AT_BEGINNING_STRING) and at_start:
+                return self.empty()
+            if av in (C.AT_END, C.AT_END_STRING) and at_end:
+                return self.empty()
+            raise self.fail(f"the anchor {av} anywhere but at the very start or end")
+        names = {
+            "GROUPREF": "a backreference", "GROUPREF_EXISTS": "a conditional group",
+            "ASSERT": "a lookahead/lookbehind", "ASSERT_NOT": "a negative lookaround",
+            "POSSESSIVE_REPEAT": "a possessive repeat", "ATOMIC_GROUP": "an atomic group",
+        }
+        raise self.fail(names.get(str(op), f"the construct {op}"))
+
+    def char_class(self, items: list, flags: _Flags) -> Ranges:
+        negate = bool(items) and items[0][0] is C.NEGATE
+        ranges: list[tuple[int, int]] = []
+        for op, av in items[1:] if negate else items:
+            if op is C.LITERAL:
+                ranges.append((av, av))
+            elif op is C.RANGE:
+                ranges.append(av)
+            elif op is C.CATEGORY:
+                ranges.extend(_category(av, flags.ascii, widen=negate))
+            else:
+                raise self.fail(f"{op} inside a character class")
+        result = _normalize(ranges)
+        if flags.ignorecase:
+            result = _case_variants(result)
+        return _complement(result) if negate else result
+
+    def repeat(self, lo: int, hi: int, sub: list, flags: _Flags) -> tuple[int, int]:
+        unbounded = hi is C.MAXREPEAT or hi == C.MAXREPEAT
+        if lo > MAX_REPEAT or (not unbounded and hi > MAX_REPEAT):
+            raise ConstraintTooComplexError(
+                f"regex {self.pattern!r}: repeat count above {MAX_REPEAT} is not supported"
+            )
+        nfa = self.nfa
+        start = cur = nfa.state()
+        for _ in range(lo):
+            s, e = self.seq(sub, flags, False, False)
+            nfa.eps[cur].append(s)
+            cur = e
+        if unbounded:
+            s, e = self.seq(sub, flags, False, False)
+            nfa.eps[cur].append(s)
+            nfa.eps[e].append(s)
+            end = nfa.state()
+            nfa.eps[cur].append(end)
+            nfa.eps[e].append(end)
+            return start, end
+        end = nfa.state()
+        for _ in range(hi - lo):
+            nfa.eps[cur].append(end)
+            s, e = self.seq(sub, flags, False, False)
+            nfa.eps[cur].append(s)
+            cur = e
+        nfa.eps[cur].append(end)
+        return start, end
+
+
+# -- DFA --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ByteDFA:
+    """A deterministic automaton over bytes with only live states.
+
+    ``transitions[s, b]`` is the next state or -1 (dead); every state can
+    still reach an accepting state. State 0 is the start.
+    """
+
+    transitions: np.ndarray  # (n_states, 256) int32
+    accepting: np.ndarray  # (n_states,) bool
+
+    @property
+    def n_states(self) -> int:
+        return int(self.accepting.size)
+
+    def run(self, data: bytes, state: int = 0) -> int:
+        """The state after reading ``data`` (-1 if the automaton died)."""
+        table = self.transitions
+        for b in data:
+            state = int(table[state, b])
+            if state < 0:
+                return -1
+        return state
+
+    def matches(self, data: bytes) -> bool:
+        state = self.run(data)
+        return state >= 0 and bool(self.accepting[state])
+
+
+def _closure(nfa: _NFA, states: Iterable[int]) -> frozenset[int]:
+    seen = set(states)
+    stack = list(seen)
+    eps = nfa.eps
+    while stack:
+        for t in eps[stack.pop()]:
+            if t not in seen:
+                seen.add(t)
+                stack.append(t)
+    return frozenset(seen)
+
+
+def _determinize(nfa: _NFA, start: int, accept: int, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+    first = _closure(nfa, [start])
+    index = {first: 0}
+    queue = [first]
+    rows: list[np.ndarray] = []
+    accepting: list[bool] = []
+    while len(rows) < len(queue):
+        current = queue[len(rows)]
+        accepting.append(accept in current)
+        row = np.full(256, -1, dtype=np.int32)
+        edges = [e for s in current for e in nfa.edges[s]]
+        if edges:
+            cuts = sorted({lo for lo, _, _ in edges} | {hi + 1 for _, hi, _ in edges})
+            for a, b in zip(cuts, cuts[1:]):
+                targets = [t for lo, hi, t in edges if lo <= a and b - 1 <= hi]
+                if not targets:
+                    continue
+                nxt = _closure(nfa, targets)
+                k = index.get(nxt)
+                if k is None:
+                    if len(queue) >= MAX_DFA_STATES:
+                        raise ConstraintTooComplexError(
+                            f"regex {pattern!r} needs more than {MAX_DFA_STATES} DFA states"
+                        )
+                    k = index[nxt] = len(queue)
+                    queue.append(nxt)
+                row[a:b] = k
+        rows.append(row)
+    return np.stack(rows), np.array(accepting, dtype=bool)
+
+
+def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Keep only states that can reach acceptance; renumber with the start as 0."""
+    n = table.shape[0]
+    src, byte = np.nonzero(table >= 0)
+    dst = table[src, byte]
+    pairs = np.unique(dst.astype(np.int64) * n + src)
+    rev_dst, rev_src = pairs // n, pairs % n
+    starts = np.searchsorted(rev_dst, np.arange(n + 1))
+    live = accepting.copy()
+    stack = list(np.flatnonzero(accepting))
+    while stack:
+        s = stack.pop()
+        for p in rev_src[starts[s]:starts[s + 1]]:
+            if not live[p]:
+                live[p] = True
+                stack.append(int(p))
+    if not live[0]:
+        return None
+    new_id = np.cumsum(live) - 1
+    new_id[~live] = -1
+    kept = table[live]
+    remapped = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
+    return remapped, accepting[live]
+
+
+def _merge_equivalent(table: np.ndarray, accepting: np.ndarray, rounds: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Merge states with identical rows and finality, repeatedly (sound, cheap)."""
+    for _ in range(rounds):
+        keyed = np.concatenate([table, accepting[:, None].astype(np.int32)], axis=1)
+        _, first, inverse = np.unique(keyed, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        if first.size == table.shape[0]:
+            break
+        # keep the start state as state 0: order classes by first occurrence
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        new_id = rank[inverse]
+        representatives = first[order]
+        table = np.where(table[representatives] >= 0, new_id[np.maximum(table[representatives], 0)], -1)
+        table = table.astype(np.int32)
+        accepting = accepting[representatives]
+    return table, accepting
+
+
+@lru_cache(maxsize=256)
+def compile_regex(pattern: str) -> ByteDFA:
+    """Compile ``pattern`` (Python ``re`` syntax, full match) to a :class:`ByteDFA`.
+
+    Raises :class:`RegexError` for invalid or unsupported syntax,
+    :class:`EmptyLanguageError` when no string matches, and
+    :class:`ConstraintTooComplexError` past the documented size limits.
+    """
+    if not isinstance(pattern, str):
+        raise RegexError(f"a regex must be a str, got {type(pattern).__name__}")
+    try:
+        parsed = sre_parse.parse(pattern)
+    except re.error as exc:
+        raise RegexError(f"invalid regex {pattern!r}: {exc}") from exc
+    except RecursionError as exc:
+        raise ConstraintTooComplexError(f"regex {pattern!r} is nested too deeply") from exc
+    gflags = parsed.state.flags
+    if gflags & C.SRE_FLAG_MULTILINE:
+        pass  # ^ and $ are only accepted at the ends, where MULTILINE changes nothing
+    builder = _Builder(pattern)
+    flags = _Flags(
+        ignorecase=bool(gflags & C.SRE_FLAG_IGNORECASE),
+        dotall=bool(gflags & C.SRE_FLAG_DOTALL),
+        ascii=bool(gflags & C.SRE_FLAG_ASCII),
+    )
+    try:
+        start, accept = builder.seq(list(parsed), flags, True, True)
+    except RecursionError as exc:
+        raise ConstraintTooComplexError(f"regex {pattern!r} is nested too deeply") from exc
+    table, accepting = _determinize(builder.nfa, start, accept, pattern)
+    pruned = _prune_dead(table, accepting)
+    if pruned is None:
+        raise EmptyLanguageError(f"regex {pattern!r} matches no string at all")
+    table, accepting = _merge_equivalent(*pruned)
+    return ByteDFA(table, accepting)

@@ -1,0 +1,133 @@
+"""A prefix tree of a vocabulary's tokens, walked against a byte automaton.
+
+Nodes are numbered level by level (breadth first), so the children of a
+node are one contiguous range and a whole level can be advanced with a few
+numpy operations. Walking the trie from an automaton state visits only the
+prefixes that keep the automaton alive: in a state that allows ten first
+bytes, almost every token is discarded after one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenate ``range(s, s + c)`` for each pair, vectorized."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    offsets = np.repeat(starts - (ends - counts), counts)
+    return offsets + np.arange(total)
+
+
+@dataclass(frozen=True)
+class TokenTrie:
+    """The trie of all emittable tokens of a vocabulary (special ids excluded)."""
+
+    node_byte: np.ndarray  # uint8, the byte leading into each node
+    first_child: np.ndarray  # int64, index of each node's first child
+    n_children: np.ndarray  # int64
+    term_start: np.ndarray  # int64, into term_tokens
+    term_count: np.ndarray  # int64, number of tokens ending at each node
+    term_tokens: np.ndarray  # int32, token ids grouped by the node they end at
+    root_children: int  # number of level-1 nodes (they are nodes 0..root_children-1)
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_byte.size)
+
+    @classmethod
+    def build(cls, tokens: Sequence[bytes], is_special: np.ndarray) -> TokenTrie:
+        ids = [i for i, t in enumerate(tokens) if t and not is_special[i]]
+        ids.sort(key=tokens.__getitem__)
+        m = len(ids)
+        if m == 0:
+            empty = np.empty(0, dtype=np.int64)
+            return cls(np.empty(0, np.uint8), empty, empty, empty, empty,
+                       np.empty(0, np.int32), 0)
+        lens = np.fromiter((len(tokens[i]) for i in ids), dtype=np.int64, count=m)
+        width = int(lens.max())
+        matrix = np.frombuffer(
+            b"".join(tokens[i].ljust(width, b"\0") for i in ids), dtype=np.uint8
+        ).reshape(m, width)
+
+        # longest common prefix with the previous (sorted) token
+        lcp = np.zeros(m, dtype=np.int64)
+        if m > 1:
+            differs = matrix[1:] != matrix[:-1]
+            first_diff = np.where(differs.any(axis=1), differs.argmax(axis=1), width)
+            lcp[1:] = np.minimum(first_diff, np.minimum(lens[1:], lens[:-1]))
+
+        # row i creates the nodes for depths lcp[i]+1 .. lens[i]
+        new_per_row = lens - lcp
+        rows = np.repeat(np.arange(m), new_per_row)
+        depths = concat_ranges(lcp + 1, new_per_row)
+        order = np.lexsort((rows, depths))
+        rows, depths = rows[order], depths[order]
+        node_byte = matrix[rows, depths - 1]
+
+        level_start = np.searchsorted(depths, np.arange(1, width + 2))
+        parent = np.full(rows.size, -1, dtype=np.int64)
+        for d in range(2, width + 1):
+            lo, hi = level_start[d - 1], level_start[d]
+            plo, phi = level_start[d - 2], level_start[d - 1]
+            parent[lo:hi] = plo + np.searchsorted(rows[plo:phi], rows[lo:hi], side="right") - 1
+        node_ids = np.arange(rows.size)
+        first_child = np.searchsorted(parent, node_ids, side="left")
+        n_children = np.searchsorted(parent, node_ids, side="right") - first_child
+
+        # the node each token ends at: its ancestor at depth len
+        terminal = np.empty(m, dtype=np.int64)
+        row_ids = np.arange(m)
+        for d in np.unique(lens):
+            sel = row_ids[lens == d]
+            lo, hi = level_start[d - 1], level_start[d]
+            terminal[sel] = lo + np.searchsorted(rows[lo:hi], sel, side="right") - 1
+        by_node = np.argsort(terminal, kind="stable")
+        term_tokens = np.asarray(ids, dtype=np.int32)[by_node]
+        term_count = np.bincount(terminal, minlength=rows.size).astype(np.int64)
+        term_start = np.cumsum(term_count) - term_count
+        return cls(node_byte, first_child, n_children, term_start, term_count,
+                   term_tokens, int(level_start[1]))
+
+    def walk(self, transitions: np.ndarray, state: int) -> tuple[np.ndarray, np.ndarray]:
+        """All tokens that keep a byte automaton alive from ``state``.
+
+        ``transitions`` is an ``(n_states, 256)`` int32 table with -1 for the
+        dead state. Returns ``(token_ids, end_states)``, sorted by token id.
+        """
+        flat = transitions.reshape(-1)
+        nodes = np.arange(self.root_children)
+        states = flat[state * 256 + self.node_byte[:self.root_children].astype(np.int64)]
+        alive = states >= 0
+        nodes, states = nodes[alive], states[alive]
+        found_tokens: list[np.ndarray] = []
+        found_states: list[np.ndarray] = []
+        while nodes.size:
+            counts = self.term_count[nodes]
+            ends = counts > 0
+            if ends.any():
+                counts = counts[ends]
+                found_tokens.append(self.term_tokens[concat_ranges(self.term_start[nodes[ends]], counts)])
+                found_states.append(np.repeat(states[ends], counts))
+            counts = self.n_children[nodes]
+            inner = counts > 0
+            if not inner.any():
+                break
+            counts = counts[inner]
+            children = concat_ranges(self.first_child[nodes[inner]], counts)
+            child_states = flat[np.repeat(states[inner].astype(np.int64), counts) * 256
+                                + self.node_byte[children]]
+            alive = child_states >= 0
+            nodes, states = children[alive], child_states[alive]
+        if not found_tokens:
+            return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
+        tokens = np.concatenate(found_tokens)
+        end_states = np.concatenate(found_states).astype(np.int32)
+        order = np.argsort(tokens, kind="stable")
+        return tokens[order], end_states[order]

@@ -1,0 +1,248 @@
+"""The model's vocabulary as exact bytes: what every token id writes.
+
+A :class:`Vocabulary` is the only thing guides know about a model. It can be
+built from a loaded ``llama_cpp.Llama`` (:meth:`Vocabulary.from_llama`), from a
+GGUF file without loading weights (:meth:`Vocabulary.from_gguf`), or from a
+plain list of byte strings (tests, other runtimes).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._llama_vocab_rules import ATTR_CONTROL, ATTR_UNKNOWN, ATTR_UNUSED, derive_tokenizer
+from .errors import VocabularyError
+from .gguf_metadata import read_gguf_metadata
+
+if TYPE_CHECKING:
+    from .token_trie import TokenTrie
+
+_NEVER_EMITTED_ATTRS = ATTR_CONTROL | ATTR_UNKNOWN | ATTR_UNUSED
+# Filler tokens that converters add to pad a vocabulary (Qwen2's "[PAD151931]"):
+# llama.cpp renders them as literal text, but no model means them as text.
+_PADDING = re.compile(rb"\[PAD\d+\]|<pad>|<\|pad\|>|<\|?unused\d*\|?>|\[unused\d+\]")
+
+
+class Vocabulary:
+    """Token id -> exact bytes, plus which ids are special and which end generation.
+
+    ``tokens[i]`` is exactly what llama.cpp writes for token ``i`` when it
+    detokenizes without special tokens (``llama_token_to_piece(special=False)``):
+    ``b""`` for control tokens, raw bytes (possibly a partial UTF-8 character)
+    for the rest. Special ids (control, unknown, unused, end-of-generation,
+    and every token whose bytes are empty) are never allowed inside
+    constrained text; so are padding fillers such as Qwen2's ``[PAD151931]``,
+    which llama.cpp would print as literal text. ``eog_ids`` is the full end-of-generation set
+    (``llama_vocab_is_eog``), not only ``token_eos()``.
+    """
+
+    def __init__(
+        self,
+        tokens: Sequence[bytes],
+        *,
+        eog_ids: Iterable[int],
+        special_ids: Iterable[int] = (),
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        name: str = "",
+    ) -> None:
+        self.tokens: tuple[bytes, ...] = tuple(tokens)
+        n = len(self.tokens)
+        if n == 0:
+            raise VocabularyError("a vocabulary needs at least one token")
+        for i, tok in enumerate(self.tokens):
+            if not isinstance(tok, bytes):
+                raise VocabularyError(f"token {i} is {type(tok).__name__}, expected bytes")
+        self.eog_ids: frozenset[int] = frozenset(int(i) for i in eog_ids)
+        special = {int(i) for i in special_ids} | set(self.eog_ids)
+        special |= {i for i, tok in enumerate(self.tokens) if not tok or _PADDING.fullmatch(tok)}
+        bad = sorted(i for i in special if not 0 <= i < n)
+        if bad:
+            raise VocabularyError(f"special/EOG token ids out of range 0..{n - 1}: {bad[:5]}")
+        self.special_ids: frozenset[int] = frozenset(special)
+        for label, value in (("bos_id", bos_id), ("eos_id", eos_id)):
+            if value is not None and not 0 <= value < n:
+                raise VocabularyError(f"{label}={value} is out of range 0..{n - 1}")
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self.name = name
+
+    # -- constructors ---------------------------------------------------------------
+
+    @classmethod
+    def from_llama(cls, llm: Any) -> Vocabulary:
+        """Read the vocabulary of a loaded ``llama_cpp.Llama`` through llama.cpp itself.
+
+        Uses ``llama_token_to_piece`` with a buffer that grows, so tokens longer
+        than 32 bytes are kept whole (``Llama.detokenize`` drops them).
+        """
+        import llama_cpp
+
+        model = getattr(llm, "model", None)
+        if model is None:
+            raise VocabularyError(f"expected a llama_cpp.Llama, got {type(llm).__name__}")
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        n = llama_cpp.llama_vocab_n_tokens(vocab)
+        size = 64
+        buf = ctypes.create_string_buffer(size)
+        to_piece = llama_cpp.llama_token_to_piece
+        get_attr = llama_cpp.llama_vocab_get_attr
+        is_eog = llama_cpp.llama_vocab_is_eog
+        tokens: list[bytes] = []
+        special: list[int] = []
+        eog: list[int] = []
+        for i in range(n):
+            k = to_piece(vocab, i, buf, size, 0, False)
+            if k < 0:
+                size = max(-k, 2 * size)
+                buf = ctypes.create_string_buffer(size)
+                k = to_piece(vocab, i, buf, size, 0, False)
+            tokens.append(buf.raw[:k])
+            if get_attr(vocab, i) & _NEVER_EMITTED_ATTRS:
+                special.append(i)
+            if is_eog(vocab, i):
+                eog.append(i)
+        null = llama_cpp.LLAMA_TOKEN_NULL
+
+        def opt(tok: int) -> int | None:
+            return None if tok == null or not 0 <= tok < n else int(tok)
+
+        return cls(
+            tokens,
+            eog_ids=eog,
+            special_ids=special,
+            bos_id=opt(llama_cpp.llama_vocab_bos(vocab)),
+            eos_id=opt(llama_cpp.llama_vocab_eos(vocab)),
+            name=os.path.basename(getattr(llm, "model_path", "") or ""),
+        )
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike[str]) -> Vocabulary:
+        """Read the vocabulary from a GGUF file's metadata, without loading weights
+        and without llama-cpp-python. Agrees token for token with :meth:`from_llama`.
+        """
+        source = os.fspath(path)
+        tok = derive_tokenizer(read_gguf_metadata(source), source)
+        special = np.flatnonzero(tok.attrs & _NEVER_EMITTED_ATTRS).tolist()
+        return cls(
+            tok.pieces,
+            eog_ids=tok.eog_ids,
+            special_ids=special,
+            bos_id=tok.bos_id,
+            eos_id=tok.eos_id,
+            name=os.path.basename(source),
+        )
+
+    # -- queries ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def size(self) -> int:
+        """Number of token ids (the length of llama.cpp's logits row)."""
+        return len(self.tokens)
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Vocabulary{label} size={self.size} eog={sorted(self.eog_ids)} hash={self.hash[:12]}>"
+
+    @cached_property
+    def hash(self) -> str:
+        """A stable content hash (hex sha256) of the tokens, special and EOG sets."""
+        h = hashlib.sha256()
+        h.update(f"outlines-gguf-vocab-v1:{len(self.tokens)}:".encode())
+        lengths = np.fromiter((len(t) for t in self.tokens), dtype="<u4", count=len(self.tokens))
+        h.update(lengths.tobytes())
+        h.update(b"".join(self.tokens))
+        h.update(np.array(sorted(self.special_ids), dtype="<i8").tobytes())
+        h.update(b"|")
+        h.update(np.array(sorted(self.eog_ids), dtype="<i8").tobytes())
+        return h.hexdigest()
+
+    @cached_property
+    def is_special(self) -> np.ndarray:
+        """Boolean array: True for ids that never appear inside constrained text."""
+        mask = np.zeros(self.size, dtype=bool)
+        mask[list(self.special_ids)] = True
+        return mask
+
+    @cached_property
+    def eog_array(self) -> np.ndarray:
+        """The end-of-generation ids as a sorted int32 array."""
+        return np.array(sorted(self.eog_ids), dtype=np.int32)
+
+    @cached_property
+    def trie(self) -> TokenTrie:
+        """A prefix tree of the non-special tokens, built once per vocabulary."""
+        from .token_trie import TokenTrie
+
+        return TokenTrie.build(self.tokens, self.is_special)
+
+    def decode(self, ids: Iterable[int]) -> bytes:
+        """The bytes a sequence of token ids writes (special ids write nothing)."""
+        tokens = self.tokens
+        return b"".join(tokens[i] for i in ids)
+
+    def check_fits(self, n_vocab: int, what: str = "the model") -> None:
+        """Raise :class:`VocabularyError` unless ``n_vocab`` equals this vocabulary's size."""
+        if n_vocab != self.size:
+            raise VocabularyError(
+                f"vocabulary mismatch: {what} has {n_vocab} tokens but this vocabulary "
+                f"({self.name or self.hash[:12]}) has {self.size}; build the processor "
+                "from the same model it is used with"
+            )
+
+
+def as_vocabulary(tokenizer: Any) -> Vocabulary:
+    """Accept a :class:`Vocabulary`, a ``llama_cpp.Llama`` or a GGUF path.
+
+    Vocabularies read from a ``Llama`` are cached on it, so building many
+    processors for one model reads its vocabulary once.
+    """
+    if isinstance(tokenizer, Vocabulary):
+        return tokenizer
+    if isinstance(tokenizer, (str, os.PathLike)):
+        return _cached_gguf_vocabulary(os.path.abspath(os.fspath(tokenizer)))
+    vocab = getattr(tokenizer, "vocabulary", None)  # our model wrapper
+    if isinstance(vocab, Vocabulary):
+        return vocab
+    if hasattr(tokenizer, "model") and hasattr(tokenizer, "n_vocab"):
+        cached = getattr(tokenizer, "_outlines_gguf_vocabulary", None)
+        if isinstance(cached, Vocabulary):
+            return cached
+        vocab = Vocabulary.from_llama(tokenizer)
+        try:
+            tokenizer._outlines_gguf_vocabulary = vocab
+        except AttributeError:
+            pass
+        return vocab
+    raise VocabularyError(
+        f"cannot get a vocabulary from {type(tokenizer).__name__}: pass a llama_cpp.Llama, "
+        "an outlines_gguf.Vocabulary or a GGUF file path"
+    )
+
+
+_GGUF_CACHE: dict[tuple[str, float, int], Vocabulary] = {}
+
+
+def _cached_gguf_vocabulary(path: str) -> Vocabulary:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise VocabularyError(f"cannot read GGUF file {path!r}: {exc.strerror}") from exc
+    key = (path, st.st_mtime, st.st_size)
+    vocab = _GGUF_CACHE.get(key)
+    if vocab is None:
+        if len(_GGUF_CACHE) >= 8:
+            _GGUF_CACHE.pop(next(iter(_GGUF_CACHE)))
+        vocab = _GGUF_CACHE[key] = Vocabulary.from_gguf(path)
+    return vocab
