@@ -77,15 +77,16 @@ class GuideLogitsProcessor:
         self.calls += 1
         try:
             input_ids = np.asarray(input_ids)
-            if self._continues(input_ids):
-                token = int(input_ids[-1])
-                if not self._failed:
-                    self.state = self.guide.next_state(self.state, token)
-                self.generated_ids.append(token)
-            else:
+            continues = self._continues(input_ids)
+            if not continues:
                 self.reset()
                 self.prompt_length = int(input_ids.shape[0])
             self._seen = input_ids.copy()
+            if continues:
+                token = int(input_ids[-1])
+                self.generated_ids.append(token)
+                if not self._failed:
+                    self.state = self.guide.next_state(self.state, token)
             if self._failed:
                 self._force_eog(scores)
                 return scores

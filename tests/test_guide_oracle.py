@@ -1,0 +1,145 @@
+"""Masks are exact: equal to a brute-force oracle built on Python's re.
+
+The synthetic vocabulary holds every ASCII byte and every 1-4 byte slice of
+the UTF-8 of short strings over a mixed-width alphabet, so tokens end in the
+middle of characters. In the random regexes every character outside the
+alphabet behaves like "z" (classes name only alphabet letters; "." also
+excludes "\\n"), so enumerating strings over alphabet + "z" + "\\n" decides
+exactly whether a byte prefix can still be completed to a match.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from functools import lru_cache
+
+import numpy as np
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from regex_strategies import ALPHABET, bounded_regexes
+
+from outlines_gguf import RegexGuide, Vocabulary, compile_regex
+from outlines_gguf.regex_dfa import sre_parse
+
+LETTERS = [*ALPHABET, "z", "\n"]
+EOG = 0
+
+
+def _synthetic_vocabulary() -> Vocabulary:
+    pieces: set[bytes] = {bytes([b]) for b in range(128)}
+    for n in (1, 2):
+        for chars in itertools.product(ALPHABET, repeat=n):
+            data = "".join(chars).encode()
+            for i in range(len(data)):
+                for j in range(i + 1, min(len(data), i + 4) + 1):
+                    pieces.add(data[i:j])
+    tokens = [b"", b"", *sorted(pieces)]  # 0: EOG, 1: a control token
+    return Vocabulary(tokens, eog_ids=[EOG], special_ids=[1], name="synthetic")
+
+
+VOCAB = _synthetic_vocabulary()
+
+
+@lru_cache(maxsize=None)
+def _incomplete_utf8(tail: bytes) -> bool:
+    """True if ``tail`` is a proper prefix of the UTF-8 encoding of some character."""
+    if not tail:
+        return True
+    lead = tail[0]
+    n = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
+    if n == 0 or len(tail) >= n:
+        return False
+    for rest in itertools.product(range(0x80, 0xC0), repeat=n - len(tail)):
+        try:
+            (tail + bytes(rest)).decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
+def _split(data: bytes) -> tuple[str, bytes] | None:
+    """Split bytes into complete characters and an incomplete tail (None if invalid)."""
+    for cut in range(len(data), max(len(data) - 4, -1), -1):
+        try:
+            head = data[:cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return (head, data[cut:]) if _incomplete_utf8(data[cut:]) else None
+    return None
+
+
+def _normalize(text: str) -> str:
+    return "".join(c if c in LETTERS else "z" for c in text)
+
+
+class Oracle:
+    def __init__(self, pattern: str, max_chars: int) -> None:
+        self.language = {
+            "".join(p)
+            for k in range(max_chars + 1)
+            for p in itertools.product(LETTERS, repeat=k)
+            if re.fullmatch(pattern, "".join(p))
+        }
+        self.next_chars: dict[str, set[str]] = {}
+        for s in self.language:
+            for k in range(len(s) + 1):
+                self.next_chars.setdefault(s[:k], set()).update(s[k : k + 1])
+
+    def viable(self, data: bytes) -> bool:
+        split = _split(data)
+        if split is None:
+            return False
+        head, tail = split
+        nxt = self.next_chars.get(_normalize(head))
+        if nxt is None:
+            return False
+        return not tail or any(c == "z" or c.encode().startswith(tail) for c in nxt)
+
+    def complete(self, data: bytes) -> bool:
+        split = _split(data)
+        return split is not None and not split[1] and _normalize(split[0]) in self.language
+
+
+@settings(max_examples=120, deadline=None)
+@given(bounded_regexes(), st.data())
+def test_masks_equal_bruteforce_oracle(pattern: str, data: st.DataObject) -> None:
+    max_chars = sre_parse.parse(pattern).getwidth()[1]
+    assume(max_chars <= 4)
+    oracle = Oracle(pattern, max_chars)
+    assume(oracle.language)
+    guide = RegexGuide(compile_regex(pattern), VOCAB)
+    state, prefix = guide.initial_state, b""
+    for _ in range(8):
+        allowed = set(guide.mask(state).allowed_ids(VOCAB.size).tolist())
+        expected = {
+            i for i, tok in enumerate(VOCAB.tokens)
+            if i not in VOCAB.special_ids and oracle.viable(prefix + tok)
+        }
+        if oracle.complete(prefix):
+            expected.add(EOG)
+        assert allowed == expected, (pattern, prefix, sorted(allowed ^ expected)[:10])
+        assert 1 not in allowed  # control tokens never
+        token = data.draw(st.sampled_from(sorted(allowed)))
+        if token == EOG:
+            assert guide.is_final(state)
+            return
+        state = guide.next_state(state, token)
+        prefix += VOCAB.tokens[token]
+
+
+def test_mask_matches_per_token_walk_on_real_vocabulary(real_vocab: Vocabulary) -> None:
+    """The trie walk equals a per-token DFA run over the whole 32k/128k/152k vocabulary."""
+    for pattern in [r"[0-9]{4}", r"\+?[1-9][0-9]{7,14}", r"[a-zé ]+", r"(?:\w+ ){2}[A-Z]"]:
+        dfa = compile_regex(pattern)
+        guide = RegexGuide(dfa, real_vocab)
+        for state in range(min(dfa.n_states, 6)):
+            got = guide.mask(state).allowed_ids(real_vocab.size)
+            expected = [
+                i for i, tok in enumerate(real_vocab.tokens)
+                if i not in real_vocab.special_ids and dfa.run(tok, state) >= 0
+            ]
+            if dfa.accepting[state]:
+                expected = sorted({*expected, *real_vocab.eog_ids})
+            np.testing.assert_array_equal(got, expected)
