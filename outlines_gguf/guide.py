@@ -30,7 +30,7 @@ class TokenMask:
     the mask touches as few entries of ``scores`` as possible.
     """
 
-    __slots__ = ("allowed_count", "eog_allowed", "_keep", "_forbid")
+    __slots__ = ("_forbid", "_keep", "allowed_count", "eog_allowed")
 
     def __init__(self, allowed: np.ndarray, n_vocab: int, eog_allowed: bool) -> None:
         self.allowed_count = int(allowed.size)

@@ -96,7 +96,7 @@ class GuideLogitsProcessor:
                     f"{self.vocabulary.size}: it was built for another model"
                 )
             self.guide.mask(self.state).apply(scores)
-        except Exception as exc:  # noqa: BLE001 - must not escape into ctypes
+        except Exception as exc:
             self._fail(exc, scores)
         return scores
 

@@ -16,11 +16,12 @@ classes are exactly ASCII.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -86,7 +87,7 @@ _ASCII_CATEGORIES: dict[str, Ranges] = {
 _UNICODE_PATTERNS = {"digit": r"\d+", "word": r"\w+", "space": r"\s+"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unicode_category(name: str) -> Ranges:
     """Code points Python's ``str`` regexes put in ``\\d``, ``\\w`` or ``\\s``."""
     text = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, MAX_CODEPOINT + 1)))
@@ -374,7 +375,7 @@ def _determinize(nfa: _NFA, start: int, accept: int, pattern: str) -> tuple[np.n
         edges = [e for s in current for e in nfa.edges[s]]
         if edges:
             cuts = sorted({lo for lo, _, _ in edges} | {hi + 1 for _, hi, _ in edges})
-            for a, b in zip(cuts, cuts[1:]):
+            for a, b in itertools.pairwise(cuts):
                 targets = [t for lo, hi, t in edges if lo <= a and b - 1 <= hi]
                 if not targets:
                     continue
@@ -417,7 +418,9 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
     return remapped, accepting[live]
 
 
-def _merge_equivalent(table: np.ndarray, accepting: np.ndarray, rounds: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def _merge_equivalent(
+    table: np.ndarray, accepting: np.ndarray, rounds: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Merge states with identical rows and finality, repeatedly (sound, cheap)."""
     for _ in range(rounds):
         keyed = np.concatenate([table, accepting[:, None].astype(np.int32)], axis=1)

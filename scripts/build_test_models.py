@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import importlib.metadata
 import math
 import os
@@ -144,6 +145,14 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class Vocabulary:
+    """The `tokenizer.*` fields of a vocabulary GGUF file and its token list."""
+
+    fields: dict[str, gguf.ReaderField]
+    tokens: list[str]
+
+
+@dataclass(frozen=True)
 class TensorPlan:
     """One tensor to write: name, numpy (row-major) shape, storage type and init."""
 
@@ -203,9 +212,6 @@ class Console:
     def artifact(self, message: str) -> None:
         print(message, flush=True)
 
-    def warn(self, message: str) -> None:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
-
 
 # --------------------------------------------------------------------------- CLI
 
@@ -219,7 +225,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR,
                         help=f"directory for the models (default: {DEFAULT_OUT_DIR})")
     parser.add_argument("--vocab-dir", type=Path, default=DEFAULT_VOCAB_DIR,
-                        help=f"directory for the extracted ggml-vocab-*.gguf files (default: {DEFAULT_VOCAB_DIR})")
+                        help="directory for the extracted ggml-vocab-*.gguf files "
+                             f"(default: {DEFAULT_VOCAB_DIR})")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
                         help=f"where the llama-cpp-python sdist is downloaded (default: {DEFAULT_CACHE_DIR})")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=names,
@@ -303,7 +310,7 @@ def download_sdist(cache_dir: Path, version: str, console: Console) -> Path:
     subprocess.run(command + quiet_flags, check=True)
     tarball = find_sdist(cache_dir, version)
     if tarball is None:
-        raise FileNotFoundError(f"pip download did not leave a {PACKAGE_NAME} {version} tarball in {cache_dir}")
+        raise FileNotFoundError(f"pip download left no {PACKAGE_NAME} {version} tarball in {cache_dir}")
     return tarball
 
 
@@ -374,6 +381,13 @@ def field_value(field: gguf.ReaderField) -> tuple[Any, gguf.GGUFValueType, gguf.
 def read_tokenizer_fields(reader: gguf.GGUFReader) -> dict[str, gguf.ReaderField]:
     """All `tokenizer.*` fields of a GGUF file, in file order."""
     return {key: field for key, field in reader.fields.items() if key.startswith("tokenizer.")}
+
+
+@functools.cache
+def load_vocabulary(path: Path) -> Vocabulary:
+    """Parse a vocabulary file once per run (GGUFReader takes seconds on 150k tokens)."""
+    fields = read_tokenizer_fields(gguf.GGUFReader(path))
+    return Vocabulary(fields, fields[gguf.Keys.Tokenizer.LIST].contents())
 
 
 def copy_tokenizer_metadata(writer: gguf.GGUFWriter, fields: dict[str, gguf.ReaderField]) -> None:
@@ -508,18 +522,16 @@ def stream_tensors(writer: gguf.GGUFWriter, plans: Sequence[TensorPlan], seed: i
 
 
 def write_model(spec: ModelSpec, vocab_path: Path, destination: Path) -> None:
-    """Write one model to `destination` (via a partial file renamed into place)."""
-    reader = gguf.GGUFReader(vocab_path)
-    fields = read_tokenizer_fields(reader)
-    tokens = fields[gguf.Keys.Tokenizer.LIST].contents()
-    plans = plan_tensors(spec, len(tokens))
+    """Write one model to `destination` (via a `.tmp` file renamed into place)."""
+    vocab = load_vocabulary(vocab_path)
+    plans = plan_tensors(spec, len(vocab.tokens))
 
-    partial = destination.with_name(destination.name + ".partial")
+    partial = destination.with_name(destination.name + ".tmp")
     writer = gguf.GGUFWriter(partial, spec.arch)
     try:
-        add_model_metadata(writer, spec, len(tokens))
-        copy_tokenizer_metadata(writer, fields)
-        template = fallback_chat_template(spec, fields, tokens)
+        add_model_metadata(writer, spec, len(vocab.tokens))
+        copy_tokenizer_metadata(writer, vocab.fields)
+        template = fallback_chat_template(spec, vocab.fields, vocab.tokens)
         if template is not None:
             writer.add_chat_template(template)
         register_tensors(writer, plans)
@@ -559,6 +571,9 @@ def check_model_loads(path: Path, console: Console) -> None:
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=CHECK_N_CTX, verbose=False)
     try:
         load_time = time.perf_counter() - load_start
+        # Untimed warm-up: the first decode pays one-off costs (graph allocation,
+        # page faults on the freshly written file) that would swamp 8 tokens.
+        llm.create_completion(CHECK_PROMPT, max_tokens=1, temperature=1.0, seed=CHECK_SEED)
         start = time.perf_counter()
         result = llm.create_completion(
             CHECK_PROMPT, max_tokens=CHECK_MAX_TOKENS, temperature=1.0, seed=CHECK_SEED,
@@ -585,7 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in specs:
         destination = out_dir / spec.filename
         if not args.force and is_up_to_date(destination):
-            console.artifact(f"{spec.filename}: {format_size(destination.stat().st_size)}, up to date (skipped)")
+            size = format_size(destination.stat().st_size)
+            console.artifact(f"{spec.filename}: {size}, up to date (skipped)")
         else:
             pending.append(spec)
     if not pending:

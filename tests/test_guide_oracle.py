@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from hypothesis import assume, given, settings
@@ -41,7 +41,7 @@ def _synthetic_vocabulary() -> Vocabulary:
 VOCAB = _synthetic_vocabulary()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _incomplete_utf8(tail: bytes) -> bool:
     """True if ``tail`` is a proper prefix of the UTF-8 encoding of some character."""
     if not tail:

@@ -125,7 +125,7 @@ PATTERNS = [
     r"(?:[A-Z][a-z]{0,6} ?){1,4}",
     r"[^\n]{1,12}",
     r"-?(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,3})?",
-    r"(?:中文|日本語|한국어)+",
+    r"(?:中文|日本語|한국어){1,3}",
 ]
 
 
@@ -153,4 +153,4 @@ def test_unbounded_patterns_stay_valid_prefixes(real_vocab: Vocabulary, seed: in
     if ended:
         assert re.fullmatch(pattern, text)
     else:
-        assert re.fullmatch(r"[a-z]+(?: [a-z]+)*(?: |\.)?", text) or re.fullmatch(r"[a-z]+(?: [a-z]+)* ?", text)
+        assert re.fullmatch(r"[a-z]+(?: [a-z]+)* ?", text), text  # a valid unfinished prefix
