@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up (venv, llama-cpp-python build, test models) and run a constrained generation
+#   make test   set up if needed, then lint and run the test suite (what CI runs)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Skip llama.cpp's multimodal part: halves the llama-cpp-python build.
+CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+export CMAKE_ARGS
+
+.PHONY: setup demo test lint models bench clean
+
+setup: $(VENV)/.installed models/.built
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e ".[test]"
+	touch $@
+
+models/.built: $(VENV)/.installed scripts/build_test_models.py
+	$(BIN)/python scripts/build_test_models.py
+	touch $@
+
+models: models/.built
+
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check outlines_gguf tests scripts
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m pip install -c constraints.txt -e ".[bench]"
+	$(BIN)/python scripts/build_test_models.py --realistic
+	$(BIN)/python scripts/bench_regex.py --out BENCHMARKS-regex.md
+
+clean:
+	rm -rf $(VENV) models/.built models/*.gguf models/vocab .cache
