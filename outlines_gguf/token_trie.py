@@ -9,6 +9,7 @@ bytes, almost every token is discarded after one step.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,9 @@ def concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 class TokenTrie:
     """The trie of all emittable tokens of a vocabulary (special ids excluded)."""
 
-    node_byte: np.ndarray  # uint8, the byte leading into each node
+    node_byte: np.ndarray  # the byte (or byte class) leading into each node
+    parent: np.ndarray  # int64, -1 for level-1 nodes
+    level_start: np.ndarray  # int64, level_start[d - 1] = first node at depth d
     first_child: np.ndarray  # int64, index of each node's first child
     n_children: np.ndarray  # int64
     term_start: np.ndarray  # int64, into term_tokens
@@ -48,8 +51,8 @@ class TokenTrie:
         m = len(ids)
         if m == 0:
             empty = np.empty(0, dtype=np.int64)
-            return cls(np.empty(0, np.uint8), empty, empty, empty, empty,
-                       np.empty(0, np.int32), 0)
+            return cls(np.empty(0, np.uint8), empty, np.zeros(1, np.int64), empty, empty, empty,
+                       empty, np.empty(0, np.int32), 0)
         lens = np.fromiter((len(tokens[i]) for i in ids), dtype=np.int64, count=m)
         width = int(lens.max())
         matrix = np.frombuffer(
@@ -92,42 +95,83 @@ class TokenTrie:
         term_tokens = np.asarray(ids, dtype=np.int32)[by_node]
         term_count = np.bincount(terminal, minlength=rows.size).astype(np.int64)
         term_start = np.cumsum(term_count) - term_count
-        return cls(node_byte, first_child, n_children, term_start, term_count,
-                   term_tokens, int(level_start[1]))
+        return cls(node_byte, parent, level_start[:-1].astype(np.int64), first_child, n_children,
+                   term_start, term_count, term_tokens, int(level_start[1]))
 
-    def walk(self, transitions: np.ndarray, state: int) -> tuple[np.ndarray, np.ndarray]:
-        """All tokens that keep a byte automaton alive from ``state``.
+    def compress(self, byte_class: np.ndarray) -> TokenTrie:
+        """The same tokens as a trie over byte classes.
 
-        ``transitions`` is an ``(n_states, 256)`` int32 table with -1 for the
-        dead state. Returns ``(token_ids, end_states)``, sorted by token id.
+        Bytes that an automaton never tells apart share a class; tokens whose
+        class sequences share a prefix then share a node. Walking the result
+        with a class-level transition table gives exactly the same tokens as
+        walking this trie with the byte-level table, on far fewer nodes.
         """
-        flat = transitions.reshape(-1)
+        n = self.n_nodes
+        node_class = byte_class[self.node_byte].astype(np.int64)
+        n_classes = int(byte_class.max()) + 1
+        new_of = np.empty(n, dtype=np.int64)
+        new_parent: list[np.ndarray] = []
+        new_label: list[np.ndarray] = []
+        starts = [*self.level_start.tolist(), n]
+        offset = 0
+        new_level_start = []
+        for lo, hi in itertools.pairwise(starts):
+            if lo >= hi:
+                break
+            parents = self.parent[lo:hi]
+            parent_new = np.where(parents >= 0, new_of[np.maximum(parents, 0)], -1)
+            keys = (parent_new + 1) * n_classes + node_class[lo:hi]
+            uniq, inverse = np.unique(keys, return_inverse=True)
+            new_of[lo:hi] = offset + inverse.reshape(-1)
+            new_level_start.append(offset)
+            new_parent.append(uniq // n_classes - 1)
+            new_label.append(uniq % n_classes)
+            offset += uniq.size
+        parent = np.concatenate(new_parent)
+        node_ids = np.arange(offset)
+        first_child = np.searchsorted(parent, node_ids, side="left")
+        n_children = np.searchsorted(parent, node_ids, side="right") - first_child
+        token_node = new_of[np.repeat(np.arange(n), self.term_count)]
+        by_node = np.argsort(token_node, kind="stable")
+        term_count = np.bincount(token_node, minlength=offset).astype(np.int64)
+        return TokenTrie(
+            np.concatenate(new_label).astype(np.uint8), parent,
+            np.asarray(new_level_start, dtype=np.int64), first_child, n_children,
+            np.cumsum(term_count) - term_count, term_count, self.term_tokens[by_node],
+            int(new_level_start[1] if len(new_level_start) > 1 else offset),
+        )
+
+    def walk(self, transitions: np.ndarray, state: int) -> np.ndarray:
+        """All tokens that keep an automaton alive from ``state``.
+
+        ``transitions`` is an ``(n_states, n_labels)`` int32 table (labels are
+        bytes, or byte classes for a compressed trie) with -1 for the dead
+        state. Returns the token ids, unsorted.
+        """
+        stride = transitions.shape[1]
+        flat = np.ascontiguousarray(transitions).reshape(-1)
         nodes = np.arange(self.root_children)
-        states = flat[state * 256 + self.node_byte[:self.root_children].astype(np.int64)]
+        states = flat[state * stride + self.node_byte[:self.root_children].astype(np.int64)]
         alive = states >= 0
         nodes, states = nodes[alive], states[alive]
         found_tokens: list[np.ndarray] = []
-        found_states: list[np.ndarray] = []
         while nodes.size:
             counts = self.term_count[nodes]
             ends = counts > 0
             if ends.any():
-                counts = counts[ends]
-                found_tokens.append(self.term_tokens[concat_ranges(self.term_start[nodes[ends]], counts)])
-                found_states.append(np.repeat(states[ends], counts))
+                found_tokens.append(
+                    self.term_tokens[concat_ranges(self.term_start[nodes[ends]], counts[ends])]
+                )
             counts = self.n_children[nodes]
             inner = counts > 0
             if not inner.any():
                 break
             counts = counts[inner]
             children = concat_ranges(self.first_child[nodes[inner]], counts)
-            child_states = flat[np.repeat(states[inner].astype(np.int64), counts) * 256
+            child_states = flat[np.repeat(states[inner].astype(np.int64), counts) * stride
                                 + self.node_byte[children]]
             alive = child_states >= 0
             nodes, states = children[alive], child_states[alive]
         if not found_tokens:
-            return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
-        tokens = np.concatenate(found_tokens)
-        end_states = np.concatenate(found_states).astype(np.int32)
-        order = np.argsort(tokens, kind="stable")
-        return tokens[order], end_states[order]
+            return np.empty(0, dtype=np.int32)
+        return np.concatenate(found_tokens)

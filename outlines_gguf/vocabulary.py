@@ -187,6 +187,17 @@ class Vocabulary:
 
         return TokenTrie.build(self.tokens, self.is_special)
 
+    def class_trie(self, byte_class: np.ndarray) -> TokenTrie:
+        """The token trie compressed to a byte-class partition (cached, 16 partitions)."""
+        key = np.asarray(byte_class, dtype=np.uint8).tobytes()
+        cache = self.__dict__.setdefault("_class_tries", {})
+        trie = cache.get(key)
+        if trie is None:
+            if len(cache) >= 16:
+                cache.pop(next(iter(cache)))
+            trie = cache[key] = self.trie.compress(np.frombuffer(key, dtype=np.uint8))
+        return trie
+
     def decode(self, ids: Iterable[int]) -> bytes:
         """The bytes a sequence of token ids writes (special ids write nothing)."""
         tokens = self.tokens

@@ -103,13 +103,15 @@ class Oracle:
 
 
 @settings(max_examples=120, deadline=None)
-@given(bounded_regexes(), st.data())
-def test_masks_equal_bruteforce_oracle(pattern: str, data: st.DataObject) -> None:
+@given(bounded_regexes(), st.booleans(), st.data())
+def test_masks_equal_bruteforce_oracle(pattern: str, byte_classes: bool, data: st.DataObject) -> None:
     max_chars = sre_parse.parse(pattern).getwidth()[1]
     assume(max_chars <= 4)
     oracle = Oracle(pattern, max_chars)
     assume(oracle.language)
     guide = RegexGuide(compile_regex(pattern), VOCAB)
+    if byte_classes:  # the compressed-trie walk that dense states switch to
+        guide.use_byte_classes()
     state, prefix = guide.initial_state, b""
     for _ in range(8):
         allowed = set(guide.mask(state).allowed_ids(VOCAB.size).tolist())
@@ -133,9 +135,11 @@ def test_mask_matches_per_token_walk_on_real_vocabulary(real_vocab: Vocabulary) 
     """The trie walk equals a per-token DFA run over the whole 32k/128k/152k vocabulary."""
     for pattern in [r"[0-9]{4}", r"\+?[1-9][0-9]{7,14}", r"[a-zé ]+", r"(?:\w+ ){2}[A-Z]"]:
         dfa = compile_regex(pattern)
-        guide = RegexGuide(dfa, real_vocab)
+        plain, classes = RegexGuide(dfa, real_vocab), RegexGuide(dfa, real_vocab)
+        classes.use_byte_classes()
         for state in range(min(dfa.n_states, 6)):
-            got = guide.mask(state).allowed_ids(real_vocab.size)
+            got = plain.mask(state).allowed_ids(real_vocab.size)
+            np.testing.assert_array_equal(got, classes.mask(state).allowed_ids(real_vocab.size))
             expected = [
                 i for i, tok in enumerate(real_vocab.tokens)
                 if i not in real_vocab.special_ids and dfa.run(tok, state) >= 0
