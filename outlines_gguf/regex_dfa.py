@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -191,16 +191,28 @@ class _Flags:
     ascii: bool
 
 
-class _Builder:
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
+Fragment = tuple[int, int]
+"""A piece of NFA: (entry state, exit state)."""
+
+
+class NFABuilder:
+    """Builds one byte-level NFA from fragments, then a :class:`ByteDFA`.
+
+    Fragments are single-use: to repeat a piece, pass a function that builds
+    a fresh copy (``repeat``). ``None`` stands for the empty language in
+    ``alt`` and makes ``seq`` empty.
+    """
+
+    def __init__(self, label: str = "constraint") -> None:
+        self.label = label
         self.nfa = _NFA()
 
-    def fail(self, what: str) -> RegexError:
-        return RegexError(f"regex {self.pattern!r}: {what} is not supported")
+    def empty(self) -> Fragment:
+        s = self.nfa.state()
+        return s, s
 
-    # a fragment is (start, end)
-    def charset(self, ranges: Ranges) -> tuple[int, int]:
+    def chars(self, ranges: Ranges) -> Fragment:
+        """Any one character of ``ranges``, as UTF-8."""
         nfa = self.nfa
         start, end = nfa.state(), nfa.state()
         for lo, hi in _without_surrogates(ranges):
@@ -212,9 +224,144 @@ class _Builder:
                     cur = nxt
         return start, end
 
-    def empty(self) -> tuple[int, int]:
-        s = self.nfa.state()
-        return s, s
+    def literal(self, text: str | bytes) -> Fragment:
+        data = text.encode() if isinstance(text, str) else text
+        start = cur = self.nfa.state()
+        for b in data:
+            nxt = self.nfa.state()
+            self.nfa.edges[cur].append((b, b, nxt))
+            cur = nxt
+        return start, cur
+
+    def seq(self, parts: Iterable[Fragment | None]) -> Fragment | None:
+        start = cur = self.nfa.state()
+        for part in parts:
+            if part is None:
+                return None
+            self.nfa.eps[cur].append(part[0])
+            cur = part[1]
+        return start, cur
+
+    def alt(self, parts: Iterable[Fragment | None]) -> Fragment | None:
+        live = [p for p in parts if p is not None]
+        if not live:
+            return None
+        start, end = self.nfa.state(), self.nfa.state()
+        for s, e in live:
+            self.nfa.eps[start].append(s)
+            self.nfa.eps[e].append(end)
+        return start, end
+
+    def optional(self, part: Fragment | None) -> Fragment:
+        return self.alt([part, self.empty()])  # type: ignore[return-value]
+
+    def repeat(self, make: Callable[[], Fragment | None], lo: int, hi: int | None) -> Fragment | None:
+        """``lo`` to ``hi`` copies (``hi=None``: unbounded) of the fragment ``make`` builds."""
+        if lo > MAX_REPEAT or (hi is not None and hi > MAX_REPEAT):
+            raise ConstraintTooComplexError(
+                f"{self.label}: a repeat count above {MAX_REPEAT} is not supported"
+            )
+        if hi is not None and hi < lo:
+            return None
+        nfa = self.nfa
+        start = cur = nfa.state()
+        for _ in range(lo):
+            part = make()
+            if part is None:
+                return None
+            nfa.eps[cur].append(part[0])
+            cur = part[1]
+        if hi is None:
+            part = make()
+            end = nfa.state()
+            nfa.eps[cur].append(end)
+            if part is not None:
+                s, e = part
+                nfa.eps[cur].append(s)
+                nfa.eps[e].append(s)
+                nfa.eps[e].append(end)
+            return start, end
+        end = nfa.state()
+        for _ in range(hi - lo):
+            nfa.eps[cur].append(end)
+            part = make()
+            if part is None:
+                break
+            nfa.eps[cur].append(part[0])
+            cur = part[1]
+        nfa.eps[cur].append(end)
+        return start, end
+
+    def regex(
+        self, pattern: str, chars: Callable[[Ranges], Fragment] | None = None, *, anchored: bool = True
+    ) -> Fragment:
+        """A Python regex (full match when ``anchored``) as a fragment.
+
+        ``chars`` decides how a set of characters becomes bytes (default:
+        UTF-8); JSON strings pass one that writes the JSON escapes.
+        """
+        try:
+            parsed = sre_parse.parse(pattern)
+        except re.error as exc:
+            raise RegexError(f"invalid regex {pattern!r}: {exc}") from exc
+        except RecursionError as exc:
+            raise ConstraintTooComplexError(f"regex {pattern!r} is nested too deeply") from exc
+        gflags = parsed.state.flags
+        flags = _Flags(
+            ignorecase=bool(gflags & C.SRE_FLAG_IGNORECASE),
+            dotall=bool(gflags & C.SRE_FLAG_DOTALL),
+            ascii=bool(gflags & C.SRE_FLAG_ASCII),
+        )
+        translator = _RegexTranslator(self, pattern, chars or self.chars)
+        try:
+            return translator.seq(list(parsed), flags, anchored, anchored)
+        except RecursionError as exc:
+            raise ConstraintTooComplexError(f"regex {pattern!r} is nested too deeply") from exc
+
+    def dfa(self, dfa: ByteDFA) -> Fragment:
+        """Embed an existing DFA (e.g. a product of two automata) as a fragment."""
+        nfa = self.nfa
+        base = [nfa.state() for _ in range(dfa.n_states)]
+        end = nfa.state()
+        table = dfa.transitions
+        for s in range(dfa.n_states):
+            row = table[s]
+            cuts = np.flatnonzero(np.diff(row) != 0) + 1
+            bounds = [0, *cuts.tolist(), 256]
+            for lo, hi in itertools.pairwise(bounds):
+                target = int(row[lo])
+                if target >= 0:
+                    nfa.edges[base[s]].append((lo, hi - 1, base[target]))
+            if dfa.accepting[s]:
+                nfa.eps[base[s]].append(end)
+        return base[0], end
+
+    def build(self, fragment: Fragment | None) -> ByteDFA:
+        """Determinize, drop dead states and merge equivalent ones."""
+        if fragment is None:
+            raise EmptyLanguageError(f"{self.label} matches no string at all")
+        start, accept = fragment
+        table, accepting = _determinize(self.nfa, start, accept, self.label)
+        pruned = _prune_dead(table, accepting)
+        if pruned is None:
+            raise EmptyLanguageError(f"{self.label} matches no string at all")
+        return ByteDFA(*_merge_equivalent(*pruned))
+
+
+class _RegexTranslator:
+    """Turns the tree of Python's ``re`` parser into NFA fragments."""
+
+    def __init__(self, builder: NFABuilder, pattern: str, chars: Callable[[Ranges], Fragment]) -> None:
+        self.builder = builder
+        self.nfa = builder.nfa
+        self.pattern = pattern
+        self.charset = chars
+
+    def fail(self, what: str) -> RegexError:
+        return RegexError(f"regex {self.pattern!r}: {what} is not supported")
+
+    def empty(self) -> Fragment:
+        return self.builder.empty()
 
     def seq(self, items: list, flags: _Flags, at_start: bool, at_end: bool) -> tuple[int, int]:
         start = cur = self.nfa.state()
@@ -288,34 +435,15 @@ class _Builder:
             result = _case_variants(result)
         return _complement(result) if negate else result
 
-    def repeat(self, lo: int, hi: int, sub: list, flags: _Flags) -> tuple[int, int]:
+    def repeat(self, lo: int, hi: int, sub: list, flags: _Flags) -> Fragment:
         unbounded = hi is C.MAXREPEAT or hi == C.MAXREPEAT
         if lo > MAX_REPEAT or (not unbounded and hi > MAX_REPEAT):
             raise ConstraintTooComplexError(
                 f"regex {self.pattern!r}: repeat count above {MAX_REPEAT} is not supported"
             )
-        nfa = self.nfa
-        start = cur = nfa.state()
-        for _ in range(lo):
-            s, e = self.seq(sub, flags, False, False)
-            nfa.eps[cur].append(s)
-            cur = e
-        if unbounded:
-            s, e = self.seq(sub, flags, False, False)
-            nfa.eps[cur].append(s)
-            nfa.eps[e].append(s)
-            end = nfa.state()
-            nfa.eps[cur].append(end)
-            nfa.eps[e].append(end)
-            return start, end
-        end = nfa.state()
-        for _ in range(hi - lo):
-            nfa.eps[cur].append(end)
-            s, e = self.seq(sub, flags, False, False)
-            nfa.eps[cur].append(s)
-            cur = e
-        nfa.eps[cur].append(end)
-        return start, end
+        return self.builder.repeat(  # type: ignore[return-value]
+            lambda: self.seq(sub, flags, False, False), lo, None if unbounded else hi
+        )
 
 
 # -- DFA --------------------------------------------------------------------------------
@@ -450,28 +578,5 @@ def compile_regex(pattern: str) -> ByteDFA:
     """
     if not isinstance(pattern, str):
         raise RegexError(f"a regex must be a str, got {type(pattern).__name__}")
-    try:
-        parsed = sre_parse.parse(pattern)
-    except re.error as exc:
-        raise RegexError(f"invalid regex {pattern!r}: {exc}") from exc
-    except RecursionError as exc:
-        raise ConstraintTooComplexError(f"regex {pattern!r} is nested too deeply") from exc
-    gflags = parsed.state.flags
-    if gflags & C.SRE_FLAG_MULTILINE:
-        pass  # ^ and $ are only accepted at the ends, where MULTILINE changes nothing
-    builder = _Builder(pattern)
-    flags = _Flags(
-        ignorecase=bool(gflags & C.SRE_FLAG_IGNORECASE),
-        dotall=bool(gflags & C.SRE_FLAG_DOTALL),
-        ascii=bool(gflags & C.SRE_FLAG_ASCII),
-    )
-    try:
-        start, accept = builder.seq(list(parsed), flags, True, True)
-    except RecursionError as exc:
-        raise ConstraintTooComplexError(f"regex {pattern!r} is nested too deeply") from exc
-    table, accepting = _determinize(builder.nfa, start, accept, pattern)
-    pruned = _prune_dead(table, accepting)
-    if pruned is None:
-        raise EmptyLanguageError(f"regex {pattern!r} matches no string at all")
-    table, accepting = _merge_equivalent(*pruned)
-    return ByteDFA(table, accepting)
+    builder = NFABuilder(f"regex {pattern!r}")
+    return builder.build(builder.regex(pattern))
