@@ -18,7 +18,8 @@ from .errors import (
     VocabularyError,
 )
 from .guide import RegexGuide, TokenMask, clear_guide_cache
-from .processors import GuideLogitsProcessor, RegexLogitsProcessor
+from .json_schema import SchemaError, compile_json_schema
+from .processors import GuideLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
 from .regex_dfa import ByteDFA, compile_regex
 from .vocabulary import Vocabulary
 
@@ -31,15 +32,18 @@ __all__ = [
     "EmptyLanguageError",
     "GGUFFormatError",
     "GuideLogitsProcessor",
+    "JSONLogitsProcessor",
     "OutlinesGGUFError",
     "ProcessorFailedError",
     "RegexError",
     "RegexGuide",
     "RegexLogitsProcessor",
+    "SchemaError",
     "TokenMask",
     "Vocabulary",
     "VocabularyError",
     "__version__",
     "clear_guide_cache",
+    "compile_json_schema",
     "compile_regex",
 ]

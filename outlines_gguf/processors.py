@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .errors import ProcessorFailedError, VocabularyError
-from .guide import Guide, RegexGuide
+from .guide import Guide, RegexGuide, cached_guide
+from .json_schema import DEFAULT_MAX_DEPTH, canonical_schema, compile_json_schema, load_schema
 from .vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
@@ -101,8 +102,9 @@ class GuideLogitsProcessor:
         return scores
 
     def _fail(self, exc: BaseException, scores: np.ndarray) -> None:
-        logger.error("outlines-gguf: %s failed, forcing end of generation: %s",
-                     type(self).__name__, exc, exc_info=exc)
+        logger.error(
+            "outlines-gguf: %s failed, forcing end of generation: %s", type(self).__name__, exc, exc_info=exc
+        )
         if self.error is None:
             self.error = exc
         self._failed = True
@@ -137,3 +139,52 @@ class RegexLogitsProcessor(GuideLogitsProcessor):
         vocabulary = as_vocabulary(tokenizer)
         self.pattern = pattern
         super().__init__(RegexGuide.from_regex(pattern, vocabulary), vocabulary)
+
+
+class JSONLogitsProcessor(GuideLogitsProcessor):
+    """Constrain generation to JSON that validates against a schema.
+
+    ``schema`` is a Pydantic model class, a JSON Schema dict or JSON text;
+    ``tokenizer`` a ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path.
+    ``whitespace_pattern`` replaces the default whitespace (an optional space
+    after ``:`` and ``,``, which covers ``json.dumps`` output and compact
+    JSON). Schemas we cannot enforce raise :class:`~outlines_gguf.SchemaError`
+    here, naming the keyword and where it is, unless ``lenient=True``.
+    See :func:`~outlines_gguf.json_schema.compile_json_schema` for
+    ``max_depth`` and ``extra_properties``.
+    """
+
+    def __init__(
+        self,
+        schema: Any,
+        tokenizer: Any,
+        whitespace_pattern: str | None = None,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        lenient: bool = False,
+        extra_properties: bool | None = None,
+    ) -> None:
+        vocabulary = as_vocabulary(tokenizer)
+        root, is_pydantic = load_schema(schema)
+        self.schema = root
+        self.pydantic_model = schema if is_pydantic else None
+        key = (
+            "json",
+            canonical_schema(root),
+            whitespace_pattern,
+            max_depth,
+            lenient,
+            False if extra_properties is None and is_pydantic else extra_properties,
+        )
+
+        def build() -> RegexGuide:
+            dfa = compile_json_schema(
+                schema,
+                whitespace_pattern,
+                max_depth=max_depth,
+                lenient=lenient,
+                extra_properties=extra_properties,
+            )
+            return RegexGuide(dfa, vocabulary)
+
+        super().__init__(cached_guide(key, vocabulary, build), vocabulary)

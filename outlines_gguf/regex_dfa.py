@@ -549,22 +549,28 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
 def _merge_equivalent(
     table: np.ndarray, accepting: np.ndarray, rounds: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Merge states with identical rows and finality, repeatedly (sound, cheap)."""
+    """Merge states with identical rows and finality, repeatedly (sound, cheap).
+
+    Classes are numbered by first occurrence, so the start state stays 0.
+    """
     for _ in range(rounds):
-        keyed = np.concatenate([table, accepting[:, None].astype(np.int32)], axis=1)
-        _, first, inverse = np.unique(keyed, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        if first.size == table.shape[0]:
+        keyed = np.ascontiguousarray(np.concatenate([table, accepting[:, None].astype(np.int32)], axis=1))
+        seen: dict[bytes, int] = {}
+        new_id = np.empty(table.shape[0], dtype=np.int64)
+        representatives: list[int] = []
+        for i, row in enumerate(keyed):
+            key = row.tobytes()
+            k = seen.get(key)
+            if k is None:
+                k = seen[key] = len(representatives)
+                representatives.append(i)
+            new_id[i] = k
+        if len(representatives) == table.shape[0]:
             break
-        # keep the start state as state 0: order classes by first occurrence
-        order = np.argsort(first)
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        new_id = rank[inverse]
-        representatives = first[order]
-        table = np.where(table[representatives] >= 0, new_id[np.maximum(table[representatives], 0)], -1)
-        table = table.astype(np.int32)
-        accepting = accepting[representatives]
+        reps = np.asarray(representatives)
+        kept = table[reps]
+        table = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
+        accepting = accepting[reps]
     return table, accepting
 
 

@@ -712,6 +712,15 @@ class CallRecord:
     text: str
 
 
+@dataclass(frozen=True)
+class E2ETask:
+    """One create_completion call of a round: an engine, its pattern (None: unconstrained) and a label."""
+
+    engine: str  # "unconstrained", "ours" or "gbnf"
+    label: str  # the pattern name; for unconstrained "32", "1" or "=<pattern>" (same length as it)
+    pattern: Pattern | None = None
+
+
 @dataclass
 class E2EFigures:
     records: dict[tuple[str, str], list[CallRecord]] = field(default_factory=dict)
@@ -732,31 +741,48 @@ def run_completion(llm: Any, max_tokens: int, seed: int, **kwargs: Any) -> CallR
                       result["choices"][0]["text"])
 
 
-def e2e_tasks(engines: Sequence[str]) -> list[tuple[str, str]]:
-    """(engine, pattern name) pairs of one round; ("unconstrained", "32"/"1") are the floor."""
-    tasks = [("unconstrained", str(E2E_MAX_TOKENS)), ("unconstrained", "1")]
-    for pattern in PATTERNS:
-        tasks += [(engine, pattern.name) for engine in ("ours", "gbnf") if engine in engines]
+def e2e_tasks(engines: Sequence[str]) -> list[E2ETask]:
+    """The calls of one round: the floor (32 and 1 tokens), and per pattern each constrained engine plus
+    an unconstrained call of the same number of steps."""
+    tasks = [E2ETask("unconstrained", str(E2E_MAX_TOKENS)), E2ETask("unconstrained", "1")]
+    constrained = [engine for engine in ("ours", "gbnf") if engine in engines]
+    for pattern in PATTERNS if constrained else ():
+        tasks += [E2ETask(engine, pattern.name, pattern) for engine in constrained]
+        tasks.append(E2ETask("unconstrained", "=" + pattern.name, pattern))
     return tasks
 
 
-def run_e2e_task(llm: Any, task: tuple[str, str], seed: int) -> CallRecord:
+def run_e2e_task(llm: Any, task: E2ETask, seed: int, matched_steps: dict[str, int]) -> CallRecord:
+    """Run one task; ``matched_steps`` gives the length of the same-length unconstrained calls."""
     from llama_cpp import LlamaGrammar, LogitsProcessorList
 
-    engine, name = task
-    if engine == "unconstrained":
-        return run_completion(llm, int(name), seed)
-    pattern = next(p for p in PATTERNS if p.name == name)
-    if engine == "ours":
+    if task.engine == "unconstrained":
+        if task.pattern is None:
+            return run_completion(llm, int(task.label), seed)
+        return run_completion(llm, matched_steps[task.pattern.name], seed)
+    assert task.pattern is not None
+    if task.engine == "ours":
         # construction (a guide-cache hit) is part of each request, as in real use
         t0 = time.perf_counter()
-        proc = RegexLogitsProcessor(pattern.regex, llm)
+        proc = RegexLogitsProcessor(task.pattern.regex, llm)
         build = time.perf_counter() - t0
         record = run_completion(llm, E2E_MAX_TOKENS, seed, logits_processor=LogitsProcessorList([proc]))
         proc.raise_if_failed()
         record.seconds += build
         return record
-    return run_completion(llm, E2E_MAX_TOKENS, seed, grammar=LlamaGrammar.from_string(pattern.gbnf))
+    return run_completion(llm, E2E_MAX_TOKENS, seed, grammar=LlamaGrammar.from_string(task.pattern.gbnf))
+
+
+def constrained_steps(llm: Any, engines: Sequence[str], seed: int) -> dict[str, int]:
+    """Steps each pattern's constrained generation takes with ``seed`` (untimed pre-pass).
+
+    Ours and GBNF allow the same tokens, so with the same seed they make the same choices; the
+    same-length unconstrained call then does exactly as many decode+sample steps.
+    """
+    if "ours" not in engines and "gbnf" not in engines:
+        return {}
+    engine = "ours" if "ours" in engines else "gbnf"
+    return {p.name: run_e2e_task(llm, E2ETask(engine, p.name, p), seed, {}).steps for p in PATTERNS}
 
 
 def measure_e2e(model: Path, rounds: int, engines: Sequence[str]) -> E2EFigures:
@@ -768,12 +794,16 @@ def measure_e2e(model: Path, rounds: int, engines: Sequence[str]) -> E2EFigures:
                                                  seed=1, verbose=False))
     RegexLogitsProcessor(PATTERNS[0].regex, llm)  # reads the vocabulary from llama.cpp once
     tasks = e2e_tasks(engines)
+    steps = constrained_steps(llm, engines, seed=999)
     for task in tasks:
-        figs.warmup[task] = run_e2e_task(llm, task, seed=999)
+        figs.warmup[(task.engine, task.label)] = run_e2e_task(llm, task, 999, steps)
     for r in range(rounds):
+        seed = 1000 + r
+        steps = constrained_steps(llm, engines, seed)
         shift = r % len(tasks)
         for task in tasks[shift:] + tasks[:shift]:
-            figs.records.setdefault(task, []).append(run_e2e_task(llm, task, seed=1000 + r))
+            record = run_e2e_task(llm, task, seed, steps)
+            figs.records.setdefault((task.engine, task.label), []).append(record)
         progress(f"e2e round {r + 1}/{rounds} done")
     return figs
 
@@ -797,9 +827,20 @@ def fit_floor(figs: E2EFigures) -> StepModel:
     return StepModel(step, overhead)
 
 
-def per_step_seconds(records: Sequence[CallRecord], floor: StepModel) -> float:
-    """Median per-step time of constrained calls, the fixed per-call overhead taken out."""
-    return median([(r.seconds - floor.overhead) / r.steps for r in records if r.steps > 0])
+def step_time(record: CallRecord, floor: StepModel) -> float:
+    """One call's per-step time, the fixed per-call overhead taken out."""
+    return (record.seconds - floor.overhead) / max(1, record.steps)
+
+
+def paired(records: Sequence[CallRecord], baseline: Sequence[CallRecord], floor: StepModel,
+           ) -> tuple[float, float]:
+    """Median over rounds of (baseline/engine per-step ratio, engine − baseline per-step time)."""
+    ratios, extra = [], []
+    for eng, base in zip(records, baseline, strict=True):
+        e, b = step_time(eng, floor), step_time(base, floor)
+        ratios.append(b / e)
+        extra.append(e - b)
+    return median(ratios), median(extra)
 
 
 def validity(records: Iterable[CallRecord], regex: str) -> tuple[int, int, int]:
@@ -815,32 +856,51 @@ def validity(records: Iterable[CallRecord], regex: str) -> tuple[int, int, int]:
     return valid, invalid, truncated
 
 
-def e2e_section(figs: E2EFigures, rounds: int) -> str:
-    floor = fit_floor(figs)
+def e2e_rows(figs: E2EFigures, floor: StepModel) -> list[tuple[str, ...]]:
     unc = figs.records[("unconstrained", str(E2E_MAX_TOKENS))]
-    header = ["pattern", "engine", "tokens (median)", "wall / call (median)", "per token", "tokens/s",
-              "vs unconstrained", "overhead / token", "valid / invalid / truncated"]
-    rows = [("–", "unconstrained", str(int(median([r.tokens for r in unc]))),
-             fmt_time(median([r.seconds for r in unc])), fmt_time(floor.per_step),
-             f"{1 / floor.per_step:.1f}", "1.00×", "–", "–")]
+    rows: list[tuple[str, ...]] = [
+        ("–", f"unconstrained, {E2E_MAX_TOKENS} tokens", str(int(median([r.steps for r in unc]))),
+         fmt_time(median([r.seconds for r in unc])), fmt_time(floor.per_step), f"{1 / floor.per_step:.1f}",
+         "", "", "")
+    ]
     for pattern in PATTERNS:
+        base = figs.records.get(("unconstrained", "=" + pattern.name))
+        if not base:
+            continue
+        base_step = median([step_time(r, floor) for r in base])
+        rows.append((f"`{pattern.name}`", "unconstrained, same length",
+                     str(int(median([r.steps for r in base]))),
+                     fmt_time(median([r.seconds for r in base])), fmt_time(base_step),
+                     f"{1 / base_step:.1f}", "1.00×", "–", "–"))
         for engine in ("ours", "gbnf"):
             records = figs.records.get((engine, pattern.name))
             if not records:
                 continue
-            step = per_step_seconds(records, floor)
+            step = median([step_time(r, floor) for r in records])
+            ratio, extra = paired(records, base, floor)
             v, bad, trunc = validity([*records, figs.warmup[(engine, pattern.name)]], pattern.regex)
-            rows.append((f"`{pattern.name}`", engine, str(int(median([r.tokens for r in records]))),
+            rows.append((f"`{pattern.name}`", engine, str(int(median([r.steps for r in records]))),
                          fmt_time(median([r.seconds for r in records])), fmt_time(step), f"{1 / step:.1f}",
-                         fmt_ratio(floor.per_step / step), fmt_time(step - floor.per_step),
-                         f"{v} / {bad} / {trunc}"))
-    same = sum(
-        1 for p in PATTERNS for a, b in zip(figs.records.get(("ours", p.name), []),
-                                            figs.records.get(("gbnf", p.name), []), strict=False)
-        if a.text == b.text
-    )
-    pairs = sum(min(len(figs.records.get(("ours", p.name), [])), len(figs.records.get(("gbnf", p.name), [])))
-                for p in PATTERNS)
+                         fmt_ratio(ratio), fmt_time(extra), f"{v} / {bad} / {trunc}"))
+    return rows
+
+
+def identical_outputs(figs: E2EFigures) -> tuple[int, int]:
+    """(same text, pairs) over same-seed ours/GBNF calls."""
+    same = pairs = 0
+    for p in PATTERNS:
+        ours, gbnf = figs.records.get(("ours", p.name), []), figs.records.get(("gbnf", p.name), [])
+        for a, b in zip(ours, gbnf, strict=False):
+            pairs += 1
+            same += a.text == b.text
+    return same, pairs
+
+
+def e2e_section(figs: E2EFigures, rounds: int) -> str:
+    floor = fit_floor(figs)
+    header = ["pattern", "engine", "steps (median)", "wall / call (median)", "per token", "tokens/s",
+              "vs unconstrained (paired)", "overhead / token (paired)", "valid / invalid / truncated"]
+    same, pairs = identical_outputs(figs)
     examples = table(["pattern", "engine", "text (warm-up call, seed 999)"],
                      [(f"`{name}`", engine, f"`{rec.text!r}`") for (engine, name), rec in figs.warmup.items()
                       if engine != "unconstrained"])
@@ -848,20 +908,24 @@ def e2e_section(figs: E2EFigures, rounds: int) -> str:
         f"## End to end: `create_completion` on `{figs.model}` ({rounds} interleaved rounds, medians)\n\n"
         f"Model load {fmt_time(figs.load_seconds)}; n_ctx 512, n_threads 2, temperature "
         f"{E2E_TEMPERATURE}, max_tokens {E2E_MAX_TOKENS}, prompt {E2E_PROMPT!r}, seed 1000 + round "
-        "(the same seed for every engine in a round).\n\n" + table(header, rows) + "\n\n"
-        "How per-token time is computed: every call reuses the cached prompt (llama-cpp-python "
-        "re-decodes only its last token), so a call is `steps` × (one 1-token decode + one sample) plus a "
-        "fixed overhead, where steps = completion tokens, plus one when generation stopped on an "
-        "end-of-generation token (that token is sampled but not counted in `usage`). From paired "
-        f"unconstrained calls of max_tokens {E2E_MAX_TOKENS} and 1 in each round: per-step "
-        f"{fmt_time(floor.per_step)}, fixed overhead {fmt_time(floor.overhead)} per call. A constrained "
-        "call's per-token time is (wall − overhead) / steps; *overhead / token* is that minus the "
-        "unconstrained per-token time. Random-weight models stop early under a constraint, so constrained "
-        "calls have few steps and their figures are noisier than the floor's. GBNF's per-generation "
-        "grammar parse and our per-request processor construction (a cache hit) are inside the timed "
-        "calls; our first (cold-mask) generation is the untimed warm-up.\n\n"
-        f"Ours and GBNF produced the identical text in {same} of {pairs} same-seed pairs (same model, same "
-        "sampler chain, same allowed set ⇒ same sample).\n\nWarm-up outputs:\n\n" + examples
+        "(the same seed for every call of a round).\n\n" + table(header, e2e_rows(figs, floor)) + "\n\n"
+        "How it is computed:\n"
+        "- Every call reuses the cached prompt (llama-cpp-python re-decodes only its last token), so a call "
+        "is `steps` × (one 1-token decode + one sample) plus a fixed overhead. steps = completion tokens "
+        "(`usage.completion_tokens`), plus one when generation stopped on an end-of-generation token (that "
+        "token is sampled but not counted in `usage`).\n"
+        f"- The fixed overhead comes from paired unconstrained calls of max_tokens {E2E_MAX_TOKENS} and 1 "
+        f"in each round: {fmt_time(floor.overhead)} per call (per-step {fmt_time(floor.per_step)}). "
+        "*per token* = (wall − overhead) / steps; *tokens/s* = 1 / per token.\n"
+        "- Random-weight models stop early under a constraint (a few steps per call), so each pattern also "
+        "gets an *unconstrained, same length* call in every round: same seed, max_tokens = the steps the "
+        "constrained generation takes with that seed (found by an untimed pre-pass). *vs unconstrained* "
+        "and *overhead / token* compare each constrained call with that call of its own round (median "
+        "over rounds), which cancels most of the machine's drift; the 32-token row is the long-run floor.\n"
+        "- GBNF's per-generation grammar parse and our per-request processor construction (a guide-cache "
+        "hit) are inside the timed calls. Our first (cold-mask) generation is in the untimed warm-up.\n"
+        f"- Ours and GBNF produced the identical text in {same} of {pairs} same-seed pairs (same model, "
+        "same sampler chain, same allowed set ⇒ same sample).\n\nWarm-up outputs:\n\n" + examples
     )
 
 

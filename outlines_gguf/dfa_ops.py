@@ -1,0 +1,77 @@
+"""Products of byte automata: intersection, difference, "exactly one of".
+
+Used where a constraint is the combination of several (``allOf``, ``oneOf``,
+a string with both a ``pattern`` and a ``format``). The product is explored
+from the start state only, so just the reachable pairs are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .errors import ConstraintTooComplexError
+from .regex_dfa import ByteDFA, _merge_equivalent, _prune_dead
+
+MAX_PRODUCT_STATES = 50_000
+
+
+class DFAProductTooLargeError(ConstraintTooComplexError):
+    """The product automaton would exceed :data:`MAX_PRODUCT_STATES`."""
+
+
+def _product(
+    dfas: Sequence[ByteDFA], accept: Callable[[np.ndarray], bool], all_alive: bool
+) -> ByteDFA | None:
+    """Reachable product; ``all_alive``: a dead component kills the pair (intersection)."""
+    k = len(dfas)
+    start = (0,) * k
+    index = {start: 0}
+    queue = [start]
+    rows: list[np.ndarray] = []
+    accepting: list[bool] = []
+    dead_row = np.full(256, -1, dtype=np.int32)
+    while len(rows) < len(queue):
+        combo = queue[len(rows)]
+        comps = np.stack([d.transitions[s] if s >= 0 else dead_row for d, s in zip(dfas, combo, strict=True)])
+        finals = np.array([s >= 0 and bool(d.accepting[s]) for d, s in zip(dfas, combo, strict=True)])
+        accepting.append(accept(finals))
+        dead = (comps < 0).any(axis=0) if all_alive else (comps < 0).all(axis=0)
+        row = np.full(256, -1, dtype=np.int32)
+        live_bytes = np.flatnonzero(~dead)
+        if live_bytes.size:
+            cols, inverse = np.unique(comps[:, live_bytes].T, axis=0, return_inverse=True)
+            ids = np.empty(len(cols), dtype=np.int32)
+            for j, col in enumerate(cols):
+                key = tuple(int(x) for x in col)
+                target = index.get(key)
+                if target is None:
+                    if len(queue) >= MAX_PRODUCT_STATES:
+                        raise DFAProductTooLargeError(f"more than {MAX_PRODUCT_STATES} product states")
+                    target = index[key] = len(queue)
+                    queue.append(key)
+                ids[j] = target
+            row[live_bytes] = ids[inverse.reshape(-1)]
+        rows.append(row)
+    pruned = _prune_dead(np.stack(rows), np.array(accepting, dtype=bool))
+    if pruned is None:
+        return None
+    return ByteDFA(*_merge_equivalent(*pruned))
+
+
+def intersect(a: ByteDFA, b: ByteDFA) -> ByteDFA | None:
+    """Strings both accept (None if there are none)."""
+    return _product([a, b], lambda f: bool(f.all()), all_alive=True)
+
+
+def difference(a: ByteDFA, b: ByteDFA) -> ByteDFA | None:
+    """Strings ``a`` accepts and ``b`` does not (None if there are none)."""
+    return _product([a, b], lambda f: bool(f[0] and not f[1]), all_alive=False)
+
+
+def exactly_one(dfas: Sequence[ByteDFA]) -> ByteDFA | None:
+    """Strings exactly one of ``dfas`` accepts (JSON Schema's ``oneOf``)."""
+    if len(dfas) == 1:
+        return dfas[0]
+    return _product(dfas, lambda f: int(f.sum()) == 1, all_alive=False)

@@ -1,0 +1,994 @@
+"""JSON Schema (or a Pydantic model) to a byte automaton of valid JSON texts.
+
+The compiler walks the schema and builds NFA fragments directly (no regex
+text in between), then determinizes once. Leaves (numbers, string formats,
+``pattern``) are regexes; ``pattern`` is compiled over the JSON-escaped form
+of each character, so a pattern that allows ``"`` yields ``\\"``. ``allOf``
+of non-mergeable parts and overlapping ``oneOf`` branches use exact products
+of automata.
+
+What is generated: properties in the order of ``properties``, additional
+properties (when the schema allows them) after the declared ones, bounded
+whitespace (``json.dumps`` and compact forms by default), recursion through
+``$ref`` and the empty schema unrolled to ``max_depth`` levels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .dfa_ops import DFAProductTooLargeError, difference, exactly_one, intersect
+from .errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
+from .json_leaves import FORMATS, NUMBER, integer_range, number_range
+from .regex_dfa import MAX_CODEPOINT, ByteDFA, Fragment, NFABuilder, Ranges, _complement, _normalize
+
+DEFAULT_MAX_DEPTH = 3
+
+
+class SchemaError(OutlinesGGUFError, ValueError):
+    """The schema is malformed or uses a keyword we cannot enforce; ``path`` says where."""
+
+    def __init__(self, message: str, path: str = "#") -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+ANNOTATIONS = frozenset(
+    {
+        "title",
+        "description",
+        "default",
+        "examples",
+        "example",
+        "$schema",
+        "$id",
+        "id",
+        "$comment",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "contentMediaType",
+        "contentEncoding",
+        "$anchor",
+        "discriminator",
+        "$defs",
+        "definitions",
+    }
+)
+# Validation keywords we know and cannot enforce exactly: an error unless lenient.
+UNSUPPORTED = frozenset(
+    {
+        "contains",
+        "minContains",
+        "maxContains",
+        "propertyNames",
+        "dependencies",
+        "dependentRequired",
+        "dependentSchemas",
+        "if",
+        "then",
+        "else",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "$dynamicRef",
+        "$recursiveRef",
+        "$dynamicAnchor",
+        "$recursiveAnchor",
+    }
+)
+_OBJECT_KEYS = {
+    "properties",
+    "required",
+    "additionalProperties",
+    "patternProperties",
+    "minProperties",
+    "maxProperties",
+}
+_ARRAY_KEYS = {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"}
+_STRING_KEYS = {"minLength", "maxLength", "pattern", "format"}
+_NUMBER_KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
+
+
+@dataclass(frozen=True)
+class Whitespace:
+    """Where whitespace may go, as regexes (None: nowhere)."""
+
+    after_colon: str | None = "[ ]?"
+    after_comma: str | None = "[ ]?"
+    inside: str | None = None  # after "{" "[" and before "}" "]", and around ":" ","
+
+    @classmethod
+    def from_pattern(cls, pattern: str | None) -> Whitespace:
+        if pattern is None:
+            return cls()
+        return cls(pattern, pattern, pattern)
+
+
+# JSON string characters: what may appear raw, and the escapes of the rest
+_RAW_FORBIDDEN: Ranges = ((0, 0x1F), (0x22, 0x22), (0x5C, 0x5C))
+_SHORT_ESCAPES = {
+    0x22: '\\"',
+    0x5C: "\\\\",
+    0x2F: "\\/",
+    0x08: "\\b",
+    0x0C: "\\f",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x09: "\\t",
+}
+_ANY_CHAR: Ranges = ((0, MAX_CODEPOINT),)
+
+
+def _intersect_ranges(a: Ranges, b: Ranges) -> Ranges:
+    out = []
+    for lo, hi in a:
+        for blo, bhi in b:
+            lo2, hi2 = max(lo, blo), min(hi, bhi)
+            if lo2 <= hi2:
+                out.append((lo2, hi2))
+    return _normalize(out)
+
+
+class _Compiler:
+    def __init__(
+        self, root: Any, ws: Whitespace, max_depth: int, lenient: bool, extra_properties: bool | None
+    ) -> None:
+        self.root = root
+        self.ws = ws
+        self.max_depth = max_depth
+        self.lenient = lenient
+        self.extra_properties = extra_properties
+        self.builder = NFABuilder("JSON schema")
+        self._ref_depth: dict[str, int] = {}
+
+    # -- small helpers ------------------------------------------------------------------------
+
+    @property
+    def b(self) -> NFABuilder:
+        return self.builder
+
+    def lit(self, text: str) -> Fragment:
+        return self.b.literal(text)
+
+    def ws_frag(self, pattern: str | None) -> Fragment | None:
+        return self.b.regex(pattern) if pattern else None
+
+    def token(self, text: str, before: str | None = None, after: str | None = None) -> Fragment:
+        """A structural character with optional whitespace around it."""
+        parts = [self.ws_frag(before), self.lit(text), self.ws_frag(after)]
+        return self.b.seq([p for p in parts if p is not None])  # type: ignore[return-value]
+
+    def colon(self) -> Fragment:
+        return self.token(":", self.ws.inside, self.ws.after_colon)
+
+    def comma(self) -> Fragment:
+        return self.token(",", self.ws.inside, self.ws.after_comma)
+
+    def open(self, ch: str) -> Fragment:
+        return self.token(ch, None, self.ws.inside)
+
+    def close(self, ch: str) -> Fragment:
+        return self.token(ch, self.ws.inside, None)
+
+    def json_chars(self, ranges: Ranges) -> Fragment:
+        """One JSON string character from ``ranges``: raw where allowed, else its escape."""
+        raw = _intersect_ranges(ranges, _complement(_RAW_FORBIDDEN))
+        alternatives = [self.b.chars(raw)] if raw else []
+        for lo, hi in _intersect_ranges(ranges, (*_RAW_FORBIDDEN, (0x2F, 0x2F))):
+            for cp in range(lo, hi + 1):
+                forms = [f"\\u{cp:04x}", f"\\u{cp:04X}"]
+                if cp in _SHORT_ESCAPES:
+                    forms.append(_SHORT_ESCAPES[cp])
+                alternatives += [self.lit(f) for f in dict.fromkeys(forms) if not (cp == 0x2F and f == "/")]
+        return self.b.alt(alternatives) or self.b.chars(())  # type: ignore[return-value]
+
+    def any_string_char(self) -> Fragment:
+        """Any JSON string character: raw, a short escape, or a \\u escape (no lone surrogates)."""
+        return self.b.alt(
+            [
+                self.b.chars(_complement(_RAW_FORBIDDEN)),
+                self.b.regex(r'\\["\\/bfnrt]'),
+                self.b.regex(r"\\u(?:[0-9a-cA-CefEF][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2})"),
+            ]
+        )  # type: ignore[return-value]
+
+    def fail(self, message: str, path: str) -> SchemaError:
+        return SchemaError(message, path)
+
+    # -- entry ----------------------------------------------------------------------------------
+
+    def compile(self) -> ByteDFA:
+        fragment = self.value(self.root, "#", self.max_depth)
+        if fragment is None:
+            raise SchemaError(
+                f"no JSON value satisfies this schema (within the recursion depth limit {self.max_depth})",
+                "#",
+            )
+        return self.b.build(fragment)
+
+    # -- values ---------------------------------------------------------------------------------
+
+    def value(self, schema: Any, path: str, depth: int) -> Fragment | None:
+        if schema is True or schema == {}:
+            return self.any_value(depth)
+        if schema is False:
+            return None
+        if not isinstance(schema, dict):
+            raise self.fail(f"a schema must be an object or a boolean, got {type(schema).__name__}", path)
+        self.check_keywords(schema, path)
+        if "$ref" in schema:
+            return self.ref(schema, path, depth)
+        if "allOf" in schema:
+            return self.all_of(schema, path, depth)
+        if "anyOf" in schema or "oneOf" in schema:
+            return self.any_of(schema, path, depth)
+        if "not" in schema:
+            schema = self.apply_not(schema, path)
+        if "enum" in schema or "const" in schema:
+            return self.enum(schema, path, depth)
+        types = self.types(schema, path)
+        return self.b.alt(self.typed(t, schema, path, depth) for t in types)
+
+    def check_keywords(self, schema: dict, path: str) -> None:
+        for key in schema:
+            if key in UNSUPPORTED and not self.lenient:
+                raise self.fail(f"keyword {key!r} cannot be enforced (pass lenient=True to ignore it)", path)
+        if schema.get("uniqueItems") is True and not self.lenient:
+            raise self.fail("keyword 'uniqueItems' cannot be enforced (pass lenient=True to ignore it)", path)
+
+    def types(self, schema: dict, path: str) -> list[str]:
+        declared = schema.get("type")
+        if declared is None:
+            inferred = []
+            keys = set(schema)
+            if keys & _OBJECT_KEYS:
+                inferred.append("object")
+            if keys & (_ARRAY_KEYS - {"uniqueItems"}):
+                inferred.append("array")
+            if keys & _STRING_KEYS:
+                inferred.append("string")
+            if keys & _NUMBER_KEYS:
+                inferred.append("number")
+            return inferred or list(_TYPES)
+        listed = declared if isinstance(declared, list) else [declared]
+        for t in listed:
+            if t not in _TYPES:
+                raise self.fail(f"unknown type {t!r}", path + "/type")
+        if "number" in listed and "integer" in listed:
+            listed = [t for t in listed if t != "integer"]
+        return list(dict.fromkeys(listed))
+
+    def typed(self, kind: str, schema: dict, path: str, depth: int) -> Fragment | None:
+        if kind == "null":
+            return self.lit("null")
+        if kind == "boolean":
+            return self.b.alt([self.lit("true"), self.lit("false")])
+        if kind in ("integer", "number"):
+            return self.number(schema, path, integer=kind == "integer")
+        if kind == "string":
+            return self.string(schema, path)
+        if kind == "array":
+            return self.array(schema, path, depth)
+        return self.object(schema, path, depth)
+
+    def any_value(self, depth: int) -> Fragment | None:
+        scalars = [
+            self.lit("null"),
+            self.lit("true"),
+            self.lit("false"),
+            self.b.regex(NUMBER),
+            self.string({}, "#"),
+        ]
+        if depth <= 0:
+            return self.b.alt(scalars)
+        return self.b.alt([*scalars, self.array({}, "#", depth), self.object({}, "#", depth)])
+
+    # -- references and combinators ------------------------------------------------------------
+
+    def resolve(self, ref: str, path: str) -> Any:
+        if not ref.startswith("#"):
+            raise self.fail(f"only local $ref ('#/...') is supported, got {ref!r}", path)
+        node: Any = self.root
+        for raw in ref[1:].split("/")[1:] if ref != "#" else []:
+            part = raw.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                raise self.fail(f"$ref {ref!r} points to nothing", path)
+        return node
+
+    def ref(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        ref = schema["$ref"]
+        if not isinstance(ref, str):
+            raise self.fail("$ref must be a string", path)
+        target = self.resolve(ref, path)
+        rest = {k: v for k, v in schema.items() if k != "$ref" and k not in ANNOTATIONS}
+        seen = self._ref_depth.get(ref, 0)
+        if seen >= self.max_depth:
+            return None  # recursion cut here: this branch is dropped (documented depth limit)
+        self._ref_depth[ref] = seen + 1
+        try:
+            merged = {"allOf": [target, rest]} if rest else target
+            return self.value(merged, f"{path}/$ref", depth)
+        finally:
+            self._ref_depth[ref] = seen
+
+    def all_of(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        parts = [{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]]
+        parts = [self.inline_refs(p, path) for p in parts]
+        merged = _merge_all(parts)
+        if merged is not None:
+            return self.value(merged, path, depth)
+        dfas = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(parts)]
+        if any(d is None for d in dfas):
+            return None
+        result = dfas[0]
+        try:
+            for d in dfas[1:]:
+                result = intersect(result, d)  # type: ignore[arg-type]
+        except DFAProductTooLargeError as exc:
+            raise ConstraintTooComplexError(f"{path}: allOf is too large to intersect ({exc})") from exc
+        return None if result is None else self.b.dfa(result)
+
+    def inline_refs(self, schema: Any, path: str) -> Any:
+        """Replace a top-level $ref by its target, so allOf parts can be merged."""
+        while isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
+            schema = self.resolve(schema["$ref"], path)
+        return schema
+
+    def any_of(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        key = "anyOf" if "anyOf" in schema else "oneOf"
+        base = {k: v for k, v in schema.items() if k != key}
+        branches = schema[key]
+        if not isinstance(branches, list) or not branches:
+            raise self.fail(f"{key} must be a non-empty array", path)
+        combined = [{"allOf": [base, b]} if base and set(base) - ANNOTATIONS else b for b in branches]
+        if key == "anyOf" or len(combined) == 1:
+            return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+        dfas = [self.sub_dfa(b, f"{path}/oneOf/{i}", depth) for i, b in enumerate(combined)]
+        live = [d for d in dfas if d is not None]
+        if not live:
+            return None
+        try:
+            result = exactly_one(live)
+        except DFAProductTooLargeError as exc:
+            raise ConstraintTooComplexError(
+                f"{path}: oneOf branches are too large to combine ({exc})"
+            ) from exc
+        return None if result is None else self.b.dfa(result)
+
+    def sub_dfa(self, schema: Any, path: str, depth: int) -> ByteDFA | None:
+        """Compile a sub-schema on its own (for products of automata)."""
+        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, self.extra_properties)
+        sub._ref_depth = dict(self._ref_depth)
+        fragment = sub.value(schema, path, depth)
+        if fragment is None:
+            return None
+        try:
+            return sub.b.build(fragment)
+        except EmptyLanguageError:
+            return None
+
+    def apply_not(self, schema: dict, path: str) -> dict:
+        negated = schema["not"]
+        rest = {k: v for k, v in schema.items() if k != "not"}
+        if negated == {} or negated is True:
+            return {"enum": []}
+        if isinstance(negated, dict) and set(negated) - ANNOTATIONS == {"type"}:
+            excluded = negated["type"] if isinstance(negated["type"], list) else [negated["type"]]
+            allowed = [t for t in self.types(rest, path) if t not in excluded]
+            if "number" in excluded:
+                allowed = [t for t in allowed if t != "integer"]
+            if "integer" in excluded and "number" in allowed and not self.lenient:
+                raise self.fail("'not': {'type': 'integer'} with numbers cannot be enforced", path)
+            rest["type"] = allowed
+            return rest
+        if self.lenient:
+            return rest
+        raise self.fail("keyword 'not' can only be enforced for {'type': ...} (pass lenient=True)", path)
+
+    # -- enum / const -------------------------------------------------------------------------
+
+    def enum(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        if not isinstance(values, list):
+            raise self.fail("enum must be an array", path)
+        rest = {k: v for k, v in schema.items() if k not in ("enum", "const") and k not in ANNOTATIONS}
+        if "enum" in schema and "const" in schema:
+            values = [v for v in values if _json_equal(v, schema["const"])]
+        check = self.sub_dfa(rest, path, depth) if rest else None
+        fragments = []
+        for v in values:
+            texts = [
+                json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+                json.dumps(v, ensure_ascii=False),
+            ]
+            if check is not None and not any(check.matches(t.encode()) for t in texts):
+                continue  # the value breaks another keyword of this schema
+            fragments.append(self.literal_value(v))
+        return self.b.alt(fragments)
+
+    def literal_value(self, v: Any) -> Fragment:
+        """One JSON value, exactly, with the structural whitespace allowed between tokens."""
+        if isinstance(v, dict):
+            items = [
+                self.b.seq([self.lit(json.dumps(k, ensure_ascii=False)), self.colon(), self.literal_value(x)])
+                for k, x in v.items()
+            ]
+            return self.b.seq([self.open("{"), *_interleave(items, self.comma), self.close("}")])  # type: ignore[return-value]
+        if isinstance(v, list):
+            items = [self.literal_value(x) for x in v]
+            return self.b.seq([self.open("["), *_interleave(items, self.comma), self.close("]")])  # type: ignore[return-value]
+        if isinstance(v, float) and v == int(v) and abs(v) < 1e16:
+            return self.b.alt([self.lit(str(int(v))), self.lit(json.dumps(v))])  # type: ignore[return-value]
+        return self.lit(json.dumps(v, ensure_ascii=False))
+
+    # -- leaves --------------------------------------------------------------------------------
+
+    def number(self, schema: dict, path: str, integer: bool) -> Fragment | None:
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        lo_x = hi_x = False
+        if isinstance(xlo, bool):  # draft 4
+            lo_x = xlo
+        elif xlo is not None:
+            lo, lo_x = (xlo, True) if lo is None or xlo >= lo else (lo, False)
+        if isinstance(xhi, bool):
+            hi_x = xhi
+        elif xhi is not None:
+            hi, hi_x = (xhi, True) if hi is None or xhi <= hi else (hi, False)
+        for name, value in (("minimum", lo), ("maximum", hi)):
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise self.fail(f"{name} must be a number", path)
+        step = schema.get("multipleOf")
+        if integer or (step is not None and _is_int(step)):
+            ilo = None if lo is None else (math.floor(lo) + 1 if lo_x and _is_int(lo) else math.ceil(lo))
+            ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x and _is_int(hi) else math.floor(hi))
+            if step is not None:
+                return self.multiple_of(int(step), ilo, ihi, path, integer)
+            pattern = integer_range(ilo, ihi)
+        else:
+            if step is not None and not self.lenient:
+                raise self.fail(f"multipleOf {step} on non-integers cannot be enforced", path)
+            pattern = number_range(lo, hi, lo_x, hi_x)
+        return None if pattern is None else self.b.regex(pattern)
+
+    def multiple_of(
+        self, step: int, lo: int | None, hi: int | None, path: str, integer: bool
+    ) -> Fragment | None:
+        if step <= 0:
+            raise self.fail("multipleOf must be positive", path)
+        if lo is not None and hi is not None and (hi - lo) // step <= 64:
+            first = -(-lo // step) * step
+            values = range(first, hi + 1, step)
+            return self.b.alt(self.lit(str(v)) for v in values)
+        digits = _multiple_of_dfa(step)
+        bounded = integer_range(lo, hi)
+        if bounded is None:
+            return None
+        helper = NFABuilder("multipleOf")
+        result = intersect(digits, helper.build(helper.regex(bounded)))
+        return None if result is None else self.b.dfa(result)
+
+    def string(self, schema: dict, path: str) -> Fragment | None:
+        min_len = schema.get("minLength", 0)
+        max_len = schema.get("maxLength")
+        for name, value in (("minLength", min_len), ("maxLength", max_len)):
+            if value is not None and (not _is_int(value) or value < 0):
+                raise self.fail(f"{name} must be a non-negative integer", path)
+        pattern = schema.get("pattern")
+        fmt = schema.get("format")
+        fmt_regex = FORMATS.get(fmt) if isinstance(fmt, str) else None
+        quote = '"'
+        if pattern is None and fmt_regex is None:
+            body = self.b.repeat(
+                self.any_string_char, int(min_len), None if max_len is None else int(max_len)
+            )
+            return self.b.seq([self.lit(quote), body, self.lit(quote)])
+        # intersect the parts (length, pattern, format), each over the JSON-escaped form
+        parts: list[ByteDFA] = []
+        for label, make in self.string_parts(pattern, fmt_regex, int(min_len), max_len, path):
+            helper = NFABuilder(label)
+            dfa = helper.build(make(helper))
+            parts.append(dfa)
+        result = parts[0]
+        for d in parts[1:]:
+            result = intersect(result, d)  # type: ignore[assignment]
+            if result is None:
+                return None
+        return self.b.seq([self.lit(quote), self.b.dfa(result), self.lit(quote)])
+
+    def string_parts(
+        self, pattern: str | None, fmt_regex: str | None, min_len: int, max_len: int | None, path: str
+    ) -> Iterable[tuple[str, Callable[[NFABuilder], Fragment | None]]]:
+        compiler = self
+
+        def chars_in(builder: NFABuilder) -> Callable[[Ranges], Fragment]:
+            def chars(ranges: Ranges) -> Fragment:
+                saved, compiler.builder = compiler.builder, builder
+                try:
+                    return compiler.json_chars(ranges)
+                finally:
+                    compiler.builder = saved
+
+            return chars
+
+        def any_char_in(builder: NFABuilder) -> Fragment:
+            saved, compiler.builder = compiler.builder, builder
+            try:
+                return compiler.any_string_char()
+            finally:
+                compiler.builder = saved
+
+        if min_len or max_len is not None:
+            yield "string length", lambda b: b.repeat(lambda: any_char_in(b), min_len, max_len)
+        if pattern is not None:
+            if not isinstance(pattern, str):
+                raise self.fail("pattern must be a string", path)
+            searched = pattern if pattern.startswith("^") else "(?s:.*?)" + f"(?:{pattern})"
+            searched = (
+                searched if pattern.endswith("$") and not pattern.endswith("\\$") else searched + "(?s:.*)"
+            )
+            yield f"pattern {pattern!r}", lambda b: b.regex(searched, chars_in(b))
+        if fmt_regex is not None:
+            yield "format", lambda b: b.regex(fmt_regex, chars_in(b))
+
+    # -- arrays and objects ---------------------------------------------------------------------
+
+    def array(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        if depth <= 0 and not schema:
+            return None
+        prefix = schema.get("prefixItems")
+        items = schema.get("items", True)
+        if isinstance(items, list):  # draft 4: items as a tuple
+            prefix, items = items, schema.get("additionalItems", True)
+        prefix = prefix or []
+        min_items = int(schema.get("minItems", 0))
+        max_items = schema.get("maxItems")
+        next_depth = depth - 1 if not schema or items is True else depth
+
+        def item(i: int) -> Fragment | None:
+            if i < len(prefix):
+                return self.value(prefix[i], f"{path}/prefixItems/{i}", next_depth)
+            return self.value(items, f"{path}/items", next_depth)
+
+        # prefix positions one by one, then the repeated items
+        n_prefix = len(prefix)
+        top = None if max_items is None else int(max_items)
+        if top is not None and top < min_items:
+            return None
+        options: list[Fragment | None] = []
+        if min_items == 0:
+            options.append(self.b.seq([self.open("["), self.close("]")]))
+        # sequences of length k >= 1
+        first_len = max(1, min_items)
+
+        def tail(start: int) -> Fragment | None:
+            """Items start.. with a comma before each, obeying the count limits."""
+            parts: list[Fragment | None] = []
+            for i in range(start, n_prefix):
+                if top is not None and i >= top:
+                    break
+                required = i < min_items
+                piece = self.b.seq([self.comma(), item(i)])
+                if required:
+                    parts.append(piece)
+                else:
+                    # optional from here on: the rest is nested inside
+                    rest = tail(i + 1)
+                    return self.b.seq(
+                        [*parts, self.b.optional(self.b.seq([piece, rest]) if rest is not None else piece)]
+                    )
+            done = max(start, n_prefix)
+            if top is not None and done >= top:
+                return self.b.seq(parts) if parts else self.b.empty()
+            extra_min = max(0, min_items - done)
+            extra_max = None if top is None else top - done
+            if items is False:
+                if extra_min:
+                    return None
+                return self.b.seq(parts) if parts else self.b.empty()
+            repeated = self.b.repeat(lambda: self.b.seq([self.comma(), item(done)]), extra_min, extra_max)
+            return self.b.seq([*parts, repeated])
+
+        if top is None or top >= 1:
+            first = item(0)
+            if first is not None:
+                rest = tail(1)
+                nonempty = (
+                    self.b.seq([self.open("["), first, rest, self.close("]")]) if rest is not None else None
+                )
+                if nonempty is not None and first_len >= 1:
+                    options.append(nonempty)
+        return self.b.alt(options)
+
+    def object(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        if depth <= 0 and not schema:
+            return None
+        props = schema.get("properties", {}) or {}
+        if not isinstance(props, dict):
+            raise self.fail("properties must be an object", path)
+        required = schema.get("required", [])
+        if not isinstance(required, list):
+            raise self.fail("required must be an array", path)
+        for name in required:
+            if name not in props:
+                props = {**props, name: True}
+        additional = schema.get(
+            "additionalProperties", True if self.extra_properties is None else self.extra_properties
+        )
+        if "additionalProperties" in schema:
+            additional = schema["additionalProperties"]
+        pattern_props = schema.get("patternProperties", {})
+        min_p = int(schema.get("minProperties", 0))
+        max_p = schema.get("maxProperties")
+        next_depth = depth - 1 if not schema else depth
+
+        members: list[tuple[Callable[[], Fragment | None], bool]] = []
+        for name, sub in props.items():
+
+            def make(name: str = name, sub: Any = sub) -> Fragment | None:
+                v = self.value(sub, f"{path}/properties/{_pointer(name)}", next_depth)
+                if v is None:
+                    return None
+                return self.b.seq([self.lit(json.dumps(name, ensure_ascii=False)), self.colon(), v])
+
+            members.append((make, name in required))
+
+        extra = self.extra_member(props, additional, pattern_props, path, next_depth)
+        return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
+
+    def extra_member(
+        self, props: dict, additional: Any, pattern_props: dict, path: str, depth: int
+    ) -> Callable[[], Fragment | None] | None:
+        """A function building one additional "key": value member, or None if none is allowed."""
+        if pattern_props:
+            if not self.lenient and additional not in (False,):
+                raise self.fail(
+                    "patternProperties together with additionalProperties other than false "
+                    "cannot be enforced (pass lenient=True)",
+                    path,
+                )
+            patterns = list(pattern_props.items())
+
+            def make_pattern() -> Fragment | None:
+                options = []
+                for pat, sub in patterns:
+                    key = self.string({"pattern": pat}, f"{path}/patternProperties")
+                    if key is None:
+                        continue
+                    key = self.key_excluding_dfa(key, props)
+                    v = self.value(sub, f"{path}/patternProperties/{_pointer(pat)}", depth)
+                    if key is not None and v is not None:
+                        options.append(self.b.seq([key, self.colon(), v]))
+                return self.b.alt(options)
+
+            if len(patterns) > 1 and not self.lenient:
+                self.check_disjoint_patterns([p for p, _ in patterns], path)
+            return make_pattern
+        if additional is False:
+            return None
+
+        def make_additional() -> Fragment | None:
+            v = self.value(additional, f"{path}/additionalProperties", depth)
+            if v is None:
+                return None
+            return self.b.seq([self.key_except(list(props)), self.colon(), v])
+
+        return make_additional
+
+    def check_disjoint_patterns(self, patterns: list[str], path: str) -> None:
+        dfas = []
+        for p in patterns:
+            helper = NFABuilder("patternProperties")
+            searched = "(?s:.*?)" + f"(?:{p})" + "(?s:.*)"
+            dfas.append(helper.build(helper.regex(searched)))
+        for i in range(len(dfas)):
+            for j in range(i + 1, len(dfas)):
+                both = intersect(dfas[i], dfas[j])
+                if both is not None:
+                    raise self.fail(
+                        f"patternProperties {patterns[i]!r} and {patterns[j]!r} overlap: "
+                        "cannot be enforced (pass lenient=True)",
+                        path,
+                    )
+
+    def key_excluding_dfa(self, key: Fragment, props: dict) -> Fragment | None:
+        if not props:
+            return key
+        # keys matching a pattern must not also be declared properties: subtract them
+        helper = NFABuilder("key")
+        key_dfa = None
+        try:
+            key_dfa = self.b.build(key)  # determinize the pattern key alone
+        except EmptyLanguageError:
+            return None
+        names = helper.build(helper.alt(helper.literal(json.dumps(n, ensure_ascii=False)) for n in props))
+        result = difference(key_dfa, names)
+        return None if result is None else self.b.dfa(result)
+
+    def key_except(self, names: list[str]) -> Fragment:
+        """A JSON string key (no escapes) that is none of ``names``."""
+        plain = _complement(_RAW_FORBIDDEN)
+        trie: dict = {}
+        for name in names:
+            node = trie
+            for ch in name:
+                node = node.setdefault(ch, {})
+            node[None] = True
+        b = self.b
+
+        def build(node: dict) -> Fragment:
+            options: list[Fragment | None] = []
+            if None not in node:
+                options.append(b.literal('"'))
+            children = [c for c in node if c is not None]
+            others = _intersect_ranges(plain, _complement(_normalize((ord(c), ord(c)) for c in children)))
+            if others:
+                options.append(
+                    b.seq([b.chars(others), b.repeat(lambda: b.chars(plain), 0, None), b.literal('"')])
+                )
+            for c in children:
+                if ord(c) in dict(_RAW_FORBIDDEN) or c in '"\\' or ord(c) < 0x20:
+                    continue
+                options.append(b.seq([b.literal(c), build(node[c])]))
+            return b.alt(options)  # type: ignore[return-value]
+
+        return b.seq([b.literal('"'), build(trie)])  # type: ignore[return-value]
+
+    def object_body(
+        self,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        min_p: int,
+        max_p: int | None,
+    ) -> Fragment | None:
+        """``{`` members in order (optional ones may be skipped), extras after, ``}``.
+
+        The NFA tracks how many members were written, capped where counts stop
+        mattering, so commas go between members and min/maxProperties hold.
+        """
+        b = self.b
+        cap = max(1, min_p, max_p if max_p is not None else 0)
+        entry = self.open("{")
+        level: dict[int, int] = {0: entry[1]}
+
+        def member_edge(
+            source: int, c: int, make: Callable[[], Fragment | None], target: Callable[[int], int]
+        ) -> None:
+            if max_p is not None and c >= max_p:
+                return
+            member = make()
+            if member is None:
+                return
+            piece = b.seq([self.comma(), member]) if c > 0 else member
+            b.nfa.eps[source].append(piece[0])  # type: ignore[index]
+            b.nfa.eps[piece[1]].append(target(min(c + 1, cap)))  # type: ignore[index]
+
+        def states() -> tuple[dict[int, int], Callable[[int], int]]:
+            nxt: dict[int, int] = {}
+
+            def target(c: int) -> int:
+                if c not in nxt:
+                    nxt[c] = b.nfa.state()
+                return nxt[c]
+
+            return nxt, target
+
+        for make, is_required in members:
+            nxt, target = states()
+            for c, s in level.items():
+                if not is_required:
+                    b.nfa.eps[s].append(target(c))
+                member_edge(s, c, make, target)
+            level = nxt
+            if not level:
+                return None
+        if extra is not None:
+            nxt, target = states()
+            for c, s in level.items():
+                b.nfa.eps[s].append(target(c))
+            c = min(nxt)
+            while c <= cap:  # ascending, so counts created on the way are handled too
+                if c in nxt:
+                    member_edge(nxt[c], c, extra, target)
+                c += 1
+            level = nxt
+        end = b.nfa.state()
+        closing = False
+        for c, s in level.items():
+            if c >= min_p:
+                close = self.close("}")
+                b.nfa.eps[s].append(close[0])
+                b.nfa.eps[close[1]].append(end)
+                closing = True
+        return (entry[0], end) if closing else None
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _interleave(items: list, make_sep: Callable[[], Fragment]) -> list:
+    out: list = []
+    for i, it in enumerate(items):
+        if i:
+            out.append(make_sep())
+        out.append(it)
+    return out
+
+
+def _pointer(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+def _is_int(x: Any) -> bool:
+    return (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x == int(x))
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+_MERGEABLE = (
+    _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | {"type", "enum", "const"} | ANNOTATIONS
+)
+
+
+def _merge_all(parts: list[Any]) -> dict | None:
+    """Merge allOf parts into one schema when that is exact, else None.
+
+    Not exact (None) when a part restricts additional properties but does
+    not declare a property another part declares: that property is
+    "additional" for it.
+    """
+    declared = [set(p.get("properties", {})) for p in parts if isinstance(p, dict)]
+    everything = set().union(*declared) if declared else set()
+    for part in parts:
+        if isinstance(part, dict) and ("additionalProperties" in part or "patternProperties" in part):
+            if part.get("additionalProperties", True) is not True or "patternProperties" in part:
+                if not everything <= set(part.get("properties", {})):
+                    return None
+    merged: dict[str, Any] = {}
+    for part in parts:
+        if part is True:
+            continue
+        if part is False or not isinstance(part, dict):
+            return None if part is not False else {"enum": []}
+        if set(part) - _MERGEABLE:
+            return None
+        for key, value in part.items():
+            if key in ANNOTATIONS:
+                continue
+            if key not in merged:
+                merged[key] = value
+            elif key == "properties":
+                common = set(merged[key]) & set(value)
+                props = {**merged[key], **value}
+                for name in common:
+                    props[name] = {"allOf": [merged[key][name], value[name]]}
+                merged[key] = props
+            elif key == "required":
+                merged[key] = list(dict.fromkeys([*merged[key], *value]))
+            elif key == "type":
+                a = merged[key] if isinstance(merged[key], list) else [merged[key]]
+                c = value if isinstance(value, list) else [value]
+                both = [t for t in a if t in c or (t == "integer" and "number" in c)]
+                both += [t for t in c if t == "integer" and "number" in a and t not in both]
+                merged[key] = both
+            elif key in ("minimum", "minLength", "minItems", "minProperties", "exclusiveMinimum"):
+                if isinstance(value, bool) or isinstance(merged[key], bool):
+                    return None
+                merged[key] = max(merged[key], value)
+            elif key in ("maximum", "maxLength", "maxItems", "maxProperties", "exclusiveMaximum"):
+                if isinstance(value, bool) or isinstance(merged[key], bool):
+                    return None
+                merged[key] = min(merged[key], value)
+            elif merged[key] != value:
+                return None
+    return merged
+
+
+def _multiple_of_dfa(step: int) -> ByteDFA:
+    """JSON integers divisible by ``step`` (remainder automaton over decimal digits)."""
+    builder = NFABuilder(f"multipleOf {step}")
+    b = builder
+    # states: remainders; built as an explicit DFA table
+    import numpy as np
+
+    # 0: start, 1: after "-", 2: "0" (complete), 3..: remainder r of a number with leading 1-9
+    n = 3 + step
+    table = np.full((n, 256), -1, dtype=np.int32)
+    accepting = np.zeros(n, dtype=bool)
+    table[0, ord("-")] = 1
+    for start in (0, 1):
+        for d in range(1, 10):
+            table[start, ord("0") + d] = 3 + d % step
+    table[0, ord("0")] = 2
+    accepting[2] = True
+    for r in range(step):
+        for d in range(10):
+            table[3 + r, ord("0") + d] = 3 + (r * 10 + d) % step
+    accepting[3] = True
+    del b
+    from .regex_dfa import _merge_equivalent, _prune_dead
+
+    pruned = _prune_dead(table, accepting)
+    assert pruned is not None
+    return ByteDFA(*_merge_equivalent(*pruned))
+
+
+def load_schema(schema: Any) -> tuple[Any, bool]:
+    """Accept a Pydantic model class, a dict/bool, or JSON text; returns (schema, is_pydantic)."""
+    if isinstance(schema, type):
+        dump = getattr(schema, "model_json_schema", None)
+        if dump is None:
+            raise SchemaError(f"{schema.__name__} is not a Pydantic model")
+        return dump(), True
+    if isinstance(schema, str):
+        try:
+            return json.loads(schema), False
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"the schema is not valid JSON: {exc}") from exc
+    if isinstance(schema, (dict, bool)):
+        return schema, False
+    raise SchemaError(
+        f"a schema must be a Pydantic model, a dict or a JSON string, got {type(schema).__name__}"
+    )
+
+
+def compile_json_schema(
+    schema: Any,
+    whitespace_pattern: str | None = None,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    lenient: bool = False,
+    extra_properties: bool | None = None,
+) -> ByteDFA:
+    """Compile a JSON Schema (dict, JSON text or Pydantic model) to a :class:`ByteDFA`.
+
+    ``max_depth`` bounds recursion through ``$ref`` and the nesting of
+    free-form values (``{}``, additional properties). ``extra_properties``:
+    None follows the schema (additional properties are allowed where the
+    schema does not forbid them, as JSON Schema says; for a Pydantic model
+    they are not generated, since Pydantic ignores them). Raises
+    :class:`SchemaError` (a ``ValueError``) naming the keyword and its path
+    for what cannot be enforced, unless ``lenient``. Results are cached.
+    """
+    root, is_pydantic = load_schema(schema)
+    if extra_properties is None and is_pydantic:
+        extra_properties = False
+    return _compile_cached(canonical_schema(root), whitespace_pattern, max_depth, lenient, extra_properties)
+
+
+def canonical_schema(root: Any) -> str:
+    """The schema as JSON text (the cache key). Key order is kept: property order is generation order."""
+    try:
+        return json.dumps(root, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"the schema is not plain JSON: {exc}") from exc
+
+
+@lru_cache(maxsize=128)
+def _compile_cached(
+    canonical: str, whitespace_pattern: str | None, max_depth: int, lenient: bool, extra: bool | None
+) -> ByteDFA:
+    if whitespace_pattern is not None:
+        try:
+            re.compile(whitespace_pattern)
+        except re.error as exc:
+            raise SchemaError(f"invalid whitespace_pattern: {exc}") from exc
+    ws = Whitespace.from_pattern(whitespace_pattern)
+    compiler = _Compiler(json.loads(canonical), ws, max_depth, lenient, extra)
+    try:
+        return compiler.compile()
+    except RecursionError as exc:
+        raise ConstraintTooComplexError("the schema is nested too deeply") from exc
