@@ -23,6 +23,7 @@ def generate(
     prompt: list[int],
     max_tokens: int = 64,
     eog_bonus: float = 0.0,
+    bias: np.ndarray | None = None,
 ) -> tuple[list[int], bool]:
     """Sample with random logits through ``processor``; returns (ids, ended_with_eog)."""
     vocab = processor.vocabulary
@@ -32,6 +33,8 @@ def generate(
     for _ in range(max_tokens):
         logits = rng.normal(0.0, 3.0, vocab.size).astype(np.float32)
         logits[eog] += eog_bonus
+        if bias is not None:
+            logits += bias
         records, view = strided_scores(logits)
         out = processor(np.array(ids, dtype=np.intc), view)
         assert out is view
@@ -44,3 +47,13 @@ def generate(
         generated.append(token)
         ids.append(token)
     return generated, False
+
+
+def closing_bias(vocab, amount: float = 6.0) -> np.ndarray:
+    """Favour tokens that close JSON strings/containers, so random generations end."""
+    bias = np.zeros(vocab.size, dtype=np.float32)
+    for i, tok in enumerate(vocab.tokens):
+        if any(c in tok for c in (b'"', b",", b"}", b"]")):
+            bias[i] = amount
+    bias[vocab.eog_array] = amount
+    return bias

@@ -19,22 +19,49 @@ CASES = [
     ({"type": "integer", "exclusiveMinimum": -5, "exclusiveMaximum": 5}, ["-4", "4", "0"], ["-5", "5"]),
     ({"type": "number", "minimum": 0, "maximum": 1}, ["0", "0.5", "1", "1.0"], ["-0.1", "1.01", "2"]),
     ({"type": "number", "exclusiveMaximum": 10}, ["9.999", "-3e5"[:2]], ["10", "10.0", "10.5"]),
-    ({"type": ["string", "null"], "maxLength": 3}, ['"abc"', '""', "null", r'"a\"b"'], ['"abcd"', "abc", "1"]),
+    (
+        {"type": ["string", "null"], "maxLength": 3},
+        ['"abc"', '""', "null", r'"a\"b"'],
+        ['"abcd"', "abc", "1"],
+    ),
     ({"type": "string", "minLength": 2}, ['"ab"', '"éé"', r'"\n\t"', r'"\u00e9x"'], ['"a"', '"\\"']),
-    ({"type": "object", "properties": {"a": {"type": "integer"}}, "required": []},
-     ["{}", '{"a": 1}', '{"b": true}', '{"a": 1, "zz": [1, 2]}'], ['{"a": "x"}', '{"a": 1, "a": 2}', '{"b":1,"a":1}']),
-    ({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"}},
-      "required": ["b"], "additionalProperties": False},
-     ['{"b": true}', '{"a": 1, "b": false}', '{"a":1,"b":false}'], ["{}", '{"a": 1}', '{"b": true, "c": 1}']),
+    (
+        {"type": "object", "properties": {"a": {"type": "integer"}}, "required": []},
+        ["{}", '{"a": 1}', '{"b": true}', '{"a": 1, "zz": [1, 2]}'],
+        ['{"a": "x"}', '{"a": 1, "a": 2}', '{"b":1,"a":1}'],
+    ),
+    (
+        {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"}},
+            "required": ["b"],
+            "additionalProperties": False,
+        },
+        ['{"b": true}', '{"a": 1, "b": false}', '{"a":1,"b":false}'],
+        ["{}", '{"a": 1}', '{"b": true, "c": 1}'],
+    ),
     ({"enum": ["red", "green", 1, None, {"k": [1]}]}, ['"red"', "1", "null", '{"k": [1]}'], ['"blue"', "2"]),
     ({"const": {"a": [1, "x"]}}, ['{"a": [1, "x"]}', '{"a":[1,"x"]}'], ['{"a": [1]}']),
-    ({"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 3},
-     ["[true]", "[true, false, true]", "[true,false]"], ["[]", "[true, true, true, true]", "[1]"]),
-    ({"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": False},
-     ["[]", "[1]", '[1, "a"]'], ['[1, "a", 2]', '["a"]']),
-    ({"type": "array", "prefixItems": [{"const": 1}], "items": {"type": "null"}, "minItems": 2},
-     ["[1, null]", "[1, null, null]"], ["[1]", "[1, 1]"]),
-    ({"type": "string", "format": "date"}, ['"2024-02-29"', '"1999-12-31"'], ['"2023-02-29"', '"2023-13-01"']),
+    (
+        {"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 3},
+        ["[true]", "[true, false, true]", "[true,false]"],
+        ["[]", "[true, true, true, true]", "[1]"],
+    ),
+    (
+        {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": False},
+        ["[]", "[1]", '[1, "a"]'],
+        ['[1, "a", 2]', '["a"]'],
+    ),
+    (
+        {"type": "array", "prefixItems": [{"const": 1}], "items": {"type": "null"}, "minItems": 2},
+        ["[1, null]", "[1, null, null]"],
+        ["[1]", "[1, 1]"],
+    ),
+    (
+        {"type": "string", "format": "date"},
+        ['"2024-02-29"', '"1999-12-31"'],
+        ['"2023-02-29"', '"2023-13-01"'],
+    ),
     ({"type": "string", "format": "uuid"}, ['"123e4567-e89b-12d3-a456-426614174000"'], ['"123e4567"']),
     ({"type": "string", "format": "ipv4"}, ['"192.168.0.1"'], ['"256.1.1.1"', '"1.2.3"']),
     ({"type": "string", "pattern": "^a.c$"}, ['"abc"', r'"a\"c"'], ['"ab"', '"xabc"']),
@@ -42,26 +69,60 @@ CASES = [
     ({"type": "string", "pattern": "^[a-z]+$", "maxLength": 3}, ['"abc"'], ['"abcd"', '"AB"']),
     ({"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 0}]}, ["-1", "1.5"], ["1"]),
     ({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 1}]}, ["1", '"a"'], ['"ab"']),
-    ({"allOf": [{"type": "string", "minLength": 2}, {"type": "string", "pattern": "^[a-z]+$"}]},
-     ['"ab"'], ['"a"', '"AB"']),
-    ({"allOf": [{"properties": {"a": {"type": "integer"}}, "required": ["a"]},
-                {"properties": {"b": {"type": "string"}}, "required": ["b"]}]},
-     ['{"a": 1, "b": "x"}', '{"a": 1, "b": "x", "c": 0}'], ['{"a": 1}', '{"a": 1, "b": 2}']),
-    ({"allOf": [{"properties": {"a": {"type": "integer"}, "b": {}}, "additionalProperties": False},
-                {"properties": {"b": {"type": "string"}}, "required": ["b"]}]},
-     ['{"a": 1, "b": "x"}', '{"b": "x"}'], ['{"a": 1, "b": "x", "c": 0}', '{"a": 1}']),
-    ({"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"},
-                                                           "next": {"$ref": "#/$defs/node"}},
-                         "required": ["v"], "additionalProperties": False}}, "$ref": "#/$defs/node"},
-     ['{"v": 1, "next": {"v": 2}}', '{"v": 1}'], ['{"next": {"v": 2}}']),
+    (
+        {"allOf": [{"type": "string", "minLength": 2}, {"type": "string", "pattern": "^[a-z]+$"}]},
+        ['"ab"'],
+        ['"a"', '"AB"'],
+    ),
+    (
+        {
+            "allOf": [
+                {"properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                {"properties": {"b": {"type": "string"}}, "required": ["b"]},
+            ]
+        },
+        ['{"a": 1, "b": "x"}', '{"a": 1, "b": "x", "c": 0}'],
+        ['{"a": 1}', '{"a": 1, "b": 2}'],
+    ),
+    (
+        {
+            "allOf": [
+                {"properties": {"a": {"type": "integer"}, "b": {}}, "additionalProperties": False},
+                {"properties": {"b": {"type": "string"}}, "required": ["b"]},
+            ]
+        },
+        ['{"a": 1, "b": "x"}', '{"b": "x"}'],
+        ['{"a": 1, "b": "x", "c": 0}', '{"a": 1}'],
+    ),
+    (
+        {
+            "$defs": {
+                "node": {
+                    "type": "object",
+                    "properties": {"v": {"type": "integer"}, "next": {"$ref": "#/$defs/node"}},
+                    "required": ["v"],
+                    "additionalProperties": False,
+                }
+            },
+            "$ref": "#/$defs/node",
+        },
+        ['{"v": 1, "next": {"v": 2}}', '{"v": 1}'],
+        ['{"next": {"v": 2}}'],
+    ),
     ({}, ["1", '"x"', '[1, {"a": null}]', "true"], ["[1,]", "{a: 1}"]),
-    ({"type": "object", "minProperties": 1, "maxProperties": 2},
-     ['{"a": 1}', '{"a": 1, "b": 2}'], ["{}", '{"a": 1, "b": 2, "c": 3}']),
+    (
+        {"type": "object", "minProperties": 1, "maxProperties": 2},
+        ['{"a": 1}', '{"a": 1, "b": 2}'],
+        ["{}", '{"a": 1, "b": 2, "c": 3}'],
+    ),
     ({"type": "integer", "multipleOf": 7}, ["0", "14", "-21"], ["15"]),
     ({"type": "integer", "multipleOf": 3, "minimum": 0, "maximum": 1000}, ["0", "999"], ["1000", "-3"]),
     ({"not": {"type": "string"}}, ["1", "null"], ['"a"']),
-    ({"type": "object", "patternProperties": {"^x-": {"type": "integer"}}, "additionalProperties": False},
-     ['{"x-a": 1}', "{}"], ['{"y": 1}', '{"x-a": "s"}']),
+    (
+        {"type": "object", "patternProperties": {"^x-": {"type": "integer"}}, "additionalProperties": False},
+        ['{"x-a": 1}', "{}"],
+        ['{"y": 1}', '{"x-a": "s"}'],
+    ),
     (True, ["null"], []),
 ]
 
@@ -109,16 +170,24 @@ def test_pydantic_models_keep_field_order_and_no_extras() -> None:
     [
         ('{"type": "object"', "not valid JSON"),
         ({"type": "strnig"}, "#/type: unknown type 'strnig'"),
-        ({"properties": {"a": {"$ref": "#/$defs/missing"}}}, "#/properties/a: \\$ref '#/\\$defs/missing' points to nothing"),
-        ({"properties": {"a": {"if": {"type": "string"}}}}, "#/properties/a: keyword 'if' cannot be enforced"),
+        (
+            {"properties": {"a": {"$ref": "#/$defs/missing"}}},
+            "#/properties/a: \\$ref '#/\\$defs/missing' points to nothing",
+        ),
+        (
+            {"properties": {"a": {"if": {"type": "string"}}}},
+            "#/properties/a: keyword 'if' cannot be enforced",
+        ),
         ({"type": "array", "uniqueItems": True}, "'uniqueItems' cannot be enforced"),
         ({"not": {"minimum": 3}}, "'not' can only be enforced"),
         ({"$ref": "http://example.com/schema"}, "only local \\$ref"),
         ({"type": "string", "minLength": -1}, "minLength must be a non-negative integer"),
         ({"type": "integer", "minimum": 5, "maximum": 1}, "no JSON value satisfies this schema"),
         # additionalProperties beside allOf does not see the properties inside it
-        ({"allOf": [{"properties": {"a": {}}, "required": ["a"]}], "additionalProperties": False},
-         "no JSON value satisfies this schema"),
+        (
+            {"allOf": [{"properties": {"a": {}}, "required": ["a"]}], "additionalProperties": False},
+            "no JSON value satisfies this schema",
+        ),
         (42, "must be a Pydantic model, a dict or a JSON string"),
         ({"type": "number", "multipleOf": 0.5}, "multipleOf 0.5 on non-integers"),
     ],
@@ -129,7 +198,9 @@ def test_bad_schemas_fail_clearly(schema, message: str) -> None:
 
 
 def test_lenient_ignores_what_it_cannot_enforce() -> None:
-    dfa = compile_json_schema({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, lenient=True)
+    dfa = compile_json_schema(
+        {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, lenient=True
+    )
     assert dfa.matches(b"[1, 1]")
 
 
@@ -155,13 +226,20 @@ def test_integer_ranges_are_exact() -> None:
 
 
 def test_number_ranges_are_sound_and_exact_for_integer_bounds() -> None:
-    for lo, hi, lx, hx in [(0, 1, False, False), (-2, 3, True, True), (None, 0, False, True), (1.5, 2.5, False, False)]:
+    for lo, hi, lx, hx in [
+        (0, 1, False, False),
+        (-2, 3, True, True),
+        (None, 0, False, True),
+        (1.5, 2.5, False, False),
+    ]:
         pattern = number_range(lo, hi, lx, hx)
         assert pattern is not None
         for k in range(-400, 400):
             text = f"{k / 100:.2f}"
             x = float(text)
-            inside = (lo is None or (x > lo if lx else x >= lo)) and (hi is None or (x < hi if hx else x <= hi))
+            inside = (lo is None or (x > lo if lx else x >= lo)) and (
+                hi is None or (x < hi if hx else x <= hi)
+            )
             matched = bool(re.fullmatch(pattern, text))
             assert not matched or inside, (lo, hi, text)  # never outside the bounds
             if inside and isinstance(lo, (int, type(None))) and isinstance(hi, (int, type(None))) and k:
