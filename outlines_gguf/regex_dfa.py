@@ -146,6 +146,11 @@ def utf8_sequences(lo: int, hi: int) -> Iterator[list[tuple[int, int]]]:
             yield from _split_same_length(a, b)
 
 
+@lru_cache(maxsize=4096)
+def _utf8_sequences_cached(lo: int, hi: int) -> tuple[tuple[tuple[int, int], ...], ...]:
+    return tuple(tuple(seq) for seq in utf8_sequences(lo, hi))
+
+
 def _split_same_length(lo: int, hi: int) -> Iterator[list[tuple[int, int]]]:
     n = len(_encode(lo))
     for i in range(1, n):
@@ -216,7 +221,10 @@ class NFABuilder:
         nfa = self.nfa
         start, end = nfa.state(), nfa.state()
         for lo, hi in _without_surrogates(ranges):
-            for seq in utf8_sequences(lo, hi):
+            if hi < 0x80:  # ASCII: one byte range
+                nfa.edges[start].append((lo, hi, end))
+                continue
+            for seq in _utf8_sequences_cached(lo, hi):
                 cur = start
                 for k, (blo, bhi) in enumerate(seq):
                     nxt = end if k == len(seq) - 1 else nfa.state()
