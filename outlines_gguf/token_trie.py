@@ -12,8 +12,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+
+_NARROW = 64  # a frontier this small, with at most _NARROW_NODES below it,
+_NARROW_NODES = 4096  # is finished node by node in Python instead of level by level
 
 
 def concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -40,6 +44,51 @@ class TokenTrie:
     term_tokens: np.ndarray  # int32, token ids grouped by the node they end at
     root_children: int  # number of level-1 nodes (they are nodes 0..root_children-1)
 
+    @cached_property
+    def _subtree_size(self) -> np.ndarray:
+        """Number of nodes in each node's subtree (itself included)."""
+        size = np.ones(self.n_nodes, dtype=np.int64)
+        starts = [*self.level_start.tolist(), self.n_nodes]
+        for lo, hi in reversed(list(itertools.pairwise(starts))[1:]):
+            np.add.at(size, self.parent[lo:hi], size[lo:hi])
+        return size
+
+    @cached_property
+    def _lists(self) -> tuple[list[int], list[int], list[int], list[int], list[int], list[int]]:
+        """The arrays as Python lists, for the per-node walk of thin levels."""
+        return (
+            self.node_byte.tolist(),
+            self.first_child.tolist(),
+            self.n_children.tolist(),
+            self.term_start.tolist(),
+            self.term_count.tolist(),
+            self.term_tokens.tolist(),
+        )
+
+    def _walk_narrow(
+        self, flat: np.ndarray, stride: int, nodes: np.ndarray, states: np.ndarray
+    ) -> np.ndarray:
+        """Depth-first walk below a narrow frontier: deep levels hold few nodes,
+        where one Python step per node beats a dozen numpy calls per level."""
+        labels, first_child, n_children, term_start, term_count, term_tokens = self._lists
+        table = memoryview(flat)
+        out: list[int] = []
+        stack = list(zip(nodes.tolist(), states.tolist(), strict=True))
+        pop, push = stack.pop, stack.append
+        while stack:
+            node, state = pop()
+            count = term_count[node]
+            if count:
+                start = term_start[node]
+                out.extend(term_tokens[start : start + count])
+            first = first_child[node]
+            base = state * stride
+            for child in range(first, first + n_children[node]):
+                nxt = table[base + labels[child]]
+                if nxt >= 0:
+                    push((child, nxt))
+        return np.asarray(out, dtype=np.int32)
+
     @property
     def n_nodes(self) -> int:
         return int(self.node_byte.size)
@@ -51,13 +100,22 @@ class TokenTrie:
         m = len(ids)
         if m == 0:
             empty = np.empty(0, dtype=np.int64)
-            return cls(np.empty(0, np.uint8), empty, np.zeros(1, np.int64), empty, empty, empty,
-                       empty, np.empty(0, np.int32), 0)
+            return cls(
+                np.empty(0, np.uint8),
+                empty,
+                np.zeros(1, np.int64),
+                empty,
+                empty,
+                empty,
+                empty,
+                np.empty(0, np.int32),
+                0,
+            )
         lens = np.fromiter((len(tokens[i]) for i in ids), dtype=np.int64, count=m)
         width = int(lens.max())
-        matrix = np.frombuffer(
-            b"".join(tokens[i].ljust(width, b"\0") for i in ids), dtype=np.uint8
-        ).reshape(m, width)
+        matrix = np.frombuffer(b"".join(tokens[i].ljust(width, b"\0") for i in ids), dtype=np.uint8).reshape(
+            m, width
+        )
 
         # longest common prefix with the previous (sorted) token
         lcp = np.zeros(m, dtype=np.int64)
@@ -95,8 +153,17 @@ class TokenTrie:
         term_tokens = np.asarray(ids, dtype=np.int32)[by_node]
         term_count = np.bincount(terminal, minlength=rows.size).astype(np.int64)
         term_start = np.cumsum(term_count) - term_count
-        return cls(node_byte, parent, level_start[:-1].astype(np.int64), first_child, n_children,
-                   term_start, term_count, term_tokens, int(level_start[1]))
+        return cls(
+            node_byte,
+            parent,
+            level_start[:-1].astype(np.int64),
+            first_child,
+            n_children,
+            term_start,
+            term_count,
+            term_tokens,
+            int(level_start[1]),
+        )
 
     def compress(self, byte_class: np.ndarray) -> TokenTrie:
         """The same tokens as a trie over byte classes.
@@ -135,9 +202,14 @@ class TokenTrie:
         by_node = np.argsort(token_node, kind="stable")
         term_count = np.bincount(token_node, minlength=offset).astype(np.int64)
         return TokenTrie(
-            np.concatenate(new_label).astype(np.uint8), parent,
-            np.asarray(new_level_start, dtype=np.int64), first_child, n_children,
-            np.cumsum(term_count) - term_count, term_count, self.term_tokens[by_node],
+            np.concatenate(new_label).astype(np.uint8),
+            parent,
+            np.asarray(new_level_start, dtype=np.int64),
+            first_child,
+            n_children,
+            np.cumsum(term_count) - term_count,
+            term_count,
+            self.term_tokens[by_node],
             int(new_level_start[1] if len(new_level_start) > 1 else offset),
         )
 
@@ -149,13 +221,16 @@ class TokenTrie:
         state. Returns the token ids, unsorted.
         """
         stride = transitions.shape[1]
-        flat = np.ascontiguousarray(transitions).reshape(-1)
+        flat = np.ascontiguousarray(transitions, dtype=np.int32).reshape(-1)
         nodes = np.arange(self.root_children)
-        states = flat[state * stride + self.node_byte[:self.root_children].astype(np.int64)]
+        states = flat[state * stride + self.node_byte[: self.root_children].astype(np.int64)]
         alive = states >= 0
         nodes, states = nodes[alive], states[alive]
         found_tokens: list[np.ndarray] = []
         while nodes.size:
+            if nodes.size <= _NARROW and int(self._subtree_size[nodes].sum()) <= _NARROW_NODES:
+                found_tokens.append(self._walk_narrow(flat, stride, nodes, states))
+                break
             counts = self.term_count[nodes]
             ends = counts > 0
             if ends.any():
@@ -168,8 +243,9 @@ class TokenTrie:
                 break
             counts = counts[inner]
             children = concat_ranges(self.first_child[nodes[inner]], counts)
-            child_states = flat[np.repeat(states[inner].astype(np.int64), counts) * stride
-                                + self.node_byte[children]]
+            child_states = flat[
+                np.repeat(states[inner].astype(np.int64), counts) * stride + self.node_byte[children]
+            ]
             alive = child_states >= 0
             nodes, states = children[alive], child_states[alive]
         if not found_tokens:
