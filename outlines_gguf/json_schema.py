@@ -10,7 +10,10 @@ of automata.
 What is generated: properties in the order of ``properties``, additional
 properties (when the schema allows them) after the declared ones, bounded
 whitespace (``json.dumps`` and compact forms by default), recursion through
-``$ref`` and the empty schema unrolled to ``max_depth`` levels.
+``$ref`` unrolled to ``max_depth`` levels, free-form values (``{}``) nested
+at most ``FREE_FORM_DEPTH`` levels and additional properties' values at most
+``EXTRA_VALUE_DEPTH``. Texts outside these limits are valid JSON that we do
+not generate (never the reverse).
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from .json_leaves import FORMATS, NUMBER, integer_range, number_range
 from .regex_dfa import MAX_CODEPOINT, ByteDFA, Fragment, NFABuilder, Ranges, _complement, _normalize
 
 DEFAULT_MAX_DEPTH = 3
+FREE_FORM_DEPTH = 2
+"""Nesting allowed inside a free-form value (``{}`` or ``true``): the automaton for
+"any JSON value" grows about 4x per level (713 states at 2, 2,889 at 3)."""
+EXTRA_VALUE_DEPTH = 1
+"""Nesting allowed inside the value of an additional property."""
 
 
 class SchemaError(OutlinesGGUFError, ValueError):
@@ -217,7 +225,7 @@ class _Compiler:
 
     def value(self, schema: Any, path: str, depth: int) -> Fragment | None:
         if schema is True or schema == {}:
-            return self.any_value(depth)
+            return self.any_value(min(depth, FREE_FORM_DEPTH))
         if schema is False:
             return None
         if not isinstance(schema, dict):
@@ -679,7 +687,10 @@ class _Compiler:
             return None
 
         def make_additional() -> Fragment | None:
-            v = self.value(additional, f"{path}/additionalProperties", depth)
+            if additional is True or additional == {}:
+                v = self.any_value(min(depth, EXTRA_VALUE_DEPTH))
+            else:
+                v = self.value(additional, f"{path}/additionalProperties", depth)
             if v is None:
                 return None
             return self.b.seq([self.key_except(list(props)), self.colon(), v])
