@@ -1,7 +1,8 @@
-"""Products of byte automata: intersection, difference, "exactly one of".
+"""Products of byte automata: intersection and difference.
 
-Used where a constraint is the combination of several (``allOf``, ``oneOf``,
-a string with both a ``pattern`` and a ``format``). The product is explored
+Used where a constraint is the combination of several (``allOf`` parts that
+cannot be merged, a string with both a ``pattern`` and a ``format``, keys
+that match a pattern but are not declared properties). The product is explored
 from the start state only, so just the reachable pairs are built.
 """
 
@@ -68,10 +69,3 @@ def intersect(a: ByteDFA, b: ByteDFA) -> ByteDFA | None:
 def difference(a: ByteDFA, b: ByteDFA) -> ByteDFA | None:
     """Strings ``a`` accepts and ``b`` does not (None if there are none)."""
     return _product([a, b], lambda f: bool(f[0] and not f[1]), all_alive=False)
-
-
-def exactly_one(dfas: Sequence[ByteDFA]) -> ByteDFA | None:
-    """Strings exactly one of ``dfas`` accepts (JSON Schema's ``oneOf``)."""
-    if len(dfas) == 1:
-        return dfas[0]
-    return _product(dfas, lambda f: int(f.sum()) == 1, all_alive=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .dfa_ops import DFAProductTooLargeError, difference, exactly_one, intersect
+from .dfa_ops import DFAProductTooLargeError, difference, intersect
 from .errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
 from .json_leaves import FORMATS, NUMBER, integer_range, number_range
 from .regex_dfa import MAX_CODEPOINT, ByteDFA, Fragment, NFABuilder, Ranges, _complement, _normalize
@@ -360,19 +360,27 @@ class _Compiler:
         if not isinstance(branches, list) or not branches:
             raise self.fail(f"{key} must be a non-empty array", path)
         combined = [{"allOf": [base, b]} if base and set(base) - ANNOTATIONS else b for b in branches]
-        if key == "anyOf" or len(combined) == 1:
-            return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
-        dfas = [self.sub_dfa(b, f"{path}/oneOf/{i}", depth) for i, b in enumerate(combined)]
-        live = [d for d in dfas if d is not None]
-        if not live:
-            return None
-        try:
-            result = exactly_one(live)
-        except DFAProductTooLargeError as exc:
-            raise ConstraintTooComplexError(
-                f"{path}: oneOf branches are too large to combine ({exc})"
-            ) from exc
-        return None if result is None else self.b.dfa(result)
+        if key == "oneOf" and len(combined) > 1 and not self.lenient:
+            resolved = [self.flatten(c, path) for c in combined]
+            for i in range(len(resolved)):
+                for j in range(i + 1, len(resolved)):
+                    if not _disjoint(resolved[i], resolved[j]):
+                        raise self.fail(
+                            f"oneOf branches {i} and {j} may both match the same value, so "
+                            "'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
+                            path,
+                        )
+        # anyOf, or oneOf with pairwise disjoint branches: a union is exact
+        return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+
+    def flatten(self, schema: Any, path: str) -> Any:
+        """A schema with top-level $ref and mergeable allOf resolved (for disjointness checks)."""
+        schema = self.inline_refs(schema, path)
+        if isinstance(schema, dict) and "allOf" in schema:
+            parts = [{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]]
+            merged = _merge_all([self.inline_refs(p, path) for p in parts])
+            return merged if merged is not None else schema
+        return schema
 
     def sub_dfa(self, schema: Any, path: str, depth: int) -> ByteDFA | None:
         """Compile a sub-schema on its own (for products of automata)."""
@@ -847,6 +855,66 @@ def _is_int(x: Any) -> bool:
 
 def _json_equal(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _type_set(schema: dict) -> set[str]:
+    """The JSON types a (flattened) schema admits; "integer" implies part of "number"."""
+    if "const" in schema or "enum" in schema:
+        values = [schema["const"]] if "const" in schema else schema.get("enum", [])
+        return {_json_type(v) for v in values}
+    declared = schema.get("type")
+    if declared is None:
+        return set(_TYPES)
+    types = set(declared if isinstance(declared, list) else [declared])
+    if "number" in types:
+        types.add("integer")
+    return types
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int) or (isinstance(v, float) and v == int(v)):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}[type(v)]
+
+
+def _disjoint(a: Any, b: Any) -> bool:
+    """True only if no JSON value can satisfy both schemas (a sound, partial test)."""
+    if a is False or b is False:
+        return True
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    if {"anyOf", "oneOf", "allOf", "$ref", "not"} & (set(a) | set(b)):
+        return False
+    ta, tb = _type_set(a), _type_set(b)
+    if "number" in ta and "integer" not in ta:
+        ta.add("integer")
+    if "number" in tb and "integer" not in tb:
+        tb.add("integer")
+    if not ta & tb:
+        return True
+    for x, y in ((a, b), (b, a)):
+        if "const" in x or "enum" in x:
+            values = [x["const"]] if "const" in x else x.get("enum", [])
+            other = [y["const"]] if "const" in y else y.get("enum") if "enum" in y else None
+            if other is not None and not any(_json_equal(v, w) for v in values for w in other):
+                return True
+    if ta & tb == {"object"}:
+        req_a, req_b = set(a.get("required", [])), set(b.get("required", []))
+        props_a, props_b = a.get("properties", {}), b.get("properties", {})
+        for name in req_a & req_b:
+            if name in props_a and name in props_b and _disjoint(props_a[name], props_b[name]):
+                return True
+        for y, req in ((b, req_a), (a, req_b)):
+            closed = y.get("additionalProperties", True) is False and not y.get("patternProperties")
+            if closed and req - set(y.get("properties", {})):
+                return True  # one requires a property the other forbids
+    return False
 
 
 _MERGEABLE = (

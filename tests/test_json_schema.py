@@ -67,7 +67,21 @@ CASES = [
     ({"type": "string", "pattern": "^a.c$"}, ['"abc"', r'"a\"c"'], ['"ab"', '"xabc"']),
     ({"type": "string", "pattern": "[0-9]{3}"}, ['"ab123cd"', '"123"'], ['"12"']),
     ({"type": "string", "pattern": "^[a-z]+$", "maxLength": 3}, ['"abc"'], ['"abcd"', '"AB"']),
-    ({"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 0}]}, ["-1", "1.5"], ["1"]),
+    ({"oneOf": [{"type": "integer"}, {"type": "string"}]}, ["-1", '"x"'], ["1.5", "null"]),
+    (
+        {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"kind": {"const": "a"}, "x": {"type": "integer"}},
+                    "required": ["kind"],
+                },
+                {"type": "object", "properties": {"kind": {"const": "b"}}, "required": ["kind"]},
+            ]
+        },
+        ['{"kind": "a", "x": 1}', '{"kind": "b"}'],
+        ['{"kind": "c"}'],
+    ),
     ({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 1}]}, ["1", '"a"'], ['"ab"']),
     (
         {"allOf": [{"type": "string", "minLength": 2}, {"type": "string", "pattern": "^[a-z]+$"}]},
@@ -190,6 +204,11 @@ def test_pydantic_models_keep_field_order_and_no_extras() -> None:
         ),
         (42, "must be a Pydantic model, a dict or a JSON string"),
         ({"type": "number", "multipleOf": 0.5}, "multipleOf 0.5 on non-integers"),
+        # both branches accept {"a": 1, "b": 2}: "exactly one" is not enforceable by a union
+        (
+            {"oneOf": [{"required": ["a"]}, {"required": ["b"]}], "type": "object"},
+            "oneOf branches 0 and 1 may both",
+        ),
     ],
 )
 def test_bad_schemas_fail_clearly(schema, message: str) -> None:
