@@ -12,7 +12,8 @@ properties (when the schema allows them) after the declared ones, bounded
 whitespace (``json.dumps`` and compact forms by default), recursion through
 ``$ref`` unrolled to ``max_depth`` levels, free-form values (``{}``) nested
 at most ``FREE_FORM_DEPTH`` levels and additional properties' values at most
-``EXTRA_VALUE_DEPTH``. Texts outside these limits are valid JSON that we do
+``EXTRA_VALUE_DEPTH``, strings and arrays at most ``MAX_LENGTH_CAP``
+characters and ``MAX_ITEMS_CAP`` items. Texts outside these limits are valid JSON that we do
 not generate (never the reverse).
 """
 
@@ -37,6 +38,12 @@ FREE_FORM_DEPTH = 2
 "any JSON value" grows about 4x per level (713 states at 2, 2,889 at 3)."""
 EXTRA_VALUE_DEPTH = 1
 """Nesting allowed inside the value of an additional property."""
+MAX_LENGTH_CAP = 256
+"""A ``maxLength`` above this is generated as at most this many characters (or
+``minLength``, if larger): every output still validates, and the automaton
+stays small (each counted character is a few states)."""
+MAX_ITEMS_CAP = 64
+"""Likewise for ``maxItems`` (each counted item is a copy of the item's automaton)."""
 
 
 class SchemaError(OutlinesGGUFError, ValueError):
@@ -498,6 +505,8 @@ class _Compiler:
     def string(self, schema: dict, path: str) -> Fragment | None:
         min_len = schema.get("minLength", 0)
         max_len = schema.get("maxLength")
+        if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
+            max_len = max(MAX_LENGTH_CAP, int(min_len) if _is_int(min_len) else 0)
         for name, value in (("minLength", min_len), ("maxLength", max_len)):
             if value is not None and (not _is_int(value) or value < 0):
                 raise self.fail(f"{name} must be a non-negative integer", path)
@@ -580,6 +589,8 @@ class _Compiler:
         # prefix positions one by one, then the repeated items
         n_prefix = len(prefix)
         top = None if max_items is None else int(max_items)
+        if top is not None and top > MAX_ITEMS_CAP:
+            top = max(MAX_ITEMS_CAP, min_items)
         if top is not None and top < min_items:
             return None
         options: list[Fragment | None] = []

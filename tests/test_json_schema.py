@@ -225,7 +225,18 @@ def test_lenient_ignores_what_it_cannot_enforce() -> None:
 
 def test_limits_are_errors_not_hangs() -> None:
     with pytest.raises(ConstraintTooComplexError):
-        compile_json_schema({"type": "string", "maxLength": 100000})
+        compile_json_schema({"type": "string", "minLength": 100000})
+    with pytest.raises(ConstraintTooComplexError):
+        compile_json_schema({"type": "array", "items": {"type": "string", "minLength": 30}, "minItems": 9000})
+
+
+def test_large_upper_bounds_generate_a_valid_subset() -> None:
+    dfa = compile_json_schema({"type": "string", "maxLength": 100000})
+    assert dfa.matches(b'"' + b"x" * 256 + b'"') and not dfa.matches(b'"' + b"x" * 257 + b'"')
+    dfa = compile_json_schema({"type": "string", "minLength": 300, "maxLength": 100000})
+    assert dfa.matches(b'"' + b"x" * 300 + b'"') and not dfa.matches(b'"' + b"x" * 299 + b'"')
+    dfa = compile_json_schema({"type": "array", "items": {"type": "integer"}, "maxItems": 10000})
+    assert dfa.matches(json.dumps(list(range(64))).encode())
 
 
 def test_recursion_depth_is_explicit() -> None:
