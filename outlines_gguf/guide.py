@@ -11,12 +11,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from functools import lru_cache
 from typing import Protocol, TypeVar
 
 import numpy as np
 
 from .errors import ConstraintViolationError, VocabularyError
-from .regex_dfa import ByteDFA, compile_regex
+from .regex_dfa import ByteDFA, compile_regex, utf8_sequences
+from .text_tokens import PLAIN_RANGES
 from .vocabulary import Vocabulary
 
 FINISHED = -2
@@ -94,6 +96,7 @@ class RegexGuide:
         self._masks: dict[int, TokenMask] = {}
         self._lock = threading.Lock()
         self._class_walk: tuple[object, np.ndarray] | None = None
+        self._plain_steps: dict[int, int | None] = {}
 
     @classmethod
     def from_regex(cls, pattern: str, vocabulary: Vocabulary) -> RegexGuide:
@@ -136,10 +139,21 @@ class RegexGuide:
     def _allowed_tokens(self, state: int) -> np.ndarray:
         """Tokens whose bytes keep the DFA alive from ``state``.
 
-        Walks the byte trie; once a state turns out dense, later states walk
-        the trie compressed to the DFA's byte classes (same result, far
-        fewer nodes: a dense state on 152k tokens drops from ~40 ms to ~2 ms).
+        Where every plain-text character moves the DFA the same way (inside a
+        JSON string, say), plain-text tokens are decided by their character
+        count and only the other tokens are walked. Otherwise the whole trie
+        is walked; once a state turns out dense, later states walk it
+        compressed to the DFA's byte classes (same result, fewer nodes).
         """
+        plain = self._plain_split(state)
+        if plain is not None:
+            chain, exceptions = plain
+            text = self.vocabulary.text_tokens
+            table = self.dfa.transitions
+            parts = [text.up_to(chain, exceptions), text.rest.walk(table, state)]
+            if exceptions.size:
+                parts.append(self.vocabulary.trie.walk(table, state, exceptions))
+            return np.concatenate(parts)
         if self._class_walk is not None:
             trie, table = self._class_walk
             return trie.walk(table, state)  # type: ignore[attr-defined]
@@ -147,6 +161,43 @@ class RegexGuide:
         if tokens.size > DENSE_MASK:
             self.use_byte_classes()
         return tokens
+
+    def _plain_step(self, state: int) -> tuple[int, np.ndarray] | None:
+        """Where plain-text characters lead from ``state``: (the state all but a few ASCII
+        characters lead to, -1 if they die; those few first bytes), or None."""
+        if state not in self._plain_steps:
+            self._plain_steps[state] = _plain_step(self.dfa.transitions, state)
+        return self._plain_steps[state]
+
+    def _plain_split(self, state: int) -> tuple[float, np.ndarray] | None:
+        """(How many plain-text characters a plain token may have, the first bytes to
+        walk instead), or None if plain-text characters do not behave alike here.
+
+        The first character may have exceptions (a few ASCII characters that
+        go elsewhere, walked separately); every later one must move the DFA
+        alike, up to the longest plain-text token.
+        """
+        first = self._plain_step(state)
+        if first is None:
+            return None
+        target, exceptions = first
+        if target < 0:
+            return 0.0, exceptions
+        limit = self.vocabulary.text_tokens.max_count
+        seen = {state, target}
+        current = target
+        for read in range(1, limit):
+            step = self._plain_step(current)
+            if step is None or step[1].size:
+                return None
+            nxt = step[0]
+            if nxt < 0:
+                return float(read), exceptions
+            if nxt in seen:
+                return float("inf"), exceptions
+            seen.add(nxt)
+            current = nxt
+        return float(limit), exceptions
 
     def use_byte_classes(self) -> None:
         """Walk the vocabulary's trie compressed to this DFA's byte classes from now on."""
@@ -174,6 +225,53 @@ class RegexGuide:
                 f"token {token_id} ({vocab.tokens[token_id]!r}) does not fit the constraint here"
             )
         return nxt
+
+
+@lru_cache(maxsize=1)
+def _plain_sequences() -> tuple[tuple[tuple[int, int], ...], ...]:
+    """The UTF-8 byte-range sequences of all plain-text characters."""
+    return tuple(tuple(seq) for lo, hi in PLAIN_RANGES for seq in utf8_sequences(lo, hi))
+
+
+_ASCII_PLAIN = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)], dtype=np.intp)
+_MAX_EXCEPTIONS = 24
+
+
+def _plain_step(table: np.ndarray, state: int) -> tuple[int, np.ndarray] | None:
+    """Where plain-text characters lead from ``state`` (see ``RegexGuide._plain_step``).
+
+    Multi-byte characters must all end in one state (or all die); that state
+    is the target, and ASCII characters that go elsewhere are the exceptions.
+    """
+    ends: set[int] = set()
+    if (table[state, 0xC2:0xF5] < 0).all():
+        ends.add(-1)  # no multi-byte character can start here (the common case)
+    for seq in () if ends else _plain_sequences():
+        if seq[0][1] < 0x80:
+            continue  # ASCII, handled below
+        current = np.array([state])
+        for lo, hi in seq:
+            nxt = table[current][:, lo : hi + 1]
+            dead = nxt < 0
+            if dead.any():
+                if not dead.all():
+                    return None  # some characters of this range die, others live
+                current = np.empty(0, dtype=np.int32)
+                break
+            current = np.unique(nxt)
+        ends.update(current.tolist() if current.size else [-1])
+        if len(ends) > 1:
+            return None
+    ascii_targets = table[state, _ASCII_PLAIN]
+    if ends:
+        target = ends.pop()
+    else:  # no multi-byte characters at all: take the most common ASCII target
+        values, counts = np.unique(ascii_targets, return_counts=True)
+        target = int(values[np.argmax(counts)])
+    exceptions = _ASCII_PLAIN[ascii_targets != target].astype(np.uint8)
+    if exceptions.size > _MAX_EXCEPTIONS:
+        return None
+    return int(target), exceptions
 
 
 # -- a shared LRU cache of compiled guides ------------------------------------------------

@@ -213,17 +213,20 @@ class TokenTrie:
             int(new_level_start[1] if len(new_level_start) > 1 else offset),
         )
 
-    def walk(self, transitions: np.ndarray, state: int) -> np.ndarray:
+    def walk(self, transitions: np.ndarray, state: int, first_bytes: np.ndarray | None = None) -> np.ndarray:
         """All tokens that keep an automaton alive from ``state``.
 
         ``transitions`` is an ``(n_states, n_labels)`` int32 table (labels are
         bytes, or byte classes for a compressed trie) with -1 for the dead
-        state. Returns the token ids, unsorted.
+        state. ``first_bytes`` restricts the walk to tokens starting with one
+        of them. Returns the token ids, unsorted.
         """
         stride = transitions.shape[1]
         flat = np.ascontiguousarray(transitions, dtype=np.int32).reshape(-1)
         nodes = np.arange(self.root_children)
-        states = flat[state * stride + self.node_byte[: self.root_children].astype(np.int64)]
+        if first_bytes is not None:
+            nodes = nodes[np.isin(self.node_byte[: self.root_children], first_bytes)]
+        states = flat[state * stride + self.node_byte[nodes].astype(np.int64)]
         alive = states >= 0
         nodes, states = nodes[alive], states[alive]
         found_tokens: list[np.ndarray] = []

@@ -23,6 +23,7 @@ from .errors import VocabularyError
 from .gguf_metadata import read_gguf_metadata
 
 if TYPE_CHECKING:
+    from .text_tokens import TextTokens
     from .token_trie import TokenTrie
 
 _NEVER_EMITTED_ATTRS = ATTR_CONTROL | ATTR_UNKNOWN | ATTR_UNUSED
@@ -186,6 +187,13 @@ class Vocabulary:
         from .token_trie import TokenTrie
 
         return TokenTrie.build(self.tokens, self.is_special)
+
+    @cached_property
+    def text_tokens(self) -> TextTokens:
+        """Plain-text tokens by character count, and a trie of the others (built once)."""
+        from .text_tokens import TextTokens
+
+        return TextTokens.build(self.tokens, self.is_special)
 
     def class_trie(self, byte_class: np.ndarray) -> TokenTrie:
         """The token trie compressed to a byte-class partition (cached, 16 partitions)."""

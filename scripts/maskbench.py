@@ -616,6 +616,7 @@ class Options:
     out: Path | None
     jsonl: Path | None
     argv: list[str] = field(default_factory=list)
+    revision: str = field(default_factory=lambda: git_revision())
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -731,6 +732,18 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
+def git_revision() -> str:
+    """The repository's commit (``-dirty`` when the working tree has changes), or 'unknown'."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=10"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"`{out.stdout.strip()}`"
+
+
 def environment_section(opts: Options, n_files: int, n_total: int, wall_s: float) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     subset = f"{n_files} of {n_total} files"
@@ -745,7 +758,7 @@ def environment_section(opts: Options, n_files: int, n_total: int, wall_s: float
         ("llama-cpp-python", package_version("llama_cpp_python")),
         ("llguidance", package_version("llguidance")),
         ("outlines-core", package_version("outlines-core")),
-        ("outlines-gguf", package_version("outlines-gguf")),
+        ("outlines-gguf", f"{package_version('outlines-gguf')} at {opts.revision} (when the run started)"),
         ("vocabulary", f"`{opts.vocab.name}`"),
         ("files", f"`{opts.folder}`: {subset}"),
         ("wall time", f"{wall_s:.0f} s"),
@@ -774,7 +787,7 @@ METHOD_NOTES = """\
 """
 
 PROCESSOR_NOTE = (
-    "called like llama-cpp-python calls it (prompt, then one more token per call) on the strided `logit`\n"
+    "called like\n  llama-cpp-python calls it (prompt, then one more token per call) on the strided `logit`\n"
     "  field of a record array; the mask time is the whole processor call. One processor per file serves\n"
     "  all its instances, so masks cached for states seen before come back fast; the guide cache is\n"
     "  cleared before every compile, so compile times are cold."

@@ -53,7 +53,11 @@ def closing_bias(vocab, amount: float = 6.0) -> np.ndarray:
     """Favour tokens that close JSON strings/containers, so random generations end."""
     bias = np.zeros(vocab.size, dtype=np.float32)
     for i, tok in enumerate(vocab.tokens):
-        if any(c in tok for c in (b'"', b",", b"}", b"]")):
+        if b'"' in tok:
+            bias[i] = amount + 2.0
+        elif b"}" in tok or b"]" in tok:
             bias[i] = amount
+        elif b"," in tok:
+            bias[i] = amount / 2
     bias[vocab.eog_array] = amount
     return bias
