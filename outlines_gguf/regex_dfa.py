@@ -499,31 +499,59 @@ def _closure(nfa: _NFA, states: Iterable[int]) -> frozenset[int]:
 
 
 def _determinize(nfa: _NFA, start: int, accept: int, pattern: str) -> tuple[np.ndarray, np.ndarray]:
-    first = _closure(nfa, [start])
+    """Subset construction. Each byte interval's target set is found by a sweep
+    over the edges' endpoints, and epsilon closures are memoized per NFA state."""
+    single: dict[int, frozenset[int]] = {}
+
+    def closure(targets: Iterable[int]) -> frozenset[int]:
+        parts = []
+        for t in targets:
+            c = single.get(t)
+            if c is None:
+                c = single[t] = _closure(nfa, [t])
+            parts.append(c)
+        return parts[0] if len(parts) == 1 else frozenset().union(*parts)
+
+    first = closure([start])
     index = {first: 0}
     queue = [first]
     rows: list[np.ndarray] = []
     accepting: list[bool] = []
+    by_targets: dict[frozenset[int], int] = {}
     while len(rows) < len(queue):
         current = queue[len(rows)]
         accepting.append(accept in current)
         row = np.full(256, -1, dtype=np.int32)
-        edges = [e for s in current for e in nfa.edges[s]]
-        if edges:
-            cuts = sorted({lo for lo, _, _ in edges} | {hi + 1 for _, hi, _ in edges})
+        events: dict[int, list[tuple[int, int]]] = {}
+        for s in current:
+            for lo, hi, t in nfa.edges[s]:
+                events.setdefault(lo, []).append((t, 1))
+                events.setdefault(hi + 1, []).append((t, -1))
+        if events:
+            active: dict[int, int] = {}
+            cuts = sorted(events)
             for a, b in itertools.pairwise(cuts):
-                targets = [t for lo, hi, t in edges if lo <= a and b - 1 <= hi]
-                if not targets:
+                for t, delta in events[a]:
+                    count = active.get(t, 0) + delta
+                    if count:
+                        active[t] = count
+                    else:
+                        active.pop(t, None)
+                if not active:
                     continue
-                nxt = _closure(nfa, targets)
-                k = index.get(nxt)
+                key = frozenset(active)
+                k = by_targets.get(key)
                 if k is None:
-                    if len(queue) >= MAX_DFA_STATES:
-                        raise ConstraintTooComplexError(
-                            f"regex {pattern!r} needs more than {MAX_DFA_STATES} DFA states"
-                        )
-                    k = index[nxt] = len(queue)
-                    queue.append(nxt)
+                    nxt = closure(key)
+                    k = index.get(nxt)
+                    if k is None:
+                        if len(queue) >= MAX_DFA_STATES:
+                            raise ConstraintTooComplexError(
+                                f"regex {pattern!r} needs more than {MAX_DFA_STATES} DFA states"
+                            )
+                        k = index[nxt] = len(queue)
+                        queue.append(nxt)
+                    by_targets[key] = k
                 row[a:b] = k
         rows.append(row)
     return np.stack(rows), np.array(accepting, dtype=bool)
@@ -535,23 +563,27 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
     src, byte = np.nonzero(table >= 0)
     dst = table[src, byte]
     pairs = np.unique(dst.astype(np.int64) * n + src)
-    rev_dst, rev_src = pairs // n, pairs % n
-    starts = np.searchsorted(rev_dst, np.arange(n + 1))
-    live = accepting.copy()
-    stack = list(np.flatnonzero(accepting))
+    rev_src = (pairs % n).tolist()
+    starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
+    live = accepting.tolist()
+    stack = [i for i, a in enumerate(live) if a]
     while stack:
         s = stack.pop()
-        for p in rev_src[starts[s]:starts[s + 1]]:
+        for p in rev_src[starts[s] : starts[s + 1]]:
             if not live[p]:
                 live[p] = True
-                stack.append(int(p))
+                stack.append(p)
     if not live[0]:
         return None
-    new_id = np.cumsum(live) - 1
-    new_id[~live] = -1
-    kept = table[live]
+    keep = np.array(live, dtype=bool)
+    new_id = np.cumsum(keep) - 1
+    new_id[~keep] = -1
+    kept = table[keep]
     remapped = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
-    return remapped, accepting[live]
+    return remapped, accepting[keep]
+
+
+_ROW_WEIGHTS = np.random.default_rng(20261127).integers(1, 2**62, size=(2, 257), dtype=np.int64)
 
 
 def _merge_equivalent(
@@ -559,26 +591,26 @@ def _merge_equivalent(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merge states with identical rows and finality, repeatedly (sound, cheap).
 
-    Classes are numbered by first occurrence, so the start state stays 0.
+    Rows are grouped by a 64-bit hash and merged only if they equal their
+    group's first row exactly. Classes are numbered by first occurrence, so
+    the start state stays 0.
     """
     for _ in range(rounds):
-        keyed = np.ascontiguousarray(np.concatenate([table, accepting[:, None].astype(np.int32)], axis=1))
-        seen: dict[bytes, int] = {}
-        new_id = np.empty(table.shape[0], dtype=np.int64)
-        representatives: list[int] = []
-        for i, row in enumerate(keyed):
-            key = row.tobytes()
-            k = seen.get(key)
-            if k is None:
-                k = seen[key] = len(representatives)
-                representatives.append(i)
-            new_id[i] = k
-        if len(representatives) == table.shape[0]:
+        n = table.shape[0]
+        keyed = np.concatenate([table, accepting[:, None]], axis=1).astype(np.int64)
+        with np.errstate(over="ignore"):
+            h = (keyed * _ROW_WEIGHTS[0]).sum(axis=1) ^ ((keyed * _ROW_WEIGHTS[1]).sum(axis=1) >> 1)
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        rep = first[inverse.reshape(-1)]
+        collided = ~(keyed == keyed[rep]).all(axis=1)
+        rep[collided] = np.flatnonzero(collided)  # a hash collision keeps its own class
+        representatives = np.unique(rep)
+        if representatives.size == n:
             break
-        reps = np.asarray(representatives)
-        kept = table[reps]
+        new_id = np.searchsorted(representatives, rep)
+        kept = table[representatives]
         table = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
-        accepting = accepting[reps]
+        accepting = accepting[representatives]
     return table, accepting
 
 
