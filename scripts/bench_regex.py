@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -153,6 +154,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def git_revision() -> str:
+    """HEAD's short hash, with "+ uncommitted changes" when the library's files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "outlines_gguf"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + uncommitted changes in outlines_gguf/" if dirty else "")
+
+
 def load_average() -> str:
     try:
         return "/".join(f"{x:.2f}" for x in os.getloadavg())
@@ -176,7 +189,7 @@ def environment_section(argv: Sequence[str]) -> str:
         ("numpy", np.__version__),
         ("llama-cpp-python", package_version("llama_cpp_python")),
         ("outlines-core", package_version("outlines-core")),
-        ("outlines-gguf", outlines_gguf.__version__),
+        ("outlines-gguf", f"{outlines_gguf.__version__} (git {git_revision()})"),
         ("command", "`" + " ".join(shlex.quote(a) for a in [sys.executable, sys.argv[0], *argv]) + "`"),
     ]
     return "## Machine and versions\n\n" + table(["", ""], rows)
@@ -280,6 +293,7 @@ class VocabFigures:
     llama_vocab_only_load: list[float] = field(default_factory=list)
     trie: list[float] = field(default_factory=list)
     hash: list[float] = field(default_factory=list)
+    first_mask: list[float] = field(default_factory=list)
     oc_vocabulary: list[float] = field(default_factory=list)
     n_tokens: int = 0
     n_trie_nodes: int = 0
@@ -304,6 +318,8 @@ def measure_vocabulary(runs: int, oc: Any | None) -> tuple[VocabFigures, Vocabul
         figs.trie.append(dt)
         dt, _ = timed(lambda v=vocab: v.hash)
         figs.hash.append(dt)
+        dt, _ = timed(lambda v=vocab: RegexLogitsProcessor(r"[0-9]", v).guide.mask(0))
+        figs.first_mask.append(dt)
         dt, llm = timed(lambda: load_vocab_only_llama(VOCAB_GGUF))
         figs.llama_vocab_only_load.append(dt)
         dt, _ = timed(lambda m=llm: Vocabulary.from_llama(m))
@@ -324,6 +340,8 @@ def vocabulary_section(figs: VocabFigures) -> str:
         ("  (for reference: `Llama(vocab_only=True)` load, not included above)", figs.llama_vocab_only_load),
         ("token trie build (`vocab.trie`, once per vocabulary)", figs.trie),
         ("vocabulary hash (`vocab.hash`, once per vocabulary; guide-cache key)", figs.hash),
+        ("first mask on a fresh vocabulary (`[0-9]`, state 0: builds the library's remaining "
+         "per-vocabulary tables)", figs.first_mask),
         ("outlines-core `Vocabulary(eos, {bytes: [ids]})` from ours", figs.oc_vocabulary),
     ]
     body = table(["step", "median", "min", "max"],
