@@ -21,6 +21,7 @@ from .guide import RegexGuide, TokenMask, clear_guide_cache
 from .json_schema import SchemaError, compile_json_schema
 from .processors import GuideLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
 from .regex_dfa import ByteDFA, compile_regex
+from .tracking import LogitTrackingProcessor, add_tracking
 from .vocabulary import Vocabulary
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "GGUFFormatError",
     "GuideLogitsProcessor",
     "JSONLogitsProcessor",
+    "LogitTrackingProcessor",
     "OutlinesGGUFError",
     "ProcessorFailedError",
     "RegexError",
@@ -43,6 +45,7 @@ __all__ = [
     "Vocabulary",
     "VocabularyError",
     "__version__",
+    "add_tracking",
     "clear_guide_cache",
     "compile_json_schema",
     "compile_regex",

@@ -1,0 +1,414 @@
+"""See how a constraint changed each token's probabilities, in bounded memory.
+
+:class:`LogitTrackingProcessor` wraps any logits processor (ours or a plain
+callable). For every generated position it records the scores before
+("natural", unstructured) and after ("constrained", structured) the wrapped
+processor, and the token that was chosen.
+
+Memory. Per position it keeps the top ``top_k`` entries of both rows (ids and
+both values) and each row's log-sum-exp, so probabilities of kept entries are
+exact: ``2 * top_k * 12 + 24`` bytes. Full rows are kept for the last
+``full_rows`` positions only (``2 * full_rows * n_vocab * 4`` bytes), or for
+every position with ``full_rows=None``. With the defaults (``top_k=10``,
+``full_rows=8``) and a 152k vocabulary, 1,000 positions take about 10 MB.
+
+Reuse. A new prompt (``input_ids`` that do not extend the previous call's by
+one token) starts a new record: what was tracked before is dropped, unless
+``accumulate=True``, which appends the new generation's positions after the
+old ones. ``clear()`` empties the record at any time.
+
+The chosen token of a position is known when the next call arrives (it is
+the last id of the next ``input_ids``). The last position's token never comes
+back to a processor: it is taken as chosen when the constraint allowed only
+one token, and otherwise can be given with :meth:`finish` (the high-level
+API does this).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ProcessorFailedError
+from .vocabulary import Vocabulary, as_vocabulary
+
+logger = logging.getLogger("outlines_gguf")
+
+UNKNOWN = -1
+"""The chosen-token value of a position whose token is not known (yet)."""
+
+
+def _logsumexp(row: np.ndarray) -> float:
+    finite = row[np.isfinite(row)]
+    if finite.size == 0:
+        return float("-inf")
+    top = float(finite.max())
+    return top + float(np.log(np.exp(finite - top, dtype=np.float64).sum()))
+
+
+def _top(row: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the ``k`` largest finite entries of ``row`` (fewer if fewer are finite), best first."""
+    finite = np.flatnonzero(np.isfinite(row))
+    if finite.size <= k:
+        ids = finite
+    elif finite.size < row.size // 4:
+        ids = finite[np.argpartition(row[finite], -k)[-k:]]
+    else:
+        ids = np.argpartition(row, -k)[-k:]
+        ids = ids[np.isfinite(row[ids])]
+    return ids[np.argsort(-row[ids], kind="stable")]
+
+
+def token_label(vocabulary: Vocabulary | None, token: int) -> str:
+    """Readable text of one token: UTF-8 with undecodable bytes shown as \\xNN, control tokens as <id>."""
+    if vocabulary is None:
+        return f"<{token}>"
+    data = vocabulary.tokens[token]
+    if not data:
+        return "<eog>" if token in vocabulary.eog_ids else f"<special {token}>"
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+class LogitTrackingProcessor:
+    """Record natural vs constrained scores around a wrapped logits processor.
+
+    Use it as the processor: ``create_completion(..., logits_processor=
+    LogitsProcessorList([LogitTrackingProcessor(JSONLogitsProcessor(M, llm))]))``.
+    Single sequence only: ``input_ids`` and ``scores`` must be 1-D.
+    """
+
+    def __init__(
+        self,
+        processor: Callable[[Any, np.ndarray], np.ndarray] | None = None,
+        *,
+        vocabulary: Any = None,
+        top_k: int = 10,
+        full_rows: int | None = 8,
+        accumulate: bool = False,
+    ) -> None:
+        if top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        if full_rows is not None and full_rows < 0:
+            raise ValueError("full_rows must be >= 0 or None (every position)")
+        self.processor = processor
+        if vocabulary is None:
+            vocabulary = getattr(processor, "vocabulary", None)
+        self.vocabulary: Vocabulary | None = None if vocabulary is None else as_vocabulary(vocabulary)
+        self.top_k = top_k
+        self.full_rows = full_rows
+        self.accumulate = accumulate
+        self.generations = 0
+        self.error: Exception | None = None
+        self._seen: np.ndarray | None = None
+        self.clear()
+
+    # -- the hook ---------------------------------------------------------------------------
+
+    def __call__(self, input_ids: Any, scores: np.ndarray) -> np.ndarray:
+        ids = np.asarray(input_ids)
+        if ids.ndim != 1 or scores.ndim != 1:
+            raise ValueError(
+                "LogitTrackingProcessor tracks a single sequence: input_ids and scores must be 1-D"
+            )
+        continues = (
+            self._seen is not None
+            and ids.shape[0] == self._seen.shape[0] + 1
+            and np.array_equal(ids[:-1], self._seen)
+        )
+        if continues:
+            self._set_chosen(self._n - 1, int(ids[-1]))
+        else:
+            self.generations += 1
+            self.error = None
+            if not self.accumulate and self._n:
+                self.clear()
+        self._seen = ids.copy()
+        natural = np.array(scores, dtype=np.float32)
+        if self.processor is not None:
+            try:
+                out = self.processor(input_ids, scores)
+                if out is not None and out is not scores:
+                    scores[:] = out
+            except Exception as exc:
+                self._fail(exc, scores)
+        self._record(natural, scores)
+        return scores
+
+    def _fail(self, exc: Exception, scores: np.ndarray) -> None:
+        logger.error(
+            "outlines-gguf: the processor wrapped by LogitTrackingProcessor failed, "
+            "forcing end of generation: %s",
+            exc,
+            exc_info=exc,
+        )
+        if self.error is None:
+            self.error = exc
+        if self.vocabulary is not None:
+            eog = self.vocabulary.eog_array
+            scores[:] = -np.inf
+            scores[eog[eog < scores.shape[-1]]] = 0.0
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`ProcessorFailedError` if the wrapped processor failed during generation."""
+        inner = getattr(self.processor, "raise_if_failed", None)
+        if inner is not None:
+            inner()
+        if self.error is not None:
+            raise ProcessorFailedError(f"the tracked processor failed: {self.error}") from self.error
+
+    def finish(self, token: int) -> None:
+        """Record the token chosen at the last position (it never reaches a processor)."""
+        if self._n:
+            self._set_chosen(self._n - 1, int(token))
+
+    # -- storage ----------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Forget everything tracked so far."""
+        k = self.top_k
+        self._n = 0
+        self._cap = 64
+        self._ids = np.zeros((self._cap, 2, k), dtype=np.int32)  # [pos, natural/constrained ranking, k]
+        self._vals = np.full((self._cap, 2, 2, k), -np.inf, dtype=np.float32)  # [pos, ranking, which, k]
+        self._count = np.zeros((self._cap, 2), dtype=np.int16)
+        self._lse = np.zeros((self._cap, 2), dtype=np.float64)
+        self._chosen = np.full(self._cap, UNKNOWN, dtype=np.int64)
+        self._gen = np.zeros(self._cap, dtype=np.int32)
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _grow(self) -> None:
+        self._cap *= 2
+        for name in ("_ids", "_vals", "_count", "_lse", "_chosen", "_gen"):
+            old = getattr(self, name)
+            new = np.empty((self._cap, *old.shape[1:]), dtype=old.dtype)
+            new[: old.shape[0]] = old
+            if name == "_chosen":
+                new[old.shape[0] :] = UNKNOWN
+            setattr(self, name, new)
+
+    def _record(self, natural: np.ndarray, constrained_view: np.ndarray) -> None:
+        if self._n == self._cap:
+            self._grow()
+        pos = self._n
+        constrained = np.array(constrained_view, dtype=np.float32)
+        for r, ranked in enumerate((natural, constrained)):
+            top = _top(ranked, self.top_k)
+            n = top.size
+            self._ids[pos, r, :n] = top
+            self._vals[pos, r, 0, :n] = natural[top]
+            self._vals[pos, r, 1, :n] = constrained[top]
+            self._count[pos, r] = n
+        self._lse[pos] = (_logsumexp(natural), _logsumexp(constrained))
+        self._gen[pos] = self.generations
+        if self.full_rows is None or self.full_rows > 0:
+            self._rows[pos] = (natural, constrained)
+            if self.full_rows is not None:
+                self._rows.pop(pos - self.full_rows, None)
+        allowed = np.flatnonzero(np.isfinite(constrained))
+        if allowed.size == 1:  # forced: the sampler can only take this one
+            self._chosen[pos] = int(allowed[0])
+        self._n += 1
+
+    def _set_chosen(self, pos: int, token: int) -> None:
+        if 0 <= pos < self._n:
+            self._chosen[pos] = token
+
+    @property
+    def n_positions(self) -> int:
+        return self._n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the record (top-k arrays and full rows)."""
+        arrays = sum(getattr(self, n).nbytes for n in ("_ids", "_vals", "_count", "_lse", "_chosen", "_gen"))
+        return arrays + sum(a.nbytes + b.nbytes for a, b in self._rows.values())
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def _positions(self, positions: Sequence[int] | None) -> list[int]:
+        if positions is None:
+            return list(range(self._n))
+        for p in positions:
+            if not 0 <= p < self._n:
+                raise IndexError(f"position {p} not tracked (0..{self._n - 1})")
+        return list(positions)
+
+    def chosen_tokens(self) -> list[int]:
+        """The token chosen at each position (``UNKNOWN`` where it is not known)."""
+        return self._chosen[: self._n].tolist()
+
+    def sequence(self, pos: int | None = None) -> str:
+        """Text generated up to and including position ``pos`` (all of it by default)."""
+        end = self._n if pos is None else pos + 1
+        chosen = [t for t in self._chosen[:end].tolist() if t != UNKNOWN]
+        if self.vocabulary is None:
+            return " ".join(f"<{t}>" for t in chosen)
+        return self.vocabulary.decode(chosen).decode("utf-8", errors="replace")
+
+    def _full(self, which: int) -> tuple[list[int], np.ndarray]:
+        positions = sorted(self._rows)
+        if not positions:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return positions, np.stack([self._rows[p][which] for p in positions])
+
+    def get_logits(self) -> dict[str, Any]:
+        """Full rows of logits for the positions whose rows are kept.
+
+        ``{"unstructured": (n, V), "structured": (n, V), "positions": [...]}``
+        (the last ``full_rows`` positions, or all of them with ``full_rows=None``).
+        """
+        positions, natural = self._full(0)
+        _, constrained = self._full(1)
+        return {"unstructured": natural, "structured": constrained, "positions": positions}
+
+    def get_probabilities(self) -> dict[str, Any]:
+        """Like :meth:`get_logits`, as softmax probabilities (0 where the constraint put -inf)."""
+        logits = self.get_logits()
+        out: dict[str, Any] = {"positions": logits["positions"]}
+        for key in ("unstructured", "structured"):
+            rows = logits[key].astype(np.float64)
+            if rows.size:
+                rows = rows - rows.max(axis=1, keepdims=True)
+                rows = np.exp(rows)
+                rows /= rows.sum(axis=1, keepdims=True)
+            out[key] = rows
+        return out
+
+    def _candidates(self, pos: int) -> list[tuple[int, float, float]]:
+        """(token, natural logit, constrained logit) of the entries kept for ``pos``."""
+        seen: dict[int, tuple[float, float]] = {}
+        for r in (0, 1):
+            n = int(self._count[pos, r])
+            for j in range(n):
+                tok = int(self._ids[pos, r, j])
+                seen[tok] = (float(self._vals[pos, r, 0, j]), float(self._vals[pos, r, 1, j]))
+        chosen = int(self._chosen[pos])
+        if chosen != UNKNOWN and chosen not in seen and pos in self._rows:
+            natural, constrained = self._rows[pos]
+            seen[chosen] = (float(natural[chosen]), float(constrained[chosen]))
+        return [(t, a, b) for t, (a, b) in seen.items()]
+
+    def get_top_tokens(
+        self, k: int = 10, positions: Sequence[int] | None = None, include_logits: bool = True
+    ) -> list[dict[str, Any]]:
+        """Per position: ``position``, ``text_so_far`` and the ``k`` most likely ``tokens``.
+
+        Tokens are ranked by the larger of their natural and constrained
+        probabilities (at most ``2 * top_k`` per position are kept, plus the
+        chosen one where its full row is kept); each has ``token``, ``unstructured_prob``,
+        ``structured_prob``, ``is_chosen`` and (with ``include_logits``)
+        ``unstructured_logit`` and ``structured_logit``.
+        """
+        result = []
+        for pos in self._positions(positions):
+            lse_n, lse_c = self._lse[pos]
+            rows = []
+            for tok, nat, con in self._candidates(pos):
+                p_n = float(np.exp(nat - lse_n)) if np.isfinite(nat) and np.isfinite(lse_n) else 0.0
+                p_c = float(np.exp(con - lse_c)) if np.isfinite(con) and np.isfinite(lse_c) else 0.0
+                entry: dict[str, Any] = {
+                    "token": token_label(self.vocabulary, tok),
+                    "token_id": tok,
+                    "unstructured_prob": p_n,
+                    "structured_prob": p_c,
+                    "is_chosen": tok == int(self._chosen[pos]),
+                }
+                if include_logits:
+                    entry["unstructured_logit"] = nat
+                    entry["structured_logit"] = con
+                rows.append(entry)
+            rows.sort(key=lambda e: -max(e["unstructured_prob"], e["structured_prob"]))
+            result.append(
+                {"position": pos, "text_so_far": self.sequence(pos - 1) if pos else "", "tokens": rows[:k]}
+            )
+        return result
+
+    def to_dataframe(self, show: str = "probs", min_value: float | None = None, top_k: int | None = None):
+        """A pandas DataFrame with columns ``position, token, natural, constrained, chosen``.
+
+        ``show`` is ``"probs"`` or ``"logits"``; ``min_value`` keeps rows where
+        either value reaches it; ``top_k`` limits the tokens per position.
+        """
+        import pandas as pd
+
+        if show not in ("probs", "logits"):
+            raise ValueError('show must be "probs" or "logits"')
+        records = []
+        for entry in self.get_top_tokens(k=top_k or self.top_k, include_logits=True):
+            for tok in entry["tokens"]:
+                if show == "probs":
+                    natural, constrained = tok["unstructured_prob"], tok["structured_prob"]
+                else:
+                    natural, constrained = tok["unstructured_logit"], tok["structured_logit"]
+                if min_value is not None and max(natural, constrained) < min_value:
+                    continue
+                records.append((entry["position"], tok["token"], natural, constrained, tok["is_chosen"]))
+        return pd.DataFrame.from_records(
+            records, columns=["position", "token", "natural", "constrained", "chosen"]
+        )
+
+    def table(self, k: int = 3, positions: Sequence[int] | None = None) -> str:
+        """A compact text table for terminals: per position, the chosen token and the top ``k``."""
+        lines = [f"{'pos':>4}  {'chosen':<16} {'p(nat)':>7} {'p(con)':>7}  top natural -> constrained"]
+        for entry in self.get_top_tokens(k=self.top_k * 2 + 1, positions=positions):
+            chosen = next((t for t in entry["tokens"] if t["is_chosen"]), None)
+            label = repr(chosen["token"])[:16] if chosen else "?"
+            p_n = f"{chosen['unstructured_prob']:.3f}" if chosen else "-"
+            p_c = f"{chosen['structured_prob']:.3f}" if chosen else "-"
+            others = ", ".join(
+                f"{t['token']!r} {t['unstructured_prob']:.2f}->{t['structured_prob']:.2f}"
+                for t in entry["tokens"][:k]
+            )
+            lines.append(f"{entry['position']:>4}  {label:<16} {p_n:>7} {p_c:>7}  {others}")
+        return "\n".join(lines)
+
+    def plot(self, k: int = 5, positions: Sequence[int] | None = None, ax: Any = None):
+        """Per position, the top natural vs constrained probabilities and the chosen token.
+
+        Needs matplotlib (``pip install outlines-gguf[plot]``). Returns the figure.
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("plot() needs matplotlib: pip install 'outlines-gguf[plot]'") from exc
+        entries = self.get_top_tokens(k=k, positions=positions)
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(entries) + 2), 4.5))
+        else:
+            fig = ax.figure
+        for i, entry in enumerate(entries):
+            for rank, tok in enumerate(entry["tokens"][:k]):
+                x = i + (rank - (k - 1) / 2) * 0.8 / k
+                ax.bar(x - 0.05, tok["unstructured_prob"], width=0.08, color="#9ab", alpha=0.9)
+                ax.bar(
+                    x + 0.05,
+                    tok["structured_prob"],
+                    width=0.08,
+                    color="#d62" if tok["is_chosen"] else "#e9a",
+                    alpha=0.9,
+                )
+        ax.set_xticks(range(len(entries)))
+        ax.set_xticklabels(
+            [next((repr(t["token"]) for t in e["tokens"] if t["is_chosen"]), "?")[:10] for e in entries],
+            rotation=60,
+            ha="right",
+            fontsize=8,
+        )
+        ax.set_ylabel("probability")
+        ax.set_xlabel("position (chosen token)")
+        ax.set_title(f"top {k} tokens per position: natural (grey) vs constrained (red = chosen)")
+        fig.tight_layout()
+        return fig
+
+
+def add_tracking(generator: Any, **options: Any) -> Any:
+    """Wrap ``generator.logits_processor`` in a :class:`LogitTrackingProcessor` and return the generator."""
+    processor = getattr(generator, "logits_processor", None)
+    if processor is None:
+        raise ValueError("add_tracking needs an object with a logits_processor attribute")
+    if not isinstance(processor, LogitTrackingProcessor):
+        generator.logits_processor = LogitTrackingProcessor(processor, **options)
+    return generator
