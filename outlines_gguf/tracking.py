@@ -15,7 +15,8 @@ every position with ``full_rows=None``. With the defaults (``top_k=10``,
 Reuse. A new prompt (``input_ids`` that do not extend the previous call's by
 one token) starts a new record: what was tracked before is dropped, unless
 ``accumulate=True``, which appends the new generation's positions after the
-old ones. ``clear()`` empties the record at any time.
+old ones. ``clear()`` empties the record at any time. Dropping a record that
+was never read logs a warning once, since that is usually a mix-up.
 
 The chosen token of a position is known when the next call arrives (it is
 the last id of the next ``input_ids``). The last position's token never comes
@@ -103,6 +104,7 @@ class LogitTrackingProcessor:
         self.generations = 0
         self.error: Exception | None = None
         self._seen: np.ndarray | None = None
+        self._warned = False
         self.clear()
 
     # -- the hook ---------------------------------------------------------------------------
@@ -124,6 +126,14 @@ class LogitTrackingProcessor:
             self.generations += 1
             self.error = None
             if not self.accumulate and self._n:
+                if not self._read and not self._warned:
+                    logger.warning(
+                        "LogitTrackingProcessor: a new prompt started, so the %d positions tracked for "
+                        "the previous one were dropped unread; pass accumulate=True to keep every "
+                        "generation, or read the record before generating again",
+                        self._n,
+                    )
+                    self._warned = True
                 self.clear()
         self._seen = ids.copy()
         natural = np.array(scores, dtype=np.float32)
@@ -178,6 +188,7 @@ class LogitTrackingProcessor:
         self._chosen = np.full(self._cap, UNKNOWN, dtype=np.int64)
         self._gen = np.zeros(self._cap, dtype=np.int32)
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._read = False
 
     def _grow(self) -> None:
         self._cap *= 2
@@ -238,10 +249,12 @@ class LogitTrackingProcessor:
 
     def chosen_tokens(self) -> list[int]:
         """The token chosen at each position (``UNKNOWN`` where it is not known)."""
+        self._read = True
         return self._chosen[: self._n].tolist()
 
     def sequence(self, pos: int | None = None) -> str:
         """Text generated up to and including position ``pos`` (all of it by default)."""
+        self._read = True
         end = self._n if pos is None else pos + 1
         chosen = [t for t in self._chosen[:end].tolist() if t != UNKNOWN]
         if self.vocabulary is None:
@@ -249,6 +262,7 @@ class LogitTrackingProcessor:
         return self.vocabulary.decode(chosen).decode("utf-8", errors="replace")
 
     def _full(self, which: int) -> tuple[list[int], np.ndarray]:
+        self._read = True
         positions = sorted(self._rows)
         if not positions:
             return [], np.zeros((0, 0), dtype=np.float32)
@@ -302,6 +316,7 @@ class LogitTrackingProcessor:
         ``structured_prob``, ``is_chosen`` and (with ``include_logits``)
         ``unstructured_logit`` and ``structured_logit``.
         """
+        self._read = True
         result = []
         for pos in self._positions(positions):
             lse_n, lse_c = self._lse[pos]

@@ -110,13 +110,15 @@ def test_memory_stays_within_the_documented_bound() -> None:
     assert tracker.nbytes < 100 * 2**20
 
 
-def test_reuse_resets_on_a_new_prompt_or_accumulates() -> None:
+def test_reuse_resets_on_a_new_prompt_or_accumulates(caplog: pytest.LogCaptureFixture) -> None:
     vocab = load_vocab("spm32k")
     proc = RegexLogitsProcessor(r"[0-9]{3}", vocab)
     tracker = LogitTrackingProcessor(proc)
     generate(tracker, np.random.default_rng(0), [7, 8], max_tokens=10)
     first = tracker.n_positions
-    second, ended = generate(tracker, np.random.default_rng(1), [9], max_tokens=10)  # a new prompt
+    with caplog.at_level("WARNING", logger="outlines_gguf"):
+        second, ended = generate(tracker, np.random.default_rng(1), [9], max_tokens=10)  # a new prompt
+    assert "dropped unread" in caplog.text and "accumulate=True" in caplog.text
     assert tracker.generations == 2 and first > 0
     assert tracker.n_positions == len(second) + int(ended)  # a fresh record
     assert tracker.chosen_tokens()[: len(second)] == second
