@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from bench_common import fmt_time, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -93,22 +94,6 @@ E2E_TEMPERATURE = 0.8
 def median(values: Sequence[float]) -> float:
     """The median, NaN for no values."""
     return float(np.median(values)) if len(values) else float("nan")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (linear interpolation), NaN for no values."""
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
-def fmt_time(seconds: float) -> str:
-    """A duration with a unit that keeps 3 significant digits readable."""
-    if seconds != seconds:  # NaN
-        return "–"
-    if abs(seconds) >= 1.0:
-        return f"{seconds:.2f} s"
-    if abs(seconds) >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} µs"
 
 
 def fmt_ratio(value: float) -> str:

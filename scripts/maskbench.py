@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from bench_common import fmt_time, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -675,20 +676,6 @@ def check_engines_importable(engines: Iterable[str]) -> None:
 
 
 # -- statistics and formatting ---------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
-def fmt_time(seconds: float) -> str:
-    if seconds != seconds:  # NaN
-        return "–"
-    if abs(seconds) >= 1.0:
-        return f"{seconds:.2f} s"
-    if abs(seconds) >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} µs"
 
 
 def fmt_share(count: int, total: int) -> str:
