@@ -793,16 +793,30 @@ class _Compiler:
         level: dict[int, int] = {0: entry[1]}
 
         def member_edge(
-            source: int, c: int, make: Callable[[], Fragment | None], target: Callable[[int], int]
+            source: int,
+            c: int,
+            make: Callable[[], Fragment | None],
+            target: Callable[[int], int],
+            shared: dict[int, Fragment | None],
         ) -> None:
+            """From count ``c``: [comma] member -> count c+1. One member fragment serves every
+            count that leads to the same next count (they continue alike)."""
             if max_p is not None and c >= max_p:
                 return
-            member = make()
+            key = min(c + 1, cap)
+            if key not in shared:
+                shared[key] = make()
+                if shared[key] is not None:
+                    b.nfa.eps[shared[key][1]].append(target(key))  # type: ignore[index]
+            member = shared[key]
             if member is None:
                 return
-            piece = b.seq([self.comma(), member]) if c > 0 else member
-            b.nfa.eps[source].append(piece[0])  # type: ignore[index]
-            b.nfa.eps[piece[1]].append(target(min(c + 1, cap)))  # type: ignore[index]
+            if c > 0:
+                comma = self.comma()
+                b.nfa.eps[source].append(comma[0])
+                b.nfa.eps[comma[1]].append(member[0])
+            else:
+                b.nfa.eps[source].append(member[0])
 
         def states() -> tuple[dict[int, int], Callable[[int], int]]:
             nxt: dict[int, int] = {}
@@ -816,10 +830,11 @@ class _Compiler:
 
         for make, is_required in members:
             nxt, target = states()
+            shared: dict[int, Fragment | None] = {}
             for c, s in level.items():
                 if not is_required:
                     b.nfa.eps[s].append(target(c))
-                member_edge(s, c, make, target)
+                member_edge(s, c, make, target, shared)
             level = nxt
             if not level:
                 return None
@@ -827,10 +842,11 @@ class _Compiler:
             nxt, target = states()
             for c, s in level.items():
                 b.nfa.eps[s].append(target(c))
+            shared = {}
             c = min(nxt)
             while c <= cap:  # ascending, so counts created on the way are handled too
                 if c in nxt:
-                    member_edge(nxt[c], c, extra, target)
+                    member_edge(nxt[c], c, extra, target, shared)
                 c += 1
             level = nxt
         end = b.nfa.state()
