@@ -10,8 +10,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from outlines_gguf import Vocabulary
+
+# CI replays the same examples every run (a failure there is then reproducible);
+# locally, hypothesis explores new ones each time.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = Path(os.environ.get("OUTLINES_GGUF_MODELS", ROOT / "models"))
