@@ -245,7 +245,7 @@ class _Compiler:
         if "anyOf" in schema or "oneOf" in schema:
             return self.any_of(schema, path, depth)
         if "not" in schema:
-            schema = self.apply_not(schema, path)
+            return self.value(self.apply_not(schema, path), path, depth)
         if "enum" in schema or "const" in schema:
             return self.enum(schema, path, depth)
         types = self.types(schema, path)
@@ -402,22 +402,76 @@ class _Compiler:
             return None
 
     def apply_not(self, schema: dict, path: str) -> dict:
-        negated = schema["not"]
+        """The schema without ``not``: the negation rewritten as a positive schema."""
         rest = {k: v for k, v in schema.items() if k != "not"}
-        if negated == {} or negated is True:
-            return {"enum": []}
-        if isinstance(negated, dict) and set(negated) - ANNOTATIONS == {"type"}:
-            excluded = negated["type"] if isinstance(negated["type"], list) else [negated["type"]]
-            allowed = [t for t in self.types(rest, path) if t not in excluded]
-            if "number" in excluded:
-                allowed = [t for t in allowed if t != "integer"]
-            if "integer" in excluded and "number" in allowed and not self.lenient:
-                raise self.fail("'not': {'type': 'integer'} with numbers cannot be enforced", path)
-            rest["type"] = allowed
-            return rest
-        if self.lenient:
-            return rest
-        raise self.fail("keyword 'not' can only be enforced for {'type': ...} (pass lenient=True)", path)
+        negation = self.negate(schema["not"], path)
+        if negation is None:
+            if self.lenient:
+                return rest
+            raise self.fail(
+                "keyword 'not' can only be enforced for types, bounds, lengths and counts, "
+                "'required', 'properties', and anyOf/allOf/not of those (pass lenient=True)",
+                path,
+            )
+        return {"allOf": [rest, negation]} if set(rest) - ANNOTATIONS else negation
+
+    def negate(self, schema: Any, path: str) -> Any:
+        """A schema matching exactly the values ``schema`` rejects (or a subset of them,
+        only where noted), or None when we cannot express it."""
+        schema = self.flatten(schema, path)
+        if schema is True or schema == {}:
+            return False
+        if schema is False:
+            return True
+        if not isinstance(schema, dict):
+            return None
+        keys = set(schema) - ANNOTATIONS
+        if keys == {"not"}:
+            return schema["not"]
+        if keys in ({"anyOf"}, {"allOf"}):
+            parts = [self.negate(x, path) for x in schema[keys.pop()]]
+            if any(p is None for p in parts):
+                return None
+            return {"allOf": parts} if "anyOf" in schema else {"anyOf": parts}
+        if keys & {
+            "enum",
+            "const",
+            "oneOf",
+            "anyOf",
+            "allOf",
+            "not",
+            "$ref",
+            "pattern",
+            "format",
+            "items",
+            "prefixItems",
+            "additionalItems",
+            "additionalProperties",
+            "patternProperties",
+            "multipleOf",
+            "uniqueItems",
+        }:
+            return None
+        declared = schema.get("type")
+        types = (
+            set(_TYPES) if declared is None else set(declared if isinstance(declared, list) else [declared])
+        )
+        if "number" in types:
+            types.add("integer")
+        branches: list[Any] = []
+        others = set(_TYPES) - types
+        if "integer" in types and "number" not in types:
+            others.discard("number")  # non-integer numbers: not expressible, left out (a subset)
+        if others:
+            branches.append({"type": sorted(others)})
+        for key in sorted(keys - {"type"}):
+            family, negated = _negate_keyword(key, schema[key], self, path)
+            if negated is None:
+                return None
+            in_family = sorted(t for t in types if t in family)
+            if in_family and negated is not False:
+                branches.append({"type": in_family, **negated})
+        return {"anyOf": branches} if branches else False
 
     # -- enum / const -------------------------------------------------------------------------
 
@@ -878,6 +932,72 @@ def _pointer(name: str) -> str:
 
 def _is_int(x: Any) -> bool:
     return (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x == int(x))
+
+
+_FAMILY = {
+    "minimum": ("integer", "number"),
+    "maximum": ("integer", "number"),
+    "exclusiveMinimum": ("integer", "number"),
+    "exclusiveMaximum": ("integer", "number"),
+    "minLength": ("string",),
+    "maxLength": ("string",),
+    "minItems": ("array",),
+    "maxItems": ("array",),
+    "minProperties": ("object",),
+    "maxProperties": ("object",),
+    "required": ("object",),
+    "properties": ("object",),
+}
+_FLIP = {
+    "minimum": "exclusiveMaximum",
+    "maximum": "exclusiveMinimum",
+    "exclusiveMinimum": "maximum",
+    "exclusiveMaximum": "minimum",
+}
+_COUNT_FLIP = {
+    "minLength": ("maxLength", -1),
+    "maxLength": ("minLength", 1),
+    "minItems": ("maxItems", -1),
+    "maxItems": ("minItems", 1),
+    "minProperties": ("maxProperties", -1),
+    "maxProperties": ("minProperties", 1),
+}
+
+
+def _negate_keyword(key: str, value: Any, compiler: Any, path: str) -> tuple[tuple[str, ...], Any]:
+    """(types the keyword constrains, keywords for "of those types, the ones it rejects").
+
+    ``False`` means no value of those types is rejected; None, not expressible.
+    """
+    family = _FAMILY.get(key, ())
+    if key in _FLIP:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return family, None  # draft-4 boolean exclusive bounds
+        return family, {_FLIP[key]: value}
+    if key in _COUNT_FLIP:
+        other, step = _COUNT_FLIP[key]
+        if not _is_int(value):
+            return family, None
+        bound = int(value) + step
+        return family, (False if bound < 0 else {other: bound})
+    if key == "required":
+        if not isinstance(value, list) or not value:
+            return family, False
+        # some required property is absent
+        return family, {"anyOf": [{"properties": {name: False}} for name in value]}
+    if key == "properties":
+        if not isinstance(value, dict) or not value:
+            return family, False
+        # some present property has a value its schema rejects
+        options = []
+        for name, sub in value.items():
+            negated = compiler.negate(sub, path)
+            if negated is None:
+                return family, None
+            if negated is not False:
+                options.append({"properties": {name: negated}, "required": [name]})
+        return family, ({"anyOf": options} if options else False)
+    return family, None
 
 
 def _json_equal(a: Any, b: Any) -> bool:
