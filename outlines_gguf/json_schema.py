@@ -37,7 +37,8 @@ FREE_FORM_DEPTH = 2
 """Nesting allowed inside a free-form value (``{}`` or ``true``): the automaton for
 "any JSON value" grows about 4x per level (713 states at 2, 2,889 at 3)."""
 EXTRA_VALUE_DEPTH = 1
-"""Nesting allowed inside the value of an additional property."""
+"""Nesting allowed inside the value of an additional property of an object that also
+declares properties (an object without declared properties is free-form)."""
 MAX_LENGTH_CAP = 256
 """A ``maxLength`` above this is generated as at most this many characters (or
 ``minLength``, if larger): every output still validates, and the automaton
@@ -761,7 +762,9 @@ class _Compiler:
 
         def make_additional() -> Fragment | None:
             if additional is True or additional == {}:
-                v = self.any_value(min(depth, EXTRA_VALUE_DEPTH))
+                # an object without declared properties is free-form: its values nest like {}
+                limit = EXTRA_VALUE_DEPTH if props else FREE_FORM_DEPTH
+                v = self.any_value(min(depth, limit))
             else:
                 v = self.value(additional, f"{path}/additionalProperties", depth)
             if v is None:
