@@ -295,6 +295,11 @@ class _Compiler:
         return self.object(schema, path, depth)
 
     def any_value(self, depth: int) -> Fragment | None:
+        """Any JSON value nested at most ``depth`` levels: an automaton built once per
+        (depth, whitespace) and embedded, so schemas do not determinize it again."""
+        return self.b.dfa(_any_value_dfa(depth, self.ws))
+
+    def any_value_nfa(self, depth: int) -> Fragment | None:
         scalars = [
             self.lit("null"),
             self.lit("true"),
@@ -1196,6 +1201,12 @@ def compile_json_schema(
     if extra_properties is None and is_pydantic:
         extra_properties = False
     return _compile_cached(canonical_schema(root), whitespace_pattern, max_depth, lenient, extra_properties)
+
+
+@lru_cache(maxsize=16)
+def _any_value_dfa(depth: int, ws: Whitespace) -> ByteDFA:
+    compiler = _Compiler({}, ws, DEFAULT_MAX_DEPTH, False, None)
+    return compiler.b.build(compiler.any_value_nfa(depth))
 
 
 def canonical_schema(root: Any) -> str:
