@@ -154,3 +154,14 @@ def test_unbounded_patterns_stay_valid_prefixes(real_vocab: Vocabulary, seed: in
         assert re.fullmatch(pattern, text)
     else:
         assert re.fullmatch(r"[a-z]+(?: [a-z]+)* ?", text), text  # a valid unfinished prefix
+
+
+def test_masks_are_computed_lazily_and_cached() -> None:
+    from outlines_gguf import RegexGuide, compile_regex
+
+    guide = RegexGuide(compile_regex(r"[0-9]{3}"), VOCAB)
+    assert guide.n_cached_masks == 0  # nothing computed up front
+    first = guide.mask(0)
+    assert guide.mask(0) is first and guide.n_cached_masks == 1
+    guide.mask(guide.next_state(0, 3))
+    assert guide.n_cached_masks == 2
