@@ -27,10 +27,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from .dfa_ops import DFAProductTooLargeError, difference, intersect
 from .errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
 from .json_leaves import FORMATS, NUMBER, integer_range, number_range
-from .regex_dfa import MAX_CODEPOINT, ByteDFA, Fragment, NFABuilder, Ranges, _complement, _normalize
+from .regex_dfa import (
+    MAX_CODEPOINT,
+    ByteDFA,
+    Fragment,
+    NFABuilder,
+    Ranges,
+    _complement,
+    _merge_equivalent,
+    _normalize,
+    _prune_dead,
+)
 
 DEFAULT_MAX_DEPTH = 3
 FREE_FORM_DEPTH = 2
@@ -152,6 +164,30 @@ def _intersect_ranges(a: Ranges, b: Ranges) -> Ranges:
     return _normalize(out)
 
 
+def json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
+    """One JSON string character from ``ranges``: raw where allowed, else its escapes."""
+    raw = _intersect_ranges(ranges, _complement(_RAW_FORBIDDEN))
+    alternatives = [b.chars(raw)] if raw else []
+    for lo, hi in _intersect_ranges(ranges, (*_RAW_FORBIDDEN, (0x2F, 0x2F))):
+        for cp in range(lo, hi + 1):
+            forms = [f"\\u{cp:04x}", f"\\u{cp:04X}"]
+            if cp in _SHORT_ESCAPES:
+                forms.append(_SHORT_ESCAPES[cp])
+            alternatives += [b.literal(f) for f in dict.fromkeys(forms)]
+    return b.alt(alternatives) or b.chars(())  # type: ignore[return-value]
+
+
+def any_string_char(b: NFABuilder) -> Fragment:
+    """Any JSON string character: raw, a short escape, or a \\u escape (no lone surrogates)."""
+    return b.alt(  # type: ignore[return-value]
+        [
+            b.chars(_complement(_RAW_FORBIDDEN)),
+            b.regex(r'\\["\\/bfnrt]'),
+            b.regex(r"\\u(?:[0-9a-cA-CefEF][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2})"),
+        ]
+    )
+
+
 class _Compiler:
     def __init__(
         self, root: Any, ws: Whitespace, max_depth: int, lenient: bool, extra_properties: bool | None
@@ -192,28 +228,6 @@ class _Compiler:
 
     def close(self, ch: str) -> Fragment:
         return self.token(ch, self.ws.inside, None)
-
-    def json_chars(self, ranges: Ranges) -> Fragment:
-        """One JSON string character from ``ranges``: raw where allowed, else its escape."""
-        raw = _intersect_ranges(ranges, _complement(_RAW_FORBIDDEN))
-        alternatives = [self.b.chars(raw)] if raw else []
-        for lo, hi in _intersect_ranges(ranges, (*_RAW_FORBIDDEN, (0x2F, 0x2F))):
-            for cp in range(lo, hi + 1):
-                forms = [f"\\u{cp:04x}", f"\\u{cp:04X}"]
-                if cp in _SHORT_ESCAPES:
-                    forms.append(_SHORT_ESCAPES[cp])
-                alternatives += [self.lit(f) for f in dict.fromkeys(forms) if not (cp == 0x2F and f == "/")]
-        return self.b.alt(alternatives) or self.b.chars(())  # type: ignore[return-value]
-
-    def any_string_char(self) -> Fragment:
-        """Any JSON string character: raw, a short escape, or a \\u escape (no lone surrogates)."""
-        return self.b.alt(
-            [
-                self.b.chars(_complement(_RAW_FORBIDDEN)),
-                self.b.regex(r'\\["\\/bfnrt]'),
-                self.b.regex(r"\\u(?:[0-9a-cA-CefEF][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2})"),
-            ]
-        )  # type: ignore[return-value]
 
     def fail(self, message: str, path: str) -> SchemaError:
         return SchemaError(message, path)
@@ -576,7 +590,7 @@ class _Compiler:
         quote = '"'
         if pattern is None and fmt_regex is None:
             body = self.b.repeat(
-                self.any_string_char, int(min_len), None if max_len is None else int(max_len)
+                lambda: any_string_char(self.b), int(min_len), None if max_len is None else int(max_len)
             )
             return self.b.seq([self.lit(quote), body, self.lit(quote)])
         # intersect the parts (length, pattern, format), each over the JSON-escaped form
@@ -595,27 +609,8 @@ class _Compiler:
     def string_parts(
         self, pattern: str | None, fmt_regex: str | None, min_len: int, max_len: int | None, path: str
     ) -> Iterable[tuple[str, Callable[[NFABuilder], Fragment | None]]]:
-        compiler = self
-
-        def chars_in(builder: NFABuilder) -> Callable[[Ranges], Fragment]:
-            def chars(ranges: Ranges) -> Fragment:
-                saved, compiler.builder = compiler.builder, builder
-                try:
-                    return compiler.json_chars(ranges)
-                finally:
-                    compiler.builder = saved
-
-            return chars
-
-        def any_char_in(builder: NFABuilder) -> Fragment:
-            saved, compiler.builder = compiler.builder, builder
-            try:
-                return compiler.any_string_char()
-            finally:
-                compiler.builder = saved
-
         if min_len or max_len is not None:
-            yield "string length", lambda b: b.repeat(lambda: any_char_in(b), min_len, max_len)
+            yield "string length", lambda b: b.repeat(lambda: any_string_char(b), min_len, max_len)
         if pattern is not None:
             if not isinstance(pattern, str):
                 raise self.fail("pattern must be a string", path)
@@ -623,9 +618,9 @@ class _Compiler:
             searched = (
                 searched if pattern.endswith("$") and not pattern.endswith("\\$") else searched + "(?s:.*)"
             )
-            yield f"pattern {pattern!r}", lambda b: b.regex(searched, chars_in(b))
+            yield f"pattern {pattern!r}", lambda b: b.regex(searched, lambda r: json_chars(b, r))
         if fmt_regex is not None:
-            yield "format", lambda b: b.regex(fmt_regex, chars_in(b))
+            yield "format", lambda b: b.regex(fmt_regex, lambda r: json_chars(b, r))
 
     # -- arrays and objects ---------------------------------------------------------------------
 
@@ -1133,11 +1128,6 @@ def _merge_all(parts: list[Any]) -> dict | None:
 
 def _multiple_of_dfa(step: int) -> ByteDFA:
     """JSON integers divisible by ``step`` (remainder automaton over decimal digits)."""
-    builder = NFABuilder(f"multipleOf {step}")
-    b = builder
-    # states: remainders; built as an explicit DFA table
-    import numpy as np
-
     # 0: start, 1: after "-", 2: "0" (complete), 3..: remainder r of a number with leading 1-9
     n = 3 + step
     table = np.full((n, 256), -1, dtype=np.int32)
@@ -1152,9 +1142,6 @@ def _multiple_of_dfa(step: int) -> ByteDFA:
         for d in range(10):
             table[3 + r, ord("0") + d] = 3 + (r * 10 + d) % step
     accepting[3] = True
-    del b
-    from .regex_dfa import _merge_equivalent, _prune_dead
-
     pruned = _prune_dead(table, accepting)
     assert pruned is not None
     return ByteDFA(*_merge_equivalent(*pruned))
@@ -1197,10 +1184,17 @@ def compile_json_schema(
     :class:`SchemaError` (a ``ValueError``) naming the keyword and its path
     for what cannot be enforced, unless ``lenient``. Results are cached.
     """
+    canonical, extra = prepare_schema(schema, extra_properties)
+    return compile_canonical(canonical, whitespace_pattern, max_depth, lenient, extra)
+
+
+def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[str, bool | None]:
+    """The schema's canonical JSON text and the effective ``extra_properties``
+    (a Pydantic model gets no extra properties unless asked: Pydantic ignores them)."""
     root, is_pydantic = load_schema(schema)
     if extra_properties is None and is_pydantic:
         extra_properties = False
-    return _compile_cached(canonical_schema(root), whitespace_pattern, max_depth, lenient, extra_properties)
+    return canonical_schema(root), extra_properties
 
 
 @lru_cache(maxsize=16)
@@ -1218,9 +1212,10 @@ def canonical_schema(root: Any) -> str:
 
 
 @lru_cache(maxsize=128)
-def _compile_cached(
+def compile_canonical(
     canonical: str, whitespace_pattern: str | None, max_depth: int, lenient: bool, extra: bool | None
 ) -> ByteDFA:
+    """Compile a schema given as canonical JSON text (cached; see :func:`compile_json_schema`)."""
     if whitespace_pattern is not None:
         try:
             re.compile(whitespace_pattern)

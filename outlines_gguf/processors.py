@@ -15,6 +15,7 @@ forces end-of-generation for the rest of that generation, and
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Hashable
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from .errors import ProcessorFailedError, VocabularyError
 from .guide import Guide, RegexGuide, cached_guide
-from .json_schema import DEFAULT_MAX_DEPTH, canonical_schema, compile_json_schema, load_schema
+from .json_schema import DEFAULT_MAX_DEPTH, compile_canonical, prepare_schema
 from .vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
@@ -165,26 +166,13 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         extra_properties: bool | None = None,
     ) -> None:
         vocabulary = as_vocabulary(tokenizer)
-        root, is_pydantic = load_schema(schema)
-        self.schema = root
-        self.pydantic_model = schema if is_pydantic else None
-        key = (
-            "json",
-            canonical_schema(root),
-            whitespace_pattern,
-            max_depth,
-            lenient,
-            False if extra_properties is None and is_pydantic else extra_properties,
-        )
+        canonical, extra = prepare_schema(schema, extra_properties)
+        self.schema = json.loads(canonical)
+        self.pydantic_model = schema if isinstance(schema, type) else None
+        key = ("json", canonical, whitespace_pattern, max_depth, lenient, extra)
 
         def build() -> RegexGuide:
-            dfa = compile_json_schema(
-                schema,
-                whitespace_pattern,
-                max_depth=max_depth,
-                lenient=lenient,
-                extra_properties=extra_properties,
-            )
+            dfa = compile_canonical(canonical, whitespace_pattern, max_depth, lenient, extra)
             return RegexGuide(dfa, vocabulary)
 
         super().__init__(cached_guide(key, vocabulary, build), vocabulary)
