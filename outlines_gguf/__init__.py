@@ -7,13 +7,17 @@
 ...     [RegexLogitsProcessor(r"[0-9]{4}", llm)]))
 """
 
+from . import generate, models
 from .errors import (
+    ChatTemplateError,
     ConstraintTooComplexError,
     ConstraintViolationError,
     EmptyLanguageError,
     GGUFFormatError,
+    IncompleteGenerationError,
     OutlinesGGUFError,
     ProcessorFailedError,
+    PromptTooLongError,
     RegexError,
     VocabularyError,
 )
@@ -28,15 +32,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ByteDFA",
+    "ChatTemplateError",
     "ConstraintTooComplexError",
     "ConstraintViolationError",
     "EmptyLanguageError",
     "GGUFFormatError",
     "GuideLogitsProcessor",
+    "IncompleteGenerationError",
     "JSONLogitsProcessor",
     "LogitTrackingProcessor",
     "OutlinesGGUFError",
     "ProcessorFailedError",
+    "PromptTooLongError",
     "RegexError",
     "RegexGuide",
     "RegexLogitsProcessor",
@@ -49,4 +56,6 @@ __all__ = [
     "clear_guide_cache",
     "compile_json_schema",
     "compile_regex",
+    "generate",
+    "models",
 ]

@@ -43,3 +43,25 @@ class ProcessorFailedError(OutlinesGGUFError, RuntimeError):
     record the original error, force end-of-generation and let callers raise
     this (``processor.raise_if_failed()``); the original is ``__cause__``.
     """
+
+
+class PromptTooLongError(OutlinesGGUFError, ValueError):
+    """The prompt does not fit the model's context window (``n_ctx``)."""
+
+
+class ChatTemplateError(OutlinesGGUFError, ValueError):
+    """The model has no chat template, or its template cannot render the messages."""
+
+
+class IncompleteGenerationError(OutlinesGGUFError, RuntimeError):
+    """Generation stopped (``max_tokens``, a full context, ``stop_at``) before the constraint was complete.
+
+    ``text`` is the partial text, ``token_ids`` the generated ids and
+    ``reason`` why it stopped: ``"max_tokens"``, ``"context"`` or ``"stop_at"``.
+    """
+
+    def __init__(self, message: str, *, text: str, token_ids: list[int], reason: str) -> None:
+        super().__init__(message)
+        self.text = text
+        self.token_ids = token_ids
+        self.reason = reason

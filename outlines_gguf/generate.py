@@ -1,0 +1,258 @@
+"""High-level generators: a constraint, a model, and a call that returns a value.
+
+>>> from outlines_gguf import generate, models
+>>> model = models.llamacpp("models/tiny-qwen2.gguf")
+>>> year = generate.format(model, int)("The year: ", seed=1)        # an int
+>>> person = generate.json(model, Person)(prompt, max_tokens=200)  # a Person
+>>> for piece in generate.regex(model, r"[0-9]{4}").stream(prompt):
+...     print(piece, end="")
+
+Every generator is called as ``generator(prompt, max_tokens=None,
+stop_at=None, seed=None, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+on_incomplete="raise")`` and has ``.stream(prompt, ...)`` with the same
+arguments, which yields text pieces (never half a character). ``prompt`` is
+a string or a list of chat messages, which the model's chat template turns
+into a string. ``generator.logits_processor`` is the processor in use; it
+can be replaced, or wrapped with :func:`~outlines_gguf.add_tracking`
+(``track=True`` does that when the generator is made).
+
+``max_tokens`` reached (or the context full) before the constraint is
+complete raises :class:`~outlines_gguf.errors.IncompleteGenerationError`,
+which carries the partial text; ``on_incomplete="return"`` returns that
+text (a string, unparsed) instead. ``stop_at`` (a string or a list) ends
+generation once the text contains one of them; the text returned ends with
+that string. With a constraint, the result then counts as complete only if
+the constraint accepts the text at the end of the token that completed the
+stop string and the stop string ends that token's text; otherwise it is
+incomplete, as above.
+"""
+
+from __future__ import annotations
+
+import json as json_module
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .errors import IncompleteGenerationError
+from .formats import format_for
+from .generation import Generation, GenerationResult, SamplingParams
+from .models import LlamaCpp
+from .processors import JSONLogitsProcessor, RegexLogitsProcessor
+from .tracking import LogitTrackingProcessor, add_tracking
+
+Prompt = str | Sequence[Mapping[str, Any]]
+ON_INCOMPLETE = ("raise", "return")
+
+
+def _as_model(model: Any) -> LlamaCpp:
+    if isinstance(model, LlamaCpp):
+        return model
+    return LlamaCpp(model)  # a llama_cpp.Llama; raises TypeError for anything else
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+class SequenceGenerator:
+    """A model and a logits processor; calling it generates and parses one answer.
+
+    ``parse`` turns the complete text into the returned value (the text
+    itself by default). ``last_result`` is the
+    :class:`~outlines_gguf.generation.GenerationResult` of the latest call
+    (token ids, finish reason, seed).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        logits_processor: Callable[[Any, Any], Any] | None,
+        parse: Callable[[str], Any] = _identity,
+        *,
+        track: bool = False,
+        description: str = "constraint",
+    ) -> None:
+        self.model = _as_model(model)
+        self.logits_processor = logits_processor
+        self.parse = parse
+        self.description = description
+        self.last_result: GenerationResult | None = None
+        if track:
+            if logits_processor is None:
+                self.logits_processor = LogitTrackingProcessor(None, vocabulary=self.model.vocabulary)
+            else:
+                add_tracking(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.description} on {self.model.name}>"
+
+    def _generation(
+        self,
+        prompt: Prompt,
+        max_tokens: int | None,
+        stop_at: str | Sequence[str] | None,
+        seed: int | None,
+        sampling: SamplingParams,
+        on_incomplete: str,
+    ) -> Generation:
+        if on_incomplete not in ON_INCOMPLETE:
+            raise ValueError(f"on_incomplete must be one of {ON_INCOMPLETE}, got {on_incomplete!r}")
+        if not isinstance(prompt, str):
+            prompt = self.model.apply_chat_template(prompt)
+        return Generation(
+            self.model,
+            prompt,
+            self.logits_processor,
+            max_tokens=max_tokens,
+            stop_at=stop_at,
+            seed=seed,
+            sampling=sampling,
+        )
+
+    def _check_complete(self, result: GenerationResult, on_incomplete: str, max_tokens: int | None) -> bool:
+        """True when complete; raises IncompleteGenerationError unless ``on_incomplete="return"``."""
+        self.last_result = result
+        if result.complete:
+            return True
+        if on_incomplete == "return":
+            return False
+        if result.finish_reason == "max_tokens":
+            where, hint = f"max_tokens={max_tokens}", "raise max_tokens"
+        elif result.finish_reason == "context":
+            where = f"the end of the context window (n_ctx={self.model.n_ctx})"
+            hint = "load the model with a larger n_ctx"
+        else:
+            where, hint = f"the stop string {result.stop!r}", "remove it from stop_at"
+        shown = result.text if len(result.text) <= 200 else result.text[:200] + "..."
+        raise IncompleteGenerationError(
+            f"generation stopped at {where} before the {self.description} was complete "
+            f"({len(result.token_ids)} tokens); partial text: {shown!r}. To finish it, {hint}; "
+            "on_incomplete='return' returns the partial text",
+            text=result.text,
+            token_ids=result.token_ids,
+            reason=result.finish_reason,
+        )
+
+    def __call__(
+        self,
+        prompt: Prompt,
+        max_tokens: int | None = None,
+        stop_at: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        on_incomplete: str = "raise",
+    ) -> Any:
+        """Generate for ``prompt`` and return the parsed value (see the module docstring)."""
+        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        generation = self._generation(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)
+        for _ in generation:
+            pass
+        result = generation.result
+        assert result is not None
+        if not self._check_complete(result, on_incomplete, max_tokens):
+            return result.text
+        return self.parse(result.text)
+
+    def stream(
+        self,
+        prompt: Prompt,
+        max_tokens: int | None = None,
+        stop_at: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        on_incomplete: str = "raise",
+    ) -> Iterator[str]:
+        """Yield the text as it is generated; the same text as a call with the same seed.
+
+        Pieces are raw text (a JSON generator streams JSON text, not the
+        parsed object). An incomplete generation raises after its last piece,
+        unless ``on_incomplete="return"``. Arguments are checked here, before
+        the first piece is asked for.
+        """
+        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        generation = self._generation(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)
+
+        def pieces() -> Iterator[str]:
+            yield from generation
+            assert generation.result is not None
+            self._check_complete(generation.result, on_incomplete, max_tokens)
+
+        return pieces()
+
+
+# -- the generators ----------------------------------------------------------------------------
+
+
+def regex(model: Any, pattern: str, *, track: bool = False) -> SequenceGenerator:
+    """Text that fully matches ``pattern`` (Python ``re`` syntax); returns the text."""
+    model = _as_model(model)
+    proc = RegexLogitsProcessor(pattern, model.vocabulary)
+    return SequenceGenerator(model, proc, track=track, description=f"regex {pattern!r}")
+
+
+def json(
+    model: Any, schema_or_model: Any, whitespace_pattern: str | None = None, *, track: bool = False
+) -> SequenceGenerator:
+    """JSON valid against a schema: a Pydantic model class (returns an instance of it),
+    a JSON Schema dict or JSON text (returns the parsed ``dict``/value).
+    ``whitespace_pattern`` as in :class:`~outlines_gguf.JSONLogitsProcessor`.
+    """
+    model = _as_model(model)
+    proc = JSONLogitsProcessor(schema_or_model, model.vocabulary, whitespace_pattern)
+    pydantic_model = proc.pydantic_model
+
+    def parse(raw: str) -> Any:
+        if pydantic_model is not None:
+            return pydantic_model.model_validate_json(raw)
+        return json_module.loads(raw)
+
+    return SequenceGenerator(model, proc, parse, track=track, description="JSON value")
+
+
+def cfg(model: Any, grammar: str, *, track: bool = False) -> SequenceGenerator:
+    """Text in the language of a Lark context-free ``grammar``; returns the text."""
+    model = _as_model(model)
+    try:
+        from . import CFGLogitsProcessor  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ImportError(
+            "generate.cfg needs outlines_gguf.CFGLogitsProcessor, which this version does not have"
+        ) from exc
+    proc = CFGLogitsProcessor(grammar, model.vocabulary)
+    return SequenceGenerator(model, proc, track=track, description="grammar")
+
+
+def choice(model: Any, choices: Sequence[str], *, track: bool = False) -> SequenceGenerator:
+    """Exactly one of ``choices`` (strings); returns the chosen string."""
+    model = _as_model(model)
+    options = list(choices)
+    if isinstance(choices, str) or not options or not all(isinstance(c, str) for c in options):
+        raise ValueError(f"choices must be a non-empty list of strings, got {choices!r}")
+    pattern = "|".join(re.escape(c) for c in options)
+    proc = RegexLogitsProcessor(pattern, model.vocabulary)
+    return SequenceGenerator(model, proc, track=track, description=f"choice of {len(options)}")
+
+
+def format(model: Any, python_type: type, *, track: bool = False) -> SequenceGenerator:
+    """A value of ``python_type`` (int, float, bool, datetime.date, .time or .datetime), parsed.
+
+    The regexes are in :mod:`outlines_gguf.formats`: integers ``-?(0|[1-9][0-9]*)``,
+    floats with an optional fraction and exponent, booleans ``True|False``,
+    ISO 8601 ``YYYY-MM-DD``, ``HH:MM:SS`` and ``YYYY-MM-DDTHH:MM:SS``.
+    """
+    model = _as_model(model)
+    fmt = format_for(python_type)
+    proc = RegexLogitsProcessor(fmt.pattern, model.vocabulary)
+    return SequenceGenerator(model, proc, fmt.parse, track=track, description=python_type.__name__)
+
+
+def text(model: Any, *, track: bool = False) -> SequenceGenerator:
+    """Unconstrained text; ``max_tokens`` and ``stop_at`` end it normally (never an error)."""
+    return SequenceGenerator(model, None, track=track, description="text")

@@ -1,0 +1,303 @@
+"""One generation driven token by token through llama.cpp under a logits processor.
+
+:class:`Generation` is what every high-level generator runs: it tokenizes
+the prompt, seeds llama.cpp's sampler, feeds ``Llama.generate`` with the
+processor, decodes each token's exact bytes from the :class:`Vocabulary`
+(``Llama.detokenize`` drops tokens longer than 32 bytes) through an
+incremental UTF-8 decoder (so pieces never end inside a character), and
+stops at any end-of-generation id, at ``max_tokens``, when the context is
+full, or at a ``stop_at`` string. Afterwards it re-raises a failure that
+happened inside the sampler, tells the tracker the last token, and says
+whether the constraint was complete.
+
+Each generation evaluates its prompt afresh (the KV cache is reset) so that
+the same seed always gives the same text: reusing a cached prefix changes
+the logits by rounding differences, which can change a sampled token.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ProcessorFailedError, PromptTooLongError
+from .models import LlamaCpp
+from .tracking import LogitTrackingProcessor
+
+logger = logging.getLogger("outlines_gguf")
+
+Processor = Callable[[Any, np.ndarray], Any]
+
+MAX_SEED = 2**32 - 2
+"""Largest seed: llama.cpp reads 2**32 - 1 as "pick a random seed"."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """llama.cpp's sampler settings, applied after the constraint has masked the logits.
+
+    ``temperature=0`` is greedy decoding; ``top_k=0``, ``top_p=1`` and
+    ``min_p=0`` switch those filters off. The defaults are llama-cpp-python's.
+    """
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+
+
+@dataclass
+class GenerationResult:
+    """What a finished generation produced.
+
+    ``finish_reason`` is ``"eog"`` (an end-of-generation token was sampled),
+    ``"max_tokens"``, ``"context"`` (the context window is full) or
+    ``"stop_at"``; ``complete`` says whether the constraint accepts the text
+    (always True without a constraint). ``token_ids`` includes the final
+    end-of-generation id when there is one.
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    complete: bool
+    seed: int
+    n_prompt_tokens: int = 0
+    stop: str | None = field(default=None)
+
+
+def normalize_stop_at(stop_at: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``stop_at`` as a tuple of non-empty strings."""
+    if stop_at is None:
+        return ()
+    stops = (stop_at,) if isinstance(stop_at, str) else tuple(stop_at)
+    for stop in stops:
+        if not isinstance(stop, str) or not stop:
+            raise ValueError(f"stop_at must be a non-empty string or a list of them, got {stop!r}")
+    return stops
+
+
+def unwrap(processor: Any) -> Any:
+    """The constraint inside a :class:`LogitTrackingProcessor` (or the processor itself)."""
+    while isinstance(processor, LogitTrackingProcessor):
+        processor = processor.processor
+    return processor
+
+
+class _GuardedHook:
+    """Calls the processor and keeps any exception instead of letting ctypes swallow it.
+
+    llama-cpp-python runs processors inside a ctypes callback, where an
+    exception is printed and ignored and sampling goes on unconstrained.
+    Here a failure forces end-of-generation and is re-raised afterwards.
+    """
+
+    def __init__(self, processor: Processor, eog: np.ndarray) -> None:
+        self.processor = processor
+        self.eog = eog
+        self.error: Exception | None = None
+
+    def __call__(self, input_ids: Any, scores: np.ndarray) -> np.ndarray:
+        if self.error is None:
+            try:
+                out = self.processor(input_ids, scores)
+                if out is not None and out is not scores:
+                    scores[:] = out
+                return scores
+            except Exception as exc:
+                logger.error("outlines-gguf: the logits processor raised, stopping generation: %s", exc)
+                self.error = exc
+        scores[:] = -np.inf
+        scores[self.eog[self.eog < scores.shape[-1]]] = 0.0
+        return scores
+
+
+class Generation:
+    """One generation: iterate it for text pieces; ``result`` is set once it is exhausted.
+
+    ``processor`` is a logits processor or None (free text). After the last
+    piece it raises :class:`ProcessorFailedError` if the processor failed
+    inside the sampler. ``max_tokens=None`` generates until the context is full.
+    """
+
+    def __init__(
+        self,
+        model: LlamaCpp,
+        prompt: str,
+        processor: Processor | None,
+        *,
+        max_tokens: int | None = None,
+        stop_at: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        sampling: SamplingParams | None = None,
+    ) -> None:
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
+        if seed is not None and (not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+            raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+        self.model = model
+        self.processor = processor
+        self.stops = normalize_stop_at(stop_at)
+        self.sampling = sampling or SamplingParams()
+        self.seed = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
+        self.prompt_ids = model.tokenize(prompt)
+        n_ctx = model.n_ctx
+        if not self.prompt_ids:
+            raise ValueError("the prompt is empty and the model adds no BOS token: give some text")
+        if len(self.prompt_ids) >= n_ctx:
+            raise PromptTooLongError(
+                f"the prompt is {len(self.prompt_ids)} tokens but the context window holds {n_ctx} "
+                "(prompt and generated text together): shorten the prompt or load the model with a "
+                "larger n_ctx"
+            )
+        room = n_ctx - len(self.prompt_ids)
+        self.budget = room if max_tokens is None else min(max_tokens, room)
+        self._limit_reason = "max_tokens" if max_tokens is not None and max_tokens <= room else "context"
+        self.result: GenerationResult | None = None
+        self._started = False
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            raise RuntimeError("a Generation runs once; make a new one")
+        self._started = True
+        return self._run()
+
+    def _run(self) -> Iterator[str]:
+        llm = self.model.llm
+        vocab = self.model.vocabulary
+        tokens_text = vocab.tokens
+        eog = vocab.eog_ids
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        hook = None if self.processor is None else _GuardedHook(self.processor, vocab.eog_array)
+        self._reset_processor()
+        params = self.sampling
+        previous_seed = getattr(llm, "_seed", None)
+        llm.set_seed(self.seed)
+        llm.reset()  # evaluate the whole prompt: same seed, same logits, same text
+        from llama_cpp import LogitsProcessorList
+
+        stream = llm.generate(
+            self.prompt_ids,
+            temp=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            repeat_penalty=1.0,
+            logits_processor=None if hook is None else LogitsProcessorList([hook]),
+        )
+        ids: list[int] = []
+        text = ""
+        reason = self._limit_reason
+        stop: str | None = None
+        exact_stop = cut_nothing = True
+        try:
+            for token in stream:
+                token = int(token)
+                ids.append(token)
+                if token in eog:
+                    reason = "eog"
+                    break
+                piece = decoder.decode(tokens_text[token])
+                if self.stops and piece:
+                    piece, stop, cut_nothing = self._cut_at_stop(text, piece)
+                if piece:
+                    text += piece
+                    yield piece
+                if stop is not None:
+                    reason = "stop_at"
+                    exact_stop = cut_nothing and not decoder.getstate()[0]
+                    break
+                if len(ids) >= self.budget:
+                    break
+        finally:
+            stream.close()
+            if previous_seed is not None:
+                llm.set_seed(previous_seed)
+            if ids and isinstance(self.processor, LogitTrackingProcessor):
+                self.processor.finish(ids[-1])
+        if stop is None:
+            tail = decoder.decode(b"", final=True)  # an unfinished character at max_tokens
+            if tail:
+                text += tail
+                yield tail
+        self._raise_if_failed(hook)
+        complete = self._complete(reason, ids, exact_stop)
+        self.result = GenerationResult(
+            text=text,
+            token_ids=ids,
+            finish_reason=reason,
+            complete=complete,
+            seed=self.seed,
+            n_prompt_tokens=len(self.prompt_ids),
+            stop=stop,
+        )
+
+    def _cut_at_stop(self, text: str, piece: str) -> tuple[str, str | None, bool]:
+        """Cut ``piece`` right after the first stop string that ``text + piece`` completes.
+
+        Returns the piece to keep, the stop string found (or None) and
+        whether nothing was cut off.
+        """
+        joined = text + piece
+        best_end, best = None, None
+        for stop in self.stops:
+            at = joined.find(stop, max(0, len(text) - len(stop) + 1))
+            if at >= 0 and (best_end is None or at + len(stop) < best_end):
+                best_end, best = at + len(stop), stop
+        if best_end is None:
+            return piece, None, True
+        return piece[: best_end - len(text)], best, best_end == len(joined)
+
+    # -- before and after -------------------------------------------------------------------
+
+    def _reset_processor(self) -> None:
+        inner = unwrap(self.processor)
+        reset = getattr(inner, "reset", None)
+        if callable(reset):
+            reset()  # start a new generation even if the prompt happens to extend the last one
+
+    def _raise_if_failed(self, hook: _GuardedHook | None) -> None:
+        check = getattr(self.processor, "raise_if_failed", None)
+        if callable(check):
+            check()
+        if hook is not None and hook.error is not None:
+            raise ProcessorFailedError(
+                f"the logits processor raised during generation, which stopped it: {hook.error!r}"
+            ) from hook.error
+
+    def _complete(self, reason: str, ids: list[int], exact_stop: bool) -> bool:
+        """Whether the constraint accepts the generated text.
+
+        An end-of-generation token is only allowed once the constraint is
+        complete. Otherwise the last token never reached the processor, so it
+        is shown the full sequence once more and asked ``is_finished``. A
+        ``stop_at`` cut inside a token leaves the constraint mid-token: incomplete.
+        """
+        if reason == "eog" or self.processor is None:
+            return True
+        if not exact_stop:
+            return False
+        inner = unwrap(self.processor)
+        if inner is None or not hasattr(inner, "is_finished"):
+            return True
+        scratch = np.zeros(self.model.vocabulary.size, dtype=np.float32)
+        inner(np.array(self.prompt_ids + ids, dtype=np.intc), scratch)
+        return bool(inner.is_finished)

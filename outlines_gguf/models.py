@@ -1,0 +1,144 @@
+"""A loaded GGUF model for the high-level API: the ``Llama``, its vocabulary, its chat template.
+
+>>> from outlines_gguf import models
+>>> model = models.llamacpp("model.gguf", n_gpu_layers=-1)   # all layers on Metal/CUDA if built with it
+>>> prompt = model.apply_chat_template([{"role": "user", "content": "Hi"}])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+from .errors import ChatTemplateError
+from .vocabulary import Vocabulary, as_vocabulary
+
+CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+
+
+class LlamaCpp:
+    """A ``llama_cpp.Llama`` with what constrained generation needs from it.
+
+    ``vocabulary`` is the exact token -> bytes table (read once through
+    llama.cpp), ``chat_template`` the Jinja template from the GGUF metadata
+    (``tokenizer.chat_template``) or the one passed in, ``None`` if neither.
+    Build it with :func:`llamacpp`.
+    """
+
+    def __init__(self, llm: Any, chat_template: str | None = None) -> None:
+        if not (hasattr(llm, "model") and hasattr(llm, "n_ctx")):
+            raise TypeError(f"expected a llama_cpp.Llama, got {type(llm).__name__}")
+        self.llm = llm
+        metadata: Mapping[str, str] = getattr(llm, "metadata", None) or {}
+        self.chat_template: str | None = chat_template or metadata.get(CHAT_TEMPLATE_KEY) or None
+
+    @cached_property
+    def vocabulary(self) -> Vocabulary:
+        """The model's :class:`Vocabulary` (shared with processors built from the same ``Llama``)."""
+        return as_vocabulary(self.llm)
+
+    @property
+    def n_ctx(self) -> int:
+        """The context window in tokens (prompt and generated text together)."""
+        return int(self.llm.n_ctx())
+
+    @property
+    def name(self) -> str:
+        """The model file's name."""
+        return os.path.basename(getattr(self.llm, "model_path", "") or "") or "model"
+
+    def __repr__(self) -> str:
+        return f"<LlamaCpp {self.name!r} n_ctx={self.n_ctx} chat_template={self.chat_template is not None}>"
+
+    # -- text <-> tokens --------------------------------------------------------------------
+
+    def tokenize(self, prompt: str) -> list[int]:
+        """The prompt's token ids, special tokens such as ``<|im_start|>`` parsed.
+
+        The model's BOS token is added when its vocabulary asks for one, but
+        never twice (a chat template may already have written it).
+        """
+        ids = list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        bos = self.vocabulary.bos_id
+        if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+            del ids[0]
+        return ids
+
+    def _special_text(self, token: int | None) -> str:
+        if token is None:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    # -- chat -------------------------------------------------------------------------------
+
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+    ) -> str:
+        """Render chat ``messages`` (``{"role": ..., "content": ...}``) with the model's template.
+
+        With ``add_generation_prompt`` the text ends where the assistant's
+        answer begins. Raises :class:`~outlines_gguf.errors.ChatTemplateError`
+        when the model has no template (pass ``chat_template=`` to
+        :func:`llamacpp` then) or the template rejects the messages.
+        """
+        if not self.chat_template:
+            raise ChatTemplateError(
+                f"{self.name} has no chat template ({CHAT_TEMPLATE_KEY} is not in its GGUF metadata): "
+                "pass a prompt string, or give one with models.llamacpp(..., chat_template=...)"
+            )
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        vocab = self.vocabulary
+        formatter = Jinja2ChatFormatter(
+            template=self.chat_template,
+            eos_token=self._special_text(vocab.eos_id),
+            bos_token=self._special_text(vocab.bos_id),
+            add_generation_prompt=add_generation_prompt,
+        )
+        try:
+            return formatter(messages=list(messages)).prompt
+        except Exception as exc:  # jinja2 errors and the template's own raise_exception
+            raise ChatTemplateError(f"the chat template of {self.name} failed: {exc}") from exc
+
+
+DEFAULT_N_CTX = 2048
+
+
+def llamacpp(
+    model_path_or_llama: Any,
+    *,
+    n_ctx: int | None = None,
+    n_gpu_layers: int | None = None,
+    n_threads: int | None = None,
+    chat_template: str | None = None,
+    **llama_kwargs: Any,
+) -> LlamaCpp:
+    """Load a GGUF model with llama-cpp-python, or wrap a ``llama_cpp.Llama`` you already have.
+
+    ``n_ctx`` is the context window (default 2048; 0 = the model's training
+    context), ``n_gpu_layers`` how many layers run on the GPU with a Metal or
+    CUDA build of llama.cpp (-1 = all; default 0, the CPU), ``n_threads`` the
+    CPU threads, for the prompt too unless ``n_threads_batch`` is given, as
+    in llama.cpp's own tools (default: llama-cpp-python's choice). Other
+    keyword arguments go to ``llama_cpp.Llama`` (``verbose`` defaults to False).
+    ``chat_template`` replaces the model's own template. An existing
+    ``Llama`` takes only ``chat_template``: its options are already set.
+    """
+    options = {"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": n_threads, **llama_kwargs}
+    options = {key: value for key, value in options.items() if value is not None}
+    if not isinstance(model_path_or_llama, (str, os.PathLike)):
+        if options:
+            raise TypeError(f"llamacpp() got an already loaded Llama: cannot apply {sorted(options)} to it")
+        return LlamaCpp(model_path_or_llama, chat_template=chat_template)
+    path = os.fspath(model_path_or_llama)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    from llama_cpp import Llama
+
+    options.setdefault("n_ctx", DEFAULT_N_CTX)
+    if n_threads is not None:
+        options.setdefault("n_threads_batch", n_threads)
+    options.setdefault("verbose", False)
+    return LlamaCpp(Llama(model_path=path, **options), chat_template=chat_template)
