@@ -1,0 +1,222 @@
+"""Token masks for a context-free grammar, over one vocabulary.
+
+A guide state is a grammar configuration ``(stack, q)`` (see
+:mod:`~outlines_gguf.grammar`). A token is allowed iff reading its bytes
+keeps the configuration alive. The vocabulary's token trie, compressed to
+the grammar's byte classes, is walked level by level in two parts:
+
+* **inside the lexeme**: from lexer state ``q``, under the set of terminals
+  the parser accepts next, the walk is a plain DFA walk. Its result (tokens
+  that end inside the lexeme, and the trie nodes where the lexeme ends) does
+  not depend on the rest of the stack, so it is cached per (lexer, accepted
+  terminals, ``q``): a JSON string body is walked once per grammar, not once
+  per nesting.
+* **across lexemes**: at the nodes where the lexeme ends, the terminal is
+  fed to the parser (a copy of the stack) and the walk goes on below those
+  nodes in the next lexeme, recursively. These sub-walks are small: only
+  tokens that contain a lexeme boundary take part.
+
+Masks are cached per configuration (LRU).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+import numpy as np
+
+from .errors import ConstraintViolationError, VocabularyError
+from .grammar import Config, Grammar, compile_grammar
+from .grammar_lexer import CROSS
+from .guide import FINISHED, TokenMask, cached_guide
+from .token_trie import TokenTrie, concat_ranges
+from .vocabulary import Vocabulary
+
+MASK_CACHE_SIZE = 1024
+"""Masks kept per CFG guide (least recently used are dropped)."""
+
+INSIDE_CACHE_SIZE = 256
+"""In-lexeme walks kept per CFG guide."""
+
+_Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get(self, key, default=None):  # type: ignore[override]
+        value = super().get(key, default)
+        if value is not default:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class CFGGuide:
+    """A guide over a :class:`~outlines_gguf.grammar.Grammar` (the Guide protocol of :mod:`guide`)."""
+
+    def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
+        if not vocabulary.eog_ids:
+            raise VocabularyError("the vocabulary has no end-of-generation token: generation could never end")
+        self.grammar = grammar
+        self.vocabulary = vocabulary
+        self.initial_state: Hashable = grammar.initial_state
+        self.trie: TokenTrie = vocabulary.class_trie(grammar.byte_class)
+        self._masks: _LRU = _LRU(MASK_CACHE_SIZE)
+        self._inside: _LRU = _LRU(INSIDE_CACHE_SIZE)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_grammar(cls, text: str, vocabulary: Vocabulary, start: str = "start") -> CFGGuide:
+        """The guide for a Lark grammar, shared through the guide cache."""
+        return cached_guide(
+            ("cfg", text, start), vocabulary, lambda: cls(compile_grammar(text, start), vocabulary)
+        )
+
+    # -- the Guide protocol -----------------------------------------------------------------
+
+    def is_final(self, state: Hashable) -> bool:
+        return state == FINISHED or self.grammar.is_final(state)  # type: ignore[arg-type]
+
+    def next_state(self, state: Hashable, token_id: int) -> Hashable:
+        """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
+        vocab = self.vocabulary
+        if token_id in vocab.eog_ids:
+            if self.is_final(state):
+                return FINISHED
+            raise ConstraintViolationError(
+                f"end-of-generation token {token_id} before the grammar was complete"
+            )
+        if state == FINISHED:
+            raise ConstraintViolationError("a token followed an end-of-generation token")
+        if not 0 <= token_id < vocab.size or token_id in vocab.special_ids or not vocab.tokens[token_id]:
+            raise ConstraintViolationError(f"token {token_id} is not allowed inside constrained text")
+        with self._lock:
+            nxt = self.grammar.advance(state, vocab.tokens[token_id])  # type: ignore[arg-type]
+        if nxt is None:
+            raise ConstraintViolationError(
+                f"token {token_id} ({vocab.tokens[token_id]!r}) does not fit the grammar here"
+            )
+        return nxt
+
+    def mask(self, state: Hashable) -> TokenMask:
+        """The allowed tokens in ``state`` (computed on first use, then cached)."""
+        with self._lock:
+            mask = self._masks.get(state)
+            if mask is None:
+                mask = self._compute_mask(state)  # type: ignore[arg-type]
+                self._masks.put(state, mask)
+            return mask
+
+    # -- masks ------------------------------------------------------------------------------
+
+    def allowed_tokens(self, config: Config) -> np.ndarray:
+        """Every token whose bytes keep ``config`` alive (unsorted, may repeat)."""
+        stack, q = config
+        grammar = self.grammar
+        lexer_id = grammar.lexer_of_state[stack[-1]]
+        key = (lexer_id, grammar.acceptable(stack), q)
+        inside = self._inside.get(key)
+        if inside is None:
+            view = grammar.view(stack)
+            roots = np.arange(self.trie.root_children)
+            inside = self._walk(view, roots, np.full(roots.size, q, dtype=np.int64))
+            self._inside.put(key, inside)
+        tokens, cross_nodes, cross_from = inside
+        parts = [tokens]
+        if cross_nodes.size:
+            self._across(stack, cross_nodes, cross_from, parts)
+        return np.concatenate(parts) if len(parts) > 1 else tokens
+
+    def _compute_mask(self, config: Config) -> TokenMask:
+        if config == FINISHED:
+            raise ConstraintViolationError("generation continued after an end-of-generation token")
+        tokens = self.allowed_tokens(config)
+        final = self.grammar.is_final(config)
+        if not final and tokens.size == 0:
+            raise ConstraintViolationError(
+                "no token of this vocabulary can continue the grammar here (a dead end: the grammar "
+                "cannot be completed from this text, or the vocabulary lacks the bytes it needs)"
+            )
+        allowed = np.zeros(self.vocabulary.size, dtype=bool)
+        allowed[tokens] = True
+        if final:
+            allowed[self.vocabulary.eog_array] = True
+        return TokenMask(allowed, final)
+
+    def _across(self, stack: tuple[int, ...], nodes: np.ndarray, sources: np.ndarray, out: list) -> None:
+        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``."""
+        grammar = self.grammar
+        labels = self.trie.node_byte
+        for source in np.unique(sources).tolist():
+            after = grammar.emit(stack, source)
+            if after is None:
+                continue
+            view = grammar.view(after)
+            sel = nodes[sources == source]
+            states = view[0, labels[sel]].astype(np.int64)
+            alive = states >= 0
+            tokens, cross_nodes, cross_from = self._walk(view, sel[alive], states[alive], entered=True)
+            out.append(tokens)
+            if cross_nodes.size:
+                self._across(after, cross_nodes, cross_from, out)
+
+    def _walk(self, view: np.ndarray, nodes: np.ndarray, states: np.ndarray, entered: bool = False) -> _Walk:
+        """Walk the trie under one lexer view.
+
+        ``entered=False``: ``nodes`` are children still to enter from ``states``;
+        ``entered=True``: ``nodes`` were entered and are in ``states``.
+        Returns (tokens ending inside the lexeme, nodes whose byte ends it, the
+        lexer state each of those comes from).
+        """
+        trie = self.trie
+        stride = view.shape[1]
+        flat = np.ascontiguousarray(view).reshape(-1)
+        found: list[np.ndarray] = []
+        cross_nodes: list[np.ndarray] = []
+        cross_from: list[np.ndarray] = []
+        if not entered:
+            nodes, states = self._enter(flat, stride, nodes, states, cross_nodes, cross_from)
+        while nodes.size:
+            counts = trie.term_count[nodes]
+            ends = counts > 0
+            if ends.any():
+                found.append(trie.term_tokens[concat_ranges(trie.term_start[nodes[ends]], counts[ends])])
+            counts = trie.n_children[nodes]
+            inner = counts > 0
+            if not inner.any():
+                break
+            counts = counts[inner]
+            children = concat_ranges(trie.first_child[nodes[inner]], counts)
+            parents = np.repeat(states[inner], counts)
+            nodes, states = self._enter(flat, stride, children, parents, cross_nodes, cross_from)
+        return (
+            np.concatenate(found) if found else np.empty(0, dtype=np.int32),
+            np.concatenate(cross_nodes) if cross_nodes else np.empty(0, dtype=np.int64),
+            np.concatenate(cross_from) if cross_from else np.empty(0, dtype=np.int64),
+        )
+
+    def _enter(
+        self,
+        flat: np.ndarray,
+        stride: int,
+        children: np.ndarray,
+        parents: np.ndarray,
+        cross_nodes: list,
+        cross_from: list,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        nxt = flat[parents * stride + self.trie.node_byte[children]]
+        crossing = nxt == CROSS
+        if crossing.any():
+            cross_nodes.append(children[crossing])
+            cross_from.append(parents[crossing])
+        alive = nxt >= 0
+        return children[alive], nxt[alive].astype(np.int64)

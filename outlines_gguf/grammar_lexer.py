@@ -1,0 +1,163 @@
+"""lark's contextual lexer for one parser state, as one DFA over byte classes.
+
+lark lexes with Python's ``re``: at each position it tries the terminals of
+the current parser state in a fixed order (priority, then width, then
+length of the pattern) and takes the first one that matches; a regex
+terminal whose match equals a keyword string is retyped to that keyword.
+
+:class:`LexerAutomaton` runs all those terminal DFAs side by side. Its
+states record each terminal's DFA state and which terminals have matched
+some prefix of the lexeme so far. The *winner* of a state is the first
+terminal, in lark's order, that has matched; the state can end the lexeme
+(it *emits*) when the winner matches the whole lexeme. States from which no
+emitting state is reachable are pruned. A lexeme ends at the first byte that
+no terminal can take (maximal munch), which is where lark ends it too:
+anything lark would match longer, or with a terminal earlier in its order,
+keeps a live state here.
+
+Texts where lark would backtrack more than one byte to an earlier match
+(a terminal like ``/a(bc)*/`` read as ``abcb...``) are not followed: such a
+lexeme is dead here. That can only forbid text, never allow text that lark
+would lex differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import ConstraintTooComplexError
+from .regex_dfa import ByteDFA
+
+DEAD = -1
+CROSS = -3
+"""In a view: the lexeme ends before this byte, which starts the next lexeme."""
+
+MAX_LEXER_STATES = 50_000
+"""The most states one contextual lexer automaton may have."""
+
+
+def byte_classes(dfas: Sequence[ByteDFA]) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes that no DFA tells apart share a class: (class of each byte as uint8, one byte per class)."""
+    if not dfas:
+        return np.zeros(256, dtype=np.uint8), np.zeros(1, dtype=np.int64)
+    columns = np.concatenate([d.transitions for d in dfas], axis=0).T
+    _, representatives, inverse = np.unique(columns, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(representatives)  # number classes by their first byte
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[inverse.reshape(-1)].astype(np.uint8), representatives[order].astype(np.int64)
+
+
+class LexerAutomaton:
+    """The terminals lark tries in one parser state, as one DFA over byte classes.
+
+    ``delta[q, c]`` is the next state or -1; ``emits[q]`` the terminal the
+    lexeme ends as in ``q`` (None if it cannot end there). State 0 is the
+    empty lexeme.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        scan: Sequence[str],
+        unless: dict[str, list[str]],
+        dfas: Sequence[ByteDFA],
+        representatives: np.ndarray,
+    ) -> None:
+        self.names = list(names)
+        index = {n: i for i, n in enumerate(self.names)}
+        scan_idx = [index[n] for n in scan]
+        unless_idx = {index[k]: [index[s] for s in v if s in index] for k, v in unless.items() if k in index}
+        k, n_classes = len(self.names), representatives.size
+        rows = [d.transitions[:, representatives] for d in dfas]
+        accepting = [d.accepting for d in dfas]
+
+        start_key = (tuple([0] * k), 0, False)
+        keys: dict[tuple, int] = {start_key: 0}
+        order = [start_key]
+        delta: list[list[int]] = []
+        i = 0
+        while i < len(order):
+            states, flags, _ = order[i]
+            i += 1
+            nxt_cols = np.full((k, n_classes), -1, dtype=np.int64)
+            for t, s in enumerate(states):
+                if s >= 0:
+                    nxt_cols[t] = rows[t][s]
+            row = []
+            for c in range(n_classes):
+                col = nxt_cols[:, c]
+                if (col < 0).all():
+                    row.append(DEAD)
+                    continue
+                new_flags = flags
+                for t in scan_idx:
+                    s = col[t]
+                    if s >= 0 and accepting[t][s]:
+                        new_flags |= 1 << t
+                key = (tuple(col.tolist()), new_flags, True)
+                j = keys.get(key)
+                if j is None:
+                    j = keys[key] = len(order)
+                    order.append(key)
+                    if j >= MAX_LEXER_STATES:
+                        raise ConstraintTooComplexError(
+                            f"the lexer for terminals {self.names} needs more than {MAX_LEXER_STATES} states"
+                        )
+                row.append(j)
+            delta.append(row)
+
+        emits: list[str | None] = []
+        for states, flags, _ in order:
+            emit = None
+            winner = next((t for t in scan_idx if flags >> t & 1), None)
+            if winner is not None and states[winner] >= 0 and accepting[winner][states[winner]]:
+                emit = self.names[winner]
+                for s in unless_idx.get(winner, ()):
+                    if states[s] >= 0 and accepting[s][states[s]]:
+                        emit = self.names[s]  # lark retypes a keyword matched by a regex terminal
+                        break
+            emits.append(emit)
+        table = np.asarray(delta, dtype=np.int32).reshape(len(order), n_classes)
+        live = self._reaching(table, np.array([e is not None for e in emits]))
+        self.delta = np.where((table >= 0) & live[np.maximum(table, 0)], table, DEAD).astype(np.int32)
+        self.emits = emits
+        self._views: dict[frozenset[str], np.ndarray] = {}
+
+    @property
+    def n_states(self) -> int:
+        return int(self.delta.shape[0])
+
+    @staticmethod
+    def _reaching(table: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """States from which a goal state is reachable."""
+        live = goal.copy()
+        src, cls = np.nonzero(table >= 0)
+        dst = table[src, cls]
+        while True:
+            grown = live.copy()
+            grown[src[live[dst]]] = True
+            if (grown == live).all():
+                return live
+            live = grown
+
+    def view(self, acceptable: frozenset[str]) -> np.ndarray:
+        """``delta`` for a parser that accepts only ``acceptable`` next.
+
+        Entries: the next state (a lexeme that can still end as an
+        acceptable terminal), :data:`CROSS` (the lexeme ends before this
+        byte, as an acceptable terminal, and the byte starts the next one),
+        or :data:`DEAD`.
+        """
+        view = self._views.get(acceptable)
+        if view is None:
+            good = np.array([e is not None and e in acceptable for e in self.emits])
+            live = self._reaching(self.delta, good)
+            delta = self.delta
+            nxt_live = (delta >= 0) & live[np.maximum(delta, 0)]
+            ends = (delta < 0) & good[:, None]
+            view = np.where(nxt_live, delta, np.where(ends, CROSS, DEAD)).astype(np.int32)
+            self._views[acceptable] = view
+        return view
