@@ -7,13 +7,15 @@
 ...     [RegexLogitsProcessor(r"[0-9]{4}", llm)]))
 """
 
-from . import generate, models
+from . import generate, grammars, models
+from .cfg_guide import CFGGuide
 from .errors import (
     ChatTemplateError,
     ConstraintTooComplexError,
     ConstraintViolationError,
     EmptyLanguageError,
     GGUFFormatError,
+    GrammarError,
     IncompleteGenerationError,
     OutlinesGGUFError,
     ProcessorFailedError,
@@ -21,9 +23,10 @@ from .errors import (
     RegexError,
     VocabularyError,
 )
+from .grammar import Grammar, compile_grammar
 from .guide import RegexGuide, TokenMask, clear_guide_cache
 from .json_schema import SchemaError, compile_json_schema
-from .processors import GuideLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
+from .processors import CFGLogitsProcessor, GuideLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
 from .regex_dfa import ByteDFA, compile_regex
 from .tracking import LogitTrackingProcessor, add_tracking
 from .vocabulary import Vocabulary
@@ -32,11 +35,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ByteDFA",
+    "CFGGuide",
+    "CFGLogitsProcessor",
     "ChatTemplateError",
     "ConstraintTooComplexError",
     "ConstraintViolationError",
     "EmptyLanguageError",
     "GGUFFormatError",
+    "Grammar",
+    "GrammarError",
     "GuideLogitsProcessor",
     "IncompleteGenerationError",
     "JSONLogitsProcessor",
@@ -54,8 +61,10 @@ __all__ = [
     "__version__",
     "add_tracking",
     "clear_guide_cache",
+    "compile_grammar",
     "compile_json_schema",
     "compile_regex",
     "generate",
+    "grammars",
     "models",
 ]

@@ -32,6 +32,10 @@ class GGUFFormatError(VocabularyError):
     """The file is not a GGUF file this library can read."""
 
 
+class GrammarError(OutlinesGGUFError, ValueError):
+    """A context-free grammar is invalid or uses what we cannot enforce (the message gives where)."""
+
+
 class ConstraintViolationError(OutlinesGGUFError, RuntimeError):
     """Generation could not follow the constraint (an injected token, a dead end)."""
 

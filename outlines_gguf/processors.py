@@ -176,3 +176,25 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
             return RegexGuide(dfa, vocabulary)
 
         super().__init__(cached_guide(key, vocabulary, build), vocabulary)
+
+
+class CFGLogitsProcessor(GuideLogitsProcessor):
+    """Constrain generation to text that a Lark grammar accepts.
+
+    ``grammar`` is a Lark grammar (rules, string and regex terminals,
+    ``?rule``, ``%import common.*``, ``%ignore``, priorities), parsed with
+    lark's LALR(1) parser and contextual lexer: whatever is generated, lark's
+    own ``Lark(grammar, parser="lalr").parse`` accepts. ``tokenizer`` is a
+    ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path. Grammar errors
+    raise :class:`~outlines_gguf.errors.GrammarError` here, with the location.
+    Ready-made grammars are in :mod:`outlines_gguf.grammars`.
+
+    >>> CFGLogitsProcessor('start: NUMBER "+" NUMBER "=" NUMBER\\nNUMBER: /[0-9]+/', llm)
+    """
+
+    def __init__(self, grammar: str, tokenizer: Any, *, start: str = "start") -> None:
+        from .cfg_guide import CFGGuide
+
+        vocabulary = as_vocabulary(tokenizer)
+        self.grammar = grammar
+        super().__init__(CFGGuide.from_grammar(grammar, vocabulary, start), vocabulary)
