@@ -82,6 +82,14 @@ class GenerationResult:
     stop: str | None = field(default=None)
 
 
+def check_limits(max_tokens: int | None, seed: int | None) -> None:
+    """Raise ValueError unless ``max_tokens`` is None or positive and ``seed`` None or in range."""
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
+    if seed is not None and (not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+
+
 def normalize_stop_at(stop_at: str | Sequence[str] | None) -> tuple[str, ...]:
     """``stop_at`` as a tuple of non-empty strings."""
     if stop_at is None:
@@ -147,10 +155,7 @@ class Generation:
         seed: int | None = None,
         sampling: SamplingParams | None = None,
     ) -> None:
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise ValueError(f"max_tokens must be a positive integer or None, got {max_tokens!r}")
-        if seed is not None and (not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
-            raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+        check_limits(max_tokens, seed)
         self.model = model
         self.processor = processor
         self.stops = normalize_stop_at(stop_at)

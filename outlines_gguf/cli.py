@@ -1,0 +1,302 @@
+"""The ``outlines-gguf`` command line (also ``python -m outlines_gguf``).
+
+    outlines-gguf regex '[0-9]{4}' -p "The Eiffel Tower was completed in "
+    outlines-gguf json person.schema.json -p "A person as JSON: " --max-tokens 200
+    outlines-gguf json '{"type": "integer", "minimum": 0}' -p "How many? "
+    outlines-gguf cfg arithmetic.lark -p "A sum: "
+    outlines-gguf choice yes no maybe -p "Is it raining? " --chat
+
+Without ``--model`` it runs on the project's embedded demo model
+(``models/tiny-qwen2.gguf`` in the repository, or in the folder named by
+``OUTLINES_GGUF_MODELS``), whose weights are random: the text is gibberish
+but always fits the constraint. The result goes to stdout; progress lines,
+errors and the ``--track`` table go to stderr. Exit codes: 0 success,
+1 generation failed (incomplete at ``--max-tokens``, a processor failure),
+2 bad input (a pattern, schema, grammar or file we cannot use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import IncompleteGenerationError, OutlinesGGUFError, ProcessorFailedError
+
+DEFAULT_MODEL_NAME = "tiny-qwen2.gguf"
+MODELS_ENV = "OUTLINES_GGUF_MODELS"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported on one line, exit code 2."""
+
+
+def default_model_path() -> Path:
+    """The embedded demo model: in ``$OUTLINES_GGUF_MODELS`` if set, else the repository's ``models/``."""
+    folder = os.environ.get(MODELS_ENV)
+    base = Path(folder) if folder else Path(__file__).resolve().parent.parent / "models"
+    return base / DEFAULT_MODEL_NAME
+
+
+class Progress:
+    """Show ``message`` on one stderr line if the block takes longer than ``delay`` seconds.
+
+    Quick steps print nothing; slow ones print ``message ...`` once and
+    `` done (1.2 s)`` when they end.
+    """
+
+    def __init__(self, message: str, stream: TextIO | None = None, delay: float = 0.5) -> None:
+        self.message = message
+        self.stream = stream if stream is not None else sys.stderr
+        self.delay = delay
+        self.shown = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._start = 0.0
+
+    def _show(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self.stream.write(f"{self.message} ...")
+                self.stream.flush()
+                self.shown = True
+
+    def __enter__(self) -> Progress:
+        self._start = time.perf_counter()
+        self._timer = threading.Timer(self.delay, self._show)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            assert self._timer is not None
+            self._timer.cancel()
+            self._timer = None
+            if self.shown:
+                self.stream.write(f" done ({time.perf_counter() - self._start:.1f} s)\n")
+                self.stream.flush()
+
+
+# -- arguments --------------------------------------------------------------------------------
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    model = common.add_argument_group("model")
+    model.add_argument(
+        "--model", type=Path, help=f"a GGUF model file (default: the demo model {DEFAULT_MODEL_NAME})"
+    )
+    model.add_argument("--n-ctx", type=int, default=2048, help="context window in tokens (default 2048)")
+    model.add_argument(
+        "--n-gpu-layers",
+        type=int,
+        default=0,
+        help="layers on the GPU, -1 = all (Metal/CUDA builds; default 0)",
+    )
+    model.add_argument("--n-threads", type=int, default=None, help="CPU threads")
+    gen = common.add_argument_group("generation")
+    gen.add_argument("-p", "--prompt", required=True, help="the prompt")
+    gen.add_argument(
+        "--chat", action="store_true", help="send the prompt as a user message through the chat template"
+    )
+    gen.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="stop after this many tokens (default: when the context is full)",
+    )
+    gen.add_argument("--seed", type=int, default=None, help="same seed, same output")
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    gen.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
+    gen.add_argument("--top-p", type=float, default=0.95, help="1 = off (default 0.95)")
+    gen.add_argument("--min-p", type=float, default=0.05, help="0 = off (default 0.05)")
+    gen.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    gen.add_argument(
+        "--track", action="store_true", help="print per-token probabilities, natural vs constrained (stderr)"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per constraint."""
+    parser = argparse.ArgumentParser(
+        prog="outlines-gguf",
+        description="Constrained generation with GGUF models (llama.cpp).",
+        epilog="Exit codes: 0 success, 1 generation failed, 2 bad input.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{regex,json,cfg,choice}")
+    common = [_common_options()]
+    p = sub.add_parser("regex", parents=common, help="text matching a regular expression")
+    p.add_argument("pattern", help="Python re syntax, matched in full")
+    p = sub.add_parser("json", parents=common, help="JSON valid against a JSON Schema")
+    p.add_argument("schema", help="a JSON Schema file, or the schema as inline JSON")
+    p.add_argument("--whitespace-pattern", default=None, help="regex for whitespace between JSON tokens")
+    p = sub.add_parser("cfg", parents=common, help="text in the language of a Lark grammar")
+    p.add_argument("grammar", type=Path, help="a Lark grammar file")
+    p = sub.add_parser("choice", parents=common, help="one of the given strings")
+    p.add_argument("choices", nargs="+", help="the strings to choose from")
+    return parser
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+def read_schema(arg: str) -> Any:
+    """A JSON Schema from a file path or inline JSON text."""
+    path = Path(arg)
+    if path.is_file():
+        source, text = str(path), path.read_text(encoding="utf-8")
+    elif arg.lstrip().startswith("{"):
+        source, text = "inline schema", arg
+    else:
+        raise UsageError(f"schema {arg!r} is neither a file nor inline JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+
+
+def read_grammar(path: Path) -> str:
+    """The text of a grammar file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read grammar file {path}: {exc.strerror}") from None
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Read and check what needs no model, so that bad input fails before a slow model load."""
+    from .generation import SamplingParams, check_limits
+
+    check_limits(args.max_tokens, args.seed)
+    SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p)
+    if args.command == "regex":
+        from .regex_dfa import compile_regex
+
+        compile_regex(args.pattern)
+    elif args.command == "json":
+        args.schema = read_schema(args.schema)
+    elif args.command == "cfg":
+        args.grammar = read_grammar(args.grammar)
+
+
+def resolve_model(args: argparse.Namespace) -> Path:
+    """The model path to load; UsageError with the fix when it is missing."""
+    if args.model is not None:
+        if not args.model.is_file():
+            raise UsageError(f"model file not found: {args.model}")
+        return args.model
+    path = default_model_path()
+    if not path.is_file():
+        raise UsageError(
+            f"the default demo model {path} is missing: run `make setup` in the outlines-gguf "
+            f"repository (or set {MODELS_ENV}), or pass --model PATH"
+        )
+    return path
+
+
+def make_generator(model: Any, args: argparse.Namespace) -> Any:
+    """The generator for the subcommand."""
+    from . import generate
+
+    track = args.track
+    if args.command == "regex":
+        return generate.regex(model, args.pattern, track=track)
+    if args.command == "json":
+        return generate.json(model, args.schema, args.whitespace_pattern, track=track)
+    if args.command == "cfg":
+        return generate.cfg(model, args.grammar, track=track)
+    return generate.choice(model, args.choices, track=track)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of text."""
+    text = " ".join(str(exc).splitlines()).strip()
+    return text or type(exc).__name__
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Load, build, generate, print; raises UsageError/ValueError for bad input."""
+    check_inputs(args)
+    path = resolve_model(args)
+    from . import models
+
+    with Progress(f"loading {path.name}", err):
+        try:
+            model = models.llamacpp(
+                str(path), n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads
+            )
+            model.vocabulary  # noqa: B018 - read it now, inside the progress line
+        except ValueError as exc:  # llama.cpp could not load it
+            raise UsageError(f"cannot load {path}: {exc}") from None
+    with Progress(f"compiling the {args.command} constraint", err):
+        generator = make_generator(model, args)
+    prompt: Any = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
+    options = dict(
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+    )
+    code = EXIT_OK
+    try:
+        if args.stream:
+            for piece in generator.stream(prompt, **options):
+                out.write(piece)
+                out.flush()
+            out.write("\n")
+        else:
+            generator(prompt, **options)
+            out.write(generator.last_result.text + "\n")
+    except (IncompleteGenerationError, ProcessorFailedError) as exc:
+        if args.stream:
+            out.write("\n")
+        err.write(f"outlines-gguf: {one_line(exc)}\n")
+        code = EXIT_FAILED
+    out.flush()
+    if args.track:
+        err.write(generator.logits_processor.table() + "\n")
+    return code
+
+
+def _own_stderr() -> TextIO:
+    """A stderr that stays visible while llama-cpp-python loads a model.
+
+    It points file descriptor 2 at /dev/null during the load (and swaps
+    ``sys.stderr``), which would hide the progress line; a duplicate of the
+    descriptor is not affected.
+    """
+    try:
+        fd = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no real descriptor (e.g. captured in a test)
+        return sys.stderr
+    return os.fdopen(fd, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``outlines-gguf``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    err = _own_stderr()
+    try:
+        return run(args, sys.stdout, err)
+    except (UsageError, ValueError, ImportError, OutlinesGGUFError) as exc:
+        err.write(f"outlines-gguf: error: {one_line(exc)}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        err.write("outlines-gguf: interrupted\n")
+        return 130
+    finally:
+        if err is not sys.stderr:
+            err.close()
