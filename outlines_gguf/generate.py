@@ -217,14 +217,14 @@ def json(
 
 
 def cfg(model: Any, grammar: str, *, track: bool = False) -> SequenceGenerator:
-    """Text in the language of a Lark context-free ``grammar``; returns the text."""
+    """Text in the language of a Lark context-free ``grammar``; returns the text.
+
+    Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
+    grammars are in :mod:`outlines_gguf.grammars`.
+    """
+    from .processors import CFGLogitsProcessor  # imported here: the CFG engine loads lark
+
     model = _as_model(model)
-    try:
-        from . import CFGLogitsProcessor  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ImportError(
-            "generate.cfg needs outlines_gguf.CFGLogitsProcessor, which this version does not have"
-        ) from exc
     proc = CFGLogitsProcessor(grammar, model.vocabulary)
     return SequenceGenerator(model, proc, track=track, description="grammar")
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import jsonschema
+import lark
 import pytest
 from conftest import MODEL_FILES, MODELS, ROOT, require
 
-import outlines_gguf
 from outlines_gguf.cli import Progress, default_model_path
 
 pytestmark = pytest.mark.model
@@ -80,9 +80,6 @@ def test_choice_with_chat_template() -> None:
 
 
 def test_cfg(tmp_path: Path) -> None:
-    if getattr(outlines_gguf, "CFGLogitsProcessor", None) is None:
-        pytest.skip("outlines_gguf.CFGLogitsProcessor is not there yet (the CFG engine)")
-    lark = pytest.importorskip("lark")
     path = tmp_path / "sum.lark"
     path.write_text(GRAMMAR)
     proc = cli("cfg", str(path), "-p", "Sum: ", "--seed", "1", "--max-tokens", "200")

@@ -6,14 +6,15 @@ import datetime as dt
 import json
 import re
 
+import lark
 import numpy as np
 import pytest
 from conftest import MODEL_FILES, MODELS, require
 from pydantic import BaseModel, Field
 
-import outlines_gguf
 from outlines_gguf import (
     ChatTemplateError,
+    GrammarError,
     IncompleteGenerationError,
     LogitTrackingProcessor,
     ProcessorFailedError,
@@ -380,7 +381,7 @@ def test_a_plain_llama_is_accepted(model) -> None:
     assert re.fullmatch(r"[0-9]{2}", gen("n: ", seed=1)) and gen.model.vocabulary is model.vocabulary
 
 
-# -- context-free grammars (the CFG engine lands separately) ---------------------------------------
+# -- context-free grammars ---------------------------------------------------------------------
 
 GRAMMAR = """
 start: NUMBER "+" NUMBER "=" NUMBER
@@ -388,14 +389,7 @@ NUMBER: /[0-9]+/
 """
 
 
-def _require_cfg_processor() -> None:
-    if getattr(outlines_gguf, "CFGLogitsProcessor", None) is None:
-        pytest.skip("outlines_gguf.CFGLogitsProcessor is not there yet (the CFG engine)")
-
-
 def test_cfg(model) -> None:
-    _require_cfg_processor()
-    lark = pytest.importorskip("lark")
     parser = lark.Lark(GRAMMAR, parser="lalr")
     gen = generate.cfg(model, GRAMMAR)
     for seed in range(3):
@@ -405,13 +399,11 @@ def test_cfg(model) -> None:
 
 
 def test_cfg_with_tracking(model) -> None:
-    _require_cfg_processor()
     gen = generate.cfg(model, GRAMMAR, track=True)
     gen("Sum: ", seed=1, max_tokens=200)
     assert gen.logits_processor.chosen_tokens() == gen.last_result.token_ids
 
 
-def test_cfg_without_the_engine(model, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(outlines_gguf, "CFGLogitsProcessor", raising=False)
-    with pytest.raises(ImportError, match="CFGLogitsProcessor"):
-        generate.cfg(model, GRAMMAR)
+def test_cfg_bad_grammar(model) -> None:
+    with pytest.raises(GrammarError):
+        generate.cfg(model, 'start: "a" undefined_rule')
