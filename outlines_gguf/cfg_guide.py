@@ -8,9 +8,9 @@ the grammar's byte classes, is walked level by level in two parts:
 * **inside the lexeme**: from lexer state ``q``, under the set of terminals
   the parser accepts next, the walk is a plain DFA walk. Its result (tokens
   that end inside the lexeme, and the trie nodes where the lexeme ends) does
-  not depend on the rest of the stack, so it is cached per (lexer, accepted
-  terminals, ``q``): a JSON string body is walked once per grammar, not once
-  per nesting.
+  not depend on the rest of the stack, so it is cached, keyed by the part of
+  the lexer table reachable from ``q``: a JSON string body is walked once per
+  grammar and vocabulary, whatever the lexer or the nesting around it.
 * **across lexemes**: at the nodes where the lexeme ends, the terminal is
   fed to the parser (a copy of the stack) and the walk goes on below those
   nodes in the next lexeme, recursively. These sub-walks are small: only
@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from functools import cached_property
 
 import numpy as np
 
@@ -69,10 +70,15 @@ class CFGGuide:
         self.grammar = grammar
         self.vocabulary = vocabulary
         self.initial_state: Hashable = grammar.initial_state
-        self.trie: TokenTrie = vocabulary.class_trie(grammar.byte_class)
         self._masks: _LRU = _LRU(MASK_CACHE_SIZE)
         self._inside: _LRU = _LRU(INSIDE_CACHE_SIZE)
+        self._reach: _LRU = _LRU(4 * INSIDE_CACHE_SIZE)
         self._lock = threading.RLock()
+
+    @cached_property
+    def trie(self) -> TokenTrie:
+        """The vocabulary's trie over the grammar's byte classes (built at the first mask)."""
+        return self.vocabulary.class_trie(self.grammar.byte_class)
 
     @classmethod
     def from_grammar(cls, text: str, vocabulary: Vocabulary, start: str = "start") -> CFGGuide:
@@ -121,20 +127,44 @@ class CFGGuide:
     def allowed_tokens(self, config: Config) -> np.ndarray:
         """Every token whose bytes keep ``config`` alive (unsorted, may repeat)."""
         stack, q = config
-        grammar = self.grammar
-        lexer_id = grammar.lexer_of_state[stack[-1]]
-        key = (lexer_id, grammar.acceptable(stack), q)
+        view = self.grammar.view(stack)
+        table, order = self._reachable(view, q)
+        key = table.tobytes()
         inside = self._inside.get(key)
         if inside is None:
-            view = grammar.view(stack)
             roots = np.arange(self.trie.root_children)
-            inside = self._walk(view, roots, np.full(roots.size, q, dtype=np.int64))
+            inside = self._walk(table, roots, np.zeros(roots.size, dtype=np.int64))
             self._inside.put(key, inside)
         tokens, cross_nodes, cross_from = inside
         parts = [tokens]
         if cross_nodes.size:
-            self._across(stack, cross_nodes, cross_from, parts)
+            self._across(stack, cross_nodes, order[cross_from], parts)
         return np.concatenate(parts) if len(parts) > 1 else tokens
+
+    def _reachable(self, view: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
+        """The part of ``view`` reachable from ``q``, renumbered breadth first from 0, and the
+        original number of each state. Lexemes that read alike share it (and its walk): a JSON
+        string body is walked once, whatever the lexer or the nesting around it."""
+        key = (id(view), q)
+        found = self._reach.get(key)
+        if found is None:
+            order = [q]
+            index = {q: 0}
+            i = 0
+            while i < len(order):
+                for nxt in view[order[i]].tolist():
+                    if nxt >= 0 and nxt not in index:
+                        index[nxt] = len(order)
+                        order.append(nxt)
+                i += 1
+            old = np.asarray(order, dtype=np.int64)
+            remap = np.full(view.shape[0], -1, dtype=np.int32)
+            remap[old] = np.arange(old.size, dtype=np.int32)
+            rows = view[old]
+            table = np.where(rows >= 0, remap[np.maximum(rows, 0)], rows).astype(np.int32)
+            found = (table, old)
+            self._reach.put(key, (table, old, view))  # the view is kept alive with its id
+        return found[0], found[1]
 
     def _compute_mask(self, config: Config) -> TokenMask:
         if config == FINISHED:

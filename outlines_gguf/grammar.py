@@ -19,6 +19,7 @@ so far is a sentence.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _sre_constants  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+logger = logging.getLogger("outlines_gguf")
 
 Config = tuple[tuple[int, ...], int]
 """(parser stack, lexer automaton state)."""
@@ -171,15 +174,34 @@ def _parse_table(lark_parse_table, start: str) -> ParseTable:
     return ParseTable(actions, lark_parse_table.start_states[start], lark_parse_table.end_states[start])
 
 
+class _ConflictLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.conflicts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Shift/Reduce conflict"):
+            self.conflicts.append(message.replace(": (resolving as shift)", ""))
+        elif self.conflicts and message.startswith(" * "):
+            self.conflicts[-1] += f" ({message[3:]})"
+
+
 def _load_lark(text: str, start: str):
+    """lark's parser for ``text``, and the shift/reduce conflicts lark resolved as shift."""
     from lark import Lark
+    from lark import logger as lark_logger
     from lark.exceptions import GrammarError as LarkGrammarError
     from lark.exceptions import LarkError, UnexpectedInput
 
     if not isinstance(text, str):
         raise GrammarError(f"a grammar must be a str (Lark syntax), got {type(text).__name__}")
+    log = _ConflictLog()
+    level, handlers, propagate = lark_logger.level, lark_logger.handlers, lark_logger.propagate
+    lark_logger.handlers, lark_logger.propagate = [log], False  # listen to lark's debug log, print none of it
+    lark_logger.setLevel(logging.DEBUG)
     try:
-        return Lark(text, parser="lalr", lexer="contextual", start=start)
+        return Lark(text, parser="lalr", lexer="contextual", start=start), log.conflicts
     except UnexpectedInput as exc:
         context = exc.get_context(text).rstrip() if hasattr(exc, "get_context") else ""
         raise GrammarError(
@@ -191,15 +213,34 @@ def _load_lark(text: str, start: str):
         raise GrammarError(f"grammar rejected by lark: {exc}") from exc
     except (KeyError, ValueError, TypeError, RecursionError) as exc:  # lark fails on some inputs this way
         raise GrammarError(f"grammar rejected by lark: {type(exc).__name__}: {exc}") from exc
+    finally:
+        lark_logger.handlers, lark_logger.propagate = handlers, propagate
+        lark_logger.setLevel(level)
 
 
 class Grammar:
-    """A Lark grammar, compiled for byte-by-byte recognition (see the module docstring)."""
+    """A Lark grammar, compiled for byte-by-byte recognition (see the module docstring).
+
+    Masks built on it are exact up to one lexeme of lookahead for grammars
+    without LALR conflicts: every allowed byte leads to text that some
+    continuation completes, except where the grammar's terminals overlap so
+    that the lexer swallows what must follow two or more lexemes later, or
+    where lark resolved a shift/reduce conflict (``conflicts``, logged as a
+    warning). Such a dead end stops generation with an error; it never
+    lets invalid text through.
+    """
 
     def __init__(self, text: str, start: str = "start") -> None:
         self.text = text
         self.start_symbol = start
-        lark = _load_lark(text, start)
+        lark, self.conflicts = _load_lark(text, start)
+        if self.conflicts:
+            logger.warning(
+                "outlines-gguf: the grammar has %d shift/reduce conflict(s), which lark resolves as shift "
+                "(%s); some texts then lead to dead ends, where generation stops with an error",
+                len(self.conflicts),
+                "; ".join(self.conflicts[:3]),
+            )
         frontend = lark.parser
         contextual = frontend.lexer
         self.ignore: frozenset[str] = frozenset(lark.ignore_tokens)
@@ -214,6 +255,7 @@ class Grammar:
         self.terminal_dfas = dfas
         self.byte_class, representatives = byte_classes(list(dfas.values()))
         self.n_classes = len(representatives)
+        self._representatives = [int(np.flatnonzero(self.byte_class == c)[0]) for c in range(self.n_classes)]
 
         self.lexers: list[LexerAutomaton] = []
         by_basic: dict[int, int] = {}
@@ -225,6 +267,7 @@ class Grammar:
                 self.lexers.append(self._lexer_automaton(basic, dfas, representatives))
             self.lexer_of_state[state] = index
         self._acceptable: dict[tuple[int, ...], frozenset[str]] = {}
+        self._views: dict[tuple[int, ...], np.ndarray] = {}
         self.initial_state: Config = ((self.table.start,), 0)
         self._check_not_empty()
 
@@ -260,8 +303,22 @@ class Grammar:
         return found
 
     def view(self, stack: tuple[int, ...]) -> np.ndarray:
-        """The lexer table of the stack's top state, restricted to what the parser accepts here."""
-        return self.lexer(stack).view(self.acceptable(stack))
+        """The lexer table of the stack's top state, restricted to what the parser accepts here
+        and to lexemes whose end the next lexeme (or the end of the text) can follow."""
+        view = self._views.get(stack)
+        if view is None:
+            follow = {}
+            for terminal in self.acceptable(stack):
+                after = stack if terminal in self.ignore else self.table.feed(stack, terminal)
+                if after is None:  # pragma: no cover - acceptable() checked it
+                    continue
+                first = self.lexer(after).view(self.acceptable(after))[0] >= 0
+                follow[terminal] = (self.table.accepts_end(after), first)
+            view = self.lexer(stack).follow_view(follow)
+            if len(self._views) >= _FEED_CACHE_SIZE:
+                self._views.clear()
+            self._views[stack] = view
+        return view
 
     def emit(self, stack: tuple[int, ...], q: int) -> tuple[int, ...] | None:
         """The stack after the lexeme in lexer state ``q`` ends (None if the parser rejects it)."""
@@ -312,24 +369,122 @@ class Grammar:
         config = self.advance(self.initial_state, data)
         return config is not None and self.is_final(config)
 
-    def example(self, limit: int = EXAMPLE_SEARCH_LIMIT) -> bytes | None:
-        """A shortest sentence (over class representatives), or None if none was found within ``limit``."""
-        reps = [int(np.flatnonzero(self.byte_class == c)[0]) for c in range(self.n_classes)]
-        seen = {self.initial_state: b""}
-        queue = deque([self.initial_state])
+    def shortest_completion(self, config: Config, limit: int = EXAMPLE_SEARCH_LIMIT) -> bytes | None:
+        """Bytes that complete ``config`` to a sentence, short (one byte per class, ASCII first),
+        or None if none was found.
+
+        A breadth-first search over configurations gives the shortest; where
+        that grows past ``limit`` configurations, a search over whole
+        terminals (each written as its shortest example) takes over.
+        Raises :class:`EmptyLanguageError` when provably no completion exists.
+        """
+        found = self._bfs_completion(config, min(limit, 300))
+        if found is None:
+            found = self._terminal_completion(config)
+        if found is None and limit > 300:
+            found = self._bfs_completion(config, limit)
+        return found
+
+    def _bfs_completion(self, config: Config, limit: int) -> bytes | None:
+        reps = self._representatives
+        seen = {config: b""}
+        queue = deque([config])
         while queue:
-            config = queue.popleft()
-            text = seen[config]
-            if self.is_final(config):
+            current = queue.popleft()
+            text = seen[current]
+            if self.is_final(current):
                 return text
             for byte in reps:
-                nxt = self.step(config, byte)
+                nxt = self.step(current, byte)
                 if nxt is not None and nxt not in seen:
                     if len(seen) >= limit:
                         return None
                     seen[nxt] = text + bytes([byte])
                     queue.append(nxt)
-        raise EmptyLanguageError("the grammar accepts no text (no sentence can be lexed and parsed)")
+        raise EmptyLanguageError("no text completes this one to a sentence of the grammar")
+
+    def _terminal_example(self, name: str) -> bytes:
+        cache = self.__dict__.setdefault("_examples", {})
+        if name not in cache:
+            dfa = self.terminal_dfas[name]
+            seen = {0: b""}
+            queue = deque([0])
+            while queue:
+                state = queue.popleft()
+                if dfa.accepting[state]:
+                    cache[name] = seen[state]
+                    break
+                for byte in self._representatives:
+                    nxt = int(dfa.transitions[state, byte])
+                    if nxt >= 0 and nxt not in seen:
+                        seen[nxt] = seen[state] + bytes([byte])
+                        queue.append(nxt)
+            else:  # pragma: no cover - terminal DFAs accept something
+                cache[name] = b""
+        return cache[name]
+
+    def _terminal_completion(self, config: Config, limit: int = 5000) -> bytes | None:
+        """Finish the current lexeme, then the cheapest sequence of whole terminals to the end."""
+        import heapq
+
+        stack, q = config
+        lexer = self.lexer(stack)
+        starts: list[tuple[bytes, tuple[int, ...]]] = []
+        if q == 0:
+            starts.append((b"", stack))
+        else:  # the shortest ways to end the current lexeme, one per terminal
+            view = self.view(stack)
+            seen = {q: b""}
+            queue = deque([q])
+            while queue:
+                state = queue.popleft()
+                if lexer.emits[state] is not None and lexer.emits[state] in self.acceptable(stack):
+                    after = self.emit(stack, state)
+                    if after is not None:
+                        starts.append((seen[state], after))
+                for cls in range(self.n_classes):
+                    nxt = int(view[state, cls])
+                    if nxt >= 0 and nxt not in seen:
+                        seen[nxt] = seen[state] + bytes([self._representatives[cls]])
+                        queue.append(nxt)
+        separators = [b"", *sorted((self._terminal_example(n) for n in self.ignore), key=len)[:1]]
+        for lexeme_end, after in starts:
+            heap: list[tuple[int, int, tuple[int, ...], tuple[str, ...]]] = [(0, 0, after, ())]
+            done: set[tuple[int, ...]] = set()
+            tie = 0
+            while heap and len(done) < limit:
+                _, _, current, path = heapq.heappop(heap)
+                cost = sum(len(self._terminal_example(t)) + 1 for t in path)
+                if current in done:
+                    continue
+                done.add(current)
+                if self.table.accepts_end(current):
+                    for sep in separators:
+                        text = lexeme_end + b"".join(sep + self._terminal_example(t) for t in path)
+                        if self.advance(config, text) is not None and self.is_final(
+                            self.advance(config, text)  # type: ignore[arg-type]
+                        ):
+                            return text
+                    continue
+                for name in self.lexer(current).names:
+                    if name in self.ignore:
+                        continue
+                    nxt = self.table.feed(current, name)
+                    if nxt is not None and nxt not in done:
+                        tie += 1
+                        step = cost + len(self._terminal_example(name)) + 1
+                        # deeper stacks are further from the end: search those last (best first)
+                        heapq.heappush(heap, (step + 4 * len(nxt), tie, nxt, (*path, name)))
+        return None
+
+    def example(self, limit: int = EXAMPLE_SEARCH_LIMIT) -> bytes | None:
+        """A shortest sentence, or None if none was found within ``limit`` configurations."""
+        try:
+            return self.shortest_completion(self.initial_state, limit)
+        except EmptyLanguageError:
+            raise EmptyLanguageError(
+                "the grammar accepts no text (no sentence can be lexed and parsed)"
+            ) from None
 
     def _check_not_empty(self) -> None:
         try:

@@ -124,7 +124,7 @@ class LexerAutomaton:
         live = self._reaching(table, np.array([e is not None for e in emits]))
         self.delta = np.where((table >= 0) & live[np.maximum(table, 0)], table, DEAD).astype(np.int32)
         self.emits = emits
-        self._views: dict[frozenset[str], np.ndarray] = {}
+        self._views: dict[object, np.ndarray] = {}
 
     @property
     def n_states(self) -> int:
@@ -160,4 +160,29 @@ class LexerAutomaton:
             ends = (delta < 0) & good[:, None]
             view = np.where(nxt_live, delta, np.where(ends, CROSS, DEAD)).astype(np.int32)
             self._views[acceptable] = view
+        return view
+
+    def follow_view(self, follow: dict[str, tuple[bool, np.ndarray]]) -> np.ndarray:
+        """Like :meth:`view`, knowing what may come after each acceptable terminal.
+
+        ``follow[t] = (text may end after t, classes that can start the next
+        lexeme after t)``. A lexeme can end only where the byte that ends it
+        can start the next one (or the text can end): a terminal that would
+        swallow whatever must follow it (``T0: /b[ab]*/`` before ``"a"``) is
+        no way forward.
+        """
+        key = tuple(sorted((t, ends, first.tobytes()) for t, (ends, first) in follow.items()))
+        view = self._views.get(key)  # type: ignore[call-overload]
+        if view is None:
+            n_classes = self.delta.shape[1]
+            nothing = (False, np.zeros(n_classes, dtype=bool))
+            ends = np.array([e is not None and follow.get(e, nothing)[0] for e in self.emits])
+            first = np.stack([follow.get(e, nothing)[1] if e is not None else nothing[1] for e in self.emits])
+            crossable = (self.delta < 0) & first
+            good = ends | crossable.any(axis=1)
+            live = self._reaching(self.delta, good)
+            delta = self.delta
+            nxt_live = (delta >= 0) & live[np.maximum(delta, 0)]
+            view = np.where(nxt_live, delta, np.where(crossable, CROSS, DEAD)).astype(np.int32)
+            self._views[key] = view  # type: ignore[index]
         return view
