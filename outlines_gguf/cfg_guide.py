@@ -13,8 +13,9 @@ the grammar's byte classes, is walked level by level in two parts:
   grammar and vocabulary, whatever the lexer or the nesting around it.
 * **across lexemes**: at the nodes where the lexeme ends, the terminal is
   fed to the parser (a copy of the stack) and the walk goes on below those
-  nodes in the next lexeme, recursively. These sub-walks are small: only
-  tokens that contain a lexeme boundary take part.
+  nodes in the next lexeme, recursively. Each sub-walk depends only on the
+  next lexer's reachable table and the nodes, so it is cached the same way:
+  a stack never seen before costs a few lookups and one boolean mask.
 
 Masks are cached per configuration (LRU).
 """
@@ -183,21 +184,30 @@ class CFGGuide:
         return TokenMask(allowed, final)
 
     def _across(self, stack: tuple[int, ...], nodes: np.ndarray, sources: np.ndarray, out: list) -> None:
-        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``."""
+        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``.
+
+        The walk below the nodes depends only on the next lexer's table and the
+        nodes, so it is cached under both: a new stack costs a few lookups.
+        """
         grammar = self.grammar
         labels = self.trie.node_byte
         for source in np.unique(sources).tolist():
             after = grammar.emit(stack, source)
             if after is None:
                 continue
-            view = grammar.view(after)
+            table, order = self._reachable(grammar.view(after), 0)
             sel = nodes[sources == source]
-            states = view[0, labels[sel]].astype(np.int64)
-            alive = states >= 0
-            tokens, cross_nodes, cross_from = self._walk(view, sel[alive], states[alive], entered=True)
+            key = (table.tobytes(), sel.tobytes())
+            walked = self._inside.get(key)
+            if walked is None:
+                states = table[0, labels[sel]].astype(np.int64)
+                alive = states >= 0
+                walked = self._walk(table, sel[alive], states[alive], entered=True)
+                self._inside.put(key, walked)
+            tokens, cross_nodes, cross_from = walked
             out.append(tokens)
             if cross_nodes.size:
-                self._across(after, cross_nodes, cross_from, out)
+                self._across(after, cross_nodes, order[cross_from], out)
 
     def _walk(self, view: np.ndarray, nodes: np.ndarray, states: np.ndarray, entered: bool = False) -> _Walk:
         """Walk the trie under one lexer view.

@@ -54,6 +54,7 @@ EXAMPLE_SEARCH_LIMIT = 20_000
 """How many configurations the emptiness check explores before giving up (then it assumes non-empty)."""
 
 _FEED_CACHE_SIZE = 200_000
+_SUFFIX_TRIES = 6  # a lookup tries the shallowest few depths (deep ones rarely repeat)
 
 
 def _has_lazy_quantifier(regexp: str) -> bool:
@@ -116,28 +117,48 @@ class ParseTable:
     def __post_init__(self) -> None:
         self._feed: dict[tuple[tuple[int, ...], str], tuple[int, ...] | None] = {}
 
+    def run(self, stack: tuple[int, ...], terminal: str) -> tuple[int, tuple[int, ...] | None, int]:
+        """Shift ``terminal`` (reductions included) without copying the stack.
+
+        Returns (``base``, ``top``, ``touched``): the new stack is
+        ``stack[:base] + top`` (``top`` is None on a syntax error, or, for
+        ``$END``, () when the text is accepted), and the outcome depends only
+        on the top ``touched`` states of ``stack``.
+        """
+        actions = self.actions
+        base = len(stack)
+        top: list[int] = []
+        low = base - 1
+        while True:
+            state = top[-1] if top else stack[base - 1]
+            if terminal == END and state == self.end:
+                return base, (), len(stack) - low
+            act = actions[state].get(terminal)
+            if act is None:
+                return base, None, len(stack) - low
+            if len(act) == 1:
+                if terminal == END:
+                    return base, None, len(stack) - low
+                top.append(act[0])
+                return base, tuple(top), len(stack) - low
+            origin, size = act
+            if size:
+                k = min(size, len(top))
+                if k:
+                    del top[-k:]
+                base -= size - k
+                low = min(low, base - 1)
+            state = top[-1] if top else stack[base - 1]
+            top.append(actions[state][origin][0])
+
     def feed(self, stack: tuple[int, ...], terminal: str) -> tuple[int, ...] | None:
         """The stack after shifting ``terminal`` (reductions included), None on a syntax error."""
         key = (stack, terminal)
         cache = self._feed
         if key in cache:
             return cache[key]
-        actions = self.actions
-        st = list(stack)
-        result: tuple[int, ...] | None
-        while True:
-            act = actions[st[-1]].get(terminal)
-            if act is None:
-                result = None
-                break
-            if len(act) == 1:
-                st.append(act[0])
-                result = tuple(st)
-                break
-            origin, size = act
-            if size:
-                del st[-size:]
-            st.append(actions[st[-1]][origin][0])
+        base, top, _ = self.run(stack, terminal)
+        result = None if top is None else stack[:base] + top
         if len(cache) >= _FEED_CACHE_SIZE:
             cache.clear()
         cache[key] = result
@@ -145,18 +166,42 @@ class ParseTable:
 
     def accepts_end(self, stack: tuple[int, ...]) -> bool:
         """Whether the text read so far (``stack``) is a complete sentence."""
-        actions, end = self.actions, self.end
-        st = list(stack)
-        while True:
-            if st[-1] == end:
-                return True
-            act = actions[st[-1]].get(END)
-            if act is None or len(act) == 1:
-                return False
-            origin, size = act
-            if size:
-                del st[-size:]
-            st.append(actions[st[-1]][origin][0])
+        return self.run(stack, END)[1] is not None
+
+
+class _BySuffix:
+    """A cache for results that depend only on the top ``depth`` states of a stack.
+
+    Each value is stored under the stack's top ``depth`` states (the whole
+    stack if ``depth`` reaches its bottom), so stacks that differ only
+    deeper down share it.
+    """
+
+    def __init__(self) -> None:
+        self._depths: dict[int, list[int]] = {}  # per top state: the depths stored so far
+        self._values: dict[tuple, object] = {}
+
+    @staticmethod
+    def _key(stack: tuple[int, ...], depth: int) -> tuple:
+        return stack[-depth:] if depth < len(stack) else (-1, *stack)
+
+    def get(self, stack: tuple[int, ...]):
+        values = self._values
+        for depth in self._depths.get(stack[-1], ())[:_SUFFIX_TRIES]:
+            found = values.get(self._key(stack, depth))
+            if found is not None:
+                return found
+        return None
+
+    def put(self, stack: tuple[int, ...], depth: int, value) -> None:
+        if len(self._values) >= _FEED_CACHE_SIZE:
+            self._values.clear()
+            self._depths.clear()
+        depths = self._depths.setdefault(stack[-1], [])
+        if depth not in depths:
+            depths.append(depth)
+            depths.sort()
+        self._values[self._key(stack, depth)] = value
 
 
 def _parse_table(lark_parse_table, start: str) -> ParseTable:
@@ -167,10 +212,11 @@ def _parse_table(lark_parse_table, start: str) -> ParseTable:
     for state, acts in lark_parse_table.states.items():
         row = actions[state]
         for symbol, (action, arg) in acts.items():
+            # plain str keys: lark's Token names compare through a slow __eq__
             if action is Shift:
-                row[symbol] = (arg,)
+                row[str(symbol)] = (arg,)
             else:
-                row[symbol] = (arg.origin.name, len(arg.expansion))
+                row[str(symbol)] = (str(arg.origin.name), len(arg.expansion))
     return ParseTable(actions, lark_parse_table.start_states[start], lark_parse_table.end_states[start])
 
 
@@ -266,8 +312,8 @@ class Grammar:
                 index = by_basic[id(basic)] = len(self.lexers)
                 self.lexers.append(self._lexer_automaton(basic, dfas, representatives))
             self.lexer_of_state[state] = index
-        self._acceptable: dict[tuple[int, ...], frozenset[str]] = {}
-        self._views: dict[tuple[int, ...], np.ndarray] = {}
+        self._acceptable = _BySuffix()
+        self._views = _BySuffix()
         self.initial_state: Config = ((self.table.start,), 0)
         self._check_not_empty()
 
@@ -291,34 +337,51 @@ class Grammar:
 
     def acceptable(self, stack: tuple[int, ...]) -> frozenset[str]:
         """The terminals the lexer may emit here: the ignored ones and those the parser can shift."""
+        return self._acceptable_at(stack)[0]
+
+    def _acceptable_at(self, stack: tuple[int, ...]) -> tuple[frozenset[str], int]:
+        """(acceptable terminals, how many top states of ``stack`` that depends on)."""
         found = self._acceptable.get(stack)
         if found is None:
-            feed, ignore = self.table.feed, self.ignore
-            found = frozenset(
-                n for n in self.lexer(stack).names if n in ignore or feed(stack, n) is not None
-            )
-            if len(self._acceptable) >= _FEED_CACHE_SIZE:
-                self._acceptable.clear()
-            self._acceptable[stack] = found
-        return found
+            run, ignore = self.table.run, self.ignore
+            names, depth = [], 1
+            for name in self.lexer(stack).names:
+                if name in ignore:
+                    names.append(name)
+                    continue
+                _, top, touched = run(stack, name)
+                depth = max(depth, touched)
+                if top is not None:
+                    names.append(name)
+            found = (frozenset(names), depth)
+            self._acceptable.put(stack, depth, found)
+        return found  # type: ignore[return-value]
 
     def view(self, stack: tuple[int, ...]) -> np.ndarray:
         """The lexer table of the stack's top state, restricted to what the parser accepts here
         and to lexemes whose end the next lexeme (or the end of the text) can follow."""
         view = self._views.get(stack)
         if view is None:
+            acceptable, depth = self._acceptable_at(stack)
             follow = {}
-            for terminal in self.acceptable(stack):
-                after = stack if terminal in self.ignore else self.table.feed(stack, terminal)
-                if after is None:  # pragma: no cover - acceptable() checked it
-                    continue
-                first = self.lexer(after).view(self.acceptable(after))[0] >= 0
-                follow[terminal] = (self.table.accepts_end(after), first)
+            for terminal in acceptable:
+                if terminal in self.ignore:
+                    base, top, after = len(stack), (), stack
+                else:
+                    base, top, touched = self.table.run(stack, terminal)
+                    depth = max(depth, touched)
+                    if top is None:  # pragma: no cover - acceptable() checked it
+                        continue
+                    after = stack[:base] + top
+                next_acceptable, next_depth = self._acceptable_at(after)
+                _, end, end_depth = self.table.run(after, END)
+                below = max(next_depth, end_depth) - len(top)  # how far below base that looked
+                depth = max(depth, len(stack) - base + max(below, 0))
+                first = self.lexer(after).view(next_acceptable)[0] >= 0
+                follow[terminal] = (end is not None, first)
             view = self.lexer(stack).follow_view(follow)
-            if len(self._views) >= _FEED_CACHE_SIZE:
-                self._views.clear()
-            self._views[stack] = view
-        return view
+            self._views.put(stack, depth, view)
+        return view  # type: ignore[return-value]
 
     def emit(self, stack: tuple[int, ...], q: int) -> tuple[int, ...] | None:
         """The stack after the lexeme in lexer state ``q`` ends (None if the parser rejects it)."""
