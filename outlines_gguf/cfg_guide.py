@@ -46,7 +46,7 @@ _Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class _LRU(OrderedDict):
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int = 256) -> None:
         super().__init__()
         self.size = size
 
@@ -74,6 +74,19 @@ class CFGGuide:
         self._masks: _LRU = _LRU(MASK_CACHE_SIZE)
         self._inside: _LRU = _LRU(INSIDE_CACHE_SIZE)
         self._reach: _LRU = _LRU(4 * INSIDE_CACHE_SIZE)
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickles without its lock, caches and compressed trie (rebuilt lazily in the other process)."""
+        state = self.__dict__.copy()
+        for name in ("_lock", "trie"):
+            state.pop(name, None)
+        for name in ("_masks", "_inside", "_reach"):
+            state[name] = _LRU(state[name].size)  # type: ignore[attr-defined]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.RLock()
 
     @cached_property

@@ -371,6 +371,22 @@ def test_eog_after_end_and_tokens_after_eog_are_refused() -> None:
         guide.next_state(guide.initial_state, 0)
 
 
+def test_guides_and_processors_pickle() -> None:
+    import pickle
+
+    vocab = small_vocabulary("0123+=", ["12", "+3"])
+    processor = CFGLogitsProcessor(REFERENCE, vocab)
+    guide = processor.guide
+    state = guide.next_state(guide.initial_state, vocab.tokens.index(b"12"))
+    before = guide.mask(state).allowed_ids(vocab.size)
+    clone = pickle.loads(pickle.dumps(processor))
+    after = clone.guide.mask(state).allowed_ids(vocab.size)
+    assert np.array_equal(np.sort(before), np.sort(after))
+    assert clone.guide.next_state(state, vocab.tokens.index(b"+3")) == guide.next_state(
+        state, vocab.tokens.index(b"+3")
+    )
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
