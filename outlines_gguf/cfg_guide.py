@@ -196,7 +196,7 @@ class CFGGuide:
             allowed[self.vocabulary.eog_array] = True
         return TokenMask(allowed, final)
 
-    def _across(self, stack: tuple[int, ...], nodes: np.ndarray, sources: np.ndarray, out: list) -> None:
+    def _across(self, stack: int, nodes: np.ndarray, sources: np.ndarray, out: list) -> None:
         """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``.
 
         The walk below the nodes depends only on the next lexer's table and the
@@ -204,12 +204,13 @@ class CFGGuide:
         """
         grammar = self.grammar
         labels = self.trie.node_byte
-        for source in np.unique(sources).tolist():
+        single = sources.size == 1 or bool((sources == sources[0]).all())
+        for source in [int(sources[0])] if single else np.unique(sources).tolist():
             after = grammar.emit(stack, source)
             if after is None:
                 continue
             table, order = self._reachable(grammar.view(after), 0)
-            sel = nodes[sources == source]
+            sel = nodes if single else nodes[sources == source]
             key = (table.tobytes(), sel.tobytes())
             walked = self._inside.get(key)
             if walked is None:

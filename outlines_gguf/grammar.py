@@ -40,8 +40,8 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 logger = logging.getLogger("outlines_gguf")
 
-Config = tuple[tuple[int, ...], int]
-"""(parser stack, lexer automaton state)."""
+Config = tuple[int, int]
+"""(parser stack, as an interned id of :class:`ParseTable`; lexer automaton state)."""
 
 END = "$END"
 
@@ -53,8 +53,6 @@ _ESCAPED_STRING_DFA = r'"(?:[^"\\\n]|\\[^\n])*"'
 EXAMPLE_SEARCH_LIMIT = 20_000
 """How many configurations the emptiness check explores before giving up (then it assumes non-empty)."""
 
-_FEED_CACHE_SIZE = 200_000
-_SUFFIX_TRIES = 6  # a lookup tries the shallowest few depths (deep ones rarely repeat)
 
 
 def _has_lazy_quantifier(regexp: str) -> bool:
@@ -105,103 +103,107 @@ def terminal_dfa(name: str, regexp: str) -> ByteDFA:
     return _shortest_match(dfa) if lazy else dfa
 
 
+MAX_STACKS = 4_000_000
+"""The most distinct parser stacks one grammar keeps (each about 100 bytes)."""
+
+ACCEPT = -2
+"""What :meth:`ParseTable.run` returns for ``$END`` when the text is a sentence."""
+
+
 @dataclass
 class ParseTable:
     """lark's LALR(1) table as dicts: ``actions[state][symbol]`` is ``(target,)``
-    for a shift (or a goto on a rule) and ``(rule_name, length)`` for a reduce."""
+    for a shift (or a goto on a rule) and ``(rule_name, length)`` for a reduce.
+
+    Stacks are interned: a stack is an int naming (the stack below, top
+    state), so pushing, popping, hashing and comparing are O(1), and every
+    result computed for a stack is shared by all texts that reach it.
+    """
 
     actions: list[dict[str, tuple]]
     start: int
     end: int
 
+    root = 0
+    """The stack holding only the start state."""
+
     def __post_init__(self) -> None:
-        self._feed: dict[tuple[tuple[int, ...], str], tuple[int, ...] | None] = {}
+        self._below: list[int] = [-1]
+        self._top: list[int] = [self.start]
+        self._depth: list[int] = [1]
+        self._ids: dict[tuple[int, int], int] = {(-1, self.start): 0}
+        self._runs: dict[tuple[int, str], int | None] = {}
 
-    def run(self, stack: tuple[int, ...], terminal: str) -> tuple[int, tuple[int, ...] | None, int]:
-        """Shift ``terminal`` (reductions included) without copying the stack.
+    def top(self, stack: int) -> int:
+        return self._top[stack]
 
-        Returns (``base``, ``top``, ``touched``): the new stack is
-        ``stack[:base] + top`` (``top`` is None on a syntax error, or, for
-        ``$END``, () when the text is accepted), and the outcome depends only
-        on the top ``touched`` states of ``stack``.
-        """
-        actions = self.actions
-        base = len(stack)
-        top: list[int] = []
-        low = base - 1
-        while True:
-            state = top[-1] if top else stack[base - 1]
-            if terminal == END and state == self.end:
-                return base, (), len(stack) - low
-            act = actions[state].get(terminal)
-            if act is None:
-                return base, None, len(stack) - low
-            if len(act) == 1:
-                if terminal == END:
-                    return base, None, len(stack) - low
-                top.append(act[0])
-                return base, tuple(top), len(stack) - low
-            origin, size = act
-            if size:
-                k = min(size, len(top))
-                if k:
-                    del top[-k:]
-                base -= size - k
-                low = min(low, base - 1)
-            state = top[-1] if top else stack[base - 1]
-            top.append(actions[state][origin][0])
+    def depth(self, stack: int) -> int:
+        return self._depth[stack]
 
-    def feed(self, stack: tuple[int, ...], terminal: str) -> tuple[int, ...] | None:
-        """The stack after shifting ``terminal`` (reductions included), None on a syntax error."""
+    def states(self, stack: int) -> tuple[int, ...]:
+        """The states of ``stack``, bottom first (for inspection)."""
+        out = []
+        while stack >= 0:
+            out.append(self._top[stack])
+            stack = self._below[stack]
+        return tuple(reversed(out))
+
+    def push(self, stack: int, state: int) -> int:
+        key = (stack, state)
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = len(self._top)
+            if found >= MAX_STACKS:
+                raise ConstraintTooComplexError(
+                    f"the grammar reached more than {MAX_STACKS} distinct parser stacks"
+                )
+            self._below.append(stack)
+            self._top.append(state)
+            self._depth.append(self._depth[stack] + 1)
+        return found
+
+    def run(self, stack: int, terminal: str) -> int | None:
+        """The stack after shifting ``terminal`` (reductions included), None on a syntax error;
+        for ``$END``, :data:`ACCEPT` if the text is a sentence. Memoized per (stack, terminal),
+        so a chain of reductions is followed once."""
+        runs = self._runs
         key = (stack, terminal)
-        cache = self._feed
-        if key in cache:
-            return cache[key]
-        base, top, _ = self.run(stack, terminal)
-        result = None if top is None else stack[:base] + top
-        if len(cache) >= _FEED_CACHE_SIZE:
-            cache.clear()
-        cache[key] = result
+        if key in runs:
+            return runs[key]
+        actions, below, tops = self.actions, self._below, self._top
+        pending = [key]
+        while True:
+            state = tops[stack]
+            if terminal == END and state == self.end:
+                result: int | None = ACCEPT
+                break
+            act = actions[state].get(terminal)
+            if act is None or (len(act) == 1 and terminal == END):
+                result = None
+                break
+            if len(act) == 1:
+                result = self.push(stack, act[0])
+                break
+            origin, size = act
+            for _ in range(size):
+                stack = below[stack]
+            stack = self.push(stack, actions[tops[stack]][origin][0])
+            key = (stack, terminal)
+            if key in runs:
+                result = runs[key]
+                break
+            pending.append(key)
+        for k in pending:
+            runs[k] = result
         return result
 
-    def accepts_end(self, stack: tuple[int, ...]) -> bool:
+    def feed(self, stack: int, terminal: str) -> int | None:
+        """The stack after shifting ``terminal`` (reductions included), None on a syntax error."""
+        return self.run(stack, terminal)
+
+    def accepts_end(self, stack: int) -> bool:
         """Whether the text read so far (``stack``) is a complete sentence."""
-        return self.run(stack, END)[1] is not None
-
-
-class _BySuffix:
-    """A cache for results that depend only on the top ``depth`` states of a stack.
-
-    Each value is stored under the stack's top ``depth`` states (the whole
-    stack if ``depth`` reaches its bottom), so stacks that differ only
-    deeper down share it.
-    """
-
-    def __init__(self) -> None:
-        self._depths: dict[int, list[int]] = {}  # per top state: the depths stored so far
-        self._values: dict[tuple, object] = {}
-
-    @staticmethod
-    def _key(stack: tuple[int, ...], depth: int) -> tuple:
-        return stack[-depth:] if depth < len(stack) else (-1, *stack)
-
-    def get(self, stack: tuple[int, ...]):
-        values = self._values
-        for depth in self._depths.get(stack[-1], ())[:_SUFFIX_TRIES]:
-            found = values.get(self._key(stack, depth))
-            if found is not None:
-                return found
-        return None
-
-    def put(self, stack: tuple[int, ...], depth: int, value) -> None:
-        if len(self._values) >= _FEED_CACHE_SIZE:
-            self._values.clear()
-            self._depths.clear()
-        depths = self._depths.setdefault(stack[-1], [])
-        if depth not in depths:
-            depths.append(depth)
-            depths.sort()
-        self._values[self._key(stack, depth)] = value
+        return self.run(stack, END) == ACCEPT
 
 
 def _parse_table(lark_parse_table, start: str) -> ParseTable:
@@ -312,9 +314,9 @@ class Grammar:
                 index = by_basic[id(basic)] = len(self.lexers)
                 self.lexers.append(self._lexer_automaton(basic, dfas, representatives))
             self.lexer_of_state[state] = index
-        self._acceptable = _BySuffix()
-        self._views = _BySuffix()
-        self.initial_state: Config = ((self.table.start,), 0)
+        self._acceptable: dict[int, frozenset[str]] = {}
+        self._views: dict[int, np.ndarray] = {}
+        self.initial_state: Config = (ParseTable.root, 0)
         self._check_not_empty()
 
     @staticmethod
@@ -332,65 +334,42 @@ class Grammar:
 
     # -- configurations ---------------------------------------------------------------------
 
-    def lexer(self, stack: tuple[int, ...]) -> LexerAutomaton:
-        return self.lexers[self.lexer_of_state[stack[-1]]]
+    def lexer(self, stack: int) -> LexerAutomaton:
+        return self.lexers[self.lexer_of_state[self.table.top(stack)]]
 
-    def acceptable(self, stack: tuple[int, ...]) -> frozenset[str]:
+    def acceptable(self, stack: int) -> frozenset[str]:
         """The terminals the lexer may emit here: the ignored ones and those the parser can shift."""
-        return self._acceptable_at(stack)[0]
-
-    def _acceptable_at(self, stack: tuple[int, ...]) -> tuple[frozenset[str], int]:
-        """(acceptable terminals, how many top states of ``stack`` that depends on)."""
         found = self._acceptable.get(stack)
         if found is None:
             run, ignore = self.table.run, self.ignore
-            names, depth = [], 1
-            for name in self.lexer(stack).names:
-                if name in ignore:
-                    names.append(name)
-                    continue
-                _, top, touched = run(stack, name)
-                depth = max(depth, touched)
-                if top is not None:
-                    names.append(name)
-            found = (frozenset(names), depth)
-            self._acceptable.put(stack, depth, found)
-        return found  # type: ignore[return-value]
+            found = self._acceptable[stack] = frozenset(
+                n for n in self.lexer(stack).names if n in ignore or run(stack, n) is not None
+            )
+        return found
 
-    def view(self, stack: tuple[int, ...]) -> np.ndarray:
+    def view(self, stack: int) -> np.ndarray:
         """The lexer table of the stack's top state, restricted to what the parser accepts here
         and to lexemes whose end the next lexeme (or the end of the text) can follow."""
         view = self._views.get(stack)
         if view is None:
-            acceptable, depth = self._acceptable_at(stack)
             follow = {}
-            for terminal in acceptable:
-                if terminal in self.ignore:
-                    base, top, after = len(stack), (), stack
-                else:
-                    base, top, touched = self.table.run(stack, terminal)
-                    depth = max(depth, touched)
-                    if top is None:  # pragma: no cover - acceptable() checked it
-                        continue
-                    after = stack[:base] + top
-                next_acceptable, next_depth = self._acceptable_at(after)
-                _, end, end_depth = self.table.run(after, END)
-                below = max(next_depth, end_depth) - len(top)  # how far below base that looked
-                depth = max(depth, len(stack) - base + max(below, 0))
-                first = self.lexer(after).view(next_acceptable)[0] >= 0
-                follow[terminal] = (end is not None, first)
-            view = self.lexer(stack).follow_view(follow)
-            self._views.put(stack, depth, view)
-        return view  # type: ignore[return-value]
+            for terminal in self.acceptable(stack):
+                after = stack if terminal in self.ignore else self.table.run(stack, terminal)
+                if after is None:  # pragma: no cover - acceptable() checked it
+                    continue
+                first = self.lexer(after).view(self.acceptable(after))[0] >= 0
+                follow[terminal] = (self.table.accepts_end(after), first)
+            view = self._views[stack] = self.lexer(stack).follow_view(follow)
+        return view
 
-    def emit(self, stack: tuple[int, ...], q: int) -> tuple[int, ...] | None:
+    def emit(self, stack: int, q: int) -> int | None:
         """The stack after the lexeme in lexer state ``q`` ends (None if the parser rejects it)."""
         terminal = self.lexer(stack).emits[q]
         if terminal is None:
             return None
         if terminal in self.ignore:
             return stack
-        return self.table.feed(stack, terminal)
+        return self.table.run(stack, terminal)
 
     def step(self, config: Config, byte: int) -> Config | None:
         """The configuration after one more byte, or None if no sentence starts this way."""
@@ -492,7 +471,7 @@ class Grammar:
 
         stack, q = config
         lexer = self.lexer(stack)
-        starts: list[tuple[bytes, tuple[int, ...]]] = []
+        starts: list[tuple[bytes, int]] = []
         if q == 0:
             starts.append((b"", stack))
         else:  # the shortest ways to end the current lexeme, one per terminal
@@ -512,8 +491,8 @@ class Grammar:
                         queue.append(nxt)
         separators = [b"", *sorted((self._terminal_example(n) for n in self.ignore), key=len)[:1]]
         for lexeme_end, after in starts:
-            heap: list[tuple[int, int, tuple[int, ...], tuple[str, ...]]] = [(0, 0, after, ())]
-            done: set[tuple[int, ...]] = set()
+            heap: list[tuple[int, int, int, tuple[str, ...]]] = [(0, 0, after, ())]
+            done: set[int] = set()
             tie = 0
             while heap and len(done) < limit:
                 _, _, current, path = heapq.heappop(heap)
@@ -537,7 +516,7 @@ class Grammar:
                         tie += 1
                         step = cost + len(self._terminal_example(name)) + 1
                         # deeper stacks are further from the end: search those last (best first)
-                        heapq.heappush(heap, (step + 4 * len(nxt), tie, nxt, (*path, name)))
+                        heapq.heappush(heap, (step + 4 * self.table.depth(nxt), tie, nxt, (*path, name)))
         return None
 
     def example(self, limit: int = EXAMPLE_SEARCH_LIMIT) -> bytes | None:
