@@ -1,8 +1,18 @@
-"""Statistics and formatting shared by the benchmark scripts in this folder."""
+"""Statistics, formatting, machine facts and llama-cpp-python stand-ins shared by the benchmark scripts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,3 +31,139 @@ def fmt_time(seconds: float) -> str:
     if abs(seconds) >= 1e-3:
         return f"{seconds * 1e3:.3g} ms"
     return f"{seconds * 1e6:.3g} µs"
+
+
+def median(values: Sequence[float]) -> float:
+    """The median, NaN for no values."""
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def fmt_ratio(value: float) -> str:
+    return "–" if value != value else f"{value:.2f}×"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table; ``|`` and newlines inside cells are escaped."""
+
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+# -- the machine -----------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU model as ``lscpu`` names it (``/proc/cpuinfo`` where lscpu is missing)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=True).stdout
+        for line in out.splitlines():
+            if line.strip().startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_revision(repo: Path) -> str:
+    """HEAD's short hash, with "+ uncommitted changes" when the library's files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "outlines_gguf"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + uncommitted changes in outlines_gguf/" if dirty else "")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# -- llama-cpp-python's view of the logits ---------------------------------------------------------
+
+
+def llama_like_scores(n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """llama-cpp-python's candidates record array and its non-contiguous ``logit`` view."""
+    dtype = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+    records = np.recarray((n_vocab,), dtype=dtype)
+    records.id[:] = np.arange(n_vocab, dtype=np.intc)
+    records.p[:] = 0.0
+    return records, records.logit
+
+
+# -- our library's caches --------------------------------------------------------------------------
+
+
+def is_constraint_cache(name: str, value: Any, module_name: str) -> bool:
+    """A public ``functools`` cache defined in ``module_name`` that holds more than one entry."""
+    parameters = getattr(value, "cache_parameters", None)
+    if name.startswith("_") or parameters is None or getattr(value, "__module__", "") != module_name:
+        return False
+    maxsize = parameters().get("maxsize")
+    return maxsize is None or maxsize > 1
+
+
+def make_cold(vocab: Any) -> None:
+    """Forget every compiled constraint, so the next construction starts from scratch.
+
+    Clears every ``outlines_gguf.clear_*cache`` function (the guide cache, and whatever the library
+    adds); every public ``functools`` cache of more than one entry in its modules (compiled regexes,
+    schemas, grammars, terminals: caches keyed by the constraint); the on-disk automaton cache when
+    this benchmark owns its folder (``OUTLINES_GGUF_BENCH_OWNS_CACHE=1``); and the vocabulary's
+    per-partition byte-class tries (``_class_tries``), built on the first dense state of a new
+    pattern, which would otherwise make every run after the first look warmer than a fresh process.
+    Kept: the vocabulary's own trie and hash, and process-wide tables (private or one-entry caches:
+    Unicode categories, the "any JSON value" automaton, the source fingerprint), which a long-running
+    process builds once, as the peers pay their own one-time initialisation once per process.
+    """
+    import outlines_gguf
+
+    for name in dir(outlines_gguf):
+        if name.startswith("clear_") and name.endswith("cache"):
+            getattr(outlines_gguf, name)()
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("outlines_gguf"):
+            for attr, value in list(vars(module).items()):
+                if is_constraint_cache(attr, value, module_name):
+                    value.cache_clear()
+    vocab.__dict__.pop("_class_tries", None)
+    folder = os.environ.get("OUTLINES_GGUF_CACHE_DIR")
+    if folder and os.environ.get("OUTLINES_GGUF_BENCH_OWNS_CACHE") == "1":
+        shutil.rmtree(folder, ignore_errors=True)

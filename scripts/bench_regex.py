@@ -19,27 +19,38 @@ whatever else runs on it, so compare columns of one report, not reports of diffe
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from bench_common import fmt_time, percentile
+from bench_common import (
+    cpu_model,
+    fmt_ratio,
+    fmt_time,
+    git_revision,
+    llama_like_scores,
+    load_average,
+    make_cold,
+    median,
+    package_version,
+    percentile,
+    table,
+    timed,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import outlines_gguf  # noqa: E402
-from outlines_gguf import RegexLogitsProcessor, Vocabulary, clear_guide_cache, compile_regex  # noqa: E402
+from outlines_gguf import RegexLogitsProcessor, Vocabulary  # noqa: E402
 
 VOCAB_GGUF = REPO / "models" / "vocab" / "ggml-vocab-qwen2.gguf"
 REALISTIC_GGUF = REPO / "models" / "realistic-qwen2.gguf"
@@ -91,29 +102,6 @@ E2E_TEMPERATURE = 0.8
 # -- small helpers ---------------------------------------------------------------------------------
 
 
-def median(values: Sequence[float]) -> float:
-    """The median, NaN for no values."""
-    return float(np.median(values)) if len(values) else float("nan")
-
-
-def fmt_ratio(value: float) -> str:
-    return "–" if value != value else f"{value:.2f}×"
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """(seconds, result) of one call."""
-    t0 = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - t0, result
-
-
 _T0 = time.perf_counter()
 
 
@@ -132,42 +120,6 @@ def fully_matches(pattern: str, data: bytes) -> bool:
 # -- environment -------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_revision() -> str:
-    """HEAD's short hash, with "+ uncommitted changes" when the library's files differ from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "outlines_gguf"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" + uncommitted changes in outlines_gguf/" if dirty else "")
-
-
-def load_average() -> str:
-    try:
-        return "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def environment_section(argv: Sequence[str]) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     rows = [
@@ -177,7 +129,7 @@ def environment_section(argv: Sequence[str]) -> str:
         ("numpy", np.__version__),
         ("llama-cpp-python", package_version("llama_cpp_python")),
         ("outlines-core", package_version("outlines-core")),
-        ("outlines-gguf", f"{outlines_gguf.__version__} (git {git_revision()})"),
+        ("outlines-gguf", f"{outlines_gguf.__version__} (git {git_revision(REPO)})"),
         ("command", "`" + " ".join(shlex.quote(a) for a in [sys.executable, sys.argv[0], *argv]) + "`"),
     ]
     return "## Machine and versions\n\n" + table(["", ""], rows)
@@ -372,19 +324,6 @@ class ConstructionFigures:
     dfa_states: int = 0
     mask_times: MaskTimes = field(default_factory=MaskTimes)
     gbnf_error: str = ""
-
-
-def make_cold(vocab: Vocabulary) -> None:
-    """Forget every compiled regex and guide, so the next construction starts from scratch.
-
-    Also drops the vocabulary's per-partition byte-class tries (``_class_tries``, an internal cache
-    of ``Vocabulary.class_trie`` where the library has one): they are built on the first dense state
-    of a new pattern and would otherwise make every run after the first look warmer than a fresh
-    process. The vocabulary's own trie and hash stay (they are timed under "Vocabulary load").
-    """
-    clear_guide_cache()
-    compile_regex.cache_clear()
-    vocab.__dict__.pop("_class_tries", None)
 
 
 def ours_all_masks(pattern: str, vocab: Vocabulary, mask_times: MaskTimes) -> tuple[float, int]:
@@ -591,15 +530,6 @@ class StepTimes:
         self.seconds.append(seconds)
         if seconds > self.slowest[0]:
             self.slowest = (seconds, state)
-
-
-def llama_like_scores(n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """llama-cpp-python's candidates record array and its non-contiguous ``logit`` view."""
-    dtype = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
-    records = np.recarray((n_vocab,), dtype=dtype)
-    records.id[:] = np.arange(n_vocab, dtype=np.intc)
-    records.p[:] = 0.0
-    return records, records.logit
 
 
 def sample_generation(stepper: Stepper, vocab: Vocabulary, pattern: str, seed: int, out: StepTimes) -> None:

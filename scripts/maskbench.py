@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from bench_common import fmt_time, percentile
+from bench_common import cpu_model, fmt_time, package_version, percentile, rss_bytes, table
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -498,14 +497,6 @@ class WorkerDiedError(Exception):
     """The worker process exited, or was killed for time or memory."""
 
 
-def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 class EngineWorker:
     """One engine in its own process, restarted after a timeout, a memory overrun or a crash."""
 
@@ -682,13 +673,6 @@ def fmt_share(count: int, total: int) -> str:
     return f"{count} ({100.0 * count / total:.1f}%)" if total else f"{count}"
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |"
-              for row in rows]
-    return "\n".join(lines)
-
-
 def clip(text: str, width: int = 160) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -702,21 +686,6 @@ def normalize_error(message: str) -> str:
 
 
 # -- the report --------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def git_revision() -> str:
