@@ -34,10 +34,15 @@ lint: $(VENV)/.installed
 test: setup lint
 	$(BIN)/python -m pytest -q
 
+# The peers, the realistic-shape model, then every benchmark into BENCHMARKS.md and docs/bench/
+# (README "Benchmarks"); options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick --vocabs qwen2".
+# xgrammar needs torch: 2.13.0 is asked for first because the project's machines hold a CPU build of
+# it on disk (any other torch would be a CUDA build of several GB); elsewhere pip picks one.
 bench: setup
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "torch==2.13.0" || true
 	$(BIN)/python -m pip install -c constraints.txt -e ".[bench]"
 	$(BIN)/python scripts/build_test_models.py --realistic
-	$(BIN)/python scripts/bench_regex.py --out BENCHMARKS-regex.md
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) models/.built models/*.gguf models/vocab .cache

@@ -106,8 +106,8 @@ def parse_options(argv: Sequence[str]) -> Options:
                         help="JSONSchemaBench folder for the json-corpus workload (skipped when absent)")
     parser.add_argument("--runs", type=int, default=None, help="runs per construction/per-token figure (5)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved end-to-end rounds (default 2 x runs, at least 5)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="end-to-end max_tokens (64)")
+                        help="interleaved end-to-end rounds (default: --runs, at least 5)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="end-to-end max_tokens (128)")
     parser.add_argument("--threads", type=int, default=usable_cores(), help="llama.cpp threads")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"subset of {','.join(ENGINES)}")
     parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
@@ -125,8 +125,8 @@ def parse_options(argv: Sequence[str]) -> Options:
                         help="do not run build_test_models.py when a vocabulary or the model is missing")
     args = parser.parse_args(argv)
     runs = args.runs if args.runs is not None else (1 if args.quick else 5)
-    rounds = args.rounds if args.rounds is not None else (1 if args.quick else max(5, 2 * runs))
-    max_tokens = args.max_tokens if args.max_tokens is not None else (8 if args.quick else 64)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else max(5, runs))
+    max_tokens = args.max_tokens if args.max_tokens is not None else (8 if args.quick else 128)
     phases_default = "e2e" if args.gpu else ",".join(PHASES)
     plots = args.plots if args.plots is not None else args.out.parent / "docs" / "bench"
     return Options(
@@ -260,18 +260,23 @@ def vocab_path(vocab: str) -> Path:
     return VOCAB_DIR / VOCABS[vocab][1]
 
 
-def reference_tokens(workloads: Sequence[Workload], gguf: Path) -> dict[str, list[int]]:
+def reference_tokens(workloads: Sequence[Workload], engines: Sequence[str],
+                     gguf: Path) -> dict[str, dict[str, list[int]]]:
+    """workload -> engine -> the reference document's tokens (see ``Workload.reference_for``)."""
     from bench_engines import load_vocab_only
 
+    from outlines_gguf import Vocabulary
+
     llm = load_vocab_only(gguf)
-    return {w.name: tokenize(llm, w.reference) for w in workloads}
+    vocab = Vocabulary.from_gguf(gguf)
+    return {w.name: {e: tokenize(llm, vocab, w.reference_for(e)) for e in engines} for w in workloads}
 
 
 def run_construction(opts: Options, workloads: Sequence[Workload], vocab: str) -> dict[str, Any]:
     """Every engine and workload on one vocabulary, ``opts.runs`` interleaved runs."""
     gguf = vocab_path(vocab)
     facts = vocab_facts(gguf)
-    tokens = reference_tokens(workloads, gguf)
+    tokens = reference_tokens(workloads, opts.engines, gguf)
     out: dict[str, Any] = {"n_vocab": facts["n_vocab"], "eog": facts["eog"], "tokens": tokens,
                            "setup": {}, "cells": {w.name: {} for w in workloads}}
     workers: dict[str, Worker] = {}
@@ -283,6 +288,8 @@ def run_construction(opts: Options, workloads: Sequence[Workload], vocab: str) -
             workers[name] = worker
         except WorkerError as exc:
             out["setup"][name] = {"failure": str(exc)}
+            for w in workloads:
+                out["cells"][w.name][name] = {"runs": [], "failure": f"engine setup: {exc}"}
     blocked: set[tuple[str, str]] = set()
     for run in range(opts.runs):
         for wi, w in enumerate(workloads):
@@ -292,7 +299,7 @@ def run_construction(opts: Options, workloads: Sequence[Workload], vocab: str) -
                 cell = out["cells"][w.name].setdefault(name, {"runs": []})
                 if (name, w.name) in blocked:
                     continue
-                job = ("measure", w, tokens[w.name], facts["n_vocab"], facts["eog"], run)
+                job = ("measure", w, tokens[w.name][name], facts["n_vocab"], facts["eog"], run)
                 try:
                     reply = workers[name].ask(job, opts.timeout)
                 except WorkerError as exc:
@@ -317,14 +324,14 @@ def run_memory(opts: Options, workloads: Sequence[Workload], vocab: str) -> dict
     """Peak memory of one cold construction + one replay, each in a fresh worker process."""
     gguf = vocab_path(vocab)
     facts = vocab_facts(gguf)
-    tokens = reference_tokens(workloads, gguf)
+    tokens = reference_tokens(workloads, opts.engines, gguf)
     out: dict[str, Any] = {"vocab": vocab, "cells": {}}
     for w in workloads:
         for name in opts.engines:
             worker = Worker(name, gguf)
             try:
                 ready = worker.start(opts.timeout)
-                job = ("memory", w, tokens[w.name], facts["n_vocab"], facts["eog"], 0)
+                job = ("memory", w, tokens[w.name][name], facts["n_vocab"], facts["eog"], 0)
                 reply = worker.ask(job, opts.timeout)
                 reply["rss_setup"] = ready.get("rss_setup", 0)
                 reply["rss_start"] = ready.get("rss_start", 0)
@@ -362,7 +369,7 @@ def preflight(opts: Options, workloads: Sequence[Workload]) -> dict[str, str]:
 
     blocked: dict[str, str] = {}
     facts = vocab_facts(opts.model)
-    tokens = reference_tokens(workloads, opts.model)
+    tokens = reference_tokens(workloads, opts.engines, opts.model)
     for name in opts.engines:
         worker = Worker(name, opts.model)
         try:
@@ -371,7 +378,7 @@ def preflight(opts: Options, workloads: Sequence[Workload]) -> dict[str, str]:
             blocked[name] = str(exc)
             continue
         for w in workloads:
-            job = ("memory", w, tokens[w.name], facts["n_vocab"], facts["eog"], 0)
+            job = ("memory", w, tokens[w.name][name], facts["n_vocab"], facts["eog"], 0)
             try:
                 reply = worker.ask(job, opts.timeout)
             except WorkerError as exc:
@@ -397,8 +404,17 @@ def environment(opts: Options) -> dict[str, Any]:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         memory = 0
+    gpu = ""
+    if opts.gpu:
+        try:
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=30,
+                                 check=True).stdout.strip().replace("\n", "; ")
+        except (OSError, subprocess.SubprocessError):
+            gpu = "unknown (nvidia-smi failed)"
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "gpu": gpu,
         "cpu": cpu_model(),
         "cores_usable": usable_cores(),
         "cores_online": os.cpu_count(),

@@ -633,7 +633,17 @@ def vocab_facts(gguf: Path) -> dict[str, Any]:
     return {"n_vocab": llm.n_vocab(), "eog": eog_ids_of(llm)}
 
 
-def tokenize(llm: Any, text: str) -> list[int]:
-    """``text`` as llama.cpp tokenizes it (no BOS, special tokens not parsed): what a model writing
-    it would most likely emit."""
-    return [int(t) for t in llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)]
+def tokenize(llm: Any, vocab: Any, text: str) -> list[int]:
+    """``text`` as llama.cpp tokenizes it (no BOS, special tokens not parsed): what a model writing it
+    would most likely emit. SentencePiece vocabularies put a space in front of the text (Llama-2's
+    ``▁+1415``): there the text is tokenized after a newline and the newline's tokens are dropped.
+    The result always decodes (``vocab.decode``, exact bytes) to ``text``."""
+    target = text.encode("utf-8")
+    ids = [int(t) for t in llm.tokenize(target, add_bos=False, special=False)]
+    if vocab.decode(ids) == target:
+        return ids
+    ids = [int(t) for t in llm.tokenize(b"\n" + target, add_bos=False, special=False)]
+    for k in range(1, min(len(ids), 4)):
+        if vocab.decode(ids[k:]) == target:
+            return ids[k:]
+    raise ValueError(f"cannot tokenize {text[:40]!r} into tokens that decode to exactly it")

@@ -95,6 +95,12 @@ def cell_of(raw: dict[str, Any] | None) -> Cell:
     return c
 
 
+def reference_length(results: dict[str, Any], vocab: str, workload: str) -> int:
+    """Tokens of the reference document (as ours gets it; GBNF's JSON key order may differ by a token)."""
+    by_engine = results["construction"][vocab]["tokens"][workload]
+    return len(by_engine.get("ours") or next(iter(by_engine.values())))
+
+
 def cells(results: dict[str, Any], vocab: str) -> dict[str, dict[str, Cell]]:
     raw = results["construction"].get(vocab, {}).get("cells", {})
     return {w: {e: cell_of(raw[w].get(e)) for e in ENGINES if e in raw[w]} for w in raw}
@@ -184,14 +190,17 @@ def per_token_section(results: dict[str, Any], workloads: Sequence[Workload], pl
         "`logit` field of a 3-field `id/logit/p` record array of the whole vocabulary; one more call "
         "after the last token must allow end of generation. GBNF: `llama_sampler_accept` of the previous "
         "token + `llama_sampler_apply` on the whole candidate array, as in llama-cpp-python's sampler "
-        "chain. Only the engine's call is timed. *first pass*: right after the cold construction (ours "
-        "computes each mask on first use); *warm*: the same sequence again on a warm construction. "
-        "Cells: median / p99 over all calls of all runs.")]
+        "chain (for JSON Schemas, with the keys of the same instance in the order llama-cpp-python's "
+        "`from_json_schema` imposes: required properties first). Only the engine's call is timed. "
+        "*first pass*: right after the cold construction (ours computes each mask on first use); "
+        "*warm*: the same sequence again on a warm construction. Cells: median / p99 over all calls "
+        "of all runs.")]
     if plot:
         parts.append(f"![Per-token processor time]({plot})")
     for vocab in results["construction"]:
         title = VOCAB_TITLES.get(vocab, vocab)
-        n_calls = {w: len(t) + 1 for w, t in results["construction"][vocab]["tokens"].items()}
+        n_calls = {w: reference_length(results, vocab, w) + 1
+                   for w in results["construction"][vocab]["tokens"]}
         warm, n1 = grid(results, vocab, workloads,
                         lambda c: f"{fmt_time(c.warm_median)} / {fmt_time(c.warm_p99)}")
         first, n2 = grid(results, vocab, workloads,
@@ -503,38 +512,53 @@ def print_targets(results: dict[str, Any], workloads: Sequence[Workload]) -> Non
 # -- plots ----------------------------------------------------------------------------------------------
 
 
-def plot_bars(path: Path, groups: Sequence[str], series: dict[str, list[float]], ylabel: str, title: str,
-              log: bool = False, lines: Sequence[tuple[float, str]] = ()) -> bool:
-    """Grouped bars: one group per workload, one bar per engine. False when there is nothing to draw."""
+def bar_panel(ax: Any, groups: Sequence[str], series: dict[str, list[float]], ylabel: str, title: str,
+              log: bool = False, lines: Sequence[tuple[float, str]] = ()) -> None:
+    """Grouped bars on ``ax``: one group per workload, one bar per engine; missing values say n/a."""
+    width = 0.8 / max(1, len(series))
+    missing = []
+    for i, (label, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [v if v == v else 0 for v in values], width, label=label)
+        missing += [x for x, v in zip(xs, values, strict=True) if v != v]
+    if log:
+        ax.set_yscale("log")
+    bottom = ax.get_ylim()[0]
+    for x in missing:
+        ax.text(x, bottom, " n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="dimgrey")
+    for y, text in lines:
+        ax.axhline(y, color="grey", linestyle="--", linewidth=0.8)
+        ax.text(-0.45, y, text, va="bottom", ha="left", fontsize=7, color="grey")
+    ax.set_xticks(range(len(groups)), groups, rotation=15, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+
+
+def save_figure(fig: Any, axes: Sequence[Any], path: Path) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def figure(n_panels: int, n_groups: int) -> tuple[Any, list[Any]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not groups or not any(v == v for values in series.values() for v in values):
-        return False
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(groups) + 2), 4.2))
-    width = 0.8 / max(1, len(series))
-    for i, (label, values) in enumerate(series.items()):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [v if v == v else 0 for v in values], width, label=label)
-    for y, text in lines:
-        ax.axhline(y, color="grey", linestyle="--", linewidth=0.8)
-        ax.text(len(groups) - 0.5, y, text, va="bottom", ha="right", fontsize=8, color="grey")
-    ax.set_xticks(range(len(groups)), groups, rotation=15)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if log:
-        ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    fig, axes = plt.subplots(n_panels, 1, figsize=(max(6.5, 1.3 * n_groups + 3.5), 3.6 * n_panels),
+                             squeeze=False, layout="constrained")
+    return fig, [row[0] for row in axes]
+
+
+def has_values(series: dict[str, list[float]]) -> bool:
+    return any(v == v for values in series.values() for v in values)
 
 
 def make_plots(results: dict[str, Any], workloads: Sequence[Workload], folder: Path) -> dict[str, Path]:
+    import matplotlib.pyplot as plt
+
     made: dict[str, Path] = {}
     engines = engines_in(results)
     names = [w.name for w in workloads]
@@ -543,29 +567,34 @@ def make_plots(results: dict[str, Any], workloads: Sequence[Workload], folder: P
         floor = fit_floor(result)
         series: dict[str, list[float]] = {}
         for e in engines:
-            values = []
-            for w in names:
-                f = engine_figures(result, e, w, floor)
-                values.append(f.ratio if f is not None else float("nan"))
-            series[LABELS[e]] = values
-        path = folder / "e2e_ratio.png"
-        if plot_bars(path, names, series, "tokens/s ÷ unconstrained", f"End to end on {result.model}",
-                     lines=((1.0, "unconstrained"), (0.97, "0.97"), (0.9, "0.9"))):
-            made["e2e"] = path
-    vocab = "qwen2" if "qwen2" in results["construction"] else next(iter(results["construction"]), None)
-    if vocab is not None:
-        data = cells(results, vocab)
-        cold = {LABELS[e]: [data.get(w, {}).get(e, Cell(status="-")).cold for w in names] for e in engines}
-        path = folder / "construction.png"
-        if plot_bars(path, names, cold, "seconds (log)",
-                     f"Cold construction, {VOCAB_TITLES.get(vocab, vocab)}", log=True):
-            made["construction"] = path
-        warm = {LABELS[e]: [data.get(w, {}).get(e, Cell(status="-")).warm_median for w in names]
-                for e in engines}
-        path = folder / "per_token.png"
-        if plot_bars(path, names, warm, "seconds per call (log)",
-                     f"Per-token processor time, warm median, {VOCAB_TITLES.get(vocab, vocab)}", log=True):
-            made["per_token"] = path
+            figures = [engine_figures(result, e, w, floor) for w in names]
+            series[LABELS[e]] = [f.ratio if f is not None else float("nan") for f in figures]
+        if has_values(series):
+            fig, axes = figure(1, len(names))
+            bar_panel(axes[0], names, series, "tokens/s ÷ unconstrained", f"End to end on {result.model}",
+                      lines=((1.0, "1.0"), (0.97, "0.97"), (0.9, "0.9")))
+            made["e2e"] = folder / "e2e_ratio.png"
+            save_figure(fig, axes, made["e2e"])
+            plt.close(fig)
+    vocabs = list(results["construction"])
+    if vocabs:
+        for name, attr, ylabel, title in (
+            ("construction", "cold", "seconds (log)", "Cold construction"),
+            ("per_token", "warm_median", "seconds per call (log)", "Per-token processor time, warm median"),
+        ):
+            panels = []
+            for vocab in vocabs:
+                data = cells(results, vocab)
+                panels.append((vocab, {LABELS[e]: [getattr(data.get(w, {}).get(e, Cell(status="-")), attr)
+                                                   for w in names] for e in engines}))
+            if not any(has_values(s) for _, s in panels):
+                continue
+            fig, axes = figure(len(panels), len(names))
+            for ax, (vocab, s) in zip(axes, panels, strict=True):
+                bar_panel(ax, names, s, ylabel, f"{title}, {VOCAB_TITLES.get(vocab, vocab)}", log=True)
+            made[name] = folder / f"{name}.png"
+            save_figure(fig, axes, made[name])
+            plt.close(fig)
     return made
 
 
@@ -575,6 +604,7 @@ def make_plots(results: dict[str, Any], workloads: Sequence[Workload], folder: P
 def machine_section(results: dict[str, Any]) -> str:
     m = results["meta"]
     rows = [("CPU (lscpu)", f"{m['cpu']}, {m['cores_usable']} cores usable ({m['cores_online']} online)"),
+            *([("GPU", m["gpu"])] if m.get("gpu") else []),
             ("memory", f"{m['memory_gib']} GiB"), ("OS", m["os"]), ("python", m["python"]),
             ("outlines-gguf", m["outlines_gguf"])]
     rows += [(name, version) for name, version in m["packages"].items()]
@@ -589,7 +619,7 @@ def workloads_section(results: dict[str, Any], workloads: Sequence[Workload]) ->
     vocabs = list(results["construction"])
     rows = []
     for w in workloads:
-        lengths = [str(len(results["construction"][v]["tokens"][w.name])) for v in vocabs]
+        lengths = [str(reference_length(results, v, w.name)) for v in vocabs]
         rows.append((f"`{w.name}`", w.title, w.describe(), *lengths))
     header = ["workload", "what", "constraint",
               *[f"reference tokens, {VOCAB_TITLES.get(v, v)}" for v in vocabs]]

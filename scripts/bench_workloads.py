@@ -90,6 +90,14 @@ class Workload:
         except Exception as exc:  # lark's parse errors and anything unexpected
             return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
+    def reference_for(self, engine: str) -> str:
+        """The reference document in the serialization ``engine`` generates. llama-cpp-python's
+        ``from_json_schema`` puts required properties before optional ones (the others keep the
+        order of ``properties``), so GBNF gets the same instance with its keys in that order."""
+        if engine != "gbnf" or self.kind != JSON or self.schema is None:
+            return self.reference
+        return json.dumps(required_first(json.loads(self.reference), self.schema), ensure_ascii=False)
+
     def describe(self) -> str:
         """One line for the report: what the constraint is and how big."""
         if self.kind == REGEX:
@@ -98,6 +106,22 @@ class Workload:
             size = len(self.schema_json)
             return f"JSON Schema, {size:,} bytes" + (f" (`{self.source}`)" if self.source else "")
         return f"Lark grammar, {len(self.lark or '')} bytes; GBNF {len(self.gbnf or '')} bytes"
+
+
+def required_first(value: Any, schema: Any) -> Any:
+    """``value`` with each object's keys ordered as llama.cpp's JSON-Schema-to-GBNF converter writes
+    them: required properties, then the others, each group in the order of ``properties``."""
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        order = [k for k in props if k in required] + [k for k in props if k not in required]
+        keys = [k for k in order if k in value] + [k for k in value if k not in props]
+        return {k: required_first(value[k], props.get(k, {})) for k in keys}
+    if isinstance(value, list):
+        return [required_first(v, schema.get("items", {})) for v in value]
+    return value
 
 
 # -- the regex ---------------------------------------------------------------------------------------------
