@@ -58,6 +58,7 @@ class E2EResult:
     model: str = ""
     load_seconds: float = 0.0
     n_gpu_layers: int = 0
+    gpu_offload: bool = False  # whether this llama-cpp-python build can offload at all
     threads: int = 0
     max_tokens: int = 0
     rounds: int = 0
@@ -112,12 +113,12 @@ def run_e2e(model: Path, workloads: Sequence[Workload], engines: Sequence[str], 
             progress: Callable[[str], None]) -> E2EResult:
     """Interleaved rounds of every (engine, workload) call. ``blocked`` maps "engine|workload" (or an
     engine) to the reason it must not run here (it failed or crashed in a worker process)."""
-    from llama_cpp import Llama
+    from llama_cpp import Llama, llama_supports_gpu_offload
 
     from outlines_gguf import Vocabulary
 
     out = E2EResult(model=model.name, n_gpu_layers=n_gpu_layers, threads=threads, max_tokens=max_tokens,
-                    rounds=rounds)
+                    rounds=rounds, gpu_offload=bool(llama_supports_gpu_offload()))
     t0 = time.perf_counter()
     llm = Llama(str(model), n_ctx=max(512, max_tokens + 64), n_threads=threads, n_threads_batch=threads,
                 n_batch=512, n_gpu_layers=n_gpu_layers, seed=1, verbose=False)

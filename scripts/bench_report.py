@@ -323,7 +323,12 @@ def e2e_section(results: dict[str, Any], workloads: Sequence[Workload], plot: st
     floor = fit_floor(result)
     ff = floor_figures(result, floor)
     ratios, notes = e2e_table(result, workloads, engines)
-    device = "all layers on the GPU" if result.n_gpu_layers else f"CPU, {result.threads} threads"
+    if not result.n_gpu_layers:
+        device = f"CPU, {result.threads} threads"
+    elif result.gpu_offload:
+        device = "all layers on the GPU"
+    else:
+        device = "n_gpu_layers=-1 asked, but this llama-cpp-python cannot offload: CPU"
     parts = [f"## End to end: `create_completion` on `{result.model}` ({device})", (
         f"{result.rounds} interleaved rounds after one warm-up round; max_tokens {result.max_tokens}, "
         f"temperature {TEMPERATURE}, prompt {PROMPT!r}, seed 1000 + round (the same for every call of a "
@@ -655,7 +660,8 @@ ENGINE_NOTES = (
     "**xgrammar**: `TokenizerInfo(token bytes, VocabType.RAW, stop_token_ids=every end-of-generation "
     "id)`, special/control tokens given as empty (never allowed in text, as in ours); "
     "`GrammarCompiler` (default threads) `compile_regex` / `compile_json_schema(any_whitespace=False)` "
-    "(its `json.dumps` separators) / `compile_grammar(EBNF)`; `GrammarMatcher`. Wrapped like llguidance.",
+    "(its `json.dumps` separators; its default `strict_mode` allows no property or item the schema does "
+    "not declare) / `compile_grammar(EBNF)`; `GrammarMatcher`. Wrapped like llguidance.",
     "**The llguidance/xgrammar processor** (this benchmark's, `bench_engines.BitmaskLogitsProcessor`): "
     "a new prompt resets the matcher, the next token is consumed, the engine fills its 32-bit token "
     "bitmask, and `-inf` is written into the smaller side (as ours does): save the few allowed scores, "
@@ -664,10 +670,21 @@ ENGINE_NOTES = (
 )
 
 
+def rounded(value: Any) -> Any:
+    """Floats to 5 significant digits (timings do not need more), recursively."""
+    if isinstance(value, float):
+        return float(f"{value:.5g}") if value == value else None
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v) for v in value]
+    return value
+
+
 def write_outputs(results: dict[str, Any], opts: Any, workloads: Sequence[Workload]) -> None:
     """Write results.json, the plots and the Markdown report."""
     opts.results.parent.mkdir(parents=True, exist_ok=True)
-    opts.results.write_text(json.dumps(results, indent=1, default=str))
+    opts.results.write_text(json.dumps(rounded(results), separators=(",", ":"), default=str))
     plots = make_plots(results, workloads, opts.plots)
 
     def rel(name: str) -> str | None:
