@@ -18,8 +18,8 @@ Run from the repository root::
     .venv/bin/python scripts/bench.py --quick --vocabs qwen2 --workloads json-flat --out /tmp/b.md
 
 It writes ``BENCHMARKS.md`` (``--out``), plots and the raw results (``--plots``, default
-``docs/bench/``), and prints a Targets section. A full run takes about 35 minutes on two idle cores
-(phases ``construction`` ~10, ``memory`` ~3, ``e2e`` ~20; ``--phases`` picks some); ``--gpu`` is the
+``docs/bench/``), and prints a Targets section. A full run takes 30 to 40 minutes on two idle cores
+(phases ``construction`` ~10, ``memory`` ~2, ``e2e`` 15-25; ``--phases`` picks some); ``--gpu`` is the
 end-to-end part with every layer on the GPU (``scripts/bench_gpu.sh``). Timings depend on the machine
 and on whatever else runs on it: compare the columns of one report, not reports of different runs.
 """
