@@ -11,6 +11,7 @@ from . import generate, grammars, models
 from .cfg_guide import CFGGuide
 from .errors import (
     ChatTemplateError,
+    ConcurrentUseError,
     ConstraintTooComplexError,
     ConstraintViolationError,
     EmptyLanguageError,
@@ -38,6 +39,7 @@ __all__ = [
     "CFGGuide",
     "CFGLogitsProcessor",
     "ChatTemplateError",
+    "ConcurrentUseError",
     "ConstraintTooComplexError",
     "ConstraintViolationError",
     "EmptyLanguageError",

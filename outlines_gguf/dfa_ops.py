@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .errors import ConstraintTooComplexError
-from .regex_dfa import ByteDFA, _merge_equivalent, _prune_dead
+from .regex_dfa import ByteDFA, _merge_equivalent, _prune_dead, spend
 
 MAX_PRODUCT_STATES = 50_000
+PRODUCT_STATE_WORK = 400
+"""Work units (see ``regex_dfa.MAX_COMPILE_WORK``) charged per product state (about 0.1 ms each)."""
 
 
 class DFAProductTooLargeError(ConstraintTooComplexError):
@@ -35,6 +37,7 @@ def _product(
     dead_row = np.full(256, -1, dtype=np.int32)
     while len(rows) < len(queue):
         combo = queue[len(rows)]
+        spend(PRODUCT_STATE_WORK)
         comps = np.stack([d.transitions[s] if s >= 0 else dead_row for d, s in zip(dfas, combo, strict=True)])
         finals = np.array([s >= 0 and bool(d.accepting[s]) for d, s in zip(dfas, combo, strict=True)])
         accepting.append(accept(finals))

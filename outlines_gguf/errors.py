@@ -40,6 +40,16 @@ class ConstraintViolationError(OutlinesGGUFError, RuntimeError):
     """Generation could not follow the constraint (an injected token, a dead end)."""
 
 
+class ConcurrentUseError(OutlinesGGUFError, RuntimeError):
+    """One logits processor was used by two sequences at the same time.
+
+    A processor follows one sequence: a second thread that starts a
+    generation while another thread's generation is still under way is
+    refused (both are stopped, and ``raise_if_failed()`` reports this). Use
+    one processor per concurrent sequence; guides are shared safely.
+    """
+
+
 class ProcessorFailedError(OutlinesGGUFError, RuntimeError):
     """A logits processor failed inside llama.cpp's sampler and stopped generation.
 

@@ -27,6 +27,11 @@ FINISHED = -2
 DENSE_MASK = 2048
 """A guide switches to the byte-class trie after a mask with more allowed tokens than this."""
 
+MASK_CACHE_BYTES = 32 * 2**20
+"""Bytes of token masks one guide keeps. A mask holds the smaller of its allowed and forbidden
+id sets (8 bytes an id: at most 0.6 MB for a 152k vocabulary, usually far less); past this
+budget the masks computed first are dropped, and recomputed if their state comes back."""
+
 
 class TokenMask:
     """The allowed token ids of one guide state, ready to be written into scores.
@@ -36,6 +41,12 @@ class TokenMask:
     """
 
     __slots__ = ("_forbid", "_keep", "allowed_count", "eog_allowed")
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the id array (what the guide's mask cache counts)."""
+        ids = self._keep if self._keep is not None else self._forbid
+        return 64 + (0 if ids is None else int(ids.nbytes))
 
     def __init__(self, allowed: np.ndarray, eog_allowed: bool) -> None:
         """``allowed`` is a boolean array over the vocabulary."""
@@ -85,7 +96,15 @@ class RegexGuide:
     A token is allowed in a state iff its bytes keep the DFA alive; every
     end-of-generation id is allowed exactly in accepting states, and is the
     only choice in accepting states with no way to continue.
+
+    Thread-safe: one guide serves any number of processors and threads (a
+    mask computed twice by racing threads is the same mask). Masks are kept
+    up to :data:`MASK_CACHE_BYTES`. A guide pickles without its locks and,
+    unless ``pickle_masks`` is set, without its masks (recomputed lazily).
     """
+
+    pickle_masks = False
+    """Include the computed masks when pickling (bigger pickles, warm masks in the other process)."""
 
     def __init__(self, dfa: ByteDFA, vocabulary: Vocabulary) -> None:
         if not vocabulary.eog_ids:
@@ -94,9 +113,22 @@ class RegexGuide:
         self.vocabulary = vocabulary
         self.initial_state = 0
         self._masks: dict[int, TokenMask] = {}
+        self._mask_bytes = 0
         self._lock = threading.Lock()
         self._class_walk: tuple[object, np.ndarray] | None = None
         self._plain_steps: dict[int, int | None] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_class_walk"] = None  # a compressed trie: rebuilt on the next dense state
+        if not self.pickle_masks:
+            state["_masks"], state["_mask_bytes"] = {}, 0
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @classmethod
     def from_regex(cls, pattern: str, vocabulary: Vocabulary) -> RegexGuide:
@@ -112,12 +144,22 @@ class RegexGuide:
         if mask is None:
             mask = self._compute_mask(state)
             with self._lock:
-                self._masks[state] = mask
+                if state not in self._masks:
+                    masks = self._masks
+                    masks[state] = mask
+                    self._mask_bytes += mask.nbytes
+                    while self._mask_bytes > MASK_CACHE_BYTES and len(masks) > 1:
+                        self._mask_bytes -= masks.pop(next(iter(masks))).nbytes
         return mask
 
     @property
     def n_cached_masks(self) -> int:
         return len(self._masks)
+
+    @property
+    def mask_cache_bytes(self) -> int:
+        """Bytes held by the cached masks (at most about :data:`MASK_CACHE_BYTES`)."""
+        return self._mask_bytes
 
     def _compute_mask(self, state: int) -> TokenMask:
         if state == FINISHED:

@@ -12,7 +12,12 @@ import math
 
 
 def _same_length_range(a: str, b: str) -> str:
-    """Regex for the decimal numbers from ``a`` to ``b`` (same number of digits)."""
+    """Regex for the decimal numbers from ``a`` to ``b`` (same number of digits).
+
+    Full sub-ranges (``0...0`` to ``9...9``) become ``[0-9]{n}``, so the
+    regex grows with the square of the digit count at most (it used to
+    double per digit: 13 MB of regex text for ``maximum: 2**63``).
+    """
     if a == b:
         return a
     if len(a) == 1:
@@ -20,11 +25,16 @@ def _same_length_range(a: str, b: str) -> str:
     if a[0] == b[0]:
         return a[0] + _same_length_range(a[1:], b[1:])
     n = len(a) - 1
-    parts = [a[0] + _same_length_range(a[1:], "9" * n)]
-    if int(b[0]) - int(a[0]) > 1:
-        parts.append(f"[{int(a[0]) + 1}-{int(b[0]) - 1}][0-9]{{{n}}}")
-    parts.append(b[0] + _same_length_range("0" * n, b[1:]))
-    return "(?:" + "|".join(parts) + ")"
+    low_full, high_full = a[1:] == "0" * n, b[1:] == "9" * n
+    first = int(a[0]) if low_full else int(a[0]) + 1  # leading digits whose tail is any n digits
+    last = int(b[0]) if high_full else int(b[0]) - 1
+    parts = [] if low_full else [a[0] + _same_length_range(a[1:], "9" * n)]
+    if first <= last:
+        lead = str(first) if first == last else f"[{first}-{last}]"
+        parts.append(f"{lead}[0-9]{{{n}}}")
+    if not high_full:
+        parts.append(b[0] + _same_length_range("0" * n, b[1:]))
+    return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
 
 
 def _non_negative_range(lo: int, hi: int | None) -> str | None:
@@ -34,11 +44,16 @@ def _non_negative_range(lo: int, hi: int | None) -> str | None:
     parts = []
     digits_lo = len(str(lo))
     digits_hi = len(str(hi)) if hi is not None else digits_lo
+    full: list[int] = []  # lengths whose every number is in range: one counted repeat for all
     for n in range(digits_lo, digits_hi + 1):
         first = max(lo, 10 ** (n - 1) if n > 1 else 0)
         last = min(hi, 10**n - 1) if hi is not None else 10**n - 1
-        if first <= last:
+        if n > 1 and first == 10 ** (n - 1) and last == 10**n - 1:
+            full.append(n)
+        elif first <= last:
             parts.append(_same_length_range(str(first), str(last)))
+    if full:
+        parts.append(f"[1-9][0-9]{{{full[0] - 1},{full[-1] - 1}}}")
     if hi is None:
         parts.append(f"[1-9][0-9]{{{digits_lo},}}")
     return "(?:" + "|".join(parts) + ")"

@@ -29,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from . import dfa_cache
 from .dfa_ops import DFAProductTooLargeError, difference, intersect
 from .errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
 from .json_leaves import FORMATS, NUMBER, integer_range, number_range
 from .regex_dfa import (
     MAX_CODEPOINT,
+    MAX_DFA_STATES,
     ByteDFA,
     Fragment,
     NFABuilder,
@@ -42,6 +44,7 @@ from .regex_dfa import (
     _merge_equivalent,
     _normalize,
     _prune_dead,
+    compile_budget,
 )
 
 DEFAULT_MAX_DEPTH = 3
@@ -56,7 +59,8 @@ MAX_LENGTH_CAP = 256
 ``minLength``, if larger): every output still validates, and the automaton
 stays small (each counted character is a few states)."""
 MAX_ITEMS_CAP = 64
-"""Likewise for ``maxItems`` (each counted item is a copy of the item's automaton)."""
+"""Likewise for ``maxItems`` (each counted item is a copy of the item's automaton), and
+for ``maxProperties`` above both this and the number of declared properties."""
 
 
 class SchemaError(OutlinesGGUFError, ValueError):
@@ -253,6 +257,7 @@ class _Compiler:
         if not isinstance(schema, dict):
             raise self.fail(f"a schema must be an object or a boolean, got {type(schema).__name__}", path)
         self.check_keywords(schema, path)
+        self.check_shapes(schema, path)
         if "$ref" in schema:
             return self.ref(schema, path, depth)
         if "allOf" in schema:
@@ -273,6 +278,17 @@ class _Compiler:
         if schema.get("uniqueItems") is True and not self.lenient:
             raise self.fail("keyword 'uniqueItems' cannot be enforced (pass lenient=True to ignore it)", path)
 
+    def check_shapes(self, schema: dict, path: str) -> None:
+        """Reject keyword values of the wrong JSON type (``"maxLength": "x"``, ``"items": 3``)
+        with a :class:`SchemaError` naming the keyword, before anything uses them."""
+        for key, value in schema.items():
+            expected = _SHAPES.get(key)
+            if expected is not None and not _SHAPE_CHECKS[expected](value):
+                raise self.fail(f"{key} must be {expected}, got {_show(value)}", f"{path}/{key}")
+        required = schema.get("required")
+        if isinstance(required, list) and not all(isinstance(name, str) for name in required):
+            raise self.fail("required must be an array of strings", f"{path}/required")
+
     def types(self, schema: dict, path: str) -> list[str]:
         declared = schema.get("type")
         if declared is None:
@@ -289,8 +305,9 @@ class _Compiler:
             return inferred or list(_TYPES)
         listed = declared if isinstance(declared, list) else [declared]
         for t in listed:
-            if t not in _TYPES:
-                raise self.fail(f"unknown type {t!r}", path + "/type")
+            if not isinstance(t, str) or t not in _TYPES:
+                shown = repr(t) if isinstance(t, str) else _show(t)
+                raise self.fail(f"unknown type {shown}", path + "/type")
         if "number" in listed and "integer" in listed:
             listed = [t for t in listed if t != "integer"]
         return list(dict.fromkeys(listed))
@@ -360,6 +377,9 @@ class _Compiler:
     def all_of(self, schema: dict, path: str, depth: int) -> Fragment | None:
         parts = [{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]]
         parts = [self.inline_refs(p, path) for p in parts]
+        for i, part in enumerate(parts[1:]):
+            if isinstance(part, dict):
+                self.check_shapes(part, f"{path}/allOf/{i}")
         merged = _merge_all(parts)
         if merged is not None:
             return self.value(merged, path, depth)
@@ -370,14 +390,23 @@ class _Compiler:
         try:
             for d in dfas[1:]:
                 result = intersect(result, d)  # type: ignore[arg-type]
+                if result is None:
+                    break  # the parts exclude each other
         except DFAProductTooLargeError as exc:
             raise ConstraintTooComplexError(f"{path}: allOf is too large to intersect ({exc})") from exc
         return None if result is None else self.b.dfa(result)
 
     def inline_refs(self, schema: Any, path: str) -> Any:
         """Replace a top-level $ref by its target, so allOf parts can be merged."""
+        seen: set[str] = set()
         while isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
-            schema = self.resolve(schema["$ref"], path)
+            ref = schema["$ref"]
+            if not isinstance(ref, str):
+                raise self.fail("$ref must be a string", path)
+            if ref in seen:
+                raise self.fail(f"$ref {ref!r} refers to itself through $refs only (a cycle)", path)
+            seen.add(ref)
+            schema = self.resolve(ref, path)
         return schema
 
     def any_of(self, schema: dict, path: str, depth: int) -> Fragment | None:
@@ -389,9 +418,12 @@ class _Compiler:
         combined = [{"allOf": [base, b]} if base and set(base) - ANNOTATIONS else b for b in branches]
         if key == "oneOf" and len(combined) > 1 and not self.lenient:
             resolved = [self.flatten(c, path) for c in combined]
+            for i, branch in enumerate(resolved):
+                if isinstance(branch, dict):
+                    self.check_shapes(branch, f"{path}/{key}/{i}")
             for i in range(len(resolved)):
                 for j in range(i + 1, len(resolved)):
-                    if not _disjoint(resolved[i], resolved[j]):
+                    if not _safely_disjoint(resolved[i], resolved[j]):
                         raise self.fail(
                             f"oneOf branches {i} and {j} may both match the same value, so "
                             "'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
@@ -439,6 +471,8 @@ class _Compiler:
         """A schema matching exactly the values ``schema`` rejects (or a subset of them,
         only where noted), or None when we cannot express it."""
         schema = self.flatten(schema, path)
+        if isinstance(schema, dict):
+            self.check_shapes(schema, f"{path}/not")
         if schema is True or schema == {}:
             return False
         if schema is False:
@@ -547,6 +581,10 @@ class _Compiler:
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
                 raise self.fail(f"{name} must be a number", path)
         step = schema.get("multipleOf")
+        if integer and step is not None and not _is_int(step):
+            if not self.lenient:
+                raise self.fail(f"multipleOf {step} on integers cannot be enforced", path)
+            step = None
         if integer or (step is not None and _is_int(step)):
             ilo = None if lo is None else (math.floor(lo) + 1 if lo_x and _is_int(lo) else math.ceil(lo))
             ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x and _is_int(hi) else math.floor(hi))
@@ -568,6 +606,11 @@ class _Compiler:
             first = -(-lo // step) * step
             values = range(first, hi + 1, step)
             return self.b.alt(self.lit(str(v)) for v in values)
+        if step > MAX_DFA_STATES:
+            raise ConstraintTooComplexError(
+                f"{path}: multipleOf {step} needs a {step}-state automaton (the limit is "
+                f"{MAX_DFA_STATES}); bound the value with minimum/maximum"
+            )
         digits = _multiple_of_dfa(step)
         bounded = integer_range(lo, hi)
         if bounded is None:
@@ -614,10 +657,7 @@ class _Compiler:
         if pattern is not None:
             if not isinstance(pattern, str):
                 raise self.fail("pattern must be a string", path)
-            searched = pattern if pattern.startswith("^") else "(?s:.*?)" + f"(?:{pattern})"
-            searched = (
-                searched if pattern.endswith("$") and not pattern.endswith("\\$") else searched + "(?s:.*)"
-            )
+            searched = _searched(pattern)
             yield f"pattern {pattern!r}", lambda b: b.regex(searched, lambda r: json_chars(b, r))
         if fmt_regex is not None:
             yield "format", lambda b: b.regex(fmt_regex, lambda r: json_chars(b, r))
@@ -713,6 +753,9 @@ class _Compiler:
         pattern_props = schema.get("patternProperties", {})
         min_p = int(schema.get("minProperties", 0))
         max_p = schema.get("maxProperties")
+        if max_p is not None and max_p > MAX_ITEMS_CAP:
+            # counted members are states: cap like maxItems (a valid subset)
+            max_p = min(int(max_p), max(MAX_ITEMS_CAP, min_p, len(props)))
         next_depth = depth - 1 if not schema else depth
 
         members: list[tuple[Callable[[], Fragment | None], bool]] = []
@@ -777,8 +820,7 @@ class _Compiler:
         dfas = []
         for p in patterns:
             helper = NFABuilder("patternProperties")
-            searched = "(?s:.*?)" + f"(?:{p})" + "(?s:.*)"
-            dfas.append(helper.build(helper.regex(searched)))
+            dfas.append(helper.build(helper.regex(_searched(p))))
         for i in range(len(dfas)):
             for j in range(i + 1, len(dfas)):
                 both = intersect(dfas[i], dfas[j])
@@ -929,12 +971,73 @@ def _interleave(items: list, make_sep: Callable[[], Fragment]) -> list:
     return out
 
 
+def _searched(pattern: str) -> str:
+    """A full-match regex for the strings in which ``pattern`` is found (JSON Schema searches)."""
+    searched = pattern if pattern.startswith("^") else "(?s:.*?)" + f"(?:{pattern})"
+    return searched if pattern.endswith("$") and not pattern.endswith("\\$") else searched + "(?s:.*)"
+
+
 def _pointer(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
 
 
 def _is_int(x: Any) -> bool:
-    return (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x == int(x))
+    return (isinstance(x, int) and not isinstance(x, bool)) or (
+        isinstance(x, float) and math.isfinite(x) and x == int(x)
+    )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_schema(x: Any) -> bool:
+    return isinstance(x, (dict, bool))
+
+
+_SHAPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "a non-negative integer": lambda v: _is_int(v) and v >= 0,
+    "a number": _is_number,
+    "a number (or a boolean, draft 4)": lambda v: _is_number(v) or isinstance(v, bool),
+    "a positive number": lambda v: _is_number(v) and v > 0,
+    "a string": lambda v: isinstance(v, str),
+    "a boolean": lambda v: isinstance(v, bool),
+    "a schema (an object or a boolean)": _is_schema,
+    "a schema or an array of schemas": lambda v: _is_schema(v) or isinstance(v, list),
+    "an object": lambda v: isinstance(v, dict),
+    "an array": lambda v: isinstance(v, list),
+    "a non-empty array": lambda v: isinstance(v, list) and len(v) > 0,
+    "a string or an array of strings": lambda v: isinstance(v, (str, list)),
+    "an array of strings (or a boolean, draft 3)": lambda v: isinstance(v, (list, bool)),
+}
+_SHAPES: dict[str, str] = {
+    **dict.fromkeys(
+        ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"),
+        "a non-negative integer",
+    ),
+    **dict.fromkeys(("minimum", "maximum"), "a number"),
+    **dict.fromkeys(("exclusiveMinimum", "exclusiveMaximum"), "a number (or a boolean, draft 4)"),
+    "multipleOf": "a positive number",
+    **dict.fromkeys(("pattern", "format", "$ref"), "a string"),
+    "uniqueItems": "a boolean",
+    **dict.fromkeys(("additionalProperties", "additionalItems", "not"), "a schema (an object or a boolean)"),
+    "items": "a schema or an array of schemas",
+    **dict.fromkeys(("properties", "patternProperties", "$defs", "definitions"), "an object"),
+    **dict.fromkeys(("prefixItems", "enum", "allOf"), "an array"),
+    **dict.fromkeys(("anyOf", "oneOf"), "a non-empty array"),
+    "type": "a string or an array of strings",
+    "required": "an array of strings (or a boolean, draft 3)",
+}
+"""The JSON type each keyword's value must have (checked before the keyword is used)."""
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short JSON rendering of a schema value, for error messages."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _FAMILY = {
@@ -1031,6 +1134,14 @@ def _json_type(v: Any) -> str:
     if isinstance(v, float):
         return "number"
     return {str: "string", list: "array", dict: "object"}[type(v)]
+
+
+def _safely_disjoint(a: Any, b: Any) -> bool:
+    """:func:`_disjoint`, False (not provably disjoint) where nested values are malformed."""
+    try:
+        return _disjoint(a, b)
+    except (TypeError, AttributeError, KeyError, ValueError):
+        return False
 
 
 def _disjoint(a: Any, b: Any) -> bool:
@@ -1159,6 +1270,8 @@ def load_schema(schema: Any) -> tuple[Any, bool]:
             return json.loads(schema), False
         except json.JSONDecodeError as exc:
             raise SchemaError(f"the schema is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ConstraintTooComplexError("the schema is nested too deeply") from exc
     if isinstance(schema, (dict, bool)):
         return schema, False
     raise SchemaError(
@@ -1209,6 +1322,11 @@ def canonical_schema(root: Any) -> str:
         return json.dumps(root, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SchemaError(f"the schema is not plain JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ConstraintTooComplexError("the schema is nested too deeply") from exc
+
+
+_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, ZeroDivisionError)
 
 
 @lru_cache(maxsize=128)
@@ -1221,9 +1339,24 @@ def compile_canonical(
             re.compile(whitespace_pattern)
         except re.error as exc:
             raise SchemaError(f"invalid whitespace_pattern: {exc}") from exc
+    key = json.dumps([canonical, whitespace_pattern, max_depth, lenient, extra], ensure_ascii=False)
+    return dfa_cache.cached(
+        "json", key, lambda: _compile(canonical, whitespace_pattern, max_depth, lenient, extra)
+    )
+
+
+def _compile(
+    canonical: str, whitespace_pattern: str | None, max_depth: int, lenient: bool, extra: bool | None
+) -> ByteDFA:
     ws = Whitespace.from_pattern(whitespace_pattern)
-    compiler = _Compiler(json.loads(canonical), ws, max_depth, lenient, extra)
     try:
-        return compiler.compile()
+        compiler = _Compiler(json.loads(canonical), ws, max_depth, lenient, extra)
+        with compile_budget("JSON schema"):
+            return compiler.compile()
     except RecursionError as exc:
         raise ConstraintTooComplexError("the schema is nested too deeply") from exc
+    except OutlinesGGUFError:
+        raise
+    except _MALFORMED as exc:
+        # a malformed value no check above anticipated: still a clear input error, never a crash
+        raise SchemaError(f"the schema is malformed ({type(exc).__name__}: {exc})") from exc

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
 
-from .errors import ProcessorFailedError, VocabularyError
+from .errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
 from .guide import Guide, RegexGuide, cached_guide
 from .json_schema import DEFAULT_MAX_DEPTH, compile_canonical, prepare_schema
 from .vocabulary import Vocabulary, as_vocabulary
@@ -37,8 +38,18 @@ class GuideLogitsProcessor:
     prompt length); later calls advance the guide by the tokens that arrived
     since. A call whose ``input_ids`` do not extend the previous ones by
     exactly one token starts a new generation, so one processor can be
-    reused for many prompts, one after another. One processor follows one
-    sequence at a time: do not share it between concurrent generations.
+    reused for many prompts, one after another.
+
+    One processor follows one sequence at a time. Calls are serialized by a
+    lock, and a thread that starts a new generation while another thread's
+    generation is under way (not complete, not failed, not ``reset()``) is
+    refused with :class:`~outlines_gguf.errors.ConcurrentUseError`: both
+    generations are stopped, ``raise_if_failed()`` reports it, and the
+    processor refuses every call (forcing end-of-generation) until
+    ``reset()``. A sequence may move between threads (a stream iterated from
+    a thread pool). Use one processor per concurrent sequence; the guide
+    behind it is shared and thread-safe. Processors pickle (their guide without its mask cache), for
+    worker processes.
     """
 
     def __init__(self, guide: Guide, vocabulary: Vocabulary | None = None) -> None:
@@ -47,18 +58,37 @@ class GuideLogitsProcessor:
         self._eog = self.vocabulary.eog_array.astype(np.intp)
         self.error: BaseException | None = None
         self.calls = 0
+        self._call_lock = threading.Lock()
+        self._conflict: ConcurrentUseError | None = None
         self.reset()
 
     # -- state ------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget the current generation; the next call starts a new one."""
+        """Forget the current generation (and a concurrent use seen before): the next call,
+        from any thread, starts a new one."""
+        with self._call_lock:
+            self._conflict = None
+            self._reset()
+
+    def _reset(self) -> None:
         self.state: Hashable = self.guide.initial_state
         self.prompt_length: int | None = None
         self.generated_ids: list[int] = []
         self._seen: np.ndarray | None = None
         self._failed = False
+        self._owner: int | None = None  # the thread that drives the current generation
         self.error = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_call_lock"]
+        state["_owner"] = None  # thread ids mean nothing in another process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._call_lock = threading.Lock()
 
     def _continues(self, input_ids: np.ndarray) -> bool:
         seen = self._seen
@@ -76,31 +106,56 @@ class GuideLogitsProcessor:
     # -- the hook ---------------------------------------------------------------------------
 
     def __call__(self, input_ids: Any, scores: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        try:
-            input_ids = np.asarray(input_ids)
-            continues = self._continues(input_ids)
-            if not continues:
-                self.reset()
-                self.prompt_length = int(input_ids.shape[0])
-            self._seen = input_ids.copy()
-            if continues:
-                token = int(input_ids[-1])
-                self.generated_ids.append(token)
-                if not self._failed:
-                    self.state = self.guide.next_state(self.state, token)
-            if self._failed:
-                self._force_eog(scores)
-                return scores
-            if scores.shape[-1] != self.vocabulary.size:
-                raise VocabularyError(
-                    f"scores have {scores.shape[-1]} entries but the processor's vocabulary has "
-                    f"{self.vocabulary.size}: it was built for another model"
-                )
-            self.guide.mask(self.state).apply(scores)
-        except Exception as exc:
-            self._fail(exc, scores)
+        with self._call_lock:
+            self.calls += 1
+            try:
+                self._step(input_ids, scores)
+            except Exception as exc:
+                self._fail(exc, scores)
         return scores
+
+    def _generation_active(self) -> bool:
+        """A generation was started, has not failed, and its text is not yet complete."""
+        return self.prompt_length is not None and not self._failed and not self.guide.is_final(self.state)
+
+    def _step(self, input_ids: Any, scores: np.ndarray) -> None:
+        if self._conflict is not None:  # refused until reset(): the sequences may be mixed up
+            self.error = self.error or self._conflict
+            self._failed = True
+            self._force_eog(scores)
+            return
+        input_ids = np.asarray(input_ids)
+        if input_ids.ndim != 1:
+            raise VocabularyError(f"input_ids must be a 1-D array of token ids, not shape {input_ids.shape}")
+        thread = threading.get_ident()
+        continues = self._continues(input_ids)
+        if not continues:
+            if self._owner not in (None, thread) and self._generation_active():
+                self._conflict = ConcurrentUseError(
+                    f"{type(self).__name__} is already following a generation started by another "
+                    "thread, which has not finished: use one processor per concurrent sequence (or "
+                    "call reset() before handing a processor with an unfinished generation to "
+                    "another thread). It refuses every call until reset()."
+                )
+                raise self._conflict
+            self._reset()
+            self.prompt_length = int(input_ids.shape[0])
+        self._owner = thread
+        self._seen = input_ids.copy()
+        if continues:
+            token = int(input_ids[-1])
+            self.generated_ids.append(token)
+            if not self._failed:
+                self.state = self.guide.next_state(self.state, token)
+        if self._failed:
+            self._force_eog(scores)
+            return
+        if np.ndim(scores) != 1 or scores.shape[0] != self.vocabulary.size:
+            raise VocabularyError(
+                f"scores have shape {np.shape(scores)} but the processor's vocabulary has "
+                f"{self.vocabulary.size} tokens: it was built for another model"
+            )
+        self.guide.mask(self.state).apply(scores)
 
     def _fail(self, exc: BaseException, scores: np.ndarray) -> None:
         logger.error(
@@ -109,7 +164,10 @@ class GuideLogitsProcessor:
         if self.error is None:
             self.error = exc
         self._failed = True
-        self._force_eog(scores)
+        try:
+            self._force_eog(scores)
+        except Exception as inner:  # scores that cannot even hold -inf: nothing more to do here
+            logger.error("outlines-gguf: could not force end of generation: %s", inner)
 
     def _force_eog(self, scores: np.ndarray) -> None:
         eog = self._eog[self._eog < scores.shape[-1]]

@@ -103,6 +103,7 @@ class LogitTrackingProcessor:
         self.accumulate = accumulate
         self.generations = 0
         self.error: Exception | None = None
+        self._failed = False
         self._seen: np.ndarray | None = None
         self._warned = False
         self.clear()
@@ -111,10 +112,19 @@ class LogitTrackingProcessor:
 
     def __call__(self, input_ids: Any, scores: np.ndarray) -> np.ndarray:
         ids = np.asarray(input_ids)
-        if ids.ndim != 1 or scores.ndim != 1:
+        if ids.ndim != 1 or np.ndim(scores) != 1:  # a batch: never from llama-cpp-python
             raise ValueError(
                 "LogitTrackingProcessor tracks a single sequence: input_ids and scores must be 1-D"
             )
+        # past this point, never raise into llama-cpp-python: it would swallow the error and
+        # go on sampling without the wrapped processor
+        try:
+            self._track(ids, input_ids, scores)
+        except Exception as exc:
+            self._fail(exc, scores)
+        return scores
+
+    def _track(self, ids: np.ndarray, input_ids: Any, scores: np.ndarray) -> None:
         continues = (
             self._seen is not None
             and ids.shape[0] == self._seen.shape[0] + 1
@@ -125,6 +135,7 @@ class LogitTrackingProcessor:
         else:
             self.generations += 1
             self.error = None
+            self._failed = False
             if not self.accumulate and self._n:
                 if not self._read and not self._warned:
                     logger.warning(
@@ -144,8 +155,9 @@ class LogitTrackingProcessor:
                     scores[:] = out
             except Exception as exc:
                 self._fail(exc, scores)
+            if self._failed:  # stays stopped for the rest of this generation
+                self._force_eog(scores)
         self._record(natural, scores)
-        return scores
 
     def _fail(self, exc: Exception, scores: np.ndarray) -> None:
         logger.error(
@@ -156,7 +168,14 @@ class LogitTrackingProcessor:
         )
         if self.error is None:
             self.error = exc
-        if self.vocabulary is not None:
+        self._failed = True
+        try:
+            self._force_eog(scores)
+        except Exception as inner:
+            logger.error("outlines-gguf: could not force end of generation: %s", inner)
+
+    def _force_eog(self, scores: np.ndarray) -> None:
+        if self.vocabulary is not None:  # else the EOG ids are unknown: pass vocabulary= to stop generation
             eog = self.vocabulary.eog_array
             scores[:] = -np.inf
             scores[eog[eog < scores.shape[-1]]] = 0.0

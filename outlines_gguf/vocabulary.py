@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ _NEVER_EMITTED_ATTRS = ATTR_CONTROL | ATTR_UNKNOWN | ATTR_UNUSED
 # Filler tokens that converters add to pad a vocabulary (Qwen2's "[PAD151931]"):
 # llama.cpp renders them as literal text, but no model means them as text.
 _PADDING = re.compile(rb"\[PAD\d+\]|<pad>|<\|pad\|>|<\|?unused\d*\|?>|\[unused\d+\]")
+_CLASS_TRIE_LOCK = threading.Lock()
 
 
 class Vocabulary:
@@ -75,6 +77,35 @@ class Vocabulary:
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.name = name
+
+    # -- pickling ---------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tokens as one byte string and an array of lengths; derived structures (trie,
+        plain-text index, ...) are left out and rebuilt lazily in the other process."""
+        lazy = {
+            name
+            for klass in type(self).__mro__
+            for name, value in vars(klass).items()
+            if isinstance(value, cached_property)
+        }
+        state = {k: v for k, v in self.__dict__.items() if k not in lazy and k != "_class_tries"}
+        if "hash" in self.__dict__:
+            state["hash"] = self.__dict__["hash"]  # cheap to keep, costly to recompute
+        lengths = np.fromiter((len(t) for t in self.tokens), dtype=np.uint32, count=len(self.tokens))
+        state["tokens"] = (b"".join(self.tokens), lengths.astype(np.min_scalar_type(int(lengths.max()))))
+        state["eog_ids"] = sorted(self.eog_ids)
+        state["special_ids"] = sorted(self.special_ids)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        blob, lengths = state.pop("tokens")
+        ends = np.cumsum(lengths, dtype=np.int64).tolist()
+        starts = [0, *ends[:-1]]
+        self.__dict__.update(state)
+        self.tokens = tuple(blob[a:b] for a, b in zip(starts, ends, strict=True))
+        self.eog_ids = frozenset(state["eog_ids"])
+        self.special_ids = frozenset(state["special_ids"])
 
     # -- constructors ---------------------------------------------------------------
 
@@ -201,9 +232,11 @@ class Vocabulary:
         cache = self.__dict__.setdefault("_class_tries", {})
         trie = cache.get(key)
         if trie is None:
-            if len(cache) >= 16:
-                cache.pop(next(iter(cache)))
-            trie = cache[key] = self.trie.compress(np.frombuffer(key, dtype=np.uint8))
+            trie = self.trie.compress(np.frombuffer(key, dtype=np.uint8))
+            with _CLASS_TRIE_LOCK:  # several guides may share this vocabulary across threads
+                if key not in cache and len(cache) >= 16:
+                    cache.pop(next(iter(cache)))
+                trie = cache.setdefault(key, trie)
         return trie
 
     def decode(self, ids: Iterable[int]) -> bytes:

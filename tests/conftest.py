@@ -6,7 +6,10 @@ A missing file is an error, not a skip: CI must never pass without them.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,13 @@ from outlines_gguf import Vocabulary
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+# Compiled automata are cached on disk by default (outlines_gguf/dfa_cache.py): tests use a
+# fresh folder per session, never the user's ~/.cache.
+if "OUTLINES_GGUF_CACHE_DIR" not in os.environ:
+    _cache_dir = tempfile.mkdtemp(prefix="outlines-gguf-test-cache-")
+    os.environ["OUTLINES_GGUF_CACHE_DIR"] = _cache_dir
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = Path(os.environ.get("OUTLINES_GGUF_MODELS", ROOT / "models"))
