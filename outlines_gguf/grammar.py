@@ -266,6 +266,41 @@ def _load_lark(text: str, start: str):
         lark_logger.setLevel(level)
 
 
+def _check_productive(rules, start: str) -> None:
+    """Raise EmptyLanguageError if ``start`` derives no finite text (rules without a base case)."""
+    productive: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for rule in rules:
+            origin = str(rule.origin.name)
+            if origin in productive:
+                continue
+            if all(sym.is_term or str(sym.name) in productive for sym in rule.expansion):
+                productive.add(origin)
+                changed = True
+    reachable, todo = {start}, [start]
+    while todo:
+        name = todo.pop()
+        for rule in rules:
+            if str(rule.origin.name) == name:
+                for sym in rule.expansion:
+                    if not sym.is_term and str(sym.name) not in reachable:
+                        reachable.add(str(sym.name))
+                        todo.append(str(sym.name))
+    stuck = sorted(reachable - productive)
+    if start not in productive:
+        raise EmptyLanguageError(
+            f"the grammar accepts no text: rule(s) {', '.join(stuck)} never finish "
+            "(every alternative needs the rule itself again: add a base case)"
+        )
+    if stuck:  # generation could enter them and never finish
+        raise GrammarError(
+            f"rule(s) {', '.join(stuck)} can never finish (every alternative needs the rule itself "
+            "again): add a base case or remove them"
+        )
+
+
 class Grammar:
     """A Lark grammar, compiled for byte-by-byte recognition (see the module docstring).
 
@@ -289,6 +324,7 @@ class Grammar:
                 len(self.conflicts),
                 "; ".join(self.conflicts[:3]),
             )
+        _check_productive(lark.rules, start)
         frontend = lark.parser
         contextual = frontend.lexer
         self.ignore: frozenset[str] = frozenset(lark.ignore_tokens)
