@@ -1,7 +1,8 @@
 """An on-disk cache of compiled automata, so a new process need not compile again.
 
-Compiling a JSON schema takes from a few milliseconds to a second; loading
-its automaton from disk takes well under a millisecond or two. Entries are
+Compiling a JSON schema takes from a few milliseconds to a few seconds;
+loading its automaton from disk about two milliseconds (median 2.0 ms against
+43 ms on 270 JSONSchemaBench schemas). Entries are
 ``.npz`` files (two arrays and a JSON header, read with
 ``allow_pickle=False``: nothing in them is ever unpickled) under
 ``$OUTLINES_GGUF_CACHE_DIR`` (default ``~/.cache/outlines-gguf``), named by

@@ -45,8 +45,9 @@ class ConcurrentUseError(OutlinesGGUFError, RuntimeError):
 
     A processor follows one sequence: a second thread that starts a
     generation while another thread's generation is still under way is
-    refused (both are stopped, and ``raise_if_failed()`` reports this). Use
-    one processor per concurrent sequence; guides are shared safely.
+    refused (both are stopped, ``raise_if_failed()`` reports this, and the
+    processor refuses every call until ``reset()``). Use one processor per
+    concurrent sequence; guides are shared safely.
     """
 
 
