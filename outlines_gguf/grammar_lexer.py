@@ -86,27 +86,32 @@ class LexerAutomaton:
             for t, s in enumerate(states):
                 if s >= 0:
                     nxt_cols[t] = rows[t][s]
-            row = []
-            for c in range(n_classes):
-                col = nxt_cols[:, c]
-                if (col < 0).all():
-                    row.append(DEAD)
+            # the flags each class adds (terminals of the scan list that accept after it)
+            added = np.zeros(n_classes, dtype=object if k > 62 else np.int64)
+            for t in scan_idx:
+                nxt = nxt_cols[t]
+                hit = (nxt >= 0) & accepting[t][np.maximum(nxt, 0)]
+                if hit.any():
+                    added[hit] |= 1 << t
+            dead = (nxt_cols < 0).all(axis=0)
+            # classes that lead to the same terminal states (hence the same added flags) share a lookup
+            columns, first, inverse = np.unique(nxt_cols.T, axis=0, return_index=True, return_inverse=True)
+            targets = []
+            for j, c in enumerate(first.tolist()):
+                if dead[c]:
+                    targets.append(DEAD)
                     continue
-                new_flags = flags
-                for t in scan_idx:
-                    s = col[t]
-                    if s >= 0 and accepting[t][s]:
-                        new_flags |= 1 << t
-                key = (tuple(col.tolist()), new_flags, True)
-                j = keys.get(key)
-                if j is None:
-                    j = keys[key] = len(order)
+                key = (tuple(columns[j, :k].tolist()), flags | int(added[c]), True)
+                target = keys.get(key)
+                if target is None:
+                    target = keys[key] = len(order)
                     order.append(key)
-                    if j >= MAX_LEXER_STATES:
+                    if target >= MAX_LEXER_STATES:
                         raise ConstraintTooComplexError(
                             f"the lexer for terminals {self.names} needs more than {MAX_LEXER_STATES} states"
                         )
-                row.append(j)
+                targets.append(target)
+            row = np.asarray(targets, dtype=np.int64)[inverse.reshape(-1)].tolist()
             delta.append(row)
 
         emits: list[str | None] = []
