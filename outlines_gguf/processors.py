@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
 from .guide import Guide, RegexGuide, cached_guide
-from .json_schema import DEFAULT_MAX_DEPTH, compile_canonical, prepare_schema
+from .json_schema import DEFAULT_MAX_DEPTH, SchemaError, compile_canonical, prepare_schema
 from .vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
@@ -211,6 +211,12 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
     here, naming the keyword and where it is, unless ``lenient=True``.
     See :func:`~outlines_gguf.json_schema.compile_json_schema` for
     ``max_depth`` and ``extra_properties``.
+
+    ``engine="grammar"`` compiles the schema to a Lark grammar instead
+    (:func:`~outlines_gguf.json_grammar.schema_to_lark`) for recursive
+    schemas (trees, linked lists) that must nest deeper than ``max_depth``;
+    it supports a smaller set of keywords and raises ``SchemaError`` for the
+    others.
     """
 
     def __init__(
@@ -222,11 +228,23 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         max_depth: int = DEFAULT_MAX_DEPTH,
         lenient: bool = False,
         extra_properties: bool | None = None,
+        engine: str = "dfa",
     ) -> None:
         vocabulary = as_vocabulary(tokenizer)
         canonical, extra = prepare_schema(schema, extra_properties)
         self.schema = json.loads(canonical)
         self.pydantic_model = schema if isinstance(schema, type) else None
+        if engine == "grammar":
+            if whitespace_pattern is not None or lenient or extra:
+                raise SchemaError("engine='grammar' takes no whitespace_pattern, lenient or extra_properties")
+            from .cfg_guide import CFGGuide
+            from .json_grammar import schema_to_lark
+
+            self.grammar = schema_to_lark(self.schema)
+            super().__init__(CFGGuide.from_grammar(self.grammar, vocabulary), vocabulary)
+            return
+        if engine != "dfa":
+            raise ValueError(f"engine must be 'dfa' or 'grammar', not {engine!r}")
         key = ("json", canonical, whitespace_pattern, max_depth, lenient, extra)
 
         def build() -> RegexGuide:

@@ -1,0 +1,105 @@
+"""Recursive JSON Schemas through the grammar engine (JSONLogitsProcessor(engine="grammar"))."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+from pydantic import BaseModel
+from sampling import strided_scores
+
+from outlines_gguf import Grammar, JSONLogitsProcessor, SchemaError, Vocabulary
+from outlines_gguf.json_grammar import schema_to_lark
+
+TREE = {
+    "$defs": {
+        "node": {
+            "type": "object",
+            "properties": {
+                "value": {"type": "integer"},
+                "label": {"enum": ["a", "b", None]},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+            },
+            "required": ["value"],
+        }
+    },
+    "$ref": "#/$defs/node",
+}
+
+
+class Cons(BaseModel):
+    head: str
+    tail: Cons | None = None
+
+
+def test_deep_recursion_is_accepted_exactly() -> None:
+    grammar = Grammar(schema_to_lark(TREE))
+    deep = {"value": 0}
+    for i in range(1, 30):  # far deeper than the automaton path's depth limit
+        deep = {"value": i, "children": [deep, {"value": -i, "label": None}]}
+    for text in (json.dumps(deep), json.dumps(deep, separators=(",", ":"))):
+        assert grammar.accepts(text.encode())
+    # missing required, wrong type, an extra property, another order
+    bad_texts = [
+        '{"children": []}', '{"value": 1.5}', '{"value": 1, "extra": 2}', '{"label": "a", "value": 1}'
+    ]
+    for bad in bad_texts:
+        assert not grammar.accepts(bad.encode()), bad
+    assert grammar.conflicts == []
+
+
+@pytest.mark.parametrize("schema", [TREE, Cons], ids=["tree", "pydantic-cons"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_logits_give_valid_documents(real_vocab: Vocabulary, schema, seed: int) -> None:
+    processor = JSONLogitsProcessor(schema, real_vocab, engine="grammar")
+    guide = processor.guide
+    rng = np.random.default_rng(seed)
+    ids = [5, 6]
+    state = guide.initial_state
+    for _ in range(60):
+        logits = rng.normal(0.0, 3.0, real_vocab.size).astype(np.float32)
+        records, view = strided_scores(logits)
+        processor(np.array(ids, dtype=np.intc), view)
+        final = records["logit"]
+        token = int(np.argmax(final + rng.gumbel(size=final.shape[0]).astype(np.float32)))
+        if token in real_vocab.eog_ids:
+            break
+        ids.append(token)
+        state = guide.next_state(state, token)
+    processor.raise_if_failed()
+    tokens = ids[2:]
+    if not guide.is_final(state):
+        completion = guide.grammar.shortest_completion(state)
+        text = real_vocab.decode(tokens) + completion
+    else:
+        text = real_vocab.decode(tokens)
+    document = json.loads(text)
+    if isinstance(schema, dict):
+        jsonschema.validate(document, schema)
+    else:
+        schema.model_validate(document)
+
+
+@pytest.mark.parametrize(
+    ("schema", "needle"),
+    [
+        ({"type": "string", "pattern": "a+"}, "pattern"),
+        ({"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}}}, "maxLength"),
+        ({"$ref": "#/$defs/missing"}, "does not resolve"),
+        ({"type": "object", "additionalProperties": True}, "additionalProperties"),
+        ({"type": "widget"}, "widget"),
+    ],
+)
+def test_unsupported_keywords_are_errors_not_silence(schema, needle: str) -> None:
+    with pytest.raises(SchemaError, match=needle):
+        schema_to_lark(schema)
+
+
+def test_engine_argument_is_checked() -> None:
+    vocab = Vocabulary([b"", b"{", b"}", b"1"], eog_ids=[0], special_ids=[], name="tiny")
+    with pytest.raises(ValueError, match="engine"):
+        JSONLogitsProcessor({"type": "integer"}, vocab, engine="magic")
+    with pytest.raises(SchemaError, match="whitespace_pattern"):
+        JSONLogitsProcessor({"type": "integer"}, vocab, whitespace_pattern=" ?", engine="grammar")
