@@ -139,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("schema", help="a JSON Schema file, or the schema as inline JSON")
     p.add_argument("--whitespace-pattern", default=None, help="regex for whitespace between JSON tokens")
     p = sub.add_parser("cfg", parents=common, help="text in the language of a Lark grammar")
-    p.add_argument("grammar", type=Path, help="a Lark grammar file")
+    p.add_argument(
+        "grammar", type=Path,
+        help="a Lark grammar file, or a shipped grammar: json, arithmetic, sql_select, program",
+    )
     p = sub.add_parser("choice", parents=common, help="one of the given strings")
     p.add_argument("choices", nargs="+", help="the strings to choose from")
     return parser
@@ -164,7 +167,11 @@ def read_schema(arg: str) -> Any:
 
 
 def read_grammar(path: Path) -> str:
-    """The text of a grammar file."""
+    """The text of a grammar file, or of a shipped grammar named like one (``json``)."""
+    from . import grammars
+
+    if not path.exists() and str(path) in grammars.names():
+        return grammars.load(str(path))
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -79,6 +79,19 @@ def test_choice_with_chat_template() -> None:
     assert proc.stdout in ("yes\n", "no\n", "maybe so\n")
 
 
+def test_cfg_with_a_shipped_grammar() -> None:
+    from lark import Lark
+
+    from outlines_gguf import grammars
+
+    # a random-weight model rarely closes every bracket: either a sentence or an honest "incomplete"
+    proc = cli("cfg", "arithmetic", "-p", "Sum: ", "--seed", "3", "--max-tokens", "60")
+    if proc.returncode == 0:
+        Lark(grammars.ARITHMETIC, parser="lalr").parse(proc.stdout.rstrip("\n"))
+    else:
+        assert proc.returncode == 1 and "before the grammar was complete" in proc.stderr, proc.stderr
+
+
 def test_cfg(tmp_path: Path) -> None:
     path = tmp_path / "sum.lark"
     path.write_text(GRAMMAR)
