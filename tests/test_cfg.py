@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from lark import Lark
 from lark.exceptions import LarkError
-from sampling import strided_scores
+from sampling import generate, strided_scores
 
 from outlines_gguf import (
     CFGGuide,
@@ -273,21 +273,8 @@ def test_random_logits_give_sentences_lark_parses(real_vocab: Vocabulary, name: 
     text = REFERENCE if name == "reference" else grammars.load(name)
     processor = CFGLogitsProcessor(text, real_vocab)
     rng = np.random.default_rng(seed)
-    prompt = [5, 6, 7]
-    ids = list(prompt)
-    ended = False
-    for _ in range(40):
-        logits = rng.normal(0.0, 3.0, real_vocab.size).astype(np.float32)
-        records, view = strided_scores(logits)
-        processor(np.array(ids, dtype=np.intc), view)
-        final = records["logit"]
-        token = int(np.argmax(final + rng.gumbel(size=final.shape[0]).astype(np.float32)))
-        if token in real_vocab.eog_ids:
-            ended = True
-            break
-        ids.append(token)
+    generated, ended = generate(processor, rng, prompt=[5, 6, 7], max_tokens=40)
     processor.raise_if_failed()
-    generated = ids[len(prompt) :]
     state = processor.guide.initial_state
     for t in generated:
         state = processor.guide.next_state(state, t)

@@ -8,7 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 from pydantic import BaseModel
-from sampling import strided_scores
+from sampling import generate
 
 from outlines_gguf import Grammar, JSONLogitsProcessor, SchemaError, Vocabulary
 from outlines_gguf.json_grammar import schema_to_lark
@@ -55,26 +55,14 @@ def test_deep_recursion_is_accepted_exactly() -> None:
 def test_random_logits_give_valid_documents(real_vocab: Vocabulary, schema, seed: int) -> None:
     processor = JSONLogitsProcessor(schema, real_vocab, engine="grammar")
     guide = processor.guide
-    rng = np.random.default_rng(seed)
-    ids = [5, 6]
-    state = guide.initial_state
-    for _ in range(60):
-        logits = rng.normal(0.0, 3.0, real_vocab.size).astype(np.float32)
-        records, view = strided_scores(logits)
-        processor(np.array(ids, dtype=np.intc), view)
-        final = records["logit"]
-        token = int(np.argmax(final + rng.gumbel(size=final.shape[0]).astype(np.float32)))
-        if token in real_vocab.eog_ids:
-            break
-        ids.append(token)
-        state = guide.next_state(state, token)
+    tokens, _ = generate(processor, np.random.default_rng(seed), prompt=[5, 6], max_tokens=60)
     processor.raise_if_failed()
-    tokens = ids[2:]
-    if not guide.is_final(state):
-        completion = guide.grammar.shortest_completion(state)
-        text = real_vocab.decode(tokens) + completion
-    else:
-        text = real_vocab.decode(tokens)
+    state = guide.initial_state
+    for token in tokens:
+        state = guide.next_state(state, token)
+    text = real_vocab.decode(tokens)
+    if not guide.is_final(state):  # cut at max_tokens: finish it the shortest way
+        text += guide.grammar.shortest_completion(state)
     document = json.loads(text)
     if isinstance(schema, dict):
         jsonschema.validate(document, schema)
