@@ -33,7 +33,7 @@ from .errors import ConstraintViolationError, VocabularyError
 from .grammar import Config, Grammar, compile_grammar
 from .grammar_lexer import CROSS
 from .guide import FINISHED, TokenMask, cached_guide
-from .token_trie import TokenTrie, concat_ranges
+from .token_trie import TokenTrie
 from .vocabulary import Vocabulary
 
 MASK_CACHE_SIZE = 1024
@@ -240,17 +240,9 @@ class CFGGuide:
         if not entered:
             nodes, states = self._enter(flat, stride, nodes, states, cross_nodes, cross_from)
         while nodes.size:
-            counts = trie.term_count[nodes]
-            ends = counts > 0
-            if ends.any():
-                found.append(trie.term_tokens[concat_ranges(trie.term_start[nodes[ends]], counts[ends])])
-            counts = trie.n_children[nodes]
-            inner = counts > 0
-            if not inner.any():
+            children, parents = trie.step(nodes, states, found)
+            if children is None:
                 break
-            counts = counts[inner]
-            children = concat_ranges(trie.first_child[nodes[inner]], counts)
-            parents = np.repeat(states[inner], counts)
             nodes, states = self._enter(flat, stride, children, parents, cross_nodes, cross_from)
         return (
             np.concatenate(found) if found else np.empty(0, dtype=np.int32),

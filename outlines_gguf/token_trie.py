@@ -213,6 +213,22 @@ class TokenTrie:
             int(new_level_start[1] if len(new_level_start) > 1 else offset),
         )
 
+    def step(
+        self, nodes: np.ndarray, states: np.ndarray, found: list[np.ndarray]
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """One level of a walk: append the tokens ending at ``nodes`` to ``found``; return the
+        children of ``nodes`` and the state of each one's parent (None when there are none)."""
+        counts = self.term_count[nodes]
+        ends = counts > 0
+        if ends.any():
+            found.append(self.term_tokens[concat_ranges(self.term_start[nodes[ends]], counts[ends])])
+        counts = self.n_children[nodes]
+        inner = counts > 0
+        if not inner.any():
+            return None, states
+        counts = counts[inner]
+        return concat_ranges(self.first_child[nodes[inner]], counts), np.repeat(states[inner], counts)
+
     def walk(self, transitions: np.ndarray, state: int, first_bytes: np.ndarray | None = None) -> np.ndarray:
         """All tokens that keep an automaton alive from ``state``.
 
@@ -234,21 +250,10 @@ class TokenTrie:
             if nodes.size <= _NARROW and int(self._subtree_size[nodes].sum()) <= _NARROW_NODES:
                 found_tokens.append(self._walk_narrow(flat, stride, nodes, states))
                 break
-            counts = self.term_count[nodes]
-            ends = counts > 0
-            if ends.any():
-                found_tokens.append(
-                    self.term_tokens[concat_ranges(self.term_start[nodes[ends]], counts[ends])]
-                )
-            counts = self.n_children[nodes]
-            inner = counts > 0
-            if not inner.any():
+            children, parents = self.step(nodes, states, found_tokens)
+            if children is None:
                 break
-            counts = counts[inner]
-            children = concat_ranges(self.first_child[nodes[inner]], counts)
-            child_states = flat[
-                np.repeat(states[inner].astype(np.int64), counts) * stride + self.node_byte[children]
-            ]
+            child_states = flat[parents.astype(np.int64) * stride + self.node_byte[children]]
             alive = child_states >= 0
             nodes, states = children[alive], child_states[alive]
         if not found_tokens:
