@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from outlines_gguf import GuideLogitsProcessor
+from outlines_gguf import GuideLogitsProcessor, Vocabulary
+
+TOY_TOKENS = [b"", b"", b"0", b"1", b"12", b"123", b"a", b"ab", b"-", b"9", b"99"]
+"""A toy vocabulary's tokens: 0 ends generation, 1 is a control token."""
+TOY_EOG, TOY_CONTROL = 0, 1
+TOY_VOCAB = Vocabulary(TOY_TOKENS, eog_ids=[TOY_EOG], special_ids=[TOY_CONTROL], name="toy")
 
 
 def strided_scores(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

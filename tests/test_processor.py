@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sampling import generate, strided_scores
+from sampling import TOY_CONTROL, TOY_EOG, TOY_TOKENS, TOY_VOCAB, generate, strided_scores
 
 from outlines_gguf import (
     ProcessorFailedError,
@@ -17,9 +17,7 @@ from outlines_gguf import (
     Vocabulary,
 )
 
-TOKENS = [b"", b"", b"0", b"1", b"12", b"123", b"a", b"ab", b"-", b"9", b"99"]
-EOG, CONTROL = 0, 1
-VOCAB = Vocabulary(TOKENS, eog_ids=[EOG], special_ids=[CONTROL])
+TOKENS, EOG, CONTROL, VOCAB = TOY_TOKENS, TOY_EOG, TOY_CONTROL, TOY_VOCAB
 
 
 def call(proc: RegexLogitsProcessor, ids: list[int]) -> np.ndarray:

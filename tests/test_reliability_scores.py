@@ -15,19 +15,16 @@ from conftest import load_vocab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from sampling import strided_scores
+from sampling import TOY_CONTROL, TOY_EOG, TOY_TOKENS, TOY_VOCAB, strided_scores
 
 from outlines_gguf import (
     ConstraintViolationError,
     ProcessorFailedError,
     RegexLogitsProcessor,
-    Vocabulary,
     VocabularyError,
 )
 
-TOKENS = [b"", b"", b"0", b"1", b"12", b"123", b"a", b"ab", b"-", b"9", b"99"]
-EOG, CONTROL = 0, 1
-VOCAB = Vocabulary(TOKENS, eog_ids=[EOG], special_ids=[CONTROL])
+TOKENS, EOG, CONTROL, VOCAB = TOY_TOKENS, TOY_EOG, TOY_CONTROL, TOY_VOCAB
 SPARSE = r"[0-9]{3}"  # few allowed tokens: the mask keeps the allowed ids
 DENSE = r"(?s).{1,9}"  # most allowed: the mask keeps the forbidden ids
 
