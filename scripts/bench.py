@@ -27,7 +27,6 @@ and on whatever else runs on it: compare the columns of one report, not reports 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import shlex
 import subprocess
@@ -36,11 +35,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench_common import git_revision, load_average, usable_cores
+from bench_common import ProcessWorker, WorkerGoneError, git_revision, load_average, usable_cores
 from bench_engines import ENGINES, tokenize, vocab_facts, worker_main
 from bench_workloads import ALL_WORKLOADS, Workload, load_workloads
 
@@ -56,7 +54,6 @@ VOCAB_DIR = REPO / "models" / "vocab"
 REALISTIC_MODEL = REPO / "models" / "realistic-qwen2.gguf"
 DEFAULT_CORPUS = REPO.parent / "shared" / "jsonschemabench-dev"
 PHASES = ("construction", "memory", "e2e")
-POLL_S = 0.05
 
 _T0 = time.perf_counter()
 
@@ -172,37 +169,17 @@ class WorkerError(Exception):
     """The worker crashed, timed out or could not start."""
 
 
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        import signal
-
-        try:
-            return f"killed by signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-class Worker:
+class Worker(ProcessWorker):
     """One engine on one vocabulary in its own process (a crash or a hang costs only that job)."""
 
     def __init__(self, engine: str, gguf: Path) -> None:
+        super().__init__(worker_main, (engine, str(gguf)), f"bench-{engine}")
         self.engine = engine
         self.gguf = gguf
-        self.ctx = multiprocessing.get_context("spawn")
-        self.process: Any = None
-        self.conn: Connection | None = None
         self.ready: dict[str, Any] = {}
 
     def start(self, timeout: float) -> dict[str, Any]:
-        parent, child = self.ctx.Pipe()
-        self.process = self.ctx.Process(target=worker_main, args=(self.engine, str(self.gguf), child),
-                                        daemon=True, name=f"bench-{self.engine}")
-        self.process.start()
-        child.close()
-        self.conn = parent
+        self.spawn()
         message = self.receive(timeout)
         if "fatal" in message:
             self.stop()
@@ -211,23 +188,11 @@ class Worker:
         return message
 
     def receive(self, timeout: float) -> dict[str, Any]:
-        assert self.conn is not None and self.process is not None
-        deadline = time.monotonic() + timeout
-        while not self.conn.poll(POLL_S):
-            if not self.process.is_alive() and not self.conn.poll(0):
-                self.process.join(1)
-                code = self.process.exitcode
-                self.stop()
-                raise WorkerError(f"crashed: the worker process {describe_exit(code)}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise WorkerError(f"timed out after {timeout:g} s (killed)")
         try:
-            return self.conn.recv()
-        except EOFError as exc:
-            code = self.process.exitcode
+            return self.wait(timeout)
+        except WorkerGoneError as exc:
             self.stop()
-            raise WorkerError(f"crashed: the worker process {describe_exit(code)}") from exc
+            raise WorkerError(f"crashed or timed out (killed): {exc}") from exc
 
     def ask(self, job: tuple[Any, ...], timeout: float) -> dict[str, Any]:
         if self.process is None:
@@ -235,24 +200,6 @@ class Worker:
         assert self.conn is not None
         self.conn.send(job)
         return self.receive(timeout)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.is_alive():
-            self.process.kill()
-        if self.process is not None:
-            self.process.join(5)
-        if self.conn is not None:
-            self.conn.close()
-        self.process, self.conn = None, None
-
-    def close(self) -> None:
-        if self.conn is not None and self.process is not None and self.process.is_alive():
-            try:
-                self.conn.send(None)
-                self.process.join(10)
-            except OSError:
-                pass
-        self.stop()
 
 
 # -- phases ----------------------------------------------------------------------------------------

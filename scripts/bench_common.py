@@ -167,3 +167,84 @@ def make_cold(vocab: Any) -> None:
     folder = os.environ.get("OUTLINES_GGUF_CACHE_DIR")
     if folder and os.environ.get("OUTLINES_GGUF_BENCH_OWNS_CACHE") == "1":
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class WorkerGoneError(Exception):
+    """A worker process exited, ran past its time or its memory limit."""
+
+
+class ProcessWorker:
+    """A function running in its own spawned process, talked to over a pipe.
+
+    A crash, a hang or a memory blow-up in the worker costs only the job it
+    was running: :meth:`wait` raises :class:`WorkerGoneError` and :meth:`stop`
+    kills the process.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
+        import multiprocessing
+
+        self.target, self.args, self.name = target, args, name
+        self.ctx = multiprocessing.get_context("spawn")
+        self.process: Any = None
+        self.conn: Any = None
+
+    def spawn(self) -> None:
+        parent, child = self.ctx.Pipe()
+        self.process = self.ctx.Process(
+            target=self.target, args=(*self.args, child), daemon=True, name=self.name
+        )
+        self.process.start()
+        child.close()
+        self.conn = parent
+
+    def wait(self, timeout: float, memory_limit: int | None = None) -> Any:
+        """The worker's next message; WorkerGoneError after ``timeout`` s, a memory overrun or its exit."""
+        assert self.conn is not None and self.process is not None
+        deadline = time.monotonic() + timeout
+        while not self.conn.poll(self.POLL_S):
+            if not self.process.is_alive() and not self.conn.poll(0):
+                self.process.join(1)
+                raise WorkerGoneError(f"the worker process {describe_exit(self.process.exitcode)}")
+            if memory_limit is not None and rss_bytes(self.process.pid) > memory_limit:
+                raise WorkerGoneError(f"memory limit exceeded ({memory_limit / 2**30:.1f} GiB)")
+            if time.monotonic() > deadline:
+                raise WorkerGoneError(f"timed out after {timeout:g} s")
+        try:
+            return self.conn.recv()
+        except EOFError as exc:
+            raise WorkerGoneError(f"the worker process {describe_exit(self.process.exitcode)}") from exc
+
+    def stop(self) -> None:
+        """Kill the worker (if running) and forget it."""
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+        if self.process is not None:
+            self.process.join(5)
+        if self.conn is not None:
+            self.conn.close()
+        self.process, self.conn = None, None
+
+    def close(self, join_s: float = 10.0) -> None:
+        """Ask the worker to finish (it reads None as "stop"), then stop it."""
+        if self.conn is not None and self.process is not None and self.process.is_alive():
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+                self.process.join(join_s)
+        self.stop()
+
+
+def describe_exit(code: int | None) -> str:
+    """A process exit code in words."""
+    if code is None:
+        return "is still running"
+    if code < 0:
+        import signal
+
+        try:
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

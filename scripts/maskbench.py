@@ -36,9 +36,7 @@ Timings depend on the machine and on whatever else runs on it: compare the colum
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import multiprocessing
 import os
 import platform
 import random
@@ -54,7 +52,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from bench_common import cpu_model, fmt_time, package_version, percentile, rss_bytes, table
+from bench_common import (
+    ProcessWorker,
+    WorkerGoneError,
+    cpu_model,
+    fmt_time,
+    package_version,
+    percentile,
+    table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -65,7 +71,6 @@ DEFAULT_ENGINES = ("ours", "llguidance", "outlines-core")
 PROMPT_IDS = (128000, 9906, 25)  # any ids: processors only compare them
 LLGUIDANCE_DEFAULTS = {"whitespace_flexible": True}
 WORKER_START_TIMEOUT_S = 600.0
-POLL_INTERVAL_S = 0.05
 EXAMPLES_SHOWN = 10
 
 
@@ -493,66 +498,29 @@ def worker_main(engine_name: str, vocab_path: str, conn: Connection) -> None:
 # -- worker management (parent side) ---------------------------------------------------------------------
 
 
-class WorkerDiedError(Exception):
-    """The worker process exited, or was killed for time or memory."""
-
-
-class EngineWorker:
+class EngineWorker(ProcessWorker):
     """One engine in its own process, restarted after a timeout, a memory overrun or a crash."""
 
     def __init__(self, engine: str, vocab_path: Path, memory_limit: int) -> None:
+        super().__init__(worker_main, (engine, str(vocab_path)), f"maskbench-{engine}")
         self.engine = engine
         self.vocab_path = vocab_path
         self.memory_limit = memory_limit
-        self.ctx = multiprocessing.get_context("spawn")
-        self.process: Any = None
-        self.conn: Connection | None = None
         self.restarts = 0
 
     def start(self) -> None:
-        parent, child = self.ctx.Pipe()
-        self.process = self.ctx.Process(target=worker_main, args=(self.engine, str(self.vocab_path), child),
-                                        daemon=True, name=f"maskbench-{self.engine}")
-        self.process.start()
-        child.close()
-        self.conn = parent
+        self.spawn()
         kind, message = self.receive(WORKER_START_TIMEOUT_S)
         if kind != "ready":
             self.stop()
             raise SystemExit(f"maskbench: engine {self.engine!r} could not start: {message}")
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.is_alive():
-            self.process.kill()
-        if self.process is not None:
-            self.process.join(5)
-        if self.conn is not None:
-            self.conn.close()
-        self.process, self.conn = None, None
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(OSError):
-                self.conn.send(None)
-            if self.process is not None:
-                self.process.join(5)
-        self.stop()
+    def close(self) -> None:  # type: ignore[override]
+        super().close(join_s=5)
 
     def receive(self, timeout: float) -> Any:
-        """The worker's next message; WorkerDiedError after ``timeout`` s, a memory overrun or its exit."""
-        assert self.conn is not None and self.process is not None
-        deadline = time.monotonic() + timeout
-        while not self.conn.poll(POLL_INTERVAL_S):
-            if not self.process.is_alive() and not self.conn.poll(0):
-                raise WorkerDiedError(f"worker exited (code {self.process.exitcode})")
-            if rss_bytes(self.process.pid) > self.memory_limit:
-                raise WorkerDiedError(f"memory limit exceeded ({self.memory_limit / 2**30:.1f} GiB)")
-            if time.monotonic() > deadline:
-                raise WorkerDiedError(f"timed out after {timeout:g} s")
-        try:
-            return self.conn.recv()
-        except EOFError as exc:
-            raise WorkerDiedError(f"worker exited (code {self.process.exitcode})") from exc
+        """The worker's next message; WorkerGoneError after ``timeout`` s, a memory overrun or its exit."""
+        return self.wait(timeout, self.memory_limit)
 
     def run(self, schema_file: SchemaFile, compile_timeout: float, walk_timeout: float) -> FileResult:
         """Compile and walk one file, killing (and later restarting) the worker when it overruns."""
@@ -564,7 +532,7 @@ class EngineWorker:
         t0 = time.perf_counter()
         try:
             _, seconds, error = self.receive(compile_timeout)
-        except WorkerDiedError as exc:
+        except WorkerGoneError as exc:
             self.restart()
             result.compile_s, result.error = time.perf_counter() - t0, f"compile: {exc}"
             result.timed_out = "timed out" in str(exc)
@@ -574,7 +542,7 @@ class EngineWorker:
             return result
         try:
             _, walked = self.receive(walk_timeout)
-        except WorkerDiedError as exc:
+        except WorkerGoneError as exc:
             self.restart()
             result.walk_failed = f"walk: {exc}"
             return result
