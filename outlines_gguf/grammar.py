@@ -103,8 +103,14 @@ def terminal_dfa(name: str, regexp: str) -> ByteDFA:
     return _shortest_match(dfa) if lazy else dfa
 
 
-MAX_STACKS = 4_000_000
-"""The most distinct parser stacks one grammar keeps (each about 100 bytes)."""
+MAX_STACKS = 2_000_000
+"""The most distinct parser stacks one grammar interns (about 150 bytes each); past it, generation
+stops with ConstraintTooComplexError. Random arithmetic text reaches about 120 per token (masks
+explore long runs of brackets), JSON a few per token."""
+
+MEMO_SIZE = 500_000
+"""Per-stack results (parser runs, acceptable terminals, lexer views) kept before they are
+dropped and recomputed on demand."""
 
 ACCEPT = -2
 """What :meth:`ParseTable.run` returns for ``$END`` when the text is a sentence."""
@@ -193,13 +199,11 @@ class ParseTable:
                 result = runs[key]
                 break
             pending.append(key)
+        if len(runs) >= MEMO_SIZE:
+            runs.clear()
         for k in pending:
             runs[k] = result
         return result
-
-    def feed(self, stack: int, terminal: str) -> int | None:
-        """The stack after shifting ``terminal`` (reductions included), None on a syntax error."""
-        return self.run(stack, terminal)
 
     def accepts_end(self, stack: int) -> bool:
         """Whether the text read so far (``stack``) is a complete sentence."""
@@ -378,6 +382,8 @@ class Grammar:
         found = self._acceptable.get(stack)
         if found is None:
             run, ignore = self.table.run, self.ignore
+            if len(self._acceptable) >= MEMO_SIZE:
+                self._acceptable.clear()
             found = self._acceptable[stack] = frozenset(
                 n for n in self.lexer(stack).names if n in ignore or run(stack, n) is not None
             )
@@ -395,6 +401,8 @@ class Grammar:
                     continue
                 first = self.lexer(after).view(self.acceptable(after))[0] >= 0
                 follow[terminal] = (self.table.accepts_end(after), first)
+            if len(self._views) >= MEMO_SIZE:
+                self._views.clear()
             view = self._views[stack] = self.lexer(stack).follow_view(follow)
         return view
 
@@ -547,7 +555,7 @@ class Grammar:
                 for name in self.lexer(current).names:
                     if name in self.ignore:
                         continue
-                    nxt = self.table.feed(current, name)
+                    nxt = self.table.run(current, name)
                     if nxt is not None and nxt not in done:
                         tie += 1
                         step = cost + len(self._terminal_example(name)) + 1
