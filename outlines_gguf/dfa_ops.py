@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .errors import ConstraintTooComplexError
-from .regex_dfa import ByteDFA, _merge_equivalent, _prune_dead, spend
+from .regex_dfa import ByteDFA, minimize, spend
 
 MAX_PRODUCT_STATES = 50_000
 PRODUCT_STATE_WORK = 400
@@ -58,10 +58,7 @@ def _product(
                 ids[j] = target
             row[live_bytes] = ids[inverse.reshape(-1)]
         rows.append(row)
-    pruned = _prune_dead(np.stack(rows), np.array(accepting, dtype=bool))
-    if pruned is None:
-        return None
-    return ByteDFA(*_merge_equivalent(*pruned))
+    return minimize(np.stack(rows), np.array(accepting, dtype=bool))
 
 
 def intersect(a: ByteDFA, b: ByteDFA) -> ByteDFA | None:

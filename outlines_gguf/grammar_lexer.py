@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import ConstraintTooComplexError
-from .regex_dfa import ByteDFA
+from .regex_dfa import ByteDFA, group_columns
 
 DEAD = -1
 CROSS = -3
@@ -48,28 +48,6 @@ def byte_classes(dfas: Sequence[ByteDFA]) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return rank[inverse.reshape(-1)].astype(np.uint8), representatives[order].astype(np.int64)
-
-
-_COLUMN_WEIGHTS = np.random.default_rng(20261127).integers(1, 2**61, size=(2, 4096), dtype=np.int64)
-
-
-def _group_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group equal columns: (first column of each group, group of each column).
-
-    Columns are grouped by two 64-bit hashes and the grouping is verified
-    exactly; on a collision (never seen) it falls back to ``np.unique``.
-    """
-    k = matrix.shape[0]
-    if k <= _COLUMN_WEIGHTS.shape[1]:
-        with np.errstate(over="ignore"):
-            h1 = _COLUMN_WEIGHTS[0, :k] @ (matrix + 1)
-            h2 = _COLUMN_WEIGHTS[1, :k] @ (matrix + 1)
-        _, first, inverse = np.unique(h1 ^ (h2 >> 1), return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        if (matrix[:, first[inverse]] == matrix).all():
-            return first, inverse
-    _, first, inverse = np.unique(matrix.T, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
 
 
 class LexerAutomaton:
@@ -117,7 +95,7 @@ class LexerAutomaton:
                     added[hit] |= 1 << t
             dead = (nxt_cols < 0).all(axis=0)
             # classes that lead to the same terminal states (hence the same added flags) share a lookup
-            first, inverse = _group_columns(nxt_cols)
+            first, inverse = group_columns(nxt_cols)
             columns = nxt_cols[:, first].T
             targets = []
             for j, c in enumerate(first.tolist()):

@@ -41,10 +41,9 @@ from .regex_dfa import (
     NFABuilder,
     Ranges,
     _complement,
-    _merge_equivalent,
     _normalize,
-    _prune_dead,
     compile_budget,
+    minimize,
 )
 
 DEFAULT_MAX_DEPTH = 3
@@ -1253,9 +1252,9 @@ def _multiple_of_dfa(step: int) -> ByteDFA:
         for d in range(10):
             table[3 + r, ord("0") + d] = 3 + (r * 10 + d) % step
     accepting[3] = True
-    pruned = _prune_dead(table, accepting)
-    assert pruned is not None
-    return ByteDFA(*_merge_equivalent(*pruned))
+    dfa = minimize(table, accepting)
+    assert dfa is not None
+    return dfa
 
 
 def load_schema(schema: Any) -> tuple[Any, bool]:

@@ -170,9 +170,12 @@ def _unicode_category(name: str) -> Ranges:
 
 
 _CATEGORY = {
-    C.CATEGORY_DIGIT: ("digit", False), C.CATEGORY_NOT_DIGIT: ("digit", True),
-    C.CATEGORY_WORD: ("word", False), C.CATEGORY_NOT_WORD: ("word", True),
-    C.CATEGORY_SPACE: ("space", False), C.CATEGORY_NOT_SPACE: ("space", True),
+    C.CATEGORY_DIGIT: ("digit", False),
+    C.CATEGORY_NOT_DIGIT: ("digit", True),
+    C.CATEGORY_WORD: ("word", False),
+    C.CATEGORY_NOT_WORD: ("word", True),
+    C.CATEGORY_SPACE: ("space", False),
+    C.CATEGORY_NOT_SPACE: ("space", True),
 }
 
 
@@ -455,11 +458,10 @@ class NFABuilder:
             raise EmptyLanguageError(f"{self.label} matches no string at all")
         start, accept = fragment
         with compile_budget(self.label):
-            table, accepting = _determinize(self.nfa, start, accept, self.label)
-            pruned = _prune_dead(table, accepting)
-            if pruned is None:
+            dfa = minimize(*_determinize(self.nfa, start, accept, self.label))
+            if dfa is None:
                 raise EmptyLanguageError(f"{self.label} matches no string at all")
-            return ByteDFA(*_merge_equivalent(*pruned))
+            return dfa
 
 
 class _RegexTranslator:
@@ -526,9 +528,12 @@ class _RegexTranslator:
                 return self.empty()
             raise self.fail(f"the anchor {av} anywhere but at the very start or end")
         names = {
-            "GROUPREF": "a backreference", "GROUPREF_EXISTS": "a conditional group",
-            "ASSERT": "a lookahead/lookbehind", "ASSERT_NOT": "a negative lookaround",
-            "POSSESSIVE_REPEAT": "a possessive repeat", "ATOMIC_GROUP": "an atomic group",
+            "GROUPREF": "a backreference",
+            "GROUPREF_EXISTS": "a conditional group",
+            "ASSERT": "a lookahead/lookbehind",
+            "ASSERT_NOT": "a negative lookaround",
+            "POSSESSIVE_REPEAT": "a possessive repeat",
+            "ATOMIC_GROUP": "an atomic group",
         }
         raise self.fail(names.get(str(op), f"the construct {op}"))
 
@@ -604,16 +609,37 @@ def _closure(nfa: _NFA, states: Iterable[int]) -> frozenset[int]:
     return frozenset(seen)
 
 
-def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.ndarray, np.ndarray]:
-    """Subset construction. Each byte interval's target set is found by a sweep
-    over the edges' endpoints, and epsilon closures are memoized per NFA state.
+def _byte_classes(nfa: _NFA) -> tuple[list[int], np.ndarray]:
+    """The coarsest byte partition no NFA edge splits: class boundaries and each byte's class."""
+    cuts = {0, 256}
+    for out in nfa.edges:
+        for lo, hi, _ in out:
+            cuts.add(lo)
+            cuts.add(hi + 1)
+    bounds = sorted(cuts)
+    byte_class = np.repeat(np.arange(len(bounds) - 1, dtype=np.intp), np.diff(bounds))
+    return bounds, byte_class
+
+
+def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Subset construction over byte classes.
+
+    Returns ``(table, accepting, byte_class)``: ``table[s, c]`` is the next
+    state on any byte of class ``c`` (``byte_class[b]``), -1 for none. Each
+    class interval's target set is found by a sweep over the edges' class
+    endpoints; epsilon closures are memoized per NFA state.
 
     Bounded by :data:`MAX_DFA_STATES` states and by the compile budget
     (:data:`MAX_COMPILE_WORK`; the NFA states visited in subsets and closures),
     so a pattern whose subsets are huge (nested counted repeats) fails fast
     instead of running for minutes.
     """
+    bounds, byte_class = _byte_classes(nfa)
+    position = {b: i for i, b in enumerate(bounds)}
+    n_classes = len(bounds) - 1
+    class_edges: dict[int, list[tuple[int, int, int]]] = {}
     single: dict[int, frozenset[int]] = {}
+    edges = nfa.edges
 
     def closure(targets: Iterable[int]) -> frozenset[int]:
         parts = []
@@ -631,22 +657,47 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
     first = closure([start])
     index = {first: 0}
     queue = [first]
-    rows: list[np.ndarray] = []
+    rows: list[list[int]] = []
     accepting: list[bool] = []
     by_targets: dict[frozenset[int], int] = {}
+
+    def target_state(key: frozenset[int]) -> int:
+        k = by_targets.get(key)
+        if k is None:
+            nxt = closure(key)
+            k = index.get(nxt)
+            if k is None:
+                if len(queue) >= MAX_DFA_STATES:
+                    raise ConstraintTooComplexError(f"{label} needs more than {MAX_DFA_STATES} DFA states")
+                k = index[nxt] = len(queue)
+                queue.append(nxt)
+            by_targets[key] = k
+        return k
+
     while len(rows) < len(queue):
         current = queue[len(rows)]
         cost = 16 + len(current)
         accepting.append(accept in current)
-        row = np.full(256, -1, dtype=np.int32)
-        events: dict[int, list[tuple[int, int]]] = {}
+        row = [-1] * n_classes
+        out: list[tuple[int, int, int]] = []
         for s in current:
-            out = nfa.edges[s]
-            cost += len(out)
-            for lo, hi, t in out:
-                events.setdefault(lo, []).append((t, 1))
-                events.setdefault(hi + 1, []).append((t, -1))
-        if events:
+            if edges[s]:
+                ce = class_edges.get(s)
+                if ce is None:
+                    ce = class_edges[s] = [(position[lo], position[hi + 1], t) for lo, hi, t in edges[s]]
+                out += ce
+        cost += len(out)
+        out.sort()
+        disjoint = all(out[i][0] >= out[i - 1][1] for i in range(1, len(out)))
+        if disjoint:  # the common case: every class interval has one target
+            for a, b, t in out:
+                k = target_state(frozenset((t,)))
+                row[a:b] = [k] * (b - a)
+        else:
+            events: dict[int, list[tuple[int, int]]] = {}
+            for a, b, t in out:
+                events.setdefault(a, []).append((t, 1))
+                events.setdefault(b, []).append((t, -1))
             active: dict[int, int] = {}
             cuts = sorted(events)
             for a, b in itertools.pairwise(cuts):
@@ -659,23 +710,11 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
                 if not active:
                     continue
                 cost += len(active)
-                key = frozenset(active)
-                k = by_targets.get(key)
-                if k is None:
-                    nxt = closure(key)
-                    k = index.get(nxt)
-                    if k is None:
-                        if len(queue) >= MAX_DFA_STATES:
-                            raise ConstraintTooComplexError(
-                                f"{label} needs more than {MAX_DFA_STATES} DFA states"
-                            )
-                        k = index[nxt] = len(queue)
-                        queue.append(nxt)
-                    by_targets[key] = k
-                row[a:b] = k
+                k = target_state(frozenset(active))
+                row[a:b] = [k] * (b - a)
         spend(cost)
         rows.append(row)
-    return np.stack(rows), np.array(accepting, dtype=bool)
+    return np.array(rows, dtype=np.int32), np.array(accepting, dtype=bool), byte_class
 
 
 def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -705,6 +744,45 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
 
 
 _ROW_WEIGHTS = np.random.default_rng(20261127).integers(1, 2**62, size=(2, 257), dtype=np.int64)
+_COLUMN_WEIGHTS = np.random.default_rng(20261128).integers(1, 2**61, size=(2, MAX_DFA_STATES), dtype=np.int64)
+
+
+def group_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group equal columns: (first column of each group, group of each column).
+
+    Columns are grouped by two 64-bit hashes and the grouping is verified
+    exactly; on a collision (never seen) it falls back to ``np.unique``.
+    """
+    k = matrix.shape[0]
+    if k <= _COLUMN_WEIGHTS.shape[1]:
+        with np.errstate(over="ignore"):
+            h1 = _COLUMN_WEIGHTS[0, :k] @ (matrix + 1)
+            h2 = _COLUMN_WEIGHTS[1, :k] @ (matrix + 1)
+        _, first, inverse = np.unique(h1 ^ (h2 >> 1), return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        if (matrix[:, first[inverse]] == matrix).all():
+            return first, inverse
+    _, first, inverse = np.unique(matrix.T, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def minimize(
+    table: np.ndarray, accepting: np.ndarray, byte_class: np.ndarray | None = None
+) -> ByteDFA | None:
+    """Drop dead states and merge equivalent ones (None if nothing is accepted).
+
+    ``table`` has one column per byte class (``byte_class[b]``; None: one
+    column per byte, grouped here), so the work scales with the classes the
+    automaton distinguishes, not with 256.
+    """
+    if byte_class is None:
+        first, byte_class = group_columns(table)
+        table = table[:, first]
+    pruned = _prune_dead(table, accepting)
+    if pruned is None:
+        return None
+    merged, final = _merge_equivalent(*pruned)
+    return ByteDFA(np.ascontiguousarray(merged[:, byte_class]), final)
 
 
 def _merge_equivalent(
@@ -720,8 +798,9 @@ def _merge_equivalent(
         n = table.shape[0]
         spend(8 * n)
         keyed = np.concatenate([table, accepting[:, None]], axis=1).astype(np.int64)
+        width = keyed.shape[1]
         with np.errstate(over="ignore"):
-            h = (keyed * _ROW_WEIGHTS[0]).sum(axis=1) ^ ((keyed * _ROW_WEIGHTS[1]).sum(axis=1) >> 1)
+            h = (keyed @ _ROW_WEIGHTS[0, :width]) ^ ((keyed @ _ROW_WEIGHTS[1, :width]) >> 1)
         _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
         rep = first[inverse.reshape(-1)]
         collided = ~(keyed == keyed[rep]).all(axis=1)
