@@ -182,7 +182,11 @@ def json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
 
 def any_string_char(b: NFABuilder) -> Fragment:
     """Any JSON string character: raw, a short escape, or a \\u escape (no lone surrogates)."""
-    return b.alt(  # type: ignore[return-value]
+    return b.shared("JSON string character", _any_string_char)  # type: ignore[return-value]
+
+
+def _any_string_char(b: NFABuilder) -> Fragment | None:
+    return b.alt(
         [
             b.chars(_complement(_RAW_FORBIDDEN)),
             b.regex(r'\\["\\/bfnrt]'),
@@ -191,16 +195,27 @@ def any_string_char(b: NFABuilder) -> Fragment:
     )
 
 
+def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
+    """``pattern`` (a regex the library writes: whitespace, numbers) as a shared fragment."""
+    return b.shared(("regex", pattern), lambda h: h.regex(pattern))
+
+
 class _Compiler:
     def __init__(
-        self, root: Any, ws: Whitespace, max_depth: int, lenient: bool, extra_properties: bool | None
+        self,
+        root: Any,
+        ws: Whitespace,
+        max_depth: int,
+        lenient: bool,
+        extra_properties: bool | None,
+        builder: NFABuilder | None = None,
     ) -> None:
         self.root = root
         self.ws = ws
         self.max_depth = max_depth
         self.lenient = lenient
         self.extra_properties = extra_properties
-        self.builder = NFABuilder("JSON schema")
+        self.builder = builder or NFABuilder("JSON schema")
         self._ref_depth: dict[str, int] = {}
 
     # -- small helpers ------------------------------------------------------------------------
@@ -212,13 +227,14 @@ class _Compiler:
     def lit(self, text: str) -> Fragment:
         return self.b.literal(text)
 
-    def ws_frag(self, pattern: str | None) -> Fragment | None:
-        return self.b.regex(pattern) if pattern else None
-
     def token(self, text: str, before: str | None = None, after: str | None = None) -> Fragment:
         """A structural character with optional whitespace around it."""
-        parts = [self.ws_frag(before), self.lit(text), self.ws_frag(after)]
-        return self.b.seq([p for p in parts if p is not None])  # type: ignore[return-value]
+
+        def make(b: NFABuilder) -> Fragment | None:
+            parts = [b.regex(before) if before else None, b.literal(text), b.regex(after) if after else None]
+            return b.seq([p for p in parts if p is not None])
+
+        return self.b.shared(("token", text, before, after), make)  # type: ignore[return-value]
 
     def colon(self) -> Fragment:
         return self.token(":", self.ws.inside, self.ws.after_colon)
@@ -327,14 +343,18 @@ class _Compiler:
     def any_value(self, depth: int) -> Fragment | None:
         """Any JSON value nested at most ``depth`` levels: an automaton built once per
         (depth, whitespace) and embedded, so schemas do not determinize it again."""
-        return self.b.dfa(_any_value_dfa(depth, self.ws))
+        ws = self.ws
+        return self.b.shared(
+            ("any value", depth, ws),
+            lambda b: _Compiler({}, ws, DEFAULT_MAX_DEPTH, False, None, builder=b).any_value_nfa(depth),
+        )
 
     def any_value_nfa(self, depth: int) -> Fragment | None:
         scalars = [
             self.lit("null"),
             self.lit("true"),
             self.lit("false"),
-            self.b.regex(NUMBER),
+            shared_regex(self.b, NUMBER),
             self.string({}, "#"),
         ]
         if depth <= 0:
@@ -594,7 +614,7 @@ class _Compiler:
             if step is not None and not self.lenient:
                 raise self.fail(f"multipleOf {step} on non-integers cannot be enforced", path)
             pattern = number_range(lo, hi, lo_x, hi_x)
-        return None if pattern is None else self.b.regex(pattern)
+        return None if pattern is None else shared_regex(self.b, pattern)
 
     def multiple_of(
         self, step: int, lo: int | None, hi: int | None, path: str, integer: bool
@@ -1307,12 +1327,6 @@ def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[s
     if extra_properties is None and is_pydantic:
         extra_properties = False
     return canonical_schema(root), extra_properties
-
-
-@lru_cache(maxsize=16)
-def _any_value_dfa(depth: int, ws: Whitespace) -> ByteDFA:
-    compiler = _Compiler({}, ws, DEFAULT_MAX_DEPTH, False, None)
-    return compiler.b.build(compiler.any_value_nfa(depth))
 
 
 def canonical_schema(root: Any) -> str:

@@ -20,7 +20,8 @@ import itertools
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -57,6 +58,7 @@ compiler was measured on, the most demanding one that compiles needs 6.3M units
 (a two-second compile, mostly merging states); the median needs 0.15M."""
 NFA_STATE_WORK = 20
 MAX_CODEPOINT = 0x10FFFF
+_MISSING = object()
 
 Ranges = tuple[tuple[int, int], ...]  # sorted, disjoint, inclusive code point ranges
 
@@ -272,6 +274,35 @@ def _split_same_length(lo: int, hi: int) -> Iterator[list[tuple[int, int]]]:
 # -- NFA --------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
+def _chars_plan(ranges: Ranges) -> tuple[int, list[list[tuple[int, int, int]]]]:
+    """The UTF-8 automaton of one character from ``ranges``, as relative edges.
+
+    State 0 is the start and 1 the end; the others stand for "the bytes still
+    to read", shared by all characters that end alike, so the automaton is
+    close to minimal (a class of all of Unicode needs 7 such states, not one
+    per byte sequence).
+    """
+    suffix_state: dict[tuple[tuple[int, int], ...], int] = {(): 1}
+    edges: list[set[tuple[int, int, int]]] = [set(), set()]
+
+    def state_for(suffix: tuple[tuple[int, int], ...]) -> int:
+        q = suffix_state.get(suffix)
+        if q is None:
+            q = suffix_state[suffix] = len(edges)
+            edges.append(set())
+            edges[q].add((*suffix[0], state_for(suffix[1:])))
+        return q
+
+    for lo, hi in _without_surrogates(ranges):
+        if hi < 0x80:  # ASCII: one byte range
+            edges[0].add((lo, hi, 1))
+            continue
+        for seq in _utf8_sequences_cached(lo, hi):
+            edges[0].add((*seq[0], state_for(seq[1:])))
+    return len(edges) - 2, [sorted(out) for out in edges]
+
+
 class _NFA:
     """Thompson NFA over bytes: epsilon edges and byte-range edges."""
 
@@ -282,16 +313,30 @@ class _NFA:
     def state(self) -> int:
         n = len(self.eps)
         if n >= MAX_NFA_STATES:
-            budget = getattr(_budgets, "current", None)
-            raise ConstraintTooComplexError(
-                f"{budget.label if budget else 'the constraint'} needs more than {MAX_NFA_STATES} "
-                "NFA states; reduce large counted repeats, lengths or counts"
-            )
+            self.state_limit_reached()
         if not n & 1023:  # charge the compile budget 1,024 states at a time
             spend(NFA_STATE_WORK << 10)
         self.eps.append([])
         self.edges.append([])
         return len(self.eps) - 1
+
+    def block(self, count: int) -> int:
+        """``count`` new states in a row; returns the first."""
+        n = len(self.eps)
+        if n + count > MAX_NFA_STATES:
+            self.state_limit_reached()
+        spend(NFA_STATE_WORK * count)
+        self.eps.extend([] for _ in range(count))
+        self.edges.extend([] for _ in range(count))
+        return n
+
+    @staticmethod
+    def state_limit_reached() -> None:
+        budget = getattr(_budgets, "current", None)
+        raise ConstraintTooComplexError(
+            f"{budget.label if budget else 'the constraint'} needs more than {MAX_NFA_STATES} "
+            "NFA states; reduce large counted repeats, lengths or counts"
+        )
 
 
 @dataclass
@@ -303,6 +348,55 @@ class _Flags:
 
 Fragment = tuple[int, int]
 """A piece of NFA: (entry state, exit state)."""
+
+
+class _Template:
+    """A DFA as relocatable NFA edges: copied into a builder in one step.
+
+    ``edges[s]`` lists ``(lo, hi, target)`` with targets relative to the
+    copy's first state; accepting states get an epsilon edge to one extra
+    exit state. ``None`` stands for the empty language.
+    """
+
+    __slots__ = ("accepting", "edges")
+
+    def __init__(self, dfa: ByteDFA) -> None:
+        table = dfa.transitions
+        n = table.shape[0]
+        change = np.ones(table.shape, dtype=bool)
+        change[:, 1:] = table[:, 1:] != table[:, :-1]
+        rows, starts = np.nonzero(change)
+        ends = np.full(starts.shape, 256, dtype=np.intp)
+        same_row = rows[1:] == rows[:-1]
+        ends[:-1][same_row] = starts[1:][same_row]
+        targets = table[rows, starts]
+        live = targets >= 0
+        edges: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
+        for r, lo, hi, t in zip(
+            rows[live].tolist(),
+            starts[live].tolist(),
+            (ends[live] - 1).tolist(),
+            targets[live].tolist(),
+            strict=True,
+        ):
+            edges[r].append((lo, hi, t))
+        self.edges = edges
+        self.accepting = np.flatnonzero(dfa.accepting).tolist()
+
+    def copy_into(self, nfa: _NFA) -> Fragment:
+        n = len(self.edges)
+        base = nfa.block(n + 1)
+        nfa.edges[base : base + n] = [[(lo, hi, base + t) for lo, hi, t in out] for out in self.edges]
+        exit_state = base + n
+        for s in self.accepting:
+            nfa.eps[base + s].append(exit_state)
+        return base, exit_state
+
+
+_TEMPLATES: OrderedDict[Hashable, _Template | None] = OrderedDict()
+_TEMPLATES_LOCK = threading.Lock()
+MAX_TEMPLATES = 1024
+"""Shared fragments (see :meth:`NFABuilder.shared`) kept per process, least recently used dropped."""
 
 
 class NFABuilder:
@@ -323,19 +417,11 @@ class NFABuilder:
 
     def chars(self, ranges: Ranges) -> Fragment:
         """Any one character of ``ranges``, as UTF-8."""
+        n_inner, edges = _chars_plan(ranges)
         nfa = self.nfa
-        start, end = nfa.state(), nfa.state()
-        for lo, hi in _without_surrogates(ranges):
-            if hi < 0x80:  # ASCII: one byte range
-                nfa.edges[start].append((lo, hi, end))
-                continue
-            for seq in _utf8_sequences_cached(lo, hi):
-                cur = start
-                for k, (blo, bhi) in enumerate(seq):
-                    nxt = end if k == len(seq) - 1 else nfa.state()
-                    nfa.edges[cur].append((blo, bhi, nxt))
-                    cur = nxt
-        return start, end
+        base = nfa.block(n_inner + 2)  # start, end, then the states inside multi-byte characters
+        nfa.edges[base : base + n_inner + 2] = [[(lo, hi, base + t) for lo, hi, t in out] for out in edges]
+        return base, base + 1
 
     def literal(self, text: str | bytes) -> Fragment:
         data = text.encode() if isinstance(text, str) else text
@@ -436,21 +522,32 @@ class NFABuilder:
 
     def dfa(self, dfa: ByteDFA) -> Fragment:
         """Embed an existing DFA (e.g. a product of two automata) as a fragment."""
-        nfa = self.nfa
-        base = [nfa.state() for _ in range(dfa.n_states)]
-        end = nfa.state()
-        table = dfa.transitions
-        for s in range(dfa.n_states):
-            row = table[s]
-            cuts = np.flatnonzero(np.diff(row) != 0) + 1
-            bounds = [0, *cuts.tolist(), 256]
-            for lo, hi in itertools.pairwise(bounds):
-                target = int(row[lo])
-                if target >= 0:
-                    nfa.edges[base[s]].append((lo, hi - 1, base[target]))
-            if dfa.accepting[s]:
-                nfa.eps[base[s]].append(end)
-        return base[0], end
+        return _Template(dfa).copy_into(self.nfa)
+
+    def shared(self, key: Hashable, make: Callable[[NFABuilder], Fragment | None]) -> Fragment | None:
+        """A copy of the minimal automaton for what ``make`` builds, built once per ``key``.
+
+        For pieces a compilation repeats (a string character, whitespace, a
+        number): copying a small DFA is cheaper than parsing and building the
+        piece again, and a minimal piece determinizes faster. ``key`` must
+        identify what ``make`` builds; ``None`` is returned for an empty language.
+        """
+        with _TEMPLATES_LOCK:
+            template = _TEMPLATES.get(key, _MISSING)
+            if template is not _MISSING:
+                _TEMPLATES.move_to_end(key)
+        if template is _MISSING:
+            helper = NFABuilder(self.label)
+            fragment = make(helper)
+            try:
+                template = None if fragment is None else _Template(helper.build(fragment))
+            except EmptyLanguageError:
+                template = None
+            with _TEMPLATES_LOCK:
+                _TEMPLATES[key] = template
+                while len(_TEMPLATES) > MAX_TEMPLATES:
+                    _TEMPLATES.popitem(last=False)
+        return None if template is None else template.copy_into(self.nfa)  # type: ignore[union-attr]
 
     def build(self, fragment: Fragment | None) -> ByteDFA:
         """Determinize, drop dead states and merge equivalent ones."""
@@ -646,8 +743,10 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
         for t in targets:
             c = single.get(t)
             if c is None:
-                c = single[t] = _closure(nfa, [t])
-                spend(len(c))
+                reached = _closure(nfa, [t])
+                spend(len(reached))
+                # only states with edges, and the accepting one, tell subsets apart
+                c = single[t] = frozenset(q for q in reached if edges[q] or q == accept)
             parts.append(c)
         if len(parts) == 1:
             return parts[0]
