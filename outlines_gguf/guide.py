@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from .errors import ConstraintViolationError, VocabularyError
-from .regex_dfa import ByteDFA, compile_regex, utf8_sequences
+from .regex_dfa import ByteDFA, compile_regex, group_columns, utf8_sequences
 from .text_tokens import PLAIN_RANGES
 from .vocabulary import Vocabulary
 
@@ -26,11 +26,16 @@ FINISHED = -2
 
 DENSE_MASK = 2048
 """A guide switches to the byte-class trie after a mask with more allowed tokens than this."""
+CLASS_TRIE_MAX_CLASSES = 24
+"""...if its DFA tells at most this many byte classes apart. With more (a JSON schema's keys spell
+out many letters), a 128k vocabulary's trie shrinks by only about a third, less than it costs."""
 
 MASK_CACHE_BYTES = 32 * 2**20
 """Bytes of token masks one guide keeps. A mask holds the smaller of its allowed and forbidden
 id sets (8 bytes an id: at most 0.6 MB for a 152k vocabulary, usually far less); past this
 budget the masks computed first are dropped, and recomputed if their state comes back."""
+_SORT_LIMIT = 4096
+"""Up to this many ids a mask is built by sorting them; above, through a boolean array."""
 
 
 class TokenMask:
@@ -58,6 +63,31 @@ class TokenMask:
         else:
             self._keep = None
             self._forbid = np.flatnonzero(~allowed)
+
+    @classmethod
+    def allowing(cls, ids: np.ndarray, n_vocab: int, eog_allowed: bool) -> TokenMask:
+        """The mask allowing ``ids`` (any order, repeats allowed)."""
+        if ids.size > _SORT_LIMIT:
+            allowed = np.zeros(n_vocab, dtype=bool)
+            allowed[ids] = True
+            return cls(allowed, eog_allowed)
+        unique = np.unique(ids).astype(np.intp)
+        if unique.size * 2 > n_vocab:  # a tiny vocabulary: hold the forbidden side
+            allowed = np.zeros(n_vocab, dtype=bool)
+            allowed[unique] = True
+            return cls(allowed, eog_allowed)
+        mask = cls.__new__(cls)
+        mask.allowed_count, mask.eog_allowed = int(unique.size), eog_allowed
+        mask._keep, mask._forbid = unique, None
+        return mask
+
+    @classmethod
+    def forbidding(cls, ids: np.ndarray, n_vocab: int, eog_allowed: bool) -> TokenMask:
+        """The mask forbidding exactly ``ids`` (distinct, fewer than half the vocabulary)."""
+        mask = cls.__new__(cls)
+        mask.allowed_count, mask.eog_allowed = n_vocab - ids.size, eog_allowed
+        mask._keep, mask._forbid = None, np.sort(ids).astype(np.intp)
+        return mask
 
     def allowed_ids(self, n_vocab: int) -> np.ndarray:
         """The allowed ids, sorted (for inspection and tests)."""
@@ -116,6 +146,7 @@ class RegexGuide:
         self._mask_bytes = 0
         self._lock = threading.Lock()
         self._class_walk: tuple[object, np.ndarray] | None = None
+        self._byte_walks_only = False
         self._plain_steps: dict[int, int | None] = {}
 
     def __getstate__(self) -> dict[str, object]:
@@ -162,46 +193,62 @@ class RegexGuide:
         return self._mask_bytes
 
     def _compute_mask(self, state: int) -> TokenMask:
+        """The tokens whose bytes keep the DFA alive from ``state`` (and EOG where it accepts).
+
+        Where every plain-text character moves the DFA the same way (inside a
+        JSON string, say), plain-text tokens are decided by their character
+        count (:class:`~outlines_gguf.text_tokens.TextTokens`) and only the
+        other tokens are walked; when that admits most of the vocabulary, the
+        mask is built from the ids it leaves out. Otherwise the whole trie is
+        walked; once a state turns out dense, later states walk it compressed
+        to the DFA's byte classes (same result, fewer nodes).
+        """
         if state == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
         vocab = self.vocabulary
-        tokens = self._allowed_tokens(state)
         final = bool(self.dfa.accepting[state])
-        if not final and tokens.size == 0:
+        plain = self._plain_split(state)
+        if plain is None:
+            walked, bulk = self._walk(state), 0
+        else:
+            chain, exceptions = plain
+            text = vocab.text_tokens
+            table = self.dfa.transitions
+            parts = [text.walk_rest(table, state, self._plain_loop_target(state), exceptions)]
+            if exceptions.size:
+                parts.append(vocab.trie.walk(table, state, exceptions))
+            walked = np.concatenate(parts)
+            bulk = text.count_up_to(chain, exceptions)
+        if not final and walked.size == 0 and bulk == 0:
             raise ConstraintViolationError(
                 f"no token of this vocabulary can continue the constraint from DFA state {state}; "
                 "the vocabulary lacks the bytes the constraint needs"
             )
-        allowed = np.zeros(vocab.size, dtype=bool)
-        allowed[tokens] = True
         if final:
-            allowed[vocab.eog_array] = True
-        return TokenMask(allowed, final)
+            walked = np.concatenate([walked, vocab.eog_array])
+        if plain is None:
+            return TokenMask.allowing(walked, vocab.size, final)
+        if bulk * 2 > vocab.size:
+            candidates = text.not_up_to(chain, exceptions)
+            keep = np.zeros(vocab.size, dtype=bool)
+            keep[candidates] = True
+            keep[walked] = False
+            return TokenMask.forbidding(candidates[keep[candidates]], vocab.size, final)
+        if bulk:
+            walked = np.concatenate([text.up_to(chain, exceptions), walked])
+        return TokenMask.allowing(walked, vocab.size, final)
 
-    def _allowed_tokens(self, state: int) -> np.ndarray:
-        """Tokens whose bytes keep the DFA alive from ``state``.
-
-        Where every plain-text character moves the DFA the same way (inside a
-        JSON string, say), plain-text tokens are decided by their character
-        count and only the other tokens are walked. Otherwise the whole trie
-        is walked; once a state turns out dense, later states walk it
-        compressed to the DFA's byte classes (same result, fewer nodes).
-        """
-        plain = self._plain_split(state)
-        if plain is not None:
-            chain, exceptions = plain
-            text = self.vocabulary.text_tokens
-            table = self.dfa.transitions
-            parts = [text.up_to(chain, exceptions), text.rest.walk(table, state)]
-            if exceptions.size:
-                parts.append(self.vocabulary.trie.walk(table, state, exceptions))
-            return np.concatenate(parts)
+    def _walk(self, state: int) -> np.ndarray:
+        """Walk the whole trie from ``state`` (compressed to byte classes once states turn out dense)."""
         if self._class_walk is not None:
             trie, table = self._class_walk
             return trie.walk(table, state)  # type: ignore[attr-defined]
         tokens = self.vocabulary.trie.walk(self.dfa.transitions, state)
-        if tokens.size > DENSE_MASK:
-            self.use_byte_classes()
+        if tokens.size > DENSE_MASK and not self._byte_walks_only:
+            if group_columns(self.dfa.transitions)[0].size <= CLASS_TRIE_MAX_CLASSES:
+                self.use_byte_classes()
+            else:  # the compressed trie would be most of the trie: not worth building
+                self._byte_walks_only = True
         return tokens
 
     def _plain_step(self, state: int) -> tuple[int, np.ndarray] | None:
@@ -210,6 +257,18 @@ class RegexGuide:
         if state not in self._plain_steps:
             self._plain_steps[state] = _plain_step(self.dfa.transitions, state)
         return self._plain_steps[state]
+
+    def _plain_loop_target(self, state: int) -> int | None:
+        """The state plain-text characters lead to from ``state`` (all but the first-step
+        exceptions), if every plain-text character leads from that state back to itself."""
+        step = self._plain_step(state)
+        if step is None or step[0] < 0:
+            return None
+        target = step[0]
+        loop = self._plain_step(target)
+        if loop is None or loop[0] != target or loop[1].size:
+            return None
+        return target
 
     def _plain_split(self, state: int) -> tuple[float, np.ndarray] | None:
         """(How many plain-text characters a plain token may have, the first bytes to
@@ -244,8 +303,8 @@ class RegexGuide:
     def use_byte_classes(self) -> None:
         """Walk the vocabulary's trie compressed to this DFA's byte classes from now on."""
         table = self.dfa.transitions
-        _, representative, byte_class = np.unique(table.T, axis=0, return_index=True, return_inverse=True)
-        trie = self.vocabulary.class_trie(byte_class.reshape(-1))
+        representative, byte_class = group_columns(table)
+        trie = self.vocabulary.class_trie(byte_class)
         self._class_walk = (trie, np.ascontiguousarray(table[:, representative]))
 
     def next_state(self, state: int, token_id: int) -> int:
