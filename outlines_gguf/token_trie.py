@@ -49,8 +49,13 @@ class TokenTrie:
         """Number of nodes in each node's subtree (itself included)."""
         size = np.ones(self.n_nodes, dtype=np.int64)
         starts = [*self.level_start.tolist(), self.n_nodes]
-        for lo, hi in reversed(list(itertools.pairwise(starts))[1:]):
-            np.add.at(size, self.parent[lo:hi], size[lo:hi])
+        levels = list(itertools.pairwise(starts))
+        # bottom-up; a node's children are one contiguous run of the next level
+        for (lo, hi), (_, below_hi) in zip(reversed(levels[:-1]), reversed(levels[1:]), strict=True):
+            below = np.concatenate(([0], np.cumsum(size[hi:below_hi])))
+            first = np.clip(self.first_child[lo:hi] - hi, 0, below_hi - hi)
+            last = np.clip(first + self.n_children[lo:hi], 0, below_hi - hi)
+            size[lo:hi] += below[last] - below[first]
         return size
 
     @cached_property
@@ -88,6 +93,11 @@ class TokenTrie:
                 if nxt >= 0:
                     push((child, nxt))
         return np.asarray(out, dtype=np.int32)
+
+    def prepare_walks(self) -> None:
+        """Compute the lazily built tables a walk uses (subtree sizes, Python lists)."""
+        self._subtree_size  # noqa: B018
+        self._lists  # noqa: B018
 
     @property
     def n_nodes(self) -> int:

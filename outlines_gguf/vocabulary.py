@@ -226,6 +226,19 @@ class Vocabulary:
 
         return TextTokens.build(self.tokens, self.is_special)
 
+    def prepare(self) -> Vocabulary:
+        """Build now what the first masks would otherwise build: the token tries and
+        the plain-text split with their walk tables (about 0.3 s for a 128k vocabulary).
+
+        Optional: everything is built lazily on first use. Call it at start-up
+        (a server, a benchmark) so the first generation does not pay for it.
+        """
+        text = self.text_tokens
+        tries = [self.trie, text.rest, text.rest_bare, text.rest_tails]
+        for trie in tries:
+            trie.prepare_walks()
+        return self
+
     def class_trie(self, byte_class: np.ndarray) -> TokenTrie:
         """The token trie compressed to a byte-class partition (cached, 16 partitions)."""
         key = np.asarray(byte_class, dtype=np.uint8).tobytes()

@@ -275,7 +275,7 @@ class OursEngine:
         self.processor_class = outlines_gguf.JSONLogitsProcessor
         self.clear_cache = outlines_gguf.clear_guide_cache
         self.vocab = Vocabulary.from_gguf(vocab_path)
-        self.vocab.trie  # noqa: B018 - built once here, not inside the first compile
+        self.vocab.prepare()  # one-time vocabulary structures: built here, not inside the first mask
         self.eos_id = int(self.vocab.eos_id)
 
     def compile(self, schema: Any) -> Any:
