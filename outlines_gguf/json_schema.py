@@ -181,7 +181,8 @@ def json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
 
 
 def any_string_char(b: NFABuilder) -> Fragment:
-    """Any JSON string character: raw, a short escape, or a \\u escape (no lone surrogates)."""
+    """Any JSON string character: raw, a short escape, a \\u escape, or an escaped surrogate
+    pair (never a lone surrogate)."""
     return b.shared("JSON string character", _any_string_char)  # type: ignore[return-value]
 
 
@@ -191,6 +192,8 @@ def _any_string_char(b: NFABuilder) -> Fragment | None:
             b.chars(_complement(_RAW_FORBIDDEN)),
             b.regex(r'\\["\\/bfnrt]'),
             b.regex(r"\\u(?:[0-9a-cA-CefEF][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2})"),
+            # a character beyond U+FFFF as an escaped surrogate pair (what json.dumps writes)
+            b.regex(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"),
         ]
     )
 
