@@ -11,6 +11,7 @@ exactly whether a byte prefix can still be completed to a match.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from functools import cache
 
@@ -170,6 +171,9 @@ def _oracle_dfas() -> list:
         compile_regex(r"[a-zé ]+"),
         compile_regex(r"(?s).{0,40}"),  # plain-text path, bounded chain
         compile_regex(r'"[^"\\]*"x'),  # plain-text path, endless chain
+        # a free string whose first letter a-t leads elsewhere (first-character exceptions
+        # in front of a plain-text loop: tokens like 's"' must be walked, not taken from the loop)
+        compile_regex(r'(?:[^a-t"\\\x00-\x1f][^"\\\x00-\x1f]*|[a-t]![^"\\\x00-\x1f]*)?"x'),
         compile_json_schema(  # JSON: strings, and extra keys (first-character exceptions)
             {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
                                               "n": {"type": "integer"}}}
@@ -188,3 +192,58 @@ def test_masks_match_bruteforce_on_real_vocabulary(real_vocab: Vocabulary) -> No
             expected = bruteforce_allowed(real_vocab, dfa, state)
             np.testing.assert_array_equal(plain.mask(state).allowed_ids(real_vocab.size), expected)
             np.testing.assert_array_equal(classes.mask(state).allowed_ids(real_vocab.size), expected)
+
+
+_JSON_ORACLE_CASES = [
+    (  # declared keys plus extra keys (first-character exceptions), nested values, escapes, Unicode
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "age": {"type": "integer", "minimum": 0},
+                "meta": {"type": "object", "properties": {"note": {"type": "string", "maxLength": 20}}},
+            },
+            "required": ["name"],
+        },
+        [
+            {"name": 'Zoë "Z" \\ café ☃ 😀\n', "tags": ["a b", "", "ünï"], "age": 42, "meta": {"note": "hi"}},
+            {"name": "x", "nam": 1, "named": [True, None], "zzz": {"k": "v"}},
+        ],
+    ),
+    (  # patterns, formats and enums: states where plain-text characters do not behave alike
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+                "when": {"type": "string", "format": "date-time"},
+                "kind": {"enum": ["alpha", "beta", "alphabet"]},
+            },
+            "required": ["id", "when", "kind"],
+            "additionalProperties": False,
+        },
+        [{"id": "user_42", "when": "2024-01-31T12:00:00Z", "kind": "alphabet"}],
+    ),
+]
+
+
+def test_json_masks_match_bruteforce_along_documents(real_vocab: Vocabulary) -> None:
+    """Every state along real documents (key starts, free and bounded strings, string starts,
+    escapes, numbers, extra keys): the mask equals a brute force over the whole vocabulary."""
+    from outlines_gguf import compile_json_schema
+
+    for schema, documents in _JSON_ORACLE_CASES:
+        dfa = compile_json_schema(schema)
+        guide = RegexGuide(dfa, real_vocab)
+        states: list[int] = []
+        for document in documents:
+            for text in (json.dumps(document, ensure_ascii=False), json.dumps(document)):
+                state = 0
+                for byte in text.encode():
+                    if state not in states:
+                        states.append(state)
+                    state = int(dfa.transitions[state, byte])
+                    assert state >= 0, text
+        for state in states:
+            expected = bruteforce_allowed(real_vocab, dfa, state)
+            np.testing.assert_array_equal(guide.mask(state).allowed_ids(real_vocab.size), expected)
