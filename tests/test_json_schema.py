@@ -25,6 +25,11 @@ CASES = [
         ['"abcd"', "abc", "1"],
     ),
     ({"type": "string", "minLength": 2}, ['"ab"', '"éé"', r'"\n\t"', r'"\u00e9x"'], ['"a"', '"\\"']),
+    (  # beyond U+FFFF: raw, or an escaped surrogate pair (one character); never a lone surrogate
+        {"type": "string", "maxLength": 1},
+        ['"😀"', r'"\ud83d\ude00"', r'"\uD83D\uDE00"'],
+        [r'"\ud83d"', r'"\ude00\ud83d"', r'"\ud83d\ude00x"', r'"\ude00"'],
+    ),
     (
         {"type": "object", "properties": {"a": {"type": "integer"}}, "required": []},
         ["{}", '{"a": 1}', '{"b": true}', '{"a": 1, "zz": [1, 2]}'],
