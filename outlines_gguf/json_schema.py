@@ -155,6 +155,7 @@ _SHORT_ESCAPES = {
     0x09: "\\t",
 }
 _ANY_CHAR: Ranges = ((0, MAX_CODEPOINT),)
+_GENERIC_NUMBERS = frozenset({NUMBER, integer_range(None, None), number_range(None, None, False, False)})
 
 
 def _intersect_ranges(a: Ranges, b: Ranges) -> Ranges:
@@ -199,7 +200,7 @@ def _any_string_char(b: NFABuilder) -> Fragment | None:
 
 
 def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
-    """``pattern`` (a regex the library writes: whitespace, numbers) as a shared fragment."""
+    """``pattern`` (a fixed regex of the library: any number, any integer) as a shared fragment."""
     return b.shared(("regex", pattern), lambda h: h.regex(pattern))
 
 
@@ -617,7 +618,10 @@ class _Compiler:
             if step is not None and not self.lenient:
                 raise self.fail(f"multipleOf {step} on non-integers cannot be enforced", path)
             pattern = number_range(lo, hi, lo_x, hi_x)
-        return None if pattern is None else shared_regex(self.b, pattern)
+        if pattern is None:
+            return None
+        # unbounded numbers are shared fragments; a schema's own bounds are not kept past its compile
+        return shared_regex(self.b, pattern) if pattern in _GENERIC_NUMBERS else self.b.regex(pattern)
 
     def multiple_of(
         self, step: int, lo: int | None, hi: int | None, path: str, integer: bool
