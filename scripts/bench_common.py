@@ -149,9 +149,11 @@ def make_cold(vocab: Any) -> None:
     this benchmark owns its folder (``OUTLINES_GGUF_BENCH_OWNS_CACHE=1``); and the vocabulary's
     per-partition byte-class tries (``_class_tries``), built on the first dense state of a new
     pattern, which would otherwise make every run after the first look warmer than a fresh process.
-    Kept: the vocabulary's own trie and hash, and process-wide tables (private or one-entry caches:
-    Unicode categories, the "any JSON value" automaton, the source fingerprint), which a long-running
-    process builds once, as the peers pay their own one-time initialisation once per process.
+    Kept: the vocabulary's own tries and hash, and process-wide tables (private or one-entry caches:
+    Unicode categories, UTF-8 plans of character classes, the source fingerprint, and the shared
+    automaton pieces of ``NFABuilder.shared``: a JSON string character, punctuation with its
+    whitespace, any number, any JSON value), which a long-running process builds once, as the peers
+    pay their own one-time initialisation once per process.
     """
     import outlines_gguf
 

@@ -57,6 +57,7 @@ from bench_common import (
     WorkerGoneError,
     cpu_model,
     fmt_time,
+    make_cold,
     package_version,
     percentile,
     table,
@@ -273,13 +274,16 @@ class OursEngine:
         if not hasattr(outlines_gguf, "JSONLogitsProcessor"):
             raise ImportError(missing_json_processor_message())
         self.processor_class = outlines_gguf.JSONLogitsProcessor
-        self.clear_cache = outlines_gguf.clear_guide_cache
         self.vocab = Vocabulary.from_gguf(vocab_path)
         self.vocab.prepare()  # one-time vocabulary structures: built here, not inside the first mask
         self.eos_id = int(self.vocab.eos_id)
 
     def compile(self, schema: Any) -> Any:
         return self.processor_class(schema, self.vocab)
+
+    def clear_cache(self) -> None:
+        """Forget every compiled constraint (``bench_common.make_cold``): two files may share a schema."""
+        make_cold(self.vocab)
 
     def session(self, compiled: Any, max_len: int = 0) -> ProcessorSession:
         return ProcessorSession(compiled, self.vocab.size, max_len)
@@ -293,13 +297,11 @@ class OursRegexEngine(OursEngine):
     def __init__(self, vocab_path: Path) -> None:
         from outlines_core.json_schema import build_regex_from_schema
 
-        from outlines_gguf import RegexLogitsProcessor, Vocabulary, clear_guide_cache
+        from outlines_gguf import RegexLogitsProcessor, Vocabulary
 
         self.build_regex = build_regex_from_schema
         self.processor_class = RegexLogitsProcessor
-        self.clear_cache = clear_guide_cache
-        self.vocab = Vocabulary.from_gguf(vocab_path)
-        self.vocab.trie  # noqa: B018
+        self.vocab = Vocabulary.from_gguf(vocab_path).prepare()
         self.eos_id = int(self.vocab.eos_id)
 
     def compile(self, schema: Any) -> Any:
@@ -454,7 +456,7 @@ def walk(session: Session, tokens: Sequence[int], eos_id: int, valid: bool) -> I
 
 
 def clear_engine_cache(engine: Any) -> None:
-    """Drop ours' guide cache so every compile is cold (two files may share a schema)."""
+    """Make ours' next compile cold (see ``OursEngine.clear_cache``)."""
     clear = getattr(engine, "clear_cache", None)
     if clear is not None:
         clear()
@@ -713,8 +715,10 @@ METHOD_NOTES = """\
 PROCESSOR_NOTE = (
     "called like\n  llama-cpp-python calls it (prompt, then one more token per call) on the strided `logit`\n"
     "  field of a record array; the mask time is the whole processor call. One processor per file serves\n"
-    "  all its instances, so masks cached for states seen before come back fast; the guide cache is\n"
-    "  cleared before every compile, so compile times are cold."
+    "  all its instances, so masks cached for states seen before come back fast; compiled constraints\n"
+    "  are forgotten before every compile (`bench_common.make_cold`: guide, schema and regex caches;\n"
+    "  kept are the vocabulary's tries, `Vocabulary.prepare()`d before the first file, and the\n"
+    "  library's fixed automaton pieces), so compile times are cold."
 )
 
 ENGINE_NOTES = {
