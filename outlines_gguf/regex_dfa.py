@@ -736,62 +736,70 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
     n_classes = len(bounds) - 1
     class_edges: dict[int, list[tuple[int, int, int]]] = {}
     single: dict[int, frozenset[int]] = {}
-    edges = nfa.edges
+    edges, eps = nfa.edges, nfa.eps
+    work = 0  # closure work, charged with the next state's cost
 
-    def closure(targets: Iterable[int]) -> frozenset[int]:
-        parts = []
-        for t in targets:
-            c = single.get(t)
-            if c is None:
-                reached = _closure(nfa, [t])
-                spend(len(reached))
-                # only states with edges, and the accepting one, tell subsets apart
-                c = single[t] = frozenset(q for q in reached if edges[q] or q == accept)
-            parts.append(c)
-        if len(parts) == 1:
-            return parts[0]
-        spend(sum(len(c) for c in parts))
-        return frozenset().union(*parts)
+    def closure_of(t: int) -> frozenset[int]:
+        nonlocal work
+        c = single.get(t)
+        if c is None:
+            if not eps[t]:  # most states of copied automata
+                work += 1
+                c = single[t] = frozenset((t,)) if edges[t] or t == accept else frozenset()
+                return c
+            reached = _closure(nfa, [t])
+            work += len(reached)
+            # only states with edges, and the accepting one, tell subsets apart
+            c = single[t] = frozenset(q for q in reached if edges[q] or q == accept)
+        return c
 
-    first = closure([start])
+    first = closure_of(start)
     index = {first: 0}
     queue = [first]
-    rows: list[list[int]] = []
+    segments: list[tuple[int, int, int, int]] = []  # (state, first class, end class, target)
     accepting: list[bool] = []
     by_targets: dict[frozenset[int], int] = {}
+    by_single: dict[int, int] = {}
 
-    def target_state(key: frozenset[int]) -> int:
-        k = by_targets.get(key)
+    def state_of(subset: frozenset[int]) -> int:
+        k = index.get(subset)
         if k is None:
-            nxt = closure(key)
-            k = index.get(nxt)
-            if k is None:
-                if len(queue) >= MAX_DFA_STATES:
-                    raise ConstraintTooComplexError(f"{label} needs more than {MAX_DFA_STATES} DFA states")
-                k = index[nxt] = len(queue)
-                queue.append(nxt)
-            by_targets[key] = k
+            if len(queue) >= MAX_DFA_STATES:
+                raise ConstraintTooComplexError(f"{label} needs more than {MAX_DFA_STATES} DFA states")
+            k = index[subset] = len(queue)
+            queue.append(subset)
         return k
 
-    while len(rows) < len(queue):
-        current = queue[len(rows)]
-        cost = 16 + len(current)
+    done = 0
+    while done < len(queue):
+        current = queue[done]
+        cost = 16 + len(current) + work
+        work = 0
         accepting.append(accept in current)
-        row = [-1] * n_classes
         out: list[tuple[int, int, int]] = []
         for s in current:
-            if edges[s]:
-                ce = class_edges.get(s)
-                if ce is None:
-                    ce = class_edges[s] = [(position[lo], position[hi + 1], t) for lo, hi, t in edges[s]]
-                out += ce
+            ce = class_edges.get(s)
+            if ce is None:
+                ce = class_edges[s] = [(position[lo], position[hi + 1], t) for lo, hi, t in edges[s]]
+            out += ce
         cost += len(out)
-        out.sort()
-        disjoint = all(out[i][0] >= out[i - 1][1] for i in range(1, len(out)))
+        if len(out) > 1:
+            out.sort()
+            end = out[0][1]
+            disjoint = True
+            for edge in out[1:]:
+                if edge[0] < end:
+                    disjoint = False
+                    break
+                end = edge[1]
+        else:
+            disjoint = True
         if disjoint:  # the common case: every class interval has one target
             for a, b, t in out:
-                k = target_state(frozenset((t,)))
-                row[a:b] = [k] * (b - a)
+                k = by_single.get(t)
+                if k is None:
+                    k = by_single[t] = state_of(closure_of(t))
+                segments.append((done, a, b, k))
         else:
             events: dict[int, list[tuple[int, int]]] = {}
             for a, b, t in out:
@@ -809,11 +817,24 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
                 if not active:
                     continue
                 cost += len(active)
-                k = target_state(frozenset(active))
-                row[a:b] = [k] * (b - a)
+                key = frozenset(active)
+                k = by_targets.get(key)
+                if k is None:
+                    parts = [closure_of(t) for t in key]
+                    work += sum(len(c) for c in parts)
+                    k = by_targets[key] = state_of(frozenset().union(*parts))
+                segments.append((done, a, b, k))
         spend(cost)
-        rows.append(row)
-    return np.array(rows, dtype=np.int32), np.array(accepting, dtype=bool), byte_class
+        done += 1
+    spend(work)
+    table = np.full((len(queue), n_classes), -1, dtype=np.int32)
+    if segments:
+        seg = np.array(segments, dtype=np.int64)
+        widths = seg[:, 2] - seg[:, 1]
+        starts = np.cumsum(widths) - widths
+        columns = np.arange(int(widths.sum())) - np.repeat(starts - seg[:, 1], widths)
+        table[np.repeat(seg[:, 0], widths), columns] = np.repeat(seg[:, 3], widths)
+    return table, np.array(accepting, dtype=bool), byte_class
 
 
 def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
