@@ -30,7 +30,7 @@ from .json_schema import SchemaError, compile_json_schema
 from .processors import CFGLogitsProcessor, GuideLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
 from .regex_dfa import ByteDFA, compile_regex
 from .tracking import LogitTrackingProcessor, add_tracking
-from .vocabulary import Vocabulary
+from .vocabulary import Vocabulary, as_vocabulary
 
 __version__ = "0.1.0"
 
@@ -62,6 +62,7 @@ __all__ = [
     "VocabularyError",
     "__version__",
     "add_tracking",
+    "as_vocabulary",
     "clear_guide_cache",
     "compile_grammar",
     "compile_json_schema",

@@ -124,3 +124,22 @@ def _is_utf8(b: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def test_prepare_builds_what_the_first_mask_would() -> None:
+    """``prepare()`` builds the tries and their walk tables up front; masks do not change."""
+    from outlines_gguf import RegexGuide, as_vocabulary, compile_regex
+
+    path = all_vocab_files()[0]
+    fresh = Vocabulary.from_gguf(path)
+    assert as_vocabulary(fresh) is fresh
+    dfa = compile_regex(r'"[a-z ]{0,12}"')
+    inside = dfa.run(b'"')
+    before = RegexGuide(dfa, fresh).mask(inside).allowed_ids(fresh.size)
+    prepared = Vocabulary.from_gguf(path)
+    assert prepared.prepare() is prepared
+    text = prepared.text_tokens
+    for trie in (prepared.trie, text.rest, text.rest_bare, text.rest_tails):
+        assert "_subtree_size" in trie.__dict__ and "_lists" in trie.__dict__
+    after = RegexGuide(dfa, prepared).mask(inside).allowed_ids(prepared.size)
+    assert (before == after).all() and before.size > 0
