@@ -193,8 +193,8 @@ class OursEngine(Engine):
         import outlines_gguf
 
         self.og = outlines_gguf
-        self.vocab = outlines_gguf.Vocabulary.from_gguf(gguf)
-        self.vocab.trie  # noqa: B018 - per-vocabulary tables, built once here
+        # per-vocabulary tables (tries, plain-text split), built once here as the peers build theirs
+        self.vocab = outlines_gguf.Vocabulary.from_gguf(gguf).prepare()
         self.og.RegexLogitsProcessor("[0-9]", self.vocab).guide.mask(0)  # the other per-vocabulary tables
         make_cold(self.vocab)
 
