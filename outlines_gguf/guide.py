@@ -201,7 +201,7 @@ class RegexGuide:
         other tokens are walked; when that admits most of the vocabulary, the
         mask is built from the ids it leaves out. Otherwise the whole trie is
         walked; once a state turns out dense, later states walk it compressed
-        to the DFA's byte classes (same result, fewer nodes).
+        to the DFA's byte classes if there are few (same result, fewer nodes).
         """
         if state == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
