@@ -245,8 +245,9 @@ class RegexGuide:
             return trie.walk(table, state)  # type: ignore[attr-defined]
         tokens = self.vocabulary.trie.walk(self.dfa.transitions, state)
         if tokens.size > DENSE_MASK and not self._byte_walks_only:
-            if group_columns(self.dfa.transitions)[0].size <= CLASS_TRIE_MAX_CLASSES:
-                self.use_byte_classes()
+            grouping = group_columns(self.dfa.transitions)
+            if grouping[0].size <= CLASS_TRIE_MAX_CLASSES:
+                self.use_byte_classes(grouping)
             else:  # the compressed trie would be most of the trie: not worth building
                 self._byte_walks_only = True
         return tokens
@@ -300,10 +301,11 @@ class RegexGuide:
             current = nxt
         return float(limit), exceptions
 
-    def use_byte_classes(self) -> None:
-        """Walk the vocabulary's trie compressed to this DFA's byte classes from now on."""
+    def use_byte_classes(self, grouping: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Walk the vocabulary's trie compressed to this DFA's byte classes from now on
+        (``grouping``: ``group_columns`` of the transition table, if already computed)."""
         table = self.dfa.transitions
-        representative, byte_class = group_columns(table)
+        representative, byte_class = grouping if grouping is not None else group_columns(table)
         trie = self.vocabulary.class_trie(byte_class)
         self._class_walk = (trie, np.ascontiguousarray(table[:, representative]))
 
