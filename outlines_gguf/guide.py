@@ -97,6 +97,15 @@ class TokenMask:
         mask[self._forbid] = False
         return np.flatnonzero(mask)
 
+    def union_into(self, allowed: np.ndarray) -> None:
+        """Set the allowed entries of a boolean array over the vocabulary to True."""
+        if self._keep is not None:
+            allowed[self._keep] = True
+        else:
+            forbidden = np.zeros(allowed.size, dtype=bool)
+            forbidden[self._forbid] = True
+            allowed |= ~forbidden
+
     def apply(self, scores: np.ndarray) -> None:
         """Set every forbidden entry of ``scores`` (any strided 1-D view) to -inf."""
         if self._keep is not None:

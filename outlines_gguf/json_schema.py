@@ -204,6 +204,17 @@ def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
     return b.shared(("regex", pattern), lambda h: h.regex(pattern))
 
 
+CALL_BYTE = 0xFF
+"""In a split automaton (see :mod:`~outlines_gguf.json_pushdown`), a nested object or array value
+is this byte followed by the callee's number in three bytes. 0xFF never occurs in UTF-8 text,
+so the marker cannot be confused with a value's bytes; it is removed from the table that walks text."""
+
+
+def call_marker(node: int) -> bytes:
+    """The bytes that stand for a call to automaton ``node`` in a split automaton."""
+    return bytes((CALL_BYTE, node >> 16 & 0xFF, node >> 8 & 0xFF, node & 0xFF))
+
+
 class _Compiler:
     def __init__(
         self,
@@ -213,8 +224,11 @@ class _Compiler:
         lenient: bool,
         extra_properties: bool | None,
         builder: NFABuilder | None = None,
+        calls: Callable[[Any, str], int] | None = None,
     ) -> None:
         self.root = root
+        self.calls = calls
+        self._nest = 0  # objects and arrays entered so far in this automaton (split mode)
         self.ws = ws
         self.max_depth = max_depth
         self.lenient = lenient
@@ -269,6 +283,11 @@ class _Compiler:
     # -- values ---------------------------------------------------------------------------------
 
     def value(self, schema: Any, path: str, depth: int) -> Fragment | None:
+        if self.calls is not None:
+            if self._nest > 0 and self.may_nest(schema, path):
+                return self.b.literal(call_marker(self.calls(schema, path)))
+            if schema is True or schema == {}:
+                return self.any_value_nfa(1)  # its members and items are calls: any depth
         if schema is True or schema == {}:
             return self.any_value(min(depth, FREE_FORM_DEPTH))
         if schema is False:
@@ -289,6 +308,19 @@ class _Compiler:
             return self.enum(schema, path, depth)
         types = self.types(schema, path)
         return self.b.alt(self.typed(t, schema, path, depth) for t in types)
+
+    def may_nest(self, schema: Any, path: str) -> bool:
+        """Whether a value of ``schema`` may be an object or an array (or needs a ``$ref`` or a
+        combinator resolved): in split mode such a value is a call to its own automaton."""
+        if schema is True or schema == {}:
+            return True
+        if not isinstance(schema, dict):
+            return False
+        if any(key in schema for key in ("$ref", "allOf", "anyOf", "oneOf", "not")):
+            return True
+        if "enum" in schema or "const" in schema:
+            return False
+        return bool({"object", "array"} & set(self.types(schema, path)))
 
     def check_keywords(self, schema: dict, path: str) -> None:
         for key in schema:
@@ -691,6 +723,13 @@ class _Compiler:
     # -- arrays and objects ---------------------------------------------------------------------
 
     def array(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        self._nest += 1
+        try:
+            return self._array(schema, path, depth)
+        finally:
+            self._nest -= 1
+
+    def _array(self, schema: dict, path: str, depth: int) -> Fragment | None:
         if depth <= 0 and not schema:
             return None
         prefix = schema.get("prefixItems")
@@ -760,6 +799,13 @@ class _Compiler:
         return self.b.alt(options)
 
     def object(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        self._nest += 1
+        try:
+            return self._object(schema, path, depth)
+        finally:
+            self._nest -= 1
+
+    def _object(self, schema: dict, path: str, depth: int) -> Fragment | None:
         if depth <= 0 and not schema:
             return None
         props = schema.get("properties", {}) or {}
@@ -830,7 +876,9 @@ class _Compiler:
             return None
 
         def make_additional() -> Fragment | None:
-            if additional is True or additional == {}:
+            if self.calls is not None:
+                v = self.value(additional, f"{path}/additionalProperties", depth)
+            elif additional is True or additional == {}:
                 # an object without declared properties is free-form: its values nest like {}
                 limit = EXTRA_VALUE_DEPTH if props else FREE_FORM_DEPTH
                 v = self.any_value(min(depth, limit))

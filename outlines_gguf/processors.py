@@ -228,7 +228,7 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         max_depth: int = DEFAULT_MAX_DEPTH,
         lenient: bool = False,
         extra_properties: bool | None = None,
-        engine: str = "dfa",
+        engine: str = "pushdown",
     ) -> None:
         vocabulary = as_vocabulary(tokenizer)
         canonical, extra = prepare_schema(schema, extra_properties)
@@ -243,8 +243,17 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
             self.grammar = schema_to_lark(self.schema)
             super().__init__(CFGGuide.from_grammar(self.grammar, vocabulary), vocabulary)
             return
-        if engine != "dfa":
-            raise ValueError(f"engine must be 'dfa' or 'grammar', not {engine!r}")
+        if engine not in ("dfa", "pushdown"):
+            raise ValueError(f"engine must be 'pushdown', 'dfa' or 'grammar', not {engine!r}")
+        if engine == "pushdown":
+            from .json_pushdown import PushdownGuide, split_schema
+
+            def build_split() -> PushdownGuide:
+                return PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
+
+            key = ("json-pushdown", canonical, whitespace_pattern, lenient, extra)
+            super().__init__(cached_guide(key, vocabulary, build_split), vocabulary)
+            return
         key = ("json", canonical, whitespace_pattern, max_depth, lenient, extra)
 
         def build() -> RegexGuide:

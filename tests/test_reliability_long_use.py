@@ -78,9 +78,9 @@ def test_a_10000_token_json_array_without_max_items() -> None:
 
 
 def test_1000_schemas_in_one_process_keep_memory_bounded() -> None:
-    """Caches are LRUs: compiled schemas (128, ``compile_canonical``), compiled regexes (256,
-    ``compile_regex``), guides with their masks (64). Once the caches hold only entries made
-    while tracing, 500 more schemas add (almost) nothing."""
+    """Caches are LRUs: compiled schemas (128, ``compile_canonical``, the whole-schema DFA engine),
+    compiled regexes (256, ``compile_regex``), guides with their split schemas and masks (64).
+    Once the caches hold only entries made while tracing, 500 more schemas add (almost) nothing."""
     vocab = load_vocab("spm32k")
     prompt = np.array([1, 5], dtype=np.intc)
     row = np.zeros(vocab.size, dtype=np.float32)
@@ -110,7 +110,7 @@ def test_1000_schemas_in_one_process_keep_memory_bounded() -> None:
         end = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert compile_canonical.cache_info().currsize == compile_canonical.cache_info().maxsize == 128
+    assert compile_canonical.cache_info().currsize <= compile_canonical.cache_info().maxsize == 128
     assert compile_regex.cache_info().maxsize == 256
     assert len(guide_module._cache) == guide_module.GUIDE_CACHE_SIZE == 64
     print(f"traced memory: {middle / 1024:.0f} KiB after 500 schemas, {end / 1024:.0f} KiB after 1,000")

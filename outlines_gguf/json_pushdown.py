@@ -1,0 +1,618 @@
+"""JSON Schema as a pushdown of small automata, compiled when generation reaches them.
+
+One DFA for a whole schema multiplies states with every nesting level,
+unrolls ``$ref`` cycles to a fixed depth and recompiles a shared definition
+at each use. Here the schema is *split*: every object or array value nested
+inside another (and every ``$ref``, combinator or free-form value there) is
+its own **node**, compiled on first use by the same JSON compiler into a
+small byte DFA in which the nested value is a *call*: the marker byte
+``0xFF`` and the callee's number (:func:`~outlines_gguf.json_schema.call_marker`).
+A node is compiled once per schema, however many places use it, so the
+compile cost grows with the schema, not with its unfolding, and recursion
+has no depth limit.
+
+A **configuration** is a return stack: ``(below, node, state)``, where
+``below`` is the caller's configuration holding the state to return to (or
+None at the root). A guide state is the set of configurations the text so
+far can be in (one, almost always; two while, say, an extra key and a
+declared key share a prefix). From a configuration, without reading a byte,
+generation may *call* (enter a callee's start state, pushing the return
+state) or *return* (from an accepting state of a callee to the caller).
+
+**Masks.** A token is allowed iff its bytes can be read from some
+configuration. For a configuration ``(below, n, s)`` that is the union of
+
+* the tokens that stay inside node ``n`` from ``s``: the regex guide's mask of
+  that node's DFA (with the call column removed), cached per (node, state) and
+  shared by every place the node is used;
+* the tokens that cross a call or a return on the way. The trie nodes where a
+  token's prefix reaches a state with a call or an accepting state are found by
+  one walk per (node, state), also context-free and cached; below those trie
+  nodes the walk goes on in the callee (or the caller, read from the stack),
+  cached per (node, state, trie nodes). A new stack costs a few lookups.
+
+Inside a string value the crossing walk only visits the tails of tokens
+(from their first quote, backslash or control character on), as the regex
+guide does: a plain-text prefix never crosses anything.
+
+**Emptiness.** A node whose DFA can reach acceptance only through calls is
+*productive* only if its callees are; unproductive callees are cut out of
+their callers (least fixpoint over the nodes compiled), so a mask never leads
+into a value that cannot be completed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import (
+    ConstraintTooComplexError,
+    ConstraintViolationError,
+    EmptyLanguageError,
+    OutlinesGGUFError,
+    VocabularyError,
+)
+from .guide import FINISHED, RegexGuide, TokenMask
+from .json_schema import (
+    _MALFORMED,
+    CALL_BYTE,
+    DEFAULT_MAX_DEPTH,
+    SchemaError,
+    Whitespace,
+    _Compiler,
+)
+from .regex_dfa import ByteDFA, compile_budget
+from .token_trie import TokenTrie, concat_ranges
+from .vocabulary import Vocabulary
+
+MAX_NODES = 1 << 24
+"""Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
+
+EAGER_NODES = 64
+"""At construction, the first nodes reachable from the root (breadth first) are compiled, so the
+errors of an ordinary schema are raised there and emptiness is known; bigger schemas compile the
+rest when generation first reaches them."""
+
+MASK_CACHE_SIZE = 2048
+"""Masks kept per guide, by guide state (least recently used are dropped)."""
+
+WALK_CACHE_SIZE = 4096
+"""Crossing walks kept per guide (least recently used are dropped)."""
+
+Config = tuple  # (below: Config | None, node: int, state: int)
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int = MASK_CACHE_SIZE) -> None:
+        super().__init__()
+        self.size = size
+
+    def lookup(self, key: Hashable) -> Any:
+        value = super().get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self[key] = value
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass
+class Node:
+    """One compiled piece of a split schema."""
+
+    number: int
+    path: str
+    dfa: ByteDFA  # the call column removed: a walk over text never takes a call
+    calls: dict[int, tuple[tuple[int, int], ...]]  # state -> ((callee, return state), ...)
+    boundary: np.ndarray  # bool per state: a call leaves it, or it accepts (a return may)
+    free_accept: bool  # acceptance is reachable without any call
+    guide: RegexGuide | None = None
+    crossings: dict[int, list] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickles without its walk caches (they hold the vocabulary's tries)."""
+        state = self.__dict__.copy()
+        state["crossings"] = {}
+        return state
+
+
+class SplitSchema:
+    """A schema's nodes: registered when a compiled node calls them, compiled on first use.
+
+    Thread-safe; compiling a node runs under a lock.
+    """
+
+    def __init__(
+        self,
+        root: Any,
+        whitespace_pattern: str | None = None,
+        lenient: bool = False,
+        extra_properties: bool | None = None,
+        eager_nodes: int = EAGER_NODES,
+    ) -> None:
+        self.root = root
+        self.ws = Whitespace.from_pattern(whitespace_pattern)
+        self.lenient = lenient
+        self.extra_properties = extra_properties
+        self._schemas: list[tuple[Any, str]] = []
+        self._numbers: dict[Hashable, int] = {}
+        self._nodes: dict[int, Node] = {}
+        self._unproductive: set[int] = set()
+        self._lock = threading.RLock()
+        self.register(root, "#")
+        self.compile_ahead(eager_nodes)
+        if 0 in self._unproductive:
+            raise SchemaError("no JSON value satisfies this schema", "#")
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    @property
+    def n_compiled(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def n_registered(self) -> int:
+        return len(self._schemas)
+
+    def register(self, schema: Any, path: str) -> int:
+        """The number of the node for ``schema`` (a new one the first time it is seen)."""
+        key: Hashable
+        if schema is True or schema == {}:
+            key = ("any",)
+        elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
+            key = ("ref", str(schema["$ref"]))
+        else:
+            key = ("id", id(schema))  # the registry keeps the object alive, so ids are not reused
+        number = self._numbers.get(key)
+        if number is None:
+            number = len(self._schemas)
+            if number >= MAX_NODES:
+                raise ConstraintTooComplexError(f"the schema splits into more than {MAX_NODES} pieces")
+            self._numbers[key] = number
+            self._schemas.append((schema, path))
+        return number
+
+    def compile_ahead(self, limit: int) -> None:
+        """Compile up to ``limit`` nodes breadth first from the root, then settle emptiness."""
+        with self._lock:
+            order, seen = [0], {0}
+            i = 0
+            while i < len(order) and len(self._nodes) < limit:
+                node = self._compile(order[i])
+                i += 1
+                for pairs in node.calls.values():
+                    for callee, _ in pairs:
+                        if callee not in seen:
+                            seen.add(callee)
+                            order.append(callee)
+            self._settle_emptiness()
+
+    def node(self, number: int) -> Node:
+        found = self._nodes.get(number)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._nodes.get(number)
+            if found is None:
+                found = self._compile(number)
+                self._settle_emptiness()
+            return found
+
+    def _compile(self, number: int) -> Node:
+        found = self._nodes.get(number)
+        if found is not None:
+            return found
+        schema, path = self._schemas[number]
+        compiler = _Compiler(
+            self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
+        )
+        compiler.builder.label = f"JSON schema at {path}"
+        try:
+            with compile_budget(f"JSON schema at {path}"):
+                fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
+                table, accepting = _split_build(compiler, fragment)
+        except RecursionError as exc:
+            raise ConstraintTooComplexError(f"{path}: the schema is nested too deeply") from exc
+        except EmptyLanguageError:
+            table, accepting = None, None
+        except OutlinesGGUFError:
+            raise
+        except _MALFORMED as exc:
+            raise SchemaError(f"the schema is malformed ({type(exc).__name__}: {exc})", path) from exc
+        if table is None:
+            node = Node(number, path, _EMPTY_DFA, {}, np.zeros(1, dtype=bool), False)
+            self._unproductive.add(number)
+        else:
+            node = _make_node(number, path, table, accepting)
+        self._nodes[number] = node
+        return node
+
+    def _settle_emptiness(self) -> None:
+        """Least fixpoint: a node is productive if acceptance is reachable with calls only to
+        productive nodes (nodes not compiled yet count as productive: they are compiled, and
+        checked, before generation can enter them). Calls to unproductive nodes are cut."""
+        changed = True
+        while changed:
+            changed = False
+            for number, node in self._nodes.items():
+                if number in self._unproductive or node.free_accept:
+                    continue
+                if not _reaches_accept(node, self._unproductive):
+                    self._unproductive.add(number)
+                    changed = True
+        if self._unproductive:
+            for number, node in list(self._nodes.items()):
+                if number not in self._unproductive and any(
+                    callee in self._unproductive for pairs in node.calls.values() for callee, _ in pairs
+                ):
+                    self._nodes[number] = _cut_calls(node, self._unproductive)
+
+
+_EMPTY_DFA = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool))
+
+
+def _split_build(compiler: _Compiler, fragment: Any) -> tuple[np.ndarray, np.ndarray]:
+    dfa = compiler.builder.build(fragment)  # raises EmptyLanguageError
+    return dfa.transitions, dfa.accepting
+
+
+def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray) -> Node:
+    """Read the calls out of a split DFA and remove the call column."""
+    calls: dict[int, tuple[tuple[int, int], ...]] = {}
+    for state in np.flatnonzero(table[:, CALL_BYTE] >= 0).tolist():
+        pairs = []
+        frontier = [(int(table[state, CALL_BYTE]), 0)]
+        for _ in range(3):
+            nxt = []
+            for s, value in frontier:
+                for byte in np.flatnonzero(table[s] >= 0).tolist():
+                    nxt.append((int(table[s, byte]), value << 8 | byte))
+            frontier = nxt
+        for ret, callee in frontier:
+            pairs.append((callee, ret))
+        if state == 0:
+            raise SchemaError("a value refers to itself before writing anything (a $ref cycle)", path)
+        calls[state] = tuple(sorted(pairs))
+    walk = table.copy()
+    walk[:, CALL_BYTE] = -1
+    boundary = accepting.copy()
+    for state in calls:
+        boundary[state] = True
+    node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False)
+    node.free_accept = _reaches_accept(node, None)
+    return node
+
+
+def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
+    """Acceptance is reachable from the start by text and calls (to productive callees;
+    ``unproductive=None``: by text alone)."""
+    table, accepting = node.dfa.transitions, node.dfa.accepting
+    seen = np.zeros(accepting.size, dtype=bool)
+    seen[0] = True
+    stack = [0]
+    while stack:
+        s = stack.pop()
+        if accepting[s]:
+            return True
+        targets = set(table[s][table[s] >= 0].tolist())
+        if unproductive is not None:
+            targets.update(ret for callee, ret in node.calls.get(s, ()) if callee not in unproductive)
+        for t in targets:
+            if not seen[t]:
+                seen[t] = True
+                stack.append(t)
+    return False
+
+
+def _cut_calls(node: Node, unproductive: set[int]) -> Node:
+    """The node without its calls to unproductive nodes, and without the states that then
+    cannot reach acceptance (made dead)."""
+    calls = {
+        s: tuple(p for p in pairs if p[0] not in unproductive) for s, pairs in node.calls.items()
+    }
+    calls = {s: pairs for s, pairs in calls.items() if pairs}
+    table, accepting = node.dfa.transitions, node.dfa.accepting
+    n = accepting.size
+    # states that can reach acceptance, by text or surviving calls (backwards fixpoint)
+    alive = accepting.copy()
+    changed = True
+    while changed:
+        reach = (table >= 0) & alive[np.maximum(table, 0)]
+        new = alive | reach.any(axis=1)
+        for s, pairs in calls.items():
+            if any(alive[ret] for _, ret in pairs):
+                new[s] = True
+        changed = bool((new != alive).any())
+        alive = new
+    cut = table.copy()
+    cut[(cut >= 0) & ~alive[np.maximum(cut, 0)]] = -1
+    calls = {s: tuple(p for p in pairs if alive[p[1]]) for s, pairs in calls.items() if alive[s]}
+    calls = {s: pairs for s, pairs in calls.items() if pairs}
+    boundary = accepting.copy()
+    for s in calls:
+        boundary[s] = True
+    del n
+    return Node(node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept)
+
+
+# -- the guide -----------------------------------------------------------------------------------
+
+
+class PushdownGuide:
+    """A guide over a :class:`SplitSchema` (the Guide protocol of :mod:`~outlines_gguf.guide`).
+
+    States are frozensets of configurations; thread-safe.
+    """
+
+    def __init__(self, schema: SplitSchema, vocabulary: Vocabulary) -> None:
+        if not vocabulary.eog_ids:
+            raise VocabularyError("the vocabulary has no end-of-generation token: generation could never end")
+        self.schema = schema
+        self.vocabulary = vocabulary
+        self.initial_state: Hashable = frozenset({(None, 0, 0)})
+        self._masks = _LRU(MASK_CACHE_SIZE)
+        self._walks = _LRU(WALK_CACHE_SIZE)
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_masks"], state["_walks"] = _LRU(MASK_CACHE_SIZE), _LRU(WALK_CACHE_SIZE)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    @property
+    def n_cached_masks(self) -> int:
+        return len(self._masks)
+
+    # -- configurations -----------------------------------------------------------------------
+
+    def closure(self, configs: Iterable[Config]) -> list[Config]:
+        """The configurations reachable without reading a byte (calls and returns)."""
+        out: list[Config] = []
+        seen: set[Config] = set()
+        stack = list(configs)
+        node_of = self.schema.node
+        while stack:
+            config = stack.pop()
+            if config in seen:
+                continue
+            seen.add(config)
+            out.append(config)
+            below, number, state = config
+            node = node_of(number)
+            for callee, ret in node.calls.get(state, ()):
+                stack.append(((below, number, ret), callee, 0))
+            if below is not None and node.dfa.accepting[state]:
+                stack.append(below)
+        return out
+
+    def _final(self, configs: Iterable[Config]) -> bool:
+        node_of = self.schema.node
+        return any(
+            below is None and bool(node_of(number).dfa.accepting[state])
+            for below, number, state in self.closure(configs)
+        )
+
+    def advance(self, state: frozenset, data: bytes) -> frozenset:
+        """The configurations after reading ``data`` (empty if it does not fit)."""
+        configs: Iterable[Config] = state
+        node_of = self.schema.node
+        for byte in data:
+            nxt = set()
+            for below, number, s in self.closure(configs):
+                t = int(node_of(number).dfa.transitions[s, byte])
+                if t >= 0:
+                    nxt.add((below, number, t))
+            if not nxt:
+                return frozenset()
+            configs = nxt
+        return frozenset(configs)
+
+    # -- the Guide protocol -------------------------------------------------------------------
+
+    def is_final(self, state: Hashable) -> bool:
+        return state == FINISHED or self._final(state)  # type: ignore[arg-type]
+
+    def next_state(self, state: Hashable, token_id: int) -> Hashable:
+        """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
+        vocab = self.vocabulary
+        if token_id in vocab.eog_ids:
+            if self.is_final(state):
+                return FINISHED
+            raise ConstraintViolationError(
+                f"end-of-generation token {token_id} before the JSON value was complete"
+            )
+        if state == FINISHED:
+            raise ConstraintViolationError("a token followed an end-of-generation token")
+        if not 0 <= token_id < vocab.size or token_id in vocab.special_ids or not vocab.tokens[token_id]:
+            raise ConstraintViolationError(f"token {token_id} is not allowed inside constrained text")
+        nxt = self.advance(state, vocab.tokens[token_id])  # type: ignore[arg-type]
+        if not nxt:
+            raise ConstraintViolationError(
+                f"token {token_id} ({vocab.tokens[token_id]!r}) does not fit the schema here"
+            )
+        return nxt
+
+    def mask(self, state: Hashable) -> TokenMask:
+        """The allowed tokens in ``state`` (computed on first use, then cached)."""
+        if state == FINISHED:
+            raise ConstraintViolationError("generation continued after an end-of-generation token")
+        with self._lock:
+            mask = self._masks.lookup(state)
+            if mask is None:
+                mask = self._compute_mask(state)  # type: ignore[arg-type]
+                self._masks.put(state, mask)
+            return mask
+
+    # -- masks --------------------------------------------------------------------------------
+
+    def _compute_mask(self, state: frozenset) -> TokenMask:
+        vocab = self.vocabulary
+        configs = self.closure(state)
+        node_of = self.schema.node
+        final = any(below is None and bool(node_of(n).dfa.accepting[s]) for below, n, s in configs)
+        inside: list[TokenMask] = []
+        crossing: list[np.ndarray] = []
+        for config in configs:
+            below, number, s = config
+            node = node_of(number)
+            pure = self._inside(node, s)
+            if pure is not None:
+                inside.append(pure)
+            for trie, nodes, states in self._crossings(node, s):
+                self._cross(trie, below, number, nodes, states, crossing)
+        extra = np.concatenate(crossing) if crossing else np.empty(0, dtype=np.int32)
+        if len(inside) == 1 and extra.size == 0 and inside[0].eog_allowed == final:
+            return inside[0]
+        allowed = np.zeros(vocab.size, dtype=bool)
+        for part in inside:
+            part.union_into(allowed)
+        allowed[extra] = True
+        allowed[vocab.eog_array] = final
+        if not final and not allowed.any():
+            raise ConstraintViolationError(
+                "no token of this vocabulary can continue the JSON value here (the vocabulary lacks "
+                "the bytes the schema needs)"
+            )
+        return TokenMask(allowed, final)
+
+    def _inside(self, node: Node, state: int) -> TokenMask | None:
+        """The tokens that stay inside ``node`` from ``state`` (None if there are none)."""
+        guide = node.guide
+        if guide is None:
+            guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
+        try:
+            return guide.mask(state)
+        except ConstraintViolationError:
+            return None  # only a call or a return continues from here
+
+    def _crossings(self, node: Node, state: int) -> list[tuple[TokenTrie, np.ndarray, np.ndarray]]:
+        """Where tokens read from ``state`` reach a state with a call or a return:
+        (trie, trie nodes, the state each one is in), per trie walked. Context-free: cached."""
+        found = node.crossings.get(state)
+        if found is not None:
+            return found
+        guide = node.guide
+        assert guide is not None
+        text = self.vocabulary.text_tokens
+        step = guide._plain_step(state)
+        loop = guide._plain_loop_target(state) if step is not None and step[1].size == 0 else None
+        walks: list[tuple[TokenTrie, int, int]]
+        if loop is None:
+            walks = [(self.vocabulary.trie, state, -1)]
+        else:
+            # a plain-text prefix leads to ``loop`` and stays there: only tails can cross
+            walks = [(text.rest_bare, state, -1), (text.rest_tails, loop, -1)]
+        found = []
+        for trie, start, _ in walks:
+            if not node.boundary.any():
+                break
+            roots = np.arange(trie.root_children)
+            flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
+            states = flat[start * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
+            alive = states >= 0
+            _, hit_nodes, hit_states = _walk(trie, flat, node.boundary, roots[alive], states[alive], False)
+            if hit_nodes.size:
+                found.append((trie, hit_nodes, hit_states))
+        node.crossings[state] = found
+        return found
+
+    def _cross(
+        self,
+        trie: TokenTrie,
+        below: Config | None,
+        number: int,
+        nodes: np.ndarray,
+        states: np.ndarray,
+        out: list[np.ndarray],
+    ) -> None:
+        """Go on below trie ``nodes`` (reached in ``states`` of node ``number``) through every
+        call or return the stack allows there; append the tokens found to ``out``."""
+        for s in np.unique(states).tolist():
+            sel = nodes[states == s] if states.size > 1 else nodes
+            here = (below, number, s)
+            for config in self.closure([here]):
+                if config == here:
+                    continue  # reading on inside the same node: the caller's walk does that
+                c_below, c_number, c_state = config
+                node = self.schema.node(c_number)
+                key = (id(trie), c_number, c_state, sel.tobytes())
+                walked = self._walks.lookup(key)
+                if walked is None:
+                    flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
+                    counts = trie.n_children[sel]
+                    children = concat_ranges(trie.first_child[sel], counts)
+                    child_states = flat[c_state * 256 + trie.node_byte[children].astype(np.int64)]
+                    alive = child_states >= 0
+                    walked = _walk(
+                        trie, flat, node.boundary, children[alive], child_states[alive].astype(np.int64), True
+                    )
+                    self._walks.put(key, walked)
+                tokens, hit_nodes, hit_states = walked
+                if tokens.size:
+                    out.append(tokens)
+                if hit_nodes.size:
+                    self._cross(trie, c_below, c_number, hit_nodes, hit_states, out)
+
+
+def _walk(
+    trie: TokenTrie,
+    flat: np.ndarray,
+    boundary: np.ndarray,
+    nodes: np.ndarray,
+    states: np.ndarray,
+    collect: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Walk the trie below entered ``nodes`` (in ``states``) by a 256-column table.
+
+    Returns (the tokens ending on the way when ``collect``, the nodes entered in a boundary
+    state, their states).
+    """
+    found: list[np.ndarray] = []
+    hit_nodes: list[np.ndarray] = []
+    hit_states: list[np.ndarray] = []
+    while nodes.size:
+        hits = boundary[states]
+        if hits.any():
+            hit_nodes.append(nodes[hits])
+            hit_states.append(states[hits])
+        sink: list[np.ndarray] = found if collect else []
+        children, parents = trie.step(nodes, states, sink)
+        if children is None:
+            break
+        nxt = flat[parents * 256 + trie.node_byte[children].astype(np.int64)]
+        alive = nxt >= 0
+        nodes, states = children[alive], nxt[alive].astype(np.int64)
+    return (
+        np.concatenate(found) if found else np.empty(0, dtype=np.int32),
+        np.concatenate(hit_nodes) if hit_nodes else np.empty(0, dtype=np.int64),
+        np.concatenate(hit_states) if hit_states else np.empty(0, dtype=np.int64),
+    )
+
+
+def split_schema(
+    canonical: str, whitespace_pattern: str | None, lenient: bool, extra: bool | None
+) -> SplitSchema:
+    """The split schema for canonical JSON text (see :func:`~outlines_gguf.json_schema.prepare_schema`)."""
+    return SplitSchema(json.loads(canonical), whitespace_pattern, lenient, extra)
