@@ -116,6 +116,7 @@ class Node:
     calls: dict[int, tuple[tuple[int, int], ...]]  # state -> ((callee, return state), ...)
     boundary: np.ndarray  # bool per state: a call leaves it, or it accepts (a return may)
     free_accept: bool  # acceptance is reachable without any call
+    plain_safe: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     guide: RegexGuide | None = None
     crossings: dict[int, list] = field(default_factory=dict)
 
@@ -295,9 +296,25 @@ def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray)
     boundary = accepting.copy()
     for state in calls:
         boundary[state] = True
-    node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False)
+    node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, _plain_safe(walk, boundary))
     node.free_accept = _reaches_accept(node, None)
     return node
+
+
+_NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
+
+
+def _plain_safe(table: np.ndarray, boundary: np.ndarray) -> np.ndarray:
+    """Per state: no state with a call or a return is reachable from it by bytes other than
+    controls, ``"`` and ``\\`` (a superset of plain text), so no plain-text token crosses there."""
+    plainish = table.copy()
+    plainish[:, _NON_PLAIN] = -1
+    reach = boundary.copy()
+    while True:
+        nxt = reach | ((plainish >= 0) & reach[np.maximum(plainish, 0)]).any(axis=1)
+        if (nxt == reach).all():
+            return ~reach
+        reach = nxt
 
 
 def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
@@ -349,7 +366,9 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     for s in calls:
         boundary[s] = True
     del n
-    return Node(node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept)
+    return Node(
+        node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept, _plain_safe(cut, boundary)
+    )
 
 
 # -- the guide -----------------------------------------------------------------------------------
@@ -480,8 +499,14 @@ class PushdownGuide:
             pure = self._inside(node, s)
             if pure is not None:
                 inside.append(pure)
-            for trie, nodes, states in self._crossings(node, s):
-                self._cross(trie, below, number, nodes, states, crossing)
+            for trie, nodes, states, skip in self._crossings(node, s):
+                found: list[np.ndarray] = []
+                self._cross(trie, below, number, nodes, states, found)
+                if skip is not None and found:
+                    # tails of tokens whose first character is an exception: walked whole instead
+                    tokens = np.concatenate(found)
+                    found = [tokens[~np.isin(vocab.text_tokens.first_byte[tokens], skip)]]
+                crossing.extend(found)
         extra = np.concatenate(crossing) if crossing else np.empty(0, dtype=np.int32)
         if len(inside) == 1 and extra.size == 0 and inside[0].eog_allowed == final:
             return inside[0]
@@ -507,7 +532,9 @@ class PushdownGuide:
         except ConstraintViolationError:
             return None  # only a call or a return continues from here
 
-    def _crossings(self, node: Node, state: int) -> list[tuple[TokenTrie, np.ndarray, np.ndarray]]:
+    def _crossings(
+        self, node: Node, state: int
+    ) -> list[tuple[TokenTrie, np.ndarray, np.ndarray, np.ndarray | None]]:
         """Where tokens read from ``state`` reach a state with a call or a return:
         (trie, trie nodes, the state each one is in), per trie walked. Context-free: cached."""
         found = node.crossings.get(state)
@@ -515,26 +542,37 @@ class PushdownGuide:
             return found
         guide = node.guide
         assert guide is not None
-        text = self.vocabulary.text_tokens
-        step = guide._plain_step(state)
-        loop = guide._plain_loop_target(state) if step is not None and step[1].size == 0 else None
-        walks: list[tuple[TokenTrie, int, int]]
-        if loop is None:
-            walks = [(self.vocabulary.trie, state, -1)]
-        else:
-            # a plain-text prefix leads to ``loop`` and stays there: only tails can cross
-            walks = [(text.rest_bare, state, -1), (text.rest_tails, loop, -1)]
+        vocab = self.vocabulary
+        text = vocab.text_tokens
         found = []
-        for trie, start, _ in walks:
-            if not node.boundary.any():
-                break
+        if not node.boundary.any():
+            node.crossings[state] = found
+            return found
+        walks: list[tuple[TokenTrie, int, np.ndarray | None]]
+        step = guide._plain_step(state)
+        loop = guide._plain_loop_target(state) if step is not None else None
+        if loop is not None and step is not None:
+            # a plain-text prefix leads to ``loop`` and stays there (a string body): only the
+            # tails can cross; tokens that start with an exception are walked whole instead
+            exceptions = step[1]
+            walks = [(text.rest_bare, state, None), (text.rest_tails, loop, exceptions)]
+            if exceptions.size:
+                walks.append((vocab.trie, state, exceptions))
+        elif node.plain_safe[state]:
+            walks = [(text.rest, state, None)]  # plain text cannot reach a call or a return
+        else:
+            walks = [(vocab.trie, state, None)]
+        flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
+        for trie, start, exceptions in walks:
             roots = np.arange(trie.root_children)
-            flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
+            if exceptions is not None and trie is vocab.trie:
+                roots = roots[np.isin(trie.node_byte[: trie.root_children], exceptions)]
             states = flat[start * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
             _, hit_nodes, hit_states = _walk(trie, flat, node.boundary, roots[alive], states[alive], False)
             if hit_nodes.size:
-                found.append((trie, hit_nodes, hit_states))
+                skip = exceptions if exceptions is not None and exceptions.size and trie is text.rest_tails else None
+                found.append((trie, hit_nodes, hit_states, skip))
         node.crossings[state] = found
         return found
 

@@ -849,12 +849,6 @@ class _Compiler:
     ) -> Callable[[], Fragment | None] | None:
         """A function building one additional "key": value member, or None if none is allowed."""
         if pattern_props:
-            if not self.lenient and additional not in (False,):
-                raise self.fail(
-                    "patternProperties together with additionalProperties other than false "
-                    "cannot be enforced (pass lenient=True)",
-                    path,
-                )
             patterns = list(pattern_props.items())
 
             def make_pattern() -> Fragment | None:
@@ -867,6 +861,15 @@ class _Compiler:
                     v = self.value(sub, f"{path}/patternProperties/{_pointer(pat)}", depth)
                     if key is not None and v is not None:
                         options.append(self.b.seq([key, self.colon(), v]))
+                if additional is not False:
+                    # a key that no pattern matches and no property declares: additionalProperties
+                    other = self.key_outside([p for p, _ in patterns], props, path)
+                    if self.calls is None and (additional is True or additional == {}):
+                        v = self.any_value(min(depth, EXTRA_VALUE_DEPTH if props else FREE_FORM_DEPTH))
+                    else:
+                        v = self.value(additional, f"{path}/additionalProperties", depth)
+                    if other is not None and v is not None:
+                        options.append(self.b.seq([other, self.colon(), v]))
                 return self.b.alt(options)
 
             if len(patterns) > 1 and not self.lenient:
@@ -904,6 +907,25 @@ class _Compiler:
                         "cannot be enforced (pass lenient=True)",
                         path,
                     )
+
+    def key_outside(self, patterns: list[str], props: dict, path: str) -> Fragment | None:
+        """A JSON string key that matches none of ``patterns`` (searched, as JSON Schema says)
+        and is none of the declared names: the keys ``additionalProperties`` governs."""
+        helper = NFABuilder("patternProperties")
+        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        taken = [sub.string({"pattern": p}, f"{path}/patternProperties") for p in patterns]
+        taken += [helper.literal(json.dumps(n, ensure_ascii=False)) for n in props]
+        try:
+            excluded = helper.build(helper.alt(taken))
+        except EmptyLanguageError:
+            excluded = None
+        anykey = NFABuilder("key")  # written without escapes, so a declared name cannot hide in one
+        plain = _complement(_RAW_FORBIDDEN)
+        every = anykey.build(
+            anykey.seq([anykey.literal('"'), anykey.repeat(lambda: anykey.chars(plain), 0, None), anykey.literal('"')])
+        )
+        result = every if excluded is None else difference(every, excluded)
+        return None if result is None else self.b.dfa(result)
 
     def key_excluding_dfa(self, key: Fragment, props: dict) -> Fragment | None:
         if not props:
@@ -1252,6 +1274,7 @@ def _disjoint(a: Any, b: Any) -> bool:
     return False
 
 
+_ARRAY_SIBLINGS = frozenset({"items", "prefixItems", "additionalItems"})
 _MERGEABLE = (
     _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | {"type", "enum", "const"} | ANNOTATIONS
 )
@@ -1264,13 +1287,22 @@ def _merge_all(parts: list[Any]) -> dict | None:
     not declare a property another part declares: that property is
     "additional" for it.
     """
-    declared = [set(p.get("properties", {})) for p in parts if isinstance(p, dict)]
+    dicts = [p for p in parts if isinstance(p, dict)]
+    declared = [set(p.get("properties", {})) for p in dicts]
     everything = set().union(*declared) if declared else set()
-    for part in parts:
-        if isinstance(part, dict) and ("additionalProperties" in part or "patternProperties" in part):
-            if part.get("additionalProperties", True) is not True or "patternProperties" in part:
-                if not everything <= set(part.get("properties", {})):
-                    return None
+    restricting = [p for p in dicts if p.get("additionalProperties", True) is not True]
+    with_patterns = [p for p in dicts if "patternProperties" in p]
+    for part in dicts:
+        if part in restricting or part in with_patterns:
+            if not everything <= set(part.get("properties", {})):
+                return None
+    # keywords whose meaning depends on their siblings keep it only beside them: a part's
+    # patternProperties exempt keys from *its* additionalProperties, a part's prefixItems (or
+    # draft-4 items array) limit *its* items/additionalItems to the later elements
+    if any(q is not r for q in with_patterns for r in restricting):
+        return None
+    if sum(1 for p in dicts if _ARRAY_SIBLINGS & set(p)) > 1:
+        return None
     merged: dict[str, Any] = {}
     for part in parts:
         if part is True:

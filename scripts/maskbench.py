@@ -67,7 +67,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DEFAULT_VOCAB = REPO / "models" / "vocab" / "ggml-vocab-llama-bpe.gguf"
-ALL_ENGINES = ("ours", "llguidance", "outlines-core", "ours-regex")
+ALL_ENGINES = ("ours", "llguidance", "outlines-core", "ours-regex", "ours-dfa")
 DEFAULT_ENGINES = ("ours", "llguidance", "outlines-core")
 PROMPT_IDS = (128000, 9906, 25)  # any ids: processors only compare them
 LLGUIDANCE_DEFAULTS = {"whitespace_flexible": True}
@@ -289,6 +289,15 @@ class OursEngine:
         return ProcessorSession(compiled, self.vocab.size, max_len)
 
 
+class OursDFAEngine(OursEngine):
+    """``JSONLogitsProcessor(engine="dfa")``: the whole-schema DFA engine, for comparison."""
+
+    name = "ours-dfa"
+
+    def compile(self, schema: Any) -> Any:
+        return self.processor_class(schema, self.vocab, engine="dfa")
+
+
 class OursRegexEngine(OursEngine):
     """``outlines_gguf.RegexLogitsProcessor`` on outlines-core's regex for the schema."""
 
@@ -428,6 +437,7 @@ class OutlinesCoreEngine:
 ENGINE_CLASSES: dict[str, Any] = {
     "ours": OursEngine,
     "ours-regex": OursRegexEngine,
+    "ours-dfa": OursDFAEngine,
     "llguidance": LLGuidanceEngine,
     "outlines-core": OutlinesCoreEngine,
 }
@@ -724,6 +734,8 @@ PROCESSOR_NOTE = (
 ENGINE_NOTES = {
     "ours": "- ours: `JSONLogitsProcessor(schema, Vocabulary.from_gguf(vocab))`, default whitespace, "
             + PROCESSOR_NOTE,
+    "ours-dfa": "- ours-dfa: `JSONLogitsProcessor(schema, vocab, engine=\"dfa\")` (the whole-schema DFA "
+                "engine, for comparison), " + PROCESSOR_NOTE,
     "ours-regex": "- ours-regex: `RegexLogitsProcessor(build_regex_from_schema(json.dumps(schema)), vocab)` "
                   "(our regex engine on outlines-core's translation), " + PROCESSOR_NOTE,
     "llguidance": (
@@ -983,7 +995,7 @@ def progress(message: str) -> None:
 
 
 def compile_timeout(opts: Options, engine: str) -> float:
-    return opts.ours_timeout if engine in ("ours", "ours-regex") else opts.timeout
+    return opts.ours_timeout if engine in ("ours", "ours-regex", "ours-dfa") else opts.timeout
 
 
 def run_all(opts: Options, paths: Sequence[Path], tokenizer: Any) -> tuple[dict[str, SchemaFile],

@@ -1,0 +1,244 @@
+"""The JSON pushdown engine (json_pushdown): exact masks, unbounded recursion, per-node compiles.
+
+Masks are checked against the whole-schema DFA engine (itself checked against a brute force in
+test_json_generation/test_guide_oracle) on schemas both engines compile exactly, at every state
+along real documents; recursion beyond any fixed depth is checked on documents the DFA engine
+cannot express; random-logit generations are judged by ``jsonschema``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+from conftest import load_vocab
+from sampling import closing_bias, generate
+
+from outlines_gguf import JSONLogitsProcessor, SchemaError
+from outlines_gguf.json_pushdown import PushdownGuide, SplitSchema
+from outlines_gguf.json_schema import compile_json_schema
+
+NESTED = {
+    "type": "object",
+    "properties": {
+        "a": {
+            "type": "object",
+            "properties": {
+                "b": {"type": "integer", "minimum": -5},
+                "c": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"x": {"type": "string", "maxLength": 5}},
+                        "required": ["x"],
+                    },
+                },
+            },
+            "required": ["b"],
+        },
+        "d": {"type": "boolean"},
+        "e": {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "null"}]},
+    },
+    "required": ["a"],
+}
+NESTED_DOCS = [
+    {"a": {"b": 1, "c": [{"x": "hi"}, {"x": ""}]}, "d": True, "e": [1.5, -2]},
+    {"a": {"b": -3}, "e": None},
+    {"a": {"b": 0, "c": []}, "e": []},
+]
+UNION = {
+    "type": "array",
+    "items": {
+        "anyOf": [
+            {"type": "object", "properties": {"k": {"const": 1}}, "required": ["k"]},
+            {"type": "array", "items": {"type": "integer"}, "maxItems": 3},
+        ]
+    },
+}
+UNION_DOCS = [[{"k": 1}, [1, 2, 3], []], []]
+SHARED = {
+    "$defs": {
+        "p": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+        }
+    },
+    "type": "object",
+    "properties": {"x": {"$ref": "#/$defs/p"}, "y": {"$ref": "#/$defs/p"}},
+}
+SHARED_DOCS = [{"x": {"name": 'a"b', "tags": ["q", "r"]}, "y": {}}]
+TREE = {
+    "$defs": {
+        "node": {
+            "type": "object",
+            "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            "required": ["v"],
+            "additionalProperties": False,
+        }
+    },
+    "$ref": "#/$defs/node",
+}
+
+
+def _texts(doc: object) -> list[bytes]:
+    return [json.dumps(doc).encode(), json.dumps(doc, separators=(",", ":")).encode()]
+
+
+def _walk(guide, data: bytes, vocab, rng: np.random.Generator, check=None) -> object:
+    """Feed ``data`` token by token (a random allowed token that is a prefix of the rest);
+    ``check(state, position)`` runs before every token. Returns the last state."""
+    state, pos = guide.initial_state, 0
+    while pos < len(data):
+        if check is not None:
+            check(state, pos)
+        allowed = guide.mask(state).allowed_ids(vocab.size).tolist()
+        fits = [i for i in allowed if vocab.tokens[i] and data.startswith(vocab.tokens[i], pos)]
+        assert fits, f"no allowed token continues {data[:pos]!r} with {data[pos:pos + 10]!r}"
+        token = fits[int(rng.integers(len(fits)))]
+        state = guide.next_state(state, token)
+        pos += len(vocab.tokens[token])
+    return state
+
+
+@pytest.mark.parametrize("vocab_name", ["spm32k", "llama3-128k", "qwen2-152k"])
+@pytest.mark.parametrize(("schema", "docs"), [(NESTED, NESTED_DOCS), (UNION, UNION_DOCS), (SHARED, SHARED_DOCS)])
+def test_masks_equal_the_whole_schema_dfa_along_documents(vocab_name, schema, docs) -> None:
+    """Where the whole-schema DFA is exact (no recursion, no free-form nesting), both engines
+    allow exactly the same tokens at every state along valid documents."""
+    vocab = load_vocab(vocab_name)
+    old = JSONLogitsProcessor(schema, vocab, engine="dfa", extra_properties=False).guide
+    new = JSONLogitsProcessor(schema, vocab, extra_properties=False).guide
+    assert isinstance(new, PushdownGuide)
+    rng = np.random.default_rng(0)
+    for doc in docs:
+        for data in _texts(doc):
+            trail = [old.initial_state]
+
+            def check(state, pos, data=data, trail=trail) -> None:
+                a = old.mask(trail[-1]).allowed_ids(vocab.size)
+                b = new.mask(state).allowed_ids(vocab.size)
+                assert np.array_equal(a, b), (data[:pos], set(a.tolist()) ^ set(b.tolist()))
+
+            state = new.initial_state
+            pos = 0
+            while True:
+                check(state, pos)
+                if pos >= len(data):
+                    break
+                allowed = new.mask(state).allowed_ids(vocab.size).tolist()
+                fits = [i for i in allowed if vocab.tokens[i] and data.startswith(vocab.tokens[i], pos)]
+                token = fits[int(rng.integers(len(fits)))]
+                state = new.next_state(state, token)
+                trail.append(old.next_state(trail[-1], token))
+                pos += len(vocab.tokens[token])
+            assert new.is_final(state) and old.is_final(trail[-1])
+
+
+def test_recursion_has_no_depth_limit() -> None:
+    vocab = load_vocab("llama3-128k")
+    guide = JSONLogitsProcessor(TREE, vocab).guide
+    doc: dict = {"v": 0}
+    for depth in range(1, 40):
+        doc = {"v": depth, "kids": [doc, {"v": -depth}]}
+    state = _walk(guide, json.dumps(doc).encode(), vocab, np.random.default_rng(1))
+    assert guide.is_final(state)
+    # the whole-schema DFA cuts the recursion at its depth limit
+    assert not compile_json_schema(TREE).matches(json.dumps(doc).encode())
+    # and a wrong leaf deep inside is still refused
+    bad = json.dumps(doc).replace('"v": 3,', '"v": "3",').encode()
+    with pytest.raises(Exception, match="does not fit|no allowed token"):
+        _walk(guide, bad, vocab, np.random.default_rng(1))
+
+
+def test_free_form_values_nest_to_any_depth() -> None:
+    vocab = load_vocab("qwen2-152k")
+    guide = JSONLogitsProcessor({"type": "object", "properties": {"a": {}}}, vocab).guide
+    deep = {"a": [[[[[[{"b": {"c": [1, {"d": None}]}}]]]]]], "extra": {"x": [True, "s"]}}
+    assert guide.is_final(_walk(guide, json.dumps(deep).encode(), vocab, np.random.default_rng(2)))
+
+
+def test_shared_definitions_compile_once() -> None:
+    defs = {f"d{i}": {"type": "object", "properties": {"n": {"type": "integer"}}} for i in range(5)}
+    schema = {
+        "$defs": defs,
+        "type": "object",
+        "properties": {f"p{j}": {"$ref": f"#/$defs/d{j % 5}"} for j in range(200)},
+    }
+    split = SplitSchema(schema)
+    # the root, one node per definition (not per use), and any value (for extra properties)
+    assert split.n_registered == split.n_compiled == 7
+
+
+@pytest.mark.parametrize("vocab_name", ["spm32k", "qwen2-152k"])
+@pytest.mark.parametrize("schema", [NESTED, UNION, SHARED, TREE], ids=["nested", "union", "shared", "tree"])
+def test_random_generations_validate(vocab_name, schema) -> None:
+    vocab = load_vocab(vocab_name)
+    rng = np.random.default_rng(3)
+    bias = closing_bias(vocab)
+    done = 0
+    for _ in range(12):
+        processor = JSONLogitsProcessor(schema, vocab)
+        ids, ended = generate(processor, rng, [1], max_tokens=160, bias=bias)
+        assert processor.error is None
+        if ended:
+            jsonschema.validate(json.loads(vocab.decode(ids)), schema)
+            done += 1
+    assert done >= 3
+
+
+def test_allof_keeps_sibling_keywords_beside_their_siblings() -> None:
+    """``items`` next to an allOf that holds ``prefixItems`` applies to every element."""
+    schema = {"allOf": [{"prefixItems": [{"minimum": 3}]}], "items": {"minimum": 5}}
+    for engine in ("dfa", "pushdown"):
+        guide = JSONLogitsProcessor(schema, load_vocab("spm32k"), engine=engine).guide
+        vocab = guide.vocabulary
+        with pytest.raises(Exception, match="does not fit|no allowed token"):
+            _walk(guide, b"[3, 5]", vocab, np.random.default_rng(0))
+        assert guide.is_final(_walk(guide, b"[5, 5]", vocab, np.random.default_rng(0)))
+    dfa = compile_json_schema(
+        {"allOf": [{"properties": {"a": {}}, "additionalProperties": False}], "patternProperties": {"^x": {}}}
+    )
+    assert dfa.matches(b'{"a": 1}') and not dfa.matches(b'{"x": 1}')
+
+
+def test_pattern_properties_with_additional_properties() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "patternProperties": {"^x": {"type": "boolean"}},
+        "additionalProperties": {"type": "string"},
+    }
+    for engine in ("dfa", "pushdown"):
+        guide = JSONLogitsProcessor(schema, load_vocab("spm32k"), engine=engine).guide
+        vocab = guide.vocabulary
+        good = b'{"a": 1, "zz": "q", "xa": false}'
+        assert guide.is_final(_walk(guide, good, vocab, np.random.default_rng(0)))
+        for bad in (b'{"x1": "s"}', b'{"y": 1}', b'{"\\u0061": "s"}'):
+            with pytest.raises(Exception, match="does not fit|no allowed token"):
+                _walk(guide, bad, vocab, np.random.default_rng(0))
+
+
+def test_an_unsatisfiable_nested_value_is_never_started() -> None:
+    impossible = {"type": "object", "properties": {"x": False}, "required": ["x"]}
+    vocab = load_vocab("spm32k")
+    guide = JSONLogitsProcessor(
+        {"type": "object", "properties": {"a": impossible, "b": {"type": "integer"}}}, vocab
+    ).guide
+    rng = np.random.default_rng(4)
+    with pytest.raises(Exception, match="does not fit|no allowed token"):
+        _walk(guide, b'{"a": {', vocab, rng)
+    assert guide.is_final(_walk(guide, b'{"b": 2}', vocab, rng))
+    with pytest.raises(SchemaError, match="no JSON value"):
+        JSONLogitsProcessor({"type": "array", "items": impossible, "minItems": 1}, vocab)
+
+
+def test_a_self_reference_that_writes_nothing_adds_nothing() -> None:
+    """X = X | integer means integers: the reference is followed to the depth limit, which loses
+    nothing because it writes nothing."""
+    vocab = load_vocab("spm32k")
+    guide = JSONLogitsProcessor({"anyOf": [{"$ref": "#"}, {"type": "integer"}]}, vocab).guide
+    assert guide.is_final(_walk(guide, b"-12", vocab, np.random.default_rng(0)))
+    with pytest.raises(Exception, match="does not fit|no allowed token"):
+        _walk(guide, b'"a"', vocab, np.random.default_rng(0))
