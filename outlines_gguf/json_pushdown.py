@@ -346,7 +346,6 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     }
     calls = {s: pairs for s, pairs in calls.items() if pairs}
     table, accepting = node.dfa.transitions, node.dfa.accepting
-    n = accepting.size
     # states that can reach acceptance, by text or surviving calls (backwards fixpoint)
     alive = accepting.copy()
     changed = True
@@ -365,10 +364,8 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     boundary = accepting.copy()
     for s in calls:
         boundary[s] = True
-    del n
-    return Node(
-        node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept, _plain_safe(cut, boundary)
-    )
+    safe = _plain_safe(cut, boundary)
+    return Node(node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept, safe)
 
 
 # -- the guide -----------------------------------------------------------------------------------
@@ -571,7 +568,8 @@ class PushdownGuide:
             alive = states >= 0
             _, hit_nodes, hit_states = _walk(trie, flat, node.boundary, roots[alive], states[alive], False)
             if hit_nodes.size:
-                skip = exceptions if exceptions is not None and exceptions.size and trie is text.rest_tails else None
+                tails = trie is text.rest_tails and exceptions is not None and exceptions.size > 0
+                skip = exceptions if tails else None
                 found.append((trie, hit_nodes, hit_states, skip))
         node.crossings[state] = found
         return found

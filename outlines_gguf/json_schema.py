@@ -204,6 +204,12 @@ def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
     return b.shared(("regex", pattern), lambda h: h.regex(pattern))
 
 
+MEMBER_CHUNK = 16
+"""In split mode, an object with more properties than this (and no min/maxProperties) is written
+as runs of this many members, each its own node (see ``_Compiler.chunked_object``)."""
+CHUNK_KEY = "x-outlines-gguf-run"
+"""Marks the synthetic schema of such a run (its value: "first" or "after")."""
+
 CALL_BYTE = 0xFF
 """In a split automaton (see :mod:`~outlines_gguf.json_pushdown`), a nested object or array value
 is this byte followed by the callee's number in three bytes. 0xFF never occurs in UTF-8 text,
@@ -842,7 +848,69 @@ class _Compiler:
             members.append((make, name in required))
 
         extra = self.extra_member(props, additional, pattern_props, path, next_depth)
+        part = schema.get(CHUNK_KEY)
+        if part is not None:  # a run of another object's members (see chunked_object)
+            return self.object_body(members, None, 1 if part == "first" else 2, None, part=part)
+        if self.calls is not None and len(members) > MEMBER_CHUNK and min_p == 0 and max_p is None:
+            return self.chunked_object(props, required, extra, path)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
+
+    def chunked_object(
+        self, props: dict, required: list, extra: Callable[[], Fragment | None] | None, path: str
+    ) -> Fragment | None:
+        """An object with many properties, in split mode: its members in runs of
+        :data:`MEMBER_CHUNK`, each run a call. Optional members written in order make the keys
+        that may come next a different set after every member, so one automaton for all of
+        them grows with the square of their number; runs keep that square small.
+
+        Each run is two nodes: ``first`` (nothing written before it: no comma before its
+        first member) and ``after`` (a comma before each member); both write at least one
+        member, and a run without required members may be skipped.
+        """
+        b = self.b
+        names = list(props)
+        entry = self.open("{")
+        nothing: int | None = entry[1]  # no member written yet
+        something: int | None = None  # at least one member written
+        for lo in range(0, len(names), MEMBER_CHUNK):
+            run = names[lo : lo + MEMBER_CHUNK]
+            must = [n for n in run if n in required]
+            base = {
+                "type": "object",
+                "properties": {n: props[n] for n in run},
+                "required": must,
+                "additionalProperties": False,
+            }
+            next_nothing = b.nfa.state() if nothing is not None and not must else None
+            next_something = b.nfa.state()
+            for source, part in ((nothing, "first"), (something, "after")):
+                if source is None:
+                    continue
+                if not must:
+                    b.nfa.eps[source].append(next_something if part == "after" else next_nothing)  # type: ignore[arg-type]
+                marker = self.calls({**base, CHUNK_KEY: part}, f"{path}/properties/{_pointer(run[0])}..")  # type: ignore[misc]
+                call = b.literal(call_marker(marker))
+                b.nfa.eps[source].append(call[0])
+                b.nfa.eps[call[1]].append(next_something)
+            nothing, something = next_nothing, next_something
+        if extra is not None:
+            if nothing is not None:
+                member = extra()
+                if member is not None:
+                    b.nfa.eps[nothing].append(member[0])
+                    b.nfa.eps[member[1]].append(something)  # type: ignore[arg-type]
+            comma, member = self.comma(), extra()
+            if member is not None:
+                b.nfa.eps[something].append(comma[0])  # type: ignore[index]
+                b.nfa.eps[comma[1]].append(member[0])
+                b.nfa.eps[member[1]].append(something)  # type: ignore[arg-type]
+        end = b.nfa.state()
+        for source in (nothing, something):
+            if source is not None:
+                close = self.close("}")
+                b.nfa.eps[source].append(close[0])
+                b.nfa.eps[close[1]].append(end)
+        return entry[0], end
 
     def extra_member(
         self, props: dict, additional: Any, pattern_props: dict, path: str, depth: int
@@ -921,9 +989,9 @@ class _Compiler:
             excluded = None
         anykey = NFABuilder("key")  # written without escapes, so a declared name cannot hide in one
         plain = _complement(_RAW_FORBIDDEN)
-        every = anykey.build(
-            anykey.seq([anykey.literal('"'), anykey.repeat(lambda: anykey.chars(plain), 0, None), anykey.literal('"')])
-        )
+        quote = anykey.literal('"')
+        body = anykey.repeat(lambda: anykey.chars(plain), 0, None)
+        every = anykey.build(anykey.seq([quote, body, anykey.literal('"')]))
         result = every if excluded is None else difference(every, excluded)
         return None if result is None else self.b.dfa(result)
 
@@ -976,6 +1044,7 @@ class _Compiler:
         extra: Callable[[], Fragment | None] | None,
         min_p: int,
         max_p: int | None,
+        part: str | None = None,
     ) -> Fragment | None:
         """``{`` members in order (optional ones may be skipped), extras after, ``}``.
 
@@ -984,8 +1053,10 @@ class _Compiler:
         """
         b = self.b
         cap = max(1, min_p, max_p if max_p is not None else 0)
-        entry = self.open("{")
-        level: dict[int, int] = {0: entry[1]}
+        # ``part``: a run of members inside another object (no braces; "after": a member was
+        # written before, so a comma comes first)
+        entry = self.open("{") if part is None else self.b.empty()
+        level: dict[int, int] = {1 if part == "after" else 0: entry[1]}
 
         def member_edge(
             source: int,
@@ -1048,7 +1119,7 @@ class _Compiler:
         closing = False
         for c, s in level.items():
             if c >= min_p:
-                close = self.close("}")
+                close = self.close("}") if part is None else self.b.empty()
                 b.nfa.eps[s].append(close[0])
                 b.nfa.eps[close[1]].append(end)
                 closing = True

@@ -166,7 +166,9 @@ def instance(schema: Any, root: Any, rng: random.Random, depth: int = 0) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--vocab", type=Path, default=Path("models/vocab/ggml-vocab-llama-bpe.gguf"))
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     vocab = Vocabulary.from_gguf(opts.vocab).prepare()
     tokenizer = Llama(model_path=str(opts.vocab), vocab_only=True, verbose=False)
     rng = random.Random(opts.seed)
-    print(f"| schema | schema bytes | first mask (cold) | automata compiled | valid instance accepted |")
+    print("| schema | schema bytes | first mask (cold) | automata compiled | valid instance accepted |")
     print("|---|---|---|---|---|")
     failures = 0
     for name, schema in schemas.items():
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             guide = processor.guide
             guide.mask(guide.initial_state)
         except Exception as exc:  # a refusal is a result here
-            print(f"| {name} | {len(json.dumps(schema))} | refused: {type(exc).__name__}: {str(exc)[:80]} | | |")
+            size = len(json.dumps(schema))
+            print(f"| {name} | {size} | refused: {type(exc).__name__}: {str(exc)[:80]} | | |")
             failures += 1
             continue
         first = time.perf_counter() - t0
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             state = guide.next_state(state, token)
         ok = ok and guide.is_final(state)
         failures += not ok
-        print(f"| {name} | {len(json.dumps(schema))} | {first * 1e3:.1f} ms | {compiled} | {'yes' if ok else 'NO'} |")
+        verdict = "yes" if ok else "NO"
+        print(f"| {name} | {len(json.dumps(schema))} | {first * 1e3:.1f} ms | {compiled} | {verdict} |")
     return 1 if failures else 0
 
 
