@@ -97,6 +97,26 @@ class TokenMask:
         mask[self._forbid] = False
         return np.flatnonzero(mask)
 
+    def extended(self, extra: np.ndarray, eog: np.ndarray, eog_allowed: bool, n_vocab: int) -> TokenMask:
+        """This mask with the ids ``extra`` allowed too and the end-of-generation ids ``eog``
+        allowed exactly when ``eog_allowed``, without a pass over the whole vocabulary."""
+        if self._keep is not None:
+            ids = np.concatenate([self._keep, extra])
+            if eog_allowed:
+                ids = np.concatenate([ids, eog])
+            elif self.eog_allowed:
+                ids = ids[~np.isin(ids, eog)]
+            return TokenMask.allowing(ids, n_vocab, eog_allowed)
+        assert self._forbid is not None
+        forbid = np.setdiff1d(self._forbid, extra if not eog_allowed else np.concatenate([extra, eog]))
+        if not eog_allowed and self.eog_allowed:
+            forbid = np.union1d(forbid, eog)
+        if forbid.size * 2 > n_vocab:
+            allowed = np.ones(n_vocab, dtype=bool)
+            allowed[forbid] = False
+            return TokenMask(allowed, eog_allowed)
+        return TokenMask.forbidding(forbid, n_vocab, eog_allowed)
+
     def union_into(self, allowed: np.ndarray) -> None:
         """Set the allowed entries of a boolean array over the vocabulary to True."""
         if self._keep is not None:

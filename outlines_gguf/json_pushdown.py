@@ -61,12 +61,23 @@ from .errors import (
 )
 from .guide import FINISHED, RegexGuide, TokenMask
 from .json_schema import (
+    _ARRAY_KEYS,
     _MALFORMED,
+    _NUMBER_KEYS,
+    _OBJECT_KEYS,
+    _STRING_KEYS,
     CALL_BYTE,
+    CHUNK_KEY,
     DEFAULT_MAX_DEPTH,
+    EXTRA_KEY,
+    MAX_LENGTH_CAP,
+    UNSUPPORTED,
     SchemaError,
     Whitespace,
     _Compiler,
+    _is_int,
+    _json_type,
+    counted_string_dfa,
 )
 from .regex_dfa import ByteDFA, compile_budget
 from .token_trie import TokenTrie, concat_ranges
@@ -75,10 +86,8 @@ from .vocabulary import Vocabulary
 MAX_NODES = 1 << 24
 """Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
 
-EAGER_NODES = 64
-"""At construction, the first nodes reachable from the root (breadth first) are compiled, so the
-errors of an ordinary schema are raised there and emptiness is known; bigger schemas compile the
-rest when generation first reaches them."""
+SCAN_LIMIT = 100_000
+"""Subschemas the up-front keyword check visits (a schema bigger than that is checked lazily)."""
 
 MASK_CACHE_SIZE = 2048
 """Masks kept per guide, by guide state (least recently used are dropped)."""
@@ -118,7 +127,7 @@ class Node:
     free_accept: bool  # acceptance is reachable without any call
     plain_safe: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     guide: RegexGuide | None = None
-    crossings: dict[int, list] = field(default_factory=dict)
+    crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
 
     def __getstate__(self) -> dict[str, object]:
         """Pickles without its walk caches (they hold the vocabulary's tries)."""
@@ -139,7 +148,6 @@ class SplitSchema:
         whitespace_pattern: str | None = None,
         lenient: bool = False,
         extra_properties: bool | None = None,
-        eager_nodes: int = EAGER_NODES,
     ) -> None:
         self.root = root
         self.ws = Whitespace.from_pattern(whitespace_pattern)
@@ -149,11 +157,34 @@ class SplitSchema:
         self._numbers: dict[Hashable, int] = {}
         self._nodes: dict[int, Node] = {}
         self._unproductive: set[int] = set()
+        self._active: set[int] = set()
+        self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
+        self._scan()
         self.register(root, "#")
-        self.compile_ahead(eager_nodes)
+        self.node(0)
         if 0 in self._unproductive:
             raise SchemaError("no JSON value satisfies this schema", "#")
+
+    def _scan(self) -> None:
+        """Check every reachable subschema's keywords and keyword shapes now, so that an
+        unsupported or malformed keyword deep inside is an error here, not when generation
+        reaches it (nodes are compiled lazily)."""
+        checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+        seen: set[int] = set()
+        stack: list[tuple[Any, str]] = [(self.root, "#")]
+        while stack and len(seen) < SCAN_LIMIT:
+            schema, path = stack.pop()
+            if not isinstance(schema, dict) or id(schema) in seen:
+                continue
+            seen.add(id(schema))
+            checker.check_keywords(schema, path)
+            checker.check_shapes(schema, path)
+            for child_path, child in _subschemas(schema, path):
+                stack.append((child, child_path))
+            ref = schema.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#"):
+                stack.append((checker.resolve(ref, path), f"{path}/$ref"))
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -179,6 +210,11 @@ class SplitSchema:
             key = ("any",)
         elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
             key = ("ref", str(schema["$ref"]))
+        elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
+            try:  # a leaf or a self-contained object: equal schemas share one node
+                key = ("json", json.dumps(schema, sort_keys=True))
+            except (TypeError, ValueError):
+                key = ("id", id(schema))
         else:
             key = ("id", id(schema))  # the registry keeps the object alive, so ids are not reused
         number = self._numbers.get(key)
@@ -190,31 +226,44 @@ class SplitSchema:
             self._schemas.append((schema, path))
         return number
 
-    def compile_ahead(self, limit: int) -> None:
-        """Compile up to ``limit`` nodes breadth first from the root, then settle emptiness."""
+    def node(self, number: int) -> Node:
+        """The compiled node, *active*: every callee is either compiled and known to be
+        productive (or cut), or certainly satisfiable by its schema alone."""
+        if number in self._active:
+            return self._nodes[number]
+        with self._lock:
+            if number not in self._active:
+                self._activate(number, set())
+                self._settle_emptiness()
+            return self._nodes[number]
+
+    def compile_all(self) -> None:
+        """Compile every node reachable from the root now (for tests and ahead-of-time use)."""
         with self._lock:
             order, seen = [0], {0}
-            i = 0
-            while i < len(order) and len(self._nodes) < limit:
-                node = self._compile(order[i])
-                i += 1
+            while order:
+                node = self.node(order.pop())
                 for pairs in node.calls.values():
                     for callee, _ in pairs:
                         if callee not in seen:
                             seen.add(callee)
                             order.append(callee)
-            self._settle_emptiness()
 
-    def node(self, number: int) -> Node:
-        found = self._nodes.get(number)
-        if found is not None:
-            return found
-        with self._lock:
-            found = self._nodes.get(number)
-            if found is None:
-                found = self._compile(number)
-                self._settle_emptiness()
-            return found
+    def _activate(self, number: int, visiting: set[int]) -> None:
+        if number in self._active or number in visiting:
+            return
+        visiting.add(number)
+        node = self._compile(number)
+        for pairs in node.calls.values():
+            for callee, _ in pairs:
+                if callee in self._nodes or callee in visiting:
+                    continue
+                if _surely_satisfiable(self._schemas[callee][0]):
+                    continue  # compiled when generation gets there
+                self._compile(callee)
+                if not self._nodes[callee].free_accept:
+                    self._activate(callee, visiting)
+        self._active.add(number)
 
     def _compile(self, number: int) -> Node:
         found = self._nodes.get(number)
@@ -226,9 +275,16 @@ class SplitSchema:
         )
         compiler.builder.label = f"JSON schema at {path}"
         try:
-            with compile_budget(f"JSON schema at {path}"):
-                fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
-                table, accepting = _split_build(compiler, fragment)
+            direct = _direct_leaf(schema)
+            if direct is not None:  # no calls; only the closing quote leads to acceptance
+                boundary = direct.accepting.copy()
+                node = Node(number, path, direct, {}, boundary, True, ~boundary)
+                self._nodes[number] = node
+                return node
+            else:
+                with compile_budget(f"JSON schema at {path}"):
+                    fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
+                    table, accepting = _split_build(compiler, fragment)
         except RecursionError as exc:
             raise ConstraintTooComplexError(f"{path}: the schema is nested too deeply") from exc
         except EmptyLanguageError:
@@ -264,9 +320,122 @@ class SplitSchema:
                     callee in self._unproductive for pairs in node.calls.values() for callee, _ in pairs
                 ):
                     self._nodes[number] = _cut_calls(node, self._unproductive)
+                    self.version += 1
+
+
+_NESTING_KEYS = (
+    "$ref", "properties", "items", "prefixItems", "additionalProperties", "patternProperties", "allOf",
+    "anyOf", "oneOf", "not", "additionalItems", "contains", "if", "then", "else", "dependentSchemas",
+    "propertyNames", CHUNK_KEY,
+)
+
+def _surely_satisfiable(schema: Any, depth: int = 0) -> bool:
+    """Some JSON value certainly satisfies ``schema``, by its keywords alone (a cheap, partial
+    check: False means "compile it to know")."""
+    if schema is True or schema == {}:
+        return True
+    if not isinstance(schema, dict) or depth > 4:
+        return False
+    if EXTRA_KEY in schema:  # one extra member: its key can always be written
+        return not schema.get("patternProperties") and _surely_satisfiable(
+            schema.get("additionalProperties", True), depth + 1
+        )
+    known = set(schema) & _KNOWN_KEYWORDS
+    declared = schema.get("type")
+    kinds = declared if isinstance(declared, list) else [declared]
+    if "enum" in known:
+        values = schema["enum"]
+        return (
+            known <= {"enum", "type"}
+            and isinstance(values, list)
+            and any(declared is None or _json_type(v) in kinds or (_json_type(v) == "integer"
+                    and "number" in kinds) for v in values)
+        )
+    if known - _SIMPLE_KEYS:
+        return False
+    if any(k in ("null", "boolean", "number", "integer", "array") for k in kinds):
+        return True
+    if "string" in kinds:
+        lo, hi = schema.get("minLength", 0), schema.get("maxLength", MAX_LENGTH_CAP)
+        return _is_int(lo) and _is_int(hi) and 0 <= lo <= min(hi, MAX_LENGTH_CAP)
+    if kinds != ["object"] and declared is not None:
+        return False
+    props = schema.get("properties", {})
+    required = schema.get("required", [])
+    if not isinstance(props, dict) or not isinstance(required, list):
+        return False
+    if not all(name in props and _surely_satisfiable(props[name], depth + 1) for name in required):
+        return False
+    # a run of members (chunked_object) writes at least one
+    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, depth + 1) for v in props.values())
+
+
+_SIMPLE_KEYS = frozenset(
+    {"type", "properties", "required", "additionalProperties", "items", "format", "minLength", "maxLength"}
+)
 
 
 _EMPTY_DFA = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool))
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_VALUES = (
+    "additionalProperties",
+    "additionalItems",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+)
+
+
+def _subschemas(schema: dict, path: str) -> Iterable[tuple[str, Any]]:
+    """(path, subschema) for the subschemas a schema's keywords hold ($defs only through $ref)."""
+    for key in _SCHEMA_MAPS:
+        value = schema.get(key)
+        if isinstance(value, dict):
+            for name, child in value.items():
+                yield f"{path}/{key}/{name}", child
+    for key in _SCHEMA_LISTS:
+        value = schema.get(key)
+        if isinstance(value, list):
+            for i, child in enumerate(value):
+                yield f"{path}/{key}/{i}", child
+    for key in _SCHEMA_VALUES:
+        if key in schema:
+            yield f"{path}/{key}", schema[key]
+    items = schema.get("items")
+    if isinstance(items, list):
+        for i, child in enumerate(items):
+            yield f"{path}/items/{i}", child
+    elif items is not None:
+        yield f"{path}/items", items
+
+
+_KNOWN_KEYWORDS = frozenset(
+    {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
+    | _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
+)
+
+
+def _direct_leaf(schema: Any) -> ByteDFA | None:
+    """The automaton of a string leaf with only length limits, built directly (not through an
+    NFA), or None for any other schema."""
+    if not isinstance(schema, dict) or schema.get("type") != "string":
+        return None
+    if (set(schema) & _KNOWN_KEYWORDS) - {"type", "minLength", "maxLength"}:
+        return None  # (unknown keywords are annotations, as JSON Schema says)
+    lo, hi = schema.get("minLength", 0), schema.get("maxLength")
+    if not (_is_int(lo) and _is_int(hi)) or lo < 0 or hi < lo:
+        return None
+    if hi > MAX_LENGTH_CAP:
+        hi = max(MAX_LENGTH_CAP, lo)  # the documented cap, as the compiler applies it
+    return counted_string_dfa(int(lo), int(hi))
 
 
 def _split_build(compiler: _Compiler, fragment: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -288,8 +457,6 @@ def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray)
             frontier = nxt
         for ret, callee in frontier:
             pairs.append((callee, ret))
-        if state == 0:
-            raise SchemaError("a value refers to itself before writing anything (a $ref cycle)", path)
         calls[state] = tuple(sorted(pairs))
     walk = table.copy()
     walk[:, CALL_BYTE] = -1
@@ -385,6 +552,7 @@ class PushdownGuide:
         self.initial_state: Hashable = frozenset({(None, 0, 0)})
         self._masks = _LRU(MASK_CACHE_SIZE)
         self._walks = _LRU(WALK_CACHE_SIZE)
+        self._version = schema.version
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
@@ -407,6 +575,7 @@ class PushdownGuide:
         """The configurations reachable without reading a byte (calls and returns)."""
         out: list[Config] = []
         seen: set[Config] = set()
+        entered: set[tuple[int, int]] = set()  # (caller, callee) calls made before reading anything
         stack = list(configs)
         node_of = self.schema.node
         while stack:
@@ -418,6 +587,10 @@ class PushdownGuide:
             below, number, state = config
             node = node_of(number)
             for callee, ret in node.calls.get(state, ()):
+                if state == 0:
+                    if (number, callee) in entered:
+                        continue  # the same call before anything is read, again: left recursion
+                    entered.add((number, callee))
                 stack.append(((below, number, ret), callee, 0))
             if below is not None and node.dfa.accepting[state]:
                 stack.append(below)
@@ -475,6 +648,9 @@ class PushdownGuide:
         if state == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
         with self._lock:
+            if self._version != self.schema.version:  # calls were cut: forget what used them
+                self._masks, self._walks = _LRU(MASK_CACHE_SIZE), _LRU(WALK_CACHE_SIZE)
+                self._version = self.schema.version
             mask = self._masks.lookup(state)
             if mask is None:
                 mask = self._compute_mask(state)  # type: ignore[arg-type]
@@ -507,6 +683,8 @@ class PushdownGuide:
         extra = np.concatenate(crossing) if crossing else np.empty(0, dtype=np.int32)
         if len(inside) == 1 and extra.size == 0 and inside[0].eog_allowed == final:
             return inside[0]
+        if len(inside) == 1:
+            return inside[0].extended(extra, vocab.eog_array, final, vocab.size)
         allowed = np.zeros(vocab.size, dtype=bool)
         for part in inside:
             part.union_into(allowed)
@@ -521,33 +699,55 @@ class PushdownGuide:
 
     def _inside(self, node: Node, state: int) -> TokenMask | None:
         """The tokens that stay inside ``node`` from ``state`` (None if there are none)."""
-        guide = node.guide
-        if guide is None:
-            guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
-        try:
-            return guide.mask(state)
-        except ConstraintViolationError:
-            return None  # only a call or a return continues from here
+        return self._analysis(node, state)[0]
 
     def _crossings(
         self, node: Node, state: int
     ) -> list[tuple[TokenTrie, np.ndarray, np.ndarray, np.ndarray | None]]:
         """Where tokens read from ``state`` reach a state with a call or a return:
-        (trie, trie nodes, the state each one is in), per trie walked. Context-free: cached."""
+        (trie, trie nodes, the state each one is in), per trie walked."""
+        return self._analysis(node, state)[1]
+
+    def _analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list]:
+        """What does not depend on the stack, for (node, state): the tokens that stay inside the
+        node, and where tokens reach a call or a return. Cached on the node."""
         found = node.crossings.get(state)
         if found is not None:
             return found
         guide = node.guide
-        assert guide is not None
+        if guide is None:
+            guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
         vocab = self.vocabulary
         text = vocab.text_tokens
-        found = []
-        if not node.boundary.any():
-            node.crossings[state] = found
-            return found
-        walks: list[tuple[TokenTrie, int, np.ndarray | None]]
+        crossings: list = []
         step = guide._plain_step(state)
         loop = guide._plain_loop_target(state) if step is not None else None
+        if loop is None and not node.plain_safe[state]:
+            # one walk of the whole trie gives both (structural states: it dies after a byte
+            # or two), where a regex-guide mask and a crossing walk would walk it twice
+            flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
+            trie = vocab.trie
+            roots = np.arange(trie.root_children)
+            states = flat[state * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
+            alive = states >= 0
+            tokens, hit_nodes, hit_states = _walk(
+                trie, flat, node.boundary, roots[alive], states[alive], True
+            )
+            if hit_nodes.size:
+                crossings.append((trie, hit_nodes, hit_states, None))
+            accepting = bool(node.dfa.accepting[state])
+            inside = None
+            if tokens.size or accepting:
+                ids = np.concatenate([tokens, vocab.eog_array]) if accepting else tokens
+                inside = TokenMask.allowing(ids, vocab.size, accepting)
+            node.crossings[state] = (inside, crossings)
+            return inside, crossings
+        try:
+            inside = guide.mask(state)
+        except ConstraintViolationError:
+            inside = None  # only a call or a return continues from here
+        found = crossings
+        walks: list[tuple[TokenTrie, int, np.ndarray | None]]
         if loop is not None and step is not None:
             # a plain-text prefix leads to ``loop`` and stays there (a string body): only the
             # tails can cross; tokens that start with an exception are walked whole instead
@@ -555,10 +755,8 @@ class PushdownGuide:
             walks = [(text.rest_bare, state, None), (text.rest_tails, loop, exceptions)]
             if exceptions.size:
                 walks.append((vocab.trie, state, exceptions))
-        elif node.plain_safe[state]:
-            walks = [(text.rest, state, None)]  # plain text cannot reach a call or a return
         else:
-            walks = [(vocab.trie, state, None)]
+            walks = [(text.rest, state, None)]  # plain text cannot reach a call or a return
         flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
         for trie, start, exceptions in walks:
             roots = np.arange(trie.root_children)
@@ -571,8 +769,8 @@ class PushdownGuide:
                 tails = trie is text.rest_tails and exceptions is not None and exceptions.size > 0
                 skip = exceptions if tails else None
                 found.append((trie, hit_nodes, hit_states, skip))
-        node.crossings[state] = found
-        return found
+        node.crossings[state] = (inside, found)
+        return inside, found
 
     def _cross(
         self,
@@ -585,8 +783,9 @@ class PushdownGuide:
     ) -> None:
         """Go on below trie ``nodes`` (reached in ``states`` of node ``number``) through every
         call or return the stack allows there; append the tokens found to ``out``."""
-        for s in np.unique(states).tolist():
-            sel = nodes[states == s] if states.size > 1 else nodes
+        distinct = states.tolist() if states.size == 1 else sorted(set(states.tolist()))
+        for s in distinct:
+            sel = nodes[states == s] if len(distinct) > 1 else nodes
             here = (below, number, s)
             for config in self.closure([here]):
                 if config == here:

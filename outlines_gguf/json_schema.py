@@ -54,6 +54,10 @@ EXTRA_VALUE_DEPTH = 1
 """Nesting allowed inside the value of an additional property of an object that also
 declares properties (an object without declared properties is free-form)."""
 MAX_LENGTH_CAP = 256
+PATTERN_LENGTH_CAP = 64
+"""A string with a pattern or format that can be longer than its ``maxLength`` is generated with at
+most this many characters when ``maxLength`` is larger: the product of a pattern automaton with 256
+counted characters takes seconds (an email format: over the compile budget)."""
 """A ``maxLength`` above this is generated as at most this many characters (or
 ``minLength``, if larger): every output still validates, and the automaton
 stays small (each counted character is a few states)."""
@@ -199,6 +203,36 @@ def _any_string_char(b: NFABuilder) -> Fragment | None:
     )
 
 
+@lru_cache(maxsize=64)
+def counted_string_dfa(min_len: int, max_len: int) -> ByteDFA:
+    """A JSON string of ``min_len`` to ``max_len`` characters, built directly as layers of the
+    one-character automaton (one layer per count), without determinizing ``max_len`` copies
+    of it: a few milliseconds for 256 characters instead of a quarter of a second."""
+    helper = NFABuilder("string character")
+    char = helper.build(any_string_char(helper))
+    table, accepting = char.transitions, char.accepting
+    k = table.shape[0]
+    done = np.flatnonzero(accepting)
+    if done.size != 1 or (table[done[0]] >= 0).any() or accepting[0]:
+        raise AssertionError("the JSON character automaton has an unexpected shape")
+    # states: 0 = before the opening quote, 1 = after the closing quote, then layer l (l characters
+    # read) at 2 + l * k + s for the character automaton's state s (s = 0: between characters)
+    n_layers = max_len + 1
+    base = 2 + np.arange(n_layers, dtype=np.int64)[:, None, None] * k
+    inner = np.where(table >= 0, table, 0)[None, :, :] + base  # same layer
+    nxt = np.where(table[None, :, :] == done[0], base + k, inner)  # a character done: next layer
+    nxt = np.where(table[None, :, :] >= 0, nxt, -1)
+    nxt[-1] = -1  # max_len characters read: only the closing quote
+    out = np.full((2 + n_layers * k, 256), -1, dtype=np.int32)
+    out[2:] = nxt.reshape(n_layers * k, 256)
+    out[0, ord('"')] = 2
+    boundaries = 2 + np.arange(min_len, n_layers) * k
+    out[boundaries, ord('"')] = 1
+    final = np.zeros(out.shape[0], dtype=bool)
+    final[1] = True
+    return ByteDFA(out, final)
+
+
 def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
     """``pattern`` (a fixed regex of the library: any number, any integer) as a shared fragment."""
     return b.shared(("regex", pattern), lambda h: h.regex(pattern))
@@ -207,8 +241,17 @@ def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
 MEMBER_CHUNK = 16
 """In split mode, an object with more properties than this (and no min/maxProperties) is written
 as runs of this many members, each its own node (see ``_Compiler.chunked_object``)."""
+EXTRA_KEY = "x-outlines-gguf-extra"
+"""Marks the synthetic schema of one extra member (``"key": value``) of an object, a node of its
+own in split mode, so extra members may come anywhere between the declared ones."""
 CHUNK_KEY = "x-outlines-gguf-run"
 """Marks the synthetic schema of such a run (its value: "first" or "after")."""
+
+HEAVY_LEAF_LENGTH = 16
+"""In split mode, a string value with a larger ``maxLength`` (or with a pattern or a format) is a
+call to a node of its own instead of states in every automaton that holds it."""
+HEAVY_LEAF_ENUM = 16
+"""Likewise an enum of more values than this."""
 
 CALL_BYTE = 0xFF
 """In a split automaton (see :mod:`~outlines_gguf.json_pushdown`), a nested object or array value
@@ -325,8 +368,17 @@ class _Compiler:
         if any(key in schema for key in ("$ref", "allOf", "anyOf", "oneOf", "not")):
             return True
         if "enum" in schema or "const" in schema:
-            return False
-        return bool({"object", "array"} & set(self.types(schema, path)))
+            values = schema.get("enum")
+            return isinstance(values, list) and len(values) > HEAVY_LEAF_ENUM
+        types = self.types(schema, path)
+        if {"object", "array"} & set(types):
+            return True
+        # a string leaf whose automaton is big (counted characters, a pattern, a format): its
+        # own node, compiled once however many properties share it
+        max_len = schema.get("maxLength")
+        return "string" in types and (
+            "pattern" in schema or "format" in schema or (_is_int(max_len) and max_len > HEAVY_LEAF_LENGTH)
+        )
 
     def check_keywords(self, schema: dict, path: str) -> None:
         for key in schema:
@@ -702,10 +754,24 @@ class _Compiler:
             return self.b.seq([self.lit(quote), body, self.lit(quote)])
         # intersect the parts (length, pattern, format), each over the JSON-escaped form
         parts: list[ByteDFA] = []
+        length = None
+        shaped = pattern is not None or fmt_regex is not None
+        if shaped and max_len is not None and max_len > PATTERN_LENGTH_CAP:
+            max_len = max(PATTERN_LENGTH_CAP, int(min_len))  # a valid subset (see PATTERN_LENGTH_CAP)
         for label, make in self.string_parts(pattern, fmt_regex, int(min_len), max_len, path):
             helper = NFABuilder(label)
             dfa = helper.build(make(helper))
-            parts.append(dfa)
+            if label == "string length":
+                length = dfa
+            else:
+                parts.append(dfa)
+        # a pattern or format whose every match is at most max_len bytes long needs no length
+        # automaton (a character is at least a byte): the product with 256 counted characters
+        # is the most expensive piece of many real schemas
+        if length is not None and (
+            min_len or max_len is None or any(_longest(d) is None or _longest(d) > max_len for d in parts)
+        ):
+            parts.insert(0, length)
         result = parts[0]
         for d in parts[1:]:
             result = intersect(result, d)  # type: ignore[assignment]
@@ -847,16 +913,64 @@ class _Compiler:
 
             members.append((make, name in required))
 
-        extra = self.extra_member(props, additional, pattern_props, path, next_depth)
         part = schema.get(CHUNK_KEY)
         if part is not None:  # a run of another object's members (see chunked_object)
-            return self.object_body(members, None, 1 if part == "first" else 2, None, part=part)
+            link = schema.get(EXTRA_KEY)
+            extra = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
+            return self.object_body(members, extra, 1 if part == "first" else 2, None, part=part)
+        if EXTRA_KEY in schema:  # one extra member of another object, as a node of its own
+            self._nest += 1  # its value is nested
+            try:
+                member = self.extra_member(props, additional, pattern_props, path, next_depth)
+                return None if member is None else member()
+            finally:
+                self._nest -= 1
+        extra = self.extra_member(props, additional, pattern_props, path, next_depth)
+        link = None
+        if extra is not None and self.calls is not None:
+            link = {
+                EXTRA_KEY: True,
+                "type": "object",
+                "properties": props,
+                "additionalProperties": additional,
+                "patternProperties": pattern_props,
+            }
+            extra = self.call_maker(link, f"{path}/additionalProperties")
         if self.calls is not None and len(members) > MEMBER_CHUNK and min_p == 0 and max_p is None:
-            return self.chunked_object(props, required, extra, path)
+            return self.chunked_object(props, required, extra, link, path)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
 
+    def call_maker(self, schema: Any, path: str) -> Callable[[], Fragment | None]:
+        """A function writing a call to the node for ``schema`` (registered once, now)."""
+        assert self.calls is not None
+        marker = call_marker(self.calls(schema, path))
+        return lambda: self.b.literal(marker)
+
+    def extra_loops(
+        self, nothing: int | None, something: int | None, extra: Callable[[], Fragment | None] | None
+    ) -> None:
+        """Extra members between runs: the first one written moves ``nothing`` to ``something``."""
+        if extra is None or something is None:
+            return
+        b = self.b
+        if nothing is not None:
+            member = extra()
+            if member is not None:
+                b.nfa.eps[nothing].append(member[0])
+                b.nfa.eps[member[1]].append(something)
+        comma, member = self.comma(), extra()
+        if member is not None:
+            b.nfa.eps[something].append(comma[0])
+            b.nfa.eps[comma[1]].append(member[0])
+            b.nfa.eps[member[1]].append(something)
+
     def chunked_object(
-        self, props: dict, required: list, extra: Callable[[], Fragment | None] | None, path: str
+        self,
+        props: dict,
+        required: list,
+        extra: Callable[[], Fragment | None] | None,
+        link: dict | None,
+        path: str,
     ) -> Fragment | None:
         """An object with many properties, in split mode: its members in runs of
         :data:`MEMBER_CHUNK`, each run a call. Optional members written in order make the keys
@@ -871,7 +985,7 @@ class _Compiler:
         names = list(props)
         entry = self.open("{")
         nothing: int | None = entry[1]  # no member written yet
-        something: int | None = None  # at least one member written
+        something: int | None = b.nfa.state()  # at least one member written (dead until reached)
         for lo in range(0, len(names), MEMBER_CHUNK):
             run = names[lo : lo + MEMBER_CHUNK]
             must = [n for n in run if n in required]
@@ -881,6 +995,9 @@ class _Compiler:
                 "required": must,
                 "additionalProperties": False,
             }
+            if link is not None:
+                base[EXTRA_KEY] = link  # extra members may come between the run's members too
+            self.extra_loops(nothing, something, extra)
             next_nothing = b.nfa.state() if nothing is not None and not must else None
             next_something = b.nfa.state()
             for source, part in ((nothing, "first"), (something, "after")):
@@ -893,17 +1010,7 @@ class _Compiler:
                 b.nfa.eps[source].append(call[0])
                 b.nfa.eps[call[1]].append(next_something)
             nothing, something = next_nothing, next_something
-        if extra is not None:
-            if nothing is not None:
-                member = extra()
-                if member is not None:
-                    b.nfa.eps[nothing].append(member[0])
-                    b.nfa.eps[member[1]].append(something)  # type: ignore[arg-type]
-            comma, member = self.comma(), extra()
-            if member is not None:
-                b.nfa.eps[something].append(comma[0])  # type: ignore[index]
-                b.nfa.eps[comma[1]].append(member[0])
-                b.nfa.eps[member[1]].append(something)  # type: ignore[arg-type]
+        self.extra_loops(nothing, something, extra)
         end = b.nfa.state()
         for source in (nothing, something):
             if source is not None:
@@ -1094,7 +1201,26 @@ class _Compiler:
 
             return nxt, target
 
+        def with_extras(level: dict[int, int], extra: Callable[[], Fragment | None]) -> dict[int, int]:
+            """The same position, after any number of extra members."""
+            nxt, target = states()
+            for c, s in level.items():
+                b.nfa.eps[s].append(target(c))
+            shared: dict[int, Fragment | None] = {}
+            c = min(nxt)
+            while c <= cap:  # ascending, so counts created on the way are handled too
+                if c in nxt:
+                    member_edge(nxt[c], c, extra, target, shared)
+                c += 1
+            return nxt
+
+        # In split mode an extra member is one call, so extras may come between declared members
+        # too (as they do in real documents); inline, only after them (each copy would hold the
+        # automaton of every key that is not declared).
+        interleave = extra is not None and self.calls is not None
         for make, is_required in members:
+            if interleave:
+                level = with_extras(level, extra)  # type: ignore[arg-type]
             nxt, target = states()
             shared: dict[int, Fragment | None] = {}
             for c, s in level.items():
@@ -1105,16 +1231,7 @@ class _Compiler:
             if not level:
                 return None
         if extra is not None:
-            nxt, target = states()
-            for c, s in level.items():
-                b.nfa.eps[s].append(target(c))
-            shared = {}
-            c = min(nxt)
-            while c <= cap:  # ascending, so counts created on the way are handled too
-                if c in nxt:
-                    member_edge(nxt[c], c, extra, target, shared)
-                c += 1
-            level = nxt
+            level = with_extras(level, extra)
         end = b.nfa.state()
         closing = False
         for c, s in level.items():
@@ -1127,6 +1244,31 @@ class _Compiler:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _longest(dfa: ByteDFA) -> int | None:
+    """The length in bytes of the longest string ``dfa`` accepts, None if unbounded."""
+    table = dfa.transitions
+    n = table.shape[0]
+    succ = [sorted(set(row[row >= 0].tolist())) for row in table]
+    depth: list[int | None] = [None] * n
+    on_path = [False] * n
+    stack: list[tuple[int, int]] = [(0, 0)]
+    while stack:
+        state, i = stack.pop()
+        if i == 0:
+            on_path[state] = True
+        if i < len(succ[state]):
+            stack.append((state, i + 1))
+            nxt = succ[state][i]
+            if on_path[nxt]:
+                return None  # a cycle (every state is live, so it lies on some match)
+            if depth[nxt] is None:
+                stack.append((nxt, 0))
+            continue
+        on_path[state] = False
+        depth[state] = max([0, *(1 + depth[t] for t in succ[state])])  # type: ignore[operator]
+    return depth[0]
 
 
 def _interleave(items: list, make_sep: Callable[[], Fragment]) -> list:
