@@ -285,7 +285,10 @@ class RegexGuide:
         """Where plain-text characters lead from ``state``: (the state all but a few ASCII
         characters lead to, -1 if they die; those few first bytes), or None."""
         if state not in self._plain_steps:
-            self._plain_steps[state] = _plain_step(self.dfa.transitions, state)
+            if not self._plain_steps and self.dfa.n_states <= _ALL_STEPS_STATES:
+                self._plain_steps = _plain_steps_all(self.dfa.transitions)  # every state at once
+            else:
+                self._plain_steps[state] = _plain_step(self.dfa.transitions, state)
         return self._plain_steps[state]
 
     def _plain_loop_target(self, state: int) -> int | None:
@@ -369,6 +372,53 @@ _ASCII_PLAIN = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)],
 _MAX_EXCEPTIONS = 24
 
 
+_ALL_STEPS_STATES = 4096
+"""A guide whose DFA has at most this many states finds the plain-text steps of all of them at
+once (vectorized over states), the first time one is needed."""
+
+
+def _plain_steps_all(table: np.ndarray) -> dict[int, tuple[int, np.ndarray] | None]:
+    """``_plain_step`` for every state, vectorized over states. Where the characters of one
+    range lead to several states part way through a multi-byte character, the state gets None
+    (the general walk) rather than following each of them: a different path, the same masks."""
+    n = table.shape[0]
+    states = np.arange(n)
+    fine = np.ones(n, dtype=bool)
+    end = np.full(n, -2, dtype=np.int64)  # -2: no multi-byte character seen yet
+    multi = ~(table[:, 0xC2:0xF5] < 0).all(axis=1)
+    end[~multi] = -1
+    for seq in _plain_sequences():
+        if seq[0][1] < 0x80:
+            continue
+        current = states.copy()
+        alive = multi.copy()
+        for lo, hi in seq:
+            rows = table[np.maximum(current, 0), lo : hi + 1]
+            first = rows[:, 0]
+            dead = rows < 0
+            all_dead = dead.all(axis=1)
+            fine &= ~alive | all_dead | (~dead.any(axis=1) & (rows == first[:, None]).all(axis=1))
+            current = np.where(alive & ~all_dead, first, -1)
+            alive &= ~all_dead
+        here = np.where(alive, current, -1)
+        fine &= ~multi | (end == -2) | (end == here)
+        end = np.where(multi & (end == -2), here, end)
+    ascii_targets = table[:, _ASCII_PLAIN]
+    out: dict[int, tuple[int, np.ndarray] | None] = {}
+    for s in range(n):
+        if not fine[s]:
+            out[s] = None
+            continue
+        if end[s] != -2:
+            target = int(end[s])
+        else:  # no multi-byte characters at all: the most common ASCII target
+            values, counts = np.unique(ascii_targets[s], return_counts=True)
+            target = int(values[np.argmax(counts)])
+        exceptions = _ASCII_PLAIN[ascii_targets[s] != target].astype(np.uint8)
+        out[s] = None if exceptions.size > _MAX_EXCEPTIONS else (target, exceptions)
+    return out
+
+
 def _plain_step(table: np.ndarray, state: int) -> tuple[int, np.ndarray] | None:
     """Where plain-text characters lead from ``state`` (see ``RegexGuide._plain_step``).
 
@@ -390,7 +440,9 @@ def _plain_step(table: np.ndarray, state: int) -> tuple[int, np.ndarray] | None:
                     return None  # some characters of this range die, others live
                 current = np.empty(0, dtype=np.int32)
                 break
-            current = np.unique(nxt)
+            first = nxt.flat[0]
+            # usually every byte of the range goes to one state: skip the sort
+            current = np.array([first]) if (nxt == first).all() else np.unique(nxt)
         ends.update(current.tolist() if current.size else [-1])
         if len(ends) > 1:
             return None

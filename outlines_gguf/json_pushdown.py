@@ -77,8 +77,8 @@ from .json_schema import (
     _Compiler,
     _is_int,
     _json_type,
-    counted_string_dfa,
 )
+from .json_strings import layered_body, quoted
 from .regex_dfa import ByteDFA, compile_budget
 from .token_trie import TokenTrie, concat_ranges
 from .vocabulary import Vocabulary
@@ -158,6 +158,8 @@ class SplitSchema:
         self._nodes: dict[int, Node] = {}
         self._unproductive: set[int] = set()
         self._active: set[int] = set()
+        self._productive: set[int] = set()  # checked productive, given what is unproductive now
+        self._cut_pending = False  # a node turned out empty: cut the calls to it
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         self._scan()
@@ -275,7 +277,8 @@ class SplitSchema:
         )
         compiler.builder.label = f"JSON schema at {path}"
         try:
-            direct = _direct_leaf(schema)
+            with compile_budget(f"JSON schema at {path}"):
+                direct = _direct_leaf(compiler, schema, path)
             if direct is not None:  # no calls; only the closing quote leads to acceptance
                 boundary = direct.accepting.copy()
                 node = Node(number, path, direct, {}, boundary, True, ~boundary)
@@ -294,8 +297,9 @@ class SplitSchema:
         except _MALFORMED as exc:
             raise SchemaError(f"the schema is malformed ({type(exc).__name__}: {exc})", path) from exc
         if table is None:
-            node = Node(number, path, _EMPTY_DFA, {}, np.zeros(1, dtype=bool), False)
+            node = Node(number, path, _EMPTY_DFA, {}, np.zeros(1, dtype=bool), False, np.ones(1, dtype=bool))
             self._unproductive.add(number)
+            self._cut_pending = True
         else:
             node = _make_node(number, path, table, accepting)
         self._nodes[number] = node
@@ -306,15 +310,19 @@ class SplitSchema:
         productive nodes (nodes not compiled yet count as productive: they are compiled, and
         checked, before generation can enter them). Calls to unproductive nodes are cut."""
         changed = True
+        grew, self._cut_pending = self._cut_pending, False
         while changed:
             changed = False
             for number, node in self._nodes.items():
-                if number in self._unproductive or node.free_accept:
+                if number in self._unproductive or node.free_accept or number in self._productive:
                     continue
-                if not _reaches_accept(node, self._unproductive):
+                if _reaches_accept(node, self._unproductive):
+                    self._productive.add(number)
+                else:
                     self._unproductive.add(number)
-                    changed = True
-        if self._unproductive:
+                    self._productive.clear()  # found productive through a node that is not
+                    changed = grew = True
+        if grew:
             for number, node in list(self._nodes.items()):
                 if number not in self._unproductive and any(
                     callee in self._unproductive for pairs in node.calls.values() for callee, _ in pairs
@@ -423,19 +431,27 @@ _KNOWN_KEYWORDS = frozenset(
 )
 
 
-def _direct_leaf(schema: Any) -> ByteDFA | None:
-    """The automaton of a string leaf with only length limits, built directly (not through an
-    NFA), or None for any other schema."""
-    if not isinstance(schema, dict) or schema.get("type") != "string":
+def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
+    """The automaton of a string leaf (``type`` string, or string and null; length, pattern,
+    format), built directly around its content automaton instead of through an NFA; None for
+    any other schema."""
+    if not isinstance(schema, dict):
         return None
-    if (set(schema) & _KNOWN_KEYWORDS) - {"type", "minLength", "maxLength"}:
+    declared = schema.get("type")
+    kinds = set(declared) if isinstance(declared, list) else {declared}
+    if kinds not in ({"string"}, {"string", "null"}):
+        return None
+    if (set(schema) & _KNOWN_KEYWORDS) - {"type", "minLength", "maxLength", "pattern", "format"}:
         return None  # (unknown keywords are annotations, as JSON Schema says)
-    lo, hi = schema.get("minLength", 0), schema.get("maxLength")
-    if not (_is_int(lo) and _is_int(hi)) or lo < 0 or hi < lo:
+    body = compiler.string_body(schema, path)
+    if body is None:
         return None
-    if hi > MAX_LENGTH_CAP:
-        hi = max(MAX_LENGTH_CAP, lo)  # the documented cap, as the compiler applies it
-    return counted_string_dfa(int(lo), int(hi))
+    if not isinstance(body, ByteDFA):  # any string of at least minLength characters
+        low = schema.get("minLength", 0)
+        body = layered_body(int(low), None)
+        if body is None:
+            return None
+    return quoted(body, null="null" in kinds)
 
 
 def _split_build(compiler: _Compiler, fragment: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -33,6 +33,7 @@ from . import dfa_cache
 from .dfa_ops import DFAProductTooLargeError, difference, intersect
 from .errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
 from .json_leaves import FORMATS, NUMBER, integer_range, number_range
+from .json_strings import layered_body
 from .regex_dfa import (
     MAX_CODEPOINT,
     MAX_DFA_STATES,
@@ -54,10 +55,6 @@ EXTRA_VALUE_DEPTH = 1
 """Nesting allowed inside the value of an additional property of an object that also
 declares properties (an object without declared properties is free-form)."""
 MAX_LENGTH_CAP = 256
-PATTERN_LENGTH_CAP = 64
-"""A string with a pattern or format that can be longer than its ``maxLength`` is generated with at
-most this many characters when ``maxLength`` is larger: the product of a pattern automaton with 256
-counted characters takes seconds (an email format: over the compile budget)."""
 """A ``maxLength`` above this is generated as at most this many characters (or
 ``minLength``, if larger): every output still validates, and the automaton
 stays small (each counted character is a few states)."""
@@ -201,36 +198,6 @@ def _any_string_char(b: NFABuilder) -> Fragment | None:
             b.regex(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"),
         ]
     )
-
-
-@lru_cache(maxsize=64)
-def counted_string_dfa(min_len: int, max_len: int) -> ByteDFA:
-    """A JSON string of ``min_len`` to ``max_len`` characters, built directly as layers of the
-    one-character automaton (one layer per count), without determinizing ``max_len`` copies
-    of it: a few milliseconds for 256 characters instead of a quarter of a second."""
-    helper = NFABuilder("string character")
-    char = helper.build(any_string_char(helper))
-    table, accepting = char.transitions, char.accepting
-    k = table.shape[0]
-    done = np.flatnonzero(accepting)
-    if done.size != 1 or (table[done[0]] >= 0).any() or accepting[0]:
-        raise AssertionError("the JSON character automaton has an unexpected shape")
-    # states: 0 = before the opening quote, 1 = after the closing quote, then layer l (l characters
-    # read) at 2 + l * k + s for the character automaton's state s (s = 0: between characters)
-    n_layers = max_len + 1
-    base = 2 + np.arange(n_layers, dtype=np.int64)[:, None, None] * k
-    inner = np.where(table >= 0, table, 0)[None, :, :] + base  # same layer
-    nxt = np.where(table[None, :, :] == done[0], base + k, inner)  # a character done: next layer
-    nxt = np.where(table[None, :, :] >= 0, nxt, -1)
-    nxt[-1] = -1  # max_len characters read: only the closing quote
-    out = np.full((2 + n_layers * k, 256), -1, dtype=np.int32)
-    out[2:] = nxt.reshape(n_layers * k, 256)
-    out[0, ord('"')] = 2
-    boundaries = 2 + np.arange(min_len, n_layers) * k
-    out[boundaries, ord('"')] = 1
-    final = np.zeros(out.shape[0], dtype=bool)
-    final[1] = True
-    return ByteDFA(out, final)
 
 
 def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
@@ -736,6 +703,16 @@ class _Compiler:
         return None if result is None else self.b.dfa(result)
 
     def string(self, schema: dict, path: str) -> Fragment | None:
+        body = self.string_body(schema, path)
+        if body is None:
+            return None
+        if isinstance(body, ByteDFA):
+            return self.b.seq([self.lit('"'), self.b.dfa(body), self.lit('"')])
+        return body
+
+    def string_body(self, schema: dict, path: str) -> ByteDFA | Fragment | None:
+        """The content automaton of a string schema (between the quotes), or, for a string
+        with no pattern, format or length, the whole string as a fragment; None if none fits."""
         min_len = schema.get("minLength", 0)
         max_len = schema.get("maxLength")
         if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
@@ -748,36 +725,25 @@ class _Compiler:
         fmt_regex = FORMATS.get(fmt) if isinstance(fmt, str) else None
         quote = '"'
         if pattern is None and fmt_regex is None:
-            body = self.b.repeat(
-                lambda: any_string_char(self.b), int(min_len), None if max_len is None else int(max_len)
-            )
+            if max_len is not None:
+                return layered_body(int(min_len), int(max_len))
+            body = self.b.repeat(lambda: any_string_char(self.b), int(min_len), None)
             return self.b.seq([self.lit(quote), body, self.lit(quote)])
-        # intersect the parts (length, pattern, format), each over the JSON-escaped form
-        parts: list[ByteDFA] = []
-        length = None
-        shaped = pattern is not None or fmt_regex is not None
-        if shaped and max_len is not None and max_len > PATTERN_LENGTH_CAP:
-            max_len = max(PATTERN_LENGTH_CAP, int(min_len))  # a valid subset (see PATTERN_LENGTH_CAP)
-        for label, make in self.string_parts(pattern, fmt_regex, int(min_len), max_len, path):
+        # pattern and format, each over the JSON-escaped form, intersected
+        shape: ByteDFA | None = None
+        for label, make in self.string_parts(pattern, fmt_regex, 0, None, path):
             helper = NFABuilder(label)
-            dfa = helper.build(make(helper))
-            if label == "string length":
-                length = dfa
-            else:
-                parts.append(dfa)
-        # a pattern or format whose every match is at most max_len bytes long needs no length
-        # automaton (a character is at least a byte): the product with 256 counted characters
-        # is the most expensive piece of many real schemas
-        if length is not None and (
-            min_len or max_len is None or any(_longest(d) is None or _longest(d) > max_len for d in parts)
-        ):
-            parts.insert(0, length)
-        result = parts[0]
-        for d in parts[1:]:
-            result = intersect(result, d)  # type: ignore[assignment]
-            if result is None:
+            part = helper.build(make(helper))
+            shape = part if shape is None else intersect(shape, part)
+            if shape is None:
                 return None
-        return self.b.seq([self.lit(quote), self.b.dfa(result), self.lit(quote)])
+        assert shape is not None
+        longest = _longest(shape)
+        if not min_len and (max_len is None or (longest is not None and longest <= max_len)):
+            return shape  # no match is longer than max_len bytes, so none has more characters
+        # counted characters laid out in layers over the pattern automaton; an unbounded
+        # pattern's maxLength is capped where the layers would not fit (a valid subset)
+        return layered_body(int(min_len), None if max_len is None else int(max_len), shape, fit=True)
 
     def string_parts(
         self, pattern: str | None, fmt_regex: str | None, min_len: int, max_len: int | None, path: str

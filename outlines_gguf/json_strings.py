@@ -1,0 +1,140 @@
+"""JSON string automata with counted characters, built directly as layers.
+
+``minLength``/``maxLength`` count characters, and a JSON string writes a
+character as one to four UTF-8 bytes or as an escape (``\\n``, ``\\u00e9``, a
+surrogate pair). Written as a regex, ``.{0,256}`` is 256 copies of the
+one-character automaton that subset construction then determinizes, about a
+quarter of a second in Python; intersected with a pattern it is a product of
+thousands of states (an email format with ``maxLength: 255`` ran into the
+compile budget). Here the automaton is built in one step with numpy: one
+*layer* per count of characters read, each a copy of the one-character
+automaton (times the pattern automaton, for a pattern), and a completed
+character moves to the next layer.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .regex_dfa import ByteDFA, NFABuilder, _prune_dead
+
+MAX_LAYERED_ENTRIES = 4_000_000
+"""Table entries (states x 256, 16 MB) a layered automaton may have before pruning. A pattern
+automaton of 200 states fits about 78 layers: with ``fit``, ``maxLength`` is capped there (a valid
+subset, as ``MAX_LENGTH_CAP`` caps plain strings)."""
+
+
+@lru_cache(maxsize=1)
+def _char_dfa() -> tuple[np.ndarray, int]:
+    """The one-character automaton of a JSON string (start 0) and its accepting state, which
+    has no way out: a character is complete there."""
+    from .json_schema import any_string_char  # the JSON character, defined with the schema compiler
+
+    helper = NFABuilder("string character")
+    char = helper.build(any_string_char(helper))
+    done = np.flatnonzero(char.accepting)
+    if done.size != 1 or (char.transitions[done[0]] >= 0).any() or char.accepting[0]:
+        raise AssertionError("the JSON character automaton has an unexpected shape")
+    return char.transitions, int(done[0])
+
+
+def layered_body(
+    min_len: int, max_len: int | None, pattern: ByteDFA | None = None, fit: bool = False
+) -> ByteDFA | None:
+    """The content of a JSON string (between its quotes) with ``min_len`` to ``max_len``
+    (None: any number of) characters that ``pattern`` (an automaton over the same escaped
+    bytes, or None) accepts.
+
+    States are (characters read, pattern state, state inside the current character); only
+    the pairs (pattern state, character state) reachable together are laid out, and the last
+    layer loops when there is no maximum. None if no string fits. ``fit``: lower ``max_len``
+    to what :data:`MAX_LAYERED_ENTRIES` allows instead of raising ``OverflowError``.
+    """
+    char, done = _char_dfa()
+    if pattern is None:
+        ptable = np.zeros((1, 256), dtype=np.int32)  # a pattern that accepts everything
+        paccept = np.ones(1, dtype=bool)
+    else:
+        ptable, paccept = pattern.transitions, pattern.accepting
+    # reachable pairs (p, s), s a state between or inside characters (never ``done``)
+    index = {(0, 0): 0}
+    order = [(0, 0)]
+    nxt_rows: list[np.ndarray] = []
+    done_rows: list[np.ndarray] = []
+    i = 0
+    while i < len(order):
+        p, s = order[i]
+        i += 1
+        np_, ns = ptable[p], char[s]
+        valid = (np_ >= 0) & (ns >= 0)
+        completes = valid & (ns == done)
+        target_s = np.where(completes, 0, ns)
+        row = np.full(256, -1, dtype=np.int64)
+        for b in np.flatnonzero(valid).tolist():
+            key = (int(np_[b]), int(target_s[b]))
+            j = index.get(key)
+            if j is None:
+                j = index[key] = len(order)
+                order.append(key)
+            row[b] = j
+        nxt_rows.append(row)
+        done_rows.append(completes)
+    m = len(order)
+    open_end = max_len is None
+    layers = (min_len if open_end else max_len) + 1  # type: ignore[operator]
+    if layers * m * 256 > MAX_LAYERED_ENTRIES:
+        room = MAX_LAYERED_ENTRIES // (m * 256)
+        if not fit or open_end or room <= min_len:
+            raise OverflowError(f"a string of {min_len}..{max_len} characters needs too many states")
+        layers = room
+
+    nxt = np.stack(nxt_rows)
+    completes = np.stack(done_rows)
+    base = (np.arange(layers, dtype=np.int64) * m)[:, None, None]
+    table = np.where(completes[None], base + m + nxt[None], base + nxt[None])
+    table = np.where(nxt[None] >= 0, table, -1)
+    last = table[-1]
+    # max_len characters read: no more; no maximum: the last layer (min_len read) goes on
+    last[completes] = ((layers - 1) * m + nxt[completes]) if open_end else -1
+    table = table.reshape(layers * m, 256).astype(np.int32)
+    at_boundary = np.array([s == 0 and bool(paccept[p]) for p, s in order])
+    accepting = np.zeros(layers * m, dtype=bool)
+    accepting[min_len * m :] = np.tile(at_boundary, layers - min_len)
+    pruned = _prune_dead(table, accepting)
+    if pruned is None:
+        return None
+    return ByteDFA(np.ascontiguousarray(pruned[0]), pruned[1])
+
+
+def quoted(body: ByteDFA, null: bool = False) -> ByteDFA:
+    """``"`` body ``"`` (and ``null`` too, if asked), as one automaton built directly.
+
+    The body never holds an unescaped quote, so the closing quote cannot be confused with it.
+    """
+    n = body.n_states
+    extra = 4 if null else 0
+    table = np.full((n + 2 + extra, 256), -1, dtype=np.int32)
+    # 0: before the opening quote; 1: after the closing quote; body states from 2
+    table[2 : 2 + n] = np.where(body.transitions >= 0, body.transitions + 2, -1)
+    table[0, ord('"')] = 2
+    table[2 + np.flatnonzero(body.accepting), ord('"')] = 1
+    if null:
+        first = 2 + n
+        table[0, ord("n")] = first
+        table[first, ord("u")] = first + 1
+        table[first + 1, ord("l")] = first + 2
+        table[first + 2, ord("l")] = 1
+    accepting = np.zeros(table.shape[0], dtype=bool)
+    accepting[1] = True
+    return ByteDFA(table, accepting)
+
+
+@lru_cache(maxsize=64)
+def counted_string_dfa(min_len: int, max_len: int, null: bool = False) -> ByteDFA:
+    """A JSON string of ``min_len`` to ``max_len`` characters (or ``null``), built directly."""
+    body = layered_body(min_len, max_len)
+    if body is None:
+        raise AssertionError("a counted string always has a body")
+    return quoted(body, null)
