@@ -78,7 +78,7 @@ from .json_schema import (
     _is_int,
     _json_type,
 )
-from .json_strings import layered_body, quoted
+from .json_strings import layered_body, literal_trie_dfa, quoted
 from .regex_dfa import ByteDFA, compile_budget
 from .token_trie import TokenTrie, concat_ranges
 from .vocabulary import Vocabulary
@@ -437,6 +437,20 @@ def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
     any other schema."""
     if not isinstance(schema, dict):
         return None
+    values = schema.get("enum")
+    if isinstance(values, list) and not (set(schema) & _KNOWN_KEYWORDS) - {"enum", "type"}:
+        # an enum of plain scalars: exactly their JSON texts (of the declared types), as a trie
+        if not all(v is None or isinstance(v, (str, bool, int)) for v in values):
+            return None
+        declared = schema.get("type")
+        if declared is not None:
+            kinds = set(declared) if isinstance(declared, list) else {declared}
+            if "number" in kinds:
+                kinds.add("integer")
+            values = [v for v in values if _json_type(v) in kinds]
+        if not values:
+            return None
+        return literal_trie_dfa([json.dumps(v, ensure_ascii=False).encode() for v in values])
     declared = schema.get("type")
     kinds = set(declared) if isinstance(declared, list) else {declared}
     if kinds not in ({"string"}, {"string", "null"}):

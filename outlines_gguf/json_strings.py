@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .regex_dfa import ByteDFA, NFABuilder, _prune_dead
+from .regex_dfa import ByteDFA, NFABuilder, _prune_dead, minimize
 
 MAX_LAYERED_ENTRIES = 4_000_000
 """Table entries (states x 256, 16 MB) a layered automaton may have before pruning. A pattern
@@ -138,3 +138,28 @@ def counted_string_dfa(min_len: int, max_len: int, null: bool = False) -> ByteDF
     if body is None:
         raise AssertionError("a counted string always has a body")
     return quoted(body, null)
+
+
+def literal_trie_dfa(texts: list[bytes]) -> ByteDFA | None:
+    """Exactly the byte strings ``texts`` (an enum's JSON texts), built as a trie over the bytes
+    they use and minimized, instead of determinizing an alternation of thousands of literals."""
+    used = sorted({b for text in texts for b in text})
+    byte_class = np.zeros(256, dtype=np.intp)  # class 0: bytes no text uses (always dead)
+    byte_class[used] = np.arange(1, len(used) + 1)
+    children: list[dict[int, int]] = [{}]
+    accept = [False]
+    for text in texts:
+        node = 0
+        for b in text:
+            nxt = children[node].get(b)
+            if nxt is None:
+                nxt = children[node][b] = len(children)
+                children.append({})
+                accept.append(False)
+            node = nxt
+        accept[node] = True
+    table = np.full((len(children), len(used) + 1), -1, dtype=np.int32)
+    for state, out in enumerate(children):
+        for b, target in out.items():
+            table[state, byte_class[b]] = target
+    return minimize(table, np.array(accept, dtype=bool), byte_class)

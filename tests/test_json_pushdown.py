@@ -292,3 +292,55 @@ def test_a_self_reference_that_writes_nothing_adds_nothing() -> None:
     assert guide.is_final(_walk(guide, b"-12", vocab, np.random.default_rng(0)))
     with pytest.raises(Exception, match=REFUSED):
         _walk(guide, b'"a"', vocab, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "minLength": 2, "maxLength": 7},
+        {"type": ["string", "null"], "maxLength": 5},
+        {"type": "string", "pattern": "^[a-zé]+$", "maxLength": 6},
+        {"type": "string", "pattern": "b", "minLength": 3, "maxLength": 9},
+        {"type": "string", "pattern": "^a", "minLength": 4},
+        {"type": "string", "format": "date", "maxLength": 300},
+    ],
+)
+def test_string_leaves_built_directly_count_characters(schema) -> None:
+    """String leaves are built as layers of the one-character automaton (over a pattern's):
+    lengths count characters however they are written (UTF-8, escapes, surrogate pairs)."""
+    dfa = SplitSchema(schema).node(0).dfa
+    rng = np.random.default_rng(6)
+    alphabet = ["a", "b", "é", "日", "😀", '"', "\\", "\n", "z", "-", "1", "2"]
+    checked = 0
+    for _ in range(600):
+        text = "".join(rng.choice(alphabet) for _ in range(int(rng.integers(0, 11))))
+        if schema.get("format") == "date":
+            text = rng.choice(["2024-02-29", "2023-02-29", "2024-13-01", text])
+        for ascii_only in (True, False):
+            data = json.dumps(text, ensure_ascii=ascii_only).encode()
+            try:
+                jsonschema.validate(text, schema, format_checker=jsonschema.FormatChecker())
+                valid = True
+            except jsonschema.ValidationError:
+                valid = False
+            if dfa.matches(data):
+                assert valid, (schema, text)
+            elif valid and not (ascii_only and "pattern" in schema) and not text.endswith("\n"):
+                # (a pattern is matched on characters as written: é, not \u00e9; and "$" is the
+                # end of the string, not also the place before a final newline as in Python's re)
+                pytest.fail(f"{schema}: {data!r} is valid but refused")
+            checked += 1
+    assert dfa.matches(b"null") == ("null" in schema["type"])
+    assert checked == 1200
+
+
+def test_a_big_enum_is_one_trie_node() -> None:
+    words = [f"value_{i:04d}_{'x' * (i % 7)}" for i in range(5000)]
+    schema = {"type": "object", "properties": {"code": {"enum": words}}, "required": ["code"]}
+    vocab = load_vocab("qwen2-152k")
+    guide = JSONLogitsProcessor(schema, vocab).guide
+    rng = np.random.default_rng(7)
+    for word in (words[0], words[4321], words[-1]):
+        assert _accepts(guide, json.dumps({"code": word}).encode(), vocab, rng)
+    assert not _accepts(guide, b'{"code": "value_5000_"}', vocab, rng)
+    assert not _accepts(guide, b'{"code": "value_0001_"}', vocab, rng)  # a prefix of value_0001_x
