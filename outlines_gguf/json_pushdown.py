@@ -61,17 +61,13 @@ from .errors import (
 )
 from .guide import FINISHED, RegexGuide, TokenMask
 from .json_schema import (
-    _ARRAY_KEYS,
     _MALFORMED,
-    _NUMBER_KEYS,
-    _OBJECT_KEYS,
-    _STRING_KEYS,
     CALL_BYTE,
     CHUNK_KEY,
     DEFAULT_MAX_DEPTH,
     EXTRA_KEY,
+    KNOWN_KEYWORDS,
     MAX_LENGTH_CAP,
-    UNSUPPORTED,
     SchemaError,
     Whitespace,
     _Compiler,
@@ -425,10 +421,7 @@ def _subschemas(schema: dict, path: str) -> Iterable[tuple[str, Any]]:
         yield f"{path}/items", items
 
 
-_KNOWN_KEYWORDS = frozenset(
-    {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
-    | _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
-)
+_KNOWN_KEYWORDS = KNOWN_KEYWORDS
 
 
 def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:

@@ -495,6 +495,10 @@ class _Compiler:
         branches = schema[key]
         if not isinstance(branches, list) or not branches:
             raise self.fail(f"{key} must be a non-empty array", path)
+        if key == "oneOf" and len(branches) > 1:
+            exclusive = _exclusive_required(branches)
+            if exclusive is not None:  # oneOf over required sets: each branch excludes the others
+                key, branches = "anyOf", exclusive
         combined = [{"allOf": [base, b]} if base and set(base) - ANNOTATIONS else b for b in branches]
         if key == "oneOf" and len(combined) > 1 and not self.lenient:
             resolved = [self.flatten(c, path) for c in combined]
@@ -1419,6 +1423,54 @@ def _safely_disjoint(a: Any, b: Any) -> bool:
         return False
 
 
+MAX_ONEOF_CHOICES = 64
+"""Alternatives a oneOf over ``required`` sets may expand into (see ``_exclusive_required``)."""
+
+
+def _exclusive_required(branches: list) -> list | None:
+    """``oneOf`` branches that only require properties, rewritten as branches that exclude each
+    other, or None if they are not of that form.
+
+    Branch i holds when its names R_i are present and, for every other branch j, not all of
+    R_j: some name of R_j - R_i is absent (a forbidden property). If R_j is inside R_i, branch i
+    can never be the only one and is dropped.
+    """
+    sets: list[list[str]] = []
+    for b in branches:
+        if not isinstance(b, dict) or set(b) - ANNOTATIONS != {"required"}:
+            return None
+        names = b["required"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return None
+        sets.append(list(dict.fromkeys(names)))
+    out: list = []
+    for i, mine in enumerate(sets):
+        choices: list[list[str]] = [[]]
+        for j, theirs in enumerate(sets):
+            if j == i:
+                continue
+            missing = [n for n in theirs if n not in mine]
+            if not missing:
+                choices = []  # whenever branch i holds, branch j does too
+                break
+            choices = [[*c, n] for c in choices for n in missing]
+            if len(choices) > MAX_ONEOF_CHOICES:
+                return None
+        for absent in choices:
+            out.append({"required": mine, "properties": dict.fromkeys(absent, False)})
+    return out or [False]
+
+
+def _flat(schema: Any) -> Any:
+    """A property's schema with a mergeable ``allOf`` merged (where a oneOf branch's ``const``
+    discriminator was combined with the declared property it refines)."""
+    if isinstance(schema, dict) and "allOf" in schema and isinstance(schema["allOf"], list):
+        merged = _merge_all([{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]])
+        if merged is not None:
+            return merged
+    return schema
+
+
 def _disjoint(a: Any, b: Any) -> bool:
     """True only if no JSON value can satisfy both schemas (a sound, partial test)."""
     if a is False or b is False:
@@ -1444,7 +1496,7 @@ def _disjoint(a: Any, b: Any) -> bool:
         req_a, req_b = set(a.get("required", [])), set(b.get("required", []))
         props_a, props_b = a.get("properties", {}), b.get("properties", {})
         for name in req_a & req_b:
-            if name in props_a and name in props_b and _disjoint(props_a[name], props_b[name]):
+            if name in props_a and name in props_b and _disjoint(_flat(props_a[name]), _flat(props_b[name])):
                 return True
         for y, req in ((b, req_a), (a, req_b)):
             closed = y.get("additionalProperties", True) is False and not y.get("patternProperties")
@@ -1452,6 +1504,12 @@ def _disjoint(a: Any, b: Any) -> bool:
                 return True  # one requires a property the other forbids
     return False
 
+
+KNOWN_KEYWORDS = frozenset(
+    {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
+    | _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
+)
+"""Every keyword that constrains values (the others are annotations or unknown: ignored)."""
 
 _ARRAY_SIBLINGS = frozenset({"items", "prefixItems", "additionalItems"})
 _MERGEABLE = (
@@ -1466,6 +1524,8 @@ def _merge_all(parts: list[Any]) -> dict | None:
     not declare a property another part declares: that property is
     "additional" for it.
     """
+    if any(p is False for p in parts):
+        return {"enum": []}  # nothing satisfies false, whatever the other parts say
     dicts = [p for p in parts if isinstance(p, dict)]
     declared = [set(p.get("properties", {})) for p in dicts]
     everything = set().union(*declared) if declared else set()
@@ -1488,10 +1548,10 @@ def _merge_all(parts: list[Any]) -> dict | None:
             continue
         if part is False or not isinstance(part, dict):
             return None if part is not False else {"enum": []}
-        if set(part) - _MERGEABLE:
+        if (set(part) & KNOWN_KEYWORDS) - _MERGEABLE:
             return None
         for key, value in part.items():
-            if key in ANNOTATIONS:
+            if key in ANNOTATIONS or key not in KNOWN_KEYWORDS:
                 continue
             if key not in merged:
                 merged[key] = value

@@ -344,3 +344,23 @@ def test_a_big_enum_is_one_trie_node() -> None:
         assert _accepts(guide, json.dumps({"code": word}).encode(), vocab, rng)
     assert not _accepts(guide, b'{"code": "value_5000_"}', vocab, rng)
     assert not _accepts(guide, b'{"code": "value_0001_"}', vocab, rng)  # a prefix of value_0001_x
+
+
+def test_oneof_over_required_sets_means_exactly_one() -> None:
+    """``oneOf: [{required: [a]}, {required: [b]}]`` (a common way to say "exactly one of"):
+    each branch forbids what makes the others hold."""
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}, "c": {"type": "integer"}},
+        "oneOf": [{"required": ["a"]}, {"required": ["b", "c"]}],
+        "additionalProperties": False,
+        "x-unknown-keyword": {"ignored": True},
+    }
+    vocab = load_vocab("spm32k")
+    for engine in ("dfa", "pushdown"):
+        guide = JSONLogitsProcessor(schema, vocab, engine=engine).guide
+        rng = np.random.default_rng(8)
+        docs = ({"a": 1}, {"a": 1, "b": 2}, {"b": 1, "c": 2}, {"a": 1, "c": 2}, {"b": 1}, {}, {"a": 1, "b": 1, "c": 1})
+        for doc in docs:
+            valid = jsonschema.Draft202012Validator(schema).is_valid(doc)
+            assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
