@@ -206,3 +206,20 @@ FORMATS: dict[str, str] = {
     "uri": rf"[a-zA-Z][a-zA-Z0-9+.-]*:{_URI_CHAR}*",
 }
 """Regexes for the string formats we enforce (content of the JSON string)."""
+_JSON_POINTER = r"(?:/(?:[^~/]|~[01])*)*"
+FORMATS.update(
+    {
+        # the broader formats get a valid subset: an absolute URI is also a URI reference and
+        # an IRI, an ASCII address or host name is also an internationalized one
+        "uri-reference": FORMATS["uri"],
+        "iri": FORMATS["uri"],
+        "iri-reference": FORMATS["uri"],
+        "idn-email": FORMATS["email"],
+        "idn-hostname": FORMATS["hostname"],
+        "json-pointer": _JSON_POINTER,
+        "relative-json-pointer": rf"(?:0|[1-9][0-9]*)(?:#|{_JSON_POINTER})",
+    }
+)
+UNENFORCEABLE_FORMATS = frozenset({"regex", "uri-template"})
+"""Standard formats a validator checks that no regex here can enforce: a SchemaError unless
+lenient (other unknown formats are annotations, as JSON Schema says)."""

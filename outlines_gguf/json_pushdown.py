@@ -74,7 +74,7 @@ from .json_schema import (
     _is_int,
     _json_type,
 )
-from .json_strings import layered_body, literal_trie_dfa, quoted
+from .json_strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
 from .regex_dfa import ByteDFA, compile_budget
 from .token_trie import TokenTrie, concat_ranges
 from .vocabulary import Vocabulary
@@ -275,11 +275,14 @@ class SplitSchema:
         try:
             with compile_budget(f"JSON schema at {path}"):
                 direct = _direct_leaf(compiler, schema, path)
+                member = None if direct is not None else _direct_extra_member(compiler, schema, path)
             if direct is not None:  # no calls; only the closing quote leads to acceptance
                 boundary = direct.accepting.copy()
                 node = Node(number, path, direct, {}, boundary, True, ~boundary)
                 self._nodes[number] = node
                 return node
+            if member is not None:
+                table, accepting = member.transitions, member.accepting
             else:
                 with compile_budget(f"JSON schema at {path}"):
                     fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
@@ -422,6 +425,22 @@ def _subschemas(schema: dict, path: str) -> Iterable[tuple[str, Any]]:
 
 
 _KNOWN_KEYWORDS = KNOWN_KEYWORDS
+
+
+def _direct_extra_member(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
+    """An extra member (``"key": value``, key none of the declared names) of an object without
+    patternProperties, built as a direct key automaton glued to ``: value``; None otherwise."""
+    if not isinstance(schema, dict) or EXTRA_KEY not in schema or schema.get("patternProperties"):
+        return None
+    compiler._nest += 1  # the value is nested: a call where it may be an object or an array
+    try:
+        value = compiler.value(schema.get("additionalProperties", True), f"{path}/additionalProperties", 1)
+        if value is None:
+            return None
+        rest = compiler.builder.build(compiler.builder.seq([compiler.colon(), value]))
+    finally:
+        compiler._nest -= 1
+    return glue(key_except_dfa(list(schema.get("properties", {}))), rest)
 
 
 def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
@@ -851,6 +870,13 @@ def _walk(
     hit_nodes: list[np.ndarray] = []
     hit_states: list[np.ndarray] = []
     while nodes.size:
+        if nodes.size <= _NARROW and int(trie._subtree_size[nodes].sum()) <= _NARROW_NODES:
+            # a thin frontier: node by node in Python beats a dozen numpy calls per level
+            tokens, more_nodes, more_states = _walk_narrow(trie, flat, boundary, nodes, states, collect)
+            found.append(tokens)
+            hit_nodes.append(more_nodes)
+            hit_states.append(more_states)
+            break
         hits = boundary[states]
         if hits.any():
             hit_nodes.append(nodes[hits])
@@ -866,6 +892,47 @@ def _walk(
         np.concatenate(found) if found else np.empty(0, dtype=np.int32),
         np.concatenate(hit_nodes) if hit_nodes else np.empty(0, dtype=np.int64),
         np.concatenate(hit_states) if hit_states else np.empty(0, dtype=np.int64),
+    )
+
+
+_NARROW = 64
+_NARROW_NODES = 4096
+
+
+def _walk_narrow(
+    trie: TokenTrie,
+    flat: np.ndarray,
+    boundary: np.ndarray,
+    nodes: np.ndarray,
+    states: np.ndarray,
+    collect: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_walk`` depth first, one node at a time (for a frontier with a small subtree)."""
+    labels, first_child, n_children, term_start, term_count, term_tokens = trie._lists
+    table = memoryview(flat)
+    is_boundary = boundary.tolist()
+    out: list[int] = []
+    hit_n: list[int] = []
+    hit_s: list[int] = []
+    stack = list(zip(nodes.tolist(), states.tolist(), strict=True))
+    while stack:
+        node, state = stack.pop()
+        if is_boundary[state]:
+            hit_n.append(node)
+            hit_s.append(state)
+        if collect and term_count[node]:
+            start = term_start[node]
+            out.extend(term_tokens[start : start + term_count[node]])
+        base = state * 256
+        first = first_child[node]
+        for child in range(first, first + n_children[node]):
+            nxt = table[base + labels[child]]
+            if nxt >= 0:
+                stack.append((child, nxt))
+    return (
+        np.asarray(out, dtype=np.int32),
+        np.asarray(hit_n, dtype=np.int64),
+        np.asarray(hit_s, dtype=np.int64),
     )
 
 

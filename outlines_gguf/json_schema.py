@@ -32,7 +32,7 @@ import numpy as np
 from . import dfa_cache
 from .dfa_ops import DFAProductTooLargeError, difference, intersect
 from .errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
-from .json_leaves import FORMATS, NUMBER, integer_range, number_range
+from .json_leaves import FORMATS, NUMBER, UNENFORCEABLE_FORMATS, integer_range, number_range
 from .json_strings import layered_body
 from .regex_dfa import (
     MAX_CODEPOINT,
@@ -180,6 +180,11 @@ def json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
                 forms.append(_SHORT_ESCAPES[cp])
             alternatives += [b.literal(f) for f in dict.fromkeys(forms)]
     return b.alt(alternatives) or b.chars(())  # type: ignore[return-value]
+
+
+def plain_key_char(b: NFABuilder) -> Fragment:
+    """One character of a key written without escapes (see ``_Compiler.key_except``)."""
+    return b.chars(_complement(_RAW_FORBIDDEN))
 
 
 def any_string_char(b: NFABuilder) -> Fragment:
@@ -351,6 +356,9 @@ class _Compiler:
         for key in schema:
             if key in UNSUPPORTED and not self.lenient:
                 raise self.fail(f"keyword {key!r} cannot be enforced (pass lenient=True to ignore it)", path)
+        fmt = schema.get("format")
+        if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
+            raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
         if schema.get("uniqueItems") is True and not self.lenient:
             raise self.fail("keyword 'uniqueItems' cannot be enforced (pass lenient=True to ignore it)", path)
 

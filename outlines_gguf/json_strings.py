@@ -163,3 +163,86 @@ def literal_trie_dfa(texts: list[bytes]) -> ByteDFA | None:
         for b, target in out.items():
             table[state, byte_class[b]] = target
     return minimize(table, np.array(accept, dtype=bool), byte_class)
+
+
+@lru_cache(maxsize=1)
+def _plain_char_dfa() -> tuple[np.ndarray, int]:
+    """One plain character (UTF-8, no control character, quote or backslash) and its final
+    state, which has no way out."""
+    from .json_schema import plain_key_char
+
+    helper = NFABuilder("key character")
+    char = helper.build(plain_key_char(helper))
+    done = np.flatnonzero(char.accepting)
+    if done.size != 1 or (char.transitions[done[0]] >= 0).any() or char.accepting[0]:
+        raise AssertionError("the key character automaton has an unexpected shape")
+    return char.transitions, int(done[0])
+
+
+def key_except_dfa(names: list[str]) -> ByteDFA:
+    """A JSON object key written without escapes, ``"`` to ``"``, that is none of ``names``.
+
+    Built directly: a trie of the names' bytes, where a byte that leaves the trie continues in
+    a free key (one plain character at a time) and the closing quote is refused exactly at the
+    ends of names. Linear in the names, where determinizing the same language from an NFA
+    grows past the state limit for a few thousand names. The only accepting state (after the
+    closing quote) has no way out, so another automaton can be glued there.
+    """
+    char, char_done = _plain_char_dfa()
+    k = char.shape[0]
+    # trie over the names' bytes; each node remembers where it is inside a character
+    children: list[dict[int, int]] = [{}]
+    inside = [0]  # the character automaton's state at each trie node (0: between characters)
+    is_name = [False]
+    for name in dict.fromkeys(names):
+        node = 0
+        for b in name.encode():
+            nxt = children[node].get(b)
+            if nxt is None:
+                s = int(char[inside[node], b])
+                if s < 0:
+                    break  # the name cannot be written without escapes: nothing to exclude
+                nxt = children[node][b] = len(children)
+                children.append({})
+                inside.append(0 if s == char_done else s)
+                is_name.append(False)
+            node = nxt
+        else:
+            is_name[node] = True
+    n = len(children)
+    # states: 0 start, 1 after the closing quote, 2.. trie nodes, then the free key's states
+    trie0, free0 = 2, 2 + n
+    table = np.full((free0 + k, 256), -1, dtype=np.int32)
+    free = np.where(char >= 0, np.where(char == char_done, free0, free0 + char), -1)
+    table[free0 : free0 + k] = free
+    table[free0, ord('"')] = 1
+    table[0, ord('"')] = trie0
+    inside_arr = np.asarray(inside)
+    table[trie0 : trie0 + n] = free[inside_arr]  # leaving the trie: a free key
+    for node, out in enumerate(children):
+        row = table[trie0 + node]
+        for b, child in out.items():
+            row[b] = trie0 + child
+        if inside[node] == 0 and not is_name[node]:
+            row[ord('"')] = 1
+    accepting = np.zeros(table.shape[0], dtype=bool)
+    accepting[1] = True
+    return ByteDFA(table, accepting)
+
+
+def glue(first: ByteDFA, then: ByteDFA) -> ByteDFA:
+    """``first`` then ``then``, where ``first`` has one accepting state and no way out of it:
+    that state becomes ``then``'s start."""
+    final = np.flatnonzero(first.accepting)
+    if final.size != 1 or (first.transitions[final[0]] >= 0).any():
+        raise ValueError("glue needs one accepting state with no way out")
+    n = first.n_states
+    table = np.concatenate([first.transitions, np.full((then.n_states - 1, 256), -1, dtype=np.int32)])
+    # then's state 0 -> final, then's state i > 0 -> n + i - 1
+    remap = np.concatenate([[final[0]], n + np.arange(then.n_states - 1)]).astype(np.int32)
+    moved = np.where(then.transitions >= 0, remap[np.maximum(then.transitions, 0)], -1)
+    table[final[0]] = moved[0]
+    table[n:] = moved[1:]
+    accepting = np.zeros(table.shape[0], dtype=bool)
+    accepting[remap[np.flatnonzero(then.accepting)]] = True
+    return ByteDFA(table, accepting)
