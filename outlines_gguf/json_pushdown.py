@@ -432,6 +432,8 @@ def _direct_extra_member(compiler: _Compiler, schema: Any, path: str) -> ByteDFA
     patternProperties, built as a direct key automaton glued to ``: value``; None otherwise."""
     if not isinstance(schema, dict) or EXTRA_KEY not in schema or schema.get("patternProperties"):
         return None
+    if schema.get("propertyNames", True) not in (True, {}):
+        return None  # keys limited by propertyNames: through the compiler's product
     compiler._nest += 1  # the value is nested: a call where it may be an object or an array
     try:
         value = compiler.value(schema.get("additionalProperties", True), f"{path}/additionalProperties", 1)

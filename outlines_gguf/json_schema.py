@@ -99,7 +99,6 @@ UNSUPPORTED = frozenset(
         "contains",
         "minContains",
         "maxContains",
-        "propertyNames",
         "dependencies",
         "dependentRequired",
         "dependentSchemas",
@@ -867,6 +866,12 @@ class _Compiler:
         for name in required:
             if name not in props:
                 props = {**props, name: True}
+        names = self.key_names(schema.get("propertyNames", True), f"{path}/propertyNames")
+        if names is not None:  # keys propertyNames refuses cannot be written, declared or not
+            allowed = {n for n in props if names.matches(json.dumps(n, ensure_ascii=False).encode())}
+            if any(n not in allowed for n in required):
+                return None
+            props = {n: s for n, s in props.items() if n in allowed}
         additional = schema.get(
             "additionalProperties", True if self.extra_properties is None else self.extra_properties
         )
@@ -899,11 +904,14 @@ class _Compiler:
         if EXTRA_KEY in schema:  # one extra member of another object, as a node of its own
             self._nest += 1  # its value is nested
             try:
-                member = self.extra_member(props, additional, pattern_props, path, next_depth)
+                member = self.extra_member(
+                    props, additional, pattern_props, path, next_depth, schema.get("propertyNames", True)
+                )
                 return None if member is None else member()
             finally:
                 self._nest -= 1
-        extra = self.extra_member(props, additional, pattern_props, path, next_depth)
+        names_schema = schema.get("propertyNames", True)
+        extra = self.extra_member(props, additional, pattern_props, path, next_depth, names_schema)
         link = None
         if extra is not None and self.calls is not None:
             link = {
@@ -912,6 +920,7 @@ class _Compiler:
                 "properties": props,
                 "additionalProperties": additional,
                 "patternProperties": pattern_props,
+                "propertyNames": schema.get("propertyNames", True),
             }
             extra = self.call_maker(link, f"{path}/additionalProperties")
         if self.calls is not None and len(members) > MEMBER_CHUNK and min_p == 0 and max_p is None:
@@ -997,10 +1006,35 @@ class _Compiler:
                 b.nfa.eps[close[1]].append(end)
         return entry[0], end
 
+    def key_names(self, names: Any, path: str) -> ByteDFA | None:
+        """The keys ``propertyNames`` allows, as the automaton of their JSON strings, or None
+        when it allows every key."""
+        if names is True or names == {}:
+            return None
+        helper = NFABuilder("propertyNames")
+        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        fragment = sub.value({"allOf": [names, {"type": "string"}]}, path, self.max_depth)
+        try:
+            return helper.build(fragment)
+        except EmptyLanguageError:
+            return _NO_KEY
+
+    def restrict_key(self, key: Fragment | None, names: ByteDFA | None) -> Fragment | None:
+        """``key`` limited to what ``propertyNames`` allows."""
+        if key is None or names is None:
+            return key
+        try:
+            both = intersect(self.b.build(key), names)
+        except EmptyLanguageError:
+            return None
+        return None if both is None else self.b.dfa(both)
+
     def extra_member(
-        self, props: dict, additional: Any, pattern_props: dict, path: str, depth: int
+        self, props: dict, additional: Any, pattern_props: dict, path: str, depth: int, names: Any = True
     ) -> Callable[[], Fragment | None] | None:
-        """A function building one additional "key": value member, or None if none is allowed."""
+        """A function building one additional "key": value member, or None if none is allowed.
+        ``names``: the object's propertyNames schema."""
+        key_names = self.key_names(names, f"{path}/propertyNames")
         if pattern_props:
             patterns = list(pattern_props.items())
 
@@ -1010,13 +1044,14 @@ class _Compiler:
                     key = self.string({"pattern": pat}, f"{path}/patternProperties")
                     if key is None:
                         continue
-                    key = self.key_excluding_dfa(key, props)
+                    key = self.restrict_key(self.key_excluding_dfa(key, props), key_names)
                     v = self.value(sub, f"{path}/patternProperties/{_pointer(pat)}", depth)
                     if key is not None and v is not None:
                         options.append(self.b.seq([key, self.colon(), v]))
                 if additional is not False:
                     # a key that no pattern matches and no property declares: additionalProperties
                     other = self.key_outside([p for p, _ in patterns], props, path)
+                    other = self.restrict_key(other, key_names)
                     if self.calls is None and (additional is True or additional == {}):
                         v = self.any_value(min(depth, EXTRA_VALUE_DEPTH if props else FREE_FORM_DEPTH))
                     else:
@@ -1042,7 +1077,7 @@ class _Compiler:
                 v = self.value(additional, f"{path}/additionalProperties", depth)
             if v is None:
                 return None
-            return self.b.seq([self.key_except(list(props)), self.colon(), v])
+            return self.b.seq([self.restrict_key(self.key_except(list(props)), key_names), self.colon(), v])
 
         return make_additional
 
@@ -1247,6 +1282,10 @@ def _longest(dfa: ByteDFA) -> int | None:
         on_path[state] = False
         depth[state] = max([0, *(1 + depth[t] for t in succ[state])])  # type: ignore[operator]
     return depth[0]
+
+
+_NO_KEY = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool))
+"""The automaton of no key at all (propertyNames false, or unsatisfiable)."""
 
 
 def _interleave(items: list, make_sep: Callable[[], Fragment]) -> list:

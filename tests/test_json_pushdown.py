@@ -364,3 +364,20 @@ def test_oneof_over_required_sets_means_exactly_one() -> None:
         for doc in (*docs, {"a": 1, "b": 1, "c": 1}):
             valid = jsonschema.Draft202012Validator(schema).is_valid(doc)
             assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
+
+
+def test_property_names_limit_every_key() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "integer"}, "NO": {"type": "integer"}},
+        "propertyNames": {"pattern": "^[a-z]+$", "maxLength": 4},
+    }
+    vocab = load_vocab("spm32k")
+    for engine in ("dfa", "pushdown"):
+        guide = JSONLogitsProcessor(schema, vocab, engine=engine).guide
+        rng = np.random.default_rng(9)
+        for doc in ({"ok": 1}, {"ok": 1, "abc": [1]}, {"NO": 1}, {"abcde": 1}, {"ab1": 2}, {"x": {"Y": 1}}):
+            valid = jsonschema.Draft202012Validator(schema).is_valid(doc)
+            assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
+    with pytest.raises(SchemaError, match="no JSON value"):
+        JSONLogitsProcessor({**schema, "required": ["NO"]}, vocab)
