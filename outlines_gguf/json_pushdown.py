@@ -333,7 +333,7 @@ class SplitSchema:
 _NESTING_KEYS = (
     "$ref", "properties", "items", "prefixItems", "additionalProperties", "patternProperties", "allOf",
     "anyOf", "oneOf", "not", "additionalItems", "contains", "if", "then", "else", "dependentSchemas",
-    "propertyNames", CHUNK_KEY,
+    "propertyNames", "dependentSchemas", "dependencies", CHUNK_KEY,
 )
 
 def _surely_satisfiable(schema: Any, depth: int = 0) -> bool:

@@ -99,9 +99,6 @@ UNSUPPORTED = frozenset(
         "contains",
         "minContains",
         "maxContains",
-        "dependencies",
-        "dependentRequired",
-        "dependentSchemas",
         "if",
         "then",
         "else",
@@ -316,6 +313,8 @@ class _Compiler:
             raise self.fail(f"a schema must be an object or a boolean, got {type(schema).__name__}", path)
         self.check_keywords(schema, path)
         self.check_shapes(schema, path)
+        if any(key in schema for key in _DEPENDENCY_KEYS):
+            return self.value(self.expand_dependencies(schema, path), path, depth)
         if "$ref" in schema:
             return self.ref(schema, path, depth)
         if "allOf" in schema:
@@ -328,6 +327,41 @@ class _Compiler:
             return self.enum(schema, path, depth)
         types = self.types(schema, path)
         return self.b.alt(self.typed(t, schema, path, depth) for t in types)
+
+    def expand_dependencies(self, schema: dict, path: str) -> dict:
+        """``dependentRequired``/``dependentSchemas``/``dependencies`` as a union of plain
+        schemas: for each property that has dependencies, one branch where it is absent and one
+        where it is present with what it requires (2^k branches for k such properties)."""
+        deps: dict[str, tuple[list[str], Any]] = {}
+        for key in _DEPENDENCY_KEYS:
+            value = schema.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise self.fail(f"{key} must be an object", f"{path}/{key}")
+            for name, need in value.items():
+                names, sub = deps.get(name, ([], True))
+                if isinstance(need, list) and key != "dependentSchemas":
+                    if not all(isinstance(n, str) for n in need):
+                        raise self.fail(f"{key}/{name} must list property names", f"{path}/{key}")
+                    names = [*names, *need]
+                elif _is_schema(need) and key != "dependentRequired":
+                    sub = need if sub is True else {"allOf": [sub, need]}
+                else:
+                    raise self.fail(f"{key}/{name} must be an array of names or a schema", f"{path}/{key}")
+                deps[name] = (names, sub)
+        if len(deps) > MAX_DEPENDENCY_BRANCHES.bit_length() - 1:
+            raise ConstraintTooComplexError(
+                f"{path}: more than {MAX_DEPENDENCY_BRANCHES.bit_length() - 1} properties with dependencies"
+            )
+        rest = {k: v for k, v in schema.items() if k not in _DEPENDENCY_KEYS}
+        branches: list[list[Any]] = [[]]
+        for name, (names, sub) in deps.items():
+            absent = {"properties": {name: False}}
+            present: dict[str, Any] = {"required": list(dict.fromkeys([name, *names]))}
+            parts = [present] if sub is True else [present, sub]
+            branches = [[*b, absent] for b in branches] + [[*b, *parts] for b in branches]
+        return {"anyOf": [{"allOf": [rest, *b]} for b in branches]}
 
     def may_nest(self, schema: Any, path: str) -> bool:
         """Whether a value of ``schema`` may be an object or an array (or needs a ``$ref`` or a
@@ -1469,6 +1503,10 @@ def _safely_disjoint(a: Any, b: Any) -> bool:
     except (TypeError, AttributeError, KeyError, ValueError):
         return False
 
+
+_DEPENDENCY_KEYS = ("dependentRequired", "dependentSchemas", "dependencies")
+MAX_DEPENDENCY_BRANCHES = 64
+"""Branches the dependencies of one object may expand into (six properties with dependencies)."""
 
 MAX_ONEOF_CHOICES = 64
 """Alternatives a oneOf over ``required`` sets may expand into (see ``_exclusive_required``)."""

@@ -381,3 +381,34 @@ def test_property_names_limit_every_key() -> None:
             assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
     with pytest.raises(SchemaError, match="no JSON value"):
         JSONLogitsProcessor({**schema, "required": ["NO"]}, vocab)
+
+
+@pytest.mark.parametrize(
+    "deps",
+    [
+        {"dependentRequired": {"card": ["billing"], "gift": ["to", "billing"]}},
+        {"dependencies": {"card": ["billing"], "to": {"required": ["gift"]}}},
+        {"dependentSchemas": {"card": {"properties": {"billing": {"maxLength": 3}}}}},
+    ],
+)
+def test_dependencies_are_exact(deps) -> None:
+    schema = {
+        "type": "object",
+        "properties": {k: {"type": "string"} for k in ("card", "billing", "gift", "to")},
+        "additionalProperties": False,
+        **deps,
+    }
+    vocab = load_vocab("spm32k")
+    docs = [  # (keys in declared order: the order generation writes them in)
+        *({}, {"card": "a"}, {"card": "a", "billing": "b"}, {"billing": "long"}),
+        *({"card": "a", "billing": "long"}, {"gift": "g", "to": "t"}),
+        *({"billing": "b", "gift": "g", "to": "t"}, {"to": "t"}),
+    ]
+    for engine in ("dfa", "pushdown"):
+        guide = JSONLogitsProcessor(schema, vocab, engine=engine).guide
+        rng = np.random.default_rng(10)
+        for doc in docs:
+            valid = jsonschema.Draft7Validator(schema).is_valid(doc) and jsonschema.Draft202012Validator(
+                schema
+            ).is_valid(doc)
+            assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
