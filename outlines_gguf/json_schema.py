@@ -99,9 +99,6 @@ UNSUPPORTED = frozenset(
         "contains",
         "minContains",
         "maxContains",
-        "if",
-        "then",
-        "else",
         "unevaluatedProperties",
         "unevaluatedItems",
         "$dynamicRef",
@@ -315,6 +312,8 @@ class _Compiler:
         self.check_shapes(schema, path)
         if any(key in schema for key in _DEPENDENCY_KEYS):
             return self.value(self.expand_dependencies(schema, path), path, depth)
+        if "if" in schema or "then" in schema or "else" in schema:
+            return self.value(self.expand_condition(schema, path), path, depth)
         if "$ref" in schema:
             return self.ref(schema, path, depth)
         if "allOf" in schema:
@@ -362,6 +361,27 @@ class _Compiler:
             parts = [present] if sub is True else [present, sub]
             branches = [[*b, absent] for b in branches] + [[*b, *parts] for b in branches]
         return {"anyOf": [{"allOf": [rest, *b]} for b in branches]}
+
+    def expand_condition(self, schema: dict, path: str) -> Any:
+        """``if``/``then``/``else`` as (if and then) or (not if, and else): branches that
+        exclude each other, so their union is exact. ``not if`` is rewritten as a union of
+        positive schemas, each merged with the rest (a condition that cannot be negated raises
+        a SchemaError naming it)."""
+        rest = {k: v for k, v in schema.items() if k not in ("if", "then", "else")}
+        if "if" not in schema:
+            return rest  # then and else without if are ignored, as JSON Schema says
+        condition = schema["if"]
+        otherwise = schema.get("else", True)
+        branches: list[Any] = [{"allOf": [rest, condition, schema.get("then", True)]}]
+        negated = self.negate(condition, f"{path}/if")
+        if negated is None:
+            raise self.fail(
+                "if: the condition cannot be negated (types, bounds, lengths, counts, required, "
+                "properties, string const/enum and anyOf/allOf/not of those can)",
+                f"{path}/if",
+            )
+        branches += [{"allOf": [rest, alternative, otherwise]} for alternative in _alternatives(negated)]
+        return {"anyOf": branches}
 
     def may_nest(self, schema: Any, path: str) -> bool:
         """Whether a value of ``schema`` may be an object or an array (or needs a ``$ref`` or a
@@ -607,6 +627,14 @@ class _Compiler:
         keys = set(schema) - ANNOTATIONS
         if keys == {"not"}:
             return schema["not"]
+        if keys in ({"enum"}, {"const"}, {"enum", "type"}, {"const", "type"}):
+            values = [schema["const"]] if "const" in schema else schema["enum"]
+            declared = schema.get("type", "string")
+            if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
+                if declared == "string" or declared == ["string"]:
+                    # anything but a string, or a string other than these
+                    others = [t for t in _TYPES if t != "string"]
+                    return {"anyOf": [{"type": others}, {"type": "string", NOT_STRINGS_KEY: values}]}
         if keys in ({"anyOf"}, {"allOf"}):
             parts = [self.negate(x, path) for x in schema[keys.pop()]]
             if any(p is None for p in parts):
@@ -758,6 +786,9 @@ class _Compiler:
     def string_body(self, schema: dict, path: str) -> ByteDFA | Fragment | None:
         """The content automaton of a string schema (between the quotes), or, for a string
         with no pattern, format or length, the whole string as a fragment; None if none fits."""
+        excluded = schema.get(NOT_STRINGS_KEY)
+        if excluded is not None:
+            return _strings_except(excluded)
         min_len = schema.get("minLength", 0)
         max_len = schema.get("maxLength")
         if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
@@ -1320,6 +1351,44 @@ def _longest(dfa: ByteDFA) -> int | None:
 
 _NO_KEY = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool))
 """The automaton of no key at all (propertyNames false, or unsatisfiable)."""
+
+
+def _alternatives(schema: Any) -> list[Any]:
+    """``schema`` as a list of alternatives without a top-level ``anyOf`` (distributed over the
+    keywords beside it, two levels deep), so each can merge with other allOf parts."""
+    if not isinstance(schema, dict) or "anyOf" not in schema or not isinstance(schema["anyOf"], list):
+        return [schema]
+    beside = {k: v for k, v in schema.items() if k != "anyOf"}
+    out: list[Any] = []
+    for option in schema["anyOf"]:
+        for inner in _alternatives(option):
+            if not beside:
+                out.append(inner)
+            elif isinstance(inner, dict) and not set(inner) & set(beside):
+                out.append({**beside, **inner})
+            else:
+                out.append({"allOf": [beside, inner]})
+    return out
+
+
+NOT_STRINGS_KEY = "x-outlines-gguf-not-strings"
+"""Marks the negation of a string enum: any string but these (see ``_Compiler.negate``)."""
+
+
+def _strings_except(values: list[str]) -> ByteDFA | None:
+    """The content of any JSON string other than ``values``. Both sides write every character
+    raw except the ones JSON must escape, so each string has only the forms of those escapes
+    and the difference is exact (a valid subset of all spellings)."""
+    every = NFABuilder("string")
+    body = every.build(
+        every.repeat(lambda: json_chars(every, ((0, 0xD7FF), (0xE000, MAX_CODEPOINT))), 0, None)
+    )
+    listed = NFABuilder("enum")
+    words = listed.alt(listed.regex(re.escape(v), lambda r: json_chars(listed, r)) for v in values)
+    try:
+        return difference(body, listed.build(words))
+    except EmptyLanguageError:
+        return body
 
 
 def _interleave(items: list, make_sep: Callable[[], Fragment]) -> list:

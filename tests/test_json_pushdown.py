@@ -412,3 +412,23 @@ def test_dependencies_are_exact(deps) -> None:
                 schema
             ).is_valid(doc)
             assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
+
+
+def test_if_then_else_is_exact() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"kind": {"enum": ["a", "b"]}, "size": {"type": "integer"}},
+        "required": ["kind", "size"],
+        "additionalProperties": False,
+        "if": {"properties": {"kind": {"const": "a"}}},
+        "then": {"properties": {"size": {"maximum": 3}}},
+        "else": {"properties": {"size": {"minimum": 10}}},
+    }
+    vocab = load_vocab("spm32k")
+    docs = [{"kind": k, "size": n} for k in ("a", "b") for n in (1, 5, 12)]
+    for engine in ("dfa", "pushdown"):
+        guide = JSONLogitsProcessor(schema, vocab, engine=engine).guide
+        rng = np.random.default_rng(11)
+        for doc in docs:
+            valid = jsonschema.Draft202012Validator(schema).is_valid(doc)
+            assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
