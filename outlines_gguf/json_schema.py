@@ -412,8 +412,12 @@ class _Compiler:
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
             raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
-        if schema.get("uniqueItems") is True and not self.lenient:
-            raise self.fail("keyword 'uniqueItems' cannot be enforced (pass lenient=True to ignore it)", path)
+        if schema.get("uniqueItems") is True and not self.lenient and _unique_domain(schema) is None:
+            raise self.fail(
+                "keyword 'uniqueItems' can only be enforced for items from a few values (an enum or "
+                f"boolean of at most {MAX_UNIQUE_VALUES}, no prefixItems; pass lenient=True to ignore it)",
+                path,
+            )
 
     def check_shapes(self, schema: dict, path: str) -> None:
         """Reject keyword values of the wrong JSON type (``"maxLength": "x"``, ``"items": 3``)
@@ -846,6 +850,9 @@ class _Compiler:
     def _array(self, schema: dict, path: str, depth: int) -> Fragment | None:
         if depth <= 0 and not schema:
             return None
+        domain = _unique_domain(schema) if schema.get("uniqueItems") is True else None
+        if domain is not None:
+            return self.unique_array(domain, schema)
         prefix = schema.get("prefixItems")
         items = schema.get("items", True)
         if isinstance(items, list):  # draft 4: items as a tuple
@@ -918,6 +925,38 @@ class _Compiler:
             return self._object(schema, path, depth)
         finally:
             self._nest -= 1
+
+    def unique_array(self, domain: list, schema: dict) -> Fragment | None:
+        """An array of distinct items from a few values: one state per set of values used."""
+        b = self.b
+        low = int(schema.get("minItems", 0))
+        top = schema.get("maxItems")
+        high = len(domain) if top is None else min(int(top), len(domain))
+        entry = self.open("[")
+        end = b.nfa.state()
+        state = {0: entry[1]}
+        for used in range(1 << len(domain)):  # ascending: a set's subsets come first
+            if used not in state:
+                continue
+            count = used.bit_count()
+            if low <= count <= high:
+                close = self.close("]")
+                b.nfa.eps[state[used]].append(close[0])
+                b.nfa.eps[close[1]].append(end)
+            if count >= high:
+                continue
+            for i, value in enumerate(domain):
+                if used >> i & 1:
+                    continue
+                nxt = used | 1 << i
+                if nxt not in state:
+                    state[nxt] = b.nfa.state()
+                item = self.literal_value(value)
+                parts = [self.comma(), item] if count else [item]
+                piece = b.seq(parts)
+                b.nfa.eps[state[used]].append(piece[0])  # type: ignore[index]
+                b.nfa.eps[piece[1]].append(state[nxt])  # type: ignore[index]
+        return entry[0], end
 
     def _object(self, schema: dict, path: str, depth: int) -> Fragment | None:
         if depth <= 0 and not schema:
@@ -1369,6 +1408,40 @@ def _alternatives(schema: Any) -> list[Any]:
             else:
                 out.append({"allOf": [beside, inner]})
     return out
+
+
+MAX_UNIQUE_VALUES = 8
+"""uniqueItems is enforced for items drawn from at most this many values (2^8 sets of them)."""
+
+
+def _unique_domain(schema: dict) -> list | None:
+    """The few values the items of a ``uniqueItems`` array can take, or None if that is not
+    known from the schema alone (or they are too many)."""
+    if schema.get("prefixItems") or isinstance(schema.get("items"), list):
+        return None
+    items = schema.get("items", True)
+    if not isinstance(items, dict):
+        return None
+    known = set(items) & KNOWN_KEYWORDS
+    if known <= {"enum", "type"} and isinstance(items.get("enum"), list):
+        values = items["enum"]
+        declared = items.get("type")
+        if declared is not None:
+            kinds = set(declared) if isinstance(declared, list) else {declared}
+            if "number" in kinds:
+                kinds.add("integer")
+            values = [v for v in values if _json_type(v) in kinds]
+    elif known <= {"const"} and "const" in items:
+        values = [items["const"]]
+    elif known == {"type"} and items["type"] in ("boolean", "null"):
+        values = [True, False] if items["type"] == "boolean" else [None]
+    else:
+        return None
+    distinct: list = []
+    for v in values:
+        if not any(_json_equal(v, w) for w in distinct):
+            distinct.append(v)
+    return distinct if len(distinct) <= MAX_UNIQUE_VALUES else None
 
 
 NOT_STRINGS_KEY = "x-outlines-gguf-not-strings"

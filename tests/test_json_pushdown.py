@@ -432,3 +432,26 @@ def test_if_then_else_is_exact() -> None:
         for doc in docs:
             valid = jsonschema.Draft202012Validator(schema).is_valid(doc)
             assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
+
+
+def test_unique_items_from_a_few_values() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": {"enum": ["a", "b", 1, None]}, "uniqueItems": True,
+                     "minItems": 1},
+            "flags": {"type": "array", "items": {"type": "boolean"}, "uniqueItems": True},
+        },
+        "additionalProperties": False,
+    }
+    vocab = load_vocab("spm32k")
+    docs = [{"tags": ["a"]}, {"tags": ["a", "a"]}, {"tags": []}, {"tags": [1, "b", None, "a"]},
+            {"tags": ["b", 1, "b"]}, {"flags": [True, False]}, {"flags": [False, False]}, {"flags": []}]
+    for engine in ("dfa", "pushdown"):
+        guide = JSONLogitsProcessor(schema, vocab, engine=engine).guide
+        rng = np.random.default_rng(12)
+        for doc in docs:
+            valid = jsonschema.Draft202012Validator(schema).is_valid(doc)
+            assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
+    with pytest.raises(SchemaError, match="uniqueItems"):
+        JSONLogitsProcessor({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, vocab)

@@ -211,7 +211,7 @@ def test_pydantic_models_keep_field_order_and_no_extras() -> None:
             {"properties": {"a": {"contains": {"type": "string"}}}},
             "#/properties/a: keyword 'contains' cannot be enforced",
         ),
-        ({"type": "array", "uniqueItems": True}, "'uniqueItems' cannot be enforced"),
+        ({"type": "array", "uniqueItems": True}, "'uniqueItems' can only be enforced"),
         ({"not": {"pattern": "a"}}, "'not' can only be enforced"),
         ({"$ref": "http://example.com/schema"}, "only local \\$ref"),
         ({"type": "string", "minLength": -1}, "minLength must be a non-negative integer"),
