@@ -209,6 +209,8 @@ as runs of this many members, each its own node (see ``_Compiler.chunked_object`
 EXTRA_KEY = "x-outlines-gguf-extra"
 """Marks the synthetic schema of one extra member (``"key": value``) of an object, a node of its
 own in split mode, so extra members may come anywhere between the declared ones."""
+NOT_STRINGS_KEY = "x-outlines-gguf-not-strings"
+"""Marks the negation of a string enum: any string but these (see ``_Compiler.negate``)."""
 CHUNK_KEY = "x-outlines-gguf-run"
 """Marks the synthetic schema of such a run (its value: "first" or "after")."""
 
@@ -528,6 +530,9 @@ class _Compiler:
         merged = _merge_all(parts)
         if merged is not None:
             return self.value(merged, path, depth)
+        spread = _distribute(parts)
+        if spread is not None:  # allOf[a, anyOf[b, c]] = anyOf[allOf[a, b], allOf[a, c]]: parts that merge
+            return self.value(spread, path, depth)
         dfas = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(parts)]
         if any(d is None for d in dfas):
             return None
@@ -1392,6 +1397,38 @@ _NO_KEY = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool)
 """The automaton of no key at all (propertyNames false, or unsatisfiable)."""
 
 
+MAX_DISTRIBUTED = 64
+"""Alternatives an ``allOf`` with an ``anyOf`` part may be spread into (see ``_distribute``)."""
+
+
+def _distribute(parts: list[Any]) -> dict | None:
+    """``allOf`` parts with one union among them (an ``anyOf``, or a ``oneOf`` over required
+    sets) as a union of ``allOf``s, each of which may merge; None if there is none.
+
+    Automata of the parts would each write an object's keys in their own order, so their
+    product can lose every document; merged schemas write one order.
+    """
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict):
+            continue
+        options = None
+        if isinstance(part.get("anyOf"), list):
+            options = _alternatives({k: v for k, v in part.items() if k != "oneOf"})
+            if "oneOf" in part:
+                continue
+        elif isinstance(part.get("oneOf"), list) and len(part["oneOf"]) > 1:
+            exclusive = _exclusive_required(part["oneOf"])
+            if exclusive is None:
+                continue
+            beside = {k: v for k, v in part.items() if k != "oneOf"}
+            options = [{"allOf": [beside, b]} if beside else b for b in exclusive]
+        if options is None or len(options) > MAX_DISTRIBUTED:
+            continue
+        others = parts[:i] + parts[i + 1 :]
+        return {"anyOf": [{"allOf": [*others, option]} for option in options]}
+    return None
+
+
 def _alternatives(schema: Any) -> list[Any]:
     """``schema`` as a list of alternatives without a top-level ``anyOf`` (distributed over the
     keywords beside it, two levels deep), so each can merge with other allOf parts."""
@@ -1442,10 +1479,6 @@ def _unique_domain(schema: dict) -> list | None:
         if not any(_json_equal(v, w) for w in distinct):
             distinct.append(v)
     return distinct if len(distinct) <= MAX_UNIQUE_VALUES else None
-
-
-NOT_STRINGS_KEY = "x-outlines-gguf-not-strings"
-"""Marks the negation of a string enum: any string but these (see ``_Compiler.negate``)."""
 
 
 def _strings_except(values: list[str]) -> ByteDFA | None:
@@ -1734,6 +1767,8 @@ def _disjoint(a: Any, b: Any) -> bool:
 
 KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
+    | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
+    | {NOT_STRINGS_KEY, CHUNK_KEY, EXTRA_KEY}  # the compiler's own, never dropped
     | _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""

@@ -455,3 +455,79 @@ def test_unique_items_from_a_few_values() -> None:
             assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
     with pytest.raises(SchemaError, match="uniqueItems"):
         JSONLogitsProcessor({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, vocab)
+
+
+def test_allof_with_a_union_is_spread_into_mergeable_branches() -> None:
+    """Each part's own automaton would write the keys in its own order (and their product could
+    be empty); spread into a union of merged schemas, one order serves them all."""
+    schema = {
+        "type": "object",
+        "properties": {"path": {"type": "string"}, "tags": {"type": "array"}, "ids": {"type": "array"}},
+        "additionalProperties": False,
+        "allOf": [{"required": ["path"]}, {"anyOf": [{"required": ["tags"]}, {"required": ["ids"]}]}],
+    }
+    vocab = load_vocab("spm32k")
+    docs = [{"path": "p", "tags": []}, {"path": "p", "ids": [1]}, {"path": "p"}, {"tags": []}]
+    for engine in ("dfa", "pushdown"):
+        guide = JSONLogitsProcessor(schema, vocab, engine=engine).guide
+        rng = np.random.default_rng(13)
+        for doc in docs:
+            valid = jsonschema.Draft202012Validator(schema).is_valid(doc)
+            assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
+
+
+def _random_schema(rng: np.random.Generator) -> dict:
+    """A small object schema mixing the keywords the pushdown engine rewrites."""
+    leaves = [{"type": "integer", "maximum": 5}, {"type": "string", "maxLength": 2}, {"enum": ["a", "b"]},
+              {"type": "boolean"}, {"type": ["string", "null"]}]
+    names = ["k", "m", "n", "p"][: int(rng.integers(2, 5))]
+    props = {n: leaves[int(rng.integers(len(leaves)))] for n in names}
+    schema: dict = {"type": "object", "properties": props}
+    if rng.random() < 0.5:
+        schema["additionalProperties"] = False
+    pick = lambda: names[int(rng.integers(len(names)))]  # noqa: E731
+    extras = [
+        lambda: {"required": [pick()]},
+        lambda: {"dependentRequired": {pick(): [pick()]}},
+        lambda: {"oneOf": [{"required": [pick()]}, {"required": [pick()]}]},
+        lambda: {"allOf": [{"anyOf": [{"required": [pick()]}, {"required": [pick()]}]}]},
+        lambda: {"if": {"properties": {pick(): {"const": "a"}}}, "then": {"required": [pick()]},
+                 "else": {"properties": {pick(): {"type": "boolean"}}}},
+        lambda: {"propertyNames": {"pattern": "^[kmz]$"}},
+        lambda: {"minProperties": 1, "maxProperties": 2},
+    ]
+    for i in rng.choice(len(extras), size=int(rng.integers(1, 3)), replace=False):
+        schema.update(extras[int(i)]())
+    return schema
+
+
+@pytest.mark.parametrize("engine", ["pushdown", "dfa"])
+def test_random_schemas_never_accept_invalid_documents(engine: str) -> None:
+    """Soundness on random schemas: every document of a pool (keys in any order, extra keys,
+    wrong types) that the guide accepts is valid for jsonschema."""
+    vocab = load_vocab("spm32k")
+    rng = np.random.default_rng(14)
+    values = [1, 9, "a", "b", "xyz", True, None, [], {}]
+    checked = accepted = 0
+    for _ in range(150):
+        schema = _random_schema(rng)
+        try:
+            guide = JSONLogitsProcessor(schema, vocab, engine=engine).guide
+        except SchemaError:
+            continue
+        validator = jsonschema.Draft202012Validator(schema)
+        for _ in range(40):
+            keys = list(rng.choice(["k", "m", "n", "p", "z"], size=int(rng.integers(0, 4)), replace=False))
+            doc = {str(k): values[int(rng.integers(len(values)))] for k in keys}
+            data = json.dumps(doc).encode()
+            if engine == "dfa":
+                end = guide.dfa.run(data)
+                ok = end >= 0 and guide.is_final(end)
+            else:
+                state = guide.advance(guide.initial_state, data)
+                ok = bool(state) and guide.is_final(state)
+            if ok:
+                accepted += 1
+                assert validator.is_valid(doc), (schema, doc)
+            checked += 1
+    assert checked > 1000 and accepted > 50
