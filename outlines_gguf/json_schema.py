@@ -245,6 +245,7 @@ class _Compiler:
         self.root = root
         self.calls = calls
         self._nest = 0  # objects and arrays entered so far in this automaton (split mode)
+        self._spread = [MAX_DISTRIBUTED]  # allOf branches _distribute may still create (shared)
         self.ws = ws
         self.max_depth = max_depth
         self.lenient = lenient
@@ -531,7 +532,10 @@ class _Compiler:
         if merged is not None:
             return self.value(merged, path, depth)
         spread = _distribute(parts)
-        if spread is not None:  # allOf[a, anyOf[b, c]] = anyOf[allOf[a, b], allOf[a, c]]: parts that merge
+        if spread is not None and len(spread["anyOf"]) <= self._spread[0]:
+            # allOf[a, anyOf[b, c]] = anyOf[allOf[a, b], allOf[a, c]]: parts that merge (a budget
+            # per compile: nested unions would multiply)
+            self._spread[0] -= len(spread["anyOf"])
             return self.value(spread, path, depth)
         dfas = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(parts)]
         if any(d is None for d in dfas):
@@ -599,6 +603,7 @@ class _Compiler:
         """Compile a sub-schema on its own (for products of automata)."""
         sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, self.extra_properties)
         sub._ref_depth = dict(self._ref_depth)
+        sub._spread = self._spread  # one budget for the whole compile
         fragment = sub.value(schema, path, depth)
         if fragment is None:
             return None
@@ -1397,8 +1402,9 @@ _NO_KEY = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool)
 """The automaton of no key at all (propertyNames false, or unsatisfiable)."""
 
 
-MAX_DISTRIBUTED = 64
-"""Alternatives an ``allOf`` with an ``anyOf`` part may be spread into (see ``_distribute``)."""
+MAX_DISTRIBUTED = 16
+"""Alternatives one compile may create by spreading ``allOf``s over a union (``_distribute``);
+past that, allOf parts are intersected as automata."""
 
 
 def _distribute(parts: list[Any]) -> dict | None:
@@ -1422,7 +1428,7 @@ def _distribute(parts: list[Any]) -> dict | None:
                 continue
             beside = {k: v for k, v in part.items() if k != "oneOf"}
             options = [{"allOf": [beside, b]} if beside else b for b in exclusive]
-        if options is None or len(options) > MAX_DISTRIBUTED:
+        if options is None:
             continue
         others = parts[:i] + parts[i + 1 :]
         return {"anyOf": [{"allOf": [*others, option]} for option in options]}
