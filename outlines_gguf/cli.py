@@ -5,6 +5,7 @@
     outlines-gguf json '{"type": "integer", "minimum": 0}' -p "How many? "
     outlines-gguf cfg arithmetic.lark -p "A sum: "
     outlines-gguf choice yes no maybe -p "Is it raining? " --chat
+    outlines-gguf serve --model model.gguf --port 8000     # an OpenAI-compatible server
 
 Without ``--model`` it runs on the project's embedded demo model
 (``models/tiny-qwen2.gguf`` in the repository, or in the folder named by
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Constrained generation with GGUF models (llama.cpp).",
         epilog="Exit codes: 0 success, 1 generation failed, 2 bad input.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{regex,json,cfg,choice}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{regex,json,cfg,choice,serve}")
     common = [_common_options()]
     p = sub.add_parser("regex", parents=common, help="text matching a regular expression")
     p.add_argument("pattern", help="Python re syntax, matched in full")
@@ -145,7 +146,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("choice", parents=common, help="one of the given strings")
     p.add_argument("choices", nargs="+", help="the strings to choose from")
+    add_serve_parser(sub)
     return parser
+
+
+def add_serve_parser(sub: Any) -> None:
+    """``serve``: the OpenAI-compatible HTTP server (``outlines_gguf.server``, the ``server`` extra)."""
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (pip install 'outlines-gguf[server]')")
+    p.add_argument(
+        "--model", type=Path, help=f"a GGUF model file (default: the demo model {DEFAULT_MODEL_NAME})"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--n-ctx", type=int, default=4096, help="context window per instance (default 4096)")
+    p.add_argument("--n-gpu-layers", type=int, default=0, help="layers on the GPU, -1 = all (default 0)")
+    p.add_argument("--n-threads", type=int, default=None, help="CPU threads per instance")
+    p.add_argument("--api-key", default=os.environ.get("OUTLINES_GGUF_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $OUTLINES_GGUF_API_KEY, else none)")
+    p.add_argument("--parallel", type=int, default=1, help="model instances, one generation each (default 1)")
+    p.add_argument("--chat-template", default=None, help="a Jinja chat template file replacing the model's")
+    p.add_argument("--tool-format", choices=["hermes", "llama3", "mistral", "generic"], default=None,
+                   help="tool-call format (default: detected from the chat template)")
+    p.add_argument("--model-alias", default=None, help="the model id clients see (default: the file name)")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 8 MiB)")
+    p.add_argument("--cache-entries", type=int, default=None,
+                   help="compiled constraints kept in memory (default 16)")
+    p.add_argument("--max-queue", type=int, default=None, help="waiting requests before 503 (default 256)")
+    p.add_argument("--reasoning-budget", type=int, default=None,
+                   help="default cap on thinking tokens for reasoning models (default: none)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="a folder replicas share for compiled constraints (needs --cache-key)")
+    p.add_argument("--cache-key", default=os.environ.get("OUTLINES_GGUF_CACHE_KEY"),
+                   help="secret signing the shared folder's entries (default: $OUTLINES_GGUF_CACHE_KEY)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start the server; returns when it is stopped."""
+    path = resolve_model(args)
+    if args.parallel < 1:
+        raise UsageError(f"--parallel must be at least 1, got {args.parallel}")
+    template = None
+    if args.chat_template is not None:
+        try:
+            template = Path(args.chat_template).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read chat template {args.chat_template}: {exc.strerror}") from None
+    from .server import ServerConfig, serve  # ImportError without the server extra: exit 2, with the fix
+
+    options = {
+        key: getattr(args, key)
+        for key in ("max_body_bytes", "cache_entries", "max_queue")
+        if getattr(args, key) is not None
+    }
+    serve(ServerConfig(
+        model_path=path, host=args.host, port=args.port, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers,
+        n_threads=args.n_threads, api_key=args.api_key, parallel=args.parallel, chat_template=template,
+        tool_format=args.tool_format, model_alias=args.model_alias, reasoning_budget=args.reasoning_budget,
+        cache_dir=args.cache_dir, cache_key=args.cache_key, **options,
+    ))
+    return EXIT_OK
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -297,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     err = _own_stderr()
     try:
+        if args.command == "serve":
+            return run_serve(args)
         return run(args, sys.stdout, err)
     except (UsageError, ValueError, ImportError, OutlinesGGUFError) as exc:
         err.write(f"outlines-gguf: error: {one_line(exc)}\n")
