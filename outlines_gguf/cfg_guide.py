@@ -32,7 +32,7 @@ import numpy as np
 from .errors import ConstraintViolationError, VocabularyError
 from .grammar import Config, Grammar, compile_grammar
 from .grammar_lexer import CROSS
-from .guide import FINISHED, TokenMask, cached_guide
+from .guide import FINISHED, TokenMask, bytes_to_read, cached_guide
 from .token_trie import TokenTrie
 from .vocabulary import Vocabulary
 
@@ -108,23 +108,13 @@ class CFGGuide:
 
     def next_state(self, state: Hashable, token_id: int) -> Hashable:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
-        vocab = self.vocabulary
-        if token_id in vocab.eog_ids:
-            if self.is_final(state):
-                return FINISHED
-            raise ConstraintViolationError(
-                f"end-of-generation token {token_id} before the grammar was complete"
-            )
-        if state == FINISHED:
-            raise ConstraintViolationError("a token followed an end-of-generation token")
-        if not 0 <= token_id < vocab.size or token_id in vocab.special_ids or not vocab.tokens[token_id]:
-            raise ConstraintViolationError(f"token {token_id} is not allowed inside constrained text")
+        data = bytes_to_read(self, state, token_id, "the grammar")
+        if data is None:
+            return FINISHED
         with self._lock:
-            nxt = self.grammar.advance(state, vocab.tokens[token_id])  # type: ignore[arg-type]
+            nxt = self.grammar.advance(state, data)  # type: ignore[arg-type]
         if nxt is None:
-            raise ConstraintViolationError(
-                f"token {token_id} ({vocab.tokens[token_id]!r}) does not fit the grammar here"
-            )
+            raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the grammar here")
         return nxt
 
     def mask(self, state: Hashable) -> TokenMask:

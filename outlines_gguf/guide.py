@@ -458,6 +458,22 @@ def _plain_step(table: np.ndarray, state: int) -> tuple[int, np.ndarray] | None:
     return int(target), exceptions
 
 
+def bytes_to_read(guide: Guide, state: Hashable, token_id: int, what: str) -> bytes | None:
+    """The bytes ``token_id`` adds in ``state``, or None for an end-of-generation token where
+    the text is complete (the guide then moves to FINISHED); raises ConstraintViolationError
+    for a token that cannot come here. ``what`` names the constraint in messages."""
+    vocab = guide.vocabulary
+    if token_id in vocab.eog_ids:
+        if guide.is_final(state):
+            return None
+        raise ConstraintViolationError(f"end-of-generation token {token_id} before {what} was complete")
+    if state == FINISHED:
+        raise ConstraintViolationError("a token followed an end-of-generation token")
+    if not 0 <= token_id < vocab.size or token_id in vocab.special_ids or not vocab.tokens[token_id]:
+        raise ConstraintViolationError(f"token {token_id} is not allowed inside constrained text")
+    return vocab.tokens[token_id]
+
+
 # -- a shared LRU cache of compiled guides ------------------------------------------------
 
 GUIDE_CACHE_SIZE = 64

@@ -59,7 +59,7 @@ from .errors import (
     OutlinesGGUFError,
     VocabularyError,
 )
-from .guide import FINISHED, RegexGuide, TokenMask
+from .guide import FINISHED, RegexGuide, TokenMask, bytes_to_read
 from .json_schema import (
     _MALFORMED,
     CALL_BYTE,
@@ -72,7 +72,7 @@ from .json_schema import (
     Whitespace,
     _Compiler,
     _is_int,
-    _json_type,
+    of_types,
 )
 from .json_strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
 from .regex_dfa import ByteDFA, compile_budget
@@ -352,12 +352,7 @@ def _surely_satisfiable(schema: Any, depth: int = 0) -> bool:
     kinds = declared if isinstance(declared, list) else [declared]
     if "enum" in known:
         values = schema["enum"]
-        return (
-            known <= {"enum", "type"}
-            and isinstance(values, list)
-            and any(declared is None or _json_type(v) in kinds or (_json_type(v) == "integer"
-                    and "number" in kinds) for v in values)
-        )
+        return known <= {"enum", "type"} and isinstance(values, list) and bool(of_types(values, declared))
     if known - _SIMPLE_KEYS:
         return False
     if any(k in ("null", "boolean", "number", "integer", "array") for k in kinds):
@@ -456,12 +451,7 @@ def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
         # an enum of plain scalars: exactly their JSON texts (of the declared types), as a trie
         if not all(v is None or isinstance(v, (str, bool, int)) for v in values):
             return None
-        declared = schema.get("type")
-        if declared is not None:
-            kinds = set(declared) if isinstance(declared, list) else {declared}
-            if "number" in kinds:
-                kinds.add("integer")
-            values = [v for v in values if _json_type(v) in kinds]
+        values = of_types(values, schema.get("type"))
         if not values:
             return None
         return literal_trie_dfa([json.dumps(v, ensure_ascii=False).encode() for v in values])
@@ -669,22 +659,12 @@ class PushdownGuide:
 
     def next_state(self, state: Hashable, token_id: int) -> Hashable:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
-        vocab = self.vocabulary
-        if token_id in vocab.eog_ids:
-            if self.is_final(state):
-                return FINISHED
-            raise ConstraintViolationError(
-                f"end-of-generation token {token_id} before the JSON value was complete"
-            )
-        if state == FINISHED:
-            raise ConstraintViolationError("a token followed an end-of-generation token")
-        if not 0 <= token_id < vocab.size or token_id in vocab.special_ids or not vocab.tokens[token_id]:
-            raise ConstraintViolationError(f"token {token_id} is not allowed inside constrained text")
-        nxt = self.advance(state, vocab.tokens[token_id])  # type: ignore[arg-type]
+        data = bytes_to_read(self, state, token_id, "the JSON value")
+        if data is None:
+            return FINISHED
+        nxt = self.advance(state, data)  # type: ignore[arg-type]
         if not nxt:
-            raise ConstraintViolationError(
-                f"token {token_id} ({vocab.tokens[token_id]!r}) does not fit the schema here"
-            )
+            raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the schema here")
         return nxt
 
     def mask(self, state: Hashable) -> TokenMask:

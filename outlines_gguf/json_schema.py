@@ -1453,6 +1453,16 @@ def _alternatives(schema: Any) -> list[Any]:
     return out
 
 
+def of_types(values: list, declared: Any) -> list:
+    """The values whose JSON type the ``type`` keyword ``declared`` (None: any) admits."""
+    if declared is None:
+        return list(values)
+    kinds = set(declared) if isinstance(declared, list) else {declared}
+    if "number" in kinds:
+        kinds.add("integer")
+    return [v for v in values if _json_type(v) in kinds]
+
+
 MAX_UNIQUE_VALUES = 8
 """uniqueItems is enforced for items drawn from at most this many values (2^8 sets of them)."""
 
@@ -1467,13 +1477,7 @@ def _unique_domain(schema: dict) -> list | None:
         return None
     known = set(items) & KNOWN_KEYWORDS
     if known <= {"enum", "type"} and isinstance(items.get("enum"), list):
-        values = items["enum"]
-        declared = items.get("type")
-        if declared is not None:
-            kinds = set(declared) if isinstance(declared, list) else {declared}
-            if "number" in kinds:
-                kinds.add("integer")
-            values = [v for v in values if _json_type(v) in kinds]
+        values = of_types(items["enum"], items.get("type"))
     elif known <= {"const"} and "const" in items:
         values = [items["const"]]
     elif known == {"type"} and items["type"] in ("boolean", "null"):
