@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("json", parents=common, help="JSON valid against a JSON Schema")
     p.add_argument("schema", help="a JSON Schema file, or the schema as inline JSON")
     p.add_argument("--whitespace-pattern", default=None, help="regex for whitespace between JSON tokens")
+    p.add_argument(
+        "--lenient", action="store_true",
+        help="ignore schema keywords that cannot be enforced instead of refusing the schema",
+    )
     p = sub.add_parser("cfg", parents=common, help="text in the language of a Lark grammar")
     p.add_argument(
         "grammar", type=Path,
@@ -215,13 +219,13 @@ def read_schema(arg: str) -> Any:
     path = Path(arg)
     if path.is_file():
         source, text = str(path), path.read_text(encoding="utf-8")
-    elif arg.lstrip().startswith("{"):
-        source, text = "inline schema", arg
     else:
-        raise UsageError(f"schema {arg!r} is neither a file nor inline JSON")
+        source, text = "inline schema", arg
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        if source == "inline schema" and not arg.lstrip().startswith(("{", "[", '"')):
+            raise UsageError(f"schema {arg!r} is neither a file nor inline JSON") from None
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
 
 
@@ -249,8 +253,17 @@ def check_inputs(args: argparse.Namespace) -> None:
         compile_regex(args.pattern)
     elif args.command == "json":
         args.schema = read_schema(args.schema)
+        # the schema's keywords and its root piece need no vocabulary: a typo fails here
+        from .json_pushdown import split_schema
+        from .json_schema import prepare_schema
+
+        canonical, extra = prepare_schema(args.schema)
+        split_schema(canonical, args.whitespace_pattern, args.lenient, extra)
     elif args.command == "cfg":
         args.grammar = read_grammar(args.grammar)
+        from .grammar import compile_grammar  # cached: the processor reuses it
+
+        compile_grammar(args.grammar)
 
 
 def resolve_model(args: argparse.Namespace) -> Path:
@@ -276,7 +289,7 @@ def make_generator(model: Any, args: argparse.Namespace) -> Any:
     if args.command == "regex":
         return generate.regex(model, args.pattern, track=track)
     if args.command == "json":
-        return generate.json(model, args.schema, args.whitespace_pattern, track=track)
+        return generate.json(model, args.schema, args.whitespace_pattern, lenient=args.lenient, track=track)
     if args.command == "cfg":
         return generate.cfg(model, args.grammar, track=track)
     return generate.choice(model, args.choices, track=track)

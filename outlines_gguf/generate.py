@@ -37,6 +37,7 @@ from typing import Any
 from .errors import IncompleteGenerationError
 from .formats import format_for
 from .generation import Generation, GenerationResult, SamplingParams
+from .json_schema import DEFAULT_MAX_DEPTH
 from .models import LlamaCpp
 from .processors import JSONLogitsProcessor, RegexLogitsProcessor
 from .tracking import LogitTrackingProcessor, add_tracking
@@ -198,14 +199,31 @@ def regex(model: Any, pattern: str, *, track: bool = False) -> SequenceGenerator
 
 
 def json(
-    model: Any, schema_or_model: Any, whitespace_pattern: str | None = None, *, track: bool = False
+    model: Any,
+    schema_or_model: Any,
+    whitespace_pattern: str | None = None,
+    *,
+    lenient: bool = False,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    extra_properties: bool | None = None,
+    engine: str = "pushdown",
+    track: bool = False,
 ) -> SequenceGenerator:
     """JSON valid against a schema: a Pydantic model class (returns an instance of it),
     a JSON Schema dict or JSON text (returns the parsed ``dict``/value).
-    ``whitespace_pattern`` as in :class:`~outlines_gguf.JSONLogitsProcessor`.
+    ``whitespace_pattern``, ``lenient``, ``max_depth``, ``extra_properties`` and ``engine`` as in
+    :class:`~outlines_gguf.JSONLogitsProcessor` (the options its error messages name).
     """
     model = _as_model(model)
-    proc = JSONLogitsProcessor(schema_or_model, model.vocabulary, whitespace_pattern)
+    proc = JSONLogitsProcessor(
+        schema_or_model,
+        model.vocabulary,
+        whitespace_pattern,
+        lenient=lenient,
+        max_depth=max_depth,
+        extra_properties=extra_properties,
+        engine=engine,
+    )
     pydantic_model = proc.pydantic_model
 
     def parse(raw: str) -> Any:
@@ -216,8 +234,9 @@ def json(
     return SequenceGenerator(model, proc, parse, track=track, description="JSON value")
 
 
-def cfg(model: Any, grammar: str, *, track: bool = False) -> SequenceGenerator:
-    """Text in the language of a Lark context-free ``grammar``; returns the text.
+def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) -> SequenceGenerator:
+    """Text in the language of a Lark context-free ``grammar`` from its rule ``start``; returns
+    the text.
 
     Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
     grammars are in :mod:`outlines_gguf.grammars`.
@@ -225,7 +244,7 @@ def cfg(model: Any, grammar: str, *, track: bool = False) -> SequenceGenerator:
     from .processors import CFGLogitsProcessor  # imported here: the CFG engine loads lark
 
     model = _as_model(model)
-    proc = CFGLogitsProcessor(grammar, model.vocabulary)
+    proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start)
     return SequenceGenerator(model, proc, track=track, description="grammar")
 
 

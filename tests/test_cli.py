@@ -117,15 +117,33 @@ def test_incomplete_generation_exits_1() -> None:
         (["regex", "a", "-p", "x", "--model", "no-such-model.gguf"], r"model file not found"),
         (["regex", "a", "-p", "x", "--max-tokens", "0"], r"max_tokens must be a positive integer"),
         (["choice", "a", "b", "-p", "x", "--top-p", "2"], r"top_p must be in \(0, 1\]"),
+        # schema and grammar errors come before the model is even looked for
+        (["json", '{"type": "strin"}', "-p", "x", "--model", "no-such-model.gguf"], r"unknown type 'strin'"),
+        (["json", "[1, 2]", "-p", "x", "--model", "no-such-model.gguf"], r"a schema must be .* got list"),
+        (
+            ["json", '{"type": "array", "contains": {}}', "-p", "x", "--model", "no-such-model.gguf"],
+            r"keyword 'contains' cannot be enforced \(pass lenient=True",
+        ),
+        (["cfg", "-", "-p", "x", "--model", "no-such-model.gguf"], r"cannot read grammar file"),
     ],
 )
 def test_bad_input_before_loading(args: list[str], message: str) -> None:
     assert_one_line_error(cli(*args), message)
 
 
-def test_bad_input_after_loading() -> None:
-    proc = cli("json", '{"type": "array", "contains": {"type": "integer"}}', "-p", "x")
-    assert_one_line_error(proc, r"keyword 'contains' cannot be enforced")
+def test_a_grammar_error_comes_before_the_model(tmp_path: Path) -> None:
+    grammar = tmp_path / "bad.lark"
+    grammar.write_text("start: missing_rule\n", encoding="utf-8")
+    proc = cli("cfg", str(grammar), "-p", "x", "--model", "no-such-model.gguf")
+    assert_one_line_error(proc, r"missing_rule")
+
+
+def test_lenient_is_a_flag() -> None:
+    """The flag the schema error names: the unenforceable keyword is ignored."""
+    proc = cli("json", '{"type": "array", "contains": {}, "maxItems": 2}', "-p", "x", "--lenient",
+               "--max-tokens", "40", "--seed", "1")
+    assert proc.returncode in (0, 1), proc.stderr  # 1: cut off at max_tokens on a random model
+    assert "cannot be enforced" not in proc.stderr
     proc = cli("regex", "[0-9]", "-p", "word " * 600, "--n-ctx", "256")
     assert_one_line_error(proc, r"the prompt is \d+ tokens but the context window holds 256")
 

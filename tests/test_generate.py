@@ -20,6 +20,7 @@ from outlines_gguf import (
     ProcessorFailedError,
     PromptTooLongError,
     RegexLogitsProcessor,
+    SchemaError,
     Vocabulary,
     add_tracking,
     generate,
@@ -115,6 +116,21 @@ def test_json_pydantic_and_schema(model) -> None:
     value = gen("JSON: ", seed=4, max_tokens=40)
     assert isinstance(value, dict) and set(value) == {"n", "ok"} and 1 <= value["n"] <= 9
     assert json.loads(gen.last_result.text) == value
+
+
+def test_json_and_cfg_take_the_options_their_errors_name(model) -> None:
+    """``lenient`` (named by SchemaError), the engine and its options, a grammar's start rule."""
+    schema = {"type": "array", "items": {"type": "integer"}, "contains": {"minimum": 3}, "maxItems": 3}
+    with pytest.raises(SchemaError, match="pass lenient=True"):
+        generate.json(model, schema)
+    value = generate.json(model, schema, lenient=True)("A list: ", seed=1, max_tokens=40)
+    assert isinstance(value, list) and len(value) <= 3 and all(isinstance(v, int) for v in value)
+    tree = {"type": "object", "properties": {"kid": {"$ref": "#"}}, "additionalProperties": False}
+    shallow = generate.json(model, tree, engine="dfa", max_depth=1, extra_properties=False)
+    assert shallow.logits_processor.guide.dfa.matches(b'{"kid": {}}')
+    assert not shallow.logits_processor.guide.dfa.matches(b'{"kid": {"kid": {"kid": {}}}}')
+    text = generate.cfg(model, 'greeting: "hi" | "yo"', start="greeting")("Say: ", seed=1, max_tokens=4)
+    assert text in ("hi", "yo")
 
 
 @pytest.mark.parametrize("python_type", [int, float, bool, dt.date, dt.time, dt.datetime])
