@@ -713,9 +713,26 @@ def write_outputs(results: dict[str, Any], opts: Any, workloads: Sequence[Worklo
     sections.append("## How each engine is run\n\n" + "\n".join(f"- {n}" for n in ENGINE_NOTES))
     if results["notes"]:
         sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in results["notes"]))
+    sections += kept_sections(opts.out)
     text = "\n\n".join(s for s in sections if s) + "\n"
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(text)
+
+
+KEPT_SECTIONS = ("## Server:",)
+"""Sections of the report that other scripts write (``bench_server.py``): kept as they are."""
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The sections of an existing report that this script does not produce."""
+    if not path.is_file():
+        return []
+    kept = []
+    for block in ("\n" + path.read_text(encoding="utf-8")).split("\n## ")[1:]:
+        section = "## " + block.rstrip()
+        if section.startswith(KEPT_SECTIONS):
+            kept.append(section)
+    return kept
 
 
 __all__ = ["EngineFigures", "print_targets", "targets", "write_outputs"]
