@@ -212,11 +212,15 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
     See :func:`~outlines_gguf.json_schema.compile_json_schema` for
     ``max_depth`` and ``extra_properties``.
 
-    ``engine="grammar"`` compiles the schema to a Lark grammar instead
-    (:func:`~outlines_gguf.json_grammar.schema_to_lark`) for recursive
-    schemas (trees, linked lists) that must nest deeper than ``max_depth``;
-    it supports a smaller set of keywords and raises ``SchemaError`` for the
-    others.
+    ``engine="pushdown"`` (the default, :mod:`~outlines_gguf.json_pushdown`)
+    compiles every nested object, array and ``$ref`` target into its own
+    small automaton when generation first reaches it, with a return stack:
+    recursion and free-form values nest to any depth (``max_depth`` is not
+    used). ``engine="dfa"`` compiles the whole schema into one DFA (recursion
+    unrolled to ``max_depth``; compiled schemas cached on disk);
+    ``engine="grammar"`` writes it as a Lark grammar
+    (:func:`~outlines_gguf.json_grammar.schema_to_lark`), with a smaller
+    keyword set.
     """
 
     def __init__(
