@@ -23,7 +23,6 @@ Masks are cached per configuration (LRU).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from functools import cached_property
 
@@ -32,7 +31,7 @@ import numpy as np
 from .errors import ConstraintViolationError, VocabularyError
 from .grammar import Config, Grammar, compile_grammar
 from .grammar_lexer import CROSS
-from .guide import FINISHED, TokenMask, bytes_to_read, cached_guide
+from .guide import FINISHED, LRUCache, TokenMask, bytes_to_read, cached_guide
 from .token_trie import TokenTrie
 from .vocabulary import Vocabulary
 
@@ -45,23 +44,6 @@ INSIDE_CACHE_SIZE = 256
 _Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class _LRU(OrderedDict):
-    def __init__(self, size: int = 256) -> None:
-        super().__init__()
-        self.size = size
-
-    def get(self, key, default=None):  # type: ignore[override]
-        value = super().get(key, default)
-        if value is not default:
-            self.move_to_end(key)
-        return value
-
-    def put(self, key, value) -> None:
-        self[key] = value
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 class CFGGuide:
     """A guide over a :class:`~outlines_gguf.grammar.Grammar` (the Guide protocol of :mod:`guide`)."""
 
@@ -71,9 +53,9 @@ class CFGGuide:
         self.grammar = grammar
         self.vocabulary = vocabulary
         self.initial_state: Hashable = grammar.initial_state
-        self._masks: _LRU = _LRU(MASK_CACHE_SIZE)
-        self._inside: _LRU = _LRU(INSIDE_CACHE_SIZE)
-        self._reach: _LRU = _LRU(4 * INSIDE_CACHE_SIZE)
+        self._masks: LRUCache = LRUCache(MASK_CACHE_SIZE)
+        self._inside: LRUCache = LRUCache(INSIDE_CACHE_SIZE)
+        self._reach: LRUCache = LRUCache(4 * INSIDE_CACHE_SIZE)
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
@@ -82,7 +64,7 @@ class CFGGuide:
         for name in ("_lock", "trie"):
             state.pop(name, None)
         for name in ("_masks", "_inside", "_reach"):
-            state[name] = _LRU(state[name].size)  # type: ignore[attr-defined]
+            state[name] = LRUCache(state[name].size)  # type: ignore[attr-defined]
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:

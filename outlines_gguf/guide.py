@@ -474,6 +474,25 @@ def bytes_to_read(guide: Guide, state: Hashable, token_id: int, what: str) -> by
     return vocab.tokens[token_id]
 
 
+class LRUCache(OrderedDict):
+    """A dict that keeps its ``size`` most recently used entries (``get`` counts as a use)."""
+
+    def __init__(self, size: int = 256) -> None:
+        super().__init__()
+        self.size = size
+
+    def get(self, key, default=None):  # type: ignore[override]
+        value = super().get(key, default)
+        if value is not default:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 # -- a shared LRU cache of compiled guides ------------------------------------------------
 
 GUIDE_CACHE_SIZE = 64

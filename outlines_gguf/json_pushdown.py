@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +58,7 @@ from .errors import (
     OutlinesGGUFError,
     VocabularyError,
 )
-from .guide import FINISHED, RegexGuide, TokenMask, bytes_to_read
+from .guide import FINISHED, LRUCache, RegexGuide, TokenMask, bytes_to_read
 from .json_schema import (
     _MALFORMED,
     CALL_BYTE,
@@ -94,23 +93,6 @@ WALK_CACHE_SIZE = 4096
 Config = tuple  # (below: Config | None, node: int, state: int)
 
 
-class _LRU(OrderedDict):
-    def __init__(self, size: int = MASK_CACHE_SIZE) -> None:
-        super().__init__()
-        self.size = size
-
-    def lookup(self, key: Hashable) -> Any:
-        value = super().get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        self[key] = value
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 @dataclass
 class Node:
     """One compiled piece of a split schema."""
@@ -132,7 +114,22 @@ class Node:
         return state
 
 
-class SplitSchema:
+class _Locked:
+    """Pickles without its ``_lock`` (an RLock), which is made anew on loading."""
+
+    _lock: threading.RLock
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+
+class SplitSchema(_Locked):
     """A schema's nodes: registered when a compiled node calls them, compiled on first use.
 
     Thread-safe; compiling a node runs under a lock.
@@ -183,15 +180,6 @@ class SplitSchema:
             ref = schema.get("$ref")
             if isinstance(ref, str) and ref.startswith("#"):
                 stack.append((checker.resolve(ref, path), f"{path}/$ref"))
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
 
     @property
     def n_compiled(self) -> int:
@@ -286,7 +274,8 @@ class SplitSchema:
             else:
                 with compile_budget(f"JSON schema at {path}"):
                     fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
-                    table, accepting = _split_build(compiler, fragment)
+                    dfa = compiler.builder.build(fragment)  # raises EmptyLanguageError
+                    table, accepting = dfa.transitions, dfa.accepting
         except RecursionError as exc:
             raise ConstraintTooComplexError(f"{path}: the schema is nested too deeply") from exc
         except EmptyLanguageError:
@@ -472,11 +461,6 @@ def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
     return quoted(body, null="null" in kinds)
 
 
-def _split_build(compiler: _Compiler, fragment: Any) -> tuple[np.ndarray, np.ndarray]:
-    dfa = compiler.builder.build(fragment)  # raises EmptyLanguageError
-    return dfa.transitions, dfa.accepting
-
-
 def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray) -> Node:
     """Read the calls out of a split DFA and remove the call column."""
     calls: dict[int, tuple[tuple[int, int], ...]] = {}
@@ -572,7 +556,7 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
 # -- the guide -----------------------------------------------------------------------------------
 
 
-class PushdownGuide:
+class PushdownGuide(_Locked):
     """A guide over a :class:`SplitSchema` (the Guide protocol of :mod:`~outlines_gguf.guide`).
 
     States are frozensets of configurations; thread-safe.
@@ -584,20 +568,15 @@ class PushdownGuide:
         self.schema = schema
         self.vocabulary = vocabulary
         self.initial_state: Hashable = frozenset({(None, 0, 0)})
-        self._masks = _LRU(MASK_CACHE_SIZE)
-        self._walks = _LRU(WALK_CACHE_SIZE)
+        self._masks = LRUCache(MASK_CACHE_SIZE)
+        self._walks = LRUCache(WALK_CACHE_SIZE)
         self._version = schema.version
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        state["_masks"], state["_walks"] = _LRU(MASK_CACHE_SIZE), _LRU(WALK_CACHE_SIZE)
+        state = super().__getstate__()
+        state["_masks"], state["_walks"] = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
         return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
 
     @property
     def n_cached_masks(self) -> int:
@@ -673,9 +652,9 @@ class PushdownGuide:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
         with self._lock:
             if self._version != self.schema.version:  # calls were cut: forget what used them
-                self._masks, self._walks = _LRU(MASK_CACHE_SIZE), _LRU(WALK_CACHE_SIZE)
+                self._masks, self._walks = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
                 self._version = self.schema.version
-            mask = self._masks.lookup(state)
+            mask = self._masks.get(state)
             if mask is None:
                 mask = self._compute_mask(state)  # type: ignore[arg-type]
                 self._masks.put(state, mask)
@@ -693,10 +672,10 @@ class PushdownGuide:
         for config in configs:
             below, number, s = config
             node = node_of(number)
-            pure = self._inside(node, s)
+            pure, crossings = self._analysis(node, s)
             if pure is not None:
                 inside.append(pure)
-            for trie, nodes, states, skip in self._crossings(node, s):
+            for trie, nodes, states, skip in crossings:
                 found: list[np.ndarray] = []
                 self._cross(trie, below, number, nodes, states, found)
                 if skip is not None and found:
@@ -720,17 +699,6 @@ class PushdownGuide:
                 "the bytes the schema needs)"
             )
         return TokenMask(allowed, final)
-
-    def _inside(self, node: Node, state: int) -> TokenMask | None:
-        """The tokens that stay inside ``node`` from ``state`` (None if there are none)."""
-        return self._analysis(node, state)[0]
-
-    def _crossings(
-        self, node: Node, state: int
-    ) -> list[tuple[TokenTrie, np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Where tokens read from ``state`` reach a state with a call or a return:
-        (trie, trie nodes, the state each one is in), per trie walked."""
-        return self._analysis(node, state)[1]
 
     def _analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list]:
         """What does not depend on the stack, for (node, state): the tokens that stay inside the
@@ -817,7 +785,7 @@ class PushdownGuide:
                 c_below, c_number, c_state = config
                 node = self.schema.node(c_number)
                 key = (id(trie), c_number, c_state, sel.tobytes())
-                walked = self._walks.lookup(key)
+                walked = self._walks.get(key)
                 if walked is None:
                     flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
                     counts = trie.n_children[sel]

@@ -131,15 +131,6 @@ def quoted(body: ByteDFA, null: bool = False) -> ByteDFA:
     return ByteDFA(table, accepting)
 
 
-@lru_cache(maxsize=64)
-def counted_string_dfa(min_len: int, max_len: int, null: bool = False) -> ByteDFA:
-    """A JSON string of ``min_len`` to ``max_len`` characters (or ``null``), built directly."""
-    body = layered_body(min_len, max_len)
-    if body is None:
-        raise AssertionError("a counted string always has a body")
-    return quoted(body, null)
-
-
 def literal_trie_dfa(texts: list[bytes]) -> ByteDFA | None:
     """Exactly the byte strings ``texts`` (an enum's JSON texts), built as a trie over the bytes
     they use and minimized, instead of determinizing an alternation of thousands of literals."""
