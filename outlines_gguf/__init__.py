@@ -7,9 +7,9 @@
 ...     [RegexLogitsProcessor(r"[0-9]{4}", llm)]))
 """
 
-from . import generate, grammars, models
-from .cfg_guide import CFGGuide
-from .errors import (
+from outlines_gguf import generate, grammars, models
+from outlines_gguf.guides.grammar import CFGGuide
+from outlines_gguf.errors import (
     ChatTemplateError,
     ConcurrentUseError,
     ConstraintTooComplexError,
@@ -24,13 +24,13 @@ from .errors import (
     RegexError,
     VocabularyError,
 )
-from .grammar import Grammar, compile_grammar
-from .guide import RegexGuide, TokenMask, clear_guide_cache
-from .json_schema import SchemaError, compile_json_schema
-from .processors import CFGLogitsProcessor, GuideLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
-from .regex_dfa import ByteDFA, compile_regex
-from .tracking import LogitTrackingProcessor, add_tracking
-from .vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.grammar.compiled import Grammar, compile_grammar
+from outlines_gguf.guides.base import RegexGuide, TokenMask, clear_guide_cache
+from outlines_gguf.json_schema.compiler import SchemaError, compile_json_schema
+from outlines_gguf.llama_cpp.processors import CFGLogitsProcessor, GuideLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
+from outlines_gguf.automata.regex import ByteDFA, compile_regex
+from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
+from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m outlines_gguf``: the ``outlines-gguf`` command line."""
 
-from .cli import main
+from outlines_gguf.cli import main
 
 raise SystemExit(main())

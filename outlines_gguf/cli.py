@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import IncompleteGenerationError, OutlinesGGUFError, ProcessorFailedError
+from outlines_gguf.errors import IncompleteGenerationError, OutlinesGGUFError, ProcessorFailedError
 
 DEFAULT_MODEL_NAME = "tiny-qwen2.gguf"
 MODELS_ENV = "OUTLINES_GGUF_MODELS"
@@ -195,7 +195,7 @@ def run_serve(args: argparse.Namespace) -> int:
             template = Path(args.chat_template).read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read chat template {args.chat_template}: {exc.strerror}") from None
-    from .server import ServerConfig, serve  # ImportError without the server extra: exit 2, with the fix
+    from outlines_gguf.server import ServerConfig, serve  # ImportError without the server extra: exit 2, with the fix
 
     options = {
         key: getattr(args, key)
@@ -231,7 +231,7 @@ def read_schema(arg: str) -> Any:
 
 def read_grammar(path: Path) -> str:
     """The text of a grammar file, or of a shipped grammar named like one (``json``)."""
-    from . import grammars
+    from outlines_gguf import grammars
 
     if not path.exists() and str(path) in grammars.names():
         return grammars.load(str(path))
@@ -243,25 +243,25 @@ def read_grammar(path: Path) -> str:
 
 def check_inputs(args: argparse.Namespace) -> None:
     """Read and check what needs no model, so that bad input fails before a slow model load."""
-    from .generation import SamplingParams, check_limits
+    from outlines_gguf.llama_cpp.generation import SamplingParams, check_limits
 
     check_limits(args.max_tokens, args.seed)
     SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p)
     if args.command == "regex":
-        from .regex_dfa import compile_regex
+        from outlines_gguf.automata.regex import compile_regex
 
         compile_regex(args.pattern)
     elif args.command == "json":
         args.schema = read_schema(args.schema)
         # the schema's keywords and its root piece need no vocabulary: a typo fails here
-        from .json_pushdown import split_schema
-        from .json_schema import prepare_schema
+        from outlines_gguf.json_schema.pushdown import split_schema
+        from outlines_gguf.json_schema.compiler import prepare_schema
 
         canonical, extra = prepare_schema(args.schema)
         split_schema(canonical, args.whitespace_pattern, args.lenient, extra)
     elif args.command == "cfg":
         args.grammar = read_grammar(args.grammar)
-        from .grammar import compile_grammar  # cached: the processor reuses it
+        from outlines_gguf.grammar.compiled import compile_grammar  # cached: the processor reuses it
 
         compile_grammar(args.grammar)
 
@@ -283,7 +283,7 @@ def resolve_model(args: argparse.Namespace) -> Path:
 
 def make_generator(model: Any, args: argparse.Namespace) -> Any:
     """The generator for the subcommand."""
-    from . import generate
+    from outlines_gguf import generate
 
     track = args.track
     if args.command == "regex":
@@ -308,7 +308,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Load, build, generate, print; raises UsageError/ValueError for bad input."""
     check_inputs(args)
     path = resolve_model(args)
-    from . import models
+    from outlines_gguf import models
 
     with Progress(f"loading {path.name}", err):
         try:

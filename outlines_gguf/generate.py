@@ -34,13 +34,13 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .errors import IncompleteGenerationError
-from .formats import format_for
-from .generation import Generation, GenerationResult, SamplingParams
-from .json_schema import DEFAULT_MAX_DEPTH
-from .models import LlamaCpp
-from .processors import JSONLogitsProcessor, RegexLogitsProcessor
-from .tracking import LogitTrackingProcessor, add_tracking
+from outlines_gguf.errors import IncompleteGenerationError
+from outlines_gguf.format_types import format_for
+from outlines_gguf.llama_cpp.generation import Generation, GenerationResult, SamplingParams
+from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH
+from outlines_gguf.llama_cpp.model import LlamaCpp
+from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor, RegexLogitsProcessor
+from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
 
 Prompt = str | Sequence[Mapping[str, Any]]
 ON_INCOMPLETE = ("raise", "return")
@@ -61,7 +61,7 @@ class SequenceGenerator:
 
     ``parse`` turns the complete text into the returned value (the text
     itself by default). ``last_result`` is the
-    :class:`~outlines_gguf.generation.GenerationResult` of the latest call
+    :class:`~outlines_gguf.llama_cpp.generation.GenerationResult` of the latest call
     (token ids, finish reason, seed).
     """
 
@@ -239,9 +239,9 @@ def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) 
     the text.
 
     Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
-    grammars are in :mod:`outlines_gguf.grammars`.
+    grammars are in :mod:`outlines_gguf.grammar.shipped`.
     """
-    from .processors import CFGLogitsProcessor  # imported here: the CFG engine loads lark
+    from outlines_gguf.llama_cpp.processors import CFGLogitsProcessor  # imported here: the CFG engine loads lark
 
     model = _as_model(model)
     proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start)
@@ -262,7 +262,7 @@ def choice(model: Any, choices: Sequence[str], *, track: bool = False) -> Sequen
 def format(model: Any, python_type: type, *, track: bool = False) -> SequenceGenerator:
     """A value of ``python_type`` (int, float, bool, datetime.date, .time or .datetime), parsed.
 
-    The regexes are in :mod:`outlines_gguf.formats`: integers ``-?(0|[1-9][0-9]*)``,
+    The regexes are in :mod:`outlines_gguf.format_types`: integers ``-?(0|[1-9][0-9]*)``,
     floats with an optional fraction and exponent, booleans ``True|False``,
     ISO 8601 ``YYYY-MM-DD``, ``HH:MM:SS`` and ``YYYY-MM-DDTHH:MM:SS``.
     """

@@ -556,7 +556,7 @@ def measure(engine: Engine, workload: Workload, tokens: Sequence[int], n_vocab: 
     result["again"] = replay(engine.stepper(built), tokens, n_vocab, eog, seed).__dict__
     if isinstance(engine, OursEngine) and os.environ.get("OUTLINES_GGUF_BENCH_OWNS_CACHE") == "1":
         try:
-            import outlines_gguf.dfa_cache  # noqa: F401 - only where the library has an on-disk cache
+            import outlines_gguf.disk_cache  # noqa: F401 - only where the library has an on-disk cache
         except ImportError:
             pass
         else:

@@ -23,7 +23,7 @@ settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-# Compiled automata are cached on disk by default (outlines_gguf/dfa_cache.py): tests use a
+# Compiled automata are cached on disk by default (outlines_gguf/disk_cache.py): tests use a
 # fresh folder per session, never the user's ~/.cache.
 if "OUTLINES_GGUF_CACHE_DIR" not in os.environ:
     _cache_dir = tempfile.mkdtemp(prefix="outlines-gguf-test-cache-")

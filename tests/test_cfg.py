@@ -33,7 +33,7 @@ from outlines_gguf import (
     Vocabulary,
     grammars,
 )
-from outlines_gguf.guide import FINISHED
+from outlines_gguf.guides.base import FINISHED
 
 REFERENCE = 'start: NUMBER "+" NUMBER "=" NUMBER\nNUMBER: /[0-9]+/\n'
 

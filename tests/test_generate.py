@@ -26,9 +26,9 @@ from outlines_gguf import (
     generate,
     models,
 )
-from outlines_gguf.formats import DATE, DATETIME, FLOAT, INTEGER, TIME
-from outlines_gguf.regex_dfa import compile_regex
-from outlines_gguf.tracking import UNKNOWN
+from outlines_gguf.format_types import DATE, DATETIME, FLOAT, INTEGER, TIME
+from outlines_gguf.automata.regex import compile_regex
+from outlines_gguf.llama_cpp.tracking import UNKNOWN
 
 pytestmark = pytest.mark.model
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from regex_strategies import ALPHABET, bounded_regexes
 
 from outlines_gguf import RegexGuide, Vocabulary, compile_regex
-from outlines_gguf.regex_dfa import sre_parse
+from outlines_gguf.automata.regex import sre_parse
 
 LETTERS = [*ALPHABET, "z", "\n"]
 EOG = 0

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sampling import generate
 
 from outlines_gguf import Grammar, JSONLogitsProcessor, SchemaError, Vocabulary
-from outlines_gguf.json_grammar import schema_to_lark
+from outlines_gguf.json_schema.lark_grammar import schema_to_lark
 
 TREE = {
     "$defs": {

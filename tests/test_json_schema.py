@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from outlines_gguf import ConstraintTooComplexError, SchemaError, compile_json_schema
-from outlines_gguf.json_leaves import FORMATS, integer_range, number_range
+from outlines_gguf.json_schema.leaves import FORMATS, integer_range, number_range
 
 CASES = [
     ({"type": "integer", "minimum": 3, "maximum": 120}, ["3", "120", "45"], ["2", "121", "-1", "4.5", "03"]),

@@ -18,7 +18,7 @@ import pytest
 
 from outlines_gguf import compile_json_schema, compile_regex, dfa_cache
 from outlines_gguf import json_schema as json_schema_module
-from outlines_gguf.json_schema import compile_canonical
+from outlines_gguf.json_schema.compiler import compile_canonical
 
 SCHEMA = {"type": "object", "properties": {"id": {"type": "integer"}, "tags": {"type": "array"}}}
 

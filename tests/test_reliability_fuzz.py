@@ -32,7 +32,7 @@ from reliability_support import (
 )
 
 from outlines_gguf import ConstraintTooComplexError, compile_json_schema, compile_regex, regex_dfa
-from outlines_gguf.regex_dfa import MAX_COMPILE_WORK
+from outlines_gguf.automata.regex import MAX_COMPILE_WORK
 
 
 def fuzz(examples: int) -> settings:

@@ -17,7 +17,7 @@ from conftest import load_vocab
 
 from outlines_gguf import JSONLogitsProcessor, RegexGuide, RegexLogitsProcessor, compile_regex
 from outlines_gguf import guide as guide_module
-from outlines_gguf.json_schema import compile_canonical
+from outlines_gguf.json_schema.compiler import compile_canonical
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,7 @@ from server_support import RunningServer, config_for
 from server_templates import HERMES_TEMPLATE, LLAMA31_TEMPLATE, MISTRAL_TEMPLATE, THINK_TEMPLATE
 
 from outlines_gguf import grammars
-from outlines_gguf.generation import Generation
+from outlines_gguf.llama_cpp.generation import Generation
 from outlines_gguf.server.constraints import gbnf_converter, regex_guide
 from outlines_gguf.server.protocol import ChatCompletionRequest
 from outlines_gguf.server.response import ResponseProcessor

@@ -8,7 +8,7 @@ import pytest
 from conftest import all_vocab_files, load_vocab, require
 
 from outlines_gguf import GGUFFormatError, Vocabulary, VocabularyError
-from outlines_gguf.gguf_metadata import read_gguf_metadata
+from outlines_gguf.tokens.gguf import read_gguf_metadata
 
 
 @pytest.mark.model

@@ -31,9 +31,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "pip install 'outlines-gguf[server]'"
     ) from exc
 
-from .app import create_app
-from .config import ServerConfig
-from .engine import Engine
+from outlines_gguf.server.app import create_app
+from outlines_gguf.server.config import ServerConfig
+from outlines_gguf.server.engine import Engine
 
 LIBRARY_GUIDES_IN_A_SERVER = 1
 """The library's process-wide guide cache in a server process (see :func:`serve`)."""
@@ -50,7 +50,7 @@ def serve(config: ServerConfig) -> None:
     """
     import uvicorn
 
-    from .. import guide
+    from outlines_gguf import guide
 
     guide.GUIDE_CACHE_SIZE = min(getattr(guide, "GUIDE_CACHE_SIZE", 64), LIBRARY_GUIDES_IN_A_SERVER)
     engine = Engine(config)

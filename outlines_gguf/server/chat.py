@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..models import LlamaCpp
-from .errors import bad_request, one_line
-from .tool_formats import ToolFormat, ToolSpec, detect_format, generic_system_prompt, history_arguments
+from outlines_gguf.llama_cpp.model import LlamaCpp
+from outlines_gguf.server.errors import bad_request, one_line
+from outlines_gguf.server.tool_formats import ToolFormat, ToolSpec, detect_format, generic_system_prompt, history_arguments
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 RESERVED_TEMPLATE_ARGS = frozenset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .constraints import DEFAULT_CACHE_ENTRIES
+from outlines_gguf.server.constraints import DEFAULT_CACHE_ENTRIES
 
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 """Largest request body (a long conversation with big schemas fits; a runaway upload does not)."""

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..guide import Guide, RegexGuide
-from ..vocabulary import Vocabulary
-from .errors import APIError, bad_request, one_line
-from .protocol import _Request, extension
+from outlines_gguf.guides.base import Guide, RegexGuide
+from outlines_gguf.tokens.vocabulary import Vocabulary
+from outlines_gguf.server.errors import APIError, bad_request, one_line
+from outlines_gguf.server.protocol import _Request, extension
 
 DEFAULT_CACHE_ENTRIES = 16
 """Compiled constraints kept per server (least recently used are dropped). A guide holds the masks
@@ -179,7 +179,7 @@ def compile_error(exc: Exception, param: str, what: str) -> APIError:
 
 def json_schema_guide(cache: ConstraintCache, schema: Any, *, lenient: bool, param: str) -> Guide:
     """The guide for JSON valid against ``schema`` (a 400 naming the keyword's path if we cannot)."""
-    from ..processors import JSONLogitsProcessor
+    from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor
 
     if not isinstance(schema, (dict, bool)):
         raise bad_request(f"a JSON Schema must be an object, got {type(schema).__name__}", param)
@@ -213,10 +213,10 @@ def gbnf_converter() -> Callable[[str], str] | None:
     """The library's GBNF -> Lark converter once it has one (issue #15), else None.
 
     The server calls ``gbnf_to_lark(text) -> str`` from ``outlines_gguf.gbnf``
-    (or ``outlines_gguf.grammar``) when it exists; until then a GBNF grammar
+    (or ``outlines_gguf.grammar.compiled``) when it exists; until then a GBNF grammar
     is refused with a 400 that says so.
     """
-    for module in ("outlines_gguf.gbnf", "outlines_gguf.grammar"):
+    for module in ("outlines_gguf.gbnf", "outlines_gguf.grammar.compiled"):
         try:
             found = getattr(importlib.import_module(module), "gbnf_to_lark", None)
         except ImportError:
@@ -233,8 +233,8 @@ def looks_like_gbnf(grammar: str) -> bool:
 
 def grammar_guide(cache: ConstraintCache, grammar: str, *, param: str) -> Guide:
     """The guide for a Lark grammar, a shipped grammar's name, or (when supported) GBNF."""
-    from .. import grammars
-    from ..processors import CFGLogitsProcessor
+    from outlines_gguf import grammars
+    from outlines_gguf.llama_cpp.processors import CFGLogitsProcessor
 
     if not isinstance(grammar, str) or not grammar.strip():
         raise bad_request(f"{param} must be a non-empty grammar text", param)

@@ -30,15 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ProcessorFailedError, PromptTooLongError
-from ..generation import Generation, SamplingParams
-from ..models import LlamaCpp, llamacpp
-from ..processors import GuideLogitsProcessor
-from .chat import ChatRenderer
-from .config import ServerConfig
-from .constraints import ConstraintCache, TextConstraint, text_constraint
-from .errors import APIError, bad_request, one_line, server_error
-from .protocol import (
+from outlines_gguf.errors import ProcessorFailedError, PromptTooLongError
+from outlines_gguf.llama_cpp.generation import Generation, SamplingParams
+from outlines_gguf.llama_cpp.model import LlamaCpp, llamacpp
+from outlines_gguf.llama_cpp.processors import GuideLogitsProcessor
+from outlines_gguf.server.chat import ChatRenderer
+from outlines_gguf.server.config import ServerConfig
+from outlines_gguf.server.constraints import ConstraintCache, TextConstraint, text_constraint
+from outlines_gguf.server.errors import APIError, bad_request, one_line, server_error
+from outlines_gguf.server.protocol import (
     MAX_N,
     ChatCompletionRequest,
     CompletionRequest,
@@ -46,10 +46,10 @@ from .protocol import (
     check_unsupported,
     stops_of,
 )
-from .reasoning import ThinkPlan, ThinkTokens, first_bytes, think_plan
-from .response import ResponseProcessor
-from .shared_cache import SharedGuideFolder
-from .tool_formats import FORMATS, ToolPlan, build_tool_plan, parse_tool_choice, parse_tools, trigger_token
+from outlines_gguf.server.reasoning import ThinkPlan, ThinkTokens, first_bytes, think_plan
+from outlines_gguf.server.response import ResponseProcessor
+from outlines_gguf.server.shared_cache import SharedGuideFolder
+from outlines_gguf.server.tool_formats import FORMATS, ToolPlan, build_tool_plan, parse_tool_choice, parse_tools, trigger_token
 
 logger = logging.getLogger("outlines_gguf.server")
 

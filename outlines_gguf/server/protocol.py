@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import APIError, bad_request
+from outlines_gguf.server.errors import APIError, bad_request
 
 MAX_N = 16
 """Most choices one request may ask for (they run one after another)."""

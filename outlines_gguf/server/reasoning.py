@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..vocabulary import Vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"

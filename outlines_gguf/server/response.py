@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConstraintViolationError, ProcessorFailedError
-from ..guide import Guide
-from ..vocabulary import Vocabulary
-from .reasoning import ThinkPlan, first_bytes, matched_prefix
-from .tool_formats import ToolPlan
+from outlines_gguf.errors import ConstraintViolationError, ProcessorFailedError
+from outlines_gguf.guides.base import Guide
+from outlines_gguf.tokens.vocabulary import Vocabulary
+from outlines_gguf.server.reasoning import ThinkPlan, first_bytes, matched_prefix
+from outlines_gguf.server.tool_formats import ToolPlan
 
 logger = logging.getLogger("outlines_gguf")
 

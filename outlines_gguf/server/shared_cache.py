@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..vocabulary import Vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 logger = logging.getLogger("outlines_gguf.server")
 

@@ -37,10 +37,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..guide import Guide, RegexGuide
-from .constraints import ConstraintCache, json_schema_guide, regex_guide
-from .errors import bad_request
-from .protocol import ALPHANUMERIC, new_tool_call_id
+from outlines_gguf.guides.base import Guide, RegexGuide
+from outlines_gguf.server.constraints import ConstraintCache, json_schema_guide, regex_guide
+from outlines_gguf.server.errors import bad_request
+from outlines_gguf.server.protocol import ALPHANUMERIC, new_tool_call_id
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """OpenAI's rule for function names; it also keeps names free of JSON escapes."""

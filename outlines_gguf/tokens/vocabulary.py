@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._llama_vocab_rules import ATTR_CONTROL, ATTR_UNKNOWN, ATTR_UNUSED, derive_tokenizer
-from .errors import VocabularyError
-from .gguf_metadata import read_gguf_metadata
+from outlines_gguf.tokens.llama_rules import ATTR_CONTROL, ATTR_UNKNOWN, ATTR_UNUSED, derive_tokenizer
+from outlines_gguf.errors import VocabularyError
+from outlines_gguf.tokens.gguf import read_gguf_metadata
 
 if TYPE_CHECKING:
-    from .text_tokens import TextTokens
-    from .token_trie import TokenTrie
+    from outlines_gguf.tokens.text import TextTokens
+    from outlines_gguf.tokens.trie import TokenTrie
 
 _NEVER_EMITTED_ATTRS = ATTR_CONTROL | ATTR_UNKNOWN | ATTR_UNUSED
 # Filler tokens that converters add to pad a vocabulary (Qwen2's "[PAD151931]"):
@@ -215,14 +215,14 @@ class Vocabulary:
     @cached_property
     def trie(self) -> TokenTrie:
         """A prefix tree of the non-special tokens, built once per vocabulary."""
-        from .token_trie import TokenTrie
+        from outlines_gguf.tokens.trie import TokenTrie
 
         return TokenTrie.build(self.tokens, self.is_special)
 
     @cached_property
     def text_tokens(self) -> TextTokens:
         """Plain-text tokens by character count, and a trie of the others (built once)."""
-        from .text_tokens import TextTokens
+        from outlines_gguf.tokens.text import TextTokens
 
         return TextTokens.build(self.tokens, self.is_special)
 

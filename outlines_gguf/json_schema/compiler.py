@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from . import dfa_cache
-from .dfa_ops import DFAProductTooLargeError, difference, intersect
-from .errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
-from .json_leaves import FORMATS, NUMBER, UNENFORCEABLE_FORMATS, integer_range, number_range
-from .json_strings import layered_body
-from .regex_dfa import (
+from outlines_gguf import dfa_cache
+from outlines_gguf.automata.ops import DFAProductTooLargeError, difference, intersect
+from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
+from outlines_gguf.json_schema.leaves import FORMATS, NUMBER, UNENFORCEABLE_FORMATS, integer_range, number_range
+from outlines_gguf.json_schema.strings import layered_body
+from outlines_gguf.automata.regex import (
     MAX_CODEPOINT,
     MAX_DFA_STATES,
     ByteDFA,
@@ -221,7 +221,7 @@ HEAVY_LEAF_ENUM = 16
 """Likewise an enum of more values than this."""
 
 CALL_BYTE = 0xFF
-"""In a split automaton (see :mod:`~outlines_gguf.json_pushdown`), a nested object or array value
+"""In a split automaton (see :mod:`~outlines_gguf.json_schema.pushdown`), a nested object or array value
 is this byte followed by the callee's number in three bytes. 0xFF never occurs in UTF-8 text,
 so the marker cannot be confused with a value's bytes; it is removed from the table that walks text."""
 

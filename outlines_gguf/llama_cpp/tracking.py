@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ProcessorFailedError
-from .vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.errors import ProcessorFailedError
+from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
 

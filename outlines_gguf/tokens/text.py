@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .token_trie import TokenTrie
+from outlines_gguf.tokens.trie import TokenTrie
 
 PLAIN_RANGES = ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0xD7FF), (0xE000, 0x10FFFF))
 """Code points of plain-text characters (no controls, no quote, no backslash)."""

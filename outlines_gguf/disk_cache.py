@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .regex_dfa import MAX_DFA_STATES, ByteDFA
+from outlines_gguf.automata.regex import MAX_DFA_STATES, ByteDFA
 
 logger = logging.getLogger("outlines_gguf")
 

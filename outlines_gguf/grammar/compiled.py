@@ -5,7 +5,7 @@ lark does what it does well: it loads the grammar (``%import common.*``,
 and its contextual lexer. This module turns those into what a guide needs:
 
 * one byte-level DFA per terminal (:func:`terminal_dfa`),
-* one :class:`~outlines_gguf.grammar_lexer.LexerAutomaton` per distinct set
+* one :class:`~outlines_gguf.grammar.lexer.LexerAutomaton` per distinct set
   of terminals the contextual lexer tries in a parser state,
 * the parse table as plain dicts, with an incremental ``feed``.
 
@@ -27,9 +27,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
-from .grammar_lexer import CROSS, LexerAutomaton, byte_classes
-from .regex_dfa import ByteDFA, compile_regex
+from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
+from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
+from outlines_gguf.automata.regex import ByteDFA, compile_regex
 
 try:  # Python >= 3.11
     import re._parser as _sre_parse  # type: ignore[import-not-found]

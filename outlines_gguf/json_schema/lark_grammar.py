@@ -1,16 +1,16 @@
 """JSON Schema -> Lark grammar, for schemas whose recursion a DFA cannot hold.
 
-The automaton path (:mod:`~outlines_gguf.json_schema`) unrolls a recursive
+The automaton path (:mod:`~outlines_gguf.json_schema.compiler`) unrolls a recursive
 ``$ref`` to a fixed depth. This module writes the schema as a Lark grammar
 instead, so a tree or a linked list can nest as deep as the model wants; the
-grammar engine (:class:`~outlines_gguf.cfg_guide.CFGGuide`) enforces it.
+grammar engine (:class:`~outlines_gguf.guides.grammar.CFGGuide`) enforces it.
 
 Supported: ``type`` (one or a list), ``properties`` / ``required``
 (properties in declared order, optional ones may be left out; no other
 properties are generated), ``items``, ``enum`` / ``const``, ``anyOf``,
 ``$ref`` to ``#/$defs/...`` or ``#/definitions/...`` (recursion included),
 ``{}`` (any JSON value), and annotations. Every other keyword raises
-:class:`~outlines_gguf.json_schema.SchemaError` naming it and its path:
+:class:`~outlines_gguf.json_schema.compiler.SchemaError` naming it and its path:
 nothing is silently left unenforced. Whitespace: an optional space after
 ``:`` and ``,`` (``json.dumps`` and compact output).
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .json_schema import SchemaError, load_schema
+from outlines_gguf.json_schema.compiler import SchemaError, load_schema
 
 _ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
                 "definitions", "deprecated", "readOnly", "writeOnly"}

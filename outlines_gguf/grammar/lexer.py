@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ConstraintTooComplexError
-from .regex_dfa import ByteDFA, group_columns
+from outlines_gguf.errors import ConstraintTooComplexError
+from outlines_gguf.automata.regex import ByteDFA, group_columns
 
 DEAD = -1
 CROSS = -3

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .errors import ConstraintTooComplexError
-from .regex_dfa import ByteDFA, minimize, spend
+from outlines_gguf.errors import ConstraintTooComplexError
+from outlines_gguf.automata.regex import ByteDFA, minimize, spend
 
 MAX_PRODUCT_STATES = 50_000
 PRODUCT_STATE_WORK = 400

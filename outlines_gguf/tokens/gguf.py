@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GGUFFormatError
+from outlines_gguf.errors import GGUFFormatError
 
 GGUF_MAGIC = b"GGUF"
 

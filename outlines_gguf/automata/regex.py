@@ -28,7 +28,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-from .errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
+from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
 
 if sys.version_info >= (3, 11):
     from re import _constants as C  # noqa: N812
@@ -945,7 +945,7 @@ def compile_regex(pattern: str) -> ByteDFA:
     """
     if not isinstance(pattern, str):
         raise RegexError(f"a regex must be a str, got {type(pattern).__name__}")
-    from . import dfa_cache
+    from outlines_gguf import dfa_cache
 
     return dfa_cache.cached("regex", pattern, lambda: _compile_regex(pattern))
 

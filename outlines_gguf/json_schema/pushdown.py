@@ -6,7 +6,7 @@ at each use. Here the schema is *split*: every object or array value nested
 inside another (and every ``$ref``, combinator or free-form value there) is
 its own **node**, compiled on first use by the same JSON compiler into a
 small byte DFA in which the nested value is a *call*: the marker byte
-``0xFF`` and the callee's number (:func:`~outlines_gguf.json_schema.call_marker`).
+``0xFF`` and the callee's number (:func:`~outlines_gguf.json_schema.compiler.call_marker`).
 A node is compiled once per schema, however many places use it, so the
 compile cost grows with the schema, not with its unfolding, and recursion
 has no depth limit.
@@ -51,15 +51,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import (
+from outlines_gguf.errors import (
     ConstraintTooComplexError,
     ConstraintViolationError,
     EmptyLanguageError,
     OutlinesGGUFError,
     VocabularyError,
 )
-from .guide import FINISHED, LRUCache, RegexGuide, TokenMask, bytes_to_read
-from .json_schema import (
+from outlines_gguf.guides.base import FINISHED, LRUCache, RegexGuide, TokenMask, bytes_to_read
+from outlines_gguf.json_schema.compiler import (
     _MALFORMED,
     CALL_BYTE,
     CHUNK_KEY,
@@ -73,10 +73,10 @@ from .json_schema import (
     _is_int,
     of_types,
 )
-from .json_strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
-from .regex_dfa import ByteDFA, compile_budget
-from .token_trie import TokenTrie, concat_ranges
-from .vocabulary import Vocabulary
+from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
+from outlines_gguf.automata.regex import ByteDFA, compile_budget
+from outlines_gguf.tokens.trie import TokenTrie, concat_ranges
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 MAX_NODES = 1 << 24
 """Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
@@ -557,7 +557,7 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
 
 
 class PushdownGuide(_Locked):
-    """A guide over a :class:`SplitSchema` (the Guide protocol of :mod:`~outlines_gguf.guide`).
+    """A guide over a :class:`SplitSchema` (the Guide protocol of :mod:`~outlines_gguf.guides.base`).
 
     States are frozensets of configurations; thread-safe.
     """
@@ -889,5 +889,5 @@ def _walk_narrow(
 def split_schema(
     canonical: str, whitespace_pattern: str | None, lenient: bool, extra: bool | None
 ) -> SplitSchema:
-    """The split schema for canonical JSON text (see :func:`~outlines_gguf.json_schema.prepare_schema`)."""
+    """The split schema for canonical JSON text (see :func:`~outlines_gguf.json_schema.compiler.prepare_schema`)."""
     return SplitSchema(json.loads(canonical), whitespace_pattern, lenient, extra)

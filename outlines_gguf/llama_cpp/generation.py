@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ProcessorFailedError, PromptTooLongError
-from .models import LlamaCpp
-from .tracking import LogitTrackingProcessor
+from outlines_gguf.errors import ProcessorFailedError, PromptTooLongError
+from outlines_gguf.llama_cpp.model import LlamaCpp
+from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor
 
 logger = logging.getLogger("outlines_gguf")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import VocabularyError
+from outlines_gguf.errors import VocabularyError
 
 # llama_token_attr bits
 ATTR_UNDEFINED = 0

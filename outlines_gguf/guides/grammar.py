@@ -1,7 +1,7 @@
 """Token masks for a context-free grammar, over one vocabulary.
 
 A guide state is a grammar configuration ``(stack, q)`` (see
-:mod:`~outlines_gguf.grammar`). A token is allowed iff reading its bytes
+:mod:`~outlines_gguf.grammar.compiled`). A token is allowed iff reading its bytes
 keeps the configuration alive. The vocabulary's token trie, compressed to
 the grammar's byte classes, is walked level by level in two parts:
 
@@ -28,12 +28,12 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import ConstraintViolationError, VocabularyError
-from .grammar import Config, Grammar, compile_grammar
-from .grammar_lexer import CROSS
-from .guide import FINISHED, LRUCache, TokenMask, bytes_to_read, cached_guide
-from .token_trie import TokenTrie
-from .vocabulary import Vocabulary
+from outlines_gguf.errors import ConstraintViolationError, VocabularyError
+from outlines_gguf.grammar.compiled import Config, Grammar, compile_grammar
+from outlines_gguf.grammar.lexer import CROSS
+from outlines_gguf.guides.base import FINISHED, LRUCache, TokenMask, bytes_to_read, cached_guide
+from outlines_gguf.tokens.trie import TokenTrie
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 MASK_CACHE_SIZE = 1024
 """Masks kept per CFG guide (least recently used are dropped)."""
@@ -45,7 +45,7 @@ _Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class CFGGuide:
-    """A guide over a :class:`~outlines_gguf.grammar.Grammar` (the Guide protocol of :mod:`guide`)."""
+    """A guide over a :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol of :mod:`guide`)."""
 
     def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
         if not vocabulary.eog_ids:

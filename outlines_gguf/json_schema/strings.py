@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .regex_dfa import ByteDFA, NFABuilder, _prune_dead, minimize
+from outlines_gguf.automata.regex import ByteDFA, NFABuilder, _prune_dead, minimize
 
 MAX_LAYERED_ENTRIES = 4_000_000
 """Table entries (states x 256, 16 MB) a layered automaton may have before pruning. A pattern
@@ -30,7 +30,7 @@ subset, as ``MAX_LENGTH_CAP`` caps plain strings)."""
 def _char_dfa() -> tuple[np.ndarray, int]:
     """The one-character automaton of a JSON string (start 0) and its accepting state, which
     has no way out: a character is complete there."""
-    from .json_schema import any_string_char  # the JSON character, defined with the schema compiler
+    from outlines_gguf.json_schema.compiler import any_string_char  # the JSON character, defined with the schema compiler
 
     helper = NFABuilder("string character")
     char = helper.build(any_string_char(helper))
@@ -160,7 +160,7 @@ def literal_trie_dfa(texts: list[bytes]) -> ByteDFA | None:
 def _plain_char_dfa() -> tuple[np.ndarray, int]:
     """One plain character (UTF-8, no control character, quote or backslash) and its final
     state, which has no way out."""
-    from .json_schema import plain_key_char
+    from outlines_gguf.json_schema.compiler import plain_key_char
 
     helper = NFABuilder("key character")
     char = helper.build(plain_key_char(helper))

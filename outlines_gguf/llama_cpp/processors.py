@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
-from .guide import Guide, RegexGuide, cached_guide
-from .json_schema import DEFAULT_MAX_DEPTH, SchemaError, compile_canonical, prepare_schema
-from .vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
+from outlines_gguf.guides.base import Guide, RegexGuide, cached_guide
+from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, SchemaError, compile_canonical, prepare_schema
+from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
 
 
 class GuideLogitsProcessor:
-    """Constrain generation to a :class:`~outlines_gguf.guide.Guide`.
+    """Constrain generation to a :class:`~outlines_gguf.guides.base.Guide`.
 
     The first call of a generation records where generation starts (the
     prompt length); later calls advance the guide by the tokens that arrived
@@ -209,17 +209,17 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
     after ``:`` and ``,``, which covers ``json.dumps`` output and compact
     JSON). Schemas we cannot enforce raise :class:`~outlines_gguf.SchemaError`
     here, naming the keyword and where it is, unless ``lenient=True``.
-    See :func:`~outlines_gguf.json_schema.compile_json_schema` for
+    See :func:`~outlines_gguf.json_schema.compiler.compile_json_schema` for
     ``max_depth`` and ``extra_properties``.
 
-    ``engine="pushdown"`` (the default, :mod:`~outlines_gguf.json_pushdown`)
+    ``engine="pushdown"`` (the default, :mod:`~outlines_gguf.json_schema.pushdown`)
     compiles every nested object, array and ``$ref`` target into its own
     small automaton when generation first reaches it, with a return stack:
     recursion and free-form values nest to any depth (``max_depth`` is not
     used). ``engine="dfa"`` compiles the whole schema into one DFA (recursion
     unrolled to ``max_depth``; compiled schemas cached on disk);
     ``engine="grammar"`` writes it as a Lark grammar
-    (:func:`~outlines_gguf.json_grammar.schema_to_lark`), with a smaller
+    (:func:`~outlines_gguf.json_schema.lark_grammar.schema_to_lark`), with a smaller
     keyword set.
     """
 
@@ -241,8 +241,8 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         if engine == "grammar":
             if whitespace_pattern is not None or lenient or extra:
                 raise SchemaError("engine='grammar' takes no whitespace_pattern, lenient or extra_properties")
-            from .cfg_guide import CFGGuide
-            from .json_grammar import schema_to_lark
+            from outlines_gguf.guides.grammar import CFGGuide
+            from outlines_gguf.json_schema.lark_grammar import schema_to_lark
 
             self.grammar = schema_to_lark(self.schema)
             super().__init__(CFGGuide.from_grammar(self.grammar, vocabulary), vocabulary)
@@ -250,7 +250,7 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         if engine not in ("dfa", "pushdown"):
             raise ValueError(f"engine must be 'pushdown', 'dfa' or 'grammar', not {engine!r}")
         if engine == "pushdown":
-            from .json_pushdown import PushdownGuide, split_schema
+            from outlines_gguf.json_schema.pushdown import PushdownGuide, split_schema
 
             def build_split() -> PushdownGuide:
                 return PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
@@ -276,13 +276,13 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     own ``Lark(grammar, parser="lalr").parse`` accepts. ``tokenizer`` is a
     ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path. Grammar errors
     raise :class:`~outlines_gguf.errors.GrammarError` here, with the location.
-    Ready-made grammars are in :mod:`outlines_gguf.grammars`.
+    Ready-made grammars are in :mod:`outlines_gguf.grammar.shipped`.
 
     >>> CFGLogitsProcessor('start: NUMBER "+" NUMBER "=" NUMBER\\nNUMBER: /[0-9]+/', llm)
     """
 
     def __init__(self, grammar: str, tokenizer: Any, *, start: str = "start") -> None:
-        from .cfg_guide import CFGGuide
+        from outlines_gguf.guides.grammar import CFGGuide
 
         vocabulary = as_vocabulary(tokenizer)
         self.grammar = grammar

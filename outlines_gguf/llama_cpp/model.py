@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
-from .errors import ChatTemplateError
-from .vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.errors import ChatTemplateError
+from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 

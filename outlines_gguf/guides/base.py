@@ -1,7 +1,7 @@
 """Guides: which tokens may come next, state by state, for one vocabulary.
 
 A guide is a small state machine over token ids, built from an automaton
-and a :class:`~outlines_gguf.vocabulary.Vocabulary`. It knows nothing of
+and a :class:`~outlines_gguf.tokens.vocabulary.Vocabulary`. It knows nothing of
 llama.cpp. Masks are computed lazily for the states generation reaches,
 with one vectorized walk of the vocabulary's token trie, and cached.
 """
@@ -16,10 +16,10 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from .errors import ConstraintViolationError, VocabularyError
-from .regex_dfa import ByteDFA, compile_regex, group_columns, utf8_sequences
-from .text_tokens import PLAIN_RANGES
-from .vocabulary import Vocabulary
+from outlines_gguf.errors import ConstraintViolationError, VocabularyError
+from outlines_gguf.automata.regex import ByteDFA, compile_regex, group_columns, utf8_sequences
+from outlines_gguf.tokens.text import PLAIN_RANGES
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 FINISHED = -2
 """The state a regex guide enters once an end-of-generation token is taken."""
@@ -226,7 +226,7 @@ class RegexGuide:
 
         Where every plain-text character moves the DFA the same way (inside a
         JSON string, say), plain-text tokens are decided by their character
-        count (:class:`~outlines_gguf.text_tokens.TextTokens`) and only the
+        count (:class:`~outlines_gguf.tokens.text.TextTokens`) and only the
         other tokens are walked; when that admits most of the vocabulary, the
         mask is built from the ids it leaves out. Otherwise the whole trie is
         walked; once a state turns out dense, later states walk it compressed
