@@ -7,8 +7,15 @@
 ...     [RegexLogitsProcessor(r"[0-9]{4}", llm)]))
 """
 
-from outlines_gguf import generate, grammars, models
-from outlines_gguf.guides.grammar import CFGGuide
+from outlines_gguf import generate
+from outlines_gguf.automata.regex import ByteDFA
+from outlines_gguf.compiler import (
+    clear_caches,
+    clear_guide_cache,
+    compile_grammar,
+    compile_json_schema,
+    compile_regex,
+)
 from outlines_gguf.errors import (
     ChatTemplateError,
     ConcurrentUseError,
@@ -24,11 +31,18 @@ from outlines_gguf.errors import (
     RegexError,
     VocabularyError,
 )
-from outlines_gguf.grammar.compiled import Grammar, compile_grammar
-from outlines_gguf.guides.base import RegexGuide, TokenMask, clear_guide_cache
-from outlines_gguf.json_schema.compiler import SchemaError, compile_json_schema
-from outlines_gguf.llama_cpp.processors import CFGLogitsProcessor, GuideLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
-from outlines_gguf.automata.regex import ByteDFA, compile_regex
+from outlines_gguf.grammar import shipped as grammars
+from outlines_gguf.grammar.compiled import Grammar
+from outlines_gguf.guides.base import RegexGuide, TokenMask
+from outlines_gguf.guides.grammar import CFGGuide
+from outlines_gguf.json_schema.compiler import SchemaError
+from outlines_gguf.llama_cpp import model as models
+from outlines_gguf.llama_cpp.processors import (
+    CFGLogitsProcessor,
+    GuideLogitsProcessor,
+    JSONLogitsProcessor,
+    RegexLogitsProcessor,
+)
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
@@ -63,6 +77,7 @@ __all__ = [
     "__version__",
     "add_tracking",
     "as_vocabulary",
+    "clear_caches",
     "clear_guide_cache",
     "compile_grammar",
     "compile_json_schema",

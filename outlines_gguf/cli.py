@@ -195,7 +195,10 @@ def run_serve(args: argparse.Namespace) -> int:
             template = Path(args.chat_template).read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read chat template {args.chat_template}: {exc.strerror}") from None
-    from outlines_gguf.server import ServerConfig, serve  # ImportError without the server extra: exit 2, with the fix
+    from outlines_gguf.server import (  # ImportError without the server extra: exit 2, with the fix
+        ServerConfig,
+        serve,
+    )
 
     options = {
         key: getattr(args, key)
@@ -248,20 +251,20 @@ def check_inputs(args: argparse.Namespace) -> None:
     check_limits(args.max_tokens, args.seed)
     SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p)
     if args.command == "regex":
-        from outlines_gguf.automata.regex import compile_regex
+        from outlines_gguf.compiler import compile_regex
 
         compile_regex(args.pattern)
     elif args.command == "json":
         args.schema = read_schema(args.schema)
         # the schema's keywords and its root piece need no vocabulary: a typo fails here
-        from outlines_gguf.json_schema.pushdown import split_schema
         from outlines_gguf.json_schema.compiler import prepare_schema
+        from outlines_gguf.json_schema.pushdown import split_schema
 
         canonical, extra = prepare_schema(args.schema)
         split_schema(canonical, args.whitespace_pattern, args.lenient, extra)
     elif args.command == "cfg":
         args.grammar = read_grammar(args.grammar)
-        from outlines_gguf.grammar.compiled import compile_grammar  # cached: the processor reuses it
+        from outlines_gguf.compiler import compile_grammar  # cached: the processor reuses it
 
         compile_grammar(args.grammar)
 

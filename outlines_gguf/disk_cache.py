@@ -44,7 +44,8 @@ MAX_FILES = 4096
 MAX_STATES = max(MAX_DFA_STATES, 50_000)
 """The most states a cached automaton may have (products of automata may exceed MAX_DFA_STATES)."""
 
-_SOURCES = ("regex_dfa.py", "json_schema.py", "json_leaves.py", "dfa_ops.py", "dfa_cache.py")
+_SOURCES = ("automata", "json_schema", "disk_cache.py", "compiler.py")
+"""Files and folders whose code decides what a cached automaton is."""
 _ARRAYS = {"transitions", "accepting", "header"}
 
 
@@ -82,10 +83,12 @@ def code_fingerprint() -> str:
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
     for name in _SOURCES:
-        try:
-            h.update((here / name).read_bytes())
-        except OSError:
-            h.update(b"missing:" + name.encode())
+        source = here / name
+        for path in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
+            try:
+                h.update(path.name.encode() + b"\0" + path.read_bytes())
+            except OSError:
+                h.update(b"missing:" + name.encode())
     return h.hexdigest()
 
 

@@ -36,8 +36,8 @@ from typing import Any
 
 from outlines_gguf.errors import IncompleteGenerationError
 from outlines_gguf.format_types import format_for
-from outlines_gguf.llama_cpp.generation import Generation, GenerationResult, SamplingParams
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH
+from outlines_gguf.llama_cpp.generation import Generation, GenerationResult, SamplingParams
 from outlines_gguf.llama_cpp.model import LlamaCpp
 from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor, RegexLogitsProcessor
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
@@ -241,7 +241,9 @@ def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) 
     Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
     grammars are in :mod:`outlines_gguf.grammar.shipped`.
     """
-    from outlines_gguf.llama_cpp.processors import CFGLogitsProcessor  # imported here: the CFG engine loads lark
+    from outlines_gguf.llama_cpp.processors import (
+        CFGLogitsProcessor,  # imported here: the CFG engine loads lark
+    )
 
     model = _as_model(model)
     proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start)

@@ -8,7 +8,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -131,41 +130,19 @@ def llama_like_scores(n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
 # -- our library's caches --------------------------------------------------------------------------
 
 
-def is_constraint_cache(name: str, value: Any, module_name: str) -> bool:
-    """A public ``functools`` cache defined in ``module_name`` that holds more than one entry."""
-    parameters = getattr(value, "cache_parameters", None)
-    if name.startswith("_") or parameters is None or getattr(value, "__module__", "") != module_name:
-        return False
-    maxsize = parameters().get("maxsize")
-    return maxsize is None or maxsize > 1
-
-
 def make_cold(vocab: Any) -> None:
     """Forget every compiled constraint, so the next construction starts from scratch.
 
-    Clears every ``outlines_gguf.clear_*cache`` function (the guide cache, and whatever the library
-    adds); every public ``functools`` cache of more than one entry in its modules (compiled regexes,
-    schemas, grammars, terminals: caches keyed by the constraint); the on-disk automaton cache when
-    this benchmark owns its folder (``OUTLINES_GGUF_BENCH_OWNS_CACHE=1``); and the vocabulary's
-    per-partition byte-class tries (``_class_tries``), built on the first dense state of a new
-    pattern, which would otherwise make every run after the first look warmer than a fresh process.
-    Kept: the vocabulary's own tries and hash, and process-wide tables (private or one-entry caches:
-    Unicode categories, UTF-8 plans of character classes, the source fingerprint, and the shared
-    automaton pieces of ``NFABuilder.shared``: a JSON string character, punctuation with its
-    whitespace, any number, any JSON value), which a long-running process builds once, as the peers
-    pay their own one-time initialisation once per process.
+    ``outlines_gguf.clear_caches`` (compiled regexes, schemas, grammars, terminals, guides and
+    the vocabulary's byte-class tries, built on the first dense state of a new pattern, which would
+    otherwise make every run after the first look warmer than a fresh process), and the on-disk
+    automaton cache when this benchmark owns its folder (``OUTLINES_GGUF_BENCH_OWNS_CACHE=1``).
+    Kept: process-wide tables that do not depend on a constraint, which a long-running process
+    builds once, as the peers pay their own one-time initialisation once per process.
     """
     import outlines_gguf
 
-    for name in dir(outlines_gguf):
-        if name.startswith("clear_") and name.endswith("cache"):
-            getattr(outlines_gguf, name)()
-    for module_name, module in list(sys.modules.items()):
-        if module_name.startswith("outlines_gguf"):
-            for attr, value in list(vars(module).items()):
-                if is_constraint_cache(attr, value, module_name):
-                    value.cache_clear()
-    vocab.__dict__.pop("_class_tries", None)
+    outlines_gguf.clear_caches(vocab)
     folder = os.environ.get("OUTLINES_GGUF_CACHE_DIR")
     if folder and os.environ.get("OUTLINES_GGUF_BENCH_OWNS_CACHE") == "1":
         shutil.rmtree(folder, ignore_errors=True)

@@ -624,7 +624,8 @@ def parse_options(argv: Sequence[str]) -> Options:
 
 
 def missing_json_processor_message() -> str:
-    return ("outlines_gguf.JSONLogitsProcessor is not available (outlines_gguf/json_schema/compiler.py is missing "
+    return ("outlines_gguf.JSONLogitsProcessor is not available "
+            "(outlines_gguf/json_schema/compiler.py is missing "
             "or does not export it); run the peers alone with --engines llguidance,outlines-core")
 
 

@@ -33,6 +33,7 @@ from outlines_gguf import (
     Vocabulary,
     grammars,
 )
+from outlines_gguf.compiler import grammar_guide
 from outlines_gguf.guides.base import FINISHED
 
 REFERENCE = 'start: NUMBER "+" NUMBER "=" NUMBER\nNUMBER: /[0-9]+/\n'
@@ -288,7 +289,7 @@ def test_random_logits_give_sentences_lark_parses(real_vocab: Vocabulary, name: 
 def test_masks_equal_token_by_token_check_on_real_vocabularies(real_vocab: Vocabulary, name: str) -> None:
     """The vectorized two-part walk equals advancing every token one by one."""
     text = grammars.load(name)
-    guide = CFGGuide.from_grammar(text, real_vocab)
+    guide = grammar_guide(text, real_vocab)
     grammar = guide.grammar
     prefixes = {"json": ['{"a', '{"a": 1', '[1, "x', '{"a": [true, nu', ""],
                 "program": ["x = 1", "if (x", "print(", "while (a < 2) { b", ""]}[name]

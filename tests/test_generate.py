@@ -26,8 +26,8 @@ from outlines_gguf import (
     generate,
     models,
 )
+from outlines_gguf.compiler import compile_regex
 from outlines_gguf.format_types import DATE, DATETIME, FLOAT, INTEGER, TIME
-from outlines_gguf.automata.regex import compile_regex
 from outlines_gguf.llama_cpp.tracking import UNKNOWN
 
 pytestmark = pytest.mark.model

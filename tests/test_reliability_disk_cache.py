@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from outlines_gguf import compile_json_schema, compile_regex, dfa_cache
-from outlines_gguf import json_schema as json_schema_module
-from outlines_gguf.json_schema.compiler import compile_canonical
+from outlines_gguf import compile_json_schema, compile_regex, compiler, disk_cache
+from outlines_gguf.compiler import compile_canonical
 
 SCHEMA = {"type": "object", "properties": {"id": {"type": "integer"}, "tags": {"type": "array"}}}
 
@@ -29,7 +28,7 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("OUTLINES_GGUF_CACHE", raising=False)  # the default: JSON schemas
     compile_canonical.cache_clear()
     compile_regex.cache_clear()
-    yield tmp_path / f"dfa-v{dfa_cache.CACHE_FORMAT}"
+    yield tmp_path / f"dfa-v{disk_cache.CACHE_FORMAT}"
     compile_canonical.cache_clear()
     compile_regex.cache_clear()
 
@@ -47,7 +46,7 @@ def test_a_schema_is_compiled_once_then_loaded(cache_dir: Path, monkeypatch) -> 
     first = fresh_compile()
     [path] = entries(cache_dir)
     assert path.name.startswith("json-")
-    monkeypatch.setattr(json_schema_module, "_compile", lambda *a: pytest.fail("compiled again"))
+    monkeypatch.setattr(compiler, "schema_to_dfa", lambda *a: pytest.fail("compiled again"))
     again = fresh_compile()
     assert np.array_equal(again.transitions, first.transitions)
     assert np.array_equal(again.accepting, first.accepting)
@@ -111,13 +110,13 @@ def _bad_but_consistent(path: Path) -> None:
     with np.load(path) as data:
         table, accepting = data["transitions"].copy(), data["accepting"]
     table[0, 0] = table.shape[0] + 5
-    _rewrite(path, transitions=table, header={"checksum": dfa_cache._checksum(table, accepting)})
+    _rewrite(path, transitions=table, header={"checksum": disk_cache._checksum(table, accepting)})
 
 
 def _wrong_dtype(path: Path) -> None:
     with np.load(path) as data:
         table, accepting = data["transitions"].astype(np.int64), data["accepting"]
-    _rewrite(path, transitions=table, header={"checksum": dfa_cache._checksum(table, accepting)})
+    _rewrite(path, transitions=table, header={"checksum": disk_cache._checksum(table, accepting)})
 
 
 def _extra_array(path: Path) -> None:
@@ -158,7 +157,7 @@ def test_a_bad_entry_is_deleted_and_rebuilt(cache_dir: Path, corrupt, caplog) ->
     assert "deleted and compiled again" in caplog.text
     assert np.array_equal(rebuilt.transitions, good.transitions)
     [path] = entries(cache_dir)  # a good entry is written back
-    assert dfa_cache.load("json", _key()) is not None
+    assert disk_cache.load("json", _key()) is not None
 
 
 def _key() -> str:
@@ -194,8 +193,8 @@ def test_an_unwritable_cache_folder_is_not_an_error(tmp_path: Path, monkeypatch)
 
 
 def test_the_folder_keeps_at_most_max_files(cache_dir: Path, monkeypatch) -> None:
-    monkeypatch.setattr(dfa_cache, "MAX_FILES", 5)
+    monkeypatch.setattr(disk_cache, "MAX_FILES", 5)
     for i in range(9):
         fresh_compile({"type": "integer", "minimum": i})
     assert len(entries(cache_dir)) <= 5
-    assert dfa_cache.clear() >= 1 and entries(cache_dir) == []
+    assert disk_cache.clear() >= 1 and entries(cache_dir) == []

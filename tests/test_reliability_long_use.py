@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from conftest import load_vocab
 
-from outlines_gguf import JSONLogitsProcessor, RegexGuide, RegexLogitsProcessor, compile_regex
-from outlines_gguf import guide as guide_module
-from outlines_gguf.json_schema.compiler import compile_canonical
+from outlines_gguf import JSONLogitsProcessor, RegexGuide, RegexLogitsProcessor, compile_regex, compiler
+from outlines_gguf.compiler import compile_canonical
+from outlines_gguf.guides import base as guide_base
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +112,7 @@ def test_1000_schemas_in_one_process_keep_memory_bounded() -> None:
         tracemalloc.stop()
     assert compile_canonical.cache_info().currsize <= compile_canonical.cache_info().maxsize == 128
     assert compile_regex.cache_info().maxsize == 256
-    assert len(guide_module._cache) == guide_module.GUIDE_CACHE_SIZE == 64
+    assert len(compiler._guides) == compiler.GUIDE_CACHE_SIZE == 64
     print(f"traced memory: {middle / 1024:.0f} KiB after 500 schemas, {end / 1024:.0f} KiB after 1,000")
     assert end - middle < 128 * 1024, f"{(end - middle) / 1024:.0f} KiB more after 500 more schemas"
 
@@ -130,7 +130,7 @@ def test_a_guide_keeps_its_masks_within_the_byte_budget(monkeypatch: pytest.Monk
     full = guide.mask_cache_bytes
 
     small = full // 4
-    monkeypatch.setattr(guide_module, "MASK_CACHE_BYTES", small)
+    monkeypatch.setattr(guide_base, "MASK_CACHE_BYTES", small)
     guide = RegexGuide(compile_regex(r"[a-z ]{0,400}"), vocab)
     state = guide.initial_state
     for _ in range(60):

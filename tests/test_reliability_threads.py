@@ -26,7 +26,7 @@ from outlines_gguf import (
     RegexLogitsProcessor,
     Vocabulary,
 )
-from outlines_gguf.json_schema.compiler import compile_json_schema
+from outlines_gguf.compiler import compile_json_schema
 
 TOKENS = [b"", b"0", b"1", b"a", b"b", b"12"]
 VOCAB = Vocabulary(TOKENS, eog_ids=[0])

@@ -935,22 +935,16 @@ def _merge_equivalent(
     return table, accepting
 
 
-@lru_cache(maxsize=256)
-def compile_regex(pattern: str) -> ByteDFA:
+def regex_to_dfa(pattern: str) -> ByteDFA:
     """Compile ``pattern`` (Python ``re`` syntax, full match) to a :class:`ByteDFA`.
 
+    Uncached: :func:`outlines_gguf.compiler.compile_regex` is the cached entry point.
     Raises :class:`RegexError` for invalid or unsupported syntax,
     :class:`EmptyLanguageError` when no string matches, and
     :class:`ConstraintTooComplexError` past the documented size limits.
     """
     if not isinstance(pattern, str):
         raise RegexError(f"a regex must be a str, got {type(pattern).__name__}")
-    from outlines_gguf import dfa_cache
-
-    return dfa_cache.cached("regex", pattern, lambda: _compile_regex(pattern))
-
-
-def _compile_regex(pattern: str) -> ByteDFA:
     label = f"regex {_short(pattern)}"
     with compile_budget(label):
         builder = NFABuilder(label)

@@ -27,9 +27,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
-from outlines_gguf.automata.regex import ByteDFA, compile_regex
 
 try:  # Python >= 3.11
     import re._parser as _sre_parse  # type: ignore[import-not-found]
@@ -93,7 +93,7 @@ def terminal_dfa(name: str, regexp: str) -> ByteDFA:
         regexp = _ESCAPED_STRING_DFA
     try:
         lazy = _has_lazy_quantifier(regexp)
-        dfa = compile_regex(regexp)
+        dfa = regex_to_dfa(regexp)
     except RegexError as exc:
         raise GrammarError(f"terminal {name} (/{regexp}/) cannot be enforced: {exc}") from exc
     except re.error as exc:
@@ -577,9 +577,3 @@ class Grammar:
             self.example()
         except RecursionError as exc:  # pragma: no cover - defensive
             raise ConstraintTooComplexError("the grammar is too deep to check") from exc
-
-
-@lru_cache(maxsize=64)
-def compile_grammar(text: str, start: str = "start") -> Grammar:
-    """Compile a Lark grammar (cached per text). Raises :class:`GrammarError` with the location."""
-    return Grammar(text, start)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from functools import lru_cache
-from typing import Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
+from outlines_gguf.automata.regex import ByteDFA, group_columns, utf8_sequences
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
-from outlines_gguf.automata.regex import ByteDFA, compile_regex, group_columns, utf8_sequences
 from outlines_gguf.tokens.text import PLAIN_RANGES
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
@@ -137,16 +137,19 @@ class TokenMask:
 
 
 class Guide(Protocol):
-    """What a logits processor needs from a constraint."""
+    """What a logits processor needs from a constraint. Each guide has its own state type
+    (an int for a DFA, configurations for grammars), opaque to the processor: hence ``Any``."""
 
     vocabulary: Vocabulary
-    initial_state: Hashable
 
-    def mask(self, state: Hashable) -> TokenMask: ...
+    @property
+    def initial_state(self) -> Hashable: ...
 
-    def next_state(self, state: Hashable, token_id: int) -> Hashable: ...
+    def mask(self, state: Any) -> TokenMask: ...
 
-    def is_final(self, state: Hashable) -> bool: ...
+    def next_state(self, state: Any, token_id: int) -> Any: ...
+
+    def is_final(self, state: Any) -> bool: ...
 
 
 class RegexGuide:
@@ -189,11 +192,6 @@ class RegexGuide:
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_regex(cls, pattern: str, vocabulary: Vocabulary) -> RegexGuide:
-        """The guide for ``pattern``, shared through a cache keyed by (vocabulary, pattern)."""
-        return cached_guide(("regex", pattern), vocabulary, lambda: cls(compile_regex(pattern), vocabulary))
 
     def is_final(self, state: int) -> bool:
         return state == FINISHED or bool(self.dfa.accepting[state])
@@ -491,35 +489,3 @@ class LRUCache(OrderedDict):
         self[key] = value
         while len(self) > self.size:
             self.popitem(last=False)
-
-
-# -- a shared LRU cache of compiled guides ------------------------------------------------
-
-GUIDE_CACHE_SIZE = 64
-"""How many compiled guides are kept per process (least recently used are dropped)."""
-
-_G = TypeVar("_G")
-_cache: OrderedDict[tuple[str, Hashable], object] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def cached_guide(key: Hashable, vocabulary: Vocabulary, build: Callable[[], _G]) -> _G:
-    """Return the guide cached under (vocabulary hash, key), building it on a miss."""
-    full_key = (vocabulary.hash, key)
-    with _cache_lock:
-        guide = _cache.get(full_key)
-        if guide is not None:
-            _cache.move_to_end(full_key)
-            return guide  # type: ignore[return-value]
-    guide = build()
-    with _cache_lock:
-        _cache[full_key] = guide
-        while len(_cache) > GUIDE_CACHE_SIZE:
-            _cache.popitem(last=False)
-    return guide
-
-
-def clear_guide_cache() -> None:
-    """Drop every cached guide (and the masks they hold)."""
-    with _cache_lock:
-        _cache.clear()

@@ -29,9 +29,9 @@ from functools import cached_property
 import numpy as np
 
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
-from outlines_gguf.grammar.compiled import Config, Grammar, compile_grammar
+from outlines_gguf.grammar.compiled import Config, Grammar
 from outlines_gguf.grammar.lexer import CROSS
-from outlines_gguf.guides.base import FINISHED, LRUCache, TokenMask, bytes_to_read, cached_guide
+from outlines_gguf.guides.base import FINISHED, LRUCache, TokenMask, bytes_to_read
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
@@ -45,7 +45,7 @@ _Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class CFGGuide:
-    """A guide over a :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol of :mod:`guide`)."""
+    """A guide over a compiled :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol)."""
 
     def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
         if not vocabulary.eog_ids:
@@ -75,13 +75,6 @@ class CFGGuide:
     def trie(self) -> TokenTrie:
         """The vocabulary's trie over the grammar's byte classes (built at the first mask)."""
         return self.vocabulary.class_trie(self.grammar.byte_class)
-
-    @classmethod
-    def from_grammar(cls, text: str, vocabulary: Vocabulary, start: str = "start") -> CFGGuide:
-        """The guide for a Lark grammar, shared through the guide cache."""
-        return cached_guide(
-            ("cfg", text, start), vocabulary, lambda: cls(compile_grammar(text, start), vocabulary)
-        )
 
     # -- the Guide protocol -----------------------------------------------------------------
 

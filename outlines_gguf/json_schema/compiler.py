@@ -24,16 +24,11 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from outlines_gguf import dfa_cache
 from outlines_gguf.automata.ops import DFAProductTooLargeError, difference, intersect
-from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
-from outlines_gguf.json_schema.leaves import FORMATS, NUMBER, UNENFORCEABLE_FORMATS, integer_range, number_range
-from outlines_gguf.json_schema.strings import layered_body
 from outlines_gguf.automata.regex import (
     MAX_CODEPOINT,
     MAX_DFA_STATES,
@@ -46,6 +41,15 @@ from outlines_gguf.automata.regex import (
     compile_budget,
     minimize,
 )
+from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
+from outlines_gguf.json_schema.leaves import (
+    FORMATS,
+    NUMBER,
+    UNENFORCEABLE_FORMATS,
+    integer_range,
+    number_range,
+)
+from outlines_gguf.json_schema.strings import layered_body
 
 DEFAULT_MAX_DEPTH = 3
 FREE_FORM_DEPTH = 2
@@ -1896,28 +1900,6 @@ def load_schema(schema: Any) -> tuple[Any, bool]:
     )
 
 
-def compile_json_schema(
-    schema: Any,
-    whitespace_pattern: str | None = None,
-    *,
-    max_depth: int = DEFAULT_MAX_DEPTH,
-    lenient: bool = False,
-    extra_properties: bool | None = None,
-) -> ByteDFA:
-    """Compile a JSON Schema (dict, JSON text or Pydantic model) to a :class:`ByteDFA`.
-
-    ``max_depth`` bounds recursion through ``$ref`` and the nesting of
-    free-form values (``{}``, additional properties). ``extra_properties``:
-    None follows the schema (additional properties are allowed where the
-    schema does not forbid them, as JSON Schema says; for a Pydantic model
-    they are not generated, since Pydantic ignores them). Raises
-    :class:`SchemaError` (a ``ValueError``) naming the keyword and its path
-    for what cannot be enforced, unless ``lenient``. Results are cached.
-    """
-    canonical, extra = prepare_schema(schema, extra_properties)
-    return compile_canonical(canonical, whitespace_pattern, max_depth, lenient, extra)
-
-
 def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[str, bool | None]:
     """The schema's canonical JSON text and the effective ``extra_properties``
     (a Pydantic model gets no extra properties unless asked: Pydantic ignores them)."""
@@ -1940,23 +1922,7 @@ def canonical_schema(root: Any) -> str:
 _MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, ZeroDivisionError)
 
 
-@lru_cache(maxsize=128)
-def compile_canonical(
-    canonical: str, whitespace_pattern: str | None, max_depth: int, lenient: bool, extra: bool | None
-) -> ByteDFA:
-    """Compile a schema given as canonical JSON text (cached; see :func:`compile_json_schema`)."""
-    if whitespace_pattern is not None:
-        try:
-            re.compile(whitespace_pattern)
-        except re.error as exc:
-            raise SchemaError(f"invalid whitespace_pattern: {exc}") from exc
-    key = json.dumps([canonical, whitespace_pattern, max_depth, lenient, extra], ensure_ascii=False)
-    return dfa_cache.cached(
-        "json", key, lambda: _compile(canonical, whitespace_pattern, max_depth, lenient, extra)
-    )
-
-
-def _compile(
+def schema_to_dfa(
     canonical: str, whitespace_pattern: str | None, max_depth: int, lenient: bool, extra: bool | None
 ) -> ByteDFA:
     ws = Whitespace.from_pattern(whitespace_pattern)

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from outlines_gguf.automata.regex import ByteDFA, compile_budget
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     ConstraintViolationError,
@@ -74,7 +75,6 @@ from outlines_gguf.json_schema.compiler import (
     of_types,
 )
 from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
-from outlines_gguf.automata.regex import ByteDFA, compile_budget
 from outlines_gguf.tokens.trie import TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
@@ -889,5 +889,5 @@ def _walk_narrow(
 def split_schema(
     canonical: str, whitespace_pattern: str | None, lenient: bool, extra: bool | None
 ) -> SplitSchema:
-    """The split schema for canonical JSON text (see :func:`~outlines_gguf.json_schema.compiler.prepare_schema`)."""
+    """The split schema for canonical JSON text (see :func:`.compiler.prepare_schema`)."""
     return SplitSchema(json.loads(canonical), whitespace_pattern, lenient, extra)

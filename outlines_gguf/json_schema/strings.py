@@ -30,7 +30,9 @@ subset, as ``MAX_LENGTH_CAP`` caps plain strings)."""
 def _char_dfa() -> tuple[np.ndarray, int]:
     """The one-character automaton of a JSON string (start 0) and its accepting state, which
     has no way out: a character is complete there."""
-    from outlines_gguf.json_schema.compiler import any_string_char  # the JSON character, defined with the schema compiler
+    from outlines_gguf.json_schema.compiler import (
+        any_string_char,  # the JSON character, defined with the schema compiler
+    )
 
     helper = NFABuilder("string character")
     char = helper.build(any_string_char(helper))

@@ -23,9 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from outlines_gguf.compiler import cached_guide, compile_canonical, grammar_guide, regex_guide
 from outlines_gguf.errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
-from outlines_gguf.guides.base import Guide, RegexGuide, cached_guide
-from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, SchemaError, compile_canonical, prepare_schema
+from outlines_gguf.guides.base import Guide, RegexGuide
+from outlines_gguf.json_schema.compiler import (
+    DEFAULT_MAX_DEPTH,
+    SchemaError,
+    prepare_schema,
+)
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
@@ -197,7 +202,7 @@ class RegexLogitsProcessor(GuideLogitsProcessor):
     def __init__(self, pattern: str, tokenizer: Any) -> None:
         vocabulary = as_vocabulary(tokenizer)
         self.pattern = pattern
-        super().__init__(RegexGuide.from_regex(pattern, vocabulary), vocabulary)
+        super().__init__(regex_guide(pattern, vocabulary), vocabulary)
 
 
 class JSONLogitsProcessor(GuideLogitsProcessor):
@@ -209,7 +214,7 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
     after ``:`` and ``,``, which covers ``json.dumps`` output and compact
     JSON). Schemas we cannot enforce raise :class:`~outlines_gguf.SchemaError`
     here, naming the keyword and where it is, unless ``lenient=True``.
-    See :func:`~outlines_gguf.json_schema.compiler.compile_json_schema` for
+    See :func:`~outlines_gguf.compiler.compile_json_schema` for
     ``max_depth`` and ``extra_properties``.
 
     ``engine="pushdown"`` (the default, :mod:`~outlines_gguf.json_schema.pushdown`)
@@ -241,11 +246,10 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         if engine == "grammar":
             if whitespace_pattern is not None or lenient or extra:
                 raise SchemaError("engine='grammar' takes no whitespace_pattern, lenient or extra_properties")
-            from outlines_gguf.guides.grammar import CFGGuide
             from outlines_gguf.json_schema.lark_grammar import schema_to_lark
 
             self.grammar = schema_to_lark(self.schema)
-            super().__init__(CFGGuide.from_grammar(self.grammar, vocabulary), vocabulary)
+            super().__init__(grammar_guide(self.grammar, vocabulary), vocabulary)
             return
         if engine not in ("dfa", "pushdown"):
             raise ValueError(f"engine must be 'pushdown', 'dfa' or 'grammar', not {engine!r}")
@@ -282,8 +286,7 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     """
 
     def __init__(self, grammar: str, tokenizer: Any, *, start: str = "start") -> None:
-        from outlines_gguf.guides.grammar import CFGGuide
 
         vocabulary = as_vocabulary(tokenizer)
         self.grammar = grammar
-        super().__init__(CFGGuide.from_grammar(grammar, vocabulary, start), vocabulary)
+        super().__init__(grammar_guide(grammar, vocabulary, start), vocabulary)

@@ -50,9 +50,9 @@ def serve(config: ServerConfig) -> None:
     """
     import uvicorn
 
-    from outlines_gguf import guide
+    from outlines_gguf import compiler
 
-    guide.GUIDE_CACHE_SIZE = min(getattr(guide, "GUIDE_CACHE_SIZE", 64), LIBRARY_GUIDES_IN_A_SERVER)
+    compiler.GUIDE_CACHE_SIZE = min(compiler.GUIDE_CACHE_SIZE, LIBRARY_GUIDES_IN_A_SERVER)
     engine = Engine(config)
     try:
         uvicorn.run(create_app(engine), host=config.host, port=config.port, log_level="info")

@@ -28,7 +28,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outlines_gguf import __version__
 from outlines_gguf.server.constraints import CompileNeededError
-from outlines_gguf.server.engine import STREAM_POLL_S, ChoiceResult, Engine, Job, Prepared, client_key, merge_deltas
+from outlines_gguf.server.engine import (
+    STREAM_POLL_S,
+    ChoiceResult,
+    Engine,
+    Job,
+    Prepared,
+    client_key,
+    merge_deltas,
+)
 from outlines_gguf.server.errors import AUTHENTICATION, APIError, one_line, server_error
 from outlines_gguf.server.protocol import (
     ChatCompletionRequest,

@@ -17,7 +17,13 @@ from typing import Any
 
 from outlines_gguf.llama_cpp.model import LlamaCpp
 from outlines_gguf.server.errors import bad_request, one_line
-from outlines_gguf.server.tool_formats import ToolFormat, ToolSpec, detect_format, generic_system_prompt, history_arguments
+from outlines_gguf.server.tool_formats import (
+    ToolFormat,
+    ToolSpec,
+    detect_format,
+    generic_system_prompt,
+    history_arguments,
+)
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 RESERVED_TEMPLATE_ARGS = frozenset(

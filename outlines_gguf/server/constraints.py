@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from outlines_gguf import compiler
 from outlines_gguf.guides.base import Guide, RegexGuide
-from outlines_gguf.tokens.vocabulary import Vocabulary
 from outlines_gguf.server.errors import APIError, bad_request, one_line
 from outlines_gguf.server.protocol import _Request, extension
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 DEFAULT_CACHE_ENTRIES = 16
 """Compiled constraints kept per server (least recently used are dropped). A guide holds the masks
@@ -202,7 +203,7 @@ def regex_guide(cache: ConstraintCache, pattern: str, *, param: str, what: str =
 
     def build() -> RegexGuide:
         try:
-            return RegexGuide.from_regex(pattern, cache.vocabulary)
+            return compiler.regex_guide(pattern, cache.vocabulary)
         except (ValueError, RecursionError) as exc:
             raise compile_error(exc, param, what) from exc
 

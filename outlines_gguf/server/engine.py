@@ -49,7 +49,14 @@ from outlines_gguf.server.protocol import (
 from outlines_gguf.server.reasoning import ThinkPlan, ThinkTokens, first_bytes, think_plan
 from outlines_gguf.server.response import ResponseProcessor
 from outlines_gguf.server.shared_cache import SharedGuideFolder
-from outlines_gguf.server.tool_formats import FORMATS, ToolPlan, build_tool_plan, parse_tool_choice, parse_tools, trigger_token
+from outlines_gguf.server.tool_formats import (
+    FORMATS,
+    ToolPlan,
+    build_tool_plan,
+    parse_tool_choice,
+    parse_tools,
+    trigger_token,
+)
 
 logger = logging.getLogger("outlines_gguf.server")
 

@@ -34,9 +34,9 @@ import numpy as np
 
 from outlines_gguf.errors import ConstraintViolationError, ProcessorFailedError
 from outlines_gguf.guides.base import Guide
-from outlines_gguf.tokens.vocabulary import Vocabulary
 from outlines_gguf.server.reasoning import ThinkPlan, first_bytes, matched_prefix
 from outlines_gguf.server.tool_formats import ToolPlan
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 logger = logging.getLogger("outlines_gguf")
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from outlines_gguf.tokens.llama_rules import ATTR_CONTROL, ATTR_UNKNOWN, ATTR_UNUSED, derive_tokenizer
 from outlines_gguf.errors import VocabularyError
 from outlines_gguf.tokens.gguf import read_gguf_metadata
+from outlines_gguf.tokens.llama_rules import ATTR_CONTROL, ATTR_UNKNOWN, ATTR_UNUSED, derive_tokenizer
 
 if TYPE_CHECKING:
     from outlines_gguf.tokens.text import TextTokens
@@ -252,6 +252,10 @@ class Vocabulary:
                 trie = cache.setdefault(key, trie)
         return trie
 
+    def clear_class_tries(self) -> None:
+        """Forget the byte-class tries (:meth:`class_trie`); the next guide rebuilds its own."""
+        self.__dict__.pop("_class_tries", None)
+
     def decode(self, ids: Iterable[int]) -> bytes:
         """The bytes a sequence of token ids writes (special ids write nothing)."""
         tokens = self.tokens
@@ -297,6 +301,11 @@ def as_vocabulary(tokenizer: Any) -> Vocabulary:
 
 
 _GGUF_CACHE: dict[tuple[str, float, int], Vocabulary] = {}
+
+
+def clear_gguf_cache() -> None:
+    """Forget the vocabularies read from GGUF files."""
+    _GGUF_CACHE.clear()
 
 
 def _cached_gguf_vocabulary(path: str) -> Vocabulary:

@@ -1,0 +1,150 @@
+"""Constraint + vocabulary -> guide, and the one owner of every cache.
+
+The layers below are pure: ``automata`` turns a regex into a DFA, ``json_schema``
+a schema into automata, ``grammar`` a Lark grammar into tables, ``guides`` an
+automaton and a vocabulary into token masks. Compiling is costly, so this
+module memoizes what they build, in memory (LRU) and, for DFAs, on disk
+(:mod:`outlines_gguf.disk_cache`). :func:`clear_caches` empties all of it: a
+benchmark's cold start, or a test that must not see another's work.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from outlines_gguf import disk_cache
+from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
+from outlines_gguf.errors import RegexError
+from outlines_gguf.grammar.compiled import Grammar, terminal_dfa
+from outlines_gguf.guides.base import RegexGuide
+from outlines_gguf.guides.grammar import CFGGuide
+from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, SchemaError, prepare_schema, schema_to_dfa
+from outlines_gguf.tokens.text import starts_plain_char
+from outlines_gguf.tokens.vocabulary import Vocabulary, clear_gguf_cache
+
+# -- automata ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def compile_regex(pattern: str) -> ByteDFA:
+    """Compile ``pattern`` (Python ``re`` syntax, full match) to a :class:`ByteDFA` (cached).
+
+    Raises :class:`RegexError` for invalid or unsupported syntax,
+    :class:`EmptyLanguageError` when no string matches, and
+    :class:`ConstraintTooComplexError` past the documented size limits.
+    """
+    if not isinstance(pattern, str):
+        raise RegexError(f"a regex must be a str, got {type(pattern).__name__}")
+    return disk_cache.cached("regex", pattern, lambda: regex_to_dfa(pattern))
+
+
+def compile_json_schema(
+    schema: Any,
+    whitespace_pattern: str | None = None,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    lenient: bool = False,
+    extra_properties: bool | None = None,
+) -> ByteDFA:
+    """Compile a JSON Schema (dict, JSON text or Pydantic model) to one whole-schema :class:`ByteDFA`.
+
+    ``max_depth`` bounds recursion through ``$ref`` and the nesting of
+    free-form values (``{}``, additional properties). ``extra_properties``:
+    None follows the schema (additional properties are allowed where the
+    schema does not forbid them, as JSON Schema says; for a Pydantic model
+    they are not generated, since Pydantic ignores them). Raises
+    :class:`SchemaError` (a ``ValueError``) naming the keyword and its path
+    for what cannot be enforced, unless ``lenient``. Results are cached.
+    """
+    canonical, extra = prepare_schema(schema, extra_properties)
+    return compile_canonical(canonical, whitespace_pattern, max_depth, lenient, extra)
+
+
+@lru_cache(maxsize=128)
+def compile_canonical(
+    canonical: str, whitespace_pattern: str | None, max_depth: int, lenient: bool, extra: bool | None
+) -> ByteDFA:
+    """Compile a schema given as canonical JSON text (cached; see :func:`compile_json_schema`)."""
+    if whitespace_pattern is not None:
+        try:
+            re.compile(whitespace_pattern)
+        except re.error as exc:
+            raise SchemaError(f"invalid whitespace_pattern: {exc}") from exc
+    key = json.dumps([canonical, whitespace_pattern, max_depth, lenient, extra], ensure_ascii=False)
+    return disk_cache.cached(
+        "json", key, lambda: schema_to_dfa(canonical, whitespace_pattern, max_depth, lenient, extra)
+    )
+
+
+@lru_cache(maxsize=64)
+def compile_grammar(text: str, start: str = "start") -> Grammar:
+    """Compile a Lark grammar (cached per text). Raises :class:`GrammarError` with the location."""
+    return Grammar(text, start)
+
+
+# -- guides -----------------------------------------------------------------------------------
+
+GUIDE_CACHE_SIZE = 64
+"""How many compiled guides are kept per process (least recently used are dropped)."""
+
+_G = TypeVar("_G")
+_guides: OrderedDict[tuple[str, Hashable], object] = OrderedDict()
+_guides_lock = threading.Lock()
+
+
+def cached_guide(key: Hashable, vocabulary: Vocabulary, build: Callable[[], _G]) -> _G:
+    """Return the guide cached under (vocabulary hash, key), building it on a miss."""
+    full_key = (vocabulary.hash, key)
+    with _guides_lock:
+        guide = _guides.get(full_key)
+        if guide is not None:
+            _guides.move_to_end(full_key)
+            return guide  # type: ignore[return-value]  # the key names the guide's type
+    guide = build()
+    with _guides_lock:
+        _guides[full_key] = guide
+        while len(_guides) > GUIDE_CACHE_SIZE:
+            _guides.popitem(last=False)
+    return guide
+
+
+def regex_guide(pattern: str, vocabulary: Vocabulary) -> RegexGuide:
+    """The guide for ``pattern``, shared through the guide cache."""
+    return cached_guide(
+        ("regex", pattern), vocabulary, lambda: RegexGuide(compile_regex(pattern), vocabulary)
+    )
+
+
+def grammar_guide(text: str, vocabulary: Vocabulary, start: str = "start") -> CFGGuide:
+    """The guide for a Lark grammar, shared through the guide cache."""
+    return cached_guide(
+        ("cfg", text, start), vocabulary, lambda: CFGGuide(compile_grammar(text, start), vocabulary)
+    )
+
+
+def clear_guide_cache() -> None:
+    """Drop every cached guide (and the masks they hold)."""
+    with _guides_lock:
+        _guides.clear()
+
+
+def clear_caches(*vocabularies: Vocabulary) -> None:
+    """Forget everything compiled in this process: guides, DFAs, grammars, GGUF vocabularies,
+    and the byte-class tries of the ``vocabularies`` given (a fresh process's cold start).
+
+    Kept: process-wide tables that do not depend on a constraint (Unicode classes, UTF-8
+    plans, the shared JSON pieces of ``NFABuilder.shared``). The disk cache is left
+    alone (``disk_cache.clear()`` empties it).
+    """
+    clear_guide_cache()
+    for cache in (compile_regex, compile_canonical, compile_grammar, terminal_dfa, starts_plain_char):
+        cache.cache_clear()
+    clear_gguf_cache()
+    for vocabulary in vocabularies:
+        vocabulary.clear_class_tries()
