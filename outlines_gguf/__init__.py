@@ -29,13 +29,13 @@ from outlines_gguf.errors import (
     ProcessorFailedError,
     PromptTooLongError,
     RegexError,
+    SchemaError,
     VocabularyError,
 )
 from outlines_gguf.grammar import shipped as grammars
 from outlines_gguf.grammar.compiled import Grammar
 from outlines_gguf.guides.base import RegexGuide, TokenMask
 from outlines_gguf.guides.grammar import CFGGuide
-from outlines_gguf.json_schema.compiler import SchemaError
 from outlines_gguf.llama_cpp import model as models
 from outlines_gguf.llama_cpp.processors import (
     CFGLogitsProcessor,

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 from outlines_gguf import disk_cache
 from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
-from outlines_gguf.errors import RegexError
+from outlines_gguf.errors import RegexError, SchemaError
 from outlines_gguf.grammar.compiled import Grammar, terminal_dfa
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.guides.grammar import CFGGuide
-from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, SchemaError, prepare_schema, schema_to_dfa
+from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema, schema_to_dfa
 from outlines_gguf.tokens.text import starts_plain_char
 from outlines_gguf.tokens.vocabulary import Vocabulary, clear_gguf_cache
 

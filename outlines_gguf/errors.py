@@ -80,3 +80,15 @@ class IncompleteGenerationError(OutlinesGGUFError, RuntimeError):
         self.text = text
         self.token_ids = token_ids
         self.reason = reason
+
+
+class SchemaError(OutlinesGGUFError, ValueError):
+    """The schema is malformed or uses a keyword we cannot enforce; ``path`` says where."""
+
+    def __init__(self, message: str, path: str = "#") -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class DFAProductTooLargeError(ConstraintTooComplexError):
+    """A product of automata (``allOf``, ``not``) would exceed ``automata.ops.MAX_PRODUCT_STATES``."""

@@ -43,7 +43,7 @@ def _parse_bool(text: str) -> bool:
     return text == "True"
 
 
-FORMATS: dict[type, Format] = {
+TYPE_FORMATS: dict[type, Format] = {
     fmt.python_type: fmt
     for fmt in (
         Format(int, INTEGER, int),
@@ -58,8 +58,8 @@ FORMATS: dict[type, Format] = {
 
 def format_for(python_type: type) -> Format:
     """The :class:`Format` of ``python_type``; ``ValueError`` for types without one."""
-    fmt = FORMATS.get(python_type)
+    fmt = TYPE_FORMATS.get(python_type)
     if fmt is None:
-        names = ", ".join(t.__name__ for t in FORMATS)
+        names = ", ".join(t.__name__ for t in TYPE_FORMATS)
         raise ValueError(f"generate.format supports {names}; got {python_type!r}")
     return fmt

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from outlines_gguf import ConstraintTooComplexError, SchemaError, compile_json_schema
-from outlines_gguf.json_schema.leaves import FORMATS, integer_range, number_range
+from outlines_gguf.json_schema.leaves import STRING_FORMATS, integer_range, number_range
 
 CASES = [
     ({"type": "integer", "minimum": 3, "maximum": 120}, ["3", "120", "45"], ["2", "121", "-1", "4.5", "03"]),
@@ -307,7 +307,7 @@ def test_format_regexes_produce_parseable_values() -> None:
         "uri": "https://example.com/a?b=c#d",
     }
     for name, text in samples.items():
-        assert re.fullmatch(FORMATS[name], text), name
+        assert re.fullmatch(STRING_FORMATS[name], text), name
     datetime.datetime.fromisoformat("2024-02-29T23:59:59.123+05:30")
     ipaddress.IPv6Address(samples["ipv6"])
     uuid.UUID("123e4567-e89b-12d3-a456-426614174000")

@@ -25,11 +25,11 @@ from outlines_gguf.server.reasoning import ThinkPlan, matched_prefix, overrunnin
 from outlines_gguf.server.response import ResponseProcessor
 from outlines_gguf.server.tool_formats import (
     EMPTY_PARAMETERS,
-    FORMATS,
     GENERIC,
     HERMES,
     LLAMA3,
     MISTRAL,
+    TOOL_FORMATS,
     build_tool_plan,
     detect_format,
     parse_tool_choice,
@@ -268,7 +268,7 @@ def test_detect_format() -> None:
     assert detect_format("[AVAILABLE_TOOLS] ... [TOOL_CALLS] ...") is MISTRAL
     assert detect_format("<|start_header_id|>ipython ... <|python_tag|>") is LLAMA3
     assert detect_format('<|start_header_id|> {"name": function name, "parameters": ...}') is LLAMA3
-    assert set(FORMATS) == {"hermes", "llama3", "mistral", "generic"}
+    assert set(TOOL_FORMATS) == {"hermes", "llama3", "mistral", "generic"}
 
 
 def test_tools_and_tool_choice_checks() -> None:

@@ -13,15 +13,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from outlines_gguf.automata.regex import ByteDFA, minimize, spend
-from outlines_gguf.errors import ConstraintTooComplexError
+from outlines_gguf.errors import DFAProductTooLargeError
 
 MAX_PRODUCT_STATES = 50_000
 PRODUCT_STATE_WORK = 400
 """Work units (see ``automata.regex.MAX_COMPILE_WORK``) charged per product state (about 0.1 ms each)."""
-
-
-class DFAProductTooLargeError(ConstraintTooComplexError):
-    """The product automaton would exceed :data:`MAX_PRODUCT_STATES`."""
 
 
 def _product(

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from outlines_gguf.automata.ops import DFAProductTooLargeError, difference, intersect
+from outlines_gguf.automata.ops import difference, intersect
 from outlines_gguf.automata.regex import (
     MAX_CODEPOINT,
     MAX_DFA_STATES,
@@ -41,10 +41,16 @@ from outlines_gguf.automata.regex import (
     compile_budget,
     minimize,
 )
-from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
+from outlines_gguf.errors import (
+    ConstraintTooComplexError,
+    DFAProductTooLargeError,
+    EmptyLanguageError,
+    OutlinesGGUFError,
+    SchemaError,
+)
 from outlines_gguf.json_schema.leaves import (
-    FORMATS,
     NUMBER,
+    STRING_FORMATS,
     UNENFORCEABLE_FORMATS,
     integer_range,
     number_range,
@@ -66,13 +72,6 @@ MAX_ITEMS_CAP = 64
 """Likewise for ``maxItems`` (each counted item is a copy of the item's automaton), and
 for ``maxProperties`` above both this and the number of declared properties."""
 
-
-class SchemaError(OutlinesGGUFError, ValueError):
-    """The schema is malformed or uses a keyword we cannot enforce; ``path`` says where."""
-
-    def __init__(self, message: str, path: str = "#") -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
 
 
 ANNOTATIONS = frozenset(
@@ -816,7 +815,7 @@ class _Compiler:
                 raise self.fail(f"{name} must be a non-negative integer", path)
         pattern = schema.get("pattern")
         fmt = schema.get("format")
-        fmt_regex = FORMATS.get(fmt) if isinstance(fmt, str) else None
+        fmt_regex = STRING_FORMATS.get(fmt) if isinstance(fmt, str) else None
         quote = '"'
         if pattern is None and fmt_regex is None:
             if max_len is not None:

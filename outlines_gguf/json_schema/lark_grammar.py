@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from outlines_gguf.json_schema.compiler import SchemaError, load_schema
+from outlines_gguf.errors import SchemaError
+from outlines_gguf.json_schema.compiler import load_schema
 
 _ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
                 "definitions", "deprecated", "readOnly", "writeOnly"}

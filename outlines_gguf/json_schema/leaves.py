@@ -193,7 +193,7 @@ _IPV6 = (
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 _URI_CHAR = r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
 
-FORMATS: dict[str, str] = {
+STRING_FORMATS: dict[str, str] = {
     "date": DATE,
     "time": TIME,
     "date-time": DATE + "T" + TIME,
@@ -207,15 +207,15 @@ FORMATS: dict[str, str] = {
 }
 """Regexes for the string formats we enforce (content of the JSON string)."""
 _JSON_POINTER = r"(?:/(?:[^~/]|~[01])*)*"
-FORMATS.update(
+STRING_FORMATS.update(
     {
         # the broader formats get a valid subset: an absolute URI is also a URI reference and
         # an IRI, an ASCII address or host name is also an internationalized one
-        "uri-reference": FORMATS["uri"],
-        "iri": FORMATS["uri"],
-        "iri-reference": FORMATS["uri"],
-        "idn-email": FORMATS["email"],
-        "idn-hostname": FORMATS["hostname"],
+        "uri-reference": STRING_FORMATS["uri"],
+        "iri": STRING_FORMATS["uri"],
+        "iri-reference": STRING_FORMATS["uri"],
+        "idn-email": STRING_FORMATS["email"],
+        "idn-hostname": STRING_FORMATS["hostname"],
         "json-pointer": _JSON_POINTER,
         "relative-json-pointer": rf"(?:0|[1-9][0-9]*)(?:#|{_JSON_POINTER})",
     }

@@ -24,13 +24,9 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf.compiler import cached_guide, compile_canonical, grammar_guide, regex_guide
-from outlines_gguf.errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
+from outlines_gguf.errors import ConcurrentUseError, ProcessorFailedError, SchemaError, VocabularyError
 from outlines_gguf.guides.base import Guide, RegexGuide
-from outlines_gguf.json_schema.compiler import (
-    DEFAULT_MAX_DEPTH,
-    SchemaError,
-    prepare_schema,
-)
+from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")

@@ -50,7 +50,7 @@ from outlines_gguf.server.reasoning import ThinkPlan, ThinkTokens, first_bytes, 
 from outlines_gguf.server.response import ResponseProcessor
 from outlines_gguf.server.shared_cache import SharedGuideFolder
 from outlines_gguf.server.tool_formats import (
-    FORMATS,
+    TOOL_FORMATS,
     ToolPlan,
     build_tool_plan,
     parse_tool_choice,
@@ -284,9 +284,10 @@ class Engine:
                 )
             shared = SharedGuideFolder(config.cache_dir, config.cache_key, self.vocabulary)
         self.cache = ConstraintCache(self.vocabulary, config.cache_entries, shared)
-        if config.tool_format is not None and config.tool_format not in FORMATS:
-            raise ValueError(f"tool format must be one of {', '.join(FORMATS)}, got {config.tool_format!r}")
-        self.renderer = ChatRenderer(first, FORMATS[config.tool_format] if config.tool_format else None)
+        if config.tool_format is not None and config.tool_format not in TOOL_FORMATS:
+            known = ", ".join(TOOL_FORMATS)
+            raise ValueError(f"tool format must be one of {known}, got {config.tool_format!r}")
+        self.renderer = ChatRenderer(first, TOOL_FORMATS[config.tool_format] if config.tool_format else None)
         self.tool_format = self.renderer.tool_format
         self.trigger_id = trigger_token(self.tool_format, self.tokenize_raw)
         self.think_tokens = ThinkTokens.of(self.vocabulary, self.tokenize_raw)  # tables now, not per request

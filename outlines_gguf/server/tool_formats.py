@@ -164,7 +164,7 @@ GENERIC = ToolFormat(
     end="",
     args_key="arguments",
 )
-FORMATS = {f.name: f for f in (HERMES, LLAMA3, MISTRAL, GENERIC)}
+TOOL_FORMATS = {f.name: f for f in (HERMES, LLAMA3, MISTRAL, GENERIC)}
 
 
 def detect_format(template: str | None) -> ToolFormat:
