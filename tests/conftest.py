@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,8 @@ if "OUTLINES_GGUF_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
+# tests/support/ holds what several test modules import (sampling loops, strategies, workers)
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 MODELS = Path(os.environ.get("OUTLINES_GGUF_MODELS", ROOT / "models"))
 VOCABS = MODELS / "vocab"
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from outlines_gguf import ByteDFA, OutlinesGGUFError
 
-CORPUS = Path(__file__).resolve().parent / "corpus"
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 
 HANG_SECONDS = 30.0
 """A compile that runs this long counts as a hang. The work budget stops the worst

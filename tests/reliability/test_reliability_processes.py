@@ -78,7 +78,7 @@ def test_a_spawned_pool_computes_the_same_masks() -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=ROOT / "tests",
+        cwd=ROOT / "tests" / "support",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "same masks in parent and children" in done.stdout
