@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf.compiler import cached_guide, compile_canonical, grammar_guide, regex_guide
-from outlines_gguf.errors import ConcurrentUseError, ProcessorFailedError, SchemaError, VocabularyError
+from outlines_gguf.errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
 from outlines_gguf.guides.base import Guide, RegexGuide
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
@@ -218,10 +218,7 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
     small automaton when generation first reaches it, with a return stack:
     recursion and free-form values nest to any depth (``max_depth`` is not
     used). ``engine="dfa"`` compiles the whole schema into one DFA (recursion
-    unrolled to ``max_depth``; compiled schemas cached on disk);
-    ``engine="grammar"`` writes it as a Lark grammar
-    (:func:`~outlines_gguf.json_schema.lark_grammar.schema_to_lark`), with a smaller
-    keyword set.
+    unrolled to ``max_depth``; compiled schemas cached on disk).
     """
 
     def __init__(
@@ -239,16 +236,8 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         canonical, extra = prepare_schema(schema, extra_properties)
         self.schema = json.loads(canonical)
         self.pydantic_model = schema if isinstance(schema, type) else None
-        if engine == "grammar":
-            if whitespace_pattern is not None or lenient or extra:
-                raise SchemaError("engine='grammar' takes no whitespace_pattern, lenient or extra_properties")
-            from outlines_gguf.json_schema.lark_grammar import schema_to_lark
-
-            self.grammar = schema_to_lark(self.schema)
-            super().__init__(grammar_guide(self.grammar, vocabulary), vocabulary)
-            return
         if engine not in ("dfa", "pushdown"):
-            raise ValueError(f"engine must be 'pushdown', 'dfa' or 'grammar', not {engine!r}")
+            raise ValueError(f"engine must be 'pushdown' or 'dfa', not {engine!r}")
         if engine == "pushdown":
             from outlines_gguf.json_schema.pushdown import PushdownGuide, split_schema
 
