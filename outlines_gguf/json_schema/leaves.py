@@ -142,8 +142,8 @@ def number_range(
     parts: list[str] = []
     # x >= 0 (or x > 0 side): magnitude bounds are the same numbers
     if hi_v is None or hi_v > 0 or (hi_v == 0 and not hi[1]):
-        low = lo if lo_v is not None and lo_v >= 0 else None
-        parts += _magnitudes(low, None if hi_v is None else hi)
+        low = (lo_v, lo[1]) if lo_v is not None and lo_v >= 0 else None
+        parts += _magnitudes(low, None if hi_v is None else (hi_v, hi[1]))
     # x < 0: magnitude |x| > 0 with bounds mirrored
     if lo_v is None or lo_v < 0:
         mag_hi = None if lo_v is None else (-lo_v, lo[1])

@@ -99,7 +99,7 @@ class ResponseProcessor:
         self._forced_at = 0
         self._fork: list[tuple[str, np.ndarray]] = []
         self._guide: Guide | None = None
-        self._state: Hashable = None
+        self._state: Any = None  # the current guide's state (each guide has its own type)
         self._seg = bytearray()
 
     @property
