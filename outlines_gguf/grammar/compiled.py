@@ -29,7 +29,8 @@ import numpy as np
 
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
-from outlines_gguf.automata.regex import ByteDFA, compile_regex
+from outlines_gguf.automata.lookaround import PendingLookaheadError, needs_assertions
+from outlines_gguf.automata.regex import ByteDFA, NFABuilder, compile_budget, compile_regex
 
 try:  # Python >= 3.11
     import re._parser as _sre_parse  # type: ignore[import-not-found]
@@ -45,10 +46,6 @@ Config = tuple[int, int]
 
 END = "$END"
 
-# lark's common.ESCAPED_STRING relies on a lazy match and a lookbehind; this
-# is the same set of strings with the same first match, written for a DFA.
-_ESCAPED_STRING = r'".*?(?<!\\)(\\\\)*?"'
-_ESCAPED_STRING_DFA = r'"(?:[^"\\\n]|\\[^\n])*"'
 
 EXAMPLE_SEARCH_LIMIT = 20_000
 """How many configurations the emptiness check explores before giving up (then it assumes non-empty)."""
@@ -81,6 +78,17 @@ def _shortest_match(dfa: ByteDFA) -> ByteDFA:
     return ByteDFA(table, dfa.accepting.copy())
 
 
+def _terminal_regex(name: str, regexp: str) -> ByteDFA:
+    """A terminal's regex as a DFA; lookarounds are compiled exactly as long as they stay
+    inside the terminal (lark's lexer would let a trailing lookahead see the next lexeme)."""
+    if not needs_assertions(list(_sre_parse.parse(regexp))):
+        return compile_regex(regexp)
+    label = f"terminal {name}"
+    with compile_budget(label):
+        builder = NFABuilder(label)
+        return builder.build(builder.regex(regexp, strict_lookahead=True))
+
+
 @lru_cache(maxsize=1024)
 def terminal_dfa(name: str, regexp: str) -> ByteDFA:
     """The byte DFA of a lark terminal, with the match lark's lexer would make.
@@ -89,11 +97,15 @@ def terminal_dfa(name: str, regexp: str) -> ByteDFA:
     longest match (the lexer's maximal munch), lazy ones the shortest, which
     is the DFA cut at its first accepting state.
     """
-    if regexp == _ESCAPED_STRING:
-        regexp = _ESCAPED_STRING_DFA
     try:
         lazy = _has_lazy_quantifier(regexp)
-        dfa = compile_regex(regexp)
+        dfa = _terminal_regex(name, regexp)
+    except PendingLookaheadError as exc:
+        raise GrammarError(
+            f"terminal {name} (/{regexp}/) cannot be enforced: its lookahead looks past the end of the "
+            "terminal into the next lexeme, which is not supported (a lookahead followed by more of the "
+            f"terminal is): {exc}"
+        ) from exc
     except RegexError as exc:
         raise GrammarError(f"terminal {name} (/{regexp}/) cannot be enforced: {exc}") from exc
     except re.error as exc:
