@@ -67,13 +67,20 @@ def check_membership(pattern: str, texts: list[str]) -> None:
     """Exact on ASCII texts and on all texts of patterns without word classes; sound everywhere."""
     dfa = dfa_or_none(pattern)
     wordy = any(w in pattern for w in (r"\w", r"\W", r"\b", r"\B"))
+    trust_regex = not REGEX_MODULE_BUG.search(pattern)
     for text in texts:
         by_re, by_regex = judged(pattern, text)
+        both = by_re and (by_regex or not trust_regex)
         got = accepts(dfa, text)
         if got:
-            assert by_re and by_regex, (pattern, text)
+            assert both, (pattern, text, by_re, by_regex)
         if text.isascii() or not wordy:
-            assert got == (by_re and by_regex), (pattern, text, got, by_re, by_regex)
+            assert got == both, (pattern, text, got, by_re, by_regex)
+
+
+REGEX_MODULE_BUG = re.compile(r"\[\^[^\]]+\]\|\[\^")
+"""The regex module (2026.11.19) fails alternatives of two negated classes: ``regex.fullmatch(
+"[^a]|[^b]", "a")`` is None; for such patterns ``re`` alone is the judge."""
 
 
 def texts_up_to(n: int, letters: list[str]) -> list[str]:
