@@ -3,9 +3,10 @@
 The pattern is parsed with Python's own ``re`` parser, so the syntax is
 exactly Python's. Characters become UTF-8 byte sequences, so a token that
 ends in the middle of a multi-byte character is handled like any other
-prefix. Constructs that are not regular (backreferences, lookarounds,
-conditionals, possessive and atomic groups) and anchors other than at the
-very start or end are rejected with :class:`RegexError`.
+prefix. Constructs that are not regular (backreferences, conditionals,
+possessive and atomic groups) are rejected with :class:`RegexError`;
+lookarounds, ``\\b``/``\\B`` and anchors other than at the very start or end
+are compiled by :mod:`.lookaround`.
 
 Character classes follow the intersection of Python's ``str`` and
 ``re.ASCII`` semantics, so every generated string fully matches the pattern
