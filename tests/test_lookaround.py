@@ -305,3 +305,19 @@ def test_trailing_lookahead_in_a_terminal_is_refused_by_name() -> None:
 def test_what_cannot_be_enforced_is_named(pattern: str, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         compile_regex(pattern)
+
+
+def test_json_lookbehind_never_starts_inside_an_escape() -> None:
+    """The text before a lookbehind is read in characters: the ``n`` of the escape ``\\n`` is
+    not a letter n (a byte-level ``Σ*`` in the watcher would say it is)."""
+    schema = {"type": "string", "pattern": r"^.(?<=n)x$"}
+    dfa = compile_json_schema(schema)
+    for value in ["\nx", "nx", "ax", "\\x", "\\nx", '"x']:
+        valid = jsonschema.Draft202012Validator(schema).is_valid(value)
+        assert dfa.matches(json.dumps(value).encode()) == valid, value
+
+
+def test_lookbehind_inside_lookahead_sees_the_text_before_it() -> None:
+    pattern = r"-?(?=.*\bb)[ab-]{0,4}"  # \b inside the lookahead looks behind the lookahead's start
+    check_membership(pattern, LOOK_TEXTS)
+    assert compile_regex(pattern).matches(b"-b") and not compile_regex(pattern).matches(b"ab")
