@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -67,7 +68,7 @@ def check_membership(pattern: str, texts: list[str]) -> None:
     """Exact on ASCII texts and on all texts of patterns without word classes; sound everywhere."""
     dfa = dfa_or_none(pattern)
     wordy = any(w in pattern for w in (r"\w", r"\W", r"\b", r"\B"))
-    trust_regex = not REGEX_MODULE_BUG.search(pattern)
+    trust_regex = not ("|" in pattern and pattern.count("[^") >= 2)  # see REGEX_MODULE_BUG
     for text in texts:
         by_re, by_regex = judged(pattern, text)
         both = by_re and (by_regex or not trust_regex)
@@ -78,9 +79,15 @@ def check_membership(pattern: str, texts: list[str]) -> None:
             assert got == both, (pattern, text, got, by_re, by_regex)
 
 
-REGEX_MODULE_BUG = re.compile(r"\[\^[^\]]+\]\|\[\^")
-"""The regex module (2026.11.19) fails alternatives of two negated classes: ``regex.fullmatch(
-"[^a]|[^b]", "a")`` is None; for such patterns ``re`` alone is the judge."""
+REGEX_MODULE_BUG = ("[^a]|[^b]", "a")
+"""The regex module (2026.11.19) fails alternatives of negated classes: ``regex.fullmatch(
+"[^a]|[^b]", "a")`` is None, also with lookbehinds in front of the classes; for patterns with an
+alternation and two negated classes ``re`` alone is the judge."""
+
+
+def test_the_regex_module_bug_is_still_there() -> None:
+    """If this fails, the regex module was fixed: drop the exception in check_membership."""
+    assert re.fullmatch(*REGEX_MODULE_BUG) and not regex.fullmatch(*REGEX_MODULE_BUG)
 
 
 def texts_up_to(n: int, letters: list[str]) -> list[str]:
@@ -282,10 +289,65 @@ def test_lark_terminals_with_lookarounds_agree_with_lark(text: str, pieces: list
     assert agreed > 50  # the sample holds sentences, not only rejections
 
 
-def test_trailing_lookahead_in_a_terminal_is_refused_by_name() -> None:
-    with pytest.raises(GrammarError, match=r"terminal OP .*lookahead looks past the end"):
-        terminal_dfa("OP", r"[+*]|[?](?![a-z])")
-    assert terminal_dfa("INNER", r"a(?=b)b").matches(b"ab")  # a lookahead inside the terminal is fine
+OP_GRAMMAR = r"""
+start: item+
+item: RULE OP?
+RULE: /!?[_?]?[a-z][_a-z0-9]*/
+OP: /[+*]|[?](?![a-z])/
+%ignore " "
+"""
+
+
+def test_trailing_lookahead_reads_the_next_lexeme_like_lark() -> None:
+    """lark.lark's OP: ``?`` is an operator only if no letter follows (``a?b`` is RULE ``?b``)."""
+    grammar = compile_grammar(OP_GRAMMAR)
+    parser = Lark(OP_GRAMMAR, parser="lalr")
+    pieces = ["a", "b", "?", "+", " ", "_", "!", "Z"]
+    sentences = 0
+    for k in range(6):
+        for chars in itertools.product(pieces, repeat=k):
+            text = "".join(chars)
+            try:
+                parser.parse(text)
+                by_lark = True
+            except LarkError:
+                by_lark = False
+            assert grammar.accepts(text.encode()) == by_lark, text
+            sentences += by_lark
+    assert sentences > 1000
+    assert grammar.accepts(b"a?b") and grammar.accepts(b"a? b") and grammar.accepts(b"a?")
+
+
+def test_lark_own_grammar_compiles_and_never_accepts_what_lark_rejects() -> None:
+    """lark.lark (OP with a trailing lookahead, REGEXP with an inner one and a lazy repeat)."""
+    import lark
+
+    text = (Path(lark.__file__).parent / "grammars" / "lark.lark").read_text()
+    grammar = compile_grammar(text)
+    parser = Lark(text, parser="lalr")
+    pieces = ["a", "b", "?", "+", " ", ":", "A", "\n", "/x/", "/", '"s"', "|", "(", ")", "_"]
+    rng = np.random.default_rng(5)
+    candidates = ["".join(rng.choice(pieces, size=int(rng.integers(1, 10)))) for _ in range(2500)]
+    candidates += ["a: b?c\n", "a: b? c\n", "a: b?\n", "a: /x/?\n", 'A: "s"+\n', "a: (b|c)*\n"]
+    agree = 0
+    for candidate in candidates:
+        try:
+            parser.parse(candidate)
+            by_lark = True
+        except LarkError:
+            by_lark = False
+        ours = grammar.accepts(candidate.encode())
+        assert not ours or by_lark, candidate
+        # the only texts we refuse: lark backtracks from COMMENT's leading \s* (a documented limit)
+        assert ours == by_lark or " \n" in candidate or " /" in candidate, candidate
+        agree += ours == by_lark
+    assert grammar.accepts(b"a: b?c\n") and grammar.accepts(b"a: b? c\n")
+
+
+def test_lookahead_past_more_than_one_byte_is_refused_by_name() -> None:
+    with pytest.raises(GrammarError, match=r"terminal T .*more than one byte"):
+        terminal_dfa("T", r"a(?!bc)")
+    assert terminal_dfa("INNER", r"a(?=b)b").matches(b"ab")  # a lookahead inside the terminal
 
 
 # -- errors ------------------------------------------------------------------------------------------

@@ -39,11 +39,12 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-from outlines_gguf.errors import ConstraintTooComplexError, RegexError
+from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
 from outlines_gguf.automata.regex import (
     _ASCII_CATEGORIES,
     _CATEGORY,
@@ -63,6 +64,7 @@ from outlines_gguf.automata.regex import (
     _RegexTranslator,
     _short,
     _unicode_case_closure,
+    compile_budget,
     minimize,
     spend,
     sre_parse,
@@ -274,10 +276,13 @@ Obligation = tuple[bool, frozenset]  # (positive, threads of the body)
 class _Determinizer:
     """The subset construction over (watcher states, threads with obligations)."""
 
-    def __init__(self, shared: _Shared, fragment: Fragment, strict: bool) -> None:
+    def __init__(self, shared: _Shared, fragment: Fragment, strict: bool, trailing: bool = False) -> None:
         self.s = shared
         self.start, self.accept = fragment
         self.strict = strict
+        self.trailing = trailing  # a lexer terminal: a trailing lookahead may read one byte on
+        self.follow: np.ndarray | None = None
+        self.at_end: np.ndarray | None = None
         self.edges, self.eps = shared.nfa.edges, shared.nfa.eps
         self.universal = shared.universal
         self.done_thread: Thread = (self.universal, frozenset())
@@ -405,6 +410,29 @@ class _Determinizer:
             points.update(c)
         return sorted(points)
 
+    def next_watch(self, watch: tuple[int, ...], byte: int) -> tuple[int, ...]:
+        return tuple(
+            -1 if d is None or w < 0 else int(d.transitions[w, byte])
+            for d, w in zip(self.s.watchers, watch, strict=True)
+        )
+
+    def one_byte_on(self, ends: list[Thread], watch: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+        """For a match that ends with pending lookaheads: the bytes after which they are met,
+        and whether the end of the text meets them. Lookaheads that one more byte does not
+        decide raise :class:`PendingLookaheadError`."""
+        follow = np.zeros(256, dtype=bool)
+        for byte in range(256):
+            nxt_watch = self.next_watch(watch, byte)
+            moved = [self.step_obligations(obs, byte, nxt_watch) for _, obs in ends]
+            if any(m is not None and not m for m in moved):
+                follow[byte] = True
+            elif any(m for m in moved):
+                raise PendingLookaheadError(
+                    f"regex {_short(self.s.pattern)}: a lookahead at the end looks more than one byte "
+                    "past the end of the match"
+                )
+        return follow, any(self.ends_well(t, self.accept) for t in ends)
+
     def dfa(self) -> ByteDFA | None:
         watchers = self.s.watchers
         watch0 = tuple(-1 if d is None else 0 for d in watchers)
@@ -412,24 +440,29 @@ class _Determinizer:
         index = {first: 0}
         queue = [first]
         rows: list[np.ndarray] = []
-        accepting: list[bool] = []
+        accepting: list[int] = []  # 0: no; 1: yes; 2...: a trailing lookahead's signature
+        signatures: dict[tuple[bytes, bool], int] = {}
         while len(rows) < len(queue):
             watch, threads = queue[len(rows)]
             spend(STATE_WORK + THREAD_WORK * self.work)
             self.work = 0
             ends = [t for t in threads if t[0] == self.accept]
-            accepting.append(any(self.ends_well(t, self.accept) for t in ends))
-            if self.strict and ends and not any(not obs for _, obs in ends):
+            pending = bool(ends) and all(obs for _, obs in ends)
+            if pending and self.trailing:
+                follow, at_end = self.one_byte_on(ends, watch)
+                key_ = (follow.tobytes(), at_end)
+                label = signatures.setdefault(key_, len(signatures) + 2)
+                accepting.append(label if follow.any() or at_end else 0)
+            elif pending and self.strict:
                 raise PendingLookaheadError(
                     f"regex {_short(self.s.pattern)}: a lookahead at the end looks past the end of the match"
                 )
+            else:
+                accepting.append(int(any(self.ends_well(t, self.accept) for t in ends)))
             row = np.full(256, -1, dtype=np.int32)
             points = self.cuts(threads, watch)
             for a, b in itertools.pairwise(points):
-                nxt_watch = tuple(
-                    -1 if d is None or w < 0 else int(d.transitions[w, a])
-                    for d, w in zip(watchers, watch, strict=True)
-                )
+                nxt_watch = self.next_watch(watch, a)
                 after = self.step_all(threads, a, nxt_watch)
                 if not after:
                     continue
@@ -446,7 +479,20 @@ class _Determinizer:
                 row[a:b] = k
             rows.append(row)
         spend(THREAD_WORK * self.work)
-        return minimize(np.stack(rows), np.array(accepting, dtype=bool))
+        dfa = minimize(np.stack(rows), np.array(accepting, dtype=np.int64))  # merges equal labels only
+        if dfa is None:
+            return None
+        labels = dfa.accepting
+        if signatures:  # what may follow the match, per state
+            follow = np.zeros((labels.size, 256), dtype=bool)
+            at_end = np.zeros(labels.size, dtype=bool)
+            follow[labels == 1] = True
+            at_end[labels == 1] = True
+            for (row_bytes, ends_ok), label in signatures.items():
+                follow[labels == label] = np.frombuffer(row_bytes, dtype=bool)
+                at_end[labels == label] = ends_ok
+            self.follow, self.at_end = follow, at_end
+        return ByteDFA(dfa.transitions, labels > 0)
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -476,10 +522,58 @@ def compile_assertions(
             what = "a variable-width lookbehind is not supported"
             raise RegexError(f"regex {_short(pattern)}: {what}") from exc
         raise RegexError(f"invalid regex {_short(pattern)}: {exc}") from exc
+    return _determinized(builder, pattern, parsed, flags, multiline, chars, anchored, strict, False).dfa()
+
+
+def _determinized(
+    builder: NFABuilder,
+    pattern: str,
+    parsed: list,
+    flags: _Flags,
+    multiline: bool,
+    chars: Callable[[Ranges], Fragment],
+    anchored: bool,
+    strict: bool,
+    trailing: bool,
+) -> _Determinizer:
     shared = _Shared(builder, chars, pattern)
     translator = _AssertionTranslator(shared, False, multiline)
     try:
         fragment = translator.seq(parsed, flags, anchored, anchored)
-        return _Determinizer(shared, fragment, strict).dfa()
+        return _Determinizer(shared, fragment, strict, trailing)
     except RecursionError as exc:
         raise ConstraintTooComplexError(f"regex {_short(pattern)} is nested too deeply") from exc
+
+
+@dataclass(frozen=True)
+class Follow:
+    """What may come right after a lexeme that ends in each state of a terminal's DFA, for
+    a terminal whose trailing lookahead reads the next byte (``[?](?![a-z])``)."""
+
+    bytes: np.ndarray  # (n_states, 256) bool: the next byte may be this one
+    at_end: np.ndarray  # (n_states,) bool: the text may end here
+
+
+def compile_terminal(pattern: str, label: str) -> tuple[ByteDFA, Follow | None]:
+    """A lexer terminal with assertions: its DFA (a state accepts if the lexeme may end
+    there) and, if a lookahead at its end reads one byte of what follows, a :class:`Follow`.
+
+    A lookahead that needs more than one following byte raises :class:`PendingLookaheadError`.
+    """
+    with compile_budget(label):
+        parsed = sre_parse.parse(pattern)
+        gflags = parsed.state.flags
+        flags = _Flags(
+            ignorecase=bool(gflags & C.SRE_FLAG_IGNORECASE),
+            dotall=bool(gflags & C.SRE_FLAG_DOTALL),
+            ascii=bool(gflags & C.SRE_FLAG_ASCII),
+        )
+        multiline = bool(gflags & C.SRE_FLAG_MULTILINE)
+        builder = NFABuilder(label)
+        det = _determinized(builder, pattern, list(parsed), flags, multiline, builder.chars, True, True, True)
+        dfa = det.dfa()
+        if dfa is None:
+            raise EmptyLanguageError(f"{label} matches no string at all")
+        if det.follow is None or det.at_end is None:
+            return dfa, None
+        return dfa, Follow(det.follow, det.at_end)
