@@ -383,3 +383,13 @@ def test_lookbehind_inside_lookahead_sees_the_text_before_it() -> None:
     pattern = r"-?(?=.*\bb)[ab-]{0,4}"  # \b inside the lookahead looks behind the lookahead's start
     check_membership(pattern, LOOK_TEXTS)
     assert compile_regex(pattern).matches(b"-b") and not compile_regex(pattern).matches(b"ab")
+
+
+def test_trailing_lookahead_masks_match_lark() -> None:
+    """CFG masks with OP's lookahead: every allowed token completes to a sentence lark parses,
+    every forbidden one starts no sentence of up to 6 characters (test_cfg's oracle)."""
+    from test_cfg import check_masks, viable_prefixes
+
+    samples = ["a?b", "a? b", "a+ ?b", "!a* _b?"]
+    prefixes = viable_prefixes(OP_GRAMMAR, samples, limit=25)
+    assert check_masks(OP_GRAMMAR, "ab?+ _!", prefixes, 6, ["?a", "a?", "? ", "?b+"]) > 500
