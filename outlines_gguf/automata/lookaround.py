@@ -80,6 +80,7 @@ _REWRITES = {
     # Python's re (before 3.14) fails \B on an empty text, the regex module matches: both must hold
     C.AT_NON_BOUNDARY: rf"(?:(?<=\w)(?=\w)|(?<!\w)(?!\w)(?:(?<={_ANY})|(?={_ANY})))",
 }
+_WIDE_NON_BOUNDARY = r"(?:(?<=\w)(?=\w)|(?<!\w)(?!\w))"
 _LINE_REWRITES = {  # ^ and $ without and with re.MULTILINE
     (C.AT_BEGINNING, False): rf"(?<!{_ANY})",
     (C.AT_END, False): rf"(?=\n?(?!{_ANY}))",
@@ -201,7 +202,10 @@ class _AssertionTranslator(_RegexTranslator):
                 return self.empty()
             if av in (C.AT_END, C.AT_END_STRING) and at_end:
                 return self.empty()
-            text = _REWRITES.get(av) or _LINE_REWRITES.get((av, self.multiline))  # type: ignore[call-overload]
+            if av is C.AT_NON_BOUNDARY and self.negative:  # complemented: the wider (regex's) meaning
+                text = _WIDE_NON_BOUNDARY
+            else:
+                text = _REWRITES.get(av) or _LINE_REWRITES.get((av, self.multiline))  # type: ignore[call-overload]
             if text is None:
                 raise self.fail(f"the anchor {av}")
             return self.seq(list(sre_parse.parse(text)), flags, False, False)
