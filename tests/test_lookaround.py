@@ -395,7 +395,9 @@ def test_trailing_lookahead_masks_match_lark() -> None:
     assert check_masks(OP_GRAMMAR, "ab?+ _!", prefixes, 6, ["?a", "a?", "? ", "?b+"]) > 500
 
 
-@pytest.mark.parametrize("pattern", [r"\B", r"(?!\B)", r"(?=\B)", r"(?!(?!\B))", r"a(?!\B)", r"(?!\B)a", r"a*\Bb*"])
+@pytest.mark.parametrize(
+    "pattern", [r"\B", r"(?!\B)", r"(?=\B)", r"(?!(?!\B))", r"a(?!\B)", r"(?!\B)a", r"a*\Bb*"]
+)
 def test_non_boundary_on_the_empty_text_takes_both_judges(pattern: str) -> None:
     """re (3.11) fails \\B on an empty text, the regex module matches it: under a negation the
     wider meaning is complemented, so the DFA accepts only what both accept."""
