@@ -3,9 +3,10 @@
 The pattern is parsed with Python's own ``re`` parser, so the syntax is
 exactly Python's. Characters become UTF-8 byte sequences, so a token that
 ends in the middle of a multi-byte character is handled like any other
-prefix. Constructs that are not regular (backreferences, lookarounds,
-conditionals, possessive and atomic groups) and anchors other than at the
-very start or end are rejected with :class:`RegexError`.
+prefix. Constructs that are not regular (backreferences, conditionals,
+possessive and atomic groups) are rejected with :class:`RegexError`;
+lookarounds, ``\\b``/``\\B`` and anchors other than at the very start or end
+are compiled by :mod:`.lookaround`.
 
 Character classes follow the intersection of Python's ``str`` and
 ``re.ASCII`` semantics, so every generated string fully matches the pattern
@@ -492,12 +493,20 @@ class NFABuilder:
         return start, end
 
     def regex(
-        self, pattern: str, chars: Callable[[Ranges], Fragment] | None = None, *, anchored: bool = True
+        self,
+        pattern: str,
+        chars: Callable[[Ranges], Fragment] | None = None,
+        *,
+        anchored: bool = True,
+        strict_lookahead: bool = False,
     ) -> Fragment:
         """A Python regex (full match when ``anchored``) as a fragment.
 
         ``chars`` decides how a set of characters becomes bytes (default:
-        UTF-8); JSON strings pass one that writes the JSON escapes.
+        UTF-8); JSON strings pass one that writes the JSON escapes. Patterns
+        with lookarounds, ``\\b`` or inner anchors are compiled by
+        :mod:`.lookaround` (``strict_lookahead``: refuse a lookahead that looks
+        past the end of the match, as a lexer terminal's would).
         """
         spend(10 * len(pattern))
         try:
@@ -514,6 +523,17 @@ class NFABuilder:
             dotall=bool(gflags & C.SRE_FLAG_DOTALL),
             ascii=bool(gflags & C.SRE_FLAG_ASCII),
         )
+        from outlines_gguf.automata import lookaround
+
+        if lookaround.needs_assertions(list(parsed), anchored, anchored):
+            multiline = bool(gflags & C.SRE_FLAG_MULTILINE)
+            dfa = lookaround.compile_assertions(
+                self, pattern, list(parsed), flags, multiline, chars or self.chars, anchored,
+                strict=strict_lookahead,
+            )
+            if dfa is None:  # matches nothing: a fragment whose end cannot be reached
+                return self.nfa.state(), self.nfa.state()
+            return self.dfa(dfa)
         translator = _RegexTranslator(self, pattern, chars or self.chars)
         try:
             return translator.seq(list(parsed), flags, anchored, anchored)

@@ -27,6 +27,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from outlines_gguf.automata.lookaround import (
+    Follow,
+    PendingLookaheadError,
+    compile_terminal,
+    needs_assertions,
+)
 from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
@@ -45,10 +51,6 @@ Config = tuple[int, int]
 
 END = "$END"
 
-# lark's common.ESCAPED_STRING relies on a lazy match and a lookbehind; this
-# is the same set of strings with the same first match, written for a DFA.
-_ESCAPED_STRING = r'".*?(?<!\\)(\\\\)*?"'
-_ESCAPED_STRING_DFA = r'"(?:[^"\\\n]|\\[^\n])*"'
 
 EXAMPLE_SEARCH_LIMIT = 20_000
 """How many configurations the emptiness check explores before giving up (then it assumes non-empty)."""
@@ -81,26 +83,50 @@ def _shortest_match(dfa: ByteDFA) -> ByteDFA:
     return ByteDFA(table, dfa.accepting.copy())
 
 
+def _terminal_regex(name: str, regexp: str) -> tuple[ByteDFA, Follow | None]:
+    """A terminal's regex as a DFA. Lookarounds inside the terminal are compiled exactly; a
+    lookahead at its end, which lark's lexer lets see the next lexeme, is kept as a
+    :class:`Follow` when one byte of what follows decides it."""
+    if not needs_assertions(list(_sre_parse.parse(regexp))):
+        return regex_to_dfa(regexp), None
+    return compile_terminal(regexp, f"terminal {name}")
+
+
 @lru_cache(maxsize=1024)
-def terminal_dfa(name: str, regexp: str) -> ByteDFA:
-    """The byte DFA of a lark terminal, with the match lark's lexer would make.
+def terminal_lexing(name: str, regexp: str) -> tuple[ByteDFA, Follow | None]:
+    """The byte DFA of a lark terminal, with the match lark's lexer would make, and what
+    may follow the lexeme (None: anything; see :func:`_terminal_regex`).
 
     lark matches a terminal with Python's ``re``: greedy quantifiers take the
     longest match (the lexer's maximal munch), lazy ones the shortest, which
     is the DFA cut at its first accepting state.
     """
-    if regexp == _ESCAPED_STRING:
-        regexp = _ESCAPED_STRING_DFA
     try:
         lazy = _has_lazy_quantifier(regexp)
-        dfa = regex_to_dfa(regexp)
+        dfa, follow = _terminal_regex(name, regexp)
+    except PendingLookaheadError as exc:
+        raise GrammarError(
+            f"terminal {name} (/{regexp}/) cannot be enforced: its lookahead looks past the end of the "
+            "terminal more than one byte into the next lexeme, which is not supported (a lookahead "
+            f"followed by more of the terminal, or decided by the next byte, is): {exc}"
+        ) from exc
     except RegexError as exc:
         raise GrammarError(f"terminal {name} (/{regexp}/) cannot be enforced: {exc}") from exc
     except re.error as exc:
         raise GrammarError(f"terminal {name} (/{regexp}/) is not a valid regex: {exc}") from exc
     if dfa.accepting[0]:
         raise GrammarError(f"terminal {name} (/{regexp}/) matches the empty string")
-    return _shortest_match(dfa) if lazy else dfa
+    if lazy and follow is not None:
+        raise GrammarError(
+            f"terminal {name} (/{regexp}/) cannot be enforced: a lazy quantifier with a lookahead "
+            "at the end of the terminal is not supported"
+        )
+    return (_shortest_match(dfa) if lazy else dfa), follow
+
+
+def terminal_dfa(name: str, regexp: str) -> ByteDFA:
+    """The byte DFA of a lark terminal (:func:`terminal_lexing` without what may follow)."""
+    return terminal_lexing(name, regexp)[0]
 
 
 MAX_STACKS = 2_000_000
@@ -335,13 +361,18 @@ class Grammar:
         self.table = _parse_table(frontend.parser.parser.parse_table, start)
 
         dfas: dict[str, ByteDFA] = {}
+        follows: dict[str, Follow] = {}
         for term in lark.terminals:
             pattern = term.pattern
             if pattern is None:
                 raise GrammarError(f"terminal {term.name} has no pattern (%declare is not supported)")
-            dfas[term.name] = terminal_dfa(term.name, pattern.to_regexp())
+            dfas[term.name], follow = terminal_lexing(term.name, pattern.to_regexp())
+            if follow is not None:
+                follows[term.name] = follow
         self.terminal_dfas = dfas
-        self.byte_class, representatives = byte_classes(list(dfas.values()))
+        self.byte_class, representatives = byte_classes(
+            list(dfas.values()), [f.bytes for f in follows.values()]
+        )
         self.n_classes = len(representatives)
         self._representatives = [int(np.flatnonzero(self.byte_class == c)[0]) for c in range(self.n_classes)]
 
@@ -352,7 +383,7 @@ class Grammar:
             index = by_basic.get(id(basic))
             if index is None:
                 index = by_basic[id(basic)] = len(self.lexers)
-                self.lexers.append(self._lexer_automaton(basic, dfas, representatives))
+                self.lexers.append(self._lexer_automaton(basic, dfas, representatives, follows))
             self.lexer_of_state[state] = index
         self._acceptable: dict[int, frozenset[str]] = {}
         self._views: dict[int, np.ndarray] = {}
@@ -360,7 +391,9 @@ class Grammar:
         self._check_not_empty()
 
     @staticmethod
-    def _lexer_automaton(basic, dfas: dict[str, ByteDFA], representatives: np.ndarray) -> LexerAutomaton:
+    def _lexer_automaton(
+        basic, dfas: dict[str, ByteDFA], representatives: np.ndarray, follows: dict[str, Follow]
+    ) -> LexerAutomaton:
         scanner = basic.scanner  # builds lark's scanner: the terminal order and the keyword retyping
         names = [t.name for t in basic.terminals]
         scan = [t.name for t in scanner.terminals]
@@ -370,7 +403,10 @@ class Grammar:
             if inner is None:
                 raise GrammarError(f"lexer callback on terminal {name} is not supported")
             unless[name] = [t.name for t in inner.terminals]
-        return LexerAutomaton(names, scan, unless, [dfas[n] for n in names], representatives)
+        return LexerAutomaton(
+            names, scan, unless, [dfas[n] for n in names], representatives,
+            {n: follows[n] for n in names if n in follows},
+        )
 
     # -- configurations ---------------------------------------------------------------------
 
@@ -445,7 +481,7 @@ class Grammar:
             return self.table.accepts_end(stack)
         lexer = self.lexer(stack)
         terminal = lexer.emits[q]
-        if terminal is None or terminal not in self.acceptable(stack):
+        if terminal is None or terminal not in self.acceptable(stack) or not lexer.end_ok[q]:
             return False
         after = self.emit(stack, q)
         return after is not None and self.table.accepts_end(after)

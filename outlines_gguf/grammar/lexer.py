@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from outlines_gguf.automata.lookaround import Follow
 from outlines_gguf.automata.regex import ByteDFA, group_columns
 from outlines_gguf.errors import ConstraintTooComplexError
 
@@ -38,11 +39,15 @@ MAX_LEXER_STATES = 50_000
 """The most states one contextual lexer automaton may have."""
 
 
-def byte_classes(dfas: Sequence[ByteDFA]) -> tuple[np.ndarray, np.ndarray]:
-    """Bytes that no DFA tells apart share a class: (class of each byte as uint8, one byte per class)."""
+def byte_classes(
+    dfas: Sequence[ByteDFA], extra: Sequence[np.ndarray] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes that no DFA (and no ``extra`` table, rows over 256 bytes) tells apart share a
+    class: (class of each byte as uint8, one byte per class)."""
     if not dfas:
         return np.zeros(256, dtype=np.uint8), np.zeros(1, dtype=np.int64)
-    columns = np.concatenate([d.transitions for d in dfas], axis=0).T
+    tables = [d.transitions for d in dfas] + [t.astype(np.int32) for t in extra]
+    columns = np.concatenate(tables, axis=0).T
     _, representatives, inverse = np.unique(columns, axis=0, return_index=True, return_inverse=True)
     order = np.argsort(representatives)  # number classes by their first byte
     rank = np.empty_like(order)
@@ -65,6 +70,7 @@ class LexerAutomaton:
         unless: dict[str, list[str]],
         dfas: Sequence[ByteDFA],
         representatives: np.ndarray,
+        follows: dict[str, Follow] | None = None,
     ) -> None:
         self.names = list(names)
         index = {n: i for i, n in enumerate(self.names)}
@@ -116,11 +122,18 @@ class LexerAutomaton:
             delta.append(row)
 
         emits: list[str | None] = []
-        for states, flags, _ in order:
+        follows = follows or {}
+        self.follow_ok = np.ones((len(order), n_classes), dtype=bool)
+        self.end_ok = np.ones(len(order), dtype=bool)
+        for q, (states, flags, _) in enumerate(order):
             emit = None
             winner = next((t for t in scan_idx if flags >> t & 1), None)
             if winner is not None and states[winner] >= 0 and accepting[winner][states[winner]]:
                 emit = self.names[winner]
+                follow = follows.get(emit)
+                if follow is not None:  # a trailing lookahead: what the next byte may be
+                    self.follow_ok[q] = follow.bytes[states[winner]][representatives]
+                    self.end_ok[q] = follow.at_end[states[winner]]
                 for s in unless_idx.get(winner, ()):
                     if states[s] >= 0 and accepting[s][states[s]]:
                         emit = self.names[s]  # lark retypes a keyword matched by a regex terminal
@@ -163,7 +176,7 @@ class LexerAutomaton:
             live = self._reaching(self.delta, good)
             delta = self.delta
             nxt_live = (delta >= 0) & live[np.maximum(delta, 0)]
-            ends = (delta < 0) & good[:, None]
+            ends = (delta < 0) & good[:, None] & self.follow_ok
             view = np.where(nxt_live, delta, np.where(ends, CROSS, DEAD)).astype(np.int32)
             self._views[acceptable] = view
         return view
@@ -182,9 +195,9 @@ class LexerAutomaton:
         if view is None:
             n_classes = self.delta.shape[1]
             nothing = (False, np.zeros(n_classes, dtype=bool))
-            ends = np.array([e is not None and follow.get(e, nothing)[0] for e in self.emits])
+            ends = np.array([e is not None and follow.get(e, nothing)[0] for e in self.emits]) & self.end_ok
             first = np.stack([follow.get(e, nothing)[1] if e is not None else nothing[1] for e in self.emits])
-            crossable = (self.delta < 0) & first
+            crossable = (self.delta < 0) & first & self.follow_ok
             good = ends | crossable.any(axis=1)
             live = self._reaching(self.delta, good)
             delta = self.delta

@@ -95,8 +95,8 @@ def test_wrong_vocabulary_size_is_a_clear_error() -> None:
 
 
 def test_errors_in_construction_are_raised_immediately() -> None:
-    with pytest.raises(ValueError, match="lookahead"):
-        RegexLogitsProcessor(r"(?=a)a", VOCAB)
+    with pytest.raises(ValueError, match="backreference"):
+        RegexLogitsProcessor(r"(a)\1", VOCAB)
     no_eog = Vocabulary([b"a", b"b"], eog_ids=[])
     with pytest.raises(ValueError, match="no end-of-generation token"):
         RegexLogitsProcessor(r"a", no_eog)
