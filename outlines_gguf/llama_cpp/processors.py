@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from outlines_gguf.errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
+from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
+from outlines_gguf.errors import ConcurrentUseError, IncompleteGenerationError, ProcessorFailedError, VocabularyError
 from outlines_gguf.guides.base import Guide, RegexGuide, cached_guide
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, SchemaError, compile_canonical, prepare_schema
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
@@ -100,7 +101,13 @@ class GuideLogitsProcessor:
 
     @property
     def is_finished(self) -> bool:
-        """True when the text so far is a complete match (end of generation is allowed)."""
+        """True when the text the processor has seen is complete (end of generation is allowed).
+
+        After ``create_completion`` this covers every token but the last one
+        sampled (llama.cpp never shows it to the processor): True after an
+        end-of-generation stop, but at ``max_tokens`` it can lag one token
+        behind; ``raise_if_failed(completion)`` checks the returned text instead.
+        """
         return self.guide.is_final(self.state)
 
     # -- the hook ---------------------------------------------------------------------------
@@ -174,12 +181,42 @@ class GuideLogitsProcessor:
         scores[:] = -np.inf
         scores[eog] = 0.0
 
-    def raise_if_failed(self) -> None:
-        """Raise :class:`ProcessorFailedError` if the last generation failed inside the hook."""
+    def raise_if_failed(self, completion: Any = None) -> None:
+        """Raise if the last generation failed, or was cut off before the constraint was complete.
+
+        :class:`ProcessorFailedError` if the processor failed inside the hook.
+        With ``completion`` (what ``create_completion``/``create_chat_completion``
+        returned, or the generated text), :class:`IncompleteGenerationError` too
+        unless the constraint accepts that text: a ``max_tokens`` cut
+        (``finish_reason: "length"``) is never silent. Pass it: the processor
+        never sees the last sampled token, so without it only failures are
+        reported (see :attr:`is_finished`).
+        """
         if self.error is not None:
             raise ProcessorFailedError(
                 f"{type(self).__name__} failed during generation and stopped it: {self.error}"
             ) from self.error
+        if completion is None:
+            return
+        text, finish_reason = completion_text(completion)
+        if accepts(self.guide, text):
+            return
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        cause = {
+            "length": "it reached max_tokens (or the context was full): raise max_tokens or n_ctx",
+            "stop": "a stop string cut it: remove the stop string",
+        }.get(finish_reason or "", "it ended early: give it more tokens")
+        raise IncompleteGenerationError(
+            f"generation stopped before the constraint was complete (finish_reason={finish_reason!r}); "
+            f"{cause}. Partial text: {shown!r}",
+            text=text,
+            token_ids=list(self.generated_ids),
+            reason=stop_reason(finish_reason),
+        )
+
+    def accepts(self, text: str) -> bool:
+        """Whether ``text`` is complete under this processor's constraint."""
+        return accepts(self.guide, text)
 
 
 class RegexLogitsProcessor(GuideLogitsProcessor):

@@ -180,13 +180,18 @@ class LogitTrackingProcessor:
             scores[:] = -np.inf
             scores[eog[eog < scores.shape[-1]]] = 0.0
 
-    def raise_if_failed(self) -> None:
-        """Raise :class:`ProcessorFailedError` if the wrapped processor failed during generation."""
-        inner = getattr(self.processor, "raise_if_failed", None)
-        if inner is not None:
-            inner()
+    def raise_if_failed(self, completion: Any = None) -> None:
+        """Raise :class:`ProcessorFailedError` if the wrapped processor failed during generation;
+        with ``completion``, the wrapped processor's incomplete-generation check too (see
+        :meth:`~outlines_gguf.llama_cpp.processors.GuideLogitsProcessor.raise_if_failed`)."""
         if self.error is not None:
             raise ProcessorFailedError(f"the tracked processor failed: {self.error}") from self.error
+        inner = getattr(self.processor, "raise_if_failed", None)
+        if inner is not None:
+            if completion is None:
+                inner()
+            else:
+                inner(completion)
 
     def finish(self, token: int) -> None:
         """Record the token chosen at the last position (it never reaches a processor)."""
