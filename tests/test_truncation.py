@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import load_llm, load_vocab
+from conftest import load_vocab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llama_cpp import LogitsProcessorList
@@ -55,7 +55,10 @@ def test_complete_exactly_at_max_tokens_passes(qwen_llm) -> None:
 def test_chat_completion_and_tracker(qwen_llm) -> None:
     proc = LogitTrackingProcessor(JSONLogitsProcessor(SCHEMA, qwen_llm))
     out = qwen_llm.create_chat_completion(
-        [{"role": "user", "content": "json"}], max_tokens=2, seed=3, logits_processor=LogitsProcessorList([proc])
+        [{"role": "user", "content": "json"}],
+        max_tokens=2,
+        seed=3,
+        logits_processor=LogitsProcessorList([proc]),
     )
     assert out["choices"][0]["finish_reason"] == "length"
     with pytest.raises(IncompleteGenerationError):
