@@ -29,8 +29,10 @@ incomplete, as above.
 
 from __future__ import annotations
 
+import enum
 import json as json_module
 import re
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -210,7 +212,9 @@ def json(
     track: bool = False,
 ) -> SequenceGenerator:
     """JSON valid against a schema: a Pydantic model class (returns an instance of it),
-    a JSON Schema dict or JSON text (returns the parsed ``dict``/value).
+    a JSON Schema dict or JSON text (returns the parsed ``dict``/value), or a Python type
+    (``TypedDict``, dataclass, ``list[int]``, ``int``, ``Literal``, ``Enum``, ...; returns a
+    value of that type) or function (returns its arguments as a ``dict``: ``fn(**result)``).
     ``whitespace_pattern``, ``lenient``, ``max_depth``, ``extra_properties`` and ``engine`` as in
     :class:`~outlines_gguf.JSONLogitsProcessor` (the options its error messages name).
     """
@@ -224,14 +228,7 @@ def json(
         extra_properties=extra_properties,
         engine=engine,
     )
-    pydantic_model = proc.pydantic_model
-
-    def parse(raw: str) -> Any:
-        if pydantic_model is not None:
-            return pydantic_model.model_validate_json(raw)
-        return json_module.loads(raw)
-
-    return SequenceGenerator(model, proc, parse, track=track, description="JSON value")
+    return SequenceGenerator(model, proc, proc.parse, track=track, description="JSON value")
 
 
 def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) -> SequenceGenerator:
@@ -248,19 +245,53 @@ def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) 
     return SequenceGenerator(model, proc, track=track, description="grammar")
 
 
-def choice(model: Any, choices: Sequence[str], *, track: bool = False) -> SequenceGenerator:
-    """Exactly one of ``choices`` (strings); returns the chosen string."""
+def choice(model: Any, choices: Any, *, track: bool = False) -> SequenceGenerator:
+    """Exactly one of ``choices``, returned as the same kind of thing: a list of strings
+    (returns the string), a ``Literal[...]`` (returns the literal value) or an ``Enum`` class
+    (returns the member). Non-string values are written as JSON (``1``, ``true``, ``null``)."""
     model = _as_model(model)
-    options = list(choices)
-    if isinstance(choices, str) or not options or not all(isinstance(c, str) for c in options):
-        raise ValueError(f"choices must be a non-empty list of strings, got {choices!r}")
-    pattern = "|".join(re.escape(c) for c in options)
+    options = choice_options(choices)
+    pattern = "|".join(re.escape(text) for text in options)
     proc = RegexLogitsProcessor(pattern, model.vocabulary)
-    return SequenceGenerator(model, proc, track=track, description=f"choice of {len(options)}")
+    return SequenceGenerator(
+        model, proc, options.__getitem__, track=track, description=f"choice of {len(options)}"
+    )
+
+
+def choice_options(choices: Any) -> dict[str, Any]:
+    """The text to generate for each choice, mapped to the value to return."""
+    if isinstance(choices, type) and issubclass(choices, enum.Enum):
+        pairs = [(member.value, member) for member in choices]
+    elif typing.get_origin(choices) is typing.Literal:
+        pairs = [(v.value if isinstance(v, enum.Enum) else v, v) for v in typing.get_args(choices)]
+    elif isinstance(choices, str) or not isinstance(choices, (Sequence, set, frozenset)):
+        raise ValueError(
+            f"choices must be a non-empty list of strings, a Literal[...] or an Enum class, got {choices!r}"
+        )
+    else:
+        pairs = [(c, c) for c in choices]
+        if not all(isinstance(c, str) for c in choices):
+            raise ValueError(f"a list of choices must hold strings (or use a Literal[...]), got {choices!r}")
+    options: dict[str, Any] = {}
+    for raw, value in pairs:
+        if isinstance(raw, str):
+            text = raw
+        elif raw is None or isinstance(raw, (bool, int, float)):
+            text = json_module.dumps(raw)
+        else:
+            raise ValueError(f"choice {value!r}: only strings, numbers, booleans and None can be generated")
+        if text in options:
+            raise ValueError(f"two choices are written {text!r}: {options[text]!r} and {value!r}")
+        options[text] = value
+    if not options:
+        raise ValueError(
+            f"choices must be a non-empty list of strings, a Literal[...] or an Enum class, got {choices!r}"
+        )
+    return options
 
 
 def format(model: Any, python_type: type, *, track: bool = False) -> SequenceGenerator:
-    """A value of ``python_type`` (int, float, bool, datetime.date, .time or .datetime), parsed.
+    """A value of ``python_type`` (int, float, bool, datetime.date, .time, .datetime; str: any text).
 
     The regexes are in :mod:`outlines_gguf.format_types`: integers ``-?(0|[1-9][0-9]*)``,
     floats with an optional fraction and exponent, booleans ``True|False``,

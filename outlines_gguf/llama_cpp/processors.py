@@ -27,6 +27,7 @@ from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, s
 from outlines_gguf.errors import ConcurrentUseError, IncompleteGenerationError, ProcessorFailedError, VocabularyError
 from outlines_gguf.guides.base import Guide, RegexGuide, cached_guide
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, SchemaError, compile_canonical, prepare_schema
+from outlines_gguf.json_schema.python_types import schema_source
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
@@ -240,8 +241,11 @@ class RegexLogitsProcessor(GuideLogitsProcessor):
 class JSONLogitsProcessor(GuideLogitsProcessor):
     """Constrain generation to JSON that validates against a schema.
 
-    ``schema`` is a Pydantic model class, a JSON Schema dict or JSON text;
-    ``tokenizer`` a ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path.
+    ``schema`` is a Pydantic model class, a JSON Schema dict or JSON text, or a
+    Python type or function (:mod:`~outlines_gguf.json_schema.python_types`: ``TypedDict``,
+    dataclass, ``list[int]``, ``Literal``, ``Enum``, ...); ``parse(text)`` turns
+    a complete generation into the matching value. ``tokenizer`` is a
+    ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path.
     ``whitespace_pattern`` replaces the default whitespace (an optional space
     after ``:`` and ``,``, which covers ``json.dumps`` output and compact
     JSON). Schemas we cannot enforce raise :class:`~outlines_gguf.SchemaError`
@@ -272,9 +276,13 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         engine: str = "pushdown",
     ) -> None:
         vocabulary = as_vocabulary(tokenizer)
-        canonical, extra = prepare_schema(schema, extra_properties)
+        source = schema_source(schema)
+        if extra_properties is None and source.from_python:
+            extra_properties = False  # Pydantic ignores undeclared properties
+        canonical, extra = prepare_schema(source.schema, extra_properties)
         self.schema = json.loads(canonical)
-        self.pydantic_model = schema if isinstance(schema, type) else None
+        self.pydantic_model = schema if isinstance(source.schema, type) else None
+        self.parse = source.parse
         if engine == "grammar":
             if whitespace_pattern is not None or lenient or extra:
                 raise SchemaError("engine='grammar' takes no whitespace_pattern, lenient or extra_properties")
