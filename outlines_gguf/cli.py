@@ -122,6 +122,13 @@ def _common_options() -> argparse.ArgumentParser:
     gen.add_argument(
         "--track", action="store_true", help="print per-token probabilities, natural vs constrained (stderr)"
     )
+    gen.add_argument(
+        "--track-rows",
+        type=int,
+        default=40,
+        metavar="N",
+        help="with --track: show at most N positions, the first and the last (default 40; 0 = all)",
+    )
     return common
 
 
@@ -346,7 +353,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         code = EXIT_FAILED
     out.flush()
     if args.track:
-        err.write(generator.logits_processor.table() + "\n")
+        rows = None if args.track_rows <= 0 else args.track_rows
+        err.write(generator.logits_processor.table(max_rows=rows) + "\n")
     return code
 
 

@@ -67,6 +67,11 @@ def _pieces(vocabulary: Vocabulary) -> tuple[dict[bytes, int], int]:
     return cached
 
 
+def token_for_bytes(vocabulary: Vocabulary, data: bytes) -> int | None:
+    """The (lowest) non-special token id that writes exactly ``data``, or None."""
+    return _pieces(vocabulary)[0].get(data)
+
+
 def walk_text(guide: Guide, data: bytes, state: Hashable | None = None) -> Hashable | None:
     """The guide's state after ``data`` from ``state`` (its initial state by default), or None
     where the constraint refuses the bytes (or no token writes them)."""

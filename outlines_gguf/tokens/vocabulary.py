@@ -56,6 +56,7 @@ class Vocabulary:
         bos_id: int | None = None,
         eos_id: int | None = None,
         name: str = "",
+        special_names: dict[int, str] | None = None,
     ) -> None:
         self.tokens: tuple[bytes, ...] = tuple(tokens)
         n = len(self.tokens)
@@ -77,6 +78,8 @@ class Vocabulary:
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.name = name
+        self.special_names: dict[int, str] = dict(special_names or {})
+        """The model's own text of tokens that write no bytes (``<|im_end|>``), for display only."""
 
     # -- pickling ---------------------------------------------------------------------
 
@@ -131,6 +134,7 @@ class Vocabulary:
         tokens: list[bytes] = []
         special: list[int] = []
         eog: list[int] = []
+        names: dict[int, str] = {}
         for i in range(n):
             k = to_piece(vocab, i, buf, size, 0, False)
             if k < 0:
@@ -142,6 +146,10 @@ class Vocabulary:
                 special.append(i)
             if is_eog(vocab, i):
                 eog.append(i)
+            if k == 0 or (eog and eog[-1] == i):
+                named = to_piece(vocab, i, buf, size, 0, True)
+                if named > 0:
+                    names[i] = buf.raw[:named].decode("utf-8", "replace")
         null = llama_cpp.LLAMA_TOKEN_NULL
 
         def opt(tok: int) -> int | None:
@@ -154,6 +162,7 @@ class Vocabulary:
             bos_id=opt(llama_cpp.llama_vocab_bos(vocab)),
             eos_id=opt(llama_cpp.llama_vocab_eos(vocab)),
             name=os.path.basename(getattr(llm, "model_path", "") or ""),
+            special_names=names,
         )
 
     @classmethod
@@ -171,6 +180,7 @@ class Vocabulary:
             bos_id=tok.bos_id,
             eos_id=tok.eos_id,
             name=os.path.basename(source),
+            special_names=tok.names,
         )
 
     # -- queries ----------------------------------------------------------------------
