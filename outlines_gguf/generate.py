@@ -12,7 +12,8 @@ stop_at=None, seed=None, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
 on_incomplete="raise")`` and has ``.stream(prompt, ...)`` with the same
 arguments, which yields text pieces (never half a character). ``prompt`` is
 a string or a list of chat messages, which the model's chat template turns
-into a string. ``generator.logits_processor`` is the processor in use; it
+into a string; a list of prompts returns a list (one after another on the
+model's one context); ``await generator.acall(...)`` runs a call in a thread. ``generator.logits_processor`` is the processor in use; it
 can be replaced, or wrapped with :func:`~outlines_gguf.add_tracking`
 (``track=True`` does that when the generator is made).
 
@@ -32,13 +33,15 @@ from __future__ import annotations
 import enum
 import json as json_module
 import re
+import threading
 import typing
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from outlines_gguf.errors import IncompleteGenerationError
 from outlines_gguf.format_types import format_for
-from outlines_gguf.llama_cpp.generation import Generation, GenerationResult, SamplingParams
+from outlines_gguf.llama_cpp.generation import MAX_SEED, Generation, GenerationResult, SamplingParams
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH
 from outlines_gguf.llama_cpp.model import LlamaCpp
 from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor, RegexLogitsProcessor
@@ -81,6 +84,7 @@ class SequenceGenerator:
         self.parse = parse
         self.description = description
         self.last_result: GenerationResult | None = None
+        self.last_results: list[GenerationResult | None] = []
         if track:
             if logits_processor is None:
                 self.logits_processor = LogitTrackingProcessor(None, vocabulary=self.model.vocabulary)
@@ -139,7 +143,7 @@ class SequenceGenerator:
 
     def __call__(
         self,
-        prompt: Prompt,
+        prompt: Prompt | Sequence[Prompt],
         max_tokens: int | None = None,
         stop_at: str | Sequence[str] | None = None,
         seed: int | None = None,
@@ -149,8 +153,49 @@ class SequenceGenerator:
         min_p: float = 0.05,
         on_incomplete: str = "raise",
     ) -> Any:
-        """Generate for ``prompt`` and return the parsed value (see the module docstring)."""
+        """Generate for ``prompt`` and return the parsed value (see the module docstring).
+
+        A list of prompts (strings, or chats: lists of messages) returns a list of values, made
+        one after another on the model's one llama.cpp context (not in parallel); prompt ``i``
+        uses ``seed + i``. ``last_results`` holds their results. An incomplete one raises (naming
+        its index) unless ``on_incomplete="return"``. Calls on one model are serialized by a
+        lock, so threads (and :meth:`acall`) may share a model.
+        """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        batch = prompt_batch(prompt)
+        with model_lock(self.model):
+            if batch is None:
+                value = self._one(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)  # type: ignore[arg-type]
+                self.last_results = [self.last_result]
+                return value
+            values, results = [], []
+            for i, item in enumerate(batch):
+                item_seed = None if seed is None else (seed + i) % (MAX_SEED + 1)
+                try:
+                    values.append(self._one(item, max_tokens, stop_at, item_seed, sampling, on_incomplete))
+                except IncompleteGenerationError as exc:
+                    exc.args = (f"prompt {i} of {len(batch)}: {exc.args[0]}", *exc.args[1:])
+                    raise
+                results.append(self.last_result)
+            self.last_results = results
+            return values
+
+    async def acall(self, prompt: Prompt | Sequence[Prompt], **options: Any) -> Any:
+        """``await generator.acall(prompt, ...)``: the same as calling it, in a worker thread, so an
+        event loop (a server) keeps running; concurrent calls on one model wait for each other."""
+        import asyncio
+
+        return await asyncio.to_thread(self.__call__, prompt, **options)
+
+    def _one(
+        self,
+        prompt: Prompt,
+        max_tokens: int | None,
+        stop_at: str | Sequence[str] | None,
+        seed: int | None,
+        sampling: SamplingParams,
+        on_incomplete: str,
+    ) -> Any:
         generation = self._generation(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)
         for _ in generation:
             pass
@@ -180,6 +225,8 @@ class SequenceGenerator:
         the first piece is asked for.
         """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        if prompt_batch(prompt) is not None:
+            raise ValueError("stream() takes one prompt; call the generator with a list of prompts instead")
         generation = self._generation(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)
 
         def pieces() -> Iterator[str]:
@@ -188,6 +235,37 @@ class SequenceGenerator:
             self._check_complete(generation.result, on_incomplete, max_tokens)
 
         return pieces()
+
+
+def prompt_batch(prompt: Any) -> list[Prompt] | None:
+    """The prompts of a batch (a list of strings or of chats), or None for one prompt (a string,
+    or a chat: a list of message dicts)."""
+    if isinstance(prompt, str) or not isinstance(prompt, Sequence) or not prompt:
+        return None
+    if all(isinstance(item, Mapping) for item in prompt):
+        return None  # one chat
+    if all(isinstance(item, str) for item in prompt) or all(
+        isinstance(item, Sequence) and not isinstance(item, str) for item in prompt
+    ):
+        return list(prompt)
+    raise ValueError(
+        "a prompt is a string, a chat (a list of {'role': ..., 'content': ...} dicts), or a list of "
+        f"either for a batch; got a list mixing {sorted({type(item).__name__ for item in prompt})}"
+    )
+
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: LlamaCpp) -> threading.Lock:
+    """The lock that serializes generations on one llama.cpp model (one context, one KV cache)."""
+    key = model.llm
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = threading.Lock()
+    return lock
 
 
 # -- the generators ----------------------------------------------------------------------------
