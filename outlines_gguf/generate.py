@@ -13,9 +13,9 @@ on_incomplete="raise")`` and has ``.stream(prompt, ...)`` with the same
 arguments, which yields text pieces (never half a character). ``prompt`` is
 a string or a list of chat messages, which the model's chat template turns
 into a string; a list of prompts returns a list (one after another on the
-model's one context); ``await generator.acall(...)`` runs a call in a thread. ``generator.logits_processor`` is the processor in use; it
-can be replaced, or wrapped with :func:`~outlines_gguf.add_tracking`
-(``track=True`` does that when the generator is made).
+model's one context); ``await generator.acall(...)`` runs a call in a thread.
+``generator.logits_processor`` is the processor in use; it can be replaced,
+or wrapped with :func:`~outlines_gguf.add_tracking` (``track=True`` does that when the generator is made).
 
 ``max_tokens`` reached (or the context full) before the constraint is
 complete raises :class:`~outlines_gguf.errors.IncompleteGenerationError`,

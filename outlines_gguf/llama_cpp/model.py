@@ -61,11 +61,18 @@ class LlamaCpp:
         The model's BOS token is added when its vocabulary asks for one, but
         never twice (a chat template may already have written it).
         """
-        ids = list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
         bos = self.vocabulary.bos_id
+        # A chat template usually writes the BOS text itself: then ask llama.cpp for none, or it
+        # adds one and warns that the prompt "starts with 2 BOS tokens".
+        has_bos = bos is not None and prompt.startswith(self._bos_text) and bool(self._bos_text)
+        ids = list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=not has_bos, special=True))
         if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
             del ids[0]
         return ids
+
+    @cached_property
+    def _bos_text(self) -> str:
+        return self._special_text(self.vocabulary.bos_id)
 
     def _special_text(self, token: int | None) -> str:
         if token is None:
