@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -161,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("cfg", parents=common, help="text in the language of a Lark grammar")
     p.add_argument(
-        "grammar", type=Path,
-        help="a Lark grammar file, or a shipped grammar: json, arithmetic, sql_select, program",
+        "grammar",
+        help="a Lark grammar file, a shipped grammar (json, arithmetic, sql_select, program), "
+        "or the grammar itself inline ('start: ...')",
     )
     p = sub.add_parser("choice", parents=common, help="one of the given strings")
     p.add_argument("choices", nargs="+", help="the strings to choose from")
@@ -245,12 +247,22 @@ def read_schema(arg: str) -> Any:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
 
 
-def read_grammar(path: Path) -> str:
-    """The text of a grammar file, or of a shipped grammar named like one (``json``)."""
+def read_grammar(arg: str) -> str:
+    """The text of a grammar file, of a shipped grammar named like one (``json``), or the
+    argument itself when it is a grammar (it has a rule: ``name: ...``), as ``json`` takes
+    inline schemas."""
     from outlines_gguf import grammars
 
-    if not path.exists() and str(path) in grammars.names():
-        return grammars.load(str(path))
+    path = Path(arg)
+    if not path.exists():
+        if arg in grammars.names():
+            return grammars.load(arg)
+        if re.search(r"^\s*[?!]?\w+(\.-?\d+)?\s*:", arg, flags=re.M):
+            return arg
+        raise UsageError(
+            f"cannot read grammar file {arg!r}: there is none, and it is neither a shipped grammar "
+            f"({', '.join(grammars.names())}) nor an inline grammar (rules such as 'start: ...')"
+        )
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
