@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -102,6 +103,10 @@ def _common_options() -> argparse.ArgumentParser:
         help="layers on the GPU, -1 = all (Metal/CUDA builds; default 0)",
     )
     model.add_argument("--n-threads", type=int, default=None, help="CPU threads")
+    model.add_argument(
+        "--chat-template", type=Path, default=None, metavar="FILE",
+        help="a Jinja chat template file for --chat, replacing the model's own",
+    )
     gen = common.add_argument_group("generation")
     gen.add_argument("-p", "--prompt", required=True, help="the prompt")
     gen.add_argument(
@@ -120,7 +125,19 @@ def _common_options() -> argparse.ArgumentParser:
     gen.add_argument("--min-p", type=float, default=0.05, help="0 = off (default 0.05)")
     gen.add_argument("--stream", action="store_true", help="print the text as it is generated")
     gen.add_argument(
+        "--on-incomplete", choices=["raise", "return"], default="raise",
+        help="when generation stops before the constraint is complete: 'raise' (exit 1, the default) "
+        "or 'return' (print the partial text, exit 0, a note on stderr)",
+    )
+    gen.add_argument(
         "--track", action="store_true", help="print per-token probabilities, natural vs constrained (stderr)"
+    )
+    gen.add_argument(
+        "--track-rows",
+        type=int,
+        default=40,
+        metavar="N",
+        help="with --track: show at most N positions, the first and the last (default 40; 0 = all)",
     )
     return common
 
@@ -145,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("cfg", parents=common, help="text in the language of a Lark grammar")
     p.add_argument(
-        "grammar", type=Path,
-        help="a Lark grammar file, or a shipped grammar: json, arithmetic, sql_select, program",
+        "grammar",
+        help="a Lark grammar file, a shipped grammar (json, arithmetic, sql_select, program), "
+        "or the grammar itself inline ('start: ...')",
     )
     p = sub.add_parser("choice", parents=common, help="one of the given strings")
     p.add_argument("choices", nargs="+", help="the strings to choose from")
@@ -232,12 +250,22 @@ def read_schema(arg: str) -> Any:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
 
 
-def read_grammar(path: Path) -> str:
-    """The text of a grammar file, or of a shipped grammar named like one (``json``)."""
+def read_grammar(arg: str) -> str:
+    """The text of a grammar file, of a shipped grammar named like one (``json``), or the
+    argument itself when it is a grammar (it has a rule: ``name: ...``), as ``json`` takes
+    inline schemas."""
     from outlines_gguf import grammars
 
-    if not path.exists() and str(path) in grammars.names():
-        return grammars.load(str(path))
+    path = Path(arg)
+    if not path.exists():
+        if arg in grammars.names():
+            return grammars.load(arg)
+        if re.search(r"^\s*[?!]?\w+(\.-?\d+)?\s*:", arg, flags=re.M):
+            return arg
+        raise UsageError(
+            f"cannot read grammar file {arg!r}: there is none, and it is neither a shipped grammar "
+            f"({', '.join(grammars.names())}) nor an inline grammar (rules such as 'start: ...')"
+        )
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -298,9 +326,24 @@ def make_generator(model: Any, args: argparse.Namespace) -> Any:
     return generate.choice(model, args.choices, track=track)
 
 
+# The fixes that messages name as Python options, as this command line's flags.
+CLI_FIXES = (
+    ("on_incomplete='return'", "--on-incomplete return"),
+    ("lenient=True", "--lenient"),
+    ("models.llamacpp(..., chat_template=...)", "--chat-template FILE"),
+    ("pass a prompt string", "leave out --chat"),
+    ("raise max_tokens", "raise --max-tokens"),
+    ("larger n_ctx", "larger --n-ctx"),
+    ("max_tokens=", "--max-tokens "),
+    ("n_ctx=", "--n-ctx "),
+)
+
+
 def one_line(exc: BaseException) -> str:
-    """An exception as one line of text."""
+    """An exception as one line of text, its fixes named as this command line's flags."""
     text = " ".join(str(exc).splitlines()).strip()
+    for python, flag in CLI_FIXES:
+        text = text.replace(python, flag)
     return text or type(exc).__name__
 
 
@@ -313,10 +356,21 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = resolve_model(args)
     from outlines_gguf import models
 
+    models.check_model_file(str(path))  # not GGUF, or a vocabulary-only file: said before loading
+    template = None
+    if args.chat_template is not None:
+        try:
+            template = args.chat_template.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read chat template {args.chat_template}: {exc.strerror}") from None
     with Progress(f"loading {path.name}", err):
         try:
             model = models.llamacpp(
-                str(path), n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads
+                str(path),
+                n_ctx=args.n_ctx,
+                n_gpu_layers=args.n_gpu_layers,
+                n_threads=args.n_threads,
+                chat_template=template,
             )
             model.vocabulary  # noqa: B018 - read it now, inside the progress line
         except ValueError as exc:  # llama.cpp could not load it
@@ -331,6 +385,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         min_p=args.min_p,
+        on_incomplete=args.on_incomplete,
     )
     code = EXIT_OK
     try:
@@ -342,6 +397,12 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         else:
             generator(prompt, **options)
             out.write(generator.last_result.text + "\n")
+        result = generator.last_result
+        if result is not None and not result.complete:
+            err.write(
+                f"outlines-gguf: the text is incomplete (stopped at {result.finish_reason} before the "
+                f"{args.command} constraint was complete)\n"
+            )
     except (IncompleteGenerationError, ProcessorFailedError) as exc:
         if args.stream:
             out.write("\n")
@@ -349,7 +410,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         code = EXIT_FAILED
     out.flush()
     if args.track:
-        err.write(generator.logits_processor.table() + "\n")
+        rows = None if args.track_rows <= 0 else args.track_rows
+        err.write(generator.logits_processor.table(max_rows=rows) + "\n")
     return code
 
 

@@ -14,6 +14,8 @@ from typing import Any
 INTEGER = r"-?(?:0|[1-9][0-9]*)"
 FLOAT = INTEGER + r"(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,2})?"
 BOOLEAN = r"True|False"
+ANY_TEXT = r"[\s\S]*"
+"""``str``: any text at all (generation ends at the model's end-of-generation token or ``max_tokens``)."""
 
 _YEAR = r"(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
 # Leap years: divisible by 4 but not by 100, or divisible by 400 (year 0000 does not exist).
@@ -52,6 +54,7 @@ TYPE_FORMATS: dict[type, Format] = {
         Format(dt.date, DATE, dt.date.fromisoformat),
         Format(dt.time, TIME, dt.time.fromisoformat),
         Format(dt.datetime, DATETIME, dt.datetime.fromisoformat),
+        Format(str, ANY_TEXT, str),
     )
 }
 

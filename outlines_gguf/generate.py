@@ -12,9 +12,10 @@ stop_at=None, seed=None, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
 on_incomplete="raise")`` and has ``.stream(prompt, ...)`` with the same
 arguments, which yields text pieces (never half a character). ``prompt`` is
 a string or a list of chat messages, which the model's chat template turns
-into a string. ``generator.logits_processor`` is the processor in use; it
-can be replaced, or wrapped with :func:`~outlines_gguf.add_tracking`
-(``track=True`` does that when the generator is made).
+into a string; a list of prompts returns a list (one after another on the
+model's one context); ``await generator.acall(...)`` runs a call in a thread.
+``generator.logits_processor`` is the processor in use; it can be replaced,
+or wrapped with :func:`~outlines_gguf.add_tracking` (``track=True`` does that when the generator is made).
 
 ``max_tokens`` reached (or the context full) before the constraint is
 complete raises :class:`~outlines_gguf.errors.IncompleteGenerationError`,
@@ -29,15 +30,19 @@ incomplete, as above.
 
 from __future__ import annotations
 
+import enum
 import json as json_module
 import re
+import threading
+import typing
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from outlines_gguf.errors import IncompleteGenerationError
 from outlines_gguf.format_types import format_for
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH
-from outlines_gguf.llama_cpp.generation import Generation, GenerationResult, SamplingParams
+from outlines_gguf.llama_cpp.generation import MAX_SEED, Generation, GenerationResult, SamplingParams
 from outlines_gguf.llama_cpp.model import LlamaCpp
 from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor, RegexLogitsProcessor
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
@@ -79,6 +84,7 @@ class SequenceGenerator:
         self.parse = parse
         self.description = description
         self.last_result: GenerationResult | None = None
+        self.last_results: list[GenerationResult | None] = []
         if track:
             if logits_processor is None:
                 self.logits_processor = LogitTrackingProcessor(None, vocabulary=self.model.vocabulary)
@@ -137,7 +143,7 @@ class SequenceGenerator:
 
     def __call__(
         self,
-        prompt: Prompt,
+        prompt: Prompt | Sequence[Prompt],
         max_tokens: int | None = None,
         stop_at: str | Sequence[str] | None = None,
         seed: int | None = None,
@@ -147,8 +153,49 @@ class SequenceGenerator:
         min_p: float = 0.05,
         on_incomplete: str = "raise",
     ) -> Any:
-        """Generate for ``prompt`` and return the parsed value (see the module docstring)."""
+        """Generate for ``prompt`` and return the parsed value (see the module docstring).
+
+        A list of prompts (strings, or chats: lists of messages) returns a list of values, made
+        one after another on the model's one llama.cpp context (not in parallel); prompt ``i``
+        uses ``seed + i``. ``last_results`` holds their results. An incomplete one raises (naming
+        its index) unless ``on_incomplete="return"``. Calls on one model are serialized by a
+        lock, so threads (and :meth:`acall`) may share a model.
+        """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        batch = prompt_batch(prompt)
+        with model_lock(self.model):
+            if batch is None:
+                value = self._one(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)  # type: ignore[arg-type]
+                self.last_results = [self.last_result]
+                return value
+            values, results = [], []
+            for i, item in enumerate(batch):
+                item_seed = None if seed is None else (seed + i) % (MAX_SEED + 1)
+                try:
+                    values.append(self._one(item, max_tokens, stop_at, item_seed, sampling, on_incomplete))
+                except IncompleteGenerationError as exc:
+                    exc.args = (f"prompt {i} of {len(batch)}: {exc.args[0]}", *exc.args[1:])
+                    raise
+                results.append(self.last_result)
+            self.last_results = results
+            return values
+
+    async def acall(self, prompt: Prompt | Sequence[Prompt], **options: Any) -> Any:
+        """``await generator.acall(prompt, ...)``: the same as calling it, in a worker thread, so an
+        event loop (a server) keeps running; concurrent calls on one model wait for each other."""
+        import asyncio
+
+        return await asyncio.to_thread(self.__call__, prompt, **options)
+
+    def _one(
+        self,
+        prompt: Prompt,
+        max_tokens: int | None,
+        stop_at: str | Sequence[str] | None,
+        seed: int | None,
+        sampling: SamplingParams,
+        on_incomplete: str,
+    ) -> Any:
         generation = self._generation(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)
         for _ in generation:
             pass
@@ -178,6 +225,8 @@ class SequenceGenerator:
         the first piece is asked for.
         """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        if prompt_batch(prompt) is not None:
+            raise ValueError("stream() takes one prompt; call the generator with a list of prompts instead")
         generation = self._generation(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)
 
         def pieces() -> Iterator[str]:
@@ -186,6 +235,37 @@ class SequenceGenerator:
             self._check_complete(generation.result, on_incomplete, max_tokens)
 
         return pieces()
+
+
+def prompt_batch(prompt: Any) -> list[Prompt] | None:
+    """The prompts of a batch (a list of strings or of chats), or None for one prompt (a string,
+    or a chat: a list of message dicts)."""
+    if isinstance(prompt, str) or not isinstance(prompt, Sequence) or not prompt:
+        return None
+    if all(isinstance(item, Mapping) for item in prompt):
+        return None  # one chat
+    if all(isinstance(item, str) for item in prompt) or all(
+        isinstance(item, Sequence) and not isinstance(item, str) for item in prompt
+    ):
+        return list(prompt)
+    raise ValueError(
+        "a prompt is a string, a chat (a list of {'role': ..., 'content': ...} dicts), or a list of "
+        f"either for a batch; got a list mixing {sorted({type(item).__name__ for item in prompt})}"
+    )
+
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: LlamaCpp) -> threading.Lock:
+    """The lock that serializes generations on one llama.cpp model (one context, one KV cache)."""
+    key = model.llm
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = threading.Lock()
+    return lock
 
 
 # -- the generators ----------------------------------------------------------------------------
@@ -210,7 +290,9 @@ def json(
     track: bool = False,
 ) -> SequenceGenerator:
     """JSON valid against a schema: a Pydantic model class (returns an instance of it),
-    a JSON Schema dict or JSON text (returns the parsed ``dict``/value).
+    a JSON Schema dict or JSON text (returns the parsed ``dict``/value), or a Python type
+    (``TypedDict``, dataclass, ``list[int]``, ``int``, ``Literal``, ``Enum``, ...; returns a
+    value of that type) or function (returns its arguments as a ``dict``: ``fn(**result)``).
     ``whitespace_pattern``, ``lenient``, ``max_depth``, ``extra_properties`` and ``engine`` as in
     :class:`~outlines_gguf.JSONLogitsProcessor` (the options its error messages name).
     """
@@ -224,14 +306,7 @@ def json(
         extra_properties=extra_properties,
         engine=engine,
     )
-    pydantic_model = proc.pydantic_model
-
-    def parse(raw: str) -> Any:
-        if pydantic_model is not None:
-            return pydantic_model.model_validate_json(raw)
-        return json_module.loads(raw)
-
-    return SequenceGenerator(model, proc, parse, track=track, description="JSON value")
+    return SequenceGenerator(model, proc, proc.parse, track=track, description="JSON value")
 
 
 def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) -> SequenceGenerator:
@@ -250,19 +325,53 @@ def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) 
     return SequenceGenerator(model, proc, track=track, description="grammar")
 
 
-def choice(model: Any, choices: Sequence[str], *, track: bool = False) -> SequenceGenerator:
-    """Exactly one of ``choices`` (strings); returns the chosen string."""
+def choice(model: Any, choices: Any, *, track: bool = False) -> SequenceGenerator:
+    """Exactly one of ``choices``, returned as the same kind of thing: a list of strings
+    (returns the string), a ``Literal[...]`` (returns the literal value) or an ``Enum`` class
+    (returns the member). Non-string values are written as JSON (``1``, ``true``, ``null``)."""
     model = _as_model(model)
-    options = list(choices)
-    if isinstance(choices, str) or not options or not all(isinstance(c, str) for c in options):
-        raise ValueError(f"choices must be a non-empty list of strings, got {choices!r}")
-    pattern = "|".join(re.escape(c) for c in options)
+    options = choice_options(choices)
+    pattern = "|".join(re.escape(text) for text in options)
     proc = RegexLogitsProcessor(pattern, model.vocabulary)
-    return SequenceGenerator(model, proc, track=track, description=f"choice of {len(options)}")
+    return SequenceGenerator(
+        model, proc, options.__getitem__, track=track, description=f"choice of {len(options)}"
+    )
+
+
+def choice_options(choices: Any) -> dict[str, Any]:
+    """The text to generate for each choice, mapped to the value to return."""
+    if isinstance(choices, type) and issubclass(choices, enum.Enum):
+        pairs = [(member.value, member) for member in choices]
+    elif typing.get_origin(choices) is typing.Literal:
+        pairs = [(v.value if isinstance(v, enum.Enum) else v, v) for v in typing.get_args(choices)]
+    elif isinstance(choices, str) or not isinstance(choices, (Sequence, set, frozenset)):
+        raise ValueError(
+            f"choices must be a non-empty list of strings, a Literal[...] or an Enum class, got {choices!r}"
+        )
+    else:
+        pairs = [(c, c) for c in choices]
+        if not all(isinstance(c, str) for c in choices):
+            raise ValueError(f"a list of choices must hold strings (or use a Literal[...]), got {choices!r}")
+    options: dict[str, Any] = {}
+    for raw, value in pairs:
+        if isinstance(raw, str):
+            text = raw
+        elif raw is None or isinstance(raw, (bool, int, float)):
+            text = json_module.dumps(raw)
+        else:
+            raise ValueError(f"choice {value!r}: only strings, numbers, booleans and None can be generated")
+        if text in options:
+            raise ValueError(f"two choices are written {text!r}: {options[text]!r} and {value!r}")
+        options[text] = value
+    if not options:
+        raise ValueError(
+            f"choices must be a non-empty list of strings, a Literal[...] or an Enum class, got {choices!r}"
+        )
+    return options
 
 
 def format(model: Any, python_type: type, *, track: bool = False) -> SequenceGenerator:
-    """A value of ``python_type`` (int, float, bool, datetime.date, .time or .datetime), parsed.
+    """A value of ``python_type`` (int, float, bool, datetime.date, .time, .datetime; str: any text).
 
     The regexes are in :mod:`outlines_gguf.format_types`: integers ``-?(0|[1-9][0-9]*)``,
     floats with an optional fraction and exponent, booleans ``True|False``,

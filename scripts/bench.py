@@ -19,7 +19,9 @@ Run from the repository root::
 
 It writes ``BENCHMARKS.md`` (``--out``), plots and the raw results (``--plots``, default
 ``docs/bench/``), and prints a Targets section. A full run takes 30 to 40 minutes on two idle cores
-(phases ``construction`` ~10, ``memory`` ~2, ``e2e`` 15-25; ``--phases`` picks some); ``--gpu`` is the
+(phases ``construction`` ~10, ``memory`` ~2, ``e2e`` 15-25, ``startup`` ~2: fresh processes from a
+loaded model to the first constrained mask, beside llguidance's tokenizer set-up; ``--phases`` picks
+some); ``--gpu`` is the
 end-to-end part with every layer on the GPU (``scripts/bench_gpu.sh``). Timings depend on the machine
 and on whatever else runs on it: compare the columns of one report, not reports of different runs.
 """
@@ -53,7 +55,8 @@ VOCABS = {
 VOCAB_DIR = REPO / "models" / "vocab"
 REALISTIC_MODEL = REPO / "models" / "realistic-qwen2.gguf"
 DEFAULT_CORPUS = REPO.parent / "shared" / "jsonschemabench-dev"
-PHASES = ("construction", "memory", "e2e")
+PHASES = ("construction", "memory", "e2e", "startup")
+STARTUP_MODEL = REPO / "models" / "tiny-qwen2.gguf"  # Qwen2 152k: the largest test vocabulary
 
 _T0 = time.perf_counter()
 
@@ -414,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             e2e = run_e2e(opts.model, workloads, opts.engines, opts.rounds, opts.max_tokens, opts.threads,
                           -1 if opts.gpu else 0, blocked, progress)
             results["e2e"] = e2e.__dict__
+        if "startup" in opts.phases:
+            from bench_startup import measure as measure_startup
+
+            progress(f"start-up: fresh processes on {STARTUP_MODEL.name}, ours beside llguidance")
+            results["startup"] = measure_startup(STARTUP_MODEL, opts.runs)
     finally:
         import shutil
 

@@ -710,6 +710,10 @@ def write_outputs(results: dict[str, Any], opts: Any, workloads: Sequence[Worklo
         sections += [construction_section(results, workloads, rel("construction")),
                      per_token_section(results, workloads, rel("per_token")), setup_section(results)]
     sections.append(memory_section(results, workloads))
+    if results.get("startup"):
+        from bench_startup import markdown as startup_markdown
+
+        sections.append(startup_markdown(results["startup"]))
     sections.append("## How each engine is run\n\n" + "\n".join(f"- {n}" for n in ENGINE_NOTES))
     if results["notes"]:
         sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in results["notes"]))

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
-from outlines_gguf.errors import ChatTemplateError
+from outlines_gguf.errors import ChatTemplateError, GGUFFormatError
+from outlines_gguf.tokens.gguf import gguf_tensor_count
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
@@ -60,11 +61,18 @@ class LlamaCpp:
         The model's BOS token is added when its vocabulary asks for one, but
         never twice (a chat template may already have written it).
         """
-        ids = list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
         bos = self.vocabulary.bos_id
+        # A chat template usually writes the BOS text itself: then ask llama.cpp for none, or it
+        # adds one and warns that the prompt "starts with 2 BOS tokens".
+        has_bos = bos is not None and prompt.startswith(self._bos_text) and bool(self._bos_text)
+        ids = list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=not has_bos, special=True))
         if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
             del ids[0]
         return ids
+
+    @cached_property
+    def _bos_text(self) -> str:
+        return self._special_text(self.vocabulary.bos_id)
 
     def _special_text(self, token: int | None) -> str:
         if token is None:
@@ -106,6 +114,18 @@ class LlamaCpp:
 DEFAULT_N_CTX = 2048
 
 
+def check_model_file(path: str) -> None:
+    """Refuse, from the file's header and before llama.cpp's vague "Failed to load model", a
+    missing file, a file that is not GGUF, and a vocabulary-only GGUF (a tokenizer, no weights)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    if gguf_tensor_count(path) == 0:
+        raise GGUFFormatError(
+            f"{path} is a vocabulary-only GGUF (a tokenizer with no weights), not a model: pass a model "
+            "file. It still serves as a tokenizer: Vocabulary.from_gguf(path), or a processor's tokenizer"
+        )
+
+
 def llamacpp(
     model_path_or_llama: Any,
     *,
@@ -133,8 +153,7 @@ def llamacpp(
             raise TypeError(f"llamacpp() got an already loaded Llama: cannot apply {sorted(options)} to it")
         return LlamaCpp(model_path_or_llama, chat_template=chat_template)
     path = os.fspath(model_path_or_llama)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
+    check_model_file(path)
     from llama_cpp import Llama
 
     options.setdefault("n_ctx", DEFAULT_N_CTX)

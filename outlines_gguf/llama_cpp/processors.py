@@ -24,9 +24,16 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf.compiler import cached_guide, compile_canonical, grammar_guide, regex_guide
-from outlines_gguf.errors import ConcurrentUseError, ProcessorFailedError, VocabularyError
+from outlines_gguf.errors import (
+    ConcurrentUseError,
+    IncompleteGenerationError,
+    ProcessorFailedError,
+    VocabularyError,
+)
 from outlines_gguf.guides.base import Guide, RegexGuide
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema
+from outlines_gguf.json_schema.python_types import schema_source
+from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
@@ -101,7 +108,13 @@ class GuideLogitsProcessor:
 
     @property
     def is_finished(self) -> bool:
-        """True when the text so far is a complete match (end of generation is allowed)."""
+        """True when the text the processor has seen is complete (end of generation is allowed).
+
+        After ``create_completion`` this covers every token but the last one
+        sampled (llama.cpp never shows it to the processor): True after an
+        end-of-generation stop, but at ``max_tokens`` it can lag one token
+        behind; ``raise_if_failed(completion)`` checks the returned text instead.
+        """
         return self.guide.is_final(self.state)
 
     # -- the hook ---------------------------------------------------------------------------
@@ -175,12 +188,42 @@ class GuideLogitsProcessor:
         scores[:] = -np.inf
         scores[eog] = 0.0
 
-    def raise_if_failed(self) -> None:
-        """Raise :class:`ProcessorFailedError` if the last generation failed inside the hook."""
+    def raise_if_failed(self, completion: Any = None) -> None:
+        """Raise if the last generation failed, or was cut off before the constraint was complete.
+
+        :class:`ProcessorFailedError` if the processor failed inside the hook.
+        With ``completion`` (what ``create_completion``/``create_chat_completion``
+        returned, or the generated text), :class:`IncompleteGenerationError` too
+        unless the constraint accepts that text: a ``max_tokens`` cut
+        (``finish_reason: "length"``) is never silent. Pass it: the processor
+        never sees the last sampled token, so without it only failures are
+        reported (see :attr:`is_finished`).
+        """
         if self.error is not None:
             raise ProcessorFailedError(
                 f"{type(self).__name__} failed during generation and stopped it: {self.error}"
             ) from self.error
+        if completion is None:
+            return
+        text, finish_reason = completion_text(completion)
+        if accepts(self.guide, text):
+            return
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        cause = {
+            "length": "it reached max_tokens (or the context was full): raise max_tokens or n_ctx",
+            "stop": "a stop string cut it: remove the stop string",
+        }.get(finish_reason or "", "it ended early: give it more tokens")
+        raise IncompleteGenerationError(
+            f"generation stopped before the constraint was complete (finish_reason={finish_reason!r}); "
+            f"{cause}. Partial text: {shown!r}",
+            text=text,
+            token_ids=list(self.generated_ids),
+            reason=stop_reason(finish_reason),
+        )
+
+    def accepts(self, text: str) -> bool:
+        """Whether ``text`` is complete under this processor's constraint."""
+        return accepts(self.guide, text)
 
 
 class RegexLogitsProcessor(GuideLogitsProcessor):
@@ -204,8 +247,11 @@ class RegexLogitsProcessor(GuideLogitsProcessor):
 class JSONLogitsProcessor(GuideLogitsProcessor):
     """Constrain generation to JSON that validates against a schema.
 
-    ``schema`` is a Pydantic model class, a JSON Schema dict or JSON text;
-    ``tokenizer`` a ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path.
+    ``schema`` is a Pydantic model class, a JSON Schema dict or JSON text, or a
+    Python type or function (:mod:`~outlines_gguf.json_schema.python_types`: ``TypedDict``,
+    dataclass, ``list[int]``, ``Literal``, ``Enum``, ...); ``parse(text)`` turns
+    a complete generation into the matching value. ``tokenizer`` is a
+    ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path.
     ``whitespace_pattern`` replaces the default whitespace (an optional space
     after ``:`` and ``,``, which covers ``json.dumps`` output and compact
     JSON). Schemas we cannot enforce raise :class:`~outlines_gguf.SchemaError`
@@ -233,9 +279,13 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         engine: str = "pushdown",
     ) -> None:
         vocabulary = as_vocabulary(tokenizer)
-        canonical, extra = prepare_schema(schema, extra_properties)
+        source = schema_source(schema)
+        if extra_properties is None and source.from_python:
+            extra_properties = False  # Pydantic ignores undeclared properties
+        canonical, extra = prepare_schema(source.schema, extra_properties)
         self.schema = json.loads(canonical)
-        self.pydantic_model = schema if isinstance(schema, type) else None
+        self.pydantic_model = schema if isinstance(source.schema, type) else None
+        self.parse = source.parse
         if engine not in ("dfa", "pushdown"):
             raise ValueError(f"engine must be 'pushdown' or 'dfa', not {engine!r}")
         if engine == "pushdown":

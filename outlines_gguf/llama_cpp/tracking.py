@@ -64,12 +64,16 @@ def _top(row: np.ndarray, k: int) -> np.ndarray:
 
 
 def token_label(vocabulary: Vocabulary | None, token: int) -> str:
-    """Readable text of one token: UTF-8 with undecodable bytes shown as \\xNN, control tokens as <id>."""
+    """Readable text of one token: UTF-8 with undecodable bytes shown as \\xNN; a token that writes
+    nothing by the model's own name for it (each end-of-generation token its own: ``<|im_end|>``)."""
     if vocabulary is None:
         return f"<{token}>"
     data = vocabulary.tokens[token]
     if not data:
-        return "<eog>" if token in vocabulary.eog_ids else f"<special {token}>"
+        name = vocabulary.special_names.get(token)
+        if name:
+            return name
+        return f"<eog {token}>" if token in vocabulary.eog_ids else f"<special {token}>"
     return data.decode("utf-8", errors="backslashreplace")
 
 
@@ -180,18 +184,57 @@ class LogitTrackingProcessor:
             scores[:] = -np.inf
             scores[eog[eog < scores.shape[-1]]] = 0.0
 
-    def raise_if_failed(self) -> None:
-        """Raise :class:`ProcessorFailedError` if the wrapped processor failed during generation."""
-        inner = getattr(self.processor, "raise_if_failed", None)
-        if inner is not None:
-            inner()
+    def raise_if_failed(self, completion: Any = None) -> None:
+        """Raise :class:`ProcessorFailedError` if the wrapped processor failed during generation;
+        with ``completion``, the wrapped processor's incomplete-generation check too (see
+        :meth:`~outlines_gguf.llama_cpp.processors.GuideLogitsProcessor.raise_if_failed`), after
+        recording the last token from it (:meth:`finish_from`)."""
+        if completion is not None:
+            self.finish_from(completion)
         if self.error is not None:
             raise ProcessorFailedError(f"the tracked processor failed: {self.error}") from self.error
+        inner = getattr(self.processor, "raise_if_failed", None)
+        if inner is not None:
+            if completion is None:
+                inner()
+            else:
+                inner(completion)
 
     def finish(self, token: int) -> None:
         """Record the token chosen at the last position (it never reaches a processor)."""
         if self._n:
             self._set_chosen(self._n - 1, int(token))
+
+    def finish_from(self, completion: Any) -> int | None:
+        """Record the last position's token from what ``create_completion`` (or
+        ``create_chat_completion``) returned, or from the generated text; returns it, or None
+        where the text does not name one token the constraint allowed there (an
+        end-of-generation stop among several allowed ones)."""
+        from outlines_gguf.llama_cpp.completion_check import completion_text, token_for_bytes
+
+        if not self._n or self.vocabulary is None or self._pending is None:
+            return None
+        pos, _, constrained = self._pending
+        if pos != self._n - 1 or self._chosen[pos] != UNKNOWN:
+            return None if self._chosen[pos] == UNKNOWN else int(self._chosen[pos])
+        text, _ = completion_text(completion)
+        first = int(np.flatnonzero(self._gen[: self._n] == self.generations)[0])
+        known = self.vocabulary.decode(int(t) for t in self._chosen[first:pos])
+        data = text.encode("utf-8")
+        if not data.startswith(known) or UNKNOWN in self._chosen[first:pos]:
+            return None
+        rest = data[len(known) :]
+        if rest:
+            token = token_for_bytes(self.vocabulary, rest)
+        else:  # nothing written: an end-of-generation token, if only one was allowed
+            allowed = [
+                t for t in self.vocabulary.eog_ids if t < constrained.size and np.isfinite(constrained[t])
+            ]
+            token = allowed[0] if len(allowed) == 1 else None
+        if token is None or not np.isfinite(constrained[token]):
+            return None
+        self._set_chosen(pos, token)
+        return token
 
     # -- storage ----------------------------------------------------------------------------
 
@@ -206,17 +249,21 @@ class LogitTrackingProcessor:
         self._lse = np.zeros((self._cap, 2), dtype=np.float64)
         self._chosen = np.full(self._cap, UNKNOWN, dtype=np.int64)
         self._gen = np.zeros(self._cap, dtype=np.int32)
+        self._chosen_vals = np.full((self._cap, 2), np.nan, dtype=np.float32)  # its natural, constrained
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._pending: tuple[int, np.ndarray, np.ndarray] | None = None  # the last rows, until chosen
         self._read = False
 
     def _grow(self) -> None:
         self._cap *= 2
-        for name in ("_ids", "_vals", "_count", "_lse", "_chosen", "_gen"):
+        for name in ("_ids", "_vals", "_count", "_lse", "_chosen", "_gen", "_chosen_vals"):
             old = getattr(self, name)
             new = np.empty((self._cap, *old.shape[1:]), dtype=old.dtype)
             new[: old.shape[0]] = old
             if name == "_chosen":
                 new[old.shape[0] :] = UNKNOWN
+            elif name == "_chosen_vals":
+                new[old.shape[0] :] = np.nan
             setattr(self, name, new)
 
     def _record(self, natural: np.ndarray, constrained_view: np.ndarray) -> None:
@@ -237,14 +284,19 @@ class LogitTrackingProcessor:
             self._rows[pos] = (natural, constrained)
             if self.full_rows is not None:
                 self._rows.pop(pos - self.full_rows, None)
+        self._pending = (pos, natural, constrained)
+        self._n += 1
         allowed = np.flatnonzero(np.isfinite(constrained))
         if allowed.size == 1:  # forced: the sampler can only take this one
-            self._chosen[pos] = int(allowed[0])
-        self._n += 1
+            self._set_chosen(pos, int(allowed[0]))
 
     def _set_chosen(self, pos: int, token: int) -> None:
         if 0 <= pos < self._n:
             self._chosen[pos] = token
+            pending = self._pending
+            if pending is not None and pending[0] == pos and 0 <= token < pending[1].size:
+                # the chosen token's values, so that it shows even when it is outside the top-k
+                self._chosen_vals[pos] = (pending[1][token], pending[2][token])
 
     @property
     def n_positions(self) -> int:
@@ -253,7 +305,8 @@ class LogitTrackingProcessor:
     @property
     def nbytes(self) -> int:
         """Bytes held by the record (top-k arrays and full rows)."""
-        arrays = sum(getattr(self, n).nbytes for n in ("_ids", "_vals", "_count", "_lse", "_chosen", "_gen"))
+        names = ("_ids", "_vals", "_count", "_lse", "_chosen", "_gen", "_chosen_vals")
+        arrays = sum(getattr(self, n).nbytes for n in names)
         return arrays + sum(a.nbytes + b.nbytes for a, b in self._rows.values())
 
     # -- queries ----------------------------------------------------------------------------
@@ -280,27 +333,48 @@ class LogitTrackingProcessor:
             return " ".join(f"<{t}>" for t in chosen)
         return self.vocabulary.decode(chosen).decode("utf-8", errors="replace")
 
-    def _full(self, which: int) -> tuple[list[int], np.ndarray]:
-        self._read = True
-        positions = sorted(self._rows)
+    def _full(self, which: int, positions: list[int]) -> np.ndarray:
         if not positions:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        return positions, np.stack([self._rows[p][which] for p in positions])
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self._rows[p][which] for p in positions])
 
-    def get_logits(self) -> dict[str, Any]:
-        """Full rows of logits for the positions whose rows are kept.
+    def get_logits(self, positions: Sequence[int] | None = None) -> dict[str, Any]:
+        """Full rows of logits, for the positions whose rows the tracker keeps.
 
-        ``{"unstructured": (n, V), "structured": (n, V), "positions": [...]}``
-        (the last ``full_rows`` positions, or all of them with ``full_rows=None``).
+        Returns ``{"unstructured": (n, V), "structured": (n, V), "positions": [...],
+        "n_positions": N, "all_positions": bool}``: row ``i`` is position
+        ``positions[i]``. Only the last ``full_rows`` positions (8 by default)
+        keep full rows, so by default this covers the last 8 of the
+        ``n_positions`` tracked; ``all_positions`` says whether it covers every
+        one. Make the tracker with ``full_rows=None`` to keep (and get) every
+        position. ``positions`` picks some; asking for one whose row was not
+        kept raises ``IndexError``.
         """
-        positions, natural = self._full(0)
-        _, constrained = self._full(1)
-        return {"unstructured": natural, "structured": constrained, "positions": positions}
+        self._read = True
+        kept = sorted(self._rows)
+        if positions is None:
+            chosen = kept
+        else:
+            chosen = list(positions)
+            missing = [p for p in chosen if p not in self._rows]
+            if missing:
+                raise IndexError(
+                    f"no full rows kept for positions {missing[:5]} (kept: {kept[:1]}..{kept[-1:]}, "
+                    f"full_rows={self.full_rows}): make the tracker with full_rows=None to keep every row"
+                )
+        return {
+            "unstructured": self._full(0, chosen),
+            "structured": self._full(1, chosen),
+            "positions": chosen,
+            "n_positions": self._n,
+            "all_positions": len(chosen) == self._n,
+        }
 
-    def get_probabilities(self) -> dict[str, Any]:
-        """Like :meth:`get_logits`, as softmax probabilities (0 where the constraint put -inf)."""
-        logits = self.get_logits()
-        out: dict[str, Any] = {"positions": logits["positions"]}
+    def get_probabilities(self, positions: Sequence[int] | None = None) -> dict[str, Any]:
+        """Like :meth:`get_logits` (the same keys and positions), as softmax probabilities
+        (0 where the constraint put -inf)."""
+        logits = self.get_logits(positions)
+        out: dict[str, Any] = {k: logits[k] for k in ("positions", "n_positions", "all_positions")}
         for key in ("unstructured", "structured"):
             rows = logits[key].astype(np.float64)
             if rows.size:
@@ -319,9 +393,12 @@ class LogitTrackingProcessor:
                 tok = int(self._ids[pos, r, j])
                 seen[tok] = (float(self._vals[pos, r, 0, j]), float(self._vals[pos, r, 1, j]))
         chosen = int(self._chosen[pos])
-        if chosen != UNKNOWN and chosen not in seen and pos in self._rows:
-            natural, constrained = self._rows[pos]
-            seen[chosen] = (float(natural[chosen]), float(constrained[chosen]))
+        if chosen != UNKNOWN and chosen not in seen:
+            if pos in self._rows:
+                natural, constrained = self._rows[pos]
+                seen[chosen] = (float(natural[chosen]), float(constrained[chosen]))
+            elif not np.isnan(self._chosen_vals[pos, 0]):
+                seen[chosen] = (float(self._chosen_vals[pos, 0]), float(self._chosen_vals[pos, 1]))
         return [(t, a, b) for t, (a, b) in seen.items()]
 
     def get_top_tokens(
@@ -330,8 +407,8 @@ class LogitTrackingProcessor:
         """Per position: ``position``, ``text_so_far`` and the ``k`` most likely ``tokens``.
 
         Tokens are ranked by the larger of their natural and constrained
-        probabilities (at most ``2 * top_k`` per position are kept, plus the
-        chosen one where its full row is kept); each has ``token``, ``unstructured_prob``,
+        probabilities (at most ``2 * top_k`` per position are kept), and the
+        chosen token is added after them when it is not among them; each has ``token``, ``unstructured_prob``,
         ``structured_prob``, ``is_chosen`` and (with ``include_logits``)
         ``unstructured_logit`` and ``structured_logit``.
         """
@@ -355,8 +432,10 @@ class LogitTrackingProcessor:
                     entry["structured_logit"] = con
                 rows.append(entry)
             rows.sort(key=lambda e: -max(e["unstructured_prob"], e["structured_prob"]))
+            top = rows[:k]
+            top += [e for e in rows[k:] if e["is_chosen"]]  # the chosen token always shows
             result.append(
-                {"position": pos, "text_so_far": self.sequence(pos - 1) if pos else "", "tokens": rows[:k]}
+                {"position": pos, "text_so_far": self.sequence(pos - 1) if pos else "", "tokens": top}
             )
         return result
 
@@ -364,7 +443,7 @@ class LogitTrackingProcessor:
         """A pandas DataFrame with columns ``position, token, natural, constrained, chosen``.
 
         ``show`` is ``"probs"`` or ``"logits"``; ``min_value`` keeps rows where
-        either value reaches it; ``top_k`` limits the tokens per position.
+        either value reaches it; ``top_k`` limits the tokens per position (the chosen one is always shown).
         """
         import pandas as pd
 
@@ -384,10 +463,22 @@ class LogitTrackingProcessor:
             records, columns=["position", "token", "natural", "constrained", "chosen"]
         )
 
-    def table(self, k: int = 3, positions: Sequence[int] | None = None) -> str:
-        """A compact text table for terminals: per position, the chosen token and the top ``k``."""
+    def table(self, k: int = 3, positions: Sequence[int] | None = None, max_rows: int | None = None) -> str:
+        """A compact text table for terminals: per position, the chosen token and the top ``k``.
+
+        ``max_rows`` bounds the rows: beyond it the first and last positions
+        are shown, with one line saying how many were left out.
+        """
+        picked = self._positions(positions)
+        omitted = 0
+        if max_rows is not None and len(picked) > max(max_rows, 1):
+            head = (max(max_rows, 1) + 1) // 2
+            tail = max(max_rows, 1) - head
+            omitted = len(picked) - head - tail
+            picked = picked[:head] + (picked[-tail:] if tail else [])
+            cut_after = picked[head - 1]
         lines = [f"{'pos':>4}  {'chosen':<16} {'p(nat)':>7} {'p(con)':>7}  top natural -> constrained"]
-        for entry in self.get_top_tokens(k=self.top_k * 2 + 1, positions=positions):
+        for entry in self.get_top_tokens(k=self.top_k * 2 + 1, positions=picked):
             chosen = next((t for t in entry["tokens"] if t["is_chosen"]), None)
             label = repr(chosen["token"])[:16] if chosen else "?"
             p_n = f"{chosen['unstructured_prob']:.3f}" if chosen else "-"
@@ -397,6 +488,8 @@ class LogitTrackingProcessor:
                 for t in entry["tokens"][:k]
             )
             lines.append(f"{entry['position']:>4}  {label:<16} {p_n:>7} {p_c:>7}  {others}")
+            if omitted and entry["position"] == cut_after:
+                lines.append(f"   ... {omitted} positions not shown")
         return "\n".join(lines)
 
     def plot(self, k: int = 5, positions: Sequence[int] | None = None, ax: Any = None):
@@ -409,6 +502,7 @@ class LogitTrackingProcessor:
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("plot() needs matplotlib: pip install 'outlines-gguf[plot]'") from exc
         entries = self.get_top_tokens(k=k, positions=positions)
+        drawable = _drawable_text()
         if ax is None:
             fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(entries) + 2), 4.5))
         else:
@@ -426,7 +520,10 @@ class LogitTrackingProcessor:
                 )
         ax.set_xticks(range(len(entries)))
         ax.set_xticklabels(
-            [next((repr(t["token"]) for t in e["tokens"] if t["is_chosen"]), "?")[:10] for e in entries],
+            [
+                drawable(next((repr(t["token"]) for t in e["tokens"] if t["is_chosen"]), "?")[:10])
+                for e in entries
+            ],
             rotation=60,
             ha="right",
             fontsize=8,
@@ -436,6 +533,26 @@ class LogitTrackingProcessor:
         ax.set_title(f"top {k} tokens per position: natural (grey) vs constrained (red = chosen)")
         fig.tight_layout()
         return fig
+
+
+def _drawable_text() -> Callable[[str], str]:
+    """A function that escapes (``\\u4e2d``) the characters matplotlib's font cannot draw, so that
+    CJK and other scripts plot without "Glyph missing" warnings."""
+    try:
+        from matplotlib import font_manager
+        from matplotlib.ft2font import FT2Font
+
+        path = font_manager.findfont(font_manager.FontProperties())
+        drawable = set(FT2Font(path).get_charmap())
+    except Exception:  # no font information: draw ASCII only
+        drawable = set(range(32, 127))
+
+    def escape(text: str) -> str:
+        return "".join(
+            ch if ord(ch) in drawable else ch.encode("unicode_escape").decode("ascii") for ch in text
+        )
+
+    return escape
 
 
 def add_tracking(generator: Any, **options: Any) -> Any:

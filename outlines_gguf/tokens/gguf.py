@@ -106,6 +106,28 @@ class _Cursor:
         return out
 
 
+def gguf_tensor_count(path: str | os.PathLike[str]) -> int:
+    """How many tensors a GGUF file holds, from its 24-byte header (0: a vocabulary-only file).
+
+    Raises :class:`GGUFFormatError` for a file that is not GGUF, as
+    :func:`read_gguf_metadata` does.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+    except OSError as exc:
+        raise GGUFFormatError(f"cannot open GGUF file {path!r}: {exc.strerror}") from exc
+    if head[:4] != GGUF_MAGIC:
+        raise GGUFFormatError(f"{path}: not a GGUF file (magic {head[:4]!r})")
+    if len(head) < 24:
+        raise GGUFFormatError(f"{path}: not a GGUF file (only {len(head)} bytes)")
+    version, count = struct.unpack("<IQ", head[4:16])
+    if version not in (2, 3):
+        raise GGUFFormatError(f"{path}: unsupported GGUF version {version} (big-endian or too old?)")
+    return int(count)
+
+
 def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Return the metadata of a GGUF file as a dict.
 

@@ -12,7 +12,7 @@ it agrees token for token with ``Vocabulary.from_llama``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -107,6 +107,7 @@ class GGUFTokenizer:
     bos_id: int | None
     eos_id: int | None
     model: str
+    names: dict[int, str] = field(default_factory=dict)  # GGUF text of tokens that write no bytes
 
 
 def _first_match(texts: Sequence[bytes], wanted: Sequence[str]) -> int | None:
@@ -217,7 +218,8 @@ def derive_tokenizer(meta: dict[str, Any], source: str) -> GGUFTokenizer:
         attrs[s_id] = ATTR_NORMAL
 
     pieces = [_piece(texts[i], int(attrs[i]), kind, escape_ws) for i in range(n)]
-    return GGUFTokenizer(pieces, attrs, frozenset(eog), bos, eos, str(model))
+    names = {i: texts[i].decode("utf-8", "replace") for i in range(n) if not pieces[i] or i in eog}
+    return GGUFTokenizer(pieces, attrs, frozenset(eog), bos, eos, str(model), names)
 
 
 def _piece(text: bytes, attr: int, kind: str, escape_ws: bool) -> bytes:

@@ -59,15 +59,20 @@ class TokenTrie:
         return size
 
     @cached_property
-    def _lists(self) -> tuple[list[int], list[int], list[int], list[int], list[int], list[int]]:
-        """The arrays as Python lists, for the per-node walk of thin levels."""
-        return (
-            self.node_byte.tolist(),
-            self.first_child.tolist(),
-            self.n_children.tolist(),
-            self.term_start.tolist(),
-            self.term_count.tolist(),
-            self.term_tokens.tolist(),
+    def _lists(self) -> tuple[Sequence[int], ...]:
+        """The arrays as sequences of Python ints, for the per-node walk of thin levels:
+        memoryviews, made at once (lists of a 152k vocabulary's trie take 30+ ms to build)
+        and read almost as fast."""
+        return tuple(
+            memoryview(np.ascontiguousarray(a))
+            for a in (
+                self.node_byte,
+                self.first_child,
+                self.n_children,
+                self.term_start,
+                self.term_count,
+                self.term_tokens,
+            )
         )
 
     def _walk_narrow(

@@ -56,6 +56,7 @@ class Vocabulary:
         bos_id: int | None = None,
         eos_id: int | None = None,
         name: str = "",
+        special_names: dict[int, str] | None = None,
     ) -> None:
         self.tokens: tuple[bytes, ...] = tuple(tokens)
         n = len(self.tokens)
@@ -77,6 +78,32 @@ class Vocabulary:
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.name = name
+        self.special_names: dict[int, str] = dict(special_names or {})
+        """The model's own text of tokens that write no bytes (``<|im_end|>``), for display only."""
+
+    @classmethod
+    def from_checked_parts(
+        cls,
+        tokens: tuple[bytes, ...],
+        *,
+        eog_ids: frozenset[int],
+        special_ids: frozenset[int],
+        bos_id: int | None,
+        eos_id: int | None,
+        name: str,
+        special_names: dict[int, str],
+    ) -> Vocabulary:
+        """A vocabulary from parts another one had (``special_ids`` already the full set), without
+        the per-token checks of ``__init__``: for a disk-cache entry whose hash was verified."""
+        vocab = cls.__new__(cls)
+        vocab.tokens = tokens
+        vocab.eog_ids = eog_ids
+        vocab.special_ids = special_ids
+        vocab.bos_id = bos_id
+        vocab.eos_id = eos_id
+        vocab.name = name
+        vocab.special_names = special_names
+        return vocab
 
     # -- pickling ---------------------------------------------------------------------
 
@@ -131,6 +158,7 @@ class Vocabulary:
         tokens: list[bytes] = []
         special: list[int] = []
         eog: list[int] = []
+        names: dict[int, str] = {}
         for i in range(n):
             k = to_piece(vocab, i, buf, size, 0, False)
             if k < 0:
@@ -142,6 +170,10 @@ class Vocabulary:
                 special.append(i)
             if is_eog(vocab, i):
                 eog.append(i)
+            if k == 0 or (eog and eog[-1] == i):
+                named = to_piece(vocab, i, buf, size, 0, True)
+                if named > 0:
+                    names[i] = buf.raw[:named].decode("utf-8", "replace")
         null = llama_cpp.LLAMA_TOKEN_NULL
 
         def opt(tok: int) -> int | None:
@@ -154,6 +186,7 @@ class Vocabulary:
             bos_id=opt(llama_cpp.llama_vocab_bos(vocab)),
             eos_id=opt(llama_cpp.llama_vocab_eos(vocab)),
             name=os.path.basename(getattr(llm, "model_path", "") or ""),
+            special_names=names,
         )
 
     @classmethod
@@ -171,6 +204,7 @@ class Vocabulary:
             bos_id=tok.bos_id,
             eos_id=tok.eos_id,
             name=os.path.basename(source),
+            special_names=tok.names,
         )
 
     # -- queries ----------------------------------------------------------------------
@@ -190,15 +224,8 @@ class Vocabulary:
     @cached_property
     def hash(self) -> str:
         """A stable content hash (hex sha256) of the tokens, special and EOG sets."""
-        h = hashlib.sha256()
-        h.update(f"outlines-gguf-vocab-v1:{len(self.tokens)}:".encode())
         lengths = np.fromiter((len(t) for t in self.tokens), dtype="<u4", count=len(self.tokens))
-        h.update(lengths.tobytes())
-        h.update(b"".join(self.tokens))
-        h.update(np.array(sorted(self.special_ids), dtype="<i8").tobytes())
-        h.update(b"|")
-        h.update(np.array(sorted(self.eog_ids), dtype="<i8").tobytes())
-        return h.hexdigest()
+        return vocabulary_hash(b"".join(self.tokens), lengths, sorted(self.special_ids), sorted(self.eog_ids))
 
     @cached_property
     def is_special(self) -> np.ndarray:
@@ -271,11 +298,26 @@ class Vocabulary:
             )
 
 
+def vocabulary_hash(blob: bytes, lengths: Any, special: Any, eog: Any) -> str:
+    """:attr:`Vocabulary.hash` from the tokens' bytes joined, their lengths, and the sorted
+    special and end-of-generation ids (what the vocabulary disk cache checks entries with)."""
+    lengths = np.asarray(lengths, dtype="<u4")
+    h = hashlib.sha256()
+    h.update(f"outlines-gguf-vocab-v1:{lengths.size}:".encode())
+    h.update(lengths.tobytes())
+    h.update(blob)
+    h.update(np.asarray(special, dtype="<i8").tobytes())
+    h.update(b"|")
+    h.update(np.asarray(eog, dtype="<i8").tobytes())
+    return h.hexdigest()
+
+
 def as_vocabulary(tokenizer: Any) -> Vocabulary:
     """Accept a :class:`Vocabulary`, a ``llama_cpp.Llama`` or a GGUF path.
 
     Vocabularies read from a ``Llama`` are cached on it, so building many
-    processors for one model reads its vocabulary once.
+    processors for one model reads its vocabulary once; on disk too, with its
+    token tries (:mod:`~outlines_gguf.tokens.cache`), so a new process loads them.
     """
     if isinstance(tokenizer, Vocabulary):
         return tokenizer
@@ -288,7 +330,7 @@ def as_vocabulary(tokenizer: Any) -> Vocabulary:
         cached = getattr(tokenizer, "_outlines_gguf_vocabulary", None)
         if isinstance(cached, Vocabulary):
             return cached
-        vocab = Vocabulary.from_llama(tokenizer)
+        vocab = _from_llama_cached(tokenizer)
         try:
             tokenizer._outlines_gguf_vocabulary = vocab
         except AttributeError:
@@ -318,5 +360,16 @@ def _cached_gguf_vocabulary(path: str) -> Vocabulary:
     if vocab is None:
         if len(_GGUF_CACHE) >= 8:
             _GGUF_CACHE.pop(next(iter(_GGUF_CACHE)))
-        vocab = _GGUF_CACHE[key] = Vocabulary.from_gguf(path)
+        from outlines_gguf.tokens.cache import cached_vocabulary
+
+        vocab = _GGUF_CACHE[key] = cached_vocabulary(path, "gguf", lambda: Vocabulary.from_gguf(path))
     return vocab
+
+
+def _from_llama_cached(llm: Any) -> Vocabulary:
+    path = getattr(llm, "model_path", None)
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return Vocabulary.from_llama(llm)
+    from outlines_gguf.tokens.cache import cached_vocabulary
+
+    return cached_vocabulary(path, "llama", lambda: Vocabulary.from_llama(llm))

@@ -141,7 +141,7 @@ def test_format_returns_the_type(model, python_type) -> None:
 
 def test_format_rejects_other_types(model) -> None:
     with pytest.raises(ValueError, match="supports int, float, bool"):
-        generate.format(model, str)
+        generate.format(model, complex)
 
 
 def test_date_regex_is_exactly_the_valid_dates() -> None:
