@@ -23,8 +23,9 @@ Masks are cached per configuration (LRU).
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from outlines_gguf.grammar.lexer import CROSS
 from outlines_gguf.guides.base import FINISHED, LRUCache, TokenMask, bytes_to_read, cached_guide
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from outlines_gguf.guides.grammar_general import GeneralCFGGuide
 
 MASK_CACHE_SIZE = 1024
 """Masks kept per CFG guide (least recently used are dropped)."""
@@ -77,11 +81,24 @@ class CFGGuide:
         return self.vocabulary.class_trie(self.grammar.byte_class)
 
     @classmethod
-    def from_grammar(cls, text: str, vocabulary: Vocabulary, start: str = "start") -> CFGGuide:
-        """The guide for a Lark grammar, shared through the guide cache."""
-        return cached_guide(
-            ("cfg", text, start), vocabulary, lambda: cls(compile_grammar(text, start), vocabulary)
-        )
+    def from_grammar(
+        cls, text: str, vocabulary: Vocabulary, start: str | Sequence[str] = "start", lexer: str = "auto"
+    ) -> CFGGuide | GeneralCFGGuide:
+        """The guide for a Lark grammar, shared through the guide cache: a CFGGuide in the LALR
+        mode, a :class:`~outlines_gguf.guides.grammar_general.GeneralCFGGuide` in the general mode
+        (see :func:`~outlines_gguf.grammar.compiled.compile_grammar` for ``start`` and ``lexer``)."""
+
+        def build() -> CFGGuide | GeneralCFGGuide:
+            from outlines_gguf.guides.grammar_general import GeneralCFGGuide
+            from outlines_gguf.grammar.general import GeneralGrammar
+
+            grammar = compile_grammar(text, start, lexer)
+            if isinstance(grammar, GeneralGrammar):
+                return GeneralCFGGuide(grammar, vocabulary)
+            return cls(grammar, vocabulary)
+
+        key = start if isinstance(start, str) else tuple(start)
+        return cached_guide(("cfg", text, key, lexer), vocabulary, build)
 
     # -- the Guide protocol -----------------------------------------------------------------
 
