@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -356,3 +357,25 @@ def test_random_logits_give_sentences_earley_parses(name: str, seed: int) -> Non
 def test_shipped_grammars_keep_the_lalr_mode() -> None:
     for name in grammars.names():
         assert isinstance(compile_grammar(grammars.load(name)), Grammar), name
+
+
+# -- lark's own grammars --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "start", "needle"),
+    [
+        # terminals with lookarounds (OP: /[+*]|[?](?![a-z])/; Python's STRING) cannot be a DFA
+        ("lark.lark", "start", "OP"),
+        ("python.lark", "eval_input", "STRING"),
+        # indentation needs lark's Indenter postlexer: _INDENT/_DEDENT are %declare'd
+        ("python.lark", "file_input", r"%declare \(line \d+\)"),
+    ],
+)
+def test_grammars_shipped_with_lark_fail_clearly(name: str, start: str, needle: str) -> None:
+    import lark
+
+    text = (Path(lark.__file__).parent / "grammars" / name).read_text()
+    for lexer in ("auto", "dynamic"):
+        with pytest.raises(GrammarError, match=needle):
+            compile_grammar(text, start=start, lexer=lexer)

@@ -340,7 +340,7 @@ class Grammar:
             )
         from outlines_gguf.grammar.general import check_no_declared
 
-        check_no_declared(text, lark)
+        check_no_declared(text, lark, [start])
         _check_productive(lark.rules, start)
         frontend = lark.parser
         contextual = frontend.lexer

@@ -57,13 +57,22 @@ def _declared_line(text: str, name: str) -> int | None:
     return None
 
 
-def check_no_declared(text: str, lark) -> None:
-    """Raise :func:`declared_terminal_error` for a terminal the rules use but no pattern defines."""
+def check_no_declared(text: str, lark, starts: Sequence[str]) -> None:
+    """Raise :func:`declared_terminal_error` for a terminal that a rule reachable from ``starts``
+    uses but no pattern defines."""
     defined = {t.name for t in lark.terminals if t.pattern is not None}
+    by_origin: dict[str, list] = {}
     for rule in lark.rules:
-        for sym in rule.expansion:
-            if sym.is_term and sym.name not in defined:
-                raise declared_terminal_error(text, str(sym.name))
+        by_origin.setdefault(str(rule.origin.name), []).append(rule)
+    reached, todo = set(starts), list(starts)
+    while todo:
+        for rule in by_origin.get(todo.pop(), ()):
+            for sym in rule.expansion:
+                if sym.is_term and sym.name not in defined:
+                    raise declared_terminal_error(text, str(sym.name))
+                if not sym.is_term and str(sym.name) not in reached:
+                    reached.add(str(sym.name))
+                    todo.append(str(sym.name))
 
 
 def declared_terminal_error(text: str, name: str) -> GrammarError:
@@ -88,7 +97,7 @@ class GeneralGrammar:
         starts = [start] if isinstance(start, str) else list(start)
         self.start_symbol = start if isinstance(start, str) else tuple(starts)
         lark, _ = _load_lark(text, starts, parser="earley")
-        check_no_declared(text, lark)
+        check_no_declared(text, lark, starts)
         dfas: dict[str, ByteDFA] = {}
         for term in lark.terminals:
             if term.pattern is None:
