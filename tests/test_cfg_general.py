@@ -379,3 +379,31 @@ def test_grammars_shipped_with_lark_fail_clearly(name: str, start: str, needle: 
     for lexer in ("auto", "dynamic"):
         with pytest.raises(GrammarError, match=needle):
             compile_grammar(text, start=start, lexer=lexer)
+
+
+def test_general_guides_pickle_and_share_across_threads() -> None:
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    text = AMBIGUOUS["binary"]
+    vocab = tiny_vocabulary("a+")
+    guide = CFGGuide.from_grammar(text, vocab, lexer="dynamic")
+    copy = pickle.loads(pickle.dumps(guide))
+    state = copy.next_state(copy.initial_state, vocab.tokens.index(b"a+a"))
+    assert copy.is_final(state) and 0 in copy.mask(state).allowed_ids(vocab.size)
+
+    def walk(seed: int) -> bytes:
+        rng = np.random.default_rng(seed)
+        state, out = guide.initial_state, b""
+        for _ in range(12):
+            allowed = guide.mask(state).allowed_ids(vocab.size)
+            tid = int(rng.choice(allowed))
+            if tid == 0:
+                break
+            state = guide.next_state(state, tid)
+            out += vocab.tokens[tid]
+        return out + guide.grammar.shortest_completion(state)
+
+    with ThreadPoolExecutor(4) as pool:
+        for data in pool.map(walk, range(8)):
+            assert lark_parses(text, data), data

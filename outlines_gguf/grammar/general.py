@@ -25,6 +25,7 @@ looks up transitions vectorized and computes only the ones never seen.
 from __future__ import annotations
 
 import re
+import threading
 from collections import deque
 from collections.abc import Sequence
 
@@ -132,7 +133,18 @@ class GeneralGrammar:
         self._names = [str(n) for n in self.terminals]
         self._acceptable: dict[int, tuple[int, ...]] = {}
         self.initial_state: ConfigSet = frozenset((root, -1, 0) for root in self.table.roots)
+        self.lock = threading.RLock()
+        """Held by guides around every use: one grammar is shared by the guides of all vocabularies."""
         self._reset()
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
 
     # -- the lazily built automaton over configurations ----------------------------------------
 

@@ -12,7 +12,6 @@ configuration (LRU).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Hashable
 from functools import cached_property
 
@@ -38,7 +37,7 @@ class GeneralCFGGuide:
         self.vocabulary = vocabulary
         self.initial_state: Hashable = grammar.initial_state
         self._masks: LRUCache = LRUCache(MASK_CACHE_SIZE)
-        self._lock = threading.RLock()
+        self._lock = grammar.lock  # the grammar's automaton grows as masks are computed
 
     def __getstate__(self) -> dict[str, object]:
         """Pickles without its lock, mask cache and compressed trie (rebuilt lazily)."""
@@ -50,7 +49,7 @@ class GeneralCFGGuide:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.RLock()
+        self._lock = self.grammar.lock
 
     @cached_property
     def trie(self) -> TokenTrie:
