@@ -407,3 +407,12 @@ def test_general_guides_pickle_and_share_across_threads() -> None:
     with ThreadPoolExecutor(4) as pool:
         for data in pool.map(walk, range(8)):
             assert lark_parses(text, data), data
+
+
+def test_exponential_ambiguity_is_refused_loudly_not_a_hang() -> None:
+    grammar = compile_grammar('start: e\ne: e "+" e | e "*" e | "(" e ")" | N\nN: /[0-9]/\n')
+    assert isinstance(grammar, GeneralGrammar)
+    text = b"1+2*3+(4*5+6)*7+8+9*1+2*3+4+5*6+7*8+9+1+2+3*4+5+6*7+8*9+1*2+3"
+    assert grammar.advance(grammar.initial_state, text[:30]) is not None
+    with pytest.raises(ConstraintTooComplexError, match="ambiguous"):
+        grammar.advance(grammar.initial_state, text)

@@ -41,7 +41,7 @@ Item = tuple[int, int, int]
 ConfigSet = frozenset
 """A general-mode configuration: a frozenset of :data:`Item`."""
 
-MAX_ITEMS = 20_000
+MAX_ITEMS = 5_000
 """The most items one configuration may hold (then ConstraintTooComplexError)."""
 
 MAX_SETS = 200_000
