@@ -159,7 +159,7 @@ def test_random_grammars_match_earley(text: str, data: st.DataObject) -> None:
         return
     try:
         check_against_lark(text, data)
-    except ConstraintTooComplexError:  # exponentially ambiguous: refused loudly, as documented
+    except ConstraintTooComplexError:  # past the documented bounds: refused loudly, never wrong
         reject()
 
 
@@ -409,10 +409,18 @@ def test_general_guides_pickle_and_share_across_threads() -> None:
             assert lark_parses(text, data), data
 
 
-def test_exponential_ambiguity_is_refused_loudly_not_a_hang() -> None:
-    grammar = compile_grammar('start: e\ne: e "+" e | e "*" e | "(" e ")" | N\nN: /[0-9]/\n')
+def test_ambiguous_expressions_stay_small_on_long_texts() -> None:
+    """Stacks sharing a top state are one node of a graph-structured stack: the classic ambiguous
+    expression grammar (Catalan-many parses) keeps a handful of items, however long the text."""
+    text = 'start: e\ne: e "+" e | e "*" e | "(" e ")" | N\nN: /[0-9]/\n'
+    grammar = compile_grammar(text)
     assert isinstance(grammar, GeneralGrammar)
-    text = b"1+2*3+(4*5+6)*7+8+9*1+2*3+4+5*6+7*8+9+1+2+3*4+5+6*7+8*9+1*2+3"
-    assert grammar.advance(grammar.initial_state, text[:30]) is not None
-    with pytest.raises(ConstraintTooComplexError, match="ambiguous"):
-        grammar.advance(grammar.initial_state, text)
+    sentence = "+".join(["1+2*3+(4*5+6)*7+8+9*1+2*3+4+5*6+7*8+9+1+2+3*4+5+6*7+8*9+1*2+3"] * 3)
+    config = grammar.initial_state
+    for cut, byte in enumerate(sentence.encode(), 1):
+        config = grammar.step(config, byte)
+        assert config is not None and len(config) <= 4
+        if cut % 9 == 0 and cut <= 45:  # lark's Earley builds every parse: slow on long ones
+            assert grammar.is_final(config) == lark_parses(text, sentence[:cut]), sentence[:cut]
+    assert grammar.is_final(config)
+    assert not grammar.accepts((sentence + "+").encode())

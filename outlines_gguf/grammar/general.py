@@ -7,8 +7,8 @@ lark's Earley parser with ``lexer="dynamic_complete"``: a lexeme is any
 piece of text that a terminal matches (not only the longest), between any
 two lexemes, and around the text, ``%ignore``d terminals may appear.
 
-A configuration is a set of *items* ``(stack, terminal, q)``: a GLR stack
-(:class:`~outlines_gguf.grammar.glr_table.GLRTable`), the terminal whose lexeme is
+A configuration is a set of *items* ``(stack, terminal, q)``: a node of the
+graph-structured stack (:class:`~outlines_gguf.grammar.glr_table.GLRTable`), the terminal whose lexeme is
 being read and its DFA state (``terminal == -1``: between lexemes, only in
 the initial configuration). A byte advances every item: inside its lexeme,
 and, where the lexeme may end, through the parser (all reductions, then the
@@ -224,11 +224,24 @@ class GeneralGrammar:
                     nxt = trans[t][0][cls]
                     if nxt >= 0:
                         out.add((after, t, nxt))
+        out = self._merged(out)
         if len(out) > MAX_ITEMS:
             raise ConstraintTooComplexError(
                 f"the grammar is too ambiguous here: more than {MAX_ITEMS} ways to read the text so far"
             )
         return frozenset(out)
+
+    def _merged(self, items: set[Item]) -> set[Item]:
+        """Items that read the same lexeme in the same state on stacks with the same top state
+        become one item on the union of their stacks (graph-structured stack merging)."""
+        top = self.table.top
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for node, terminal, q in items:
+            groups.setdefault((terminal, q, top(node)), []).append(node)
+        if len(groups) == len(items):
+            return items
+        merge = self.table.merge
+        return {(merge(nodes), terminal, q) for (terminal, q, _), nodes in groups.items()}
 
     def _is_final(self, config: ConfigSet) -> bool:
         accepts = self.table.accepts_end

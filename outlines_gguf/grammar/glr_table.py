@@ -19,7 +19,7 @@ finite and every stack can still be completed:
   recursion and unit cycles. A start rule that derives the empty text is
   recorded (:attr:`GLRTable.empty_ok`) instead.
 
-Stacks are interned ints, as in :class:`~outlines_gguf.grammar.compiled.ParseTable`.
+Stacks are a graph-structured stack of interned nodes (:class:`GLRTable`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ MAX_NULLABLE_PER_RULE = 12
 """Epsilon elimination writes 2**k variants of a rule with k nullable symbols; past this, it refuses."""
 
 MAX_STACKS = 2_000_000
-"""The most distinct GLR stacks one grammar interns (then ConstraintTooComplexError)."""
+"""The most stack nodes one grammar interns (then ConstraintTooComplexError)."""
 
 MEMO_SIZE = 500_000
 """Per-(stack, terminal) shift results kept before they are dropped and recomputed."""
@@ -133,7 +133,14 @@ def normalize(
 class GLRTable:
     """LALR(1) actions with conflicts kept: ``shifts[state][terminal]`` is the target state,
     ``reduces[state][terminal]`` the rules ``(origin, length)`` to reduce by, ``gotos[state][rule]``
-    the state after a reduction. ``roots`` holds one interned stack per start rule."""
+    the state after a reduction. ``roots`` holds one stack node per start rule.
+
+    Stacks form a graph-structured stack, hash-consed: a *node* is an int naming
+    (top state, the set of nodes below it), and stands for every stack made of one
+    stack of a node below plus the top state. Stacks that share a top state are one
+    node (the union of what lies below), so ambiguity that would multiply stacks
+    (``e: e "+" e | e "*" e``) keeps one node per state instead; equal structures
+    reached by different texts are the same int, so results are shared."""
 
     shifts: list[dict[str, int]]
     reduces: list[dict[str, tuple[tuple[str, int], ...]]]
@@ -141,98 +148,102 @@ class GLRTable:
     start_states: list[int]
     end_states: frozenset[int]
     empty_ok: frozenset[int] = field(default_factory=frozenset)
-    """Root stacks whose start rule also derives the empty text."""
+    """Indexes (in ``start_states``) of the start rules that also derive the empty text."""
 
     def __post_init__(self) -> None:
-        self._below: list[int] = []
         self._top: list[int] = []
+        self._below: list[frozenset[int]] = []
         self._depth: list[int] = []
-        self._ids: dict[tuple[int, int], int] = {}
-        self.roots = tuple(self.push(-1, s) for s in self.start_states)
+        self._ids: dict[tuple[int, frozenset[int]], int] = {}
+        self.roots = tuple(self.node(s, frozenset()) for s in self.start_states)
         self._empty_roots = frozenset(self.roots[i] for i in self.empty_ok)
         self._shift: dict[tuple[int, str], tuple[int, ...]] = {}
         self._accepts: dict[int, bool] = {}
 
     @property
-    def n_stacks(self) -> int:
+    def n_nodes(self) -> int:
         return len(self._top)
 
-    def top(self, stack: int) -> int:
-        return self._top[stack]
+    def top(self, node: int) -> int:
+        return self._top[node]
 
-    def depth(self, stack: int) -> int:
-        return self._depth[stack]
+    def below(self, node: int) -> frozenset[int]:
+        return self._below[node]
 
-    def states(self, stack: int) -> tuple[int, ...]:
-        """The states of ``stack``, bottom first (for inspection)."""
-        out = []
-        while stack >= 0:
-            out.append(self._top[stack])
-            stack = self._below[stack]
-        return tuple(reversed(out))
+    def depth(self, node: int) -> int:
+        """The depth of the shallowest stack of ``node``."""
+        return self._depth[node]
 
-    def push(self, stack: int, state: int) -> int:
-        key = (stack, state)
+    def node(self, state: int, below: frozenset[int]) -> int:
+        """The interned node for ``state`` on top of the stacks of ``below``."""
+        key = (state, below)
         found = self._ids.get(key)
         if found is None:
             found = self._ids[key] = len(self._top)
             if found >= MAX_STACKS:
-                raise ConstraintTooComplexError(
-                    f"the grammar reached more than {MAX_STACKS} distinct parser stacks"
-                )
-            self._below.append(stack)
+                raise ConstraintTooComplexError(f"the grammar reached more than {MAX_STACKS} stack nodes")
             self._top.append(state)
-            self._depth.append(1 if stack < 0 else self._depth[stack] + 1)
+            self._below.append(below)
+            self._depth.append(1 + min((self._depth[b] for b in below), default=0))
         return found
 
-    def _reductions(self, stack: int, terminal: str) -> list[int]:
-        """Every stack reachable from ``stack`` by reductions with lookahead ``terminal`` (itself
-        included). Finite: the rules are epsilon-free, so no reduction makes a stack deeper."""
-        below, tops, reduces, gotos = self._below, self._top, self.reduces, self.gotos
-        seen = {stack}
-        order = [stack]
-        i = 0
-        while i < len(order):
-            current = order[i]
-            i += 1
-            for origin, size in reduces[tops[current]].get(terminal, ()):
-                base = current
-                for _ in range(size):
-                    base = below[base]
-                nxt = self.push(base, gotos[tops[base]][origin])
-                if nxt not in seen:
-                    seen.add(nxt)
-                    order.append(nxt)
-        return order
+    def merge(self, nodes: Iterable[int]) -> int:
+        """One node for nodes with the same top state (the union of their stacks)."""
+        nodes = list(nodes)
+        if len(nodes) == 1:
+            return nodes[0]
+        return self.node(self._top[nodes[0]], frozenset().union(*(self._below[n] for n in nodes)))
 
-    def shift(self, stack: int, terminal: str) -> tuple[int, ...]:
-        """The stacks after reading ``terminal`` (all ways of reducing first); empty if none."""
-        key = (stack, terminal)
+    def _reductions(self, node: int, terminal: str) -> dict[int, set[int]]:
+        """Every top state reachable from ``node`` by reductions with lookahead ``terminal``, with
+        the nodes below it (``node``'s own state included). Each new edge is reduced through once
+        (Tomita's algorithm); epsilon-free rules pop at least the top, so edges only ever point to
+        older nodes and the closure is finite."""
+        below, tops, reduces, gotos = self._below, self._top, self.reduces, self.gotos
+        frontier: dict[int, set[int]] = {tops[node]: set(below[node])}
+        work = [(tops[node], b) for b in below[node]]
+        while work:
+            state, edge = work.pop()
+            for origin, size in reduces[state].get(terminal, ()):
+                bases = {edge}
+                for _ in range(size - 1):
+                    bases = {b for n in bases for b in below[n]}
+                for base in bases:
+                    goto = gotos[tops[base]][origin]
+                    edges = frontier.setdefault(goto, set())
+                    if base not in edges:
+                        edges.add(base)
+                        work.append((goto, base))
+        return frontier
+
+    def shift(self, node: int, terminal: str) -> tuple[int, ...]:
+        """The nodes after reading ``terminal`` (all ways of reducing first, one node per top
+        state); empty if none."""
+        key = (node, terminal)
         found = self._shift.get(key)
         if found is None:
-            shifts, tops = self.shifts, self._top
-            out = []
-            for current in self._reductions(stack, terminal):
-                target = shifts[tops[current]].get(terminal)
+            shifts = self.shifts
+            after: dict[int, set[int]] = {}
+            for state, edges in self._reductions(node, terminal).items():
+                target = shifts[state].get(terminal)
                 if target is not None:
-                    out.append(self.push(current, target))
-            found = tuple(sorted(set(out)))
+                    after.setdefault(target, set()).add(self.node(state, frozenset(edges)))
+            found = tuple(sorted(self.node(t, frozenset(b)) for t, b in after.items()))
             if len(self._shift) >= MEMO_SIZE:
                 self._shift.clear()
             self._shift[key] = found
         return found
 
-    def accepts_end(self, stack: int) -> bool:
-        """Whether the text read so far (``stack``) is a complete sentence."""
-        found = self._accepts.get(stack)
+    def accepts_end(self, node: int) -> bool:
+        """Whether the text read so far (``node``) is a complete sentence."""
+        found = self._accepts.get(node)
         if found is None:
-            found = stack in self._empty_roots
-            if not found:
-                ends, tops = self.end_states, self._top
-                found = any(tops[s] in ends for s in self._reductions(stack, END))
+            found = node in self._empty_roots or any(
+                state in self.end_states for state in self._reductions(node, END)
+            )
             if len(self._accepts) >= MEMO_SIZE:
                 self._accepts.clear()
-            self._accepts[stack] = found
+            self._accepts[node] = found
         return found
 
 
