@@ -14,16 +14,18 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
 from outlines_gguf import disk_cache
 from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
 from outlines_gguf.errors import RegexError, SchemaError
-from outlines_gguf.grammar.compiled import Grammar, terminal_dfa
+from outlines_gguf.grammar.compiled import Grammar, build_grammar, normalize_start, terminal_dfa
+from outlines_gguf.grammar.general import GeneralGrammar
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.guides.grammar import CFGGuide
+from outlines_gguf.guides.grammar_general import GeneralCFGGuide
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema, schema_to_dfa
 from outlines_gguf.tokens.text import starts_plain_char
 from outlines_gguf.tokens.vocabulary import Vocabulary, clear_gguf_cache
@@ -82,10 +84,31 @@ def compile_canonical(
     )
 
 
+def compile_grammar(
+    text: str, start: str | Sequence[str] = "start", lexer: str = "auto"
+) -> Grammar | GeneralGrammar:
+    """Compile a Lark grammar (cached per text, start and lexer). Raises :class:`GrammarError`
+    with the location.
+
+    ``start`` is a rule name, or several (the language is their union, as lark's ``start=[...]``).
+    ``lexer`` picks the mode:
+
+    * ``"auto"`` (default): the LALR(1) mode with lark's contextual lexer when lark's LALR
+      analysis accepts the grammar without conflicts (the fast path, a :class:`Grammar`),
+      the general mode otherwise;
+    * ``"contextual"``: always the LALR(1) mode, as lark's ``parser="lalr"`` (shift/reduce
+      conflicts resolved as shifts, with a warning; reduce/reduce conflicts are an error);
+    * ``"dynamic"``: always the general mode (a
+      :class:`~outlines_gguf.grammar.general.GeneralGrammar`): any context-free grammar,
+      ambiguous or not, with every lexing, as lark's Earley parser with
+      ``lexer="dynamic_complete"``.
+    """
+    return _compile_grammar(text, normalize_start(start), lexer)
+
+
 @lru_cache(maxsize=64)
-def compile_grammar(text: str, start: str = "start") -> Grammar:
-    """Compile a Lark grammar (cached per text). Raises :class:`GrammarError` with the location."""
-    return Grammar(text, start)
+def _compile_grammar(text: str, start: str | tuple[str, ...], lexer: str) -> Grammar | GeneralGrammar:
+    return build_grammar(text, start, lexer)
 
 
 # -- guides -----------------------------------------------------------------------------------
@@ -121,11 +144,20 @@ def regex_guide(pattern: str, vocabulary: Vocabulary) -> RegexGuide:
     )
 
 
-def grammar_guide(text: str, vocabulary: Vocabulary, start: str = "start") -> CFGGuide:
-    """The guide for a Lark grammar, shared through the guide cache."""
-    return cached_guide(
-        ("cfg", text, start), vocabulary, lambda: CFGGuide(compile_grammar(text, start), vocabulary)
-    )
+def grammar_guide(
+    text: str, vocabulary: Vocabulary, start: str | Sequence[str] = "start", lexer: str = "auto"
+) -> CFGGuide | GeneralCFGGuide:
+    """The guide for a Lark grammar, shared through the guide cache: a :class:`CFGGuide` in the
+    LALR mode, a :class:`GeneralCFGGuide` in the general mode (see :func:`compile_grammar`)."""
+    starts = normalize_start(start)
+
+    def build() -> CFGGuide | GeneralCFGGuide:
+        grammar = _compile_grammar(text, starts, lexer)
+        if isinstance(grammar, GeneralGrammar):
+            return GeneralCFGGuide(grammar, vocabulary)
+        return CFGGuide(grammar, vocabulary)
+
+    return cached_guide(("cfg", text, starts, lexer), vocabulary, build)
 
 
 def clear_guide_cache() -> None:
@@ -143,7 +175,7 @@ def clear_caches(*vocabularies: Vocabulary) -> None:
     alone (``disk_cache.clear()`` empties it).
     """
     clear_guide_cache()
-    for cache in (compile_regex, compile_canonical, compile_grammar, terminal_dfa, starts_plain_char):
+    for cache in (compile_regex, compile_canonical, _compile_grammar, terminal_dfa, starts_plain_char):
         cache.cache_clear()
     clear_gguf_cache()
     for vocabulary in vocabularies:

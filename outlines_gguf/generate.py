@@ -309,9 +309,17 @@ def json(
     return SequenceGenerator(model, proc, proc.parse, track=track, description="JSON value")
 
 
-def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) -> SequenceGenerator:
-    """Text in the language of a Lark context-free ``grammar`` from its rule ``start``; returns
-    the text.
+def cfg(
+    model: Any,
+    grammar: str,
+    *,
+    start: str | Sequence[str] = "start",
+    lexer: str = "auto",
+    track: bool = False,
+) -> SequenceGenerator:
+    """Text in the language of a Lark context-free ``grammar`` from its rule ``start`` (or the
+    union of several); returns the text. ``lexer`` picks the mode, as for
+    :class:`~outlines_gguf.llama_cpp.processors.CFGLogitsProcessor`.
 
     Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
     grammars are in :mod:`outlines_gguf.grammar.shipped`.
@@ -321,7 +329,7 @@ def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) 
     )
 
     model = _as_model(model)
-    proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start)
+    proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start, lexer=lexer)
     return SequenceGenerator(model, proc, track=track, description="grammar")
 
 

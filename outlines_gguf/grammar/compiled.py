@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -43,6 +45,9 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _sre_constants  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from outlines_gguf.grammar.general import GeneralGrammar
 
 logger = logging.getLogger("outlines_gguf")
 
@@ -265,8 +270,9 @@ class _ConflictLog(logging.Handler):
             self.conflicts[-1] += f" ({message[3:]})"
 
 
-def _load_lark(text: str, start: str):
-    """lark's parser for ``text``, and the shift/reduce conflicts lark resolved as shift."""
+def _load_lark(text: str, start: str | list[str], parser: str = "lalr"):
+    """lark's parser for ``text`` (``parser="lalr"``: LALR(1) with the contextual lexer;
+    ``"earley"``: Earley with every lexing), and the shift/reduce conflicts lark resolved as shift."""
     from lark import Lark
     from lark import logger as lark_logger
     from lark.exceptions import GrammarError as LarkGrammarError
@@ -279,6 +285,8 @@ def _load_lark(text: str, start: str):
     lark_logger.handlers, lark_logger.propagate = [log], False  # listen to lark's debug log, print none of it
     lark_logger.setLevel(logging.DEBUG)
     try:
+        if parser == "earley":
+            return Lark(text, parser="earley", lexer="dynamic_complete", start=start), []
         return Lark(text, parser="lalr", lexer="contextual", start=start), log.conflicts
     except UnexpectedInput as exc:
         context = exc.get_context(text).rstrip() if hasattr(exc, "get_context") else ""
@@ -343,10 +351,12 @@ class Grammar:
     lets invalid text through.
     """
 
-    def __init__(self, text: str, start: str = "start") -> None:
+    mode = "lalr"
+
+    def __init__(self, text: str, start: str = "start", *, loaded: tuple | None = None) -> None:
         self.text = text
         self.start_symbol = start
-        lark, self.conflicts = _load_lark(text, start)
+        lark, self.conflicts = loaded if loaded is not None else _load_lark(text, start)
         if self.conflicts:
             logger.warning(
                 "outlines-gguf: the grammar has %d shift/reduce conflict(s), which lark resolves as shift "
@@ -354,6 +364,9 @@ class Grammar:
                 len(self.conflicts),
                 "; ".join(self.conflicts[:3]),
             )
+        from outlines_gguf.grammar.general import check_no_declared
+
+        check_no_declared(text, lark, [start])
         _check_productive(lark.rules, start)
         frontend = lark.parser
         contextual = frontend.lexer
@@ -365,7 +378,9 @@ class Grammar:
         for term in lark.terminals:
             pattern = term.pattern
             if pattern is None:
-                raise GrammarError(f"terminal {term.name} has no pattern (%declare is not supported)")
+                from outlines_gguf.grammar.general import declared_terminal_error
+
+                raise declared_terminal_error(text, term.name)
             dfas[term.name], follow = terminal_lexing(term.name, pattern.to_regexp())
             if follow is not None:
                 follows[term.name] = follow
@@ -613,3 +628,44 @@ class Grammar:
             self.example()
         except RecursionError as exc:  # pragma: no cover - defensive
             raise ConstraintTooComplexError("the grammar is too deep to check") from exc
+
+
+LEXERS = ("auto", "contextual", "dynamic")
+"""The grammar modes (see :func:`outlines_gguf.compiler.compile_grammar`)."""
+
+START_UNION = "outlines_gguf_start_union"
+"""The rule added to a grammar with several start rules for the LALR mode (its language is their union)."""
+
+
+def normalize_start(start: str | Sequence[str]) -> str | tuple[str, ...]:
+    """A start rule name, or several as a tuple (hashable, for the compile cache)."""
+    if isinstance(start, str):
+        return start
+    starts = tuple(start)
+    if not starts or not all(isinstance(s, str) for s in starts):
+        raise GrammarError(f"start must be a rule name or a non-empty list of them, not {start!r}")
+    return starts[0] if len(starts) == 1 else starts
+
+
+def build_grammar(text: str, start: str | tuple[str, ...], lexer: str) -> Grammar | GeneralGrammar:
+    """The grammar in the mode ``lexer`` asks for (uncached: ``compiler.compile_grammar`` caches)."""
+    from outlines_gguf.grammar.general import GeneralGrammar
+
+    if lexer not in LEXERS:
+        raise GrammarError(f"lexer must be one of {', '.join(LEXERS)}, not {lexer!r}")
+    if lexer == "dynamic":
+        return GeneralGrammar(text, start)
+    if isinstance(start, tuple):
+        lalr_text, lalr_start = f"{text}\n{START_UNION}: {' | '.join(start)}\n", START_UNION
+    else:
+        lalr_text, lalr_start = text, start
+    if lexer == "contextual":
+        return Grammar(lalr_text, lalr_start)
+    try:
+        loaded = _load_lark(lalr_text, lalr_start)
+    except GrammarError:  # what LALR refuses (reduce/reduce conflicts) may be fine for Earley
+        return GeneralGrammar(text, start)
+    if loaded[1]:
+        logger.info("outlines-gguf: the grammar has LALR conflicts; using the general mode")
+        return GeneralGrammar(text, start)
+    return Grammar(lalr_text, lalr_start, loaded=loaded)

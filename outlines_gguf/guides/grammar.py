@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from outlines_gguf.grammar.lexer import CROSS
 from outlines_gguf.guides.base import FINISHED, LRUCache, TokenMask, bytes_to_read
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    pass
 
 MASK_CACHE_SIZE = 1024
 """Masks kept per CFG guide (least recently used are dropped)."""

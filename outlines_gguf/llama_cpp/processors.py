@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -310,9 +310,15 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     """Constrain generation to text that a Lark grammar accepts.
 
     ``grammar`` is a Lark grammar (rules, string and regex terminals,
-    ``?rule``, ``%import common.*``, ``%ignore``, priorities), parsed with
-    lark's LALR(1) parser and contextual lexer: whatever is generated, lark's
-    own ``Lark(grammar, parser="lalr").parse`` accepts. ``tokenizer`` is a
+    ``?rule``, ``%import common.*``, ``%ignore``, priorities, templates,
+    ``%override``/``%extend``). ``start`` is the start rule, or a list of them
+    (the language is their union). ``lexer="auto"`` (default) parses with
+    lark's LALR(1) parser and contextual lexer when the grammar has no LALR
+    conflicts (whatever is generated, ``Lark(grammar, parser="lalr").parse``
+    accepts), and in the general mode otherwise: any context-free grammar,
+    ambiguous ones included, with every lexing (what ``Lark(grammar,
+    parser="earley", lexer="dynamic_complete")`` accepts); ``"dynamic"``
+    forces the general mode, ``"contextual"`` the LALR one. ``tokenizer`` is a
     ``llama_cpp.Llama``, a :class:`Vocabulary` or a GGUF path. Grammar errors
     raise :class:`~outlines_gguf.errors.GrammarError` here, with the location.
     Ready-made grammars are in :mod:`outlines_gguf.grammar.shipped`.
@@ -320,8 +326,9 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     >>> CFGLogitsProcessor('start: NUMBER "+" NUMBER "=" NUMBER\\nNUMBER: /[0-9]+/', llm)
     """
 
-    def __init__(self, grammar: str, tokenizer: Any, *, start: str = "start") -> None:
-
+    def __init__(
+        self, grammar: str, tokenizer: Any, *, start: str | Sequence[str] = "start", lexer: str = "auto"
+    ) -> None:
         vocabulary = as_vocabulary(tokenizer)
         self.grammar = grammar
-        super().__init__(grammar_guide(grammar, vocabulary, start), vocabulary)
+        super().__init__(grammar_guide(grammar, vocabulary, start, lexer), vocabulary)

@@ -1,0 +1,89 @@
+"""Per-token mask time of the CFG engine: shipped grammars (LALR mode) and non-LALR ones (general mode).
+
+    python scripts/bench_cfg_general.py [--vocab qwen2-152k] [--walks 3] [--tokens 40]
+
+Each walk samples tokens with random logits from the allowed ones; every mask along
+the walk is timed on a guide whose mask cache is empty (a state never seen before,
+as in generation). Prints the mean and p95 per grammar, and the mode it ran in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from conftest import load_vocab  # noqa: E402
+
+from outlines_gguf import grammars  # noqa: E402
+from outlines_gguf.compiler import grammar_guide  # noqa: E402
+
+NON_LALR = {
+    "ambiguous_sum": ('?start: start start | start "+" start | NUMBER\nNUMBER: /[0-9]+/\n', "start"),
+    "dangling_else": (
+        'start: stmt+\nstmt: "if" "(" NAME ")" stmt ["else" stmt] | NAME "=" NAME ";"\n'
+        "%import common.CNAME -> NAME\n%import common.WS\n%ignore WS\n",
+        "start",
+    ),
+    "fruitflies": (
+        'sentence: noun verb noun | noun verb "like" noun\nnoun: adj? NOUN\nverb: VERB\nadj: ADJ\n'
+        'NOUN: "flies" | "bananas" | "fruit"\nVERB: "like" | "flies"\nADJ: "fruit"\n'
+        "%import common.WS\n%ignore WS\n",
+        "sentence",
+    ),
+    "json_dynamic": (grammars.load("json"), "start"),  # the shipped JSON grammar forced into the general mode
+}
+
+
+def walk(guide, vocab, rng, tokens: int) -> list[float]:
+    times = []
+    state = guide.initial_state
+    for _ in range(tokens):
+        guide._masks.clear()
+        t0 = time.perf_counter()
+        mask = guide.mask(state)
+        times.append(time.perf_counter() - t0)
+        allowed = mask.allowed_ids(vocab.size)
+        choice = int(rng.choice(allowed))
+        if choice in vocab.eog_ids:
+            break
+        state = guide.next_state(state, choice)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--vocab", default="qwen2-152k")
+    parser.add_argument("--walks", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=40)
+    args = parser.parse_args()
+    vocab = load_vocab(args.vocab)
+    cases = {name: (grammars.load(name), "start", "auto") for name in grammars.names()}
+    cases.update({name: (text, start, "dynamic") for name, (text, start) in NON_LALR.items()})
+    print(f"{'grammar':<16} {'mode':<8} {'compile+first':>13} {'mean ms':>8} {'p95 ms':>7} {'masks':>6}")
+    for name, (text, start, lexer) in cases.items():
+        t0 = time.perf_counter()
+        guide = grammar_guide(text, vocab, start, lexer)
+        guide.mask(guide.initial_state)
+        first = time.perf_counter() - t0
+        times: list[float] = []
+        for seed in range(args.walks):
+            times += walk(guide, vocab, np.random.default_rng(seed), args.tokens)
+        mode = getattr(guide.grammar, "mode", "lalr")
+        print(
+            f"{name:<16} {mode:<8} {first:>12.2f}s {1000 * np.mean(times):>8.2f} "
+            f"{1000 * np.percentile(times, 95):>7.2f} {len(times):>6}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
