@@ -212,11 +212,11 @@ def regex_guide(cache: ConstraintCache, pattern: str, *, param: str, what: str =
 def gbnf_converter() -> Callable[[str], str] | None:
     """The library's GBNF -> Lark converter once it has one (issue #15), else None.
 
-    The server calls ``gbnf_to_lark(text) -> str`` from ``outlines_gguf.gbnf``
+    The server calls ``gbnf_to_lark(text) -> str`` from ``outlines_gguf.grammar.gbnf``
     (or ``outlines_gguf.grammar.compiled``) when it exists; until then a GBNF grammar
     is refused with a 400 that says so.
     """
-    for module in ("outlines_gguf.gbnf", "outlines_gguf.grammar.compiled"):
+    for module in ("outlines_gguf.grammar.gbnf", "outlines_gguf.grammar.compiled"):
         try:
             found = getattr(importlib.import_module(module), "gbnf_to_lark", None)
         except ImportError:
