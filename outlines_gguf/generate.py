@@ -236,7 +236,7 @@ def json(
 
 def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) -> SequenceGenerator:
     """Text in the language of a Lark context-free ``grammar`` from its rule ``start``; returns
-    the text.
+    the text. A llama.cpp GBNF grammar (rules ``name ::= ...``) is recognised and starts at ``root``.
 
     Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
     grammars are in :mod:`outlines_gguf.grammar.shipped`.

@@ -402,9 +402,11 @@ def _check_left_recursion(grammar: GBNFGrammar) -> None:
     may_be_empty: dict[object, bool] = {}
     in_progress: set[object] = set()
     visited: set[object] = set()
+    culprit: list[object] = []
 
     def detect(key) -> bool:
         if key in in_progress:
+            culprit.append(key)
             return True
         in_progress.add(key)
         alternatives = rules[key]
@@ -423,7 +425,7 @@ def _check_left_recursion(grammar: GBNFGrammar) -> None:
 
     for key in list(rules):
         if key not in visited and detect(key):
-            name = key if isinstance(key, str) else key[0]
+            name = culprit[0] if isinstance(culprit[0], str) else culprit[0][0]  # type: ignore[index]
             raise GrammarError(
                 f"GBNF rule {name!r} is left-recursive (it can start with itself), which llama.cpp refuses: "
                 "rewrite it with repetition, e.g. 'list ::= item (\",\" item)*'"

@@ -83,6 +83,14 @@ class CFGGuide:
             ("cfg", text, start), vocabulary, lambda: cls(compile_grammar(text, start), vocabulary)
         )
 
+    @classmethod
+    def from_gbnf(cls, text: str, vocabulary: Vocabulary) -> CFGGuide:
+        """The guide for a llama.cpp GBNF grammar (see :mod:`~outlines_gguf.grammar.gbnf`), shared through
+        the guide cache."""
+        from outlines_gguf.grammar.gbnf import compile_gbnf
+
+        return cached_guide(("gbnf", text), vocabulary, lambda: cls(compile_gbnf(text), vocabulary))
+
     # -- the Guide protocol -----------------------------------------------------------------
 
     def is_final(self, state: Hashable) -> bool:

@@ -278,12 +278,32 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     raise :class:`~outlines_gguf.errors.GrammarError` here, with the location.
     Ready-made grammars are in :mod:`outlines_gguf.grammar.shipped`.
 
+    ``grammar`` may also be a llama.cpp GBNF grammar (rules ``name ::= ...``,
+    detected by the ``::=``; it starts at ``root``, ``start`` is not used), or use
+    :meth:`from_gbnf` to say so; see :mod:`outlines_gguf.grammar.gbnf`.
+
     >>> CFGLogitsProcessor('start: NUMBER "+" NUMBER "=" NUMBER\\nNUMBER: /[0-9]+/', llm)
+    >>> CFGLogitsProcessor('root ::= [0-9]+ "+" [0-9]+', llm)
     """
 
     def __init__(self, grammar: str, tokenizer: Any, *, start: str = "start") -> None:
         from outlines_gguf.guides.grammar import CFGGuide
+        from outlines_gguf.grammar.gbnf import is_gbnf
 
         vocabulary = as_vocabulary(tokenizer)
         self.grammar = grammar
+        if is_gbnf(grammar):
+            super().__init__(CFGGuide.from_gbnf(grammar, vocabulary), vocabulary)
+            return
         super().__init__(CFGGuide.from_grammar(grammar, vocabulary, start), vocabulary)
+
+    @classmethod
+    def from_gbnf(cls, gbnf: str, tokenizer: Any) -> CFGLogitsProcessor:
+        """Constrain generation to a llama.cpp GBNF grammar (the text of a ``.gbnf`` file)."""
+        from outlines_gguf.guides.grammar import CFGGuide
+
+        vocabulary = as_vocabulary(tokenizer)
+        processor = cls.__new__(cls)
+        processor.grammar = gbnf
+        GuideLogitsProcessor.__init__(processor, CFGGuide.from_gbnf(gbnf, vocabulary), vocabulary)
+        return processor
