@@ -670,7 +670,7 @@ class _RegexWriter:
             suffix = "?"
         else:
             suffix = f"{{{lo}}}" if lo == hi else f"{{{lo},{hi}}}"
-        return inner + suffix, 2
+        return inner + suffix, 1  # quantified again, it needs a group ('a**' is not a regex)
 
     @staticmethod
     def wrap(text: str, precedence: int, needed: int) -> str:
@@ -834,17 +834,21 @@ MAX_CHECKED_STACKS = 4000
 
 
 def lexer_conflicts(grammar, limit: int = 10, max_stacks: int = MAX_CHECKED_STACKS) -> list[str]:
-    """Why lark's longest-match contextual lexer might split some text differently from the grammar
-    (empty: it does not, so the LALR engine accepts exactly the grammar's language).
+    """Why the LALR engine's lexer might split some text differently from the grammar (empty: it
+    does not, so the engine accepts exactly the grammar's language).
 
-    For each parser stack (visited breadth first from the start, up to ``max_stacks``), each
-    terminal A the parser accepts there and each terminal C the lexer tries alongside (C may be
-    A): no text that A matches is also matched by another C, and at no point where A has matched
-    can C go on with a byte that can start a terminal the parser accepts after A. Then every
-    lexeme ends exactly where the grammar's token ends. Shift/reduce conflicts count too.
+    The engine lexes like lark's contextual lexer: of the terminals of the parser state, the first
+    in lark's order that matches wins, and a lexeme runs on while a terminal the parser accepts can
+    still match it (longest match). For each parser stack (visited breadth first from the start,
+    up to ``max_stacks``) and each terminal A the parser accepts there, this checks that
 
-    Grammars are checked on the stacks visited; the engine never lets text outside the grammar
-    through in any case (a deeper mis-split could only refuse a text the grammar allows).
+    * no terminal tried before A matches a prefix of a text A matches (it would win), and
+    * at no point where A has matched can a terminal the parser accepts there (A included) go on
+      with a byte that can start a terminal the parser accepts after A (the lexeme would run on).
+
+    Then every lexeme ends exactly where the grammar's token ends, as the right terminal.
+    Shift/reduce conflicts count too. The engine never lets text outside the grammar through in
+    any case: a mis-split only refuses a text that the grammar allows.
     """
     from outlines_gguf.grammar.compiled import ACCEPT, END
 
@@ -868,32 +872,42 @@ def lexer_conflicts(grammar, limit: int = 10, max_stacks: int = MAX_CHECKED_STAC
             follow_memo[stack] = found
         return found
 
-    checked: dict[tuple[str, str, bytes], str | None] = {}
+    checked: dict[tuple, str | None] = {}
+
+    def check(key: tuple, *args) -> bool:
+        if key not in checked:
+            checked[key] = found = _pair_conflict(*args)
+            if found:
+                problems.append(found)
+        return len(problems) >= limit
+
     seen = {table.root}
     queue = deque([table.root])
     while queue:
         stack = queue.popleft()
         here = acceptable(stack)
+        order = grammar.lexer(stack).scan
         for a in here:
             after = table.run(stack, a)
             if after is None or after == ACCEPT:
                 continue
             after_bytes = follow(after)
+            for c in order[: order.index(a)]:
+                if check((a, c, "prefix"), a, c, dfas, None):
+                    return problems
             for c in here:
-                key = (a, c, after_bytes.tobytes())
-                if key not in checked:
-                    checked[key] = found = _pair_conflict(a, c, dfas, after_bytes)
-                    if found:
-                        problems.append(found)
-                        if len(problems) >= limit:
-                            return problems
+                if check((a, c, after_bytes.tobytes()), a, c, dfas, after_bytes):
+                    return problems
             if after not in seen and len(seen) < max_stacks:
                 seen.add(after)
                 queue.append(after)
     return problems
 
 
-def _pair_conflict(a: str, c: str, dfas, follow_a: np.ndarray) -> str | None:
+def _pair_conflict(a: str, c: str, dfas, follow_a: np.ndarray | None) -> str | None:
+    """With ``follow_a`` None: whether ``c`` matches a prefix of a text ``a`` matches. Else: whether
+    ``c`` matches a text ``a`` matches too, or goes on from where ``a`` matched with a byte of
+    ``follow_a``. Returns the problem with an example text, or None."""
     da, dc = dfas[a], dfas[c]
     live_a, live_c = _live(da), _live(dc)
     start = (0, 0)
@@ -910,27 +924,28 @@ def _pair_conflict(a: str, c: str, dfas, follow_a: np.ndarray) -> str | None:
     while queue:
         pair = queue.popleft()
         sa, sc = pair
-        if da.accepting[sa] and pair != start:
-            if a != c and dc.accepting[sc]:
-                return f"terminals {a} and {c} both match {text(pair)!r}"
-            row = dc.transitions[sc]
-            runs_on = (row >= 0) & live_c[np.maximum(row, 0)] & follow_a
-            if runs_on.any():
-                byte = int(np.flatnonzero(runs_on)[0])
-                who = "it" if a == c else c
-                return (
-                    f"after {a} matches {text(pair)!r}, {who} can go on with {bytes([byte])!r}, "
-                    f"which can also start what follows {a}"
-                )
+        if pair != start:
+            if follow_a is None:
+                if dc.accepting[sc]:
+                    return f"{c} is tried before {a} and matches {text(pair)!r}, the start of a text of {a}"
+            elif da.accepting[sa]:
+                if a != c and dc.accepting[sc]:
+                    return f"terminals {a} and {c} both match {text(pair)!r}"
+                row = dc.transitions[sc]
+                runs_on = (row >= 0) & live_c[np.maximum(row, 0)] & follow_a
+                if runs_on.any():
+                    byte = int(np.flatnonzero(runs_on)[0])
+                    who = "it" if a == c else c
+                    return (
+                        f"after {a} matches {text(pair)!r}, {who} can go on with {bytes([byte])!r}, "
+                        f"which can also start what follows {a}"
+                    )
         ra, rc = da.transitions[sa], dc.transitions[sc]
-        if a == c:
-            step = (ra >= 0) & live_a[np.maximum(ra, 0)]
-            targets = [(int(ra[b]), int(ra[b]), int(b)) for b in np.flatnonzero(step)]
-        else:
-            step = (ra >= 0) & (rc >= 0) & live_a[np.maximum(ra, 0)] & live_c[np.maximum(rc, 0)]
-            targets = [(int(ra[b]), int(rc[b]), int(b)) for b in np.flatnonzero(step)]
-        for na, nc, byte in targets:
-            nxt = (na, nc)
+        step = (ra >= 0) & live_a[np.maximum(ra, 0)]
+        if a != c:
+            step &= (rc >= 0) & live_c[np.maximum(rc, 0)]
+        for byte in np.flatnonzero(step).tolist():
+            nxt = (int(ra[byte]), int(ra[byte]) if a == c else int(rc[byte]))
             if nxt not in parent:
                 if len(parent) >= MAX_CHECKED_PAIRS:
                     return f"terminals {a} and {c} are too large to prove apart"
