@@ -656,8 +656,8 @@ class _RegexWriter:
                 return self.write(node.options[0])
             nonempty = list(dict.fromkeys(o for o in options if o))
             text = "|".join(nonempty)
-            if len(nonempty) < len(options):  # an empty option
-                return (f"(?:{text})?" if text else ""), 2
+            if "" in options:  # an empty option
+                return (f"(?:{text})?" if text else ""), 1
             return text, 0
         assert isinstance(node, Repeat)
         inner = self.wrap(*self.write(node.item), 2)
@@ -764,11 +764,11 @@ class _LarkWriter:
         nonempty = list(dict.fromkeys(o for o in options if o))
         if group:
             text = " | ".join(nonempty)
-            if len(nonempty) < len(options):
+            if "" in options:
                 return f"({text})?" if text else ""
             return f"({text})" if len(nonempty) > 1 else text
         lines = list(nonempty)
-        if len(nonempty) < len(options):
+        if "" in options:
             lines.append("")
         return "\n    | ".join(lines)
 
