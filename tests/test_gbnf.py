@@ -32,7 +32,7 @@ LLAMA = json.loads((CORPUS / "llama_cases.json").read_text(encoding="utf-8"))
 CASES = {c["name"]: c for c in LLAMA["cases"]}
 FILES = {p.name: p.read_text(encoding="utf-8") for p in sorted(CORPUS.glob("*.gbnf"))}
 
-NEEDS_GENERAL_ENGINE = {"medium complexity grammar", "arithmetic.gbnf", "c.gbnf", "json_arr.gbnf"}
+NEEDS_GENERAL_ENGINE = {"medium complexity grammar", "arithmetic.gbnf", "c.gbnf"}
 """Grammars whose Lark form the LALR engine cannot lex exactly (see the report of compile_gbnf)."""
 GENERAL = pytest.mark.xfail(strict=False, reason="needs the general CFG engine (lexer='dynamic')")
 
@@ -81,13 +81,26 @@ def judge_accepts(parser: Lark, text: str) -> bool:
     return True
 
 
+JSON_DOCS = [
+    {"a": [1, "fr", [True, None, {}], {"b": -0.25e3}], "c": "x\\y\"z\u00e9"},
+    {"name": "Ada", "langs": ["en", "fr"], "born": 1815, "ok": False, "n": None, "e": [], "o": {"k": [[]]}},
+]
+EXTRA = {
+    "json.gbnf": [json.dumps(d, indent=indent) for d in JSON_DOCS for indent in (None, 2)],
+    "json_arr.gbnf": ["[\n" + json.dumps(d) + ",\n" + json.dumps(d, indent=1) + "]" for d in JSON_DOCS],
+    "arithmetic.gbnf": ["(a+1)*b2 = x\n", "1=2\n3 = (4)\n"],
+    "c.gbnf": ["int main(){return 0;}", "int f(int x){int y = x;while(y<3){y = y+1;}}"],
+}
+
+
 @cache
 def strings_for(name: str) -> tuple[str, ...]:
-    """llama.cpp's strings, random sentences and their one-character mutations."""
+    """llama.cpp's strings, sentences written by hand, random sentences and their one-character
+    mutations."""
     rng = random.Random(name)
     case = CASES.get(name, {"passing": [], "failing": []})
-    samples = [recognizer(name).sample(rng, depth=6) for _ in range(25)]
-    base = case["passing"] + case["failing"] + samples
+    samples = [recognizer(name).sample(rng, depth=8) for _ in range(30)]
+    base = case["passing"] + case["failing"] + EXTRA.get(name, []) + samples
     alphabet = sorted(set("".join(base))) or ["a"]
     out = list(base)
     for s in base:
@@ -136,6 +149,7 @@ def test_conversion_accepts_what_the_recognizer_accepts(name: str) -> None:
     strings = strings_for(name)
     wrong = [s for s in strings if judge_accepts(parser, s) != r.accepts(s)]
     assert wrong == []
+    assert all(r.accepts(s) for s in EXTRA.get(name, []))
     assert any(r.accepts(s) for s in strings) and not all(r.accepts(s) for s in strings)
 
 
@@ -324,3 +338,17 @@ def test_processor_detects_gbnf_and_shares_the_guide() -> None:
     assert explicit.grammar == text
     with pytest.raises(GrammarError, match="general CFG engine"):
         CFGLogitsProcessor.from_gbnf(FILES["arithmetic.gbnf"], vocab)
+
+
+def test_exact_lexer_follows_the_stack_where_lalr_states_merge() -> None:
+    """After a JSON value LALR merges the object and array states: lark's contextual lexer would run
+    the object's ``,"key":`` terminal inside an array and swallow ``, "fr"``; the exact lexer runs
+    only what the parser accepts on the stack."""
+    from outlines_gguf.grammar.compiled import compile_grammar
+    from outlines_gguf.grammar.exact import compile_exact_grammar
+
+    lark_text = gbnf_to_lark(FILES["json.gbnf"])
+    text = b'{"a": [1, "fr"]}'
+    assert not compile_grammar(lark_text, start="root").accepts(text)
+    assert compile_exact_grammar(lark_text, start="root").accepts(text)
+    assert compile_gbnf(FILES["json.gbnf"]).accepts(text)

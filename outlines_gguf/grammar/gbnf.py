@@ -25,11 +25,8 @@ CFG engine, and :func:`compile_gbnf` says so.
 from __future__ import annotations
 
 import re
-from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
-
-import numpy as np
 
 from outlines_gguf.errors import GrammarError
 
@@ -39,9 +36,6 @@ START = "root"
 MAX_REPETITION = 2000
 """llama.cpp's MAX_REPETITION_THRESHOLD: a larger minimum is refused, a larger maximum means no maximum,
 and nested repetitions whose expansion would make this many rules are refused."""
-
-MAX_CHECKED_PAIRS = 200_000
-"""Automaton pairs the lexer-safety proof explores per pair of terminals before it gives up (unsafe)."""
 
 _GBNF_RULE = re.compile(r"^[ \t]*[a-zA-Z0-9-]+[ \t]*::=", re.MULTILINE)
 
@@ -809,175 +803,34 @@ def gbnf_to_lark(text: str | GBNFGrammar) -> str:
     return _LarkWriter(grammar).write()
 
 
-# -- lexer safety -----------------------------------------------------------------------------
-
-
-def _live(dfa) -> np.ndarray:
-    """States of ``dfa`` from which an accepting state is reachable."""
-    table = dfa.transitions
-    live = dfa.accepting.astype(bool).copy()
-    while True:
-        grown = live | ((table >= 0) & live[np.maximum(table, 0)]).any(axis=1)
-        if (grown == live).all():
-            return live
-        live = grown
-
-
-def _first_bytes(dfa) -> np.ndarray:
-    row = dfa.transitions[0]
-    live = _live(dfa)
-    return (row >= 0) & live[np.maximum(row, 0)]
-
-
-MAX_CHECKED_STACKS = 4000
-"""Parser stacks the lexer-safety check visits (breadth first, so the shallow ones)."""
-
-
-def lexer_conflicts(grammar, limit: int = 10, max_stacks: int = MAX_CHECKED_STACKS) -> list[str]:
-    """Why the LALR engine's lexer might split some text differently from the grammar (empty: it
-    does not, so the engine accepts exactly the grammar's language).
-
-    The engine lexes like lark's contextual lexer: of the terminals of the parser state, the first
-    in lark's order that matches wins, and a lexeme runs on while a terminal the parser accepts can
-    still match it (longest match). For each parser stack (visited breadth first from the start,
-    up to ``max_stacks``) and each terminal A the parser accepts there, this checks that
-
-    * no terminal tried before A matches a prefix of a text A matches (it would win), and
-    * at no point where A has matched can a terminal the parser accepts there (A included) go on
-      with a byte that can start a terminal the parser accepts after A (the lexeme would run on).
-
-    Then every lexeme ends exactly where the grammar's token ends, as the right terminal.
-    Shift/reduce conflicts count too. The engine never lets text outside the grammar through in
-    any case: a mis-split only refuses a text that the grammar allows.
-    """
-    from outlines_gguf.grammar.compiled import ACCEPT, END
-
-    problems = [f"LALR conflict: {c}" for c in grammar.conflicts]
-    dfas = grammar.terminal_dfas
-    table = grammar.table
-    first = {name: _first_bytes(dfa) for name, dfa in dfas.items()}
-    nothing = np.zeros(256, dtype=bool)
-
-    def acceptable(stack: int) -> list[str]:
-        return sorted(t for t in grammar.acceptable(stack) if t != END)
-
-    follow_memo: dict[int, np.ndarray] = {}
-
-    def follow(stack: int) -> np.ndarray:
-        found = follow_memo.get(stack)
-        if found is None:
-            found = nothing.copy()
-            for t in acceptable(stack):
-                found |= first[t]
-            follow_memo[stack] = found
-        return found
-
-    checked: dict[tuple, str | None] = {}
-
-    def check(key: tuple, *args) -> bool:
-        if key not in checked:
-            checked[key] = found = _pair_conflict(*args)
-            if found:
-                problems.append(found)
-        return len(problems) >= limit
-
-    seen = {table.root}
-    queue = deque([table.root])
-    while queue:
-        stack = queue.popleft()
-        here = acceptable(stack)
-        order = grammar.lexer(stack).scan
-        for a in here:
-            after = table.run(stack, a)
-            if after is None or after == ACCEPT:
-                continue
-            after_bytes = follow(after)
-            for c in order[: order.index(a)]:
-                if check((a, c, "prefix"), a, c, dfas, None):
-                    return problems
-            for c in here:
-                if check((a, c, after_bytes.tobytes()), a, c, dfas, after_bytes):
-                    return problems
-            if after not in seen and len(seen) < max_stacks:
-                seen.add(after)
-                queue.append(after)
-    return problems
-
-
-def _pair_conflict(a: str, c: str, dfas, follow_a: np.ndarray | None) -> str | None:
-    """With ``follow_a`` None: whether ``c`` matches a prefix of a text ``a`` matches. Else: whether
-    ``c`` matches a text ``a`` matches too, or goes on from where ``a`` matched with a byte of
-    ``follow_a``. Returns the problem with an example text, or None."""
-    da, dc = dfas[a], dfas[c]
-    live_a, live_c = _live(da), _live(dc)
-    start = (0, 0)
-    parent: dict[tuple[int, int], tuple[tuple[int, int], int] | None] = {start: None}
-    queue = deque([start])
-
-    def text(pair: tuple[int, int]) -> str:
-        out = bytearray()
-        while parent[pair] is not None:
-            pair, byte = parent[pair]  # type: ignore[misc]
-            out.append(byte)
-        return bytes(reversed(out)).decode("utf-8", "backslashreplace")
-
-    while queue:
-        pair = queue.popleft()
-        sa, sc = pair
-        if pair != start:
-            if follow_a is None:
-                if dc.accepting[sc]:
-                    return f"{c} is tried before {a} and matches {text(pair)!r}, the start of a text of {a}"
-            elif da.accepting[sa]:
-                if a != c and dc.accepting[sc]:
-                    return f"terminals {a} and {c} both match {text(pair)!r}"
-                row = dc.transitions[sc]
-                runs_on = (row >= 0) & live_c[np.maximum(row, 0)] & follow_a
-                if runs_on.any():
-                    byte = int(np.flatnonzero(runs_on)[0])
-                    who = "it" if a == c else c
-                    return (
-                        f"after {a} matches {text(pair)!r}, {who} can go on with {bytes([byte])!r}, "
-                        f"which can also start what follows {a}"
-                    )
-        ra, rc = da.transitions[sa], dc.transitions[sc]
-        step = (ra >= 0) & live_a[np.maximum(ra, 0)]
-        if a != c:
-            step &= (rc >= 0) & live_c[np.maximum(rc, 0)]
-        for byte in np.flatnonzero(step).tolist():
-            nxt = (int(ra[byte]), int(ra[byte]) if a == c else int(rc[byte]))
-            if nxt not in parent:
-                if len(parent) >= MAX_CHECKED_PAIRS:
-                    return f"terminals {a} and {c} are too large to prove apart"
-                parent[nxt] = (pair, byte)
-                queue.append(nxt)
-    return None
-
-
 # -- compiling ------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=64)
 def compile_gbnf(text: str):
-    """Compile a GBNF grammar for the byte-level CFG engine (a :class:`~outlines_gguf.grammar.compiled.Grammar`).
+    """Compile a GBNF grammar for the byte-level CFG engine (an
+    :class:`~outlines_gguf.grammar.exact.ExactLexerGrammar`).
 
-    Raises :class:`GrammarError` for invalid GBNF, and for grammars whose Lark
-    form the LALR engine cannot follow exactly (the message says why).
+    Raises :class:`GrammarError` for invalid GBNF, and for grammars whose Lark form that engine
+    cannot lex exactly (:func:`~outlines_gguf.grammar.exact.lexer_conflicts` says why).
     """
-    from outlines_gguf.grammar.compiled import compile_grammar
+    from lark.exceptions import GrammarError as LarkGrammarError
+
+    from outlines_gguf.grammar.exact import compile_exact_grammar, lexer_conflicts
 
     lark_text = gbnf_to_lark(text)
     try:
-        grammar = compile_grammar(lark_text, start=START)  # MERGE: pass lexer="dynamic" when not lexer-safe
+        grammar = compile_exact_grammar(lark_text, start=START)
     except GrammarError as exc:
-        if "Reduce/Reduce" not in str(exc) and "reduce" not in str(exc).lower():
+        if not isinstance(exc.__cause__, LarkGrammarError) or "Reduce/Reduce" not in str(exc):
             raise
         problems = [str(exc)]
     else:
         problems = lexer_conflicts(grammar)
         if not problems:
             return grammar
+    # MERGE: pass lexer="dynamic": return compile_grammar(lark_text, start=START, lexer="dynamic")
     raise GrammarError(
-        "this GBNF grammar needs the general CFG engine (lexer='dynamic'): its Lark form cannot be lexed "
-        "exactly by the LALR engine's longest-match lexer: " + "; ".join(problems[:3])
+        "this GBNF grammar needs the general CFG engine (lexer='dynamic'): the LALR engine's lexer cannot "
+        "split its text exactly as the grammar does: " + "; ".join(problems[:3])
     )
