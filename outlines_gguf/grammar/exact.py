@@ -26,6 +26,11 @@ MAX_CHECKED_PAIRS = 200_000
 """Automaton pairs the lexer-safety check explores per pair of terminals before it gives up (unsafe)."""
 
 
+class _StateTerminals:
+    def __init__(self, names: list[str], scan: list[str]) -> None:
+        self.names, self.scan = names, scan
+
+
 class ExactLexerGrammar(Grammar):
     """A :class:`Grammar` whose lexer on each stack runs only the terminals the parser accepts."""
 
@@ -34,9 +39,14 @@ class ExactLexerGrammar(Grammar):
         self._exact_acceptable: dict[int, frozenset[str]] = {}
         super().__init__(text, start)
 
-    def state_lexer(self, stack: int) -> LexerAutomaton:
-        """lark's contextual lexer of the stack's top state (all the state's terminals)."""
-        return self.lexers[self.lexer_of_state[self.table.top(stack)]]
+    @staticmethod
+    def _lexer_automaton(basic, dfas, representatives) -> _StateTerminals:  # type: ignore[override]
+        """Only the state's terminals and lark's order: the automata are built per acceptable set."""
+        return _StateTerminals([t.name for t in basic.terminals], [t.name for t in basic.scanner.terminals])
+
+    def state_lexer(self, stack: int) -> _StateTerminals:
+        """The terminals of lark's contextual lexer in the stack's top state, in lark's order."""
+        return self.lexers[self.lexer_of_state[self.table.top(stack)]]  # type: ignore[return-value]
 
     def acceptable(self, stack: int) -> frozenset[str]:
         found = self._exact_acceptable.get(stack)
@@ -84,7 +94,7 @@ def _first_bytes(dfa) -> np.ndarray:
     return (row >= 0) & live[np.maximum(row, 0)]
 
 
-MAX_CHECKED_STACKS = 4000
+MAX_CHECKED_STACKS = 1500
 """Parser stacks the lexer-safety check visits (breadth first, so the shallow ones)."""
 
 
