@@ -88,9 +88,9 @@ def _live(dfa) -> np.ndarray:
         live = grown
 
 
-def _first_bytes(dfa) -> np.ndarray:
+def _first_bytes(dfa, live: np.ndarray) -> np.ndarray:
+    """The bytes that start some text of ``dfa`` (``live``: its states that can still accept)."""
     row = dfa.transitions[0]
-    live = _live(dfa)
     return (row >= 0) & live[np.maximum(row, 0)]
 
 
@@ -122,7 +122,8 @@ def lexer_conflicts(
     problems = [f"LALR conflict: {c}" for c in grammar.conflicts]
     dfas = grammar.terminal_dfas
     table = grammar.table
-    first = {name: _first_bytes(dfa) for name, dfa in dfas.items()}
+    live = {name: _live(dfa) for name, dfa in dfas.items()}
+    first = {name: _first_bytes(dfa, live[name]) for name, dfa in dfas.items()}
     nothing = np.zeros(256, dtype=bool)
 
     def acceptable(stack: int) -> list[str]:
@@ -143,7 +144,7 @@ def lexer_conflicts(
 
     def check(key: tuple, *args) -> bool:
         if key not in checked:
-            checked[key] = found = _pair_conflict(*args)
+            checked[key] = found = _pair_conflict(*args, live)
             if found:
                 problems.append(found)
         return len(problems) >= limit
@@ -171,12 +172,14 @@ def lexer_conflicts(
     return problems
 
 
-def _pair_conflict(a: str, c: str, dfas, follow_a: np.ndarray | None) -> str | None:
+def _pair_conflict(
+    a: str, c: str, dfas, follow_a: np.ndarray | None, live: dict[str, np.ndarray]
+) -> str | None:
     """With ``follow_a`` None: whether ``c`` matches a prefix of a text ``a`` matches. Else: whether
     ``c`` matches a text ``a`` matches too, or goes on from where ``a`` matched with a byte of
     ``follow_a``. Returns the problem with an example text, or None."""
     da, dc = dfas[a], dfas[c]
-    live_a, live_c = _live(da), _live(dc)
+    live_a, live_c = live[a], live[c]
     start = (0, 0)
     parent: dict[tuple[int, int], tuple[tuple[int, int], int] | None] = {start: None}
     queue = deque([start])
