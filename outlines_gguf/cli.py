@@ -4,6 +4,7 @@
     outlines-gguf json person.schema.json -p "A person as JSON: " --max-tokens 200
     outlines-gguf json '{"type": "integer", "minimum": 0}' -p "How many? "
     outlines-gguf cfg arithmetic.lark -p "A sum: "
+    outlines-gguf cfg json.gbnf -p "Some JSON: "            # llama.cpp's GBNF grammars too
     outlines-gguf choice yes no maybe -p "Is it raining? " --chat
     outlines-gguf serve --model model.gguf --port 8000     # an OpenAI-compatible server
 
@@ -160,11 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--lenient", action="store_true",
         help="ignore schema keywords that cannot be enforced instead of refusing the schema",
     )
-    p = sub.add_parser("cfg", parents=common, help="text in the language of a Lark grammar")
+    p = sub.add_parser("cfg", parents=common, help="text in the language of a Lark or GBNF grammar")
     p.add_argument(
         "grammar",
-        help="a Lark grammar file, a shipped grammar (json, arithmetic, sql_select, program), "
-        "or the grammar itself inline ('start: ...')",
+        help="a Lark grammar file, a llama.cpp GBNF file (.gbnf, or any file with 'root ::= ...'), "
+        "a shipped grammar (json, arithmetic, sql_select, program), or the grammar itself inline",
     )
     p = sub.add_parser("choice", parents=common, help="one of the given strings")
     p.add_argument("choices", nargs="+", help="the strings to choose from")
@@ -291,10 +292,17 @@ def check_inputs(args: argparse.Namespace) -> None:
         canonical, extra = prepare_schema(args.schema)
         split_schema(canonical, args.whitespace_pattern, args.lenient, extra)
     elif args.command == "cfg":
+        path = str(args.grammar)
         args.grammar = read_grammar(args.grammar)
-        from outlines_gguf.compiler import compile_grammar  # cached: the processor reuses it
+        from outlines_gguf.compiler import compile_gbnf, compile_grammar  # cached: the processor reuses them
+        from outlines_gguf.grammar.gbnf import is_gbnf
 
-        compile_grammar(args.grammar)
+        if path.endswith(".gbnf") or is_gbnf(args.grammar):
+            if not is_gbnf(args.grammar):
+                raise UsageError(f"{path} has no GBNF rule ('root ::= ...')")
+            compile_gbnf(args.grammar)
+        else:
+            compile_grammar(args.grammar)
 
 
 def resolve_model(args: argparse.Namespace) -> Path:

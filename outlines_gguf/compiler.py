@@ -22,6 +22,7 @@ from outlines_gguf import disk_cache
 from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
 from outlines_gguf.errors import RegexError, SchemaError
 from outlines_gguf.grammar.compiled import Grammar, build_grammar, normalize_start, terminal_dfa
+from outlines_gguf.grammar.gbnf import build_gbnf
 from outlines_gguf.grammar.general import GeneralGrammar
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.guides.grammar import CFGGuide
@@ -107,6 +108,12 @@ def compile_grammar(
 
 
 @lru_cache(maxsize=64)
+def compile_gbnf(text: str) -> Grammar | GeneralGrammar:
+    """Compile a llama.cpp GBNF grammar (cached per text; see :func:`.grammar.gbnf.build_gbnf`)."""
+    return build_gbnf(text)
+
+
+@lru_cache(maxsize=64)
 def _compile_grammar(text: str, start: str | tuple[str, ...], lexer: str) -> Grammar | GeneralGrammar:
     return build_grammar(text, start, lexer)
 
@@ -160,6 +167,18 @@ def grammar_guide(
     return cached_guide(("cfg", text, starts, lexer), vocabulary, build)
 
 
+def gbnf_guide(text: str, vocabulary: Vocabulary) -> CFGGuide | GeneralCFGGuide:
+    """The guide for a llama.cpp GBNF grammar, shared through the guide cache."""
+
+    def build() -> CFGGuide | GeneralCFGGuide:
+        grammar = compile_gbnf(text)
+        if isinstance(grammar, GeneralGrammar):
+            return GeneralCFGGuide(grammar, vocabulary)
+        return CFGGuide(grammar, vocabulary)
+
+    return cached_guide(("gbnf", text), vocabulary, build)
+
+
 def clear_guide_cache() -> None:
     """Drop every cached guide (and the masks they hold)."""
     with _guides_lock:
@@ -175,7 +194,9 @@ def clear_caches(*vocabularies: Vocabulary) -> None:
     alone (``disk_cache.clear()`` empties it).
     """
     clear_guide_cache()
-    for cache in (compile_regex, compile_canonical, _compile_grammar, terminal_dfa, starts_plain_char):
+    for cache in (compile_regex, compile_canonical, _compile_grammar, compile_gbnf):
+        cache.cache_clear()
+    for cache in (terminal_dfa, starts_plain_char):
         cache.cache_clear()
     clear_gguf_cache()
     for vocabulary in vocabularies:

@@ -319,7 +319,8 @@ def cfg(
 ) -> SequenceGenerator:
     """Text in the language of a Lark context-free ``grammar`` from its rule ``start`` (or the
     union of several); returns the text. ``lexer`` picks the mode, as for
-    :class:`~outlines_gguf.llama_cpp.processors.CFGLogitsProcessor`.
+    :class:`~outlines_gguf.llama_cpp.processors.CFGLogitsProcessor`. A llama.cpp GBNF grammar
+    (rules ``name ::= ...``) is recognised and starts at ``root``.
 
     Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
     grammars are in :mod:`outlines_gguf.grammar.shipped`.

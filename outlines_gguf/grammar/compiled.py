@@ -385,6 +385,7 @@ class Grammar:
             if follow is not None:
                 follows[term.name] = follow
         self.terminal_dfas = dfas
+        self.terminal_follows = follows
         self.byte_class, representatives = byte_classes(
             list(dfas.values()), [f.bytes for f in follows.values()]
         )

@@ -75,6 +75,7 @@ class LexerAutomaton:
         self.names = list(names)
         index = {n: i for i, n in enumerate(self.names)}
         scan_idx = [index[n] for n in scan]
+        self.scan = [self.names[i] for i in scan_idx]  # lark's order: the first that matches wins
         unless_idx = {index[k]: [index[s] for s in v if s in index] for k, v in unless.items() if k in index}
         k, n_classes = len(self.names), representatives.size
         rows = [d.transitions[:, representatives] for d in dfas]

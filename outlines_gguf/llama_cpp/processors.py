@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from outlines_gguf.compiler import cached_guide, compile_canonical, grammar_guide, regex_guide
+from outlines_gguf.compiler import cached_guide, compile_canonical, gbnf_guide, grammar_guide, regex_guide
 from outlines_gguf.errors import (
     ConcurrentUseError,
     IncompleteGenerationError,
@@ -323,12 +323,31 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     raise :class:`~outlines_gguf.errors.GrammarError` here, with the location.
     Ready-made grammars are in :mod:`outlines_gguf.grammar.shipped`.
 
+    ``grammar`` may also be a llama.cpp GBNF grammar (rules ``name ::= ...``,
+    detected by the ``::=``; it starts at ``root``, ``start`` is not used), or use
+    :meth:`from_gbnf` to say so; see :mod:`outlines_gguf.grammar.gbnf`.
+
     >>> CFGLogitsProcessor('start: NUMBER "+" NUMBER "=" NUMBER\\nNUMBER: /[0-9]+/', llm)
+    >>> CFGLogitsProcessor('root ::= [0-9]+ "+" [0-9]+', llm)
     """
 
     def __init__(
         self, grammar: str, tokenizer: Any, *, start: str | Sequence[str] = "start", lexer: str = "auto"
     ) -> None:
+        from outlines_gguf.grammar.gbnf import is_gbnf
+
         vocabulary = as_vocabulary(tokenizer)
         self.grammar = grammar
+        if is_gbnf(grammar):
+            super().__init__(gbnf_guide(grammar, vocabulary), vocabulary)
+            return
         super().__init__(grammar_guide(grammar, vocabulary, start, lexer), vocabulary)
+
+    @classmethod
+    def from_gbnf(cls, gbnf: str, tokenizer: Any) -> CFGLogitsProcessor:
+        """Constrain generation to a llama.cpp GBNF grammar (the text of a ``.gbnf`` file)."""
+        vocabulary = as_vocabulary(tokenizer)
+        processor = cls.__new__(cls)
+        processor.grammar = gbnf
+        GuideLogitsProcessor.__init__(processor, gbnf_guide(gbnf, vocabulary), vocabulary)
+        return processor

@@ -2,7 +2,7 @@
 
 A request names at most one constraint on its text: ``response_format``
 (``json_object`` or ``json_schema``) or one of the extensions ``regex``,
-``grammar`` (Lark, or GBNF once the library reads it) and ``choice``. Each is
+``grammar`` (Lark, or llama.cpp's GBNF) and ``choice``. Each is
 compiled once into a guide (the thread-safe state machine behind our
 processors) and kept in a :class:`ConstraintCache` under the SHA-256 of what
 was asked for, so the next request with the same schema pays a dictionary
@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
-import importlib
 import json
 import re
 import threading
@@ -210,30 +209,15 @@ def regex_guide(cache: ConstraintCache, pattern: str, *, param: str, what: str =
     return cache.get("regex", pattern, build)
 
 
-def gbnf_converter() -> Callable[[str], str] | None:
-    """The library's GBNF -> Lark converter once it has one (issue #15), else None.
-
-    The server calls ``gbnf_to_lark(text) -> str`` from ``outlines_gguf.gbnf``
-    (or ``outlines_gguf.grammar.compiled``) when it exists; until then a GBNF grammar
-    is refused with a 400 that says so.
-    """
-    for module in ("outlines_gguf.gbnf", "outlines_gguf.grammar.compiled"):
-        try:
-            found = getattr(importlib.import_module(module), "gbnf_to_lark", None)
-        except ImportError:
-            continue
-        if callable(found):
-            return found
-    return None
-
-
 def looks_like_gbnf(grammar: str) -> bool:
-    """GBNF rules are written ``name ::= ...``; Lark's are ``name: ...``."""
-    return "::=" in grammar
+    """GBNF rules are written ``name ::= ...`` (at the start of a line); Lark's are ``name: ...``."""
+    from outlines_gguf.grammar.gbnf import is_gbnf
+
+    return is_gbnf(grammar)
 
 
 def grammar_guide(cache: ConstraintCache, grammar: str, *, param: str) -> Guide:
-    """The guide for a Lark grammar, a shipped grammar's name, or (when supported) GBNF."""
+    """The guide for a Lark grammar, a shipped grammar's name, or a llama.cpp GBNF grammar."""
     from outlines_gguf import grammars
     from outlines_gguf.llama_cpp.processors import CFGLogitsProcessor
 
@@ -241,22 +225,13 @@ def grammar_guide(cache: ConstraintCache, grammar: str, *, param: str) -> Guide:
         raise bad_request(f"{param} must be a non-empty grammar text", param)
     if grammar.strip() in grammars.names():
         grammar = grammars.load(grammar.strip())
-    kind = "lark"
-    if looks_like_gbnf(grammar):
-        convert = gbnf_converter()
-        if convert is None:
-            raise bad_request(
-                f"{param} looks like a GBNF grammar (it has '::='), and GBNF is not supported yet: "
-                "give a Lark grammar (rules 'name: ...', terminals 'NAME: /regex/')",
-                param,
-                code="gbnf_not_supported",
-            )
-        kind = "gbnf"
+    kind = "gbnf" if looks_like_gbnf(grammar) else "lark"
 
     def build() -> Guide:
         try:
-            lark = grammar if kind == "lark" else convert(grammar)  # type: ignore[misc]
-            return CFGLogitsProcessor(lark, cache.vocabulary).guide
+            if kind == "gbnf":
+                return compiler.gbnf_guide(grammar, cache.vocabulary)
+            return CFGLogitsProcessor(grammar, cache.vocabulary).guide
         except (ValueError, RecursionError) as exc:  # GrammarError, EmptyLanguageError...
             raise compile_error(exc, param, "grammar") from exc
 

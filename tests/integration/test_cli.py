@@ -100,6 +100,24 @@ def test_cfg(tmp_path: Path) -> None:
     lark.Lark(GRAMMAR, parser="lalr").parse(proc.stdout.rstrip("\n"))
 
 
+def test_cfg_with_a_gbnf_file(tmp_path: Path) -> None:
+    path = tmp_path / "sum.gbnf"
+    path.write_text('root ::= num "+" num "=" num\nnum ::= [0-9]{1,3}\n', encoding="utf-8")
+    proc = cli("cfg", str(path), "-p", "Sum: ", "--seed", "1", "--max-tokens", "40")
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"[0-9]{1,3}\+[0-9]{1,3}=[0-9]{1,3}\n", proc.stdout)
+
+
+def test_a_gbnf_error_comes_before_the_model(tmp_path: Path) -> None:
+    grammar = tmp_path / "bad.gbnf"
+    grammar.write_text('root ::= "a" item\nitem ::= "\\q"\n', encoding="utf-8")
+    proc = cli("cfg", str(grammar), "-p", "x", "--model", "no-such-model.gguf")
+    assert_one_line_error(proc, r"line 2, column 11: unknown escape")
+    grammar.write_text('start: "a"\n', encoding="utf-8")  # a .gbnf file must hold GBNF
+    proc = cli("cfg", str(grammar), "-p", "x", "--model", "no-such-model.gguf")
+    assert_one_line_error(proc, r"no GBNF rule")
+
+
 def test_incomplete_generation_exits_1() -> None:
     proc = cli("regex", "[a-z]{40}", "-p", "x", "--seed", "1", "--max-tokens", "2")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr

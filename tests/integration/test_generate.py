@@ -131,6 +131,9 @@ def test_json_and_cfg_take_the_options_their_errors_name(model) -> None:
     assert not shallow.logits_processor.guide.dfa.matches(b'{"kid": {"kid": {"kid": {}}}}')
     text = generate.cfg(model, 'greeting: "hi" | "yo"', start="greeting")("Say: ", seed=1, max_tokens=4)
     assert text in ("hi", "yo")
+    gbnf = 'root ::= greeting "!"\ngreeting ::= "hi" | "yo"'
+    text = generate.cfg(model, gbnf)("Say: ", seed=1, max_tokens=4)
+    assert text in ("hi!", "yo!")  # llama.cpp's GBNF, recognised by its '::='
 
 
 @pytest.mark.parametrize("python_type", [int, float, bool, dt.date, dt.time, dt.datetime])

@@ -34,7 +34,7 @@ from server_templates import HERMES_TEMPLATE, LLAMA31_TEMPLATE, MISTRAL_TEMPLATE
 
 from outlines_gguf import grammars
 from outlines_gguf.llama_cpp.generation import Generation
-from outlines_gguf.server.constraints import gbnf_converter, regex_guide
+from outlines_gguf.server.constraints import regex_guide
 from outlines_gguf.server.protocol import ChatCompletionRequest
 from outlines_gguf.server.response import ResponseProcessor
 
@@ -603,14 +603,10 @@ def test_bad_requests_are_400_naming_the_problem(client: openai.OpenAI) -> None:
 
 def test_gbnf_grammar(client: openai.OpenAI) -> None:
     gbnf = 'root ::= "yes" | "no"'
-    if gbnf_converter() is None:
-        e = bad(client, extra_body={"grammar": gbnf})
-        assert e.code == "gbnf_not_supported" and "GBNF" in e.message
-    else:  # issue #15 landed: GBNF is compiled like Lark
-        r = client.chat.completions.create(
-            model="m", messages=USER, max_tokens=5, extra_body={"grammar": gbnf}
-        )
-        assert r.choices[0].message.content in ("yes", "no")
+    r = client.chat.completions.create(model="m", messages=USER, max_tokens=5, extra_body={"grammar": gbnf})
+    assert r.choices[0].message.content in ("yes", "no")
+    e = bad(client, extra_body={"grammar": 'root ::= "a\\q"'})  # an unknown escape: a 400 with the place
+    assert "line 1" in e.message and "escape" in e.message
 
 
 def test_http_level_errors(server: RunningServer, http: httpx.Client) -> None:

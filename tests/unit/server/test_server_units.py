@@ -338,6 +338,7 @@ def test_request_constraint_kinds(cache: ConstraintCache) -> None:
     assert constraint(response_format={"type": "json_object"}).kind == "json_object"
     assert constraint(regex="[a-z]+").kind == "regex"
     assert constraint(extra_body={"choice": ["a", "b"]}).kind == "choice"
+    assert constraint(extra_body={"grammar": 'root ::= "yes" | "no"'}).kind == "grammar"
     for fields, param in [
         ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         (
@@ -345,7 +346,8 @@ def test_request_constraint_kinds(cache: ConstraintCache) -> None:
             "response_format.json_schema.schema",
         ),
         ({"choice": []}, "choice"),
-        ({"grammar": "root ::= [a-z]+"}, "grammar"),
+        ({"grammar": "root ::= [a-z"}, "grammar"),  # GBNF with an unterminated class
+        ({"grammar": "root ::= x\nx ::= x \"a\" | \"b\""}, "grammar"),  # left recursion: llama.cpp refuses it
     ]:
         with pytest.raises(APIError) as caught:
             constraint(**fields)
