@@ -12,9 +12,12 @@ stop_at=None, seed=None, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
 on_incomplete="raise")`` and has ``.stream(prompt, ...)`` with the same
 arguments, which yields text pieces (never half a character). ``prompt`` is
 a string or a list of chat messages, which the model's chat template turns
-into a string. ``generator.logits_processor`` is the processor in use; it
-can be replaced, or wrapped with :func:`~outlines_gguf.add_tracking`
-(``track=True`` does that when the generator is made).
+into a string. Every generator takes ``fast_forward`` (default: the model's
+setting, on): text the constraint forces is taken without sampling, in one
+batch; ``generator.last_result`` counts the forward passes.
+``generator.logits_processor`` is the processor in use; it can be replaced,
+or wrapped with :func:`~outlines_gguf.add_tracking` (``track=True`` does
+that when the generator is made).
 
 ``max_tokens`` reached (or the context full) before the constraint is
 complete raises :class:`~outlines_gguf.errors.IncompleteGenerationError`,
@@ -62,7 +65,11 @@ class SequenceGenerator:
     ``parse`` turns the complete text into the returned value (the text
     itself by default). ``last_result`` is the
     :class:`~outlines_gguf.llama_cpp.generation.GenerationResult` of the latest call
-    (token ids, finish reason, seed).
+    (token ids, finish reason, seed, and the batches evaluated:
+    ``forward_passes``, ``batch_sizes``, ``n_forced``). ``fast_forward``
+    (None: the model's setting, on by default) takes the text the constraint
+    forces without sampling and evaluates it in one batch; False samples
+    every token.
     """
 
     def __init__(
@@ -73,8 +80,10 @@ class SequenceGenerator:
         *,
         track: bool = False,
         description: str = "constraint",
+        fast_forward: bool | None = None,
     ) -> None:
         self.model = _as_model(model)
+        self.fast_forward = fast_forward
         self.logits_processor = logits_processor
         self.parse = parse
         self.description = description
@@ -109,6 +118,7 @@ class SequenceGenerator:
             stop_at=stop_at,
             seed=seed,
             sampling=sampling,
+            fast_forward=self.fast_forward,
         )
 
     def _check_complete(self, result: GenerationResult, on_incomplete: str, max_tokens: int | None) -> bool:
@@ -191,11 +201,15 @@ class SequenceGenerator:
 # -- the generators ----------------------------------------------------------------------------
 
 
-def regex(model: Any, pattern: str, *, track: bool = False) -> SequenceGenerator:
+def regex(
+    model: Any, pattern: str, *, track: bool = False, fast_forward: bool | None = None
+) -> SequenceGenerator:
     """Text that fully matches ``pattern`` (Python ``re`` syntax); returns the text."""
     model = _as_model(model)
     proc = RegexLogitsProcessor(pattern, model.vocabulary)
-    return SequenceGenerator(model, proc, track=track, description=f"regex {pattern!r}")
+    return SequenceGenerator(
+        model, proc, track=track, description=f"regex {pattern!r}", fast_forward=fast_forward
+    )
 
 
 def json(
@@ -208,6 +222,7 @@ def json(
     extra_properties: bool | None = None,
     engine: str = "pushdown",
     track: bool = False,
+    fast_forward: bool | None = None,
 ) -> SequenceGenerator:
     """JSON valid against a schema: a Pydantic model class (returns an instance of it),
     a JSON Schema dict or JSON text (returns the parsed ``dict``/value).
@@ -231,10 +246,14 @@ def json(
             return pydantic_model.model_validate_json(raw)
         return json_module.loads(raw)
 
-    return SequenceGenerator(model, proc, parse, track=track, description="JSON value")
+    return SequenceGenerator(
+        model, proc, parse, track=track, description="JSON value", fast_forward=fast_forward
+    )
 
 
-def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) -> SequenceGenerator:
+def cfg(
+    model: Any, grammar: str, *, start: str = "start", track: bool = False, fast_forward: bool | None = None
+) -> SequenceGenerator:
     """Text in the language of a Lark context-free ``grammar`` from its rule ``start``; returns
     the text.
 
@@ -245,10 +264,12 @@ def cfg(model: Any, grammar: str, *, start: str = "start", track: bool = False) 
 
     model = _as_model(model)
     proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start)
-    return SequenceGenerator(model, proc, track=track, description="grammar")
+    return SequenceGenerator(model, proc, track=track, description="grammar", fast_forward=fast_forward)
 
 
-def choice(model: Any, choices: Sequence[str], *, track: bool = False) -> SequenceGenerator:
+def choice(
+    model: Any, choices: Sequence[str], *, track: bool = False, fast_forward: bool | None = None
+) -> SequenceGenerator:
     """Exactly one of ``choices`` (strings); returns the chosen string."""
     model = _as_model(model)
     options = list(choices)
@@ -256,10 +277,14 @@ def choice(model: Any, choices: Sequence[str], *, track: bool = False) -> Sequen
         raise ValueError(f"choices must be a non-empty list of strings, got {choices!r}")
     pattern = "|".join(re.escape(c) for c in options)
     proc = RegexLogitsProcessor(pattern, model.vocabulary)
-    return SequenceGenerator(model, proc, track=track, description=f"choice of {len(options)}")
+    return SequenceGenerator(
+        model, proc, track=track, description=f"choice of {len(options)}", fast_forward=fast_forward
+    )
 
 
-def format(model: Any, python_type: type, *, track: bool = False) -> SequenceGenerator:
+def format(
+    model: Any, python_type: type, *, track: bool = False, fast_forward: bool | None = None
+) -> SequenceGenerator:
     """A value of ``python_type`` (int, float, bool, datetime.date, .time or .datetime), parsed.
 
     The regexes are in :mod:`outlines_gguf.format_types`: integers ``-?(0|[1-9][0-9]*)``,
@@ -269,9 +294,12 @@ def format(model: Any, python_type: type, *, track: bool = False) -> SequenceGen
     model = _as_model(model)
     fmt = format_for(python_type)
     proc = RegexLogitsProcessor(fmt.pattern, model.vocabulary)
-    return SequenceGenerator(model, proc, fmt.parse, track=track, description=python_type.__name__)
+    return SequenceGenerator(
+        model, proc, fmt.parse, track=track, description=python_type.__name__, fast_forward=fast_forward
+    )
 
 
-def text(model: Any, *, track: bool = False) -> SequenceGenerator:
-    """Unconstrained text; ``max_tokens`` and ``stop_at`` end it normally (never an error)."""
-    return SequenceGenerator(model, None, track=track, description="text")
+def text(model: Any, *, track: bool = False, fast_forward: bool | None = None) -> SequenceGenerator:
+    """Unconstrained text; ``max_tokens`` and ``stop_at`` end it normally (never an error).
+    (``fast_forward`` is accepted like the other generators'; nothing is forced here.)"""
+    return SequenceGenerator(model, None, track=track, description="text", fast_forward=fast_forward)
