@@ -122,6 +122,12 @@ def _common_options() -> argparse.ArgumentParser:
     gen.add_argument(
         "--track", action="store_true", help="print per-token probabilities, natural vs constrained (stderr)"
     )
+    gen.add_argument(
+        "--no-fast-forward",
+        dest="fast_forward",
+        action="store_false",
+        help="sample every token, text the constraint forces included (default: take it in one batch)",
+    )
     return common
 
 
@@ -313,7 +319,11 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with Progress(f"loading {path.name}", err):
         try:
             model = models.llamacpp(
-                str(path), n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads
+                str(path),
+                n_ctx=args.n_ctx,
+                n_gpu_layers=args.n_gpu_layers,
+                n_threads=args.n_threads,
+                fast_forward=args.fast_forward,
             )
             model.vocabulary  # noqa: B018 - read it now, inside the progress line
         except ValueError as exc:  # llama.cpp could not load it
