@@ -20,14 +20,14 @@ from __future__ import annotations
 import codecs
 import logging
 import secrets
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from outlines_gguf.errors import ProcessorFailedError, PromptTooLongError
-from outlines_gguf.llama_cpp.fast_forward import FastForward
+from outlines_gguf.errors import ConstraintViolationError, ProcessorFailedError, PromptTooLongError
+from outlines_gguf.llama_cpp.fast_forward import FastForward, ForcedRun
 from outlines_gguf.llama_cpp.model import LlamaCpp
 from outlines_gguf.llama_cpp.processors import GuideLogitsProcessor
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor
@@ -248,13 +248,10 @@ class Generation:
                 taken = [sampled]
                 forced = []
                 if forward is not None and len(ids) < self.budget and self._still_constrained(hook):
-                    run = forward.plan(
-                        self._state_after(sampled), tokens_text[sampled], self.budget - len(ids)
-                    )
+                    run = self._plan(forward, sampled, self.budget - len(ids))
                     if run is not None:
                         forced = run.tokens
                         taken += forced
-                        n_forced += len(forced)
                 ended = False
                 for i, token in enumerate(taken):
                     if i:
@@ -274,6 +271,7 @@ class Generation:
                     if ended:
                         forced = forced[:i]  # the forced tokens taken before the end
                         break
+                n_forced += len(forced)
                 if ended:
                     if forced:  # tell the processors; trackers get the natural rows of these too
                         rows = self._evaluate(llm, [sampled, *forced[:-1]], len(forced)) if tracking else None
@@ -327,11 +325,16 @@ class Generation:
         inner = unwrap(self.processor)
         return hook is not None and hook.error is None and inner.error is None and not inner._failed
 
-    def _state_after(self, token: int) -> Hashable:
-        """The guide state after ``token``, the one just sampled (the processor's state is the
-        one it masked with: before that token)."""
+    def _plan(self, forward: FastForward, sampled: int, room: int) -> ForcedRun | None:
+        """The tokens forced after ``sampled``, the token just sampled (the processor's state
+        is the one it masked with, before that token), at most ``room`` of them."""
         inner = unwrap(self.processor)
-        return inner.guide.next_state(inner.state, token)
+        try:
+            state = inner.guide.next_state(inner.state, sampled)
+        except ConstraintViolationError:  # the processor will report it at its next call
+            return None
+        context = self.model.vocabulary.tokens[sampled]
+        return forward.plan(state, context, room)
 
     @staticmethod
     def _evaluate(llm: Any, tokens: list[int], rows: int) -> np.ndarray | None:
