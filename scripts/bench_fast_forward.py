@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", default=list(DEFAULT_WORKLOADS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=300)
+    parser.add_argument(
+        "--grammar-tokens", type=int, default=None, help="max tokens for regex and grammar workloads"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--json", type=Path, default=None, help="write the raw calls here")
@@ -106,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         order = list(workloads)
         shift = seed % len(order)
         for w in order[shift:] + order[:shift]:
-            on = timed(gens[(w.name, True)], seed, args.max_tokens)
-            off = timed(gens[(w.name, False)], seed, args.max_tokens)
+            limit = args.max_tokens if w.kind == JSON or args.grammar_tokens is None else args.grammar_tokens
+            on = timed(gens[(w.name, True)], seed, limit)
+            off = timed(gens[(w.name, False)], seed, limit)
             n = max(2, n_model_tokens(on["text"]))
             t0 = time.perf_counter()
             floor_gen(PROMPT, seed=seed, max_tokens=n)
