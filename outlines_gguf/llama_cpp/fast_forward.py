@@ -75,6 +75,12 @@ def prefix_index(vocabulary: Vocabulary) -> PrefixIndex:
         return index
 
 
+PLAN_CACHE_SIZE = 4096
+"""Forced runs one planner keeps, by (guide state, context)."""
+
+_MISSING = object()
+
+
 @dataclass(frozen=True)
 class ForcedRun:
     """Tokens to take without sampling, and the guide state after them."""
@@ -95,6 +101,9 @@ class FastForward:
         self.vocabulary: Vocabulary = guide.vocabulary
         self.tokenize = tokenize
         self._index = prefix_index(self.vocabulary)
+        self._plans: LRUCache = LRUCache(PLAN_CACHE_SIZE)
+        self._forced: LRUCache = LRUCache(PLAN_CACHE_SIZE)
+        self._lock = threading.Lock()
 
     def plan(self, state: Hashable, context: bytes, max_tokens: int) -> ForcedRun | None:
         """The forced tokens from ``state`` (at most ``max_tokens``), or None if there are none.
@@ -102,10 +111,34 @@ class FastForward:
         ``context`` is the text just before (the last token's bytes): the
         forced bytes are tokenized after it, as the tokenizer would in the
         whole text, where that tokenization keeps the context's own end.
+        Plans are cached by (state, context): JSON comes back to the same
+        states, document after document.
         """
         if max_tokens < 1:
             return None
-        forced = self.guide.forced_bytes(state)
+        key = (state, context)
+        with self._lock:
+            run = self._plans.get(key, _MISSING)
+        if run is _MISSING:
+            run = self._plan(state, context)
+            with self._lock:
+                self._plans.put(key, run)
+        if run is None or len(run.tokens) <= max_tokens:
+            return run
+        return self._plan(state, context, max_tokens)
+
+    def forced_bytes(self, state: Hashable) -> bytes:
+        """``guide.forced_bytes(state)``, cached by state (whatever the context)."""
+        with self._lock:
+            forced = self._forced.get(state)
+        if forced is None:
+            forced = self.guide.forced_bytes(state)
+            with self._lock:
+                self._forced.put(state, forced)
+        return forced
+
+    def _plan(self, state: Hashable, context: bytes, max_tokens: int | None = None) -> ForcedRun | None:
+        forced = self.forced_bytes(state)
         if not forced:
             return None
         candidates = self.tokens_for(context, forced)
@@ -124,7 +157,7 @@ class FastForward:
                 break
             taken.append(token)
             pos += len(data)
-            if len(taken) == max_tokens:
+            if max_tokens is not None and len(taken) == max_tokens:
                 break
         return ForcedRun(taken, state) if taken else None
 

@@ -314,12 +314,7 @@ class Generation:
         guide = getattr(inner, "guide", None)
         if not isinstance(inner, GuideLogitsProcessor) or not hasattr(guide, "forced_bytes"):
             return None
-        llm = self.model.llm
-
-        def tokenize(data: bytes) -> list[int]:
-            return llm.tokenize(data, add_bos=False, special=False)
-
-        return FastForward(guide, tokenize)
+        return self.model.fast_forward_planner(guide)
 
     def _still_constrained(self, hook: _GuardedHook | None) -> bool:
         inner = unwrap(self.processor)

@@ -16,6 +16,8 @@ from outlines_gguf.errors import ChatTemplateError
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+PLANNERS_KEPT = 16
+"""Fast-forward planners a model keeps, one per guide (each holds its guide and plans)."""
 
 
 class LlamaCpp:
@@ -41,6 +43,24 @@ class LlamaCpp:
     def vocabulary(self) -> Vocabulary:
         """The model's :class:`Vocabulary` (shared with processors built from the same ``Llama``)."""
         return as_vocabulary(self.llm)
+
+    def fast_forward_planner(self, guide: Any) -> Any:
+        """The :class:`~outlines_gguf.llama_cpp.fast_forward.FastForward` of ``guide`` with this model's
+        tokenizer, kept (a few, least recently used dropped) so its plans serve later calls."""
+        from outlines_gguf.llama_cpp.fast_forward import FastForward
+        from outlines_gguf.guides.base import LRUCache
+
+        planners = self.__dict__.setdefault("_planners", LRUCache(PLANNERS_KEPT))
+        planner = planners.get(guide)
+        if planner is None:
+            llm = self.llm
+
+            def tokenize(data: bytes) -> list[int]:
+                return llm.tokenize(data, add_bos=False, special=False)
+
+            planner = FastForward(guide, tokenize)
+            planners.put(guide, planner)
+        return planner
 
     @property
     def n_ctx(self) -> int:
