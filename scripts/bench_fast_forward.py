@@ -122,9 +122,19 @@ def main(argv: list[str] | None = None) -> int:
                 call["ratio"] = (call["model_tokens"] / call["seconds"]) / (n / floor["seconds"])
             if keep:
                 calls.setdefault(w.name, []).append({"seed": seed, "ff": on, "no-ff": off, "floor": floor})
+                print(
+                    f"  {w.name} seed {seed}: ff {on['ratio']:.2f}x ({on['tokens']} tokens, "
+                    f"{on['forward_passes']} passes, valid {on['valid']}), no-ff {off['ratio']:.2f}x "
+                    f"({off['tokens']} tokens, valid {off['valid']}), "
+                    f"floor {n} tokens {floor['seconds']:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if args.json is not None:
+                    args.json.write_text(json.dumps(calls, indent=1))
 
     for gen in gens.values():  # warm-up: compile every constraint, load the model's pages
-        gen(PROMPT, seed=999, max_tokens=16, on_incomplete="return")
+        gen(PROMPT, seed=999, max_tokens=4, on_incomplete="return")
     for r in range(rounds):
         one_round(1000 + r, keep=True)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
