@@ -1,8 +1,11 @@
-"""One generation driven token by token through llama.cpp under a logits processor.
+"""One generation driven through llama.cpp under a logits processor.
 
 :class:`Generation` is what every high-level generator runs: it tokenizes
-the prompt, seeds llama.cpp's sampler, feeds ``Llama.generate`` with the
-processor, decodes each token's exact bytes from the :class:`Vocabulary`
+the prompt, seeds llama.cpp's sampler (the chain ``Llama.generate`` builds,
+the processor first), evaluates and samples in its own loop, so that text
+the constraint forces can be taken without sampling and evaluated in one
+batch with the token before it (fast-forward, :mod:`fast_forward`),
+decodes each token's exact bytes from the :class:`Vocabulary`
 (``Llama.detokenize`` drops tokens longer than 32 bytes) through an
 incremental UTF-8 decoder (so pieces never end inside a character), and
 stops at any end-of-generation id, at ``max_tokens``, when the context is
@@ -152,6 +155,8 @@ class Generation:
     ``processor`` is a logits processor or None (free text). After the last
     piece it raises :class:`ProcessorFailedError` if the processor failed
     inside the sampler. ``max_tokens=None`` generates until the context is full.
+    ``fast_forward`` (None: the model's ``fast_forward``) takes forced text
+    without sampling when the processor is a guide's (tracked or not).
     """
 
     def __init__(
