@@ -140,6 +140,12 @@ def _common_options() -> argparse.ArgumentParser:
         metavar="N",
         help="with --track: show at most N positions, the first and the last (default 40; 0 = all)",
     )
+    gen.add_argument(
+        "--no-fast-forward",
+        dest="fast_forward",
+        action="store_false",
+        help="sample every token, text the constraint forces included (default: take it in one batch)",
+    )
     return common
 
 
@@ -379,6 +385,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 n_gpu_layers=args.n_gpu_layers,
                 n_threads=args.n_threads,
                 chat_template=template,
+                fast_forward=args.fast_forward,
             )
             model.vocabulary  # noqa: B018 - read it now, inside the progress line
         except ValueError as exc:  # llama.cpp could not load it

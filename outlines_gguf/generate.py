@@ -14,6 +14,9 @@ arguments, which yields text pieces (never half a character). ``prompt`` is
 a string or a list of chat messages, which the model's chat template turns
 into a string; a list of prompts returns a list (one after another on the
 model's one context); ``await generator.acall(...)`` runs a call in a thread.
+Every generator takes ``fast_forward`` (default: the model's setting, on): text
+the constraint forces is taken without sampling, in one batch;
+``generator.last_result`` counts the forward passes.
 ``generator.logits_processor`` is the processor in use; it can be replaced,
 or wrapped with :func:`~outlines_gguf.add_tracking` (``track=True`` does that when the generator is made).
 
@@ -67,7 +70,11 @@ class SequenceGenerator:
     ``parse`` turns the complete text into the returned value (the text
     itself by default). ``last_result`` is the
     :class:`~outlines_gguf.llama_cpp.generation.GenerationResult` of the latest call
-    (token ids, finish reason, seed).
+    (token ids, finish reason, seed, and the batches evaluated:
+    ``forward_passes``, ``batch_sizes``, ``n_forced``). ``fast_forward``
+    (None: the model's setting, on by default) takes the text the constraint
+    forces without sampling and evaluates it in one batch; False samples
+    every token.
     """
 
     def __init__(
@@ -78,8 +85,10 @@ class SequenceGenerator:
         *,
         track: bool = False,
         description: str = "constraint",
+        fast_forward: bool | None = None,
     ) -> None:
         self.model = _as_model(model)
+        self.fast_forward = fast_forward
         self.logits_processor = logits_processor
         self.parse = parse
         self.description = description
@@ -115,6 +124,7 @@ class SequenceGenerator:
             stop_at=stop_at,
             seed=seed,
             sampling=sampling,
+            fast_forward=self.fast_forward,
         )
 
     def _check_complete(self, result: GenerationResult, on_incomplete: str, max_tokens: int | None) -> bool:
@@ -271,11 +281,15 @@ def model_lock(model: LlamaCpp) -> threading.Lock:
 # -- the generators ----------------------------------------------------------------------------
 
 
-def regex(model: Any, pattern: str, *, track: bool = False) -> SequenceGenerator:
+def regex(
+    model: Any, pattern: str, *, track: bool = False, fast_forward: bool | None = None
+) -> SequenceGenerator:
     """Text that fully matches ``pattern`` (Python ``re`` syntax); returns the text."""
     model = _as_model(model)
     proc = RegexLogitsProcessor(pattern, model.vocabulary)
-    return SequenceGenerator(model, proc, track=track, description=f"regex {pattern!r}")
+    return SequenceGenerator(
+        model, proc, track=track, description=f"regex {pattern!r}", fast_forward=fast_forward
+    )
 
 
 def json(
@@ -288,6 +302,7 @@ def json(
     extra_properties: bool | None = None,
     engine: str = "pushdown",
     track: bool = False,
+    fast_forward: bool | None = None,
 ) -> SequenceGenerator:
     """JSON valid against a schema: a Pydantic model class (returns an instance of it),
     a JSON Schema dict or JSON text (returns the parsed ``dict``/value), or a Python type
@@ -306,7 +321,9 @@ def json(
         extra_properties=extra_properties,
         engine=engine,
     )
-    return SequenceGenerator(model, proc, proc.parse, track=track, description="JSON value")
+    return SequenceGenerator(
+        model, proc, proc.parse, track=track, description="JSON value", fast_forward=fast_forward
+    )
 
 
 def cfg(
@@ -316,6 +333,7 @@ def cfg(
     start: str | Sequence[str] = "start",
     lexer: str = "auto",
     track: bool = False,
+    fast_forward: bool | None = None,
 ) -> SequenceGenerator:
     """Text in the language of a Lark context-free ``grammar`` from its rule ``start`` (or the
     union of several); returns the text. ``lexer`` picks the mode, as for
@@ -331,10 +349,12 @@ def cfg(
 
     model = _as_model(model)
     proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start, lexer=lexer)
-    return SequenceGenerator(model, proc, track=track, description="grammar")
+    return SequenceGenerator(model, proc, track=track, description="grammar", fast_forward=fast_forward)
 
 
-def choice(model: Any, choices: Any, *, track: bool = False) -> SequenceGenerator:
+def choice(
+    model: Any, choices: Any, *, track: bool = False, fast_forward: bool | None = None
+) -> SequenceGenerator:
     """Exactly one of ``choices``, returned as the same kind of thing: a list of strings
     (returns the string), a ``Literal[...]`` (returns the literal value) or an ``Enum`` class
     (returns the member). Non-string values are written as JSON (``1``, ``true``, ``null``)."""
@@ -343,7 +363,12 @@ def choice(model: Any, choices: Any, *, track: bool = False) -> SequenceGenerato
     pattern = "|".join(re.escape(text) for text in options)
     proc = RegexLogitsProcessor(pattern, model.vocabulary)
     return SequenceGenerator(
-        model, proc, options.__getitem__, track=track, description=f"choice of {len(options)}"
+        model,
+        proc,
+        options.__getitem__,
+        track=track,
+        description=f"choice of {len(options)}",
+        fast_forward=fast_forward,
     )
 
 
@@ -379,7 +404,9 @@ def choice_options(choices: Any) -> dict[str, Any]:
     return options
 
 
-def format(model: Any, python_type: type, *, track: bool = False) -> SequenceGenerator:
+def format(
+    model: Any, python_type: type, *, track: bool = False, fast_forward: bool | None = None
+) -> SequenceGenerator:
     """A value of ``python_type`` (int, float, bool, datetime.date, .time, .datetime; str: any text).
 
     The regexes are in :mod:`outlines_gguf.format_types`: integers ``-?(0|[1-9][0-9]*)``,
@@ -389,9 +416,12 @@ def format(model: Any, python_type: type, *, track: bool = False) -> SequenceGen
     model = _as_model(model)
     fmt = format_for(python_type)
     proc = RegexLogitsProcessor(fmt.pattern, model.vocabulary)
-    return SequenceGenerator(model, proc, fmt.parse, track=track, description=python_type.__name__)
+    return SequenceGenerator(
+        model, proc, fmt.parse, track=track, description=python_type.__name__, fast_forward=fast_forward
+    )
 
 
-def text(model: Any, *, track: bool = False) -> SequenceGenerator:
-    """Unconstrained text; ``max_tokens`` and ``stop_at`` end it normally (never an error)."""
-    return SequenceGenerator(model, None, track=track, description="text")
+def text(model: Any, *, track: bool = False, fast_forward: bool | None = None) -> SequenceGenerator:
+    """Unconstrained text; ``max_tokens`` and ``stop_at`` end it normally (never an error).
+    (``fast_forward`` is accepted like the other generators'; nothing is forced here.)"""
+    return SequenceGenerator(model, None, track=track, description="text", fast_forward=fast_forward)

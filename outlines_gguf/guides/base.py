@@ -126,6 +126,12 @@ class TokenMask:
             forbidden[self._forbid] = True
             allowed |= ~forbidden
 
+    def allows_any(self, ids: np.ndarray) -> bool:
+        """Whether any of ``ids`` (an int array) is allowed."""
+        if self._keep is not None:
+            return bool(np.isin(ids, self._keep).any())
+        return not bool(np.isin(ids, self._forbid).all())
+
     def apply(self, scores: np.ndarray) -> None:
         """Set every forbidden entry of ``scores`` (any strided 1-D view) to -inf."""
         if self._keep is not None:
@@ -134,6 +140,16 @@ class TokenMask:
             scores[self._keep] = kept
         else:
             scores[self._forbid] = -np.inf
+
+
+FORCED_LIMIT = 256
+"""Most forced bytes a guide reports at once (fast-forward takes the rest on its next turn)."""
+
+
+def single_byte(live: np.ndarray) -> int | None:
+    """The one byte a boolean row over the 256 bytes allows, or None if it allows none or several."""
+    found = np.flatnonzero(live)
+    return int(found[0]) if found.size == 1 else None
 
 
 class Guide(Protocol):
@@ -150,6 +166,8 @@ class Guide(Protocol):
     def next_state(self, state: Any, token_id: int) -> Any: ...
 
     def is_final(self, state: Any) -> bool: ...
+
+    def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes: ...
 
 
 class RegexGuide:
@@ -195,6 +213,22 @@ class RegexGuide:
 
     def is_final(self, state: int) -> bool:
         return state == FINISHED or bool(self.dfa.accepting[state])
+
+    def forced_bytes(self, state: int, limit: int = FORCED_LIMIT) -> bytes:
+        """The longest bytes every text accepted from ``state`` starts with, stopping at an
+        accepting state (end of generation is a choice there) or after ``limit`` bytes:
+        the DFA is followed while a state has exactly one live byte."""
+        if state == FINISHED:
+            return b""
+        table, accepting = self.dfa.transitions, self.dfa.accepting
+        out = bytearray()
+        while len(out) < limit and not accepting[state]:
+            byte = single_byte(table[state] >= 0)
+            if byte is None:
+                break
+            out.append(byte)
+            state = int(table[state, byte])
+        return bytes(out)
 
     def mask(self, state: int) -> TokenMask:
         """The allowed tokens in ``state`` (computed on first use, then cached)."""

@@ -32,7 +32,7 @@ import numpy as np
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.grammar.compiled import Config, Grammar
 from outlines_gguf.grammar.lexer import CROSS
-from outlines_gguf.guides.base import FINISHED, LRUCache, TokenMask, bytes_to_read
+from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, LRUCache, TokenMask, bytes_to_read
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
@@ -95,6 +95,39 @@ class CFGGuide:
         if nxt is None:
             raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the grammar here")
         return nxt
+
+    def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes:
+        """The longest bytes every sentence continuing ``state`` starts with (up to ``limit``).
+
+        One byte of each of the grammar's byte classes is tried (bytes of a class move every
+        configuration alike): a byte is forced when exactly one class lives and it holds that
+        byte alone, and the text read so far is not already a sentence.
+        """
+        if state == FINISHED:
+            return b""
+        grammar = self.grammar
+        sizes = self._class_sizes
+        out = bytearray()
+        with self._lock:
+            config = state
+            while len(out) < limit and not grammar.is_final(config):  # type: ignore[arg-type]
+                found = None
+                for cls, byte in enumerate(grammar._representatives):
+                    nxt = grammar.step(config, byte)  # type: ignore[arg-type]
+                    if nxt is None:
+                        continue
+                    if found is not None or sizes[cls] != 1:
+                        return bytes(out)
+                    found = (byte, nxt)
+                if found is None:
+                    break
+                out.append(found[0])
+                config = found[1]
+        return bytes(out)
+
+    @cached_property
+    def _class_sizes(self) -> np.ndarray:
+        return np.bincount(self.grammar.byte_class, minlength=self.grammar.n_classes)
 
     def mask(self, state: Hashable) -> TokenMask:
         """The allowed tokens in ``state`` (computed on first use, then cached)."""

@@ -59,7 +59,15 @@ from outlines_gguf.errors import (
     OutlinesGGUFError,
     VocabularyError,
 )
-from outlines_gguf.guides.base import FINISHED, LRUCache, RegexGuide, TokenMask, bytes_to_read
+from outlines_gguf.guides.base import (
+    FINISHED,
+    FORCED_LIMIT,
+    LRUCache,
+    RegexGuide,
+    TokenMask,
+    bytes_to_read,
+    single_byte,
+)
 from outlines_gguf.json_schema.compiler import (
     _MALFORMED,
     CALL_BYTE,
@@ -645,6 +653,30 @@ class PushdownGuide(_Locked):
         if not nxt:
             raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the schema here")
         return nxt
+
+    def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes:
+        """The longest bytes every text accepted from ``state`` starts with (up to ``limit``):
+        bytes are taken while the configurations, calls and returns included, can read exactly
+        one byte and none of them is complete at the root (end of generation is a choice there)."""
+        if state == FINISHED:
+            return b""
+        node_of = self.schema.node
+        configs: Iterable[Config] = state  # type: ignore[assignment]
+        out = bytearray()
+        while len(out) < limit:
+            live = np.zeros(256, dtype=bool)
+            closure = self.closure(configs)
+            for below, number, s in closure:
+                dfa = node_of(number).dfa
+                if below is None and dfa.accepting[s]:
+                    return bytes(out)
+                live |= dfa.transitions[s] >= 0
+            byte = single_byte(live)
+            if byte is None:
+                break
+            out.append(byte)
+            configs = self.advance(frozenset(closure), bytes((byte,)))
+        return bytes(out)
 
     def mask(self, state: Hashable) -> TokenMask:
         """The allowed tokens in ``state`` (computed on first use, then cached)."""

@@ -1,8 +1,11 @@
-"""One generation driven token by token through llama.cpp under a logits processor.
+"""One generation driven through llama.cpp under a logits processor.
 
 :class:`Generation` is what every high-level generator runs: it tokenizes
-the prompt, seeds llama.cpp's sampler, feeds ``Llama.generate`` with the
-processor, decodes each token's exact bytes from the :class:`Vocabulary`
+the prompt, seeds llama.cpp's sampler (the chain ``Llama.generate`` builds,
+the processor first), evaluates and samples in its own loop, so that text
+the constraint forces can be taken without sampling and evaluated in one
+batch with the token before it (fast-forward, :mod:`fast_forward`),
+decodes each token's exact bytes from the :class:`Vocabulary`
 (``Llama.detokenize`` drops tokens longer than 32 bytes) through an
 incremental UTF-8 decoder (so pieces never end inside a character), and
 stops at any end-of-generation id, at ``max_tokens``, when the context is
@@ -26,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from outlines_gguf.errors import ProcessorFailedError, PromptTooLongError
+from outlines_gguf.errors import ConstraintViolationError, ProcessorFailedError, PromptTooLongError
+from outlines_gguf.llama_cpp.fast_forward import FastForward, ForcedRun
 from outlines_gguf.llama_cpp.model import LlamaCpp
+from outlines_gguf.llama_cpp.processors import GuideLogitsProcessor
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor
 
 logger = logging.getLogger("outlines_gguf")
@@ -80,6 +85,14 @@ class GenerationResult:
     seed: int
     n_prompt_tokens: int = 0
     stop: str | None = field(default=None)
+    batch_sizes: list[int] = field(default_factory=list)
+    n_forced: int = 0
+
+    @property
+    def forward_passes(self) -> int:
+        """Model evaluations after the prompt: one per batch (a sampled token and the tokens
+        fast-forward forced after it), fewer than the tokens generated when text was forced."""
+        return len(self.batch_sizes)
 
 
 def check_limits(max_tokens: int | None, seed: int | None) -> None:
@@ -142,6 +155,8 @@ class Generation:
     ``processor`` is a logits processor or None (free text). After the last
     piece it raises :class:`ProcessorFailedError` if the processor failed
     inside the sampler. ``max_tokens=None`` generates until the context is full.
+    ``fast_forward`` (None: the model's ``fast_forward``) takes forced text
+    without sampling when the processor is a guide's (tracked or not).
     """
 
     def __init__(
@@ -154,9 +169,11 @@ class Generation:
         stop_at: str | Sequence[str] | None = None,
         seed: int | None = None,
         sampling: SamplingParams | None = None,
+        fast_forward: bool | None = None,
     ) -> None:
         check_limits(max_tokens, seed)
         self.model = model
+        self.fast_forward = model.fast_forward if fast_forward is None else bool(fast_forward)
         self.processor = processor
         self.stops = normalize_stop_at(stop_at)
         self.sampling = sampling or SamplingParams()
@@ -199,8 +216,10 @@ class Generation:
         llm.reset()  # evaluate the whole prompt: same seed, same logits, same text
         from llama_cpp import LogitsProcessorList
 
-        stream = llm.generate(
-            self.prompt_ids,
+        # the sampler chain Llama.generate builds (the processor first), kept for the whole
+        # generation so that its random state runs on; driven here so that forced tokens can be
+        # evaluated in one batch
+        llm._sampler = llm._init_sampler(
             temp=params.temperature,
             top_k=params.top_k,
             top_p=params.top_p,
@@ -208,32 +227,64 @@ class Generation:
             repeat_penalty=1.0,
             logits_processor=None if hook is None else LogitsProcessorList([hook]),
         )
+        forward = self._fast_forward()
+        tracking = isinstance(self.processor, LogitTrackingProcessor)
         ids: list[int] = []
+        batches: list[int] = []
+        n_forced = 0
         text = ""
         reason = self._limit_reason
         stop: str | None = None
         exact_stop = cut_nothing = True
+        pending: list[int] = list(self.prompt_ids)
+        sampled, forced = -1, []
         try:
-            for token in stream:
-                token = int(token)
-                ids.append(token)
-                if token in eog:
+            while True:
+                natural = self._evaluate(llm, pending, len(forced) if tracking else 0)
+                if ids:
+                    batches.append(len(pending))
+                if forced:
+                    self.processor.take_forced(sampled, forced, natural)  # type: ignore[union-attr]
+                sampled = int(llm.sample(idx=None))
+                ids.append(sampled)
+                if sampled in eog:
                     reason = "eog"
                     break
-                piece = decoder.decode(tokens_text[token])
-                if self.stops and piece:
-                    piece, stop, cut_nothing = self._cut_at_stop(text, piece)
-                if piece:
-                    text += piece
-                    yield piece
-                if stop is not None:
-                    reason = "stop_at"
-                    exact_stop = cut_nothing and not decoder.getstate()[0]
+                taken = [sampled]
+                forced = []
+                if forward is not None and len(ids) < self.budget and self._still_constrained(hook):
+                    run = self._plan(forward, sampled, self.budget - len(ids))
+                    if run is not None:
+                        forced = run.tokens
+                        taken += forced
+                ended = False
+                for i, token in enumerate(taken):
+                    if i:
+                        ids.append(token)
+                    piece = decoder.decode(tokens_text[token])
+                    if self.stops and piece:
+                        piece, stop, cut_nothing = self._cut_at_stop(text, piece)
+                    if piece:
+                        text += piece
+                        yield piece
+                    if stop is not None:
+                        reason = "stop_at"
+                        exact_stop = cut_nothing and not decoder.getstate()[0]
+                        ended = True
+                    elif len(ids) >= self.budget:
+                        ended = True
+                    if ended:
+                        forced = forced[:i]  # the forced tokens taken before the end
+                        break
+                n_forced += len(forced)
+                if ended:
+                    if forced:  # tell the processors; trackers get the natural rows of these too
+                        rows = self._evaluate(llm, [sampled, *forced[:-1]], len(forced)) if tracking else None
+                        self.processor.take_forced(sampled, forced, rows)  # type: ignore[union-attr]
                     break
-                if len(ids) >= self.budget:
-                    break
+                pending = taken
         finally:
-            stream.close()
+            llm._sampler = None
             if previous_seed is not None:
                 llm.set_seed(previous_seed)
             if ids and isinstance(self.processor, LogitTrackingProcessor):
@@ -253,7 +304,58 @@ class Generation:
             seed=self.seed,
             n_prompt_tokens=len(self.prompt_ids),
             stop=stop,
+            batch_sizes=batches,
+            n_forced=n_forced,
         )
+
+    # -- fast-forward -------------------------------------------------------------------------
+
+    def _fast_forward(self) -> FastForward | None:
+        """The forced-run planner, when fast-forward is on and the processor is a guide's
+        (possibly tracked): any other processor is a black box whose forced text is unknown."""
+        if not self.fast_forward or self.processor is None:
+            return None
+        inner = unwrap(self.processor)
+        guide = getattr(inner, "guide", None)
+        if not isinstance(inner, GuideLogitsProcessor) or not hasattr(guide, "forced_bytes"):
+            return None
+        return self.model.fast_forward_planner(guide)
+
+    def _still_constrained(self, hook: _GuardedHook | None) -> bool:
+        inner = unwrap(self.processor)
+        return hook is not None and hook.error is None and inner.error is None and not inner._failed
+
+    def _plan(self, forward: FastForward, sampled: int, room: int) -> ForcedRun | None:
+        """The tokens forced after ``sampled``, the token just sampled (the processor's state
+        is the one it masked with, before that token), at most ``room`` of them."""
+        inner = unwrap(self.processor)
+        try:
+            state = inner.guide.next_state(inner.state, sampled)
+        except ConstraintViolationError:  # the processor will report it at its next call
+            return None
+        context = self.model.vocabulary.tokens[sampled]
+        return forward.plan(state, context, room)
+
+    @staticmethod
+    def _evaluate(llm: Any, tokens: list[int], rows: int) -> np.ndarray | None:
+        """Evaluate ``tokens`` (one batch); with ``rows``, return the raw logits after each of the
+        first ``rows`` tokens, which a tracker shows as the natural distribution of the forced
+        positions. A model loaded with ``logits_all=True`` keeps every row of the batch;
+        otherwise the tokens are evaluated one by one to read them (tracking costs the batching)."""
+        if not rows:
+            llm.eval(tokens)
+            return None
+        n_vocab = llm.n_vocab()
+        if getattr(llm, "_logits_all", False):
+            start = llm.n_tokens
+            llm.eval(tokens)
+            return np.array(llm.scores[start : start + rows], dtype=np.float32)
+        out = np.empty((rows, n_vocab), dtype=np.float32)
+        for i, token in enumerate(tokens):
+            llm.eval([token])
+            if i < rows:
+                out[i] = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+        return out
 
     def _cut_at_stop(self, text: str, piece: str) -> tuple[str, str | None, bool]:
         """Cut ``piece`` right after the first stop string that ``text + piece`` completes.

@@ -17,6 +17,8 @@ from outlines_gguf.tokens.gguf import gguf_tensor_count
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+PLANNERS_KEPT = 16
+"""Fast-forward planners a model keeps, one per guide (each holds its guide and plans)."""
 
 
 class LlamaCpp:
@@ -25,13 +27,16 @@ class LlamaCpp:
     ``vocabulary`` is the exact token -> bytes table (read once through
     llama.cpp), ``chat_template`` the Jinja template from the GGUF metadata
     (``tokenizer.chat_template``) or the one passed in, ``None`` if neither.
-    Build it with :func:`llamacpp`.
+    ``fast_forward`` is the default of the generators made with it: text the
+    constraint forces is taken without sampling and evaluated in one batch
+    (:mod:`~outlines_gguf.llama_cpp.fast_forward`). Build it with :func:`llamacpp`.
     """
 
-    def __init__(self, llm: Any, chat_template: str | None = None) -> None:
+    def __init__(self, llm: Any, chat_template: str | None = None, fast_forward: bool = True) -> None:
         if not (hasattr(llm, "model") and hasattr(llm, "n_ctx")):
             raise TypeError(f"expected a llama_cpp.Llama, got {type(llm).__name__}")
         self.llm = llm
+        self.fast_forward = bool(fast_forward)
         metadata: Mapping[str, str] = getattr(llm, "metadata", None) or {}
         self.chat_template: str | None = chat_template or metadata.get(CHAT_TEMPLATE_KEY) or None
 
@@ -39,6 +44,24 @@ class LlamaCpp:
     def vocabulary(self) -> Vocabulary:
         """The model's :class:`Vocabulary` (shared with processors built from the same ``Llama``)."""
         return as_vocabulary(self.llm)
+
+    def fast_forward_planner(self, guide: Any) -> Any:
+        """The :class:`~outlines_gguf.llama_cpp.fast_forward.FastForward` of ``guide`` with this model's
+        tokenizer, kept (a few, least recently used dropped) so its plans serve later calls."""
+        from outlines_gguf.guides.base import LRUCache
+        from outlines_gguf.llama_cpp.fast_forward import FastForward
+
+        planners = self.__dict__.setdefault("_planners", LRUCache(PLANNERS_KEPT))
+        planner = planners.get(guide)
+        if planner is None:
+            llm = self.llm
+
+            def tokenize(data: bytes) -> list[int]:
+                return llm.tokenize(data, add_bos=False, special=False)
+
+            planner = FastForward(guide, tokenize)
+            planners.put(guide, planner)
+        return planner
 
     @property
     def n_ctx(self) -> int:
@@ -133,6 +156,7 @@ def llamacpp(
     n_gpu_layers: int | None = None,
     n_threads: int | None = None,
     chat_template: str | None = None,
+    fast_forward: bool = True,
     **llama_kwargs: Any,
 ) -> LlamaCpp:
     """Load a GGUF model with llama-cpp-python, or wrap a ``llama_cpp.Llama`` you already have.
@@ -143,15 +167,17 @@ def llamacpp(
     CPU threads, for the prompt too unless ``n_threads_batch`` is given, as
     in llama.cpp's own tools (default: llama-cpp-python's choice). Other
     keyword arguments go to ``llama_cpp.Llama`` (``verbose`` defaults to False).
-    ``chat_template`` replaces the model's own template. An existing
-    ``Llama`` takes only ``chat_template``: its options are already set.
+    ``chat_template`` replaces the model's own template. ``fast_forward=False``
+    makes its generators sample every token, forced text included (the
+    generators' own ``fast_forward`` overrides it). An existing ``Llama`` takes
+    only ``chat_template`` and ``fast_forward``: its options are already set.
     """
     options = {"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": n_threads, **llama_kwargs}
     options = {key: value for key, value in options.items() if value is not None}
     if not isinstance(model_path_or_llama, (str, os.PathLike)):
         if options:
             raise TypeError(f"llamacpp() got an already loaded Llama: cannot apply {sorted(options)} to it")
-        return LlamaCpp(model_path_or_llama, chat_template=chat_template)
+        return LlamaCpp(model_path_or_llama, chat_template=chat_template, fast_forward=fast_forward)
     path = os.fspath(model_path_or_llama)
     check_model_file(path)
     from llama_cpp import Llama
@@ -160,4 +186,4 @@ def llamacpp(
     if n_threads is not None:
         options.setdefault("n_threads_batch", n_threads)
     options.setdefault("verbose", False)
-    return LlamaCpp(Llama(model_path=path, **options), chat_template=chat_template)
+    return LlamaCpp(Llama(model_path=path, **options), chat_template=chat_template, fast_forward=fast_forward)

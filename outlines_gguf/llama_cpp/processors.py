@@ -171,6 +171,25 @@ class GuideLogitsProcessor:
             )
         self.guide.mask(self.state).apply(scores)
 
+    def take_forced(self, sampled: int, forced: Sequence[int], natural: np.ndarray | None = None) -> None:
+        """Fast-forward: after the last call the sampler chose ``sampled`` and the generation
+        loop took ``forced`` without sampling. Advance over ``sampled`` and all forced tokens but
+        the last, which the next call brings as its new token, as usual. (``natural``, the raw
+        logits of the forced positions, is for trackers.)"""
+        with self._call_lock:
+            if self._seen is None or self._failed or not forced:
+                return
+            new = [int(sampled), *(int(t) for t in forced[:-1])]
+            try:
+                for token in new:
+                    self.generated_ids.append(token)
+                    self.state = self.guide.next_state(self.state, token)
+            except Exception as exc:
+                logger.error("outlines-gguf: %s failed on forced tokens: %s", type(self).__name__, exc)
+                self.error = self.error or exc
+                self._failed = True
+            self._seen = np.concatenate([self._seen, np.asarray(new, dtype=self._seen.dtype)])
+
     def _fail(self, exc: BaseException, scores: np.ndarray) -> None:
         logger.error(
             "outlines-gguf: %s failed, forcing end of generation: %s", type(self).__name__, exc, exc_info=exc

@@ -200,6 +200,27 @@ class LogitTrackingProcessor:
             else:
                 inner(completion)
 
+    def take_forced(self, sampled: int, forced: Sequence[int], natural: np.ndarray | None = None) -> None:
+        """Fast-forward: record ``forced`` (tokens taken without sampling, after ``sampled``) as
+        forced positions: constrained probability 1 for the forced token, natural row from
+        ``natural`` (one raw logits row per forced token; unknown, all -inf, without it).
+        The wrapped processor is told the same (see ``GuideLogitsProcessor.take_forced``)."""
+        if self._seen is None or not forced:
+            return
+        self._set_chosen(self._n - 1, int(sampled))
+        size = self.vocabulary.size if self.vocabulary is not None else 0
+        for i, token in enumerate(forced):
+            row = natural[i] if natural is not None else np.full(size, -np.inf, dtype=np.float32)
+            row = np.array(row, dtype=np.float32)
+            constrained = np.full(row.shape[0], -np.inf, dtype=np.float32)
+            constrained[int(token)] = row[int(token)] if np.isfinite(row[int(token)]) else 0.0
+            self._record(row, constrained)
+        new = [int(sampled), *(int(t) for t in forced[:-1])]
+        self._seen = np.concatenate([self._seen, np.asarray(new, dtype=self._seen.dtype)])
+        inner = getattr(self.processor, "take_forced", None)
+        if inner is not None:
+            inner(sampled, forced, natural)
+
     def finish(self, token: int) -> None:
         """Record the token chosen at the last position (it never reaches a processor)."""
         if self._n:
