@@ -34,6 +34,7 @@ from outlines_gguf.automata.ops import DFAProductTooLargeError, difference, inte
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
 from outlines_gguf.json_schema.leaves import FORMATS, NUMBER, UNENFORCEABLE_FORMATS, integer_range, number_range
 from outlines_gguf.json_schema.strings import layered_body
+from outlines_gguf.json_schema.validate import Undecided, Validator, json_equal
 from outlines_gguf.automata.regex import (
     MAX_CODEPOINT,
     MAX_DFA_STATES,
@@ -313,6 +314,9 @@ class _Compiler:
             raise self.fail(f"a schema must be an object or a boolean, got {type(schema).__name__}", path)
         self.check_keywords(schema, path)
         self.check_shapes(schema, path)
+        if "enum" in schema or "const" in schema:
+            # the listed values that pass every other keyword: exact, whatever those say
+            return self.enum(schema, path, depth)
         if any(key in schema for key in _DEPENDENCY_KEYS):
             return self.value(self.expand_dependencies(schema, path), path, depth)
         if "if" in schema or "then" in schema or "else" in schema:
@@ -528,6 +532,17 @@ class _Compiler:
         for i, part in enumerate(parts[1:]):
             if isinstance(part, dict):
                 self.check_shapes(part, f"{path}/allOf/{i}")
+        for part in parts:
+            values = _listed_values(part)
+            if values is not None:  # an enum or const part: its values that pass every part
+                try:
+                    validator = Validator(self.root, self.marker_checks())
+                    kept = [v for v in values if validator.is_valid({"allOf": parts}, v)]
+                except Undecided:
+                    break  # a keyword the validator does not know: compile the parts instead
+                except RecursionError as exc:
+                    raise ConstraintTooComplexError(f"{path}: an enum value is nested too deeply") from exc
+                return self.b.alt(self.literal_value(v) for v in kept)
         merged = _merge_all(parts)
         if merged is not None:
             return self.value(merged, path, depth)
@@ -702,18 +717,38 @@ class _Compiler:
             raise self.fail("enum must be an array", path)
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const") and k not in ANNOTATIONS}
         if "enum" in schema and "const" in schema:
-            values = [v for v in values if _json_equal(v, schema["const"])]
-        check = self.sub_dfa(rest, path, depth) if rest else None
+            values = [v for v in values if json_equal(v, schema["const"])]
+        return self.listed(values, rest, path, depth)
+
+    def listed(self, values: list, rest: Any, path: str, depth: int) -> Fragment | None:
+        """The ``values`` (of an enum or const) that satisfy ``rest``, each exactly.
+
+        Each value is checked by :class:`~outlines_gguf.json_schema.validate.Validator`, so the result
+        is exact whatever keywords ``rest`` holds; where the validator cannot decide (a keyword
+        it does not know), by the automaton of ``rest`` (a valid subset)."""
         fragments = []
+        check: ByteDFA | None = None
+        validator = Validator(self.root, self.marker_checks())
         for v in values:
-            texts = [
-                json.dumps(v, ensure_ascii=False, separators=(",", ":")),
-                json.dumps(v, ensure_ascii=False),
-            ]
-            if check is not None and not any(check.matches(t.encode()) for t in texts):
-                continue  # the value breaks another keyword of this schema
-            fragments.append(self.literal_value(v))
+            try:
+                keep = rest in (True, {}) or validator.is_valid(rest, v)
+            except Undecided:
+                if check is None:
+                    check = self.sub_dfa(rest, path, depth) or _NO_KEY
+                texts = [
+                    json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+                    json.dumps(v, ensure_ascii=False),
+                ]
+                keep = any(check.matches(t.encode()) for t in texts)
+            except RecursionError as exc:
+                raise ConstraintTooComplexError(f"{path}: an enum value is nested too deeply") from exc
+            if keep:
+                fragments.append(self.literal_value(v))
         return self.b.alt(fragments)
+
+    def marker_checks(self) -> dict[str, Callable[[Any, Any], bool]]:
+        """How the validator reads the compiler's own keywords (see :meth:`negate`)."""
+        return {NOT_STRINGS_KEY: lambda excluded, v: not isinstance(v, str) or v not in excluded}
 
     def literal_value(self, v: Any) -> Fragment:
         """One JSON value, exactly, with the structural whitespace allowed between tokens."""
@@ -1435,6 +1470,17 @@ def _distribute(parts: list[Any]) -> dict | None:
     return None
 
 
+def _listed_values(schema: Any) -> list | None:
+    """The values an ``enum``/``const`` at the top of ``schema`` lists (a superset where it has
+    both: the validator checks the schema itself too), or None if it has neither."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return [schema["const"]]
+    values = schema.get("enum")
+    return values if isinstance(values, list) else None
+
+
 def _alternatives(schema: Any) -> list[Any]:
     """``schema`` as a list of alternatives without a top-level ``anyOf`` (distributed over the
     keywords beside it, two levels deep), so each can merge with other allOf parts."""
@@ -1486,7 +1532,7 @@ def _unique_domain(schema: dict) -> list | None:
         return None
     distinct: list = []
     for v in values:
-        if not any(_json_equal(v, w) for w in distinct):
+        if not any(json_equal(v, w) for w in distinct):
             distinct.append(v)
     return distinct if len(distinct) <= MAX_UNIQUE_VALUES else None
 
@@ -1651,10 +1697,6 @@ def _negate_keyword(key: str, value: Any, compiler: Any, path: str) -> tuple[tup
     return family, None
 
 
-def _json_equal(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
 def _type_set(schema: dict) -> set[str]:
     """The JSON types a (flattened) schema admits; "integer" implies part of "number"."""
     if "const" in schema or "enum" in schema:
@@ -1760,7 +1802,7 @@ def _disjoint(a: Any, b: Any) -> bool:
         if "const" in x or "enum" in x:
             values = [x["const"]] if "const" in x else x.get("enum", [])
             other = [y["const"]] if "const" in y else y.get("enum") if "enum" in y else None
-            if other is not None and not any(_json_equal(v, w) for v in values for w in other):
+            if other is not None and not any(json_equal(v, w) for v in values for w in other):
                 return True
     if ta & tb == {"object"}:
         req_a, req_b = set(a.get("required", [])), set(b.get("required", []))
