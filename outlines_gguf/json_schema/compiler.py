@@ -33,8 +33,9 @@ from outlines_gguf import dfa_cache
 from outlines_gguf.automata.ops import DFAProductTooLargeError, difference, intersect
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError
 from outlines_gguf.json_schema.leaves import FORMATS, NUMBER, UNENFORCEABLE_FORMATS, integer_range, number_range
+from outlines_gguf.json_schema.numbers import exact_value, multiple_of_dfa, not_multiple_of_dfa, numbers_except_dfa
 from outlines_gguf.json_schema.strings import layered_body
-from outlines_gguf.json_schema.validate import Undecided, Validator, json_equal
+from outlines_gguf.json_schema.validate import Undecided, Validator, json_equal, pattern_matches, resolve_local
 from outlines_gguf.automata.regex import (
     MAX_CODEPOINT,
     MAX_DFA_STATES,
@@ -108,6 +109,8 @@ UNSUPPORTED = frozenset(
         "$recursiveAnchor",
     }
 )
+_VALIDATED = frozenset({"contains", "minContains", "maxContains"})
+"""Keywords refused elsewhere that the validator decides for the values an enum lists."""
 _OBJECT_KEYS = {
     "properties",
     "required",
@@ -212,6 +215,14 @@ EXTRA_KEY = "x-outlines-gguf-extra"
 own in split mode, so extra members may come anywhere between the declared ones."""
 NOT_STRINGS_KEY = "x-outlines-gguf-not-strings"
 """Marks the negation of a string enum: any string but these (see ``_Compiler.negate``)."""
+NOT_PATTERN_KEY = "x-outlines-gguf-not-patterns"
+"""Strings in which none of these patterns is found (the negation of ``pattern``)."""
+NOT_NUMBERS_KEY = "x-outlines-gguf-not-numbers"
+"""Numbers whose value is none of these (the negation of a numeric enum)."""
+NOT_MULTIPLE_KEY = "x-outlines-gguf-not-multiples"
+"""Numbers that are a multiple of none of these (the negation of ``multipleOf``)."""
+_NEGATION_MARKERS = (NOT_STRINGS_KEY, NOT_PATTERN_KEY, NOT_NUMBERS_KEY, NOT_MULTIPLE_KEY)
+"""The compiler's own keywords for negations: each a list; allOf parts merge by joining them."""
 CHUNK_KEY = "x-outlines-gguf-run"
 """Marks the synthetic schema of such a run (its value: "first" or "after")."""
 
@@ -413,13 +424,15 @@ class _Compiler:
         )
 
     def check_keywords(self, schema: dict, path: str) -> None:
+        listed = "enum" in schema or "const" in schema  # the validator checks listed values
         for key in schema:
-            if key in UNSUPPORTED and not self.lenient:
+            if key in UNSUPPORTED and not self.lenient and not (listed and key in _VALIDATED):
                 raise self.fail(f"keyword {key!r} cannot be enforced (pass lenient=True to ignore it)", path)
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
             raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
-        if schema.get("uniqueItems") is True and not self.lenient and _unique_domain(schema) is None:
+        unique = schema.get("uniqueItems") is True and not listed
+        if unique and not self.lenient and _unique_domain(schema) is None:
             raise self.fail(
                 "keyword 'uniqueItems' can only be enforced for items from a few values (an enum or "
                 f"boolean of at most {MAX_UNIQUE_VALUES}, no prefixItems; pass lenient=True to ignore it)",
@@ -446,9 +459,9 @@ class _Compiler:
                 inferred.append("object")
             if keys & (_ARRAY_KEYS - {"uniqueItems"}):
                 inferred.append("array")
-            if keys & _STRING_KEYS:
+            if keys & {*_STRING_KEYS, NOT_STRINGS_KEY, NOT_PATTERN_KEY}:
                 inferred.append("string")
-            if keys & _NUMBER_KEYS:
+            if keys & {*_NUMBER_KEYS, NOT_NUMBERS_KEY, NOT_MULTIPLE_KEY}:
                 inferred.append("number")
             return inferred or list(_TYPES)
         listed = declared if isinstance(declared, list) else [declared]
@@ -499,16 +512,10 @@ class _Compiler:
     def resolve(self, ref: str, path: str) -> Any:
         if not ref.startswith("#"):
             raise self.fail(f"only local $ref ('#/...') is supported, got {ref!r}", path)
-        node: Any = self.root
-        for raw in ref[1:].split("/")[1:] if ref != "#" else []:
-            part = raw.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                raise self.fail(f"$ref {ref!r} points to nothing", path)
-        return node
+        try:
+            return resolve_local(self.root, ref)
+        except LookupError as exc:
+            raise self.fail(f"$ref {ref!r} points to nothing", path) from exc
 
     def ref(self, schema: dict, path: str, depth: int) -> Fragment | None:
         ref = schema["$ref"]
@@ -532,6 +539,7 @@ class _Compiler:
         for i, part in enumerate(parts[1:]):
             if isinstance(part, dict):
                 self.check_shapes(part, f"{path}/allOf/{i}")
+        parts = _spliced(parts)
         for part in parts:
             values = _listed_values(part)
             if values is not None:  # an enum or const part: its values that pass every part
@@ -594,16 +602,50 @@ class _Compiler:
             for i, branch in enumerate(resolved):
                 if isinstance(branch, dict):
                     self.check_shapes(branch, f"{path}/{key}/{i}")
-            for i in range(len(resolved)):
-                for j in range(i + 1, len(resolved)):
-                    if not _safely_disjoint(resolved[i], resolved[j]):
-                        raise self.fail(
-                            f"oneOf branches {i} and {j} may both match the same value, so "
-                            "'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
-                            path,
-                        )
+            n = len(resolved)
+            overlaps = {
+                (i, j)
+                for i in range(n)
+                for j in range(n)
+                if i != j and not _safely_disjoint(resolved[i], resolved[j])
+            }
+            if overlaps:
+                combined = self.exactly_one(base, branches, overlaps, path)
         # anyOf, or oneOf with pairwise disjoint branches: a union is exact
         return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+
+    def exactly_one(self, base: dict, branches: list, overlaps: set[tuple[int, int]], path: str) -> list:
+        """``oneOf`` branches that may overlap, as branches that exclude each other: branch i and
+        not branch j, for every j that may overlap it (so their union is exact). Raises a
+        SchemaError naming the branch whose negation cannot be expressed."""
+        negations: dict[int, Any] = {}
+        for i, j in sorted(overlaps):
+            if j not in negations:
+                negations[j] = self.negate(branches[j], f"{path}/oneOf/{j}")
+                if negations[j] is None:
+                    raise self.fail(
+                        f"oneOf branches {i} and {j} may both match the same value, and branch {j} cannot "
+                        "be negated to exclude it, so 'exactly one' cannot be enforced (pass lenient=True "
+                        "to treat oneOf as anyOf)",
+                        path,
+                    )
+        out: list[Any] = []
+        extra = [base] if base and set(base) - ANNOTATIONS else []
+        for i, branch in enumerate(branches):
+            others = [negations[j] for (a, j) in sorted(overlaps) if a == i]
+            if any(o is True for o in others):
+                others = [o for o in others if o is not True]
+            if any(o is False for o in others):
+                continue  # another branch holds whenever this one does
+            choices: list[list[Any]] = [[]]
+            for negated in others:
+                options = _alternatives(negated)
+                choices = [[*c, o] for c in choices for o in options]
+                if len(choices) > MAX_ONEOF_CHOICES:
+                    choices = [[*others]]  # too many: leave the unions to allOf
+                    break
+            out += [{"allOf": [*extra, branch, *choice]} for choice in choices]
+        return out or [False]
 
     def flatten(self, schema: Any, path: str) -> Any:
         """A schema with top-level $ref and mergeable allOf resolved (for disjointness checks)."""
@@ -641,9 +683,14 @@ class _Compiler:
             )
         return {"allOf": [rest, negation]} if set(rest) - ANNOTATIONS else negation
 
-    def negate(self, schema: Any, path: str) -> Any:
-        """A schema matching exactly the values ``schema`` rejects (or a subset of them,
-        only where noted), or None when we cannot express it."""
+    def negate(self, schema: Any, path: str, refs: frozenset[str] = frozenset()) -> Any:
+        """A schema matching exactly the values ``schema`` rejects (or a subset of them, only
+        where noted), or None when we cannot express it. ``refs``: the ``$ref``s being negated
+        (a cycle through them is not followed).
+
+        A schema is the conjunction of its keywords, so its negation is the union of the
+        keywords' negations, each limited to the types the keyword constrains, and of the
+        values of other types than ``type`` allows."""
         schema = self.flatten(schema, path)
         if isinstance(schema, dict):
             self.check_shapes(schema, f"{path}/not")
@@ -653,41 +700,15 @@ class _Compiler:
             return True
         if not isinstance(schema, dict):
             return None
-        keys = set(schema) - ANNOTATIONS
+        keys = (set(schema) & KNOWN_KEYWORDS) - ANNOTATIONS
         if keys == {"not"}:
             return schema["not"]
-        if keys in ({"enum"}, {"const"}, {"enum", "type"}, {"const", "type"}):
-            values = [schema["const"]] if "const" in schema else schema["enum"]
-            declared = schema.get("type", "string")
-            if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
-                if declared == "string" or declared == ["string"]:
-                    # anything but a string, or a string other than these
-                    others = [t for t in _TYPES if t != "string"]
-                    return {"anyOf": [{"type": others}, {"type": "string", NOT_STRINGS_KEY: values}]}
-        if keys in ({"anyOf"}, {"allOf"}):
-            parts = [self.negate(x, path) for x in schema[keys.pop()]]
-            if any(p is None for p in parts):
-                return None
-            return {"allOf": parts} if "anyOf" in schema else {"anyOf": parts}
-        if keys & {
-            "enum",
-            "const",
-            "oneOf",
-            "anyOf",
-            "allOf",
-            "not",
-            "$ref",
-            "pattern",
-            "format",
-            "items",
-            "prefixItems",
-            "additionalItems",
-            "additionalProperties",
-            "patternProperties",
-            "multipleOf",
-            "uniqueItems",
-        }:
-            return None
+        if "uniqueItems" in keys and schema["uniqueItems"] is not True:
+            keys.discard("uniqueItems")  # uniqueItems false constrains nothing
+        if "if" not in keys:
+            keys -= {"then", "else"}  # ignored without if
+        if "contains" not in keys:
+            keys -= {"minContains", "maxContains"}
         declared = schema.get("type")
         types = (
             set(_TYPES) if declared is None else set(declared if isinstance(declared, list) else [declared])
@@ -697,17 +718,142 @@ class _Compiler:
         branches: list[Any] = []
         others = set(_TYPES) - types
         if "integer" in types and "number" not in types:
-            others.discard("number")  # non-integer numbers: not expressible, left out (a subset)
+            others.discard("number")
+            branches.append({"type": "number", NOT_MULTIPLE_KEY: [1]})  # numbers with a fraction
         if others:
             branches.append({"type": sorted(others)})
-        for key in sorted(keys - {"type"}):
-            family, negated = _negate_keyword(key, schema[key], self, path)
+        for key in sorted(keys - {"type", "then", "else", "minContains", "maxContains"}):
+            negated = self.negate_keyword(key, schema, types, path, refs)
             if negated is None:
                 return None
-            in_family = sorted(t for t in types if t in family)
-            if in_family and negated is not False:
-                branches.append({"type": in_family, **negated})
+            if negated is not False:
+                branches.append(negated)
         return {"anyOf": branches} if branches else False
+
+    def negate_keyword(self, key: str, schema: dict, types: set[str], path: str, refs: frozenset[str]) -> Any:
+        """The values of ``types`` (or any values, for keywords not tied to a type) that
+        keyword ``key`` of ``schema`` rejects: a schema, False for none, None if not expressible."""
+        value = schema[key]
+        if key in _FAMILY or key in _VALUE_FAMILY:
+            family = _FAMILY.get(key) or _VALUE_FAMILY[key]
+            in_family = sorted(t for t in types if t in family)
+            if not in_family:
+                return False
+            if key in _FAMILY:
+                negated = _negate_keyword(key, value, self, path)[1]
+            elif key == "pattern":
+                negated = {NOT_PATTERN_KEY: [value]}
+            elif key == "multipleOf":
+                negated = {NOT_MULTIPLE_KEY: [value]}
+            elif key == NOT_STRINGS_KEY:
+                negated = {"enum": list(value)}
+            elif key == NOT_NUMBERS_KEY:
+                negated = {"enum": list(value)}
+            elif key == NOT_PATTERN_KEY:
+                negated = {"anyOf": [{"pattern": p} for p in value]}
+            else:  # NOT_MULTIPLE_KEY
+                negated = {"anyOf": [{"multipleOf": m} for m in value]}
+            if negated is None or negated is False:
+                return negated
+            if isinstance(negated, dict) and "type" not in negated:
+                return {"type": in_family, **negated}
+            return {"allOf": [{"type": in_family}, negated]}
+        if key in ("enum", "const"):
+            values = [value] if key == "const" else value
+            if not isinstance(values, list):
+                return None
+            return self.negate_values(values, path)
+        if key == "not":
+            return value
+        if key in ("anyOf", "allOf", "oneOf"):
+            if not isinstance(value, list) or not value:
+                return None
+            parts = [self.negate(x, path, refs) for x in value]
+            if any(p is None for p in parts):
+                return None
+            if key == "anyOf":
+                return {"allOf": parts}
+            if key == "allOf":
+                return {"anyOf": parts}
+            # not exactly one: none of them, or two at once
+            n = len(value)
+            pairs = [{"allOf": [value[i], value[j]]} for i in range(n) for j in range(i + 1, n)]
+            return {"anyOf": [{"allOf": parts}, *pairs]}
+        if key == "$ref":
+            ref = value
+            if not isinstance(ref, str) or ref in refs:
+                return None
+            return self.negate(self.resolve(ref, path), path, refs | {ref})
+        if key == "if":
+            condition, then, otherwise = value, schema.get("then", True), schema.get("else", True)
+            not_condition, not_then, not_else = (
+                self.negate(x, path, refs) for x in (condition, then, otherwise)
+            )
+            options = []
+            if not_then is None or not_else is None or (not_condition is None and not_else is not False):
+                return None
+            if not_then is not False:
+                options.append({"allOf": [condition, not_then]})
+            if not_else is not False:
+                options.append({"allOf": [not_condition, not_else]})
+            return {"anyOf": options} if options else False
+        if key in _DEPENDENCY_KEYS:
+            if not isinstance(value, dict):
+                return None
+            options = []
+            for name, need in value.items():
+                if isinstance(need, list):
+                    options += [
+                        {"type": "object", "required": [name], "properties": {other: False}} for other in need
+                    ]
+                else:
+                    negated = self.negate(need, path, refs)
+                    if negated is None:
+                        return None
+                    if negated is not False:
+                        options.append({"allOf": [{"type": "object", "required": [name]}, negated]})
+            return {"anyOf": options} if options else False
+        return None
+
+    def negate_values(self, values: list, path: str) -> Any:
+        """Every JSON value except ``values`` (numbers written without an exponent: a subset)."""
+        branches: list[Any] = []
+        if not any(v is None for v in values):
+            branches.append({"type": "null"})
+        booleans = [b for b in (True, False) if not any(v is b for v in values)]
+        if booleans:
+            branches.append({"enum": booleans})
+        numbers = [v for v in values if _is_number(v)]
+        branches.append({"type": "number", NOT_NUMBERS_KEY: numbers} if numbers else {"type": "number"})
+        strings = [v for v in values if isinstance(v, str)]
+        branches.append({"type": "string", NOT_STRINGS_KEY: strings} if strings else {"type": "string"})
+        for kind, negate_one in (("array", self.not_array), ("object", self.not_object)):
+            listed = [v for v in values if isinstance(v, list if kind == "array" else dict)]
+            if not listed:
+                branches.append({"type": kind})
+                continue
+            parts = [negate_one(v, path) for v in listed]
+            branches.append(parts[0] if len(parts) == 1 else {"allOf": parts})
+        return {"anyOf": branches}
+
+    def not_array(self, value: list, path: str) -> dict:
+        """Arrays other than ``value``: another length, or another item somewhere."""
+        n = len(value)
+        options: list[Any] = [{"minItems": n + 1}]
+        if n:
+            options.append({"maxItems": n - 1})
+        for i, item in enumerate(value):
+            other = self.negate_values([item], path)
+            options.append({"minItems": i + 1, "prefixItems": [*([True] * i), other]})
+        return {"type": "array", "anyOf": options}
+
+    def not_object(self, value: dict, path: str) -> dict:
+        """Objects other than ``value``: a key missing, a key with another value, or a key more."""
+        options: list[Any] = [{"required": list(value), "minProperties": len(value) + 1}]
+        for name, item in value.items():
+            options.append({"properties": {name: False}})
+            options.append({"required": [name], "properties": {name: self.negate_values([item], path)}})
+        return {"type": "object", "anyOf": options}
 
     # -- enum / const -------------------------------------------------------------------------
 
@@ -748,7 +894,15 @@ class _Compiler:
 
     def marker_checks(self) -> dict[str, Callable[[Any, Any], bool]]:
         """How the validator reads the compiler's own keywords (see :meth:`negate`)."""
-        return {NOT_STRINGS_KEY: lambda excluded, v: not isinstance(v, str) or v not in excluded}
+        numeric = _is_number
+        return {
+            NOT_STRINGS_KEY: lambda excluded, v: not isinstance(v, str) or v not in excluded,
+            NOT_PATTERN_KEY: lambda found, v: not isinstance(v, str)
+            or not any(pattern_matches(p, v) for p in found),
+            NOT_NUMBERS_KEY: lambda listed, v: not numeric(v) or not any(json_equal(v, x) for x in listed),
+            NOT_MULTIPLE_KEY: lambda steps, v: not numeric(v)
+            or all((exact_value(v) / exact_value(m)).denominator != 1 for m in steps),
+        }
 
     def literal_value(self, v: Any) -> Fragment:
         """One JSON value, exactly, with the structural whitespace allowed between tokens."""
@@ -783,19 +937,48 @@ class _Compiler:
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
                 raise self.fail(f"{name} must be a number", path)
         step = schema.get("multipleOf")
-        if integer and step is not None and not _is_int(step):
-            if not self.lenient:
-                raise self.fail(f"multipleOf {step} on integers cannot be enforced", path)
+        filters: list[Callable[[], ByteDFA | None]] = []  # conditions on the value (plain numbers)
+        if step is not None and not _is_int(step):
+            filters.append(lambda step=step: multiple_of_dfa(step))  # a decimal step (0.01): by value
             step = None
-        if integer or (step is not None and _is_int(step)):
+        for other in schema.get(NOT_MULTIPLE_KEY, []):
+            filters.append(lambda other=other: not_multiple_of_dfa(other))
+        if NOT_NUMBERS_KEY in schema:
+            filters.append(lambda: numbers_except_dfa(schema[NOT_NUMBERS_KEY]))
+        base = self.number_base(lo, hi, lo_x, hi_x, step, path, integer)
+        if base is None or not filters:
+            return base
+        try:
+            dfa: ByteDFA | None = self.b.build(base)
+            for make in filters:
+                condition = make()
+                dfa = None if dfa is None or condition is None else intersect(dfa, condition)
+        except EmptyLanguageError:
+            return None
+        except ValueError as exc:
+            raise self.fail(str(exc), path) from exc
+        except DFAProductTooLargeError as exc:
+            raise ConstraintTooComplexError(f"{path}: the number's conditions are too large ({exc})") from exc
+        return None if dfa is None else self.b.dfa(dfa)
+
+    def number_base(
+        self,
+        lo: float | None,
+        hi: float | None,
+        lo_x: bool,
+        hi_x: bool,
+        step: int | float | None,
+        path: str,
+        integer: bool,
+    ) -> Fragment | None:
+        """Numbers within the bounds (integers if ``integer``), multiples of an integer ``step``."""
+        if integer or step is not None:
             ilo = None if lo is None else (math.floor(lo) + 1 if lo_x and _is_int(lo) else math.ceil(lo))
             ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x and _is_int(hi) else math.floor(hi))
             if step is not None:
                 return self.multiple_of(int(step), ilo, ihi, path, integer)
             pattern = integer_range(ilo, ihi)
         else:
-            if step is not None and not self.lenient:
-                raise self.fail(f"multipleOf {step} on non-integers cannot be enforced", path)
             pattern = number_range(lo, hi, lo_x, hi_x)
         if pattern is None:
             return None
@@ -835,9 +1018,6 @@ class _Compiler:
     def string_body(self, schema: dict, path: str) -> ByteDFA | Fragment | None:
         """The content automaton of a string schema (between the quotes), or, for a string
         with no pattern, format or length, the whole string as a fragment; None if none fits."""
-        excluded = schema.get(NOT_STRINGS_KEY)
-        if excluded is not None:
-            return _strings_except(excluded)
         min_len = schema.get("minLength", 0)
         max_len = schema.get("maxLength")
         if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
@@ -849,7 +1029,8 @@ class _Compiler:
         fmt = schema.get("format")
         fmt_regex = FORMATS.get(fmt) if isinstance(fmt, str) else None
         quote = '"'
-        if pattern is None and fmt_regex is None:
+        negations = [k for k in (NOT_STRINGS_KEY, NOT_PATTERN_KEY) if schema.get(k)]
+        if pattern is None and fmt_regex is None and not negations:
             if max_len is not None:
                 return layered_body(int(min_len), int(max_len))
             body = self.b.repeat(lambda: any_string_char(self.b), int(min_len), None)
@@ -862,7 +1043,12 @@ class _Compiler:
             shape = part if shape is None else intersect(shape, part)
             if shape is None:
                 return None
-        assert shape is not None
+        if NOT_STRINGS_KEY in negations:
+            shape = _strings_except(schema[NOT_STRINGS_KEY], shape)
+        if NOT_PATTERN_KEY in negations:
+            shape = _strings_not_matching(schema[NOT_PATTERN_KEY], shape, path)
+        if shape is None:
+            return None
         longest = _longest(shape)
         if not min_len and (max_len is None or (longest is not None and longest <= max_len)):
             return shape  # no match is longer than max_len bytes, so none has more characters
@@ -1470,6 +1656,28 @@ def _distribute(parts: list[Any]) -> dict | None:
     return None
 
 
+MAX_SPLICED = 256
+"""Parts an ``allOf`` may gather from the ``allOf``s nested in it (see ``_spliced``)."""
+
+
+def _spliced(parts: list[Any]) -> list[Any]:
+    """``allOf`` parts with nested ``allOf``s opened (allOf is associative), so the parts the
+    compiler itself nests (negations, oneOf branches) merge like the schema's own."""
+    out: list[Any] = []
+    stack = list(reversed(parts))
+    while stack:
+        part = stack.pop()
+        nested = isinstance(part, dict) and isinstance(part.get("allOf"), list)
+        if nested and len(out) + len(stack) < MAX_SPLICED:
+            rest = {k: v for k, v in part.items() if k != "allOf"}
+            stack.extend(reversed([rest, *part["allOf"]]))
+            continue
+        if part == {}:
+            continue
+        out.append(part)
+    return out or [True]
+
+
 def _listed_values(schema: Any) -> list | None:
     """The values an ``enum``/``const`` at the top of ``schema`` lists (a superset where it has
     both: the validator checks the schema itself too), or None if it has neither."""
@@ -1537,20 +1745,46 @@ def _unique_domain(schema: dict) -> list | None:
     return distinct if len(distinct) <= MAX_UNIQUE_VALUES else None
 
 
-def _strings_except(values: list[str]) -> ByteDFA | None:
-    """The content of any JSON string other than ``values``. Both sides write every character
-    raw except the ones JSON must escape, so each string has only the forms of those escapes
-    and the difference is exact (a valid subset of all spellings)."""
+@lru_cache(maxsize=1)
+def _string_content() -> ByteDFA:
+    """The content of any JSON string, every character raw except the ones JSON must escape
+    (and ``/``), which have their escapes: each character has the same spellings as in
+    ``json_chars``, so differences with pattern automata built by it are exact."""
     every = NFABuilder("string")
-    body = every.build(
+    return every.build(
         every.repeat(lambda: json_chars(every, ((0, 0xD7FF), (0xE000, MAX_CODEPOINT))), 0, None)
     )
+
+
+def _strings_except(values: list[str], within: ByteDFA | None = None) -> ByteDFA | None:
+    """The content of any JSON string (of ``within``, if given) other than ``values``. Both sides
+    write each character with the spellings of ``json_chars``, so the difference is exact (a
+    valid subset of all spellings)."""
+    body = within if within is not None else _string_content()
     listed = NFABuilder("enum")
     words = listed.alt(listed.regex(re.escape(v), lambda r: json_chars(listed, r)) for v in values)
     try:
         return difference(body, listed.build(words))
     except EmptyLanguageError:
         return body
+
+
+def _strings_not_matching(patterns: list[str], within: ByteDFA | None, path: str) -> ByteDFA | None:
+    """The content of JSON strings (of ``within``, if given) in which none of ``patterns`` is
+    found: the complement of each pattern's automaton (spelled as in ``json_chars``)."""
+    body: ByteDFA | None = within if within is not None else _string_content()
+    for pattern in patterns:
+        if body is None:
+            return None
+        if not isinstance(pattern, str):
+            raise SchemaError("pattern must be a string", path)
+        helper = NFABuilder(f"pattern {pattern!r}")
+        try:
+            found = helper.build(helper.regex(_searched(pattern), lambda r, h=helper: json_chars(h, r)))
+        except EmptyLanguageError:
+            continue  # found nowhere: excludes nothing
+        body = difference(body, found)
+    return body
 
 
 def _interleave(items: list, make_sep: Callable[[], Fragment]) -> list:
@@ -1645,6 +1879,15 @@ _FAMILY = {
     "required": ("object",),
     "properties": ("object",),
 }
+_VALUE_FAMILY = {
+    "pattern": ("string",),
+    NOT_STRINGS_KEY: ("string",),
+    NOT_PATTERN_KEY: ("string",),
+    "multipleOf": ("integer", "number"),
+    NOT_NUMBERS_KEY: ("integer", "number"),
+    NOT_MULTIPLE_KEY: ("integer", "number"),
+}
+"""Keywords on a value of some types whose negation is a compiler marker (or its inverse)."""
 _FLIP = {
     "minimum": "exclusiveMaximum",
     "maximum": "exclusiveMinimum",
@@ -1820,14 +2063,19 @@ def _disjoint(a: Any, b: Any) -> bool:
 KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
-    | {NOT_STRINGS_KEY, CHUNK_KEY, EXTRA_KEY}  # the compiler's own, never dropped
+    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY}  # the compiler's own, never dropped
     | _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""
 
 _ARRAY_SIBLINGS = frozenset({"items", "prefixItems", "additionalItems"})
 _MERGEABLE = (
-    _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | {"type", "enum", "const"} | ANNOTATIONS
+    _OBJECT_KEYS
+    | _ARRAY_KEYS
+    | _STRING_KEYS
+    | _NUMBER_KEYS
+    | {"type", "enum", "const", *_NEGATION_MARKERS}
+    | ANNOTATIONS
 )
 
 
@@ -1875,8 +2123,8 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 for name in common:
                     props[name] = {"allOf": [merged[key][name], value[name]]}
                 merged[key] = props
-            elif key == "required":
-                merged[key] = list(dict.fromkeys([*merged[key], *value]))
+            elif key == "required" or key in _NEGATION_MARKERS:
+                merged[key] = [*merged[key], *(v for v in value if v not in merged[key])]
             elif key == "type":
                 a = merged[key] if isinstance(merged[key], list) else [merged[key]]
                 c = value if isinstance(value, list) else [value]

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
-from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from outlines_gguf.errors import EmptyLanguageError
+from outlines_gguf.errors import EmptyLanguageError, OutlinesGGUFError
 from outlines_gguf.json_schema.leaves import FORMATS, UNENFORCEABLE_FORMATS
+from outlines_gguf.json_schema.numbers import exact_value
 from outlines_gguf.automata.regex import ByteDFA, NFABuilder
 
 MAX_REF_HOPS = 64
@@ -85,16 +84,6 @@ def json_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _decimal(x: int | float) -> Fraction:
-    """The exact decimal a JSON number text denotes (a float through its shortest repr)."""
-    if isinstance(x, int):
-        return Fraction(x)
-    try:
-        return Fraction(Decimal(repr(x)))
-    except (InvalidOperation, ValueError) as exc:
-        raise Undecided("multipleOf") from exc
-
-
 @lru_cache(maxsize=256)
 def _text_dfa(regex: str) -> ByteDFA | None:
     """The automaton of the UTF-8 strings a full-match ``regex`` accepts (None: none)."""
@@ -109,7 +98,10 @@ def pattern_matches(pattern: str, text: str) -> bool:
     """Whether ``pattern`` is found in ``text`` (JSON Schema searches), by our regex automaton."""
     from outlines_gguf.json_schema.compiler import _searched  # the one definition of "searched"; json_schema imports us
 
-    dfa = _text_dfa(_searched(pattern))
+    try:
+        dfa = _text_dfa(_searched(pattern))
+    except OutlinesGGUFError as exc:  # a pattern our regex automata cannot express
+        raise Undecided(f"pattern {pattern!r}") from exc
     return dfa is not None and dfa.matches(text.encode("utf-8", "surrogatepass"))
 
 
@@ -124,26 +116,67 @@ def format_matches(fmt: str, text: str) -> bool:
     return dfa is not None and dfa.matches(text.encode("utf-8", "surrogatepass"))
 
 
+def resolve_local(root: Any, ref: str) -> Any:
+    """The subschema of ``root`` a local ``$ref`` names: a JSON pointer (``#/$defs/a``) or a
+    plain-name anchor (``#a``: ``$anchor``, or a draft-4/7 ``id``/``$id`` of ``#a``).
+    Raises LookupError if there is none."""
+    if not ref.startswith("#"):
+        raise LookupError(f"$ref {ref!r} is not local")
+    if ref in ("#", "#/"):
+        return root
+    if not ref.startswith("#/"):
+        found = _find_anchor(root, ref[1:])
+        if found is None:
+            raise LookupError(f"no anchor {ref!r}")
+        return found
+    node: Any = root
+    for raw in ref[2:].split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise LookupError(f"$ref {ref!r} points to nothing")
+    return node
+
+
+def _find_anchor(root: Any, name: str) -> Any:
+    stack = [root]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            if node.get("$anchor") == name or f"#{name}" in (node.get("$id"), node.get("id")):
+                return node
+            stack.extend(v for k, v in node.items() if k not in ("enum", "const", "examples", "default"))
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def _is_draft4(root: Any) -> bool:
+    """Draft 3/4 count only numbers written without a fraction as integers (1.0 is not)."""
+    declared = root.get("$schema") if isinstance(root, dict) else None
+    return isinstance(declared, str) and ("draft-04" in declared or "draft-03" in declared)
+
+
 class Validator:
     """Validates values against subschemas of ``root`` (local ``$ref`` resolved in it)."""
 
     def __init__(self, root: Any, markers: dict[str, MarkerCheck] | None = None) -> None:
         self.root = root
         self.markers = markers or {}
+        self.draft4 = _is_draft4(root)
 
     def resolve(self, ref: str) -> Any:
-        if not ref.startswith("#"):
-            raise Undecided(f"$ref {ref!r}")
-        node: Any = self.root
-        for raw in ref[1:].split("/")[1:] if ref != "#" else []:
-            part = raw.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                raise Undecided(f"$ref {ref!r}")
-        return node
+        try:
+            return resolve_local(self.root, ref)
+        except LookupError as exc:
+            raise Undecided(f"$ref {ref!r}") from exc
 
     def is_valid(self, schema: Any, value: Any, hops: int = 0) -> bool:
         if schema is True:
@@ -156,6 +189,8 @@ class Validator:
             if key in _UNDECIDABLE or (key.startswith("x-outlines-gguf-") and key not in self.markers):
                 raise Undecided(key)
         kind = json_type(value)
+        if kind == "integer" and self.draft4 and isinstance(value, float):
+            kind = "number"
         ref = schema.get("$ref")
         if ref is not None:
             if hops >= MAX_REF_HOPS or not isinstance(ref, str):
@@ -221,7 +256,10 @@ class Validator:
             return False
         step = schema.get("multipleOf")
         if step is not None:
-            quotient = _decimal(x) / _decimal(step)
+            try:
+                quotient = exact_value(x) / exact_value(step)
+            except (TypeError, ValueError) as exc:
+                raise Undecided("multipleOf") from exc
             if quotient.denominator != 1:
                 return False
         return True
