@@ -9,6 +9,7 @@ Schema defines it (``jsonschema`` divides floats: it calls 0.07 no multiple of 0
 
 from __future__ import annotations
 
+import itertools
 import json
 from fractions import Fraction
 
@@ -190,3 +191,23 @@ def test_what_cannot_be_negated_is_refused_with_the_keyword(schema: dict, match:
         compile_json_schema(schema)
     with pytest.raises(SchemaError, match=match):
         SplitSchema(schema)
+
+
+def test_small_objects_take_their_keys_in_any_order() -> None:
+    """Up to ANY_ORDER_MAX declared properties may come in any order (each once), with extra
+    keys anywhere between them; the pushdown engine (default) only."""
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "boolean"}},
+        "required": ["a", "c"],
+    }
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    values = {"a": 1, "b": "s", "c": True, "z": [1]}
+    for n in range(5):
+        for keys in itertools.permutations(values, n):
+            doc = {k: values[k] for k in keys}
+            assert _pushdown_accepts(guide, json.dumps(doc).encode()) == _valid(schema, doc), doc
+            wrong = {**doc, "a": "1"} if "a" in doc else {**doc, "c": 0}
+            assert not _pushdown_accepts(guide, json.dumps(wrong).encode()), wrong
+    repeated = b'{"a": 1, "c": true, "a": 2}'  # a key twice: never written
+    assert not _pushdown_accepts(guide, repeated)

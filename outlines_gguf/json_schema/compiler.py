@@ -207,6 +207,10 @@ def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
     return b.shared(("regex", pattern), lambda h: h.regex(pattern))
 
 
+ANY_ORDER_MAX = 3
+"""In split mode, an object with at most this many declared properties (and no
+min/maxProperties) takes them in any order: one automaton state per set of members written.
+Larger objects take them in the order of ``properties`` (extra members still anywhere)."""
 MEMBER_CHUNK = 16
 """In split mode, an object with more properties than this (and no min/maxProperties) is written
 as runs of this many members, each its own node (see ``_Compiler.chunked_object``)."""
@@ -257,6 +261,7 @@ class _Compiler:
         self.root = root
         self.calls = calls
         self._nest = 0  # objects and arrays entered so far in this automaton (split mode)
+        self._leaves_called = False  # split mode: every nested value a call (any_order_body)
         self._spread = [MAX_DISTRIBUTED]  # allOf branches _distribute may still create (shared)
         self.ws = ws
         self.max_depth = max_depth
@@ -313,7 +318,7 @@ class _Compiler:
 
     def value(self, schema: Any, path: str, depth: int) -> Fragment | None:
         if self.calls is not None:
-            if self._nest > 0 and self.may_nest(schema, path):
+            if self._nest > 0 and (self._leaves_called or self.may_nest(schema, path)):
                 return self.b.literal(call_marker(self.calls(schema, path)))
             if schema is True or schema == {}:
                 return self.any_value_nfa(1)  # its members and items are calls: any depth
@@ -1260,7 +1265,92 @@ class _Compiler:
             extra = self.call_maker(link, f"{path}/additionalProperties")
         if self.calls is not None and len(members) > MEMBER_CHUNK and min_p == 0 and max_p is None:
             return self.chunked_object(props, required, extra, link, path)
+        if self.calls is not None and 1 < len(members) <= ANY_ORDER_MAX and min_p == 0 and max_p is None:
+            return self.any_order_body(members, extra)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
+
+    def any_order_body(
+        self,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+    ) -> Fragment | None:
+        """``{`` the declared members in any order (each at most once), extra members anywhere
+        between them, ``}``: one state per set of members written (2^n for n members, so only
+        for small objects, see :data:`ANY_ORDER_MAX`). Real documents do not always list keys in
+        the order of ``properties``."""
+        b = self.b
+        required = sum(1 << i for i, (_, must) in enumerate(members) if must)
+        entry = self.open("{")
+        end = b.nfa.state()
+        state: dict[int, int] = {0: entry[1]}  # set of members written -> NFA state
+        extras_only = b.nfa.state() if extra is not None else None  # only extra members so far
+
+        def link(source: int, fragment: Fragment | None, target: int, comma: bool) -> None:
+            if fragment is None:
+                return
+            if comma:
+                sep = self.comma()
+                b.nfa.eps[source].append(sep[0])
+                b.nfa.eps[sep[1]].append(fragment[0])
+            else:
+                b.nfa.eps[source].append(fragment[0])
+            b.nfa.eps[fragment[1]].append(target)
+
+        def close(source: int) -> None:
+            piece = self.close("}")
+            b.nfa.eps[source].append(piece[0])
+            b.nfa.eps[piece[1]].append(end)
+
+        if extras_only is not None:
+            link(state[0], extra(), extras_only, comma=False)  # type: ignore[misc]
+            link(extras_only, extra(), extras_only, comma=True)  # type: ignore[misc]
+            if not required:
+                close(extras_only)
+        called, self._leaves_called = self._leaves_called, True  # each value once, as a call
+        try:
+            self.any_order_states(members, extra, state, extras_only, required, link, close)
+        finally:
+            self._leaves_called = called
+        return entry[0], end
+
+    def any_order_states(
+        self,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        state: dict[int, int],
+        extras_only: int | None,
+        required: int,
+        link: Callable[[int, Fragment | None, int, bool], None],
+        close: Callable[[int], None],
+    ) -> None:
+        """The member edges of :meth:`any_order_body`, from each set of members written."""
+        b = self.b
+        n = len(members)
+        for written in range(1 << n):  # ascending: a set comes after its subsets
+            source = state.get(written)
+            if source is None:
+                continue
+            if written and extra is not None:
+                link(source, extra(), source, comma=True)
+            if written & required == required:
+                close(source)
+            for i, (make, _) in enumerate(members):
+                if written >> i & 1:
+                    continue
+                if written | 1 << i not in state:
+                    state[written | 1 << i] = b.nfa.state()
+                target = state[written | 1 << i]
+                member = make()
+                if member is None:
+                    continue
+                if written:
+                    link(source, member, target, comma=True)
+                    continue
+                link(source, member, target, comma=False)  # the first thing written
+                if extras_only is not None:
+                    sep = self.comma()
+                    b.nfa.eps[extras_only].append(sep[0])
+                    b.nfa.eps[sep[1]].append(member[0])
 
     def call_maker(self, schema: Any, path: str) -> Callable[[], Fragment | None]:
         """A function writing a call to the node for ``schema`` (registered once, now)."""
