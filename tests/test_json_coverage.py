@@ -3,8 +3,9 @@
 Judged by ``jsonschema`` on random values: every text an engine accepts is valid (both the
 whole-schema DFA and the pushdown engine), and, for these schemas (explicit types, keys in
 declared order, numbers without exponents: the shapes generation writes), every valid value is
-accepted by the pushdown engine (the DFA engine nests free-form values two levels at most). ``multipleOf`` with a decimal step is judged by exact decimal arithmetic, as JSON
-Schema defines it (``jsonschema`` divides floats: it calls 0.07 no multiple of 0.01).
+accepted by the pushdown engine (the DFA engine nests free-form values two levels at most).
+``multipleOf`` with a decimal step is judged by exact decimal arithmetic, as JSON Schema
+defines it (``jsonschema`` divides floats: it calls 0.07 no multiple of 0.01).
 """
 
 from __future__ import annotations
