@@ -76,6 +76,19 @@ EXACT_SCHEMAS = [
         ],
     },
     {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 2}, {"type": "null"}]},
+    # contains, and the negations written with it
+    {"type": "array", "contains": {"type": "integer", "minimum": 2}},
+    {
+        "type": "array",
+        "items": {"type": "integer"},
+        "contains": {"minimum": 2},
+        "minContains": 2,
+        "maxContains": 3,
+    },
+    {"type": "array", "contains": {"const": "a"}, "maxContains": 1, "minItems": 2},
+    {"type": "array", "not": {"contains": {"type": "string"}}},
+    {"type": "array", "not": {"items": {"type": "integer"}}},
+    {"type": "array", "maxItems": 2, "not": {"contains": {"type": "integer"}, "minContains": 2}},
     # decimal multipleOf, with bounds
     {"type": "number", "multipleOf": 0.25, "minimum": -3, "exclusiveMaximum": 4},
     {"type": "integer", "multipleOf": 1.5},
@@ -184,7 +197,8 @@ def test_anchor_references_resolve_to_their_schema() -> None:
     [
         ({"not": {"format": "email"}}, "keyword 'not'"),
         ({"oneOf": [{"type": "string"}, {"format": "uuid"}]}, "oneOf branches 0 and 1"),
-        ({"not": {"items": {"type": "string"}}}, "keyword 'not'"),
+        ({"not": {"items": [{"type": "string"}]}}, "keyword 'not'"),
+        ({"type": "array", "contains": {"format": "email"}}, "keyword 'contains'"),
     ],
 )
 def test_what_cannot_be_negated_is_refused_with_the_keyword(schema: dict, match: str) -> None:

@@ -98,9 +98,6 @@ ANNOTATIONS = frozenset(
 # Validation keywords we know and cannot enforce exactly: an error unless lenient.
 UNSUPPORTED = frozenset(
     {
-        "contains",
-        "minContains",
-        "maxContains",
         "unevaluatedProperties",
         "unevaluatedItems",
         "$dynamicRef",
@@ -109,7 +106,7 @@ UNSUPPORTED = frozenset(
         "$recursiveAnchor",
     }
 )
-_VALIDATED = frozenset({"contains", "minContains", "maxContains"})
+_VALIDATED: frozenset[str] = frozenset()
 """Keywords refused elsewhere that the validator decides for the values an enum lists."""
 _OBJECT_KEYS = {
     "properties",
@@ -120,6 +117,7 @@ _OBJECT_KEYS = {
     "maxProperties",
 }
 _ARRAY_KEYS = {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"}
+_CONTAINS_KEYS = {"contains", "minContains", "maxContains"}
 _STRING_KEYS = {"minLength", "maxLength", "pattern", "format"}
 _NUMBER_KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
 _TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
@@ -763,6 +761,19 @@ class _Compiler:
             if isinstance(negated, dict) and "type" not in negated:
                 return {"type": in_family, **negated}
             return {"allOf": [{"type": in_family}, negated]}
+        if key == "contains":
+            low, high = schema.get("minContains", 1), schema.get("maxContains")
+            options: list[Any] = []
+            if _is_int(low) and low >= 1:  # fewer matches than minContains
+                options.append({"type": "array", "contains": value, "minContains": 0, "maxContains": low - 1})
+            if _is_int(high):  # more than maxContains
+                options.append({"type": "array", "contains": value, "minContains": high + 1})
+            return {"anyOf": options} if options else False
+        if key == "items":
+            if isinstance(value, list) or schema.get("prefixItems"):
+                return None  # positions: not expressible here
+            other = self.negate(value, path, refs)
+            return None if other is None else other and {"type": "array", "contains": other}
         if key in ("enum", "const"):
             values = [value] if key == "const" else value
             if not isinstance(values, list):
@@ -1086,6 +1097,8 @@ class _Compiler:
     def _array(self, schema: dict, path: str, depth: int) -> Fragment | None:
         if depth <= 0 and not schema:
             return None
+        if "contains" in schema:
+            return self.contains_array(schema, path, depth)
         domain = _unique_domain(schema) if schema.get("uniqueItems") is True else None
         if domain is not None:
             return self.unique_array(domain, schema)
@@ -1154,6 +1167,64 @@ class _Compiler:
                 if nonempty is not None and first_len >= 1:
                     options.append(nonempty)
         return self.b.alt(options)
+
+    def contains_array(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        """An array with ``contains``: each item matches the ``contains`` schema or its negation,
+        and the automaton counts items and matches (minContains/maxContains, minItems/maxItems).
+        Refused (a SchemaError naming the keyword) with ``prefixItems``, ``uniqueItems``, or a
+        ``contains`` schema that cannot be negated."""
+        where = f"{path}/contains"
+        wanted = schema["contains"]
+        unwanted = self.negate(wanted, where)
+        refusal = None
+        if schema.get("prefixItems") or isinstance(schema.get("items"), list):
+            refusal = "keyword 'contains' beside prefixItems (an items array) cannot be enforced"
+        elif schema.get("uniqueItems") is True:
+            refusal = "keyword 'contains' beside uniqueItems cannot be enforced"
+        elif unwanted is None:
+            refusal = "keyword 'contains': its schema cannot be negated (for the other items)"
+        if refusal is not None:
+            if not self.lenient:
+                raise self.fail(f"{refusal} (pass lenient=True to ignore it)", where)
+            return self._array({k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}, path, depth)
+        items = schema.get("items", True)
+        low, high = int(schema.get("minContains", 1)), schema.get("maxContains")
+        min_items, max_items = int(schema.get("minItems", 0)), schema.get("maxItems")
+        if max_items is not None:
+            max_items = max(min(int(max_items), MAX_ITEMS_CAP), min_items)
+        if (high is not None and high < low) or (max_items is not None and max_items < max(low, min_items)):
+            return None
+        count_cap = max(1, min_items, max_items or 0)  # items written, counted up to here
+        match_cap = low if high is None else int(high) + 1  # matches: high + 1 is dead
+        choices = [(1, {"allOf": [items, wanted]}), (0, {"allOf": [items, unwanted]})]
+        b = self.b
+        entry = self.open("[")
+        end = b.nfa.state()
+        state: dict[tuple[int, int], int] = {(0, 0): entry[1]}
+        for k in range(count_cap + 1):
+            for c in range(match_cap + 1):
+                source = state.get((k, c))
+                if source is None:
+                    continue
+                if k >= min_items and c >= low:
+                    close = self.close("]")
+                    b.nfa.eps[source].append(close[0])
+                    b.nfa.eps[close[1]].append(end)
+                if max_items is not None and k >= max_items:
+                    continue
+                for matched, item_schema in choices:
+                    nk, nc = min(k + 1, count_cap), min(c + matched, match_cap)
+                    if high is not None and nc > high:
+                        continue
+                    item = self.value(item_schema, f"{path}/items", depth)
+                    if item is None:
+                        continue
+                    piece = b.seq([self.comma(), item]) if k else item
+                    if (nk, nc) not in state:
+                        state[(nk, nc)] = b.nfa.state()
+                    b.nfa.eps[source].append(piece[0])  # type: ignore[index]
+                    b.nfa.eps[piece[1]].append(state[(nk, nc)])  # type: ignore[index]
+        return entry[0], end
 
     def object(self, schema: dict, path: str, depth: int) -> Fragment | None:
         self._nest += 1
@@ -2154,7 +2225,7 @@ KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
     | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY}  # the compiler's own, never dropped
-    | _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
+    | _OBJECT_KEYS | _ARRAY_KEYS | _CONTAINS_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""
 
