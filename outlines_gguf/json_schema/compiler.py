@@ -542,7 +542,7 @@ class _Compiler:
         for i, part in enumerate(parts[1:]):
             if isinstance(part, dict):
                 self.check_shapes(part, f"{path}/allOf/{i}")
-        parts = _spliced(parts)
+        parts = [self.inline_refs(p, path) for p in _spliced(parts)]
         for part in parts:
             values = _listed_values(part)
             if values is not None:  # an enum or const part: its values that pass every part
@@ -612,6 +612,14 @@ class _Compiler:
                 for j in range(n)
                 if i != j and not _safely_disjoint(resolved[i], resolved[j])
             }
+            if overlaps and n > MAX_ONEOF_EXCLUSIVE:
+                i, j = min(overlaps)
+                raise self.fail(
+                    f"oneOf branches {i} and {j} may both match the same value, and with {n} branches "
+                    f"(more than {MAX_ONEOF_EXCLUSIVE}) they are not made exclusive, so 'exactly one' "
+                    "cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
+                    path,
+                )
             if overlaps:
                 combined = self.exactly_one(base, branches, overlaps, path)
         # anyOf, or oneOf with pairwise disjoint branches: a union is exact
@@ -644,9 +652,13 @@ class _Compiler:
             for negated in others:
                 options = _alternatives(negated)
                 choices = [[*c, o] for c in choices for o in options]
-                if len(choices) > MAX_ONEOF_CHOICES:
-                    choices = [[*others]]  # too many: leave the unions to allOf
-                    break
+                if len(out) + len(choices) > MAX_ONEOF_CHOICES:
+                    raise self.fail(
+                        f"oneOf branch {i} may match the same value as others, and excluding them "
+                        f"takes more than {MAX_ONEOF_CHOICES} alternatives, so 'exactly one' cannot be "
+                        "enforced (pass lenient=True to treat oneOf as anyOf)",
+                        path,
+                    )
             out += [{"allOf": [*extra, branch, *choice]} for choice in choices]
         return out or [False]
 
@@ -2138,6 +2150,10 @@ def _safely_disjoint(a: Any, b: Any) -> bool:
 _DEPENDENCY_KEYS = ("dependentRequired", "dependentSchemas", "dependencies")
 MAX_DEPENDENCY_BRANCHES = 64
 """Branches the dependencies of one object may expand into (six properties with dependencies)."""
+
+MAX_ONEOF_EXCLUSIVE = 12
+"""A oneOf with more branches than this that may overlap is refused: each branch would hold
+the negation of every other (quadratic), and compiling them would take seconds."""
 
 MAX_ONEOF_CHOICES = 64
 """Alternatives a oneOf over ``required`` sets may expand into (see ``_exclusive_required``)."""
