@@ -226,3 +226,11 @@ def test_small_objects_take_their_keys_in_any_order() -> None:
             assert not _pushdown_accepts(guide, json.dumps(wrong).encode()), wrong
     repeated = b'{"a": 1, "c": true, "a": 2}'  # a key twice: never written
     assert not _pushdown_accepts(guide, repeated)
+
+
+def test_lenient_keeps_oneof_exact_where_it_can() -> None:
+    """lenient=True treats a oneOf as anyOf only where exclusion cannot be written."""
+    exact = compile_json_schema({"oneOf": [{"type": "integer"}, {"minimum": 2}]}, lenient=True)
+    assert exact.matches(b"1") and exact.matches(b"2.5") and not exact.matches(b"3")
+    union = compile_json_schema({"oneOf": [{"type": "string", "format": "email"}, {"type": "string"}]}, lenient=True)
+    assert union.matches(b'"a@b.cd"') and union.matches(b'"x"')

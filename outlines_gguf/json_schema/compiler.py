@@ -600,7 +600,7 @@ class _Compiler:
             if exclusive is not None:  # oneOf over required sets: each branch excludes the others
                 key, branches = "anyOf", exclusive
         combined = [{"allOf": [base, b]} if base and set(base) - ANNOTATIONS else b for b in branches]
-        if key == "oneOf" and len(combined) > 1 and not self.lenient:
+        if key == "oneOf" and len(combined) > 1:
             resolved = [self.flatten(c, path) for c in combined]
             for i, branch in enumerate(resolved):
                 if isinstance(branch, dict):
@@ -612,16 +612,20 @@ class _Compiler:
                 for j in range(n)
                 if i != j and not _safely_disjoint(resolved[i], resolved[j])
             }
-            if overlaps and n > MAX_ONEOF_EXCLUSIVE:
-                i, j = min(overlaps)
-                raise self.fail(
-                    f"oneOf branches {i} and {j} may both match the same value, and with {n} branches "
-                    f"(more than {MAX_ONEOF_EXCLUSIVE}) they are not made exclusive, so 'exactly one' "
-                    "cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
-                    path,
-                )
-            if overlaps:
-                combined = self.exactly_one(base, branches, overlaps, path)
+            try:
+                if overlaps and n > MAX_ONEOF_EXCLUSIVE:
+                    i, j = min(overlaps)
+                    raise self.fail(
+                        f"oneOf branches {i} and {j} may both match the same value, and with {n} "
+                        f"branches (more than {MAX_ONEOF_EXCLUSIVE}) they are not made exclusive, so "
+                        "'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
+                        path,
+                    )
+                if overlaps:
+                    combined = self.exactly_one(base, branches, overlaps, path)
+            except SchemaError:
+                if not self.lenient:
+                    raise  # lenient: the branches as a union (anyOf), a superset of oneOf
         # anyOf, or oneOf with pairwise disjoint branches: a union is exact
         return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
 
