@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,20 @@ from outlines_gguf.json_schema.leaves import (
     integer_range,
     number_range,
 )
+from outlines_gguf.json_schema.numbers import (
+    exact_value,
+    multiple_of_dfa,
+    not_multiple_of_dfa,
+    numbers_except_dfa,
+)
 from outlines_gguf.json_schema.strings import layered_body
+from outlines_gguf.json_schema.validate import (
+    Undecided,
+    Validator,
+    json_equal,
+    pattern_matches,
+    resolve_local,
+)
 
 DEFAULT_MAX_DEPTH = 3
 FREE_FORM_DEPTH = 2
@@ -99,9 +113,6 @@ ANNOTATIONS = frozenset(
 # Validation keywords we know and cannot enforce exactly: an error unless lenient.
 UNSUPPORTED = frozenset(
     {
-        "contains",
-        "minContains",
-        "maxContains",
         "unevaluatedProperties",
         "unevaluatedItems",
         "$dynamicRef",
@@ -110,6 +121,8 @@ UNSUPPORTED = frozenset(
         "$recursiveAnchor",
     }
 )
+_VALIDATED: frozenset[str] = frozenset()
+"""Keywords refused elsewhere that the validator decides for the values an enum lists."""
 _OBJECT_KEYS = {
     "properties",
     "required",
@@ -119,6 +132,7 @@ _OBJECT_KEYS = {
     "maxProperties",
 }
 _ARRAY_KEYS = {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"}
+_CONTAINS_KEYS = {"contains", "minContains", "maxContains"}
 _STRING_KEYS = {"minLength", "maxLength", "pattern", "format"}
 _NUMBER_KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
 _TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
@@ -206,6 +220,10 @@ def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
     return b.shared(("regex", pattern), lambda h: h.regex(pattern))
 
 
+ANY_ORDER_MAX = 3
+"""In split mode, an object with at most this many declared properties (and no
+min/maxProperties) takes them in any order: one automaton state per set of members written.
+Larger objects take them in the order of ``properties`` (extra members still anywhere)."""
 MEMBER_CHUNK = 16
 """In split mode, an object with more properties than this (and no min/maxProperties) is written
 as runs of this many members, each its own node (see ``_Compiler.chunked_object``)."""
@@ -214,6 +232,14 @@ EXTRA_KEY = "x-outlines-gguf-extra"
 own in split mode, so extra members may come anywhere between the declared ones."""
 NOT_STRINGS_KEY = "x-outlines-gguf-not-strings"
 """Marks the negation of a string enum: any string but these (see ``_Compiler.negate``)."""
+NOT_PATTERN_KEY = "x-outlines-gguf-not-patterns"
+"""Strings in which none of these patterns is found (the negation of ``pattern``)."""
+NOT_NUMBERS_KEY = "x-outlines-gguf-not-numbers"
+"""Numbers whose value is none of these (the negation of a numeric enum)."""
+NOT_MULTIPLE_KEY = "x-outlines-gguf-not-multiples"
+"""Numbers that are a multiple of none of these (the negation of ``multipleOf``)."""
+_NEGATION_MARKERS = (NOT_STRINGS_KEY, NOT_PATTERN_KEY, NOT_NUMBERS_KEY, NOT_MULTIPLE_KEY)
+"""The compiler's own keywords for negations: each a list; allOf parts merge by joining them."""
 CHUNK_KEY = "x-outlines-gguf-run"
 """Marks the synthetic schema of such a run (its value: "first" or "after")."""
 
@@ -248,6 +274,7 @@ class _Compiler:
         self.root = root
         self.calls = calls
         self._nest = 0  # objects and arrays entered so far in this automaton (split mode)
+        self._leaves_called = False  # split mode: every nested value a call (any_order_body)
         self._spread = [MAX_DISTRIBUTED]  # allOf branches _distribute may still create (shared)
         self.ws = ws
         self.max_depth = max_depth
@@ -304,7 +331,7 @@ class _Compiler:
 
     def value(self, schema: Any, path: str, depth: int) -> Fragment | None:
         if self.calls is not None:
-            if self._nest > 0 and self.may_nest(schema, path):
+            if self._nest > 0 and (self._leaves_called or self.may_nest(schema, path)):
                 return self.b.literal(call_marker(self.calls(schema, path)))
             if schema is True or schema == {}:
                 return self.any_value_nfa(1)  # its members and items are calls: any depth
@@ -316,6 +343,9 @@ class _Compiler:
             raise self.fail(f"a schema must be an object or a boolean, got {type(schema).__name__}", path)
         self.check_keywords(schema, path)
         self.check_shapes(schema, path)
+        if "enum" in schema or "const" in schema:
+            # the listed values that pass every other keyword: exact, whatever those say
+            return self.enum(schema, path, depth)
         if any(key in schema for key in _DEPENDENCY_KEYS):
             return self.value(self.expand_dependencies(schema, path), path, depth)
         if "if" in schema or "then" in schema or "else" in schema:
@@ -412,13 +442,15 @@ class _Compiler:
         )
 
     def check_keywords(self, schema: dict, path: str) -> None:
+        listed = "enum" in schema or "const" in schema  # the validator checks listed values
         for key in schema:
-            if key in UNSUPPORTED and not self.lenient:
+            if key in UNSUPPORTED and not self.lenient and not (listed and key in _VALIDATED):
                 raise self.fail(f"keyword {key!r} cannot be enforced (pass lenient=True to ignore it)", path)
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
             raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
-        if schema.get("uniqueItems") is True and not self.lenient and _unique_domain(schema) is None:
+        unique = schema.get("uniqueItems") is True and not listed
+        if unique and not self.lenient and _unique_domain(schema) is None:
             raise self.fail(
                 "keyword 'uniqueItems' can only be enforced for items from a few values (an enum or "
                 f"boolean of at most {MAX_UNIQUE_VALUES}, no prefixItems; pass lenient=True to ignore it)",
@@ -445,9 +477,9 @@ class _Compiler:
                 inferred.append("object")
             if keys & (_ARRAY_KEYS - {"uniqueItems"}):
                 inferred.append("array")
-            if keys & _STRING_KEYS:
+            if keys & {*_STRING_KEYS, NOT_STRINGS_KEY, NOT_PATTERN_KEY}:
                 inferred.append("string")
-            if keys & _NUMBER_KEYS:
+            if keys & {*_NUMBER_KEYS, NOT_NUMBERS_KEY, NOT_MULTIPLE_KEY}:
                 inferred.append("number")
             return inferred or list(_TYPES)
         listed = declared if isinstance(declared, list) else [declared]
@@ -498,16 +530,10 @@ class _Compiler:
     def resolve(self, ref: str, path: str) -> Any:
         if not ref.startswith("#"):
             raise self.fail(f"only local $ref ('#/...') is supported, got {ref!r}", path)
-        node: Any = self.root
-        for raw in ref[1:].split("/")[1:] if ref != "#" else []:
-            part = raw.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                raise self.fail(f"$ref {ref!r} points to nothing", path)
-        return node
+        try:
+            return resolve_local(self.root, ref)
+        except LookupError as exc:
+            raise self.fail(f"$ref {ref!r} points to nothing", path) from exc
 
     def ref(self, schema: dict, path: str, depth: int) -> Fragment | None:
         ref = schema["$ref"]
@@ -531,6 +557,18 @@ class _Compiler:
         for i, part in enumerate(parts[1:]):
             if isinstance(part, dict):
                 self.check_shapes(part, f"{path}/allOf/{i}")
+        parts = [self.inline_refs(p, path) for p in _spliced(parts)]
+        for part in parts:
+            values = _listed_values(part)
+            if values is not None:  # an enum or const part: its values that pass every part
+                try:
+                    validator = Validator(self.root, self.marker_checks())
+                    kept = [v for v in values if validator.is_valid({"allOf": parts}, v)]
+                except Undecided:
+                    break  # a keyword the validator does not know: compile the parts instead
+                except RecursionError as exc:
+                    raise ConstraintTooComplexError(f"{path}: an enum value is nested too deeply") from exc
+                return self.b.alt(self.literal_value(v) for v in kept)
         merged = _merge_all(parts)
         if merged is not None:
             return self.value(merged, path, depth)
@@ -577,21 +615,71 @@ class _Compiler:
             if exclusive is not None:  # oneOf over required sets: each branch excludes the others
                 key, branches = "anyOf", exclusive
         combined = [{"allOf": [base, b]} if base and set(base) - ANNOTATIONS else b for b in branches]
-        if key == "oneOf" and len(combined) > 1 and not self.lenient:
+        if key == "oneOf" and len(combined) > 1:
             resolved = [self.flatten(c, path) for c in combined]
             for i, branch in enumerate(resolved):
                 if isinstance(branch, dict):
                     self.check_shapes(branch, f"{path}/{key}/{i}")
-            for i in range(len(resolved)):
-                for j in range(i + 1, len(resolved)):
-                    if not _safely_disjoint(resolved[i], resolved[j]):
-                        raise self.fail(
-                            f"oneOf branches {i} and {j} may both match the same value, so "
-                            "'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
-                            path,
-                        )
+            n = len(resolved)
+            overlaps = {
+                (i, j)
+                for i in range(n)
+                for j in range(n)
+                if i != j and not _safely_disjoint(resolved[i], resolved[j])
+            }
+            try:
+                if overlaps and n > MAX_ONEOF_EXCLUSIVE:
+                    i, j = min(overlaps)
+                    raise self.fail(
+                        f"oneOf branches {i} and {j} may both match the same value, and with {n} "
+                        f"branches (more than {MAX_ONEOF_EXCLUSIVE}) they are not made exclusive, so "
+                        "'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
+                        path,
+                    )
+                if overlaps:
+                    combined = self.exactly_one(base, branches, overlaps, path)
+            except SchemaError:
+                if not self.lenient:
+                    raise  # lenient: the branches as a union (anyOf), a superset of oneOf
         # anyOf, or oneOf with pairwise disjoint branches: a union is exact
         return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+
+    def exactly_one(self, base: dict, branches: list, overlaps: set[tuple[int, int]], path: str) -> list:
+        """``oneOf`` branches that may overlap, as branches that exclude each other: branch i and
+        not branch j, for every j that may overlap it (so their union is exact). Raises a
+        SchemaError naming the branch whose negation cannot be expressed."""
+        negations: dict[int, Any] = {}
+        for i, j in sorted(overlaps):
+            if j not in negations:
+                negations[j] = self.negate(branches[j], f"{path}/oneOf/{j}")
+                if negations[j] is None:
+                    raise self.fail(
+                        f"oneOf branches {i} and {j} may both match the same value, and branch {j} cannot "
+                        "be negated to exclude it, so 'exactly one' cannot be enforced (pass lenient=True "
+                        "to treat oneOf as anyOf)",
+                        path,
+                    )
+        out: list[Any] = []
+        extra = [base] if base and set(base) - ANNOTATIONS else []
+        for i, branch in enumerate(branches):
+            others = [negations[j] for (a, j) in sorted(overlaps) if a == i]
+            if any(o is True for o in others):
+                others = [o for o in others if o is not True]
+            if any(o is False for o in others):
+                continue  # another branch holds whenever this one does
+            choices: list[list[Any]] = [[]]
+            for negated in others:
+                options = _alternatives(negated)
+                choices = [[*c, o] for c in choices for o in options]
+                if len(out) + len(choices) > MAX_ONEOF_CHOICES:
+                    raise self.fail(
+                        f"oneOf branch {i} may match the same value as others, and excluding them "
+                        f"takes more than {MAX_ONEOF_CHOICES} alternatives, so 'exactly one' cannot be "
+                        "enforced (pass lenient=True to treat oneOf as anyOf)",
+                        path,
+                    )
+            out += [{"allOf": [*extra, branch, *choice]} for choice in choices]
+        return out or [False]
 
     def flatten(self, schema: Any, path: str) -> Any:
         """A schema with top-level $ref and mergeable allOf resolved (for disjointness checks)."""
@@ -629,9 +717,14 @@ class _Compiler:
             )
         return {"allOf": [rest, negation]} if set(rest) - ANNOTATIONS else negation
 
-    def negate(self, schema: Any, path: str) -> Any:
-        """A schema matching exactly the values ``schema`` rejects (or a subset of them,
-        only where noted), or None when we cannot express it."""
+    def negate(self, schema: Any, path: str, refs: frozenset[str] = frozenset()) -> Any:
+        """A schema matching exactly the values ``schema`` rejects (or a subset of them, only
+        where noted), or None when we cannot express it. ``refs``: the ``$ref``s being negated
+        (a cycle through them is not followed).
+
+        A schema is the conjunction of its keywords, so its negation is the union of the
+        keywords' negations, each limited to the types the keyword constrains, and of the
+        values of other types than ``type`` allows."""
         schema = self.flatten(schema, path)
         if isinstance(schema, dict):
             self.check_shapes(schema, f"{path}/not")
@@ -641,41 +734,15 @@ class _Compiler:
             return True
         if not isinstance(schema, dict):
             return None
-        keys = set(schema) - ANNOTATIONS
+        keys = (set(schema) & KNOWN_KEYWORDS) - ANNOTATIONS
         if keys == {"not"}:
             return schema["not"]
-        if keys in ({"enum"}, {"const"}, {"enum", "type"}, {"const", "type"}):
-            values = [schema["const"]] if "const" in schema else schema["enum"]
-            declared = schema.get("type", "string")
-            if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
-                if declared == "string" or declared == ["string"]:
-                    # anything but a string, or a string other than these
-                    others = [t for t in _TYPES if t != "string"]
-                    return {"anyOf": [{"type": others}, {"type": "string", NOT_STRINGS_KEY: values}]}
-        if keys in ({"anyOf"}, {"allOf"}):
-            parts = [self.negate(x, path) for x in schema[keys.pop()]]
-            if any(p is None for p in parts):
-                return None
-            return {"allOf": parts} if "anyOf" in schema else {"anyOf": parts}
-        if keys & {
-            "enum",
-            "const",
-            "oneOf",
-            "anyOf",
-            "allOf",
-            "not",
-            "$ref",
-            "pattern",
-            "format",
-            "items",
-            "prefixItems",
-            "additionalItems",
-            "additionalProperties",
-            "patternProperties",
-            "multipleOf",
-            "uniqueItems",
-        }:
-            return None
+        if "uniqueItems" in keys and schema["uniqueItems"] is not True:
+            keys.discard("uniqueItems")  # uniqueItems false constrains nothing
+        if "if" not in keys:
+            keys -= {"then", "else"}  # ignored without if
+        if "contains" not in keys:
+            keys -= {"minContains", "maxContains"}
         declared = schema.get("type")
         types = (
             set(_TYPES) if declared is None else set(declared if isinstance(declared, list) else [declared])
@@ -685,17 +752,155 @@ class _Compiler:
         branches: list[Any] = []
         others = set(_TYPES) - types
         if "integer" in types and "number" not in types:
-            others.discard("number")  # non-integer numbers: not expressible, left out (a subset)
+            others.discard("number")
+            branches.append({"type": "number", NOT_MULTIPLE_KEY: [1]})  # numbers with a fraction
         if others:
             branches.append({"type": sorted(others)})
-        for key in sorted(keys - {"type"}):
-            family, negated = _negate_keyword(key, schema[key], self, path)
+        for key in sorted(keys - {"type", "then", "else", "minContains", "maxContains"}):
+            negated = self.negate_keyword(key, schema, types, path, refs)
             if negated is None:
                 return None
-            in_family = sorted(t for t in types if t in family)
-            if in_family and negated is not False:
-                branches.append({"type": in_family, **negated})
+            if negated is not False:
+                branches.append(negated)
         return {"anyOf": branches} if branches else False
+
+    def negate_keyword(self, key: str, schema: dict, types: set[str], path: str, refs: frozenset[str]) -> Any:
+        """The values of ``types`` (or any values, for keywords not tied to a type) that
+        keyword ``key`` of ``schema`` rejects: a schema, False for none, None if not expressible."""
+        value = schema[key]
+        if key in _FAMILY or key in _VALUE_FAMILY:
+            family = _FAMILY.get(key) or _VALUE_FAMILY[key]
+            in_family = sorted(t for t in types if t in family)
+            if not in_family:
+                return False
+            if key in _FAMILY:
+                negated = _negate_keyword(key, value, self, path)[1]
+            elif key == "pattern":
+                negated = {NOT_PATTERN_KEY: [value]}
+            elif key == "multipleOf":
+                negated = {NOT_MULTIPLE_KEY: [value]}
+            elif key == NOT_STRINGS_KEY:
+                negated = {"enum": list(value)}
+            elif key == NOT_NUMBERS_KEY:
+                negated = {"enum": list(value)}
+            elif key == NOT_PATTERN_KEY:
+                negated = {"anyOf": [{"pattern": p} for p in value]}
+            else:  # NOT_MULTIPLE_KEY
+                negated = {"anyOf": [{"multipleOf": m} for m in value]}
+            if negated is None or negated is False:
+                return negated
+            if isinstance(negated, dict) and "type" not in negated:
+                return {"type": in_family, **negated}
+            return {"allOf": [{"type": in_family}, negated]}
+        if key == "contains":
+            low, high = schema.get("minContains", 1), schema.get("maxContains")
+            options: list[Any] = []
+            if _is_int(low) and low >= 1:  # fewer matches than minContains
+                options.append({"type": "array", "contains": value, "minContains": 0, "maxContains": low - 1})
+            if _is_int(high):  # more than maxContains
+                options.append({"type": "array", "contains": value, "minContains": high + 1})
+            return {"anyOf": options} if options else False
+        if key == "items":
+            if isinstance(value, list) or schema.get("prefixItems"):
+                return None  # positions: not expressible here
+            other = self.negate(value, path, refs)
+            return None if other is None else other and {"type": "array", "contains": other}
+        if key in ("enum", "const"):
+            values = [value] if key == "const" else value
+            if not isinstance(values, list):
+                return None
+            return self.negate_values(values, path)
+        if key == "not":
+            return value
+        if key in ("anyOf", "allOf", "oneOf"):
+            if not isinstance(value, list) or not value:
+                return None
+            parts = [self.negate(x, path, refs) for x in value]
+            if any(p is None for p in parts):
+                return None
+            if key == "anyOf":
+                return {"allOf": parts}
+            if key == "allOf":
+                return {"anyOf": parts}
+            # not exactly one: none of them, or two at once
+            n = len(value)
+            pairs = [{"allOf": [value[i], value[j]]} for i in range(n) for j in range(i + 1, n)]
+            return {"anyOf": [{"allOf": parts}, *pairs]}
+        if key == "$ref":
+            ref = value
+            if not isinstance(ref, str) or ref in refs:
+                return None
+            return self.negate(self.resolve(ref, path), path, refs | {ref})
+        if key == "if":
+            condition, then, otherwise = value, schema.get("then", True), schema.get("else", True)
+            not_condition, not_then, not_else = (
+                self.negate(x, path, refs) for x in (condition, then, otherwise)
+            )
+            options = []
+            if not_then is None or not_else is None or (not_condition is None and not_else is not False):
+                return None
+            if not_then is not False:
+                options.append({"allOf": [condition, not_then]})
+            if not_else is not False:
+                options.append({"allOf": [not_condition, not_else]})
+            return {"anyOf": options} if options else False
+        if key in _DEPENDENCY_KEYS:
+            if not isinstance(value, dict):
+                return None
+            options = []
+            for name, need in value.items():
+                if isinstance(need, list):
+                    options += [
+                        {"type": "object", "required": [name], "properties": {other: False}} for other in need
+                    ]
+                else:
+                    negated = self.negate(need, path, refs)
+                    if negated is None:
+                        return None
+                    if negated is not False:
+                        options.append({"allOf": [{"type": "object", "required": [name]}, negated]})
+            return {"anyOf": options} if options else False
+        return None
+
+    def negate_values(self, values: list, path: str) -> Any:
+        """Every JSON value except ``values`` (numbers written without an exponent: a subset)."""
+        branches: list[Any] = []
+        if not any(v is None for v in values):
+            branches.append({"type": "null"})
+        booleans = [b for b in (True, False) if not any(v is b for v in values)]
+        if booleans:
+            branches.append({"enum": booleans})
+        numbers = [v for v in values if _is_number(v)]
+        branches.append({"type": "number", NOT_NUMBERS_KEY: numbers} if numbers else {"type": "number"})
+        strings = [v for v in values if isinstance(v, str)]
+        branches.append({"type": "string", NOT_STRINGS_KEY: strings} if strings else {"type": "string"})
+        for kind, negate_one in (("array", self.not_array), ("object", self.not_object)):
+            listed = [v for v in values if isinstance(v, list if kind == "array" else dict)]
+            if not listed:
+                branches.append({"type": kind})
+                continue
+            parts = [negate_one(v, path) for v in listed]
+            branches.append(parts[0] if len(parts) == 1 else {"allOf": parts})
+        return {"anyOf": branches}
+
+    def not_array(self, value: list, path: str) -> dict:
+        """Arrays other than ``value``: another length, or another item somewhere."""
+        n = len(value)
+        options: list[Any] = [{"minItems": n + 1}]
+        if n:
+            options.append({"maxItems": n - 1})
+        for i, item in enumerate(value):
+            other = self.negate_values([item], path)
+            options.append({"minItems": i + 1, "prefixItems": [*([True] * i), other]})
+        return {"type": "array", "anyOf": options}
+
+    def not_object(self, value: dict, path: str) -> dict:
+        """Objects other than ``value``: a key missing, a key with another value, or a key more."""
+        options: list[Any] = [{"required": list(value), "minProperties": len(value) + 1}]
+        for name, item in value.items():
+            options.append({"properties": {name: False}})
+            options.append({"required": [name], "properties": {name: self.negate_values([item], path)}})
+        return {"type": "object", "anyOf": options}
 
     # -- enum / const -------------------------------------------------------------------------
 
@@ -705,18 +910,46 @@ class _Compiler:
             raise self.fail("enum must be an array", path)
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const") and k not in ANNOTATIONS}
         if "enum" in schema and "const" in schema:
-            values = [v for v in values if _json_equal(v, schema["const"])]
-        check = self.sub_dfa(rest, path, depth) if rest else None
+            values = [v for v in values if json_equal(v, schema["const"])]
+        return self.listed(values, rest, path, depth)
+
+    def listed(self, values: list, rest: Any, path: str, depth: int) -> Fragment | None:
+        """The ``values`` (of an enum or const) that satisfy ``rest``, each exactly.
+
+        Each value is checked by :class:`~outlines_gguf.json_schema.validate.Validator`, so the result
+        is exact whatever keywords ``rest`` holds; where the validator cannot decide (a keyword
+        it does not know), by the automaton of ``rest`` (a valid subset)."""
         fragments = []
+        check: ByteDFA | None = None
+        validator = Validator(self.root, self.marker_checks())
         for v in values:
-            texts = [
-                json.dumps(v, ensure_ascii=False, separators=(",", ":")),
-                json.dumps(v, ensure_ascii=False),
-            ]
-            if check is not None and not any(check.matches(t.encode()) for t in texts):
-                continue  # the value breaks another keyword of this schema
-            fragments.append(self.literal_value(v))
+            try:
+                keep = rest in (True, {}) or validator.is_valid(rest, v)
+            except Undecided:
+                if check is None:
+                    check = self.sub_dfa(rest, path, depth) or _NO_KEY
+                texts = [
+                    json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+                    json.dumps(v, ensure_ascii=False),
+                ]
+                keep = any(check.matches(t.encode()) for t in texts)
+            except RecursionError as exc:
+                raise ConstraintTooComplexError(f"{path}: an enum value is nested too deeply") from exc
+            if keep:
+                fragments.append(self.literal_value(v))
         return self.b.alt(fragments)
+
+    def marker_checks(self) -> dict[str, Callable[[Any, Any], bool]]:
+        """How the validator reads the compiler's own keywords (see :meth:`negate`)."""
+        numeric = _is_number
+        return {
+            NOT_STRINGS_KEY: lambda excluded, v: not isinstance(v, str) or v not in excluded,
+            NOT_PATTERN_KEY: lambda found, v: not isinstance(v, str)
+            or not any(pattern_matches(p, v) for p in found),
+            NOT_NUMBERS_KEY: lambda listed, v: not numeric(v) or not any(json_equal(v, x) for x in listed),
+            NOT_MULTIPLE_KEY: lambda steps, v: not numeric(v)
+            or all((exact_value(v) / exact_value(m)).denominator != 1 for m in steps),
+        }
 
     def literal_value(self, v: Any) -> Fragment:
         """One JSON value, exactly, with the structural whitespace allowed between tokens."""
@@ -751,19 +984,48 @@ class _Compiler:
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
                 raise self.fail(f"{name} must be a number", path)
         step = schema.get("multipleOf")
-        if integer and step is not None and not _is_int(step):
-            if not self.lenient:
-                raise self.fail(f"multipleOf {step} on integers cannot be enforced", path)
+        filters: list[Callable[[], ByteDFA | None]] = []  # conditions on the value (plain numbers)
+        if step is not None and not _is_int(step):
+            filters.append(lambda step=step: multiple_of_dfa(step))  # a decimal step (0.01): by value
             step = None
-        if integer or (step is not None and _is_int(step)):
+        for other in schema.get(NOT_MULTIPLE_KEY, []):
+            filters.append(lambda other=other: not_multiple_of_dfa(other))
+        if NOT_NUMBERS_KEY in schema:
+            filters.append(lambda: numbers_except_dfa(schema[NOT_NUMBERS_KEY]))
+        base = self.number_base(lo, hi, lo_x, hi_x, step, path, integer)
+        if base is None or not filters:
+            return base
+        try:
+            dfa: ByteDFA | None = self.b.build(base)
+            for make in filters:
+                condition = make()
+                dfa = None if dfa is None or condition is None else intersect(dfa, condition)
+        except EmptyLanguageError:
+            return None
+        except ValueError as exc:
+            raise self.fail(str(exc), path) from exc
+        except DFAProductTooLargeError as exc:
+            raise ConstraintTooComplexError(f"{path}: the number's conditions are too large ({exc})") from exc
+        return None if dfa is None else self.b.dfa(dfa)
+
+    def number_base(
+        self,
+        lo: float | None,
+        hi: float | None,
+        lo_x: bool,
+        hi_x: bool,
+        step: int | float | None,
+        path: str,
+        integer: bool,
+    ) -> Fragment | None:
+        """Numbers within the bounds (integers if ``integer``), multiples of an integer ``step``."""
+        if integer or step is not None:
             ilo = None if lo is None else (math.floor(lo) + 1 if lo_x and _is_int(lo) else math.ceil(lo))
             ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x and _is_int(hi) else math.floor(hi))
             if step is not None:
                 return self.multiple_of(int(step), ilo, ihi, path, integer)
             pattern = integer_range(ilo, ihi)
         else:
-            if step is not None and not self.lenient:
-                raise self.fail(f"multipleOf {step} on non-integers cannot be enforced", path)
             pattern = number_range(lo, hi, lo_x, hi_x)
         if pattern is None:
             return None
@@ -803,9 +1065,6 @@ class _Compiler:
     def string_body(self, schema: dict, path: str) -> ByteDFA | Fragment | None:
         """The content automaton of a string schema (between the quotes), or, for a string
         with no pattern, format or length, the whole string as a fragment; None if none fits."""
-        excluded = schema.get(NOT_STRINGS_KEY)
-        if excluded is not None:
-            return _strings_except(excluded)
         min_len = schema.get("minLength", 0)
         max_len = schema.get("maxLength")
         if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
@@ -817,7 +1076,8 @@ class _Compiler:
         fmt = schema.get("format")
         fmt_regex = STRING_FORMATS.get(fmt) if isinstance(fmt, str) else None
         quote = '"'
-        if pattern is None and fmt_regex is None:
+        negations = [k for k in (NOT_STRINGS_KEY, NOT_PATTERN_KEY) if schema.get(k)]
+        if pattern is None and fmt_regex is None and not negations:
             if max_len is not None:
                 return layered_body(int(min_len), int(max_len))
             body = self.b.repeat(lambda: any_string_char(self.b), int(min_len), None)
@@ -830,7 +1090,12 @@ class _Compiler:
             shape = part if shape is None else intersect(shape, part)
             if shape is None:
                 return None
-        assert shape is not None
+        if NOT_STRINGS_KEY in negations:
+            shape = _strings_except(schema[NOT_STRINGS_KEY], shape)
+        if NOT_PATTERN_KEY in negations:
+            shape = _strings_not_matching(schema[NOT_PATTERN_KEY], shape, path)
+        if shape is None:
+            return None
         longest = _longest(shape)
         if not min_len and (max_len is None or (longest is not None and longest <= max_len)):
             return shape  # no match is longer than max_len bytes, so none has more characters
@@ -863,6 +1128,8 @@ class _Compiler:
     def _array(self, schema: dict, path: str, depth: int) -> Fragment | None:
         if depth <= 0 and not schema:
             return None
+        if "contains" in schema:
+            return self.contains_array(schema, path, depth)
         domain = _unique_domain(schema) if schema.get("uniqueItems") is True else None
         if domain is not None:
             return self.unique_array(domain, schema)
@@ -931,6 +1198,64 @@ class _Compiler:
                 if nonempty is not None and first_len >= 1:
                     options.append(nonempty)
         return self.b.alt(options)
+
+    def contains_array(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        """An array with ``contains``: each item matches the ``contains`` schema or its negation,
+        and the automaton counts items and matches (minContains/maxContains, minItems/maxItems).
+        Refused (a SchemaError naming the keyword) with ``prefixItems``, ``uniqueItems``, or a
+        ``contains`` schema that cannot be negated."""
+        where = f"{path}/contains"
+        wanted = schema["contains"]
+        unwanted = self.negate(wanted, where)
+        refusal = None
+        if schema.get("prefixItems") or isinstance(schema.get("items"), list):
+            refusal = "keyword 'contains' beside prefixItems (an items array) cannot be enforced"
+        elif schema.get("uniqueItems") is True:
+            refusal = "keyword 'contains' beside uniqueItems cannot be enforced"
+        elif unwanted is None:
+            refusal = "keyword 'contains': its schema cannot be negated (for the other items)"
+        if refusal is not None:
+            if not self.lenient:
+                raise self.fail(f"{refusal} (pass lenient=True to ignore it)", where)
+            return self._array({k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}, path, depth)
+        items = schema.get("items", True)
+        low, high = int(schema.get("minContains", 1)), schema.get("maxContains")
+        min_items, max_items = int(schema.get("minItems", 0)), schema.get("maxItems")
+        if max_items is not None:
+            max_items = max(min(int(max_items), MAX_ITEMS_CAP), min_items)
+        if (high is not None and high < low) or (max_items is not None and max_items < max(low, min_items)):
+            return None
+        count_cap = max(1, min_items, max_items or 0)  # items written, counted up to here
+        match_cap = low if high is None else int(high) + 1  # matches: high + 1 is dead
+        choices = [(1, {"allOf": [items, wanted]}), (0, {"allOf": [items, unwanted]})]
+        b = self.b
+        entry = self.open("[")
+        end = b.nfa.state()
+        state: dict[tuple[int, int], int] = {(0, 0): entry[1]}
+        for k in range(count_cap + 1):
+            for c in range(match_cap + 1):
+                source = state.get((k, c))
+                if source is None:
+                    continue
+                if k >= min_items and c >= low:
+                    close = self.close("]")
+                    b.nfa.eps[source].append(close[0])
+                    b.nfa.eps[close[1]].append(end)
+                if max_items is not None and k >= max_items:
+                    continue
+                for matched, item_schema in choices:
+                    nk, nc = min(k + 1, count_cap), min(c + matched, match_cap)
+                    if high is not None and nc > high:
+                        continue
+                    item = self.value(item_schema, f"{path}/items", depth)
+                    if item is None:
+                        continue
+                    piece = b.seq([self.comma(), item]) if k else item
+                    if (nk, nc) not in state:
+                        state[(nk, nc)] = b.nfa.state()
+                    b.nfa.eps[source].append(piece[0])  # type: ignore[index]
+                    b.nfa.eps[piece[1]].append(state[(nk, nc)])  # type: ignore[index]
+        return entry[0], end
 
     def object(self, schema: dict, path: str, depth: int) -> Fragment | None:
         self._nest += 1
@@ -1042,7 +1367,92 @@ class _Compiler:
             extra = self.call_maker(link, f"{path}/additionalProperties")
         if self.calls is not None and len(members) > MEMBER_CHUNK and min_p == 0 and max_p is None:
             return self.chunked_object(props, required, extra, link, path)
+        if self.calls is not None and 1 < len(members) <= ANY_ORDER_MAX and min_p == 0 and max_p is None:
+            return self.any_order_body(members, extra)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
+
+    def any_order_body(
+        self,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+    ) -> Fragment | None:
+        """``{`` the declared members in any order (each at most once), extra members anywhere
+        between them, ``}``: one state per set of members written (2^n for n members, so only
+        for small objects, see :data:`ANY_ORDER_MAX`). Real documents do not always list keys in
+        the order of ``properties``."""
+        b = self.b
+        required = sum(1 << i for i, (_, must) in enumerate(members) if must)
+        entry = self.open("{")
+        end = b.nfa.state()
+        state: dict[int, int] = {0: entry[1]}  # set of members written -> NFA state
+        extras_only = b.nfa.state() if extra is not None else None  # only extra members so far
+
+        def link(source: int, fragment: Fragment | None, target: int, comma: bool) -> None:
+            if fragment is None:
+                return
+            if comma:
+                sep = self.comma()
+                b.nfa.eps[source].append(sep[0])
+                b.nfa.eps[sep[1]].append(fragment[0])
+            else:
+                b.nfa.eps[source].append(fragment[0])
+            b.nfa.eps[fragment[1]].append(target)
+
+        def close(source: int) -> None:
+            piece = self.close("}")
+            b.nfa.eps[source].append(piece[0])
+            b.nfa.eps[piece[1]].append(end)
+
+        if extras_only is not None:
+            link(state[0], extra(), extras_only, comma=False)  # type: ignore[misc]
+            link(extras_only, extra(), extras_only, comma=True)  # type: ignore[misc]
+            if not required:
+                close(extras_only)
+        called, self._leaves_called = self._leaves_called, True  # each value once, as a call
+        try:
+            self.any_order_states(members, extra, state, extras_only, required, link, close)
+        finally:
+            self._leaves_called = called
+        return entry[0], end
+
+    def any_order_states(
+        self,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        state: dict[int, int],
+        extras_only: int | None,
+        required: int,
+        link: Callable[[int, Fragment | None, int, bool], None],
+        close: Callable[[int], None],
+    ) -> None:
+        """The member edges of :meth:`any_order_body`, from each set of members written."""
+        b = self.b
+        n = len(members)
+        for written in range(1 << n):  # ascending: a set comes after its subsets
+            source = state.get(written)
+            if source is None:
+                continue
+            if written and extra is not None:
+                link(source, extra(), source, comma=True)
+            if written & required == required:
+                close(source)
+            for i, (make, _) in enumerate(members):
+                if written >> i & 1:
+                    continue
+                if written | 1 << i not in state:
+                    state[written | 1 << i] = b.nfa.state()
+                target = state[written | 1 << i]
+                member = make()
+                if member is None:
+                    continue
+                if written:
+                    link(source, member, target, comma=True)
+                    continue
+                link(source, member, target, comma=False)  # the first thing written
+                if extras_only is not None:
+                    sep = self.comma()
+                    b.nfa.eps[extras_only].append(sep[0])
+                    b.nfa.eps[sep[1]].append(member[0])
 
     def call_maker(self, schema: Any, path: str) -> Callable[[], Fragment | None]:
         """A function writing a call to the node for ``schema`` (registered once, now)."""
@@ -1438,6 +1848,39 @@ def _distribute(parts: list[Any]) -> dict | None:
     return None
 
 
+MAX_SPLICED = 256
+"""Parts an ``allOf`` may gather from the ``allOf``s nested in it (see ``_spliced``)."""
+
+
+def _spliced(parts: list[Any]) -> list[Any]:
+    """``allOf`` parts with nested ``allOf``s opened (allOf is associative), so the parts the
+    compiler itself nests (negations, oneOf branches) merge like the schema's own."""
+    out: list[Any] = []
+    stack = list(reversed(parts))
+    while stack:
+        part = stack.pop()
+        nested = isinstance(part, dict) and isinstance(part.get("allOf"), list)
+        if nested and len(out) + len(stack) < MAX_SPLICED:
+            rest = {k: v for k, v in part.items() if k != "allOf"}
+            stack.extend(reversed([rest, *part["allOf"]]))
+            continue
+        if part == {}:
+            continue
+        out.append(part)
+    return out or [True]
+
+
+def _listed_values(schema: Any) -> list | None:
+    """The values an ``enum``/``const`` at the top of ``schema`` lists (a superset where it has
+    both: the validator checks the schema itself too), or None if it has neither."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return [schema["const"]]
+    values = schema.get("enum")
+    return values if isinstance(values, list) else None
+
+
 def _alternatives(schema: Any) -> list[Any]:
     """``schema`` as a list of alternatives without a top-level ``anyOf`` (distributed over the
     keywords beside it, two levels deep), so each can merge with other allOf parts."""
@@ -1489,25 +1932,51 @@ def _unique_domain(schema: dict) -> list | None:
         return None
     distinct: list = []
     for v in values:
-        if not any(_json_equal(v, w) for w in distinct):
+        if not any(json_equal(v, w) for w in distinct):
             distinct.append(v)
     return distinct if len(distinct) <= MAX_UNIQUE_VALUES else None
 
 
-def _strings_except(values: list[str]) -> ByteDFA | None:
-    """The content of any JSON string other than ``values``. Both sides write every character
-    raw except the ones JSON must escape, so each string has only the forms of those escapes
-    and the difference is exact (a valid subset of all spellings)."""
+@lru_cache(maxsize=1)
+def _string_content() -> ByteDFA:
+    """The content of any JSON string, every character raw except the ones JSON must escape
+    (and ``/``), which have their escapes: each character has the same spellings as in
+    ``json_chars``, so differences with pattern automata built by it are exact."""
     every = NFABuilder("string")
-    body = every.build(
+    return every.build(
         every.repeat(lambda: json_chars(every, ((0, 0xD7FF), (0xE000, MAX_CODEPOINT))), 0, None)
     )
+
+
+def _strings_except(values: list[str], within: ByteDFA | None = None) -> ByteDFA | None:
+    """The content of any JSON string (of ``within``, if given) other than ``values``. Both sides
+    write each character with the spellings of ``json_chars``, so the difference is exact (a
+    valid subset of all spellings)."""
+    body = within if within is not None else _string_content()
     listed = NFABuilder("enum")
     words = listed.alt(listed.regex(re.escape(v), lambda r: json_chars(listed, r)) for v in values)
     try:
         return difference(body, listed.build(words))
     except EmptyLanguageError:
         return body
+
+
+def _strings_not_matching(patterns: list[str], within: ByteDFA | None, path: str) -> ByteDFA | None:
+    """The content of JSON strings (of ``within``, if given) in which none of ``patterns`` is
+    found: the complement of each pattern's automaton (spelled as in ``json_chars``)."""
+    body: ByteDFA | None = within if within is not None else _string_content()
+    for pattern in patterns:
+        if body is None:
+            return None
+        if not isinstance(pattern, str):
+            raise SchemaError("pattern must be a string", path)
+        helper = NFABuilder(f"pattern {pattern!r}")
+        try:
+            found = helper.build(helper.regex(_searched(pattern), lambda r, h=helper: json_chars(h, r)))
+        except EmptyLanguageError:
+            continue  # found nowhere: excludes nothing
+        body = difference(body, found)
+    return body
 
 
 def _interleave(items: list, make_sep: Callable[[], Fragment]) -> list:
@@ -1602,6 +2071,15 @@ _FAMILY = {
     "required": ("object",),
     "properties": ("object",),
 }
+_VALUE_FAMILY = {
+    "pattern": ("string",),
+    NOT_STRINGS_KEY: ("string",),
+    NOT_PATTERN_KEY: ("string",),
+    "multipleOf": ("integer", "number"),
+    NOT_NUMBERS_KEY: ("integer", "number"),
+    NOT_MULTIPLE_KEY: ("integer", "number"),
+}
+"""Keywords on a value of some types whose negation is a compiler marker (or its inverse)."""
 _FLIP = {
     "minimum": "exclusiveMaximum",
     "maximum": "exclusiveMinimum",
@@ -1654,10 +2132,6 @@ def _negate_keyword(key: str, value: Any, compiler: Any, path: str) -> tuple[tup
     return family, None
 
 
-def _json_equal(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
 def _type_set(schema: dict) -> set[str]:
     """The JSON types a (flattened) schema admits; "integer" implies part of "number"."""
     if "const" in schema or "enum" in schema:
@@ -1695,6 +2169,10 @@ def _safely_disjoint(a: Any, b: Any) -> bool:
 _DEPENDENCY_KEYS = ("dependentRequired", "dependentSchemas", "dependencies")
 MAX_DEPENDENCY_BRANCHES = 64
 """Branches the dependencies of one object may expand into (six properties with dependencies)."""
+
+MAX_ONEOF_EXCLUSIVE = 12
+"""A oneOf with more branches than this that may overlap is refused: each branch would hold
+the negation of every other (quadratic), and compiling them would take seconds."""
 
 MAX_ONEOF_CHOICES = 64
 """Alternatives a oneOf over ``required`` sets may expand into (see ``_exclusive_required``)."""
@@ -1763,7 +2241,7 @@ def _disjoint(a: Any, b: Any) -> bool:
         if "const" in x or "enum" in x:
             values = [x["const"]] if "const" in x else x.get("enum", [])
             other = [y["const"]] if "const" in y else y.get("enum") if "enum" in y else None
-            if other is not None and not any(_json_equal(v, w) for v in values for w in other):
+            if other is not None and not any(json_equal(v, w) for v in values for w in other):
                 return True
     if ta & tb == {"object"}:
         req_a, req_b = set(a.get("required", [])), set(b.get("required", []))
@@ -1781,14 +2259,19 @@ def _disjoint(a: Any, b: Any) -> bool:
 KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
-    | {NOT_STRINGS_KEY, CHUNK_KEY, EXTRA_KEY}  # the compiler's own, never dropped
-    | _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
+    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY}  # the compiler's own, never dropped
+    | _OBJECT_KEYS | _ARRAY_KEYS | _CONTAINS_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""
 
 _ARRAY_SIBLINGS = frozenset({"items", "prefixItems", "additionalItems"})
 _MERGEABLE = (
-    _OBJECT_KEYS | _ARRAY_KEYS | _STRING_KEYS | _NUMBER_KEYS | {"type", "enum", "const"} | ANNOTATIONS
+    _OBJECT_KEYS
+    | _ARRAY_KEYS
+    | _STRING_KEYS
+    | _NUMBER_KEYS
+    | {"type", "enum", "const", *_NEGATION_MARKERS}
+    | ANNOTATIONS
 )
 
 
@@ -1836,8 +2319,8 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 for name in common:
                     props[name] = {"allOf": [merged[key][name], value[name]]}
                 merged[key] = props
-            elif key == "required":
-                merged[key] = list(dict.fromkeys([*merged[key], *value]))
+            elif key == "required" or key in _NEGATION_MARKERS:
+                merged[key] = [*merged[key], *(v for v in value if v not in merged[key])]
             elif key == "type":
                 a = merged[key] if isinstance(merged[key], list) else [merged[key]]
                 c = value if isinstance(value, list) else [value]

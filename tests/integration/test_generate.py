@@ -120,7 +120,7 @@ def test_json_pydantic_and_schema(model) -> None:
 
 def test_json_and_cfg_take_the_options_their_errors_name(model) -> None:
     """``lenient`` (named by SchemaError), the engine and its options, a grammar's start rule."""
-    schema = {"type": "array", "items": {"type": "integer"}, "contains": {"minimum": 3}, "maxItems": 3}
+    schema = {"type": "array", "items": {"type": "integer"}, "contains": {"format": "email"}, "maxItems": 3}
     with pytest.raises(SchemaError, match="pass lenient=True"):
         generate.json(model, schema)
     value = generate.json(model, schema, lenient=True)("A list: ", seed=1, max_tokens=40)

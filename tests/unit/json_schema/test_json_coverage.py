@@ -1,0 +1,242 @@
+"""JSON Schema keywords made exact by negation, value checks and decimal automata.
+
+Judged by ``jsonschema`` on random values: every text an engine accepts is valid (both the
+whole-schema DFA and the pushdown engine), and, for these schemas (explicit types, keys in
+declared order, numbers without exponents: the shapes generation writes), every valid value is
+accepted by the pushdown engine (the DFA engine nests free-form values two levels at most).
+``multipleOf`` with a decimal step is judged by exact decimal arithmetic, as JSON Schema
+defines it (``jsonschema`` divides floats: it calls 0.07 no multiple of 0.01).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from fractions import Fraction
+
+import jsonschema
+import pytest
+from conftest import load_vocab
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from outlines_gguf import SchemaError
+from outlines_gguf.compiler import compile_json_schema
+from outlines_gguf.json_schema.numbers import (
+    exact_value,
+    multiple_of_dfa,
+    not_multiple_of_dfa,
+    numbers_except_dfa,
+)
+from outlines_gguf.json_schema.pushdown import PushdownGuide, SplitSchema
+from outlines_gguf.json_schema.validate import Validator, json_equal
+
+KEYS = ("a", "b", "c")
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-20, 20),
+    # exact binary fractions (floats agree with decimals), never integral: 7.0 is an integer
+    # that generation writes as 7 only
+    st.integers(-80, 80).filter(lambda n: n % 4).map(lambda n: n / 4),
+    st.text(alphabet="ab1 ", max_size=4),
+)
+
+
+def _objects(children: st.SearchStrategy) -> st.SearchStrategy:
+    """Objects with keys in the declared (sorted) order, as generation writes them."""
+    return st.dictionaries(st.sampled_from(KEYS), children, max_size=3).map(lambda d: dict(sorted(d.items())))
+
+
+VALUES = st.recursive(
+    SCALARS, lambda children: st.lists(children, max_size=3) | _objects(children), max_leaves=6
+)
+
+PROPS = {"a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "boolean"}}
+EXACT_SCHEMAS = [
+    # not of keywords
+    {"not": {"type": "string"}},
+    {"type": "string", "not": {"pattern": "^a"}},
+    {"type": "string", "not": {"pattern": "1$", "minLength": 2}},
+    {"type": "integer", "not": {"multipleOf": 3}},
+    {"type": "number", "not": {"multipleOf": 0.5}},
+    {"not": {"enum": [1, "a", None, [1, 2], {"a": 1}]}},
+    {"not": {"const": {"a": [True, 0.5]}}},
+    {"type": "object", "properties": PROPS, "not": {"required": ["a", "b"]}},
+    {"type": "object", "properties": PROPS, "not": {"properties": {"a": {"minimum": 0}}, "required": ["a"]}},
+    {"type": "array", "items": {"type": "integer"}, "not": {"anyOf": [{"minItems": 3}, {"maxItems": 0}]}},
+    {"type": ["integer", "string"], "not": {"oneOf": [{"type": "integer"}, {"minimum": 2}]}},
+    {"type": "object", "properties": PROPS, "not": {"if": {"required": ["a"]}, "then": {"required": ["b"]}}},
+    {"type": "object", "properties": PROPS, "not": {"dependentRequired": {"a": ["c"]}}},
+    {"type": "string", "not": {"$ref": "#/$defs/s"}, "$defs": {"s": {"enum": ["a", "b"]}}},
+    # oneOf whose branches overlap
+    {"type": "integer", "oneOf": [{"multipleOf": 2}, {"multipleOf": 3}]},
+    {"type": "string", "oneOf": [{"minLength": 2}, {"pattern": "^a"}]},
+    {
+        "type": "object",
+        "properties": PROPS,
+        "oneOf": [
+            {"properties": {"a": {"minimum": 0}}, "required": ["a"]},
+            {"properties": {"b": {"const": "a"}}, "required": ["b"]},
+        ],
+    },
+    {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 2}, {"type": "null"}]},
+    # contains, and the negations written with it
+    {"type": "array", "contains": {"type": "integer", "minimum": 2}},
+    {
+        "type": "array",
+        "items": {"type": "integer"},
+        "contains": {"minimum": 2},
+        "minContains": 2,
+        "maxContains": 3,
+    },
+    {"type": "array", "contains": {"const": "a"}, "maxContains": 1, "minItems": 2},
+    {"type": "array", "not": {"contains": {"type": "string"}}},
+    {"type": "array", "not": {"items": {"type": "integer"}}},
+    {"type": "array", "maxItems": 2, "not": {"contains": {"type": "integer"}, "minContains": 2}},
+    # decimal multipleOf, with bounds
+    {"type": "number", "multipleOf": 0.25, "minimum": -3, "exclusiveMaximum": 4},
+    {"type": "integer", "multipleOf": 1.5},
+    # enum (or const) beside keywords the compiler cannot otherwise combine with it
+    {"enum": [1, 2.5, "ab", [1], {"a": 1}, None], "not": {"oneOf": [{"type": "number"}, {"maxItems": 0}]}},
+    {"allOf": [{"enum": ["a", "ab", "b1", 3]}, {"not": {"pattern": "b"}}, {"oneOf": [{"minLength": 2}, {}]}]},
+    {"enum": [[1, 1], [1, 2], [1, 2.5, 1.0]], "uniqueItems": True},
+]
+"""Schemas both engines enforce exactly on the values above."""
+
+
+def _pushdown_accepts(guide: PushdownGuide, text: bytes) -> bool:
+    state = guide.advance(guide.initial_state, text)  # type: ignore[arg-type]
+    return bool(state) and guide.is_final(state)
+
+
+def _valid(schema: dict, value: object) -> bool:
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+@pytest.mark.parametrize("engine", ["dfa", "pushdown"])
+@pytest.mark.parametrize("schema", EXACT_SCHEMAS, ids=lambda s: json.dumps(s)[:60])
+def test_exact_against_jsonschema(engine: str, schema: dict) -> None:
+    dfa = compile_json_schema(schema) if engine == "dfa" else None
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(VALUES)
+    def check(value: object) -> None:
+        text = json.dumps(value).encode()
+        accepted = dfa.matches(text) if dfa is not None else _pushdown_accepts(guide, text)
+        if dfa is None or accepted:  # the DFA engine nests free-form values 2 levels at most
+            assert accepted == _valid(schema, value), (value, accepted)
+
+    check()
+    # the values each schema is about, besides the random ones
+    picked = (1, 2, 3, 6, 0.5, 2.5, "a", "ab", "b1", "", None, True, [1], [1, 1], {"a": 1})
+    for value in picked:
+        text = json.dumps(value).encode()
+        accepted = dfa.matches(text) if dfa is not None else _pushdown_accepts(guide, text)
+        assert accepted == _valid(schema, value), (value, accepted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([*EXACT_SCHEMAS, {"type": "object", "properties": PROPS, "minProperties": 2}]), VALUES)
+def test_validator_agrees_with_jsonschema(schema: dict, value: object) -> None:
+    assert Validator(schema).is_valid(schema, value) == _valid(schema, value)
+
+
+def test_json_equality() -> None:
+    assert json_equal(1, 1.0) and json_equal({"a": [1, 2.0]}, {"a": [1.0, 2]})
+    assert not json_equal(True, 1) and not json_equal([1], [1, 1]) and not json_equal({"a": 1}, {"b": 1})
+
+
+@st.composite
+def _plain_number_texts(draw: st.DrawFn) -> str:
+    sign = draw(st.sampled_from(["", "-"]))
+    whole = str(draw(st.integers(0, 10**6)))
+    if draw(st.booleans()):
+        return sign + whole
+    return sign + whole + "." + draw(st.text(alphabet="0123456789", min_size=1, max_size=5))
+
+
+NUMBER_LISTS = st.lists(st.integers(-50, 50).map(lambda n: n / 8) | st.integers(-9, 9), max_size=4)
+STEPS = [0.01, 0.5, 1.5, 5, 7, 0.0001, 2.5, 0.3, 12, 1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_plain_number_texts(), st.sampled_from(STEPS))
+def test_decimal_multiples_against_exact_arithmetic(text: str, step: float) -> None:
+    multiple = (Fraction(text) / exact_value(step)).denominator == 1
+    assert multiple_of_dfa(step).matches(text.encode()) == multiple
+    assert not_multiple_of_dfa(step).matches(text.encode()) == (not multiple)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_plain_number_texts(), NUMBER_LISTS)
+def test_numbers_except_values(text: str, values: list) -> None:
+    listed = any(Fraction(text) == exact_value(v) for v in values)
+    assert numbers_except_dfa(values).matches(text.encode()) == (not listed)
+
+
+def test_jsonschema_float_division_is_not_the_judge() -> None:
+    """0.07 is a multiple of 0.01 (7 hundredths); jsonschema divides floats and says it is not."""
+    schema = {"type": "number", "multipleOf": 0.01}
+    assert compile_json_schema(schema).matches(b"0.07")
+    assert Validator(schema).is_valid(schema, 0.07)
+    assert not compile_json_schema(schema).matches(b"0.071")
+
+
+def test_anchor_references_resolve_to_their_schema() -> None:
+    """``$ref: "#name"`` names the subschema with that anchor (or draft-4 ``id``), not the root."""
+    schema = {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "definitions": {"d": {"id": "#drive", "type": "object", "properties": {"n": {"type": "integer"}}}},
+        "type": "object",
+        "properties": {"x": {"$ref": "#drive"}},
+    }
+    dfa = compile_json_schema(schema)
+    assert dfa.matches(b'{"x": {"n": 1}}')
+    assert not dfa.matches(b'{"x": {"n": "1"}}')
+    assert not Validator(schema).is_valid(schema, {"x": {"n": 1.0}})  # draft 4: 1.0 is no integer
+
+
+@pytest.mark.parametrize(
+    ("schema", "match"),
+    [
+        ({"not": {"format": "email"}}, "keyword 'not'"),
+        ({"oneOf": [{"type": "string"}, {"format": "uuid"}]}, "oneOf branches 0 and 1"),
+        ({"not": {"items": [{"type": "string"}]}}, "keyword 'not'"),
+        ({"type": "array", "contains": {"format": "email"}}, "keyword 'contains'"),
+    ],
+)
+def test_what_cannot_be_negated_is_refused_with_the_keyword(schema: dict, match: str) -> None:
+    with pytest.raises(SchemaError, match=match):
+        compile_json_schema(schema)
+    with pytest.raises(SchemaError, match=match):
+        SplitSchema(schema)
+
+
+def test_small_objects_take_their_keys_in_any_order() -> None:
+    """Up to ANY_ORDER_MAX declared properties may come in any order (each once), with extra
+    keys anywhere between them; the pushdown engine (default) only."""
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "boolean"}},
+        "required": ["a", "c"],
+    }
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    values = {"a": 1, "b": "s", "c": True, "z": [1]}
+    for n in range(5):
+        for keys in itertools.permutations(values, n):
+            doc = {k: values[k] for k in keys}
+            assert _pushdown_accepts(guide, json.dumps(doc).encode()) == _valid(schema, doc), doc
+            wrong = {**doc, "a": "1"} if "a" in doc else {**doc, "c": 0}
+            assert not _pushdown_accepts(guide, json.dumps(wrong).encode()), wrong
+    repeated = b'{"a": 1, "c": true, "a": 2}'  # a key twice: never written
+    assert not _pushdown_accepts(guide, repeated)
+
+
+def test_lenient_keeps_oneof_exact_where_it_can() -> None:
+    """lenient=True treats a oneOf as anyOf only where exclusion cannot be written."""
+    exact = compile_json_schema({"oneOf": [{"type": "integer"}, {"minimum": 2}]}, lenient=True)
+    assert exact.matches(b"1") and exact.matches(b"2.5") and not exact.matches(b"3")
+    emails = {"oneOf": [{"type": "string", "format": "email"}, {"type": "string"}]}
+    union = compile_json_schema(emails, lenient=True)
+    assert union.matches(b'"a@b.cd"') and union.matches(b'"x"')
