@@ -65,6 +65,7 @@ from outlines_gguf.json_schema.compiler import (
     CHUNK_KEY,
     DEFAULT_MAX_DEPTH,
     EXTRA_KEY,
+    ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
     MAX_LENGTH_CAP,
     SchemaError,
@@ -89,6 +90,13 @@ MASK_CACHE_SIZE = 2048
 
 WALK_CACHE_SIZE = 4096
 """Crossing walks kept per guide (least recently used are dropped)."""
+
+STRING_SEGMENT = 64
+"""Characters per node of a counted string longer than ``MAX_LENGTH_CAP`` (see ``_string_run``)."""
+
+STRING_RUN_KEY = "x-outlines-gguf-string-run"
+"""Marks the synthetic schema of a run of a counted string's characters: ``[min, max]`` (max
+None: unbounded), the content between the quotes."""
 
 Config = tuple  # (below: Config | None, node: int, state: int)
 
@@ -260,6 +268,11 @@ class SplitSchema(_Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.builder.label = f"JSON schema at {path}"
+        counted = _counted_string(schema)
+        if counted is not None:
+            node = self._counted_node(number, path, *counted)
+            self._nodes[number] = node
+            return node
         try:
             with compile_budget(f"JSON schema at {path}"):
                 direct = _direct_leaf(compiler, schema, path)
@@ -292,6 +305,41 @@ class SplitSchema(_Locked):
             node = _make_node(number, path, table, accepting)
         self._nodes[number] = node
         return node
+
+    def _counted_node(self, number: int, path: str, low: int, high: int | None, null: bool | None) -> Node:
+        """A string of ``low``..``high`` characters longer than the caps (``null``: or null;
+        None: the content of a run, without quotes), as a chain of runs of
+        :data:`STRING_SEGMENT` characters, each calling the next: the characters read are
+        counted by the return stack, not by states, so ``maxLength: 5000`` is exact and
+        costs one small node per 64 characters that generation reaches."""
+        if null is not None:  # '"' run '"' (or null): 0 -"-> 1 =call=> 2 -"-> 3
+            table = np.full((7 if null else 4, 256), -1, dtype=np.int32)
+            table[0, ord('"')], table[2, ord('"')] = 1, 3
+            if null:
+                table[0, ord("n")], table[4, ord("u")], table[5, ord("l")], table[6, ord("l")] = 4, 5, 6, 3
+            accepting = np.zeros(table.shape[0], dtype=bool)
+            accepting[3] = True
+            run = self.register({STRING_RUN_KEY: [low, high]}, path)
+            return _node(number, path, table, accepting, {1: ((run, 2),)})
+        step = STRING_SEGMENT
+        if (high is not None and high <= step) or (high is None and low <= step):
+            body = layered_body(low, high)
+            assert body is not None  # low <= high: some string fits
+            return _node(number, path, body.transitions, body.accepting, {})
+        # up to ``step`` characters, or exactly ``step`` and then the next run
+        body = layered_body(min(low, step), step)
+        assert body is not None
+        table, accepting = body.transitions, body.accepting.copy()
+        ends = np.flatnonzero(accepting & (table < 0).all(axis=1))
+        if ends.size != 1:
+            raise AssertionError("a run of counted characters has an unexpected shape")
+        full, back = int(ends[0]), table.shape[0]
+        table = np.concatenate([table, np.full((1, 256), -1, dtype=np.int32)])
+        accepting = np.concatenate([accepting, [True]])
+        accepting[full] = False
+        rest = [max(low - step, 0), None if high is None else high - step]
+        following = self.register({STRING_RUN_KEY: rest}, path)
+        return _node(number, path, table, accepting, {full: ((following, back),)})
 
     def _settle_emptiness(self) -> None:
         """Least fixpoint: a node is productive if acceptance is reachable with calls only to
@@ -332,6 +380,10 @@ def _surely_satisfiable(schema: Any, depth: int = 0) -> bool:
         return True
     if not isinstance(schema, dict) or depth > 4:
         return False
+    if STRING_RUN_KEY in schema:  # low <= high: some string fits
+        return True
+    if ITEMS_RUN_KEY in schema:  # nothing, or items
+        return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], depth + 1)
     if EXTRA_KEY in schema:  # one extra member: its key can always be written
         return not schema.get("patternProperties") and _surely_satisfiable(
             schema.get("additionalProperties", True), depth + 1
@@ -478,12 +530,46 @@ def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray)
         calls[state] = tuple(sorted(pairs))
     walk = table.copy()
     walk[:, CALL_BYTE] = -1
+    return _node(number, path, walk, accepting, calls)
+
+
+def _node(
+    number: int,
+    path: str,
+    walk: np.ndarray,
+    accepting: np.ndarray,
+    calls: dict[int, tuple[tuple[int, int], ...]],
+) -> Node:
+    """A node from its text table (no call column) and its calls."""
     boundary = accepting.copy()
     for state in calls:
         boundary[state] = True
     node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, _plain_safe(walk, boundary))
     node.free_accept = _reaches_accept(node, None)
     return node
+
+
+def _counted_string(schema: Any) -> tuple[int, int | None, bool | None] | None:
+    """(minLength, maxLength, null allowed) of a string leaf whose count exceeds the caps (a
+    plain string: no pattern, format or other keyword), (min, max, None) for a run of one
+    (``STRING_RUN_KEY``); None for anything else."""
+    if not isinstance(schema, dict):
+        return None
+    run = schema.get(STRING_RUN_KEY)
+    if run is not None:
+        return run[0], run[1], None
+    declared = schema.get("type")
+    kinds = set(declared) if isinstance(declared, list) else {declared}
+    if kinds not in ({"string"}, {"string", "null"}):
+        return None
+    if (set(schema) & _KNOWN_KEYWORDS) - {"type", "minLength", "maxLength"}:
+        return None
+    low, high = schema.get("minLength", 0), schema.get("maxLength")
+    if not _is_int(low) or low < 0 or (high is not None and (not _is_int(high) or high < low)):
+        return None  # malformed or empty: the compiler says so
+    if low <= MAX_LENGTH_CAP and (high is None or high <= MAX_LENGTH_CAP):
+        return None
+    return int(low), None if high is None else int(high), "null" in kinds
 
 
 _NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
@@ -846,7 +932,7 @@ def _walk(
 
 
 _NARROW = 64
-_NARROW_NODES = 4096
+_NARROW_NODES = 1024
 
 
 def _walk_narrow(
