@@ -127,7 +127,11 @@ ITEM_COUNTS = sorted({0, 1, 2, 15, 16, 17, 33, 64, 65, 66, 67, 80, 81, 99, 100, 
     "schema",
     [
         {"type": "array", "items": {"type": "integer"}, "minItems": 66, "maxItems": 100},
-        {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "boolean"}}}, "maxItems": 80},
+        {
+            "type": "array",
+            "items": {"type": "object", "properties": {"a": {"type": "boolean"}}},
+            "maxItems": 80,
+        },
         {"type": "array", "items": {"enum": [1, "x"]}, "minItems": 81},
         {"type": "array", "prefixItems": [{"type": "string"}], "items": {"type": "null"}, "maxItems": 67},
     ],

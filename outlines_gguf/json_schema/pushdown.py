@@ -252,7 +252,7 @@ class SplitSchema(_Locked):
             for callee, _ in pairs:
                 if callee in self._nodes or callee in visiting:
                     continue
-                if _surely_satisfiable(self._schemas[callee][0]):
+                if _surely_satisfiable(self._schemas[callee][0], root=self.root):
                     continue  # compiled when generation gets there
                 self._compile(callee)
                 if not self._nodes[callee].free_accept:
@@ -373,20 +373,24 @@ _NESTING_KEYS = (
     "propertyNames", "dependentSchemas", "dependencies", CHUNK_KEY,
 )
 
-def _surely_satisfiable(schema: Any, depth: int = 0) -> bool:
+def _surely_satisfiable(schema: Any, depth: int = 0, root: Any = None) -> bool:
     """Some JSON value certainly satisfies ``schema``, by its keywords alone (a cheap, partial
-    check: False means "compile it to know")."""
+    check: False means "compile it to know"). With ``root``, a lone ``$ref`` is followed (a few
+    levels), so that definitions used by reference compile when generation reaches them."""
     if schema is True or schema == {}:
         return True
     if not isinstance(schema, dict) or depth > 4:
         return False
+    ref = schema.get("$ref")
+    if root is not None and isinstance(ref, str) and not set(schema) & _KNOWN_KEYWORDS - {"$ref"}:
+        return _surely_satisfiable(_pointer_target(root, ref), depth + 1, root)
     if STRING_RUN_KEY in schema:  # low <= high: some string fits
         return True
     if ITEMS_RUN_KEY in schema:  # nothing, or items
-        return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], depth + 1)
+        return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], depth + 1, root)
     if EXTRA_KEY in schema:  # one extra member: its key can always be written
         return not schema.get("patternProperties") and _surely_satisfiable(
-            schema.get("additionalProperties", True), depth + 1
+            schema.get("additionalProperties", True), depth + 1, root
         )
     known = set(schema) & _KNOWN_KEYWORDS
     declared = schema.get("type")
@@ -394,23 +398,61 @@ def _surely_satisfiable(schema: Any, depth: int = 0) -> bool:
     if "enum" in known:
         values = schema["enum"]
         return known <= {"enum", "type"} and isinstance(values, list) and bool(of_types(values, declared))
+    if "const" in known:
+        return known <= {"const", "type"} and bool(of_types([schema["const"]], declared))
+    if known & _BOUNDS:
+        if not _bounds_leave_room(schema):
+            return False
+        known = known - _BOUNDS
     if known - _SIMPLE_KEYS:
         return False
     if any(k in ("null", "boolean", "number", "integer", "array") for k in kinds):
         return True
     if "string" in kinds:
-        lo, hi = schema.get("minLength", 0), schema.get("maxLength", MAX_LENGTH_CAP)
-        return _is_int(lo) and _is_int(hi) and 0 <= lo <= min(hi, MAX_LENGTH_CAP)
+        lo = schema.get("minLength", 0)
+        hi = schema.get("maxLength", lo)
+        if "format" in schema:  # a format's values have lengths of their own
+            return "minLength" not in schema and "maxLength" not in schema
+        return _is_int(lo) and _is_int(hi) and 0 <= lo <= hi
     if kinds != ["object"] and declared is not None:
         return False
     props = schema.get("properties", {})
     required = schema.get("required", [])
     if not isinstance(props, dict) or not isinstance(required, list):
         return False
-    if not all(name in props and _surely_satisfiable(props[name], depth + 1) for name in required):
+    if not all(name in props and _surely_satisfiable(props[name], depth + 1, root) for name in required):
         return False
     # a run of members (chunked_object) writes at least one
-    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, depth + 1) for v in props.values())
+    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, depth + 1, root) for v in props.values())
+
+
+_BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+
+
+def _bounds_leave_room(schema: dict) -> bool:
+    """Numeric bounds (draft 6+ numbers) that leave at least one integer, hence a number."""
+    values = [schema.get(k) for k in _BOUNDS if k in schema]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return False
+    lows = [schema[k] for k in ("minimum", "exclusiveMinimum") if k in schema]
+    highs = [schema[k] for k in ("maximum", "exclusiveMaximum") if k in schema]
+    return not lows or not highs or max(lows) + 2 <= min(highs)
+
+
+def _pointer_target(root: Any, ref: str) -> Any:
+    """The subschema a local ``$ref`` points to, or None (the compiler reports bad ones)."""
+    if not ref.startswith("#"):
+        return None
+    node = root
+    for raw in ref[1:].split("/")[1:] if ref != "#" else []:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
 _SIMPLE_KEYS = frozenset(
