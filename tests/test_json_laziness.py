@@ -55,7 +55,7 @@ def test_an_empty_reference_is_never_started(target: dict) -> None:
         },
         "additionalProperties": False,
     }
-    assert not _surely_satisfiable(schema["properties"]["p"], root=schema)
+    assert not _surely_satisfiable(schema["properties"]["p"], schema)
     vocab = load_vocab("spm32k")
     guide = PushdownGuide(SplitSchema(schema), vocab)
     assert guide.is_final(guide.advance(guide.initial_state, b"{}"))

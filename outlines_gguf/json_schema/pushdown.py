@@ -252,7 +252,7 @@ class SplitSchema(_Locked):
             for callee, _ in pairs:
                 if callee in self._nodes or callee in visiting:
                     continue
-                if _surely_satisfiable(self._schemas[callee][0], root=self.root):
+                if _surely_satisfiable(self._schemas[callee][0], self.root):
                     continue  # compiled when generation gets there
                 self._compile(callee)
                 if not self._nodes[callee].free_accept:
@@ -373,24 +373,35 @@ _NESTING_KEYS = (
     "propertyNames", "dependentSchemas", "dependencies", CHUNK_KEY,
 )
 
-def _surely_satisfiable(schema: Any, depth: int = 0, root: Any = None) -> bool:
+def _surely_satisfiable(schema: Any, root: Any = None, memo: dict[int, bool] | None = None) -> bool:
     """Some JSON value certainly satisfies ``schema``, by its keywords alone (a cheap, partial
-    check: False means "compile it to know"). With ``root``, a lone ``$ref`` is followed (a few
-    levels), so that definitions used by reference compile when generation reaches them."""
+    check: False means "compile it to know"). With ``root``, a lone ``$ref`` is followed, so that
+    definitions used by reference compile when generation reaches them. Linear in the schema:
+    each subschema is judged once (``memo``; one met again inside itself is not proof)."""
     if schema is True or schema == {}:
         return True
-    if not isinstance(schema, dict) or depth > 4:
+    if not isinstance(schema, dict):
         return False
+    memo = {} if memo is None else memo
+    found = memo.get(id(schema))
+    if found is None:
+        memo[id(schema)] = False  # in progress
+        found = memo[id(schema)] = _satisfiable_by_keywords(schema, root, memo)
+    return found
+
+
+def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> bool:
+    """``_surely_satisfiable`` of one dict schema."""
     ref = schema.get("$ref")
     if root is not None and isinstance(ref, str) and not set(schema) & _KNOWN_KEYWORDS - {"$ref"}:
-        return _surely_satisfiable(_pointer_target(root, ref), depth + 1, root)
+        return _surely_satisfiable(_pointer_target(root, ref), root, memo)
     if STRING_RUN_KEY in schema:  # low <= high: some string fits
         return True
     if ITEMS_RUN_KEY in schema:  # nothing, or items
-        return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], depth + 1, root)
-    if EXTRA_KEY in schema:  # one extra member: its key can always be written
+        return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], root, memo)
+    if EXTRA_KEY in schema and CHUNK_KEY not in schema:  # one extra member: its key can always be written
         return not schema.get("patternProperties") and _surely_satisfiable(
-            schema.get("additionalProperties", True), depth + 1, root
+            schema.get("additionalProperties", True), root, memo
         )
     known = set(schema) & _KNOWN_KEYWORDS
     declared = schema.get("type")
@@ -404,7 +415,7 @@ def _surely_satisfiable(schema: Any, depth: int = 0, root: Any = None) -> bool:
         if not _bounds_leave_room(schema):
             return False
         known = known - _BOUNDS
-    if known - _SIMPLE_KEYS:
+    if known - _SIMPLE_KEYS - {CHUNK_KEY, EXTRA_KEY}:  # (a run of members, its link to extra ones)
         return False
     if any(k in ("null", "boolean", "number", "integer", "array") for k in kinds):
         return True
@@ -420,10 +431,10 @@ def _surely_satisfiable(schema: Any, depth: int = 0, root: Any = None) -> bool:
     required = schema.get("required", [])
     if not isinstance(props, dict) or not isinstance(required, list):
         return False
-    if not all(name in props and _surely_satisfiable(props[name], depth + 1, root) for name in required):
+    if not all(name in props and _surely_satisfiable(props[name], root, memo) for name in required):
         return False
     # a run of members (chunked_object) writes at least one
-    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, depth + 1, root) for v in props.values())
+    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, root, memo) for v in props.values())
 
 
 _BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
