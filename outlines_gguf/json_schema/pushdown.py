@@ -914,9 +914,17 @@ class PushdownGuide(_Locked):
     ) -> None:
         """Go on below trie ``nodes`` (reached in ``states`` of node ``number``) through every
         call or return the stack allows there; append the tokens found to ``out``."""
-        distinct = states.tolist() if states.size == 1 else sorted(set(states.tolist()))
-        for s in distinct:
-            sel = nodes[states == s] if len(distinct) > 1 else nodes
+        if states.size == 1 or (states == states[0]).all():
+            groups = [(int(states[0]), nodes)]
+        else:  # the trie nodes of each state, in their order (one sort, not a pass per state)
+            order = np.argsort(states, kind="stable")
+            ordered = states[order]
+            cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+            groups = [
+                (int(ordered[a]), nodes[order[a:b]])
+                for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), states.size], strict=True)
+            ]
+        for s, sel in groups:
             here = (below, number, s)
             for config in self.closure([here]):
                 if config == here:
