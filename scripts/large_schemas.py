@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package
+
 LEAVES: list[dict[str, Any]] = [
     {"type": "string"},
     {"type": "string", "maxLength": 40},

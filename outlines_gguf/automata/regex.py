@@ -29,6 +29,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 
+from outlines_gguf import fast_unique
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
 
 if sys.version_info >= (3, 11):
@@ -862,7 +863,7 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
     n = table.shape[0]
     src, byte = np.nonzero(table >= 0)
     dst = table[src, byte]
-    pairs = np.unique(dst.astype(np.int64) * n + src)
+    pairs = fast_unique.unique(dst.astype(np.int64) * n + src)
     rev_src = (pairs % n).tolist()
     starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
     live = accepting.tolist()
@@ -898,7 +899,7 @@ def group_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(over="ignore"):
             h1 = _COLUMN_WEIGHTS[0, :k] @ (matrix + 1)
             h2 = _COLUMN_WEIGHTS[1, :k] @ (matrix + 1)
-        _, first, inverse = np.unique(h1 ^ (h2 >> 1), return_index=True, return_inverse=True)
+        _, first, inverse = fast_unique.unique_first_inverse(h1 ^ (h2 >> 1))
         inverse = inverse.reshape(-1)
         if (matrix[:, first[inverse]] == matrix).all():
             return first, inverse
@@ -941,11 +942,11 @@ def _merge_equivalent(
         width = keyed.shape[1]
         with np.errstate(over="ignore"):
             h = (keyed @ _ROW_WEIGHTS[0, :width]) ^ ((keyed @ _ROW_WEIGHTS[1, :width]) >> 1)
-        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        _, first, inverse = fast_unique.unique_first_inverse(h)
         rep = first[inverse.reshape(-1)]
         collided = ~(keyed == keyed[rep]).all(axis=1)
         rep[collided] = np.flatnonzero(collided)  # a hash collision keeps its own class
-        representatives = np.unique(rep)
+        representatives = fast_unique.unique(rep)
         if representatives.size == n:
             break
         new_id = np.searchsorted(representatives, rep)

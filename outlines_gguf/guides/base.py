@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from outlines_gguf import fast_unique
 from outlines_gguf.automata.regex import ByteDFA, group_columns, utf8_sequences
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.tokens.text import PLAIN_RANGES
@@ -71,7 +72,7 @@ class TokenMask:
             allowed = np.zeros(n_vocab, dtype=bool)
             allowed[ids] = True
             return cls(allowed, eog_allowed)
-        unique = np.unique(ids).astype(np.intp)
+        unique = fast_unique.unique(ids).astype(np.intp)
         if unique.size * 2 > n_vocab:  # a tiny vocabulary: hold the forbidden side
             allowed = np.zeros(n_vocab, dtype=bool)
             allowed[unique] = True
@@ -108,9 +109,10 @@ class TokenMask:
                 ids = ids[~np.isin(ids, eog)]
             return TokenMask.allowing(ids, n_vocab, eog_allowed)
         assert self._forbid is not None
-        forbid = np.setdiff1d(self._forbid, extra if not eog_allowed else np.concatenate([extra, eog]))
+        forbid = self._forbid  # sorted, distinct
+        forbid = forbid[~np.isin(forbid, extra if not eog_allowed else np.concatenate([extra, eog]))]
         if not eog_allowed and self.eog_allowed:
-            forbid = np.union1d(forbid, eog)
+            forbid = fast_unique.unique(np.concatenate([forbid, eog]))
         if forbid.size * 2 > n_vocab:
             allowed = np.ones(n_vocab, dtype=bool)
             allowed[forbid] = False
@@ -474,7 +476,7 @@ def _plain_step(table: np.ndarray, state: int) -> tuple[int, np.ndarray] | None:
                 break
             first = nxt.flat[0]
             # usually every byte of the range goes to one state: skip the sort
-            current = np.array([first]) if (nxt == first).all() else np.unique(nxt)
+            current = np.array([first]) if (nxt == first).all() else fast_unique.unique(nxt.reshape(-1))
         ends.update(current.tolist() if current.size else [-1])
         if len(ends) > 1:
             return None

@@ -242,6 +242,11 @@ _NEGATION_MARKERS = (NOT_STRINGS_KEY, NOT_PATTERN_KEY, NOT_NUMBERS_KEY, NOT_MULT
 """The compiler's own keywords for negations: each a list; allOf parts merge by joining them."""
 CHUNK_KEY = "x-outlines-gguf-run"
 """Marks the synthetic schema of such a run (its value: "first" or "after")."""
+ITEMS_RUN_KEY = "x-outlines-gguf-items-run"
+"""Marks the synthetic schema of a run of array items in split mode: ``[min, max]`` more items
+(max None: any number) of ``items``, each after a comma (see ``_Compiler.items_run``)."""
+ITEMS_RUN = 16
+"""Items per node of such a run: a count above ``MAX_ITEMS_CAP`` is a chain of these."""
 
 HEAVY_LEAF_LENGTH = 16
 """In split mode, a string value with a larger ``maxLength`` (or with a pattern or a format) is a
@@ -330,6 +335,8 @@ class _Compiler:
     # -- values ---------------------------------------------------------------------------------
 
     def value(self, schema: Any, path: str, depth: int) -> Fragment | None:
+        if isinstance(schema, dict) and ITEMS_RUN_KEY in schema:
+            return self.items_run(schema, path, depth)
         if self.calls is not None:
             if self._nest > 0 and (self._leaves_called or self.may_nest(schema, path)):
                 return self.b.literal(call_marker(self.calls(schema, path)))
@@ -436,9 +443,11 @@ class _Compiler:
             return True
         # a string leaf whose automaton is big (counted characters, a pattern, a format): its
         # own node, compiled once however many properties share it
-        max_len = schema.get("maxLength")
+        max_len, min_len = schema.get("maxLength"), schema.get("minLength")
         return "string" in types and (
-            "pattern" in schema or "format" in schema or (_is_int(max_len) and max_len > HEAVY_LEAF_LENGTH)
+            "pattern" in schema
+            or "format" in schema
+            or any(_is_int(n) and n > HEAVY_LEAF_LENGTH for n in (max_len, min_len))
         )
 
     def check_keywords(self, schema: dict, path: str) -> None:
@@ -1150,7 +1159,8 @@ class _Compiler:
         # prefix positions one by one, then the repeated items
         n_prefix = len(prefix)
         top = None if max_items is None else int(max_items)
-        if top is not None and top > MAX_ITEMS_CAP:
+        runs = self.calls is not None  # split mode: long counts are chains of runs, not states
+        if top is not None and top > MAX_ITEMS_CAP and not runs:
             top = max(MAX_ITEMS_CAP, min_items)
         if top is not None and top < min_items:
             return None
@@ -1185,6 +1195,9 @@ class _Compiler:
                 if extra_min:
                     return None
                 return self.b.seq(parts) if parts else self.b.empty()
+            if runs and max(extra_min, extra_max or 0) > MAX_ITEMS_CAP:
+                run = {ITEMS_RUN_KEY: [extra_min, extra_max], "items": items}
+                return self.b.seq([*parts, self.call_maker(run, f"{path}/items")()])
             repeated = self.b.repeat(lambda: self.b.seq([self.comma(), item(done)]), extra_min, extra_max)
             return self.b.seq([*parts, repeated])
 
@@ -1256,6 +1269,27 @@ class _Compiler:
                     b.nfa.eps[source].append(piece[0])  # type: ignore[index]
                     b.nfa.eps[piece[1]].append(state[(nk, nc)])  # type: ignore[index]
         return entry[0], end
+
+    def items_run(self, schema: dict, path: str, depth: int) -> Fragment | None:
+        """``, item`` min..max times (split mode): up to ``ITEMS_RUN`` of them, or exactly that
+        many and then a call to the run of the rest, so that ``maxItems: 1000`` is a chain of
+        small nodes, compiled as generation reaches them, the count kept by the return stack."""
+        low, high = schema[ITEMS_RUN_KEY]
+        items = schema["items"]
+        self._nest += 1  # the items are nested values
+        try:
+
+            def piece() -> Fragment | None:
+                return self.b.seq([self.comma(), self.value(items, path, depth)])
+
+            if (high is not None and high <= ITEMS_RUN) or (high is None and low <= ITEMS_RUN):
+                return self.b.repeat(piece, low, high)
+            rest = [max(low - ITEMS_RUN, 0), None if high is None else high - ITEMS_RUN]
+            following = self.call_maker({**schema, ITEMS_RUN_KEY: rest}, path)
+            full = self.b.seq([self.b.repeat(piece, ITEMS_RUN, ITEMS_RUN), following()])
+            return self.b.alt([self.b.repeat(piece, low, ITEMS_RUN - 1) if low < ITEMS_RUN else None, full])
+        finally:
+            self._nest -= 1
 
     def object(self, schema: dict, path: str, depth: int) -> Fragment | None:
         self._nest += 1
@@ -2259,7 +2293,7 @@ def _disjoint(a: Any, b: Any) -> bool:
 KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
-    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY}  # the compiler's own, never dropped
+    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY}  # the compiler's own, never dropped
     | _OBJECT_KEYS | _ARRAY_KEYS | _CONTAINS_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""

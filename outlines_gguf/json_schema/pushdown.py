@@ -74,6 +74,7 @@ from outlines_gguf.json_schema.compiler import (
     CHUNK_KEY,
     DEFAULT_MAX_DEPTH,
     EXTRA_KEY,
+    ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
     MAX_LENGTH_CAP,
     SchemaError,
@@ -97,6 +98,13 @@ MASK_CACHE_SIZE = 2048
 
 WALK_CACHE_SIZE = 4096
 """Crossing walks kept per guide (least recently used are dropped)."""
+
+STRING_SEGMENT = 64
+"""Characters per node of a counted string longer than ``MAX_LENGTH_CAP`` (see ``_string_run``)."""
+
+STRING_RUN_KEY = "x-outlines-gguf-string-run"
+"""Marks the synthetic schema of a run of a counted string's characters: ``[min, max]`` (max
+None: unbounded), the content between the quotes."""
 
 Config = tuple  # (below: Config | None, node: int, state: int)
 
@@ -252,7 +260,7 @@ class SplitSchema(_Locked):
             for callee, _ in pairs:
                 if callee in self._nodes or callee in visiting:
                     continue
-                if _surely_satisfiable(self._schemas[callee][0]):
+                if _surely_satisfiable(self._schemas[callee][0], self.root):
                     continue  # compiled when generation gets there
                 self._compile(callee)
                 if not self._nodes[callee].free_accept:
@@ -268,6 +276,11 @@ class SplitSchema(_Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.builder.label = f"JSON schema at {path}"
+        counted = _counted_string(schema)
+        if counted is not None:
+            node = self._counted_node(number, path, *counted)
+            self._nodes[number] = node
+            return node
         try:
             with compile_budget(f"JSON schema at {path}"):
                 direct = _direct_leaf(compiler, schema, path)
@@ -301,6 +314,41 @@ class SplitSchema(_Locked):
         self._nodes[number] = node
         return node
 
+    def _counted_node(self, number: int, path: str, low: int, high: int | None, null: bool | None) -> Node:
+        """A string of ``low``..``high`` characters longer than the caps (``null``: or null;
+        None: the content of a run, without quotes), as a chain of runs of
+        :data:`STRING_SEGMENT` characters, each calling the next: the characters read are
+        counted by the return stack, not by states, so ``maxLength: 5000`` is exact and
+        costs one small node per 64 characters that generation reaches."""
+        if null is not None:  # '"' run '"' (or null): 0 -"-> 1 =call=> 2 -"-> 3
+            table = np.full((7 if null else 4, 256), -1, dtype=np.int32)
+            table[0, ord('"')], table[2, ord('"')] = 1, 3
+            if null:
+                table[0, ord("n")], table[4, ord("u")], table[5, ord("l")], table[6, ord("l")] = 4, 5, 6, 3
+            accepting = np.zeros(table.shape[0], dtype=bool)
+            accepting[3] = True
+            run = self.register({STRING_RUN_KEY: [low, high]}, path)
+            return _node(number, path, table, accepting, {1: ((run, 2),)})
+        step = STRING_SEGMENT
+        if (high is not None and high <= step) or (high is None and low <= step):
+            body = layered_body(low, high)
+            assert body is not None  # low <= high: some string fits
+            return _node(number, path, body.transitions, body.accepting, {})
+        # up to ``step`` characters, or exactly ``step`` and then the next run
+        body = layered_body(min(low, step), step)
+        assert body is not None
+        table, accepting = body.transitions, body.accepting.copy()
+        ends = np.flatnonzero(accepting & (table < 0).all(axis=1))
+        if ends.size != 1:
+            raise AssertionError("a run of counted characters has an unexpected shape")
+        full, back = int(ends[0]), table.shape[0]
+        table = np.concatenate([table, np.full((1, 256), -1, dtype=np.int32)])
+        accepting = np.concatenate([accepting, [True]])
+        accepting[full] = False
+        rest = [max(low - step, 0), None if high is None else high - step]
+        following = self.register({STRING_RUN_KEY: rest}, path)
+        return _node(number, path, table, accepting, {full: ((following, back),)})
+
     def _settle_emptiness(self) -> None:
         """Least fixpoint: a node is productive if acceptance is reachable with calls only to
         productive nodes (nodes not compiled yet count as productive: they are compiled, and
@@ -333,16 +381,35 @@ _NESTING_KEYS = (
     "propertyNames", "dependentSchemas", "dependencies", CHUNK_KEY,
 )
 
-def _surely_satisfiable(schema: Any, depth: int = 0) -> bool:
+def _surely_satisfiable(schema: Any, root: Any = None, memo: dict[int, bool] | None = None) -> bool:
     """Some JSON value certainly satisfies ``schema``, by its keywords alone (a cheap, partial
-    check: False means "compile it to know")."""
+    check: False means "compile it to know"). With ``root``, a lone ``$ref`` is followed, so that
+    definitions used by reference compile when generation reaches them. Linear in the schema:
+    each subschema is judged once (``memo``; one met again inside itself is not proof)."""
     if schema is True or schema == {}:
         return True
-    if not isinstance(schema, dict) or depth > 4:
+    if not isinstance(schema, dict):
         return False
-    if EXTRA_KEY in schema:  # one extra member: its key can always be written
+    memo = {} if memo is None else memo
+    found = memo.get(id(schema))
+    if found is None:
+        memo[id(schema)] = False  # in progress
+        found = memo[id(schema)] = _satisfiable_by_keywords(schema, root, memo)
+    return found
+
+
+def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> bool:
+    """``_surely_satisfiable`` of one dict schema."""
+    ref = schema.get("$ref")
+    if root is not None and isinstance(ref, str) and not set(schema) & _KNOWN_KEYWORDS - {"$ref"}:
+        return _surely_satisfiable(_pointer_target(root, ref), root, memo)
+    if STRING_RUN_KEY in schema:  # low <= high: some string fits
+        return True
+    if ITEMS_RUN_KEY in schema:  # nothing, or items
+        return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], root, memo)
+    if EXTRA_KEY in schema and CHUNK_KEY not in schema:  # one extra member: its key can always be written
         return not schema.get("patternProperties") and _surely_satisfiable(
-            schema.get("additionalProperties", True), depth + 1
+            schema.get("additionalProperties", True), root, memo
         )
     known = set(schema) & _KNOWN_KEYWORDS
     declared = schema.get("type")
@@ -350,23 +417,61 @@ def _surely_satisfiable(schema: Any, depth: int = 0) -> bool:
     if "enum" in known:
         values = schema["enum"]
         return known <= {"enum", "type"} and isinstance(values, list) and bool(of_types(values, declared))
-    if known - _SIMPLE_KEYS:
+    if "const" in known:
+        return known <= {"const", "type"} and bool(of_types([schema["const"]], declared))
+    if known & _BOUNDS:
+        if not _bounds_leave_room(schema):
+            return False
+        known = known - _BOUNDS
+    if known - _SIMPLE_KEYS - {CHUNK_KEY, EXTRA_KEY}:  # (a run of members, its link to extra ones)
         return False
     if any(k in ("null", "boolean", "number", "integer", "array") for k in kinds):
         return True
     if "string" in kinds:
-        lo, hi = schema.get("minLength", 0), schema.get("maxLength", MAX_LENGTH_CAP)
-        return _is_int(lo) and _is_int(hi) and 0 <= lo <= min(hi, MAX_LENGTH_CAP)
+        lo = schema.get("minLength", 0)
+        hi = schema.get("maxLength", lo)
+        if "format" in schema:  # a format's values have lengths of their own
+            return "minLength" not in schema and "maxLength" not in schema
+        return _is_int(lo) and _is_int(hi) and 0 <= lo <= hi
     if kinds != ["object"] and declared is not None:
         return False
     props = schema.get("properties", {})
     required = schema.get("required", [])
     if not isinstance(props, dict) or not isinstance(required, list):
         return False
-    if not all(name in props and _surely_satisfiable(props[name], depth + 1) for name in required):
+    if not all(name in props and _surely_satisfiable(props[name], root, memo) for name in required):
         return False
     # a run of members (chunked_object) writes at least one
-    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, depth + 1) for v in props.values())
+    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, root, memo) for v in props.values())
+
+
+_BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+
+
+def _bounds_leave_room(schema: dict) -> bool:
+    """Numeric bounds (draft 6+ numbers) that leave at least one integer, hence a number."""
+    values = [schema.get(k) for k in _BOUNDS if k in schema]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return False
+    lows = [schema[k] for k in ("minimum", "exclusiveMinimum") if k in schema]
+    highs = [schema[k] for k in ("maximum", "exclusiveMaximum") if k in schema]
+    return not lows or not highs or max(lows) + 2 <= min(highs)
+
+
+def _pointer_target(root: Any, ref: str) -> Any:
+    """The subschema a local ``$ref`` points to, or None (the compiler reports bad ones)."""
+    if not ref.startswith("#"):
+        return None
+    node = root
+    for raw in ref[1:].split("/")[1:] if ref != "#" else []:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
 _SIMPLE_KEYS = frozenset(
@@ -486,12 +591,46 @@ def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray)
         calls[state] = tuple(sorted(pairs))
     walk = table.copy()
     walk[:, CALL_BYTE] = -1
+    return _node(number, path, walk, accepting, calls)
+
+
+def _node(
+    number: int,
+    path: str,
+    walk: np.ndarray,
+    accepting: np.ndarray,
+    calls: dict[int, tuple[tuple[int, int], ...]],
+) -> Node:
+    """A node from its text table (no call column) and its calls."""
     boundary = accepting.copy()
     for state in calls:
         boundary[state] = True
     node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, _plain_safe(walk, boundary))
     node.free_accept = _reaches_accept(node, None)
     return node
+
+
+def _counted_string(schema: Any) -> tuple[int, int | None, bool | None] | None:
+    """(minLength, maxLength, null allowed) of a string leaf whose count exceeds the caps (a
+    plain string: no pattern, format or other keyword), (min, max, None) for a run of one
+    (``STRING_RUN_KEY``); None for anything else."""
+    if not isinstance(schema, dict):
+        return None
+    run = schema.get(STRING_RUN_KEY)
+    if run is not None:
+        return run[0], run[1], None
+    declared = schema.get("type")
+    kinds = set(declared) if isinstance(declared, list) else {declared}
+    if kinds not in ({"string"}, {"string", "null"}):
+        return None
+    if (set(schema) & _KNOWN_KEYWORDS) - {"type", "minLength", "maxLength"}:
+        return None
+    low, high = schema.get("minLength", 0), schema.get("maxLength")
+    if not _is_int(low) or low < 0 or (high is not None and (not _is_int(high) or high < low)):
+        return None  # malformed or empty: the compiler says so
+    if low <= MAX_LENGTH_CAP and (high is None or high <= MAX_LENGTH_CAP):
+        return None
+    return int(low), None if high is None else int(high), "null" in kinds
 
 
 _NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
@@ -807,9 +946,17 @@ class PushdownGuide(_Locked):
     ) -> None:
         """Go on below trie ``nodes`` (reached in ``states`` of node ``number``) through every
         call or return the stack allows there; append the tokens found to ``out``."""
-        distinct = states.tolist() if states.size == 1 else sorted(set(states.tolist()))
-        for s in distinct:
-            sel = nodes[states == s] if len(distinct) > 1 else nodes
+        if states.size == 1 or (states == states[0]).all():
+            groups = [(int(states[0]), nodes)]
+        else:  # the trie nodes of each state, in their order (one sort, not a pass per state)
+            order = np.argsort(states, kind="stable")
+            ordered = states[order]
+            cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+            groups = [
+                (int(ordered[a]), nodes[order[a:b]])
+                for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), states.size], strict=True)
+            ]
+        for s, sel in groups:
             here = (below, number, s)
             for config in self.closure([here]):
                 if config == here:
@@ -878,7 +1025,7 @@ def _walk(
 
 
 _NARROW = 64
-_NARROW_NODES = 4096
+_NARROW_NODES = 1024
 
 
 def _walk_narrow(

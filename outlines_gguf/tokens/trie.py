@@ -16,8 +16,10 @@ from functools import cached_property
 
 import numpy as np
 
+from outlines_gguf import fast_unique
+
 _NARROW = 64  # a frontier this small, with at most _NARROW_NODES below it,
-_NARROW_NODES = 4096  # is finished node by node in Python instead of level by level
+_NARROW_NODES = 1024  # is finished node by node in Python instead of level by level
 
 
 def concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -203,7 +205,7 @@ class TokenTrie:
             parents = self.parent[lo:hi]
             parent_new = np.where(parents >= 0, new_of[np.maximum(parents, 0)], -1)
             keys = (parent_new + 1) * n_classes + node_class[lo:hi]
-            uniq, inverse = np.unique(keys, return_inverse=True)
+            uniq, _, inverse = fast_unique.unique_first_inverse(keys)
             new_of[lo:hi] = offset + inverse.reshape(-1)
             new_level_start.append(offset)
             new_parent.append(uniq // n_classes - 1)

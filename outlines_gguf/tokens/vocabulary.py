@@ -260,6 +260,7 @@ class Vocabulary:
         Optional: everything is built lazily on first use. Call it at start-up
         (a server, a benchmark) so the first generation does not pay for it.
         """
+        self.hash  # noqa: B018 (the key of every guide built for it)
         text = self.text_tokens
         tries = [self.trie, text.rest, text.rest_bare, text.rest_tails]
         for trie in tries:

@@ -1,0 +1,39 @@
+"""``np.unique`` of 1-D integer arrays by sorting.
+
+numpy 2.3+ finds the distinct values of a plain ``np.unique(a)`` (and of
+``return_index=True``) with a hash table that is 50 to 500 times slower than
+a sort on the id arrays this package handles (1.6 ms for 5,000 token ids,
+0.5 s for 200,000 transitions), which made it the largest single cost of a
+cold JSON mask. These return what ``np.unique`` returns, sorted, from one
+(stable) sort.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values of a 1-D array, sorted (``np.unique(values)``)."""
+    ordered = np.sort(values)
+    if ordered.size < 2:
+        return ordered
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def unique_first_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(values, return_index=True, return_inverse=True)`` for a 1-D array: the
+    distinct values (sorted), the index of each one's first occurrence, and for every
+    element the index of its value among the distinct ones."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.empty(ordered.size, dtype=bool)
+    if ordered.size:
+        starts[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    inverse = np.empty(ordered.size, dtype=np.intp)
+    inverse[order] = np.cumsum(starts) - 1
+    return ordered[starts], order[starts], inverse

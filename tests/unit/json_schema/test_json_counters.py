@@ -1,0 +1,177 @@
+"""Counted strings and arrays beyond the caps: exact, and counted by the return stack.
+
+``maxLength: 5000`` or ``maxItems: 1000`` written as states would be thousands of copies of a
+character's or an item's automaton; the pushdown chains small runs instead, each calling the
+next, and compiles a run only when generation reaches it. Judged by ``jsonschema`` on texts
+around every run boundary, and masks against a brute force over the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+from conftest import load_vocab
+
+from outlines_gguf.json_schema.pushdown import STRING_SEGMENT, PushdownGuide, SplitSchema
+
+LENGTHS = sorted({0, 1, 2, 63, 64, 65, 69, 70, 71, 127, 128, 129, 255, 256, 257, 299, 300, 301, 340})
+ALPHABET = ["a", "b", "é", "日", "😀", '"', "\\", "\n", " ", "-"]
+
+
+def _accepts(guide: PushdownGuide, data: bytes) -> bool:
+    state = guide.advance(guide.initial_state, data)
+    return bool(state) and guide.is_final(state)
+
+
+def _valid(doc: object, schema: dict) -> bool:
+    try:
+        jsonschema.validate(doc, schema)
+        return True
+    except jsonschema.ValidationError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "minLength": 70, "maxLength": 300},
+        {"type": ["string", "null"], "maxLength": 5000},
+        {"type": "string", "minLength": 257},
+        {"type": "string", "minLength": 129, "maxLength": 257},
+        {
+            "type": "object",
+            "properties": {"s": {"type": "string", "maxLength": 299}, "n": {"type": "integer"}},
+            "required": ["s"],
+        },
+    ],
+)
+def test_long_strings_count_characters_exactly(schema: dict) -> None:
+    vocab = load_vocab("spm32k")
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    rng = np.random.default_rng(3)
+    wrap = (lambda text: {"s": text, "n": 1}) if schema.get("type") == "object" else (lambda text: text)
+    for length in LENGTHS:
+        for _ in range(2):
+            text = "".join(rng.choice(ALPHABET) for _ in range(length))
+            for ascii_only in (True, False):
+                doc = wrap(text)
+                data = json.dumps(doc, ensure_ascii=ascii_only).encode()
+                assert _accepts(guide, data) == _valid(doc, schema), (schema, length, ascii_only)
+    if "null" in schema.get("type", []):
+        assert _accepts(guide, b"null")
+
+
+def test_a_long_string_is_a_chain_of_small_runs() -> None:
+    """2,000 characters: a chain of runs of STRING_SEGMENT characters, compiled as reached."""
+    split = SplitSchema({"type": "string", "maxLength": 2000})
+    assert split.n_compiled <= 2  # the quotes, and at most the first run
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    state = guide.advance(guide.initial_state, b'"' + "é".encode() * 700)
+    assert state and guide.is_final(guide.advance(state, b'"'))
+    assert split.n_compiled <= 700 // STRING_SEGMENT + 3
+    chain, number = [], next(iter(split.node(0).calls.values()))[0][0]
+    while True:  # follow the chain: each run calls the next after STRING_SEGMENT characters
+        node = split.node(number)
+        chain.append(node.dfa.n_states)
+        if not node.calls:
+            break
+        ((number, _),) = next(iter(node.calls.values()))
+    assert len(chain) == -(-2000 // STRING_SEGMENT)
+    assert max(chain) < 40 * (STRING_SEGMENT + 1)
+
+
+def _brute_force(guide: PushdownGuide, state: object, vocab) -> np.ndarray:
+    """Every token fed byte by byte (tokens in byte order, sharing the states of common prefixes)."""
+    allowed: list[int] = []
+    stack: list[tuple[bytes, object]] = [(b"", state)]
+    for i in sorted(range(vocab.size), key=lambda i: vocab.tokens[i]):
+        token = vocab.tokens[i]
+        if not token or i in vocab.special_ids:
+            continue
+        while not token.startswith(stack[-1][0]):
+            stack.pop()
+        prefix, current = stack[-1]
+        for b in token[len(prefix) :]:
+            current = guide.advance(current, bytes([b])) if current else current
+            prefix += bytes([b])
+            stack.append((prefix, current))
+        if current:
+            allowed.append(i)
+    if guide.is_final(state):
+        allowed += list(vocab.eog_ids)
+    return np.array(sorted(allowed))
+
+
+@pytest.mark.parametrize("vocab_name", ["spm32k", "llama3-128k"])
+def test_masks_exact_across_run_boundaries(vocab_name: str) -> None:
+    """Masks equal a brute force (every token fed byte by byte) where tokens cross from one run
+    into the next, at the minimum, and at the maximum."""
+    vocab = load_vocab(vocab_name)
+    schema = {"type": "object", "properties": {"s": {"type": "string", "minLength": 66, "maxLength": 260}}}
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    prefix = b'{"s": "'
+    points = [0, 64, 66, 260] if vocab_name == "spm32k" else [63]
+    for count in points:
+        state = guide.advance(guide.initial_state, prefix + b"x" * count)
+        got = guide.mask(state).allowed_ids(vocab.size)
+        assert np.array_equal(got, _brute_force(guide, state, vocab)), count
+
+
+ITEM_COUNTS = sorted({0, 1, 2, 15, 16, 17, 33, 64, 65, 66, 67, 80, 81, 99, 100, 101, 130})
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "items": {"type": "integer"}, "minItems": 66, "maxItems": 100},
+        {
+            "type": "array",
+            "items": {"type": "object", "properties": {"a": {"type": "boolean"}}},
+            "maxItems": 80,
+        },
+        {"type": "array", "items": {"enum": [1, "x"]}, "minItems": 81},
+        {"type": "array", "prefixItems": [{"type": "string"}], "items": {"type": "null"}, "maxItems": 67},
+    ],
+)
+def test_long_arrays_count_items_exactly(schema: dict) -> None:
+    vocab = load_vocab("spm32k")
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    rng = np.random.default_rng(5)
+    items = schema["items"]
+    for count in ITEM_COUNTS:
+        if items.get("type") == "object":
+            doc = [{"a": bool(rng.integers(2))} if rng.integers(3) else {} for _ in range(count)]
+        elif "enum" in items:
+            doc = [items["enum"][int(rng.integers(2))] for _ in range(count)]
+        elif "prefixItems" in schema:
+            doc = ["s", *[None] * (count - 1)] if count else []
+        else:
+            doc = [int(rng.integers(-50, 50)) for _ in range(count)]
+        for separators in ((", ", ": "), (",", ":")):
+            data = json.dumps(doc, separators=separators).encode()
+            assert _accepts(guide, data) == _valid(doc, schema), (schema, count, separators)
+    if "enum" in items:  # a wrong item past the first runs is refused
+        assert not _accepts(guide, json.dumps([1] * 90 + [2]).encode())
+
+
+def test_a_long_array_is_a_chain_of_small_runs() -> None:
+    split = SplitSchema({"type": "array", "items": {"type": "number"}, "maxItems": 1000})
+    assert split.n_compiled <= 3
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    state = guide.advance(guide.initial_state, json.dumps([1.5] * 200).encode()[:-1])
+    assert state and guide.is_final(guide.advance(state, b"]"))
+    assert split.n_compiled <= 200 // 16 + 4
+    assert max(split.node(n).dfa.n_states for n in range(split.n_compiled)) < 2000
+
+
+def test_array_masks_exact_across_run_boundaries() -> None:
+    vocab = load_vocab("spm32k")
+    schema = {"type": "array", "items": {"type": "integer"}, "minItems": 70, "maxItems": 100}
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    for count in (15, 16, 69, 70, 99, 100):
+        state = guide.advance(guide.initial_state, json.dumps(list(range(count))).encode()[:-1])
+        got = guide.mask(state).allowed_ids(vocab.size)
+        assert np.array_equal(got, _brute_force(guide, state, vocab)), count

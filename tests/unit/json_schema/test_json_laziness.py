@@ -1,0 +1,81 @@
+"""Definitions used by reference compile when generation reaches them, and a value that no
+document can complete is still never started (the cheap satisfiability check only skips what
+is certainly satisfiable)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import load_vocab
+
+from outlines_gguf.json_schema.pushdown import PushdownGuide, SplitSchema, _surely_satisfiable
+
+
+def _defs(n: int) -> dict:
+    leaf = {
+        "type": "object",
+        "properties": {"a": {"type": "integer", "minimum": 0}, "b": {"const": "x"}, "c": {"type": "string"}},
+        "required": ["a", "b"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "definitions": {f"d{i}": leaf for i in range(n)},
+        "properties": {f"p{i}": {"$ref": f"#/definitions/d{i % n}"} for i in range(8)},
+    }
+
+
+def test_references_compile_when_reached() -> None:
+    split = SplitSchema(_defs(8))
+    assert split.n_compiled <= 2  # the root (and its extra member), no definition yet
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    doc = {"p3": {"a": 1, "b": "x"}}
+    state = guide.advance(guide.initial_state, json.dumps(doc).encode())
+    assert state and guide.is_final(state)
+    # the root, its extra member, p3's definition and the value it calls (a small object takes
+    # its members in any order, values as calls): never the other 7 definitions
+    assert split.n_compiled <= 5
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"type": "integer", "minimum": 5, "maximum": 4},
+        {"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 2},
+        {"const": 3, "type": "string"},
+        {"type": "string", "format": "date", "minLength": 11},
+        {"$ref": "#/definitions/empty"},
+    ],
+)
+def test_an_empty_reference_is_never_started(target: dict) -> None:
+    schema = {
+        "definitions": {"bad": target, "empty": {"enum": []}},
+        "type": "object",
+        "properties": {
+            "p": {"type": "object", "properties": {"q": {"$ref": "#/definitions/bad"}}, "required": ["q"]}
+        },
+        "additionalProperties": False,
+    }
+    assert not _surely_satisfiable(schema["properties"]["p"], schema)
+    vocab = load_vocab("spm32k")
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    assert guide.is_final(guide.advance(guide.initial_state, b"{}"))
+    opened = guide.advance(guide.initial_state, b'{"')
+    assert not opened  # "p" cannot be completed, so its key is never begun
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"type": "integer", "minimum": 0, "maximum": 2}, True),
+        ({"type": "integer", "minimum": 0.5, "maximum": 1.5}, False),  # (1 fits, but: compile to know)
+        ({"type": "number", "exclusiveMinimum": True, "minimum": 1}, False),
+        ({"type": "string", "format": "email"}, True),
+        ({"type": "string", "minLength": 300, "maxLength": 5000}, True),
+        ({"type": "string", "minLength": 5, "maxLength": 4}, False),
+        ({"const": None, "type": ["null", "string"]}, True),
+    ],
+)
+def test_surely_satisfiable_is_cautious(schema: dict, expected: bool) -> None:
+    assert _surely_satisfiable(schema) == expected
