@@ -191,6 +191,8 @@ class TokenTrie:
         walking this trie with the byte-level table, on far fewer nodes.
         """
         n = self.n_nodes
+        if n == 0:  # no emittable token: nothing to merge
+            return self
         node_class = byte_class[self.node_byte].astype(np.int64)
         n_classes = int(byte_class.max()) + 1
         new_of = np.empty(n, dtype=np.int64)
