@@ -93,7 +93,10 @@ class TextTokens:
         ids, counts = [], []
         rest_excluded = is_special.copy()
         for i, tok in enumerate(tokens):
-            if not tok or is_special[i]:
+            if not tok:  # writes nothing: in no trie, and never plain text
+                rest_excluded[i] = True
+                continue
+            if is_special[i]:
                 continue
             n = char_count(tok)
             if n is not None:
