@@ -33,7 +33,9 @@ def spawn_pool_check() -> None:
     import pickle
     import sys
     from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, where conftest lives
     from conftest import load_vocab
 
     from outlines_gguf import JSONLogitsProcessor, RegexLogitsProcessor
