@@ -85,7 +85,7 @@ def json_equal(a: Any, b: Any) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _text_dfa(regex: str) -> ByteDFA | None:
+def pattern_dfa(regex: str) -> ByteDFA | None:
     """The automaton of the UTF-8 strings a full-match ``regex`` accepts (None: none)."""
     builder = NFABuilder("pattern")
     try:
@@ -101,7 +101,7 @@ def pattern_matches(pattern: str, text: str) -> bool:
     )
 
     try:
-        dfa = _text_dfa(_searched(pattern))
+        dfa = pattern_dfa(_searched(pattern))
     except OutlinesGGUFError as exc:  # a pattern our regex automata cannot express
         raise Undecided(f"pattern {pattern!r}") from exc
     return dfa is not None and dfa.matches(text.encode("utf-8", "surrogatepass"))
@@ -114,7 +114,7 @@ def format_matches(fmt: str, text: str) -> bool:
     regex = STRING_FORMATS.get(fmt)
     if regex is None:
         return True
-    dfa = _text_dfa(regex)
+    dfa = pattern_dfa(regex)
     return dfa is not None and dfa.matches(text.encode("utf-8", "surrogatepass"))
 
 
