@@ -31,6 +31,7 @@ import numpy as np
 
 from outlines_gguf.errors import ConstraintViolationError, ProcessorFailedError, PromptTooLongError
 from outlines_gguf.llama_cpp.fast_forward import FastForward, ForcedRun
+from outlines_gguf.llama_cpp.hook import StickyFailure, apply_processor
 from outlines_gguf.llama_cpp.model import LlamaCpp
 from outlines_gguf.llama_cpp.processors import GuideLogitsProcessor
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor
@@ -122,31 +123,26 @@ def unwrap(processor: Any) -> Any:
 
 
 class _GuardedHook:
-    """Calls the processor and keeps any exception instead of letting ctypes swallow it.
+    """Calls the processor inside llama-cpp-python's hook, where ctypes would swallow its exceptions.
 
-    llama-cpp-python runs processors inside a ctypes callback, where an
-    exception is printed and ignored and sampling goes on unconstrained.
-    Here a failure forces end-of-generation and is re-raised afterwards.
+    The first exception stops the generation: end-of-generation is forced
+    from then on (the processor is not called again) and the error is
+    re-raised afterwards (see :mod:`~outlines_gguf.llama_cpp.hook`).
     """
 
     def __init__(self, processor: Processor, eog: np.ndarray) -> None:
         self.processor = processor
-        self.eog = eog
-        self.error: Exception | None = None
+        self._guard = StickyFailure("the logits processor raised", eog)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._guard.error
 
     def __call__(self, input_ids: Any, scores: np.ndarray) -> np.ndarray:
-        if self.error is None:
-            try:
-                out = self.processor(input_ids, scores)
-                if out is not None and out is not scores:
-                    scores[:] = out
-                return scores
-            except Exception as exc:
-                logger.error("outlines-gguf: the logits processor raised, stopping generation: %s", exc)
-                self.error = exc
-        scores[:] = -np.inf
-        scores[self.eog[self.eog < scores.shape[-1]]] = 0.0
-        return scores
+        if self._guard.failed:
+            self._guard.force_eog(scores)
+            return scores
+        return self._guard.run(lambda: apply_processor(self.processor, input_ids, scores), scores)
 
 
 class Generation:
@@ -237,14 +233,15 @@ class Generation:
         stop: str | None = None
         exact_stop = cut_nothing = True
         pending: list[int] = list(self.prompt_ids)
-        sampled, forced = -1, []
+        sampled = -1
+        forced: list[int] = []
         try:
             while True:
                 natural = self._evaluate(llm, pending, len(forced) if tracking else 0)
                 if ids:
                     batches.append(len(pending))
                 if forced:
-                    self.processor.take_forced(sampled, forced, natural)  # type: ignore[union-attr]
+                    self._take_forced(sampled, forced, natural)
                 sampled = int(llm.sample(idx=None))
                 ids.append(sampled)
                 if sampled in eog:
@@ -280,7 +277,7 @@ class Generation:
                 if ended:
                     if forced:  # tell the processors; trackers get the natural rows of these too
                         rows = self._evaluate(llm, [sampled, *forced[:-1]], len(forced)) if tracking else None
-                        self.processor.take_forced(sampled, forced, rows)  # type: ignore[union-attr]
+                        self._take_forced(sampled, forced, rows)
                     break
                 pending = taken
         finally:
@@ -324,6 +321,12 @@ class Generation:
     def _still_constrained(self, hook: _GuardedHook | None) -> bool:
         inner = unwrap(self.processor)
         return hook is not None and hook.error is None and inner.error is None and not inner._failed
+
+    def _take_forced(self, sampled: int, forced: list[int], natural: np.ndarray | None) -> None:
+        """Tell the processor that ``forced`` was taken after ``sampled`` without sampling (only
+        planned when it is a guide's processor, tracked or not: see :meth:`_fast_forward`)."""
+        if isinstance(self.processor, (GuideLogitsProcessor, LogitTrackingProcessor)):
+            self.processor.take_forced(sampled, forced, natural)
 
     def _plan(self, forward: FastForward, sampled: int, room: int) -> ForcedRun | None:
         """The tokens forced after ``sampled``, the token just sampled (the processor's state

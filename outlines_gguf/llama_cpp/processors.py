@@ -33,6 +33,7 @@ from outlines_gguf.errors import (
 from outlines_gguf.guides.base import Guide, RegexGuide
 from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema
 from outlines_gguf.json_schema.python_types import schema_source
+from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
@@ -63,8 +64,8 @@ class GuideLogitsProcessor:
     def __init__(self, guide: Guide, vocabulary: Vocabulary | None = None) -> None:
         self.guide = guide
         self.vocabulary = vocabulary if vocabulary is not None else guide.vocabulary
-        self._eog = self.vocabulary.eog_array.astype(np.intp)
-        self.error: BaseException | None = None
+        eog = self.vocabulary.eog_array.astype(np.intp)
+        self._guard = hook.StickyFailure(f"{type(self).__name__} failed", eog)
         self.calls = 0
         self._call_lock = threading.Lock()
         self._conflict: ConcurrentUseError | None = None
@@ -84,9 +85,22 @@ class GuideLogitsProcessor:
         self.prompt_length: int | None = None
         self.generated_ids: list[int] = []
         self._seen: np.ndarray | None = None
-        self._failed = False
         self._owner: int | None = None  # the thread that drives the current generation
-        self.error = None
+        self._guard.reset()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error raised inside the hook in this generation (None: none)."""
+        return self._guard.error
+
+    @error.setter
+    def error(self, error: BaseException | None) -> None:
+        self._guard.error = error
+
+    @property
+    def _failed(self) -> bool:
+        """Failed in this generation: end-of-generation is forced until the next one."""
+        return self._guard.failed
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -97,14 +111,6 @@ class GuideLogitsProcessor:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._call_lock = threading.Lock()
-
-    def _continues(self, input_ids: np.ndarray) -> bool:
-        seen = self._seen
-        return (
-            seen is not None
-            and input_ids.shape[0] == seen.shape[0] + 1
-            and np.array_equal(input_ids[: seen.shape[0]], seen)
-        )
 
     @property
     def is_finished(self) -> bool:
@@ -122,11 +128,7 @@ class GuideLogitsProcessor:
     def __call__(self, input_ids: Any, scores: np.ndarray) -> np.ndarray:
         with self._call_lock:
             self.calls += 1
-            try:
-                self._step(input_ids, scores)
-            except Exception as exc:
-                self._fail(exc, scores)
-        return scores
+            return self._guard.run(lambda: self._step(input_ids, scores), scores)
 
     def _generation_active(self) -> bool:
         """A generation was started, has not failed, and its text is not yet complete."""
@@ -134,15 +136,14 @@ class GuideLogitsProcessor:
 
     def _step(self, input_ids: Any, scores: np.ndarray) -> None:
         if self._conflict is not None:  # refused until reset(): the sequences may be mixed up
-            self.error = self.error or self._conflict
-            self._failed = True
-            self._force_eog(scores)
+            self._guard.keep(self._conflict)
+            self._guard.force_eog(scores)
             return
         input_ids = np.asarray(input_ids)
         if input_ids.ndim != 1:
             raise VocabularyError(f"input_ids must be a 1-D array of token ids, not shape {input_ids.shape}")
         thread = threading.get_ident()
-        continues = self._continues(input_ids)
+        continues = hook.continues(self._seen, input_ids)
         if not continues:
             if self._owner not in (None, thread) and self._generation_active():
                 self._conflict = ConcurrentUseError(
@@ -162,7 +163,7 @@ class GuideLogitsProcessor:
             if not self._failed:
                 self.state = self.guide.next_state(self.state, token)
         if self._failed:
-            self._force_eog(scores)
+            self._guard.force_eog(scores)
             return
         if np.ndim(scores) != 1 or scores.shape[0] != self.vocabulary.size:
             raise VocabularyError(
@@ -186,26 +187,8 @@ class GuideLogitsProcessor:
                     self.state = self.guide.next_state(self.state, token)
             except Exception as exc:
                 logger.error("outlines-gguf: %s failed on forced tokens: %s", type(self).__name__, exc)
-                self.error = self.error or exc
-                self._failed = True
+                self._guard.keep(exc)
             self._seen = np.concatenate([self._seen, np.asarray(new, dtype=self._seen.dtype)])
-
-    def _fail(self, exc: BaseException, scores: np.ndarray) -> None:
-        logger.error(
-            "outlines-gguf: %s failed, forcing end of generation: %s", type(self).__name__, exc, exc_info=exc
-        )
-        if self.error is None:
-            self.error = exc
-        self._failed = True
-        try:
-            self._force_eog(scores)
-        except Exception as inner:  # scores that cannot even hold -inf: nothing more to do here
-            logger.error("outlines-gguf: could not force end of generation: %s", inner)
-
-    def _force_eog(self, scores: np.ndarray) -> None:
-        eog = self._eog[self._eog < scores.shape[-1]]
-        scores[:] = -np.inf
-        scores[eog] = 0.0
 
     def raise_if_failed(self, completion: Any = None) -> None:
         """Raise if the last generation failed, or was cut off before the constraint was complete.
@@ -313,8 +296,8 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
             def build_split() -> PushdownGuide:
                 return PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
 
-            key = ("json-pushdown", canonical, whitespace_pattern, lenient, extra)
-            super().__init__(cached_guide(key, vocabulary, build_split), vocabulary)
+            split_key = ("json-pushdown", canonical, whitespace_pattern, lenient, extra)
+            super().__init__(cached_guide(split_key, vocabulary, build_split), vocabulary)
             return
         key = ("json", canonical, whitespace_pattern, max_depth, lenient, extra)
 

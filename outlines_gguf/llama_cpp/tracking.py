@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf.errors import ProcessorFailedError
+from outlines_gguf.llama_cpp import hook
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
@@ -106,11 +107,27 @@ class LogitTrackingProcessor:
         self.full_rows = full_rows
         self.accumulate = accumulate
         self.generations = 0
-        self.error: Exception | None = None
-        self._failed = False
+        self._guard = hook.StickyFailure(
+            "the processor wrapped by LogitTrackingProcessor failed",
+            None if self.vocabulary is None else self.vocabulary.eog_array,  # None: pass vocabulary= to stop
+        )
         self._seen: np.ndarray | None = None
         self._warned = False
         self.clear()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error the wrapped processor raised in this generation (None: none)."""
+        return self._guard.error
+
+    @error.setter
+    def error(self, error: BaseException | None) -> None:
+        self._guard.error = error
+
+    @property
+    def _failed(self) -> bool:
+        """The wrapped processor failed in this generation: end-of-generation is forced until the next."""
+        return self._guard.failed
 
     # -- the hook ---------------------------------------------------------------------------
 
@@ -122,24 +139,14 @@ class LogitTrackingProcessor:
             )
         # past this point, never raise into llama-cpp-python: it would swallow the error and
         # go on sampling without the wrapped processor
-        try:
-            self._track(ids, input_ids, scores)
-        except Exception as exc:
-            self._fail(exc, scores)
-        return scores
+        return self._guard.run(lambda: self._track(ids, input_ids, scores), scores)
 
     def _track(self, ids: np.ndarray, input_ids: Any, scores: np.ndarray) -> None:
-        continues = (
-            self._seen is not None
-            and ids.shape[0] == self._seen.shape[0] + 1
-            and np.array_equal(ids[:-1], self._seen)
-        )
-        if continues:
+        if hook.continues(self._seen, ids):
             self._set_chosen(self._n - 1, int(ids[-1]))
         else:
             self.generations += 1
-            self.error = None
-            self._failed = False
+            self._guard.reset()
             if not self.accumulate and self._n:
                 if not self._read and not self._warned:
                     logger.warning(
@@ -152,37 +159,12 @@ class LogitTrackingProcessor:
                 self.clear()
         self._seen = ids.copy()
         natural = np.array(scores, dtype=np.float32)
-        if self.processor is not None:
-            try:
-                out = self.processor(input_ids, scores)
-                if out is not None and out is not scores:
-                    scores[:] = out
-            except Exception as exc:
-                self._fail(exc, scores)
-            if self._failed:  # stays stopped for the rest of this generation
-                self._force_eog(scores)
+        processor = self.processor
+        if processor is not None:
+            self._guard.run(lambda: hook.apply_processor(processor, input_ids, scores), scores)
+            if self._guard.failed:  # stays stopped for the rest of this generation
+                self._guard.force_eog(scores)
         self._record(natural, scores)
-
-    def _fail(self, exc: Exception, scores: np.ndarray) -> None:
-        logger.error(
-            "outlines-gguf: the processor wrapped by LogitTrackingProcessor failed, "
-            "forcing end of generation: %s",
-            exc,
-            exc_info=exc,
-        )
-        if self.error is None:
-            self.error = exc
-        self._failed = True
-        try:
-            self._force_eog(scores)
-        except Exception as inner:
-            logger.error("outlines-gguf: could not force end of generation: %s", inner)
-
-    def _force_eog(self, scores: np.ndarray) -> None:
-        if self.vocabulary is not None:  # else the EOG ids are unknown: pass vocabulary= to stop generation
-            eog = self.vocabulary.eog_array
-            scores[:] = -np.inf
-            scores[eog[eog < scores.shape[-1]]] = 0.0
 
     def raise_if_failed(self, completion: Any = None) -> None:
         """Raise :class:`ProcessorFailedError` if the wrapped processor failed during generation;
