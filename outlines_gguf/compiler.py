@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from outlines_gguf import disk_cache
 from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
 from outlines_gguf.errors import RegexError, SchemaError
-from outlines_gguf.grammar.compiled import Grammar, build_grammar, normalize_start, terminal_dfa
+from outlines_gguf.grammar.compiled import Grammar, build_grammar, normalize_start, terminal_lexing
 from outlines_gguf.grammar.gbnf import build_gbnf
 from outlines_gguf.grammar.general import GeneralGrammar
 from outlines_gguf.guides.base import RegexGuide
@@ -196,8 +196,8 @@ def clear_caches(*vocabularies: Vocabulary) -> None:
     clear_guide_cache()
     for cache in (compile_regex, compile_canonical, _compile_grammar, compile_gbnf):
         cache.cache_clear()
-    for cache in (terminal_dfa, starts_plain_char):
-        cache.cache_clear()
+    for table in (terminal_lexing, starts_plain_char):
+        table.cache_clear()
     clear_gguf_cache()
     for vocabulary in vocabularies:
         vocabulary.clear_class_tries()
