@@ -40,7 +40,7 @@ import threading
 import typing
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from outlines_gguf.errors import IncompleteGenerationError
 from outlines_gguf.format_types import format_for
@@ -175,7 +175,8 @@ class SequenceGenerator:
         batch = prompt_batch(prompt)
         with model_lock(self.model):
             if batch is None:
-                value = self._one(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)  # type: ignore[arg-type]
+                one = cast(Prompt, prompt)  # not a batch: one prompt
+                value = self._one(one, max_tokens, stop_at, seed, sampling, on_incomplete)
                 self.last_results = [self.last_result]
                 return value
             values, results = [], []

@@ -41,6 +41,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 
 import numpy as np
 
@@ -139,7 +140,7 @@ def _wide(name: str) -> Ranges:
 
 
 def _category(cat: object, ascii_only: bool, wide: bool) -> Ranges:
-    name, negated = _CATEGORY[cat]  # type: ignore[index]
+    name, negated = _CATEGORY[cast("C._NamedIntConstant", cat)]
     if ascii_only:
         base = _ASCII_CATEGORIES[name]
     else:
@@ -185,32 +186,36 @@ class _AssertionTranslator(_RegexTranslator):
 
     def item(self, op: object, av: object, flags: _Flags, at_start: bool, at_end: bool) -> tuple[int, int]:
         if op is C.LITERAL:
-            ranges: Ranges = ((av, av),)  # type: ignore[assignment]
+            code = cast(int, av)  # a code point
+            ranges: Ranges = ((code, code),)
             return self.charset(_case(ranges, self.negative, flags.ascii) if flags.ignorecase else ranges)
         if op is C.NOT_LITERAL:
-            excluded: Ranges = ((av, av),)  # type: ignore[assignment]
+            code = cast(int, av)
+            excluded: Ranges = ((code, code),)
             if flags.ignorecase:
                 excluded = _case(excluded, not self.negative, flags.ascii)
             return self.charset(_complement(excluded))
         if op is C.IN:
-            return self.charset(self.char_class(av, flags))  # type: ignore[arg-type]
+            return self.charset(self.char_class(cast(list, av), flags))  # the class's items
         if op in (C.ASSERT, C.ASSERT_NOT):
-            direction, sub = av  # type: ignore[misc]
-            return self.assertion(direction > 0, op is C.ASSERT, list(sub), flags, sub)
+            direction, sub = cast("tuple[int, sre_parse.SubPattern]", av)
+            return self.assertion(direction > 0, op is C.ASSERT, list(sub.data), flags, sub)
         if op is C.AT:
             if av in (C.AT_BEGINNING, C.AT_BEGINNING_STRING) and at_start:
                 return self.empty()
             if av in (C.AT_END, C.AT_END_STRING) and at_end:
                 return self.empty()
-            if av is C.AT_NON_BOUNDARY and self.negative:  # complemented: the wider (regex's) meaning
+            anchor = cast("C._NamedIntConstant", av)
+            text: str | None
+            if anchor is C.AT_NON_BOUNDARY and self.negative:  # complemented: the wider (regex's) meaning
                 text = _WIDE_NON_BOUNDARY
             else:
-                text = _REWRITES.get(av) or _LINE_REWRITES.get((av, self.multiline))  # type: ignore[call-overload]
+                text = _REWRITES.get(anchor) or _LINE_REWRITES.get((anchor, self.multiline))
             if text is None:
                 raise self.fail(f"the anchor {av}")
-            return self.seq(list(sre_parse.parse(text)), flags, False, False)
+            return self.seq(list(sre_parse.parse(text).data), flags, False, False)
         if op is C.SUBPATTERN:
-            _, add, remove, _sub = av  # type: ignore[misc]
+            _, add, remove, _sub = cast("tuple[int | None, int, int, sre_parse.SubPattern]", av)
             outer = self.multiline
             self.multiline = (outer or bool(add & C.SRE_FLAG_MULTILINE)) and not remove & C.SRE_FLAG_MULTILINE
             try:
@@ -237,7 +242,9 @@ class _AssertionTranslator(_RegexTranslator):
             result = _case(result, wide, flags.ascii)
         return _complement(result) if negate else result
 
-    def assertion(self, ahead: bool, positive: bool, items: list, flags: _Flags, sub: object) -> Fragment:
+    def assertion(
+        self, ahead: bool, positive: bool, items: list, flags: _Flags, sub: sre_parse.SubPattern
+    ) -> Fragment:
         shared, nfa = self.shared, self.nfa
         negative = self.negative != (not positive)
         if ahead:
@@ -248,7 +255,7 @@ class _AssertionTranslator(_RegexTranslator):
             shared.ahead.append(start)
             kind = "ahead"
         else:
-            lo, hi = sub.getwidth()  # type: ignore[attr-defined]
+            lo, hi = sub.getwidth()
             if lo != hi:
                 raise self.fail("a variable-width lookbehind")
             index = len(shared.watchers)
@@ -265,8 +272,9 @@ class _AssertionTranslator(_RegexTranslator):
         anything = self.builder.repeat(lambda: self.charset(((0, MAX_CODEPOINT),)), 0, None)
         body = inner.seq(items, flags, False, False)
         fragment = self.builder.seq([anything, body])
+        assert fragment is not None  # both parts are fragments (a repetition from 0, a body)
         try:
-            return _Determinizer(nested, fragment, strict=True).dfa()  # type: ignore[arg-type]
+            return _Determinizer(nested, fragment, strict=True).dfa()
         except PendingLookaheadError as exc:
             raise self.fail("a lookahead inside a lookbehind that looks past the lookbehind's end") from exc
 
@@ -351,12 +359,13 @@ class _Determinizer:
         return found
 
     def step_obligations(self, obligations: frozenset, byte: int, watch: tuple[int, ...]) -> frozenset | None:
-        out = frozenset()
+        out: frozenset = frozenset()
         for positive, threads in obligations:
             after = self.step_all(threads, byte, watch)
-            out = self.add(out, positive, after)  # type: ignore[assignment]
-            if out is None:
+            added = self.add(out, positive, after)
+            if added is None:
                 return None
+            out = added
         return out
 
     def step_all(self, threads: Iterable[Thread], byte: int, watch: tuple[int, ...]) -> frozenset:
@@ -375,7 +384,7 @@ class _Determinizer:
                         found = frozenset().union(*(self.close(t, moved, watch) for t in targets))
                 self._steps[key] = found
             if found:
-                result |= found
+                result |= cast(frozenset, found)  # a cached or computed step, not _MISSING
         return frozenset(result)
 
     # acceptance at the end of the text -----------------------------------------------------
@@ -453,10 +462,10 @@ class _Determinizer:
             ends = [t for t in threads if t[0] == self.accept]
             pending = bool(ends) and all(obs for _, obs in ends)
             if pending and self.trailing:
-                follow, at_end = self.one_byte_on(ends, watch)
-                key_ = (follow.tobytes(), at_end)
+                follow, ends_ok = self.one_byte_on(ends, watch)
+                key_ = (follow.tobytes(), ends_ok)
                 label = signatures.setdefault(key_, len(signatures) + 2)
-                accepting.append(label if follow.any() or at_end else 0)
+                accepting.append(label if follow.any() or ends_ok else 0)
             elif pending and self.strict:
                 raise PendingLookaheadError(
                     f"regex {_short(self.s.pattern)}: a lookahead at the end looks past the end of the match"
@@ -574,7 +583,8 @@ def compile_terminal(pattern: str, label: str) -> tuple[ByteDFA, Follow | None]:
         )
         multiline = bool(gflags & C.SRE_FLAG_MULTILINE)
         builder = NFABuilder(label)
-        det = _determinized(builder, pattern, list(parsed), flags, multiline, builder.chars, True, True, True)
+        items = list(parsed.data)
+        det = _determinized(builder, pattern, items, flags, multiline, builder.chars, True, True, True)
         dfa = det.dfa()
         if dfa is None:
             raise EmptyLanguageError(f"{label} matches no string at all")

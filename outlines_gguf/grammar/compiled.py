@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,12 +40,12 @@ from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
 
-try:  # Python >= 3.11
-    import re._parser as _sre_parse  # type: ignore[import-not-found]
-    from re import _constants as _sre_constants  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - Python 3.10
-    import sre_constants as _sre_constants  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+if sys.version_info >= (3, 11):
+    import re._parser as _sre_parse
+    from re import _constants as _sre_constants
+else:  # pragma: no cover - Python 3.10
+    import sre_constants as _sre_constants
+    import sre_parse as _sre_parse
 
 if TYPE_CHECKING:
     from outlines_gguf.grammar.general import GeneralGrammar
@@ -92,7 +93,7 @@ def _terminal_regex(name: str, regexp: str) -> tuple[ByteDFA, Follow | None]:
     """A terminal's regex as a DFA. Lookarounds inside the terminal are compiled exactly; a
     lookahead at its end, which lark's lexer lets see the next lexeme, is kept as a
     :class:`Follow` when one byte of what follows decides it."""
-    if not needs_assertions(list(_sre_parse.parse(regexp))):
+    if not needs_assertions(list(_sre_parse.parse(regexp).data)):
         return regex_to_dfa(regexp), None
     return compile_terminal(regexp, f"terminal {name}")
 
@@ -476,18 +477,20 @@ class Grammar:
             return stack, nxt
         if nxt != CROSS:
             return None
-        stack = self.emit(stack, q)
-        if stack is None:
+        emitted = self.emit(stack, q)
+        if emitted is None:
             return None
+        stack = emitted
         nxt = int(self.view(stack)[0, cls])
         return (stack, nxt) if nxt >= 0 else None
 
     def advance(self, config: Config, data: bytes) -> Config | None:
         """The configuration after ``data`` (None as soon as it dies)."""
         for byte in data:
-            config = self.step(config, byte)  # type: ignore[assignment]
-            if config is None:
+            stepped = self.step(config, byte)
+            if stepped is None:
                 return None
+            config = stepped
         return config
 
     def is_final(self, config: Config) -> bool:
@@ -599,20 +602,20 @@ class Grammar:
                 if self.table.accepts_end(current):
                     for sep in separators:
                         text = lexeme_end + b"".join(sep + self._terminal_example(t) for t in path)
-                        if self.advance(config, text) is not None and self.is_final(
-                            self.advance(config, text)  # type: ignore[arg-type]
-                        ):
+                        end = self.advance(config, text)
+                        if end is not None and self.is_final(end):
                             return text
                     continue
                 for name in self.lexer(current).names:
                     if name in self.ignore:
                         continue
-                    nxt = self.table.run(current, name)
-                    if nxt is not None and nxt not in done:
+                    shifted = self.table.run(current, name)
+                    if shifted is not None and shifted not in done:
                         tie += 1
                         step = cost + len(self._terminal_example(name)) + 1
                         # deeper stacks are further from the end: search those last (best first)
-                        heapq.heappush(heap, (step + 4 * self.table.depth(nxt), tie, nxt, (*path, name)))
+                        priority = step + 4 * self.table.depth(shifted)
+                        heapq.heappush(heap, (priority, tie, shifted, (*path, name)))
         return None
 
     def example(self, limit: int = EXAMPLE_SEARCH_LIMIT) -> bytes | None:

@@ -38,6 +38,7 @@ class ExactLexerGrammar(Grammar):
         self._exact_acceptable: dict[int, frozenset[str]] = {}
         super().__init__(text, start)
 
+    # self.lexers holds _StateTerminals here, not automata: only state_lexer reads them
     @staticmethod
     def _lexer_automaton(basic, dfas, representatives, follows) -> _StateTerminals:  # type: ignore[override]
         """Only the state's terminals and lark's order: the automata are built per acceptable set."""
@@ -45,7 +46,8 @@ class ExactLexerGrammar(Grammar):
 
     def state_lexer(self, stack: int) -> _StateTerminals:
         """The terminals of lark's contextual lexer in the stack's top state, in lark's order."""
-        return self.lexers[self.lexer_of_state[self.table.top(stack)]]  # type: ignore[return-value]
+        found = self.lexers[self.lexer_of_state[self.table.top(stack)]]
+        return found  # type: ignore[return-value]  # a _StateTerminals (see _lexer_automaton)
 
     def acceptable(self, stack: int) -> frozenset[str]:
         found = self._exact_acceptable.get(stack)
@@ -144,9 +146,9 @@ def lexer_conflicts(
 
     checked: dict[tuple, str | None] = {}
 
-    def check(key: tuple, *args) -> bool:
+    def check(key: tuple, a: str, c: str, follow_a: np.ndarray | None) -> bool:
         if key not in checked:
-            checked[key] = found = _pair_conflict(*args, live)
+            checked[key] = found = _pair_conflict(a, c, dfas, follow_a, live)
             if found:
                 problems.append(found)
         return len(problems) >= limit
@@ -163,10 +165,10 @@ def lexer_conflicts(
                 continue
             after_bytes = follow(after)
             for c in order[: order.index(a)]:
-                if check((a, c, "prefix"), a, c, dfas, None):
+                if check((a, c, "prefix"), a, c, None):
                     return problems
             for c in here:
-                if check((a, c, after_bytes.tobytes()), a, c, dfas, after_bytes):
+                if check((a, c, after_bytes.tobytes()), a, c, after_bytes):
                     return problems
             if after not in seen and len(seen) < max_stacks:
                 seen.add(after)
@@ -188,8 +190,8 @@ def _pair_conflict(
 
     def text(pair: tuple[int, int]) -> str:
         out = bytearray()
-        while parent[pair] is not None:
-            pair, byte = parent[pair]  # type: ignore[misc]
+        while (step := parent[pair]) is not None:
+            pair, byte = step
             out.append(byte)
         return bytes(reversed(out)).decode("utf-8", "backslashreplace")
 

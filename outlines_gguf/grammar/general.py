@@ -217,6 +217,7 @@ class GeneralGrammar:
         out: set[Item] = set()
         trans, accepting = self._trans, self._accepting
         for stack, terminal, q in config:
+            starts: tuple[int, ...]
             if terminal < 0:
                 starts = (stack,)
             else:

@@ -100,7 +100,7 @@ class LexerAutomaton:
                 hit = (nxt >= 0) & accepting[t][np.maximum(nxt, 0)]
                 if hit.any():
                     added[hit] |= 1 << t
-            dead = (nxt_cols < 0).all(axis=0)
+            dead = np.all(nxt_cols < 0, axis=0)
             # classes that lead to the same terminal states (hence the same added flags) share a lookup
             first, inverse = group_columns(nxt_cols)
             columns = nxt_cols[:, first].T
@@ -192,7 +192,7 @@ class LexerAutomaton:
         no way forward.
         """
         key = tuple(sorted((t, ends, first.tobytes()) for t, (ends, first) in follow.items()))
-        view = self._views.get(key)  # type: ignore[call-overload]
+        view = self._views.get(key)
         if view is None:
             n_classes = self.delta.shape[1]
             nothing = (False, np.zeros(n_classes, dtype=bool))
@@ -204,5 +204,5 @@ class LexerAutomaton:
             delta = self.delta
             nxt_live = (delta >= 0) & live[np.maximum(delta, 0)]
             view = np.where(nxt_live, delta, np.where(crossable, CROSS, DEAD)).astype(np.int32)
-            self._views[key] = view  # type: ignore[index]
+            self._views[key] = view
         return view

@@ -20,6 +20,7 @@ from outlines_gguf import fast_unique
 from outlines_gguf.automata.regex import ByteDFA, group_columns, utf8_sequences
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.tokens.text import PLAIN_RANGES
+from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
 FINISHED = -2
@@ -132,6 +133,7 @@ class TokenMask:
         """Whether any of ``ids`` (an int array) is allowed."""
         if self._keep is not None:
             return bool(np.isin(ids, self._keep).any())
+        assert self._forbid is not None
         return not bool(np.isin(ids, self._forbid).all())
 
     def apply(self, scores: np.ndarray) -> None:
@@ -169,7 +171,12 @@ class Guide(Protocol):
 
     def is_final(self, state: Any) -> bool: ...
 
-    def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes: ...
+
+class ForcingGuide(Guide, Protocol):
+    """A guide that also reports the bytes its constraint forces (for fast-forward). Optional:
+    the generation loop fast-forwards only guides that have ``forced_bytes``."""
+
+    def forced_bytes(self, state: Any, limit: int = FORCED_LIMIT) -> bytes: ...
 
 
 class RegexGuide:
@@ -197,9 +204,9 @@ class RegexGuide:
         self._masks: dict[int, TokenMask] = {}
         self._mask_bytes = 0
         self._lock = threading.Lock()
-        self._class_walk: tuple[object, np.ndarray] | None = None
+        self._class_walk: tuple[TokenTrie, np.ndarray] | None = None
         self._byte_walks_only = False
-        self._plain_steps: dict[int, int | None] = {}
+        self._plain_steps: dict[int, tuple[int, np.ndarray] | None] = {}
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -305,7 +312,7 @@ class RegexGuide:
         """Walk the whole trie from ``state`` (compressed to byte classes once states turn out dense)."""
         if self._class_walk is not None:
             trie, table = self._class_walk
-            return trie.walk(table, state)  # type: ignore[attr-defined]
+            return trie.walk(table, state)
         tokens = self.vocabulary.trie.walk(self.dfa.transitions, state)
         if tokens.size > DENSE_MASK and not self._byte_walks_only:
             grouping = group_columns(self.dfa.transitions)
@@ -515,7 +522,7 @@ class LRUCache(OrderedDict):
         super().__init__()
         self.size = size
 
-    def get(self, key, default=None):  # type: ignore[override]
+    def get(self, key, default=None):
         value = super().get(key, default)
         if value is not default:
             self.move_to_end(key)

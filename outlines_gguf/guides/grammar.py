@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class CFGGuide:
         for name in ("_lock", "trie"):
             state.pop(name, None)
         for name in ("_masks", "_inside", "_reach"):
-            state[name] = LRUCache(state[name].size)  # type: ignore[attr-defined]
+            state[name] = LRUCache(state[name].size)
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -81,9 +81,10 @@ class CFGGuide:
         return self.vocabulary.class_trie(self.grammar.byte_class)
 
     # -- the Guide protocol -----------------------------------------------------------------
+    # A state is FINISHED or a grammar Config (hence the casts once FINISHED is ruled out).
 
     def is_final(self, state: Hashable) -> bool:
-        return state == FINISHED or self.grammar.is_final(state)  # type: ignore[arg-type]
+        return state == FINISHED or self.grammar.is_final(cast(Config, state))
 
     def next_state(self, state: Hashable, token_id: int) -> Hashable:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
@@ -91,7 +92,7 @@ class CFGGuide:
         if data is None:
             return FINISHED
         with self._lock:
-            nxt = self.grammar.advance(state, data)  # type: ignore[arg-type]
+            nxt = self.grammar.advance(cast(Config, state), data)
         if nxt is None:
             raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the grammar here")
         return nxt
@@ -109,11 +110,11 @@ class CFGGuide:
         sizes = self._class_sizes
         out = bytearray()
         with self._lock:
-            config = state
-            while len(out) < limit and not grammar.is_final(config):  # type: ignore[arg-type]
+            config = cast(Config, state)
+            while len(out) < limit and not grammar.is_final(config):
                 found = None
                 for cls, byte in enumerate(grammar._representatives):
-                    nxt = grammar.step(config, byte)  # type: ignore[arg-type]
+                    nxt = grammar.step(config, byte)
                     if nxt is None:
                         continue
                     if found is not None or sizes[cls] != 1:
@@ -134,7 +135,7 @@ class CFGGuide:
         with self._lock:
             mask = self._masks.get(state)
             if mask is None:
-                mask = self._compute_mask(state)  # type: ignore[arg-type]
+                mask = self._compute_mask(cast(Config, state))
                 self._masks.put(state, mask)
             return mask
 

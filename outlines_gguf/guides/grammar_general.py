@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from functools import cached_property
+from typing import cast
 
 import numpy as np
 
@@ -58,11 +59,13 @@ class GeneralCFGGuide:
 
     # -- the Guide protocol -----------------------------------------------------------------
 
+    # A state is FINISHED or a ConfigSet (hence the casts once FINISHED is ruled out).
+
     def is_final(self, state: Hashable) -> bool:
         if state == FINISHED:
             return True
         with self._lock:
-            return self.grammar.is_final(state)  # type: ignore[arg-type]
+            return self.grammar.is_final(cast(ConfigSet, state))
 
     def next_state(self, state: Hashable, token_id: int) -> Hashable:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
@@ -70,7 +73,7 @@ class GeneralCFGGuide:
         if data is None:
             return FINISHED
         with self._lock:
-            nxt = self.grammar.advance(state, data)  # type: ignore[arg-type]
+            nxt = self.grammar.advance(cast(ConfigSet, state), data)
         if nxt is None:
             raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the grammar here")
         return nxt
@@ -82,7 +85,7 @@ class GeneralCFGGuide:
         with self._lock:
             mask = self._masks.get(state)
             if mask is None:
-                mask = self._compute_mask(state)  # type: ignore[arg-type]
+                mask = self._compute_mask(cast(ConfigSet, state))
                 self._masks.put(state, mask)
             return mask
 

@@ -110,7 +110,10 @@ def _rewrite(tp: Any) -> Any:
         return tp
     if origin is typing_extensions.Annotated or origin is typing.Annotated:
         inner = _rewrite(args[0])
-        return tp if inner is args[0] else typing.Annotated[(inner, *tp.__metadata__)]
+        if inner is args[0]:
+            return tp
+        params = (inner, *tp.__metadata__)  # Annotated[inner, *metadata] needs Python 3.11
+        return typing.Annotated[params]
     new = tuple(_rewrite(a) for a in args)
     if all(a is b for a, b in zip(new, args, strict=True)):
         return tp
@@ -139,7 +142,8 @@ def _rebuild_typeddict(tp: Any) -> Any:
             hint = typing.get_args(hint)[0]
         hint = _rewrite(hint)
         fields[key] = wrap[hint]
-    rebuilt = typing_extensions.TypedDict(tp.__name__, fields)  # type: ignore[operator]
+    # a TypedDict made at runtime, named after the one rebuilt: mypy wants a literal name
+    rebuilt = typing_extensions.TypedDict(tp.__name__, fields)  # type: ignore[misc]
     rebuilt.__doc__ = tp.__doc__
     _REBUILT[tp] = rebuilt
     return rebuilt

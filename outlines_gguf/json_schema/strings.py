@@ -85,7 +85,7 @@ def layered_body(
         done_rows.append(completes)
     m = len(order)
     open_end = max_len is None
-    layers = (min_len if open_end else max_len) + 1  # type: ignore[operator]
+    layers = (min_len if max_len is None else max_len) + 1
     if layers * m * 256 > MAX_LAYERED_ENTRIES:
         room = MAX_LAYERED_ENTRIES // (m * 256)
         if not fit or open_end or room <= min_len:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf.errors import ConstraintViolationError
-from outlines_gguf.guides.base import LRUCache
+from outlines_gguf.guides.base import ForcingGuide, LRUCache
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
 
@@ -96,7 +96,7 @@ class FastForward:
     parsing special tokens (``Llama.tokenize(data, add_bos=False, special=False)``).
     """
 
-    def __init__(self, guide: Any, tokenize: Any) -> None:
+    def __init__(self, guide: ForcingGuide, tokenize: Any) -> None:
         self.guide = guide
         self.vocabulary: Vocabulary = guide.vocabulary
         self.tokenize = tokenize

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from outlines_gguf.errors import ChatTemplateError, GGUFFormatError
 from outlines_gguf.tokens.gguf import gguf_tensor_count
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 PLANNERS_KEPT = 16
@@ -129,7 +132,10 @@ class LlamaCpp:
             add_generation_prompt=add_generation_prompt,
         )
         try:
-            return formatter(messages=list(messages)).prompt
+            # chat messages as the template reads them (role, content, ...): llama.cpp's
+            # TypedDicts name the usual keys; a template may read others, so they stay mappings
+            chat = cast("list[ChatCompletionRequestMessage]", list(messages))
+            return formatter(messages=chat).prompt
         except Exception as exc:  # jinja2 errors and the template's own raise_exception
             raise ChatTemplateError(f"the chat template of {self.name} failed: {exc}") from exc
 

@@ -26,9 +26,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from outlines_gguf.errors import ProcessorFailedError, PromptTooLongError
 from outlines_gguf.llama_cpp.generation import Generation, SamplingParams
@@ -505,7 +505,7 @@ class Engine:
         hold = max((len(s) for s in prep.stops), default=0)  # a stop ends the last piece, whole
         prefix = prep.prompts[p] if prep.echo else ""
         text, sent = prefix, 0
-        pieces = iter(generation)
+        pieces = cast(Generator[str, None, None], iter(generation))  # Generation.__iter__ is a generator
         try:
             for piece in pieces:
                 if job.cancelled.is_set():
@@ -515,7 +515,7 @@ class Engine:
                     job.delta(index, self._text_delta(prep, text[sent: len(text) - hold]))
                     sent = len(text) - hold
         finally:
-            pieces.close()  # type: ignore[attr-defined]
+            pieces.close()
         result = generation.result
         assert result is not None
         if result.stop is not None and text.endswith(result.stop):
@@ -535,7 +535,7 @@ class Engine:
         """Thinking and/or tool calls: the response processor records each part; deltas follow it."""
         prep = job.prepared
         out = _StructuredOutput(processor, prep.stops, job if prep.stream else None, index)
-        pieces = iter(generation)
+        pieces = cast(Generator[str, None, None], iter(generation))  # Generation.__iter__ is a generator
         try:
             for _ in pieces:
                 if job.cancelled.is_set():
@@ -543,7 +543,7 @@ class Engine:
                 if out.sync():
                     break  # a stop string in the content
         finally:
-            pieces.close()  # type: ignore[attr-defined]
+            pieces.close()
         out.sync(final=True)
         result = generation.result
         if out.stopped or result is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -34,7 +35,10 @@ _tables_lock = threading.Lock()
 _MAX_TABLES = 32
 
 
-def _per_vocabulary(vocabulary: Vocabulary, name: str, build: Callable[[], object]) -> object:
+_T = TypeVar("_T")
+
+
+def _per_vocabulary(vocabulary: Vocabulary, name: str, build: Callable[[], _T]) -> _T:
     """A table computed once per vocabulary (a few vocabularies per process at most)."""
     key = (vocabulary.hash, name)
     with _tables_lock:
@@ -45,7 +49,7 @@ def _per_vocabulary(vocabulary: Vocabulary, name: str, build: Callable[[], objec
             if len(_tables) >= _MAX_TABLES:
                 _tables.pop(next(iter(_tables)))
             _tables[key] = found
-    return found
+    return cast(_T, found)  # what ``build`` made for this name
 
 
 def first_bytes(vocabulary: Vocabulary) -> np.ndarray:
@@ -54,7 +58,7 @@ def first_bytes(vocabulary: Vocabulary) -> np.ndarray:
     def build() -> np.ndarray:
         return np.array([t[0] if t else -1 for t in vocabulary.tokens], dtype=np.int16)
 
-    return _per_vocabulary(vocabulary, "first_bytes", build)  # type: ignore[return-value]
+    return _per_vocabulary(vocabulary, "first_bytes", build)
 
 
 def whitespace_tokens(vocabulary: Vocabulary) -> np.ndarray:
@@ -68,7 +72,7 @@ def whitespace_tokens(vocabulary: Vocabulary) -> np.ndarray:
                 out[i] = True
         return out
 
-    return _per_vocabulary(vocabulary, "whitespace", build)  # type: ignore[return-value]
+    return _per_vocabulary(vocabulary, "whitespace", build)
 
 
 def overrunning_close(vocabulary: Vocabulary, close: bytes) -> list[np.ndarray]:
@@ -89,7 +93,7 @@ def overrunning_close(vocabulary: Vocabulary, close: bytes) -> list[np.ndarray]:
             out.append(np.array(bad, dtype=np.intp))
         return out
 
-    return _per_vocabulary(vocabulary, "overrun:" + close.hex(), build)  # type: ignore[return-value]
+    return _per_vocabulary(vocabulary, "overrun:" + close.hex(), build)
 
 
 @dataclass(frozen=True)

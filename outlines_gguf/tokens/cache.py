@@ -189,9 +189,8 @@ def _restore(arrays: dict[str, np.ndarray], header: dict[str, Any]) -> Vocabular
         ):
             raise ValueError(f"text.{name} has shape {array.shape} or ids out of range")
     vocab.__dict__["trie"] = tries["trie"]
-    vocab.__dict__["text_tokens"] = TextTokens(
-        **text, **{name: tries[f"text.{name}"] for name in _TEXT_TRIES}
-    )
+    fields: dict[str, Any] = {**text, **{name: tries[f"text.{name}"] for name in _TEXT_TRIES}}
+    vocab.__dict__["text_tokens"] = TextTokens(**fields)  # arrays and tries, by field name
     return vocab
 
 
@@ -281,7 +280,8 @@ def store(file: Path, header: dict[str, Any], vocab: Vocabulary) -> None:
         file.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".tmp", delete=False) as f:
             tmp = f.name
-            np.savez(f, **arrays)  # uncompressed: loading is a copy, not a decompression
+            members: dict[str, Any] = arrays  # Any: numpy's stub checks **members against allow_pickle
+            np.savez(f, **members)  # uncompressed: loading is a copy, not a decompression
         os.replace(tmp, file)  # atomic: readers see the old file or the whole new one
         tmp = None
         _prune(file.parent)

@@ -89,7 +89,8 @@ class _Cursor:
 
     def string_array(self, count: int) -> list[bytes]:
         """Strings stay raw bytes here: token texts need not be valid UTF-8."""
-        buf, pos, out = self.buf, self.pos, []
+        buf, pos = self.buf, self.pos
+        out: list[bytes] = []
         unpack_len = struct.Struct("<Q").unpack_from
         end = len(buf)
         append = out.append

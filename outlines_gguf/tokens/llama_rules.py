@@ -201,9 +201,9 @@ def derive_tokenizer(meta: dict[str, Any], source: str) -> GGUFTokenizer:
             eog.add(i)
             mark_control(i)
     for text in _ALWAYS_RENDERED:
-        i = tok_id.get(text.encode())
-        if i is not None:
-            attrs[i] = ATTR_USER_DEFINED
+        rendered = tok_id.get(text.encode())
+        if rendered is not None:
+            attrs[rendered] = ATTR_USER_DEFINED
     eog |= {i for i in (eos, eot, eom) if i is not None}
 
     by_text = {texts[i]: i for i in eog}

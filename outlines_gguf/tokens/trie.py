@@ -66,7 +66,7 @@ class TokenTrie:
         memoryviews, made at once (lists of a 152k vocabulary's trie take 30+ ms to build)
         and read almost as fast."""
         return tuple(
-            memoryview(np.ascontiguousarray(a))
+            np.ascontiguousarray(a).data  # a memoryview
             for a in (
                 self.node_byte,
                 self.first_child,
@@ -83,7 +83,7 @@ class TokenTrie:
         """Depth-first walk below a narrow frontier: deep levels hold few nodes,
         where one Python step per node beats a dozen numpy calls per level."""
         labels, first_child, n_children, term_start, term_count, term_tokens = self._lists
-        table = memoryview(flat)
+        table = flat.data  # a memoryview
         out: list[int] = []
         stack = list(zip(nodes.tolist(), states.tolist(), strict=True))
         pop, push = stack.pop, stack.append
