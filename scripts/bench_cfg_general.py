@@ -26,6 +26,11 @@ from outlines_gguf.compiler import grammar_guide  # noqa: E402
 
 NON_LALR = {
     "ambiguous_sum": ('?start: start start | start "+" start | NUMBER\nNUMBER: /[0-9]+/\n', "start"),
+    "ambiguous_expr": (
+        'start: e\ne: e "+" e | e "*" e | "(" e ")" | NUMBER\n'
+        "%import common.NUMBER\n%import common.WS\n%ignore WS\n",
+        "start",
+    ),
     "dangling_else": (
         'start: stmt+\nstmt: "if" "(" NAME ")" stmt ["else" stmt] | NAME "=" NAME ";"\n'
         "%import common.CNAME -> NAME\n%import common.WS\n%ignore WS\n",

@@ -271,6 +271,15 @@ class _ConflictLog(logging.Handler):
             self.conflicts[-1] += f" ({message[3:]})"
 
 
+def _regex_errors() -> tuple[type[Exception], ...]:
+    """The error class of the ``regex`` module, which lark uses for terminals when installed."""
+    try:
+        import regex
+    except ImportError:  # pragma: no cover - regex is a dependency of the test environment only
+        return ()
+    return (regex.error,)
+
+
 def _load_lark(text: str, start: str | list[str], parser: str = "lalr"):
     """lark's parser for ``text`` (``parser="lalr"``: LALR(1) with the contextual lexer;
     ``"earley"``: Earley with every lexing), and the shift/reduce conflicts lark resolved as shift."""
@@ -298,6 +307,8 @@ def _load_lark(text: str, start: str | list[str], parser: str = "lalr"):
         raise GrammarError(f"invalid grammar: {exc}") from exc
     except LarkError as exc:
         raise GrammarError(f"grammar rejected by lark: {exc}") from exc
+    except (re.error, *_regex_errors()) as exc:  # a terminal lark's regex module cannot compile
+        raise GrammarError(f"invalid regex in the grammar: {exc}") from exc
     except (KeyError, ValueError, TypeError, RecursionError) as exc:  # lark fails on some inputs this way
         raise GrammarError(f"grammar rejected by lark: {type(exc).__name__}: {exc}") from exc
     finally:
@@ -667,7 +678,9 @@ def build_grammar(text: str, start: str | tuple[str, ...], lexer: str) -> Gramma
         return Grammar(lalr_text, lalr_start)
     try:
         loaded = _load_lark(lalr_text, lalr_start)
-    except GrammarError:  # what LALR refuses (reduce/reduce conflicts) may be fine for Earley
+    except GrammarError as exc:  # a reduce/reduce conflict is LALR's limit, not the grammar's
+        if "Reduce/Reduce collision" not in str(exc):
+            raise
         return GeneralGrammar(text, start)
     if loaded[1]:
         logger.info("outlines-gguf: the grammar has LALR conflicts; using the general mode")
