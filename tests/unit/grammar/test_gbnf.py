@@ -8,6 +8,7 @@ lark's Earley parser with its scannerless ``dynamic_complete`` lexer run on the 
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import re
 from functools import cache
@@ -326,6 +327,11 @@ def test_processor_detects_gbnf_and_shares_the_guide() -> None:
     explicit = CFGLogitsProcessor.from_gbnf(text, vocab)
     assert detected.guide is explicit.guide is gbnf_guide(text, vocab)
     assert explicit.grammar == text
+    again = pickle.loads(pickle.dumps(explicit))  # processors go to worker processes
+    scores = np.zeros(vocab.size, dtype=np.float32)
+    again(np.array([1], dtype=np.intc), scores)
+    allowed = explicit.guide.mask(explicit.guide.initial_state).allowed_ids(vocab.size)
+    assert sorted(np.flatnonzero(np.isfinite(scores)).tolist()) == sorted(allowed.tolist())
     assert isinstance(CFGLogitsProcessor.from_gbnf(FILES["arithmetic.gbnf"], vocab).guide, GeneralCFGGuide)
 
 
