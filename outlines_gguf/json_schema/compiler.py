@@ -4,8 +4,9 @@ The compiler walks the schema and builds NFA fragments directly (no regex
 text in between), then determinizes once. Leaves (numbers, string formats,
 ``pattern``) are regexes; ``pattern`` is compiled over the JSON-escaped form
 of each character, so a pattern that allows ``"`` yields ``\\"``. ``allOf``
-of non-mergeable parts and overlapping ``oneOf`` branches use exact products
-of automata.
+of non-mergeable parts uses exact products of automata; ``not`` and overlapping
+``oneOf`` branches are rewritten into positive schemas (``_Compiler.negate``), and
+an ``enum``/``const`` beside other keywords keeps the values a validator passes.
 
 What is generated: properties in the order of ``properties``, additional
 properties (when the schema allows them) after the declared ones, bounded
