@@ -107,8 +107,6 @@ UNSUPPORTED = frozenset(
         "$recursiveAnchor",
     }
 )
-_VALIDATED: frozenset[str] = frozenset()
-"""Keywords refused elsewhere that the validator decides for the values an enum lists."""
 _OBJECT_KEYS = {
     "properties",
     "required",
@@ -430,7 +428,7 @@ class _Compiler:
     def check_keywords(self, schema: dict, path: str) -> None:
         listed = "enum" in schema or "const" in schema  # the validator checks listed values
         for key in schema:
-            if key in UNSUPPORTED and not self.lenient and not (listed and key in _VALIDATED):
+            if key in UNSUPPORTED and not self.lenient:
                 raise self.fail(f"keyword {key!r} cannot be enforced (pass lenient=True to ignore it)", path)
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
