@@ -556,7 +556,8 @@ def bad(client: openai.OpenAI, **kwargs: Any) -> openai.BadRequestError:
 
 
 def test_bad_requests_are_400_naming_the_problem(client: openai.OpenAI) -> None:
-    schema = {"type": "object", "properties": {"tags": {"type": "array", "contains": {"type": "string"}}}}
+    tags = {"type": "array", "contains": {"type": "string", "format": "email"}}  # "not an email": no
+    schema = {"type": "object", "properties": {"tags": tags}}
     e = bad(client, response_format=schema_format(schema))
     assert e.param == "response_format.json_schema.schema" and e.type == "invalid_request_error"
     assert "#/properties/tags" in e.message and "contains" in e.message and "strict: false" in e.message
