@@ -4,8 +4,9 @@ The compiler walks the schema and builds NFA fragments directly (no regex
 text in between), then determinizes once. Leaves (numbers, string formats,
 ``pattern``) are regexes; ``pattern`` is compiled over the JSON-escaped form
 of each character, so a pattern that allows ``"`` yields ``\\"``. ``allOf``
-of non-mergeable parts and overlapping ``oneOf`` branches use exact products
-of automata.
+of non-mergeable parts uses exact products of automata; ``not`` and overlapping
+``oneOf`` branches are rewritten into positive schemas (``_Compiler.negate``), and
+an ``enum``/``const`` beside other keywords keeps the values a validator passes.
 
 What is generated: properties in the order of ``properties``, additional
 properties (when the schema allows them) after the declared ones, bounded
@@ -121,8 +122,6 @@ UNSUPPORTED = frozenset(
         "$recursiveAnchor",
     }
 )
-_VALIDATED: frozenset[str] = frozenset()
-"""Keywords refused elsewhere that the validator decides for the values an enum lists."""
 _OBJECT_KEYS = {
     "properties",
     "required",
@@ -453,7 +452,7 @@ class _Compiler:
     def check_keywords(self, schema: dict, path: str) -> None:
         listed = "enum" in schema or "const" in schema  # the validator checks listed values
         for key in schema:
-            if key in UNSUPPORTED and not self.lenient and not (listed and key in _VALIDATED):
+            if key in UNSUPPORTED and not self.lenient:
                 raise self.fail(f"keyword {key!r} cannot be enforced (pass lenient=True to ignore it)", path)
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
