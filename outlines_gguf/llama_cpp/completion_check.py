@@ -13,6 +13,8 @@ their own.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -53,9 +55,15 @@ def stop_reason(finish_reason: str | None) -> str:
     return _FINISH_REASONS.get(finish_reason, finish_reason)
 
 
+_BY_BYTES: weakref.WeakKeyDictionary[Vocabulary, tuple[dict[bytes, int], int]] = weakref.WeakKeyDictionary()
+_BY_BYTES_LOCK = threading.Lock()
+
+
 def _pieces(vocabulary: Vocabulary) -> tuple[dict[bytes, int], int]:
-    """Non-special tokens by their bytes (the lowest id for duplicates), and the longest length."""
-    cached = vocabulary.__dict__.get("_outlines_gguf_by_bytes")
+    """Non-special tokens by their bytes (the lowest id for duplicates), and the longest length;
+    built once per vocabulary, kept beside it (not in it: it would be pickled with it)."""
+    with _BY_BYTES_LOCK:
+        cached = _BY_BYTES.get(vocabulary)
     if cached is None:
         special = vocabulary.special_ids
         by_bytes: dict[bytes, int] = {}
@@ -63,7 +71,8 @@ def _pieces(vocabulary: Vocabulary) -> tuple[dict[bytes, int], int]:
             if tok and i not in special:
                 by_bytes.setdefault(tok, i)
         cached = (by_bytes, max((len(t) for t in by_bytes), default=1))
-        vocabulary.__dict__["_outlines_gguf_by_bytes"] = cached
+        with _BY_BYTES_LOCK:
+            _BY_BYTES[vocabulary] = cached
     return cached
 
 
