@@ -292,7 +292,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     elif args.command == "json":
         args.schema = read_schema(args.schema)
         # the schema's keywords and its root piece need no vocabulary: a typo fails here
-        from outlines_gguf.json_schema.compiler import prepare_schema
+        from outlines_gguf.json_schema.loading import prepare_schema
         from outlines_gguf.json_schema.pushdown import split_schema
 
         canonical, extra = prepare_schema(args.schema)

@@ -27,7 +27,9 @@ from outlines_gguf.grammar.general import GeneralGrammar
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.guides.grammar import CFGGuide
 from outlines_gguf.guides.grammar_general import GeneralCFGGuide
-from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema, schema_to_dfa
+from outlines_gguf.json_schema.compiler import schema_to_dfa
+from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
+from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.tokens.text import starts_plain_char
 from outlines_gguf.tokens.vocabulary import Vocabulary, clear_gguf_cache
 

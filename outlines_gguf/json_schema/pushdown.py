@@ -57,6 +57,7 @@ from outlines_gguf.errors import (
     ConstraintViolationError,
     EmptyLanguageError,
     OutlinesGGUFError,
+    SchemaError,
     VocabularyError,
 )
 from outlines_gguf.guides.base import (
@@ -68,7 +69,9 @@ from outlines_gguf.guides.base import (
     bytes_to_read,
     single_byte,
 )
-from outlines_gguf.json_schema.compiler import (
+from outlines_gguf.json_schema.algebra import of_types
+from outlines_gguf.json_schema.compiler import _Compiler
+from outlines_gguf.json_schema.keywords import (
     _MALFORMED,
     CALL_BYTE,
     CHUNK_KEY,
@@ -77,12 +80,9 @@ from outlines_gguf.json_schema.compiler import (
     ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
     MAX_LENGTH_CAP,
-    SchemaError,
-    Whitespace,
-    _Compiler,
     _is_int,
-    of_types,
 )
+from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
 from outlines_gguf.tokens.trie import TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary

@@ -96,9 +96,7 @@ def _text_dfa(regex: str) -> ByteDFA | None:
 
 def pattern_matches(pattern: str, text: str) -> bool:
     """Whether ``pattern`` is found in ``text`` (JSON Schema searches), by our regex automaton."""
-    from outlines_gguf.json_schema.compiler import (
-        _searched,  # the one definition of "searched"; json_schema imports us
-    )
+    from outlines_gguf.json_schema.lexical import _searched  # the one "searched" (imported on first use)
 
     try:
         dfa = _text_dfa(_searched(pattern))

@@ -31,7 +31,8 @@ from outlines_gguf.errors import (
     VocabularyError,
 )
 from outlines_gguf.guides.base import Guide, RegexGuide
-from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema
+from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
+from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.python_types import schema_source
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
