@@ -20,7 +20,8 @@ from sampling import closing_bias, generate
 from outlines_gguf import JSONLogitsProcessor, SchemaError
 from outlines_gguf.compiler import compile_json_schema
 from outlines_gguf.json_schema import objects as json_schema_objects
-from outlines_gguf.json_schema.pushdown import PushdownGuide, SplitSchema
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema
 
 REFUSED = r"does not fit|no allowed token"
 """What refusing a text looks like: next_state raises, or no allowed token continues it."""
