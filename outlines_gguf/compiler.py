@@ -19,7 +19,8 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from outlines_gguf import disk_cache
-from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.errors import RegexError, SchemaError
 from outlines_gguf.grammar.compiled import Grammar, build_grammar, normalize_start, terminal_dfa
 from outlines_gguf.grammar.gbnf import build_gbnf

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.lookaround import (
     Follow,
     PendingLookaheadError,
     compile_terminal,
     needs_assertions,
 )
-from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
+from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
 

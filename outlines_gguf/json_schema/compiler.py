@@ -23,12 +23,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from outlines_gguf.automata.regex import (
-    ByteDFA,
-    Fragment,
-    NFABuilder,
-    compile_budget,
-)
+from outlines_gguf.automata.budget import compile_budget
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.regex import Fragment, NFABuilder
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     OutlinesGGUFError,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from outlines_gguf.automata.regex import ByteDFA, Fragment, NFABuilder
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.regex import Fragment, NFABuilder
 from outlines_gguf.errors import SchemaError
 from outlines_gguf.json_schema.lexical import Whitespace
 

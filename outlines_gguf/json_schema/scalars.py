@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from outlines_gguf.automata.budget import MAX_DFA_STATES
+from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.ops import intersect
-from outlines_gguf.automata.regex import MAX_DFA_STATES, ByteDFA, Fragment, NFABuilder
+from outlines_gguf.automata.regex import Fragment, NFABuilder
 from outlines_gguf.errors import ConstraintTooComplexError, DFAProductTooLargeError, EmptyLanguageError
 from outlines_gguf.json_schema.keywords import (
     ANNOTATIONS,

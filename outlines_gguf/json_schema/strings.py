@@ -18,7 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from outlines_gguf.automata.regex import ByteDFA, NFABuilder, _prune_dead, minimize
+from outlines_gguf.automata.dfa import ByteDFA, _prune_dead, minimize
+from outlines_gguf.automata.regex import NFABuilder
 
 MAX_LAYERED_ENTRIES = 4_000_000
 """Table entries (states x 256, 16 MB) a layered automaton may have before pruning. A pattern

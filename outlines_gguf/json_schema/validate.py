@@ -21,7 +21,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from outlines_gguf.automata.regex import ByteDFA, NFABuilder
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import EmptyLanguageError, OutlinesGGUFError
 from outlines_gguf.json_schema.leaves import STRING_FORMATS, UNENFORCEABLE_FORMATS
 from outlines_gguf.json_schema.numbers import exact_value
