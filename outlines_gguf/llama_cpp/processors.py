@@ -309,7 +309,8 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         if engine not in ("dfa", "pushdown"):
             raise ValueError(f"engine must be 'pushdown' or 'dfa', not {engine!r}")
         if engine == "pushdown":
-            from outlines_gguf.json_schema.pushdown import PushdownGuide, split_schema
+            from outlines_gguf.json_schema.pushdown import PushdownGuide
+            from outlines_gguf.json_schema.split import split_schema
 
             def build_split() -> PushdownGuide:
                 return PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
@@ -354,7 +355,7 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     def __init__(
         self, grammar: str, tokenizer: Any, *, start: str | Sequence[str] = "start", lexer: str = "auto"
     ) -> None:
-        from outlines_gguf.grammar.gbnf import is_gbnf
+        from outlines_gguf.grammar.gbnf_parse import is_gbnf
 
         vocabulary = as_vocabulary(tokenizer)
         self.grammar = grammar
