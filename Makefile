@@ -30,6 +30,7 @@ demo: setup
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check outlines_gguf tests scripts
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/python -m pytest -q

@@ -8,7 +8,7 @@
 """
 
 from outlines_gguf import generate
-from outlines_gguf.automata.regex import ByteDFA
+from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.compiler import (
     clear_caches,
     clear_guide_cache,

@@ -292,8 +292,8 @@ def check_inputs(args: argparse.Namespace) -> None:
     elif args.command == "json":
         args.schema = read_schema(args.schema)
         # the schema's keywords and its root piece need no vocabulary: a typo fails here
-        from outlines_gguf.json_schema.compiler import prepare_schema
-        from outlines_gguf.json_schema.pushdown import split_schema
+        from outlines_gguf.json_schema.loading import prepare_schema
+        from outlines_gguf.json_schema.split import split_schema
 
         canonical, extra = prepare_schema(args.schema)
         split_schema(canonical, args.whitespace_pattern, args.lenient, extra)
@@ -301,7 +301,7 @@ def check_inputs(args: argparse.Namespace) -> None:
         path = str(args.grammar)
         args.grammar = read_grammar(args.grammar)
         from outlines_gguf.compiler import compile_gbnf, compile_grammar  # cached: the processor reuses them
-        from outlines_gguf.grammar.gbnf import is_gbnf
+        from outlines_gguf.grammar.gbnf_parse import is_gbnf
 
         if path.endswith(".gbnf") or is_gbnf(args.grammar):
             if not is_gbnf(args.grammar):

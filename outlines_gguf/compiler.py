@@ -19,7 +19,8 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from outlines_gguf import disk_cache
-from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.errors import RegexError, SchemaError
 from outlines_gguf.grammar.compiled import Grammar, build_grammar, normalize_start, terminal_lexing
 from outlines_gguf.grammar.gbnf import build_gbnf
@@ -28,7 +29,9 @@ from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.guides.grammar import CFGGuide
 from outlines_gguf.guides.grammar_general import GeneralCFGGuide
 from outlines_gguf.json_schema import validate
-from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH, prepare_schema, schema_to_dfa
+from outlines_gguf.json_schema.compiler import schema_to_dfa
+from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
+from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.numbers import multiple_of_dfa
 from outlines_gguf.tokens.text import starts_plain_char
 from outlines_gguf.tokens.vocabulary import Vocabulary, clear_gguf_cache
@@ -196,11 +199,15 @@ def clear_caches(*vocabularies: Vocabulary) -> None:
     alone (``disk_cache.clear()`` empties it).
     """
     clear_guide_cache()
-    for cache in (compile_regex, compile_canonical, _compile_grammar, compile_gbnf):
-        cache.cache_clear()
+    compile_regex.cache_clear()
+    compile_canonical.cache_clear()
+    _compile_grammar.cache_clear()
+    compile_gbnf.cache_clear()
     # pieces memoized where they are built, keyed by a terminal, a pattern or a step
-    for cache in (terminal_lexing, validate.pattern_dfa, multiple_of_dfa, starts_plain_char):
-        cache.cache_clear()
+    terminal_lexing.cache_clear()
+    validate.pattern_dfa.cache_clear()
+    multiple_of_dfa.cache_clear()
+    starts_plain_char.cache_clear()
     clear_gguf_cache()
     for vocabulary in vocabularies:
         vocabulary.clear_class_tries()

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from outlines_gguf.automata.regex import MAX_DFA_STATES, ByteDFA
+from outlines_gguf.automata.budget import MAX_DFA_STATES
+from outlines_gguf.automata.dfa import ByteDFA
 
 logger = logging.getLogger("outlines_gguf")
 

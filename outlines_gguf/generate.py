@@ -44,7 +44,7 @@ from typing import Any, cast
 
 from outlines_gguf.errors import IncompleteGenerationError
 from outlines_gguf.format_types import format_for
-from outlines_gguf.json_schema.compiler import DEFAULT_MAX_DEPTH
+from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.llama_cpp.generation import MAX_SEED, Generation, GenerationResult, SamplingParams
 from outlines_gguf.llama_cpp.model import LlamaCpp
 from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor, RegexLogitsProcessor

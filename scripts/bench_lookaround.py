@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from outlines_gguf.automata.regex import NFABuilder, compile_budget  # noqa: E402
+from outlines_gguf.automata.budget import compile_budget  # noqa: E402
+from outlines_gguf.automata.regex import NFABuilder  # noqa: E402
 from outlines_gguf.errors import OutlinesGGUFError  # noqa: E402
 
 EXAMPLES = [

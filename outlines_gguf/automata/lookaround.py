@@ -24,7 +24,7 @@ Design (an alternating automaton, determinized directly):
 
 A DFA state is the watcher states plus the set of threads, a thread being an
 NFA state and its (nested) obligations. The subset construction over these is
-bounded by the compile budget and :data:`regex_dfa.MAX_DFA_STATES`.
+bounded by the compile budget and :data:`~outlines_gguf.automata.budget.MAX_DFA_STATES`.
 
 Character classes keep the compiler's rule that a generated string must
 match under every judge (``re`` and the ``regex`` module, ``str`` and ASCII
@@ -45,28 +45,27 @@ from typing import cast
 
 import numpy as np
 
-from outlines_gguf.automata.regex import (
+from outlines_gguf.automata.budget import MAX_DFA_STATES, compile_budget, spend
+from outlines_gguf.automata.charsets import (
     _ASCII_CATEGORIES,
     _CATEGORY,
-    _MISSING,
     _UNICODE_PATTERNS,
     MAX_CODEPOINT,
-    MAX_DFA_STATES,
-    ByteDFA,
     C,
-    Fragment,
-    NFABuilder,
     Ranges,
     _ascii_letters,
     _complement,
-    _Flags,
     _normalize,
+    _unicode_case_closure,
+)
+from outlines_gguf.automata.dfa import ByteDFA, minimize
+from outlines_gguf.automata.regex import (
+    _MISSING,
+    Fragment,
+    NFABuilder,
+    _Flags,
     _RegexTranslator,
     _short,
-    _unicode_case_closure,
-    compile_budget,
-    minimize,
-    spend,
     sre_parse,
 )
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
@@ -89,7 +88,7 @@ _LINE_REWRITES = {  # ^ and $ without and with re.MULTILINE
     (C.AT_END, True): rf"(?=\n|(?!{_ANY}))",
 }
 STATE_WORK = 200
-"""Work units (see ``regex_dfa.MAX_COMPILE_WORK``) charged per DFA state."""
+"""Work units (see ``automata.budget.MAX_COMPILE_WORK``) charged per DFA state."""
 THREAD_WORK = 12
 """Work units per thread visited (closed, stepped, cut or judged at the end); about 2 microseconds."""
 

@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from outlines_gguf.automata.regex import ByteDFA, minimize, spend
+from outlines_gguf.automata.budget import spend
+from outlines_gguf.automata.dfa import ByteDFA, minimize
 from outlines_gguf.errors import DFAProductTooLargeError
 
 MAX_PRODUCT_STATES = 50_000
 PRODUCT_STATE_WORK = 400
-"""Work units (see ``automata.regex.MAX_COMPILE_WORK``) charged per product state (about 0.1 ms each)."""
+"""Work units (see ``automata.budget.MAX_COMPILE_WORK``) charged per product state (about 0.1 ms each)."""
 
 
 def _product(

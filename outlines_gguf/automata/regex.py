@@ -23,13 +23,31 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
-from outlines_gguf import fast_unique
+from outlines_gguf.automata.budget import (
+    MAX_DFA_STATES,
+    MAX_NFA_STATES,
+    MAX_REPEAT,
+    NFA_STATE_WORK,
+    _budgets,
+    compile_budget,
+    spend,
+)
+from outlines_gguf.automata.charsets import (
+    MAX_CODEPOINT,
+    Ranges,
+    _category,
+    _complement,
+    _ignore_case,
+    _normalize,
+    _without_surrogates,
+)
+from outlines_gguf.automata.dfa import ByteDFA, minimize
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
 
 if sys.version_info >= (3, 11):
@@ -39,201 +57,44 @@ else:  # pragma: no cover - Python 3.10
     import sre_constants as C  # noqa: N812
     import sre_parse
 
-MAX_NFA_STATES = 200_000
-"""Thompson NFA states one builder may create."""
-MAX_DFA_STATES = 20_000
-"""States of one determinized automaton."""
-MAX_REPEAT = 10_000
-"""The largest count of a counted repeat ``{m,n}``."""
-MAX_COMPILE_WORK = 10_000_000
-"""Work units one compilation may spend (a regex, or a JSON schema with all its parts).
-
-A unit is roughly 0.1-0.3 microseconds of compile time: NFA states and edges visited
-while determinizing (a subset of size k costs k), 20 per NFA state built, 400 per
-state of an automaton product, 8 per state per merging round, 10 per character of
-regex text.
-The budget stops inputs whose automata stay within the size limits but take
-long to build (nested counted repeats such as ``(a{1,100}){1,100}``, whose every
-DFA state is a subset of thousands of NFA states), after one to three seconds on
-an idle core instead of minutes. Of the 6,100 JSONSchemaBench schemas that the
-compiler was measured on, the most demanding one that compiles needs 8.3M units
-(a one-second compile, mostly merging states); the median needs 76k (11 ms)."""
-NFA_STATE_WORK = 20
-MAX_CODEPOINT = 0x10FFFF
 _MISSING = object()
 
-Ranges = tuple[tuple[int, int], ...]  # sorted, disjoint, inclusive code point ranges
 
 
 # -- the work budget of one compilation ----------------------------------------------
 
 
-class CompileBudget:
-    """Work units spent by one compilation; raises past ``limit`` (see :data:`MAX_COMPILE_WORK`)."""
-
-    __slots__ = ("label", "limit", "used")
-
-    def __init__(self, label: str, limit: int) -> None:
-        self.label = label
-        self.limit = limit
-        self.used = 0
-
-    def spend(self, units: int) -> None:
-        self.used += units
-        if self.used > self.limit:
-            raise ConstraintTooComplexError(
-                f"{self.label} is too complex to compile: it needs more than {self.limit:,} work units "
-                "(the compile-time limit MAX_COMPILE_WORK; nested or large counted repeats, large "
-                "products of automata?)"
-            )
 
 
-_budgets = threading.local()
 
 
-@contextmanager
-def compile_budget(label: str, limit: int | None = None) -> Iterator[CompileBudget]:
-    """Run a compilation under one work budget, shared by everything it compiles inside.
-
-    A nested call joins the budget already running in this thread (a JSON
-    schema's patterns and products count against the schema's budget).
-    """
-    outer: CompileBudget | None = getattr(_budgets, "current", None)
-    if outer is not None:
-        yield outer
-        return
-    budget = CompileBudget(label, MAX_COMPILE_WORK if limit is None else limit)
-    _budgets.current = budget
-    try:
-        yield budget
-    finally:
-        _budgets.current = None
 
 
-def spend(units: int) -> None:
-    """Charge ``units`` of work to the compilation running in this thread (if any)."""
-    budget: CompileBudget | None = getattr(_budgets, "current", None)
-    if budget is not None:
-        budget.spend(units)
 
 
 # -- code point sets ------------------------------------------------------------------
 
 
-def _normalize(ranges: Iterable[tuple[int, int]]) -> Ranges:
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return tuple((lo, hi) for lo, hi in out)
 
 
-def _complement(ranges: Ranges) -> Ranges:
-    out, nxt = [], 0
-    for lo, hi in ranges:
-        if lo > nxt:
-            out.append((nxt, lo - 1))
-        nxt = hi + 1
-    if nxt <= MAX_CODEPOINT:
-        out.append((nxt, MAX_CODEPOINT))
-    return tuple(out)
 
 
-def _without_surrogates(ranges: Ranges) -> Ranges:
-    out = []
-    for lo, hi in ranges:
-        if hi < 0xD800 or lo > 0xDFFF:
-            out.append((lo, hi))
-            continue
-        if lo < 0xD800:
-            out.append((lo, 0xD7FF))
-        if hi > 0xDFFF:
-            out.append((0xE000, hi))
-    return tuple(out)
 
 
-_ASCII_CATEGORIES: dict[str, Ranges] = {
-    "digit": ((0x30, 0x39),),
-    "word": _normalize([(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]),
-    "space": _normalize([(0x09, 0x0D), (0x20, 0x20)]),
-}
-_UNICODE_PATTERNS = {"digit": r"\d+", "word": r"\w+", "space": r"\s+"}
 
 
-@cache
-def _unicode_category(name: str) -> Ranges:
-    """Code points Python's ``str`` regexes put in ``\\d``, ``\\w`` or ``\\s``."""
-    text = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, MAX_CODEPOINT + 1)))
-    out = []
-    for m in re.finditer(_UNICODE_PATTERNS[name], text):
-        lo, hi = ord(m.group()[0]), ord(m.group()[-1])
-        out.append((lo, hi))
-    return _normalize(out)
 
 
-_CATEGORY = {
-    C.CATEGORY_DIGIT: ("digit", False),
-    C.CATEGORY_NOT_DIGIT: ("digit", True),
-    C.CATEGORY_WORD: ("word", False),
-    C.CATEGORY_NOT_WORD: ("word", True),
-    C.CATEGORY_SPACE: ("space", False),
-    C.CATEGORY_NOT_SPACE: ("space", True),
-}
 
 
-def _category(cat: object, ascii_only: bool, widen: bool) -> Ranges:
-    """A ``\\d``-like category. ``widen`` asks for the larger of the two
-    meanings (used inside a negated class, which is complemented afterwards)."""
-    name, negated = _CATEGORY[cat]  # type: ignore[index]
-    if ascii_only:
-        base = _ASCII_CATEGORIES[name]
-    else:
-        # positive, narrow: ASCII; negative, narrow: not-Unicode; and the reverse when widened
-        use_unicode = negated != widen
-        base = _unicode_category(name) if use_unicode else _ASCII_CATEGORIES[name]
-    return _complement(base) if negated else base
 
 
-def _ignore_case(ranges: Ranges, negated: bool, ascii_only: bool) -> Ranges:
-    """The characters a set matches under ``re.IGNORECASE``, for a set that is then
-    used as written (``negated=False``) or complemented (``negated=True``).
-
-    Follows the intersection of ``str`` and ``re.ASCII`` semantics, like the
-    classes: a set used as written gains the other case of its ASCII letters
-    only (what both modes match), a set that is complemented gains every
-    character Unicode case folding relates to it (``[^k]`` excludes the Kelvin
-    sign, ``[^\u00e9-\ud7ff]`` excludes ``å``, whose capital form U+212B is in
-    the range), so its complement is matched in both modes.
-    """
-    if negated and not ascii_only:
-        return _unicode_case_closure(ranges)
-    extra = [(ord(c), ord(c)) for lo, hi in ranges for c in _ascii_letters(lo, hi)]
-    return _normalize([*ranges, *extra]) if extra else ranges
 
 
-def _ascii_letters(lo: int, hi: int) -> list[str]:
-    """The other case of the ASCII letters in ``[lo, hi]``."""
-    return [chr(c).swapcase() for c in range(max(lo, 0x41), min(hi, 0x7A) + 1) if chr(c).isalpha()]
 
 
-@cache
-def _cased_code_points() -> tuple[int, ...]:
-    """Code points with a case mapping: the only ones IGNORECASE can add to a set.
-    (All of them are below U+20000; scanning the planes above would cost 0.4 s for nothing.)"""
-    return tuple(c for c in range(0x20000) if (ch := chr(c)).lower() != ch or ch.upper() != ch)
 
 
-@lru_cache(maxsize=1024)
-def _unicode_case_closure(ranges: Ranges) -> Ranges:
-    """Exactly the characters ``re`` matches with ``[ranges]`` under IGNORECASE (asked of re)."""
-    cased = _cased_code_points()
-    spend(4 * len(cased) + 10 * len(ranges))
-    members = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges)
-    matcher = re.compile(f"[{members}]", re.IGNORECASE).fullmatch
-    extra = [(c, c) for c in cased if matcher(chr(c))]
-    return _normalize([*ranges, *extra])
 
 
 # -- UTF-8 ----------------------------------------------------------------------------
@@ -526,10 +387,10 @@ class NFABuilder:
         )
         from outlines_gguf.automata import lookaround
 
-        if lookaround.needs_assertions(list(parsed), anchored, anchored):
+        if lookaround.needs_assertions(list(parsed.data), anchored, anchored):
             multiline = bool(gflags & C.SRE_FLAG_MULTILINE)
             dfa = lookaround.compile_assertions(
-                self, pattern, list(parsed), flags, multiline, chars or self.chars, anchored,
+                self, pattern, list(parsed.data), flags, multiline, chars or self.chars, anchored,
                 strict=strict_lookahead,
             )
             if dfa is None:  # matches nothing: a fragment whose end cannot be reached
@@ -537,7 +398,7 @@ class NFABuilder:
             return self.dfa(dfa)
         translator = _RegexTranslator(self, pattern, chars or self.chars)
         try:
-            return translator.seq(list(parsed), flags, anchored, anchored)
+            return translator.seq(list(parsed.data), flags, anchored, anchored)
         except RecursionError as exc:
             raise ConstraintTooComplexError(f"regex {_short(pattern)} is nested too deeply") from exc
 
@@ -568,7 +429,7 @@ class NFABuilder:
                 _TEMPLATES[key] = template
                 while len(_TEMPLATES) > MAX_TEMPLATES:
                     _TEMPLATES.popitem(last=False)
-        return None if template is None else template.copy_into(self.nfa)  # type: ignore[union-attr]
+        return template.copy_into(self.nfa) if isinstance(template, _Template) else None
 
     def build(self, fragment: Fragment | None) -> ByteDFA:
         """Determinize, drop dead states and merge equivalent ones."""
@@ -606,21 +467,22 @@ class _RegexTranslator:
             cur = e
         return start, cur
 
-    def item(self, op: object, av: object, flags: _Flags, at_start: bool, at_end: bool) -> tuple[int, int]:
+    def item(self, op: object, av: Any, flags: _Flags, at_start: bool, at_end: bool) -> tuple[int, int]:
+        """One parsed item; ``av``'s shape depends on ``op`` (sre's argument values)."""
         if op is C.LITERAL:
-            ranges: Ranges = ((av, av),)  # type: ignore[assignment]
+            ranges: Ranges = ((av, av),)
             return self.charset(_ignore_case(ranges, False, flags.ascii) if flags.ignorecase else ranges)
         if op is C.NOT_LITERAL:
-            excluded: Ranges = ((av, av),)  # type: ignore[assignment]
+            excluded: Ranges = ((av, av),)
             if flags.ignorecase:
                 excluded = _ignore_case(excluded, True, flags.ascii)
             return self.charset(_complement(excluded))
         if op is C.ANY:
             return self.charset(((0, MAX_CODEPOINT),) if flags.dotall else _complement(((10, 10),)))
         if op is C.IN:
-            return self.charset(self.char_class(av, flags))  # type: ignore[arg-type]
+            return self.charset(self.char_class(av, flags))
         if op is C.BRANCH:
-            _, alternatives = av  # type: ignore[misc]
+            _, alternatives = av
             start, end = self.nfa.state(), self.nfa.state()
             for alt in alternatives:
                 s, e = self.seq(list(alt), flags, at_start, at_end)
@@ -628,7 +490,7 @@ class _RegexTranslator:
                 self.nfa.eps[e].append(end)
             return start, end
         if op is C.SUBPATTERN:
-            _, add, remove, sub = av  # type: ignore[misc]
+            _, add, remove, sub = av
             inner = _Flags(
                 ignorecase=(flags.ignorecase or bool(add & C.SRE_FLAG_IGNORECASE))
                 and not remove & C.SRE_FLAG_IGNORECASE,
@@ -637,7 +499,7 @@ class _RegexTranslator:
             )
             return self.seq(list(sub), inner, at_start, at_end)
         if op in (C.MAX_REPEAT, C.MIN_REPEAT):
-            lo, hi, sub = av  # type: ignore[misc]
+            lo, hi, sub = av
             return self.repeat(lo, hi, list(sub), flags)
         if op is C.AT:
             if av in (C.AT_BEGINNING, C.AT_BEGINNING_STRING) and at_start:
@@ -686,33 +548,6 @@ class _RegexTranslator:
 # -- DFA --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ByteDFA:
-    """A deterministic automaton over bytes with only live states.
-
-    ``transitions[s, b]`` is the next state or -1 (dead); every state can
-    still reach an accepting state. State 0 is the start.
-    """
-
-    transitions: np.ndarray  # (n_states, 256) int32
-    accepting: np.ndarray  # (n_states,) bool
-
-    @property
-    def n_states(self) -> int:
-        return int(self.accepting.size)
-
-    def run(self, data: bytes, state: int = 0) -> int:
-        """The state after reading ``data`` (-1 if the automaton died)."""
-        table = self.transitions
-        for b in data:
-            state = int(table[state, b])
-            if state < 0:
-                return -1
-        return state
-
-    def matches(self, data: bytes) -> bool:
-        state = self.run(data)
-        return state >= 0 and bool(self.accepting[state])
 
 
 def _closure(nfa: _NFA, states: Iterable[int]) -> frozenset[int]:
@@ -858,102 +693,14 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
     return table, np.array(accepting, dtype=bool), byte_class
 
 
-def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Keep only states that can reach acceptance; renumber with the start as 0."""
-    n = table.shape[0]
-    src, byte = np.nonzero(table >= 0)
-    dst = table[src, byte]
-    pairs = fast_unique.unique(dst.astype(np.int64) * n + src)
-    rev_src = (pairs % n).tolist()
-    starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
-    live = accepting.tolist()
-    stack = [i for i, a in enumerate(live) if a]
-    while stack:
-        s = stack.pop()
-        for p in rev_src[starts[s] : starts[s + 1]]:
-            if not live[p]:
-                live[p] = True
-                stack.append(p)
-    if not live[0]:
-        return None
-    keep = np.array(live, dtype=bool)
-    new_id = np.cumsum(keep) - 1
-    new_id[~keep] = -1
-    kept = table[keep]
-    remapped = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
-    return remapped, accepting[keep]
 
 
-_ROW_WEIGHTS = np.random.default_rng(20261127).integers(1, 2**62, size=(2, 257), dtype=np.int64)
-_COLUMN_WEIGHTS = np.random.default_rng(20261128).integers(1, 2**61, size=(2, MAX_DFA_STATES), dtype=np.int64)
 
 
-def group_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group equal columns: (first column of each group, group of each column).
-
-    Columns are grouped by two 64-bit hashes and the grouping is verified
-    exactly; on a collision (never seen) it falls back to ``np.unique``.
-    """
-    k = matrix.shape[0]
-    if k <= _COLUMN_WEIGHTS.shape[1]:
-        with np.errstate(over="ignore"):
-            h1 = _COLUMN_WEIGHTS[0, :k] @ (matrix + 1)
-            h2 = _COLUMN_WEIGHTS[1, :k] @ (matrix + 1)
-        _, first, inverse = fast_unique.unique_first_inverse(h1 ^ (h2 >> 1))
-        inverse = inverse.reshape(-1)
-        if (matrix[:, first[inverse]] == matrix).all():
-            return first, inverse
-    _, first, inverse = np.unique(matrix.T, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
 
 
-def minimize(
-    table: np.ndarray, accepting: np.ndarray, byte_class: np.ndarray | None = None
-) -> ByteDFA | None:
-    """Drop dead states and merge equivalent ones (None if nothing is accepted).
-
-    ``table`` has one column per byte class (``byte_class[b]``; None: one
-    column per byte, grouped here), so the work scales with the classes the
-    automaton distinguishes, not with 256.
-    """
-    if byte_class is None:
-        first, byte_class = group_columns(table)
-        table = table[:, first]
-    pruned = _prune_dead(table, accepting)
-    if pruned is None:
-        return None
-    merged, final = _merge_equivalent(*pruned)
-    return ByteDFA(np.ascontiguousarray(merged[:, byte_class]), final)
 
 
-def _merge_equivalent(
-    table: np.ndarray, accepting: np.ndarray, rounds: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge states with identical rows and finality, repeatedly (sound, cheap).
-
-    Rows are grouped by a 64-bit hash and merged only if they equal their
-    group's first row exactly. Classes are numbered by first occurrence, so
-    the start state stays 0.
-    """
-    for _ in range(rounds):
-        n = table.shape[0]
-        spend(8 * n)
-        keyed = np.concatenate([table, accepting[:, None]], axis=1).astype(np.int64)
-        width = keyed.shape[1]
-        with np.errstate(over="ignore"):
-            h = (keyed @ _ROW_WEIGHTS[0, :width]) ^ ((keyed @ _ROW_WEIGHTS[1, :width]) >> 1)
-        _, first, inverse = fast_unique.unique_first_inverse(h)
-        rep = first[inverse.reshape(-1)]
-        collided = ~(keyed == keyed[rep]).all(axis=1)
-        rep[collided] = np.flatnonzero(collided)  # a hash collision keeps its own class
-        representatives = fast_unique.unique(rep)
-        if representatives.size == n:
-            break
-        new_id = np.searchsorted(representatives, rep)
-        kept = table[representatives]
-        table = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
-        accepting = accepting[representatives]
-    return table, accepting
 
 
 def regex_to_dfa(pattern: str) -> ByteDFA:

@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.lookaround import (
     Follow,
     PendingLookaheadError,
     compile_terminal,
     needs_assertions,
 )
-from outlines_gguf.automata.regex import ByteDFA, regex_to_dfa
+from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
 
@@ -272,12 +273,12 @@ class _ConflictLog(logging.Handler):
 
 
 def _regex_errors() -> tuple[type[Exception], ...]:
-    """The error class of the ``regex`` module, which lark uses for terminals when installed."""
+    """``re``'s error and the ``regex`` module's, which lark uses for terminals when installed."""
     try:
         import regex
     except ImportError:  # pragma: no cover - regex is a dependency of the test environment only
-        return ()
-    return (regex.error,)
+        return (re.error,)
+    return (re.error, regex.error)
 
 
 def _load_lark(text: str, start: str | list[str], parser: str = "lalr"):
@@ -307,7 +308,7 @@ def _load_lark(text: str, start: str | list[str], parser: str = "lalr"):
         raise GrammarError(f"invalid grammar: {exc}") from exc
     except LarkError as exc:
         raise GrammarError(f"grammar rejected by lark: {exc}") from exc
-    except (re.error, *_regex_errors()) as exc:  # a terminal lark's regex module cannot compile
+    except _regex_errors() as exc:  # a terminal lark's regex module (or re) cannot compile
         raise GrammarError(f"invalid regex in the grammar: {exc}") from exc
     except (KeyError, ValueError, TypeError, RecursionError) as exc:  # lark fails on some inputs this way
         raise GrammarError(f"grammar rejected by lark: {type(exc).__name__}: {exc}") from exc

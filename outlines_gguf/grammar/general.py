@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from outlines_gguf.automata.regex import ByteDFA
+from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError
 from outlines_gguf.grammar.glr_table import CFGRule, GLRTable, build_table, normalize
 from outlines_gguf.grammar.lexer import byte_classes

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from outlines_gguf.automata.dfa import ByteDFA, group_columns
 from outlines_gguf.automata.lookaround import Follow
-from outlines_gguf.automata.regex import ByteDFA, group_columns
 from outlines_gguf.errors import ConstraintTooComplexError
 
 DEAD = -1

@@ -16,8 +16,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from outlines_gguf.automata.budget import MAX_DFA_STATES
+from outlines_gguf.automata.dfa import ByteDFA, minimize
 from outlines_gguf.automata.ops import difference
-from outlines_gguf.automata.regex import MAX_DFA_STATES, ByteDFA, NFABuilder, minimize
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError
 
 PLAIN_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"

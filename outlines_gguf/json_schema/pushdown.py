@@ -6,7 +6,7 @@ at each use. Here the schema is *split*: every object or array value nested
 inside another (and every ``$ref``, combinator or free-form value there) is
 its own **node**, compiled on first use by the same JSON compiler into a
 small byte DFA in which the nested value is a *call*: the marker byte
-``0xFF`` and the callee's number (:func:`~outlines_gguf.json_schema.compiler.call_marker`).
+``0xFF`` and the callee's number (:func:`~outlines_gguf.json_schema.keywords.call_marker`).
 A node is compiled once per schema, however many places use it, so the
 compile cost grows with the schema, not with its unfolding, and recursion
 has no depth limit.
@@ -43,20 +43,13 @@ into a value that cannot be completed.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from outlines_gguf.automata.regex import ByteDFA, compile_budget
 from outlines_gguf.errors import (
-    ConstraintTooComplexError,
     ConstraintViolationError,
-    EmptyLanguageError,
-    OutlinesGGUFError,
     VocabularyError,
 )
 from outlines_gguf.guides.base import (
@@ -68,30 +61,9 @@ from outlines_gguf.guides.base import (
     bytes_to_read,
     single_byte,
 )
-from outlines_gguf.json_schema.compiler import (
-    _MALFORMED,
-    CALL_BYTE,
-    CHUNK_KEY,
-    DEFAULT_MAX_DEPTH,
-    EXTRA_KEY,
-    ITEMS_RUN_KEY,
-    KNOWN_KEYWORDS,
-    MAX_LENGTH_CAP,
-    SchemaError,
-    Whitespace,
-    _Compiler,
-    _is_int,
-    of_types,
-)
-from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
+from outlines_gguf.json_schema.split import Config, Node, SplitSchema, _Locked
 from outlines_gguf.tokens.trie import TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary
-
-MAX_NODES = 1 << 24
-"""Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
-
-SCAN_LIMIT = 100_000
-"""Subschemas the up-front keyword check visits (a schema bigger than that is checked lazily)."""
 
 MASK_CACHE_SIZE = 2048
 """Masks kept per guide, by guide state (least recently used are dropped)."""
@@ -99,605 +71,53 @@ MASK_CACHE_SIZE = 2048
 WALK_CACHE_SIZE = 4096
 """Crossing walks kept per guide (least recently used are dropped)."""
 
-STRING_SEGMENT = 64
-"""Characters per node of a counted string longer than ``MAX_LENGTH_CAP`` (see ``_string_run``)."""
-
-STRING_RUN_KEY = "x-outlines-gguf-string-run"
-"""Marks the synthetic schema of a run of a counted string's characters: ``[min, max]`` (max
-None: unbounded), the content between the quotes."""
-
-Config = tuple  # (below: Config | None, node: int, state: int)
-
-
-@dataclass
-class Node:
-    """One compiled piece of a split schema."""
-
-    number: int
-    path: str
-    dfa: ByteDFA  # the call column removed: a walk over text never takes a call
-    calls: dict[int, tuple[tuple[int, int], ...]]  # state -> ((callee, return state), ...)
-    boundary: np.ndarray  # bool per state: a call leaves it, or it accepts (a return may)
-    free_accept: bool  # acceptance is reachable without any call
-    plain_safe: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    guide: RegexGuide | None = None
-    crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
-
-    def __getstate__(self) -> dict[str, object]:
-        """Pickles without its walk caches (they hold the vocabulary's tries)."""
-        state = self.__dict__.copy()
-        state["crossings"] = {}
-        return state
-
-
-class _Locked:
-    """Pickles without its ``_lock`` (an RLock), which is made anew on loading."""
-
-    _lock: threading.RLock
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
-
-
-class SplitSchema(_Locked):
-    """A schema's nodes: registered when a compiled node calls them, compiled on first use.
-
-    Thread-safe; compiling a node runs under a lock.
-    """
-
-    def __init__(
-        self,
-        root: Any,
-        whitespace_pattern: str | None = None,
-        lenient: bool = False,
-        extra_properties: bool | None = None,
-    ) -> None:
-        self.root = root
-        self.ws = Whitespace.from_pattern(whitespace_pattern)
-        self.lenient = lenient
-        self.extra_properties = extra_properties
-        self._schemas: list[tuple[Any, str]] = []
-        self._numbers: dict[Hashable, int] = {}
-        self._nodes: dict[int, Node] = {}
-        self._unproductive: set[int] = set()
-        self._active: set[int] = set()
-        self._productive: set[int] = set()  # checked productive, given what is unproductive now
-        self._cut_pending = False  # a node turned out empty: cut the calls to it
-        self.version = 0  # bumped when calls are cut: masks computed before may be stale
-        self._lock = threading.RLock()
-        self._scan()
-        self.register(root, "#")
-        self.node(0)
-        if 0 in self._unproductive:
-            raise SchemaError("no JSON value satisfies this schema", "#")
-
-    def _scan(self) -> None:
-        """Check every reachable subschema's keywords and keyword shapes now, so that an
-        unsupported or malformed keyword deep inside is an error here, not when generation
-        reaches it (nodes are compiled lazily)."""
-        checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
-        seen: set[int] = set()
-        stack: list[tuple[Any, str]] = [(self.root, "#")]
-        while stack and len(seen) < SCAN_LIMIT:
-            schema, path = stack.pop()
-            if not isinstance(schema, dict) or id(schema) in seen:
-                continue
-            seen.add(id(schema))
-            checker.check_keywords(schema, path)
-            checker.check_shapes(schema, path)
-            for child_path, child in _subschemas(schema, path):
-                stack.append((child, child_path))
-            ref = schema.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#"):
-                stack.append((checker.resolve(ref, path), f"{path}/$ref"))
-
-    @property
-    def n_compiled(self) -> int:
-        return len(self._nodes)
-
-    @property
-    def n_registered(self) -> int:
-        return len(self._schemas)
-
-    def register(self, schema: Any, path: str) -> int:
-        """The number of the node for ``schema`` (a new one the first time it is seen)."""
-        key: Hashable
-        if schema is True or schema == {}:
-            key = ("any",)
-        elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
-            key = ("ref", str(schema["$ref"]))
-        elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
-            try:  # a leaf or a self-contained object: equal schemas share one node
-                key = ("json", json.dumps(schema, sort_keys=True))
-            except (TypeError, ValueError):
-                key = ("id", id(schema))
-        else:
-            key = ("id", id(schema))  # the registry keeps the object alive, so ids are not reused
-        number = self._numbers.get(key)
-        if number is None:
-            number = len(self._schemas)
-            if number >= MAX_NODES:
-                raise ConstraintTooComplexError(f"the schema splits into more than {MAX_NODES} pieces")
-            self._numbers[key] = number
-            self._schemas.append((schema, path))
-        return number
-
-    def node(self, number: int) -> Node:
-        """The compiled node, *active*: every callee is either compiled and known to be
-        productive (or cut), or certainly satisfiable by its schema alone."""
-        if number in self._active:
-            return self._nodes[number]
-        with self._lock:
-            if number not in self._active:
-                self._activate(number, set())
-                self._settle_emptiness()
-            return self._nodes[number]
-
-    def compile_all(self) -> None:
-        """Compile every node reachable from the root now (for tests and ahead-of-time use)."""
-        with self._lock:
-            order, seen = [0], {0}
-            while order:
-                node = self.node(order.pop())
-                for pairs in node.calls.values():
-                    for callee, _ in pairs:
-                        if callee not in seen:
-                            seen.add(callee)
-                            order.append(callee)
-
-    def _activate(self, number: int, visiting: set[int]) -> None:
-        if number in self._active or number in visiting:
-            return
-        visiting.add(number)
-        node = self._compile(number)
-        for pairs in node.calls.values():
-            for callee, _ in pairs:
-                if callee in self._nodes or callee in visiting:
-                    continue
-                if _surely_satisfiable(self._schemas[callee][0], self.root):
-                    continue  # compiled when generation gets there
-                self._compile(callee)
-                if not self._nodes[callee].free_accept:
-                    self._activate(callee, visiting)
-        self._active.add(number)
-
-    def _compile(self, number: int) -> Node:
-        found = self._nodes.get(number)
-        if found is not None:
-            return found
-        schema, path = self._schemas[number]
-        compiler = _Compiler(
-            self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
-        )
-        compiler.builder.label = f"JSON schema at {path}"
-        counted = _counted_string(schema)
-        if counted is not None:
-            node = self._counted_node(number, path, *counted)
-            self._nodes[number] = node
-            return node
-        try:
-            with compile_budget(f"JSON schema at {path}"):
-                direct = _direct_leaf(compiler, schema, path)
-                member = None if direct is not None else _direct_extra_member(compiler, schema, path)
-            if direct is not None:  # no calls; only the closing quote leads to acceptance
-                boundary = direct.accepting.copy()
-                node = Node(number, path, direct, {}, boundary, True, ~boundary)
-                self._nodes[number] = node
-                return node
-            if member is not None:
-                table, accepting = member.transitions, member.accepting
-            else:
-                with compile_budget(f"JSON schema at {path}"):
-                    fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
-                    dfa = compiler.builder.build(fragment)  # raises EmptyLanguageError
-                    table, accepting = dfa.transitions, dfa.accepting
-        except RecursionError as exc:
-            raise ConstraintTooComplexError(f"{path}: the schema is nested too deeply") from exc
-        except EmptyLanguageError:
-            table, accepting = None, None
-        except OutlinesGGUFError:
-            raise
-        except _MALFORMED as exc:
-            raise SchemaError(f"the schema is malformed ({type(exc).__name__}: {exc})", path) from exc
-        if table is None:
-            node = Node(number, path, _EMPTY_DFA, {}, np.zeros(1, dtype=bool), False, np.ones(1, dtype=bool))
-            self._unproductive.add(number)
-            self._cut_pending = True
-        else:
-            node = _make_node(number, path, table, accepting)
-        self._nodes[number] = node
-        return node
-
-    def _counted_node(self, number: int, path: str, low: int, high: int | None, null: bool | None) -> Node:
-        """A string of ``low``..``high`` characters longer than the caps (``null``: or null;
-        None: the content of a run, without quotes), as a chain of runs of
-        :data:`STRING_SEGMENT` characters, each calling the next: the characters read are
-        counted by the return stack, not by states, so ``maxLength: 5000`` is exact and
-        costs one small node per 64 characters that generation reaches."""
-        if null is not None:  # '"' run '"' (or null): 0 -"-> 1 =call=> 2 -"-> 3
-            table = np.full((7 if null else 4, 256), -1, dtype=np.int32)
-            table[0, ord('"')], table[2, ord('"')] = 1, 3
-            if null:
-                table[0, ord("n")], table[4, ord("u")], table[5, ord("l")], table[6, ord("l")] = 4, 5, 6, 3
-            accepting = np.zeros(table.shape[0], dtype=bool)
-            accepting[3] = True
-            run = self.register({STRING_RUN_KEY: [low, high]}, path)
-            return _node(number, path, table, accepting, {1: ((run, 2),)})
-        step = STRING_SEGMENT
-        if (high is not None and high <= step) or (high is None and low <= step):
-            body = layered_body(low, high)
-            assert body is not None  # low <= high: some string fits
-            return _node(number, path, body.transitions, body.accepting, {})
-        # up to ``step`` characters, or exactly ``step`` and then the next run
-        body = layered_body(min(low, step), step)
-        assert body is not None
-        table, accepting = body.transitions, body.accepting.copy()
-        ends = np.flatnonzero(accepting & (table < 0).all(axis=1))
-        if ends.size != 1:
-            raise AssertionError("a run of counted characters has an unexpected shape")
-        full, back = int(ends[0]), table.shape[0]
-        table = np.concatenate([table, np.full((1, 256), -1, dtype=np.int32)])
-        accepting = np.concatenate([accepting, [True]])
-        accepting[full] = False
-        rest = [max(low - step, 0), None if high is None else high - step]
-        following = self.register({STRING_RUN_KEY: rest}, path)
-        return _node(number, path, table, accepting, {full: ((following, back),)})
-
-    def _settle_emptiness(self) -> None:
-        """Least fixpoint: a node is productive if acceptance is reachable with calls only to
-        productive nodes (nodes not compiled yet count as productive: they are compiled, and
-        checked, before generation can enter them). Calls to unproductive nodes are cut."""
-        changed = True
-        grew, self._cut_pending = self._cut_pending, False
-        while changed:
-            changed = False
-            for number, node in self._nodes.items():
-                if number in self._unproductive or node.free_accept or number in self._productive:
-                    continue
-                if _reaches_accept(node, self._unproductive):
-                    self._productive.add(number)
-                else:
-                    self._unproductive.add(number)
-                    self._productive.clear()  # found productive through a node that is not
-                    changed = grew = True
-        if grew:
-            for number, node in list(self._nodes.items()):
-                if number not in self._unproductive and any(
-                    callee in self._unproductive for pairs in node.calls.values() for callee, _ in pairs
-                ):
-                    self._nodes[number] = _cut_calls(node, self._unproductive)
-                    self.version += 1
-
-
-_NESTING_KEYS = (
-    "$ref", "properties", "items", "prefixItems", "additionalProperties", "patternProperties", "allOf",
-    "anyOf", "oneOf", "not", "additionalItems", "contains", "if", "then", "else", "dependentSchemas",
-    "propertyNames", "dependentSchemas", "dependencies", CHUNK_KEY,
-)
-
-def _surely_satisfiable(schema: Any, root: Any = None, memo: dict[int, bool] | None = None) -> bool:
-    """Some JSON value certainly satisfies ``schema``, by its keywords alone (a cheap, partial
-    check: False means "compile it to know"). With ``root``, a lone ``$ref`` is followed, so that
-    definitions used by reference compile when generation reaches them. Linear in the schema:
-    each subschema is judged once (``memo``; one met again inside itself is not proof)."""
-    if schema is True or schema == {}:
-        return True
-    if not isinstance(schema, dict):
-        return False
-    memo = {} if memo is None else memo
-    found = memo.get(id(schema))
-    if found is None:
-        memo[id(schema)] = False  # in progress
-        found = memo[id(schema)] = _satisfiable_by_keywords(schema, root, memo)
-    return found
-
-
-def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> bool:
-    """``_surely_satisfiable`` of one dict schema."""
-    ref = schema.get("$ref")
-    if root is not None and isinstance(ref, str) and not set(schema) & _KNOWN_KEYWORDS - {"$ref"}:
-        return _surely_satisfiable(_pointer_target(root, ref), root, memo)
-    if STRING_RUN_KEY in schema:  # low <= high: some string fits
-        return True
-    if ITEMS_RUN_KEY in schema:  # nothing, or items
-        return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], root, memo)
-    if EXTRA_KEY in schema and CHUNK_KEY not in schema:  # one extra member: its key can always be written
-        return not schema.get("patternProperties") and _surely_satisfiable(
-            schema.get("additionalProperties", True), root, memo
-        )
-    known = set(schema) & _KNOWN_KEYWORDS
-    declared = schema.get("type")
-    kinds = declared if isinstance(declared, list) else [declared]
-    if "enum" in known:
-        values = schema["enum"]
-        return known <= {"enum", "type"} and isinstance(values, list) and bool(of_types(values, declared))
-    if "const" in known:
-        return known <= {"const", "type"} and bool(of_types([schema["const"]], declared))
-    if known & _BOUNDS:
-        if not _bounds_leave_room(schema):
-            return False
-        known = known - _BOUNDS
-    if known - _SIMPLE_KEYS - {CHUNK_KEY, EXTRA_KEY}:  # (a run of members, its link to extra ones)
-        return False
-    if any(k in ("null", "boolean", "number", "integer", "array") for k in kinds):
-        return True
-    if "string" in kinds:
-        lo = schema.get("minLength", 0)
-        hi = schema.get("maxLength", lo)
-        if "format" in schema:  # a format's values have lengths of their own
-            return "minLength" not in schema and "maxLength" not in schema
-        return _is_int(lo) and _is_int(hi) and 0 <= lo <= hi
-    if kinds != ["object"] and declared is not None:
-        return False
-    props = schema.get("properties", {})
-    required = schema.get("required", [])
-    if not isinstance(props, dict) or not isinstance(required, list):
-        return False
-    if not all(name in props and _surely_satisfiable(props[name], root, memo) for name in required):
-        return False
-    # a run of members (chunked_object) writes at least one
-    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, root, memo) for v in props.values())
-
-
-_BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
-
-
-def _bounds_leave_room(schema: dict) -> bool:
-    """Numeric bounds (draft 6+ numbers) that leave at least one integer, hence a number."""
-    values = [schema.get(k) for k in _BOUNDS if k in schema]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return False
-    lows = [schema[k] for k in ("minimum", "exclusiveMinimum") if k in schema]
-    highs = [schema[k] for k in ("maximum", "exclusiveMaximum") if k in schema]
-    return not lows or not highs or max(lows) + 2 <= min(highs)
-
-
-def _pointer_target(root: Any, ref: str) -> Any:
-    """The subschema a local ``$ref`` points to, or None (the compiler reports bad ones)."""
-    if not ref.startswith("#"):
-        return None
-    node = root
-    for raw in ref[1:].split("/")[1:] if ref != "#" else []:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-_SIMPLE_KEYS = frozenset(
-    {"type", "properties", "required", "additionalProperties", "items", "format", "minLength", "maxLength"}
-)
-
-
-_EMPTY_DFA = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool))
-
-
-_SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas")
-_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SCHEMA_VALUES = (
-    "additionalProperties",
-    "additionalItems",
-    "contains",
-    "not",
-    "if",
-    "then",
-    "else",
-    "propertyNames",
-    "unevaluatedProperties",
-    "unevaluatedItems",
-)
-
-
-def _subschemas(schema: dict, path: str) -> Iterable[tuple[str, Any]]:
-    """(path, subschema) for the subschemas a schema's keywords hold ($defs only through $ref)."""
-    for key in _SCHEMA_MAPS:
-        value = schema.get(key)
-        if isinstance(value, dict):
-            for name, child in value.items():
-                yield f"{path}/{key}/{name}", child
-    for key in _SCHEMA_LISTS:
-        value = schema.get(key)
-        if isinstance(value, list):
-            for i, child in enumerate(value):
-                yield f"{path}/{key}/{i}", child
-    for key in _SCHEMA_VALUES:
-        if key in schema:
-            yield f"{path}/{key}", schema[key]
-    items = schema.get("items")
-    if isinstance(items, list):
-        for i, child in enumerate(items):
-            yield f"{path}/items/{i}", child
-    elif items is not None:
-        yield f"{path}/items", items
-
-
-_KNOWN_KEYWORDS = KNOWN_KEYWORDS
-
-
-def _direct_extra_member(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
-    """An extra member (``"key": value``, key none of the declared names) of an object without
-    patternProperties, built as a direct key automaton glued to ``: value``; None otherwise."""
-    if not isinstance(schema, dict) or EXTRA_KEY not in schema or schema.get("patternProperties"):
-        return None
-    if schema.get("propertyNames", True) not in (True, {}):
-        return None  # keys limited by propertyNames: through the compiler's product
-    compiler._nest += 1  # the value is nested: a call where it may be an object or an array
-    try:
-        value = compiler.value(schema.get("additionalProperties", True), f"{path}/additionalProperties", 1)
-        if value is None:
-            return None
-        rest = compiler.builder.build(compiler.builder.seq([compiler.colon(), value]))
-    finally:
-        compiler._nest -= 1
-    return glue(key_except_dfa(list(schema.get("properties", {}))), rest)
-
-
-def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
-    """The automaton of a string leaf (``type`` string, or string and null; length, pattern,
-    format), built directly around its content automaton instead of through an NFA; None for
-    any other schema."""
-    if not isinstance(schema, dict):
-        return None
-    values = schema.get("enum")
-    if isinstance(values, list) and not (set(schema) & _KNOWN_KEYWORDS) - {"enum", "type"}:
-        # an enum of plain scalars: exactly their JSON texts (of the declared types), as a trie
-        if not all(v is None or isinstance(v, (str, bool, int)) for v in values):
-            return None
-        values = of_types(values, schema.get("type"))
-        if not values:
-            return None
-        return literal_trie_dfa([json.dumps(v, ensure_ascii=False).encode() for v in values])
-    declared = schema.get("type")
-    kinds = set(declared) if isinstance(declared, list) else {declared}
-    if kinds not in ({"string"}, {"string", "null"}):
-        return None
-    if (set(schema) & _KNOWN_KEYWORDS) - {"type", "minLength", "maxLength", "pattern", "format"}:
-        return None  # (unknown keywords are annotations, as JSON Schema says)
-    body = compiler.string_body(schema, path)
-    if body is None:
-        return None
-    if not isinstance(body, ByteDFA):  # any string of at least minLength characters
-        low = schema.get("minLength", 0)
-        body = layered_body(int(low), None)
-        if body is None:
-            return None
-    return quoted(body, null="null" in kinds)
-
-
-def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray) -> Node:
-    """Read the calls out of a split DFA and remove the call column."""
-    calls: dict[int, tuple[tuple[int, int], ...]] = {}
-    for state in np.flatnonzero(table[:, CALL_BYTE] >= 0).tolist():
-        pairs = []
-        frontier = [(int(table[state, CALL_BYTE]), 0)]
-        for _ in range(3):
-            nxt = []
-            for s, value in frontier:
-                for byte in np.flatnonzero(table[s] >= 0).tolist():
-                    nxt.append((int(table[s, byte]), value << 8 | byte))
-            frontier = nxt
-        for ret, callee in frontier:
-            pairs.append((callee, ret))
-        calls[state] = tuple(sorted(pairs))
-    walk = table.copy()
-    walk[:, CALL_BYTE] = -1
-    return _node(number, path, walk, accepting, calls)
-
-
-def _node(
-    number: int,
-    path: str,
-    walk: np.ndarray,
-    accepting: np.ndarray,
-    calls: dict[int, tuple[tuple[int, int], ...]],
-) -> Node:
-    """A node from its text table (no call column) and its calls."""
-    boundary = accepting.copy()
-    for state in calls:
-        boundary[state] = True
-    node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, _plain_safe(walk, boundary))
-    node.free_accept = _reaches_accept(node, None)
-    return node
-
-
-def _counted_string(schema: Any) -> tuple[int, int | None, bool | None] | None:
-    """(minLength, maxLength, null allowed) of a string leaf whose count exceeds the caps (a
-    plain string: no pattern, format or other keyword), (min, max, None) for a run of one
-    (``STRING_RUN_KEY``); None for anything else."""
-    if not isinstance(schema, dict):
-        return None
-    run = schema.get(STRING_RUN_KEY)
-    if run is not None:
-        return run[0], run[1], None
-    declared = schema.get("type")
-    kinds = set(declared) if isinstance(declared, list) else {declared}
-    if kinds not in ({"string"}, {"string", "null"}):
-        return None
-    if (set(schema) & _KNOWN_KEYWORDS) - {"type", "minLength", "maxLength"}:
-        return None
-    low, high = schema.get("minLength", 0), schema.get("maxLength")
-    if not _is_int(low) or low < 0 or (high is not None and (not _is_int(high) or high < low)):
-        return None  # malformed or empty: the compiler says so
-    if low <= MAX_LENGTH_CAP and (high is None or high <= MAX_LENGTH_CAP):
-        return None
-    return int(low), None if high is None else int(high), "null" in kinds
-
-
-_NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
-
-
-def _plain_safe(table: np.ndarray, boundary: np.ndarray) -> np.ndarray:
-    """Per state: no state with a call or a return is reachable from it by bytes other than
-    controls, ``"`` and ``\\`` (a superset of plain text), so no plain-text token crosses there."""
-    plainish = table.copy()
-    plainish[:, _NON_PLAIN] = -1
-    reach = boundary.copy()
-    while True:
-        nxt = reach | ((plainish >= 0) & reach[np.maximum(plainish, 0)]).any(axis=1)
-        if (nxt == reach).all():
-            return ~reach
-        reach = nxt
-
-
-def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
-    """Acceptance is reachable from the start by text and calls (to productive callees;
-    ``unproductive=None``: by text alone)."""
-    table, accepting = node.dfa.transitions, node.dfa.accepting
-    seen = np.zeros(accepting.size, dtype=bool)
-    seen[0] = True
-    stack = [0]
-    while stack:
-        s = stack.pop()
-        if accepting[s]:
-            return True
-        targets = set(table[s][table[s] >= 0].tolist())
-        if unproductive is not None:
-            targets.update(ret for callee, ret in node.calls.get(s, ()) if callee not in unproductive)
-        for t in targets:
-            if not seen[t]:
-                seen[t] = True
-                stack.append(t)
-    return False
-
-
-def _cut_calls(node: Node, unproductive: set[int]) -> Node:
-    """The node without its calls to unproductive nodes, and without the states that then
-    cannot reach acceptance (made dead)."""
-    calls = {
-        s: tuple(p for p in pairs if p[0] not in unproductive) for s, pairs in node.calls.items()
-    }
-    calls = {s: pairs for s, pairs in calls.items() if pairs}
-    table, accepting = node.dfa.transitions, node.dfa.accepting
-    # states that can reach acceptance, by text or surviving calls (backwards fixpoint)
-    alive = accepting.copy()
-    changed = True
-    while changed:
-        reach = (table >= 0) & alive[np.maximum(table, 0)]
-        new = alive | reach.any(axis=1)
-        for s, pairs in calls.items():
-            if any(alive[ret] for _, ret in pairs):
-                new[s] = True
-        changed = bool((new != alive).any())
-        alive = new
-    cut = table.copy()
-    cut[(cut >= 0) & ~alive[np.maximum(cut, 0)]] = -1
-    calls = {s: tuple(p for p in pairs if alive[p[1]]) for s, pairs in calls.items() if alive[s]}
-    calls = {s: pairs for s, pairs in calls.items() if pairs}
-    boundary = accepting.copy()
-    for s in calls:
-        boundary[s] = True
-    safe = _plain_safe(cut, boundary)
-    return Node(node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept, safe)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 
 
 # -- the guide -----------------------------------------------------------------------------------
@@ -874,9 +294,9 @@ class PushdownGuide(_Locked):
     def _analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list]:
         """What does not depend on the stack, for (node, state): the tokens that stay inside the
         node, and where tokens reach a call or a return. Cached on the node."""
-        found = node.crossings.get(state)
-        if found is not None:
-            return found
+        cached = node.crossings.get(state)
+        if cached is not None:
+            return cached
         guide = node.guide
         if guide is None:
             guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
@@ -921,16 +341,16 @@ class PushdownGuide(_Locked):
         else:
             walks = [(text.rest, state, None)]  # plain text cannot reach a call or a return
         flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
-        for trie, start, exceptions in walks:
+        for trie, start, skipped in walks:
             roots = np.arange(trie.root_children)
-            if exceptions is not None and trie is vocab.trie:
-                roots = roots[np.isin(trie.node_byte[: trie.root_children], exceptions)]
+            if skipped is not None and trie is vocab.trie:
+                roots = roots[np.isin(trie.node_byte[: trie.root_children], skipped)]
             states = flat[start * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
             _, hit_nodes, hit_states = _walk(trie, flat, node.boundary, roots[alive], states[alive], False)
             if hit_nodes.size:
-                tails = trie is text.rest_tails and exceptions is not None and exceptions.size > 0
-                skip = exceptions if tails else None
+                tails = trie is text.rest_tails and skipped is not None and skipped.size > 0
+                skip = skipped if tails else None
                 found.append((trie, hit_nodes, hit_states, skip))
         node.crossings[state] = (inside, found)
         return inside, found
@@ -1038,7 +458,7 @@ def _walk_narrow(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_walk`` depth first, one node at a time (for a frontier with a small subtree)."""
     labels, first_child, n_children, term_start, term_count, term_tokens = trie._lists
-    table = memoryview(flat)
+    table = flat.data  # a memoryview
     is_boundary = boundary.tolist()
     out: list[int] = []
     hit_n: list[int] = []
@@ -1065,8 +485,3 @@ def _walk_narrow(
     )
 
 
-def split_schema(
-    canonical: str, whitespace_pattern: str | None, lenient: bool, extra: bool | None
-) -> SplitSchema:
-    """The split schema for canonical JSON text (see :func:`.compiler.prepare_schema`)."""
-    return SplitSchema(json.loads(canonical), whitespace_pattern, lenient, extra)

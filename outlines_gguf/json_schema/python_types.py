@@ -26,7 +26,7 @@ from typing import Any
 
 import typing_extensions
 
-from outlines_gguf.json_schema.compiler import SchemaError
+from outlines_gguf.errors import SchemaError
 
 Parse = Callable[[str], Any]
 

@@ -18,7 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from outlines_gguf.automata.regex import ByteDFA, NFABuilder, _prune_dead, minimize
+from outlines_gguf.automata.dfa import ByteDFA, _prune_dead, minimize
+from outlines_gguf.automata.regex import NFABuilder
 
 MAX_LAYERED_ENTRIES = 4_000_000
 """Table entries (states x 256, 16 MB) a layered automaton may have before pruning. A pattern
@@ -30,8 +31,8 @@ subset, as ``MAX_LENGTH_CAP`` caps plain strings)."""
 def _char_dfa() -> tuple[np.ndarray, int]:
     """The one-character automaton of a JSON string (start 0) and its accepting state, which
     has no way out: a character is complete there."""
-    from outlines_gguf.json_schema.compiler import (
-        any_string_char,  # the JSON character, defined with the schema compiler
+    from outlines_gguf.json_schema.lexical import (
+        any_string_char,  # the JSON character (imported on first use)
     )
 
     helper = NFABuilder("string character")
@@ -162,7 +163,7 @@ def literal_trie_dfa(texts: list[bytes]) -> ByteDFA | None:
 def _plain_char_dfa() -> tuple[np.ndarray, int]:
     """One plain character (UTF-8, no control character, quote or backslash) and its final
     state, which has no way out."""
-    from outlines_gguf.json_schema.compiler import plain_key_char
+    from outlines_gguf.json_schema.lexical import plain_key_char
 
     helper = NFABuilder("key character")
     char = helper.build(plain_key_char(helper))

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from outlines_gguf.automata.regex import ByteDFA, NFABuilder
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import EmptyLanguageError, OutlinesGGUFError
 from outlines_gguf.json_schema.leaves import STRING_FORMATS, UNENFORCEABLE_FORMATS
 from outlines_gguf.json_schema.numbers import exact_value
@@ -96,9 +97,7 @@ def pattern_dfa(regex: str) -> ByteDFA | None:
 
 def pattern_matches(pattern: str, text: str) -> bool:
     """Whether ``pattern`` is found in ``text`` (JSON Schema searches), by our regex automaton."""
-    from outlines_gguf.json_schema.compiler import (
-        _searched,  # the one definition of "searched"; json_schema imports us
-    )
+    from outlines_gguf.json_schema.lexical import _searched  # the one "searched" (imported on first use)
 
     try:
         dfa = pattern_dfa(_searched(pattern))

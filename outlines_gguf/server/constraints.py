@@ -211,7 +211,7 @@ def regex_guide(cache: ConstraintCache, pattern: str, *, param: str, what: str =
 
 def looks_like_gbnf(grammar: str) -> bool:
     """GBNF rules are written ``name ::= ...`` (at the start of a line); Lark's are ``name: ...``."""
-    from outlines_gguf.grammar.gbnf import is_gbnf
+    from outlines_gguf.grammar.gbnf_parse import is_gbnf
 
     return is_gbnf(grammar)
 

@@ -32,8 +32,8 @@ from reliability_support import (
 )
 
 from outlines_gguf import ConstraintTooComplexError, compile_json_schema, compile_regex
-from outlines_gguf.automata import regex as automata_regex
-from outlines_gguf.automata.regex import MAX_COMPILE_WORK
+from outlines_gguf.automata import budget as automata_budget
+from outlines_gguf.automata.budget import MAX_COMPILE_WORK
 
 
 def fuzz(examples: int) -> settings:
@@ -54,7 +54,7 @@ def _no_disk_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 def small_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fifth of the default work budget: random inputs that exhaust it do so in a fraction
     of a second (the mechanism is the same; the corpus and the budget test use the default)."""
-    monkeypatch.setattr(automata_regex, "MAX_COMPILE_WORK", MAX_COMPILE_WORK // 5)
+    monkeypatch.setattr(automata_budget, "MAX_COMPILE_WORK", MAX_COMPILE_WORK // 5)
 
 
 def _compile_grammar(text: str) -> Any:

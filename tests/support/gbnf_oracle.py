@@ -1,6 +1,6 @@
 """An independent GBNF recognizer: Earley over the parsed AST, one code point at a time.
 
-It shares only the parser (:func:`outlines_gguf.grammar.gbnf.parse_gbnf`) with the code under test;
+It shares only the parser (:func:`outlines_gguf.grammar.gbnf_parse.parse_gbnf`) with the code under test;
 the Lark conversion, the regexes and the LALR engine play no part. Groups and repetitions
 become plain BNF rules here, as in llama.cpp.
 """
@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import random
 
-from outlines_gguf.grammar.gbnf import Alt, Chars, GBNFGrammar, Literal, Node, Ref, Repeat, Seq, parse_gbnf
+from outlines_gguf.grammar.gbnf_parse import (
+    Alt,
+    Chars,
+    GBNFGrammar,
+    Literal,
+    Node,
+    Ref,
+    Repeat,
+    Seq,
+    parse_gbnf,
+)
 
 Symbol = str | Chars  # a rule name, or one character
 

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from regex_strategies import bounded_regexes, strings_up_to, unbounded_regexes
 
 from outlines_gguf.automata import ops
+from outlines_gguf.automata.budget import compile_budget
+from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.ops import difference, intersect
-from outlines_gguf.automata.regex import ByteDFA, compile_budget
 from outlines_gguf.compiler import compile_regex
 from outlines_gguf.errors import ConstraintTooComplexError, DFAProductTooLargeError
 

@@ -26,7 +26,8 @@ from sampling import generate
 from outlines_gguf import CFGLogitsProcessor
 from outlines_gguf.compiler import compile_gbnf, compile_grammar, gbnf_guide
 from outlines_gguf.errors import GrammarError
-from outlines_gguf.grammar.gbnf import gbnf_to_lark, is_gbnf, parse_gbnf
+from outlines_gguf.grammar.gbnf import gbnf_to_lark
+from outlines_gguf.grammar.gbnf_parse import is_gbnf, parse_gbnf
 from outlines_gguf.grammar.general import GeneralGrammar
 from outlines_gguf.guides.grammar_general import GeneralCFGGuide
 

@@ -16,7 +16,7 @@ from lark import Lark, Token
 from lark.utils import TextSlice
 from token_oracles import random_table
 
-from outlines_gguf.automata.regex import ByteDFA
+from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.errors import ConstraintTooComplexError
 from outlines_gguf.grammar import lexer as lexer_module
 from outlines_gguf.grammar.compiled import terminal_dfa

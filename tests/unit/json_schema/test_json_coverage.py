@@ -28,7 +28,8 @@ from outlines_gguf.json_schema.numbers import (
     not_multiple_of_dfa,
     numbers_except_dfa,
 )
-from outlines_gguf.json_schema.pushdown import PushdownGuide, SplitSchema
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema
 from outlines_gguf.json_schema.validate import Validator, json_equal
 
 KEYS = ("a", "b", "c")

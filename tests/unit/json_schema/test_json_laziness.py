@@ -9,7 +9,8 @@ import json
 import pytest
 from conftest import load_vocab
 
-from outlines_gguf.json_schema.pushdown import PushdownGuide, SplitSchema, _surely_satisfiable
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema, _surely_satisfiable
 
 
 def _defs(n: int) -> dict:

@@ -19,8 +19,9 @@ from sampling import closing_bias, generate
 
 from outlines_gguf import JSONLogitsProcessor, SchemaError
 from outlines_gguf.compiler import compile_json_schema
-from outlines_gguf.json_schema import compiler as json_schema_compiler
-from outlines_gguf.json_schema.pushdown import PushdownGuide, SplitSchema
+from outlines_gguf.json_schema import objects as json_schema_objects
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema
 
 REFUSED = r"does not fit|no allowed token"
 """What refusing a text looks like: next_state raises, or no allowed token continues it."""
@@ -140,7 +141,7 @@ def test_masks_equal_the_whole_schema_dfa_along_documents(vocab_name, schema, do
     in both: the pushdown engine's any-order small objects are checked in test_json_coverage)."""
     vocab = load_vocab(vocab_name)
     old = JSONLogitsProcessor(schema, vocab, engine="dfa", extra_properties=False).guide
-    monkeypatch.setattr(json_schema_compiler, "ANY_ORDER_MAX", 1)
+    monkeypatch.setattr(json_schema_objects, "ANY_ORDER_MAX", 1)
     new = PushdownGuide(SplitSchema(schema, extra_properties=False), vocab)
     rng = np.random.default_rng(0)
     for doc in docs:

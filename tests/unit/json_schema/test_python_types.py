@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outlines_gguf import JSONLogitsProcessor, generate, models
+from outlines_gguf.errors import SchemaError
 from outlines_gguf.generate import choice_options
-from outlines_gguf.json_schema.compiler import SchemaError
 from outlines_gguf.json_schema.python_types import schema_source
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from token_oracles import alive_tokens, random_table, vocabularies
 
-from outlines_gguf.automata.regex import group_columns
+from outlines_gguf.automata.dfa import group_columns
 from outlines_gguf.compiler import compile_regex
 from outlines_gguf.tokens import trie as trie_module
 from outlines_gguf.tokens.trie import TokenTrie, concat_ranges

@@ -1,0 +1,346 @@
+"""Schema algebra: merging allOf parts, negating keywords, distributing allOf over unions,
+alternatives, disjointness, and the exclusive required sets of a oneOf."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from outlines_gguf.json_schema.keywords import (
+    _ARRAY_SIBLINGS,
+    _COUNT_FLIP,
+    _FAMILY,
+    _FLIP,
+    _MERGEABLE,
+    _NEGATION_MARKERS,
+    _TYPES,
+    ANNOTATIONS,
+    KNOWN_KEYWORDS,
+    MAX_ONEOF_CHOICES,
+    MAX_SPLICED,
+    MAX_UNIQUE_VALUES,
+    _is_int,
+)
+from outlines_gguf.json_schema.validate import json_equal
+
+
+def _distribute(parts: list[Any]) -> dict | None:
+    """``allOf`` parts with one union among them (an ``anyOf``, or a ``oneOf`` over required
+    sets) as a union of ``allOf``s, each of which may merge; None if there is none.
+
+    Automata of the parts would each write an object's keys in their own order, so their
+    product can lose every document; merged schemas write one order.
+    """
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict):
+            continue
+        options = None
+        if isinstance(part.get("anyOf"), list):
+            options = _alternatives({k: v for k, v in part.items() if k != "oneOf"})
+            if "oneOf" in part:
+                continue
+        elif isinstance(part.get("oneOf"), list) and len(part["oneOf"]) > 1:
+            exclusive = _exclusive_required(part["oneOf"])
+            if exclusive is None:
+                continue
+            beside = {k: v for k, v in part.items() if k != "oneOf"}
+            options = [{"allOf": [beside, b]} if beside else b for b in exclusive]
+        if options is None:
+            continue
+        others = parts[:i] + parts[i + 1 :]
+        return {"anyOf": [{"allOf": [*others, option]} for option in options]}
+    return None
+
+
+def _spliced(parts: list[Any]) -> list[Any]:
+    """``allOf`` parts with nested ``allOf``s opened (allOf is associative), so the parts the
+    compiler itself nests (negations, oneOf branches) merge like the schema's own."""
+    out: list[Any] = []
+    stack = list(reversed(parts))
+    while stack:
+        part = stack.pop()
+        nested = isinstance(part, dict) and isinstance(part.get("allOf"), list)
+        if nested and len(out) + len(stack) < MAX_SPLICED:
+            rest = {k: v for k, v in part.items() if k != "allOf"}
+            stack.extend(reversed([rest, *part["allOf"]]))
+            continue
+        if part == {}:
+            continue
+        out.append(part)
+    return out or [True]
+
+
+def _listed_values(schema: Any) -> list | None:
+    """The values an ``enum``/``const`` at the top of ``schema`` lists (a superset where it has
+    both: the validator checks the schema itself too), or None if it has neither."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return [schema["const"]]
+    values = schema.get("enum")
+    return values if isinstance(values, list) else None
+
+
+def _alternatives(schema: Any) -> list[Any]:
+    """``schema`` as a list of alternatives without a top-level ``anyOf`` (distributed over the
+    keywords beside it, two levels deep), so each can merge with other allOf parts."""
+    if not isinstance(schema, dict) or "anyOf" not in schema or not isinstance(schema["anyOf"], list):
+        return [schema]
+    beside = {k: v for k, v in schema.items() if k != "anyOf"}
+    out: list[Any] = []
+    for option in schema["anyOf"]:
+        for inner in _alternatives(option):
+            if not beside:
+                out.append(inner)
+            elif isinstance(inner, dict) and not set(inner) & set(beside):
+                out.append({**beside, **inner})
+            else:
+                out.append({"allOf": [beside, inner]})
+    return out
+
+
+def of_types(values: list, declared: Any) -> list:
+    """The values whose JSON type the ``type`` keyword ``declared`` (None: any) admits."""
+    if declared is None:
+        return list(values)
+    kinds = set(declared) if isinstance(declared, list) else {declared}
+    if "number" in kinds:
+        kinds.add("integer")
+    return [v for v in values if _json_type(v) in kinds]
+
+
+def _unique_domain(schema: dict) -> list | None:
+    """The few values the items of a ``uniqueItems`` array can take, or None if that is not
+    known from the schema alone (or they are too many)."""
+    if schema.get("prefixItems") or isinstance(schema.get("items"), list):
+        return None
+    items = schema.get("items", True)
+    if not isinstance(items, dict):
+        return None
+    known = set(items) & KNOWN_KEYWORDS
+    if known <= {"enum", "type"} and isinstance(items.get("enum"), list):
+        values = of_types(items["enum"], items.get("type"))
+    elif known <= {"const"} and "const" in items:
+        values = [items["const"]]
+    elif known == {"type"} and items["type"] in ("boolean", "null"):
+        values = [True, False] if items["type"] == "boolean" else [None]
+    else:
+        return None
+    distinct: list = []
+    for v in values:
+        if not any(json_equal(v, w) for w in distinct):
+            distinct.append(v)
+    return distinct if len(distinct) <= MAX_UNIQUE_VALUES else None
+
+
+def _negate_keyword(key: str, value: Any, compiler: Any, path: str) -> tuple[tuple[str, ...], Any]:
+    """(types the keyword constrains, keywords for "of those types, the ones it rejects").
+
+    ``False`` means no value of those types is rejected; None, not expressible.
+    """
+    family = _FAMILY.get(key, ())
+    if key in _FLIP:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return family, None  # draft-4 boolean exclusive bounds
+        return family, {_FLIP[key]: value}
+    if key in _COUNT_FLIP:
+        other, step = _COUNT_FLIP[key]
+        if not _is_int(value):
+            return family, None
+        bound = int(value) + step
+        return family, (False if bound < 0 else {other: bound})
+    if key == "required":
+        if not isinstance(value, list) or not value:
+            return family, False
+        # some required property is absent
+        return family, {"anyOf": [{"properties": {name: False}} for name in value]}
+    if key == "properties":
+        if not isinstance(value, dict) or not value:
+            return family, False
+        # some present property has a value its schema rejects
+        options = []
+        for name, sub in value.items():
+            negated = compiler.negate(sub, path)
+            if negated is None:
+                return family, None
+            if negated is not False:
+                options.append({"properties": {name: negated}, "required": [name]})
+        return family, ({"anyOf": options} if options else False)
+    return family, None
+
+
+def _type_set(schema: dict) -> set[str]:
+    """The JSON types a (flattened) schema admits; "integer" implies part of "number"."""
+    if "const" in schema or "enum" in schema:
+        values = [schema["const"]] if "const" in schema else schema.get("enum", [])
+        return {_json_type(v) for v in values}
+    declared = schema.get("type")
+    if declared is None:
+        return set(_TYPES)
+    types = set(declared if isinstance(declared, list) else [declared])
+    if "number" in types:
+        types.add("integer")
+    return types
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int) or (isinstance(v, float) and v == int(v)):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names[type(v)]
+
+
+def _safely_disjoint(a: Any, b: Any) -> bool:
+    """:func:`_disjoint`, False (not provably disjoint) where nested values are malformed."""
+    try:
+        return _disjoint(a, b)
+    except (TypeError, AttributeError, KeyError, ValueError):
+        return False
+
+
+def _exclusive_required(branches: list) -> list | None:
+    """``oneOf`` branches that only require properties, rewritten as branches that exclude each
+    other, or None if they are not of that form.
+
+    Branch i holds when its names R_i are present and, for every other branch j, not all of
+    R_j: some name of R_j - R_i is absent (a forbidden property). If R_j is inside R_i, branch i
+    can never be the only one and is dropped.
+    """
+    sets: list[list[str]] = []
+    for b in branches:
+        if not isinstance(b, dict) or set(b) - ANNOTATIONS != {"required"}:
+            return None
+        names = b["required"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return None
+        sets.append(list(dict.fromkeys(names)))
+    out: list = []
+    for i, mine in enumerate(sets):
+        choices: list[list[str]] = [[]]
+        for j, theirs in enumerate(sets):
+            if j == i:
+                continue
+            missing = [n for n in theirs if n not in mine]
+            if not missing:
+                choices = []  # whenever branch i holds, branch j does too
+                break
+            choices = [[*c, n] for c in choices for n in missing]
+            if len(choices) > MAX_ONEOF_CHOICES:
+                return None
+        for absent in choices:
+            out.append({"required": mine, "properties": dict.fromkeys(absent, False)})
+    return out or [False]
+
+
+def _flat(schema: Any) -> Any:
+    """A property's schema with a mergeable ``allOf`` merged (where a oneOf branch's ``const``
+    discriminator was combined with the declared property it refines)."""
+    if isinstance(schema, dict) and "allOf" in schema and isinstance(schema["allOf"], list):
+        merged = _merge_all([{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]])
+        if merged is not None:
+            return merged
+    return schema
+
+
+def _disjoint(a: Any, b: Any) -> bool:
+    """True only if no JSON value can satisfy both schemas (a sound, partial test)."""
+    if a is False or b is False:
+        return True
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    if {"anyOf", "oneOf", "allOf", "$ref", "not"} & (set(a) | set(b)):
+        return False
+    ta, tb = _type_set(a), _type_set(b)
+    if "number" in ta and "integer" not in ta:
+        ta.add("integer")
+    if "number" in tb and "integer" not in tb:
+        tb.add("integer")
+    if not ta & tb:
+        return True
+    for x, y in ((a, b), (b, a)):
+        if "const" in x or "enum" in x:
+            values = [x["const"]] if "const" in x else x.get("enum", [])
+            other = [y["const"]] if "const" in y else y.get("enum") if "enum" in y else None
+            if other is not None and not any(json_equal(v, w) for v in values for w in other):
+                return True
+    if ta & tb == {"object"}:
+        req_a, req_b = set(a.get("required", [])), set(b.get("required", []))
+        props_a, props_b = a.get("properties", {}), b.get("properties", {})
+        for name in req_a & req_b:
+            if name in props_a and name in props_b and _disjoint(_flat(props_a[name]), _flat(props_b[name])):
+                return True
+        for y, req in ((b, req_a), (a, req_b)):
+            closed = y.get("additionalProperties", True) is False and not y.get("patternProperties")
+            if closed and req - set(y.get("properties", {})):
+                return True  # one requires a property the other forbids
+    return False
+
+
+def _merge_all(parts: list[Any]) -> dict | None:
+    """Merge allOf parts into one schema when that is exact, else None.
+
+    Not exact (None) when a part restricts additional properties but does
+    not declare a property another part declares: that property is
+    "additional" for it.
+    """
+    if any(p is False for p in parts):
+        return {"enum": []}  # nothing satisfies false, whatever the other parts say
+    dicts = [p for p in parts if isinstance(p, dict)]
+    declared = [set(p.get("properties", {})) for p in dicts]
+    everything = set().union(*declared) if declared else set()
+    restricting = [p for p in dicts if p.get("additionalProperties", True) is not True]
+    with_patterns = [p for p in dicts if "patternProperties" in p]
+    for part in dicts:
+        if part in restricting or part in with_patterns:
+            if not everything <= set(part.get("properties", {})):
+                return None
+    # keywords whose meaning depends on their siblings keep it only beside them: a part's
+    # patternProperties exempt keys from *its* additionalProperties, a part's prefixItems (or
+    # draft-4 items array) limit *its* items/additionalItems to the later elements
+    if any(q is not r for q in with_patterns for r in restricting):
+        return None
+    if sum(1 for p in dicts if _ARRAY_SIBLINGS & set(p)) > 1:
+        return None
+    merged: dict[str, Any] = {}
+    for part in parts:
+        if part is True:
+            continue
+        if part is False or not isinstance(part, dict):
+            return None if part is not False else {"enum": []}
+        if (set(part) & KNOWN_KEYWORDS) - _MERGEABLE:
+            return None
+        for key, value in part.items():
+            if key in ANNOTATIONS or key not in KNOWN_KEYWORDS:
+                continue
+            if key not in merged:
+                merged[key] = value
+            elif key == "properties":
+                common = set(merged[key]) & set(value)
+                props = {**merged[key], **value}
+                for name in common:
+                    props[name] = {"allOf": [merged[key][name], value[name]]}
+                merged[key] = props
+            elif key == "required" or key in _NEGATION_MARKERS:
+                merged[key] = [*merged[key], *(v for v in value if v not in merged[key])]
+            elif key == "type":
+                a = merged[key] if isinstance(merged[key], list) else [merged[key]]
+                c = value if isinstance(value, list) else [value]
+                both = [t for t in a if t in c or (t == "integer" and "number" in c)]
+                both += [t for t in c if t == "integer" and "number" in a and t not in both]
+                merged[key] = both
+            elif key in ("minimum", "minLength", "minItems", "minProperties", "exclusiveMinimum"):
+                if isinstance(value, bool) or isinstance(merged[key], bool):
+                    return None
+                merged[key] = max(merged[key], value)
+            elif key in ("maximum", "maxLength", "maxItems", "maxProperties", "exclusiveMaximum"):
+                if isinstance(value, bool) or isinstance(merged[key], bool):
+                    return None
+                merged[key] = min(merged[key], value)
+            elif merged[key] != value:
+                return None
+    return merged

@@ -1,0 +1,212 @@
+"""The JSON Schema compiler's rules for arrays: items, prefixItems, contains, runs of items, uniqueItems."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from outlines_gguf.automata.regex import Fragment
+from outlines_gguf.json_schema.algebra import _unique_domain
+from outlines_gguf.json_schema.keywords import _CONTAINS_KEYS, ITEMS_RUN, ITEMS_RUN_KEY, MAX_ITEMS_CAP
+
+if TYPE_CHECKING:
+    from outlines_gguf.json_schema.compiler_api import CompilerAPI
+
+
+class _ArrayRules:
+    """Array rules of the JSON Schema compiler (mixed into ``_Compiler``)."""
+
+    def array(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        self._nest += 1
+        try:
+            return self._array(schema, path, depth)
+        finally:
+            self._nest -= 1
+
+    def _array(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        if depth <= 0 and not schema:
+            return None
+        if "contains" in schema:
+            return self.contains_array(schema, path, depth)
+        domain = _unique_domain(schema) if schema.get("uniqueItems") is True else None
+        if domain is not None:
+            return self.unique_array(domain, schema)
+        prefix = schema.get("prefixItems")
+        items = schema.get("items", True)
+        if isinstance(items, list):  # draft 4: items as a tuple
+            prefix, items = items, schema.get("additionalItems", True)
+        prefix = prefix or []
+        min_items = int(schema.get("minItems", 0))
+        max_items = schema.get("maxItems")
+        next_depth = depth - 1 if not schema or items is True else depth
+
+        def item(i: int) -> Fragment | None:
+            if i < len(prefix):
+                return self.value(prefix[i], f"{path}/prefixItems/{i}", next_depth)
+            return self.value(items, f"{path}/items", next_depth)
+
+        # prefix positions one by one, then the repeated items
+        n_prefix = len(prefix)
+        top = None if max_items is None else int(max_items)
+        runs = self.calls is not None  # split mode: long counts are chains of runs, not states
+        if top is not None and top > MAX_ITEMS_CAP and not runs:
+            top = max(MAX_ITEMS_CAP, min_items)
+        if top is not None and top < min_items:
+            return None
+        options: list[Fragment | None] = []
+        if min_items == 0:
+            options.append(self.b.seq([self.open("["), self.close("]")]))
+        # sequences of length k >= 1
+        first_len = max(1, min_items)
+
+        def tail(start: int) -> Fragment | None:
+            """Items start.. with a comma before each, obeying the count limits."""
+            parts: list[Fragment | None] = []
+            for i in range(start, n_prefix):
+                if top is not None and i >= top:
+                    break
+                required = i < min_items
+                piece = self.b.seq([self.comma(), item(i)])
+                if required:
+                    parts.append(piece)
+                else:
+                    # optional from here on: the rest is nested inside
+                    rest = tail(i + 1)
+                    return self.b.seq(
+                        [*parts, self.b.optional(self.b.seq([piece, rest]) if rest is not None else piece)]
+                    )
+            done = max(start, n_prefix)
+            if top is not None and done >= top:
+                return self.b.seq(parts) if parts else self.b.empty()
+            extra_min = max(0, min_items - done)
+            extra_max = None if top is None else top - done
+            if items is False:
+                if extra_min:
+                    return None
+                return self.b.seq(parts) if parts else self.b.empty()
+            if runs and max(extra_min, extra_max or 0) > MAX_ITEMS_CAP:
+                run = {ITEMS_RUN_KEY: [extra_min, extra_max], "items": items}
+                return self.b.seq([*parts, self.call_maker(run, f"{path}/items")()])
+            repeated = self.b.repeat(lambda: self.b.seq([self.comma(), item(done)]), extra_min, extra_max)
+            return self.b.seq([*parts, repeated])
+
+        if top is None or top >= 1:
+            first = item(0)
+            if first is not None:
+                rest = tail(1)
+                nonempty = (
+                    self.b.seq([self.open("["), first, rest, self.close("]")]) if rest is not None else None
+                )
+                if nonempty is not None and first_len >= 1:
+                    options.append(nonempty)
+        return self.b.alt(options)
+
+    def contains_array(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        """An array with ``contains``: each item matches the ``contains`` schema or its negation,
+        and the automaton counts items and matches (minContains/maxContains, minItems/maxItems).
+        Refused (a SchemaError naming the keyword) with ``prefixItems``, ``uniqueItems``, or a
+        ``contains`` schema that cannot be negated."""
+        where = f"{path}/contains"
+        wanted = schema["contains"]
+        unwanted = self.negate(wanted, where)
+        refusal = None
+        if schema.get("prefixItems") or isinstance(schema.get("items"), list):
+            refusal = "keyword 'contains' beside prefixItems (an items array) cannot be enforced"
+        elif schema.get("uniqueItems") is True:
+            refusal = "keyword 'contains' beside uniqueItems cannot be enforced"
+        elif unwanted is None:
+            refusal = "keyword 'contains': its schema cannot be negated (for the other items)"
+        if refusal is not None:
+            if not self.lenient:
+                raise self.fail(f"{refusal} (pass lenient=True to ignore it)", where)
+            return self._array({k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}, path, depth)
+        items = schema.get("items", True)
+        low, high = int(schema.get("minContains", 1)), schema.get("maxContains")
+        min_items, max_items = int(schema.get("minItems", 0)), schema.get("maxItems")
+        if max_items is not None:
+            max_items = max(min(int(max_items), MAX_ITEMS_CAP), min_items)
+        if (high is not None and high < low) or (max_items is not None and max_items < max(low, min_items)):
+            return None
+        count_cap = max(1, min_items, max_items or 0)  # items written, counted up to here
+        match_cap = low if high is None else int(high) + 1  # matches: high + 1 is dead
+        choices = [(1, {"allOf": [items, wanted]}), (0, {"allOf": [items, unwanted]})]
+        b = self.b
+        entry = self.open("[")
+        end = b.nfa.state()
+        state: dict[tuple[int, int], int] = {(0, 0): entry[1]}
+        for k in range(count_cap + 1):
+            for c in range(match_cap + 1):
+                source = state.get((k, c))
+                if source is None:
+                    continue
+                if k >= min_items and c >= low:
+                    close = self.close("]")
+                    b.nfa.eps[source].append(close[0])
+                    b.nfa.eps[close[1]].append(end)
+                if max_items is not None and k >= max_items:
+                    continue
+                for matched, item_schema in choices:
+                    nk, nc = min(k + 1, count_cap), min(c + matched, match_cap)
+                    if high is not None and nc > high:
+                        continue
+                    item = self.value(item_schema, f"{path}/items", depth)
+                    if item is None:
+                        continue
+                    piece = b.seq([self.comma(), item]) if k else item
+                    if (nk, nc) not in state:
+                        state[(nk, nc)] = b.nfa.state()
+                    b.nfa.eps[source].append(piece[0])  # type: ignore[index]
+                    b.nfa.eps[piece[1]].append(state[(nk, nc)])  # type: ignore[index]
+        return entry[0], end
+
+    def items_run(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        """``, item`` min..max times (split mode): up to ``ITEMS_RUN`` of them, or exactly that
+        many and then a call to the run of the rest, so that ``maxItems: 1000`` is a chain of
+        small nodes, compiled as generation reaches them, the count kept by the return stack."""
+        low, high = schema[ITEMS_RUN_KEY]
+        items = schema["items"]
+        self._nest += 1  # the items are nested values
+        try:
+
+            def piece() -> Fragment | None:
+                return self.b.seq([self.comma(), self.value(items, path, depth)])
+
+            if (high is not None and high <= ITEMS_RUN) or (high is None and low <= ITEMS_RUN):
+                return self.b.repeat(piece, low, high)
+            rest = [max(low - ITEMS_RUN, 0), None if high is None else high - ITEMS_RUN]
+            following = self.call_maker({**schema, ITEMS_RUN_KEY: rest}, path)
+            full = self.b.seq([self.b.repeat(piece, ITEMS_RUN, ITEMS_RUN), following()])
+            return self.b.alt([self.b.repeat(piece, low, ITEMS_RUN - 1) if low < ITEMS_RUN else None, full])
+        finally:
+            self._nest -= 1
+
+    def unique_array(self: CompilerAPI, domain: list, schema: dict) -> Fragment | None:
+        """An array of distinct items from a few values: one state per set of values used."""
+        b = self.b
+        low = int(schema.get("minItems", 0))
+        top = schema.get("maxItems")
+        high = len(domain) if top is None else min(int(top), len(domain))
+        entry = self.open("[")
+        end = b.nfa.state()
+        state = {0: entry[1]}
+        for used in range(1 << len(domain)):  # ascending: a set's subsets come first
+            if used not in state:
+                continue
+            count = used.bit_count()
+            if low <= count <= high:
+                close = self.close("]")
+                b.nfa.eps[state[used]].append(close[0])
+                b.nfa.eps[close[1]].append(end)
+            if count >= high:
+                continue
+            for i, value in enumerate(domain):
+                if used >> i & 1:
+                    continue
+                nxt = used | 1 << i
+                if nxt not in state:
+                    state[nxt] = b.nfa.state()
+                item = self.literal_value(value)
+                parts = [self.comma(), item] if count else [item]
+                piece = b.seq(parts)
+                b.nfa.eps[state[used]].append(piece[0])  # type: ignore[index]
+                b.nfa.eps[piece[1]].append(state[nxt])  # type: ignore[index]
+        return entry[0], end

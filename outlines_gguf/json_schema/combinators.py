@@ -1,0 +1,470 @@
+"""The JSON Schema compiler's rules for combinators: allOf, anyOf, oneOf, not, if/then/else
+and dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.ops import intersect
+from outlines_gguf.automata.regex import Fragment
+from outlines_gguf.errors import (
+    ConstraintTooComplexError,
+    DFAProductTooLargeError,
+    EmptyLanguageError,
+    SchemaError,
+)
+from outlines_gguf.json_schema.algebra import (
+    _alternatives,
+    _distribute,
+    _exclusive_required,
+    _listed_values,
+    _merge_all,
+    _negate_keyword,
+    _safely_disjoint,
+    _spliced,
+)
+from outlines_gguf.json_schema.keywords import (
+    _DEPENDENCY_KEYS,
+    _FAMILY,
+    _TYPES,
+    _VALUE_FAMILY,
+    ANNOTATIONS,
+    KNOWN_KEYWORDS,
+    MAX_DEPENDENCY_BRANCHES,
+    MAX_ONEOF_CHOICES,
+    MAX_ONEOF_EXCLUSIVE,
+    NOT_MULTIPLE_KEY,
+    NOT_NUMBERS_KEY,
+    NOT_PATTERN_KEY,
+    NOT_STRINGS_KEY,
+    _is_int,
+    _is_number,
+    _is_schema,
+)
+from outlines_gguf.json_schema.validate import Undecided, Validator
+
+if TYPE_CHECKING:
+    from outlines_gguf.json_schema.compiler_api import CompilerAPI
+
+
+class _CombinatorRules:
+    """Combinator rules of the JSON Schema compiler (mixed into ``_Compiler``)."""
+
+    def expand_dependencies(self: CompilerAPI, schema: dict, path: str) -> dict:
+        """``dependentRequired``/``dependentSchemas``/``dependencies`` as a union of plain
+        schemas: for each property that has dependencies, one branch where it is absent and one
+        where it is present with what it requires (2^k branches for k such properties)."""
+        deps: dict[str, tuple[list[str], Any]] = {}
+        for key in _DEPENDENCY_KEYS:
+            value = schema.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise self.fail(f"{key} must be an object", f"{path}/{key}")
+            for name, need in value.items():
+                names, sub = deps.get(name, ([], True))
+                if isinstance(need, list) and key != "dependentSchemas":
+                    if not all(isinstance(n, str) for n in need):
+                        raise self.fail(f"{key}/{name} must list property names", f"{path}/{key}")
+                    names = [*names, *need]
+                elif _is_schema(need) and key != "dependentRequired":
+                    sub = need if sub is True else {"allOf": [sub, need]}
+                else:
+                    raise self.fail(f"{key}/{name} must be an array of names or a schema", f"{path}/{key}")
+                deps[name] = (names, sub)
+        if len(deps) > MAX_DEPENDENCY_BRANCHES.bit_length() - 1:
+            raise ConstraintTooComplexError(
+                f"{path}: more than {MAX_DEPENDENCY_BRANCHES.bit_length() - 1} properties with dependencies"
+            )
+        rest = {k: v for k, v in schema.items() if k not in _DEPENDENCY_KEYS}
+        branches: list[list[Any]] = [[]]
+        for name, (names, sub) in deps.items():
+            absent = {"properties": {name: False}}
+            present: dict[str, Any] = {"required": list(dict.fromkeys([name, *names]))}
+            parts = [present] if sub is True else [present, sub]
+            branches = [[*b, absent] for b in branches] + [[*b, *parts] for b in branches]
+        return {"anyOf": [{"allOf": [rest, *b]} for b in branches]}
+
+    def expand_condition(self: CompilerAPI, schema: dict, path: str) -> Any:
+        """``if``/``then``/``else`` as (if and then) or (not if, and else): branches that
+        exclude each other, so their union is exact. ``not if`` is rewritten as a union of
+        positive schemas, each merged with the rest (a condition that cannot be negated raises
+        a SchemaError naming it)."""
+        rest = {k: v for k, v in schema.items() if k not in ("if", "then", "else")}
+        if "if" not in schema:
+            return rest  # then and else without if are ignored, as JSON Schema says
+        condition = schema["if"]
+        otherwise = schema.get("else", True)
+        branches: list[Any] = [{"allOf": [rest, condition, schema.get("then", True)]}]
+        negated = self.negate(condition, f"{path}/if")
+        if negated is None:
+            raise self.fail(
+                "if: the condition cannot be negated (types, bounds, lengths, counts, required, "
+                "properties, string const/enum and anyOf/allOf/not of those can)",
+                f"{path}/if",
+            )
+        branches += [{"allOf": [rest, alternative, otherwise]} for alternative in _alternatives(negated)]
+        return {"anyOf": branches}
+
+    def all_of(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        parts = [{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]]
+        parts = [self.inline_refs(p, path) for p in parts]
+        for i, part in enumerate(parts[1:]):
+            if isinstance(part, dict):
+                self.check_shapes(part, f"{path}/allOf/{i}")
+        parts = [self.inline_refs(p, path) for p in _spliced(parts)]
+        for part in parts:
+            values = _listed_values(part)
+            if values is not None:  # an enum or const part: its values that pass every part
+                try:
+                    validator = Validator(self.root, self.marker_checks())
+                    kept = [v for v in values if validator.is_valid({"allOf": parts}, v)]
+                except Undecided:
+                    break  # a keyword the validator does not know: compile the parts instead
+                except RecursionError as exc:
+                    raise ConstraintTooComplexError(f"{path}: an enum value is nested too deeply") from exc
+                return self.b.alt(self.literal_value(v) for v in kept)
+        merged = _merge_all(parts)
+        if merged is not None:
+            return self.value(merged, path, depth)
+        spread = _distribute(parts)
+        if spread is not None and len(spread["anyOf"]) <= self._spread[0]:
+            # allOf[a, anyOf[b, c]] = anyOf[allOf[a, b], allOf[a, c]]: parts that merge (a budget
+            # per compile: nested unions would multiply)
+            self._spread[0] -= len(spread["anyOf"])
+            return self.value(spread, path, depth)
+        dfas = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(parts)]
+        if any(d is None for d in dfas):
+            return None
+        result = dfas[0]
+        try:
+            for d in dfas[1:]:
+                result = intersect(result, d)  # type: ignore[arg-type]
+                if result is None:
+                    break  # the parts exclude each other
+        except DFAProductTooLargeError as exc:
+            raise ConstraintTooComplexError(f"{path}: allOf is too large to intersect ({exc})") from exc
+        return None if result is None else self.b.dfa(result)
+
+    def inline_refs(self: CompilerAPI, schema: Any, path: str) -> Any:
+        """Replace a top-level $ref by its target, so allOf parts can be merged."""
+        seen: set[str] = set()
+        while isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
+            ref = schema["$ref"]
+            if not isinstance(ref, str):
+                raise self.fail("$ref must be a string", path)
+            if ref in seen:
+                raise self.fail(f"$ref {ref!r} refers to itself through $refs only (a cycle)", path)
+            seen.add(ref)
+            schema = self.resolve(ref, path)
+        return schema
+
+    def any_of(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        key = "anyOf" if "anyOf" in schema else "oneOf"
+        base = {k: v for k, v in schema.items() if k != key}
+        branches = schema[key]
+        if not isinstance(branches, list) or not branches:
+            raise self.fail(f"{key} must be a non-empty array", path)
+        if key == "oneOf" and len(branches) > 1:
+            exclusive = _exclusive_required(branches)
+            if exclusive is not None:  # oneOf over required sets: each branch excludes the others
+                key, branches = "anyOf", exclusive
+        combined = [{"allOf": [base, b]} if base and set(base) - ANNOTATIONS else b for b in branches]
+        if key == "oneOf" and len(combined) > 1:
+            resolved = [self.flatten(c, path) for c in combined]
+            for i, branch in enumerate(resolved):
+                if isinstance(branch, dict):
+                    self.check_shapes(branch, f"{path}/{key}/{i}")
+            n = len(resolved)
+            overlaps = {
+                (i, j)
+                for i in range(n)
+                for j in range(n)
+                if i != j and not _safely_disjoint(resolved[i], resolved[j])
+            }
+            try:
+                if overlaps and n > MAX_ONEOF_EXCLUSIVE:
+                    i, j = min(overlaps)
+                    raise self.fail(
+                        f"oneOf branches {i} and {j} may both match the same value, and with {n} "
+                        f"branches (more than {MAX_ONEOF_EXCLUSIVE}) they are not made exclusive, so "
+                        "'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
+                        path,
+                    )
+                if overlaps:
+                    combined = self.exactly_one(base, branches, overlaps, path)
+            except SchemaError:
+                if not self.lenient:
+                    raise  # lenient: the branches as a union (anyOf), a superset of oneOf
+        # anyOf, or oneOf with pairwise disjoint branches: a union is exact
+        return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+
+    def exactly_one(
+        self: CompilerAPI, base: dict, branches: list, overlaps: set[tuple[int, int]], path: str
+    ) -> list:
+        """``oneOf`` branches that may overlap, as branches that exclude each other: branch i and
+        not branch j, for every j that may overlap it (so their union is exact). Raises a
+        SchemaError naming the branch whose negation cannot be expressed."""
+        negations: dict[int, Any] = {}
+        for i, j in sorted(overlaps):
+            if j not in negations:
+                negations[j] = self.negate(branches[j], f"{path}/oneOf/{j}")
+                if negations[j] is None:
+                    raise self.fail(
+                        f"oneOf branches {i} and {j} may both match the same value, and branch {j} cannot "
+                        "be negated to exclude it, so 'exactly one' cannot be enforced (pass lenient=True "
+                        "to treat oneOf as anyOf)",
+                        path,
+                    )
+        out: list[Any] = []
+        extra = [base] if base and set(base) - ANNOTATIONS else []
+        for i, branch in enumerate(branches):
+            others = [negations[j] for (a, j) in sorted(overlaps) if a == i]
+            if any(o is True for o in others):
+                others = [o for o in others if o is not True]
+            if any(o is False for o in others):
+                continue  # another branch holds whenever this one does
+            choices: list[list[Any]] = [[]]
+            for negated in others:
+                options = _alternatives(negated)
+                choices = [[*c, o] for c in choices for o in options]
+                if len(out) + len(choices) > MAX_ONEOF_CHOICES:
+                    raise self.fail(
+                        f"oneOf branch {i} may match the same value as others, and excluding them "
+                        f"takes more than {MAX_ONEOF_CHOICES} alternatives, so 'exactly one' cannot be "
+                        "enforced (pass lenient=True to treat oneOf as anyOf)",
+                        path,
+                    )
+            out += [{"allOf": [*extra, branch, *choice]} for choice in choices]
+        return out or [False]
+
+    def flatten(self: CompilerAPI, schema: Any, path: str) -> Any:
+        """A schema with top-level $ref and mergeable allOf resolved (for disjointness checks)."""
+        schema = self.inline_refs(schema, path)
+        if isinstance(schema, dict) and "allOf" in schema:
+            parts = [{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]]
+            merged = _merge_all([self.inline_refs(p, path) for p in parts])
+            return merged if merged is not None else schema
+        return schema
+
+    def sub_dfa(self: CompilerAPI, schema: Any, path: str, depth: int) -> ByteDFA | None:
+        """Compile a sub-schema on its own (for products of automata)."""
+        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
+
+        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, self.extra_properties)
+        sub._ref_depth = dict(self._ref_depth)
+        sub._spread = self._spread  # one budget for the whole compile
+        fragment = sub.value(schema, path, depth)
+        if fragment is None:
+            return None
+        try:
+            return sub.b.build(fragment)
+        except EmptyLanguageError:
+            return None
+
+    def apply_not(self: CompilerAPI, schema: dict, path: str) -> dict:
+        """The schema without ``not``: the negation rewritten as a positive schema."""
+        rest = {k: v for k, v in schema.items() if k != "not"}
+        negation = self.negate(schema["not"], path)
+        if negation is None:
+            if self.lenient:
+                return rest
+            raise self.fail(
+                "keyword 'not' can only be enforced for types, bounds, lengths and counts, "
+                "'required', 'properties', and anyOf/allOf/not of those (pass lenient=True)",
+                path,
+            )
+        return {"allOf": [rest, negation]} if set(rest) - ANNOTATIONS else negation
+
+    def negate(self: CompilerAPI, schema: Any, path: str, refs: frozenset[str] = frozenset()) -> Any:
+        """A schema matching exactly the values ``schema`` rejects (or a subset of them, only
+        where noted), or None when we cannot express it. ``refs``: the ``$ref``s being negated
+        (a cycle through them is not followed).
+
+        A schema is the conjunction of its keywords, so its negation is the union of the
+        keywords' negations, each limited to the types the keyword constrains, and of the
+        values of other types than ``type`` allows."""
+        schema = self.flatten(schema, path)
+        if isinstance(schema, dict):
+            self.check_shapes(schema, f"{path}/not")
+        if schema is True or schema == {}:
+            return False
+        if schema is False:
+            return True
+        if not isinstance(schema, dict):
+            return None
+        keys = (set(schema) & KNOWN_KEYWORDS) - ANNOTATIONS
+        if keys == {"not"}:
+            return schema["not"]
+        if "uniqueItems" in keys and schema["uniqueItems"] is not True:
+            keys.discard("uniqueItems")  # uniqueItems false constrains nothing
+        if "if" not in keys:
+            keys -= {"then", "else"}  # ignored without if
+        if "contains" not in keys:
+            keys -= {"minContains", "maxContains"}
+        declared = schema.get("type")
+        types = (
+            set(_TYPES) if declared is None else set(declared if isinstance(declared, list) else [declared])
+        )
+        if "number" in types:
+            types.add("integer")
+        branches: list[Any] = []
+        others = set(_TYPES) - types
+        if "integer" in types and "number" not in types:
+            others.discard("number")
+            branches.append({"type": "number", NOT_MULTIPLE_KEY: [1]})  # numbers with a fraction
+        if others:
+            branches.append({"type": sorted(others)})
+        for key in sorted(keys - {"type", "then", "else", "minContains", "maxContains"}):
+            negated = self.negate_keyword(key, schema, types, path, refs)
+            if negated is None:
+                return None
+            if negated is not False:
+                branches.append(negated)
+        return {"anyOf": branches} if branches else False
+
+    def negate_keyword(
+        self: CompilerAPI, key: str, schema: dict, types: set[str], path: str, refs: frozenset[str]
+    ) -> Any:
+        """The values of ``types`` (or any values, for keywords not tied to a type) that
+        keyword ``key`` of ``schema`` rejects: a schema, False for none, None if not expressible."""
+        value = schema[key]
+        if key in _FAMILY or key in _VALUE_FAMILY:
+            family = _FAMILY.get(key) or _VALUE_FAMILY[key]
+            in_family = sorted(t for t in types if t in family)
+            if not in_family:
+                return False
+            if key in _FAMILY:
+                negated = _negate_keyword(key, value, self, path)[1]
+            elif key == "pattern":
+                negated = {NOT_PATTERN_KEY: [value]}
+            elif key == "multipleOf":
+                negated = {NOT_MULTIPLE_KEY: [value]}
+            elif key == NOT_STRINGS_KEY:
+                negated = {"enum": list(value)}
+            elif key == NOT_NUMBERS_KEY:
+                negated = {"enum": list(value)}
+            elif key == NOT_PATTERN_KEY:
+                negated = {"anyOf": [{"pattern": p} for p in value]}
+            else:  # NOT_MULTIPLE_KEY
+                negated = {"anyOf": [{"multipleOf": m} for m in value]}
+            if negated is None or negated is False:
+                return negated
+            if isinstance(negated, dict) and "type" not in negated:
+                return {"type": in_family, **negated}
+            return {"allOf": [{"type": in_family}, negated]}
+        if key == "contains":
+            low, high = schema.get("minContains", 1), schema.get("maxContains")
+            options: list[Any] = []
+            if _is_int(low) and low >= 1:  # fewer matches than minContains
+                options.append({"type": "array", "contains": value, "minContains": 0, "maxContains": low - 1})
+            if high is not None and _is_int(high):  # more than maxContains
+                options.append({"type": "array", "contains": value, "minContains": high + 1})
+            return {"anyOf": options} if options else False
+        if key == "items":
+            if isinstance(value, list) or schema.get("prefixItems"):
+                return None  # positions: not expressible here
+            other = self.negate(value, path, refs)
+            return None if other is None else other and {"type": "array", "contains": other}
+        if key in ("enum", "const"):
+            values = [value] if key == "const" else value
+            if not isinstance(values, list):
+                return None
+            return self.negate_values(values, path)
+        if key == "not":
+            return value
+        if key in ("anyOf", "allOf", "oneOf"):
+            if not isinstance(value, list) or not value:
+                return None
+            parts = [self.negate(x, path, refs) for x in value]
+            if any(p is None for p in parts):
+                return None
+            if key == "anyOf":
+                return {"allOf": parts}
+            if key == "allOf":
+                return {"anyOf": parts}
+            # not exactly one: none of them, or two at once
+            n = len(value)
+            pairs = [{"allOf": [value[i], value[j]]} for i in range(n) for j in range(i + 1, n)]
+            return {"anyOf": [{"allOf": parts}, *pairs]}
+        if key == "$ref":
+            ref = value
+            if not isinstance(ref, str) or ref in refs:
+                return None
+            return self.negate(self.resolve(ref, path), path, refs | {ref})
+        if key == "if":
+            condition, then, otherwise = value, schema.get("then", True), schema.get("else", True)
+            not_condition, not_then, not_else = (
+                self.negate(x, path, refs) for x in (condition, then, otherwise)
+            )
+            options = []
+            if not_then is None or not_else is None or (not_condition is None and not_else is not False):
+                return None
+            if not_then is not False:
+                options.append({"allOf": [condition, not_then]})
+            if not_else is not False:
+                options.append({"allOf": [not_condition, not_else]})
+            return {"anyOf": options} if options else False
+        if key in _DEPENDENCY_KEYS:
+            if not isinstance(value, dict):
+                return None
+            options = []
+            for name, need in value.items():
+                if isinstance(need, list):
+                    options += [
+                        {"type": "object", "required": [name], "properties": {other: False}} for other in need
+                    ]
+                else:
+                    negated = self.negate(need, path, refs)
+                    if negated is None:
+                        return None
+                    if negated is not False:
+                        options.append({"allOf": [{"type": "object", "required": [name]}, negated]})
+            return {"anyOf": options} if options else False
+        return None
+
+    def negate_values(self: CompilerAPI, values: list, path: str) -> Any:
+        """Every JSON value except ``values`` (numbers written without an exponent: a subset)."""
+        branches: list[Any] = []
+        if not any(v is None for v in values):
+            branches.append({"type": "null"})
+        booleans = [b for b in (True, False) if not any(v is b for v in values)]
+        if booleans:
+            branches.append({"enum": booleans})
+        numbers = [v for v in values if _is_number(v)]
+        branches.append({"type": "number", NOT_NUMBERS_KEY: numbers} if numbers else {"type": "number"})
+        strings = [v for v in values if isinstance(v, str)]
+        branches.append({"type": "string", NOT_STRINGS_KEY: strings} if strings else {"type": "string"})
+        negators: tuple[tuple[str, Callable[[Any, str], dict]], ...] = (
+            ("array", self.not_array),
+            ("object", self.not_object),
+        )
+        for kind, negate_one in negators:
+            listed = [v for v in values if isinstance(v, list if kind == "array" else dict)]
+            if not listed:
+                branches.append({"type": kind})
+                continue
+            parts = [negate_one(v, path) for v in listed]
+            branches.append(parts[0] if len(parts) == 1 else {"allOf": parts})
+        return {"anyOf": branches}
+
+    def not_array(self: CompilerAPI, value: list, path: str) -> dict:
+        """Arrays other than ``value``: another length, or another item somewhere."""
+        n = len(value)
+        options: list[Any] = [{"minItems": n + 1}]
+        if n:
+            options.append({"maxItems": n - 1})
+        for i, item in enumerate(value):
+            other = self.negate_values([item], path)
+            options.append({"minItems": i + 1, "prefixItems": [*([True] * i), other]})
+        return {"type": "array", "anyOf": options}
+
+    def not_object(self: CompilerAPI, value: dict, path: str) -> dict:
+        """Objects other than ``value``: a key missing, a key with another value, or a key more."""
+        options: list[Any] = [{"required": list(value), "minProperties": len(value) + 1}]
+        for name, item in value.items():
+            options.append({"properties": {name: False}})
+            options.append({"required": [name], "properties": {name: self.negate_values([item], path)}})
+        return {"type": "object", "anyOf": options}

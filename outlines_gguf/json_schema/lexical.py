@@ -1,0 +1,210 @@
+"""The lexical pieces of JSON texts as automaton fragments: whitespace, characters of strings
+and keys, and regexes shared between schemas."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache, partial
+
+import numpy as np
+
+from outlines_gguf.automata.charsets import MAX_CODEPOINT, Ranges, _complement, _normalize
+from outlines_gguf.automata.dfa import ByteDFA, minimize
+from outlines_gguf.automata.ops import difference
+from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.errors import EmptyLanguageError, SchemaError
+from outlines_gguf.json_schema.leaves import NUMBER, integer_range, number_range
+
+
+@dataclass(frozen=True)
+class Whitespace:
+    """Where whitespace may go, as regexes (None: nowhere)."""
+
+    after_colon: str | None = "[ ]?"
+    after_comma: str | None = "[ ]?"
+    inside: str | None = None  # after "{" "[" and before "}" "]", and around ":" ","
+
+    @classmethod
+    def from_pattern(cls, pattern: str | None) -> Whitespace:
+        if pattern is None:
+            return cls()
+        return cls(pattern, pattern, pattern)
+
+
+# JSON string characters: what may appear raw, and the escapes of the rest
+_RAW_FORBIDDEN: Ranges = ((0, 0x1F), (0x22, 0x22), (0x5C, 0x5C))
+
+_SHORT_ESCAPES = {
+    0x22: '\\"',
+    0x5C: "\\\\",
+    0x2F: "\\/",
+    0x08: "\\b",
+    0x0C: "\\f",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x09: "\\t",
+}
+
+_ANY_CHAR: Ranges = ((0, MAX_CODEPOINT),)
+
+_GENERIC_NUMBERS = frozenset({NUMBER, integer_range(None, None), number_range(None, None, False, False)})
+
+
+def _intersect_ranges(a: Ranges, b: Ranges) -> Ranges:
+    out = []
+    for lo, hi in a:
+        for blo, bhi in b:
+            lo2, hi2 = max(lo, blo), min(hi, bhi)
+            if lo2 <= hi2:
+                out.append((lo2, hi2))
+    return _normalize(out)
+
+
+def json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
+    """One JSON string character from ``ranges``: raw where allowed, else its escapes."""
+    raw = _intersect_ranges(ranges, _complement(_RAW_FORBIDDEN))
+    alternatives = [b.chars(raw)] if raw else []
+    for lo, hi in _intersect_ranges(ranges, (*_RAW_FORBIDDEN, (0x2F, 0x2F))):
+        for cp in range(lo, hi + 1):
+            forms = [f"\\u{cp:04x}", f"\\u{cp:04X}"]
+            if cp in _SHORT_ESCAPES:
+                forms.append(_SHORT_ESCAPES[cp])
+            alternatives += [b.literal(f) for f in dict.fromkeys(forms)]
+    return b.alt(alternatives) or b.chars(())
+
+
+def plain_key_char(b: NFABuilder) -> Fragment:
+    """One character of a key written without escapes (see ``_Compiler.key_except``)."""
+    return b.chars(_complement(_RAW_FORBIDDEN))
+
+
+def any_string_char(b: NFABuilder) -> Fragment:
+    """Any JSON string character: raw, a short escape, a \\u escape, or an escaped surrogate
+    pair (never a lone surrogate)."""
+    return b.shared("JSON string character", _any_string_char)  # type: ignore[return-value]
+
+
+def _any_string_char(b: NFABuilder) -> Fragment | None:
+    return b.alt(
+        [
+            b.chars(_complement(_RAW_FORBIDDEN)),
+            b.regex(r'\\["\\/bfnrt]'),
+            b.regex(r"\\u(?:[0-9a-cA-CefEF][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2})"),
+            # a character beyond U+FFFF as an escaped surrogate pair (what json.dumps writes)
+            b.regex(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"),
+        ]
+    )
+
+
+def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
+    """``pattern`` (a fixed regex of the library: any number, any integer) as a shared fragment."""
+    return b.shared(("regex", pattern), lambda h: h.regex(pattern))
+
+
+def _longest(dfa: ByteDFA) -> int | None:
+    """The length in bytes of the longest string ``dfa`` accepts, None if unbounded."""
+    table = dfa.transitions
+    n = table.shape[0]
+    succ = [sorted(set(row[row >= 0].tolist())) for row in table]
+    depth: list[int | None] = [None] * n
+    on_path = [False] * n
+    stack: list[tuple[int, int]] = [(0, 0)]
+    while stack:
+        state, i = stack.pop()
+        if i == 0:
+            on_path[state] = True
+        if i < len(succ[state]):
+            stack.append((state, i + 1))
+            nxt = succ[state][i]
+            if on_path[nxt]:
+                return None  # a cycle (every state is live, so it lies on some match)
+            if depth[nxt] is None:
+                stack.append((nxt, 0))
+            continue
+        on_path[state] = False
+        depth[state] = max([0, *(1 + depth[t] for t in succ[state])])
+    return depth[0]
+
+
+_NO_KEY = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool))
+"""The automaton of no key at all (propertyNames false, or unsatisfiable)."""
+
+
+@lru_cache(maxsize=1)
+def _string_content() -> ByteDFA:
+    """The content of any JSON string, every character raw except the ones JSON must escape
+    (and ``/``), which have their escapes: each character has the same spellings as in
+    ``json_chars``, so differences with pattern automata built by it are exact."""
+    every = NFABuilder("string")
+    return every.build(
+        every.repeat(lambda: json_chars(every, ((0, 0xD7FF), (0xE000, MAX_CODEPOINT))), 0, None)
+    )
+
+
+def _strings_except(values: list[str], within: ByteDFA | None = None) -> ByteDFA | None:
+    """The content of any JSON string (of ``within``, if given) other than ``values``. Both sides
+    write each character with the spellings of ``json_chars``, so the difference is exact (a
+    valid subset of all spellings)."""
+    body = within if within is not None else _string_content()
+    listed = NFABuilder("enum")
+    words = listed.alt(listed.regex(re.escape(v), lambda r: json_chars(listed, r)) for v in values)
+    try:
+        return difference(body, listed.build(words))
+    except EmptyLanguageError:
+        return body
+
+
+def _strings_not_matching(patterns: list[str], within: ByteDFA | None, path: str) -> ByteDFA | None:
+    """The content of JSON strings (of ``within``, if given) in which none of ``patterns`` is
+    found: the complement of each pattern's automaton (spelled as in ``json_chars``)."""
+    body: ByteDFA | None = within if within is not None else _string_content()
+    for pattern in patterns:
+        if body is None:
+            return None
+        if not isinstance(pattern, str):
+            raise SchemaError("pattern must be a string", path)
+        helper = NFABuilder(f"pattern {pattern!r}")
+        try:
+            found = helper.build(helper.regex(_searched(pattern), partial(json_chars, helper)))
+        except EmptyLanguageError:
+            continue  # found nowhere: excludes nothing
+        body = difference(body, found)
+    return body
+
+
+def _interleave(items: list, make_sep: Callable[[], Fragment]) -> list:
+    out: list = []
+    for i, it in enumerate(items):
+        if i:
+            out.append(make_sep())
+        out.append(it)
+    return out
+
+
+def _searched(pattern: str) -> str:
+    """A full-match regex for the strings in which ``pattern`` is found (JSON Schema searches)."""
+    searched = pattern if pattern.startswith("^") else "(?s:.*?)" + f"(?:{pattern})"
+    return searched if pattern.endswith("$") and not pattern.endswith("\\$") else searched + "(?s:.*)"
+
+
+def _multiple_of_dfa(step: int) -> ByteDFA:
+    """JSON integers divisible by ``step`` (remainder automaton over decimal digits)."""
+    # 0: start, 1: after "-", 2: "0" (complete), 3..: remainder r of a number with leading 1-9
+    n = 3 + step
+    table = np.full((n, 256), -1, dtype=np.int32)
+    accepting = np.zeros(n, dtype=bool)
+    table[0, ord("-")] = 1
+    for start in (0, 1):
+        for d in range(1, 10):
+            table[start, ord("0") + d] = 3 + d % step
+    table[0, ord("0")] = 2
+    accepting[2] = True
+    for r in range(step):
+        for d in range(10):
+            table[3 + r, ord("0") + d] = 3 + (r * 10 + d) % step
+    accepting[3] = True
+    dfa = minimize(table, accepting)
+    assert dfa is not None
+    return dfa

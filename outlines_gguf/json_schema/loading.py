@@ -1,0 +1,48 @@
+"""Loading a schema (JSON text, dict or Pydantic model) and putting it in canonical form."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from outlines_gguf.errors import ConstraintTooComplexError, SchemaError
+
+
+def load_schema(schema: Any) -> tuple[Any, bool]:
+    """Accept a Pydantic model class, a dict/bool, or JSON text; returns (schema, is_pydantic)."""
+    if isinstance(schema, type):
+        dump = getattr(schema, "model_json_schema", None)
+        if dump is None:
+            raise SchemaError(f"{schema.__name__} is not a Pydantic model")
+        return dump(), True
+    if isinstance(schema, str):
+        try:
+            return json.loads(schema), False
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"the schema is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ConstraintTooComplexError("the schema is nested too deeply") from exc
+    if isinstance(schema, (dict, bool)):
+        return schema, False
+    raise SchemaError(
+        f"a schema must be a Pydantic model, a dict or a JSON string, got {type(schema).__name__}"
+    )
+
+
+def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[str, bool | None]:
+    """The schema's canonical JSON text and the effective ``extra_properties``
+    (a Pydantic model gets no extra properties unless asked: Pydantic ignores them)."""
+    root, is_pydantic = load_schema(schema)
+    if extra_properties is None and is_pydantic:
+        extra_properties = False
+    return canonical_schema(root), extra_properties
+
+
+def canonical_schema(root: Any) -> str:
+    """The schema as JSON text (the cache key). Key order is kept: property order is generation order."""
+    try:
+        return json.dumps(root, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"the schema is not plain JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ConstraintTooComplexError("the schema is nested too deeply") from exc

@@ -1,0 +1,549 @@
+"""The JSON Schema compiler's rules for objects: members in order or in any order, extra
+members, chunked objects, property names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from outlines_gguf.automata.charsets import _complement, _normalize
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.ops import difference, intersect
+from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.errors import EmptyLanguageError
+from outlines_gguf.json_schema.keywords import (
+    CHUNK_KEY,
+    EXTRA_KEY,
+    EXTRA_VALUE_DEPTH,
+    FREE_FORM_DEPTH,
+    MAX_ITEMS_CAP,
+    MEMBER_CHUNK,
+    _pointer,
+    call_marker,
+)
+from outlines_gguf.json_schema.lexical import _NO_KEY, _RAW_FORBIDDEN, _intersect_ranges, _searched
+
+if TYPE_CHECKING:
+    from outlines_gguf.json_schema.compiler_api import CompilerAPI
+
+ANY_ORDER_MAX = 3
+"""In split mode, an object with at most this many declared properties (and no
+min/maxProperties) takes them in any order: one automaton state per set of members written.
+Larger objects take them in the order of ``properties`` (extra members still anywhere)."""
+
+
+class _Link(Protocol):
+    """Adds the edges of one member from ``source`` to ``target`` (after a comma if ``comma``)."""
+
+    def __call__(self, source: int, fragment: Fragment | None, target: int, comma: bool) -> None: ...
+
+
+class _ObjectRules:
+    """Object rules of the JSON Schema compiler (mixed into ``_Compiler``)."""
+
+    def object(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        self._nest += 1
+        try:
+            return self._object(schema, path, depth)
+        finally:
+            self._nest -= 1
+
+    def _object(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        if depth <= 0 and not schema:
+            return None
+        props = schema.get("properties", {}) or {}
+        if not isinstance(props, dict):
+            raise self.fail("properties must be an object", path)
+        required = schema.get("required", [])
+        if not isinstance(required, list):
+            raise self.fail("required must be an array", path)
+        for name in required:
+            if name not in props:
+                props = {**props, name: True}
+        names = self.key_names(schema.get("propertyNames", True), f"{path}/propertyNames")
+        if names is not None:  # keys propertyNames refuses cannot be written, declared or not
+            allowed = {n for n in props if names.matches(json.dumps(n, ensure_ascii=False).encode())}
+            if any(n not in allowed for n in required):
+                return None
+            props = {n: s for n, s in props.items() if n in allowed}
+        additional = schema.get(
+            "additionalProperties", True if self.extra_properties is None else self.extra_properties
+        )
+        if "additionalProperties" in schema:
+            additional = schema["additionalProperties"]
+        pattern_props = schema.get("patternProperties", {})
+        min_p = int(schema.get("minProperties", 0))
+        max_p = schema.get("maxProperties")
+        if max_p is not None and max_p > MAX_ITEMS_CAP:
+            # counted members are states: cap like maxItems (a valid subset)
+            max_p = min(int(max_p), max(MAX_ITEMS_CAP, min_p, len(props)))
+        next_depth = depth - 1 if not schema else depth
+
+        members: list[tuple[Callable[[], Fragment | None], bool]] = []
+        for name, sub in props.items():
+
+            def make(name: str = name, sub: Any = sub) -> Fragment | None:
+                v = self.value(sub, f"{path}/properties/{_pointer(name)}", next_depth)
+                if v is None:
+                    return None
+                return self.b.seq([self.lit(json.dumps(name, ensure_ascii=False)), self.colon(), v])
+
+            members.append((make, name in required))
+
+        part = schema.get(CHUNK_KEY)
+        if part is not None:  # a run of another object's members (see chunked_object)
+            link = schema.get(EXTRA_KEY)
+            extra = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
+            return self.object_body(members, extra, 1 if part == "first" else 2, None, part=part)
+        if EXTRA_KEY in schema:  # one extra member of another object, as a node of its own
+            self._nest += 1  # its value is nested
+            try:
+                member = self.extra_member(
+                    props, additional, pattern_props, path, next_depth, schema.get("propertyNames", True)
+                )
+                return None if member is None else member()
+            finally:
+                self._nest -= 1
+        names_schema = schema.get("propertyNames", True)
+        extra = self.extra_member(props, additional, pattern_props, path, next_depth, names_schema)
+        link = None
+        if extra is not None and self.calls is not None:
+            link = {
+                EXTRA_KEY: True,
+                "type": "object",
+                "properties": props,
+                "additionalProperties": additional,
+                "patternProperties": pattern_props,
+                "propertyNames": schema.get("propertyNames", True),
+            }
+            extra = self.call_maker(link, f"{path}/additionalProperties")
+        if self.calls is not None and len(members) > MEMBER_CHUNK and min_p == 0 and max_p is None:
+            return self.chunked_object(props, required, extra, link, path)
+        if self.calls is not None and 1 < len(members) <= ANY_ORDER_MAX and min_p == 0 and max_p is None:
+            return self.any_order_body(members, extra)
+        return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
+
+    def any_order_body(
+        self: CompilerAPI,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+    ) -> Fragment | None:
+        """``{`` the declared members in any order (each at most once), extra members anywhere
+        between them, ``}``: one state per set of members written (2^n for n members, so only
+        for small objects, see :data:`ANY_ORDER_MAX`). Real documents do not always list keys in
+        the order of ``properties``."""
+        b = self.b
+        required = sum(1 << i for i, (_, must) in enumerate(members) if must)
+        entry = self.open("{")
+        end = b.nfa.state()
+        state: dict[int, int] = {0: entry[1]}  # set of members written -> NFA state
+        extras_only = b.nfa.state() if extra is not None else None  # only extra members so far
+
+        def link(source: int, fragment: Fragment | None, target: int, comma: bool) -> None:
+            if fragment is None:
+                return
+            if comma:
+                sep = self.comma()
+                b.nfa.eps[source].append(sep[0])
+                b.nfa.eps[sep[1]].append(fragment[0])
+            else:
+                b.nfa.eps[source].append(fragment[0])
+            b.nfa.eps[fragment[1]].append(target)
+
+        def close(source: int) -> None:
+            piece = self.close("}")
+            b.nfa.eps[source].append(piece[0])
+            b.nfa.eps[piece[1]].append(end)
+
+        if extras_only is not None:
+            link(state[0], extra(), extras_only, comma=False)  # type: ignore[misc]
+            link(extras_only, extra(), extras_only, comma=True)  # type: ignore[misc]
+            if not required:
+                close(extras_only)
+        called, self._leaves_called = self._leaves_called, True  # each value once, as a call
+        try:
+            self.any_order_states(members, extra, state, extras_only, required, link, close)
+        finally:
+            self._leaves_called = called
+        return entry[0], end
+
+    def any_order_states(
+        self: CompilerAPI,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        state: dict[int, int],
+        extras_only: int | None,
+        required: int,
+        link: _Link,
+        close: Callable[[int], None],
+    ) -> None:
+        """The member edges of :meth:`any_order_body`, from each set of members written."""
+        b = self.b
+        n = len(members)
+        for written in range(1 << n):  # ascending: a set comes after its subsets
+            source = state.get(written)
+            if source is None:
+                continue
+            if written and extra is not None:
+                link(source, extra(), source, comma=True)
+            if written & required == required:
+                close(source)
+            for i, (make, _) in enumerate(members):
+                if written >> i & 1:
+                    continue
+                if written | 1 << i not in state:
+                    state[written | 1 << i] = b.nfa.state()
+                target = state[written | 1 << i]
+                member = make()
+                if member is None:
+                    continue
+                if written:
+                    link(source, member, target, comma=True)
+                    continue
+                link(source, member, target, comma=False)  # the first thing written
+                if extras_only is not None:
+                    sep = self.comma()
+                    b.nfa.eps[extras_only].append(sep[0])
+                    b.nfa.eps[sep[1]].append(member[0])
+
+    def call_maker(self: CompilerAPI, schema: Any, path: str) -> Callable[[], Fragment | None]:
+        """A function writing a call to the node for ``schema`` (registered once, now)."""
+        assert self.calls is not None
+        marker = call_marker(self.calls(schema, path))
+        return lambda: self.b.literal(marker)
+
+    def extra_loops(
+        self: CompilerAPI,
+        nothing: int | None,
+        something: int | None,
+        extra: Callable[[], Fragment | None] | None,
+    ) -> None:
+        """Extra members between runs: the first one written moves ``nothing`` to ``something``."""
+        if extra is None or something is None:
+            return
+        b = self.b
+        if nothing is not None:
+            member = extra()
+            if member is not None:
+                b.nfa.eps[nothing].append(member[0])
+                b.nfa.eps[member[1]].append(something)
+        comma, member = self.comma(), extra()
+        if member is not None:
+            b.nfa.eps[something].append(comma[0])
+            b.nfa.eps[comma[1]].append(member[0])
+            b.nfa.eps[member[1]].append(something)
+
+    def chunked_object(
+        self: CompilerAPI,
+        props: dict,
+        required: list,
+        extra: Callable[[], Fragment | None] | None,
+        link: dict | None,
+        path: str,
+    ) -> Fragment | None:
+        """An object with many properties, in split mode: its members in runs of
+        :data:`MEMBER_CHUNK`, each run a call. Optional members written in order make the keys
+        that may come next a different set after every member, so one automaton for all of
+        them grows with the square of their number; runs keep that square small.
+
+        Each run is two nodes: ``first`` (nothing written before it: no comma before its
+        first member) and ``after`` (a comma before each member); both write at least one
+        member, and a run without required members may be skipped.
+        """
+        b = self.b
+        names = list(props)
+        entry = self.open("{")
+        nothing: int | None = entry[1]  # no member written yet
+        something: int | None = b.nfa.state()  # at least one member written (dead until reached)
+        for lo in range(0, len(names), MEMBER_CHUNK):
+            run = names[lo : lo + MEMBER_CHUNK]
+            must = [n for n in run if n in required]
+            base = {
+                "type": "object",
+                "properties": {n: props[n] for n in run},
+                "required": must,
+                "additionalProperties": False,
+            }
+            if link is not None:
+                base[EXTRA_KEY] = link  # extra members may come between the run's members too
+            self.extra_loops(nothing, something, extra)
+            next_nothing = b.nfa.state() if nothing is not None and not must else None
+            next_something = b.nfa.state()
+            for source, part in ((nothing, "first"), (something, "after")):
+                if source is None:
+                    continue
+                if not must:
+                    b.nfa.eps[source].append(next_something if part == "after" else next_nothing)  # type: ignore[arg-type]
+                marker = self.calls({**base, CHUNK_KEY: part}, f"{path}/properties/{_pointer(run[0])}..")  # type: ignore[misc]
+                call = b.literal(call_marker(marker))
+                b.nfa.eps[source].append(call[0])
+                b.nfa.eps[call[1]].append(next_something)
+            nothing, something = next_nothing, next_something
+        self.extra_loops(nothing, something, extra)
+        end = b.nfa.state()
+        for source in (nothing, something):
+            if source is not None:
+                close = self.close("}")
+                b.nfa.eps[source].append(close[0])
+                b.nfa.eps[close[1]].append(end)
+        return entry[0], end
+
+    def key_names(self: CompilerAPI, names: Any, path: str) -> ByteDFA | None:
+        """The keys ``propertyNames`` allows, as the automaton of their JSON strings, or None
+        when it allows every key."""
+        if names is True or names == {}:
+            return None
+        helper = NFABuilder("propertyNames")
+        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
+
+        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        fragment = sub.value({"allOf": [names, {"type": "string"}]}, path, self.max_depth)
+        try:
+            return helper.build(fragment)
+        except EmptyLanguageError:
+            return _NO_KEY
+
+    def restrict_key(self: CompilerAPI, key: Fragment | None, names: ByteDFA | None) -> Fragment | None:
+        """``key`` limited to what ``propertyNames`` allows."""
+        if key is None or names is None:
+            return key
+        try:
+            both = intersect(self.b.build(key), names)
+        except EmptyLanguageError:
+            return None
+        return None if both is None else self.b.dfa(both)
+
+    def extra_member(
+        self: CompilerAPI,
+        props: dict,
+        additional: Any,
+        pattern_props: dict,
+        path: str,
+        depth: int,
+        names: Any = True,
+    ) -> Callable[[], Fragment | None] | None:
+        """A function building one additional "key": value member, or None if none is allowed.
+        ``names``: the object's propertyNames schema."""
+        key_names = self.key_names(names, f"{path}/propertyNames")
+        if pattern_props:
+            patterns = list(pattern_props.items())
+
+            def make_pattern() -> Fragment | None:
+                options = []
+                for pat, sub in patterns:
+                    key = self.string({"pattern": pat}, f"{path}/patternProperties")
+                    if key is None:
+                        continue
+                    key = self.restrict_key(self.key_excluding_dfa(key, props), key_names)
+                    v = self.value(sub, f"{path}/patternProperties/{_pointer(pat)}", depth)
+                    if key is not None and v is not None:
+                        options.append(self.b.seq([key, self.colon(), v]))
+                if additional is not False:
+                    # a key that no pattern matches and no property declares: additionalProperties
+                    other = self.key_outside([p for p, _ in patterns], props, path)
+                    other = self.restrict_key(other, key_names)
+                    if self.calls is None and (additional is True or additional == {}):
+                        v = self.any_value(min(depth, EXTRA_VALUE_DEPTH if props else FREE_FORM_DEPTH))
+                    else:
+                        v = self.value(additional, f"{path}/additionalProperties", depth)
+                    if other is not None and v is not None:
+                        options.append(self.b.seq([other, self.colon(), v]))
+                return self.b.alt(options)
+
+            if len(patterns) > 1 and not self.lenient:
+                self.check_disjoint_patterns([p for p, _ in patterns], path)
+            return make_pattern
+        if additional is False:
+            return None
+
+        def make_additional() -> Fragment | None:
+            if self.calls is not None:
+                v = self.value(additional, f"{path}/additionalProperties", depth)
+            elif additional is True or additional == {}:
+                # an object without declared properties is free-form: its values nest like {}
+                limit = EXTRA_VALUE_DEPTH if props else FREE_FORM_DEPTH
+                v = self.any_value(min(depth, limit))
+            else:
+                v = self.value(additional, f"{path}/additionalProperties", depth)
+            if v is None:
+                return None
+            return self.b.seq([self.restrict_key(self.key_except(list(props)), key_names), self.colon(), v])
+
+        return make_additional
+
+    def check_disjoint_patterns(self: CompilerAPI, patterns: list[str], path: str) -> None:
+        dfas = []
+        for p in patterns:
+            helper = NFABuilder("patternProperties")
+            dfas.append(helper.build(helper.regex(_searched(p))))
+        for i in range(len(dfas)):
+            for j in range(i + 1, len(dfas)):
+                both = intersect(dfas[i], dfas[j])
+                if both is not None:
+                    raise self.fail(
+                        f"patternProperties {patterns[i]!r} and {patterns[j]!r} overlap: "
+                        "cannot be enforced (pass lenient=True)",
+                        path,
+                    )
+
+    def key_outside(self: CompilerAPI, patterns: list[str], props: dict, path: str) -> Fragment | None:
+        """A JSON string key that matches none of ``patterns`` (searched, as JSON Schema says)
+        and is none of the declared names: the keys ``additionalProperties`` governs."""
+        helper = NFABuilder("patternProperties")
+        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
+
+        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        taken = [sub.string({"pattern": p}, f"{path}/patternProperties") for p in patterns]
+        taken += [helper.literal(json.dumps(n, ensure_ascii=False)) for n in props]
+        try:
+            excluded = helper.build(helper.alt(taken))
+        except EmptyLanguageError:
+            excluded = None
+        anykey = NFABuilder("key")  # written without escapes, so a declared name cannot hide in one
+        plain = _complement(_RAW_FORBIDDEN)
+        quote = anykey.literal('"')
+        body = anykey.repeat(lambda: anykey.chars(plain), 0, None)
+        every = anykey.build(anykey.seq([quote, body, anykey.literal('"')]))
+        result = every if excluded is None else difference(every, excluded)
+        return None if result is None else self.b.dfa(result)
+
+    def key_excluding_dfa(self: CompilerAPI, key: Fragment, props: dict) -> Fragment | None:
+        if not props:
+            return key
+        # keys matching a pattern must not also be declared properties: subtract them
+        helper = NFABuilder("key")
+        key_dfa = None
+        try:
+            key_dfa = self.b.build(key)  # determinize the pattern key alone
+        except EmptyLanguageError:
+            return None
+        names = helper.build(helper.alt(helper.literal(json.dumps(n, ensure_ascii=False)) for n in props))
+        result = difference(key_dfa, names)
+        return None if result is None else self.b.dfa(result)
+
+    def key_except(self: CompilerAPI, names: list[str]) -> Fragment:
+        """A JSON string key (no escapes) that is none of ``names``."""
+        plain = _complement(_RAW_FORBIDDEN)
+        trie: dict = {}
+        for name in names:
+            node = trie
+            for ch in name:
+                node = node.setdefault(ch, {})
+            node[None] = True
+        b = self.b
+
+        def build(node: dict) -> Fragment:
+            options: list[Fragment | None] = []
+            if None not in node:
+                options.append(b.literal('"'))
+            children = [c for c in node if c is not None]
+            others = _intersect_ranges(plain, _complement(_normalize((ord(c), ord(c)) for c in children)))
+            if others:
+                options.append(
+                    b.seq([b.chars(others), b.repeat(lambda: b.chars(plain), 0, None), b.literal('"')])
+                )
+            for c in children:
+                if ord(c) in dict(_RAW_FORBIDDEN) or c in '"\\' or ord(c) < 0x20:
+                    continue
+                options.append(b.seq([b.literal(c), build(node[c])]))
+            return b.alt(options)  # type: ignore[return-value]
+
+        return b.seq([b.literal('"'), build(trie)])  # type: ignore[return-value]
+
+    def object_body(
+        self: CompilerAPI,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        min_p: int,
+        max_p: int | None,
+        part: str | None = None,
+    ) -> Fragment | None:
+        """``{`` members in order (optional ones may be skipped), extras after, ``}``.
+
+        The NFA tracks how many members were written, capped where counts stop
+        mattering, so commas go between members and min/maxProperties hold.
+        """
+        b = self.b
+        cap = max(1, min_p, max_p if max_p is not None else 0)
+        # ``part``: a run of members inside another object (no braces; "after": a member was
+        # written before, so a comma comes first)
+        entry = self.open("{") if part is None else self.b.empty()
+        level: dict[int, int] = {1 if part == "after" else 0: entry[1]}
+
+        def member_edge(
+            source: int,
+            c: int,
+            make: Callable[[], Fragment | None],
+            target: Callable[[int], int],
+            shared: dict[int, Fragment | None],
+        ) -> None:
+            """From count ``c``: [comma] member -> count c+1. One member fragment serves every
+            count that leads to the same next count (they continue alike)."""
+            if max_p is not None and c >= max_p:
+                return
+            key = min(c + 1, cap)
+            if key not in shared:
+                shared[key] = make()
+                if shared[key] is not None:
+                    b.nfa.eps[shared[key][1]].append(target(key))  # type: ignore[index]
+            member = shared[key]
+            if member is None:
+                return
+            if c > 0:
+                comma = self.comma()
+                b.nfa.eps[source].append(comma[0])
+                b.nfa.eps[comma[1]].append(member[0])
+            else:
+                b.nfa.eps[source].append(member[0])
+
+        def states() -> tuple[dict[int, int], Callable[[int], int]]:
+            nxt: dict[int, int] = {}
+
+            def target(c: int) -> int:
+                if c not in nxt:
+                    nxt[c] = b.nfa.state()
+                return nxt[c]
+
+            return nxt, target
+
+        def with_extras(level: dict[int, int], extra: Callable[[], Fragment | None]) -> dict[int, int]:
+            """The same position, after any number of extra members."""
+            nxt, target = states()
+            for c, s in level.items():
+                b.nfa.eps[s].append(target(c))
+            shared: dict[int, Fragment | None] = {}
+            c = min(nxt)
+            while c <= cap:  # ascending, so counts created on the way are handled too
+                if c in nxt:
+                    member_edge(nxt[c], c, extra, target, shared)
+                c += 1
+            return nxt
+
+        # In split mode an extra member is one call, so extras may come between declared members
+        # too (as they do in real documents); inline, only after them (each copy would hold the
+        # automaton of every key that is not declared).
+        interleave = extra is not None and self.calls is not None
+        for make, is_required in members:
+            if interleave:
+                level = with_extras(level, extra)  # type: ignore[arg-type]
+            nxt, target = states()
+            shared: dict[int, Fragment | None] = {}
+            for c, s in level.items():
+                if not is_required:
+                    b.nfa.eps[s].append(target(c))
+                member_edge(s, c, make, target, shared)
+            level = nxt
+            if not level:
+                return None
+        if extra is not None:
+            level = with_extras(level, extra)
+        end = b.nfa.state()
+        closing = False
+        for c, s in level.items():
+            if c >= min_p:
+                close = self.close("}") if part is None else self.b.empty()
+                b.nfa.eps[s].append(close[0])
+                b.nfa.eps[close[1]].append(end)
+                closing = True
+        return (entry[0], end) if closing else None

@@ -1,0 +1,274 @@
+"""The JSON Schema compiler's rules for scalars: enum and const, numbers, strings."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from outlines_gguf.automata.budget import MAX_DFA_STATES
+from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.ops import intersect
+from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.errors import ConstraintTooComplexError, DFAProductTooLargeError, EmptyLanguageError
+from outlines_gguf.json_schema.keywords import (
+    ANNOTATIONS,
+    MAX_LENGTH_CAP,
+    NOT_MULTIPLE_KEY,
+    NOT_NUMBERS_KEY,
+    NOT_PATTERN_KEY,
+    NOT_STRINGS_KEY,
+    _is_int,
+    _is_number,
+)
+from outlines_gguf.json_schema.leaves import STRING_FORMATS, integer_range, number_range
+from outlines_gguf.json_schema.lexical import (
+    _GENERIC_NUMBERS,
+    _NO_KEY,
+    _interleave,
+    _longest,
+    _multiple_of_dfa,
+    _searched,
+    _strings_except,
+    _strings_not_matching,
+    any_string_char,
+    json_chars,
+    shared_regex,
+)
+from outlines_gguf.json_schema.numbers import (
+    exact_value,
+    multiple_of_dfa,
+    not_multiple_of_dfa,
+    numbers_except_dfa,
+)
+from outlines_gguf.json_schema.strings import layered_body
+from outlines_gguf.json_schema.validate import Undecided, Validator, json_equal, pattern_matches
+
+if TYPE_CHECKING:
+    from outlines_gguf.json_schema.compiler_api import CompilerAPI
+
+
+class _ScalarRules:
+    """Scalar rules of the JSON Schema compiler (mixed into ``_Compiler``)."""
+
+    def enum(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        if not isinstance(values, list):
+            raise self.fail("enum must be an array", path)
+        rest = {k: v for k, v in schema.items() if k not in ("enum", "const") and k not in ANNOTATIONS}
+        if "enum" in schema and "const" in schema:
+            values = [v for v in values if json_equal(v, schema["const"])]
+        return self.listed(values, rest, path, depth)
+
+    def listed(self: CompilerAPI, values: list, rest: Any, path: str, depth: int) -> Fragment | None:
+        """The ``values`` (of an enum or const) that satisfy ``rest``, each exactly.
+
+        Each value is checked by :class:`~outlines_gguf.json_schema.validate.Validator`, so the result
+        is exact whatever keywords ``rest`` holds; where the validator cannot decide (a keyword
+        it does not know), by the automaton of ``rest`` (a valid subset)."""
+        fragments = []
+        check: ByteDFA | None = None
+        validator = Validator(self.root, self.marker_checks())
+        for v in values:
+            try:
+                keep = rest in (True, {}) or validator.is_valid(rest, v)
+            except Undecided:
+                if check is None:
+                    check = self.sub_dfa(rest, path, depth) or _NO_KEY
+                texts = [
+                    json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+                    json.dumps(v, ensure_ascii=False),
+                ]
+                keep = any(check.matches(t.encode()) for t in texts)
+            except RecursionError as exc:
+                raise ConstraintTooComplexError(f"{path}: an enum value is nested too deeply") from exc
+            if keep:
+                fragments.append(self.literal_value(v))
+        return self.b.alt(fragments)
+
+    def marker_checks(self: CompilerAPI) -> dict[str, Callable[[Any, Any], bool]]:
+        """How the validator reads the compiler's own keywords (see :meth:`negate`)."""
+        numeric = _is_number
+        return {
+            NOT_STRINGS_KEY: lambda excluded, v: not isinstance(v, str) or v not in excluded,
+            NOT_PATTERN_KEY: lambda found, v: not isinstance(v, str)
+            or not any(pattern_matches(p, v) for p in found),
+            NOT_NUMBERS_KEY: lambda listed, v: not numeric(v) or not any(json_equal(v, x) for x in listed),
+            NOT_MULTIPLE_KEY: lambda steps, v: not numeric(v)
+            or all((exact_value(v) / exact_value(m)).denominator != 1 for m in steps),
+        }
+
+    def literal_value(self: CompilerAPI, v: Any) -> Fragment:
+        """One JSON value, exactly, with the structural whitespace allowed between tokens."""
+        if isinstance(v, dict):
+            items = [
+                self.b.seq([self.lit(json.dumps(k, ensure_ascii=False)), self.colon(), self.literal_value(x)])
+                for k, x in v.items()
+            ]
+            return self.b.seq([self.open("{"), *_interleave(items, self.comma), self.close("}")])  # type: ignore[return-value]
+        if isinstance(v, list):
+            items = [self.literal_value(x) for x in v]
+            return self.b.seq([self.open("["), *_interleave(items, self.comma), self.close("]")])  # type: ignore[return-value]
+        if isinstance(v, float) and v == int(v) and abs(v) < 1e16:
+            return self.b.alt([self.lit(str(int(v))), self.lit(json.dumps(v))])  # type: ignore[return-value]
+        return self.lit(json.dumps(v, ensure_ascii=False))
+
+    def number(self: CompilerAPI, schema: dict, path: str, integer: bool) -> Fragment | None:
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        lo_x = hi_x = False
+        if isinstance(xlo, bool):  # draft 4
+            lo_x = xlo
+        elif xlo is not None:
+            lo, lo_x = (xlo, True) if lo is None or xlo >= lo else (lo, False)
+        if isinstance(xhi, bool):
+            hi_x = xhi
+        elif xhi is not None:
+            hi, hi_x = (xhi, True) if hi is None or xhi <= hi else (hi, False)
+        for name, value in (("minimum", lo), ("maximum", hi)):
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise self.fail(f"{name} must be a number", path)
+        step = schema.get("multipleOf")
+        filters: list[Callable[[], ByteDFA | None]] = []  # conditions on the value (plain numbers)
+        if step is not None and not _is_int(step):
+            filters.append(partial(multiple_of_dfa, step))  # a decimal step (0.01): by value
+            step = None
+        for other in schema.get(NOT_MULTIPLE_KEY, []):
+            filters.append(partial(not_multiple_of_dfa, other))
+        if NOT_NUMBERS_KEY in schema:
+            filters.append(lambda: numbers_except_dfa(schema[NOT_NUMBERS_KEY]))
+        base = self.number_base(lo, hi, lo_x, hi_x, step, path, integer)
+        if base is None or not filters:
+            return base
+        try:
+            dfa: ByteDFA | None = self.b.build(base)
+            for make in filters:
+                condition = make()
+                dfa = None if dfa is None or condition is None else intersect(dfa, condition)
+        except EmptyLanguageError:
+            return None
+        except ValueError as exc:
+            raise self.fail(str(exc), path) from exc
+        except DFAProductTooLargeError as exc:
+            raise ConstraintTooComplexError(f"{path}: the number's conditions are too large ({exc})") from exc
+        return None if dfa is None else self.b.dfa(dfa)
+
+    def number_base(
+        self: CompilerAPI,
+        lo: float | None,
+        hi: float | None,
+        lo_x: bool,
+        hi_x: bool,
+        step: int | float | None,
+        path: str,
+        integer: bool,
+    ) -> Fragment | None:
+        """Numbers within the bounds (integers if ``integer``), multiples of an integer ``step``."""
+        if integer or step is not None:
+            ilo = None if lo is None else (math.floor(lo) + 1 if lo_x and _is_int(lo) else math.ceil(lo))
+            ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x and _is_int(hi) else math.floor(hi))
+            if step is not None:
+                return self.multiple_of(int(step), ilo, ihi, path, integer)
+            pattern = integer_range(ilo, ihi)
+        else:
+            pattern = number_range(lo, hi, lo_x, hi_x)
+        if pattern is None:
+            return None
+        # unbounded numbers are shared fragments; a schema's own bounds are not kept past its compile
+        return shared_regex(self.b, pattern) if pattern in _GENERIC_NUMBERS else self.b.regex(pattern)
+
+    def multiple_of(
+        self: CompilerAPI,
+        step: int,
+        lo: int | None,
+        hi: int | None,
+        path: str,
+        integer: bool,
+    ) -> Fragment | None:
+        if step <= 0:
+            raise self.fail("multipleOf must be positive", path)
+        if lo is not None and hi is not None and (hi - lo) // step <= 64:
+            first = -(-lo // step) * step
+            values = range(first, hi + 1, step)
+            return self.b.alt(self.lit(str(v)) for v in values)
+        if step > MAX_DFA_STATES:
+            raise ConstraintTooComplexError(
+                f"{path}: multipleOf {step} needs a {step}-state automaton (the limit is "
+                f"{MAX_DFA_STATES}); bound the value with minimum/maximum"
+            )
+        digits = _multiple_of_dfa(step)
+        bounded = integer_range(lo, hi)
+        if bounded is None:
+            return None
+        helper = NFABuilder("multipleOf")
+        result = intersect(digits, helper.build(helper.regex(bounded)))
+        return None if result is None else self.b.dfa(result)
+
+    def string(self: CompilerAPI, schema: dict, path: str) -> Fragment | None:
+        body = self.string_body(schema, path)
+        if body is None:
+            return None
+        if isinstance(body, ByteDFA):
+            return self.b.seq([self.lit('"'), self.b.dfa(body), self.lit('"')])
+        return body
+
+    def string_body(self: CompilerAPI, schema: dict, path: str) -> ByteDFA | Fragment | None:
+        """The content automaton of a string schema (between the quotes), or, for a string
+        with no pattern, format or length, the whole string as a fragment; None if none fits."""
+        min_len = schema.get("minLength", 0)
+        max_len = schema.get("maxLength")
+        if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
+            max_len = max(MAX_LENGTH_CAP, int(min_len) if _is_int(min_len) else 0)
+        for name, value in (("minLength", min_len), ("maxLength", max_len)):
+            if value is not None and (not _is_int(value) or value < 0):
+                raise self.fail(f"{name} must be a non-negative integer", path)
+        pattern = schema.get("pattern")
+        fmt = schema.get("format")
+        fmt_regex = STRING_FORMATS.get(fmt) if isinstance(fmt, str) else None
+        quote = '"'
+        negations = [k for k in (NOT_STRINGS_KEY, NOT_PATTERN_KEY) if schema.get(k)]
+        if pattern is None and fmt_regex is None and not negations:
+            if max_len is not None:
+                return layered_body(int(min_len), int(max_len))
+            body = self.b.repeat(lambda: any_string_char(self.b), int(min_len), None)
+            return self.b.seq([self.lit(quote), body, self.lit(quote)])
+        # pattern and format, each over the JSON-escaped form, intersected
+        shape: ByteDFA | None = None
+        for label, make in self.string_parts(pattern, fmt_regex, 0, None, path):
+            helper = NFABuilder(label)
+            part = helper.build(make(helper))
+            shape = part if shape is None else intersect(shape, part)
+            if shape is None:
+                return None
+        if NOT_STRINGS_KEY in negations:
+            shape = _strings_except(schema[NOT_STRINGS_KEY], shape)
+        if NOT_PATTERN_KEY in negations:
+            shape = _strings_not_matching(schema[NOT_PATTERN_KEY], shape, path)
+        if shape is None:
+            return None
+        longest = _longest(shape)
+        if not min_len and (max_len is None or (longest is not None and longest <= max_len)):
+            return shape  # no match is longer than max_len bytes, so none has more characters
+        # counted characters laid out in layers over the pattern automaton; an unbounded
+        # pattern's maxLength is capped where the layers would not fit (a valid subset)
+        return layered_body(int(min_len), None if max_len is None else int(max_len), shape, fit=True)
+
+    def string_parts(
+        self: CompilerAPI,
+        pattern: str | None,
+        fmt_regex: str | None,
+        min_len: int,
+        max_len: int | None,
+        path: str,
+    ) -> Iterable[tuple[str, Callable[[NFABuilder], Fragment | None]]]:
+        if min_len or max_len is not None:
+            yield "string length", lambda b: b.repeat(lambda: any_string_char(b), min_len, max_len)
+        if pattern is not None:
+            if not isinstance(pattern, str):
+                raise self.fail("pattern must be a string", path)
+            searched = _searched(pattern)
+            yield f"pattern {pattern!r}", lambda b: b.regex(searched, lambda r: json_chars(b, r))
+        if fmt_regex is not None:
+            yield "format", lambda b: b.regex(fmt_regex, lambda r: json_chars(b, r))
