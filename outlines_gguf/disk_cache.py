@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -171,15 +172,26 @@ def store(kind: str, key: str, dfa: ByteDFA) -> None:
     accepting = np.ascontiguousarray(dfa.accepting, dtype=bool)
     header = {**header, "checksum": _checksum(transitions, accepting)}
     encoded = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    members = {"transitions": transitions, "accepting": accepting, "header": encoded}
+    write_npz(path, members, compressed=True, keep=MAX_FILES, drop=MAX_FILES // 10)
+
+
+def write_npz(
+    path: Path, members: dict[str, np.ndarray], *, compressed: bool, keep: int, drop: int = 0
+) -> None:
+    """Write ``members`` to ``path`` atomically (readers see the old file or the whole new one),
+    then prune its folder to ``keep`` ``.npz`` files (``drop`` more of the oldest when over).
+    Failures (a read-only disk, ...) are only logged: a cache is never required."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
             tmp = f.name
-            np.savez_compressed(f, transitions=transitions, accepting=accepting, header=encoded)
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+            arrays: dict[str, Any] = members  # Any: numpy's stub checks **members against allow_pickle
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+        os.replace(tmp, path)
         tmp = None
-        _prune(path.parent)
+        _prune(path.parent, keep, drop)
     except OSError as exc:
         logger.debug("outlines-gguf: cannot write cache entry %s: %s", path, exc)
     finally:
@@ -190,12 +202,12 @@ def store(kind: str, key: str, dfa: ByteDFA) -> None:
                 pass
 
 
-def _prune(folder: Path) -> None:
+def _prune(folder: Path, keep: int, drop: int) -> None:
     entries = [e for e in os.scandir(folder) if e.name.endswith(".npz")]
-    if len(entries) <= MAX_FILES:
+    if len(entries) <= keep:
         return
     entries.sort(key=lambda e: e.stat().st_mtime)
-    for e in entries[: len(entries) - MAX_FILES + MAX_FILES // 10]:
+    for e in entries[: len(entries) - keep + drop]:
         try:
             os.unlink(e.path)
         except OSError:

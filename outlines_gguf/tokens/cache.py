@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from functools import lru_cache
@@ -275,36 +274,7 @@ def store(file: Path, header: dict[str, Any], vocab: Vocabulary) -> None:
         "root_children": {prefix: trie.root_children for prefix, trie in tries.items()},
     }
     arrays["header"] = np.frombuffer(json.dumps(full).encode("utf-8"), dtype=np.uint8)
-    tmp = None
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            members: dict[str, Any] = arrays  # Any: numpy's stub checks **members against allow_pickle
-            np.savez(f, **members)  # uncompressed: loading is a copy, not a decompression
-        os.replace(tmp, file)  # atomic: readers see the old file or the whole new one
-        tmp = None
-        _prune(file.parent)
-    except OSError as exc:
-        logger.debug("outlines-gguf: cannot write vocabulary cache entry %s: %s", file, exc)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-
-
-def _prune(folder: Path) -> None:
-    entries = [e for e in os.scandir(folder) if e.name.endswith(".npz")]
-    if len(entries) <= MAX_FILES:
-        return
-    entries.sort(key=lambda e: e.stat().st_mtime)
-    for e in entries[: len(entries) - MAX_FILES]:
-        try:
-            os.unlink(e.path)
-        except OSError:
-            pass
+    disk_cache.write_npz(file, arrays, compressed=False, keep=MAX_FILES)  # uncompressed: loading is a copy
 
 
 def clear() -> int:
