@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,16 +36,10 @@ from outlines_gguf.automata.lookaround import (
     compile_terminal,
     needs_assertions,
 )
-from outlines_gguf.automata.regex import regex_to_dfa
+from outlines_gguf.automata.regex import C, regex_to_dfa
+from outlines_gguf.automata.regex import sre_parse as _sre_parse
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
-
-if sys.version_info >= (3, 11):
-    import re._parser as _sre_parse
-    from re import _constants as _sre_constants
-else:  # pragma: no cover - Python 3.10
-    import sre_constants as _sre_constants
-    import sre_parse as _sre_parse
 
 if TYPE_CHECKING:
     from outlines_gguf.grammar.general import GeneralGrammar
@@ -67,15 +60,15 @@ EXAMPLE_SEARCH_LIMIT = 20_000
 def _has_lazy_quantifier(regexp: str) -> bool:
     def visit(items) -> bool:
         for op, av in items:
-            if op == _sre_constants.MIN_REPEAT:
+            if op == C.MIN_REPEAT:
                 return True
-            if op in (_sre_constants.MAX_REPEAT, getattr(_sre_constants, "POSSESSIVE_REPEAT", None)):
+            if op in (C.MAX_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)):
                 if visit(av[2]):
                     return True
-            elif op == _sre_constants.SUBPATTERN:
+            elif op == C.SUBPATTERN:
                 if visit(av[-1]):
                     return True
-            elif op == _sre_constants.BRANCH:
+            elif op == C.BRANCH:
                 if any(visit(branch) for branch in av[1]):
                     return True
         return False
