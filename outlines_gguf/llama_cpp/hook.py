@@ -87,3 +87,23 @@ class StickyFailure:
         """Allow only end-of-generation in ``scores`` (nothing, where the ids are unknown)."""
         if self.eog is not None:
             force_eog(scores, self.eog)
+
+
+class GuardedHook:
+    """What a hook with a :class:`StickyFailure` (``self._guard``) shows its users."""
+
+    _guard: StickyFailure
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error raised inside the hook in this generation (None: none)."""
+        return self._guard.error
+
+    @error.setter
+    def error(self, error: BaseException | None) -> None:
+        self._guard.error = error
+
+    @property
+    def _failed(self) -> bool:
+        """Failed in this generation: end-of-generation is forced until the next one."""
+        return self._guard.failed

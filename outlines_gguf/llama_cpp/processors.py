@@ -36,12 +36,13 @@ from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.python_types import schema_source
 from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
+from outlines_gguf.llama_cpp.hook import GuardedHook
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
 
 
-class GuideLogitsProcessor:
+class GuideLogitsProcessor(GuardedHook):
     """Constrain generation to a :class:`~outlines_gguf.guides.base.Guide`.
 
     The first call of a generation records where generation starts (the
@@ -88,20 +89,6 @@ class GuideLogitsProcessor:
         self._seen: np.ndarray | None = None
         self._owner: int | None = None  # the thread that drives the current generation
         self._guard.reset()
-
-    @property
-    def error(self) -> BaseException | None:
-        """The first error raised inside the hook in this generation (None: none)."""
-        return self._guard.error
-
-    @error.setter
-    def error(self, error: BaseException | None) -> None:
-        self._guard.error = error
-
-    @property
-    def _failed(self) -> bool:
-        """Failed in this generation: end-of-generation is forced until the next one."""
-        return self._guard.failed
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

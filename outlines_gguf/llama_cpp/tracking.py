@@ -35,6 +35,7 @@ import numpy as np
 
 from outlines_gguf.errors import ProcessorFailedError
 from outlines_gguf.llama_cpp import hook
+from outlines_gguf.llama_cpp.hook import GuardedHook
 from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
 
 logger = logging.getLogger("outlines_gguf")
@@ -78,7 +79,7 @@ def token_label(vocabulary: Vocabulary | None, token: int) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
-class LogitTrackingProcessor:
+class LogitTrackingProcessor(GuardedHook):
     """Record natural vs constrained scores around a wrapped logits processor.
 
     Use it as the processor: ``create_completion(..., logits_processor=
@@ -114,20 +115,6 @@ class LogitTrackingProcessor:
         self._seen: np.ndarray | None = None
         self._warned = False
         self.clear()
-
-    @property
-    def error(self) -> BaseException | None:
-        """The first error the wrapped processor raised in this generation (None: none)."""
-        return self._guard.error
-
-    @error.setter
-    def error(self, error: BaseException | None) -> None:
-        self._guard.error = error
-
-    @property
-    def _failed(self) -> bool:
-        """The wrapped processor failed in this generation: end-of-generation is forced until the next."""
-        return self._guard.failed
 
     # -- the hook ---------------------------------------------------------------------------
 
