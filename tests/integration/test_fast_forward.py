@@ -136,9 +136,9 @@ def test_pushdown_forced_bytes_equal_the_single_dfa_engines(monkeypatch) -> None
     the same bytes at every prefix of valid documents (in declared key order: the whole DFA has
     no any-order objects)."""
     from outlines_gguf import clear_caches
-    from outlines_gguf.json_schema import compiler as json_schema_compiler
+    from outlines_gguf.json_schema import objects as json_schema_objects
 
-    monkeypatch.setattr(json_schema_compiler, "ANY_ORDER_MAX", 1)
+    monkeypatch.setattr(json_schema_objects, "ANY_ORDER_MAX", 1)
     clear_caches()
     vocab = load_vocab_small()
     pushdown = JSONLogitsProcessor(SCHEMA, vocab).guide
