@@ -227,7 +227,11 @@ def cached(kind: str, key: str, build: Callable[[], ByteDFA]) -> ByteDFA:
 
 def clear() -> int:
     """Delete every cache entry; returns how many were deleted."""
-    folder = cache_dir()
+    return clear_folder(cache_dir())
+
+
+def clear_folder(folder: Path) -> int:
+    """Delete the ``.npz`` entries (and leftover ``.tmp`` files) of a cache folder; returns how many."""
     count = 0
     if folder.is_dir():
         for e in os.scandir(folder):

@@ -279,14 +279,4 @@ def store(file: Path, header: dict[str, Any], vocab: Vocabulary) -> None:
 
 def clear() -> int:
     """Delete every vocabulary entry; returns how many were deleted."""
-    folder = cache_dir()
-    count = 0
-    if folder.is_dir():
-        for e in os.scandir(folder):
-            if e.name.endswith((".npz", ".tmp")):
-                try:
-                    os.unlink(e.path)
-                    count += 1
-                except OSError:
-                    pass
-    return count
+    return disk_cache.clear_folder(cache_dir())
