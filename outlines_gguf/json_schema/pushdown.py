@@ -138,6 +138,7 @@ class PushdownGuide(_Locked):
         self._masks = LRUCache(MASK_CACHE_SIZE)
         self._walks = LRUCache(WALK_CACHE_SIZE)
         self._version = schema.version
+        self._horizon = vocabulary.max_token_bytes  # no token reads further than this
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
@@ -171,7 +172,8 @@ class PushdownGuide(_Locked):
                     if (number, callee) in entered:
                         continue  # the same call before anything is read, again: left recursion
                     entered.add((number, callee))
-                stack.append(((below, number, ret), callee, 0))
+                # a tail call (nothing to do on return but return) leaves the stack as it is
+                stack.append((below if node.tail[ret] else (below, number, ret), callee, 0))
             if below is not None and node.dfa.accepting[state]:
                 stack.append(below)
         return out
@@ -245,11 +247,25 @@ class PushdownGuide(_Locked):
             if self._version != self.schema.version:  # calls were cut: forget what used them
                 self._masks, self._walks = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
                 self._version = self.schema.version
-            mask = self._masks.get(state)
+            key = self._mask_key(state)  # type: ignore[arg-type]
+            mask = self._masks.get(key)
             if mask is None:
-                mask = self._compute_mask(state)  # type: ignore[arg-type]
-                self._masks.put(state, mask)
+                mask = self._compute_mask(key)
+                self._masks.put(key, mask)
             return mask
+
+    def _mask_key(self, state: frozenset) -> frozenset:
+        """``state`` with each configuration inside a run of a counted string moved to the
+        layer that reads every token alike (:class:`~outlines_gguf.json_schema.split.RunShape`):
+        the same mask, computed once for all the character counts far from the bounds."""
+        node_of = self.schema.node
+        if all(node_of(number).run is None for _, number, _ in state):
+            return state
+        key = set()
+        for below, number, s in state:
+            run = node_of(number).run
+            key.add((below, number, s if run is None else run.representative(s, self._horizon)))
+        return frozenset(key)
 
     # -- masks --------------------------------------------------------------------------------
 
@@ -305,7 +321,10 @@ class PushdownGuide(_Locked):
         crossings: list = []
         step = guide._plain_step(state)
         loop = guide._plain_loop_target(state) if step is not None else None
-        if loop is None and not node.plain_safe[state]:
+        onward = None  # plain-text tokens that go on into the next run of a counted string
+        if loop is None and node.plain_reach[state] <= self._horizon:
+            onward = self._into_next_run(node, state)
+        if loop is None and node.plain_reach[state] <= self._horizon and onward is None:
             # one walk of the whole trie gives both (structural states: it dies after a byte
             # or two), where a regex-guide mask and a crossing walk would walk it twice
             flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
@@ -329,6 +348,11 @@ class PushdownGuide(_Locked):
             inside = guide.mask(state)
         except ConstraintViolationError:
             inside = None  # only a call or a return continues from here
+        if onward is not None and onward.size:
+            if inside is None:
+                inside = TokenMask.allowing(onward, vocab.size, False)
+            else:
+                inside = inside.extended(onward, vocab.eog_array, inside.eog_allowed, vocab.size)
         found = crossings
         walks: list[tuple[TokenTrie, int, np.ndarray | None]]
         if loop is not None and step is not None:
@@ -354,6 +378,33 @@ class PushdownGuide(_Locked):
                 found.append((trie, hit_nodes, hit_states, skip))
         node.crossings[state] = (inside, found)
         return inside, found
+
+    def _into_next_run(self, node: Node, state: int) -> np.ndarray | None:
+        """The plain-text tokens too long for the rest of a run that the next run takes on, or
+        None where that is not the whole story (then the trie is walked).
+
+        Between characters of a run, a plain-text token of ``c`` characters fits in the
+        run if ``c`` is at most the characters left (the regex guide's count); beyond
+        that it reaches the tail call to the next run, which takes any plain text up to its
+        own end. Neither depends on the stack, so the walk of the whole trie that crossing
+        tokens otherwise need is a slice of the tokens sorted by count.
+        """
+        run = node.run
+        if run is None or not run.more or state >= run.n_layered:
+            return None
+        layer, local = divmod(state, run.width)
+        step = node.guide._plain_step(state) if node.guide is not None else None
+        if local != 0 or step is None or step[1].size:
+            return None  # inside a character or an escape: walked
+        full = run.top * run.width
+        ((callee, _),) = node.calls[full]
+        following = self.schema.node(callee).run
+        if following is None:
+            return None
+        room = run.top - layer
+        further = self._horizon + 1 if following.more or following.loops else following.top
+        text = self.vocabulary.text_tokens
+        return text.plain_ids[text.count_up_to(room) : text.count_up_to(room + further)]
 
     def _cross(
         self,

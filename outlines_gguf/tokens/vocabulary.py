@@ -240,6 +240,11 @@ class Vocabulary:
         return np.array(sorted(self.eog_ids), dtype=np.int32)
 
     @cached_property
+    def max_token_bytes(self) -> int:
+        """The length in bytes of the longest token: no token reads further than this."""
+        return max(map(len, self.tokens), default=0)
+
+    @cached_property
     def trie(self) -> TokenTrie:
         """A prefix tree of the non-special tokens, built once per vocabulary."""
         from outlines_gguf.tokens.trie import TokenTrie

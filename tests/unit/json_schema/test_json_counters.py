@@ -106,19 +106,67 @@ def _brute_force(guide: PushdownGuide, state: object, vocab) -> np.ndarray:
     return np.array(sorted(allowed))
 
 
+SEG = STRING_SEGMENT
+
+
 @pytest.mark.parametrize("vocab_name", ["spm32k", "llama3-128k"])
 def test_masks_exact_across_run_boundaries(vocab_name: str) -> None:
     """Masks equal a brute force (every token fed byte by byte) where tokens cross from one run
     into the next, at the minimum, and at the maximum."""
     vocab = load_vocab(vocab_name)
-    schema = {"type": "object", "properties": {"s": {"type": "string", "minLength": 66, "maxLength": 260}}}
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", "minLength": SEG + 2, "maxLength": 2 * SEG + 4}},
+    }
     guide = PushdownGuide(SplitSchema(schema), vocab)
     prefix = b'{"s": "'
-    points = [0, 64, 66, 260] if vocab_name == "spm32k" else [63]
+    points = [0, SEG - 1, SEG, SEG + 2, 2 * SEG + 4] if vocab_name == "spm32k" else [SEG - 3]
     for count in points:
         state = guide.advance(guide.initial_state, prefix + b"x" * count)
         got = guide.mask(state).allowed_ids(vocab.size)
         assert np.array_equal(got, _brute_force(guide, state, vocab)), count
+
+
+# (minLength, maxLength) and the character counts to check masks at: far from the bounds (masks
+# shared between counts), a token's length from the end of a run (tokens go on into the next
+# run), at the minimum and the maximum
+SHARED_CASES = [
+    ((0, 100), [0, 1, 40, 60, 98, 100]),
+    ((50, 2 * SEG + 10), [3, 10, 30, 49, 50, 51, 200, SEG - 40, SEG - 7, SEG - 1, SEG, SEG + 1]),
+    ((0, SEG + 5), [SEG - 30, SEG - 10, SEG - 4, SEG - 2, SEG, SEG + 3, SEG + 5]),
+    ((0, None), [0, 5, 33]),
+    ((40, None), [0, 12, 39, 40, 41, 90]),
+    ((SEG + 20, None), [0, 300, SEG - 5, SEG, SEG + 19, SEG + 20, SEG + 21]),
+]
+# what comes before the count's end: plain characters, or ones that leave the text inside a
+# character or an escape
+TAILS = [b"", b"\\", b"\\u00", "é".encode()[:1], "日".encode()[:2]]
+
+
+@pytest.mark.parametrize(("bounds", "counts"), SHARED_CASES)
+def test_shared_run_masks_equal_a_brute_force(bounds: tuple[int, int | None], counts: list[int]) -> None:
+    """A run's masks are computed once for all the character counts that read every token alike
+    (``RunShape.representative``); each equals a brute force at its own count, inside a
+    character or an escape too."""
+    vocab = load_vocab("spm32k")
+    low, high = bounds
+    string: dict = {"type": "string", "minLength": low}
+    if high is not None:
+        string["maxLength"] = high
+    schema = {"type": "object", "properties": {"s": string, "t": {"type": "boolean"}}}
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    for count in counts:
+        for tail in TAILS:
+            chars = ("ab€" * (count // 3 + 1))[:count]
+            if tail:
+                if count == 0 or (high is not None and count > high):
+                    continue
+                chars = chars[:-1]  # the last character replaced by an unfinished one
+            text = b'{"s": "' + chars.encode() + tail
+            state = guide.advance(guide.initial_state, text)
+            assert state, (bounds, count, tail)
+            got = guide.mask(state).allowed_ids(vocab.size)
+            assert np.array_equal(got, _brute_force(guide, state, vocab)), (bounds, count, tail)
 
 
 ITEM_COUNTS = sorted({0, 1, 2, 15, 16, 17, 33, 64, 65, 66, 67, 80, 81, 99, 100, 101, 130})
