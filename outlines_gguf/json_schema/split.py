@@ -582,19 +582,22 @@ def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
 
 def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray) -> Node:
     """Read the calls out of a split DFA and remove the call column."""
+    states = np.flatnonzero(table[:, CALL_BYTE] >= 0)
+    # follow the three number bytes after every call marker at once: (call state, where, value)
+    origin, where = states, table[states, CALL_BYTE].astype(np.int64)
+    value = np.zeros(states.size, dtype=np.int64)
+    for _ in range(3):
+        row, byte = np.nonzero(table[where] >= 0)
+        origin, value = origin[row], value[row] << 8 | byte
+        where = table[where[row], byte].astype(np.int64)
     calls: dict[int, tuple[tuple[int, int], ...]] = {}
-    for state in np.flatnonzero(table[:, CALL_BYTE] >= 0).tolist():
-        pairs = []
-        frontier = [(int(table[state, CALL_BYTE]), 0)]
-        for _ in range(3):
-            nxt = []
-            for s, value in frontier:
-                for byte in np.flatnonzero(table[s] >= 0).tolist():
-                    nxt.append((int(table[s, byte]), value << 8 | byte))
-            frontier = nxt
-        for ret, callee in frontier:
-            pairs.append((callee, ret))
-        calls[state] = tuple(sorted(pairs))
+    if origin.size:
+        order = np.lexsort((where, value, origin))
+        origin, value, where = origin[order].tolist(), value[order].tolist(), where[order].tolist()
+        grouped: dict[int, list[tuple[int, int]]] = {}
+        for state, callee, ret in zip(origin, value, where, strict=True):
+            grouped.setdefault(state, []).append((callee, ret))
+        calls = {state: tuple(pairs) for state, pairs in grouped.items()}
     walk = table.copy()
     walk[:, CALL_BYTE] = -1
     return _node(number, path, walk, accepting, calls)
@@ -692,22 +695,28 @@ def _plain_safe(table: np.ndarray, boundary: np.ndarray) -> np.ndarray:
 
 def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
     """Acceptance is reachable from the start by text and calls (to productive callees;
-    ``unproductive=None``: by text alone)."""
+    ``unproductive=None``: by text alone). Breadth first, a numpy step per distance."""
     table, accepting = node.dfa.transitions, node.dfa.accepting
+    returns: dict[int, list[int]] = {}
+    if unproductive is not None:
+        for s, pairs in node.calls.items():
+            returns[s] = [ret for callee, ret in pairs if callee not in unproductive]
     seen = np.zeros(accepting.size, dtype=bool)
     seen[0] = True
-    stack = [0]
-    while stack:
-        s = stack.pop()
-        if accepting[s]:
+    frontier = np.zeros(1, dtype=np.int64)
+    while frontier.size:
+        if accepting[frontier].any():
             return True
-        targets = set(table[s][table[s] >= 0].tolist())
-        if unproductive is not None:
-            targets.update(ret for callee, ret in node.calls.get(s, ()) if callee not in unproductive)
-        for t in targets:
-            if not seen[t]:
-                seen[t] = True
-                stack.append(t)
+        targets = table[frontier].reshape(-1)
+        targets = targets[targets >= 0]
+        if returns:
+            extra = [ret for s in frontier.tolist() for ret in returns.get(s, ())]
+            targets = np.concatenate([targets, np.asarray(extra, dtype=targets.dtype)])
+        fresh = np.zeros(accepting.size, dtype=bool)
+        fresh[targets] = True
+        fresh &= ~seen
+        seen |= fresh
+        frontier = np.flatnonzero(fresh)
     return False
 
 
