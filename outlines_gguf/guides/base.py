@@ -21,7 +21,7 @@ from outlines_gguf.automata.dfa import ByteDFA, group_columns
 from outlines_gguf.automata.regex import utf8_sequences
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.tokens.text import PLAIN_RANGES
-from outlines_gguf.tokens.trie import TokenTrie
+from outlines_gguf.tokens.trie import Loops, TokenTrie, loop_bits
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
 FINISHED = -2
@@ -287,7 +287,7 @@ class RegexGuide:
             table = self.dfa.transitions
             parts = [text.walk_rest(table, state, self._plain_loop_target(state), exceptions)]
             if exceptions.size:
-                parts.append(vocab.trie.walk(table, state, exceptions))
+                parts.append(vocab.trie.walk(table, state, exceptions, self._loops))
             walked = np.concatenate(parts)
             bulk = text.count_up_to(chain, exceptions)
         if not final and walked.size == 0 and bulk == 0:
@@ -314,7 +314,7 @@ class RegexGuide:
         if self._class_walk is not None:
             trie, table = self._class_walk
             return trie.walk(table, state)
-        tokens = self.vocabulary.trie.walk(self.dfa.transitions, state)
+        tokens = self.vocabulary.trie.walk(self.dfa.transitions, state, loops=self._loops)
         if tokens.size > DENSE_MASK and not self._byte_walks_only:
             grouping = group_columns(self.dfa.transitions)
             if grouping[0].size <= CLASS_TRIE_MAX_CLASSES:
@@ -322,6 +322,27 @@ class RegexGuide:
             else:  # the compressed trie would be most of the trie: not worth building
                 self._byte_walks_only = True
         return tokens
+
+    @property
+    def _loops(self) -> Loops:
+        """Where a trie walk may take whole subtrees (:class:`~outlines_gguf.tokens.trie.Loops`):
+        the bytes leading back to each state and, for automata small enough to find every
+        state's plain-text step at once, the states every multi-byte character leads back to."""
+        loops = self.__dict__.get("_loop_table")
+        if loops is None:
+            table = self.dfa.transitions
+            chars = None
+            if self.dfa.n_states <= _ALL_STEPS_STATES:
+                if not self._plain_steps:
+                    self._plain_steps = _plain_steps_all(table)
+                steps = self._plain_steps
+                back = [(step := steps.get(s)) is not None and step[0] == s for s in range(len(table))]
+                # ... and some multi-byte character goes on from there
+                chars = np.asarray(back, dtype=np.bool_) & ~(table[:, 0xC2:0xF5] < 0).all(axis=1)
+            plain = self.vocabulary.plain_trie_nodes if chars is not None else None
+            loops = Loops(loop_bits(table), chars, plain)
+            self.__dict__["_loop_table"] = loops
+        return loops
 
     def _plain_step(self, state: int) -> tuple[int, np.ndarray] | None:
         """Where plain-text characters lead from ``state``: (the state all but a few ASCII

@@ -252,6 +252,16 @@ class Vocabulary:
         return TokenTrie.build(self.tokens, self.is_special)
 
     @cached_property
+    def plain_trie_nodes(self) -> np.ndarray:
+        """Per node of :attr:`trie`: every token below is plain text (see
+        :mod:`~outlines_gguf.tokens.text`) but for an unfinished last character."""
+        text = self.text_tokens
+        flag = np.zeros(self.size, dtype=bool)
+        flag[text.plain_ids] = True
+        flag[text.rest_partial] = True
+        return self.trie.subtree_all(flag)
+
+    @cached_property
     def text_tokens(self) -> TextTokens:
         """Plain-text tokens by character count, and a trie of the others (built once)."""
         from outlines_gguf.tokens.text import TextTokens
