@@ -62,7 +62,7 @@ from outlines_gguf.guides.base import (
     single_byte,
 )
 from outlines_gguf.json_schema.split import Config, Node, SplitSchema, _Locked
-from outlines_gguf.tokens.trie import TokenTrie, concat_ranges
+from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
 MASK_CACHE_SIZE = 2048
@@ -333,7 +333,7 @@ class PushdownGuide(_Locked):
             states = flat[state * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
             tokens, hit_nodes, hit_states = _walk(
-                trie, flat, node.boundary, roots[alive], states[alive], True
+                trie, flat, node.boundary, roots[alive], states[alive], True, guide._loops
             )
             if hit_nodes.size:
                 crossings.append((trie, hit_nodes, hit_states, None))
@@ -371,7 +371,10 @@ class PushdownGuide(_Locked):
                 roots = roots[np.isin(trie.node_byte[: trie.root_children], skipped)]
             states = flat[start * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
-            _, hit_nodes, hit_states = _walk(trie, flat, node.boundary, roots[alive], states[alive], False)
+            loops = guide._loops if trie is vocab.trie else Loops(guide._loops.bits)
+            _, hit_nodes, hit_states = _walk(
+                trie, flat, node.boundary, roots[alive], states[alive], False, loops
+            )
             if hit_nodes.size:
                 tails = trie is text.rest_tails and skipped is not None and skipped.size > 0
                 skip = skipped if tails else None
@@ -460,11 +463,13 @@ def _walk(
     nodes: np.ndarray,
     states: np.ndarray,
     collect: bool,
+    loops: Loops | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Walk the trie below entered ``nodes`` (in ``states``) by a 256-column table.
 
     Returns (the tokens ending on the way when ``collect``, the nodes entered in a boundary
-    state, their states).
+    state, their states). ``loops``: subtrees that stay in a state that is not a boundary are
+    taken whole (see :meth:`TokenTrie.walk`).
     """
     found: list[np.ndarray] = []
     hit_nodes: list[np.ndarray] = []
@@ -481,6 +486,16 @@ def _walk(
         if hits.any():
             hit_nodes.append(nodes[hits])
             hit_states.append(states[hits])
+        if loops is not None and trie.sorted_ids is not None and trie.node_row is not None:
+            closed = loops.closed(trie._subtree_bits[nodes], states, nodes) & ~hits
+            if closed.any():
+                if collect:
+                    whole = nodes[closed]
+                    rows = concat_ranges(trie.node_row[whole], trie._subtree_tokens[whole])
+                    found.append(trie.sorted_ids[rows])
+                nodes, states = nodes[~closed], states[~closed]
+                if not nodes.size:
+                    break
         sink: list[np.ndarray] = found if collect else []
         children, parents = trie.step(nodes, states, sink)
         if children is None:

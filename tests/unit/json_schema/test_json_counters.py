@@ -224,3 +224,32 @@ def test_array_masks_exact_across_run_boundaries() -> None:
         state = guide.advance(guide.initial_state, json.dumps(list(range(count))).encode()[:-1])
         got = guide.mask(state).allowed_ids(vocab.size)
         assert np.array_equal(got, _brute_force(guide, state, vocab)), count
+
+
+def test_pattern_string_masks_equal_a_brute_force() -> None:
+    """Strings searched by an unanchored pattern, or in a format, loop on most characters: their
+    walks take whole subtrees of the trie (``trie.Loops``). Masks along a document equal a brute
+    force, inside the strings and across their closing quotes."""
+    vocab = load_vocab("spm32k")
+    schema = {
+        "type": "object",
+        "properties": {
+            "when": {"type": "string", "pattern": "[0-9]{4}-[0-9]{2}"},
+            "site": {"type": "string", "format": "uri"},
+            "tags": {"type": "array", "items": {"type": "string", "pattern": "^[a-zé]+$"}},
+        },
+        "required": ["when", "site", "tags"],
+        "additionalProperties": False,
+    }
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    doc = {"when": "on 2024-05 or so", "site": "https://example.org/a?b=1", "tags": ["ab", "é"]}
+    text = json.dumps(doc, ensure_ascii=False)
+    data = text.encode()
+    keys = (b'"when"', b'"site"')
+    cuts = [data.index(b": ", data.index(key)) + 3 + k for key in keys for k in (0, 1, 4, 9)]
+    cuts += [data.index(b'["') + 2, data.index(b'"]') - 1, data.index(b'"]'), len(data) - 1]
+    for cut in cuts:
+        state = guide.advance(guide.initial_state, data[:cut])
+        assert state, data[:cut]
+        got = guide.mask(state).allowed_ids(vocab.size)
+        assert np.array_equal(got, _brute_force(guide, state, vocab)), data[:cut]
