@@ -467,18 +467,27 @@ def _plain_steps_all(table: np.ndarray) -> dict[int, tuple[int, np.ndarray] | No
         fine &= ~multi | (end == -2) | (end == here)
         end = np.where(multi & (end == -2), here, end)
     ascii_targets = table[:, _ASCII_PLAIN]
+    target = end.copy()
+    todo = np.flatnonzero(fine & (end == -2))
+    if todo.size:  # no multi-byte characters at all: the most common ASCII target (the smallest on a tie)
+        rows = np.sort(ascii_targets[todo], axis=1)
+        width = rows.shape[1]
+        starts = np.ones(rows.shape, dtype=bool)
+        starts[:, 1:] = rows[:, 1:] != rows[:, :-1]
+        run_start = np.flatnonzero(starts.reshape(-1))  # runs of equal targets, never across rows
+        run_length = np.diff(np.append(run_start, rows.size))
+        run_row = run_start // width
+        order = np.lexsort((run_start, -run_length, run_row))
+        first = order[np.r_[True, run_row[order][1:] != run_row[order][:-1]]]
+        target[todo] = rows.reshape(-1)[run_start[first]]
+    differs = ascii_targets != target[:, None]
+    n_exceptions = differs.sum(axis=1)
     out: dict[int, tuple[int, np.ndarray] | None] = {}
     for s in range(n):
-        if not fine[s]:
+        if not fine[s] or n_exceptions[s] > _MAX_EXCEPTIONS:
             out[s] = None
-            continue
-        if end[s] != -2:
-            target = int(end[s])
-        else:  # no multi-byte characters at all: the most common ASCII target
-            values, counts = np.unique(ascii_targets[s], return_counts=True)
-            target = int(values[np.argmax(counts)])
-        exceptions = _ASCII_PLAIN[ascii_targets[s] != target].astype(np.uint8)
-        out[s] = None if exceptions.size > _MAX_EXCEPTIONS else (target, exceptions)
+        else:
+            out[s] = (int(target[s]), _ASCII_PLAIN[differs[s]].astype(np.uint8))
     return out
 
 
