@@ -61,7 +61,7 @@ from outlines_gguf.guides.base import (
     bytes_to_read,
     single_byte,
 )
-from outlines_gguf.json_schema.split import Config, Node, SplitSchema, _Locked
+from outlines_gguf.json_schema.split import Config, Node, RunShape, SplitSchema, _Locked
 from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
@@ -316,6 +316,8 @@ class PushdownGuide(_Locked):
         guide = node.guide
         if guide is None:
             guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
+            if node.run is not None:
+                guide._plain_steps = _run_plain_steps(node.run)
         vocab = self.vocabulary
         text = vocab.text_tokens
         crossings: list = []
@@ -454,6 +456,19 @@ class PushdownGuide(_Locked):
                     out.append(tokens)
                 if hit_nodes.size:
                     self._cross(trie, c_below, c_number, hit_nodes, hit_states, out)
+
+
+def _run_plain_steps(run: RunShape) -> dict[int, tuple[int, np.ndarray] | None]:
+    """The regex guide's plain-text steps between the characters of a run, known from its
+    layout: a character leads to the next layer (the last one loops, or ends the run), with
+    no exceptions. (Worked out state by state, they are most of a long string's first masks.)"""
+    none = np.empty(0, dtype=np.uint8)
+    width, top = run.width, run.top
+    steps: dict[int, tuple[int, np.ndarray] | None] = {
+        layer * width: ((layer + 1) * width, none) for layer in range(top)
+    }
+    steps[top * width] = (top * width if run.loops else -1, none)
+    return steps
 
 
 def _walk(

@@ -663,6 +663,10 @@ def _counted_string(schema: Any) -> tuple[int, int | None, bool | None] | None:
     run = schema.get(STRING_RUN_KEY)
     if run is not None:
         return run[0], run[1], None
+    nullable = _nullable_branch(schema)
+    if nullable is not None:  # anyOf/oneOf of a plain string and null: the same as both types
+        found = _counted_string(nullable)
+        return None if found is None else (found[0], found[1], True)
     declared = schema.get("type")
     kinds = set(declared) if isinstance(declared, list) else {declared}
     if kinds not in ({"string"}, {"string", "null"}):
@@ -675,6 +679,24 @@ def _counted_string(schema: Any) -> tuple[int, int | None, bool | None] | None:
     if low <= COUNTED_STRING_MIN and (high is None or high <= COUNTED_STRING_MIN):
         return None
     return int(low), None if high is None else int(high), "null" in kinds
+
+
+def _nullable_branch(schema: dict) -> Any:
+    """The other branch of ``{"anyOf"|"oneOf": [branch, {"type": "null"}]}`` (either order, no
+    keyword beside it), where ``branch`` is a plain string schema (so it never matches null and
+    both keywords mean "one of the two"); else None."""
+    for key in ("anyOf", "oneOf"):
+        branches = schema.get(key)
+        if not isinstance(branches, list) or len(branches) != 2 or (set(schema) & _KNOWN_KEYWORDS) != {key}:
+            continue
+        nulls = [b for b in branches if isinstance(b, dict) and set(b) & _KNOWN_KEYWORDS == {"type"}
+                 and b.get("type") in ("null", ["null"])]
+        others = [b for b in branches if not any(b is n for n in nulls)]
+        if len(nulls) == 1 and len(others) == 1 and isinstance(others[0], dict):
+            other = others[0]
+            if other.get("type") in ("string", ["string"]):
+                return other
+    return None
 
 
 _NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
