@@ -39,15 +39,23 @@ class ByteDFA:
         return state >= 0 and bool(self.accepting[state])
 
 
-def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Keep only states that can reach acceptance; renumber with the start as 0."""
+def reaching(
+    table: np.ndarray, targets: np.ndarray, extra: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Per state: some path of transitions (and ``extra`` edges, (sources, destinations))
+    leads from it to a state of ``targets`` (a bool per state). One search backwards over
+    the distinct edges, linear in them (a fixpoint over the table costs a pass per step of
+    the longest path)."""
     n = table.shape[0]
     src, byte = np.nonzero(table >= 0)
-    dst = table[src, byte]
-    pairs = fast_unique.unique(dst.astype(np.int64) * n + src)
+    dst = table[src, byte].astype(np.int64)
+    if extra is not None:
+        src = np.concatenate([src, extra[0]])
+        dst = np.concatenate([dst, extra[1].astype(np.int64)])
+    pairs = fast_unique.unique(dst * n + src)
     rev_src = (pairs % n).tolist()
     starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
-    live = accepting.tolist()
+    live = targets.tolist()
     stack = [i for i, a in enumerate(live) if a]
     while stack:
         s = stack.pop()
@@ -55,9 +63,14 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
             if not live[p]:
                 live[p] = True
                 stack.append(p)
-    if not live[0]:
+    return np.array(live, dtype=bool)
+
+
+def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Keep only states that can reach acceptance; renumber with the start as 0."""
+    keep = reaching(table, accepting)
+    if not keep[0]:
         return None
-    keep = np.array(live, dtype=bool)
     new_id = np.cumsum(keep) - 1
     new_id[~keep] = -1
     kept = table[keep]

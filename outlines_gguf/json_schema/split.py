@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf.automata.budget import compile_budget
-from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.dfa import ByteDFA, reaching
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError, SchemaError
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.json_schema.algebra import of_types
@@ -707,12 +707,7 @@ def _plain_safe(table: np.ndarray, boundary: np.ndarray) -> np.ndarray:
     controls, ``"`` and ``\\`` (a superset of plain text), so no plain-text token crosses there."""
     plainish = table.copy()
     plainish[:, _NON_PLAIN] = -1
-    reach = boundary.copy()
-    while True:
-        nxt = reach | ((plainish >= 0) & reach[np.maximum(plainish, 0)]).any(axis=1)
-        if (nxt == reach).all():
-            return ~reach
-        reach = nxt
+    return ~reaching(plainish, boundary)
 
 
 def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
@@ -750,17 +745,11 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     }
     calls = {s: pairs for s, pairs in calls.items() if pairs}
     table, accepting = node.dfa.transitions, node.dfa.accepting
-    # states that can reach acceptance, by text or surviving calls (backwards fixpoint)
-    alive = accepting.copy()
-    changed = True
-    while changed:
-        reach = (table >= 0) & alive[np.maximum(table, 0)]
-        new = alive | reach.any(axis=1)
-        for s, pairs in calls.items():
-            if any(alive[ret] for _, ret in pairs):
-                new[s] = True
-        changed = bool((new != alive).any())
-        alive = new
+    # states that can reach acceptance, by text or surviving calls (a call: an edge to its return)
+    edges = [(s, ret) for s, pairs in calls.items() for _, ret in pairs]
+    sources = np.array([s for s, _ in edges], dtype=np.int64)
+    returns = np.array([r for _, r in edges], dtype=np.int64)
+    alive = reaching(table, accepting, (sources, returns))
     cut = table.copy()
     cut[(cut >= 0) & ~alive[np.maximum(cut, 0)]] = -1
     calls = {s: tuple(p for p in pairs if alive[p[1]]) for s, pairs in calls.items() if alive[s]}
