@@ -1,6 +1,6 @@
 """Compile time of regexes with lookarounds (issue #15): the user examples and a fuzz corpus.
 
-Run: ``python scripts/bench_lookaround.py [N]`` (N random regexes from the test strategy,
+Run: ``python benchmarks/bench_lookaround.py [N]`` (N random regexes from the test strategy,
 default 300). Also reports whether the peers (llguidance, outlines-core) accept each example.
 Times are for a cold compile (the in-process and disk caches are bypassed).
 """

@@ -6,8 +6,8 @@ allowed; at the end, end-of-generation must be allowed. Ours is called the way l
 calls a processor (a strided float32 view); llguidance computes its bitmask with
 ``LLMatcher.unsafe_compute_mask_ptr`` on ``llguidance.gbnf_to_lark`` of the same text.
 
-    .venv/bin/python scripts/bench_gbnf.py                       # json.gbnf on the Qwen2 vocabulary
-    .venv/bin/python scripts/bench_gbnf.py --vocab models/vocab/ggml-vocab-llama-spm.gguf --grammar list
+    .venv/bin/python benchmarks/bench_gbnf.py                       # json.gbnf on the Qwen2 vocabulary
+    .venv/bin/python benchmarks/bench_gbnf.py --vocab models/vocab/ggml-vocab-llama-spm.gguf --grammar list
 
 The first document runs on cold caches (compile, then masks computed for the first time); the
 others reuse the guide (as a server does for a repeated grammar) and are reported apart.

@@ -12,8 +12,8 @@ Kinds (each scaled by ``--scale``, 1.0 = the sizes below):
 
 Run from the repository root::
 
-    .venv/bin/python scripts/large_schemas.py --vocab models/vocab/ggml-vocab-llama-bpe.gguf
-    .venv/bin/python scripts/large_schemas.py --write /tmp/large   # the schemas as .json files
+    .venv/bin/python benchmarks/large_schemas.py --vocab models/vocab/ggml-vocab-llama-bpe.gguf
+    .venv/bin/python benchmarks/large_schemas.py --write /tmp/large   # the schemas as .json files
 
 For every schema it prints the time from a cold start to the first mask (compile + first mask,
 in a fresh guide cache), the number of automata compiled by then, and whether a valid random

@@ -1,4 +1,4 @@
-"""End-to-end runs for ``scripts/bench.py``: ``Llama.create_completion`` with each engine's constraint.
+"""End-to-end runs for ``benchmarks/bench.py``: ``Llama.create_completion`` with each engine's constraint.
 
 Method (the one ``bench_regex.py`` introduced, extended to every engine):
 

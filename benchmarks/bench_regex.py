@@ -9,8 +9,8 @@ processor called directly the way llama-cpp-python calls it, end-to-end tokens/s
 Run from the repository root (the test models come from ``scripts/build_test_models.py``)::
 
     .venv/bin/pip install outlines-core          # optional: the outlines-core columns
-    .venv/bin/python scripts/bench_regex.py --out /tmp/bench_regex.md
-    .venv/bin/python scripts/bench_regex.py --quick --skip-e2e --engines ours,gbnf
+    .venv/bin/python benchmarks/bench_regex.py --out /tmp/bench_regex.md
+    .venv/bin/python benchmarks/bench_regex.py --quick --skip-e2e --engines ours,gbnf
 
 Timings are medians over several interleaved runs: the absolute numbers depend on the machine and on
 whatever else runs on it, so compare columns of one report, not reports of different runs.

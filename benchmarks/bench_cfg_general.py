@@ -1,6 +1,6 @@
 """Per-token mask time of the CFG engine: shipped grammars (LALR mode) and non-LALR ones (general mode).
 
-    python scripts/bench_cfg_general.py [--vocab qwen2-152k] [--walks 3] [--tokens 40]
+    python benchmarks/bench_cfg_general.py [--vocab qwen2-152k] [--walks 3] [--tokens 40]
 
 Each walk samples tokens with random logits from the allowed ones; every mask along
 the walk is timed on a guide whose mask cache is empty (a state never seen before,

@@ -16,8 +16,8 @@ checked (schema, regex, lark). Forward passes and tokens come from ``generator.l
 The same ratios from process CPU time (``cpu``) are steadier than wall time on a machine other
 jobs share.
 
-    .venv/bin/python scripts/bench_fast_forward.py --rounds 5
-    .venv/bin/python scripts/bench_fast_forward.py --quick --workloads json-flat
+    .venv/bin/python benchmarks/bench_fast_forward.py --rounds 5
+    .venv/bin/python benchmarks/bench_fast_forward.py --quick --workloads json-flat
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_workloads import GRAMMAR, JSON, REGEX, Workload, load_workloads  # noqa: E402
 

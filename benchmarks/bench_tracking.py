@@ -1,6 +1,6 @@
 """Overhead of LogitTrackingProcessor on a JSON generation, end to end.
 
-    python scripts/bench_tracking.py [--model models/realistic-qwen2.gguf] [--rounds 7]
+    python benchmarks/bench_tracking.py [--model models/realistic-qwen2.gguf] [--rounds 7]
 
 Runs the same JSON generation (same seed, hence the same tokens) untracked,
 tracked with the defaults (top-10 per position, last 8 full rows) and tracked

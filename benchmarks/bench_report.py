@@ -1,4 +1,4 @@
-"""BENCHMARKS.md, the plots and the Targets section of ``scripts/bench.py``, from its raw results."""
+"""BENCHMARKS.md, the plots and the Targets section of ``benchmarks/bench.py``, from its raw results."""
 
 from __future__ import annotations
 

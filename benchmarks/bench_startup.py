@@ -8,7 +8,7 @@ first mask. Ours runs three ways: without the disk cache (``OUTLINES_GGUF_CACHE=
 cache (the first process, which also writes it) and with a warm one (every later process). The
 imports are timed apart (``import``): a server pays them once, a command line every time.
 
-    .venv/bin/python scripts/bench_startup.py --model models/tiny-qwen2.gguf --runs 5
+    .venv/bin/python benchmarks/bench_startup.py --model models/tiny-qwen2.gguf --runs 5
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"## Start-up: a fresh process to its first constrained token ({result['model']})\n\n"
         f"Median of {result['runs']} fresh processes each, after the model is loaded: the vocabulary "
         f"(ours: `as_vocabulary(llm)`; llguidance: `lltokenizer_from_vocab`), the regex "
-        f"`{result['pattern']}` and its first mask (`scripts/bench_startup.py`). The cold cache is the "
+        f"`{result['pattern']}` and its first mask (`benchmarks/bench_startup.py`). The cold cache is the "
         "first process on a machine (it builds and writes the vocabulary cache); every later one "
         "finds it warm.\n\n" + "\n".join(rows)
     )

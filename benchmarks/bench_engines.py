@@ -1,4 +1,4 @@
-"""The engines ``scripts/bench.py`` compares, each behind the same small interface.
+"""The engines ``benchmarks/bench.py`` compares, each behind the same small interface.
 
 Every engine is driven the way llama-cpp-python drives a constraint:
 

@@ -25,9 +25,9 @@ memory limit is killed and recorded instead of hanging the run):
 Run from the repository root::
 
     .venv/bin/pip install llguidance outlines-core          # the peer engines
-    .venv/bin/python scripts/maskbench.py /work/shared/jsonschemabench-dev --sample 300 --seed 0 \\
+    .venv/bin/python benchmarks/maskbench.py /work/shared/jsonschemabench-dev --sample 300 --seed 0 \\
         --engines ours,llguidance,outlines-core --out /tmp/maskbench.md --jsonl /tmp/maskbench.jsonl
-    .venv/bin/python scripts/maskbench.py DIR --limit 20 --engines llguidance,outlines-core
+    .venv/bin/python benchmarks/maskbench.py DIR --limit 20 --engines llguidance,outlines-core
 
 The Markdown report is printed and written to ``--out``; ``--jsonl`` gets one line per file and engine.
 Timings depend on the machine and on whatever else runs on it: compare the columns of one report.
