@@ -1,4 +1,5 @@
-"""Statistics, formatting, machine facts and llama-cpp-python stand-ins shared by the benchmark scripts."""
+"""Formatting, machine facts, worker processes and llama-cpp-python stand-ins shared by the benchmarks
+(statistics: ``bench_stats.py``; engines: ``bench_engines.py``)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,6 @@ from typing import Any
 import numpy as np
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (linear interpolation), NaN for no values."""
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
 def fmt_time(seconds: float) -> str:
     """A duration with a unit that keeps 3 significant digits readable."""
     if seconds != seconds:  # NaN
@@ -30,11 +26,6 @@ def fmt_time(seconds: float) -> str:
     if abs(seconds) >= 1e-3:
         return f"{seconds * 1e3:.3g} ms"
     return f"{seconds * 1e6:.3g} µs"
-
-
-def median(values: Sequence[float]) -> float:
-    """The median, NaN for no values."""
-    return float(np.median(values)) if len(values) else float("nan")
 
 
 def fmt_ratio(value: float) -> str:

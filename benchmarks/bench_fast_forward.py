@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_stats import median  # noqa: E402
 from bench_workloads import GRAMMAR, JSON, REGEX, Workload, load_workloads  # noqa: E402
 
 from outlines_gguf import generate, models  # noqa: E402
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
 
     def med(name: str, mode: str, field: str) -> float:
-        return statistics.median(c[mode][field] for c in calls[name])
+        return median([c[mode][field] for c in calls[name]])
 
     print(f"model {args.model.name}, {args.threads} threads, {rounds} rounds (medians)\n")
     print(

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_stats import median, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -121,10 +122,10 @@ def summary(result: dict, n_docs: int) -> str:
     rest = [t * 1e3 for doc in result["per_doc"][n_docs:] for t in doc] or first
     return (
         f"compile {result['compile_s'] * 1e3:7.1f} ms"
-        f" | pass 1 mean {statistics.mean(first):6.3f} ms, median {statistics.median(first):6.3f},"
+        f" | pass 1 mean {statistics.mean(first):6.3f} ms, median {median(first):6.3f},"
         f" max {max(first):6.1f}"
-        f" | warm mean {statistics.mean(rest):6.3f} ms, median {statistics.median(rest):6.3f},"
-        f" p99 {np.percentile(rest, 99):6.3f} ({len(rest)} masks)"
+        f" | warm mean {statistics.mean(rest):6.3f} ms, median {median(rest):6.3f},"
+        f" p99 {percentile(rest, 99):6.3f} ({len(rest)} masks)"
     )
 
 

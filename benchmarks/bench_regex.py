@@ -39,12 +39,11 @@ from bench_common import (
     llama_like_scores,
     load_average,
     make_cold,
-    median,
     package_version,
-    percentile,
     table,
     timed,
 )
+from bench_stats import Floor, fit_floor, median, paired, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -756,39 +755,21 @@ def measure_e2e(model: Path, rounds: int, engines: Sequence[str]) -> E2EFigures:
     return figs
 
 
-@dataclass
-class StepModel:
-    """wall = overhead + steps × per_step, fitted on the unconstrained runs."""
-
-    per_step: float
-    overhead: float
+def timings(records: Sequence[CallRecord]) -> list[tuple[float, int]]:
+    """(seconds, steps) of recorded calls."""
+    return [(r.seconds, r.steps) for r in records]
 
 
-def fit_floor(figs: E2EFigures) -> StepModel:
-    """Per-step time of unconstrained decoding and the fixed per-call overhead, from paired rounds."""
+def e2e_floor(figs: E2EFigures) -> Floor:
+    """The unconstrained floor (``bench_stats.fit_floor``) from the paired long and short calls."""
     long = figs.records[("unconstrained", str(E2E_MAX_TOKENS))]
     short = figs.records[("unconstrained", str(E2E_SHORT_TOKENS))]
-    per_step = [(a.seconds - b.seconds) / (a.steps - b.steps)
-                for a, b in zip(long, short, strict=True) if a.steps > b.steps]
-    step = median(per_step)
-    overhead = median([b.seconds - b.steps * step for b in short])
-    return StepModel(step, overhead)
+    return fit_floor(timings(long), timings(short))
 
 
-def step_time(record: CallRecord, floor: StepModel) -> float:
+def step_time(record: CallRecord, floor: Floor) -> float:
     """One call's per-step time, the fixed per-call overhead taken out."""
-    return (record.seconds - floor.overhead) / max(1, record.steps)
-
-
-def paired(records: Sequence[CallRecord], baseline: Sequence[CallRecord], floor: StepModel,
-           ) -> tuple[float, float]:
-    """Median over rounds of (baseline/engine per-step ratio, engine − baseline per-step time)."""
-    ratios, extra = [], []
-    for eng, base in zip(records, baseline, strict=True):
-        e, b = step_time(eng, floor), step_time(base, floor)
-        ratios.append(b / e)
-        extra.append(e - b)
-    return median(ratios), median(extra)
+    return floor.step_time(record.seconds, record.steps)
 
 
 def validity(records: Iterable[CallRecord], regex: str) -> tuple[int, int, int]:
@@ -804,7 +785,7 @@ def validity(records: Iterable[CallRecord], regex: str) -> tuple[int, int, int]:
     return valid, invalid, truncated
 
 
-def e2e_rows(figs: E2EFigures, floor: StepModel) -> list[tuple[str, ...]]:
+def e2e_rows(figs: E2EFigures, floor: Floor) -> list[tuple[str, ...]]:
     unc = figs.records[("unconstrained", str(E2E_MAX_TOKENS))]
     rows: list[tuple[str, ...]] = [
         ("–", f"unconstrained, {E2E_MAX_TOKENS} tokens", str(int(median([r.steps for r in unc]))),
@@ -825,7 +806,7 @@ def e2e_rows(figs: E2EFigures, floor: StepModel) -> list[tuple[str, ...]]:
             if not records:
                 continue
             step = median([step_time(r, floor) for r in records])
-            ratio, extra = paired(records, base, floor)
+            ratio, extra = paired(timings(records), timings(base), floor)
             v, bad, trunc = validity([*records, figs.warmup[(engine, pattern.name)]], pattern.regex)
             rows.append((f"`{pattern.name}`", engine, str(int(median([r.steps for r in records]))),
                          fmt_time(median([r.seconds for r in records])), fmt_time(step), f"{1 / step:.1f}",
@@ -845,7 +826,7 @@ def identical_outputs(figs: E2EFigures) -> tuple[int, int]:
 
 
 def e2e_section(figs: E2EFigures, rounds: int) -> str:
-    floor = fit_floor(figs)
+    floor = e2e_floor(figs)
     header = ["pattern", "engine", "steps (median)", "wall / call (median)", "per token", "tokens/s",
               "vs unconstrained (paired)", "overhead / token (paired)", "valid / invalid / truncated"]
     same, pairs = identical_outputs(figs)

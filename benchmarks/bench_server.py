@@ -50,13 +50,12 @@ from bench_common import (
     fmt_time,
     git_revision,
     load_average,
-    median,
     package_version,
-    percentile,
     rss_bytes,
     table,
     usable_cores,
 )
+from bench_stats import median, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"

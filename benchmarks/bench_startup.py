@@ -17,13 +17,14 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_stats import median
 
 REPO = Path(__file__).resolve().parent.parent
 PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
@@ -112,7 +113,7 @@ def measure(model: Path, runs: int) -> dict[str, Any]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {
-        mode: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+        mode: {key: median([r[key] for r in rows]) for key in rows[0]}
         for mode, rows in results.items()
     } | {"model": model.name, "runs": runs, "pattern": PATTERN}
 

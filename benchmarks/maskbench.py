@@ -59,9 +59,9 @@ from bench_common import (
     fmt_time,
     make_cold,
     package_version,
-    percentile,
     table,
 )
+from bench_stats import percentile
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
