@@ -1,5 +1,5 @@
-"""Formatting, machine facts, worker processes and llama-cpp-python stand-ins shared by the benchmarks
-(statistics: ``bench_stats.py``; engines: ``bench_engines.py``)."""
+"""Formatting, machine facts, worker processes and our library's cache reset, shared by the benchmarks
+(statistics: ``bench_stats.py``; the engines and llama-cpp-python stand-ins: ``bench_engines.py``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 
 def fmt_time(seconds: float) -> str:
@@ -104,18 +102,6 @@ def rss_bytes(pid: int) -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-
-
-# -- llama-cpp-python's view of the logits ---------------------------------------------------------
-
-
-def llama_like_scores(n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """llama-cpp-python's candidates record array and its non-contiguous ``logit`` view."""
-    dtype = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
-    records = np.recarray((n_vocab,), dtype=dtype)
-    records.id[:] = np.arange(n_vocab, dtype=np.intc)
-    records.p[:] = 0.0
-    return records, records.logit
 
 
 # -- our library's caches --------------------------------------------------------------------------

@@ -187,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     from bench_common import make_cold
-    from llama_cpp import Llama
+    from bench_engines import load_vocab_only
 
     from outlines_gguf import JSONLogitsProcessor, Vocabulary
 
     vocab = Vocabulary.from_gguf(opts.vocab).prepare()
-    tokenizer = Llama(model_path=str(opts.vocab), vocab_only=True, verbose=False)
+    tokenizer = load_vocab_only(opts.vocab)
     rng = random.Random(opts.seed)
     print("| schema | schema bytes | first mask (cold) | automata compiled | valid instance accepted |")
     print("|---|---|---|---|---|")
