@@ -338,7 +338,7 @@ class SplitSchema(_Locked):
         more = (high is None and low > step) or (high is not None and high > step)
         loops = high is None and not more
         top = step if more else low if high is None else high
-        table, accepting, shape = _string_run(min(low, top), top, more, loops)
+        table, accepting, shape = string_run_table(min(low, top), top, more, loops)
         calls: dict[int, tuple[tuple[int, int], ...]] = {}
         if more:  # exactly ``step`` characters read: the next run, returning to the end
             rest = [max(low - step, 0), None if high is None else high - step]
@@ -634,7 +634,7 @@ def _layer_width() -> int:
 
 
 @lru_cache(maxsize=16)
-def _string_run(low: int, top: int, more: bool, loops: bool) -> tuple[np.ndarray, np.ndarray, RunShape]:
+def string_run_table(low: int, top: int, more: bool, loops: bool) -> tuple[np.ndarray, np.ndarray, RunShape]:
     """The text table and accepting flags of a run (see ``SplitSchema._counted_node``): the
     layered body of ``low``..``top`` characters, the closing quote from where enough have
     been read, to the last state, the only accepting one (at ``top`` with ``more``, the

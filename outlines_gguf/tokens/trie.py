@@ -178,9 +178,13 @@ class TokenTrie:
         return np.asarray(out, dtype=np.int32)
 
     def prepare_walks(self) -> None:
-        """Compute the lazily built tables a walk uses (subtree sizes, Python lists)."""
+        """Compute the lazily built tables a walk uses (subtree sizes, Python lists, and for a
+        byte trie the bytes and tokens below each node)."""
         self._subtree_size  # noqa: B018
         self._lists  # noqa: B018
+        if self.sorted_ids is not None:
+            self._subtree_bits  # noqa: B018
+            self._subtree_tokens  # noqa: B018
 
     @property
     def n_nodes(self) -> int:

@@ -280,6 +280,7 @@ class Vocabulary:
         tries = [self.trie, text.rest, text.rest_bare, text.rest_tails]
         for trie in tries:
             trie.prepare_walks()
+        self.plain_trie_nodes  # noqa: B018 (where walks may take whole subtrees)
         return self
 
     def class_trie(self, byte_class: np.ndarray) -> TokenTrie:
