@@ -123,6 +123,13 @@ WALK_CACHE_SIZE = 4096
 # -- the guide -----------------------------------------------------------------------------------
 
 
+def _configs(state: Hashable) -> frozenset[Config]:
+    """A guide state other than FINISHED: its set of configurations."""
+    if not isinstance(state, frozenset):
+        raise ConstraintViolationError(f"not a state of this guide: {state!r}")
+    return state
+
+
 class PushdownGuide(_Locked):
     """A guide over a :class:`SplitSchema` (the Guide protocol of :mod:`~outlines_gguf.guides.base`).
 
@@ -203,14 +210,14 @@ class PushdownGuide(_Locked):
     # -- the Guide protocol -------------------------------------------------------------------
 
     def is_final(self, state: Hashable) -> bool:
-        return state == FINISHED or self._final(state)  # type: ignore[arg-type]
+        return state == FINISHED or self._final(_configs(state))
 
     def next_state(self, state: Hashable, token_id: int) -> Hashable:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
         data = bytes_to_read(self, state, token_id, "the JSON value")
         if data is None:
             return FINISHED
-        nxt = self.advance(state, data)  # type: ignore[arg-type]
+        nxt = self.advance(_configs(state), data)
         if not nxt:
             raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the schema here")
         return nxt
@@ -222,7 +229,7 @@ class PushdownGuide(_Locked):
         if state == FINISHED:
             return b""
         node_of = self.schema.node
-        configs: Iterable[Config] = state  # type: ignore[assignment]
+        configs: Iterable[Config] = _configs(state)
         out = bytearray()
         while len(out) < limit:
             live = np.zeros(256, dtype=bool)
@@ -247,7 +254,7 @@ class PushdownGuide(_Locked):
             if self._version != self.schema.version:  # calls were cut: forget what used them
                 self._masks, self._walks = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
                 self._version = self.schema.version
-            key = self._mask_key(state)  # type: ignore[arg-type]
+            key = self._mask_key(_configs(state))
             mask = self._masks.get(key)
             if mask is None:
                 mask = self._compute_mask(key)
