@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from outlines_gguf.automata.budget import spend
-from outlines_gguf.automata.dfa import ByteDFA, minimize
+from outlines_gguf.automata.dfa import ByteDFA, StateNumbers, minimize
 from outlines_gguf.errors import DFAProductTooLargeError
 
 MAX_PRODUCT_STATES = 50_000
@@ -25,15 +25,16 @@ def _product(
     dfas: Sequence[ByteDFA], accept: Callable[[np.ndarray], bool], all_alive: bool
 ) -> ByteDFA | None:
     """Reachable product; ``all_alive``: a dead component kills the pair (intersection)."""
-    k = len(dfas)
-    start = (0,) * k
-    index = {start: 0}
-    queue = [start]
+    states: StateNumbers[tuple[int, ...]] = StateNumbers(
+        (0,) * len(dfas),
+        MAX_PRODUCT_STATES,
+        lambda: DFAProductTooLargeError(f"more than {MAX_PRODUCT_STATES} product states"),
+    )
     rows: list[np.ndarray] = []
     accepting: list[bool] = []
     dead_row = np.full(256, -1, dtype=np.int32)
-    while len(rows) < len(queue):
-        combo = queue[len(rows)]
+    while len(rows) < len(states):
+        combo = states.found[len(rows)]
         spend(PRODUCT_STATE_WORK)
         comps = np.stack([d.transitions[s] if s >= 0 else dead_row for d, s in zip(dfas, combo, strict=True)])
         finals = np.array([s >= 0 and bool(d.accepting[s]) for d, s in zip(dfas, combo, strict=True)])
@@ -45,14 +46,7 @@ def _product(
             cols, inverse = np.unique(comps[:, live_bytes].T, axis=0, return_inverse=True)
             ids = np.empty(len(cols), dtype=np.int32)
             for j, col in enumerate(cols):
-                key = tuple(int(x) for x in col)
-                target = index.get(key)
-                if target is None:
-                    if len(queue) >= MAX_PRODUCT_STATES:
-                        raise DFAProductTooLargeError(f"more than {MAX_PRODUCT_STATES} product states")
-                    target = index[key] = len(queue)
-                    queue.append(key)
-                ids[j] = target
+                ids[j] = states.number(tuple(int(x) for x in col))
             row[live_bytes] = ids[inverse.reshape(-1)]
         rows.append(row)
     return minimize(np.stack(rows), np.array(accepting, dtype=bool))

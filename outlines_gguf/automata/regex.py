@@ -47,7 +47,7 @@ from outlines_gguf.automata.charsets import (
     _normalize,
     _without_surrogates,
 )
-from outlines_gguf.automata.dfa import ByteDFA, minimize
+from outlines_gguf.automata.dfa import ByteDFA, StateNumbers, minimize
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
 
 if sys.version_info >= (3, 11):
@@ -207,6 +207,15 @@ class _Flags:
     ignorecase: bool
     dotall: bool
     ascii: bool
+
+    @classmethod
+    def of(cls, sre_flags: int) -> _Flags:
+        """The flags a parsed pattern starts with (``parsed.state.flags``)."""
+        return cls(
+            ignorecase=bool(sre_flags & C.SRE_FLAG_IGNORECASE),
+            dotall=bool(sre_flags & C.SRE_FLAG_DOTALL),
+            ascii=bool(sre_flags & C.SRE_FLAG_ASCII),
+        )
 
 
 Fragment = tuple[int, int]
@@ -379,26 +388,18 @@ class NFABuilder:
             raise ConstraintTooComplexError(f"regex {_short(pattern)} is nested too deeply") from exc
         except OverflowError as exc:  # a repeat count beyond what re itself can store
             raise ConstraintTooComplexError(f"regex {_short(pattern)}: {exc}") from exc
-        gflags = parsed.state.flags
-        flags = _Flags(
-            ignorecase=bool(gflags & C.SRE_FLAG_IGNORECASE),
-            dotall=bool(gflags & C.SRE_FLAG_DOTALL),
-            ascii=bool(gflags & C.SRE_FLAG_ASCII),
-        )
         from outlines_gguf.automata import lookaround
 
         if lookaround.needs_assertions(list(parsed.data), anchored, anchored):
-            multiline = bool(gflags & C.SRE_FLAG_MULTILINE)
             dfa = lookaround.compile_assertions(
-                self, pattern, list(parsed.data), flags, multiline, chars or self.chars, anchored,
-                strict=strict_lookahead,
+                self, pattern, parsed, chars or self.chars, anchored, strict=strict_lookahead
             )
             if dfa is None:  # matches nothing: a fragment whose end cannot be reached
                 return self.nfa.state(), self.nfa.state()
             return self.dfa(dfa)
         translator = _RegexTranslator(self, pattern, chars or self.chars)
         try:
-            return translator.seq(list(parsed.data), flags, anchored, anchored)
+            return translator.seq(list(parsed.data), _Flags.of(parsed.state.flags), anchored, anchored)
         except RecursionError as exc:
             raise ConstraintTooComplexError(f"regex {_short(pattern)} is nested too deeply") from exc
 
@@ -446,6 +447,10 @@ class NFABuilder:
 class _RegexTranslator:
     """Turns the tree of Python's ``re`` parser into NFA fragments."""
 
+    negative = False
+    """Read under an odd number of negative lookarounds (:mod:`.lookaround`): the text must *not*
+    match, so classes take the meaning that is complemented afterwards."""
+
     def __init__(self, builder: NFABuilder, pattern: str, chars: Callable[[Ranges], Fragment]) -> None:
         self.builder = builder
         self.nfa = builder.nfa
@@ -471,11 +476,13 @@ class _RegexTranslator:
         """One parsed item; ``av``'s shape depends on ``op`` (sre's argument values)."""
         if op is C.LITERAL:
             ranges: Ranges = ((av, av),)
-            return self.charset(_ignore_case(ranges, False, flags.ascii) if flags.ignorecase else ranges)
+            if flags.ignorecase:
+                ranges = _ignore_case(ranges, self.negative, flags.ascii)
+            return self.charset(ranges)
         if op is C.NOT_LITERAL:
             excluded: Ranges = ((av, av),)
             if flags.ignorecase:
-                excluded = _ignore_case(excluded, True, flags.ascii)
+                excluded = _ignore_case(excluded, not self.negative, flags.ascii)
             return self.charset(_complement(excluded))
         if op is C.ANY:
             return self.charset(((0, MAX_CODEPOINT),) if flags.dotall else _complement(((10, 10),)))
@@ -506,7 +513,7 @@ class _RegexTranslator:
                 return self.empty()
             if av in (C.AT_END, C.AT_END_STRING) and at_end:
                 return self.empty()
-            raise self.fail(f"the anchor {av} anywhere but at the very start or end")
+            return self.anchor(av, flags)
         names = {
             "GROUPREF": "a backreference",
             "GROUPREF_EXISTS": "a conditional group",
@@ -517,8 +524,13 @@ class _RegexTranslator:
         }
         raise self.fail(names.get(str(op), f"the construct {op}"))
 
+    def anchor(self, av: Any, flags: _Flags) -> Fragment:
+        """An anchor away from the ends of the pattern (:mod:`.lookaround` rewrites them)."""
+        raise self.fail(f"the anchor {av} anywhere but at the very start or end")
+
     def char_class(self, items: list, flags: _Flags) -> Ranges:
         negate = bool(items) and items[0][0] is C.NEGATE
+        wide = negate != self.negative  # complemented afterwards: take the wider meaning
         ranges: list[tuple[int, int]] = []
         for op, av in items[1:] if negate else items:
             if op is C.LITERAL:
@@ -526,13 +538,17 @@ class _RegexTranslator:
             elif op is C.RANGE:
                 ranges.append(av)
             elif op is C.CATEGORY:
-                ranges.extend(_category(av, flags.ascii, widen=negate))
+                ranges.extend(self.category(av, flags.ascii, wide))
             else:
                 raise self.fail(f"{op} inside a character class")
         result = _normalize(ranges)
         if flags.ignorecase:
-            result = _ignore_case(result, negate, flags.ascii)
+            result = _ignore_case(result, wide, flags.ascii)
         return _complement(result) if negate else result
+
+    def category(self, cat: Any, ascii_only: bool, wide: bool) -> Ranges:
+        """``\\d``, ``\\w``, ``\\s`` or a negation; ``wide``: their larger meaning."""
+        return _category(cat, ascii_only, wide)
 
     def repeat(self, lo: int, hi: int, sub: list, flags: _Flags) -> Fragment:
         unbounded = hi is C.MAXREPEAT or hi == C.MAXREPEAT
@@ -609,23 +625,17 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
             c = single[t] = frozenset(q for q in reached if edges[q] or q == accept)
         return c
 
-    first = closure_of(start)
-    index = {first: 0}
-    queue = [first]
+    states = StateNumbers(
+        closure_of(start),
+        MAX_DFA_STATES,
+        lambda: ConstraintTooComplexError(f"{label} needs more than {MAX_DFA_STATES} DFA states"),
+    )
+    state_of = states.number
+    queue = states.found
     segments: list[tuple[int, int, int, int]] = []  # (state, first class, end class, target)
     accepting: list[bool] = []
     by_targets: dict[frozenset[int], int] = {}
     by_single: dict[int, int] = {}
-
-    def state_of(subset: frozenset[int]) -> int:
-        k = index.get(subset)
-        if k is None:
-            if len(queue) >= MAX_DFA_STATES:
-                raise ConstraintTooComplexError(f"{label} needs more than {MAX_DFA_STATES} DFA states")
-            k = index[subset] = len(queue)
-            queue.append(subset)
-        return k
-
     done = 0
     while done < len(queue):
         current = queue[done]
