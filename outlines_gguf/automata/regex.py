@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -265,7 +265,9 @@ class _Template:
         return base, exit_state
 
 
-_TEMPLATES: OrderedDict[Hashable, _Template | None] = OrderedDict()
+_EMPTY = object()
+"""A shared piece whose language is empty."""
+_TEMPLATES: OrderedDict[Hashable, _Template | object | None] = OrderedDict()
 _TEMPLATES_LOCK = threading.Lock()
 MAX_TEMPLATES = 1024
 """Shared fragments (see :meth:`NFABuilder.shared`) kept per process, least recently used dropped."""
@@ -276,7 +278,10 @@ class NFABuilder:
 
     Fragments are single-use: to repeat a piece, pass a function that builds
     a fresh copy (``repeat``). ``None`` stands for the empty language in
-    ``alt`` and makes ``seq`` empty.
+    ``alt`` and makes ``seq`` empty; the methods return ``None`` only when
+    given it (or for an empty ``alt`` or ``repeat``), and their overloads say
+    so, so pieces that cannot be empty are typed :data:`Fragment`. (A fragment
+    may still match nothing: one whose end cannot be reached.)
     """
 
     def __init__(self, label: str = "constraint") -> None:
@@ -304,6 +309,10 @@ class NFABuilder:
             cur = nxt
         return start, cur
 
+    @overload
+    def seq(self, parts: Iterable[Fragment]) -> Fragment: ...
+    @overload
+    def seq(self, parts: Iterable[Fragment | None]) -> Fragment | None: ...
     def seq(self, parts: Iterable[Fragment | None]) -> Fragment | None:
         start = cur = self.nfa.state()
         for part in parts:
@@ -315,17 +324,27 @@ class NFABuilder:
 
     def alt(self, parts: Iterable[Fragment | None]) -> Fragment | None:
         live = [p for p in parts if p is not None]
-        if not live:
-            return None
+        return self._union(live) if live else None
+
+    def either(self, first: Fragment, *others: Fragment) -> Fragment:
+        """``alt`` of pieces that are never None (so neither is the result)."""
+        return self._union([first, *others])
+
+    def _union(self, parts: list[Fragment]) -> Fragment:
         start, end = self.nfa.state(), self.nfa.state()
-        for s, e in live:
+        for s, e in parts:
             self.nfa.eps[start].append(s)
             self.nfa.eps[e].append(end)
         return start, end
 
     def optional(self, part: Fragment | None) -> Fragment:
-        return self.alt([part, self.empty()])  # type: ignore[return-value]
+        empty = self.empty()
+        return self._union([empty] if part is None else [part, empty])
 
+    @overload
+    def repeat(self, make: Callable[[], Fragment], lo: int, hi: None) -> Fragment: ...
+    @overload
+    def repeat(self, make: Callable[[], Fragment | None], lo: int, hi: int | None) -> Fragment | None: ...
     def repeat(self, make: Callable[[], Fragment | None], lo: int, hi: int | None) -> Fragment | None:
         """``lo`` to ``hi`` copies (``hi=None``: unbounded) of the fragment ``make`` builds."""
         if lo > MAX_REPEAT or (hi is not None and hi > MAX_REPEAT):
@@ -407,13 +426,19 @@ class NFABuilder:
         """Embed an existing DFA (e.g. a product of two automata) as a fragment."""
         return _Template(dfa).copy_into(self.nfa)
 
+    @overload
+    def shared(self, key: Hashable, make: Callable[[NFABuilder], Fragment]) -> Fragment: ...
+    @overload
+    def shared(self, key: Hashable, make: Callable[[NFABuilder], Fragment | None]) -> Fragment | None: ...
     def shared(self, key: Hashable, make: Callable[[NFABuilder], Fragment | None]) -> Fragment | None:
         """A copy of the minimal automaton for what ``make`` builds, built once per ``key``.
 
         For pieces a compilation repeats (a string character, whitespace, a
         number): copying a small DFA is cheaper than parsing and building the
         piece again, and a minimal piece determinizes faster. ``key`` must
-        identify what ``make`` builds; ``None`` is returned for an empty language.
+        identify what ``make`` builds. ``None`` is returned where ``make``
+        returns it; a piece that matches nothing is a fragment whose end
+        cannot be reached.
         """
         with _TEMPLATES_LOCK:
             template = _TEMPLATES.get(key, _MISSING)
@@ -425,11 +450,13 @@ class NFABuilder:
             try:
                 template = None if fragment is None else _Template(helper.build(fragment))
             except EmptyLanguageError:
-                template = None
+                template = _EMPTY
             with _TEMPLATES_LOCK:
                 _TEMPLATES[key] = template
                 while len(_TEMPLATES) > MAX_TEMPLATES:
                     _TEMPLATES.popitem(last=False)
+        if template is _EMPTY:
+            return self.nfa.state(), self.nfa.state()
         return template.copy_into(self.nfa) if isinstance(template, _Template) else None
 
     def build(self, fragment: Fragment | None) -> ByteDFA:
@@ -556,9 +583,10 @@ class _RegexTranslator:
             raise ConstraintTooComplexError(
                 f"regex {_short(self.pattern)}: repeat count above {MAX_REPEAT} is not supported"
             )
-        return self.builder.repeat(  # type: ignore[return-value]
-            lambda: self.seq(sub, flags, False, False), lo, None if unbounded else hi
-        )
+        top = None if unbounded else hi
+        fragment = self.builder.repeat(lambda: self.seq(sub, flags, False, False), lo, top)
+        assert fragment is not None  # re's parser refuses {m,n} with n < m
+        return fragment
 
 
 # -- DFA --------------------------------------------------------------------------------
