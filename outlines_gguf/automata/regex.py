@@ -60,43 +60,6 @@ else:  # pragma: no cover - Python 3.10
 _MISSING = object()
 
 
-
-# -- the work budget of one compilation ----------------------------------------------
-
-
-
-
-
-
-
-
-
-
-# -- code point sets ------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # -- UTF-8 ----------------------------------------------------------------------------
 
 
@@ -592,8 +555,6 @@ class _RegexTranslator:
 # -- DFA --------------------------------------------------------------------------------
 
 
-
-
 def _closure(nfa: _NFA, states: Iterable[int]) -> frozenset[int]:
     seen = set(states)
     stack = list(seen)
@@ -729,16 +690,6 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
         columns = np.arange(int(widths.sum())) - np.repeat(starts - seg[:, 1], widths)
         table[np.repeat(seg[:, 0], widths), columns] = np.repeat(seg[:, 3], widths)
     return table, np.array(accepting, dtype=bool), byte_class
-
-
-
-
-
-
-
-
-
-
 
 
 def regex_to_dfa(pattern: str) -> ByteDFA:

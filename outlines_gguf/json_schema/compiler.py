@@ -190,7 +190,6 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         return self.b.alt(self.typed(t, schema, path, depth) for t in types)
 
 
-
     def may_nest(self, schema: Any, path: str) -> bool:
         """Whether a value of ``schema`` may be an object or an array (or needs a ``$ref`` or a
         combinator resolved): in split mode such a value is a call to its own automaton."""
@@ -306,7 +305,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         containers = [self.container(kind, {}, "#", depth) for kind in ("array", "object")]
         return self.b.alt([*scalars, *containers])
 
-    # -- references and combinators ------------------------------------------------------------
+    # -- references -----------------------------------------------------------------------------
 
     def resolve(self, ref: str, path: str) -> Any:
         if not ref.startswith("#"):
@@ -333,134 +332,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             self._ref_depth[ref] = seen
 
 
-
-
-
-
-
-
-
-
-
-
-
-    # -- enum / const -------------------------------------------------------------------------
-
-
-
-
-
-    # -- leaves --------------------------------------------------------------------------------
-
-
-
-
-
-
-
-    # -- arrays and objects ---------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # -- helpers -------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def schema_to_dfa(
