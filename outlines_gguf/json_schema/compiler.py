@@ -332,7 +332,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             self._ref_depth[ref] = seen
 
 
-# -- helpers -------------------------------------------------------------------------------------
+# -- the entry point -----------------------------------------------------------------------------
 
 
 def schema_to_dfa(
