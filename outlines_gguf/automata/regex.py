@@ -190,12 +190,16 @@ class _Template:
 
     ``edges[s]`` lists ``(lo, hi, target)`` with targets relative to the
     copy's first state; accepting states get an epsilon edge to one extra
-    exit state. ``None`` stands for the empty language.
+    exit state. ``dfa=None``: the empty language (an exit no edge reaches).
     """
 
     __slots__ = ("accepting", "edges")
 
-    def __init__(self, dfa: ByteDFA) -> None:
+    def __init__(self, dfa: ByteDFA | None) -> None:
+        if dfa is None:
+            self.edges: list[list[tuple[int, int, int]]] = [[]]
+            self.accepting: list[int] = []
+            return
         table = dfa.transitions
         n = table.shape[0]
         change = np.ones(table.shape, dtype=bool)
@@ -228,9 +232,7 @@ class _Template:
         return base, exit_state
 
 
-_EMPTY = object()
-"""A shared piece whose language is empty."""
-_TEMPLATES: OrderedDict[Hashable, _Template | object | None] = OrderedDict()
+_TEMPLATES: OrderedDict[Hashable, _Template | None] = OrderedDict()
 _TEMPLATES_LOCK = threading.Lock()
 MAX_TEMPLATES = 1024
 """Shared fragments (see :meth:`NFABuilder.shared`) kept per process, least recently used dropped."""
@@ -413,13 +415,11 @@ class NFABuilder:
             try:
                 template = None if fragment is None else _Template(helper.build(fragment))
             except EmptyLanguageError:
-                template = _EMPTY
+                template = _Template(None)
             with _TEMPLATES_LOCK:
                 _TEMPLATES[key] = template
                 while len(_TEMPLATES) > MAX_TEMPLATES:
                     _TEMPLATES.popitem(last=False)
-        if template is _EMPTY:
-            return self.nfa.state(), self.nfa.state()
         return template.copy_into(self.nfa) if isinstance(template, _Template) else None
 
     def build(self, fragment: Fragment | None) -> ByteDFA:
