@@ -110,7 +110,8 @@ class _ArrayRules:
         if refusal is not None:
             if not self.lenient:
                 raise self.fail(f"{refusal} (pass lenient=True to ignore it)", where)
-            return self.array({k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}, path, depth)
+            rest = {k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}
+            return self.container("array", rest, path, depth)
         items = schema.get("items", True)
         low, high = int(schema.get("minContains", 1)), schema.get("maxContains")
         min_items, max_items = int(schema.get("minItems", 0)), schema.get("maxItems")

@@ -31,7 +31,7 @@ class CompilerAPI(Protocol):
     root: Any
     ws: Whitespace
 
-    def array(self, schema: dict, path: str, depth: int) -> Fragment | None: ...
+    def container(self, kind: str, schema: dict, path: str, depth: int) -> Fragment | None: ...
     def any_order_body(
         self,
         members: list[tuple[Callable[[], Fragment | None], bool]],
