@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -76,6 +78,35 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
     kept = table[keep]
     remapped = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
     return remapped, accepting[keep]
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class StateNumbers(Generic[K]):
+    """The states a construction finds (subsets, product pairs), numbered in the order found.
+
+    ``found[n]`` is state ``n``; the constructions build rows for them in that order (breadth
+    first, so the start is 0). Finding more than ``limit`` states raises ``too_many()``.
+    """
+
+    def __init__(self, start: K, limit: int, too_many: Callable[[], Exception]) -> None:
+        self.index: dict[K, int] = {start: 0}
+        self.found: list[K] = [start]
+        self.limit = limit
+        self.too_many = too_many
+
+    def number(self, key: K) -> int:
+        k = self.index.get(key)
+        if k is None:
+            if len(self.found) >= self.limit:
+                raise self.too_many()
+            k = self.index[key] = len(self.found)
+            self.found.append(key)
+        return k
+
+    def __len__(self) -> int:
+        return len(self.found)
 
 
 _ROW_WEIGHTS = np.random.default_rng(20261127).integers(1, 2**62, size=(2, 257), dtype=np.int64)
