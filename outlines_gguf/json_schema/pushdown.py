@@ -499,7 +499,7 @@ def _walk(
     while nodes.size:
         if nodes.size <= _NARROW and int(trie._subtree_size[nodes].sum()) <= _NARROW_NODES:
             # a thin frontier: node by node in Python beats a dozen numpy calls per level
-            tokens, more_nodes, more_states = _walk_narrow(trie, flat, boundary, nodes, states, collect)
+            tokens, more_nodes, more_states = _walk_narrow(trie, flat, boundary, (nodes, states), collect)
             found.append(tokens)
             hit_nodes.append(more_nodes)
             hit_states.append(more_states)
@@ -508,16 +508,10 @@ def _walk(
         if hits.any():
             hit_nodes.append(nodes[hits])
             hit_states.append(states[hits])
-        if loops is not None and trie.sorted_ids is not None and trie.node_row is not None:
-            closed = loops.closed(trie._subtree_bits[nodes], states, nodes) & ~hits
-            if closed.any():
-                if collect:
-                    whole = nodes[closed]
-                    rows = concat_ranges(trie.node_row[whole], trie._subtree_tokens[whole])
-                    found.append(trie.sorted_ids[rows])
-                nodes, states = nodes[~closed], states[~closed]
-                if not nodes.size:
-                    break
+        if loops is not None:
+            nodes, states = trie.take_whole(nodes, states, loops, found if collect else None, hits)
+            if not nodes.size:
+                break
         sink: list[np.ndarray] = found if collect else []
         children, parents = trie.step(nodes, states, sink)
         if children is None:
@@ -536,15 +530,15 @@ _NARROW = 64
 _NARROW_NODES = 1024
 
 
+Frontier = tuple[np.ndarray, np.ndarray]  # trie nodes, and the state each is reached in
+
+
 def _walk_narrow(
-    trie: TokenTrie,
-    flat: np.ndarray,
-    boundary: np.ndarray,
-    nodes: np.ndarray,
-    states: np.ndarray,
-    collect: bool,
+    trie: TokenTrie, flat: np.ndarray, boundary: np.ndarray, frontier: Frontier, collect: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_walk`` depth first, one node at a time (for a frontier with a small subtree)."""
+    """``_walk`` depth first, one node at a time, below a ``frontier`` (nodes, their states)
+    with a small subtree."""
+    nodes, states = frontier
     labels, first_child, n_children, term_start, term_count, term_tokens = trie._lists
     table = flat.data  # a memoryview
     is_boundary = boundary.tolist()

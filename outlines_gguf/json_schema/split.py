@@ -37,6 +37,7 @@ from outlines_gguf.json_schema.keywords import (
 )
 from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
+from outlines_gguf.json_schema.validate import resolve_local
 
 MAX_NODES = 1 << 24
 """Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
@@ -466,18 +467,10 @@ def _bounds_leave_room(schema: dict) -> bool:
 
 def _pointer_target(root: Any, ref: str) -> Any:
     """The subschema a local ``$ref`` points to, or None (the compiler reports bad ones)."""
-    if not ref.startswith("#"):
+    try:
+        return resolve_local(root, ref)
+    except LookupError:
         return None
-    node = root
-    for raw in ref[1:].split("/")[1:] if ref != "#" else []:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
 
 
 _SIMPLE_KEYS = frozenset(

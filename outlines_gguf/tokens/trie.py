@@ -330,6 +330,29 @@ class TokenTrie:
         counts = counts[inner]
         return concat_ranges(self.first_child[nodes[inner]], counts), np.repeat(states[inner], counts)
 
+    def take_whole(
+        self,
+        nodes: np.ndarray,
+        states: np.ndarray,
+        loops: Loops,
+        found: list[np.ndarray] | None,
+        keep: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The frontier (``nodes`` reached in ``states``) without the nodes whose subtree stays
+        in their state (and is not in ``keep``); the tokens of those subtrees are appended to
+        ``found`` (None: not collected). A compressed trie takes nothing whole."""
+        if self.sorted_ids is None or self.node_row is None:
+            return nodes, states
+        closed = loops.closed(self._subtree_bits[nodes], states, nodes)
+        if keep is not None:
+            closed &= ~keep
+        if not closed.any():
+            return nodes, states
+        if found is not None:
+            whole = nodes[closed]
+            found.append(self.sorted_ids[concat_ranges(self.node_row[whole], self._subtree_tokens[whole])])
+        return nodes[~closed], states[~closed]
+
     def walk(
         self,
         transitions: np.ndarray,
@@ -357,21 +380,14 @@ class TokenTrie:
         alive = states >= 0
         nodes, states = nodes[alive], states[alive]
         found_tokens: list[np.ndarray] = []
-        prune = loops is not None and self.sorted_ids is not None and self.node_row is not None
         while nodes.size:
             if nodes.size <= _NARROW and int(self._subtree_size[nodes].sum()) <= _NARROW_NODES:
                 found_tokens.append(self._walk_narrow(flat, stride, nodes, states))
                 break
-            if prune:
-                assert loops is not None and self.sorted_ids is not None and self.node_row is not None
-                closed = loops.closed(self._subtree_bits[nodes], states, nodes)
-                if closed.any():
-                    whole = nodes[closed]
-                    rows = concat_ranges(self.node_row[whole], self._subtree_tokens[whole])
-                    found_tokens.append(self.sorted_ids[rows])
-                    nodes, states = nodes[~closed], states[~closed]
-                    if not nodes.size:
-                        break
+            if loops is not None:
+                nodes, states = self.take_whole(nodes, states, loops, found_tokens)
+                if not nodes.size:
+                    break
             children, parents = self.step(nodes, states, found_tokens)
             if children is None:
                 break
