@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, MutableMapping
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -207,7 +207,7 @@ class RegexGuide:
         self._lock = threading.Lock()
         self._class_walk: tuple[TokenTrie, np.ndarray] | None = None
         self._byte_walks_only = False
-        self._plain_steps: dict[int, tuple[int, np.ndarray] | None] = {}
+        self._plain_steps: MutableMapping[int, PlainStep] = {}
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -440,7 +440,7 @@ _ALL_STEPS_STATES = 4096
 once (vectorized over states), the first time one is needed."""
 
 
-def _plain_steps_all(table: np.ndarray) -> dict[int, tuple[int, np.ndarray] | None]:
+def _plain_steps_all(table: np.ndarray) -> MutableMapping[int, PlainStep]:
     """``_plain_step`` for every state, vectorized over states. Where the characters of one
     range lead to several states part way through a multi-byte character, the state gets None
     (the general walk) rather than following each of them: a different path, the same masks."""
@@ -481,14 +481,43 @@ def _plain_steps_all(table: np.ndarray) -> dict[int, tuple[int, np.ndarray] | No
         first = order[np.r_[True, run_row[order][1:] != run_row[order][:-1]]]
         target[todo] = rows.reshape(-1)[run_start[first]]
     differs = ascii_targets != target[:, None]
-    n_exceptions = differs.sum(axis=1)
-    out: dict[int, tuple[int, np.ndarray] | None] = {}
-    for s in range(n):
-        if not fine[s] or n_exceptions[s] > _MAX_EXCEPTIONS:
-            out[s] = None
-        else:
-            out[s] = (int(target[s]), _ASCII_PLAIN[differs[s]].astype(np.uint8))
-    return out
+    return _AllPlainSteps(target, differs, fine & (differs.sum(axis=1) <= _MAX_EXCEPTIONS))
+
+
+PlainStep = tuple[int, np.ndarray] | None
+
+
+class _AllPlainSteps(MutableMapping[int, PlainStep]):
+    """``_plain_step`` of every state, each made into its (target, exceptions) pair on first
+    use (a guide asks for a few of the states; a pair per state up front cost more than the
+    vectorized search)."""
+
+    def __init__(self, target: np.ndarray, differs: np.ndarray, defined: np.ndarray) -> None:
+        self._target, self._differs, self._defined = target, differs, defined
+        self._made: dict[int, PlainStep] = {}
+
+    def __getitem__(self, state: int) -> PlainStep:
+        if state in self._made:
+            return self._made[state]
+        if not 0 <= state < len(self._target):
+            raise KeyError(state)
+        step = None
+        if self._defined[state]:
+            step = (int(self._target[state]), _ASCII_PLAIN[self._differs[state]].astype(np.uint8))
+        self._made[state] = step
+        return step
+
+    def __setitem__(self, state: int, step: PlainStep) -> None:
+        self._made[state] = step
+
+    def __delitem__(self, state: int) -> None:
+        del self._made[state]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self._target)))
+
+    def __len__(self) -> int:
+        return len(self._target)
 
 
 def _plain_step(table: np.ndarray, state: int) -> tuple[int, np.ndarray] | None:

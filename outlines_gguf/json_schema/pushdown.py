@@ -56,6 +56,7 @@ from outlines_gguf.guides.base import (
     FINISHED,
     FORCED_LIMIT,
     LRUCache,
+    PlainStep,
     RegexGuide,
     TokenMask,
     bytes_to_read,
@@ -465,13 +466,13 @@ class PushdownGuide(_Locked):
                     self._cross(trie, c_below, c_number, hit_nodes, hit_states, out)
 
 
-def _run_plain_steps(run: RunShape) -> dict[int, tuple[int, np.ndarray] | None]:
+def _run_plain_steps(run: RunShape) -> dict[int, PlainStep]:
     """The regex guide's plain-text steps between the characters of a run, known from its
     layout: a character leads to the next layer (the last one loops, or ends the run), with
     no exceptions. (Worked out state by state, they are most of a long string's first masks.)"""
     none = np.empty(0, dtype=np.uint8)
     width, top = run.width, run.top
-    steps: dict[int, tuple[int, np.ndarray] | None] = {
+    steps: dict[int, PlainStep] = {
         layer * width: ((layer + 1) * width, none) for layer in range(top)
     }
     steps[top * width] = (top * width if run.loops else -1, none)
