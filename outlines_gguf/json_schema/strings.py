@@ -21,6 +21,7 @@ import numpy as np
 
 from outlines_gguf.automata.dfa import ByteDFA, _prune_dead, minimize
 from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.errors import ConstraintTooComplexError
 
 MAX_LAYERED_ENTRIES = 4_000_000
 """Table entries (states x 256, 16 MB) a layered automaton may have before pruning. A pattern
@@ -57,7 +58,7 @@ def layered_body(
     States are (characters read, pattern state, state inside the current character); only
     the pairs (pattern state, character state) reachable together are laid out, and the last
     layer loops when there is no maximum. None if no string fits. ``fit``: lower ``max_len``
-    to what :data:`MAX_LAYERED_ENTRIES` allows instead of raising ``OverflowError``.
+    to what :data:`MAX_LAYERED_ENTRIES` allows instead of raising ``ConstraintTooComplexError``.
     """
     char, done = _char_dfa()
     if pattern is None:
@@ -94,7 +95,11 @@ def layered_body(
     if layers * m * 256 > MAX_LAYERED_ENTRIES:
         room = MAX_LAYERED_ENTRIES // (m * 256)
         if not fit or open_end or room <= min_len:
-            raise OverflowError(f"a string of {min_len}..{max_len} characters needs too many states")
+            bound = "or more" if max_len is None else f"to {max_len}"
+            what = f"a string of {min_len} {bound} characters" + (" matching its pattern" if pattern else "")
+            raise ConstraintTooComplexError(
+                f"{what} needs more than {MAX_LAYERED_ENTRIES:,} table entries (MAX_LAYERED_ENTRIES)"
+            )
         layers = room
 
     nxt = np.stack(nxt_rows)

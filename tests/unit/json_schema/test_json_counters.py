@@ -265,3 +265,12 @@ def test_pattern_string_masks_equal_a_brute_force() -> None:
         assert state, data[:cut]
         got = guide.mask(state).allowed_ids(vocab.size)
         assert np.array_equal(got, _brute_force(guide, state, vocab)), data[:cut]
+
+
+def test_a_pattern_counted_beyond_the_table_limit_is_refused_as_too_complex() -> None:
+    """Characters counted over a pattern's automaton are layers of it (exact); past
+    MAX_LAYERED_ENTRIES that is a ConstraintTooComplexError saying so, not a malformed schema."""
+    from outlines_gguf.errors import ConstraintTooComplexError
+
+    with pytest.raises(ConstraintTooComplexError, match="10000 or more characters matching its pattern"):
+        SplitSchema({"type": "string", "pattern": "^([a-z][0-9])+$", "minLength": 10000})
