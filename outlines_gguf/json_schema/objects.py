@@ -23,6 +23,7 @@ from outlines_gguf.json_schema.keywords import (
     call_marker,
 )
 from outlines_gguf.json_schema.lexical import _NO_KEY, _RAW_FORBIDDEN, _intersect_ranges, _searched
+from outlines_gguf.json_schema.validate import Undecided, pattern_matches
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
@@ -61,6 +62,8 @@ class _ObjectRules:
         for name in required:
             if name not in props:
                 props = {**props, name: True}
+        if CHUNK_KEY not in schema and EXTRA_KEY not in schema:  # (runs and extras: done by their object)
+            props = self.member_schemas(schema, props, path)
         names = self.key_names(schema.get("propertyNames", True), f"{path}/propertyNames")
         if names is not None:  # keys propertyNames refuses cannot be written, declared or not
             allowed = {n for n in props if names.matches(json.dumps(n, ensure_ascii=False).encode())}
@@ -123,6 +126,34 @@ class _ObjectRules:
         if self.calls is not None and 1 < len(members) <= ANY_ORDER_MAX and min_p == 0 and max_p is None:
             return self.any_order_body(members, extra)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
+
+    def member_schemas(self: CompilerAPI, schema: dict, props: dict, path: str) -> dict:
+        """Each member's whole schema: a key is governed by its ``properties`` entry *and* every
+        ``patternProperties`` pattern it matches, and by ``additionalProperties`` where neither
+        (a name only ``required`` lists is such a key: ``additionalProperties: false`` makes it
+        impossible). Declared keys are written as members, never as pattern or extra keys, so
+        their members must carry all of that."""
+        declared = schema.get("properties") or {}
+        patterns = schema.get("patternProperties") or {}
+        additional = schema.get("additionalProperties", True)
+        if not patterns and (additional is True or additional == {} or set(props) == set(declared)):
+            return props
+        out = {}
+        for name, sub in props.items():
+            parts = [sub] if name in declared else []
+            for pat, pat_sub in patterns.items():
+                try:
+                    found = pattern_matches(pat, name)
+                except Undecided as exc:
+                    message = f"patternProperties: {exc} cannot be matched against {name!r}"
+                    raise self.fail(message, path) from exc
+                if found:
+                    parts.append(pat_sub)
+            if not parts:
+                parts = [additional]
+            kept = [p for p in parts if p is not True and p != {}]
+            out[name] = True if not kept else kept[0] if len(kept) == 1 else {"allOf": kept}
+        return out
 
     def any_order_body(
         self: CompilerAPI,
