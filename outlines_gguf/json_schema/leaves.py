@@ -190,8 +190,21 @@ _IPV6 = (
     )
     + ")"
 )
-_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-_URI_CHAR = r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
+_LABEL = (
+    # letters, digits, inner hyphens, at most 63; never "--" in the 3rd and 4th places (RFC 5891
+    # reserves that for A-labels, "xn--" and Punycode, which no regex can check)
+    r"[a-zA-Z0-9](?:[a-zA-Z0-9-](?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]{0,59}[a-zA-Z0-9]"
+    r"|-[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,58}[a-zA-Z0-9])?)|[a-zA-Z0-9])?"
+)
+_ATEXT = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
+# RFC 5322 dot-atom local part, at most 64 characters: a long one without dots, or a dotted one
+# of at most 32 characters between the dots
+_LOCAL_PART = rf"(?:{_ATEXT}{{1,64}}|{_ATEXT}(?:\.?{_ATEXT}){{0,31}})"
+# RFC 3986: scheme ":" ("//" authority path-abempty / path-absolute / path-rootless / empty)
+# ["?" query] ["#" fragment]; a port is digits, an IP literal an IPv6 address
+_PCT = r"%[0-9A-Fa-f]{2}"
+_REG_CHAR = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|{_PCT})"
+_PCHAR = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|{_PCT})"
 
 STRING_FORMATS: dict[str, str] = {
     "date": DATE,
@@ -199,11 +212,16 @@ STRING_FORMATS: dict[str, str] = {
     "date-time": DATE + "T" + TIME,
     "duration": rf"P(?:{_DUR_DATE}(?:{_DUR_TIME})?|{_DUR_TIME}|[0-9]+W)",
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "email": r"[a-zA-Z0-9._%+-]{1,64}@[a-zA-Z0-9-]{1,63}(?:\.[a-zA-Z0-9-]{1,63}){0,4}\.[a-zA-Z]{2,24}",
+    "email": rf"{_LOCAL_PART}@{_LABEL}(?:\.{_LABEL}){{0,4}}\.[a-zA-Z]{{2,24}}",
     "ipv4": _IPV4,
     "ipv6": _IPV6,
     "hostname": rf"(?:{_LABEL}\.)*{_LABEL}",
-    "uri": rf"[a-zA-Z][a-zA-Z0-9+.-]*:{_URI_CHAR}*",
+    "uri": (
+        rf"[a-zA-Z][a-zA-Z0-9+.-]*:"
+        rf"(?://(?:(?:{_REG_CHAR}|:)*@)?(?:\[{_IPV6}\]|{_REG_CHAR}*)(?::[0-9]*)?(?:/{_PCHAR}*)*"
+        rf"|/(?:{_PCHAR}+(?:/{_PCHAR}*)*)?|{_PCHAR}+(?:/{_PCHAR}*)*|)"
+        rf"(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"
+    ),
 }
 """Regexes for the string formats we enforce (content of the JSON string)."""
 _JSON_POINTER = r"(?:/(?:[^~/]|~[01])*)*"

@@ -1,0 +1,130 @@
+"""Cases from the official JSON-Schema-Test-Suite that the engines once got wrong.
+
+``scripts/json_test_suite.py`` runs the whole suite (third-party data, not in this repository);
+each case here is a group's schema and tests copied by hand, checked on both engines: every
+instance the suite calls invalid is refused, every valid one accepted (where listed).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import load_vocab
+
+from outlines_gguf import SchemaError
+from outlines_gguf.compiler import compile_json_schema
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema
+
+# (schema, [(data, valid), ...])
+CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
+    # additionalProperties.json: "dependentSchemas with additionalProperties" (a name only
+    # dependentSchemas mentions is still additional, so false forbids it)
+    (
+        {
+            "properties": {"foo2": {}},
+            "dependentSchemas": {"foo": {}, "foo2": {"properties": {"bar": {}}}},
+            "additionalProperties": False,
+        },
+        [
+            ({"foo": ""}, False),
+            ({"bar": ""}, False),
+            ({"foo2": "", "bar": ""}, False),
+            ({"foo2": ""}, True),
+            ({}, True),
+        ],
+    ),
+    # a required name that properties does not declare is additional
+    (
+        {
+            "type": "object",
+            "properties": {"a": {}},
+            "required": ["b"],
+            "additionalProperties": {"type": "string"},
+        },
+        [({"b": 1}, False), ({"b": "x"}, True), ({"a": 1, "b": "x"}, True), ({"a": 1}, False)],
+    ),
+    # properties.json: "properties, patternProperties, additionalProperties interaction" (a
+    # declared key that a pattern matches is governed by both)
+    (
+        {
+            "properties": {"foo": {"type": "array", "maxItems": 3}, "bar": {"type": "array"}},
+            "patternProperties": {"f.o": {"minItems": 2}},
+            "additionalProperties": {"type": "integer"},
+        },
+        [
+            ({"foo": [1, 2]}, True),
+            ({"foo": [1, 2, 3, 4]}, False),
+            ({"foo": []}, False),
+            ({"fxo": [1, 2]}, True),
+            ({"fxo": []}, False),
+            ({"bar": []}, True),
+            ({"quux": 3}, True),
+            ({"quux": "foo"}, False),
+        ],
+    ),
+    # optional/ecmascript-regex.json: "\S matches everything but whitespace" (ECMA-262's \s has
+    # U+FEFF, Python's does not)
+    ({"type": "string", "pattern": "^\\S$"}, [("\ufeff", False), ("\u00a0", False), ("x", True)]),
+    # optional/format/email.json: dots in the local part
+    (
+        {"format": "email"},
+        [
+            (".test@example.com", False),
+            ("test.@example.com", False),
+            ("te..st@example.com", False),
+            ("te.s.t@example.com", True),
+            ("te~st@example.com", True),
+            ("joe.bloggs@example.com", True),
+        ],
+    ),
+    # optional/format/idn-hostname.json: "--" in the 3rd and 4th places (Punycode unchecked)
+    (
+        {"format": "idn-hostname"},
+        [("xn--X", False), ("XN--aa---o47jg78q", False), ("ab-c.d-e", True), ("a--b", True)],
+    ),
+    # optional/format/iri.json: a port is digits (an IPv6 host needs brackets)
+    (
+        {"format": "iri"},
+        [
+            ("http://2001:0db8:85a3:0000:0000:8a2e:0370:7334", False),
+            ("http://[2001:0db8:85a3:0000:0000:8a2e:0370:7334]", True),
+            ("http://foo.bar:8080/?baz=qux#quux", True),
+            ("http://-.~_!$&'()*+,;=:%40:80%2f::::::@example.com", True),
+            ("mailto:John.Doe@example.com", True),
+            ("http:// shouldfail.com", False),
+        ],
+    ),
+    ({"format": "uri"}, [("http://2001:0db8:85a3:0000:0000:8a2e:0370:7334", False), ("urn:a:b", True)]),
+]
+
+
+def _pushdown_accepts(guide: PushdownGuide, text: bytes) -> bool:
+    state = guide.advance(guide.initial_state, text)  # type: ignore[arg-type]
+    return bool(state) and guide.is_final(state)
+
+
+@pytest.mark.parametrize("engine", ["dfa", "pushdown"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: json.dumps(c[0])[:60])
+def test_suite_case(engine: str, case: tuple[dict, list[tuple[object, bool]]]) -> None:
+    schema, tests = case
+    if engine == "dfa":
+        dfa = compile_json_schema(schema)
+        accepts = dfa.matches
+    else:
+        guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+
+        def accepts(text: bytes) -> bool:
+            return _pushdown_accepts(guide, text)
+
+    for data, valid in tests:
+        assert accepts(json.dumps(data, ensure_ascii=False).encode()) == valid, (data, valid)
+        if not valid:  # nor with \u escapes
+            assert not accepts(json.dumps(data).encode()), data
+
+
+def test_required_name_that_additional_properties_forbids_is_no_value() -> None:
+    schema = {"properties": {"foo2": {}}, "required": ["foo"], "additionalProperties": False}
+    with pytest.raises(SchemaError, match="no JSON value"):
+        SplitSchema(schema)
