@@ -7,13 +7,18 @@ instance the suite calls invalid is refused, every valid one accepted (where lis
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
+import re
+from decimal import Decimal
 
 import pytest
 from conftest import load_vocab
 
 from outlines_gguf import SchemaError
 from outlines_gguf.compiler import compile_json_schema
+from outlines_gguf.json_schema.leaves import number_range
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.split import SplitSchema
 
@@ -97,6 +102,10 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
         ],
     ),
     ({"format": "uri"}, [("http://2001:0db8:85a3:0000:0000:8a2e:0370:7334", False), ("urn:a:b", True)]),
+    # minimum.json, exclusiveMinimum.json: decimal bounds are exact (they were rounded inward)
+    ({"minimum": 1.1}, [(1.1, True), (1.2, True), (0.6, False), (1.09, False), (1, False), (2, True)]),
+    ({"exclusiveMinimum": 1.1}, [(1.2, True), (1.1, False), (1.11, True), (0.6, False)]),
+    ({"type": "number", "minimum": 0, "maximum": 0.5}, [(0.3, True), (0.5, True), (0.51, False), (0, True)]),
 ]
 
 
@@ -128,3 +137,26 @@ def test_required_name_that_additional_properties_forbids_is_no_value() -> None:
     schema = {"properties": {"foo2": {}}, "required": ["foo"], "additionalProperties": False}
     with pytest.raises(SchemaError, match="no JSON value"):
         SplitSchema(schema)
+
+
+def test_number_ranges_are_exact_for_decimal_bounds() -> None:
+    """Every number written without an exponent (never -0) is matched exactly when it is within
+    the bounds, compared as decimals."""
+    bounds = [None, -1.5, -0.25, 0, 0.05, 0.5, 1, 1.1, 1.15, 1.105, 2, 10.01]
+    rng = random.Random(0)
+    texts = {f"{k / 100:.{d}f}" for k in range(-300, 1200, 7) for d in (0, 1, 2, 3)}
+    texts |= {f"{rng.uniform(-3, 12):.{rng.randint(0, 5)}f}" for _ in range(300)}
+    texts = {t for t in texts if not (t.startswith("-") and Decimal(t) == 0)}
+    for lo, hi, lx, hx in itertools.product(bounds, bounds, (False, True), (False, True)):
+        if (lo is None and lx) or (hi is None and hx):
+            continue
+        pattern = number_range(lo, hi, lx, hx)
+        low = None if lo is None else Decimal(repr(float(lo)))
+        high = None if hi is None else Decimal(repr(float(hi)))
+        for text in texts:
+            x = Decimal(text)
+            inside = (low is None or (x > low if lx else x >= low)) and (
+                high is None or (x < high if hx else x <= high)
+            )
+            matched = pattern is not None and re.fullmatch(pattern, text) is not None
+            assert matched == inside, (lo, hi, lx, hx, text)
