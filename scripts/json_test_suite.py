@@ -6,7 +6,8 @@ tests: [{description, data, valid}]}``. For every group the schema is compiled w
 ``JSONLogitsProcessor(schema, vocab, engine=...)``; for every test ``data`` is serialized with
 ``json.dumps(data, ensure_ascii=False)`` (separators ``", "`` and ``": "``, numbers as Python
 writes them: ``1.0`` stays ``1.0``) and its bytes are fed through the guide (``accepts``: the text
-is complete under the constraint). Outcomes per test:
+is complete under the constraint). The suite's draft-7 (and older) files leave the draft implied:
+their schemas get the ``$schema`` of the folder's draft (``--dialect``). Outcomes per test:
 
 - ``correct``: a valid instance accepted, or an invalid one rejected;
 - ``invalid accepted``: a soundness bug (generation could produce a document the schema refuses);
@@ -45,6 +46,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DEFAULT_VOCAB = REPO / "models" / "vocab" / "ggml-vocab-llama-bpe.gguf"
+DIALECTS = {
+    "draft4": "http://json-schema.org/draft-04/schema#",
+    "draft6": "http://json-schema.org/draft-06/schema#",
+    "draft7": "http://json-schema.org/draft-07/schema#",
+}
 OUTCOMES = ("correct", "invalid accepted", "valid rejected", "refused")
 
 
@@ -100,6 +106,7 @@ def run_file(
     jsonl: Any,
     bad: list[dict],
     walker: TokenWalker | None,
+    dialect: str | None,
 ) -> FileResult:
     from outlines_gguf import JSONLogitsProcessor
     from outlines_gguf.errors import ConstraintTooComplexError, RegexError, SchemaError
@@ -108,6 +115,8 @@ def run_file(
     result = FileResult(path.stem)
     for group in json.loads(path.read_text()):
         schema = group["schema"]
+        if dialect and isinstance(schema, dict) and "$schema" not in schema:
+            schema = {"$schema": dialect, **schema}  # the suite's files leave the draft implied
         processor = None
         reason = ""
         signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -201,10 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-optional", action="store_true", help="skip the optional/ subfolder")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per construction or walk")
     parser.add_argument("--tokens", action="store_true", help="also walk the tokens through the masks")
+    parser.add_argument(
+        "--dialect", help="$schema given to schemas without one (default: from the folder name, e.g. draft7)"
+    )
     parser.add_argument("--reasons", type=int, default=25, help="refusal reasons listed")
     args = parser.parse_args(argv)
 
     from outlines_gguf.tokens.vocabulary import as_vocabulary
+
+    dialect = args.dialect
+    if dialect is None:  # the draft a folder of the suite is for, where its schemas do not say
+        drafts = [d for d in DIALECTS if d in args.folder.resolve().parts]
+        dialect = DIALECTS[drafts[0]] if drafts else None
 
     vocab = as_vocabulary(str(args.vocab))
     walker = TokenWalker(args.vocab) if args.tokens else None
@@ -221,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         for path in files:
-            r = run_file(path, vocab, args.engine, args.timeout, jsonl, bad, walker)
+            r = run_file(path, vocab, args.engine, args.timeout, jsonl, bad, walker, dialect)
             r.name = str(path.relative_to(args.folder).with_suffix(""))
             results.append(r)
             print(f"{r.name}: {dict(r.counts)}", file=sys.stderr, flush=True)

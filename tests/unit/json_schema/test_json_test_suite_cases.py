@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 from conftest import load_vocab
 
-from outlines_gguf import SchemaError
+from outlines_gguf import JSONLogitsProcessor, SchemaError
 from outlines_gguf.compiler import compile_json_schema
 from outlines_gguf.json_schema.leaves import number_range
 from outlines_gguf.json_schema.pushdown import PushdownGuide
@@ -160,3 +160,92 @@ def test_number_ranges_are_exact_for_decimal_bounds() -> None:
             )
             matched = pattern is not None and re.fullmatch(pattern, text) is not None
             assert matched == inside, (lo, hi, lx, hx, text)
+
+
+# $ref as a URI reference against the base URI of its resource ($id), with percent-encoded
+# pointers and anchors; both engines through JSONLogitsProcessor (which resolves them)
+REF_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
+    # ref.json: "refs with relative uris and defs"
+    (
+        {
+            "$id": "http://example.com/schema-relative-uri-defs1.json",
+            "properties": {
+                "foo": {
+                    "$id": "schema-relative-uri-defs2.json",
+                    "$defs": {"inner": {"properties": {"bar": {"type": "string"}}}},
+                    "$ref": "#/$defs/inner",
+                }
+            },
+            "$ref": "schema-relative-uri-defs2.json",
+        },
+        [
+            ({"foo": {"bar": 1}, "bar": "a"}, False),
+            ({"foo": {"bar": "a"}, "bar": 1}, False),
+            ({"foo": {"bar": "a"}, "bar": "a"}, True),
+        ],
+    ),
+    # ref.json: "$id must be resolved against nearest parent, not just immediate parent"
+    (
+        {
+            "$id": "http://example.com/a.json",
+            "$defs": {
+                "x": {
+                    "$id": "http://example.com/b/c.json",
+                    "not": {"$defs": {"y": {"$id": "d.json", "type": "number"}}},
+                }
+            },
+            "allOf": [{"$ref": "http://example.com/b/d.json"}],
+        },
+        [(1, True), ("a", False)],
+    ),
+    # ref.json: "escaped pointer ref" (percent-encoded)
+    (
+        {
+            "$defs": {"percent%field": {"type": "integer"}},
+            "properties": {"percent": {"$ref": "#/$defs/percent%25field"}},
+        },
+        [({"percent": 1}, True), ({"percent": "a"}, False)],
+    ),
+    # anchor.json: "same $anchor with different base uri"
+    (
+        {
+            "$id": "http://localhost:1234/draft2020-12/foobar",
+            "$defs": {
+                "A": {
+                    "$id": "child1",
+                    "allOf": [
+                        {"$id": "child2", "$anchor": "my_anchor", "type": "number"},
+                        {"$anchor": "my_anchor", "type": "string"},
+                    ],
+                }
+            },
+            "$ref": "child1#my_anchor",
+        },
+        [("a", True), (1, False)],
+    ),
+    # draft7 ref.json: "$ref prevents a sibling $id from changing the base uri" (draft 7 only)
+    (
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "$id": "http://localhost:1234/sibling_id/base/",
+            "definitions": {
+                "foo": {"$id": "http://localhost:1234/sibling_id/foo.json", "type": "string"},
+                "base_foo": {"$id": "foo.json", "type": "number"},
+            },
+            "allOf": [{"$id": "http://localhost:1234/sibling_id/", "$ref": "foo.json"}],
+        },
+        [("a", False), (1, True)],
+    ),
+]
+
+
+@pytest.mark.parametrize("engine", ["dfa", "pushdown"])
+@pytest.mark.parametrize("case", REF_CASES, ids=lambda c: json.dumps(c[0])[:60])
+def test_suite_ref_case(engine: str, case: tuple[dict, list[tuple[object, bool]]]) -> None:
+    schema, tests = case
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"), engine=engine)
+    for data, valid in tests:
+        if valid and engine == "dfa":  # the whole-schema DFA takes keys in declared order only
+            continue
+        assert processor.accepts(json.dumps(data)) == valid, (data, valid)
+    assert "$ref" in json.dumps(schema)  # the caller's schema is not rewritten
