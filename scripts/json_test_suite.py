@@ -12,6 +12,9 @@ their schemas get the ``$schema`` of the folder's draft (``--dialect``). Outcome
 - ``correct``: a valid instance accepted, or an invalid one rejected;
 - ``invalid accepted``: a soundness bug (generation could produce a document the schema refuses);
 - ``valid rejected``: a completeness gap (generation could never produce that document);
+- a schema refused because no value satisfies it (``false``, ``not: {}``) counts as having
+  rejected every instance: ``correct`` for the invalid ones, ``valid rejected`` otherwise (the
+  totals say how many tests that was);
 - ``refused``: the schema was refused with a ``SchemaError``/``ConstraintTooComplexError`` (or a
   ``RegexError`` for a pattern) at construction, or when the walk reached a lazily compiled part
   (a declared limit, not a bug); any other exception is counted here too, its reason marked CRASH.
@@ -51,6 +54,7 @@ DIALECTS = {
     "draft6": "http://json-schema.org/draft-06/schema#",
     "draft7": "http://json-schema.org/draft-07/schema#",
 }
+EMPTY = "no JSON value satisfies this schema"
 OUTCOMES = ("correct", "invalid accepted", "valid rejected", "refused")
 
 
@@ -67,6 +71,7 @@ class FileResult:
     name: str
     counts: Counter = field(default_factory=Counter)
     refusals: Counter = field(default_factory=Counter)  # first line of the refusal -> tests
+    empty: int = 0  # tests of schemas refused as having no value
 
 
 def serialize(data: Any) -> str:
@@ -134,6 +139,9 @@ def run_file(
             text = serialize(test["data"])
             valid = bool(test["valid"])
             outcome, detail = "refused", reason
+            if EMPTY in reason:  # the engine proved that no value satisfies the schema
+                outcome = "valid rejected" if valid else "correct"
+                result.empty += 1
             if processor is not None:
                 signal.setitimer(signal.ITIMER_REAL, timeout)
                 try:
@@ -249,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         f"## {args.folder} (engine {args.engine}, {args.vocab.name}, {time.perf_counter() - start:.0f} s)\n"
     )
     print(table(results))
+    empty = sum(r.empty for r in results)
+    if empty:
+        print(f"\n{empty} tests are of schemas refused as having no value (every instance rejected).")
     reasons: Counter = Counter()
     for r in results:
         reasons.update(r.refusals)
