@@ -7,6 +7,7 @@ from typing import Any
 
 from outlines_gguf.errors import ConstraintTooComplexError, SchemaError
 from outlines_gguf.json_schema.refs import localize_refs
+from outlines_gguf.json_schema.unevaluated import rewrite_unevaluated
 
 
 def load_schema(schema: Any) -> tuple[Any, bool]:
@@ -36,7 +37,7 @@ def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[s
     root, is_pydantic = load_schema(schema)
     if extra_properties is None and is_pydantic:
         extra_properties = False
-    return canonical_schema(localize_refs(root)), extra_properties
+    return canonical_schema(rewrite_unevaluated(localize_refs(root))), extra_properties
 
 
 def canonical_schema(root: Any) -> str:

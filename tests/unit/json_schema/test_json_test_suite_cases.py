@@ -239,8 +239,60 @@ REF_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
 ]
 
 
+# unevaluatedProperties/unevaluatedItems where what is evaluated is static (json_schema/unevaluated.py)
+UNEVALUATED_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
+    # unevaluatedProperties.json: "unevaluatedProperties with nested properties"
+    (
+        {
+            "type": "object",
+            "properties": {"foo": {"type": "string"}},
+            "allOf": [{"properties": {"bar": {"type": "string"}}}],
+            "unevaluatedProperties": False,
+        },
+        [({"foo": "foo", "bar": "bar"}, True), ({"foo": "foo", "bar": "bar", "baz": "baz"}, False)],
+    ),
+    # "unevaluatedProperties with $ref"
+    (
+        {
+            "type": "object",
+            "$ref": "#/$defs/bar",
+            "properties": {"foo": {"type": "string"}},
+            "unevaluatedProperties": False,
+            "$defs": {"bar": {"properties": {"bar": {"type": "string"}}}},
+        },
+        [({"foo": "foo", "bar": "bar"}, True), ({"foo": "foo", "bar": "bar", "baz": "baz"}, False)],
+    ),
+    # "unevaluatedProperties can't see inside cousins"
+    (
+        {"type": "object", "allOf": [{"properties": {"foo": True}}, {"unevaluatedProperties": False}]},
+        [({"foo": 1}, False)],
+    ),
+    # "nested unevaluatedProperties, outer false, inner true, properties inside"
+    (
+        {
+            "type": "object",
+            "allOf": [{"properties": {"foo": {"type": "string"}}, "unevaluatedProperties": True}],
+            "unevaluatedProperties": False,
+        },
+        [({"foo": "foo"}, True), ({"foo": "foo", "bar": "bar"}, True)],
+    ),
+    # unevaluatedItems.json: "unevaluatedItems with nested tuple"
+    (
+        {
+            "type": "array",
+            "prefixItems": [{"type": "string"}],
+            "allOf": [{"prefixItems": [True, {"type": "number"}]}],
+            "unevaluatedItems": False,
+        },
+        [(["foo", 42], True), (["foo", 42, True], False)],
+    ),
+    # "unevaluatedItems with uniform items"
+    ({"type": "array", "items": {"type": "string"}, "unevaluatedItems": False}, [(["foo", "bar"], True)]),
+]
+
+
 @pytest.mark.parametrize("engine", ["dfa", "pushdown"])
-@pytest.mark.parametrize("case", REF_CASES, ids=lambda c: json.dumps(c[0])[:60])
+@pytest.mark.parametrize("case", REF_CASES + UNEVALUATED_CASES, ids=lambda c: json.dumps(c[0])[:60])
 def test_suite_ref_case(engine: str, case: tuple[dict, list[tuple[object, bool]]]) -> None:
     schema, tests = case
     processor = JSONLogitsProcessor(schema, load_vocab("spm32k"), engine=engine)
@@ -248,4 +300,17 @@ def test_suite_ref_case(engine: str, case: tuple[dict, list[tuple[object, bool]]
         if valid and engine == "dfa":  # the whole-schema DFA takes keys in declared order only
             continue
         assert processor.accepts(json.dumps(data)) == valid, (data, valid)
-    assert "$ref" in json.dumps(schema)  # the caller's schema is not rewritten
+    assert "$ref" in json.dumps(schema) or "unevaluated" in json.dumps(schema)  # the caller's, as given
+
+
+def test_unevaluated_properties_see_no_annotations_through_not() -> None:
+    """unevaluatedProperties.json "unevaluatedProperties with not": bar is required (through
+    not-not) but never evaluated, so nothing is valid."""
+    schema = {
+        "type": "object",
+        "properties": {"foo": {"type": "string"}},
+        "not": {"not": {"properties": {"bar": {"const": "bar"}}, "required": ["bar"]}},
+        "unevaluatedProperties": False,
+    }
+    with pytest.raises(SchemaError, match="no JSON value"):
+        JSONLogitsProcessor(schema, load_vocab("spm32k"))
