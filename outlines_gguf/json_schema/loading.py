@@ -37,7 +37,11 @@ def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[s
     root, is_pydantic = load_schema(schema)
     if extra_properties is None and is_pydantic:
         extra_properties = False
-    return canonical_schema(rewrite_unevaluated(localize_refs(root))), extra_properties
+    try:
+        root = rewrite_unevaluated(localize_refs(root))
+    except RecursionError as exc:
+        raise ConstraintTooComplexError("the schema is nested too deeply") from exc
+    return canonical_schema(root), extra_properties
 
 
 def canonical_schema(root: Any) -> str:
