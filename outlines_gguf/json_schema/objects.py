@@ -11,7 +11,7 @@ from outlines_gguf.automata.charsets import _complement, _normalize
 from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.ops import difference, intersect
 from outlines_gguf.automata.regex import Fragment, NFABuilder
-from outlines_gguf.errors import EmptyLanguageError
+from outlines_gguf.errors import EmptyLanguageError, SchemaError
 from outlines_gguf.json_schema.keywords import (
     CHUNK_KEY,
     EXTRA_KEY,
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
 
 ANY_ORDER_MAX = 3
+MAX_OVERLAPPING_PATTERNS = 4
+"""Overlapping ``patternProperties`` (a key matching two must satisfy both schemas) are split
+into the sets of patterns a key matches, 2^n - 1 of them: up to this many patterns."""
 """In split mode, an object with at most this many declared properties (and no
 min/maxProperties) takes them in any order: one automaton state per set of members written.
 Larger objects take them in the order of ``properties`` (extra members still anywhere)."""
@@ -360,9 +363,21 @@ class _ObjectRules:
         if pattern_props:
             patterns = list(pattern_props.items())
 
+            overlapping = len(patterns) > 1 and self.patterns_overlap([p for p, _ in patterns], path)
+            if overlapping and len(patterns) > MAX_OVERLAPPING_PATTERNS and not self.lenient:
+                self.check_disjoint_patterns([p for p, _ in patterns], path)  # raises: which two
+
             def make_pattern() -> Fragment | None:
                 options = []
-                for pat, sub in patterns:
+                if overlapping and len(patterns) <= MAX_OVERLAPPING_PATTERNS:
+                    for region, subs in self.pattern_regions([p for p, _ in patterns], path):
+                        key = self.restrict_key(self.key_excluding_dfa(self.b.dfa(region), props), key_names)
+                        schemas = [patterns[i][1] for i in subs]
+                        sub_schema = schemas[0] if len(schemas) == 1 else {"allOf": schemas}
+                        v = self.value(sub_schema, f"{path}/patternProperties", depth)
+                        if key is not None and v is not None:
+                            options.append(self.b.seq([key, self.colon(), v]))
+                for pat, sub in [] if overlapping and len(patterns) <= MAX_OVERLAPPING_PATTERNS else patterns:
                     key = self.string({"pattern": pat}, f"{path}/patternProperties")
                     if key is None:
                         continue
@@ -382,8 +397,6 @@ class _ObjectRules:
                         options.append(self.b.seq([other, self.colon(), v]))
                 return self.b.alt(options)
 
-            if len(patterns) > 1 and not self.lenient:
-                self.check_disjoint_patterns([p for p, _ in patterns], path)
             return make_pattern
         if additional is False:
             return None
@@ -402,6 +415,54 @@ class _ObjectRules:
             return self.b.seq([self.restrict_key(self.key_except(list(props)), key_names), self.colon(), v])
 
         return make_additional
+
+    def patterns_overlap(self: CompilerAPI, patterns: list[str], path: str) -> bool:
+        """Whether some key matches two of ``patterns`` (searched, as JSON Schema says)."""
+        try:
+            self.check_disjoint_patterns(patterns, path)
+        except SchemaError:
+            return True
+        return False
+
+    def pattern_regions(self: CompilerAPI, patterns: list[str], path: str) -> list[tuple[ByteDFA, list[int]]]:
+        """Overlapping ``patternProperties``: the keys (JSON strings written without escapes)
+        that match exactly the patterns of each set, for every set some key matches; such a
+        key's value is governed by every pattern of its set."""
+        helper = NFABuilder("patternProperties")
+        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
+
+        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        keys: list[ByteDFA | None] = []
+        for p in patterns:
+            fragment = sub.string({"pattern": p}, f"{path}/patternProperties")
+            try:
+                keys.append(None if fragment is None else helper.build(fragment))
+            except EmptyLanguageError:
+                keys.append(None)
+        plain = _complement(_RAW_FORBIDDEN)
+        anykey = NFABuilder("key")
+        every = anykey.build(
+            anykey.seq(
+                [
+                    anykey.literal('"'),
+                    anykey.repeat(lambda: anykey.chars(plain), 0, None),
+                    anykey.literal('"'),
+                ]
+            )
+        )
+        regions = []
+        for chosen in range(1, 1 << len(patterns)):
+            region: ByteDFA | None = every
+            for i, key in enumerate(keys):
+                if region is None:
+                    break
+                if chosen >> i & 1:
+                    region = None if key is None else intersect(region, key)
+                elif key is not None:
+                    region = difference(region, key)
+            if region is not None:
+                regions.append((region, [i for i in range(len(patterns)) if chosen >> i & 1]))
+        return regions
 
     def check_disjoint_patterns(self: CompilerAPI, patterns: list[str], path: str) -> None:
         dfas = []

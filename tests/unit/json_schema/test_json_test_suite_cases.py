@@ -102,6 +102,18 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
         ],
     ),
     ({"format": "uri"}, [("http://2001:0db8:85a3:0000:0000:8a2e:0370:7334", False), ("urn:a:b", True)]),
+    # patternProperties.json: "multiple simultaneous patternProperties are validated" (a key
+    # matching both patterns is governed by both schemas: the key sets split by what they match)
+    (
+        {"type": "object", "patternProperties": {"a*": {"type": "integer"}, "aaa*": {"maximum": 20}}},
+        [
+            ({"a": 21}, True),
+            ({"aaaa": 18}, True),
+            ({"a": "bar"}, False),
+            ({"aaaa": 31}, False),
+            ({"aaa": "foo", "aaaa": 31}, False),
+        ],
+    ),
     # minimum.json, exclusiveMinimum.json: decimal bounds are exact (they were rounded inward)
     ({"minimum": 1.1}, [(1.1, True), (1.2, True), (0.6, False), (1.09, False), (1, False), (2, True)]),
     ({"exclusiveMinimum": 1.1}, [(1.2, True), (1.1, False), (1.11, True), (0.6, False)]),
