@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from outlines_gguf.json_schema.refs import _LIST_KEYS, _MAP_KEYS, _SCHEMA_KEYS
+from outlines_gguf.json_schema.refs import _LIST_KEYS, _MAP_KEYS, _SCHEMA_KEYS, _escape
 from outlines_gguf.json_schema.validate import resolve_local
 
 _DYNAMIC = frozenset(
@@ -38,6 +38,9 @@ _DYNAMIC = frozenset(
     }
 )
 _KEYWORDS = ("unevaluatedProperties", "unevaluatedItems")
+MAX_BRANCHES = 16
+"""At most this many branches when an ``if``, ``anyOf`` or ``oneOf`` beside an unevaluated keyword
+is split out (nested ones multiply)."""
 
 
 def _contributors(root: Any, node: dict) -> list[dict] | None:
@@ -130,23 +133,115 @@ def rewrite_unevaluated(root: Any) -> Any:
     if not isinstance(root, dict) or not any(k in json.dumps(root) for k in _KEYWORDS):
         return root
 
-    def transform(node: Any) -> Any:
+    targets = _ref_pointers(root)  # where $refs lead (a node split into branches is rebuilt)
+
+    def transform(node: Any, pointer: str) -> Any:
         if not isinstance(node, dict):
             return node
         out: dict[str, Any] = {}
         for key, value in node.items():
+            here = f"{pointer}/{_escape(key)}"
             if key in _MAP_KEYS and isinstance(value, dict):
-                out[key] = {name: transform(child) for name, child in value.items()}
+                out[key] = {
+                    name: transform(child, f"{here}/{_escape(name)}") for name, child in value.items()
+                }
             elif key in _LIST_KEYS and isinstance(value, list):
-                out[key] = [transform(child) for child in value]
+                out[key] = [transform(child, f"{here}/{i}") for i, child in enumerate(value)]
             elif key in _SCHEMA_KEYS or key in _LIST_KEYS:
-                out[key] = transform(value)
+                out[key] = transform(value, here)
             else:
                 out[key] = value
-        if "unevaluatedProperties" in node:
-            out = _rewrite_properties(root, node, out) or out
-        if "unevaluatedItems" in out:
-            out = _rewrite_items(root, node, out) or out
-        return out
+        inside = any(t.startswith(pointer + "/") for t in targets)
+        return _rewrite(root, node, out, 1 if inside else MAX_BRANCHES)
 
-    return transform(root)
+    return transform(root, "")
+
+
+def _rewrite(root: Any, node: dict, out: dict, budget: int) -> dict:
+    """``out`` (``node`` with its subschemas rewritten) with its unevaluated keywords rewritten,
+    through branches where ``node`` itself holds an ``if``, ``anyOf`` or ``oneOf``."""
+    if not any(k in node for k in _KEYWORDS):
+        return out
+    branches = _branches(node, out) if budget > 1 else None
+    if branches is not None and len(branches) <= budget:
+        rewritten = [_rewrite(root, b, b, budget // len(branches)) for b in branches]
+        if not any(k in b for b in rewritten for k in _KEYWORDS):
+            return {"anyOf": rewritten}
+        return out  # some branch stays dynamic: refused, naming the keyword
+    if "unevaluatedProperties" in node:
+        out = _rewrite_properties(root, node, out) or out
+    if "unevaluatedItems" in out:
+        out = _rewrite_items(root, node, out) or out
+    return out
+
+
+def _branches(node: dict, out: dict) -> list[dict] | None:
+    """Schemas whose union is ``out`` (or, for ``anyOf``, a subset of it: see below), each with
+    one in-place keyword whose annotations depend on the value fewer, or None.
+
+    - ``if``/``then``/``else``: (if, then) or (not if, else): exclusive, so exact; ``not if``
+      passes no annotations on, as a failed ``if`` does not.
+    - ``oneOf``: branch i and none of the others: exact.
+    - ``anyOf``: branch i alone, for each i: every value accepted is valid (the names a branch
+      evaluates are among those every passing branch does), but a value whose unevaluated names
+      need two passing branches is not accepted.
+    """
+    rest = {k: v for k, v in out.items()}
+    parts = list(out.get("allOf", [])) if isinstance(out.get("allOf", []), list) else None
+    if parts is None:
+        return None
+
+    def with_parts(extra: list, negated: Any = None) -> dict:
+        """``rest`` and ``extra`` (and ``not negated``: beside the rest where it has no ``not``,
+        so the compiler negates it with the rest instead of intersecting automata)."""
+        branch = {**rest, "allOf": [*parts, *extra]}
+        if negated is not None:
+            if "not" in branch:
+                branch["allOf"].append({"not": negated})
+            else:
+                branch["not"] = negated
+        return branch
+
+    if "if" in node:
+        for key in ("if", "then", "else"):
+            rest.pop(key, None)
+        condition = out["if"]
+        return [
+            with_parts([condition, out.get("then", True)]),
+            with_parts([out.get("else", True)], condition),
+        ]
+    if "if" not in node:
+        for key in ("then", "else"):  # without if they do nothing
+            rest.pop(key, None)
+    for key in ("oneOf", "anyOf"):
+        options = out.get(key)
+        if key not in node:
+            continue
+        if not isinstance(options, list) or not options:
+            return None
+        rest.pop(key)
+        if key == "anyOf":
+            return [with_parts([b]) for b in options]
+        return [
+            with_parts(
+                [b], {"anyOf": [o for j, o in enumerate(options) if j != i]} if len(options) > 1 else None
+            )
+            for i, b in enumerate(options)
+        ]
+    return None
+
+
+def _ref_pointers(root: Any) -> list[str]:
+    """The JSON pointers of every local ``$ref`` anywhere in ``root``."""
+    out = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#"):
+                out.append(ref[1:])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
