@@ -64,12 +64,15 @@ _UNICODE_PATTERNS = {"digit": r"\d+", "word": r"\w+", "space": r"\s+"}
 
 @cache
 def _unicode_category(name: str) -> Ranges:
-    """Code points Python's ``str`` regexes put in ``\\d``, ``\\w`` or ``\\s``."""
+    """Code points Python's ``str`` regexes put in ``\\d``, ``\\w`` or ``\\s`` (and U+FEFF, which
+    ECMA-262 calls a space, so that a negated class excludes what either calls one)."""
     text = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, MAX_CODEPOINT + 1)))
     out = []
     for m in re.finditer(_UNICODE_PATTERNS[name], text):
         lo, hi = ord(m.group()[0]), ord(m.group()[-1])
         out.append((lo, hi))
+    if name == "space":
+        out.append((0xFEFF, 0xFEFF))  # ECMA-262's \s has it too (JSON Schema patterns): \S excludes it
     return _normalize(out)
 
 

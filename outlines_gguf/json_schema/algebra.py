@@ -312,7 +312,7 @@ def _merge_all(parts: list[Any]) -> dict | None:
             continue
         if part is False or not isinstance(part, dict):
             return None if part is not False else {"enum": []}
-        if (set(part) & KNOWN_KEYWORDS) - _MERGEABLE:
+        if (set(part) & KNOWN_KEYWORDS) - _MERGEABLE - {"not"}:
             return None
         for key, value in part.items():
             if key in ANNOTATIONS or key not in KNOWN_KEYWORDS:
@@ -325,6 +325,8 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 for name in common:
                     props[name] = {"allOf": [merged[key][name], value[name]]}
                 merged[key] = props
+            elif key == "not":  # not a and not b: not (a or b)
+                merged[key] = {"anyOf": [merged[key], value]}
             elif key == "required" or key in _NEGATION_MARKERS:
                 merged[key] = [*merged[key], *(v for v in value if v not in merged[key])]
             elif key == "type":

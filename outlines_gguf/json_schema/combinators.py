@@ -151,9 +151,10 @@ class _CombinatorRules:
         return self.b.dfa(result)
 
     def inline_refs(self: CompilerAPI, schema: Any, path: str) -> Any:
-        """Replace a top-level $ref by its target, so allOf parts can be merged."""
+        """Replace a top-level $ref by its target, so allOf parts can be merged (beside
+        annotations, ``$defs`` and unknown keywords only: they constrain nothing)."""
         seen: set[str] = set()
-        while isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
+        while isinstance(schema, dict) and "$ref" in schema and not (set(schema) - {"$ref"}) & KNOWN_KEYWORDS:
             ref = schema["$ref"]
             if not isinstance(ref, str):
                 raise self.fail("$ref must be a string", path)

@@ -6,7 +6,7 @@ a JSON value; the schema compiler places it inside the JSON structure.
 
 from __future__ import annotations
 
-import math
+from decimal import Decimal
 
 # -- integers --------------------------------------------------------------------------------
 
@@ -85,42 +85,96 @@ _EXPONENT = r"(?:[eE][+-]?[0-9]+)?"
 NUMBER = r"-?(?:0|[1-9][0-9]*)" + _FRACTION + _EXPONENT
 
 
-def _bound(value: float | None, exclusive: bool, lower: bool) -> tuple[int | None, bool]:
-    """Round a bound inward to an integer: a subset of the values, never more."""
-    if value is None:
-        return None, False
-    if value == int(value):
-        return int(value), exclusive
-    return (math.ceil(value) if lower else math.floor(value)), False
+def _decimal(value: float) -> Decimal:
+    """A bound as the decimal the schema wrote (a float's shortest repr: 1.1 is 1.1)."""
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(float(value)))
 
 
-def _magnitudes(lo: tuple[int, bool] | None, hi: tuple[int, bool] | None) -> list[str]:
-    """Regexes for the magnitudes m >= 0 (integer part and fraction) with lo <= m <= hi.
+def _split(value: Decimal) -> tuple[int, str]:
+    """A non-negative decimal as its integer part and its fraction digits (no trailing zeros)."""
+    whole = int(value)
+    digits = format(value - whole, "f").partition(".")[2].rstrip("0")
+    return whole, digits
 
-    ``lo`` and ``hi`` are (integer, exclusive) or None for unbounded.
-    """
-    lo_i, lo_x = lo if lo is not None else (0, False)
-    parts: list[str] = []
-    # integer parts strictly between the bounds take any fraction
-    any_lo = lo_i + 1 if lo_x else lo_i
-    if hi is None:
-        any_hi: int | None = None
-    else:
-        hi_i, hi_x = hi
-        any_hi = hi_i - 1
-    core = _non_negative_range(any_lo, any_hi) if any_hi is None or any_lo <= any_hi else None
+
+def _digit_class(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"[{lo}-{hi}]"
+
+
+# Fraction digits as sets of digit strings D (the value 0.D; the empty string is 0): each helper
+# returns (alternatives matching non-empty D, whether the empty D, no fraction at all, is in).
+
+
+def _fraction_at_least(f: str, strict: bool) -> tuple[list[str], bool]:
+    if not f:
+        return (["[0-9]*[1-9][0-9]*"] if strict else ["[0-9]+"]), not strict
+    alts = [f[:i] + _digit_class(int(c) + 1, 9) + "[0-9]*" for i, c in enumerate(f) if c != "9"]
+    alts.append(f + ("[0-9]*[1-9][0-9]*" if strict else "[0-9]*"))
+    return alts, False
+
+
+def _fraction_at_most(f: str, strict: bool) -> tuple[list[str], bool]:
+    if not f:
+        return ([] if strict else ["0+"]), not strict
+    alts = [f[:i] + _digit_class(0, int(c) - 1) + "[0-9]*" for i, c in enumerate(f) if c != "0"]
+    alts += [f[:j] for j in range(1, len(f))]  # shorter: the rest of f is not zero
+    if not strict:
+        alts.append(f + "0*")
+    return alts, True
+
+
+def _fraction_between(a: str, a_strict: bool, b: str, b_strict: bool) -> tuple[list[str], bool]:
+    """0.a <= 0.D <= 0.b (or strictly), for 0.a < 0.b."""
+    width = max(len(a), len(b))
+    pa, pb = a.ljust(width, "0"), b.ljust(width, "0")
+    i = next(k for k in range(width) if pa[k] != pb[k])
+    prefix, da, db = pb[:i], int(pa[i]), int(pb[i])
+    alts = []
+    low, _ = _fraction_at_least(a[i + 1 :], a_strict)
+    alts += [prefix + str(da) + alt for alt in low]
+    if len(a) <= i + 1 and not a_strict:
+        alts.append(prefix + str(da))  # D ends at a's last digit (or within its zeros): D = a
+    if db - da > 1:
+        alts.append(prefix + _digit_class(da + 1, db - 1) + "[0-9]*")
+    high, high_empty = _fraction_at_most(b[i + 1 :], b_strict)
+    alts += [prefix + str(db) + alt for alt in high]
+    if high_empty:
+        alts.append(prefix + str(db))
+    if not a_strict:  # D shorter than the first difference, and a no longer than D: D = a
+        alts += [prefix[:j] for j in range(max(len(a), 1), i + 1)]
+    return alts, not a and not a_strict
+
+
+def _with_fraction(whole: str, fraction: tuple[list[str], bool]) -> str | None:
+    alts, empty = fraction
+    if not alts:
+        return whole if empty else None
+    body = r"\.(?:" + "|".join(alts) + ")"
+    return whole + (f"(?:{body})?" if empty else body)
+
+
+def _magnitudes(lo: tuple[Decimal, bool], hi: tuple[Decimal, bool] | None) -> list[str]:
+    """Regexes for the magnitudes m >= 0 (integer part and fraction, no exponent) with
+    lo <= m <= hi (strictly where the flag says), ``hi`` None for unbounded; exact."""
+    (lo_v, lo_x) = lo
+    if hi is not None and (lo_v > hi[0] or (lo_v == hi[0] and (lo_x or hi[1]))):
+        return []
+    lo_i, lo_f = _split(lo_v)
+    if hi is not None:
+        hi_i, hi_f = _split(hi[0])
+        if hi_i == lo_i:
+            if lo_f == hi_f:  # lo == hi, both inclusive
+                part = _with_fraction(str(lo_i), ([lo_f + "0*"] if lo_f else ["0+"], not lo_f))
+            else:
+                part = _with_fraction(str(lo_i), _fraction_between(lo_f, lo_x, hi_f, hi[1]))
+            return [part] if part else []
+    parts = [_with_fraction(str(lo_i), _fraction_at_least(lo_f, lo_x))]
+    core = _non_negative_range(lo_i + 1, None if hi is None else hi_i - 1)
     if core:
         parts.append(core + _FRACTION)
-    if lo_x and (hi is None or lo_i < hi[0] or (lo_i == hi[0] and not hi[1])):
-        # lo itself, with a fraction that is not zero (lo < m)
-        if hi is None or lo_i < hi[0]:
-            parts.append(str(lo_i) + _NONZERO_FRACTION)
     if hi is not None:
-        hi_i, hi_x = hi
-        if not hi_x and hi_i >= any_lo - (0 if not lo_x else 1) and (hi_i > lo_i or not lo_x):
-            if hi_i >= lo_i:
-                parts.append(str(hi_i) + _ZERO_FRACTION)
-    return parts
+        parts.append(_with_fraction(str(hi_i), _fraction_at_most(hi_f, hi[1])))
+    return [p for p in parts if p]
 
 
 def number_range(
@@ -128,29 +182,25 @@ def number_range(
 ) -> str | None:
     """Regex for JSON numbers x with the given bounds (None when unbounded).
 
-    Exact for integer bounds; a non-integer bound is rounded inward (the
-    regex then accepts a subset). Bounded numbers are written without an
-    exponent.
+    Exact for any decimal bounds (compared as the decimals the schema wrote) over numbers
+    written without an exponent; bounded numbers are written so (a subset), and never as -0.
     """
     if minimum is None and maximum is None:
         return NUMBER
-    lo = _bound(minimum, exclusive_min, lower=True)
-    hi = _bound(maximum, exclusive_max, lower=False)
-    lo_v, hi_v = lo[0], hi[0]
-    if lo_v is not None and hi_v is not None and (lo_v > hi_v or (lo_v == hi_v and (lo[1] or hi[1]))):
+    lo = None if minimum is None else (_decimal(minimum), exclusive_min)
+    hi = None if maximum is None else (_decimal(maximum), exclusive_max)
+    if lo is not None and hi is not None and (lo[0] > hi[0] or (lo[0] == hi[0] and (lo[1] or hi[1]))):
         return None
     parts: list[str] = []
-    # x >= 0 (or x > 0 side): magnitude bounds are the same numbers
-    if hi_v is None or hi_v > 0 or (hi_v == 0 and not hi[1]):
-        low = (lo_v, lo[1]) if lo_v is not None and lo_v >= 0 else None
-        parts += _magnitudes(low, None if hi_v is None else (hi_v, hi[1]))
+    zero = Decimal(0)
+    # x >= 0: magnitude bounds are the same numbers
+    if hi is None or hi[0] > 0 or (hi[0] == 0 and not hi[1]):
+        low = lo if lo is not None and lo[0] >= 0 else (zero, False)
+        parts += _magnitudes(low, hi)
     # x < 0: magnitude |x| > 0 with bounds mirrored
-    if lo_v is None or lo_v < 0:
-        mag_hi = None if lo_v is None else (-lo_v, lo[1])
-        if hi_v is not None and hi_v < 0:
-            mag_lo = (-hi_v, hi[1])
-        else:
-            mag_lo = (0, True)  # strictly below zero
+    if lo is None or lo[0] < 0:
+        mag_hi = None if lo is None else (-lo[0], lo[1])
+        mag_lo = (-hi[0], hi[1]) if hi is not None and hi[0] < 0 else (zero, True)  # strictly below 0
         parts += ["-" + p for p in _magnitudes(mag_lo, mag_hi)]
     return "(?:" + "|".join(parts) + ")" if parts else None
 
@@ -190,8 +240,21 @@ _IPV6 = (
     )
     + ")"
 )
-_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-_URI_CHAR = r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
+_LABEL = (
+    # letters, digits, inner hyphens, at most 63; never "--" in the 3rd and 4th places (RFC 5891
+    # reserves that for A-labels, "xn--" and Punycode, which no regex can check)
+    r"[a-zA-Z0-9](?:[a-zA-Z0-9-](?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]{0,59}[a-zA-Z0-9]"
+    r"|-[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,58}[a-zA-Z0-9])?)|[a-zA-Z0-9])?"
+)
+_ATEXT = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
+# RFC 5322 dot-atom local part, at most 64 characters: a long one without dots, or a dotted one
+# of at most 32 characters between the dots
+_LOCAL_PART = rf"(?:{_ATEXT}{{1,64}}|{_ATEXT}(?:\.?{_ATEXT}){{0,31}})"
+# RFC 3986: scheme ":" ("//" authority path-abempty / path-absolute / path-rootless / empty)
+# ["?" query] ["#" fragment]; a port is digits, an IP literal an IPv6 address
+_PCT = r"%[0-9A-Fa-f]{2}"
+_REG_CHAR = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|{_PCT})"
+_PCHAR = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|{_PCT})"
 
 STRING_FORMATS: dict[str, str] = {
     "date": DATE,
@@ -199,11 +262,16 @@ STRING_FORMATS: dict[str, str] = {
     "date-time": DATE + "T" + TIME,
     "duration": rf"P(?:{_DUR_DATE}(?:{_DUR_TIME})?|{_DUR_TIME}|[0-9]+W)",
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "email": r"[a-zA-Z0-9._%+-]{1,64}@[a-zA-Z0-9-]{1,63}(?:\.[a-zA-Z0-9-]{1,63}){0,4}\.[a-zA-Z]{2,24}",
+    "email": rf"{_LOCAL_PART}@{_LABEL}(?:\.{_LABEL}){{0,4}}\.[a-zA-Z]{{2,24}}",
     "ipv4": _IPV4,
     "ipv6": _IPV6,
     "hostname": rf"(?:{_LABEL}\.)*{_LABEL}",
-    "uri": rf"[a-zA-Z][a-zA-Z0-9+.-]*:{_URI_CHAR}*",
+    "uri": (
+        rf"[a-zA-Z][a-zA-Z0-9+.-]*:"
+        rf"(?://(?:(?:{_REG_CHAR}|:)*@)?(?:\[{_IPV6}\]|{_REG_CHAR}*)(?::[0-9]*)?(?:/{_PCHAR}*)*"
+        rf"|/(?:{_PCHAR}+(?:/{_PCHAR}*)*)?|{_PCHAR}+(?:/{_PCHAR}*)*|)"
+        rf"(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"
+    ),
 }
 """Regexes for the string formats we enforce (content of the JSON string)."""
 _JSON_POINTER = r"(?:/(?:[^~/]|~[01])*)*"

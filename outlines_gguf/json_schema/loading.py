@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from outlines_gguf.errors import ConstraintTooComplexError, SchemaError
+from outlines_gguf.json_schema.refs import localize_refs
+from outlines_gguf.json_schema.unevaluated import rewrite_unevaluated
 
 
 def load_schema(schema: Any) -> tuple[Any, bool]:
@@ -35,6 +37,10 @@ def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[s
     root, is_pydantic = load_schema(schema)
     if extra_properties is None and is_pydantic:
         extra_properties = False
+    try:
+        root = rewrite_unevaluated(localize_refs(root))
+    except RecursionError as exc:
+        raise ConstraintTooComplexError("the schema is nested too deeply") from exc
     return canonical_schema(root), extra_properties
 
 

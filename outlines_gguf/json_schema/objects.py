@@ -11,7 +11,7 @@ from outlines_gguf.automata.charsets import _complement, _normalize
 from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.ops import difference, intersect
 from outlines_gguf.automata.regex import Fragment, NFABuilder
-from outlines_gguf.errors import EmptyLanguageError
+from outlines_gguf.errors import EmptyLanguageError, SchemaError
 from outlines_gguf.json_schema.keywords import (
     CHUNK_KEY,
     EXTRA_KEY,
@@ -23,11 +23,15 @@ from outlines_gguf.json_schema.keywords import (
     call_marker,
 )
 from outlines_gguf.json_schema.lexical import _NO_KEY, _RAW_FORBIDDEN, _intersect_ranges, _searched
+from outlines_gguf.json_schema.validate import Undecided, pattern_matches
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
 
 ANY_ORDER_MAX = 3
+MAX_OVERLAPPING_PATTERNS = 4
+"""Overlapping ``patternProperties`` (a key matching two must satisfy both schemas) are split
+into the sets of patterns a key matches, 2^n - 1 of them: up to this many patterns."""
 """In split mode, an object with at most this many declared properties (and no
 min/maxProperties) takes them in any order: one automaton state per set of members written.
 Larger objects take them in the order of ``properties`` (extra members still anywhere)."""
@@ -53,6 +57,8 @@ class _ObjectRules:
         for name in required:
             if name not in props:
                 props = {**props, name: True}
+        if CHUNK_KEY not in schema and EXTRA_KEY not in schema:  # (runs and extras: done by their object)
+            props = self.member_schemas(schema, props, path)
         names = self.key_names(schema.get("propertyNames", True), f"{path}/propertyNames")
         if names is not None:  # keys propertyNames refuses cannot be written, declared or not
             allowed = {n for n in props if names.matches(json.dumps(n, ensure_ascii=False).encode())}
@@ -112,6 +118,34 @@ class _ObjectRules:
         if self.calls is not None and 1 < len(members) <= ANY_ORDER_MAX and min_p == 0 and max_p is None:
             return self.any_order_body(members, extra)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
+
+    def member_schemas(self: CompilerAPI, schema: dict, props: dict, path: str) -> dict:
+        """Each member's whole schema: a key is governed by its ``properties`` entry *and* every
+        ``patternProperties`` pattern it matches, and by ``additionalProperties`` where neither
+        (a name only ``required`` lists is such a key: ``additionalProperties: false`` makes it
+        impossible). Declared keys are written as members, never as pattern or extra keys, so
+        their members must carry all of that."""
+        declared = schema.get("properties") or {}
+        patterns = schema.get("patternProperties") or {}
+        additional = schema.get("additionalProperties", True)
+        if not patterns and (additional is True or additional == {} or set(props) == set(declared)):
+            return props
+        out = {}
+        for name, sub in props.items():
+            parts = [sub] if name in declared else []
+            for pat, pat_sub in patterns.items():
+                try:
+                    found = pattern_matches(pat, name)
+                except Undecided as exc:
+                    message = f"patternProperties: {exc} cannot be matched against {name!r}"
+                    raise self.fail(message, path) from exc
+                if found:
+                    parts.append(pat_sub)
+            if not parts:
+                parts = [additional]
+            kept = [p for p in parts if p is not True and p != {}]
+            out[name] = True if not kept else kept[0] if len(kept) == 1 else {"allOf": kept}
+        return out
 
     def any_order_body(
         self: CompilerAPI,
@@ -319,9 +353,21 @@ class _ObjectRules:
         if pattern_props:
             patterns = list(pattern_props.items())
 
+            overlapping = len(patterns) > 1 and self.patterns_overlap([p for p, _ in patterns], path)
+            if overlapping and len(patterns) > MAX_OVERLAPPING_PATTERNS and not self.lenient:
+                self.check_disjoint_patterns([p for p, _ in patterns], path)  # raises: which two
+
             def make_pattern() -> Fragment | None:
                 options = []
-                for pat, sub in patterns:
+                if overlapping and len(patterns) <= MAX_OVERLAPPING_PATTERNS:
+                    for region, subs in self.pattern_regions([p for p, _ in patterns], path):
+                        key = self.restrict_key(self.key_excluding_dfa(self.b.dfa(region), props), key_names)
+                        schemas = [patterns[i][1] for i in subs]
+                        sub_schema = schemas[0] if len(schemas) == 1 else {"allOf": schemas}
+                        v = self.value(sub_schema, f"{path}/patternProperties", depth)
+                        if key is not None and v is not None:
+                            options.append(self.b.seq([key, self.colon(), v]))
+                for pat, sub in [] if overlapping and len(patterns) <= MAX_OVERLAPPING_PATTERNS else patterns:
                     key = self.string({"pattern": pat}, f"{path}/patternProperties")
                     if key is None:
                         continue
@@ -341,8 +387,6 @@ class _ObjectRules:
                         options.append(self.b.seq([other, self.colon(), v]))
                 return self.b.alt(options)
 
-            if len(patterns) > 1 and not self.lenient:
-                self.check_disjoint_patterns([p for p, _ in patterns], path)
             return make_pattern
         if additional is False:
             return None
@@ -361,6 +405,54 @@ class _ObjectRules:
             return self.b.seq([self.restrict_key(self.key_except(list(props)), key_names), self.colon(), v])
 
         return make_additional
+
+    def patterns_overlap(self: CompilerAPI, patterns: list[str], path: str) -> bool:
+        """Whether some key matches two of ``patterns`` (searched, as JSON Schema says)."""
+        try:
+            self.check_disjoint_patterns(patterns, path)
+        except SchemaError:
+            return True
+        return False
+
+    def pattern_regions(self: CompilerAPI, patterns: list[str], path: str) -> list[tuple[ByteDFA, list[int]]]:
+        """Overlapping ``patternProperties``: the keys (JSON strings written without escapes)
+        that match exactly the patterns of each set, for every set some key matches; such a
+        key's value is governed by every pattern of its set."""
+        helper = NFABuilder("patternProperties")
+        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
+
+        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        keys: list[ByteDFA | None] = []
+        for p in patterns:
+            fragment = sub.string({"pattern": p}, f"{path}/patternProperties")
+            try:
+                keys.append(None if fragment is None else helper.build(fragment))
+            except EmptyLanguageError:
+                keys.append(None)
+        plain = _complement(_RAW_FORBIDDEN)
+        anykey = NFABuilder("key")
+        every = anykey.build(
+            anykey.seq(
+                [
+                    anykey.literal('"'),
+                    anykey.repeat(lambda: anykey.chars(plain), 0, None),
+                    anykey.literal('"'),
+                ]
+            )
+        )
+        regions = []
+        for chosen in range(1, 1 << len(patterns)):
+            region: ByteDFA | None = every
+            for i, key in enumerate(keys):
+                if region is None:
+                    break
+                if chosen >> i & 1:
+                    region = None if key is None else intersect(region, key)
+                elif key is not None:
+                    region = difference(region, key)
+            if region is not None:
+                regions.append((region, [i for i in range(len(patterns)) if chosen >> i & 1]))
+        return regions
 
     def check_disjoint_patterns(self: CompilerAPI, patterns: list[str], path: str) -> None:
         dfas = []

@@ -26,6 +26,13 @@ NUMBER: /[0-9]+/
 """
 
 
+# unevaluatedProperties beside dependentSchemas: what is evaluated depends on the value
+UNENFORCEABLE = (
+    '{"type": "object", "dependentSchemas": {"a": {"required": ["b"]}}, '
+    '"unevaluatedProperties": false}'
+)
+
+
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the command line; one thread keeps it quick on a busy two-core machine."""
     model = require(MODELS / MODEL_FILES["qwen2-152k"])
@@ -140,7 +147,7 @@ def test_incomplete_generation_exits_1() -> None:
         (["json", "[1, 2]", "-p", "x", "--model", "no-such-model.gguf"], r"a schema must be .* got list"),
         (
             [
-                "json", '{"type": "object", "unevaluatedProperties": false}',
+                "json", UNENFORCEABLE,
                 "-p", "x", "--model", "no-such-model.gguf",
             ],
             r"keyword 'unevaluatedProperties' cannot be enforced \(pass --lenient",

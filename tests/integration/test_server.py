@@ -556,7 +556,9 @@ def bad(client: openai.OpenAI, **kwargs: Any) -> openai.BadRequestError:
 
 
 def test_bad_requests_are_400_naming_the_problem(client: openai.OpenAI) -> None:
-    schema = {"type": "object", "properties": {"tags": {"type": "object", "unevaluatedProperties": False}}}
+    # unevaluatedProperties beside dependentSchemas: what is evaluated depends on the value
+    tags = {"type": "object", "dependentSchemas": {"a": {"required": ["b"]}}, "unevaluatedProperties": False}
+    schema = {"type": "object", "properties": {"tags": tags}}
     e = bad(client, response_format=schema_format(schema))
     assert e.param == "response_format.json_schema.schema" and e.type == "invalid_request_error"
     assert "#/properties/tags" in e.message and "unevaluatedProperties" in e.message

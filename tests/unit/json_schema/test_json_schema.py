@@ -208,7 +208,12 @@ def test_pydantic_models_keep_field_order_and_no_extras() -> None:
             "#/properties/a: \\$ref '#/\\$defs/missing' points to nothing",
         ),
         (
-            {"properties": {"a": {"unevaluatedProperties": False}}},
+            # beside dependentSchemas, what is evaluated depends on the value
+            {
+                "properties": {
+                    "a": {"dependentSchemas": {"b": {"required": ["c"]}}, "unevaluatedProperties": False},
+                },
+            },
             "#/properties/a: keyword 'unevaluatedProperties' cannot be enforced",
         ),
         ({"type": "array", "contains": {"format": "email"}}, "#/contains: keyword 'contains'"),

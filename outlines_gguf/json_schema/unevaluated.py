@@ -1,0 +1,247 @@
+"""``unevaluatedProperties``/``unevaluatedItems`` rewritten where what is evaluated is static.
+
+A property (an item) is *evaluated* by the keywords of the schema and of the subschemas that
+apply to the same value and pass: ``allOf`` parts, ``$ref`` targets (``not`` passes no
+annotations on). Where none of those holds a keyword whose annotations depend on the value
+(``anyOf``, ``oneOf``, ``if``, ``dependentSchemas``, ``contains``, dynamic references), the
+evaluated names and patterns are the union of their ``properties`` and ``patternProperties``
+(every name, beside an ``additionalProperties`` or a nested ``unevaluatedProperties``), and
+
+    unevaluatedProperties: U  ==  properties += {name: true}, patternProperties += {p: true},
+                                  additionalProperties: U
+
+exactly (``additionalProperties`` governs the names neither lists). Items likewise: the longest
+``prefixItems`` (every item beside ``items`` or a nested ``unevaluatedItems``), and
+``unevaluatedItems: U`` is ``prefixItems`` padded with ``true`` to that length and ``items: U``.
+Other uses are left as written (the compiler refuses them, naming the keyword).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from outlines_gguf.json_schema.refs import _LIST_KEYS, _MAP_KEYS, _SCHEMA_KEYS, _escape
+from outlines_gguf.json_schema.validate import resolve_local
+
+_DYNAMIC = frozenset(
+    {
+        "anyOf",
+        "oneOf",
+        "if",
+        "then",
+        "else",
+        "dependentSchemas",
+        "dependencies",
+        "$dynamicRef",
+        "$recursiveRef",
+    }
+)
+_KEYWORDS = ("unevaluatedProperties", "unevaluatedItems")
+MAX_BRANCHES = 16
+"""At most this many branches when an ``if``, ``anyOf`` or ``oneOf`` beside an unevaluated keyword
+is split out (nested ones multiply)."""
+
+
+def _contributors(root: Any, node: dict) -> list[dict] | None:
+    """The node and the subschemas applied in place with it (allOf parts, $ref targets), or None
+    where one of them evaluates what only the value can tell (or refs cycle in place)."""
+    out: list[dict] = []
+    seen: set[int] = set()
+    stack: list[Any] = [node]
+    while stack:
+        schema = stack.pop()
+        if schema is True:
+            continue
+        if not isinstance(schema, dict):
+            return None
+        if id(schema) in seen:
+            return None  # an in-place cycle
+        seen.add(id(schema))
+        if _DYNAMIC & set(schema):
+            return None
+        out.append(schema)
+        parts = schema.get("allOf", [])
+        if not isinstance(parts, list):
+            return None
+        stack.extend(parts)
+        ref = schema.get("$ref")
+        if ref is not None:
+            if not isinstance(ref, str):
+                return None
+            try:
+                stack.append(resolve_local(root, ref))
+            except LookupError:
+                return None
+    return out
+
+
+def _rewrite_properties(root: Any, node: dict, into: dict) -> dict | None:
+    """``into`` (``node`` with its subschemas rewritten) without ``unevaluatedProperties``, or
+    None where it cannot be rewritten."""
+    contributors = _contributors(root, node)
+    if contributors is None:
+        return None
+    names: dict[str, None] = {}
+    patterns: dict[str, None] = {}
+    for i, schema in enumerate(contributors):
+        if "additionalProperties" in schema or (i > 0 and "unevaluatedProperties" in schema):
+            return {k: v for k, v in into.items() if k != "unevaluatedProperties"}  # every name
+        props, pats = schema.get("properties", {}), schema.get("patternProperties", {})
+        if not isinstance(props, dict) or not isinstance(pats, dict):
+            return None
+        names.update(dict.fromkeys(props))
+        patterns.update(dict.fromkeys(pats))
+    out = {k: v for k, v in into.items() if k != "unevaluatedProperties"}
+    own_props, own_pats = into.get("properties", {}), into.get("patternProperties", {})
+    extra_names = {n: True for n in names if n not in own_props}
+    extra_pats = {p: True for p in patterns if p not in own_pats}
+    if extra_names:
+        out["properties"] = {**own_props, **extra_names}
+    if extra_pats:
+        out["patternProperties"] = {**own_pats, **extra_pats}
+    out["additionalProperties"] = into["unevaluatedProperties"]
+    return out
+
+
+def _rewrite_items(root: Any, node: dict, into: dict) -> dict | None:
+    contributors = _contributors(root, node)
+    if contributors is None:
+        return None
+    longest = 0
+    for i, schema in enumerate(contributors):
+        if "contains" in schema or isinstance(schema.get("items"), list) or "additionalItems" in schema:
+            return None  # contains evaluates what it matches; draft-7 tuples: not handled
+        if "items" in schema or (i > 0 and "unevaluatedItems" in schema):
+            return {k: v for k, v in into.items() if k != "unevaluatedItems"}  # every item
+        prefix = schema.get("prefixItems", [])
+        if not isinstance(prefix, list):
+            return None
+        longest = max(longest, len(prefix))
+    out = {k: v for k, v in into.items() if k != "unevaluatedItems"}
+    own = into.get("prefixItems", [])
+    if longest > len(own):
+        out["prefixItems"] = [*own, *([True] * (longest - len(own)))]
+    out["items"] = into["unevaluatedItems"]
+    return out
+
+
+def rewrite_unevaluated(root: Any) -> Any:
+    """``root`` with each ``unevaluatedProperties``/``unevaluatedItems`` whose evaluated set is
+    static rewritten as above (a new schema where anything changed; refs must be local pointers,
+    as :func:`.refs.localize_refs` leaves them)."""
+    if not isinstance(root, dict) or not any(k in json.dumps(root) for k in _KEYWORDS):
+        return root
+
+    targets = _ref_pointers(root)  # where $refs lead (a node split into branches is rebuilt)
+
+    def transform(node: Any, pointer: str) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            here = f"{pointer}/{_escape(key)}"
+            if key in _MAP_KEYS and isinstance(value, dict):
+                out[key] = {
+                    name: transform(child, f"{here}/{_escape(name)}") for name, child in value.items()
+                }
+            elif key in _LIST_KEYS and isinstance(value, list):
+                out[key] = [transform(child, f"{here}/{i}") for i, child in enumerate(value)]
+            elif key in _SCHEMA_KEYS or key in _LIST_KEYS:
+                out[key] = transform(value, here)
+            else:
+                out[key] = value
+        inside = any(t.startswith(pointer + "/") for t in targets)
+        return _rewrite(root, node, out, 1 if inside else MAX_BRANCHES)
+
+    return transform(root, "")
+
+
+def _rewrite(root: Any, node: dict, out: dict, budget: int) -> dict:
+    """``out`` (``node`` with its subschemas rewritten) with its unevaluated keywords rewritten,
+    through branches where ``node`` itself holds an ``if``, ``anyOf`` or ``oneOf``."""
+    if not any(k in node for k in _KEYWORDS):
+        return out
+    branches = _branches(node, out) if budget > 1 else None
+    if branches is not None and len(branches) <= budget:
+        rewritten = [_rewrite(root, b, b, budget // len(branches)) for b in branches]
+        if not any(k in b for b in rewritten for k in _KEYWORDS):
+            return {"anyOf": rewritten}
+        return out  # some branch stays dynamic: refused, naming the keyword
+    if "unevaluatedProperties" in node:
+        out = _rewrite_properties(root, node, out) or out
+    if "unevaluatedItems" in out:
+        out = _rewrite_items(root, node, out) or out
+    return out
+
+
+def _branches(node: dict, out: dict) -> list[dict] | None:
+    """Schemas whose union is ``out`` (or, for ``anyOf``, a subset of it: see below), each with
+    one in-place keyword whose annotations depend on the value fewer, or None.
+
+    - ``if``/``then``/``else``: (if, then) or (not if, else): exclusive, so exact; ``not if``
+      passes no annotations on, as a failed ``if`` does not.
+    - ``oneOf``: branch i and none of the others: exact.
+    - ``anyOf``: branch i alone, for each i: every value accepted is valid (the names a branch
+      evaluates are among those every passing branch does), but a value whose unevaluated names
+      need two passing branches is not accepted.
+    """
+    rest = {k: v for k, v in out.items()}
+    parts = list(out.get("allOf", [])) if isinstance(out.get("allOf", []), list) else None
+    if parts is None:
+        return None
+
+    def with_parts(extra: list, negated: Any = None) -> dict:
+        """``rest`` and ``extra`` (and ``not negated``: beside the rest where it has no ``not``,
+        so the compiler negates it with the rest instead of intersecting automata)."""
+        branch = {**rest, "allOf": [*parts, *extra]}
+        if negated is not None:
+            if "not" in branch:
+                branch["allOf"].append({"not": negated})
+            else:
+                branch["not"] = negated
+        return branch
+
+    if "if" in node:
+        for key in ("if", "then", "else"):
+            rest.pop(key, None)
+        condition = out["if"]
+        return [
+            with_parts([condition, out.get("then", True)]),
+            with_parts([out.get("else", True)], condition),
+        ]
+    if "if" not in node:
+        for key in ("then", "else"):  # without if they do nothing
+            rest.pop(key, None)
+    for key in ("oneOf", "anyOf"):
+        options = out.get(key)
+        if key not in node:
+            continue
+        if not isinstance(options, list) or not options:
+            return None
+        rest.pop(key)
+        if key == "anyOf":
+            return [with_parts([b]) for b in options]
+        return [
+            with_parts(
+                [b], {"anyOf": [o for j, o in enumerate(options) if j != i]} if len(options) > 1 else None
+            )
+            for i, b in enumerate(options)
+        ]
+    return None
+
+
+def _ref_pointers(root: Any) -> list[str]:
+    """The JSON pointers of every local ``$ref`` anywhere in ``root``."""
+    out = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#"):
+                out.append(ref[1:])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out

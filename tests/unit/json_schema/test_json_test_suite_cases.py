@@ -1,0 +1,388 @@
+"""Cases from the official JSON-Schema-Test-Suite that the engines once got wrong.
+
+``scripts/json_test_suite.py`` runs the whole suite (third-party data, not in this repository);
+each case here is a group's schema and tests copied by hand, checked on both engines: every
+instance the suite calls invalid is refused, every valid one accepted (where listed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+from decimal import Decimal
+
+import pytest
+from conftest import load_vocab
+
+from outlines_gguf import JSONLogitsProcessor, SchemaError
+from outlines_gguf.compiler import compile_json_schema
+from outlines_gguf.json_schema.leaves import number_range
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema
+
+# (schema, [(data, valid), ...])
+CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
+    # additionalProperties.json: "dependentSchemas with additionalProperties" (a name only
+    # dependentSchemas mentions is still additional, so false forbids it)
+    (
+        {
+            "properties": {"foo2": {}},
+            "dependentSchemas": {"foo": {}, "foo2": {"properties": {"bar": {}}}},
+            "additionalProperties": False,
+        },
+        [
+            ({"foo": ""}, False),
+            ({"bar": ""}, False),
+            ({"foo2": "", "bar": ""}, False),
+            ({"foo2": ""}, True),
+            ({}, True),
+        ],
+    ),
+    # a required name that properties does not declare is additional
+    (
+        {
+            "type": "object",
+            "properties": {"a": {}},
+            "required": ["b"],
+            "additionalProperties": {"type": "string"},
+        },
+        [({"b": 1}, False), ({"b": "x"}, True), ({"a": 1, "b": "x"}, True), ({"a": 1}, False)],
+    ),
+    # properties.json: "properties, patternProperties, additionalProperties interaction" (a
+    # declared key that a pattern matches is governed by both)
+    (
+        {
+            "properties": {"foo": {"type": "array", "maxItems": 3}, "bar": {"type": "array"}},
+            "patternProperties": {"f.o": {"minItems": 2}},
+            "additionalProperties": {"type": "integer"},
+        },
+        [
+            ({"foo": [1, 2]}, True),
+            ({"foo": [1, 2, 3, 4]}, False),
+            ({"foo": []}, False),
+            ({"fxo": [1, 2]}, True),
+            ({"fxo": []}, False),
+            ({"bar": []}, True),
+            ({"quux": 3}, True),
+            ({"quux": "foo"}, False),
+        ],
+    ),
+    # optional/ecmascript-regex.json: "\S matches everything but whitespace" (ECMA-262's \s has
+    # U+FEFF, Python's does not)
+    ({"type": "string", "pattern": "^\\S$"}, [("\ufeff", False), ("\u00a0", False), ("x", True)]),
+    # optional/format/email.json: dots in the local part
+    (
+        {"format": "email"},
+        [
+            (".test@example.com", False),
+            ("test.@example.com", False),
+            ("te..st@example.com", False),
+            ("te.s.t@example.com", True),
+            ("te~st@example.com", True),
+            ("joe.bloggs@example.com", True),
+        ],
+    ),
+    # optional/format/idn-hostname.json: "--" in the 3rd and 4th places (Punycode unchecked)
+    (
+        {"format": "idn-hostname"},
+        [("xn--X", False), ("XN--aa---o47jg78q", False), ("ab-c.d-e", True), ("a--b", True)],
+    ),
+    # optional/format/iri.json: a port is digits (an IPv6 host needs brackets)
+    (
+        {"format": "iri"},
+        [
+            ("http://2001:0db8:85a3:0000:0000:8a2e:0370:7334", False),
+            ("http://[2001:0db8:85a3:0000:0000:8a2e:0370:7334]", True),
+            ("http://foo.bar:8080/?baz=qux#quux", True),
+            ("http://-.~_!$&'()*+,;=:%40:80%2f::::::@example.com", True),
+            ("mailto:John.Doe@example.com", True),
+            ("http:// shouldfail.com", False),
+        ],
+    ),
+    ({"format": "uri"}, [("http://2001:0db8:85a3:0000:0000:8a2e:0370:7334", False), ("urn:a:b", True)]),
+    # patternProperties.json: "multiple simultaneous patternProperties are validated" (a key
+    # matching both patterns is governed by both schemas: the key sets split by what they match)
+    (
+        {"type": "object", "patternProperties": {"a*": {"type": "integer"}, "aaa*": {"maximum": 20}}},
+        [
+            ({"a": 21}, True),
+            ({"aaaa": 18}, True),
+            ({"a": "bar"}, False),
+            ({"aaaa": 31}, False),
+            ({"aaa": "foo", "aaaa": 31}, False),
+        ],
+    ),
+    # minimum.json, exclusiveMinimum.json: decimal bounds are exact (they were rounded inward)
+    ({"minimum": 1.1}, [(1.1, True), (1.2, True), (0.6, False), (1.09, False), (1, False), (2, True)]),
+    ({"exclusiveMinimum": 1.1}, [(1.2, True), (1.1, False), (1.11, True), (0.6, False)]),
+    ({"type": "number", "minimum": 0, "maximum": 0.5}, [(0.3, True), (0.5, True), (0.51, False), (0, True)]),
+]
+
+
+def _pushdown_accepts(guide: PushdownGuide, text: bytes) -> bool:
+    state = guide.advance(guide.initial_state, text)  # type: ignore[arg-type]
+    return bool(state) and guide.is_final(state)
+
+
+@pytest.mark.parametrize("engine", ["dfa", "pushdown"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: json.dumps(c[0])[:60])
+def test_suite_case(engine: str, case: tuple[dict, list[tuple[object, bool]]]) -> None:
+    schema, tests = case
+    if engine == "dfa":
+        dfa = compile_json_schema(schema)
+        accepts = dfa.matches
+    else:
+        guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+
+        def accepts(text: bytes) -> bool:
+            return _pushdown_accepts(guide, text)
+
+    for data, valid in tests:
+        assert accepts(json.dumps(data, ensure_ascii=False).encode()) == valid, (data, valid)
+        if not valid:  # nor with \u escapes
+            assert not accepts(json.dumps(data).encode()), data
+
+
+def test_required_name_that_additional_properties_forbids_is_no_value() -> None:
+    schema = {"properties": {"foo2": {}}, "required": ["foo"], "additionalProperties": False}
+    with pytest.raises(SchemaError, match="no JSON value"):
+        SplitSchema(schema)
+
+
+def test_number_ranges_are_exact_for_decimal_bounds() -> None:
+    """Every number written without an exponent (never -0) is matched exactly when it is within
+    the bounds, compared as decimals."""
+    bounds = [None, -1.5, -0.25, 0, 0.05, 0.5, 1, 1.1, 1.15, 1.105, 2, 10.01]
+    rng = random.Random(0)
+    texts = {f"{k / 100:.{d}f}" for k in range(-300, 1200, 7) for d in (0, 1, 2, 3)}
+    texts |= {f"{rng.uniform(-3, 12):.{rng.randint(0, 5)}f}" for _ in range(300)}
+    texts = {t for t in texts if not (t.startswith("-") and Decimal(t) == 0)}
+    for lo, hi, lx, hx in itertools.product(bounds, bounds, (False, True), (False, True)):
+        if (lo is None and lx) or (hi is None and hx):
+            continue
+        pattern = number_range(lo, hi, lx, hx)
+        low = None if lo is None else Decimal(repr(float(lo)))
+        high = None if hi is None else Decimal(repr(float(hi)))
+        for text in texts:
+            x = Decimal(text)
+            inside = (low is None or (x > low if lx else x >= low)) and (
+                high is None or (x < high if hx else x <= high)
+            )
+            matched = pattern is not None and re.fullmatch(pattern, text) is not None
+            assert matched == inside, (lo, hi, lx, hx, text)
+
+
+# $ref as a URI reference against the base URI of its resource ($id), with percent-encoded
+# pointers and anchors; both engines through JSONLogitsProcessor (which resolves them)
+REF_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
+    # ref.json: "refs with relative uris and defs"
+    (
+        {
+            "$id": "http://example.com/schema-relative-uri-defs1.json",
+            "properties": {
+                "foo": {
+                    "$id": "schema-relative-uri-defs2.json",
+                    "$defs": {"inner": {"properties": {"bar": {"type": "string"}}}},
+                    "$ref": "#/$defs/inner",
+                }
+            },
+            "$ref": "schema-relative-uri-defs2.json",
+        },
+        [
+            ({"foo": {"bar": 1}, "bar": "a"}, False),
+            ({"foo": {"bar": "a"}, "bar": 1}, False),
+            ({"foo": {"bar": "a"}, "bar": "a"}, True),
+        ],
+    ),
+    # ref.json: "$id must be resolved against nearest parent, not just immediate parent"
+    (
+        {
+            "$id": "http://example.com/a.json",
+            "$defs": {
+                "x": {
+                    "$id": "http://example.com/b/c.json",
+                    "not": {"$defs": {"y": {"$id": "d.json", "type": "number"}}},
+                }
+            },
+            "allOf": [{"$ref": "http://example.com/b/d.json"}],
+        },
+        [(1, True), ("a", False)],
+    ),
+    # ref.json: "escaped pointer ref" (percent-encoded)
+    (
+        {
+            "$defs": {"percent%field": {"type": "integer"}},
+            "properties": {"percent": {"$ref": "#/$defs/percent%25field"}},
+        },
+        [({"percent": 1}, True), ({"percent": "a"}, False)],
+    ),
+    # anchor.json: "same $anchor with different base uri"
+    (
+        {
+            "$id": "http://localhost:1234/draft2020-12/foobar",
+            "$defs": {
+                "A": {
+                    "$id": "child1",
+                    "allOf": [
+                        {"$id": "child2", "$anchor": "my_anchor", "type": "number"},
+                        {"$anchor": "my_anchor", "type": "string"},
+                    ],
+                }
+            },
+            "$ref": "child1#my_anchor",
+        },
+        [("a", True), (1, False)],
+    ),
+    # draft7 ref.json: "$ref prevents a sibling $id from changing the base uri" (draft 7 only)
+    (
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "$id": "http://localhost:1234/sibling_id/base/",
+            "definitions": {
+                "foo": {"$id": "http://localhost:1234/sibling_id/foo.json", "type": "string"},
+                "base_foo": {"$id": "foo.json", "type": "number"},
+            },
+            "allOf": [{"$id": "http://localhost:1234/sibling_id/", "$ref": "foo.json"}],
+        },
+        [("a", False), (1, True)],
+    ),
+]
+
+
+# unevaluatedProperties/unevaluatedItems where what is evaluated is static (json_schema/unevaluated.py)
+UNEVALUATED_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
+    # unevaluatedProperties.json: "unevaluatedProperties with nested properties"
+    (
+        {
+            "type": "object",
+            "properties": {"foo": {"type": "string"}},
+            "allOf": [{"properties": {"bar": {"type": "string"}}}],
+            "unevaluatedProperties": False,
+        },
+        [({"foo": "foo", "bar": "bar"}, True), ({"foo": "foo", "bar": "bar", "baz": "baz"}, False)],
+    ),
+    # "unevaluatedProperties with $ref"
+    (
+        {
+            "type": "object",
+            "$ref": "#/$defs/bar",
+            "properties": {"foo": {"type": "string"}},
+            "unevaluatedProperties": False,
+            "$defs": {"bar": {"properties": {"bar": {"type": "string"}}}},
+        },
+        [({"foo": "foo", "bar": "bar"}, True), ({"foo": "foo", "bar": "bar", "baz": "baz"}, False)],
+    ),
+    # "unevaluatedProperties can't see inside cousins"
+    (
+        {"type": "object", "allOf": [{"properties": {"foo": True}}, {"unevaluatedProperties": False}]},
+        [({"foo": 1}, False)],
+    ),
+    # "nested unevaluatedProperties, outer false, inner true, properties inside"
+    (
+        {
+            "type": "object",
+            "allOf": [{"properties": {"foo": {"type": "string"}}, "unevaluatedProperties": True}],
+            "unevaluatedProperties": False,
+        },
+        [({"foo": "foo"}, True), ({"foo": "foo", "bar": "bar"}, True)],
+    ),
+    # unevaluatedItems.json: "unevaluatedItems with nested tuple"
+    (
+        {
+            "type": "array",
+            "prefixItems": [{"type": "string"}],
+            "allOf": [{"prefixItems": [True, {"type": "number"}]}],
+            "unevaluatedItems": False,
+        },
+        [(["foo", 42], True), (["foo", 42, True], False)],
+    ),
+    # "unevaluatedProperties with if/then/else": (if, then) or (not if, else), each static
+    (
+        {
+            "type": "object",
+            "if": {"properties": {"foo": {"const": "then"}}, "required": ["foo"]},
+            "then": {"properties": {"bar": {"type": "string"}}, "required": ["bar"]},
+            "else": {"properties": {"baz": {"type": "string"}}, "required": ["baz"]},
+            "unevaluatedProperties": False,
+        },
+        [
+            ({"foo": "then", "bar": "bar"}, True),
+            ({"foo": "then", "bar": "bar", "baz": "baz"}, False),
+            ({"baz": "baz"}, True),
+            ({"foo": "else", "baz": "baz"}, False),
+        ],
+    ),
+    # "unevaluatedProperties with oneOf": branch i and not the others
+    (
+        {
+            "type": "object",
+            "properties": {"foo": {"type": "string"}},
+            "oneOf": [
+                {"properties": {"bar": {"const": "bar"}}, "required": ["bar"]},
+                {"properties": {"baz": {"const": "baz"}}, "required": ["baz"]},
+            ],
+            "unevaluatedProperties": False,
+        },
+        [({"foo": "foo", "bar": "bar"}, True), ({"foo": "foo", "bar": "bar", "quux": "quux"}, False)],
+    ),
+    # "unevaluatedProperties with anyOf": each branch alone (a subset: a value needing two
+    # passing branches' names is refused, never an invalid one accepted)
+    (
+        {
+            "type": "object",
+            "properties": {"foo": {"type": "string"}},
+            "anyOf": [
+                {"properties": {"bar": {"const": "bar"}}, "required": ["bar"]},
+                {"properties": {"baz": {"const": "baz"}}, "required": ["baz"]},
+                {"properties": {"quux": {"const": "quux"}}, "required": ["quux"]},
+            ],
+            "unevaluatedProperties": False,
+        },
+        [
+            ({"foo": "foo", "bar": "bar"}, True),
+            ({"foo": "foo", "bar": "bar", "baz": "not-baz"}, False),
+            ({"foo": "foo", "bar": "bar", "baz": "baz", "quux": "not-quux"}, False),
+        ],
+    ),
+    # allOf parts merge beside a not (not a and not b: not (a or b)); the values of each kind
+    (
+        {
+            "type": "object",
+            "properties": {"foo": {"type": "string"}, "bar": True},
+            "allOf": [{"properties": {"bar": {"const": "bar"}}, "required": ["bar"]}],
+            "not": {"properties": {"baz": {"const": "baz"}}, "required": ["baz"]},
+            "additionalProperties": False,
+        },
+        [({"foo": "foo", "bar": "bar"}, True), ({"bar": "bar"}, True), ({"foo": "foo"}, False)],
+    ),
+    # "unevaluatedItems with uniform items"
+    ({"type": "array", "items": {"type": "string"}, "unevaluatedItems": False}, [(["foo", "bar"], True)]),
+]
+
+
+@pytest.mark.parametrize("engine", ["dfa", "pushdown"])
+@pytest.mark.parametrize("case", REF_CASES + UNEVALUATED_CASES, ids=lambda c: json.dumps(c[0])[:60])
+def test_suite_case_through_the_processor(engine: str, case: tuple[dict, list[tuple[object, bool]]]) -> None:
+    schema, tests = case
+    given = json.dumps(schema)
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"), engine=engine)
+    for data, valid in tests:
+        if valid and engine == "dfa":  # the whole-schema DFA takes keys in declared order only
+            continue
+        assert processor.accepts(json.dumps(data)) == valid, (data, valid)
+    assert json.dumps(schema) == given  # the rewrites work on a copy
+
+
+def test_unevaluated_properties_see_no_annotations_through_not() -> None:
+    """unevaluatedProperties.json "unevaluatedProperties with not": bar is required (through
+    not-not) but never evaluated, so nothing is valid."""
+    schema = {
+        "type": "object",
+        "properties": {"foo": {"type": "string"}},
+        "not": {"not": {"properties": {"bar": {"const": "bar"}}, "required": ["bar"]}},
+        "unevaluatedProperties": False,
+    }
+    with pytest.raises(SchemaError, match="no JSON value"):
+        JSONLogitsProcessor(schema, load_vocab("spm32k"))
