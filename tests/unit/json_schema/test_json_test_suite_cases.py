@@ -1,6 +1,6 @@
 """Cases from the official JSON-Schema-Test-Suite that the engines once got wrong.
 
-``scripts/json_test_suite.py`` runs the whole suite (third-party data, not in this repository);
+``benchmarks/json_test_suite.py`` runs the whole suite (third-party data, not in this repository);
 each case here is a group's schema and tests copied by hand, checked on both engines: every
 instance the suite calls invalid is refused, every valid one accepted (where listed).
 """

@@ -25,9 +25,9 @@ each token must be in the mask, then an end-of-generation token), with a vocab-o
 
 Usage, from the repository root::
 
-    .venv/bin/python scripts/json_test_suite.py /path/to/JSON-Schema-Test-Suite/tests/draft2020-12
-    .venv/bin/python scripts/json_test_suite.py DIR --engine dfa --jsonl /tmp/suite.jsonl
-    .venv/bin/python scripts/json_test_suite.py DIR/optional/format --only date,time
+    .venv/bin/python benchmarks/json_test_suite.py /path/to/JSON-Schema-Test-Suite/tests/draft2020-12
+    .venv/bin/python benchmarks/json_test_suite.py DIR --engine dfa --jsonl /tmp/suite.jsonl
+    .venv/bin/python benchmarks/json_test_suite.py DIR/optional/format --only date,time
 
 The folder is read recursively (``optional/`` too unless ``--no-optional``). Prints a Markdown table
 per file and the totals; the invalid-accepted cases are listed at the end.
