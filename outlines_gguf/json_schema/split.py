@@ -116,19 +116,28 @@ class SplitSchema(_Locked):
         self._cut_pending = False  # a node turned out empty: cut the calls to it
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
-        self._scan()
+        doubt = self._scan()
         self.register(root, "#")
         self.node(0)
         if 0 in self._unproductive:
             raise SchemaError("no JSON value satisfies this schema", "#")
+        if doubt is not None:
+            # a keyword the scan could not decide favourably: compile every node now, so that
+            # the error it may cause (raised by the nodes themselves, in their own context) is
+            # raised here, not when generation reaches it
+            self.compile_all()
 
-    def _scan(self) -> None:
+    def _scan(self) -> Exception | None:
         """Check every reachable subschema's keywords and keyword shapes now, so that an
         unsupported or malformed keyword deep inside is an error here, not when generation
-        reaches it (nodes are compiled lazily)."""
+        reaches it (nodes are compiled lazily). Also take the decisions compiling takes before
+        building automata (``_Compiler.check_decisions``: a ``oneOf`` made exclusive, ``not``
+        negated, ...); returns the first error they raised (compiling may still succeed, where
+        the subschema is met merged with others), or None."""
         checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
         seen: set[int] = set()
         stack: list[tuple[Any, str]] = [(self.root, "#")]
+        doubt: Exception | None = None
         while stack and len(seen) < SCAN_LIMIT:
             schema, path = stack.pop()
             if not isinstance(schema, dict) or id(schema) in seen:
@@ -136,11 +145,17 @@ class SplitSchema(_Locked):
             seen.add(id(schema))
             checker.check_keywords(schema, path)
             checker.check_shapes(schema, path)
+            if doubt is None:
+                try:
+                    checker.check_decisions(schema, path)
+                except (OutlinesGGUFError, RecursionError, *_MALFORMED) as exc:
+                    doubt = exc
             for child_path, child in _subschemas(schema, path):
                 stack.append((child, child_path))
             ref = schema.get("$ref")
             if isinstance(ref, str) and ref.startswith("#"):
                 stack.append((checker.resolve(ref, path), f"{path}/$ref"))
+        return doubt
 
     @property
     def n_compiled(self) -> int:
