@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 from conftest import load_vocab
 
-from outlines_gguf import SchemaError
+from outlines_gguf import JSONLogitsProcessor, SchemaError
+from outlines_gguf.json_schema.algebra import _safely_disjoint
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.split import SplitSchema
 
@@ -66,6 +67,15 @@ def test_a_deep_unenforceable_oneof_fails_at_construction(place: Any) -> None:
         SplitSchema(schema)
     assert path in str(caught.value) and path in caught.value.path
     assert "lenient=True" in str(caught.value)
+
+
+def test_the_processor_refuses_it_when_made() -> None:
+    # (Snowplow sp_209: the processor used to be made, and generation ended at "apikey")
+    schema, path = _behind_anyof_items(UNENFORCEABLE)
+    with pytest.raises(SchemaError, match="oneOf branches") as caught:
+        JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert caught.value.path == path
+    JSONLogitsProcessor(schema, load_vocab("spm32k"), lenient=True)
 
 
 @pytest.mark.parametrize("place", PLACES, ids=lambda p: p.__name__)
@@ -158,3 +168,21 @@ def test_many_enforceable_oneofs_stay_lazy() -> None:
     props = {f"p{i}": {"$ref": f"#/$defs/d{i}"} for i in range(200)}
     split = SplitSchema({"$defs": defs, "type": "object", "properties": props})
     assert split.n_compiled <= 3  # decided by the scan: nothing compiled down to them
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "disjoint"),
+    [
+        (["x", "y"], ["z"], True),
+        (["x", "y"], ["y"], False),
+        ([1], [1.0], False),  # JSON equality: 1 is 1.0
+        ([True], [1], True),  # and true is not 1
+        ([None, False], [0, ""], True),
+        ([{"k": [1]}], [{"k": [1.0]}], False),  # arrays and objects: compared one by one
+        ([{"k": 1}, "s"], [{"k": 2}], True),
+    ],
+)
+def test_enums_are_disjoint_by_json_equality(a: list, b: list, disjoint: bool) -> None:
+    # (the scan checks every oneOf, so two enums of hundreds of values are compared by hashing)
+    assert _safely_disjoint({"enum": a}, {"enum": b}) == disjoint
+    assert _safely_disjoint({"enum": b}, {"enum": a}) == disjoint
