@@ -26,7 +26,7 @@ from typing import Any
 
 from outlines_gguf.automata.budget import compile_budget
 from outlines_gguf.automata.dfa import ByteDFA
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.regex import Fragment, NFABuilder, regex_may_be_refused
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     OutlinesGGUFError,
@@ -66,7 +66,7 @@ from outlines_gguf.json_schema.leaves import (
     NUMBER,
     UNENFORCEABLE_FORMATS,
 )
-from outlines_gguf.json_schema.lexical import Whitespace, shared_regex
+from outlines_gguf.json_schema.lexical import Whitespace, _searched, shared_regex
 from outlines_gguf.json_schema.objects import _ObjectRules
 from outlines_gguf.json_schema.scalars import _ScalarRules
 from outlines_gguf.json_schema.validate import (
@@ -240,7 +240,8 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         automaton is built and that raise a :class:`SchemaError` for a keyword that cannot be
         enforced: dependencies and ``if``/``then``/``else`` expanded, a ``oneOf`` made exclusive,
         ``not`` and ``contains`` negated, ``patternProperties`` checked disjoint (with
-        ``lenient``, as leniently as compiling). The split engine's scan runs this on every
+        ``lenient``, as leniently as compiling); and a ``pattern`` the regex compiler may
+        refuse is compiled (a :class:`RegexError`). The split engine's scan runs this on every
         subschema, so that such a keyword deep inside is found before generation reaches it.
 
         Compiling may meet a subschema in a context where the decision differs (keywords of
@@ -262,6 +263,12 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         if "contains" in schema and "array" in self.types(schema, path):
             self.contains_negation(schema, path)
         patterns = schema.get("patternProperties")
+        regexes = [schema["pattern"]] if isinstance(schema.get("pattern"), str) else []
+        for regex in [*regexes, *(patterns if isinstance(patterns, dict) else ())]:
+            searched = _searched(regex)
+            if regex_may_be_refused(searched):  # (rare: only then is it built here)
+                with compile_budget(f"JSON schema at {path}"):
+                    NFABuilder("pattern").regex(searched)
         if isinstance(patterns, dict) and len(patterns) > 1 and not self.lenient:
             if "object" in self.types(schema, path):
                 self.check_disjoint_patterns(list(patterns), path)

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from conftest import load_vocab
 
-from outlines_gguf import JSONLogitsProcessor, SchemaError
+from outlines_gguf import JSONLogitsProcessor, RegexError, SchemaError
 from outlines_gguf.json_schema.algebra import _safely_disjoint
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.split import SplitSchema
@@ -186,3 +186,29 @@ def test_enums_are_disjoint_by_json_equality(a: list, b: list, disjoint: bool) -
     # (the scan checks every oneOf, so two enums of hundreds of values are compared by hashing)
     assert _safely_disjoint({"enum": a}, {"enum": b}) == disjoint
     assert _safely_disjoint({"enum": b}, {"enum": a}) == disjoint
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(?<=a+)b", "lookbehind"),
+        ("\\p{L}+", "bad escape"),
+        ("(a)\\1", "backreference"),
+        ("[", "unterminated character set"),
+        ("(?i)abc", "global flags"),
+    ],
+)
+def test_a_deep_pattern_the_regex_compiler_refuses_fails_at_construction(pattern: str, message: str) -> None:
+    for place in PLACES:
+        for leaf in ({"type": "string", "pattern": pattern}, {"patternProperties": {pattern: {}}}):
+            schema, _ = place(leaf)
+            with pytest.raises(RegexError, match=message):
+                SplitSchema(schema)
+
+
+def test_deep_patterns_the_regex_compiler_takes_stay_lazy() -> None:
+    for pattern in ("^[a-z]+(?=x)", "\\bfoo\\b", "^(?:[0-9]{3}-)?[0-9]{4}$", "(?<=ab)c"):
+        schema, _ = _behind_items({"type": "string", "pattern": pattern})
+        split = SplitSchema(schema)
+        assert split.n_compiled <= 3
+        split.compile_all()
