@@ -731,29 +731,30 @@ def regex_may_be_refused(pattern: str) -> bool:
         return True
     plain = {C.LITERAL, C.NOT_LITERAL, C.ANY, C.AT}
     in_class = {C.LITERAL, C.RANGE, C.CATEGORY, C.NEGATE}
-    stack: list[Any] = [list(parsed.data)]
+    stack: list[tuple[list, bool]] = [(list(parsed.data), False)]  # (items, inside a lookbehind)
     while stack:
-        for op, av in stack.pop():
+        items, behind = stack.pop()
+        for op, av in items:
             if op in plain:
                 continue
             if op is C.IN:
                 if any(o not in in_class for o, _ in av):
                     return True
             elif op is C.BRANCH:
-                stack.extend(list(alt) for alt in av[1])
+                stack.extend((list(alt), behind) for alt in av[1])
             elif op is C.SUBPATTERN:
-                stack.append(list(av[3]))
+                stack.append((list(av[3]), behind))
             elif op in (C.MAX_REPEAT, C.MIN_REPEAT):
                 lo, hi, sub = av
                 if lo > MAX_REPEAT or (hi != C.MAXREPEAT and hi > MAX_REPEAT):
                     return True
-                stack.append(list(sub))
+                stack.append((list(sub), behind))
             elif op in (C.ASSERT, C.ASSERT_NOT):
                 direction, sub = av
                 low, high = sub.getwidth()
-                if direction < 0 and low != high:
-                    return True
-                stack.append(list(sub))
+                if behind or (direction < 0 and low != high):
+                    return True  # a lookaround inside a lookbehind, a variable-width lookbehind
+                stack.append((list(sub), direction < 0))
             else:
                 return True
     return False
