@@ -34,6 +34,7 @@ from outlines_gguf.json_schema.keywords import (
     KNOWN_KEYWORDS,
     MAX_LENGTH_CAP,
     _is_int,
+    call_marker,
 )
 from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
@@ -182,6 +183,11 @@ class SplitSchema(_Locked):
         number = self._numbers.get(key)
         if number is None:
             number = len(self._schemas)
+            while CALL_BYTE in call_marker(number)[1:]:
+                # a number byte equal to the call byte would read as another call (node 255,
+                # 511, ...): such numbers are never given, their places held by ``False``
+                self._schemas.append((False, path))
+                number += 1
             if number >= MAX_NODES:
                 raise ConstraintTooComplexError(f"the schema splits into more than {MAX_NODES} pieces")
             self._numbers[key] = number
