@@ -235,7 +235,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         if isinstance(required, list) and not all(isinstance(name, str) for name in required):
             raise self.fail("required must be an array of strings", f"{path}/required")
 
-    def check_decisions(self, schema: dict, path: str) -> None:
+    def check_decisions(self, schema: dict, path: str, negated: bool = False) -> None:
         """Take, on ``schema`` as it stands, the decisions that compiling it takes before any
         automaton is built and that raise a :class:`SchemaError` for a keyword that cannot be
         enforced: dependencies and ``if``/``then``/``else`` expanded, a ``oneOf`` made exclusive,
@@ -246,19 +246,21 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
 
         Compiling may meet a subschema in a context where the decision differs (keywords of
         ``allOf`` parts merged beside a ``contains``); the scan treats an error here as a
-        reason to compile eagerly, not as the answer."""
+        reason to compile eagerly, not as the answer. ``negated``: the schema a ``not`` holds,
+        which is negated rather than compiled (its ``oneOf``, ``not``, ``if`` and dependencies
+        are rewritten by :meth:`negate`, whose refusal is the ``not``'s own)."""
         if "enum" in schema or "const" in schema:
             return  # the listed values are checked by the validator
-        if any(key in schema for key in _DEPENDENCY_KEYS):
+        if not negated and any(key in schema for key in _DEPENDENCY_KEYS):
             self.expand_dependencies(schema, path)
-        if "if" in schema:
+        if not negated and "if" in schema:
             self.expand_condition(schema, path)
-        if isinstance(schema.get("oneOf"), list):
+        if not negated and isinstance(schema.get("oneOf"), list):
             # as compiling meets it: the keywords handled before it (dependencies, if/then/else,
             # $ref, allOf, anyOf) turn the schema into allOf parts, and a part with a oneOf never
             # merges, so the oneOf is compiled beside the other keywords only
             self.union_branches({k: v for k, v in schema.items() if k not in _BEFORE_ONEOF}, path)
-        if "not" in schema:
+        if not negated and "not" in schema:
             self.apply_not(schema, path)
         if "contains" in schema and "array" in self.types(schema, path):
             self.contains_negation(schema, path)

@@ -134,28 +134,38 @@ class SplitSchema(_Locked):
         reaches it (nodes are compiled lazily). Also take the decisions compiling takes before
         building automata (``_Compiler.check_decisions``: a ``oneOf`` made exclusive, ``not``
         negated, ...); returns the first error they raised (compiling may still succeed, where
-        the subschema is met merged with others), or None."""
+        the subschema is met merged with others), or None.
+
+        Decisions follow how compiling reads a subschema: none at or below an ``enum``/``const``
+        (or an ``allOf`` with one: the validator checks the listed values; nothing there is
+        compiled), and the schema a
+        ``not`` holds is negated, not compiled (no ``oneOf`` made exclusive, no ``not``
+        negated: ``not`` of ``not`` is the schema itself, which is decided where it stands).
+        A subschema is visited again when met where more is decided (at most three times)."""
         checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
-        seen: set[int] = set()
-        stack: list[tuple[Any, str]] = [(self.root, "#")]
+        done: dict[int, int] = {}  # id -> the most decided there: _LISTED, _NEGATED, _DECIDED
+        stack: list[tuple[Any, str, int]] = [(self.root, "#", _DECIDED)]
         doubt: Exception | None = None
-        while stack and len(seen) < SCAN_LIMIT:
-            schema, path = stack.pop()
-            if not isinstance(schema, dict) or id(schema) in seen:
+        while stack and len(done) < SCAN_LIMIT:
+            schema, path, level = stack.pop()
+            if not isinstance(schema, dict) or done.get(id(schema), -1) >= level:
                 continue
-            seen.add(id(schema))
-            checker.check_keywords(schema, path)
-            checker.check_shapes(schema, path)
-            if doubt is None:
+            if id(schema) not in done:
+                checker.check_keywords(schema, path)
+                checker.check_shapes(schema, path)
+            done[id(schema)] = level
+            if doubt is None and level > _LISTED and not _lists_values(schema):
                 try:
-                    checker.check_decisions(schema, path)
+                    checker.check_decisions(schema, path, negated=level == _NEGATED)
                 except (OutlinesGGUFError, RecursionError, *_MALFORMED) as exc:
                     doubt = exc
+            listed = level == _LISTED or _lists_values(schema)
             for child_path, child in _subschemas(schema, path):
-                stack.append((child, child_path))
+                below = _LISTED if listed else _NEGATED if child_path == f"{path}/not" else _DECIDED
+                stack.append((child, child_path, below))
             ref = schema.get("$ref")
             if isinstance(ref, str) and ref.startswith("#"):
-                stack.append((checker.resolve(ref, path), f"{path}/$ref"))
+                stack.append((checker.resolve(ref, path), f"{path}/$ref", _LISTED if listed else level))
         return doubt
 
     @property
@@ -340,6 +350,19 @@ class SplitSchema(_Locked):
                     self._nodes[number] = _cut_calls(node, self._unproductive)
                     self.version += 1
 
+
+def _lists_values(schema: dict) -> bool:
+    """The compiler writes ``schema``'s listed values (those the validator passes) rather than
+    compiling its subschemas: it has an ``enum``/``const``, or an ``allOf`` part that has."""
+    if "enum" in schema or "const" in schema:
+        return True
+    parts = schema.get("allOf")
+    return isinstance(parts, list) and any(isinstance(p, dict) and {"enum", "const"} & set(p) for p in parts)
+
+
+_LISTED, _NEGATED, _DECIDED = 0, 1, 2
+"""How much the scan decides about a subschema: keywords only (below an enum or const), what
+a negated schema needs, everything."""
 
 _NESTING_KEYS = (
     "$ref", "properties", "items", "prefixItems", "additionalProperties", "patternProperties", "allOf",

@@ -149,14 +149,29 @@ def test_if_that_cannot_be_negated_fails_at_construction_even_lenient() -> None:
 
 
 def test_a_oneof_never_compiled_is_not_refused() -> None:
-    # the enum's values are checked by the validator, so the oneOf inside is never compiled;
-    # the scan cannot tell, so the schema is compiled at once, and it compiles
+    # the enum's values are checked by the validator, so the oneOf inside is never compiled,
+    # and the scan decides nothing below an enum
     leaf = {"enum": [{"k": "$ABC"}, {"k": 3}], "properties": {"k": UNENFORCEABLE}}
     schema, _ = _behind_items(leaf)
     split = SplitSchema(schema)
+    assert split.n_compiled <= 3  # (not compiled at once, as a doubtful decision would)
     guide = PushdownGuide(split, load_vocab("spm32k"))
     assert _accepts(guide, b'{"a": [[{"k": "$ABC"}]]}')
     assert not _accepts(guide, b'{"a": [[{"k": 3}]]}')  # 3 passes both branches
+
+
+@pytest.mark.parametrize(
+    "leaf",
+    [
+        {"not": {"not": {"format": "email"}}},  # not of not: the schema itself (formats compile)
+        {"allOf": [{"enum": [{"aaaa": 18}]}, {"not": {"not": {"patternProperties": {"a*": {}, "aa*": {}}}}}]},
+    ],
+)
+def test_what_is_negated_or_listed_is_not_decided_as_compiled(leaf: dict) -> None:
+    schema, _ = _behind_items(leaf)
+    split = SplitSchema(schema)
+    assert split.n_compiled <= 3  # no doubtful decision, so nothing compiled at once
+    split.compile_all()
 
 
 def test_many_enforceable_oneofs_stay_lazy() -> None:
