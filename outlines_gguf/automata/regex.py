@@ -708,6 +708,47 @@ def regex_to_dfa(pattern: str) -> ByteDFA:
         return builder.build(builder.regex(pattern))
 
 
+def regex_may_be_refused(pattern: str) -> bool:
+    """Whether :meth:`NFABuilder.regex` may refuse ``pattern`` (a :class:`RegexError` or a
+    repeat count past ``MAX_REPEAT``), by a look at its parse tree that builds nothing: a
+    syntax error, a construct the translator refuses (backreferences, conditional groups,
+    possessive repeats, atomic groups), a large repeat, a variable-width lookbehind. False
+    means it will not; True, that building it tells (the caller then builds it)."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return True
+    plain = {C.LITERAL, C.NOT_LITERAL, C.ANY, C.AT}
+    in_class = {C.LITERAL, C.RANGE, C.CATEGORY, C.NEGATE}
+    stack: list[tuple[list, bool]] = [(list(parsed.data), False)]  # (items, inside a lookbehind)
+    while stack:
+        items, behind = stack.pop()
+        for op, av in items:
+            if op in plain:
+                continue
+            if op is C.IN:
+                if any(o not in in_class for o, _ in av):
+                    return True
+            elif op is C.BRANCH:
+                stack.extend((list(alt), behind) for alt in av[1])
+            elif op is C.SUBPATTERN:
+                stack.append((list(av[3]), behind))
+            elif op in (C.MAX_REPEAT, C.MIN_REPEAT):
+                lo, hi, sub = av
+                if lo > MAX_REPEAT or (hi != C.MAXREPEAT and hi > MAX_REPEAT):
+                    return True
+                stack.append((list(sub), behind))
+            elif op in (C.ASSERT, C.ASSERT_NOT):
+                direction, sub = av
+                low, high = sub.getwidth()
+                if behind or (direction < 0 and low != high):
+                    return True  # a lookaround inside a lookbehind, a variable-width lookbehind
+                stack.append((list(sub), direction < 0))
+            else:
+                return True
+    return False
+
+
 def _short(text: str, limit: int = 200) -> str:
     """``repr(text)``, cut in the middle past ``limit`` characters (for error messages)."""
     shown = repr(text)

@@ -247,6 +247,27 @@ def _flat(schema: Any) -> Any:
     return schema
 
 
+def _scalar_key(v: Any) -> tuple | None:
+    """A hashable key equal for JSON-equal scalars (1 and 1.0 alike), None for arrays and objects."""
+    if isinstance(v, str):
+        return ("string", v)
+    if isinstance(v, bool) or v is None:
+        return ("literal", v)
+    if isinstance(v, (int, float)):
+        return ("number", v)  # Python's 1 == 1.0 and hash(1) == hash(1.0), as JSON equality wants
+    return None
+
+
+def _share_a_value(values: list, other: list) -> bool:
+    """Some value of ``values`` is JSON-equal to one of ``other`` (by hashing where all are
+    scalars: two enums of hundreds of strings are compared in linear time)."""
+    keys = [_scalar_key(v) for v in values]
+    others = [_scalar_key(w) for w in other]
+    if None not in keys and None not in others:
+        return not set(keys).isdisjoint(others)
+    return any(json_equal(v, w) for v in values for w in other)
+
+
 def _disjoint(a: Any, b: Any) -> bool:
     """True only if no JSON value can satisfy both schemas (a sound, partial test)."""
     if a is False or b is False:
@@ -266,7 +287,7 @@ def _disjoint(a: Any, b: Any) -> bool:
         if "const" in x or "enum" in x:
             values = [x["const"]] if "const" in x else x.get("enum", [])
             other = [y["const"]] if "const" in y else y.get("enum") if "enum" in y else None
-            if other is not None and not any(json_equal(v, w) for v in values for w in other):
+            if other is not None and not _share_a_value(values, other):
                 return True
     if ta & tb == {"object"}:
         req_a, req_b = set(a.get("required", [])), set(b.get("required", []))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from outlines_gguf.automata.regex import Fragment
 from outlines_gguf.json_schema.algebra import _unique_domain
@@ -92,14 +92,12 @@ class _ArrayRules:
                     options.append(nonempty)
         return self.b.alt(options)
 
-    def contains_array(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
-        """An array with ``contains``: each item matches the ``contains`` schema or its negation,
-        and the automaton counts items and matches (minContains/maxContains, minItems/maxItems).
-        Refused (a SchemaError naming the keyword) with ``prefixItems``, ``uniqueItems``, or a
-        ``contains`` schema that cannot be negated."""
+    def contains_negation(self: CompilerAPI, schema: dict, path: str) -> Any:
+        """The negation of ``schema``'s ``contains`` schema (what the other items match), or
+        None when ``contains`` is ignored (lenient); a SchemaError when it cannot be enforced
+        (beside prefixItems or uniqueItems, or not negatable). Builds no automaton."""
         where = f"{path}/contains"
-        wanted = schema["contains"]
-        unwanted = self.negate(wanted, where)
+        unwanted = self.negate(schema["contains"], where)
         refusal = None
         if schema.get("prefixItems") or isinstance(schema.get("items"), list):
             refusal = "keyword 'contains' beside prefixItems (an items array) cannot be enforced"
@@ -107,9 +105,20 @@ class _ArrayRules:
             refusal = "keyword 'contains' beside uniqueItems cannot be enforced"
         elif unwanted is None:
             refusal = "keyword 'contains': its schema cannot be negated (for the other items)"
-        if refusal is not None:
-            if not self.lenient:
-                raise self.fail(f"{refusal} (pass lenient=True to ignore it)", where)
+        if refusal is None:
+            return unwanted
+        if not self.lenient:
+            raise self.fail(f"{refusal} (pass lenient=True to ignore it)", where)
+        return None
+
+    def contains_array(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        """An array with ``contains``: each item matches the ``contains`` schema or its negation,
+        and the automaton counts items and matches (minContains/maxContains, minItems/maxItems).
+        Refused (a SchemaError naming the keyword) with ``prefixItems``, ``uniqueItems``, or a
+        ``contains`` schema that cannot be negated."""
+        wanted = schema["contains"]
+        unwanted = self.contains_negation(schema, path)
+        if unwanted is None:  # lenient: contains ignored
             rest = {k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}
             return self.container("array", rest, path, depth)
         items = schema.get("items", True)

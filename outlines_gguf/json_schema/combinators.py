@@ -165,6 +165,16 @@ class _CombinatorRules:
         return schema
 
     def any_of(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
+        key, combined = self.union_branches(schema, path)
+        # anyOf, or oneOf with pairwise disjoint branches: a union is exact
+        return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+
+    def union_branches(self: CompilerAPI, schema: dict, path: str) -> tuple[str, list]:
+        """The ``anyOf``/``oneOf`` of ``schema`` (with the keywords beside it) as branches whose
+        union is exact, and the keyword to name them by: a ``oneOf`` whose branches may overlap
+        is made exclusive (or raises a SchemaError saying why it cannot be, unless lenient: then
+        the union, a superset). Builds no automaton, so the split engine's scan can decide a
+        deep ``oneOf`` before generation reaches it."""
         key = "anyOf" if "anyOf" in schema else "oneOf"
         base = {k: v for k, v in schema.items() if k != key}
         branches = schema[key]
@@ -201,8 +211,7 @@ class _CombinatorRules:
             except SchemaError:
                 if not self.lenient:
                     raise  # lenient: the branches as a union (anyOf), a superset of oneOf
-        # anyOf, or oneOf with pairwise disjoint branches: a union is exact
-        return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+        return key, combined
 
     def exactly_one(
         self: CompilerAPI, base: dict, branches: list, overlaps: set[tuple[int, int]], path: str

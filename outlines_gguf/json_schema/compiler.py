@@ -27,7 +27,7 @@ from typing import Any
 
 from outlines_gguf.automata.budget import compile_budget
 from outlines_gguf.automata.dfa import ByteDFA
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.regex import Fragment, NFABuilder, regex_may_be_refused
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     OutlinesGGUFError,
@@ -67,12 +67,15 @@ from outlines_gguf.json_schema.leaves import (
     NUMBER,
     UNENFORCEABLE_FORMATS,
 )
-from outlines_gguf.json_schema.lexical import Whitespace, shared_regex
+from outlines_gguf.json_schema.lexical import Whitespace, _searched, shared_regex
 from outlines_gguf.json_schema.objects import _ObjectRules
 from outlines_gguf.json_schema.scalars import _ScalarRules
 from outlines_gguf.json_schema.validate import (
     resolve_local,
 )
+
+_BEFORE_ONEOF = frozenset({*_DEPENDENCY_KEYS, "if", "then", "else", "$ref", "allOf", "anyOf"})
+"""Keywords ``_Compiler.value`` handles before a ``oneOf`` (rewriting the schema into parts)."""
 
 
 class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
@@ -240,6 +243,46 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         required = schema.get("required")
         if isinstance(required, list) and not all(isinstance(name, str) for name in required):
             raise self.fail("required must be an array of strings", f"{path}/required")
+
+    def check_decisions(self, schema: dict, path: str, negated: bool = False) -> None:
+        """Take, on ``schema`` as it stands, the decisions that compiling it takes before any
+        automaton is built and that raise a :class:`SchemaError` for a keyword that cannot be
+        enforced: dependencies and ``if``/``then``/``else`` expanded, a ``oneOf`` made exclusive,
+        ``not`` and ``contains`` negated, ``patternProperties`` checked disjoint (with
+        ``lenient``, as leniently as compiling); and a ``pattern`` the regex compiler may
+        refuse is compiled (a :class:`RegexError`). The split engine's scan runs this on every
+        subschema, so that such a keyword deep inside is found before generation reaches it.
+
+        Compiling may meet a subschema in a context where the decision differs (keywords of
+        ``allOf`` parts merged beside a ``contains``); the scan treats an error here as a
+        reason to compile eagerly, not as the answer. ``negated``: the schema a ``not`` holds,
+        which is negated rather than compiled (its ``oneOf``, ``not``, ``if`` and dependencies
+        are rewritten by :meth:`negate`, whose refusal is the ``not``'s own)."""
+        if "enum" in schema or "const" in schema:
+            return  # the listed values are checked by the validator
+        if not negated and any(key in schema for key in _DEPENDENCY_KEYS):
+            self.expand_dependencies(schema, path)
+        if not negated and "if" in schema:
+            self.expand_condition(schema, path)
+        if not negated and isinstance(schema.get("oneOf"), list):
+            # as compiling meets it: the keywords handled before it (dependencies, if/then/else,
+            # $ref, allOf, anyOf) turn the schema into allOf parts, and a part with a oneOf never
+            # merges, so the oneOf is compiled beside the other keywords only
+            self.union_branches({k: v for k, v in schema.items() if k not in _BEFORE_ONEOF}, path)
+        if not negated and "not" in schema:
+            self.apply_not(schema, path)
+        if "contains" in schema and "array" in self.types(schema, path):
+            self.contains_negation(schema, path)
+        patterns = schema.get("patternProperties")
+        regexes = [schema["pattern"]] if isinstance(schema.get("pattern"), str) else []
+        for regex in [*regexes, *(patterns if isinstance(patterns, dict) else ())]:
+            searched = _searched(regex)
+            if regex_may_be_refused(searched):  # (rare: only then is it built here)
+                with compile_budget(f"JSON schema at {path}"):
+                    NFABuilder("pattern").regex(searched)
+        if isinstance(patterns, dict) and len(patterns) > 1 and not self.lenient:
+            if "object" in self.types(schema, path):
+                self.check_disjoint_patterns(list(patterns), path)
 
     def types(self, schema: dict, path: str) -> list[str]:
         declared = schema.get("type")

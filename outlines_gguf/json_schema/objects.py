@@ -37,6 +37,19 @@ min/maxProperties) takes them in any order: one automaton state per set of membe
 Larger objects take them in the order of ``properties`` (extra members still anywhere)."""
 
 
+def _never(schema: Any) -> bool:
+    """No value satisfies ``schema``, by its form alone: ``false``, an empty ``enum``, or an
+    ``allOf`` with such a part (as ``dependencies`` write a property that must be absent)."""
+    if schema is False:
+        return True
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("enum") == []:
+        return True
+    parts = schema.get("allOf")
+    return isinstance(parts, list) and any(_never(p) for p in parts)
+
+
 class _Link(Protocol):
     """Adds the edges of one member from ``source`` to ``target`` (after a comma if ``comma``)."""
 
@@ -80,6 +93,8 @@ class _ObjectRules:
 
         members: list[tuple[Callable[[], Fragment | None], bool]] = []
         for name, sub in props.items():
+            if name not in required and _never(sub):
+                continue  # never written (nor is its key an extra one): no member to order
 
             def make(name: str = name, sub: Any = sub) -> Fragment | None:
                 v = self.value(sub, f"{path}/properties/{_pointer(name)}", next_depth)

@@ -34,6 +34,7 @@ from outlines_gguf.json_schema.keywords import (
     ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
     _is_int,
+    call_marker,
 )
 from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
@@ -174,31 +175,56 @@ class SplitSchema(_Locked):
         self._cut_pending = False  # a node turned out empty: cut the calls to it
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
-        self._scan()
+        doubt = self._scan()
         self.register(root, "#")
         self.node(0)
         if 0 in self._unproductive:
             raise SchemaError("no JSON value satisfies this schema", "#")
+        if doubt is not None:
+            # a keyword the scan could not decide favourably: compile every node now, so that
+            # the error it may cause (raised by the nodes themselves, in their own context) is
+            # raised here, not when generation reaches it
+            self.compile_all()
 
-    def _scan(self) -> None:
+    def _scan(self) -> Exception | None:
         """Check every reachable subschema's keywords and keyword shapes now, so that an
         unsupported or malformed keyword deep inside is an error here, not when generation
-        reaches it (nodes are compiled lazily)."""
+        reaches it (nodes are compiled lazily). Also take the decisions compiling takes before
+        building automata (``_Compiler.check_decisions``: a ``oneOf`` made exclusive, ``not``
+        negated, ...); returns the first error they raised (compiling may still succeed, where
+        the subschema is met merged with others), or None.
+
+        Decisions follow how compiling reads a subschema: none at or below an ``enum``/``const``
+        (or an ``allOf`` with one: the validator checks the listed values; nothing there is
+        compiled), and the schema a
+        ``not`` holds is negated, not compiled (no ``oneOf`` made exclusive, no ``not``
+        negated: ``not`` of ``not`` is the schema itself, which is decided where it stands).
+        A subschema is visited again when met where more is decided (at most three times)."""
         checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
-        seen: set[int] = set()
-        stack: list[tuple[Any, str]] = [(self.root, "#")]
-        while stack and len(seen) < SCAN_LIMIT:
-            schema, path = stack.pop()
-            if not isinstance(schema, dict) or id(schema) in seen:
+        done: dict[int, int] = {}  # id -> the most decided there: _LISTED, _NEGATED, _DECIDED
+        stack: list[tuple[Any, str, int]] = [(self.root, "#", _DECIDED)]
+        doubt: Exception | None = None
+        while stack and len(done) < SCAN_LIMIT:
+            schema, path, level = stack.pop()
+            if not isinstance(schema, dict) or done.get(id(schema), -1) >= level:
                 continue
-            seen.add(id(schema))
-            checker.check_keywords(schema, path)
-            checker.check_shapes(schema, path)
+            if id(schema) not in done:
+                checker.check_keywords(schema, path)
+                checker.check_shapes(schema, path)
+            done[id(schema)] = level
+            if doubt is None and level > _LISTED and not _lists_values(schema):
+                try:
+                    checker.check_decisions(schema, path, negated=level == _NEGATED)
+                except (OutlinesGGUFError, RecursionError, *_MALFORMED) as exc:
+                    doubt = exc
+            listed = level == _LISTED or _lists_values(schema)
             for child_path, child in _subschemas(schema, path):
-                stack.append((child, child_path))
+                below = _LISTED if listed else _NEGATED if child_path == f"{path}/not" else _DECIDED
+                stack.append((child, child_path, below))
             ref = schema.get("$ref")
             if isinstance(ref, str) and ref.startswith("#"):
-                stack.append((checker.resolve(ref, path), f"{path}/$ref"))
+                stack.append((checker.resolve(ref, path), f"{path}/$ref", _LISTED if listed else level))
+        return doubt
 
     @property
     def n_compiled(self) -> int:
@@ -225,6 +251,11 @@ class SplitSchema(_Locked):
         number = self._numbers.get(key)
         if number is None:
             number = len(self._schemas)
+            while CALL_BYTE in call_marker(number)[1:]:
+                # a number byte equal to the call byte would read as another call (node 255,
+                # 511, ...): such numbers are never given, their places held by ``False``
+                self._schemas.append((False, path))
+                number += 1
             if number >= MAX_NODES:
                 raise ConstraintTooComplexError(f"the schema splits into more than {MAX_NODES} pieces")
             self._numbers[key] = number
@@ -380,6 +411,19 @@ class SplitSchema(_Locked):
                     self._nodes[number] = _cut_calls(node, self._unproductive)
                     self.version += 1
 
+
+def _lists_values(schema: dict) -> bool:
+    """The compiler writes ``schema``'s listed values (those the validator passes) rather than
+    compiling its subschemas: it has an ``enum``/``const``, or an ``allOf`` part that has."""
+    if "enum" in schema or "const" in schema:
+        return True
+    parts = schema.get("allOf")
+    return isinstance(parts, list) and any(isinstance(p, dict) and {"enum", "const"} & set(p) for p in parts)
+
+
+_LISTED, _NEGATED, _DECIDED = 0, 1, 2
+"""How much the scan decides about a subschema: keywords only (below an enum or const), what
+a negated schema needs, everything."""
 
 _NESTING_KEYS = (
     "$ref", "properties", "items", "prefixItems", "additionalProperties", "patternProperties", "allOf",

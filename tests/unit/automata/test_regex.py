@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from regex_strategies import ALPHABET, bounded_regexes, strings_up_to, unbounded_regexes
 
 from outlines_gguf import ConstraintTooComplexError, EmptyLanguageError, RegexError, compile_regex
+from outlines_gguf.automata.regex import regex_may_be_refused
 
 STRINGS = strings_up_to(4)
 
@@ -104,6 +105,28 @@ def test_bad_patterns_fail_early_and_clearly(pattern: str, error: type, message:
     with pytest.raises(error, match=message):
         compile_regex(pattern)
     assert issubclass(error, ValueError)
+    if error is not EmptyLanguageError and isinstance(pattern, str):
+        # the JSON engine's construction scan looks for these without building anything
+        assert regex_may_be_refused(pattern)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["abc", "^a+$", "(?i)[a-z\\d]+", "ab(?<=b)c", "(?=x)x", "\\bfoo\\b", "a{2,9}", "(?s:.*?)(?:a)"]
+)
+def test_patterns_the_compiler_takes_are_not_flagged(pattern: str) -> None:
+    assert not regex_may_be_refused(pattern)
+    compile_regex(pattern)
+
+
+@settings(max_examples=100, deadline=None)
+@given(unbounded_regexes())
+def test_a_refused_pattern_is_always_flagged(pattern: str) -> None:
+    try:
+        compile_regex(pattern)
+    except (RegexError, ConstraintTooComplexError):
+        assert regex_may_be_refused(pattern), pattern
+    except EmptyLanguageError:
+        pass
 
 
 def test_alphabet_is_mixed_width() -> None:

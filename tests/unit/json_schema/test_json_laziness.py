@@ -80,3 +80,18 @@ def test_an_empty_reference_is_never_started(target: dict) -> None:
 )
 def test_surely_satisfiable_is_cautious(schema: dict, expected: bool) -> None:
     assert _surely_satisfiable(schema) == expected
+
+
+def test_no_node_number_holds_the_call_byte() -> None:
+    # a call is 0xFF and three number bytes; node 255 used to be "0xFF 0x00 0x00 0xFF", whose
+    # last byte read as another call (IndexError, or a call to a wrong node)
+    items = [{"type": "object", "properties": {f"k{i}": {}}, "required": [f"k{i}"]} for i in range(300)]
+    schema = {"type": "object", "properties": {"a": {"type": "array", "prefixItems": items, "items": False}}}
+    split = SplitSchema(schema)
+    split.compile_all()
+    callees = {c for node in split._nodes.values() for pairs in node.calls.values() for c, _ in pairs}
+    assert len(callees) > 256 and max(callees) < split.n_registered and 255 not in callees
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    doc = {"a": [{f"k{i}": i} for i in range(300)]}
+    state = guide.advance(guide.initial_state, json.dumps(doc).encode())
+    assert state and guide.is_final(state)

@@ -439,6 +439,37 @@ def test_if_then_else_is_exact() -> None:
             assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, (engine, doc)
 
 
+def test_a_property_that_must_be_absent_is_no_member_to_order() -> None:
+    # MaskBench Glaiveai2K---calculate_area_3c2d01ed: "dependencies" on an undeclared "shape"
+    # writes a branch where "shape" is false; counted as a member, it made the object's three
+    # real members four, past ANY_ORDER_MAX, so their order was fixed and a valid document in
+    # another order was refused
+    dimensions = {
+        "dependencies": {"shape": ["rectangle", "circle"]},
+        "properties": {k: {"type": "number"} for k in ("length", "radius", "width")},
+        "required": ["length", "width", "radius"],
+        "type": "object",
+    }
+    schema = {
+        "properties": {"dimensions": dimensions, "shape": {"type": "string"}},
+        "required": ["shape", "dimensions"],
+        "type": "object",
+    }
+    vocab = load_vocab("spm32k")
+    guide = JSONLogitsProcessor(schema, vocab).guide
+    rng = np.random.default_rng(12)
+    docs = [
+        {"shape": "rectangle", "dimensions": {"length": 10, "width": 5, "radius": 0}},
+        {"shape": "rectangle", "dimensions": {"width": 5, "radius": 0, "length": 10}},
+        {"shape": "x", "dimensions": {"width": 5, "radius": 0}},
+        {"shape": "x", "dimensions": {"width": 5, "radius": 0, "length": 1, "shape": "y"}},
+    ]
+    for doc in docs:
+        valid = jsonschema.Draft7Validator(schema).is_valid(doc)
+        assert _accepts(guide, json.dumps(doc).encode(), vocab, rng) == valid, doc
+    assert [jsonschema.Draft7Validator(schema).is_valid(d) for d in docs] == [True, True, False, False]
+
+
 def test_unique_items_from_a_few_values() -> None:
     schema = {
         "type": "object",

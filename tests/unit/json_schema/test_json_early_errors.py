@@ -1,0 +1,229 @@
+"""A keyword the split engine cannot enforce is an error when the schema is loaded, however deep
+it sits (nodes compile lazily, when generation reaches them: an error found then would end a
+generation halfway), and an enforceable one deep inside still compiles lazily and works."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+from conftest import load_vocab
+
+from outlines_gguf import JSONLogitsProcessor, RegexError, SchemaError
+from outlines_gguf.json_schema.algebra import _safely_disjoint
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema
+
+# Both branches take every non-string, and "not a uuid" cannot be written (formats are
+# enforced as valid subsets), so "exactly one" cannot be made exact (Snowplow sp_209's apikey).
+UNENFORCEABLE = {"oneOf": [{"format": "uuid"}, {"pattern": "^\\$[A-Z0-9-_]+"}]}
+
+# Overlapping (5 is both), but the branches negate: exactly one is "below 0 or above 10".
+ENFORCEABLE = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "integer", "maximum": 10}]}
+
+
+def _behind_properties(leaf: Any) -> tuple[dict, str]:
+    inner = {"type": "object", "properties": {"b": {"type": "object", "properties": {"c": leaf}}}}
+    schema = {"type": "object", "properties": {"a": inner}}
+    return schema, "#/properties/a/properties/b/properties/c"
+
+
+def _behind_items(leaf: Any) -> tuple[dict, str]:
+    inner = {"type": "array", "items": {"type": "array", "items": leaf}}
+    schema = {"type": "object", "properties": {"a": inner}}
+    return schema, "#/properties/a/items/items"
+
+
+def _behind_ref(leaf: Any) -> tuple[dict, str]:
+    schema = {
+        "$defs": {"key": leaf, "holder": {"type": "object", "properties": {"k": {"$ref": "#/$defs/key"}}}},
+        "type": "object",
+        "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/holder"}}},
+    }
+    return schema, "/properties/k/$ref"
+
+
+def _behind_anyof_items(leaf: Any) -> tuple[dict, str]:  # the shape of Snowplow sp_209
+    branch = {
+        "type": "object",
+        "properties": {"action": {"enum": ["push"]}, "apikey": leaf},
+        "required": ["action"],
+    }
+    other = {"type": "object", "properties": {"action": {"enum": ["s3cp"]}}, "required": ["action"]}
+    actions = {"type": ["array", "null"], "items": {"anyOf": [branch, other], "type": "object"}}
+    schema = {"type": "object", "properties": {"actions": actions}, "additionalProperties": False}
+    return schema, "#/properties/actions/items/anyOf/0/properties/apikey"
+
+
+PLACES = [_behind_properties, _behind_items, _behind_ref, _behind_anyof_items]
+
+
+@pytest.mark.parametrize("place", PLACES, ids=lambda p: p.__name__)
+def test_a_deep_unenforceable_oneof_fails_at_construction(place: Any) -> None:
+    schema, path = place(UNENFORCEABLE)
+    with pytest.raises(SchemaError, match="oneOf branches") as caught:
+        SplitSchema(schema)
+    assert path in str(caught.value) and path in caught.value.path
+    assert "lenient=True" in str(caught.value)
+
+
+def test_the_processor_refuses_it_when_made() -> None:
+    # (Snowplow sp_209: the processor used to be made, and generation ended at "apikey")
+    schema, path = _behind_anyof_items(UNENFORCEABLE)
+    with pytest.raises(SchemaError, match="oneOf branches") as caught:
+        JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert caught.value.path == path
+    JSONLogitsProcessor(schema, load_vocab("spm32k"), lenient=True)
+
+
+@pytest.mark.parametrize("place", PLACES, ids=lambda p: p.__name__)
+def test_lenient_reads_a_deep_unenforceable_oneof_as_anyof(place: Any) -> None:
+    schema, _ = place(UNENFORCEABLE)
+    split = SplitSchema(schema, lenient=True)
+    assert split.n_compiled <= 3  # still lazy
+    split.compile_all()  # and nothing left to fail later
+
+
+def _documents(place: Any, leaf: Any, value: Any) -> Any:
+    """A document of ``place``'s schema with ``value`` at the leaf."""
+    if place is _behind_properties:
+        return {"a": {"b": {"c": value}}}
+    if place is _behind_items:
+        return {"a": [[value, value], []]}
+    if place is _behind_ref:
+        return {"a": [{"k": value}, {}]}
+    return {"actions": [{"action": "push", "apikey": value}, {"action": "s3cp"}]}
+
+
+def _accepts(guide: PushdownGuide, text: bytes) -> bool:
+    state = guide.advance(guide.initial_state, text)
+    return bool(state) and guide.is_final(state)
+
+
+@pytest.mark.parametrize("place", PLACES, ids=lambda p: p.__name__)
+def test_a_deep_enforceable_oneof_compiles_lazily_and_works(place: Any) -> None:
+    schema, _ = place(ENFORCEABLE)
+    split = SplitSchema(schema)
+    assert split.n_compiled <= 3  # the scan decided the oneOf without compiling down to it
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    for value in (-5, 0, 5, 10, 11, "x"):
+        doc = _documents(place, ENFORCEABLE, value)
+        valid = jsonschema.Draft202012Validator(schema).is_valid(doc)
+        assert _accepts(guide, json.dumps(doc).encode()) == valid, (value, valid)
+        assert valid == (value in (-5, 11))
+
+
+@pytest.mark.parametrize(
+    ("leaf", "message"),
+    [
+        ({"not": {"format": "email"}}, "keyword 'not' can only be enforced"),
+        ({"type": "array", "contains": {"format": "email"}}, "keyword 'contains'"),
+        (
+            {"type": "object", "patternProperties": {"^a": {}, "b$": {}}},
+            "patternProperties '\\^a' and 'b\\$' overlap",
+        ),
+        ({"if": {"format": "email"}, "then": {"maxLength": 3}}, "if: the condition cannot be negated"),
+        ({"type": "string", "format": "regex"}, "format 'regex' cannot be enforced"),
+        ({"properties": {"x": {"type": "array", "uniqueItems": True}}}, "'uniqueItems' can only be enforced"),
+        (
+            {"oneOf": [{"type": "string", "format": "email"}, {"type": "string", "format": "hostname"}]},
+            "oneOf branches 0 and 1",
+        ),
+    ],
+)
+def test_other_deep_unenforceable_keywords_fail_at_construction(leaf: dict, message: str) -> None:
+    for place in PLACES:
+        schema, path = place(leaf)
+        with pytest.raises(SchemaError, match=message) as caught:
+            SplitSchema(schema)
+        assert path in caught.value.path
+
+
+def test_if_that_cannot_be_negated_fails_at_construction_even_lenient() -> None:
+    # compiling refuses it whatever lenient says: the scan must agree
+    schema, _ = _behind_items({"if": {"format": "email"}, "then": {"maxLength": 3}})
+    with pytest.raises(SchemaError, match="if: the condition cannot be negated"):
+        SplitSchema(schema, lenient=True)
+
+
+def test_a_oneof_never_compiled_is_not_refused() -> None:
+    # the enum's values are checked by the validator, so the oneOf inside is never compiled,
+    # and the scan decides nothing below an enum
+    leaf = {"enum": [{"k": "$ABC"}, {"k": 3}], "properties": {"k": UNENFORCEABLE}}
+    schema, _ = _behind_items(leaf)
+    split = SplitSchema(schema)
+    assert split.n_compiled <= 3  # (not compiled at once, as a doubtful decision would)
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    assert _accepts(guide, b'{"a": [[{"k": "$ABC"}]]}')
+    assert not _accepts(guide, b'{"a": [[{"k": 3}]]}')  # 3 passes both branches
+
+
+@pytest.mark.parametrize(
+    "leaf",
+    [
+        {"not": {"not": {"format": "email"}}},  # not of not: the schema itself (formats compile)
+        {"allOf": [{"enum": [{"aaaa": 18}]}, {"not": {"not": {"patternProperties": {"a*": {}, "aa*": {}}}}}]},
+    ],
+)
+def test_what_is_negated_or_listed_is_not_decided_as_compiled(leaf: dict) -> None:
+    schema, _ = _behind_items(leaf)
+    split = SplitSchema(schema)
+    assert split.n_compiled <= 3  # no doubtful decision, so nothing compiled at once
+    split.compile_all()
+
+
+def test_many_enforceable_oneofs_stay_lazy() -> None:
+    def item(i: int) -> dict:
+        leaf = {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": i}, {"type": "null"}]}
+        return {"type": "object", "properties": {"v": leaf, "w": {"$ref": "#/$defs/d0"}}}
+
+    defs = {f"d{i}": item(i) for i in range(200)}
+    props = {f"p{i}": {"$ref": f"#/$defs/d{i}"} for i in range(200)}
+    split = SplitSchema({"$defs": defs, "type": "object", "properties": props})
+    assert split.n_compiled <= 3  # decided by the scan: nothing compiled down to them
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "disjoint"),
+    [
+        (["x", "y"], ["z"], True),
+        (["x", "y"], ["y"], False),
+        ([1], [1.0], False),  # JSON equality: 1 is 1.0
+        ([True], [1], True),  # and true is not 1
+        ([None, False], [0, ""], True),
+        ([{"k": [1]}], [{"k": [1.0]}], False),  # arrays and objects: compared one by one
+        ([{"k": 1}, "s"], [{"k": 2}], True),
+    ],
+)
+def test_enums_are_disjoint_by_json_equality(a: list, b: list, disjoint: bool) -> None:
+    # (the scan checks every oneOf, so two enums of hundreds of values are compared by hashing)
+    assert _safely_disjoint({"enum": a}, {"enum": b}) == disjoint
+    assert _safely_disjoint({"enum": b}, {"enum": a}) == disjoint
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(?<=a+)b", "lookbehind"),
+        ("\\p{L}+", "bad escape"),
+        ("(a)\\1", "backreference"),
+        ("[", "unterminated character set"),
+        ("(?i)abc", "global flags"),
+    ],
+)
+def test_a_deep_pattern_the_regex_compiler_refuses_fails_at_construction(pattern: str, message: str) -> None:
+    for place in PLACES:
+        for leaf in ({"type": "string", "pattern": pattern}, {"patternProperties": {pattern: {}}}):
+            schema, _ = place(leaf)
+            with pytest.raises(RegexError, match=message):
+                SplitSchema(schema)
+
+
+def test_deep_patterns_the_regex_compiler_takes_stay_lazy() -> None:
+    for pattern in ("^[a-z]+(?=x)", "\\bfoo\\b", "^(?:[0-9]{3}-)?[0-9]{4}$", "(?<=ab)c"):
+        schema, _ = _behind_items({"type": "string", "pattern": pattern})
+        split = SplitSchema(schema)
+        assert split.n_compiled <= 3
+        split.compile_all()
