@@ -43,7 +43,15 @@ MASK_CACHE_SIZE = 1024
 """Masks kept per CFG guide (least recently used are dropped)."""
 
 INSIDE_CACHE_SIZE = 256
-"""In-lexeme walks kept per CFG guide."""
+"""In-lexeme walks from a lexer state kept per CFG guide (each up to the whole vocabulary)."""
+
+BELOW_CACHE_SIZE = 8192
+"""Walks below the trie nodes where a lexeme ends kept per CFG guide (a few tokens each): the
+lexeme walks, and their results per stack top (``_belows``)."""
+
+
+NARROW = 64  # a frontier this small, with at most NARROW_NODES below it,
+NARROW_NODES = 1024  # is walked node by node in Python instead of level by level
 
 _Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -60,6 +68,10 @@ class CFGGuide:
         self._masks: LRUCache = LRUCache(MASK_CACHE_SIZE)
         self._inside: LRUCache = LRUCache(INSIDE_CACHE_SIZE)
         self._reach: LRUCache = LRUCache(4 * INSIDE_CACHE_SIZE)
+        self._subwalks: LRUCache = LRUCache(BELOW_CACHE_SIZE)
+        self._belows: LRUCache = LRUCache(BELOW_CACHE_SIZE)
+        self._tables: list[np.ndarray] = []  # the interned reachable lexer tables
+        self._table_ids: dict[bytes, int] = {}
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
@@ -67,8 +79,9 @@ class CFGGuide:
         state = self.__dict__.copy()
         for name in ("_lock", "trie"):
             state.pop(name, None)
-        for name in ("_masks", "_inside", "_reach"):
+        for name in ("_masks", "_inside", "_reach", "_subwalks", "_belows"):
             state[name] = LRUCache(state[name].size)
+        state["_tables"], state["_table_ids"] = [], {}
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -145,23 +158,24 @@ class CFGGuide:
         """Every token whose bytes keep ``config`` alive (unsorted, may repeat)."""
         stack, q = config
         view = self.grammar.view(stack)
-        table, order = self._reachable(view, q)
-        key = table.tobytes()
-        inside = self._inside.get(key)
+        table_id, order = self._reachable(view, q)
+        inside = self._inside.get(table_id)
         if inside is None:
+            table = self._tables[table_id]
             roots = np.arange(self.trie.root_children)
             inside = self._walk(table, roots, np.zeros(roots.size, dtype=np.int64))
-            self._inside.put(key, inside)
+            self._inside.put(table_id, inside)
         tokens, cross_nodes, cross_from = inside
         parts = [tokens]
         if cross_nodes.size:
             self._across(stack, cross_nodes, order[cross_from], parts)
         return np.concatenate(parts) if len(parts) > 1 else tokens
 
-    def _reachable(self, view: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
-        """The part of ``view`` reachable from ``q``, renumbered breadth first from 0, and the
-        original number of each state. Lexemes that read alike share it (and its walk): a JSON
-        string body is walked once, whatever the lexer or the nesting around it."""
+    def _reachable(self, view: np.ndarray, q: int) -> tuple[int, np.ndarray]:
+        """The part of ``view`` reachable from ``q``, renumbered breadth first from 0 and interned
+        (its id in ``_tables``), and the original number of each state. Lexemes that read alike
+        share it (and its walks): a JSON string body is walked once, whatever the lexer or the
+        nesting around it."""
         key = (id(view), q)
         found = self._reach.get(key)
         if found is None:
@@ -178,9 +192,13 @@ class CFGGuide:
             remap = np.full(view.shape[0], -1, dtype=np.int32)
             remap[old] = np.arange(old.size, dtype=np.int32)
             rows = view[old]
-            table = np.where(rows >= 0, remap[np.maximum(rows, 0)], rows).astype(np.int32)
-            found = (table, old)
-            self._reach.put(key, (table, old, view))  # the view is kept alive with its id
+            renumbered = np.where(rows >= 0, remap[np.maximum(rows, 0)], rows)
+            table = np.ascontiguousarray(renumbered, dtype=np.int32)
+            table_id = self._table_ids.setdefault(table.tobytes(), len(self._tables))
+            if table_id == len(self._tables):
+                self._tables.append(table)
+            found = (table_id, old, view)  # the view is kept alive with its id
+            self._reach.put(key, found)
         return found[0], found[1]
 
     def _compute_mask(self, config: Config) -> TokenMask:
@@ -200,39 +218,50 @@ class CFGGuide:
         return TokenMask(allowed, final)
 
     def _across(self, stack: int, nodes: np.ndarray, sources: np.ndarray, out: list) -> None:
-        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``.
-
-        The walk below the nodes depends only on the next lexer's table and the
-        nodes, so it is cached under both: a new stack costs a few lookups.
-        """
+        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``."""
         grammar = self.grammar
-        labels = self.trie.node_byte
         single = sources.size == 1 or bool((sources == sources[0]).all())
         for source in [int(sources[0])] if single else np.unique(sources).tolist():
             after = grammar.emit(stack, source)
             if after is None:
                 continue
-            table, order = self._reachable(grammar.view(after), 0)
             sel = nodes if single else nodes[sources == source]
-            key = (table.tobytes(), sel.tobytes())
-            walked = self._inside.get(key)
+            out.append(self._below(after, sel))
+
+    def _below(self, stack: int, nodes: np.ndarray) -> np.ndarray:
+        """The tokens below trie ``nodes`` (whose bytes start a lexeme) that ``stack`` can read.
+
+        Cached per (stack, nodes); the walk inside the lexeme per (lexer table, nodes), shared
+        by every stack with that table.
+        """
+        key = (stack, nodes.tobytes())
+        found = self._belows.get(key)
+        if found is None:
+            view = self.grammar.view(stack)
+            table_id, order = self._reachable(view, 0)
+            walked = self._subwalks.get((table_id, key[1]))
             if walked is None:
-                states = table[0, labels[sel]].astype(np.int64)
+                table = self._tables[table_id]
+                states = table[0, self.trie.node_byte[nodes]].astype(np.int64)
                 alive = states >= 0
-                walked = self._walk(table, sel[alive], states[alive], entered=True)
-                self._inside.put(key, walked)
+                walked = self._walk(table, nodes[alive], states[alive], entered=True)
+                self._subwalks.put((table_id, key[1]), walked)
             tokens, cross_nodes, cross_from = walked
-            out.append(tokens)
+            parts = [tokens]
             if cross_nodes.size:
-                self._across(after, cross_nodes, order[cross_from], out)
+                self._across(stack, cross_nodes, order[cross_from], parts)
+            found = np.concatenate(parts) if len(parts) > 1 else tokens
+            self._belows.put(key, found)
+        return found
 
     def _walk(self, view: np.ndarray, nodes: np.ndarray, states: np.ndarray, entered: bool = False) -> _Walk:
         """Walk the trie under one lexer view.
 
         ``entered=False``: ``nodes`` are children still to enter from ``states``;
         ``entered=True``: ``nodes`` were entered and are in ``states``.
-        Returns (tokens ending inside the lexeme, nodes whose byte ends it, the
-        lexer state each of those comes from).
+        Returns (tokens ending inside the lexeme, nodes whose byte ends it (sorted), the
+        lexer state each of those comes from). Levels are walked with numpy while wide, node
+        by node in Python once the frontier is narrow.
         """
         trie = self.trie
         stride = view.shape[1]
@@ -242,16 +271,60 @@ class CFGGuide:
         cross_from: list[np.ndarray] = []
         if not entered:
             nodes, states = self._enter(flat, stride, nodes, states, cross_nodes, cross_from)
+        sizes = trie._subtree_size
         while nodes.size:
+            if nodes.size <= NARROW and int(sizes[nodes].sum()) <= NARROW_NODES:
+                self._walk_narrow(flat, stride, nodes, states, found, cross_nodes, cross_from)
+                break
             children, parents = trie.step(nodes, states, found)
             if children is None:
                 break
             nodes, states = self._enter(flat, stride, children, parents, cross_nodes, cross_from)
-        return (
-            np.concatenate(found) if found else np.empty(0, dtype=np.int32),
-            np.concatenate(cross_nodes) if cross_nodes else np.empty(0, dtype=np.int64),
-            np.concatenate(cross_from) if cross_from else np.empty(0, dtype=np.int64),
-        )
+        tokens = np.concatenate(found) if found else np.empty(0, dtype=np.int32)
+        if not cross_nodes:
+            return tokens, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        xn, xf = np.concatenate(cross_nodes), np.concatenate(cross_from)
+        by_node = np.argsort(xn, kind="stable")  # one order, so equal node sets are equal keys
+        return tokens, xn[by_node], xf[by_node]
+
+    def _walk_narrow(
+        self,
+        flat: np.ndarray,
+        stride: int,
+        nodes: np.ndarray,
+        states: np.ndarray,
+        found: list,
+        cross_nodes: list,
+        cross_from: list,
+    ) -> None:
+        """The rest of a walk below a narrow frontier, depth first, one Python step per node."""
+        labels, first_child, n_children, term_start, term_count, term_tokens = self.trie._lists
+        table = flat.data
+        tokens: list[int] = []
+        xn: list[int] = []
+        xf: list[int] = []
+        todo = list(zip(nodes.tolist(), states.tolist(), strict=True))
+        pop, push = todo.pop, todo.append
+        while todo:
+            node, state = pop()
+            count = term_count[node]
+            if count:
+                begin = term_start[node]
+                tokens.extend(term_tokens[begin : begin + count])
+            first = first_child[node]
+            base = state * stride
+            for child in range(first, first + n_children[node]):
+                nxt = table[base + labels[child]]
+                if nxt >= 0:
+                    push((child, nxt))
+                elif nxt == CROSS:
+                    xn.append(child)
+                    xf.append(state)
+        if tokens:
+            found.append(np.asarray(tokens, dtype=np.int32))
+        if xn:
+            cross_nodes.append(np.asarray(xn, dtype=np.int64))
+            cross_from.append(np.asarray(xf, dtype=np.int64))
 
     def _enter(
         self,
