@@ -50,6 +50,9 @@ BELOW_CACHE_SIZE = 8192
 lexeme walks, and their results per stack top (``_belows``)."""
 
 
+INSIDE_MASK_CACHE_SIZE = 32
+"""Boolean masks (one byte per token) of in-lexeme walks that allow most of the vocabulary."""
+
 NARROW = 64  # a frontier this small, with at most NARROW_NODES below it,
 NARROW_NODES = 1024  # is walked node by node in Python instead of level by level
 
@@ -69,6 +72,7 @@ class CFGGuide:
         self._inside: LRUCache = LRUCache(INSIDE_CACHE_SIZE)
         self._reach: LRUCache = LRUCache(4 * INSIDE_CACHE_SIZE)
         self._subwalks: LRUCache = LRUCache(BELOW_CACHE_SIZE)
+        self._inside_masks: LRUCache = LRUCache(INSIDE_MASK_CACHE_SIZE)
         self._belows: LRUCache = LRUCache(BELOW_CACHE_SIZE)
         self._tables: list[np.ndarray] = []  # the interned reachable lexer tables
         self._table_ids: dict[bytes, int] = {}
@@ -79,7 +83,7 @@ class CFGGuide:
         state = self.__dict__.copy()
         for name in ("_lock", "trie"):
             state.pop(name, None)
-        for name in ("_masks", "_inside", "_reach", "_subwalks", "_belows"):
+        for name in ("_masks", "_inside", "_reach", "_subwalks", "_belows", "_inside_masks"):
             state[name] = LRUCache(state[name].size)
         state["_tables"], state["_table_ids"] = [], {}
         return state
@@ -156,6 +160,12 @@ class CFGGuide:
 
     def allowed_tokens(self, config: Config) -> np.ndarray:
         """Every token whose bytes keep ``config`` alive (unsorted, may repeat)."""
+        parts = self._allowed_parts(config)[1]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _allowed_parts(self, config: Config) -> tuple[int, list[np.ndarray]]:
+        """The interned table of the lexeme being read and the allowed tokens in parts: those
+        that end inside the lexeme first, then those that cross into later lexemes."""
         stack, q = config
         view = self.grammar.view(stack)
         table_id, order = self._reachable(view, q)
@@ -169,7 +179,7 @@ class CFGGuide:
         parts = [tokens]
         if cross_nodes.size:
             self._across(stack, cross_nodes, order[cross_from], parts)
-        return np.concatenate(parts) if len(parts) > 1 else tokens
+        return table_id, parts
 
     def _reachable(self, view: np.ndarray, q: int) -> tuple[int, np.ndarray]:
         """The part of ``view`` reachable from ``q``, renumbered breadth first from 0 and interned
@@ -204,18 +214,41 @@ class CFGGuide:
     def _compute_mask(self, config: Config) -> TokenMask:
         if config == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
-        tokens = self.allowed_tokens(config)
+        table_id, parts = self._allowed_parts(config)
         final = self.grammar.is_final(config)
-        if not final and tokens.size == 0:
+        n_vocab = self.vocabulary.size
+        if parts[0].size * 2 > n_vocab:  # most of the vocabulary: start from the lexeme's own mask
+            base, forbidden = self._inside_mask(table_id, parts[0])
+            if len(parts) == 1 and not final:
+                return TokenMask.forbidding(forbidden, n_vocab, final)
+            allowed = base.copy()
+            for part in parts[1:]:
+                allowed[part] = True
+            if final:
+                allowed[self.vocabulary.eog_array] = True
+            return TokenMask.forbidding(forbidden[~allowed[forbidden]], n_vocab, final)
+        if not final and not any(part.size for part in parts):
             raise ConstraintViolationError(
                 "no token of this vocabulary can continue the grammar here (a dead end: the grammar "
                 "cannot be completed from this text, or the vocabulary lacks the bytes it needs)"
             )
-        allowed = np.zeros(self.vocabulary.size, dtype=bool)
-        allowed[tokens] = True
+        allowed = np.zeros(n_vocab, dtype=bool)
+        for part in parts:
+            allowed[part] = True
         if final:
             allowed[self.vocabulary.eog_array] = True
         return TokenMask(allowed, final)
+
+    def _inside_mask(self, table_id: int, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tokens that end inside a lexeme as a boolean array, and the ids it leaves out
+        (sorted): scattering 150k ids costs 0.8 ms, copying the array a few microseconds."""
+        found = self._inside_masks.get(table_id)
+        if found is None:
+            allowed = np.zeros(self.vocabulary.size, dtype=bool)
+            allowed[tokens] = True
+            found = (allowed, np.flatnonzero(~allowed))
+            self._inside_masks.put(table_id, found)
+        return found
 
     def _across(self, stack: int, nodes: np.ndarray, sources: np.ndarray, out: list) -> None:
         """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``."""

@@ -240,6 +240,36 @@ def test_masks_equal_token_by_token_check_on_real_vocabularies(real_vocab: Vocab
             assert allowed[tid] == expected, (prefix, tid, data)
 
 
+@pytest.mark.parametrize("name", ["arithmetic", "json", "sql_select", "program"])
+def test_masks_equal_token_by_token_check_along_random_walks(name: str) -> None:
+    """Every token of a real vocabulary, at every state of random walks on one guide (so the
+    cached lexer tables, walks below lexeme ends and boolean masks are reused across states),
+    is allowed exactly when advancing it token by token keeps the configuration alive."""
+    from conftest import load_vocab
+
+    vocab = load_vocab("spm32k")
+    guide = CFGGuide(Grammar(grammars.load(name)), vocab)
+    grammar = guide.grammar
+    emittable = [t for t in range(vocab.size) if vocab.tokens[t] and t not in vocab.special_ids]
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        state = guide.initial_state
+        for _ in range(6):
+            guide._masks.clear()
+            allowed = np.zeros(vocab.size, dtype=bool)
+            allowed[guide.mask(state).allowed_ids(vocab.size)] = True
+            expected = np.zeros(vocab.size, dtype=bool)
+            for tid in emittable:
+                expected[tid] = grammar.advance(state, vocab.tokens[tid]) is not None
+            expected[vocab.eog_array] = grammar.is_final(state)
+            wrong = np.flatnonzero(allowed != expected)
+            assert not wrong.size, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]]
+            choices = np.flatnonzero(allowed & ~np.isin(np.arange(vocab.size), vocab.eog_array))
+            if not choices.size:
+                break
+            state = guide.next_state(state, int(rng.choice(choices)))
+
+
 # -- the processor -------------------------------------------------------------------------------
 
 
