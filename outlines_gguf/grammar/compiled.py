@@ -22,10 +22,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -55,6 +55,37 @@ END = "$END"
 EXAMPLE_SEARCH_LIMIT = 20_000
 """How many configurations the emptiness check explores before giving up (then it assumes non-empty)."""
 
+
+
+class _Stepping(Protocol):
+    """What :func:`bfs_completion` needs of a grammar (either mode)."""
+
+    _representatives: list[int]
+
+    def step(self, config: Any, byte: int) -> Any: ...
+
+    def is_final(self, config: Any) -> bool: ...
+
+
+def bfs_completion(grammar: _Stepping, config: Hashable, limit: int) -> bytes | None:
+    """The shortest bytes that complete ``config`` to a sentence, breadth first over the
+    grammar's byte classes (one byte of each, ASCII first); None once more than ``limit``
+    configurations are seen. Raises :class:`EmptyLanguageError` when none exists."""
+    seen = {config: b""}
+    queue = deque([config])
+    while queue:
+        current = queue.popleft()
+        text = seen[current]
+        if grammar.is_final(current):
+            return text
+        for byte in grammar._representatives:
+            nxt = grammar.step(current, byte)
+            if nxt is not None and nxt not in seen:
+                if len(seen) >= limit:
+                    return None
+                seen[nxt] = text + bytes([byte])
+                queue.append(nxt)
+    raise EmptyLanguageError("no text completes this one to a sentence of the grammar")
 
 
 def _has_lazy_quantifier(regexp: str) -> bool:
@@ -524,30 +555,12 @@ class Grammar:
         terminals (each written as its shortest example) takes over.
         Raises :class:`EmptyLanguageError` when provably no completion exists.
         """
-        found = self._bfs_completion(config, min(limit, 300))
+        found = bfs_completion(self, config, min(limit, 300))
         if found is None:
             found = self._terminal_completion(config)
         if found is None and limit > 300:
-            found = self._bfs_completion(config, limit)
+            found = bfs_completion(self, config, limit)
         return found
-
-    def _bfs_completion(self, config: Config, limit: int) -> bytes | None:
-        reps = self._representatives
-        seen = {config: b""}
-        queue = deque([config])
-        while queue:
-            current = queue.popleft()
-            text = seen[current]
-            if self.is_final(current):
-                return text
-            for byte in reps:
-                nxt = self.step(current, byte)
-                if nxt is not None and nxt not in seen:
-                    if len(seen) >= limit:
-                        return None
-                    seen[nxt] = text + bytes([byte])
-                    queue.append(nxt)
-        raise EmptyLanguageError("no text completes this one to a sentence of the grammar")
 
     def _terminal_example(self, name: str) -> bytes:
         cache = self.__dict__.setdefault("_examples", {})

@@ -55,6 +55,20 @@ def byte_classes(
     return rank[inverse.reshape(-1)].astype(np.uint8), representatives[order].astype(np.int64)
 
 
+def reaching(table: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """The states of an automaton table (``table[q, c]``: next state, negative for none) from
+    which a ``goal`` state is reachable (goal states included)."""
+    live = goal.astype(bool)
+    src, cls = np.nonzero(table >= 0)
+    dst = table[src, cls]
+    while True:
+        grown = live.copy()
+        grown[src[live[dst]]] = True
+        if (grown == live).all():
+            return live
+        live = grown
+
+
 class LexerAutomaton:
     """The terminals lark tries in one parser state, as one DFA over byte classes.
 
@@ -141,7 +155,7 @@ class LexerAutomaton:
                         break
             emits.append(emit)
         table = np.asarray(delta, dtype=np.int32).reshape(len(order), n_classes)
-        live = self._reaching(table, np.array([e is not None for e in emits]))
+        live = reaching(table, np.array([e is not None for e in emits]))
         self.delta = np.where((table >= 0) & live[np.maximum(table, 0)], table, DEAD).astype(np.int32)
         self.emits = emits
         self._views: dict[object, np.ndarray] = {}
@@ -149,19 +163,6 @@ class LexerAutomaton:
     @property
     def n_states(self) -> int:
         return int(self.delta.shape[0])
-
-    @staticmethod
-    def _reaching(table: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """States from which a goal state is reachable."""
-        live = goal.copy()
-        src, cls = np.nonzero(table >= 0)
-        dst = table[src, cls]
-        while True:
-            grown = live.copy()
-            grown[src[live[dst]]] = True
-            if (grown == live).all():
-                return live
-            live = grown
 
     def view(self, acceptable: frozenset[str]) -> np.ndarray:
         """``delta`` for a parser that accepts only ``acceptable`` next.
@@ -174,7 +175,7 @@ class LexerAutomaton:
         view = self._views.get(acceptable)
         if view is None:
             good = np.array([e is not None and e in acceptable for e in self.emits])
-            live = self._reaching(self.delta, good)
+            live = reaching(self.delta, good)
             delta = self.delta
             nxt_live = (delta >= 0) & live[np.maximum(delta, 0)]
             ends = (delta < 0) & good[:, None] & self.follow_ok
@@ -200,7 +201,7 @@ class LexerAutomaton:
             first = np.stack([follow.get(e, nothing)[1] if e is not None else nothing[1] for e in self.emits])
             crossable = (self.delta < 0) & first & self.follow_ok
             good = ends | crossable.any(axis=1)
-            live = self._reaching(self.delta, good)
+            live = reaching(self.delta, good)
             delta = self.delta
             nxt_live = (delta >= 0) & live[np.maximum(delta, 0)]
             view = np.where(nxt_live, delta, np.where(crossable, CROSS, DEAD)).astype(np.int32)
