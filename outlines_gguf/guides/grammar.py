@@ -307,7 +307,11 @@ class CFGGuide:
         sizes = trie._subtree_size
         while nodes.size:
             if nodes.size <= NARROW and int(sizes[nodes].sum()) <= NARROW_NODES:
-                self._walk_narrow(flat, stride, nodes, states, found, cross_nodes, cross_from)
+                rest, stopped, stopped_from = trie.walk_narrow(flat, stride, nodes, states, CROSS)
+                found.append(rest)
+                if stopped:
+                    cross_nodes.append(np.asarray(stopped, dtype=np.int64))
+                    cross_from.append(np.asarray(stopped_from, dtype=np.int64))
                 break
             children, parents = trie.step(nodes, states, found)
             if children is None:
@@ -319,45 +323,6 @@ class CFGGuide:
         xn, xf = np.concatenate(cross_nodes), np.concatenate(cross_from)
         by_node = np.argsort(xn, kind="stable")  # one order, so equal node sets are equal keys
         return tokens, xn[by_node], xf[by_node]
-
-    def _walk_narrow(
-        self,
-        flat: np.ndarray,
-        stride: int,
-        nodes: np.ndarray,
-        states: np.ndarray,
-        found: list,
-        cross_nodes: list,
-        cross_from: list,
-    ) -> None:
-        """The rest of a walk below a narrow frontier, depth first, one Python step per node."""
-        labels, first_child, n_children, term_start, term_count, term_tokens = self.trie._lists
-        table = flat.data
-        tokens: list[int] = []
-        xn: list[int] = []
-        xf: list[int] = []
-        todo = list(zip(nodes.tolist(), states.tolist(), strict=True))
-        pop, push = todo.pop, todo.append
-        while todo:
-            node, state = pop()
-            count = term_count[node]
-            if count:
-                begin = term_start[node]
-                tokens.extend(term_tokens[begin : begin + count])
-            first = first_child[node]
-            base = state * stride
-            for child in range(first, first + n_children[node]):
-                nxt = table[base + labels[child]]
-                if nxt >= 0:
-                    push((child, nxt))
-                elif nxt == CROSS:
-                    xn.append(child)
-                    xf.append(state)
-        if tokens:
-            found.append(np.asarray(tokens, dtype=np.int32))
-        if xn:
-            cross_nodes.append(np.asarray(xn, dtype=np.int64))
-            cross_from.append(np.asarray(xf, dtype=np.int64))
 
     def _enter(
         self,
