@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from functools import cached_property
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,11 +36,8 @@ from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, LRUCache, TokenMas
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
-if TYPE_CHECKING:
-    pass
-
 MASK_CACHE_SIZE = 1024
-"""Masks kept per CFG guide (least recently used are dropped)."""
+"""Masks kept per grammar guide, either mode (least recently used are dropped)."""
 
 INSIDE_CACHE_SIZE = 256
 """In-lexeme walks from a lexer state kept per CFG guide (each up to the whole vocabulary)."""
@@ -59,49 +56,44 @@ NARROW_NODES = 1024  # is walked node by node in Python instead of level by leve
 _Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class CFGGuide:
-    """A guide over a compiled :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol)."""
+class GrammarGuide:
+    """What the guides of both grammar modes share: the vocabulary check, pickling without the
+    lock and the caches, the compressed trie, stepping, the mask cache and the mask from the
+    allowed tokens. Subclasses say which caches they keep (``_caches``) and which lock guards
+    their grammar (``_new_lock``)."""
 
-    def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
+    _caches: tuple[str, ...] = ("_masks",)
+    grammar: Any
+
+    def __init__(self, grammar: Any, vocabulary: Vocabulary) -> None:
         if not vocabulary.eog_ids:
             raise VocabularyError("the vocabulary has no end-of-generation token: generation could never end")
         self.grammar = grammar
         self.vocabulary = vocabulary
         self.initial_state: Hashable = grammar.initial_state
         self._masks: LRUCache = LRUCache(MASK_CACHE_SIZE)
-        self._inside: LRUCache = LRUCache(INSIDE_CACHE_SIZE)
-        self._reach: LRUCache = LRUCache(4 * INSIDE_CACHE_SIZE)
-        self._subwalks: LRUCache = LRUCache(BELOW_CACHE_SIZE)
-        self._inside_masks: LRUCache = LRUCache(INSIDE_MASK_CACHE_SIZE)
-        self._belows: LRUCache = LRUCache(BELOW_CACHE_SIZE)
-        self._tables: list[np.ndarray] = []  # the interned reachable lexer tables
-        self._table_ids: dict[bytes, int] = {}
-        self._lock = threading.RLock()
+        self._lock = self._new_lock()
+
+    def _new_lock(self) -> threading.RLock:
+        return threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
         """Pickles without its lock, caches and compressed trie (rebuilt lazily in the other process)."""
         state = self.__dict__.copy()
         for name in ("_lock", "trie"):
             state.pop(name, None)
-        for name in ("_masks", "_inside", "_reach", "_subwalks", "_belows", "_inside_masks"):
+        for name in self._caches:
             state[name] = LRUCache(state[name].size)
-        state["_tables"], state["_table_ids"] = [], {}
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.RLock()
+        self._lock = self._new_lock()
 
     @cached_property
     def trie(self) -> TokenTrie:
         """The vocabulary's trie over the grammar's byte classes (built at the first mask)."""
         return self.vocabulary.class_trie(self.grammar.byte_class)
-
-    # -- the Guide protocol -----------------------------------------------------------------
-    # A state is FINISHED or a grammar Config (hence the casts once FINISHED is ruled out).
-
-    def is_final(self, state: Hashable) -> bool:
-        return state == FINISHED or self.grammar.is_final(cast(Config, state))
 
     def next_state(self, state: Hashable, token_id: int) -> Hashable:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
@@ -109,10 +101,69 @@ class CFGGuide:
         if data is None:
             return FINISHED
         with self._lock:
-            nxt = self.grammar.advance(cast(Config, state), data)
+            nxt = self.grammar.advance(state, data)
         if nxt is None:
             raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the grammar here")
         return nxt
+
+    def mask(self, state: Hashable) -> TokenMask:
+        """The allowed tokens in ``state`` (computed on first use, then cached)."""
+        if state == FINISHED:
+            raise ConstraintViolationError("generation continued after an end-of-generation token")
+        with self._lock:
+            mask = self._masks.get(state)
+            if mask is None:
+                mask = self._compute_mask(state)
+                self._masks.put(state, mask)
+            return mask
+
+    def is_final(self, state: Hashable) -> bool:
+        raise NotImplementedError
+
+    def _compute_mask(self, state: Any) -> TokenMask:
+        raise NotImplementedError
+
+    def _mask_of(self, parts: list[np.ndarray], final: bool) -> TokenMask:
+        """The mask allowing the tokens ``parts`` (and end of generation where ``final``)."""
+        if not final and not any(part.size for part in parts):
+            raise ConstraintViolationError(
+                "no token of this vocabulary can continue the grammar here (a dead end: the grammar "
+                "cannot be completed from this text, or the vocabulary lacks the bytes it needs)"
+            )
+        allowed = np.zeros(self.vocabulary.size, dtype=bool)
+        for part in parts:
+            allowed[part] = True
+        if final:
+            allowed[self.vocabulary.eog_array] = True
+        return TokenMask(allowed, final)
+
+
+class CFGGuide(GrammarGuide):
+    """A guide over a compiled :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol)."""
+
+    _caches = ("_masks", "_inside", "_reach", "_subwalks", "_belows", "_inside_masks")
+    grammar: Grammar
+
+    def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
+        super().__init__(grammar, vocabulary)
+        self._inside: LRUCache = LRUCache(INSIDE_CACHE_SIZE)
+        self._reach: LRUCache = LRUCache(4 * INSIDE_CACHE_SIZE)
+        self._subwalks: LRUCache = LRUCache(BELOW_CACHE_SIZE)
+        self._inside_masks: LRUCache = LRUCache(INSIDE_MASK_CACHE_SIZE)
+        self._belows: LRUCache = LRUCache(BELOW_CACHE_SIZE)
+        self._tables: list[np.ndarray] = []  # the interned reachable lexer tables
+        self._table_ids: dict[bytes, int] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        state = super().__getstate__()
+        state["_tables"], state["_table_ids"] = [], {}
+        return state
+
+    # -- the Guide protocol -----------------------------------------------------------------
+    # A state is FINISHED or a grammar Config (hence the casts once FINISHED is ruled out).
+
+    def is_final(self, state: Hashable) -> bool:
+        return state == FINISHED or self.grammar.is_final(cast(Config, state))
 
     def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes:
         """The longest bytes every sentence continuing ``state`` starts with (up to ``limit``).
@@ -146,15 +197,6 @@ class CFGGuide:
     @cached_property
     def _class_sizes(self) -> np.ndarray:
         return np.bincount(self.grammar.byte_class, minlength=self.grammar.n_classes)
-
-    def mask(self, state: Hashable) -> TokenMask:
-        """The allowed tokens in ``state`` (computed on first use, then cached)."""
-        with self._lock:
-            mask = self._masks.get(state)
-            if mask is None:
-                mask = self._compute_mask(cast(Config, state))
-                self._masks.put(state, mask)
-            return mask
 
     # -- masks ------------------------------------------------------------------------------
 
@@ -212,8 +254,6 @@ class CFGGuide:
         return found[0], found[1]
 
     def _compute_mask(self, config: Config) -> TokenMask:
-        if config == FINISHED:
-            raise ConstraintViolationError("generation continued after an end-of-generation token")
         table_id, parts = self._allowed_parts(config)
         final = self.grammar.is_final(config)
         n_vocab = self.vocabulary.size
@@ -227,17 +267,7 @@ class CFGGuide:
             if final:
                 allowed[self.vocabulary.eog_array] = True
             return TokenMask.forbidding(forbidden[~allowed[forbidden]], n_vocab, final)
-        if not final and not any(part.size for part in parts):
-            raise ConstraintViolationError(
-                "no token of this vocabulary can continue the grammar here (a dead end: the grammar "
-                "cannot be completed from this text, or the vocabulary lacks the bytes it needs)"
-            )
-        allowed = np.zeros(n_vocab, dtype=bool)
-        for part in parts:
-            allowed[part] = True
-        if final:
-            allowed[self.vocabulary.eog_array] = True
-        return TokenMask(allowed, final)
+        return self._mask_of(parts, final)
 
     def _inside_mask(self, table_id: int, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The tokens that end inside a lexeme as a boolean array, and the ids it leaves out
