@@ -141,7 +141,7 @@ class GrammarGuide:
 class CFGGuide(GrammarGuide):
     """A guide over a compiled :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol)."""
 
-    _caches = ("_masks", "_inside", "_reach", "_subwalks", "_belows", "_inside_masks")
+    _caches = ("_masks", "_inside", "_reach", "_subwalks", "_belows", "_inside_masks", "_unions")
     grammar: Grammar
 
     def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
@@ -151,6 +151,7 @@ class CFGGuide(GrammarGuide):
         self._subwalks: LRUCache = LRUCache(BELOW_CACHE_SIZE)
         self._inside_masks: LRUCache = LRUCache(INSIDE_MASK_CACHE_SIZE)
         self._belows: LRUCache = LRUCache(BELOW_CACHE_SIZE)
+        self._unions: LRUCache = LRUCache(MASK_CACHE_SIZE)  # masks by the identity of their parts
         self._tables: list[np.ndarray] = []  # the interned reachable lexer tables
         self._table_ids: dict[bytes, int] = {}
 
@@ -256,6 +257,17 @@ class CFGGuide(GrammarGuide):
     def _compute_mask(self, config: Config) -> TokenMask:
         table_id, parts = self._allowed_parts(config)
         final = self.grammar.is_final(config)
+        # the parts are arrays from the caches: configurations that read alike (same lexer table,
+        # same stack) get the same arrays, hence the same mask; the entry keeps them alive
+        key = (final, *(id(part) for part in parts))
+        found = self._unions.get(key)
+        if found is not None and all(a is b for a, b in zip(found[0], parts, strict=True)):
+            return found[1]
+        mask = self._union_mask(table_id, parts, final)
+        self._unions.put(key, (parts, mask))
+        return mask
+
+    def _union_mask(self, table_id: int, parts: list[np.ndarray], final: bool) -> TokenMask:
         n_vocab = self.vocabulary.size
         if parts[0].size * 2 > n_vocab:  # most of the vocabulary: start from the lexeme's own mask
             base, forbidden = self._inside_mask(table_id, parts[0])
