@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check outlines_gguf tests scripts
+	$(BIN)/ruff check outlines_gguf tests scripts benchmarks
 	$(BIN)/mypy
 
 test: setup lint
@@ -43,7 +43,7 @@ bench: setup
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "torch==2.13.0" || true
 	$(BIN)/python -m pip install -c constraints.txt -e ".[bench]"
 	$(BIN)/python scripts/build_test_models.py --realistic
-	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) models/.built models/*.gguf models/vocab .cache

@@ -33,6 +33,7 @@ from outlines_gguf.json_schema.compiler import schema_to_dfa
 from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.numbers import multiple_of_dfa
+from outlines_gguf.json_schema.split import string_run_table
 from outlines_gguf.tokens.text import starts_plain_char
 from outlines_gguf.tokens.vocabulary import Vocabulary, clear_gguf_cache
 
@@ -208,6 +209,7 @@ def clear_caches(*vocabularies: Vocabulary) -> None:
     validate.pattern_dfa.cache_clear()
     multiple_of_dfa.cache_clear()
     starts_plain_char.cache_clear()
+    string_run_table.cache_clear()
     clear_gguf_cache()
     for vocabulary in vocabularies:
         vocabulary.clear_class_tries()

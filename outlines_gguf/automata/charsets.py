@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
 
 from outlines_gguf.automata.budget import spend
@@ -83,16 +83,22 @@ _CATEGORY = {
 }
 
 
-def _category(cat: object, ascii_only: bool, widen: bool) -> Ranges:
+def _category(
+    cat: C._NamedIntConstant,
+    ascii_only: bool,
+    widen: bool,
+    unicode_meaning: Callable[[str], Ranges] = _unicode_category,
+) -> Ranges:
     """A ``\\d``-like category. ``widen`` asks for the larger of the two
-    meanings (used inside a negated class, which is complemented afterwards)."""
-    name, negated = _CATEGORY[cat]  # type: ignore[index]
+    meanings (used inside a negated class, which is complemented afterwards);
+    ``unicode_meaning`` gives the larger set of ``digit``, ``word`` or ``space``."""
+    name, negated = _CATEGORY[cat]
     if ascii_only:
         base = _ASCII_CATEGORIES[name]
     else:
         # positive, narrow: ASCII; negative, narrow: not-Unicode; and the reverse when widened
         use_unicode = negated != widen
-        base = _unicode_category(name) if use_unicode else _ASCII_CATEGORIES[name]
+        base = unicode_meaning(name) if use_unicode else _ASCII_CATEGORIES[name]
     return _complement(base) if negated else base
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -39,15 +41,23 @@ class ByteDFA:
         return state >= 0 and bool(self.accepting[state])
 
 
-def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Keep only states that can reach acceptance; renumber with the start as 0."""
+def reaching(
+    table: np.ndarray, targets: np.ndarray, extra: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Per state: some path of transitions (and ``extra`` edges, (sources, destinations))
+    leads from it to a state of ``targets`` (a bool per state). One search backwards over
+    the distinct edges, linear in them (a fixpoint over the table costs a pass per step of
+    the longest path)."""
     n = table.shape[0]
     src, byte = np.nonzero(table >= 0)
-    dst = table[src, byte]
-    pairs = fast_unique.unique(dst.astype(np.int64) * n + src)
+    dst = table[src, byte].astype(np.int64)
+    if extra is not None:
+        src = np.concatenate([src, extra[0]])
+        dst = np.concatenate([dst, extra[1].astype(np.int64)])
+    pairs = fast_unique.unique(dst * n + src)
     rev_src = (pairs % n).tolist()
     starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
-    live = accepting.tolist()
+    live = targets.tolist()
     stack = [i for i, a in enumerate(live) if a]
     while stack:
         s = stack.pop()
@@ -55,14 +65,48 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
             if not live[p]:
                 live[p] = True
                 stack.append(p)
-    if not live[0]:
+    return np.array(live, dtype=bool)
+
+
+def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Keep only states that can reach acceptance; renumber with the start as 0."""
+    keep = reaching(table, accepting)
+    if not keep[0]:
         return None
-    keep = np.array(live, dtype=bool)
     new_id = np.cumsum(keep) - 1
     new_id[~keep] = -1
     kept = table[keep]
     remapped = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
     return remapped, accepting[keep]
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class StateNumbers(Generic[K]):
+    """The states a construction finds (subsets, product pairs), numbered in the order found.
+
+    ``found[n]`` is state ``n``; the constructions build rows for them in that order (breadth
+    first, so the start is 0). Finding more than ``limit`` states raises ``too_many()``.
+    """
+
+    def __init__(self, start: K, limit: int, too_many: Callable[[], Exception]) -> None:
+        self.index: dict[K, int] = {start: 0}
+        self.found: list[K] = [start]
+        self.limit = limit
+        self.too_many = too_many
+
+    def number(self, key: K) -> int:
+        k = self.index.get(key)
+        if k is None:
+            if len(self.found) >= self.limit:
+                raise self.too_many()
+            k = self.index[key] = len(self.found)
+            self.found.append(key)
+        return k
+
+    def __len__(self) -> int:
+        return len(self.found)
 
 
 _ROW_WEIGHTS = np.random.default_rng(20261127).integers(1, 2**62, size=(2, 257), dtype=np.int64)

@@ -41,24 +41,21 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
 from outlines_gguf.automata.budget import MAX_DFA_STATES, compile_budget, spend
 from outlines_gguf.automata.charsets import (
     _ASCII_CATEGORIES,
-    _CATEGORY,
     _UNICODE_PATTERNS,
     MAX_CODEPOINT,
     C,
     Ranges,
-    _ascii_letters,
-    _complement,
+    _category,
     _normalize,
-    _unicode_case_closure,
 )
-from outlines_gguf.automata.dfa import ByteDFA, minimize
+from outlines_gguf.automata.dfa import ByteDFA, StateNumbers, minimize
 from outlines_gguf.automata.regex import (
     _MISSING,
     Fragment,
@@ -138,22 +135,6 @@ def _wide(name: str) -> Ranges:
     return _normalize([*_ASCII_CATEGORIES[name], *ascii_part, (0x80, MAX_CODEPOINT)])
 
 
-def _category(cat: object, ascii_only: bool, wide: bool) -> Ranges:
-    name, negated = _CATEGORY[cast("C._NamedIntConstant", cat)]
-    if ascii_only:
-        base = _ASCII_CATEGORIES[name]
-    else:
-        base = _wide(name) if wide != negated else _ASCII_CATEGORIES[name]
-    return _complement(base) if negated else base
-
-
-def _case(ranges: Ranges, wide: bool, ascii_only: bool) -> Ranges:
-    """IGNORECASE: the ASCII other case (narrow) or every case-related character (wide)."""
-    if wide and not ascii_only:
-        return _unicode_case_closure(ranges)
-    extra = [(ord(c), ord(c)) for lo, hi in ranges for c in _ascii_letters(lo, hi)]
-    return _normalize([*ranges, *extra]) if extra else ranges
-
 
 # -- the NFA with assertion markers --------------------------------------------------------
 
@@ -184,35 +165,9 @@ class _AssertionTranslator(_RegexTranslator):
         self.multiline = multiline
 
     def item(self, op: object, av: object, flags: _Flags, at_start: bool, at_end: bool) -> tuple[int, int]:
-        if op is C.LITERAL:
-            code = cast(int, av)  # a code point
-            ranges: Ranges = ((code, code),)
-            return self.charset(_case(ranges, self.negative, flags.ascii) if flags.ignorecase else ranges)
-        if op is C.NOT_LITERAL:
-            code = cast(int, av)
-            excluded: Ranges = ((code, code),)
-            if flags.ignorecase:
-                excluded = _case(excluded, not self.negative, flags.ascii)
-            return self.charset(_complement(excluded))
-        if op is C.IN:
-            return self.charset(self.char_class(cast(list, av), flags))  # the class's items
         if op in (C.ASSERT, C.ASSERT_NOT):
             direction, sub = cast("tuple[int, sre_parse.SubPattern]", av)
             return self.assertion(direction > 0, op is C.ASSERT, list(sub.data), flags, sub)
-        if op is C.AT:
-            if av in (C.AT_BEGINNING, C.AT_BEGINNING_STRING) and at_start:
-                return self.empty()
-            if av in (C.AT_END, C.AT_END_STRING) and at_end:
-                return self.empty()
-            anchor = cast("C._NamedIntConstant", av)
-            text: str | None
-            if anchor is C.AT_NON_BOUNDARY and self.negative:  # complemented: the wider (regex's) meaning
-                text = _WIDE_NON_BOUNDARY
-            else:
-                text = _REWRITES.get(anchor) or _LINE_REWRITES.get((anchor, self.multiline))
-            if text is None:
-                raise self.fail(f"the anchor {av}")
-            return self.seq(list(sre_parse.parse(text).data), flags, False, False)
         if op is C.SUBPATTERN:
             _, add, remove, _sub = cast("tuple[int | None, int, int, sre_parse.SubPattern]", av)
             outer = self.multiline
@@ -223,23 +178,21 @@ class _AssertionTranslator(_RegexTranslator):
                 self.multiline = outer
         return super().item(op, av, flags, at_start, at_end)
 
-    def char_class(self, items: list, flags: _Flags) -> Ranges:
-        negate = bool(items) and items[0][0] is C.NEGATE
-        wide = negate != self.negative  # complemented afterwards: take the other meaning
-        ranges: list[tuple[int, int]] = []
-        for op, av in items[1:] if negate else items:
-            if op is C.LITERAL:
-                ranges.append((av, av))
-            elif op is C.RANGE:
-                ranges.append(av)
-            elif op is C.CATEGORY:
-                ranges.extend(_category(av, flags.ascii, wide))
-            else:
-                raise self.fail(f"{op} inside a character class")
-        result = _normalize(ranges)
-        if flags.ignorecase:
-            result = _case(result, wide, flags.ascii)
-        return _complement(result) if negate else result
+    def anchor(self, av: object, flags: _Flags) -> Fragment:
+        """``\\b``, ``\\B``, ``\\A``, ``\\Z``, ``^``, ``$`` inside the pattern, as lookarounds."""
+        anchor = cast("C._NamedIntConstant", av)
+        text: str | None
+        if anchor is C.AT_NON_BOUNDARY and self.negative:  # complemented: the wider (regex's) meaning
+            text = _WIDE_NON_BOUNDARY
+        else:
+            text = _REWRITES.get(anchor) or _LINE_REWRITES.get((anchor, self.multiline))
+        if text is None:
+            raise self.fail(f"the anchor {av}")
+        return self.seq(list(sre_parse.parse(text).data), flags, False, False)
+
+    def category(self, cat: Any, ascii_only: bool, wide: bool) -> Ranges:
+        """As in plain regexes, but the larger meaning is the widest over every judge."""
+        return _category(cat, ascii_only, wide, _wide)
 
     def assertion(
         self, ahead: bool, positive: bool, items: list, flags: _Flags, sub: sre_parse.SubPattern
@@ -448,14 +401,19 @@ class _Determinizer:
     def dfa(self) -> ByteDFA | None:
         watchers = self.s.watchers
         watch0 = tuple(-1 if d is None else 0 for d in watchers)
-        first = (watch0, self.close(self.start, frozenset(), watch0))
-        index = {first: 0}
-        queue = [first]
+        states = StateNumbers(
+            (watch0, self.close(self.start, frozenset(), watch0)),
+            MAX_DFA_STATES,
+            lambda: ConstraintTooComplexError(
+                f"regex {_short(self.s.pattern)} needs more than {MAX_DFA_STATES} DFA states "
+                "(its lookarounds multiply the automaton)"
+            ),
+        )
         rows: list[np.ndarray] = []
         accepting: list[int] = []  # 0: no; 1: yes; 2...: a trailing lookahead's signature
         signatures: dict[tuple[bytes, bool], int] = {}
-        while len(rows) < len(queue):
-            watch, threads = queue[len(rows)]
+        while len(rows) < len(states):
+            watch, threads = states.found[len(rows)]
             spend(STATE_WORK + THREAD_WORK * self.work)
             self.work = 0
             ends = [t for t in threads if t[0] == self.accept]
@@ -478,17 +436,7 @@ class _Determinizer:
                 after = self.step_all(threads, a, nxt_watch)
                 if not after:
                     continue
-                key = (nxt_watch, after)
-                k = index.get(key)
-                if k is None:
-                    if len(queue) >= MAX_DFA_STATES:
-                        raise ConstraintTooComplexError(
-                            f"regex {_short(self.s.pattern)} needs more than {MAX_DFA_STATES} DFA states "
-                            "(its lookarounds multiply the automaton)"
-                        )
-                    k = index[key] = len(queue)
-                    queue.append(key)
-                row[a:b] = k
+                row[a:b] = states.number((nxt_watch, after))
             rows.append(row)
         spend(THREAD_WORK * self.work)
         dfa = minimize(np.stack(rows), np.array(accepting, dtype=np.int64))  # merges equal labels only
@@ -513,15 +461,14 @@ class _Determinizer:
 def compile_assertions(
     builder: NFABuilder,
     pattern: str,
-    parsed: list,
-    flags: _Flags,
-    multiline: bool,
+    parsed: sre_parse.SubPattern,
     chars: Callable[[Ranges], Fragment],
     anchored: bool,
     *,
     strict: bool = False,
 ) -> ByteDFA | None:
-    """The DFA of a parsed pattern with assertions, full match (None: it matches nothing).
+    """The DFA of a pattern with assertions (``parsed``: by ``re``'s parser), full match (None:
+    it matches nothing).
 
     The pieces are built in ``builder``'s NFA (so ``chars`` may write into it, as
     JSON's escaping does). ``strict``: raise :class:`PendingLookaheadError` if a
@@ -534,24 +481,22 @@ def compile_assertions(
             what = "a variable-width lookbehind is not supported"
             raise RegexError(f"regex {_short(pattern)}: {what}") from exc
         raise RegexError(f"invalid regex {_short(pattern)}: {exc}") from exc
-    return _determinized(builder, pattern, parsed, flags, multiline, chars, anchored, strict, False).dfa()
+    return _determinized(builder, pattern, parsed, chars, anchored, strict, False).dfa()
 
 
 def _determinized(
     builder: NFABuilder,
     pattern: str,
-    parsed: list,
-    flags: _Flags,
-    multiline: bool,
+    parsed: sre_parse.SubPattern,
     chars: Callable[[Ranges], Fragment],
     anchored: bool,
     strict: bool,
     trailing: bool,
 ) -> _Determinizer:
     shared = _Shared(builder, chars, pattern)
-    translator = _AssertionTranslator(shared, False, multiline)
+    translator = _AssertionTranslator(shared, False, bool(parsed.state.flags & C.SRE_FLAG_MULTILINE))
     try:
-        fragment = translator.seq(parsed, flags, anchored, anchored)
+        fragment = translator.seq(list(parsed.data), _Flags.of(parsed.state.flags), anchored, anchored)
         return _Determinizer(shared, fragment, strict, trailing)
     except RecursionError as exc:
         raise ConstraintTooComplexError(f"regex {_short(pattern)} is nested too deeply") from exc
@@ -573,17 +518,8 @@ def compile_terminal(pattern: str, label: str) -> tuple[ByteDFA, Follow | None]:
     A lookahead that needs more than one following byte raises :class:`PendingLookaheadError`.
     """
     with compile_budget(label):
-        parsed = sre_parse.parse(pattern)
-        gflags = parsed.state.flags
-        flags = _Flags(
-            ignorecase=bool(gflags & C.SRE_FLAG_IGNORECASE),
-            dotall=bool(gflags & C.SRE_FLAG_DOTALL),
-            ascii=bool(gflags & C.SRE_FLAG_ASCII),
-        )
-        multiline = bool(gflags & C.SRE_FLAG_MULTILINE)
         builder = NFABuilder(label)
-        items = list(parsed.data)
-        det = _determinized(builder, pattern, items, flags, multiline, builder.chars, True, True, True)
+        det = _determinized(builder, pattern, sre_parse.parse(pattern), builder.chars, True, True, True)
         dfa = det.dfa()
         if dfa is None:
             raise EmptyLanguageError(f"{label} matches no string at all")

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from outlines_gguf.automata.charsets import (
     _normalize,
     _without_surrogates,
 )
-from outlines_gguf.automata.dfa import ByteDFA, minimize
+from outlines_gguf.automata.dfa import ByteDFA, StateNumbers, minimize
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
 
 if sys.version_info >= (3, 11):
@@ -58,43 +58,6 @@ else:  # pragma: no cover - Python 3.10
     import sre_parse
 
 _MISSING = object()
-
-
-
-# -- the work budget of one compilation ----------------------------------------------
-
-
-
-
-
-
-
-
-
-
-# -- code point sets ------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # -- UTF-8 ----------------------------------------------------------------------------
@@ -208,6 +171,15 @@ class _Flags:
     dotall: bool
     ascii: bool
 
+    @classmethod
+    def of(cls, sre_flags: int) -> _Flags:
+        """The flags a parsed pattern starts with (``parsed.state.flags``)."""
+        return cls(
+            ignorecase=bool(sre_flags & C.SRE_FLAG_IGNORECASE),
+            dotall=bool(sre_flags & C.SRE_FLAG_DOTALL),
+            ascii=bool(sre_flags & C.SRE_FLAG_ASCII),
+        )
+
 
 Fragment = tuple[int, int]
 """A piece of NFA: (entry state, exit state)."""
@@ -218,12 +190,16 @@ class _Template:
 
     ``edges[s]`` lists ``(lo, hi, target)`` with targets relative to the
     copy's first state; accepting states get an epsilon edge to one extra
-    exit state. ``None`` stands for the empty language.
+    exit state. ``dfa=None``: the empty language (an exit no edge reaches).
     """
 
     __slots__ = ("accepting", "edges")
 
-    def __init__(self, dfa: ByteDFA) -> None:
+    def __init__(self, dfa: ByteDFA | None) -> None:
+        if dfa is None:
+            self.edges: list[list[tuple[int, int, int]]] = [[]]
+            self.accepting: list[int] = []
+            return
         table = dfa.transitions
         n = table.shape[0]
         change = np.ones(table.shape, dtype=bool)
@@ -267,7 +243,10 @@ class NFABuilder:
 
     Fragments are single-use: to repeat a piece, pass a function that builds
     a fresh copy (``repeat``). ``None`` stands for the empty language in
-    ``alt`` and makes ``seq`` empty.
+    ``alt`` and makes ``seq`` empty; the methods return ``None`` only when
+    given it (or for an empty ``alt`` or ``repeat``), and their overloads say
+    so, so pieces that cannot be empty are typed :data:`Fragment`. (A fragment
+    may still match nothing: one whose end cannot be reached.)
     """
 
     def __init__(self, label: str = "constraint") -> None:
@@ -295,6 +274,10 @@ class NFABuilder:
             cur = nxt
         return start, cur
 
+    @overload
+    def seq(self, parts: Iterable[Fragment]) -> Fragment: ...
+    @overload
+    def seq(self, parts: Iterable[Fragment | None]) -> Fragment | None: ...
     def seq(self, parts: Iterable[Fragment | None]) -> Fragment | None:
         start = cur = self.nfa.state()
         for part in parts:
@@ -306,17 +289,27 @@ class NFABuilder:
 
     def alt(self, parts: Iterable[Fragment | None]) -> Fragment | None:
         live = [p for p in parts if p is not None]
-        if not live:
-            return None
+        return self._union(live) if live else None
+
+    def either(self, first: Fragment, *others: Fragment) -> Fragment:
+        """``alt`` of pieces that are never None (so neither is the result)."""
+        return self._union([first, *others])
+
+    def _union(self, parts: list[Fragment]) -> Fragment:
         start, end = self.nfa.state(), self.nfa.state()
-        for s, e in live:
+        for s, e in parts:
             self.nfa.eps[start].append(s)
             self.nfa.eps[e].append(end)
         return start, end
 
     def optional(self, part: Fragment | None) -> Fragment:
-        return self.alt([part, self.empty()])  # type: ignore[return-value]
+        empty = self.empty()
+        return self._union([empty] if part is None else [part, empty])
 
+    @overload
+    def repeat(self, make: Callable[[], Fragment], lo: int, hi: None) -> Fragment: ...
+    @overload
+    def repeat(self, make: Callable[[], Fragment | None], lo: int, hi: int | None) -> Fragment | None: ...
     def repeat(self, make: Callable[[], Fragment | None], lo: int, hi: int | None) -> Fragment | None:
         """``lo`` to ``hi`` copies (``hi=None``: unbounded) of the fragment ``make`` builds."""
         if lo > MAX_REPEAT or (hi is not None and hi > MAX_REPEAT):
@@ -379,26 +372,18 @@ class NFABuilder:
             raise ConstraintTooComplexError(f"regex {_short(pattern)} is nested too deeply") from exc
         except OverflowError as exc:  # a repeat count beyond what re itself can store
             raise ConstraintTooComplexError(f"regex {_short(pattern)}: {exc}") from exc
-        gflags = parsed.state.flags
-        flags = _Flags(
-            ignorecase=bool(gflags & C.SRE_FLAG_IGNORECASE),
-            dotall=bool(gflags & C.SRE_FLAG_DOTALL),
-            ascii=bool(gflags & C.SRE_FLAG_ASCII),
-        )
         from outlines_gguf.automata import lookaround
 
         if lookaround.needs_assertions(list(parsed.data), anchored, anchored):
-            multiline = bool(gflags & C.SRE_FLAG_MULTILINE)
             dfa = lookaround.compile_assertions(
-                self, pattern, list(parsed.data), flags, multiline, chars or self.chars, anchored,
-                strict=strict_lookahead,
+                self, pattern, parsed, chars or self.chars, anchored, strict=strict_lookahead
             )
             if dfa is None:  # matches nothing: a fragment whose end cannot be reached
                 return self.nfa.state(), self.nfa.state()
             return self.dfa(dfa)
         translator = _RegexTranslator(self, pattern, chars or self.chars)
         try:
-            return translator.seq(list(parsed.data), flags, anchored, anchored)
+            return translator.seq(list(parsed.data), _Flags.of(parsed.state.flags), anchored, anchored)
         except RecursionError as exc:
             raise ConstraintTooComplexError(f"regex {_short(pattern)} is nested too deeply") from exc
 
@@ -406,13 +391,19 @@ class NFABuilder:
         """Embed an existing DFA (e.g. a product of two automata) as a fragment."""
         return _Template(dfa).copy_into(self.nfa)
 
+    @overload
+    def shared(self, key: Hashable, make: Callable[[NFABuilder], Fragment]) -> Fragment: ...
+    @overload
+    def shared(self, key: Hashable, make: Callable[[NFABuilder], Fragment | None]) -> Fragment | None: ...
     def shared(self, key: Hashable, make: Callable[[NFABuilder], Fragment | None]) -> Fragment | None:
         """A copy of the minimal automaton for what ``make`` builds, built once per ``key``.
 
         For pieces a compilation repeats (a string character, whitespace, a
         number): copying a small DFA is cheaper than parsing and building the
         piece again, and a minimal piece determinizes faster. ``key`` must
-        identify what ``make`` builds; ``None`` is returned for an empty language.
+        identify what ``make`` builds. ``None`` is returned where ``make``
+        returns it; a piece that matches nothing is a fragment whose end
+        cannot be reached.
         """
         with _TEMPLATES_LOCK:
             template = _TEMPLATES.get(key, _MISSING)
@@ -424,7 +415,7 @@ class NFABuilder:
             try:
                 template = None if fragment is None else _Template(helper.build(fragment))
             except EmptyLanguageError:
-                template = None
+                template = _Template(None)
             with _TEMPLATES_LOCK:
                 _TEMPLATES[key] = template
                 while len(_TEMPLATES) > MAX_TEMPLATES:
@@ -445,6 +436,10 @@ class NFABuilder:
 
 class _RegexTranslator:
     """Turns the tree of Python's ``re`` parser into NFA fragments."""
+
+    negative = False
+    """Read under an odd number of negative lookarounds (:mod:`.lookaround`): the text must *not*
+    match, so classes take the meaning that is complemented afterwards."""
 
     def __init__(self, builder: NFABuilder, pattern: str, chars: Callable[[Ranges], Fragment]) -> None:
         self.builder = builder
@@ -471,11 +466,13 @@ class _RegexTranslator:
         """One parsed item; ``av``'s shape depends on ``op`` (sre's argument values)."""
         if op is C.LITERAL:
             ranges: Ranges = ((av, av),)
-            return self.charset(_ignore_case(ranges, False, flags.ascii) if flags.ignorecase else ranges)
+            if flags.ignorecase:
+                ranges = _ignore_case(ranges, self.negative, flags.ascii)
+            return self.charset(ranges)
         if op is C.NOT_LITERAL:
             excluded: Ranges = ((av, av),)
             if flags.ignorecase:
-                excluded = _ignore_case(excluded, True, flags.ascii)
+                excluded = _ignore_case(excluded, not self.negative, flags.ascii)
             return self.charset(_complement(excluded))
         if op is C.ANY:
             return self.charset(((0, MAX_CODEPOINT),) if flags.dotall else _complement(((10, 10),)))
@@ -506,7 +503,7 @@ class _RegexTranslator:
                 return self.empty()
             if av in (C.AT_END, C.AT_END_STRING) and at_end:
                 return self.empty()
-            raise self.fail(f"the anchor {av} anywhere but at the very start or end")
+            return self.anchor(av, flags)
         names = {
             "GROUPREF": "a backreference",
             "GROUPREF_EXISTS": "a conditional group",
@@ -517,8 +514,13 @@ class _RegexTranslator:
         }
         raise self.fail(names.get(str(op), f"the construct {op}"))
 
+    def anchor(self, av: Any, flags: _Flags) -> Fragment:
+        """An anchor away from the ends of the pattern (:mod:`.lookaround` rewrites them)."""
+        raise self.fail(f"the anchor {av} anywhere but at the very start or end")
+
     def char_class(self, items: list, flags: _Flags) -> Ranges:
         negate = bool(items) and items[0][0] is C.NEGATE
+        wide = negate != self.negative  # complemented afterwards: take the wider meaning
         ranges: list[tuple[int, int]] = []
         for op, av in items[1:] if negate else items:
             if op is C.LITERAL:
@@ -526,13 +528,17 @@ class _RegexTranslator:
             elif op is C.RANGE:
                 ranges.append(av)
             elif op is C.CATEGORY:
-                ranges.extend(_category(av, flags.ascii, widen=negate))
+                ranges.extend(self.category(av, flags.ascii, wide))
             else:
                 raise self.fail(f"{op} inside a character class")
         result = _normalize(ranges)
         if flags.ignorecase:
-            result = _ignore_case(result, negate, flags.ascii)
+            result = _ignore_case(result, wide, flags.ascii)
         return _complement(result) if negate else result
+
+    def category(self, cat: Any, ascii_only: bool, wide: bool) -> Ranges:
+        """``\\d``, ``\\w``, ``\\s`` or a negation; ``wide``: their larger meaning."""
+        return _category(cat, ascii_only, wide)
 
     def repeat(self, lo: int, hi: int, sub: list, flags: _Flags) -> Fragment:
         unbounded = hi is C.MAXREPEAT or hi == C.MAXREPEAT
@@ -540,14 +546,13 @@ class _RegexTranslator:
             raise ConstraintTooComplexError(
                 f"regex {_short(self.pattern)}: repeat count above {MAX_REPEAT} is not supported"
             )
-        return self.builder.repeat(  # type: ignore[return-value]
-            lambda: self.seq(sub, flags, False, False), lo, None if unbounded else hi
-        )
+        top = None if unbounded else hi
+        fragment = self.builder.repeat(lambda: self.seq(sub, flags, False, False), lo, top)
+        assert fragment is not None  # re's parser refuses {m,n} with n < m
+        return fragment
 
 
 # -- DFA --------------------------------------------------------------------------------
-
-
 
 
 def _closure(nfa: _NFA, states: Iterable[int]) -> frozenset[int]:
@@ -609,23 +614,17 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
             c = single[t] = frozenset(q for q in reached if edges[q] or q == accept)
         return c
 
-    first = closure_of(start)
-    index = {first: 0}
-    queue = [first]
+    states = StateNumbers(
+        closure_of(start),
+        MAX_DFA_STATES,
+        lambda: ConstraintTooComplexError(f"{label} needs more than {MAX_DFA_STATES} DFA states"),
+    )
+    state_of = states.number
+    queue = states.found
     segments: list[tuple[int, int, int, int]] = []  # (state, first class, end class, target)
     accepting: list[bool] = []
     by_targets: dict[frozenset[int], int] = {}
     by_single: dict[int, int] = {}
-
-    def state_of(subset: frozenset[int]) -> int:
-        k = index.get(subset)
-        if k is None:
-            if len(queue) >= MAX_DFA_STATES:
-                raise ConstraintTooComplexError(f"{label} needs more than {MAX_DFA_STATES} DFA states")
-            k = index[subset] = len(queue)
-            queue.append(subset)
-        return k
-
     done = 0
     while done < len(queue):
         current = queue[done]
@@ -691,16 +690,6 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
         columns = np.arange(int(widths.sum())) - np.repeat(starts - seg[:, 1], widths)
         table[np.repeat(seg[:, 0], widths), columns] = np.repeat(seg[:, 3], widths)
     return table, np.array(accepting, dtype=bool), byte_class
-
-
-
-
-
-
-
-
-
-
 
 
 def regex_to_dfa(pattern: str) -> ByteDFA:

@@ -31,11 +31,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.dfa import ByteDFA, reaching
 from outlines_gguf.errors import ConstraintTooComplexError, GrammarError
 from outlines_gguf.grammar.compiled import bfs_completion
 from outlines_gguf.grammar.glr_table import CFGRule, GLRTable, build_table, normalize
-from outlines_gguf.grammar.lexer import byte_classes, reaching
+from outlines_gguf.grammar.lexer import byte_classes
 
 Item = tuple[int, int, int]
 """(GLR stack, terminal index or -1 between lexemes, the terminal's DFA state)."""

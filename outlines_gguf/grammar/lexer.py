@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from outlines_gguf.automata.dfa import ByteDFA, group_columns
+from outlines_gguf.automata.dfa import ByteDFA, group_columns, reaching
 from outlines_gguf.automata.lookaround import Follow
 from outlines_gguf.errors import ConstraintTooComplexError
 
@@ -53,20 +53,6 @@ def byte_classes(
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return rank[inverse.reshape(-1)].astype(np.uint8), representatives[order].astype(np.int64)
-
-
-def reaching(table: np.ndarray, goal: np.ndarray) -> np.ndarray:
-    """The states of an automaton table (``table[q, c]``: next state, negative for none) from
-    which a ``goal`` state is reachable (goal states included)."""
-    live = goal.astype(bool)
-    src, cls = np.nonzero(table >= 0)
-    dst = table[src, cls]
-    while True:
-        grown = live.copy()
-        grown[src[live[dst]]] = True
-        if (grown == live).all():
-            return live
-        live = grown
 
 
 class LexerAutomaton:

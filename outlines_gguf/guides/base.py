@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, MutableMapping
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from outlines_gguf.automata.dfa import ByteDFA, group_columns
 from outlines_gguf.automata.regex import utf8_sequences
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.tokens.text import PLAIN_RANGES
-from outlines_gguf.tokens.trie import TokenTrie
+from outlines_gguf.tokens.trie import Loops, TokenTrie, loop_bits
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
 FINISHED = -2
@@ -207,7 +207,7 @@ class RegexGuide:
         self._lock = threading.Lock()
         self._class_walk: tuple[TokenTrie, np.ndarray] | None = None
         self._byte_walks_only = False
-        self._plain_steps: dict[int, tuple[int, np.ndarray] | None] = {}
+        self._plain_steps: MutableMapping[int, PlainStep] = {}
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -287,7 +287,7 @@ class RegexGuide:
             table = self.dfa.transitions
             parts = [text.walk_rest(table, state, self._plain_loop_target(state), exceptions)]
             if exceptions.size:
-                parts.append(vocab.trie.walk(table, state, exceptions))
+                parts.append(vocab.trie.walk(table, state, exceptions, self._loops))
             walked = np.concatenate(parts)
             bulk = text.count_up_to(chain, exceptions)
         if not final and walked.size == 0 and bulk == 0:
@@ -314,7 +314,7 @@ class RegexGuide:
         if self._class_walk is not None:
             trie, table = self._class_walk
             return trie.walk(table, state)
-        tokens = self.vocabulary.trie.walk(self.dfa.transitions, state)
+        tokens = self.vocabulary.trie.walk(self.dfa.transitions, state, loops=self._loops)
         if tokens.size > DENSE_MASK and not self._byte_walks_only:
             grouping = group_columns(self.dfa.transitions)
             if grouping[0].size <= CLASS_TRIE_MAX_CLASSES:
@@ -322,6 +322,27 @@ class RegexGuide:
             else:  # the compressed trie would be most of the trie: not worth building
                 self._byte_walks_only = True
         return tokens
+
+    @property
+    def _loops(self) -> Loops:
+        """Where a trie walk may take whole subtrees (:class:`~outlines_gguf.tokens.trie.Loops`):
+        the bytes leading back to each state and, for automata small enough to find every
+        state's plain-text step at once, the states every multi-byte character leads back to."""
+        loops = self.__dict__.get("_loop_table")
+        if loops is None:
+            table = self.dfa.transitions
+            chars = None
+            if self.dfa.n_states <= _ALL_STEPS_STATES:
+                if not self._plain_steps:
+                    self._plain_steps = _plain_steps_all(table)
+                steps = self._plain_steps
+                back = [(step := steps.get(s)) is not None and step[0] == s for s in range(len(table))]
+                # ... and some multi-byte character goes on from there
+                chars = np.asarray(back, dtype=np.bool_) & ~(table[:, 0xC2:0xF5] < 0).all(axis=1)
+            plain = self.vocabulary.plain_trie_nodes if chars is not None else None
+            loops = Loops(loop_bits(table), chars, plain)
+            self.__dict__["_loop_table"] = loops
+        return loops
 
     def _plain_step(self, state: int) -> tuple[int, np.ndarray] | None:
         """Where plain-text characters lead from ``state``: (the state all but a few ASCII
@@ -419,7 +440,7 @@ _ALL_STEPS_STATES = 4096
 once (vectorized over states), the first time one is needed."""
 
 
-def _plain_steps_all(table: np.ndarray) -> dict[int, tuple[int, np.ndarray] | None]:
+def _plain_steps_all(table: np.ndarray) -> MutableMapping[int, PlainStep]:
     """``_plain_step`` for every state, vectorized over states. Where the characters of one
     range lead to several states part way through a multi-byte character, the state gets None
     (the general walk) rather than following each of them: a different path, the same masks."""
@@ -446,19 +467,57 @@ def _plain_steps_all(table: np.ndarray) -> dict[int, tuple[int, np.ndarray] | No
         fine &= ~multi | (end == -2) | (end == here)
         end = np.where(multi & (end == -2), here, end)
     ascii_targets = table[:, _ASCII_PLAIN]
-    out: dict[int, tuple[int, np.ndarray] | None] = {}
-    for s in range(n):
-        if not fine[s]:
-            out[s] = None
-            continue
-        if end[s] != -2:
-            target = int(end[s])
-        else:  # no multi-byte characters at all: the most common ASCII target
-            values, counts = np.unique(ascii_targets[s], return_counts=True)
-            target = int(values[np.argmax(counts)])
-        exceptions = _ASCII_PLAIN[ascii_targets[s] != target].astype(np.uint8)
-        out[s] = None if exceptions.size > _MAX_EXCEPTIONS else (target, exceptions)
-    return out
+    target = end.copy()
+    todo = np.flatnonzero(fine & (end == -2))
+    if todo.size:  # no multi-byte characters at all: the most common ASCII target (the smallest on a tie)
+        rows = np.sort(ascii_targets[todo], axis=1)
+        width = rows.shape[1]
+        starts = np.ones(rows.shape, dtype=bool)
+        starts[:, 1:] = rows[:, 1:] != rows[:, :-1]
+        run_start = np.flatnonzero(starts.reshape(-1))  # runs of equal targets, never across rows
+        run_length = np.diff(np.append(run_start, rows.size))
+        run_row = run_start // width
+        order = np.lexsort((run_start, -run_length, run_row))
+        first = order[np.r_[True, run_row[order][1:] != run_row[order][:-1]]]
+        target[todo] = rows.reshape(-1)[run_start[first]]
+    differs = ascii_targets != target[:, None]
+    return _AllPlainSteps(target, differs, fine & (differs.sum(axis=1) <= _MAX_EXCEPTIONS))
+
+
+PlainStep = tuple[int, np.ndarray] | None
+
+
+class _AllPlainSteps(MutableMapping[int, PlainStep]):
+    """``_plain_step`` of every state, each made into its (target, exceptions) pair on first
+    use (a guide asks for a few of the states; a pair per state up front cost more than the
+    vectorized search)."""
+
+    def __init__(self, target: np.ndarray, differs: np.ndarray, defined: np.ndarray) -> None:
+        self._target, self._differs, self._defined = target, differs, defined
+        self._made: dict[int, PlainStep] = {}
+
+    def __getitem__(self, state: int) -> PlainStep:
+        if state in self._made:
+            return self._made[state]
+        if not 0 <= state < len(self._target):
+            raise KeyError(state)
+        step = None
+        if self._defined[state]:
+            step = (int(self._target[state]), _ASCII_PLAIN[self._differs[state]].astype(np.uint8))
+        self._made[state] = step
+        return step
+
+    def __setitem__(self, state: int, step: PlainStep) -> None:
+        self._made[state] = step
+
+    def __delitem__(self, state: int) -> None:
+        del self._made[state]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self._target)))
+
+    def __len__(self) -> int:
+        return len(self._target)
 
 
 def _plain_step(table: np.ndarray, state: int) -> tuple[int, np.ndarray] | None:

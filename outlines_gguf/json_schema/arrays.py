@@ -16,15 +16,7 @@ class _ArrayRules:
     """Array rules of the JSON Schema compiler (mixed into ``_Compiler``)."""
 
     def array(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
-        self._nest += 1
-        try:
-            return self._array(schema, path, depth)
-        finally:
-            self._nest -= 1
-
-    def _array(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
-        if depth <= 0 and not schema:
-            return None
+        """An array (entered through ``_Compiler.container``)."""
         if "contains" in schema:
             return self.contains_array(schema, path, depth)
         domain = _unique_domain(schema) if schema.get("uniqueItems") is True else None
@@ -118,7 +110,8 @@ class _ArrayRules:
         if refusal is not None:
             if not self.lenient:
                 raise self.fail(f"{refusal} (pass lenient=True to ignore it)", where)
-            return self._array({k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}, path, depth)
+            rest = {k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}
+            return self.container("array", rest, path, depth)
         items = schema.get("items", True)
         low, high = int(schema.get("minContains", 1)), schema.get("maxContains")
         min_items, max_items = int(schema.get("minItems", 0)), schema.get("maxItems")
@@ -154,8 +147,8 @@ class _ArrayRules:
                     piece = b.seq([self.comma(), item]) if k else item
                     if (nk, nc) not in state:
                         state[(nk, nc)] = b.nfa.state()
-                    b.nfa.eps[source].append(piece[0])  # type: ignore[index]
-                    b.nfa.eps[piece[1]].append(state[(nk, nc)])  # type: ignore[index]
+                    b.nfa.eps[source].append(piece[0])
+                    b.nfa.eps[piece[1]].append(state[(nk, nc)])
         return entry[0], end
 
     def items_run(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
@@ -164,20 +157,17 @@ class _ArrayRules:
         small nodes, compiled as generation reaches them, the count kept by the return stack."""
         low, high = schema[ITEMS_RUN_KEY]
         items = schema["items"]
-        self._nest += 1  # the items are nested values
-        try:
 
-            def piece() -> Fragment | None:
-                return self.b.seq([self.comma(), self.value(items, path, depth)])
+        def piece() -> Fragment | None:
+            return self.b.seq([self.comma(), self.value(items, path, depth)])
 
+        with self.nested():  # the items are nested values
             if (high is not None and high <= ITEMS_RUN) or (high is None and low <= ITEMS_RUN):
                 return self.b.repeat(piece, low, high)
             rest = [max(low - ITEMS_RUN, 0), None if high is None else high - ITEMS_RUN]
             following = self.call_maker({**schema, ITEMS_RUN_KEY: rest}, path)
             full = self.b.seq([self.b.repeat(piece, ITEMS_RUN, ITEMS_RUN), following()])
             return self.b.alt([self.b.repeat(piece, low, ITEMS_RUN - 1) if low < ITEMS_RUN else None, full])
-        finally:
-            self._nest -= 1
 
     def unique_array(self: CompilerAPI, domain: list, schema: dict) -> Fragment | None:
         """An array of distinct items from a few values: one state per set of values used."""
@@ -207,6 +197,6 @@ class _ArrayRules:
                 item = self.literal_value(value)
                 parts = [self.comma(), item] if count else [item]
                 piece = b.seq(parts)
-                b.nfa.eps[state[used]].append(piece[0])  # type: ignore[index]
-                b.nfa.eps[piece[1]].append(state[nxt])  # type: ignore[index]
+                b.nfa.eps[state[used]].append(piece[0])
+                b.nfa.eps[piece[1]].append(state[nxt])
         return entry[0], end

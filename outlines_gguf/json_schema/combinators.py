@@ -43,7 +43,7 @@ from outlines_gguf.json_schema.keywords import (
     _is_number,
     _is_schema,
 )
-from outlines_gguf.json_schema.validate import Undecided, Validator
+from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validator
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
@@ -119,7 +119,7 @@ class _CombinatorRules:
             values = _listed_values(part)
             if values is not None:  # an enum or const part: its values that pass every part
                 try:
-                    validator = Validator(self.root, self.marker_checks())
+                    validator = Validator(self.root, MARKER_CHECKS)
                     kept = [v for v in values if validator.is_valid({"allOf": parts}, v)]
                 except Undecided:
                     break  # a keyword the validator does not know: compile the parts instead
@@ -135,18 +135,20 @@ class _CombinatorRules:
             # per compile: nested unions would multiply)
             self._spread[0] -= len(spread["anyOf"])
             return self.value(spread, path, depth)
-        dfas = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(parts)]
-        if any(d is None for d in dfas):
+        compiled = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(parts)]
+        dfas = [d for d in compiled if d is not None]
+        if len(dfas) < len(compiled):
             return None
         result = dfas[0]
         try:
             for d in dfas[1:]:
-                result = intersect(result, d)  # type: ignore[arg-type]
-                if result is None:
-                    break  # the parts exclude each other
+                both = intersect(result, d)
+                if both is None:
+                    return None  # the parts exclude each other
+                result = both
         except DFAProductTooLargeError as exc:
             raise ConstraintTooComplexError(f"{path}: allOf is too large to intersect ({exc})") from exc
-        return None if result is None else self.b.dfa(result)
+        return self.b.dfa(result)
 
     def inline_refs(self: CompilerAPI, schema: Any, path: str) -> Any:
         """Replace a top-level $ref by its target, so allOf parts can be merged."""

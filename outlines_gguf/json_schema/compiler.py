@@ -21,7 +21,8 @@ not generate (never the reverse).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from outlines_gguf.automata.budget import compile_budget
@@ -103,17 +104,26 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
     def b(self) -> NFABuilder:
         return self.builder
 
+    @contextmanager
+    def nested(self) -> Iterator[None]:
+        """Inside an object or array: in split mode, values that may nest become calls."""
+        self._nest += 1
+        try:
+            yield
+        finally:
+            self._nest -= 1
+
     def lit(self, text: str) -> Fragment:
         return self.b.literal(text)
 
     def token(self, text: str, before: str | None = None, after: str | None = None) -> Fragment:
         """A structural character with optional whitespace around it."""
 
-        def make(b: NFABuilder) -> Fragment | None:
+        def make(b: NFABuilder) -> Fragment:
             parts = [b.regex(before) if before else None, b.literal(text), b.regex(after) if after else None]
             return b.seq([p for p in parts if p is not None])
 
-        return self.b.shared(("token", text, before, after), make)  # type: ignore[return-value]
+        return self.b.shared(("token", text, before, after), make)
 
     def colon(self) -> Fragment:
         return self.token(":", self.ws.inside, self.ws.after_colon)
@@ -178,7 +188,6 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             return self.enum(schema, path, depth)
         types = self.types(schema, path)
         return self.b.alt(self.typed(t, schema, path, depth) for t in types)
-
 
 
     def may_nest(self, schema: Any, path: str) -> bool:
@@ -264,9 +273,15 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             return self.number(schema, path, integer=kind == "integer")
         if kind == "string":
             return self.string(schema, path)
-        if kind == "array":
-            return self.array(schema, path, depth)
-        return self.object(schema, path, depth)
+        return self.container(kind, schema, path, depth)
+
+    def container(self, kind: str, schema: dict, path: str, depth: int) -> Fragment | None:
+        """An array or an object (``kind``): free-form ones end at depth 0; the values inside
+        are nested (in split mode, calls where they may nest further)."""
+        if depth <= 0 and not schema:
+            return None
+        with self.nested():
+            return self.array(schema, path, depth) if kind == "array" else self.object(schema, path, depth)
 
     def any_value(self, depth: int) -> Fragment | None:
         """Any JSON value nested at most ``depth`` levels: an automaton built once per
@@ -287,9 +302,10 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         ]
         if depth <= 0:
             return self.b.alt(scalars)
-        return self.b.alt([*scalars, self.array({}, "#", depth), self.object({}, "#", depth)])
+        containers = [self.container(kind, {}, "#", depth) for kind in ("array", "object")]
+        return self.b.alt([*scalars, *containers])
 
-    # -- references and combinators ------------------------------------------------------------
+    # -- references -----------------------------------------------------------------------------
 
     def resolve(self, ref: str, path: str) -> Any:
         if not ref.startswith("#"):
@@ -316,134 +332,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             self._ref_depth[ref] = seen
 
 
-
-
-
-
-
-
-
-
-
-
-
-    # -- enum / const -------------------------------------------------------------------------
-
-
-
-
-
-    # -- leaves --------------------------------------------------------------------------------
-
-
-
-
-
-
-
-    # -- arrays and objects ---------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# -- helpers -------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+# -- the entry point -----------------------------------------------------------------------------
 
 
 def schema_to_dfa(

@@ -43,15 +43,7 @@ class _ObjectRules:
     """Object rules of the JSON Schema compiler (mixed into ``_Compiler``)."""
 
     def object(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
-        self._nest += 1
-        try:
-            return self._object(schema, path, depth)
-        finally:
-            self._nest -= 1
-
-    def _object(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
-        if depth <= 0 and not schema:
-            return None
+        """An object (entered through ``_Compiler.container``)."""
         props = schema.get("properties", {}) or {}
         if not isinstance(props, dict):
             raise self.fail("properties must be an object", path)
@@ -94,17 +86,14 @@ class _ObjectRules:
         part = schema.get(CHUNK_KEY)
         if part is not None:  # a run of another object's members (see chunked_object)
             link = schema.get(EXTRA_KEY)
-            extra = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
-            return self.object_body(members, extra, 1 if part == "first" else 2, None, part=part)
+            between = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
+            return self.object_body(members, between, 1 if part == "first" else 2, None, part=part)
         if EXTRA_KEY in schema:  # one extra member of another object, as a node of its own
-            self._nest += 1  # its value is nested
-            try:
+            with self.nested():  # its value is nested
                 member = self.extra_member(
                     props, additional, pattern_props, path, next_depth, schema.get("propertyNames", True)
                 )
                 return None if member is None else member()
-            finally:
-                self._nest -= 1
         names_schema = schema.get("propertyNames", True)
         extra = self.extra_member(props, additional, pattern_props, path, next_depth, names_schema)
         link = None
@@ -138,7 +127,7 @@ class _ObjectRules:
         entry = self.open("{")
         end = b.nfa.state()
         state: dict[int, int] = {0: entry[1]}  # set of members written -> NFA state
-        extras_only = b.nfa.state() if extra is not None else None  # only extra members so far
+        extras_only = None  # only extra members so far
 
         def link(source: int, fragment: Fragment | None, target: int, comma: bool) -> None:
             if fragment is None:
@@ -156,9 +145,10 @@ class _ObjectRules:
             b.nfa.eps[source].append(piece[0])
             b.nfa.eps[piece[1]].append(end)
 
-        if extras_only is not None:
-            link(state[0], extra(), extras_only, comma=False)  # type: ignore[misc]
-            link(extras_only, extra(), extras_only, comma=True)  # type: ignore[misc]
+        if extra is not None:
+            extras_only = b.nfa.state()
+            link(state[0], extra(), extras_only, comma=False)
+            link(extras_only, extra(), extras_only, comma=True)
             if not required:
                 close(extras_only)
         called, self._leaves_called = self._leaves_called, True  # each value once, as a call
@@ -207,7 +197,7 @@ class _ObjectRules:
                     b.nfa.eps[extras_only].append(sep[0])
                     b.nfa.eps[sep[1]].append(member[0])
 
-    def call_maker(self: CompilerAPI, schema: Any, path: str) -> Callable[[], Fragment | None]:
+    def call_maker(self: CompilerAPI, schema: Any, path: str) -> Callable[[], Fragment]:
         """A function writing a call to the node for ``schema`` (registered once, now)."""
         assert self.calls is not None
         marker = call_marker(self.calls(schema, path))
@@ -270,13 +260,13 @@ class _ObjectRules:
             self.extra_loops(nothing, something, extra)
             next_nothing = b.nfa.state() if nothing is not None and not must else None
             next_something = b.nfa.state()
-            for source, part in ((nothing, "first"), (something, "after")):
+            runs = ((nothing, "first", next_nothing), (something, "after", next_something))
+            for source, part, skipped in runs:  # skipped: where the run's source goes if it is skipped
                 if source is None:
                     continue
-                if not must:
-                    b.nfa.eps[source].append(next_something if part == "after" else next_nothing)  # type: ignore[arg-type]
-                marker = self.calls({**base, CHUNK_KEY: part}, f"{path}/properties/{_pointer(run[0])}..")  # type: ignore[misc]
-                call = b.literal(call_marker(marker))
+                if skipped is not None and not must:
+                    b.nfa.eps[source].append(skipped)
+                call = self.call_maker({**base, CHUNK_KEY: part}, f"{path}/properties/{_pointer(run[0])}..")()
                 b.nfa.eps[source].append(call[0])
                 b.nfa.eps[call[1]].append(next_something)
             nothing, something = next_nothing, next_something
@@ -422,7 +412,7 @@ class _ObjectRules:
         result = difference(key_dfa, names)
         return None if result is None else self.b.dfa(result)
 
-    def key_except(self: CompilerAPI, names: list[str]) -> Fragment:
+    def key_except(self: CompilerAPI, names: list[str]) -> Fragment | None:
         """A JSON string key (no escapes) that is none of ``names``."""
         plain = _complement(_RAW_FORBIDDEN)
         trie: dict = {}
@@ -433,7 +423,7 @@ class _ObjectRules:
             node[None] = True
         b = self.b
 
-        def build(node: dict) -> Fragment:
+        def build(node: dict) -> Fragment | None:
             options: list[Fragment | None] = []
             if None not in node:
                 options.append(b.literal('"'))
@@ -447,9 +437,9 @@ class _ObjectRules:
                 if ord(c) in dict(_RAW_FORBIDDEN) or c in '"\\' or ord(c) < 0x20:
                     continue
                 options.append(b.seq([b.literal(c), build(node[c])]))
-            return b.alt(options)  # type: ignore[return-value]
+            return b.alt(options)
 
-        return b.seq([b.literal('"'), build(trie)])  # type: ignore[return-value]
+        return b.seq([b.literal('"'), build(trie)])
 
     def object_body(
         self: CompilerAPI,
@@ -484,9 +474,9 @@ class _ObjectRules:
                 return
             key = min(c + 1, cap)
             if key not in shared:
-                shared[key] = make()
-                if shared[key] is not None:
-                    b.nfa.eps[shared[key][1]].append(target(key))  # type: ignore[index]
+                made = shared[key] = make()
+                if made is not None:
+                    b.nfa.eps[made[1]].append(target(key))
             member = shared[key]
             if member is None:
                 return
@@ -523,10 +513,10 @@ class _ObjectRules:
         # In split mode an extra member is one call, so extras may come between declared members
         # too (as they do in real documents); inline, only after them (each copy would hold the
         # automaton of every key that is not declared).
-        interleave = extra is not None and self.calls is not None
+        between = extra if self.calls is not None else None
         for make, is_required in members:
-            if interleave:
-                level = with_extras(level, extra)  # type: ignore[arg-type]
+            if between is not None:
+                level = with_extras(level, between)
             nxt, target = states()
             shared: dict[int, Fragment | None] = {}
             for c, s in level.items():

@@ -56,13 +56,14 @@ from outlines_gguf.guides.base import (
     FINISHED,
     FORCED_LIMIT,
     LRUCache,
+    PlainStep,
     RegexGuide,
     TokenMask,
     bytes_to_read,
     single_byte,
 )
-from outlines_gguf.json_schema.split import Config, Node, SplitSchema, _Locked
-from outlines_gguf.tokens.trie import TokenTrie, concat_ranges
+from outlines_gguf.json_schema.split import Config, Node, RunShape, SplitSchema, _Locked
+from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
 MASK_CACHE_SIZE = 2048
@@ -123,6 +124,13 @@ WALK_CACHE_SIZE = 4096
 # -- the guide -----------------------------------------------------------------------------------
 
 
+def _configs(state: Hashable) -> frozenset[Config]:
+    """A guide state other than FINISHED: its set of configurations."""
+    if not isinstance(state, frozenset):
+        raise ConstraintViolationError(f"not a state of this guide: {state!r}")
+    return state
+
+
 class PushdownGuide(_Locked):
     """A guide over a :class:`SplitSchema` (the Guide protocol of :mod:`~outlines_gguf.guides.base`).
 
@@ -138,6 +146,7 @@ class PushdownGuide(_Locked):
         self._masks = LRUCache(MASK_CACHE_SIZE)
         self._walks = LRUCache(WALK_CACHE_SIZE)
         self._version = schema.version
+        self._horizon = vocabulary.max_token_bytes  # no token reads further than this
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
@@ -171,7 +180,8 @@ class PushdownGuide(_Locked):
                     if (number, callee) in entered:
                         continue  # the same call before anything is read, again: left recursion
                     entered.add((number, callee))
-                stack.append(((below, number, ret), callee, 0))
+                # a tail call (nothing to do on return but return) leaves the stack as it is
+                stack.append((below if node.tail[ret] else (below, number, ret), callee, 0))
             if below is not None and node.dfa.accepting[state]:
                 stack.append(below)
         return out
@@ -201,14 +211,14 @@ class PushdownGuide(_Locked):
     # -- the Guide protocol -------------------------------------------------------------------
 
     def is_final(self, state: Hashable) -> bool:
-        return state == FINISHED or self._final(state)  # type: ignore[arg-type]
+        return state == FINISHED or self._final(_configs(state))
 
     def next_state(self, state: Hashable, token_id: int) -> Hashable:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
         data = bytes_to_read(self, state, token_id, "the JSON value")
         if data is None:
             return FINISHED
-        nxt = self.advance(state, data)  # type: ignore[arg-type]
+        nxt = self.advance(_configs(state), data)
         if not nxt:
             raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the schema here")
         return nxt
@@ -220,7 +230,7 @@ class PushdownGuide(_Locked):
         if state == FINISHED:
             return b""
         node_of = self.schema.node
-        configs: Iterable[Config] = state  # type: ignore[assignment]
+        configs: Iterable[Config] = _configs(state)
         out = bytearray()
         while len(out) < limit:
             live = np.zeros(256, dtype=bool)
@@ -245,11 +255,25 @@ class PushdownGuide(_Locked):
             if self._version != self.schema.version:  # calls were cut: forget what used them
                 self._masks, self._walks = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
                 self._version = self.schema.version
-            mask = self._masks.get(state)
+            key = self._mask_key(_configs(state))
+            mask = self._masks.get(key)
             if mask is None:
-                mask = self._compute_mask(state)  # type: ignore[arg-type]
-                self._masks.put(state, mask)
+                mask = self._compute_mask(key)
+                self._masks.put(key, mask)
             return mask
+
+    def _mask_key(self, state: frozenset) -> frozenset:
+        """``state`` with each configuration inside a run of a counted string moved to the
+        layer that reads every token alike (:class:`~outlines_gguf.json_schema.split.RunShape`):
+        the same mask, computed once for all the character counts far from the bounds."""
+        node_of = self.schema.node
+        if all(node_of(number).run is None for _, number, _ in state):
+            return state
+        key = set()
+        for below, number, s in state:
+            run = node_of(number).run
+            key.add((below, number, s if run is None else run.representative(s, self._horizon)))
+        return frozenset(key)
 
     # -- masks --------------------------------------------------------------------------------
 
@@ -300,12 +324,17 @@ class PushdownGuide(_Locked):
         guide = node.guide
         if guide is None:
             guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
+            if node.run is not None:
+                guide._plain_steps = _run_plain_steps(node.run)
         vocab = self.vocabulary
         text = vocab.text_tokens
         crossings: list = []
         step = guide._plain_step(state)
         loop = guide._plain_loop_target(state) if step is not None else None
-        if loop is None and not node.plain_safe[state]:
+        onward = None  # plain-text tokens that go on into the next run of a counted string
+        if loop is None and node.plain_reach[state] <= self._horizon:
+            onward = self._into_next_run(node, state)
+        if loop is None and node.plain_reach[state] <= self._horizon and onward is None:
             # one walk of the whole trie gives both (structural states: it dies after a byte
             # or two), where a regex-guide mask and a crossing walk would walk it twice
             flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
@@ -314,7 +343,7 @@ class PushdownGuide(_Locked):
             states = flat[state * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
             tokens, hit_nodes, hit_states = _walk(
-                trie, flat, node.boundary, roots[alive], states[alive], True
+                trie, flat, node.boundary, roots[alive], states[alive], True, guide._loops
             )
             if hit_nodes.size:
                 crossings.append((trie, hit_nodes, hit_states, None))
@@ -329,6 +358,11 @@ class PushdownGuide(_Locked):
             inside = guide.mask(state)
         except ConstraintViolationError:
             inside = None  # only a call or a return continues from here
+        if onward is not None and onward.size:
+            if inside is None:
+                inside = TokenMask.allowing(onward, vocab.size, False)
+            else:
+                inside = inside.extended(onward, vocab.eog_array, inside.eog_allowed, vocab.size)
         found = crossings
         walks: list[tuple[TokenTrie, int, np.ndarray | None]]
         if loop is not None and step is not None:
@@ -347,13 +381,43 @@ class PushdownGuide(_Locked):
                 roots = roots[np.isin(trie.node_byte[: trie.root_children], skipped)]
             states = flat[start * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
-            _, hit_nodes, hit_states = _walk(trie, flat, node.boundary, roots[alive], states[alive], False)
+            loops = guide._loops if trie is vocab.trie else Loops(guide._loops.bits)
+            _, hit_nodes, hit_states = _walk(
+                trie, flat, node.boundary, roots[alive], states[alive], False, loops
+            )
             if hit_nodes.size:
                 tails = trie is text.rest_tails and skipped is not None and skipped.size > 0
                 skip = skipped if tails else None
                 found.append((trie, hit_nodes, hit_states, skip))
         node.crossings[state] = (inside, found)
         return inside, found
+
+    def _into_next_run(self, node: Node, state: int) -> np.ndarray | None:
+        """The plain-text tokens too long for the rest of a run that the next run takes on, or
+        None where that is not the whole story (then the trie is walked).
+
+        Between characters of a run, a plain-text token of ``c`` characters fits in the
+        run if ``c`` is at most the characters left (the regex guide's count); beyond
+        that it reaches the tail call to the next run, which takes any plain text up to its
+        own end. Neither depends on the stack, so the walk of the whole trie that crossing
+        tokens otherwise need is a slice of the tokens sorted by count.
+        """
+        run = node.run
+        if run is None or not run.more or state >= run.n_layered:
+            return None
+        layer, local = divmod(state, run.width)
+        step = node.guide._plain_step(state) if node.guide is not None else None
+        if local != 0 or step is None or step[1].size:
+            return None  # inside a character or an escape: walked
+        full = run.top * run.width
+        ((callee, _),) = node.calls[full]
+        following = self.schema.node(callee).run
+        if following is None:
+            return None
+        room = run.top - layer
+        further = self._horizon + 1 if following.more or following.loops else following.top
+        text = self.vocabulary.text_tokens
+        return text.plain_ids[text.count_up_to(room) : text.count_up_to(room + further)]
 
     def _cross(
         self,
@@ -402,6 +466,19 @@ class PushdownGuide(_Locked):
                     self._cross(trie, c_below, c_number, hit_nodes, hit_states, out)
 
 
+def _run_plain_steps(run: RunShape) -> dict[int, PlainStep]:
+    """The regex guide's plain-text steps between the characters of a run, known from its
+    layout: a character leads to the next layer (the last one loops, or ends the run), with
+    no exceptions. (Worked out state by state, they are most of a long string's first masks.)"""
+    none = np.empty(0, dtype=np.uint8)
+    width, top = run.width, run.top
+    steps: dict[int, PlainStep] = {
+        layer * width: ((layer + 1) * width, none) for layer in range(top)
+    }
+    steps[top * width] = (top * width if run.loops else -1, none)
+    return steps
+
+
 def _walk(
     trie: TokenTrie,
     flat: np.ndarray,
@@ -409,11 +486,13 @@ def _walk(
     nodes: np.ndarray,
     states: np.ndarray,
     collect: bool,
+    loops: Loops | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Walk the trie below entered ``nodes`` (in ``states``) by a 256-column table.
 
     Returns (the tokens ending on the way when ``collect``, the nodes entered in a boundary
-    state, their states).
+    state, their states). ``loops``: subtrees that stay in a state that is not a boundary are
+    taken whole (see :meth:`TokenTrie.walk`).
     """
     found: list[np.ndarray] = []
     hit_nodes: list[np.ndarray] = []
@@ -421,7 +500,7 @@ def _walk(
     while nodes.size:
         if nodes.size <= _NARROW and int(trie._subtree_size[nodes].sum()) <= _NARROW_NODES:
             # a thin frontier: node by node in Python beats a dozen numpy calls per level
-            tokens, more_nodes, more_states = _walk_narrow(trie, flat, boundary, nodes, states, collect)
+            tokens, more_nodes, more_states = _walk_narrow(trie, flat, boundary, (nodes, states), collect)
             found.append(tokens)
             hit_nodes.append(more_nodes)
             hit_states.append(more_states)
@@ -430,6 +509,10 @@ def _walk(
         if hits.any():
             hit_nodes.append(nodes[hits])
             hit_states.append(states[hits])
+        if loops is not None:
+            nodes, states = trie.take_whole(nodes, states, loops, found if collect else None, hits)
+            if not nodes.size:
+                break
         sink: list[np.ndarray] = found if collect else []
         children, parents = trie.step(nodes, states, sink)
         if children is None:
@@ -448,15 +531,15 @@ _NARROW = 64
 _NARROW_NODES = 1024
 
 
+Frontier = tuple[np.ndarray, np.ndarray]  # trie nodes, and the state each is reached in
+
+
 def _walk_narrow(
-    trie: TokenTrie,
-    flat: np.ndarray,
-    boundary: np.ndarray,
-    nodes: np.ndarray,
-    states: np.ndarray,
-    collect: bool,
+    trie: TokenTrie, flat: np.ndarray, boundary: np.ndarray, frontier: Frontier, collect: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_walk`` depth first, one node at a time (for a frontier with a small subtree)."""
+    """``_walk`` depth first, one node at a time, below a ``frontier`` (nodes, their states)
+    with a small subtree."""
+    nodes, states = frontier
     labels, first_child, n_children, term_start, term_count, term_tokens = trie._lists
     table = flat.data  # a memoryview
     is_boundary = boundary.tolist()

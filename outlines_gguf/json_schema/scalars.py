@@ -6,13 +6,18 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from outlines_gguf.automata.budget import MAX_DFA_STATES
 from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.ops import intersect
 from outlines_gguf.automata.regex import Fragment, NFABuilder
-from outlines_gguf.errors import ConstraintTooComplexError, DFAProductTooLargeError, EmptyLanguageError
+from outlines_gguf.errors import (
+    ConstraintTooComplexError,
+    DFAProductTooLargeError,
+    EmptyLanguageError,
+    SchemaError,
+)
 from outlines_gguf.json_schema.keywords import (
     ANNOTATIONS,
     MAX_LENGTH_CAP,
@@ -21,7 +26,6 @@ from outlines_gguf.json_schema.keywords import (
     NOT_PATTERN_KEY,
     NOT_STRINGS_KEY,
     _is_int,
-    _is_number,
 )
 from outlines_gguf.json_schema.leaves import STRING_FORMATS, integer_range, number_range
 from outlines_gguf.json_schema.lexical import (
@@ -38,16 +42,42 @@ from outlines_gguf.json_schema.lexical import (
     shared_regex,
 )
 from outlines_gguf.json_schema.numbers import (
-    exact_value,
     multiple_of_dfa,
     not_multiple_of_dfa,
     numbers_except_dfa,
 )
 from outlines_gguf.json_schema.strings import layered_body
-from outlines_gguf.json_schema.validate import Undecided, Validator, json_equal, pattern_matches
+from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validator, json_equal
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
+
+
+class _Bounds(NamedTuple):
+    """A number's range: ``minimum``/``maximum`` and their exclusive forms, in any draft."""
+
+    lo: float | None
+    hi: float | None
+    lo_x: bool
+    hi_x: bool
+
+    @classmethod
+    def of(cls, schema: dict, path: str) -> _Bounds:
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        lo_x = hi_x = False
+        if isinstance(xlo, bool):  # draft 4
+            lo_x = xlo
+        elif xlo is not None:
+            lo, lo_x = (xlo, True) if lo is None or xlo >= lo else (lo, False)
+        if isinstance(xhi, bool):
+            hi_x = xhi
+        elif xhi is not None:
+            hi, hi_x = (xhi, True) if hi is None or xhi <= hi else (hi, False)
+        for name, value in (("minimum", lo), ("maximum", hi)):
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise SchemaError(f"{name} must be a number", path)
+        return cls(lo, hi, lo_x, hi_x)
 
 
 class _ScalarRules:
@@ -70,7 +100,7 @@ class _ScalarRules:
         it does not know), by the automaton of ``rest`` (a valid subset)."""
         fragments = []
         check: ByteDFA | None = None
-        validator = Validator(self.root, self.marker_checks())
+        validator = Validator(self.root, MARKER_CHECKS)
         for v in values:
             try:
                 keep = rest in (True, {}) or validator.is_valid(rest, v)
@@ -88,18 +118,6 @@ class _ScalarRules:
                 fragments.append(self.literal_value(v))
         return self.b.alt(fragments)
 
-    def marker_checks(self: CompilerAPI) -> dict[str, Callable[[Any, Any], bool]]:
-        """How the validator reads the compiler's own keywords (see :meth:`negate`)."""
-        numeric = _is_number
-        return {
-            NOT_STRINGS_KEY: lambda excluded, v: not isinstance(v, str) or v not in excluded,
-            NOT_PATTERN_KEY: lambda found, v: not isinstance(v, str)
-            or not any(pattern_matches(p, v) for p in found),
-            NOT_NUMBERS_KEY: lambda listed, v: not numeric(v) or not any(json_equal(v, x) for x in listed),
-            NOT_MULTIPLE_KEY: lambda steps, v: not numeric(v)
-            or all((exact_value(v) / exact_value(m)).denominator != 1 for m in steps),
-        }
-
     def literal_value(self: CompilerAPI, v: Any) -> Fragment:
         """One JSON value, exactly, with the structural whitespace allowed between tokens."""
         if isinstance(v, dict):
@@ -107,29 +125,16 @@ class _ScalarRules:
                 self.b.seq([self.lit(json.dumps(k, ensure_ascii=False)), self.colon(), self.literal_value(x)])
                 for k, x in v.items()
             ]
-            return self.b.seq([self.open("{"), *_interleave(items, self.comma), self.close("}")])  # type: ignore[return-value]
+            return self.b.seq([self.open("{"), *_interleave(items, self.comma), self.close("}")])
         if isinstance(v, list):
             items = [self.literal_value(x) for x in v]
-            return self.b.seq([self.open("["), *_interleave(items, self.comma), self.close("]")])  # type: ignore[return-value]
+            return self.b.seq([self.open("["), *_interleave(items, self.comma), self.close("]")])
         if isinstance(v, float) and v == int(v) and abs(v) < 1e16:
-            return self.b.alt([self.lit(str(int(v))), self.lit(json.dumps(v))])  # type: ignore[return-value]
+            return self.b.either(self.lit(str(int(v))), self.lit(json.dumps(v)))
         return self.lit(json.dumps(v, ensure_ascii=False))
 
     def number(self: CompilerAPI, schema: dict, path: str, integer: bool) -> Fragment | None:
-        lo, hi = schema.get("minimum"), schema.get("maximum")
-        xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-        lo_x = hi_x = False
-        if isinstance(xlo, bool):  # draft 4
-            lo_x = xlo
-        elif xlo is not None:
-            lo, lo_x = (xlo, True) if lo is None or xlo >= lo else (lo, False)
-        if isinstance(xhi, bool):
-            hi_x = xhi
-        elif xhi is not None:
-            hi, hi_x = (xhi, True) if hi is None or xhi <= hi else (hi, False)
-        for name, value in (("minimum", lo), ("maximum", hi)):
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-                raise self.fail(f"{name} must be a number", path)
+        bounds = _Bounds.of(schema, path)
         step = schema.get("multipleOf")
         filters: list[Callable[[], ByteDFA | None]] = []  # conditions on the value (plain numbers)
         if step is not None and not _is_int(step):
@@ -139,7 +144,7 @@ class _ScalarRules:
             filters.append(partial(not_multiple_of_dfa, other))
         if NOT_NUMBERS_KEY in schema:
             filters.append(lambda: numbers_except_dfa(schema[NOT_NUMBERS_KEY]))
-        base = self.number_base(lo, hi, lo_x, hi_x, step, path, integer)
+        base = self.number_base(bounds, step, path, integer)
         if base is None or not filters:
             return base
         try:
@@ -156,16 +161,10 @@ class _ScalarRules:
         return None if dfa is None else self.b.dfa(dfa)
 
     def number_base(
-        self: CompilerAPI,
-        lo: float | None,
-        hi: float | None,
-        lo_x: bool,
-        hi_x: bool,
-        step: int | float | None,
-        path: str,
-        integer: bool,
+        self: CompilerAPI, bounds: _Bounds, step: int | float | None, path: str, integer: bool
     ) -> Fragment | None:
         """Numbers within the bounds (integers if ``integer``), multiples of an integer ``step``."""
+        lo, hi, lo_x, hi_x = bounds
         if integer or step is not None:
             ilo = None if lo is None else (math.floor(lo) + 1 if lo_x and _is_int(lo) else math.ceil(lo))
             ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x and _is_int(hi) else math.floor(hi))

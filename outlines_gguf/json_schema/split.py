@@ -14,12 +14,13 @@ import json
 import threading
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from outlines_gguf.automata.budget import compile_budget
-from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.dfa import ByteDFA, reaching
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError, SchemaError
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.json_schema.algebra import of_types
@@ -32,11 +33,11 @@ from outlines_gguf.json_schema.keywords import (
     EXTRA_KEY,
     ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
-    MAX_LENGTH_CAP,
     _is_int,
 )
 from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
+from outlines_gguf.json_schema.validate import resolve_local
 
 MAX_NODES = 1 << 24
 """Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
@@ -44,14 +45,59 @@ MAX_NODES = 1 << 24
 SCAN_LIMIT = 100_000
 """Subschemas the up-front keyword check visits (a schema bigger than that is checked lazily)."""
 
-STRING_SEGMENT = 64
-"""Characters per node of a counted string longer than ``MAX_LENGTH_CAP`` (see ``_string_run``)."""
+STRING_SEGMENT = 512
+"""Characters per node of a counted string longer than this (see ``_counted_node``): long
+enough that text inside a run rarely comes within a token's length of its end, where masks
+stop being shared (see :class:`RunShape`)."""
+
+COUNTED_STRING_MIN = 32
+"""A plain string whose ``maxLength`` (or ``minLength``) is above this is a counted node of
+its own, whose masks are shared between character counts (see :class:`RunShape`), rather than
+layered states inside its parent, one mask per character count."""
 
 STRING_RUN_KEY = "x-outlines-gguf-string-run"
 """Marks the synthetic schema of a run of a counted string's characters: ``[min, max]`` (max
-None: unbounded), the content between the quotes."""
+None: unbounded), the content after the opening quote, with the closing quote."""
+
+PLAIN_NEVER = np.iinfo(np.int32).max
+"""``Node.plain_reach`` of a state from which plain text never reaches a call or a return."""
 
 Config = tuple  # (below: Config | None, node: int, state: int)
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The layout of a run of a counted string: state ``layer * width + local`` has read
+    ``layer`` characters (``local``: where inside the next character). From two states that
+    agree on ``local`` and on how many characters are still needed before the closing quote
+    (``low - layer``) and still allowed before the run ends (``top - layer``), with both
+    counts capped above a token's length, every token reads alike: their masks are equal.
+    ``top`` is the last layer; ``more``: the run calls the next run there; ``loops``: the
+    last layer loops (no maximum)."""
+
+    width: int
+    low: int
+    top: int
+    more: bool
+    loops: bool
+
+    @property
+    def n_layered(self) -> int:
+        """The layered states (a last layer that does not loop keeps only its first state)."""
+        return (self.top + 1) * self.width if self.loops else self.top * self.width + 1
+
+    def representative(self, state: int, horizon: int) -> int:
+        """The state of smallest layer that reads every text of at most ``horizon`` bytes
+        as ``state`` does (itself outside the layers)."""
+        if state >= self.n_layered:
+            return state
+        layer, local = divmod(state, self.width)
+        room = horizon + 1 if self.loops else self.top - layer
+        need = self.low - layer
+        if room <= horizon or 0 < need <= horizon:
+            return state  # the count matters within a token: only this layer reads alike
+        rep = 0 if need > horizon else min(self.low, layer)
+        return rep * self.width + local
 
 
 @dataclass
@@ -64,9 +110,21 @@ class Node:
     calls: dict[int, tuple[tuple[int, int], ...]]  # state -> ((callee, return state), ...)
     boundary: np.ndarray  # bool per state: a call leaves it, or it accepts (a return may)
     free_accept: bool  # acceptance is reachable without any call
-    plain_safe: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    plain_reach: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    """Per state: fewer bytes of plain-ish text (no controls, ``"`` or ``\\``) than this never
+    reach a call or a return (PLAIN_NEVER: none do), so a shorter plain-text token never
+    crosses there."""
+    run: RunShape | None = None  # a run of a counted string: masks shared between layers
     guide: RegexGuide | None = None
     crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
+    tail: np.ndarray = field(init=False)
+    """Per state: accepting with nothing to read and no call, so a call returning there may
+    return straight to the caller's caller (a tail call: the stack does not grow)."""
+
+    def __post_init__(self) -> None:
+        tail = self.dfa.accepting & (self.dfa.transitions < 0).all(axis=1)
+        tail[list(self.calls)] = False
+        self.tail = tail
 
     def __getstate__(self) -> dict[str, object]:
         """Pickles without its walk caches (they hold the vocabulary's tries)."""
@@ -232,7 +290,7 @@ class SplitSchema(_Locked):
                 member = None if direct is not None else _direct_extra_member(compiler, schema, path)
             if direct is not None:  # no calls; only the closing quote leads to acceptance
                 boundary = direct.accepting.copy()
-                node = Node(number, path, direct, {}, boundary, True, ~boundary)
+                node = Node(number, path, direct, {}, boundary, True, _reach(~boundary))
                 self._nodes[number] = node
                 return node
             if member is not None:
@@ -251,7 +309,8 @@ class SplitSchema(_Locked):
         except _MALFORMED as exc:
             raise SchemaError(f"the schema is malformed ({type(exc).__name__}: {exc})", path) from exc
         if table is None or accepting is None:  # both or neither
-            node = Node(number, path, _EMPTY_DFA, {}, np.zeros(1, dtype=bool), False, np.ones(1, dtype=bool))
+            never = _reach(np.ones(1, dtype=bool))
+            node = Node(number, path, _EMPTY_DFA, {}, np.zeros(1, dtype=bool), False, never)
             self._unproductive.add(number)
             self._cut_pending = True
         else:
@@ -260,39 +319,41 @@ class SplitSchema(_Locked):
         return node
 
     def _counted_node(self, number: int, path: str, low: int, high: int | None, null: bool | None) -> Node:
-        """A string of ``low``..``high`` characters longer than the caps (``null``: or null;
-        None: the content of a run, without quotes), as a chain of runs of
-        :data:`STRING_SEGMENT` characters, each calling the next: the characters read are
-        counted by the return stack, not by states, so ``maxLength: 5000`` is exact and
-        costs one small node per 64 characters that generation reaches."""
-        if null is not None:  # '"' run '"' (or null): 0 -"-> 1 =call=> 2 -"-> 3
-            table = np.full((7 if null else 4, 256), -1, dtype=np.int32)
-            table[0, ord('"')], table[2, ord('"')] = 1, 3
+        """A string of ``low``..``high`` characters (``null``: or null) as its opening quote
+        and a call to a *run* (``null`` None: that run): the rest of the string, up to
+        :data:`STRING_SEGMENT` characters and the closing quote, or exactly that many and a
+        (tail) call to the next run. The characters read beyond a run are counted by the
+        return stack, not by states, so ``maxLength: 5000`` is exact and costs one node per
+        segment that generation reaches; within a run, masks are shared between character
+        counts far from the bounds (:class:`RunShape`)."""
+        if null is not None:  # '"' run (or null): 0 -"-> 1 =call=> 2
+            table = np.full((6 if null else 3, 256), -1, dtype=np.int32)
+            table[0, ord('"')] = 1
             if null:
-                table[0, ord("n")], table[4, ord("u")], table[5, ord("l")], table[6, ord("l")] = 4, 5, 6, 3
+                table[0, ord("n")], table[3, ord("u")], table[4, ord("l")], table[5, ord("l")] = 3, 4, 5, 2
             accepting = np.zeros(table.shape[0], dtype=bool)
-            accepting[3] = True
+            accepting[2] = True
             run = self.register({STRING_RUN_KEY: [low, high]}, path)
             return _node(number, path, table, accepting, {1: ((run, 2),)})
         step = STRING_SEGMENT
-        if (high is not None and high <= step) or (high is None and low <= step):
-            body = layered_body(low, high)
-            assert body is not None  # low <= high: some string fits
-            return _node(number, path, body.transitions, body.accepting, {})
-        # up to ``step`` characters, or exactly ``step`` and then the next run
-        body = layered_body(min(low, step), step)
-        assert body is not None
-        table, accepting = body.transitions, body.accepting.copy()
-        ends = np.flatnonzero(accepting & (table < 0).all(axis=1))
-        if ends.size != 1:
-            raise AssertionError("a run of counted characters has an unexpected shape")
-        full, back = int(ends[0]), table.shape[0]
-        table = np.concatenate([table, np.full((1, 256), -1, dtype=np.int32)])
-        accepting = np.concatenate([accepting, [True]])
-        accepting[full] = False
-        rest = [max(low - step, 0), None if high is None else high - step]
-        following = self.register({STRING_RUN_KEY: rest}, path)
-        return _node(number, path, table, accepting, {full: ((following, back),)})
+        more = (high is None and low > step) or (high is not None and high > step)
+        loops = high is None and not more
+        top = step if more else low if high is None else high
+        table, accepting, shape = string_run_table(min(low, top), top, more, loops)
+        calls: dict[int, tuple[tuple[int, int], ...]] = {}
+        if more:  # exactly ``step`` characters read: the next run, returning to the end
+            rest = [max(low - step, 0), None if high is None else high - step]
+            calls[top * shape.width] = ((self.register({STRING_RUN_KEY: rest}, path), table.shape[0] - 1),)
+        # text never reaches the end without its quote; it reaches the next run after the
+        # characters left in the run (each one byte at least)
+        reach = np.full(table.shape[0], PLAIN_NEVER, dtype=np.int32)
+        reach[-1] = 0
+        if more:
+            layers = np.arange(shape.n_layered) // shape.width
+            reach[: shape.n_layered] = top - layers
+        # the closing quote is reachable in the run unless it needs more characters than it has
+        free = not more or low < step
+        return _node(number, path, table, accepting, calls, reach, shape, free)
 
     def _settle_emptiness(self) -> None:
         """Least fixpoint: a node is productive if acceptance is reachable with calls only to
@@ -406,18 +467,10 @@ def _bounds_leave_room(schema: dict) -> bool:
 
 def _pointer_target(root: Any, ref: str) -> Any:
     """The subschema a local ``$ref`` points to, or None (the compiler reports bad ones)."""
-    if not ref.startswith("#"):
+    try:
+        return resolve_local(root, ref)
+    except LookupError:
         return None
-    node = root
-    for raw in ref[1:].split("/")[1:] if ref != "#" else []:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
 
 
 _SIMPLE_KEYS = frozenset(
@@ -522,19 +575,22 @@ def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
 
 def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray) -> Node:
     """Read the calls out of a split DFA and remove the call column."""
+    states = np.flatnonzero(table[:, CALL_BYTE] >= 0)
+    # follow the three number bytes after every call marker at once: (call state, where, value)
+    origin, where = states, table[states, CALL_BYTE].astype(np.int64)
+    value = np.zeros(states.size, dtype=np.int64)
+    for _ in range(3):
+        row, byte = np.nonzero(table[where] >= 0)
+        origin, value = origin[row], value[row] << 8 | byte
+        where = table[where[row], byte].astype(np.int64)
     calls: dict[int, tuple[tuple[int, int], ...]] = {}
-    for state in np.flatnonzero(table[:, CALL_BYTE] >= 0).tolist():
-        pairs = []
-        frontier = [(int(table[state, CALL_BYTE]), 0)]
-        for _ in range(3):
-            nxt = []
-            for s, value in frontier:
-                for byte in np.flatnonzero(table[s] >= 0).tolist():
-                    nxt.append((int(table[s, byte]), value << 8 | byte))
-            frontier = nxt
-        for ret, callee in frontier:
-            pairs.append((callee, ret))
-        calls[state] = tuple(sorted(pairs))
+    if origin.size:
+        order = np.lexsort((where, value, origin))
+        origin, value, where = origin[order].tolist(), value[order].tolist(), where[order].tolist()
+        grouped: dict[int, list[tuple[int, int]]] = {}
+        for state, callee, ret in zip(origin, value, where, strict=True):
+            grouped.setdefault(state, []).append((callee, ret))
+        calls = {state: tuple(pairs) for state, pairs in grouped.items()}
     walk = table.copy()
     walk[:, CALL_BYTE] = -1
     return _node(number, path, walk, accepting, calls)
@@ -546,25 +602,64 @@ def _node(
     walk: np.ndarray,
     accepting: np.ndarray,
     calls: dict[int, tuple[tuple[int, int], ...]],
+    plain_reach: np.ndarray | None = None,
+    run: RunShape | None = None,
+    free_accept: bool | None = None,
 ) -> Node:
-    """A node from its text table (no call column) and its calls."""
+    """A node from its text table (no call column) and its calls (``free_accept``, where the
+    caller knows it: acceptance is reachable without a call)."""
     boundary = accepting.copy()
     for state in calls:
         boundary[state] = True
-    node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, _plain_safe(walk, boundary))
-    node.free_accept = _reaches_accept(node, None)
+    if plain_reach is None:
+        plain_reach = _reach(_plain_safe(walk, boundary))
+    node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, plain_reach, run)
+    node.free_accept = _reaches_accept(node, None) if free_accept is None else free_accept
     return node
 
 
+@lru_cache(maxsize=1)
+def _layer_width() -> int:
+    """States per layer of a layered string body (one layer that loops has exactly them)."""
+    body = layered_body(0, None)
+    assert body is not None
+    return body.n_states
+
+
+@lru_cache(maxsize=16)
+def string_run_table(low: int, top: int, more: bool, loops: bool) -> tuple[np.ndarray, np.ndarray, RunShape]:
+    """The text table and accepting flags of a run (see ``SplitSchema._counted_node``): the
+    layered body of ``low``..``top`` characters, the closing quote from where enough have
+    been read, to the last state, the only accepting one (at ``top`` with ``more``, the
+    call to the next run instead of the quote). Shared by every run of one shape."""
+    body = layered_body(low, None if loops else top)
+    assert body is not None  # low <= top: some string fits
+    n = body.n_states
+    width = _layer_width()
+    table = np.concatenate([body.transitions, np.full((1, 256), -1, dtype=np.int32)])
+    table[np.flatnonzero(body.accepting), ord('"')] = n
+    if more:
+        table[top * width, ord('"')] = -1  # the next run takes it from here
+    table.setflags(write=False)
+    accepting = np.zeros(n + 1, dtype=bool)
+    accepting[n] = True
+    accepting.setflags(write=False)
+    return table, accepting, RunShape(width, low, top, more, loops)
+
+
 def _counted_string(schema: Any) -> tuple[int, int | None, bool | None] | None:
-    """(minLength, maxLength, null allowed) of a string leaf whose count exceeds the caps (a
-    plain string: no pattern, format or other keyword), (min, max, None) for a run of one
-    (``STRING_RUN_KEY``); None for anything else."""
+    """(minLength, maxLength, null allowed) of a string leaf whose count exceeds
+    :data:`COUNTED_STRING_MIN` (a plain string: no pattern, format or other keyword),
+    (min, max, None) for a run of one (``STRING_RUN_KEY``); None for anything else."""
     if not isinstance(schema, dict):
         return None
     run = schema.get(STRING_RUN_KEY)
     if run is not None:
         return run[0], run[1], None
+    nullable = _nullable_branch(schema)
+    if nullable is not None:  # anyOf/oneOf of a plain string and null: the same as both types
+        found = _counted_string(nullable)
+        return None if found is None else (found[0], found[1], True)
     declared = schema.get("type")
     kinds = set(declared) if isinstance(declared, list) else {declared}
     if kinds not in ({"string"}, {"string", "null"}):
@@ -574,9 +669,27 @@ def _counted_string(schema: Any) -> tuple[int, int | None, bool | None] | None:
     low, high = schema.get("minLength", 0), schema.get("maxLength")
     if not _is_int(low) or low < 0 or (high is not None and (not _is_int(high) or high < low)):
         return None  # malformed or empty: the compiler says so
-    if low <= MAX_LENGTH_CAP and (high is None or high <= MAX_LENGTH_CAP):
+    if low <= COUNTED_STRING_MIN and (high is None or high <= COUNTED_STRING_MIN):
         return None
     return int(low), None if high is None else int(high), "null" in kinds
+
+
+def _nullable_branch(schema: dict) -> Any:
+    """The other branch of ``{"anyOf"|"oneOf": [branch, {"type": "null"}]}`` (either order, no
+    keyword beside it), where ``branch`` is a plain string schema (so it never matches null and
+    both keywords mean "one of the two"); else None."""
+    for key in ("anyOf", "oneOf"):
+        branches = schema.get(key)
+        if not isinstance(branches, list) or len(branches) != 2 or (set(schema) & _KNOWN_KEYWORDS) != {key}:
+            continue
+        nulls = [b for b in branches if isinstance(b, dict) and set(b) & _KNOWN_KEYWORDS == {"type"}
+                 and b.get("type") in ("null", ["null"])]
+        others = [b for b in branches if not any(b is n for n in nulls)]
+        if len(nulls) == 1 and len(others) == 1 and isinstance(others[0], dict):
+            other = others[0]
+            if other.get("type") in ("string", ["string"]):
+                return other
+    return None
 
 
 _NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
@@ -587,32 +700,33 @@ def _plain_safe(table: np.ndarray, boundary: np.ndarray) -> np.ndarray:
     controls, ``"`` and ``\\`` (a superset of plain text), so no plain-text token crosses there."""
     plainish = table.copy()
     plainish[:, _NON_PLAIN] = -1
-    reach = boundary.copy()
-    while True:
-        nxt = reach | ((plainish >= 0) & reach[np.maximum(plainish, 0)]).any(axis=1)
-        if (nxt == reach).all():
-            return ~reach
-        reach = nxt
+    return ~reaching(plainish, boundary)
 
 
 def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
     """Acceptance is reachable from the start by text and calls (to productive callees;
-    ``unproductive=None``: by text alone)."""
+    ``unproductive=None``: by text alone). Breadth first, a numpy step per distance."""
     table, accepting = node.dfa.transitions, node.dfa.accepting
+    returns: dict[int, list[int]] = {}
+    if unproductive is not None:
+        for s, pairs in node.calls.items():
+            returns[s] = [ret for callee, ret in pairs if callee not in unproductive]
     seen = np.zeros(accepting.size, dtype=bool)
     seen[0] = True
-    stack = [0]
-    while stack:
-        s = stack.pop()
-        if accepting[s]:
+    frontier = np.zeros(1, dtype=np.int64)
+    while frontier.size:
+        if accepting[frontier].any():
             return True
-        targets = set(table[s][table[s] >= 0].tolist())
-        if unproductive is not None:
-            targets.update(ret for callee, ret in node.calls.get(s, ()) if callee not in unproductive)
-        for t in targets:
-            if not seen[t]:
-                seen[t] = True
-                stack.append(t)
+        targets = table[frontier].reshape(-1)
+        targets = targets[targets >= 0]
+        if returns:
+            extra = [ret for s in frontier.tolist() for ret in returns.get(s, ())]
+            targets = np.concatenate([targets, np.asarray(extra, dtype=targets.dtype)])
+        fresh = np.zeros(accepting.size, dtype=bool)
+        fresh[targets] = True
+        fresh &= ~seen
+        seen |= fresh
+        frontier = np.flatnonzero(fresh)
     return False
 
 
@@ -624,17 +738,11 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     }
     calls = {s: pairs for s, pairs in calls.items() if pairs}
     table, accepting = node.dfa.transitions, node.dfa.accepting
-    # states that can reach acceptance, by text or surviving calls (backwards fixpoint)
-    alive = accepting.copy()
-    changed = True
-    while changed:
-        reach = (table >= 0) & alive[np.maximum(table, 0)]
-        new = alive | reach.any(axis=1)
-        for s, pairs in calls.items():
-            if any(alive[ret] for _, ret in pairs):
-                new[s] = True
-        changed = bool((new != alive).any())
-        alive = new
+    # states that can reach acceptance, by text or surviving calls (a call: an edge to its return)
+    edges = [(s, ret) for s, pairs in calls.items() for _, ret in pairs]
+    sources = np.array([s for s, _ in edges], dtype=np.int64)
+    returns = np.array([r for _, r in edges], dtype=np.int64)
+    alive = reaching(table, accepting, (sources, returns))
     cut = table.copy()
     cut[(cut >= 0) & ~alive[np.maximum(cut, 0)]] = -1
     calls = {s: tuple(p for p in pairs if alive[p[1]]) for s, pairs in calls.items() if alive[s]}
@@ -642,8 +750,13 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     boundary = accepting.copy()
     for s in calls:
         boundary[s] = True
-    safe = _plain_safe(cut, boundary)
+    safe = _reach(_plain_safe(cut, boundary))
     return Node(node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept, safe)
+
+
+def _reach(safe: np.ndarray) -> np.ndarray:
+    """``Node.plain_reach`` from a per-state "plain text never crosses" flag."""
+    return np.where(safe, PLAIN_NEVER, 0).astype(np.int32)
 
 
 def split_schema(

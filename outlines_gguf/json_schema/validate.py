@@ -24,6 +24,13 @@ from typing import Any
 from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import EmptyLanguageError, OutlinesGGUFError
+from outlines_gguf.json_schema.keywords import (
+    NOT_MULTIPLE_KEY,
+    NOT_NUMBERS_KEY,
+    NOT_PATTERN_KEY,
+    NOT_STRINGS_KEY,
+    _is_number,
+)
 from outlines_gguf.json_schema.leaves import STRING_FORMATS, UNENFORCEABLE_FORMATS
 from outlines_gguf.json_schema.numbers import exact_value
 
@@ -163,6 +170,16 @@ def _is_draft4(root: Any) -> bool:
     """Draft 3/4 count only numbers written without a fraction as integers (1.0 is not)."""
     declared = root.get("$schema") if isinstance(root, dict) else None
     return isinstance(declared, str) and ("draft-04" in declared or "draft-03" in declared)
+
+
+MARKER_CHECKS: dict[str, MarkerCheck] = {
+    NOT_STRINGS_KEY: lambda excluded, v: not isinstance(v, str) or v not in excluded,
+    NOT_PATTERN_KEY: lambda found, v: not isinstance(v, str) or not any(pattern_matches(p, v) for p in found),
+    NOT_NUMBERS_KEY: lambda listed, v: not _is_number(v) or not any(json_equal(v, x) for x in listed),
+    NOT_MULTIPLE_KEY: lambda steps, v: not _is_number(v)
+    or all((exact_value(v) / exact_value(m)).denominator != 1 for m in steps),
+}
+"""How the compiler's own keywords (the negations it writes, see ``_Compiler.negate``) are read."""
 
 
 class Validator:

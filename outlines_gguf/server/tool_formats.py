@@ -34,7 +34,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from outlines_gguf.guides.base import Guide, RegexGuide
@@ -55,19 +55,19 @@ class ToolFormat:
 
     name: str
     families: str
-    native: bool
-    """The chat template renders ``tools`` itself; otherwise we describe them in a system message."""
     trigger: str
     """The text a call starts with: a special token in some vocabularies."""
-    start: str
-    """Written once, before the first call."""
-    call_prefix: str
-    call_suffix: str
     separator: str | None
     """Between two calls; None: one call per answer."""
-    end: str
+    native: bool = True
+    """The chat template renders ``tools`` itself; otherwise we describe them in a system message."""
+    start: str = ""
+    """Written once, before the first call."""
+    call_prefix: str = ""
+    call_suffix: str = ""
+    end: str = ""
     """Written once, after the last call."""
-    args_key: str
+    args_key: str = "arguments"
     id_length: int | None = None
     """Call ids of exactly this many letters and digits (Mistral's templates check); None: ``call_...``."""
 
@@ -116,54 +116,18 @@ def _names(names: Sequence[str]) -> str:
 
 
 HERMES = ToolFormat(
-    name="hermes",
-    families="Qwen2.5, Qwen3, QwQ, Hermes 2 Pro / Hermes 3",
-    native=True,
-    trigger="<tool_call>",
-    start="",
-    call_prefix="<tool_call>\n",
-    call_suffix="\n</tool_call>",
-    separator="\n",
-    end="",
-    args_key="arguments",
+    "hermes", "Qwen2.5, Qwen3, QwQ, Hermes 2 Pro / Hermes 3", trigger="<tool_call>", separator="\n",
+    call_prefix="<tool_call>\n", call_suffix="\n</tool_call>",
 )
 LLAMA3 = ToolFormat(
-    name="llama3",
-    families="Llama 3.1, 3.2, 3.3 (JSON tool calls)",
-    native=True,
-    trigger="{",
-    start="",
-    call_prefix="",
-    call_suffix="",
-    separator=None,
-    end="",
-    args_key="parameters",
+    "llama3", "Llama 3.1, 3.2, 3.3 (JSON tool calls)", trigger="{", separator=None, args_key="parameters"
 )
 MISTRAL = ToolFormat(
-    name="mistral",
-    families="Mistral 7B Instruct v0.3, Mistral Nemo, Mistral Small (v3 tokenizer)",
-    native=True,
-    trigger="[TOOL_CALLS]",
-    start="[TOOL_CALLS] [",
-    call_prefix="",
-    call_suffix="",
-    separator=", ",
-    end="]",
-    args_key="arguments",
-    id_length=9,
+    "mistral", "Mistral 7B Instruct v0.3, Mistral Nemo, Mistral Small (v3 tokenizer)",
+    trigger="[TOOL_CALLS]", separator=", ", start="[TOOL_CALLS] [", end="]", id_length=9,
 )
-GENERIC = ToolFormat(
-    name="generic",
-    families="any other chat template",
-    native=False,
-    trigger="<tool_call>",
-    start="",
-    call_prefix="<tool_call>\n",
-    call_suffix="\n</tool_call>",
-    separator="\n",
-    end="",
-    args_key="arguments",
-)
+GENERIC = replace(HERMES, name="generic", families="any other chat template", native=False)
+"""Hermes' format, with the tools described in a system message we add."""
 TOOL_FORMATS = {f.name: f for f in (HERMES, LLAMA3, MISTRAL, GENERIC)}
 
 

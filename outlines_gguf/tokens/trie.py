@@ -22,6 +22,41 @@ _NARROW = 64  # a frontier this small, with at most _NARROW_NODES below it,
 _NARROW_NODES = 1024  # is finished node by node in Python instead of level by level
 
 
+def loop_bits(transitions: np.ndarray) -> np.ndarray:
+    """Per state of a 256-column table, the bytes that lead back to it, as 256 bits (four
+    uint64, byte ``b`` is bit ``b % 64`` of word ``b // 64``)."""
+    n = transitions.shape[0]
+    back = transitions == np.arange(n)[:, None]
+    packed = np.packbits(back, axis=1, bitorder="little")  # (n, 32) bytes, byte b is bit b
+    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64).reshape(n, 4)
+
+
+@dataclass(frozen=True)
+class Loops:
+    """Where a walk may take a whole subtree (the ``loops`` of :meth:`TokenTrie.walk`).
+
+    ``bits``: per state, the bytes leading back to it (:func:`loop_bits`). ``chars``:
+    per state, every multi-byte plain-text character leads back to it (None: never
+    assumed); ``plain``: per trie node, every token below is plain text but for an
+    unfinished last character. A subtree is taken whole in a state if its ASCII bytes
+    lead back there, and its other bytes are only those of plain-text characters that
+    do too."""
+
+    bits: np.ndarray
+    chars: np.ndarray | None = None
+    plain: np.ndarray | None = None
+
+    def closed(self, below: np.ndarray, states: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """Per (node, state): the node's subtree stays in the state (``below``: its bits)."""
+        stray = below & ~self.bits[states]
+        closed = ~stray[:, :2].any(axis=1)
+        high = stray[:, 2:].any(axis=1)
+        if self.chars is not None and self.plain is not None:
+            wide = (below[:, 2:].any(axis=1)) & self.chars[states] & self.plain[nodes]
+            high &= ~wide
+        return closed & ~high
+
+
 def concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenate ``range(s, s + c)`` for each pair, vectorized."""
     total = int(counts.sum())
@@ -45,20 +80,61 @@ class TokenTrie:
     term_count: np.ndarray  # int64, number of tokens ending at each node
     term_tokens: np.ndarray  # int32, token ids grouped by the node they end at
     root_children: int  # number of level-1 nodes (they are nodes 0..root_children-1)
+    sorted_ids: np.ndarray | None = None  # int32, the tokens in byte order (None: a compressed trie)
+    node_row: np.ndarray | None = None  # int64, each node's first token in ``sorted_ids``
+
+    @cached_property
+    def _subtree_tokens(self) -> np.ndarray:
+        """Number of tokens ending in each node's subtree (itself included): with ``node_row``,
+        the subtree's tokens are ``sorted_ids[node_row : node_row + this]`` (a prefix's tokens
+        are contiguous in byte order)."""
+        return self._bottom_up_sum(self.term_count.astype(np.int64))
+
+    @cached_property
+    def _subtree_bits(self) -> np.ndarray:
+        """Per node, the bytes on the edges strictly below it, as 256 bits (four uint64)."""
+        n = self.n_nodes
+        own = np.zeros((n, 4), dtype=np.uint64)
+        labels = self.node_byte.astype(np.int64)
+        own[np.arange(n), labels >> 6] = np.left_shift(np.uint64(1), (labels & 63).astype(np.uint64))
+        below = np.zeros((n, 4), dtype=np.uint64)
+        starts = [*self.level_start.tolist(), n]
+        levels = list(itertools.pairwise(starts))
+        for (lo, hi), (_, below_hi) in zip(reversed(levels[:-1]), reversed(levels[1:]), strict=True):
+            if below_hi <= hi:
+                continue
+            parents = np.arange(lo, hi)
+            parents = parents[self.n_children[lo:hi] > 0]
+            if parents.size == 0:
+                continue
+            child_bits = own[hi:below_hi] | below[hi:below_hi]
+            below[parents] = np.bitwise_or.reduceat(child_bits, self.first_child[parents] - hi, axis=0)
+        return below
+
+    def subtree_all(self, flag: np.ndarray) -> np.ndarray:
+        """Per node: every token ending in its subtree has ``flag`` (a bool per token id)."""
+        bad = np.zeros(self.n_nodes, dtype=np.int64)
+        ends = np.repeat(np.arange(self.n_nodes), self.term_count)
+        np.add.at(bad, ends, ~flag[self.term_tokens])
+        return self._bottom_up_sum(bad) == 0
+
+    def _bottom_up_sum(self, values: np.ndarray) -> np.ndarray:
+        """``values`` summed over each node's subtree (a node's children are one contiguous run
+        of the next level)."""
+        total = values.copy()
+        starts = [*self.level_start.tolist(), self.n_nodes]
+        levels = list(itertools.pairwise(starts))
+        for (lo, hi), (_, below_hi) in zip(reversed(levels[:-1]), reversed(levels[1:]), strict=True):
+            below = np.concatenate(([0], np.cumsum(total[hi:below_hi])))
+            first = np.clip(self.first_child[lo:hi] - hi, 0, below_hi - hi)
+            last = np.clip(first + self.n_children[lo:hi], 0, below_hi - hi)
+            total[lo:hi] += below[last] - below[first]
+        return total
 
     @cached_property
     def _subtree_size(self) -> np.ndarray:
         """Number of nodes in each node's subtree (itself included)."""
-        size = np.ones(self.n_nodes, dtype=np.int64)
-        starts = [*self.level_start.tolist(), self.n_nodes]
-        levels = list(itertools.pairwise(starts))
-        # bottom-up; a node's children are one contiguous run of the next level
-        for (lo, hi), (_, below_hi) in zip(reversed(levels[:-1]), reversed(levels[1:]), strict=True):
-            below = np.concatenate(([0], np.cumsum(size[hi:below_hi])))
-            first = np.clip(self.first_child[lo:hi] - hi, 0, below_hi - hi)
-            last = np.clip(first + self.n_children[lo:hi], 0, below_hi - hi)
-            size[lo:hi] += below[last] - below[first]
-        return size
+        return self._bottom_up_sum(np.ones(self.n_nodes, dtype=np.int64))
 
     @cached_property
     def _lists(self) -> tuple[Sequence[int], ...]:
@@ -113,9 +189,13 @@ class TokenTrie:
         return np.asarray(out, dtype=np.int32), stopped, stopped_from
 
     def prepare_walks(self) -> None:
-        """Compute the lazily built tables a walk uses (subtree sizes, Python lists)."""
+        """Compute the lazily built tables a walk uses (subtree sizes, Python lists, and for a
+        byte trie the bytes and tokens below each node)."""
         self._subtree_size  # noqa: B018
         self._lists  # noqa: B018
+        if self.sorted_ids is not None:
+            self._subtree_bits  # noqa: B018
+            self._subtree_tokens  # noqa: B018
 
     @property
     def n_nodes(self) -> int:
@@ -191,6 +271,8 @@ class TokenTrie:
             term_count,
             term_tokens,
             int(level_start[1]),
+            np.asarray(ids, dtype=np.int32),
+            rows.astype(np.int64),
         )
 
     def compress(self, byte_class: np.ndarray) -> TokenTrie:
@@ -259,13 +341,46 @@ class TokenTrie:
         counts = counts[inner]
         return concat_ranges(self.first_child[nodes[inner]], counts), np.repeat(states[inner], counts)
 
-    def walk(self, transitions: np.ndarray, state: int, first_bytes: np.ndarray | None = None) -> np.ndarray:
+    def take_whole(
+        self,
+        nodes: np.ndarray,
+        states: np.ndarray,
+        loops: Loops,
+        found: list[np.ndarray] | None,
+        keep: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The frontier (``nodes`` reached in ``states``) without the nodes whose subtree stays
+        in their state (and is not in ``keep``); the tokens of those subtrees are appended to
+        ``found`` (None: not collected). A compressed trie takes nothing whole."""
+        if self.sorted_ids is None or self.node_row is None:
+            return nodes, states
+        closed = loops.closed(self._subtree_bits[nodes], states, nodes)
+        if keep is not None:
+            closed &= ~keep
+        if not closed.any():
+            return nodes, states
+        if found is not None:
+            whole = nodes[closed]
+            found.append(self.sorted_ids[concat_ranges(self.node_row[whole], self._subtree_tokens[whole])])
+        return nodes[~closed], states[~closed]
+
+    def walk(
+        self,
+        transitions: np.ndarray,
+        state: int,
+        first_bytes: np.ndarray | None = None,
+        loops: Loops | None = None,
+    ) -> np.ndarray:
         """All tokens that keep an automaton alive from ``state``.
 
         ``transitions`` is an ``(n_states, n_labels)`` int32 table (labels are
         bytes, or byte classes for a compressed trie) with -1 for the dead
         state. ``first_bytes`` restricts the walk to tokens starting with one
-        of them. Returns the token ids, unsorted.
+        of them. ``loops`` (byte tries only): a node reached in a state that
+        every byte (or, for the states that allow it, every character) below it
+        leads back to is not walked further: its whole subtree is allowed, one
+        slice of the tokens in byte order (in a dense state, most of the trie).
+        Returns the token ids, unsorted.
         """
         stride = transitions.shape[1]
         flat = np.ascontiguousarray(transitions, dtype=np.int32).reshape(-1)
@@ -280,6 +395,10 @@ class TokenTrie:
             if nodes.size <= _NARROW and int(self._subtree_size[nodes].sum()) <= _NARROW_NODES:
                 found_tokens.append(self.walk_narrow(flat, stride, nodes, states)[0])
                 break
+            if loops is not None:
+                nodes, states = self.take_whole(nodes, states, loops, found_tokens)
+                if not nodes.size:
+                    break
             children, parents = self.step(nodes, states, found_tokens)
             if children is None:
                 break

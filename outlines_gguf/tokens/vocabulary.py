@@ -240,11 +240,26 @@ class Vocabulary:
         return np.array(sorted(self.eog_ids), dtype=np.int32)
 
     @cached_property
+    def max_token_bytes(self) -> int:
+        """The length in bytes of the longest token: no token reads further than this."""
+        return max(map(len, self.tokens), default=0)
+
+    @cached_property
     def trie(self) -> TokenTrie:
         """A prefix tree of the non-special tokens, built once per vocabulary."""
         from outlines_gguf.tokens.trie import TokenTrie
 
         return TokenTrie.build(self.tokens, self.is_special)
+
+    @cached_property
+    def plain_trie_nodes(self) -> np.ndarray:
+        """Per node of :attr:`trie`: every token below is plain text (see
+        :mod:`~outlines_gguf.tokens.text`) but for an unfinished last character."""
+        text = self.text_tokens
+        flag = np.zeros(self.size, dtype=bool)
+        flag[text.plain_ids] = True
+        flag[text.rest_partial] = True
+        return self.trie.subtree_all(flag)
 
     @cached_property
     def text_tokens(self) -> TextTokens:
@@ -265,6 +280,7 @@ class Vocabulary:
         tries = [self.trie, text.rest, text.rest_bare, text.rest_tails]
         for trie in tries:
             trie.prepare_walks()
+        self.plain_trie_nodes  # noqa: B018 (where walks may take whole subtrees)
         return self
 
     def class_trie(self, byte_class: np.ndarray) -> TokenTrie:

@@ -47,6 +47,14 @@ def _valid(doc: object, schema: dict) -> bool:
             "properties": {"s": {"type": "string", "maxLength": 299}, "n": {"type": "integer"}},
             "required": ["s"],
         },
+        {
+            "type": "object",
+            "properties": {
+                "s": {"oneOf": [{"type": "null"}, {"type": "string", "minLength": 70, "maxLength": 600}]},
+                "n": {"type": "integer"},
+            },
+            "required": ["s"],
+        },
     ],
 )
 def test_long_strings_count_characters_exactly(schema: dict) -> None:
@@ -63,6 +71,10 @@ def test_long_strings_count_characters_exactly(schema: dict) -> None:
                 assert _accepts(guide, data) == _valid(doc, schema), (schema, length, ascii_only)
     if "null" in schema.get("type", []):
         assert _accepts(guide, b"null")
+    if "oneOf" in json.dumps(schema):  # a nullable string: counted exactly, past the caps too
+        assert _accepts(guide, b'{"s": null, "n": 1}')
+        assert _accepts(guide, json.dumps({"s": "x" * 600, "n": 1}).encode())
+        assert not _accepts(guide, json.dumps({"s": "x" * 601, "n": 1}).encode())
 
 
 def test_a_long_string_is_a_chain_of_small_runs() -> None:
@@ -106,19 +118,67 @@ def _brute_force(guide: PushdownGuide, state: object, vocab) -> np.ndarray:
     return np.array(sorted(allowed))
 
 
+SEG = STRING_SEGMENT
+
+
 @pytest.mark.parametrize("vocab_name", ["spm32k", "llama3-128k"])
 def test_masks_exact_across_run_boundaries(vocab_name: str) -> None:
     """Masks equal a brute force (every token fed byte by byte) where tokens cross from one run
     into the next, at the minimum, and at the maximum."""
     vocab = load_vocab(vocab_name)
-    schema = {"type": "object", "properties": {"s": {"type": "string", "minLength": 66, "maxLength": 260}}}
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", "minLength": SEG + 2, "maxLength": 2 * SEG + 4}},
+    }
     guide = PushdownGuide(SplitSchema(schema), vocab)
     prefix = b'{"s": "'
-    points = [0, 64, 66, 260] if vocab_name == "spm32k" else [63]
+    points = [0, SEG - 1, SEG, SEG + 2, 2 * SEG + 4] if vocab_name == "spm32k" else [SEG - 3]
     for count in points:
         state = guide.advance(guide.initial_state, prefix + b"x" * count)
         got = guide.mask(state).allowed_ids(vocab.size)
         assert np.array_equal(got, _brute_force(guide, state, vocab)), count
+
+
+# (minLength, maxLength) and the character counts to check masks at: far from the bounds (masks
+# shared between counts), a token's length from the end of a run (tokens go on into the next
+# run), at the minimum and the maximum
+SHARED_CASES = [
+    ((0, 100), [0, 1, 40, 60, 98, 100]),
+    ((50, 2 * SEG + 10), [3, 10, 30, 49, 50, 51, 200, SEG - 40, SEG - 7, SEG - 1, SEG, SEG + 1]),
+    ((0, SEG + 5), [SEG - 30, SEG - 10, SEG - 4, SEG - 2, SEG, SEG + 3, SEG + 5]),
+    ((0, None), [0, 5, 33]),
+    ((40, None), [0, 12, 39, 40, 41, 90]),
+    ((SEG + 20, None), [0, 300, SEG - 5, SEG, SEG + 19, SEG + 20, SEG + 21]),
+]
+# what comes before the count's end: plain characters, or ones that leave the text inside a
+# character or an escape
+TAILS = [b"", b"\\", b"\\u00", "é".encode()[:1], "日".encode()[:2]]
+
+
+@pytest.mark.parametrize(("bounds", "counts"), SHARED_CASES)
+def test_shared_run_masks_equal_a_brute_force(bounds: tuple[int, int | None], counts: list[int]) -> None:
+    """A run's masks are computed once for all the character counts that read every token alike
+    (``RunShape.representative``); each equals a brute force at its own count, inside a
+    character or an escape too."""
+    vocab = load_vocab("spm32k")
+    low, high = bounds
+    string: dict = {"type": "string", "minLength": low}
+    if high is not None:
+        string["maxLength"] = high
+    schema = {"type": "object", "properties": {"s": string, "t": {"type": "boolean"}}}
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    for count in counts:
+        for tail in TAILS:
+            chars = ("ab€" * (count // 3 + 1))[:count]
+            if tail:
+                if count == 0 or (high is not None and count > high):
+                    continue
+                chars = chars[:-1]  # the last character replaced by an unfinished one
+            text = b'{"s": "' + chars.encode() + tail
+            state = guide.advance(guide.initial_state, text)
+            assert state, (bounds, count, tail)
+            got = guide.mask(state).allowed_ids(vocab.size)
+            assert np.array_equal(got, _brute_force(guide, state, vocab)), (bounds, count, tail)
 
 
 ITEM_COUNTS = sorted({0, 1, 2, 15, 16, 17, 33, 64, 65, 66, 67, 80, 81, 99, 100, 101, 130})
@@ -176,3 +236,41 @@ def test_array_masks_exact_across_run_boundaries() -> None:
         state = guide.advance(guide.initial_state, json.dumps(list(range(count))).encode()[:-1])
         got = guide.mask(state).allowed_ids(vocab.size)
         assert np.array_equal(got, _brute_force(guide, state, vocab)), count
+
+
+def test_pattern_string_masks_equal_a_brute_force() -> None:
+    """Strings searched by an unanchored pattern, or in a format, loop on most characters: their
+    walks take whole subtrees of the trie (``trie.Loops``). Masks along a document equal a brute
+    force, inside the strings and across their closing quotes."""
+    vocab = load_vocab("spm32k")
+    schema = {
+        "type": "object",
+        "properties": {
+            "when": {"type": "string", "pattern": "[0-9]{4}-[0-9]{2}"},
+            "site": {"type": "string", "format": "uri"},
+            "tags": {"type": "array", "items": {"type": "string", "pattern": "^[a-zé]+$"}},
+        },
+        "required": ["when", "site", "tags"],
+        "additionalProperties": False,
+    }
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    doc = {"when": "on 2024-05 or so", "site": "https://example.org/a?b=1", "tags": ["ab", "é"]}
+    text = json.dumps(doc, ensure_ascii=False)
+    data = text.encode()
+    keys = (b'"when"', b'"site"')
+    cuts = [data.index(b": ", data.index(key)) + 3 + k for key in keys for k in (0, 1, 4, 9)]
+    cuts += [data.index(b'["') + 2, data.index(b'"]') - 1, data.index(b'"]'), len(data) - 1]
+    for cut in cuts:
+        state = guide.advance(guide.initial_state, data[:cut])
+        assert state, data[:cut]
+        got = guide.mask(state).allowed_ids(vocab.size)
+        assert np.array_equal(got, _brute_force(guide, state, vocab)), data[:cut]
+
+
+def test_a_pattern_counted_beyond_the_table_limit_is_refused_as_too_complex() -> None:
+    """Characters counted over a pattern's automaton are layers of it (exact); past
+    MAX_LAYERED_ENTRIES that is a ConstraintTooComplexError saying so, not a malformed schema."""
+    from outlines_gguf.errors import ConstraintTooComplexError
+
+    with pytest.raises(ConstraintTooComplexError, match="10000 or more characters matching its pattern"):
+        SplitSchema({"type": "string", "pattern": "^([a-z][0-9])+$", "minLength": 10000})

@@ -16,7 +16,7 @@ from token_oracles import alive_tokens, random_table, vocabularies
 from outlines_gguf.automata.dfa import group_columns
 from outlines_gguf.compiler import compile_regex
 from outlines_gguf.tokens import trie as trie_module
-from outlines_gguf.tokens.trie import TokenTrie, concat_ranges
+from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges, loop_bits
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -207,3 +207,74 @@ def test_real_vocabulary_random_tables(dead: float) -> None:
     for state in (0, 5):
         expected = alive_tokens(table, state, vocab.tokens, vocab.is_special)
         assert sorted(vocab.trie.walk(table, state).tolist()) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(vocab=vocabularies(), seed=SEEDS, n_states=st.integers(1, 4), loop=st.sampled_from([0.5, 0.9, 1.0]))
+def test_walk_taking_looping_subtrees_whole_equals_running_each_token(
+    vocab: tuple[list[bytes], np.ndarray], seed: int, n_states: int, loop: float
+) -> None:
+    """With ``loops``, a subtree whose bytes all lead back to the state it is reached in is taken
+    whole (a slice of the tokens in byte order): the same tokens as the oracle, each once."""
+    tokens, special = vocab
+    rng = np.random.default_rng(seed)
+    table = random_table(seed, n_states, dead=0.2)
+    for s in range(n_states):
+        table[s, rng.random(256) < loop] = s
+    trie = TokenTrie.build(tokens, special)
+    with mock.patch.object(trie_module, "_NARROW", 0):
+        for state in range(n_states):
+            got = trie.walk(table, state, loops=Loops(loop_bits(table)))
+            assert sorted(got.tolist()) == alive_tokens(table, state, tokens, special)
+
+
+SEARCH_REGEXES = [
+    r'"(?:[^"\\\x00-\x1f]|\\.)*"',
+    r"(?s).*[0-9]{4}-[0-9]{2}.*",
+    r"[^0-9]*(?:[0-9][^0-9]*){0,3}",
+    r"(?:[a-zé]|日本)*x?",
+    r"[^\x80-\xff]*",
+]
+
+
+@pytest.mark.parametrize("level_by_level", [False, True], ids=["narrow", "levels"])
+@pytest.mark.parametrize("pattern", SEARCH_REGEXES)
+def test_regex_guide_walks_with_whole_subtrees_equal_the_oracle(pattern: str, level_by_level: bool) -> None:
+    """On the 32k SPM vocabulary, the regex guide's walks, which take subtrees of plain text
+    whole in states that every character leads back to (``RegexGuide._loops``), give exactly
+    the oracle's tokens from every state."""
+    from outlines_gguf.guides.base import RegexGuide
+
+    vocab = load_vocab("spm32k")
+    dfa = compile_regex(pattern)
+    guide = RegexGuide(dfa, vocab)
+    loops = guide._loops
+    if pattern in SEARCH_REGEXES[:2]:  # the multi-byte side of the shortcut is exercised
+        assert loops.chars is not None and loops.chars.any()
+    with mock.patch.object(trie_module, "_NARROW", 0 if level_by_level else trie_module._NARROW):
+        for state in range(dfa.n_states):
+            expected = alive_tokens(dfa.transitions, state, vocab.tokens, vocab.is_special)
+            got = vocab.trie.walk(dfa.transitions, state, loops=loops)
+            assert sorted(got.tolist()) == expected, state
+
+
+def test_whole_subtrees_need_plain_text_below() -> None:
+    """Byte-level vocabularies hold tokens that are not text (a stray continuation byte after a
+    letter, a lone lead byte mid-token): in a JSON string every character leads back to the
+    state, but such a subtree is walked, not taken whole."""
+    from outlines_gguf import Vocabulary
+    from outlines_gguf.guides.base import RegexGuide
+
+    letters = [bytes([c]) for c in b"abcxyz"]
+    odd = [b"a\x80", b"ab\xc3", b"a\xc3\xa9b", b"b\xff", b"x\xe6\x97\xa5", b"x\xe6\x97", b"y\xe6z"]
+    odd.append(b"z\xc3\xa9\x80")
+    fill = [a + b + c for a in letters for b in letters for c in letters]  # a dense level to walk
+    tokens = [b"<eos>", *letters, *odd, *fill]
+    vocab = Vocabulary(tokens, eog_ids=[0], special_ids=[0])
+    dfa = compile_regex(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
+    guide = RegexGuide(dfa, vocab)
+    inside = int(dfa.transitions[0, ord('"')])
+    with mock.patch.object(trie_module, "_NARROW", 0):
+        got = sorted(vocab.trie.walk(dfa.transitions, inside, loops=guide._loops).tolist())
+    assert got == alive_tokens(dfa.transitions, inside, vocab.tokens, vocab.is_special)
+    assert tokens.index(b"a\x80") not in got and tokens.index(b"x\xe6\x97") in got

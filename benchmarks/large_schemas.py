@@ -12,8 +12,8 @@ Kinds (each scaled by ``--scale``, 1.0 = the sizes below):
 
 Run from the repository root::
 
-    .venv/bin/python scripts/large_schemas.py --vocab models/vocab/ggml-vocab-llama-bpe.gguf
-    .venv/bin/python scripts/large_schemas.py --write /tmp/large   # the schemas as .json files
+    .venv/bin/python benchmarks/large_schemas.py --vocab models/vocab/ggml-vocab-llama-bpe.gguf
+    .venv/bin/python benchmarks/large_schemas.py --write /tmp/large   # the schemas as .json files
 
 For every schema it prints the time from a cold start to the first mask (compile + first mask,
 in a fresh guide cache), the number of automata compiled by then, and whether a valid random
@@ -187,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     from bench_common import make_cold
-    from llama_cpp import Llama
+    from bench_engines import load_vocab_only
 
     from outlines_gguf import JSONLogitsProcessor, Vocabulary
 
     vocab = Vocabulary.from_gguf(opts.vocab).prepare()
-    tokenizer = Llama(model_path=str(opts.vocab), vocab_only=True, verbose=False)
+    tokenizer = load_vocab_only(opts.vocab)
     rng = random.Random(opts.seed)
     print("| schema | schema bytes | first mask (cold) | automata compiled | valid instance accepted |")
     print("|---|---|---|---|---|")

@@ -1,4 +1,4 @@
-"""BENCHMARKS.md, the plots and the Targets section of ``scripts/bench.py``, from its raw results."""
+"""BENCHMARKS.md, the plots and the Targets section of ``benchmarks/bench.py``, from its raw results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_common import fmt_ratio, fmt_time, median, percentile, table
+from bench_common import fmt_ratio, fmt_time, table
 from bench_e2e import (
     FLOOR_LONG,
     PROMPT,
@@ -18,12 +18,13 @@ from bench_e2e import (
     E2EResult,
     EngineFigures,
     engine_figures,
-    fit_floor,
     floor_figures,
+    floor_of,
     identical_share,
     key,
 )
 from bench_engines import ENGINES, LABELS, LLGUIDANCE_JSON_OPTIONS
+from bench_stats import median, percentile
 from bench_workloads import GRAMMAR, JSON, REGEX, Workload
 
 VOCAB_TITLES = {"llama-spm": "Llama-2 32k", "llama-bpe": "Llama-3 128k", "qwen2": "Qwen2 152k"}
@@ -298,7 +299,7 @@ def memory_section(results: dict[str, Any], workloads: Sequence[Workload]) -> st
 
 def e2e_table(result: E2EResult, workloads: Sequence[Workload],
               engines: Sequence[str]) -> tuple[str, Footnotes]:
-    floor = fit_floor(result)
+    floor = floor_of(result)
     notes = Footnotes()
     rows = []
     for w in workloads:
@@ -320,7 +321,7 @@ def e2e_section(results: dict[str, Any], workloads: Sequence[Workload], plot: st
         return ""
     result = E2EResult(**raw)
     engines = engines_in(results)
-    floor = fit_floor(result)
+    floor = floor_of(result)
     ff = floor_figures(result, floor)
     ratios, notes = e2e_table(result, workloads, engines)
     if not result.n_gpu_layers:
@@ -417,7 +418,7 @@ def targets(results: dict[str, Any], workloads: Sequence[Workload]) -> list[Targ
     out: list[Target] = []
     raw = results.get("e2e")
     result = E2EResult(**raw) if raw else None
-    floor = fit_floor(result) if result else None
+    floor = floor_of(result) if result else None
 
     def ratio_target(kinds: tuple[str, ...], threshold: float, label: str) -> None:
         chosen = [w for w in workloads if w.kind in kinds]
@@ -569,7 +570,7 @@ def make_plots(results: dict[str, Any], workloads: Sequence[Workload], folder: P
     names = [w.name for w in workloads]
     if results.get("e2e"):
         result = E2EResult(**results["e2e"])
-        floor = fit_floor(result)
+        floor = floor_of(result)
         series: dict[str, list[float]] = {}
         for e in engines:
             figures = [engine_figures(result, e, w, floor) for w in names]

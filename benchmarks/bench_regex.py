@@ -9,8 +9,8 @@ processor called directly the way llama-cpp-python calls it, end-to-end tokens/s
 Run from the repository root (the test models come from ``scripts/build_test_models.py``)::
 
     .venv/bin/pip install outlines-core          # optional: the outlines-core columns
-    .venv/bin/python scripts/bench_regex.py --out /tmp/bench_regex.md
-    .venv/bin/python scripts/bench_regex.py --quick --skip-e2e --engines ours,gbnf
+    .venv/bin/python benchmarks/bench_regex.py --out /tmp/bench_regex.md
+    .venv/bin/python benchmarks/bench_regex.py --quick --skip-e2e --engines ours,gbnf
 
 Timings are medians over several interleaved runs: the absolute numbers depend on the machine and on
 whatever else runs on it, so compare columns of one report, not reports of different runs.
@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from bench_common import (
@@ -36,15 +36,23 @@ from bench_common import (
     fmt_ratio,
     fmt_time,
     git_revision,
-    llama_like_scores,
     load_average,
     make_cold,
-    median,
     package_version,
-    percentile,
     table,
     timed,
 )
+from bench_engines import (
+    OursRegexStepper,
+    OutlinesCoreBitmaskStepper,
+    OutlinesCoreListStepper,
+    RegexStepper,
+    import_outlines_core,
+    llama_like_scores,
+    load_vocab_only,
+    outlines_core_vocabulary,
+)
+from bench_stats import Floor, fit_floor, median, paired, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -88,7 +96,6 @@ PATTERNS = (
     ),
 )
 
-PROMPT_IDS = [9707, 11, 1588, 374, 279, 4226, 25, 220]  # any ids: the processor only compares them
 MICRO_MAX_TOKENS = 64
 E2E_PROMPT = "The answer is: "
 E2E_MAX_TOKENS = 32
@@ -179,31 +186,7 @@ def parse_options(argv: Sequence[str]) -> Options:
     )
 
 
-# -- outlines-core adapter ----------------------------------------------------------------------
-
-
-def import_outlines_core() -> Any | None:
-    """The outlines_core module, or None when it is not installed."""
-    try:
-        import outlines_core
-    except ImportError:
-        return None
-    return outlines_core
-
-
-def outlines_core_vocabulary(oc: Any, vocab: Vocabulary) -> Any:
-    """An outlines-core Vocabulary with the same emittable tokens as ours.
-
-    Keys are the exact token bytes (outlines-core accepts bytes keys, so the 1,448 Qwen2 tokens
-    that are not valid UTF-8 on their own are kept as they are). Special, padding and
-    end-of-generation ids are left out, as our guide never allows them inside the text; the EOS
-    id (``vocab.eos_id``) is passed separately, as outlines-core requires.
-    """
-    mapping: dict[bytes, list[int]] = {}
-    for i, token in enumerate(vocab.tokens):
-        if i not in vocab.special_ids:
-            mapping.setdefault(token, []).append(i)
-    return oc.Vocabulary(vocab.eos_id, mapping)
+# -- outlines-core ------------------------------------------------------------------------------
 
 
 def outlines_core_note(vocab: Vocabulary) -> str:
@@ -239,12 +222,6 @@ class VocabFigures:
     n_trie_nodes: int = 0
 
 
-def load_vocab_only_llama(path: Path) -> Any:
-    import llama_cpp
-
-    return llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
-
-
 def measure_vocabulary(runs: int, oc: Any | None) -> tuple[VocabFigures, Vocabulary, Any]:
     """Time Vocabulary.from_gguf / from_llama, the trie and hash; return the vocabulary and a
     vocab-only Llama (used for GBNF parse timing)."""
@@ -261,7 +238,7 @@ def measure_vocabulary(runs: int, oc: Any | None) -> tuple[VocabFigures, Vocabul
         make_cold(vocab)  # the guide cache is keyed by the vocabulary's hash, the same every run
         dt, _ = timed(lambda v=vocab: RegexLogitsProcessor(r"[0-9]", v).guide.mask(0))
         figs.first_mask.append(dt)
-        dt, llm = timed(lambda: load_vocab_only_llama(VOCAB_GGUF))
+        dt, llm = timed(lambda: load_vocab_only(VOCAB_GGUF))
         figs.llama_vocab_only_load.append(dt)
         dt, _ = timed(lambda m=llm: Vocabulary.from_llama(m))
         figs.from_llama.append(dt)
@@ -424,97 +401,6 @@ def construction_section(results: dict[str, ConstructionFigures], runs: int) -> 
 # -- per-token mask time, called directly ----------------------------------------------------------
 
 
-class Stepper(Protocol):
-    """One engine's per-token work in a logits-processor loop."""
-
-    def start(self) -> None: ...
-
-    def prepare(self, last_token: int | None) -> None: ...
-
-    def apply(self, scores: np.ndarray, last_token: int | None) -> None: ...
-
-    def is_eog(self, token: int) -> bool: ...
-
-    def probe(self) -> str: ...
-
-
-class OursStepper:
-    """Calls a RegexLogitsProcessor exactly as llama-cpp-python does."""
-
-    def __init__(self, pattern: str, vocab: Vocabulary) -> None:
-        self.pattern = pattern
-        self.vocab = vocab
-        self.proc = RegexLogitsProcessor(pattern, vocab)
-        self.ids: list[int] = []
-        self.input_ids = np.empty(0, dtype=np.intc)
-
-    def start(self) -> None:
-        self.proc = RegexLogitsProcessor(self.pattern, self.vocab)  # a cache hit after the first
-        self.ids = list(PROMPT_IDS)
-
-    def prepare(self, last_token: int | None) -> None:
-        if last_token is not None:
-            self.ids.append(last_token)
-        self.input_ids = np.array(self.ids, dtype=np.intc)
-
-    def apply(self, scores: np.ndarray, last_token: int | None) -> None:
-        self.proc(self.input_ids, scores)
-
-    def is_eog(self, token: int) -> bool:
-        return token in self.vocab.eog_ids
-
-    def probe(self) -> str:
-        if self.proc.error is not None:
-            raise RuntimeError(f"processor failed: {self.proc.error}")
-        return str(self.proc.state)
-
-
-class OutlinesCoreListStepper:
-    """outlines-core Guide: allowed ids as a list (``get_tokens`` / ``advance``), -inf written with numpy."""
-
-    def __init__(self, oc: Any, index: Any, eos_id: int) -> None:
-        self.oc = oc
-        self.index = index
-        self.eos_id = eos_id
-        self.guide = oc.Guide(index)
-
-    def start(self) -> None:
-        self.guide = self.oc.Guide(self.index)
-
-    def prepare(self, last_token: int | None) -> None:
-        pass
-
-    def apply(self, scores: np.ndarray, last_token: int | None) -> None:
-        tokens = self.guide.get_tokens() if last_token is None else self.guide.advance(last_token)
-        allowed = np.asarray(tokens, dtype=np.intp)
-        kept = scores[allowed]
-        scores[:] = -np.inf
-        scores[allowed] = kept
-
-    def is_eog(self, token: int) -> bool:
-        return token == self.eos_id
-
-    def probe(self) -> str:
-        return str(self.guide.get_state())
-
-
-class OutlinesCoreBitmaskStepper(OutlinesCoreListStepper):
-    """outlines-core Guide: ``write_mask_into`` a 32-bit bitmask, unpacked and applied with numpy."""
-
-    def __init__(self, oc: Any, index: Any, eos_id: int, n_vocab: int) -> None:
-        super().__init__(oc, index, eos_id)
-        self.n_vocab = n_vocab
-        self.bitmask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
-
-    def apply(self, scores: np.ndarray, last_token: int | None) -> None:
-        if last_token is not None:
-            self.guide.advance(last_token, return_tokens=False)
-        self.bitmask[:] = 0
-        self.guide.write_mask_into(self.bitmask.ctypes.data, self.bitmask.size, 4)
-        allowed = np.unpackbits(self.bitmask.view(np.uint8), bitorder="little")[: self.n_vocab]
-        scores[allowed == 0] = -np.inf
-
-
 @dataclass
 class StepTimes:
     """Per-call times of one engine, plus validity counts of the texts it produced."""
@@ -532,7 +418,8 @@ class StepTimes:
             self.slowest = (seconds, state)
 
 
-def sample_generation(stepper: Stepper, vocab: Vocabulary, pattern: str, seed: int, out: StepTimes) -> None:
+def sample_generation(stepper: RegexStepper, vocab: Vocabulary, pattern: str, seed: int,
+                      out: StepTimes) -> None:
     """Sample one generation with random logits through ``stepper``, timing only its ``apply``."""
     rng = np.random.default_rng(seed)
     records, view = llama_like_scores(vocab.size)
@@ -582,8 +469,8 @@ def measure_per_token_ours(
     """Cold: caches cleared before each seed's generation. Warm: the same seeds again, all masks cached."""
     for seed in seeds:
         make_cold(vocab)
-        sample_generation(OursStepper(pattern.regex, vocab), vocab, pattern.regex, seed, figs.ours_cold)
-    stepper = OursStepper(pattern.regex, vocab)
+        sample_generation(OursRegexStepper(pattern.regex, vocab), vocab, pattern.regex, seed, figs.ours_cold)
+    stepper = OursRegexStepper(pattern.regex, vocab)
     for seed in seeds:  # make sure every state of these paths is cached
         sample_generation(stepper, vocab, pattern.regex, seed, StepTimes())
     for seed in seeds:
@@ -756,39 +643,21 @@ def measure_e2e(model: Path, rounds: int, engines: Sequence[str]) -> E2EFigures:
     return figs
 
 
-@dataclass
-class StepModel:
-    """wall = overhead + steps × per_step, fitted on the unconstrained runs."""
-
-    per_step: float
-    overhead: float
+def timings(records: Sequence[CallRecord]) -> list[tuple[float, int]]:
+    """(seconds, steps) of recorded calls."""
+    return [(r.seconds, r.steps) for r in records]
 
 
-def fit_floor(figs: E2EFigures) -> StepModel:
-    """Per-step time of unconstrained decoding and the fixed per-call overhead, from paired rounds."""
+def e2e_floor(figs: E2EFigures) -> Floor:
+    """The unconstrained floor (``bench_stats.fit_floor``) from the paired long and short calls."""
     long = figs.records[("unconstrained", str(E2E_MAX_TOKENS))]
     short = figs.records[("unconstrained", str(E2E_SHORT_TOKENS))]
-    per_step = [(a.seconds - b.seconds) / (a.steps - b.steps)
-                for a, b in zip(long, short, strict=True) if a.steps > b.steps]
-    step = median(per_step)
-    overhead = median([b.seconds - b.steps * step for b in short])
-    return StepModel(step, overhead)
+    return fit_floor(timings(long), timings(short))
 
 
-def step_time(record: CallRecord, floor: StepModel) -> float:
+def step_time(record: CallRecord, floor: Floor) -> float:
     """One call's per-step time, the fixed per-call overhead taken out."""
-    return (record.seconds - floor.overhead) / max(1, record.steps)
-
-
-def paired(records: Sequence[CallRecord], baseline: Sequence[CallRecord], floor: StepModel,
-           ) -> tuple[float, float]:
-    """Median over rounds of (baseline/engine per-step ratio, engine − baseline per-step time)."""
-    ratios, extra = [], []
-    for eng, base in zip(records, baseline, strict=True):
-        e, b = step_time(eng, floor), step_time(base, floor)
-        ratios.append(b / e)
-        extra.append(e - b)
-    return median(ratios), median(extra)
+    return floor.step_time(record.seconds, record.steps)
 
 
 def validity(records: Iterable[CallRecord], regex: str) -> tuple[int, int, int]:
@@ -804,7 +673,7 @@ def validity(records: Iterable[CallRecord], regex: str) -> tuple[int, int, int]:
     return valid, invalid, truncated
 
 
-def e2e_rows(figs: E2EFigures, floor: StepModel) -> list[tuple[str, ...]]:
+def e2e_rows(figs: E2EFigures, floor: Floor) -> list[tuple[str, ...]]:
     unc = figs.records[("unconstrained", str(E2E_MAX_TOKENS))]
     rows: list[tuple[str, ...]] = [
         ("–", f"unconstrained, {E2E_MAX_TOKENS} tokens", str(int(median([r.steps for r in unc]))),
@@ -825,7 +694,7 @@ def e2e_rows(figs: E2EFigures, floor: StepModel) -> list[tuple[str, ...]]:
             if not records:
                 continue
             step = median([step_time(r, floor) for r in records])
-            ratio, extra = paired(records, base, floor)
+            ratio, extra = paired(timings(records), timings(base), floor)
             v, bad, trunc = validity([*records, figs.warmup[(engine, pattern.name)]], pattern.regex)
             rows.append((f"`{pattern.name}`", engine, str(int(median([r.steps for r in records]))),
                          fmt_time(median([r.seconds for r in records])), fmt_time(step), f"{1 / step:.1f}",
@@ -845,7 +714,7 @@ def identical_outputs(figs: E2EFigures) -> tuple[int, int]:
 
 
 def e2e_section(figs: E2EFigures, rounds: int) -> str:
-    floor = fit_floor(figs)
+    floor = e2e_floor(figs)
     header = ["pattern", "engine", "steps (median)", "wall / call (median)", "per token", "tokens/s",
               "vs unconstrained (paired)", "overhead / token (paired)", "valid / invalid / truncated"]
     same, pairs = identical_outputs(figs)

@@ -1,6 +1,6 @@
 """Overhead of LogitTrackingProcessor on a JSON generation, end to end.
 
-    python scripts/bench_tracking.py [--model models/realistic-qwen2.gguf] [--rounds 7]
+    python benchmarks/bench_tracking.py [--model models/realistic-qwen2.gguf] [--rounds 7]
 
 Runs the same JSON generation (same seed, hence the same tokens) untracked,
 tracked with the defaults (top-10 per position, last 8 full rows) and tracked
@@ -11,10 +11,10 @@ the median time per token of each and the paired ratio to untracked.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
+from bench_stats import median
 from llama_cpp import Llama, LogitsProcessorList
 from pydantic import BaseModel, Field
 
@@ -72,8 +72,8 @@ def main() -> None:
     print(f"{'variant':<38} {'ms/token':>9} {'vs untracked':>13}")
     for name in variants:
         print(
-            f"{name:<38} {statistics.median(per_token[name]) * 1000:9.2f} "
-            f"{statistics.median(ratios[name]):12.3f}x"
+            f"{name:<38} {median(per_token[name]) * 1000:9.2f} "
+            f"{median(ratios[name]):12.3f}x"
         )
 
 

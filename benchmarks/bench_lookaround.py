@@ -1,19 +1,20 @@
 """Compile time of regexes with lookarounds (issue #15): the user examples and a fuzz corpus.
 
-Run: ``python scripts/bench_lookaround.py [N]`` (N random regexes from the test strategy,
+Run: ``python benchmarks/bench_lookaround.py [N]`` (N random regexes from the test strategy,
 default 300). Also reports whether the peers (llguidance, outlines-core) accept each example.
 Times are for a cold compile (the in-process and disk caches are bypassed).
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "support")]
+
+from bench_stats import median  # noqa: E402
 
 from outlines_gguf.automata.budget import compile_budget  # noqa: E402
 from outlines_gguf.automata.regex import NFABuilder  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> None:
     cold_compile(r"\b(?!\d)")  # one-time setup (class tables), not counted
     for pattern in EXAMPLES:
         runs = [cold_compile(pattern) for _ in range(3)]
-        seconds, outcome = statistics.median(r[0] for r in runs), runs[0][1]
+        seconds, outcome = median([r[0] for r in runs]), runs[0][1]
         print(f"| `{pattern}` | {outcome} | {seconds * 1000:.1f} ms | {peers(pattern)} |")
     times, outcomes, slowest = [], {}, []
     for pattern in fuzz_corpus(n):
@@ -97,7 +98,7 @@ def main() -> None:
         outcomes[kind] = outcomes.get(kind, 0) + 1
     times.sort()
     print(f"\nfuzz corpus: {len(times)} regexes, {outcomes}; compile median "
-          f"{statistics.median(times) * 1000:.2f} ms, p90 {times[int(0.9 * len(times))] * 1000:.2f} ms, "
+          f"{median(times) * 1000:.2f} ms, p90 {times[int(0.9 * len(times))] * 1000:.2f} ms, "
           f"max {times[-1] * 1000:.1f} ms")
     for seconds, pattern in sorted(slowest)[-3:]:
         print(f"  slow: {seconds * 1000:.0f} ms {pattern}")

@@ -1,6 +1,6 @@
 """Per-token mask time of the CFG engine: shipped grammars (LALR mode) and non-LALR ones (general mode).
 
-    python scripts/bench_cfg_general.py [--vocab qwen2-152k] [--walks 3] [--tokens 40]
+    python benchmarks/bench_cfg_general.py [--vocab qwen2-152k] [--walks 3] [--tokens 40]
 
 Each walk samples tokens with random logits from the allowed ones; every mask along
 the walk is timed on a guide whose mask cache is empty (a state never seen before,
@@ -19,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bench_stats import percentile  # noqa: E402
 from conftest import load_vocab  # noqa: E402
 
 from outlines_gguf import grammars  # noqa: E402
@@ -85,7 +86,7 @@ def main() -> None:
         mode = getattr(guide.grammar, "mode", "lalr")
         print(
             f"{name:<16} {mode:<8} {first:>12.2f}s {1000 * np.mean(times):>8.2f} "
-            f"{1000 * np.percentile(times, 95):>7.2f} {len(times):>6}",
+            f"{1000 * percentile(times, 95):>7.2f} {len(times):>6}",
             flush=True,
         )
 

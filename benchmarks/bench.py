@@ -14,15 +14,15 @@ to unconstrained, from interleaved rounds, and whether every output was valid.
 Run from the repository root::
 
     .venv/bin/pip install -e ".[bench]"       # the peers (see pyproject.toml)
-    .venv/bin/python scripts/bench.py --corpus ../shared/jsonschemabench-dev
-    .venv/bin/python scripts/bench.py --quick --vocabs qwen2 --workloads json-flat --out /tmp/b.md
+    .venv/bin/python benchmarks/bench.py --corpus ../shared/jsonschemabench-dev
+    .venv/bin/python benchmarks/bench.py --quick --vocabs qwen2 --workloads json-flat --out /tmp/b.md
 
 It writes ``BENCHMARKS.md`` (``--out``), plots and the raw results (``--plots``, default
 ``docs/bench/``), and prints a Targets section. A full run takes 30 to 40 minutes on two idle cores
 (phases ``construction`` ~10, ``memory`` ~2, ``e2e`` 15-25, ``startup`` ~2: fresh processes from a
 loaded model to the first constrained mask, beside llguidance's tokenizer set-up; ``--phases`` picks
 some); ``--gpu`` is the
-end-to-end part with every layer on the GPU (``scripts/bench_gpu.sh``). Timings depend on the machine
+end-to-end part with every layer on the GPU (``benchmarks/bench_gpu.sh``). Timings depend on the machine
 and on whatever else runs on it: compare the columns of one report, not reports of different runs.
 """
 
@@ -375,7 +375,7 @@ def environment(opts: Options) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "outlines_gguf": f"{outlines_gguf.__version__} (git {git_revision(REPO)})",
         "packages": {p: package_version(p) for p in packages},
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, "scripts/bench.py", *opts.argv]),
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, "benchmarks/bench.py", *opts.argv]),
         "load_start": load_average(),
     }
 

@@ -1,6 +1,6 @@
 """Compile every ``.lark`` grammar of a folder, generate with random logits, and check with lark.
 
-    python scripts/check_lark_corpus.py FOLDER [--vocab qwen2-152k] [--samples 5] [--max-tokens 48]
+    python benchmarks/check_lark_corpus.py FOLDER [--vocab qwen2-152k] [--samples 5] [--max-tokens 48]
 
 For each grammar lark itself loads (Earley), in the mode ``lexer="auto"`` picks and in the
 general mode (``lexer="dynamic"``): compile time, outputs whose (completed) text lark parses

@@ -1,8 +1,8 @@
 """Benchmark the OpenAI-compatible server (``outlines-gguf serve``) against the library it wraps.
 
-    .venv/bin/python scripts/bench_server.py                       # tiny-qwen2, and realistic-qwen2 if built
-    .venv/bin/python scripts/bench_server.py --quick               # fewer rounds, 200 schemas
-    .venv/bin/python scripts/bench_server.py --model m.gguf --out docs/bench/server.md
+    .venv/bin/python benchmarks/bench_server.py                    # tiny-qwen2, and realistic-qwen2 if built
+    .venv/bin/python benchmarks/bench_server.py --quick            # fewer rounds, 200 schemas
+    .venv/bin/python benchmarks/bench_server.py --model m.gguf --out docs/bench/server.md
 
 The server runs as a subprocess (``python -m outlines_gguf serve``), as users start it, for (c) and
 (d), and also in this process (uvicorn in a thread, real HTTP on loopback) for (a) and (b); the library
@@ -50,13 +50,12 @@ from bench_common import (
     fmt_time,
     git_revision,
     load_average,
-    median,
     package_version,
-    percentile,
     rss_bytes,
     table,
     usable_cores,
 )
+from bench_stats import median, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -664,7 +663,7 @@ def report(
     head = [
         f"### Server: `{model.name}`",
         "",
-        f"`{' '.join(['.venv/bin/python', 'scripts/bench_server.py', *sys.argv[1:]])}`, {elapsed:.0f} s; "
+        f"`{' '.join(['.venv/bin/python', 'benchmarks/bench_server.py', *sys.argv[1:]])}`, {elapsed:.0f} s; "
         f"{cpu_model()}, {usable_cores()} cores; load average {start_load} at the start, {load_average()} "
         f"at the end; outlines-gguf {git_revision(REPO)}, "
         f"llama-cpp-python {package_version('llama_cpp_python')}, fastapi {package_version('fastapi')}, "

@@ -16,15 +16,14 @@ checked (schema, regex, lark). Forward passes and tokens come from ``generator.l
 The same ratios from process CPU time (``cpu``) are steadier than wall time on a machine other
 jobs share.
 
-    .venv/bin/python scripts/bench_fast_forward.py --rounds 5
-    .venv/bin/python scripts/bench_fast_forward.py --quick --workloads json-flat
+    .venv/bin/python benchmarks/bench_fast_forward.py --rounds 5
+    .venv/bin/python benchmarks/bench_fast_forward.py --quick --workloads json-flat
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,8 +33,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_stats import median  # noqa: E402
 from bench_workloads import GRAMMAR, JSON, REGEX, Workload, load_workloads  # noqa: E402
 
 from outlines_gguf import generate, models  # noqa: E402
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
 
     def med(name: str, mode: str, field: str) -> float:
-        return statistics.median(c[mode][field] for c in calls[name])
+        return median([c[mode][field] for c in calls[name]])
 
     print(f"model {args.model.name}, {args.threads} threads, {rounds} rounds (medians)\n")
     print(

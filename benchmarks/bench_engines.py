@@ -1,32 +1,48 @@
-"""The engines ``scripts/bench.py`` compares, each behind the same small interface.
+"""Every constraint engine the benchmarks drive, and the ways they drive them: the one home of the
+engine adapters (ours, llama.cpp's GBNF sampler, outlines, outlines-core, llguidance, xgrammar).
 
-Every engine is driven the way llama-cpp-python drives a constraint:
+Three interfaces, one per kind of measurement:
 
-- ours, outlines, llguidance and xgrammar are ``logits_processor`` callables ``(input_ids, scores)``:
-  llama-cpp-python calls them before every sample with the prompt + generated ids and a strided
-  float32 view of its candidates' logits, and they write ``-inf`` into the forbidden entries. Ours and
-  outlines' processors are used as their libraries ship them; llguidance and xgrammar ship none for
-  llama-cpp-python, so :class:`BitmaskLogitsProcessor` wraps their matchers (fill the engine's 32-bit
-  token bitmask, then write ``-inf`` into the smaller side, as ours does: :func:`apply_bitmask`);
-- llama.cpp's grammar sampler (GBNF) is a sampler in llama.cpp's chain: per token it is applied to the
-  whole candidate array (``llama_sampler_apply``) and told the sampled token (``llama_sampler_accept``).
+- :class:`Engine` (``bench.py``): each engine builds the same constraint (a ``bench_workloads.Workload``)
+  from its own notation into what llama-cpp-python takes, and is replayed or run end to end as
+  llama-cpp-python drives it:
 
-Each engine builds the same constraint from its own notation (see ``bench_workloads.py``).
+  - ours, outlines, llguidance and xgrammar are ``logits_processor`` callables ``(input_ids, scores)``:
+    llama-cpp-python calls them before every sample with the prompt + generated ids and a strided
+    float32 view of its candidates' logits, and they write ``-inf`` into the forbidden entries. Ours
+    and outlines' processors are used as their libraries ship them; llguidance and xgrammar ship none
+    for llama-cpp-python, so :class:`BitmaskLogitsProcessor` wraps their matchers (fill the engine's
+    32-bit token bitmask, then write ``-inf`` into the smaller side, as ours does: :func:`apply_bitmask`);
+  - llama.cpp's grammar sampler (GBNF) is a sampler in llama.cpp's chain: per token it is applied to
+    the whole candidate array (``llama_sampler_apply``) and told the sampled token
+    (``llama_sampler_accept``).
+
+- :class:`MaskEngine` (``maskbench.py``): a JSON Schema compiled once, then a :class:`Session` per test
+  instance that computes each mask (timed), tells whether a token is allowed and consumes it; ours
+  (JSON, its DFA engine, or our regex engine on outlines-core's regex), llguidance and outlines-core.
+
+- :class:`RegexStepper` (``bench_regex.py``): per-token work of ours and outlines-core's ``Guide``
+  (list or bitmask) on a regex, sampling with random logits.
+
+What they share: vocab-only llama.cpp models and their end-of-generation ids, outlines-core's
+vocabulary made from ours, llguidance's tokenizer from llama.cpp's vocabulary, llama-cpp-python's
+candidate array, and one first-line error message.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from bench_common import llama_like_scores, make_cold
+from bench_common import make_cold
 from bench_workloads import GRAMMAR, JSON, REGEX, Workload
 
 ENGINES = ("ours", "gbnf", "outlines", "llguidance", "xgrammar")
@@ -39,13 +55,22 @@ LABELS = {
     "xgrammar": "xgrammar",
 }
 PROMPT_IDS = (10, 20, 30)
-"""Any ids: the processors only compare them (to tell a new prompt from the next token)."""
+"""Any ids: the processors only compare them (to tell a new prompt from the next token). Each
+benchmark keeps the prompt ids it has always used (``MASK_PROMPT_IDS``, ``REGEX_PROMPT_IDS``)."""
+MASK_PROMPT_IDS = (128000, 9906, 25)
+REGEX_PROMPT_IDS = [9707, 11, 1588, 374, 279, 4226, 25, 220]
 LLGUIDANCE_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 """``json.dumps`` separators. llguidance's default, any whitespace anywhere, lets a random-weight model
 write whitespace until ``max_tokens``; ours and outlines-core allow one optional space after ``,``/``:``."""
+LLGUIDANCE_FLEXIBLE_OPTIONS = {"whitespace_flexible": True}
+"""MaskBench's llguidance JSON options: any whitespace (its instances are ``json.dumps`` text)."""
+
+
+# -- what the engines share ------------------------------------------------------------------------
 
 
 def load_vocab_only(gguf: Path) -> Any:
+    """A vocab-only ``llama_cpp.Llama`` (no weights): tokenization and llama.cpp's vocabulary."""
     import llama_cpp
 
     return llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
@@ -59,7 +84,60 @@ def eog_ids_of(llm: Any) -> list[int]:
     return [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)]
 
 
-# -- the bitmask processor for llguidance and xgrammar ---------------------------------------------
+def llguidance_tokenizer(llm: Any, eos_token: Sequence[int] | None = None) -> Any:
+    """llguidance's tokenizer read from a loaded model's llama.cpp vocabulary
+    (``llguidance.llamacpp.lltokenizer_from_vocab``); ``eos_token``: the ids it treats as EOS
+    (default: llguidance's own choice, llama.cpp's EOS)."""
+    import llama_cpp
+    import llguidance.llamacpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    if eos_token is None:
+        return llguidance.llamacpp.lltokenizer_from_vocab(vocab)
+    return llguidance.llamacpp.lltokenizer_from_vocab(vocab, eos_token=eos_token)
+
+
+def import_outlines_core() -> Any | None:
+    """The outlines_core module, or None when it is not installed."""
+    try:
+        import outlines_core
+    except ImportError:
+        return None
+    return outlines_core
+
+
+def outlines_core_vocabulary(oc: Any, vocab: Any) -> Any:
+    """An outlines-core ``Vocabulary`` with the same emittable tokens as ours (``vocab``, ours).
+
+    Keys are the exact token bytes (outlines-core accepts bytes keys, so tokens that are not valid
+    UTF-8 on their own are kept as they are). Special, padding and end-of-generation ids are left
+    out, as our guide never allows them inside the text; the EOS id (``vocab.eos_id``) is passed
+    separately, as outlines-core requires.
+    """
+    mapping: dict[bytes, list[int]] = {}
+    for i, token in enumerate(vocab.tokens):
+        if i not in vocab.special_ids:
+            mapping.setdefault(token, []).append(i)
+    return oc.Vocabulary(int(vocab.eos_id), mapping)
+
+
+def llama_like_scores(n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """llama-cpp-python's candidates record array and its non-contiguous ``logit`` view."""
+    dtype = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+    records = np.recarray((n_vocab,), dtype=dtype)
+    records.id[:] = np.arange(n_vocab, dtype=np.intc)
+    records.p[:] = 0.0
+    return records, records.logit
+
+
+def first_line(exc: BaseException | str) -> str:
+    """An error (or a message) as one line of at most 300 characters."""
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    lines = text.strip().splitlines()
+    return lines[0][:300] if lines else text
+
+
+# -- bench.py: the bitmask processor for llguidance and xgrammar ----------------------------------
 
 
 _BITS = np.arange(32, dtype=np.intp)
@@ -138,7 +216,7 @@ class BitmaskLogitsProcessor:
         return scores
 
 
-# -- the engines -----------------------------------------------------------------------------------
+# -- bench.py: each engine builds the same workload -----------------------------------------------
 
 
 class Engine:
@@ -262,15 +340,12 @@ class LLGuidanceEngine(Engine):
 
     def __init__(self, gguf: Path, llm: Any | None = None) -> None:
         super().__init__(gguf, llm)
-        import llama_cpp
         import llguidance
-        import llguidance.llamacpp
 
         self.llg = llguidance
         self.llm = llm if llm is not None else load_vocab_only(gguf)
         self.eog = eog_ids_of(self.llm)
-        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self.tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(vocab, eos_token=self.eog)
+        self.tokenizer = llguidance_tokenizer(self.llm, self.eog)
         self.n_vocab = self.llm.n_vocab()
 
     def grammar(self, workload: Workload) -> str:
@@ -398,7 +473,7 @@ ENGINE_CLASSES: dict[str, type[Engine]] = {
 }
 
 
-# -- replaying a token sequence --------------------------------------------------------------------
+# -- bench.py: replaying a token sequence ---------------------------------------------------------
 
 
 class Stepper:
@@ -503,7 +578,7 @@ def replay(stepper: Stepper, tokens: Sequence[int], n_vocab: int, eog: Sequence[
     return out
 
 
-# -- the worker process ----------------------------------------------------------------------------
+# -- bench.py: the worker process -----------------------------------------------------------------
 
 
 def read_status() -> dict[str, int]:
@@ -528,11 +603,6 @@ def reset_peak() -> bool:
     return True
 
 
-def short_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def measure(engine: Engine, workload: Workload, tokens: Sequence[int], n_vocab: int, eog: Sequence[int],
             seed: int) -> dict[str, Any]:
     """One run of one workload: cold build, first replay, warm build, warm replay (and for ours a build
@@ -544,7 +614,7 @@ def measure(engine: Engine, workload: Workload, tokens: Sequence[int], n_vocab: 
         built = engine.build(workload)
         result["cold"] = time.perf_counter() - t0
     except Exception as exc:
-        return {"error": short_error(exc)}
+        return {"error": first_line(exc)}
     first = replay(engine.stepper(built), tokens, n_vocab, eog, seed)
     result["first"] = first.__dict__
     try:
@@ -552,7 +622,7 @@ def measure(engine: Engine, workload: Workload, tokens: Sequence[int], n_vocab: 
         built = engine.build_warm(workload)
         result["warm"] = time.perf_counter() - t0
     except Exception as exc:
-        return {**result, "error": "warm build: " + short_error(exc)}
+        return {**result, "error": "warm build: " + first_line(exc)}
     result["again"] = replay(engine.stepper(built), tokens, n_vocab, eog, seed).__dict__
     if isinstance(engine, OursEngine) and os.environ.get("OUTLINES_GGUF_BENCH_OWNS_CACHE") == "1":
         try:
@@ -580,7 +650,7 @@ def measure_memory(engine: Engine, workload: Workload, tokens: Sequence[int], n_
     try:
         built = engine.build(workload)
     except Exception as exc:
-        return {"error": short_error(exc)}
+        return {"error": first_line(exc)}
     build_seconds = time.perf_counter() - t0
     done = replay(engine.stepper(built), tokens, n_vocab, eog)
     after = read_status()
@@ -604,7 +674,7 @@ def worker_main(engine_name: str, gguf: str, conn: Connection) -> None:
     try:
         engine = ENGINE_CLASSES[engine_name](Path(gguf))
     except Exception as exc:
-        conn.send({"fatal": short_error(exc)})
+        conn.send({"fatal": first_line(exc)})
         return
     setup = time.perf_counter() - t0
     conn.send({"ready": True, "setup_seconds": setup, "rss_start": start.get("VmRSS", 0),
@@ -624,7 +694,7 @@ def worker_main(engine_name: str, gguf: str, conn: Connection) -> None:
             else:
                 conn.send(measure(engine, workload, tokens, n_vocab, eog, seed))
         except Exception as exc:
-            conn.send({"error": short_error(exc)})
+            conn.send({"error": first_line(exc)})
 
 
 def vocab_facts(gguf: Path) -> dict[str, Any]:
@@ -647,3 +717,336 @@ def tokenize(llm: Any, vocab: Any, text: str) -> list[int]:
         if vocab.decode(ids[k:]) == target:
             return ids[k:]
     raise ValueError(f"cannot tokenize {text[:40]!r} into tokens that decode to exactly it")
+
+
+# -- MaskBench: a JSON Schema compiled once, each instance walked token by token --------------------
+
+
+class Session(Protocol):
+    """One walk of one instance through a compiled constraint."""
+
+    def mask(self) -> float:
+        """Compute the mask for the next token; return the seconds the engine took."""
+
+    def allows(self, token: int) -> bool: ...
+
+    def consume(self, token: int) -> None: ...
+
+    def error(self) -> str:
+        """The engine's error message once it refused a token its own mask allowed, else ''."""
+
+
+class MaskEngine(Protocol):
+    name: str
+    eos_id: int
+
+    def compile(self, schema: Any) -> Any: ...
+
+    def session(self, compiled: Any, max_len: int) -> Session: ...
+
+
+def missing_json_processor_message() -> str:
+    return ("outlines_gguf.JSONLogitsProcessor is not available "
+            "(outlines_gguf/json_schema/compiler.py is missing "
+            "or does not export it); run the peers alone with --engines llguidance,outlines-core")
+
+
+class ProcessorSession:
+    """Drive an outlines-gguf logits processor the way llama-cpp-python does."""
+
+    def __init__(self, processor: Any, n_vocab: int, max_len: int) -> None:
+        self.proc = processor
+        self.proc.reset()
+        self.ids = np.zeros(len(MASK_PROMPT_IDS) + max_len + 1, dtype=np.intc)
+        self.ids[: len(MASK_PROMPT_IDS)] = MASK_PROMPT_IDS
+        self.n = len(MASK_PROMPT_IDS)
+        # a strided float32 view, as llama-cpp-python passes it
+        self.candidates, self.scores = llama_like_scores(n_vocab)
+
+    def mask(self) -> float:
+        self.scores[:] = 0.0
+        ids = self.ids[: self.n]
+        t0 = time.perf_counter()
+        self.proc(ids, self.scores)
+        return time.perf_counter() - t0
+
+    def allows(self, token: int) -> bool:
+        return bool(self.scores[token] > -np.inf)
+
+    def consume(self, token: int) -> None:
+        self.ids[self.n] = token
+        self.n += 1
+
+    def error(self) -> str:
+        return "" if self.proc.error is None else first_line(self.proc.error)
+
+
+class OursMaskEngine:
+    """``outlines_gguf.JSONLogitsProcessor`` (imported lazily: it may not exist yet)."""
+
+    name = "ours"
+
+    def __init__(self, vocab_path: Path) -> None:
+        import outlines_gguf
+        from outlines_gguf import Vocabulary
+
+        if not hasattr(outlines_gguf, "JSONLogitsProcessor"):
+            raise ImportError(missing_json_processor_message())
+        self.processor_class = outlines_gguf.JSONLogitsProcessor
+        self.vocab = Vocabulary.from_gguf(vocab_path)
+        self.vocab.prepare()  # one-time vocabulary structures: built here, not inside the first mask
+        self.eos_id = int(self.vocab.eos_id)
+
+    def compile(self, schema: Any) -> Any:
+        return self.processor_class(schema, self.vocab)
+
+    def clear_cache(self) -> None:
+        """Forget every compiled constraint (``bench_common.make_cold``): two files may share a schema."""
+        make_cold(self.vocab)
+
+    def session(self, compiled: Any, max_len: int = 0) -> ProcessorSession:
+        return ProcessorSession(compiled, self.vocab.size, max_len)
+
+
+class OursDFAMaskEngine(OursMaskEngine):
+    """``JSONLogitsProcessor(engine="dfa")``: the whole-schema DFA engine, for comparison."""
+
+    name = "ours-dfa"
+
+    def compile(self, schema: Any) -> Any:
+        return self.processor_class(schema, self.vocab, engine="dfa")
+
+
+class OursRegexMaskEngine(OursMaskEngine):
+    """``outlines_gguf.RegexLogitsProcessor`` on outlines-core's regex for the schema."""
+
+    name = "ours-regex"
+
+    def __init__(self, vocab_path: Path) -> None:
+        from outlines_core.json_schema import build_regex_from_schema
+
+        from outlines_gguf import RegexLogitsProcessor, Vocabulary
+
+        self.build_regex = build_regex_from_schema
+        self.processor_class = RegexLogitsProcessor
+        self.vocab = Vocabulary.from_gguf(vocab_path).prepare()
+        self.eos_id = int(self.vocab.eos_id)
+
+    def compile(self, schema: Any) -> Any:
+        return self.processor_class(self.build_regex(json.dumps(schema)), self.vocab)
+
+
+class BitmaskSession:
+    """Shared bit test for engines that write a packed int32 bitmask."""
+
+    bitmask: np.ndarray
+
+    def allows(self, token: int) -> bool:
+        word = int(self.bitmask.reshape(-1)[token >> 5])
+        return bool((word >> (token & 31)) & 1)
+
+
+class LLGuidanceSession(BitmaskSession):
+    def __init__(self, matcher: Any, fill: Any, bitmask: np.ndarray) -> None:
+        self.matcher = matcher
+        self.fill = fill
+        self.bitmask = bitmask
+        self.message = ""
+
+    def mask(self) -> float:
+        t0 = time.perf_counter()
+        self.fill(self.matcher, self.bitmask)
+        return time.perf_counter() - t0
+
+    def consume(self, token: int) -> None:
+        if not self.matcher.consume_token(token):
+            self.message = first_line(self.matcher.get_error() or "consume_token returned False")
+
+    def error(self) -> str:
+        if not self.message and self.matcher.is_error():
+            self.message = first_line(self.matcher.get_error())
+        return self.message
+
+
+class LLGuidanceMaskEngine:
+    """llguidance's ``LLMatcher`` with a tokenizer read from the same GGUF through llama.cpp."""
+
+    name = "llguidance"
+
+    def __init__(self, vocab_path: Path) -> None:
+        import llguidance
+        from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
+
+        self.llm = load_vocab_only(vocab_path)
+        self.tokenizer = llguidance_tokenizer(self.llm)
+        self.matcher_class = llguidance.LLMatcher
+        self.allocate = allocate_token_bitmask
+        self.fill = fill_next_token_bitmask
+        self.eos_id = int(self.tokenizer.eos_token)
+
+    def compile(self, schema: Any) -> Any:
+        grammar = self.matcher_class.grammar_from_json_schema(schema, defaults=LLGUIDANCE_FLEXIBLE_OPTIONS)
+        matcher = self.matcher_class(self.tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            raise ValueError(matcher.get_error())
+        return matcher
+
+    def session(self, compiled: Any, max_len: int = 0) -> LLGuidanceSession:
+        bitmask = self.allocate(1, self.tokenizer.vocab_size)
+        return LLGuidanceSession(compiled.deep_copy(), self.fill, bitmask)
+
+
+class OutlinesCoreSession(BitmaskSession):
+    def __init__(self, guide: Any, n_words: int) -> None:
+        self.guide = guide
+        self.bitmask = np.zeros(n_words, dtype=np.int32)
+        self.message = ""
+
+    def mask(self) -> float:
+        t0 = time.perf_counter()
+        self.guide.write_mask_into(self.bitmask.ctypes.data, self.bitmask.size, 4)
+        return time.perf_counter() - t0
+
+    def consume(self, token: int) -> None:
+        try:
+            self.guide.advance(token, return_tokens=False)
+        except Exception as exc:
+            self.message = first_line(exc)
+
+    def error(self) -> str:
+        return self.message
+
+
+class OutlinesCoreMaskEngine:
+    """outlines-core's regex translation and ``Index``, with the same emittable tokens as ours.
+
+    The token map is keyed by exact token bytes and leaves out the special/control/EOG ids; the EOS id
+    is the vocabulary's ``eos_id``, as for the other engines.
+    """
+
+    name = "outlines-core"
+
+    def __init__(self, vocab_path: Path) -> None:
+        import outlines_core
+        from outlines_core.json_schema import build_regex_from_schema
+
+        from outlines_gguf import Vocabulary
+
+        vocab = Vocabulary.from_gguf(vocab_path)
+        self.eos_id = int(vocab.eos_id)
+        self.oc = outlines_core
+        self.build_regex = build_regex_from_schema
+        self.vocabulary = outlines_core_vocabulary(outlines_core, vocab)
+        self.n_words = (vocab.size + 31) // 32
+
+    def compile(self, schema: Any) -> Any:
+        return self.oc.Index(self.build_regex(json.dumps(schema)), self.vocabulary)
+
+    def session(self, compiled: Any, max_len: int = 0) -> OutlinesCoreSession:
+        return OutlinesCoreSession(self.oc.Guide(compiled), self.n_words)
+
+
+MASK_ENGINE_CLASSES: dict[str, Any] = {
+    "ours": OursMaskEngine,
+    "llguidance": LLGuidanceMaskEngine,
+    "outlines-core": OutlinesCoreMaskEngine,
+    "ours-regex": OursRegexMaskEngine,
+    "ours-dfa": OursDFAMaskEngine,
+}
+
+
+# -- bench_regex.py: per-token work on a regex, sampled with random logits ----------------------------
+
+
+class RegexStepper(Protocol):
+    """One engine's per-token work in a logits-processor loop."""
+
+    def start(self) -> None: ...
+
+    def prepare(self, last_token: int | None) -> None: ...
+
+    def apply(self, scores: np.ndarray, last_token: int | None) -> None: ...
+
+    def is_eog(self, token: int) -> bool: ...
+
+    def probe(self) -> str: ...
+
+
+class OursRegexStepper:
+    """Calls a RegexLogitsProcessor exactly as llama-cpp-python does."""
+
+    def __init__(self, pattern: str, vocab: Any) -> None:
+        from outlines_gguf import RegexLogitsProcessor
+
+        self.processor_class = RegexLogitsProcessor
+        self.pattern = pattern
+        self.vocab = vocab
+        self.proc = RegexLogitsProcessor(pattern, vocab)
+        self.ids: list[int] = []
+        self.input_ids = np.empty(0, dtype=np.intc)
+
+    def start(self) -> None:
+        self.proc = self.processor_class(self.pattern, self.vocab)  # a cache hit after the first
+        self.ids = list(REGEX_PROMPT_IDS)
+
+    def prepare(self, last_token: int | None) -> None:
+        if last_token is not None:
+            self.ids.append(last_token)
+        self.input_ids = np.array(self.ids, dtype=np.intc)
+
+    def apply(self, scores: np.ndarray, last_token: int | None) -> None:
+        self.proc(self.input_ids, scores)
+
+    def is_eog(self, token: int) -> bool:
+        return token in self.vocab.eog_ids
+
+    def probe(self) -> str:
+        if self.proc.error is not None:
+            raise RuntimeError(f"processor failed: {self.proc.error}")
+        return str(self.proc.state)
+
+
+class OutlinesCoreListStepper:
+    """outlines-core Guide: allowed ids as a list (``get_tokens`` / ``advance``), -inf written with numpy."""
+
+    def __init__(self, oc: Any, index: Any, eos_id: int) -> None:
+        self.oc = oc
+        self.index = index
+        self.eos_id = eos_id
+        self.guide = oc.Guide(index)
+
+    def start(self) -> None:
+        self.guide = self.oc.Guide(self.index)
+
+    def prepare(self, last_token: int | None) -> None:
+        pass
+
+    def apply(self, scores: np.ndarray, last_token: int | None) -> None:
+        tokens = self.guide.get_tokens() if last_token is None else self.guide.advance(last_token)
+        allowed = np.asarray(tokens, dtype=np.intp)
+        kept = scores[allowed]
+        scores[:] = -np.inf
+        scores[allowed] = kept
+
+    def is_eog(self, token: int) -> bool:
+        return token == self.eos_id
+
+    def probe(self) -> str:
+        return str(self.guide.get_state())
+
+
+class OutlinesCoreBitmaskStepper(OutlinesCoreListStepper):
+    """outlines-core Guide: ``write_mask_into`` a 32-bit bitmask, unpacked and applied with numpy."""
+
+    def __init__(self, oc: Any, index: Any, eos_id: int, n_vocab: int) -> None:
+        super().__init__(oc, index, eos_id)
+        self.n_vocab = n_vocab
+        self.bitmask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+
+    def apply(self, scores: np.ndarray, last_token: int | None) -> None:
+        if last_token is not None:
+            self.guide.advance(last_token, return_tokens=False)
+        self.bitmask[:] = 0
+        self.guide.write_mask_into(self.bitmask.ctypes.data, self.bitmask.size, 4)
+        allowed = np.unpackbits(self.bitmask.view(np.uint8), bitorder="little")[: self.n_vocab]
+        scores[allowed == 0] = -np.inf

@@ -1,4 +1,4 @@
-"""The constraints ``scripts/bench.py`` measures: one regex, three JSON Schemas, two grammars.
+"""The constraints ``benchmarks/bench.py`` measures: one regex, three JSON Schemas, two grammars.
 
 Each workload carries the same constraint in every notation an engine needs (a regex; a JSON Schema;
 Lark for ours and llguidance, GBNF for llama.cpp, EBNF for xgrammar), a valid reference document

@@ -8,7 +8,7 @@ first mask. Ours runs three ways: without the disk cache (``OUTLINES_GGUF_CACHE=
 cache (the first process, which also writes it) and with a warm one (every later process). The
 imports are timed apart (``import``): a server pays them once, a command line every time.
 
-    .venv/bin/python scripts/bench_startup.py --model models/tiny-qwen2.gguf --runs 5
+    .venv/bin/python benchmarks/bench_startup.py --model models/tiny-qwen2.gguf --runs 5
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_stats import median
 
 REPO = Path(__file__).resolve().parent.parent
 PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
@@ -112,7 +113,7 @@ def measure(model: Path, runs: int) -> dict[str, Any]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {
-        mode: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+        mode: {key: median([r[key] for r in rows]) for key in rows[0]}
         for mode, rows in results.items()
     } | {"model": model.name, "runs": runs, "pattern": PATTERN}
 
@@ -134,7 +135,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"## Start-up: a fresh process to its first constrained token ({result['model']})\n\n"
         f"Median of {result['runs']} fresh processes each, after the model is loaded: the vocabulary "
         f"(ours: `as_vocabulary(llm)`; llguidance: `lltokenizer_from_vocab`), the regex "
-        f"`{result['pattern']}` and its first mask (`scripts/bench_startup.py`). The cold cache is the "
+        f"`{result['pattern']}` and its first mask (`benchmarks/bench_startup.py`). The cold cache is the "
         "first process on a machine (it builds and writes the vocabulary cache); every later one "
         "finds it warm.\n\n" + "\n".join(rows)
     )

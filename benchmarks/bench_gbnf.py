@@ -6,8 +6,8 @@ allowed; at the end, end-of-generation must be allowed. Ours is called the way l
 calls a processor (a strided float32 view); llguidance computes its bitmask with
 ``LLMatcher.unsafe_compute_mask_ptr`` on ``llguidance.gbnf_to_lark`` of the same text.
 
-    .venv/bin/python scripts/bench_gbnf.py                       # json.gbnf on the Qwen2 vocabulary
-    .venv/bin/python scripts/bench_gbnf.py --vocab models/vocab/ggml-vocab-llama-spm.gguf --grammar list
+    .venv/bin/python benchmarks/bench_gbnf.py                       # json.gbnf on the Qwen2 vocabulary
+    .venv/bin/python benchmarks/bench_gbnf.py --vocab models/vocab/ggml-vocab-llama-spm.gguf --grammar list
 
 The first document runs on cold caches (compile, then masks computed for the first time); the
 others reuse the guide (as a server does for a repeated grammar) and are reported apart.
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_engines import eog_ids_of, llguidance_tokenizer, load_vocab_only
+from bench_stats import median, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,15 +82,12 @@ def run_ours(text: str, vocab, docs: list[list[int]]) -> dict:
 
 
 def run_llguidance(text: str, gguf: Path, docs: list[list[int]]) -> dict:
-    import llama_cpp
     import llguidance
-    import llguidance.llamacpp
 
-    llm = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    llm = load_vocab_only(gguf)
     n_vocab = llm.n_vocab()
-    eog = [i for i in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)]
-    tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(vocab, eos_token=eog)
+    eog = eog_ids_of(llm)
+    tokenizer = llguidance_tokenizer(llm, eos_token=eog)
     t0 = time.perf_counter()
     from llguidance.gbnf_to_lark import gbnf_to_lark
 
@@ -121,10 +120,10 @@ def summary(result: dict, n_docs: int) -> str:
     rest = [t * 1e3 for doc in result["per_doc"][n_docs:] for t in doc] or first
     return (
         f"compile {result['compile_s'] * 1e3:7.1f} ms"
-        f" | pass 1 mean {statistics.mean(first):6.3f} ms, median {statistics.median(first):6.3f},"
+        f" | pass 1 mean {statistics.mean(first):6.3f} ms, median {median(first):6.3f},"
         f" max {max(first):6.1f}"
-        f" | warm mean {statistics.mean(rest):6.3f} ms, median {statistics.median(rest):6.3f},"
-        f" p99 {np.percentile(rest, 99):6.3f} ({len(rest)} masks)"
+        f" | warm mean {statistics.mean(rest):6.3f} ms, median {median(rest):6.3f},"
+        f" p99 {percentile(rest, 99):6.3f} ({len(rest)} masks)"
     )
 
 
@@ -138,13 +137,11 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip llguidance")
     args = parser.parse_args()
 
-    import llama_cpp
-
     from outlines_gguf import Vocabulary
 
     text = (ROOT / "tests" / "corpus" / "gbnf" / f"{args.grammar}.gbnf").read_text(encoding="utf-8")
     vocab = Vocabulary.from_gguf(args.vocab)
-    llm = llama_cpp.Llama(model_path=str(args.vocab), vocab_only=True, verbose=False)
+    llm = load_vocab_only(args.vocab)
     texts = [render(args.grammar, d).encode() for d in DOCS[args.grammar]]
     docs = [llm.tokenize(t, add_bos=False, special=False) for t in texts] * args.repeat
     print(f"{args.grammar}.gbnf on {args.vocab.name} ({vocab.size} tokens), {sum(map(len, docs))} tokens")

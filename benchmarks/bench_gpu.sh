@@ -3,12 +3,12 @@
 # the realistic-shape model on the GPU (n_gpu_layers=-1). On a GPU a token costs a few milliseconds
 # instead of ~40 ms, so a processor's per-token time weighs far more than on the CPU.
 #
-#   bash scripts/bench_gpu.sh [OUT.md]        # default docs/bench/gpu.md (a Markdown fragment)
+#   bash benchmarks/bench_gpu.sh [OUT.md]        # default docs/bench/gpu.md (a Markdown fragment)
 #
 # It makes a fresh virtual environment (VENV, default .venv-gpu), compiles llama-cpp-python with
 # CMAKE_ARGS="-DGGML_CUDA=on" (nvcc and a CUDA toolkit must be on the PATH; 10-30 minutes), builds the
 # test models including models/realistic-qwen2.gguf (kept if already there), and runs
-# scripts/bench.py --gpu. Extra arguments for bench.py go in BENCH_ARGS, e.g. BENCH_ARGS="--rounds 10".
+# benchmarks/bench.py --gpu. Extra arguments for bench.py go in BENCH_ARGS, e.g. BENCH_ARGS="--rounds 10".
 # Without network access, point pip at a folder of wheels/sdists with PIP_FIND_LINKS and
 # PIP_NO_INDEX=1, and bring models/vocab/ and models/realistic-qwen2.gguf along.
 set -euo pipefail
@@ -46,6 +46,6 @@ EOF
 
 "$VENV/bin/python" scripts/build_test_models.py --realistic
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of words on purpose
-"$VENV/bin/python" scripts/bench.py --gpu --engines ours,gbnf --out "$OUT" \
+"$VENV/bin/python" benchmarks/bench.py --gpu --engines ours,gbnf --out "$OUT" \
     --plots "$(dirname "$OUT")/gpu" ${BENCH_ARGS:-}
 echo "bench_gpu.sh: wrote $OUT"

@@ -1,4 +1,4 @@
-"""End-to-end runs for ``scripts/bench.py``: ``Llama.create_completion`` with each engine's constraint.
+"""End-to-end runs for ``benchmarks/bench.py``: ``Llama.create_completion`` with each engine's constraint.
 
 Method (the one ``bench_regex.py`` introduced, extended to every engine):
 
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import median
 from bench_engines import ENGINE_CLASSES, Engine
+from bench_stats import Floor, fit_floor, median, paired
 from bench_workloads import Workload
 
 PROMPT = "The answer is: "
@@ -204,28 +204,20 @@ def run_e2e(model: Path, workloads: Sequence[Workload], engines: Sequence[str], 
 # -- figures ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Floor:
-    """wall = overhead + steps × per_step, fitted on the unconstrained floor calls of every round."""
-
-    per_step: float
-    overhead: float
-
-
-def fit_floor(result: E2EResult) -> Floor:
+def floor_of(result: E2EResult) -> Floor:
+    """The unconstrained floor of ``result`` (``bench_stats.fit_floor`` on its floor calls)."""
     long = result.calls.get(key("unconstrained", FLOOR_LONG), [])
     short = result.calls.get(key("unconstrained", FLOOR_SHORT), [])
-    per_step = [(a["seconds"] - b["seconds"]) / (a["steps"] - b["steps"])
-                for a, b in zip(long, short, strict=False) if a["steps"] > b["steps"]]
-    step = median(per_step)
-    overhead = median([b["seconds"] - b["steps"] * step for b in short])
-    if overhead != overhead:
-        overhead = 0.0
-    return Floor(step, overhead)
+    return fit_floor(timings(long), timings(short))
+
+
+def timings(calls: Sequence[dict[str, Any]]) -> list[tuple[float, int]]:
+    """(seconds, steps) of recorded calls."""
+    return [(c["seconds"], c["steps"]) for c in calls]
 
 
 def step_time(call: dict[str, Any], floor: Floor) -> float:
-    return (call["seconds"] - floor.overhead) / max(1, call["steps"])
+    return floor.step_time(call["seconds"], call["steps"])
 
 
 @dataclass
@@ -255,9 +247,7 @@ def engine_figures(result: E2EResult, engine: str, workload: str, floor: Floor) 
     f.per_token = median([step_time(c, floor) for c in calls])
     f.tokens_per_s = 1.0 / f.per_token if f.per_token > 0 else float("nan")
     if engine != "unconstrained" and base:
-        pairs = list(zip(calls, base, strict=False))
-        f.ratio = median([step_time(b, floor) / step_time(e, floor) for e, b in pairs])
-        f.overhead = median([step_time(e, floor) - step_time(b, floor) for e, b in pairs])
+        f.ratio, f.overhead = paired(timings(calls), timings(base), floor)
     warm = result.warmup.get(key(engine, workload))
     for c in [*calls, *([warm] if warm else [])]:
         verdict = c.get("verdict", "")

@@ -25,9 +25,9 @@ memory limit is killed and recorded instead of hanging the run):
 Run from the repository root::
 
     .venv/bin/pip install llguidance outlines-core          # the peer engines
-    .venv/bin/python scripts/maskbench.py /work/shared/jsonschemabench-dev --sample 300 --seed 0 \\
+    .venv/bin/python benchmarks/maskbench.py /work/shared/jsonschemabench-dev --sample 300 --seed 0 \\
         --engines ours,llguidance,outlines-core --out /tmp/maskbench.md --jsonl /tmp/maskbench.jsonl
-    .venv/bin/python scripts/maskbench.py DIR --limit 20 --engines llguidance,outlines-core
+    .venv/bin/python benchmarks/maskbench.py DIR --limit 20 --engines llguidance,outlines-core
 
 The Markdown report is printed and written to ``--out``; ``--jsonl`` gets one line per file and engine.
 Timings depend on the machine and on whatever else runs on it: compare the columns of one report.
@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from bench_common import (
@@ -57,20 +57,25 @@ from bench_common import (
     WorkerGoneError,
     cpu_model,
     fmt_time,
-    make_cold,
     package_version,
-    percentile,
     table,
 )
+from bench_engines import (
+    LLGUIDANCE_FLEXIBLE_OPTIONS,
+    MASK_ENGINE_CLASSES,
+    Session,
+    first_line,
+    load_vocab_only,
+    missing_json_processor_message,
+)
+from bench_stats import percentile
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DEFAULT_VOCAB = REPO / "models" / "vocab" / "ggml-vocab-llama-bpe.gguf"
-ALL_ENGINES = ("ours", "llguidance", "outlines-core", "ours-regex", "ours-dfa")
+ALL_ENGINES = tuple(MASK_ENGINE_CLASSES)
 DEFAULT_ENGINES = ("ours", "llguidance", "outlines-core")
-PROMPT_IDS = (128000, 9906, 25)  # any ids: processors only compare them
-LLGUIDANCE_DEFAULTS = {"whitespace_flexible": True}
 WORKER_START_TIMEOUT_S = 600.0
 EXAMPLES_SHOWN = 10
 
@@ -191,256 +196,7 @@ def feature_group(feature: str) -> str:
     return "multipleOf" if feature.startswith("multipleOf:") else feature
 
 
-def load_tokenizer(vocab_path: Path) -> Any:
-    """A vocab-only ``llama_cpp.Llama`` (its ``tokenize`` is what the instances go through)."""
-    import llama_cpp
-
-    return llama_cpp.Llama(model_path=str(vocab_path), vocab_only=True, verbose=False)
-
-
-# -- engines (inside the worker processes) ---------------------------------------------------------------
-
-
-class Session(Protocol):
-    """One walk of one instance through a compiled constraint."""
-
-    def mask(self) -> float:
-        """Compute the mask for the next token; return the seconds the engine took."""
-
-    def allows(self, token: int) -> bool: ...
-
-    def consume(self, token: int) -> None: ...
-
-    def error(self) -> str:
-        """The engine's error message once it refused a token its own mask allowed, else ''."""
-
-
-class Engine(Protocol):
-    name: str
-    eos_id: int
-
-    def compile(self, schema: Any) -> Any: ...
-
-    def session(self, compiled: Any, max_len: int) -> Session: ...
-
-
-def first_line(exc: BaseException | str) -> str:
-    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-    lines = text.strip().splitlines()
-    return lines[0][:300] if lines else (text if isinstance(text, str) else "")
-
-
-class ProcessorSession:
-    """Drive an outlines-gguf logits processor the way llama-cpp-python does."""
-
-    def __init__(self, processor: Any, n_vocab: int, max_len: int) -> None:
-        self.proc = processor
-        self.proc.reset()
-        self.ids = np.zeros(len(PROMPT_IDS) + max_len + 1, dtype=np.intc)
-        self.ids[: len(PROMPT_IDS)] = PROMPT_IDS
-        self.n = len(PROMPT_IDS)
-        record = [("id", np.intc), ("logit", np.single), ("p", np.single)]
-        self.candidates = np.recarray(n_vocab, dtype=record)
-        self.candidates.id = np.arange(n_vocab, dtype=np.intc)
-        self.scores = self.candidates.logit  # a strided float32 view, as llama-cpp-python passes it
-
-    def mask(self) -> float:
-        self.scores[:] = 0.0
-        ids = self.ids[: self.n]
-        t0 = time.perf_counter()
-        self.proc(ids, self.scores)
-        return time.perf_counter() - t0
-
-    def allows(self, token: int) -> bool:
-        return bool(self.scores[token] > -np.inf)
-
-    def consume(self, token: int) -> None:
-        self.ids[self.n] = token
-        self.n += 1
-
-    def error(self) -> str:
-        return "" if self.proc.error is None else first_line(self.proc.error)
-
-
-class OursEngine:
-    """``outlines_gguf.JSONLogitsProcessor`` (imported lazily: it may not exist yet)."""
-
-    name = "ours"
-
-    def __init__(self, vocab_path: Path) -> None:
-        import outlines_gguf
-        from outlines_gguf import Vocabulary
-
-        if not hasattr(outlines_gguf, "JSONLogitsProcessor"):
-            raise ImportError(missing_json_processor_message())
-        self.processor_class = outlines_gguf.JSONLogitsProcessor
-        self.vocab = Vocabulary.from_gguf(vocab_path)
-        self.vocab.prepare()  # one-time vocabulary structures: built here, not inside the first mask
-        self.eos_id = int(self.vocab.eos_id)
-
-    def compile(self, schema: Any) -> Any:
-        return self.processor_class(schema, self.vocab)
-
-    def clear_cache(self) -> None:
-        """Forget every compiled constraint (``bench_common.make_cold``): two files may share a schema."""
-        make_cold(self.vocab)
-
-    def session(self, compiled: Any, max_len: int = 0) -> ProcessorSession:
-        return ProcessorSession(compiled, self.vocab.size, max_len)
-
-
-class OursDFAEngine(OursEngine):
-    """``JSONLogitsProcessor(engine="dfa")``: the whole-schema DFA engine, for comparison."""
-
-    name = "ours-dfa"
-
-    def compile(self, schema: Any) -> Any:
-        return self.processor_class(schema, self.vocab, engine="dfa")
-
-
-class OursRegexEngine(OursEngine):
-    """``outlines_gguf.RegexLogitsProcessor`` on outlines-core's regex for the schema."""
-
-    name = "ours-regex"
-
-    def __init__(self, vocab_path: Path) -> None:
-        from outlines_core.json_schema import build_regex_from_schema
-
-        from outlines_gguf import RegexLogitsProcessor, Vocabulary
-
-        self.build_regex = build_regex_from_schema
-        self.processor_class = RegexLogitsProcessor
-        self.vocab = Vocabulary.from_gguf(vocab_path).prepare()
-        self.eos_id = int(self.vocab.eos_id)
-
-    def compile(self, schema: Any) -> Any:
-        return self.processor_class(self.build_regex(json.dumps(schema)), self.vocab)
-
-
-class BitmaskSession:
-    """Shared bit test for engines that write a packed int32 bitmask."""
-
-    bitmask: np.ndarray
-
-    def allows(self, token: int) -> bool:
-        word = int(self.bitmask.reshape(-1)[token >> 5])
-        return bool((word >> (token & 31)) & 1)
-
-
-class LLGuidanceSession(BitmaskSession):
-    def __init__(self, matcher: Any, fill: Any, bitmask: np.ndarray) -> None:
-        self.matcher = matcher
-        self.fill = fill
-        self.bitmask = bitmask
-        self.message = ""
-
-    def mask(self) -> float:
-        t0 = time.perf_counter()
-        self.fill(self.matcher, self.bitmask)
-        return time.perf_counter() - t0
-
-    def consume(self, token: int) -> None:
-        if not self.matcher.consume_token(token):
-            self.message = first_line(self.matcher.get_error() or "consume_token returned False")
-
-    def error(self) -> str:
-        if not self.message and self.matcher.is_error():
-            self.message = first_line(self.matcher.get_error())
-        return self.message
-
-
-class LLGuidanceEngine:
-    """llguidance's ``LLMatcher`` with a tokenizer read from the same GGUF through llama.cpp."""
-
-    name = "llguidance"
-
-    def __init__(self, vocab_path: Path) -> None:
-        import llama_cpp
-        import llguidance
-        import llguidance.llamacpp
-        from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
-
-        self.llm = load_tokenizer(vocab_path)
-        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self.tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(vocab)
-        self.matcher_class = llguidance.LLMatcher
-        self.allocate = allocate_token_bitmask
-        self.fill = fill_next_token_bitmask
-        self.eos_id = int(self.tokenizer.eos_token)
-
-    def compile(self, schema: Any) -> Any:
-        grammar = self.matcher_class.grammar_from_json_schema(schema, defaults=LLGUIDANCE_DEFAULTS)
-        matcher = self.matcher_class(self.tokenizer, grammar, log_level=0)
-        if matcher.is_error():
-            raise ValueError(matcher.get_error())
-        return matcher
-
-    def session(self, compiled: Any, max_len: int = 0) -> LLGuidanceSession:
-        bitmask = self.allocate(1, self.tokenizer.vocab_size)
-        return LLGuidanceSession(compiled.deep_copy(), self.fill, bitmask)
-
-
-class OutlinesCoreSession(BitmaskSession):
-    def __init__(self, guide: Any, n_words: int) -> None:
-        self.guide = guide
-        self.bitmask = np.zeros(n_words, dtype=np.int32)
-        self.message = ""
-
-    def mask(self) -> float:
-        t0 = time.perf_counter()
-        self.guide.write_mask_into(self.bitmask.ctypes.data, self.bitmask.size, 4)
-        return time.perf_counter() - t0
-
-    def consume(self, token: int) -> None:
-        try:
-            self.guide.advance(token, return_tokens=False)
-        except Exception as exc:
-            self.message = first_line(exc)
-
-    def error(self) -> str:
-        return self.message
-
-
-class OutlinesCoreEngine:
-    """outlines-core's regex translation and ``Index``, with the same emittable tokens as ours.
-
-    The token map is keyed by exact token bytes and leaves out the special/control/EOG ids; the EOS id
-    is the vocabulary's ``eos_id``, as for the other engines.
-    """
-
-    name = "outlines-core"
-
-    def __init__(self, vocab_path: Path) -> None:
-        import outlines_core
-        from outlines_core.json_schema import build_regex_from_schema
-
-        from outlines_gguf import Vocabulary
-
-        vocab = Vocabulary.from_gguf(vocab_path)
-        mapping: dict[bytes, list[int]] = {}
-        for i, token in enumerate(vocab.tokens):
-            if i not in vocab.special_ids:
-                mapping.setdefault(token, []).append(i)
-        self.eos_id = int(vocab.eos_id)
-        self.oc = outlines_core
-        self.build_regex = build_regex_from_schema
-        self.vocabulary = outlines_core.Vocabulary(self.eos_id, mapping)
-        self.n_words = (vocab.size + 31) // 32
-
-    def compile(self, schema: Any) -> Any:
-        return self.oc.Index(self.build_regex(json.dumps(schema)), self.vocabulary)
-
-    def session(self, compiled: Any, max_len: int = 0) -> OutlinesCoreSession:
-        return OutlinesCoreSession(self.oc.Guide(compiled), self.n_words)
-
-
-ENGINE_CLASSES: dict[str, Any] = {
-    "ours": OursEngine,
-    "ours-regex": OursRegexEngine,
-    "ours-dfa": OursDFAEngine,
-    "llguidance": LLGuidanceEngine,
-    "outlines-core": OutlinesCoreEngine,
-}
+# -- walking the instances (inside the worker processes) ------------------------------------------------
 
 
 def walk(session: Session, tokens: Sequence[int], eos_id: int, valid: bool) -> InstanceResult:
@@ -479,7 +235,7 @@ def worker_main(engine_name: str, vocab_path: str, conn: Connection) -> None:
     the walks, so the parent can apply separate compile and walk timeouts.
     """
     try:
-        engine = ENGINE_CLASSES[engine_name](Path(vocab_path))
+        engine = MASK_ENGINE_CLASSES[engine_name](Path(vocab_path))
     except Exception as exc:
         conn.send(("fatal", first_line(exc)))
         return
@@ -623,12 +379,6 @@ def parse_options(argv: Sequence[str]) -> Options:
                    list(argv))
 
 
-def missing_json_processor_message() -> str:
-    return ("outlines_gguf.JSONLogitsProcessor is not available "
-            "(outlines_gguf/json_schema/compiler.py is missing "
-            "or does not export it); run the peers alone with --engines llguidance,outlines-core")
-
-
 def check_engines_importable(engines: Iterable[str]) -> None:
     """Exit with a clear message when an engine's package is missing (before any worker starts)."""
     needs = {"llguidance": ("llguidance",), "outlines-core": ("outlines_core",),
@@ -767,6 +517,7 @@ class EngineSummary:
     disagreements: int = 0
     walk_failures: int = 0
     compile_times: list[float] = field(default_factory=list)
+    first_mask_times: list[float] = field(default_factory=list)  # compile + the first mask, cold
     mask_times: list[float] = field(default_factory=list)
     invalid_accepted_files: list[str] = field(default_factory=list)
     valid_rejected_files: list[str] = field(default_factory=list)
@@ -782,6 +533,8 @@ def summarize(engine: str, results: Sequence[FileResult]) -> EngineSummary:
         s.walk_failures += bool(r.walk_failed)
         if r.compiled:
             s.compile_times.append(r.compile_s)
+            if r.instances and r.instances[0].mask_times:
+                s.first_mask_times.append(r.compile_s + r.instances[0].mask_times[0])
         for inst in r.instances:
             s.mask_times.extend(inst.mask_times)
             s.disagreements += bool(inst.note)
@@ -811,17 +564,20 @@ def summary_section(summaries: Sequence[EngineSummary]) -> str:
                     "invalid rejected", "**invalid accepted**", "valid rejected", "disagreements"], rows)
     rows = []
     for s in summaries:
-        ct, mt = s.compile_times, s.mask_times
+        ct, ft, mt = s.compile_times, s.first_mask_times, s.mask_times
         rows.append((
             s.engine, fmt_time(percentile(ct, 50)), fmt_time(percentile(ct, 99)),
             fmt_time(max(ct, default=float("nan"))),
+            fmt_time(percentile(ft, 50)), fmt_time(percentile(ft, 99)),
             str(len(mt)), fmt_time(float(np.mean(mt)) if mt else float("nan")), fmt_time(percentile(mt, 50)),
             fmt_time(percentile(mt, 99)), fmt_time(max(mt, default=float("nan"))),
         ))
-    times = table(["engine", "compile p50", "compile p99", "compile max", "mask calls", "mask mean",
+    times = table(["engine", "compile p50", "compile p99", "compile max", "first mask p50", "first mask p99",
+                   "mask calls", "mask mean",
                    "mask p50", "mask p99", "mask max"], rows)
-    return ("## Summary\n\n" + counts + "\n\nCompile times are over compiled files; mask times are per call, "
-            "over every mask computed while walking the instances.\n\n" + times)
+    return ("## Summary\n\n" + counts + "\n\nCompile times are over compiled files; *first mask* is the "
+            "compile and the first mask of the first instance, cold (over compiled files with instances); "
+            "mask times are per call, over every mask computed while walking the instances.\n\n" + times)
 
 
 def file_list_section(summaries: Sequence[EngineSummary]) -> str:
@@ -971,7 +727,8 @@ def build_report(opts: Options, files: dict[str, SchemaFile], results: dict[str,
     walk_problems = walk_problems_section(results)
     if walk_problems:
         parts.append(walk_problems)
-    notes = "\n".join(ENGINE_NOTES[e] for e in opts.engines).replace("{llg}", json.dumps(LLGUIDANCE_DEFAULTS))
+    notes = "\n".join(ENGINE_NOTES[e] for e in opts.engines)
+    notes = notes.replace("{llg}", json.dumps(LLGUIDANCE_FLEXIBLE_OPTIONS))
     parts.append(METHOD_NOTES.format(fallbacks=fallbacks, eos=eos_id, engines=notes,
                                      timeout=opts.timeout, ours_timeout=opts.ours_timeout))
     parts.append(environment_section(opts, len(files), n_total, wall_s))
@@ -981,7 +738,8 @@ def build_report(opts: Options, files: dict[str, SchemaFile], results: dict[str,
 def result_record(r: FileResult) -> dict[str, Any]:
     """One JSONL line: the file result without per-call mask times (their count and sum instead)."""
     instances = [{"valid": i.valid, "accepted": i.accepted, "step": i.step, "n_tokens": i.n_tokens,
-                  "note": i.note, "mask_calls": len(i.mask_times), "mask_s": sum(i.mask_times)}
+                  "note": i.note, "mask_calls": len(i.mask_times), "mask_s": sum(i.mask_times),
+                  "first_mask_s": i.mask_times[0] if i.mask_times else None}
                  for i in r.instances]
     return {"file": r.file, "split": r.split, "engine": r.engine, "compiled": r.compiled,
             "compile_s": r.compile_s, "timed_out": r.timed_out, "error": r.error,
@@ -1035,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_paths = list_files(opts.folder)
     paths = choose_files(all_paths, opts.sample, opts.seed, opts.limit)
     progress(f"{len(paths)} of {len(all_paths)} files, engines {','.join(opts.engines)}")
-    tokenizer = load_tokenizer(opts.vocab)
+    tokenizer = load_vocab_only(opts.vocab)
     t0 = time.perf_counter()
     files, results = run_all(opts, paths, tokenizer)
     wall_s = time.perf_counter() - t0

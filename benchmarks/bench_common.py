@@ -1,4 +1,5 @@
-"""Statistics, formatting, machine facts and llama-cpp-python stand-ins shared by the benchmark scripts."""
+"""Formatting, machine facts, worker processes and our library's cache reset, shared by the benchmarks
+(statistics: ``bench_stats.py``; the engines and llama-cpp-python stand-ins: ``bench_engines.py``)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (linear interpolation), NaN for no values."""
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
 
 def fmt_time(seconds: float) -> str:
     """A duration with a unit that keeps 3 significant digits readable."""
@@ -30,11 +24,6 @@ def fmt_time(seconds: float) -> str:
     if abs(seconds) >= 1e-3:
         return f"{seconds * 1e3:.3g} ms"
     return f"{seconds * 1e6:.3g} µs"
-
-
-def median(values: Sequence[float]) -> float:
-    """The median, NaN for no values."""
-    return float(np.median(values)) if len(values) else float("nan")
 
 
 def fmt_ratio(value: float) -> str:
@@ -113,18 +102,6 @@ def rss_bytes(pid: int) -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-
-
-# -- llama-cpp-python's view of the logits ---------------------------------------------------------
-
-
-def llama_like_scores(n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """llama-cpp-python's candidates record array and its non-contiguous ``logit`` view."""
-    dtype = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
-    records = np.recarray((n_vocab,), dtype=dtype)
-    records.id[:] = np.arange(n_vocab, dtype=np.intc)
-    records.p[:] = 0.0
-    return records, records.logit
 
 
 # -- our library's caches --------------------------------------------------------------------------
