@@ -22,10 +22,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from outlines_gguf.automata.regex import C, regex_to_dfa
 from outlines_gguf.automata.regex import sre_parse as _sre_parse
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
+from outlines_gguf.grammar.liveness import Liveness, TooLargeError, lexing_is_free
 
 if TYPE_CHECKING:
     from outlines_gguf.grammar.general import GeneralGrammar
@@ -55,6 +56,37 @@ END = "$END"
 EXAMPLE_SEARCH_LIMIT = 20_000
 """How many configurations the emptiness check explores before giving up (then it assumes non-empty)."""
 
+
+
+class _Stepping(Protocol):
+    """What :func:`bfs_completion` needs of a grammar (either mode)."""
+
+    _representatives: list[int]
+
+    def step(self, config: Any, byte: int) -> Any: ...
+
+    def is_final(self, config: Any) -> bool: ...
+
+
+def bfs_completion(grammar: _Stepping, config: Hashable, limit: int) -> bytes | None:
+    """The shortest bytes that complete ``config`` to a sentence, breadth first over the
+    grammar's byte classes (one byte of each, ASCII first); None once more than ``limit``
+    configurations are seen. Raises :class:`EmptyLanguageError` when none exists."""
+    seen = {config: b""}
+    queue = deque([config])
+    while queue:
+        current = queue.popleft()
+        text = seen[current]
+        if grammar.is_final(current):
+            return text
+        for byte in grammar._representatives:
+            nxt = grammar.step(current, byte)
+            if nxt is not None and nxt not in seen:
+                if len(seen) >= limit:
+                    return None
+                seen[nxt] = text + bytes([byte])
+                queue.append(nxt)
+    raise EmptyLanguageError("no text completes this one to a sentence of the grammar")
 
 
 def _has_lazy_quantifier(regexp: str) -> bool:
@@ -348,16 +380,21 @@ def _check_productive(rules, start: str) -> None:
 class Grammar:
     """A Lark grammar, compiled for byte-by-byte recognition (see the module docstring).
 
-    Masks built on it are exact up to one lexeme of lookahead for grammars
-    without LALR conflicts: every allowed byte leads to text that some
-    continuation completes, except where the grammar's terminals overlap so
-    that the lexer swallows what must follow two or more lexemes later, or
-    where lark resolved a shift/reduce conflict (``conflicts``, logged as a
-    warning). Such a dead end stops generation with an error; it never
+    Masks built on it are exact for grammars without LALR conflicts: every
+    allowed byte leads to text that some continuation completes. Where the
+    grammar's terminals can swallow each other (longest match), the stacks
+    that can still be completed are computed exactly (``liveness``, see
+    :mod:`~outlines_gguf.grammar.liveness`), unless that is too large (then
+    one lexeme of lookahead, with a warning). Where lark resolved a
+    shift/reduce conflict (``conflicts``, logged as a warning) dead ends
+    remain possible. A dead end stops generation with an error; it never
     lets invalid text through.
     """
 
     mode = "lalr"
+    exact_liveness = True
+    """Whether masks check that the stack can still be completed (:mod:`~outlines_gguf.grammar.liveness`);
+    otherwise a lexeme may end only where the next one can start (one lexeme of lookahead)."""
 
     def __init__(self, text: str, start: str = "start", *, loaded: tuple | None = None) -> None:
         self.text = text
@@ -410,6 +447,16 @@ class Grammar:
         self._acceptable: dict[int, frozenset[str]] = {}
         self._views: dict[int, np.ndarray] = {}
         self.initial_state: Config = (ParseTable.root, 0)
+        self.liveness: Liveness | None = None
+        if self.exact_liveness and not lexing_is_free(self):
+            try:
+                self.liveness = Liveness(self)
+            except TooLargeError:
+                logger.warning(
+                    "outlines-gguf: the grammar's terminals may swallow each other several lexemes "
+                    "ahead, and checking that exactly is too large: some texts may then lead to dead "
+                    "ends, where generation stops with an error"
+                )
         self._check_not_empty()
 
     @staticmethod
@@ -457,8 +504,11 @@ class Grammar:
                 after = stack if terminal in self.ignore else self.table.run(stack, terminal)
                 if after is None:  # pragma: no cover - acceptable() checked it
                     continue
-                first = self.lexer(after).view(self.acceptable(after))[0] >= 0
-                follow[terminal] = (self.table.accepts_end(after), first)
+                if self.liveness is not None:
+                    follow[terminal] = self.liveness.live_classes(after)
+                else:
+                    first = self.lexer(after).view(self.acceptable(after))[0] >= 0
+                    follow[terminal] = (self.table.accepts_end(after), first)
             if len(self._views) >= MEMO_SIZE:
                 self._views.clear()
             view = self._views[stack] = self.lexer(stack).follow_view(follow)
@@ -524,30 +574,12 @@ class Grammar:
         terminals (each written as its shortest example) takes over.
         Raises :class:`EmptyLanguageError` when provably no completion exists.
         """
-        found = self._bfs_completion(config, min(limit, 300))
+        found = bfs_completion(self, config, min(limit, 300))
         if found is None:
             found = self._terminal_completion(config)
         if found is None and limit > 300:
-            found = self._bfs_completion(config, limit)
+            found = bfs_completion(self, config, limit)
         return found
-
-    def _bfs_completion(self, config: Config, limit: int) -> bytes | None:
-        reps = self._representatives
-        seen = {config: b""}
-        queue = deque([config])
-        while queue:
-            current = queue.popleft()
-            text = seen[current]
-            if self.is_final(current):
-                return text
-            for byte in reps:
-                nxt = self.step(current, byte)
-                if nxt is not None and nxt not in seen:
-                    if len(seen) >= limit:
-                        return None
-                    seen[nxt] = text + bytes([byte])
-                    queue.append(nxt)
-        raise EmptyLanguageError("no text completes this one to a sentence of the grammar")
 
     def _terminal_example(self, name: str) -> bytes:
         cache = self.__dict__.setdefault("_examples", {})

@@ -33,6 +33,9 @@ class _StateTerminals:
 class ExactLexerGrammar(Grammar):
     """A :class:`Grammar` whose lexer on each stack runs only the terminals the parser accepts."""
 
+    exact_liveness = False  # its lexers follow the stack, not the parser state (GBNF uses it where
+    # lexer_conflicts proves that longest-match lexing splits every text as the grammar does)
+
     def __init__(self, text: str, start: str = "start") -> None:
         self._exact_lexers: dict[frozenset[str], LexerAutomaton] = {}
         self._exact_acceptable: dict[int, frozenset[str]] = {}

@@ -31,8 +31,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from outlines_gguf.automata.dfa import ByteDFA
-from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError
+from outlines_gguf.automata.dfa import ByteDFA, reaching
+from outlines_gguf.errors import ConstraintTooComplexError, GrammarError
+from outlines_gguf.grammar.compiled import bfs_completion
 from outlines_gguf.grammar.glr_table import CFGRule, GLRTable, build_table, normalize
 from outlines_gguf.grammar.lexer import byte_classes
 
@@ -133,7 +134,7 @@ class GeneralGrammar:
         for name in self.terminals:
             dfa = dfas[name]
             table = dfa.transitions[:, representatives]
-            live_states = _coaccessible(table, dfa.accepting)
+            live_states = reaching(table, dfa.accepting)
             table = np.where((table >= 0) & live_states[np.maximum(table, 0)], table, DEAD)
             self._trans.append(table.tolist())
             self._accepting.append(dfa.accepting.tolist())
@@ -311,27 +312,10 @@ class GeneralGrammar:
         ``limit`` configurations. Short texts are found breadth first over byte classes (ASCII
         first, the shortest); past that, a best-first search over whole terminals (each written
         as its shortest example: with every lexing, lexemes may simply be put side by side)."""
-        found = self._bfs_completion(config, min(limit, 300))
+        found = bfs_completion(self, config, min(limit, 300))
         if found is None:
             found = self._terminal_completion(config, limit)
         return found
-
-    def _bfs_completion(self, config: ConfigSet, limit: int) -> bytes | None:
-        seen = {config: b""}
-        queue = deque([config])
-        while queue:
-            current = queue.popleft()
-            text = seen[current]
-            if self.is_final(current):
-                return text
-            for byte in self._representatives:
-                nxt = self.step(current, byte)
-                if nxt is not None and nxt not in seen:
-                    if len(seen) >= limit:
-                        return None
-                    seen[nxt] = text + bytes([byte])
-                    queue.append(nxt)
-        raise EmptyLanguageError("no text completes this one to a sentence of the grammar")
 
     def _shortest_from(self, terminal: int, q: int) -> bytes | None:
         """The shortest bytes that take ``terminal``'s DFA from ``q`` to an accepting state."""
@@ -385,15 +369,3 @@ class GeneralGrammar:
         """A shortest sentence, or None if none was found within ``limit`` configurations."""
         return self.shortest_completion(self.initial_state, limit)
 
-
-def _coaccessible(table: np.ndarray, accepting: np.ndarray) -> np.ndarray:
-    """States of a DFA table from which an accepting state is reachable."""
-    live = accepting.astype(bool).copy()
-    src, cls = np.nonzero(table >= 0)
-    dst = table[src, cls]
-    while True:
-        grown = live.copy()
-        grown[src[live[dst]]] = True
-        if (grown == live).all():
-            return live
-        live = grown

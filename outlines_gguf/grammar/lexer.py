@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from outlines_gguf.automata.dfa import ByteDFA, group_columns
+from outlines_gguf.automata.dfa import ByteDFA, group_columns, reaching
 from outlines_gguf.automata.lookaround import Follow
 from outlines_gguf.errors import ConstraintTooComplexError
 
@@ -141,7 +141,7 @@ class LexerAutomaton:
                         break
             emits.append(emit)
         table = np.asarray(delta, dtype=np.int32).reshape(len(order), n_classes)
-        live = self._reaching(table, np.array([e is not None for e in emits]))
+        live = reaching(table, np.array([e is not None for e in emits]))
         self.delta = np.where((table >= 0) & live[np.maximum(table, 0)], table, DEAD).astype(np.int32)
         self.emits = emits
         self._views: dict[object, np.ndarray] = {}
@@ -149,19 +149,6 @@ class LexerAutomaton:
     @property
     def n_states(self) -> int:
         return int(self.delta.shape[0])
-
-    @staticmethod
-    def _reaching(table: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """States from which a goal state is reachable."""
-        live = goal.copy()
-        src, cls = np.nonzero(table >= 0)
-        dst = table[src, cls]
-        while True:
-            grown = live.copy()
-            grown[src[live[dst]]] = True
-            if (grown == live).all():
-                return live
-            live = grown
 
     def view(self, acceptable: frozenset[str]) -> np.ndarray:
         """``delta`` for a parser that accepts only ``acceptable`` next.
@@ -174,7 +161,7 @@ class LexerAutomaton:
         view = self._views.get(acceptable)
         if view is None:
             good = np.array([e is not None and e in acceptable for e in self.emits])
-            live = self._reaching(self.delta, good)
+            live = reaching(self.delta, good)
             delta = self.delta
             nxt_live = (delta >= 0) & live[np.maximum(delta, 0)]
             ends = (delta < 0) & good[:, None] & self.follow_ok
@@ -200,7 +187,7 @@ class LexerAutomaton:
             first = np.stack([follow.get(e, nothing)[1] if e is not None else nothing[1] for e in self.emits])
             crossable = (self.delta < 0) & first & self.follow_ok
             good = ends | crossable.any(axis=1)
-            live = self._reaching(self.delta, good)
+            live = reaching(self.delta, good)
             delta = self.delta
             nxt_live = (delta >= 0) & live[np.maximum(delta, 0)]
             view = np.where(nxt_live, delta, np.where(crossable, CROSS, DEAD)).astype(np.int32)

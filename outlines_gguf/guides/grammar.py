@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from functools import cached_property
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,55 +36,64 @@ from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, LRUCache, TokenMas
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
-if TYPE_CHECKING:
-    pass
-
 MASK_CACHE_SIZE = 1024
-"""Masks kept per CFG guide (least recently used are dropped)."""
+"""Masks kept per grammar guide, either mode (least recently used are dropped)."""
 
 INSIDE_CACHE_SIZE = 256
-"""In-lexeme walks kept per CFG guide."""
+"""In-lexeme walks from a lexer state kept per CFG guide (each up to the whole vocabulary)."""
+
+BELOW_CACHE_SIZE = 8192
+"""Walks below the trie nodes where a lexeme ends kept per CFG guide (a few tokens each): the
+lexeme walks, and their results per stack top (``_belows``)."""
+
+
+INSIDE_MASK_CACHE_SIZE = 32
+"""Boolean masks (one byte per token) of in-lexeme walks that allow most of the vocabulary."""
+
+NARROW = 64  # a frontier this small, with at most NARROW_NODES below it,
+NARROW_NODES = 1024  # is walked node by node in Python instead of level by level
 
 _Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class CFGGuide:
-    """A guide over a compiled :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol)."""
+class GrammarGuide:
+    """What the guides of both grammar modes share: the vocabulary check, pickling without the
+    lock and the caches, the compressed trie, stepping, the mask cache and the mask from the
+    allowed tokens. Subclasses say which caches they keep (``_caches``) and which lock guards
+    their grammar (``_new_lock``)."""
 
-    def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
+    _caches: tuple[str, ...] = ("_masks",)
+    grammar: Any
+
+    def __init__(self, grammar: Any, vocabulary: Vocabulary) -> None:
         if not vocabulary.eog_ids:
             raise VocabularyError("the vocabulary has no end-of-generation token: generation could never end")
         self.grammar = grammar
         self.vocabulary = vocabulary
         self.initial_state: Hashable = grammar.initial_state
         self._masks: LRUCache = LRUCache(MASK_CACHE_SIZE)
-        self._inside: LRUCache = LRUCache(INSIDE_CACHE_SIZE)
-        self._reach: LRUCache = LRUCache(4 * INSIDE_CACHE_SIZE)
-        self._lock = threading.RLock()
+        self._lock = self._new_lock()
+
+    def _new_lock(self) -> threading.RLock:
+        return threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
         """Pickles without its lock, caches and compressed trie (rebuilt lazily in the other process)."""
         state = self.__dict__.copy()
         for name in ("_lock", "trie"):
             state.pop(name, None)
-        for name in ("_masks", "_inside", "_reach"):
+        for name in self._caches:
             state[name] = LRUCache(state[name].size)
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.RLock()
+        self._lock = self._new_lock()
 
     @cached_property
     def trie(self) -> TokenTrie:
         """The vocabulary's trie over the grammar's byte classes (built at the first mask)."""
         return self.vocabulary.class_trie(self.grammar.byte_class)
-
-    # -- the Guide protocol -----------------------------------------------------------------
-    # A state is FINISHED or a grammar Config (hence the casts once FINISHED is ruled out).
-
-    def is_final(self, state: Hashable) -> bool:
-        return state == FINISHED or self.grammar.is_final(cast(Config, state))
 
     def next_state(self, state: Hashable, token_id: int) -> Hashable:
         """The state after ``token_id``; raises ConstraintViolationError if it is not allowed."""
@@ -92,10 +101,70 @@ class CFGGuide:
         if data is None:
             return FINISHED
         with self._lock:
-            nxt = self.grammar.advance(cast(Config, state), data)
+            nxt = self.grammar.advance(state, data)
         if nxt is None:
             raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the grammar here")
         return nxt
+
+    def mask(self, state: Hashable) -> TokenMask:
+        """The allowed tokens in ``state`` (computed on first use, then cached)."""
+        if state == FINISHED:
+            raise ConstraintViolationError("generation continued after an end-of-generation token")
+        with self._lock:
+            mask = self._masks.get(state)
+            if mask is None:
+                mask = self._compute_mask(state)
+                self._masks.put(state, mask)
+            return mask
+
+    def is_final(self, state: Hashable) -> bool:
+        raise NotImplementedError
+
+    def _compute_mask(self, state: Any) -> TokenMask:
+        raise NotImplementedError
+
+    def _mask_of(self, parts: list[np.ndarray], final: bool) -> TokenMask:
+        """The mask allowing the tokens ``parts`` (and end of generation where ``final``)."""
+        if not final and not any(part.size for part in parts):
+            raise ConstraintViolationError(
+                "no token of this vocabulary can continue the grammar here (a dead end: the grammar "
+                "cannot be completed from this text, or the vocabulary lacks the bytes it needs)"
+            )
+        allowed = np.zeros(self.vocabulary.size, dtype=bool)
+        for part in parts:
+            allowed[part] = True
+        if final:
+            allowed[self.vocabulary.eog_array] = True
+        return TokenMask(allowed, final)
+
+
+class CFGGuide(GrammarGuide):
+    """A guide over a compiled :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol)."""
+
+    _caches = ("_masks", "_inside", "_reach", "_subwalks", "_belows", "_inside_masks", "_unions")
+    grammar: Grammar
+
+    def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
+        super().__init__(grammar, vocabulary)
+        self._inside: LRUCache = LRUCache(INSIDE_CACHE_SIZE)
+        self._reach: LRUCache = LRUCache(4 * INSIDE_CACHE_SIZE)
+        self._subwalks: LRUCache = LRUCache(BELOW_CACHE_SIZE)
+        self._inside_masks: LRUCache = LRUCache(INSIDE_MASK_CACHE_SIZE)
+        self._belows: LRUCache = LRUCache(BELOW_CACHE_SIZE)
+        self._unions: LRUCache = LRUCache(MASK_CACHE_SIZE)  # masks by the identity of their parts
+        self._tables: list[np.ndarray] = []  # the interned reachable lexer tables
+        self._table_ids: dict[bytes, int] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        state = super().__getstate__()
+        state["_tables"], state["_table_ids"] = [], {}
+        return state
+
+    # -- the Guide protocol -----------------------------------------------------------------
+    # A state is FINISHED or a grammar Config (hence the casts once FINISHED is ruled out).
+
+    def is_final(self, state: Hashable) -> bool:
+        return state == FINISHED or self.grammar.is_final(cast(Config, state))
 
     def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes:
         """The longest bytes every sentence continuing ``state`` starts with (up to ``limit``).
@@ -130,38 +199,36 @@ class CFGGuide:
     def _class_sizes(self) -> np.ndarray:
         return np.bincount(self.grammar.byte_class, minlength=self.grammar.n_classes)
 
-    def mask(self, state: Hashable) -> TokenMask:
-        """The allowed tokens in ``state`` (computed on first use, then cached)."""
-        with self._lock:
-            mask = self._masks.get(state)
-            if mask is None:
-                mask = self._compute_mask(cast(Config, state))
-                self._masks.put(state, mask)
-            return mask
-
     # -- masks ------------------------------------------------------------------------------
 
     def allowed_tokens(self, config: Config) -> np.ndarray:
         """Every token whose bytes keep ``config`` alive (unsorted, may repeat)."""
+        parts = self._allowed_parts(config)[1]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _allowed_parts(self, config: Config) -> tuple[int, list[np.ndarray]]:
+        """The interned table of the lexeme being read and the allowed tokens in parts: those
+        that end inside the lexeme first, then those that cross into later lexemes."""
         stack, q = config
         view = self.grammar.view(stack)
-        table, order = self._reachable(view, q)
-        key = table.tobytes()
-        inside = self._inside.get(key)
+        table_id, order = self._reachable(view, q)
+        inside = self._inside.get(table_id)
         if inside is None:
+            table = self._tables[table_id]
             roots = np.arange(self.trie.root_children)
             inside = self._walk(table, roots, np.zeros(roots.size, dtype=np.int64))
-            self._inside.put(key, inside)
+            self._inside.put(table_id, inside)
         tokens, cross_nodes, cross_from = inside
         parts = [tokens]
         if cross_nodes.size:
             self._across(stack, cross_nodes, order[cross_from], parts)
-        return np.concatenate(parts) if len(parts) > 1 else tokens
+        return table_id, parts
 
-    def _reachable(self, view: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
-        """The part of ``view`` reachable from ``q``, renumbered breadth first from 0, and the
-        original number of each state. Lexemes that read alike share it (and its walk): a JSON
-        string body is walked once, whatever the lexer or the nesting around it."""
+    def _reachable(self, view: np.ndarray, q: int) -> tuple[int, np.ndarray]:
+        """The part of ``view`` reachable from ``q``, renumbered breadth first from 0 and interned
+        (its id in ``_tables``), and the original number of each state. Lexemes that read alike
+        share it (and its walks): a JSON string body is walked once, whatever the lexer or the
+        nesting around it."""
         key = (id(view), q)
         found = self._reach.get(key)
         if found is None:
@@ -178,61 +245,98 @@ class CFGGuide:
             remap = np.full(view.shape[0], -1, dtype=np.int32)
             remap[old] = np.arange(old.size, dtype=np.int32)
             rows = view[old]
-            table = np.where(rows >= 0, remap[np.maximum(rows, 0)], rows).astype(np.int32)
-            found = (table, old)
-            self._reach.put(key, (table, old, view))  # the view is kept alive with its id
+            renumbered = np.where(rows >= 0, remap[np.maximum(rows, 0)], rows)
+            table = np.ascontiguousarray(renumbered, dtype=np.int32)
+            table_id = self._table_ids.setdefault(table.tobytes(), len(self._tables))
+            if table_id == len(self._tables):
+                self._tables.append(table)
+            found = (table_id, old, view)  # the view is kept alive with its id
+            self._reach.put(key, found)
         return found[0], found[1]
 
     def _compute_mask(self, config: Config) -> TokenMask:
-        if config == FINISHED:
-            raise ConstraintViolationError("generation continued after an end-of-generation token")
-        tokens = self.allowed_tokens(config)
+        table_id, parts = self._allowed_parts(config)
         final = self.grammar.is_final(config)
-        if not final and tokens.size == 0:
-            raise ConstraintViolationError(
-                "no token of this vocabulary can continue the grammar here (a dead end: the grammar "
-                "cannot be completed from this text, or the vocabulary lacks the bytes it needs)"
-            )
-        allowed = np.zeros(self.vocabulary.size, dtype=bool)
-        allowed[tokens] = True
-        if final:
-            allowed[self.vocabulary.eog_array] = True
-        return TokenMask(allowed, final)
+        # the parts are arrays from the caches: configurations that read alike (same lexer table,
+        # same stack) get the same arrays, hence the same mask; the entry keeps them alive
+        key = (final, *(id(part) for part in parts))
+        found = self._unions.get(key)
+        if found is not None and all(a is b for a, b in zip(found[0], parts, strict=True)):
+            return found[1]
+        mask = self._union_mask(table_id, parts, final)
+        self._unions.put(key, (parts, mask))
+        return mask
+
+    def _union_mask(self, table_id: int, parts: list[np.ndarray], final: bool) -> TokenMask:
+        n_vocab = self.vocabulary.size
+        if parts[0].size * 2 > n_vocab:  # most of the vocabulary: start from the lexeme's own mask
+            base, forbidden = self._inside_mask(table_id, parts[0])
+            if len(parts) == 1 and not final:
+                return TokenMask.forbidding(forbidden, n_vocab, final)
+            allowed = base.copy()
+            for part in parts[1:]:
+                allowed[part] = True
+            if final:
+                allowed[self.vocabulary.eog_array] = True
+            return TokenMask.forbidding(forbidden[~allowed[forbidden]], n_vocab, final)
+        return self._mask_of(parts, final)
+
+    def _inside_mask(self, table_id: int, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tokens that end inside a lexeme as a boolean array, and the ids it leaves out
+        (sorted): scattering 150k ids costs 0.8 ms, copying the array a few microseconds."""
+        found = self._inside_masks.get(table_id)
+        if found is None:
+            allowed = np.zeros(self.vocabulary.size, dtype=bool)
+            allowed[tokens] = True
+            found = (allowed, np.flatnonzero(~allowed))
+            self._inside_masks.put(table_id, found)
+        return found
 
     def _across(self, stack: int, nodes: np.ndarray, sources: np.ndarray, out: list) -> None:
-        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``.
-
-        The walk below the nodes depends only on the next lexer's table and the
-        nodes, so it is cached under both: a new stack costs a few lookups.
-        """
+        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``."""
         grammar = self.grammar
-        labels = self.trie.node_byte
         single = sources.size == 1 or bool((sources == sources[0]).all())
         for source in [int(sources[0])] if single else np.unique(sources).tolist():
             after = grammar.emit(stack, source)
             if after is None:
                 continue
-            table, order = self._reachable(grammar.view(after), 0)
             sel = nodes if single else nodes[sources == source]
-            key = (table.tobytes(), sel.tobytes())
-            walked = self._inside.get(key)
+            out.append(self._below(after, sel))
+
+    def _below(self, stack: int, nodes: np.ndarray) -> np.ndarray:
+        """The tokens below trie ``nodes`` (whose bytes start a lexeme) that ``stack`` can read.
+
+        Cached per (stack, nodes); the walk inside the lexeme per (lexer table, nodes), shared
+        by every stack with that table.
+        """
+        key = (stack, nodes.tobytes())
+        found = self._belows.get(key)
+        if found is None:
+            view = self.grammar.view(stack)
+            table_id, order = self._reachable(view, 0)
+            walked = self._subwalks.get((table_id, key[1]))
             if walked is None:
-                states = table[0, labels[sel]].astype(np.int64)
+                table = self._tables[table_id]
+                states = table[0, self.trie.node_byte[nodes]].astype(np.int64)
                 alive = states >= 0
-                walked = self._walk(table, sel[alive], states[alive], entered=True)
-                self._inside.put(key, walked)
+                walked = self._walk(table, nodes[alive], states[alive], entered=True)
+                self._subwalks.put((table_id, key[1]), walked)
             tokens, cross_nodes, cross_from = walked
-            out.append(tokens)
+            parts = [tokens]
             if cross_nodes.size:
-                self._across(after, cross_nodes, order[cross_from], out)
+                self._across(stack, cross_nodes, order[cross_from], parts)
+            found = np.concatenate(parts) if len(parts) > 1 else tokens
+            self._belows.put(key, found)
+        return found
 
     def _walk(self, view: np.ndarray, nodes: np.ndarray, states: np.ndarray, entered: bool = False) -> _Walk:
         """Walk the trie under one lexer view.
 
         ``entered=False``: ``nodes`` are children still to enter from ``states``;
         ``entered=True``: ``nodes`` were entered and are in ``states``.
-        Returns (tokens ending inside the lexeme, nodes whose byte ends it, the
-        lexer state each of those comes from).
+        Returns (tokens ending inside the lexeme, nodes whose byte ends it (sorted), the
+        lexer state each of those comes from). Levels are walked with numpy while wide, node
+        by node in Python once the frontier is narrow.
         """
         trie = self.trie
         stride = view.shape[1]
@@ -242,16 +346,25 @@ class CFGGuide:
         cross_from: list[np.ndarray] = []
         if not entered:
             nodes, states = self._enter(flat, stride, nodes, states, cross_nodes, cross_from)
+        sizes = trie._subtree_size
         while nodes.size:
+            if nodes.size <= NARROW and int(sizes[nodes].sum()) <= NARROW_NODES:
+                rest, stopped, stopped_from = trie.walk_narrow(flat, stride, nodes, states, CROSS)
+                found.append(rest)
+                if stopped:
+                    cross_nodes.append(np.asarray(stopped, dtype=np.int64))
+                    cross_from.append(np.asarray(stopped_from, dtype=np.int64))
+                break
             children, parents = trie.step(nodes, states, found)
             if children is None:
                 break
             nodes, states = self._enter(flat, stride, children, parents, cross_nodes, cross_from)
-        return (
-            np.concatenate(found) if found else np.empty(0, dtype=np.int32),
-            np.concatenate(cross_nodes) if cross_nodes else np.empty(0, dtype=np.int64),
-            np.concatenate(cross_from) if cross_from else np.empty(0, dtype=np.int64),
-        )
+        tokens = np.concatenate(found) if found else np.empty(0, dtype=np.int32)
+        if not cross_nodes:
+            return tokens, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        xn, xf = np.concatenate(cross_nodes), np.concatenate(cross_from)
+        by_node = np.argsort(xn, kind="stable")  # one order, so equal node sets are equal keys
+        return tokens, xn[by_node], xf[by_node]
 
     def _enter(
         self,

@@ -153,14 +153,22 @@ class TokenTrie:
             )
         )
 
-    def _walk_narrow(
-        self, flat: np.ndarray, stride: int, nodes: np.ndarray, states: np.ndarray
-    ) -> np.ndarray:
+    def walk_narrow(
+        self, flat: np.ndarray, stride: int, nodes: np.ndarray, states: np.ndarray, stop: int | None = None
+    ) -> tuple[np.ndarray, list[int], list[int]]:
         """Depth-first walk below a narrow frontier: deep levels hold few nodes,
-        where one Python step per node beats a dozen numpy calls per level."""
+        where one Python step per node beats a dozen numpy calls per level.
+
+        ``nodes`` were entered and are in ``states`` (of the int32 table ``flat``, rows of
+        ``stride``). Returns the tokens found, and the children whose table entry is ``stop``
+        (a lexeme ends before their byte) with the state each was entered from; those are not
+        walked.
+        """
         labels, first_child, n_children, term_start, term_count, term_tokens = self._lists
         table = flat.data  # a memoryview
         out: list[int] = []
+        stopped: list[int] = []
+        stopped_from: list[int] = []
         stack = list(zip(nodes.tolist(), states.tolist(), strict=True))
         pop, push = stack.pop, stack.append
         while stack:
@@ -175,7 +183,10 @@ class TokenTrie:
                 nxt = table[base + labels[child]]
                 if nxt >= 0:
                     push((child, nxt))
-        return np.asarray(out, dtype=np.int32)
+                elif nxt == stop:
+                    stopped.append(child)
+                    stopped_from.append(state)
+        return np.asarray(out, dtype=np.int32), stopped, stopped_from
 
     def prepare_walks(self) -> None:
         """Compute the lazily built tables a walk uses (subtree sizes, Python lists, and for a
@@ -382,7 +393,7 @@ class TokenTrie:
         found_tokens: list[np.ndarray] = []
         while nodes.size:
             if nodes.size <= _NARROW and int(self._subtree_size[nodes].sum()) <= _NARROW_NODES:
-                found_tokens.append(self._walk_narrow(flat, stride, nodes, states))
+                found_tokens.append(self.walk_narrow(flat, stride, nodes, states)[0])
                 break
             if loops is not None:
                 nodes, states = self.take_whole(nodes, states, loops, found_tokens)

@@ -76,7 +76,7 @@ def test_shipped_grammar_masks_match_lark(name: str) -> None:
     check_masks(text, alphabet, viable_prefixes(text, samples, limit=25), lmax=lmax, extra=extra)
 
 
-def _random_grammar(draw) -> str:
+def _random_grammar(draw, number: bool = False) -> str:
     """Small random grammars over single-character literals and a number terminal.
 
     Masks are exact up to one lexeme of lookahead; grammars whose literals
@@ -85,8 +85,10 @@ def _random_grammar(draw) -> str:
     lexing of overlapping terminals is checked on whole texts instead).
     """
     literals = draw(st.lists(st.sampled_from(["a", "b", "(", ")", "+"]), min_size=2, max_size=5, unique=True))
-    regexes = draw(st.lists(st.sampled_from(["/[0-9]+/"]), max_size=1))
+    regexes = ["/[0-9]+/"] if number else draw(st.lists(st.sampled_from(["/[0-9]+/"]), max_size=1))
     symbols = [f'"{lit}"' for lit in literals] + [f"T{i}" for i in range(len(regexes))] + ["x", "y"]
+    if number:  # numbers side by side, which one lexeme swallows, more often
+        symbols += ["T0", "T0"]
     rules = []
     for name in ("start", "x", "y"):
         alts = []
@@ -115,6 +117,55 @@ def test_random_grammar_masks_match_lark(data) -> None:
     language = sentences(text, "ab()+0 ", 5)
     samples = sorted(language, key=len)[-6:]
     check_masks(text, "ab()+0 ", viable_prefixes(text, samples, limit=12), lmax=5, extra=["aab", "b(", "0+"])
+
+
+DEAD_END = 'start: x\nx: "+" x T0 | "a"\nT0: /[0-9]+/\n'
+"""After ``++a`` two numbers must follow each other, which longest-match lexing never splits:
+no text starting with ``++`` is a sentence, though one lexeme of lookahead sees nothing wrong."""
+
+
+def test_prefixes_that_lexing_can_never_complete_are_forbidden() -> None:
+    grammar = Grammar(DEAD_END)
+    assert grammar.liveness is not None
+    assert grammar.advance(grammar.initial_state, b"++") is None
+    assert grammar.advance(grammar.initial_state, b"+a0") is not None
+    prefixes = viable_prefixes(DEAD_END, ["+a0", "+a00", "a"])
+    check_masks(DEAD_END, "a+0", prefixes, lmax=6, extra=["++", "+a", "a0"])
+
+
+def test_grammars_without_lexing_traps_skip_the_liveness_automaton() -> None:
+    for name in SHIPPED:
+        assert Grammar(grammars.load(name)).liveness is None, name
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_every_prefix_a_mask_allows_can_be_completed(data) -> None:
+    """Walk random allowed tokens: every allowed token, at every step, has a completion that
+    lark parses (random grammars with a number terminal, whose lexemes swallow each other)."""
+    text = data.draw(st.composite(lambda draw: _random_grammar(draw, number=True))())
+    try:
+        lark_parser(text)
+        grammar = Grammar(text)
+    except (LarkError, GrammarError, EmptyLanguageError):
+        assume(False)
+    assume(not grammar.conflicts)
+    vocab = small_vocabulary("ab()+0 ", ["00", "+0", "0+"])
+    guide = CFGGuide(grammar, vocab)
+    state, written = guide.initial_state, b""
+    for _ in range(8):
+        allowed = [t for t in guide.mask(state).allowed_ids(vocab.size).tolist() if t not in vocab.eog_ids]
+        for tid in allowed:
+            after = grammar.advance(state, vocab.tokens[tid])
+            assert after is not None
+            completion = grammar.shortest_completion(after)
+            assert completion is not None, (text, written + vocab.tokens[tid])
+            witness = written + vocab.tokens[tid] + completion
+            assert lark_parses(text, witness), (text, witness)
+        if not allowed:
+            break
+        tid = data.draw(st.sampled_from(allowed))
+        state, written = guide.next_state(state, tid), written + vocab.tokens[tid]
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -238,6 +289,36 @@ def test_masks_equal_token_by_token_check_on_real_vocabularies(real_vocab: Vocab
             else:
                 expected = grammar.advance(config, data) is not None
             assert allowed[tid] == expected, (prefix, tid, data)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "json", "sql_select", "program"])
+def test_masks_equal_token_by_token_check_along_random_walks(name: str) -> None:
+    """Every token of a real vocabulary, at every state of random walks on one guide (so the
+    cached lexer tables, walks below lexeme ends and boolean masks are reused across states),
+    is allowed exactly when advancing it token by token keeps the configuration alive."""
+    from conftest import load_vocab
+
+    vocab = load_vocab("spm32k")
+    guide = CFGGuide(Grammar(grammars.load(name)), vocab)
+    grammar = guide.grammar
+    emittable = [t for t in range(vocab.size) if vocab.tokens[t] and t not in vocab.special_ids]
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        state = guide.initial_state
+        for _ in range(6):
+            guide._masks.clear()
+            allowed = np.zeros(vocab.size, dtype=bool)
+            allowed[guide.mask(state).allowed_ids(vocab.size)] = True
+            expected = np.zeros(vocab.size, dtype=bool)
+            for tid in emittable:
+                expected[tid] = grammar.advance(state, vocab.tokens[tid]) is not None
+            expected[vocab.eog_array] = grammar.is_final(state)
+            wrong = np.flatnonzero(allowed != expected)
+            assert not wrong.size, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]]
+            choices = np.flatnonzero(allowed & ~np.isin(np.arange(vocab.size), vocab.eog_array))
+            if not choices.size:
+                break
+            state = guide.next_state(state, int(rng.choice(choices)))
 
 
 # -- the processor -------------------------------------------------------------------------------
