@@ -249,7 +249,12 @@ _LABEL = (
 _ATEXT = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
 # RFC 5322 dot-atom local part, at most 64 characters: a long one without dots, or a dotted one
 # of at most 32 characters between the dots
-_LOCAL_PART = rf"(?:{_ATEXT}{{1,64}}|{_ATEXT}(?:\.?{_ATEXT}){{0,31}})"
+# RFC 5322 dot-atom local part: no leading, trailing or doubled dot. Lengths (64 for the local
+# part, 63 for a label) are not counted: counting multiplies the automaton's states, and under a
+# maxLength, whose characters are counted over them, a few hundred states leave room for a few
+# characters only (an email with maxLength 255 wrote no address at all)
+_LOCAL_PART = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_EMAIL_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 # RFC 3986: scheme ":" ("//" authority path-abempty / path-absolute / path-rootless / empty)
 # ["?" query] ["#" fragment]; a port is digits, an IP literal an IPv6 address
 _PCT = r"%[0-9A-Fa-f]{2}"
@@ -262,7 +267,7 @@ STRING_FORMATS: dict[str, str] = {
     "date-time": DATE + "T" + TIME,
     "duration": rf"P(?:{_DUR_DATE}(?:{_DUR_TIME})?|{_DUR_TIME}|[0-9]+W)",
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "email": rf"{_LOCAL_PART}@{_LABEL}(?:\.{_LABEL}){{0,4}}\.[a-zA-Z]{{2,24}}",
+    "email": rf"{_LOCAL_PART}@{_EMAIL_LABEL}(?:\.{_EMAIL_LABEL})*\.[a-zA-Z]{{2,24}}",
     "ipv4": _IPV4,
     "ipv6": _IPV6,
     "hostname": rf"(?:{_LABEL}\.)*{_LABEL}",

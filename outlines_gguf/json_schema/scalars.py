@@ -217,7 +217,7 @@ class _ScalarRules:
         """The content automaton of a string schema (between the quotes), or, for a string
         with no pattern, format or length, the whole string as a fragment; None if none fits."""
         min_len = schema.get("minLength", 0)
-        max_len = schema.get("maxLength")
+        max_len = declared_max = schema.get("maxLength")
         if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
             max_len = max(MAX_LENGTH_CAP, int(min_len) if _is_int(min_len) else 0)
         for name, value in (("minLength", min_len), ("maxLength", max_len)):
@@ -248,8 +248,11 @@ class _ScalarRules:
         if shape is None:
             return None
         longest = _longest(shape)
-        if not min_len and (max_len is None or (longest is not None and longest <= max_len)):
-            return shape  # no match is longer than max_len bytes, so none has more characters
+        if not min_len and (max_len is None or (longest is not None and longest <= declared_max)):
+            # no match is longer than maxLength bytes, so none has more characters (checked
+            # against the schema's own maxLength: a format of a few hundred characters at most,
+            # such as an email address, needs no counting under maxLength 1024)
+            return shape
         # counted characters laid out in layers over the pattern automaton; an unbounded
         # pattern's maxLength is capped where the layers would not fit (a valid subset)
         return layered_body(int(min_len), None if max_len is None else int(max_len), shape, fit=True)

@@ -274,3 +274,16 @@ def test_a_pattern_counted_beyond_the_table_limit_is_refused_as_too_complex() ->
 
     with pytest.raises(ConstraintTooComplexError, match="10000 or more characters matching its pattern"):
         SplitSchema({"type": "string", "pattern": "^([a-z][0-9])+$", "minLength": 10000})
+
+
+@pytest.mark.parametrize("max_length", [30, 64, 255, 1024])
+def test_an_email_under_a_max_length_writes_ordinary_addresses(max_length: int) -> None:
+    """A format counted under maxLength keeps room for real values (an email with maxLength 255
+    once accepted no address: the format's automaton was too big for the layers to fit)."""
+    schema = {"type": "string", "format": "email", "maxLength": max_length}
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    for local in ("example", "first.last", "x" * 20):
+        address = f"{local}@example.com"
+        doc = json.dumps(address).encode()
+        assert _accepts(guide, doc) == (len(address) <= max_length), address
+    assert not _accepts(guide, b'"a..b@example.com"') and not _accepts(guide, b'".a@example.com"')
