@@ -248,7 +248,7 @@ class _ScalarRules:
         if shape is None:
             return None
         longest = _longest(shape)
-        if not min_len and (max_len is None or (longest is not None and longest <= declared_max)):
+        if not min_len and (max_len is None or (longest is not None and longest <= int(declared_max))):
             # no match is longer than maxLength bytes, so none has more characters (checked
             # against the schema's own maxLength: a format of a few hundred characters at most,
             # such as an email address, needs no counting under maxLength 1024)
