@@ -217,7 +217,8 @@ class _ScalarRules:
         """The content automaton of a string schema (between the quotes), or, for a string
         with no pattern, format or length, the whole string as a fragment; None if none fits."""
         min_len = schema.get("minLength", 0)
-        max_len = declared_max = schema.get("maxLength")
+        max_len = schema.get("maxLength")
+        declared_max: int | None = max_len if isinstance(max_len, int) else None
         if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
             max_len = max(MAX_LENGTH_CAP, int(min_len) if _is_int(min_len) else 0)
         for name, value in (("minLength", min_len), ("maxLength", max_len)):
@@ -248,7 +249,7 @@ class _ScalarRules:
         if shape is None:
             return None
         longest = _longest(shape)
-        if not min_len and (max_len is None or (longest is not None and longest <= int(declared_max))):
+        if not min_len and (declared_max is None or (longest is not None and longest <= declared_max)):
             # no match is longer than maxLength bytes, so none has more characters (checked
             # against the schema's own maxLength: a format of a few hundred characters at most,
             # such as an email address, needs no counting under maxLength 1024)
