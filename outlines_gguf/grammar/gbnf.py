@@ -19,7 +19,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from outlines_gguf.errors import GrammarError
+from outlines_gguf.errors import EmptyLanguageError, GrammarError
 from outlines_gguf.grammar.gbnf_parse import (
     ANY,
     START,
@@ -429,6 +429,10 @@ def build_gbnf(text: str) -> Grammar | GeneralGrammar:
     lark_text = gbnf_to_lark(text)
     try:
         grammar = compile_exact_grammar(lark_text, start=START)
+    except EmptyLanguageError as exc:
+        # a lexer may hide every sentence (`root ::= [a] | .+ root`: the longest match of `.+`
+        # always takes the final "a"); the general mode decides without one
+        problems = [f"with a lexer, {exc}"]
     except GrammarError as exc:
         if not isinstance(exc.__cause__, LarkGrammarError) or "Reduce/Reduce" not in str(exc):
             raise

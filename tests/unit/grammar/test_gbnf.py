@@ -234,6 +234,17 @@ def test_random_grammars_convert_exactly(text: str, seed: int) -> None:
         assert grammar.accepts(s.encode()) == r.accepts(s), (text, s)
 
 
+def test_a_grammar_a_lexer_would_empty_goes_to_the_general_mode() -> None:
+    """``.+ root`` as a terminal swallows the final "a" by longest match, so with a lexer no
+    sentence could be lexed; GBNF has no lexer, and the general mode accepts what it means."""
+    text = "root ::= [a] | .+ root\n"
+    grammar = compile_gbnf(text)
+    assert isinstance(grammar, GeneralGrammar)
+    r = Recognizer(text)
+    for s in ("a", "xa", "aaa", "ab", "", "b"):
+        assert grammar.accepts(s.encode()) == r.accepts(s), s
+
+
 # -- syntax and errors ----------------------------------------------------------------------------
 
 
