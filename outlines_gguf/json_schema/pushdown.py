@@ -62,7 +62,8 @@ from outlines_gguf.guides.base import (
     bytes_to_read,
     single_byte,
 )
-from outlines_gguf.json_schema.split import Config, Node, RunShape, SplitSchema, _Locked
+from outlines_gguf.json_schema.runs import RunShape
+from outlines_gguf.json_schema.split import Config, Node, SplitSchema, _Locked
 from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary
 

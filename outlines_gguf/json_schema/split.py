@@ -14,7 +14,6 @@ import json
 import threading
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,13 @@ from outlines_gguf.json_schema.keywords import (
     call_marker,
 )
 from outlines_gguf.json_schema.lexical import Whitespace
+from outlines_gguf.json_schema.runs import (
+    STRING_RUN_KEY,
+    STRING_SEGMENT,
+    RunShape,
+    counted_string,
+    string_run_table,
+)
 from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
 from outlines_gguf.json_schema.validate import resolve_local
 
@@ -46,59 +52,10 @@ MAX_NODES = 1 << 24
 SCAN_LIMIT = 100_000
 """Subschemas the up-front keyword check visits (a schema bigger than that is checked lazily)."""
 
-STRING_SEGMENT = 512
-"""Characters per node of a counted string longer than this (see ``_counted_node``): long
-enough that text inside a run rarely comes within a token's length of its end, where masks
-stop being shared (see :class:`RunShape`)."""
-
-COUNTED_STRING_MIN = 32
-"""A plain string whose ``maxLength`` (or ``minLength``) is above this is a counted node of
-its own, whose masks are shared between character counts (see :class:`RunShape`), rather than
-layered states inside its parent, one mask per character count."""
-
-STRING_RUN_KEY = "x-outlines-gguf-string-run"
-"""Marks the synthetic schema of a run of a counted string's characters: ``[min, max]`` (max
-None: unbounded), the content after the opening quote, with the closing quote."""
-
 PLAIN_NEVER = np.iinfo(np.int32).max
 """``Node.plain_reach`` of a state from which plain text never reaches a call or a return."""
 
 Config = tuple  # (below: Config | None, node: int, state: int)
-
-
-@dataclass(frozen=True)
-class RunShape:
-    """The layout of a run of a counted string: state ``layer * width + local`` has read
-    ``layer`` characters (``local``: where inside the next character). From two states that
-    agree on ``local`` and on how many characters are still needed before the closing quote
-    (``low - layer``) and still allowed before the run ends (``top - layer``), with both
-    counts capped above a token's length, every token reads alike: their masks are equal.
-    ``top`` is the last layer; ``more``: the run calls the next run there; ``loops``: the
-    last layer loops (no maximum)."""
-
-    width: int
-    low: int
-    top: int
-    more: bool
-    loops: bool
-
-    @property
-    def n_layered(self) -> int:
-        """The layered states (a last layer that does not loop keeps only its first state)."""
-        return (self.top + 1) * self.width if self.loops else self.top * self.width + 1
-
-    def representative(self, state: int, horizon: int) -> int:
-        """The state of smallest layer that reads every text of at most ``horizon`` bytes
-        as ``state`` does (itself outside the layers)."""
-        if state >= self.n_layered:
-            return state
-        layer, local = divmod(state, self.width)
-        room = horizon + 1 if self.loops else self.top - layer
-        need = self.low - layer
-        if room <= horizon or 0 < need <= horizon:
-            return state  # the count matters within a token: only this layer reads alike
-        rep = 0 if need > horizon else min(self.low, layer)
-        return rep * self.width + local
 
 
 @dataclass
@@ -310,7 +267,7 @@ class SplitSchema(_Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.builder.label = f"JSON schema at {path}"
-        counted = _counted_string(schema)
+        counted = counted_string(schema)
         if counted is not None:
             node = self._counted_node(number, path, *counted)
             self._nodes[number] = node
@@ -660,80 +617,6 @@ def _node(
     node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, plain_reach, run)
     node.free_accept = _reaches_accept(node, None) if free_accept is None else free_accept
     return node
-
-
-@lru_cache(maxsize=1)
-def _layer_width() -> int:
-    """States per layer of a layered string body (one layer that loops has exactly them)."""
-    body = layered_body(0, None)
-    assert body is not None
-    return body.n_states
-
-
-@lru_cache(maxsize=16)
-def string_run_table(low: int, top: int, more: bool, loops: bool) -> tuple[np.ndarray, np.ndarray, RunShape]:
-    """The text table and accepting flags of a run (see ``SplitSchema._counted_node``): the
-    layered body of ``low``..``top`` characters, the closing quote from where enough have
-    been read, to the last state, the only accepting one (at ``top`` with ``more``, the
-    call to the next run instead of the quote). Shared by every run of one shape."""
-    body = layered_body(low, None if loops else top)
-    assert body is not None  # low <= top: some string fits
-    n = body.n_states
-    width = _layer_width()
-    table = np.concatenate([body.transitions, np.full((1, 256), -1, dtype=np.int32)])
-    table[np.flatnonzero(body.accepting), ord('"')] = n
-    if more:
-        table[top * width, ord('"')] = -1  # the next run takes it from here
-    table.setflags(write=False)
-    accepting = np.zeros(n + 1, dtype=bool)
-    accepting[n] = True
-    accepting.setflags(write=False)
-    return table, accepting, RunShape(width, low, top, more, loops)
-
-
-def _counted_string(schema: Any) -> tuple[int, int | None, bool | None] | None:
-    """(minLength, maxLength, null allowed) of a string leaf whose count exceeds
-    :data:`COUNTED_STRING_MIN` (a plain string: no pattern, format or other keyword),
-    (min, max, None) for a run of one (``STRING_RUN_KEY``); None for anything else."""
-    if not isinstance(schema, dict):
-        return None
-    run = schema.get(STRING_RUN_KEY)
-    if run is not None:
-        return run[0], run[1], None
-    nullable = _nullable_branch(schema)
-    if nullable is not None:  # anyOf/oneOf of a plain string and null: the same as both types
-        found = _counted_string(nullable)
-        return None if found is None else (found[0], found[1], True)
-    declared = schema.get("type")
-    kinds = set(declared) if isinstance(declared, list) else {declared}
-    if kinds not in ({"string"}, {"string", "null"}):
-        return None
-    if (set(schema) & _KNOWN_KEYWORDS) - {"type", "minLength", "maxLength"}:
-        return None
-    low, high = schema.get("minLength", 0), schema.get("maxLength")
-    if not _is_int(low) or low < 0 or (high is not None and (not _is_int(high) or high < low)):
-        return None  # malformed or empty: the compiler says so
-    if low <= COUNTED_STRING_MIN and (high is None or high <= COUNTED_STRING_MIN):
-        return None
-    return int(low), None if high is None else int(high), "null" in kinds
-
-
-def _nullable_branch(schema: dict) -> Any:
-    """The other branch of ``{"anyOf"|"oneOf": [branch, {"type": "null"}]}`` (either order, no
-    keyword beside it), where ``branch`` is a plain string schema (so it never matches null and
-    both keywords mean "one of the two"); else None."""
-    for key in ("anyOf", "oneOf"):
-        branches = schema.get(key)
-        if not isinstance(branches, list) or len(branches) != 2 or (set(schema) & _KNOWN_KEYWORDS) != {key}:
-            continue
-        nulls = [b for b in branches if isinstance(b, dict) and set(b) & _KNOWN_KEYWORDS == {"type"}
-                 and b.get("type") in ("null", ["null"])]
-        others = [b for b in branches if not any(b is n for n in nulls)]
-        if len(nulls) == 1 and len(others) == 1 and isinstance(others[0], dict):
-            other = others[0]
-            if other.get("type") in ("string", ["string"]):
-                return other
-    return None
 
 
 _NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)

@@ -126,7 +126,7 @@ def _trim_last_layer(table: np.ndarray, accepting: np.ndarray, m: int, open_end:
     """``_prune_dead`` of a layered body without a pattern, in closed form: every state can
     finish its character and reach a boundary, except the inside-a-character states of a
     last layer that does not loop (the last ``m - 1`` states). A tenth of the time on the
-    512-character runs of a long string (``split.string_run_table``)."""
+    512-character runs of a long string (``runs.string_run_table``)."""
     if not open_end and m > 1:
         keep = table.shape[0] - (m - 1)
         table = np.where(table[:keep] >= keep, -1, table[:keep]).astype(np.int32)

@@ -16,7 +16,8 @@ import pytest
 from conftest import load_vocab
 
 from outlines_gguf.json_schema.pushdown import PushdownGuide
-from outlines_gguf.json_schema.split import STRING_SEGMENT, SplitSchema
+from outlines_gguf.json_schema.runs import STRING_SEGMENT
+from outlines_gguf.json_schema.split import SplitSchema
 
 LENGTHS = sorted({0, 1, 2, 63, 64, 65, 69, 70, 71, 127, 128, 129, 255, 256, 257, 299, 300, 301, 340})
 ALPHABET = ["a", "b", "é", "日", "😀", '"', "\\", "\n", " ", "-"]
