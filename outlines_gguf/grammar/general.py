@@ -36,6 +36,7 @@ from outlines_gguf.errors import ConstraintTooComplexError, GrammarError
 from outlines_gguf.grammar.compiled import bfs_completion
 from outlines_gguf.grammar.glr_table import CFGRule, GLRTable, build_table, normalize
 from outlines_gguf.grammar.lexer import byte_classes
+from outlines_gguf.locking import Locked
 
 Item = tuple[int, int, int]
 """(GLR stack, terminal index or -1 between lexemes, the terminal's DFA state)."""
@@ -87,7 +88,7 @@ def declared_terminal_error(text: str, name: str) -> GrammarError:
     )
 
 
-class GeneralGrammar:
+class GeneralGrammar(Locked):
     """A Lark grammar in the general mode (see the module docstring)."""
 
     mode = "general"
@@ -141,18 +142,13 @@ class GeneralGrammar:
         self._names = [str(n) for n in self.terminals]
         self._acceptable: dict[int, tuple[int, ...]] = {}
         self.initial_state: ConfigSet = frozenset((root, -1, 0) for root in self.table.roots)
-        self.lock = threading.RLock()
-        """Held by guides around every use: one grammar is shared by the guides of all vocabularies."""
+        self._lock = threading.RLock()
         self._reset()
 
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self.lock = threading.RLock()
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by guides around every use: one grammar is shared by the guides of all vocabularies."""
+        return self._lock
 
     # -- the lazily built automaton over configurations ----------------------------------------
 

@@ -63,7 +63,8 @@ from outlines_gguf.guides.base import (
     single_byte,
 )
 from outlines_gguf.json_schema.runs import RunShape
-from outlines_gguf.json_schema.split import Config, Node, SplitSchema, _Locked
+from outlines_gguf.json_schema.split import Config, Node, SplitSchema
+from outlines_gguf.locking import Locked
 from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
@@ -132,7 +133,7 @@ def _configs(state: Hashable) -> frozenset[Config]:
     return state
 
 
-class PushdownGuide(_Locked):
+class PushdownGuide(Locked):
     """A guide over a :class:`SplitSchema` (the Guide protocol of :mod:`~outlines_gguf.guides.base`).
 
     States are frozensets of configurations; thread-safe.

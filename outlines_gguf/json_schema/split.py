@@ -45,6 +45,7 @@ from outlines_gguf.json_schema.runs import (
 )
 from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
 from outlines_gguf.json_schema.validate import resolve_local
+from outlines_gguf.locking import Locked
 
 MAX_NODES = 1 << 24
 """Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
@@ -91,22 +92,7 @@ class Node:
         return state
 
 
-class _Locked:
-    """Pickles without its ``_lock`` (an RLock), which is made anew on loading."""
-
-    _lock: threading.RLock
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
-
-
-class SplitSchema(_Locked):
+class SplitSchema(Locked):
     """A schema's nodes: registered when a compiled node calls them, compiled on first use.
 
     Thread-safe; compiling a node runs under a lock.
