@@ -403,7 +403,8 @@ def _check_left_recursion(grammar: GBNFGrammar) -> None:
 
     for key in list(rules):
         if key not in visited and detect(key):
-            name = culprit[0] if isinstance(culprit[0], str) else culprit[0][0]  # type: ignore[index]
+            found = culprit[0]  # a rule name, or a (rule, ...) key of a rule llama.cpp writes
+            name = found if isinstance(found, str) else found[0] if isinstance(found, tuple) else str(found)
             raise GrammarError(
                 f"GBNF rule {name!r} is left-recursive (it can start with itself), which llama.cpp refuses: "
                 "rewrite it with repetition, e.g. 'list ::= item (\",\" item)*'"
