@@ -333,10 +333,11 @@ class PushdownGuide(Locked):
         crossings: list = []
         step = guide._plain_step(state)
         loop = guide._plain_loop_target(state) if step is not None else None
-        onward = None  # plain-text tokens that go on into the next run of a counted string
-        if loop is None and node.plain_reach[state] <= self._horizon:
-            onward = self._into_next_run(node, state)
-        if loop is None and node.plain_reach[state] <= self._horizon and onward is None:
+        # plain-text tokens may reach a call or a return: a walk of the whole trie, unless they
+        # only go on into the next run of a counted string (``onward``: which ones)
+        crossed = loop is None and node.plain_reach[state] <= self._horizon
+        onward = self._into_next_run(node, state) if crossed else None
+        if crossed and onward is None:
             # one walk of the whole trie gives both (structural states: it dies after a byte
             # or two), where a regex-guide mask and a crossing walk would walk it twice
             flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
