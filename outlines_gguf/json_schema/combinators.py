@@ -24,6 +24,7 @@ from outlines_gguf.json_schema.algebra import (
     _negate_keyword,
     _safely_disjoint,
     _spliced,
+    _type_set,
 )
 from outlines_gguf.json_schema.keywords import (
     _DEPENDENCY_KEYS,
@@ -47,6 +48,30 @@ from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validat
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
+
+
+def _common_types(parts: list[Any]) -> list[Any] | None:
+    """``parts`` of an allOf, each part without ``type`` limited to the types every part admits
+    (None if there is none): the intersection is the same, and a part's automaton is not built
+    for the types another part rules out (``{"required": ["a"]}`` beside ``"type": "object"``
+    admits every type on its own)."""
+    common = set(_TYPES)
+    for part in parts:
+        if isinstance(part, dict):
+            common &= _type_set(part)
+    if not common:
+        return None
+    if common == set(_TYPES):
+        return parts
+    if "number" in common:
+        common.discard("integer")  # integers are numbers
+    types = [t for t in _TYPES if t in common]
+    return [
+        {**p, "type": types[0] if len(types) == 1 else types}
+        if isinstance(p, dict) and "type" not in p and "enum" not in p and "const" not in p
+        else p
+        for p in parts
+    ]
 
 
 class _CombinatorRules:
@@ -135,6 +160,9 @@ class _CombinatorRules:
             # per compile: nested unions would multiply)
             self._spread[0] -= len(spread["anyOf"])
             return self.value(spread, path, depth)
+        parts = _common_types(parts)
+        if parts is None:
+            return None  # no type is admitted by every part
         compiled = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(parts)]
         dfas = [d for d in compiled if d is not None]
         if len(dfas) < len(compiled):

@@ -37,14 +37,10 @@ from outlines_gguf.json_schema.algebra import _unique_domain
 from outlines_gguf.json_schema.arrays import _ArrayRules
 from outlines_gguf.json_schema.combinators import _CombinatorRules
 from outlines_gguf.json_schema.keywords import (
-    _ARRAY_KEYS,
     _DEPENDENCY_KEYS,
     _MALFORMED,
-    _NUMBER_KEYS,
-    _OBJECT_KEYS,
     _SHAPE_CHECKS,
     _SHAPES,
-    _STRING_KEYS,
     _TYPES,
     ANNOTATIONS,
     DEFAULT_MAX_DEPTH,
@@ -54,10 +50,6 @@ from outlines_gguf.json_schema.keywords import (
     ITEMS_RUN_KEY,
     MAX_DISTRIBUTED,
     MAX_UNIQUE_VALUES,
-    NOT_MULTIPLE_KEY,
-    NOT_NUMBERS_KEY,
-    NOT_PATTERN_KEY,
-    NOT_STRINGS_KEY,
     UNSUPPORTED,
     _is_int,
     _show,
@@ -285,19 +277,12 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
                 self.check_disjoint_patterns(list(patterns), path)
 
     def types(self, schema: dict, path: str) -> list[str]:
+        """The JSON types a value of ``schema`` may have. Without ``type``, every type: a
+        keyword constrains only values of its own type (``{"minLength": 3}`` admits 5 and
+        ``null``, as every validator reads it), so nothing is inferred from the keywords."""
         declared = schema.get("type")
         if declared is None:
-            inferred = []
-            keys = set(schema)
-            if keys & _OBJECT_KEYS:
-                inferred.append("object")
-            if keys & (_ARRAY_KEYS - {"uniqueItems"}):
-                inferred.append("array")
-            if keys & {*_STRING_KEYS, NOT_STRINGS_KEY, NOT_PATTERN_KEY}:
-                inferred.append("string")
-            if keys & {*_NUMBER_KEYS, NOT_NUMBERS_KEY, NOT_MULTIPLE_KEY}:
-                inferred.append("number")
-            return inferred or list(_TYPES)
+            return [t for t in _TYPES if t != "integer"]  # integers are numbers
         listed = declared if isinstance(declared, list) else [declared]
         for t in listed:
             if not isinstance(t, str) or t not in _TYPES:

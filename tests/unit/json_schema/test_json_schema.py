@@ -224,7 +224,11 @@ def test_pydantic_models_keep_field_order_and_no_extras() -> None:
         ({"type": "integer", "minimum": 5, "maximum": 1}, "no JSON value satisfies this schema"),
         # additionalProperties beside allOf does not see the properties inside it
         (
-            {"allOf": [{"properties": {"a": {}}, "required": ["a"]}], "additionalProperties": False},
+            {
+                    "type": "object",
+                    "allOf": [{"properties": {"a": {}}, "required": ["a"]}],
+                    "additionalProperties": False,
+                },
             "no JSON value satisfies this schema",
         ),
         (42, "must be a Pydantic model, a dict or a JSON string"),

@@ -24,6 +24,23 @@ from outlines_gguf.json_schema.split import SplitSchema
 
 # (schema, [(data, valid), ...])
 CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
+    # format.json, minLength.json, minimum.json, properties.json, contains.json: a keyword
+    # constrains only values of its own type, so without "type" the others are all valid
+    (
+        {"format": "email"},
+        [("a@b.cd", True), ("nope", False), (12, True), (1.5, True), (None, True), ([], True), ({}, True)],
+    ),
+    ({"minLength": 3}, [("abc", True), ("ab", False), (5, True), (True, True), ([1], True)]),
+    ({"maximum": 3}, [(3, True), (3.5, False), ("7", True), ({"a": 9}, True)]),
+    ({"properties": {"a": {"type": "integer"}}}, [({"a": 1}, True), ({"a": "x"}, False), ("x", True), (2, True)]),
+    ({"contains": {"const": 1}}, [([1], True), ([2], False), ("x", True), ({"a": 2}, True)]),
+    ({"minItems": 1, "maxLength": 2}, [([0], True), ([], False), ("ab", True), ("abc", False), (7, True)]),
+    # ... and a negation of such a keyword is of its type only
+    ({"not": {"minLength": 3}}, [("ab", True), ("abc", False), (5, False), (None, False)]),
+    ({"not": {"minimum": 3}}, [(2, True), (3, False), ("x", False)]),
+    # allOf parts without "type" do not make each other empty
+    ({"allOf": [{"minLength": 3}, {"maxLength": 2}]}, [(5, True), (None, True), ("ab", False), ("abc", False)]),
+    ({"allOf": [{"minLength": 3}, {"type": "integer"}]}, [(4, True), ("abcd", False), (1.5, False)]),
     # additionalProperties.json: "dependentSchemas with additionalProperties" (a name only
     # dependentSchemas mentions is still additional, so false forbids it)
     (
@@ -146,9 +163,11 @@ def test_suite_case(engine: str, case: tuple[dict, list[tuple[object, bool]]]) -
 
 
 def test_required_name_that_additional_properties_forbids_is_no_value() -> None:
-    schema = {"properties": {"foo2": {}}, "required": ["foo"], "additionalProperties": False}
+    schema = {"type": "object", "properties": {"foo2": {}}, "required": ["foo"], "additionalProperties": False}
     with pytest.raises(SchemaError, match="no JSON value"):
         SplitSchema(schema)
+    # without "type", any value that is not an object satisfies it
+    SplitSchema({k: v for k, v in schema.items() if k != "type"})
 
 
 def test_number_ranges_are_exact_for_decimal_bounds() -> None:
