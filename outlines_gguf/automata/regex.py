@@ -48,6 +48,7 @@ from outlines_gguf.automata.charsets import (
     _without_surrogates,
 )
 from outlines_gguf.automata.dfa import ByteDFA, StateNumbers, minimize
+from outlines_gguf.automata.unicode_properties import expand_escapes
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
 
 if sys.version_info >= (3, 11):
@@ -364,6 +365,7 @@ class NFABuilder:
         past the end of the match, as a lexer terminal's would).
         """
         spend(10 * len(pattern))
+        pattern = expand_escapes(pattern)  # \p{L}, \cC: as classes re reads
         try:
             parsed = sre_parse.parse(pattern)
         except re.error as exc:
@@ -715,8 +717,8 @@ def regex_may_be_refused(pattern: str) -> bool:
     possessive repeats, atomic groups), a large repeat, a variable-width lookbehind. False
     means it will not; True, that building it tells (the caller then builds it)."""
     try:
-        parsed = sre_parse.parse(pattern)
-    except (re.error, RecursionError, OverflowError):
+        parsed = sre_parse.parse(expand_escapes(pattern))
+    except (re.error, RecursionError, OverflowError, RegexError):
         return True
     plain = {C.LITERAL, C.NOT_LITERAL, C.ANY, C.AT}
     in_class = {C.LITERAL, C.RANGE, C.CATEGORY, C.NEGATE}

@@ -160,10 +160,10 @@ class _CombinatorRules:
             # per compile: nested unions would multiply)
             self._spread[0] -= len(spread["anyOf"])
             return self.value(spread, path, depth)
-        parts = _common_types(parts)
-        if parts is None:
+        typed = _common_types(parts)
+        if typed is None:
             return None  # no type is admitted by every part
-        compiled = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(parts)]
+        compiled = [self.sub_dfa(p, f"{path}/allOf/{i}", depth) for i, p in enumerate(typed)]
         dfas = [d for d in compiled if d is not None]
         if len(dfas) < len(compiled):
             return None

@@ -293,6 +293,44 @@ STRING_FORMATS.update(
         "relative-json-pointer": rf"(?:0|[1-9][0-9]*)(?:#|{_JSON_POINTER})",
     }
 )
-UNENFORCEABLE_FORMATS = frozenset({"regex", "uri-template"})
+
+def _uri_template() -> str:
+    """RFC 6570 URI templates (level 4): literals and ``{`` operator, variables with a prefix
+    or explode modifier ``}``; literals are the characters RFC 6570 allows (``ucschar`` and
+    ``iprivate`` included, so never a Unicode noncharacter) or percent-escapes."""
+    planes = "".join(f"\\U{p << 16:08x}-\\U{(p << 16) + 0xFFFD:08x}" for p in range(1, 17) if p != 14)
+    wide = f"\\u00a0-\\ud7ff\\ue000-\\ufdcf\\ufdf0-\\uffef{planes}\\U000e1000-\\U000efffd"
+    literal = rf"(?:[\x21\x23\x24\x26\x28-\x3b\x3d\x3f-\x5b\x5d\x5f\x61-\x7a\x7e{wide}]|{_PCT})"
+    varchar = rf"(?:[A-Za-z0-9_]|{_PCT})"
+    varspec = rf"{varchar}(?:\.?{varchar})*(?::[1-9][0-9]{{0,3}}|\*)?"
+    return rf"(?:{literal}|\{{[+#./;?&=,!@|]?{varspec}(?:,{varspec})*\}})*"
+
+
+def _ecma_regex() -> str:
+    """A valid subset of ECMA-262 regexes (a regular language; every regex is not): literal
+    characters, ``.``, character escapes and classes (ranges ``a-z``, ``A-Z``, ``0-9`` only),
+    one quantifier per atom (``{n}``/``{n,}`` up to 9999: ``{n,m}`` needs n <= m), assertions,
+    and groups one level deep, so that brackets always balance. Read alike by ECMA-262,
+    Python's ``re`` and the ``regex`` module."""
+    syntax = r"\^$.*+?()[\]{}|"
+    escape = rf"\\(?:[dDwWsSfnrtv]|[{syntax}/])"
+    literal = rf"[^{syntax}\\]"
+    klass = rf"\[\^?(?:[^\\\]\[\-]|{escape}|a-z|A-Z|0-9)+\]"  # never empty: Python reads [] apart
+    quantifier = r"(?:[*+?]|\{[0-9]{1,4},?\})\??"
+    assertion = r"(?:[\^$]|\\[bB])"
+
+    def alternatives(atom: str) -> str:
+        term = rf"(?:{assertion}|{atom}(?:{quantifier})?)"
+        return rf"{term}*(?:\|{term}*)*"
+
+    flat = rf"(?:{literal}|\.|{escape}|{klass})"
+    group = rf"\((?:\?:)?{alternatives(flat)}\)"
+    return alternatives(rf"(?:{flat}|{group})")
+
+
+STRING_FORMATS["uri-template"] = _uri_template()
+STRING_FORMATS["regex"] = _ecma_regex()
+
+UNENFORCEABLE_FORMATS: frozenset[str] = frozenset()
 """Standard formats a validator checks that no regex here can enforce: a SchemaError unless
 lenient (other unknown formats are annotations, as JSON Schema says)."""

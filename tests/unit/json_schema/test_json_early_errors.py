@@ -125,7 +125,7 @@ def test_a_deep_enforceable_oneof_compiles_lazily_and_works(place: Any) -> None:
             "patternProperties '\\^a' and 'b\\$' overlap",
         ),
         ({"if": {"format": "email"}, "then": {"maxLength": 3}}, "if: the condition cannot be negated"),
-        ({"type": "string", "format": "regex"}, "format 'regex' cannot be enforced"),
+        ({"type": "array", "items": {"$dynamicRef": "#node"}}, r"keyword '\$dynamicRef' cannot be enforced"),
         ({"properties": {"x": {"type": "array", "uniqueItems": True}}}, "'uniqueItems' can only be enforced"),
         (
             {"oneOf": [{"type": "string", "format": "email"}, {"type": "string", "format": "hostname"}]},
@@ -207,7 +207,7 @@ def test_enums_are_disjoint_by_json_equality(a: list, b: list, disjoint: bool) -
     ("pattern", "message"),
     [
         ("(?<=a+)b", "lookbehind"),
-        ("\\p{L}+", "bad escape"),
+        ("\\p{Greek}+", "is not supported"),  # scripts: Python has no table of them
         ("(a)\\1", "backreference"),
         ("[", "unterminated character set"),
         ("(?i)abc", "global flags"),

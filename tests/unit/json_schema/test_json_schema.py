@@ -9,9 +9,12 @@ import re
 import uuid
 
 import jsonschema
+import numpy as np
 import pytest
+import regex
 
 from outlines_gguf import ConstraintTooComplexError, SchemaError, compile_json_schema
+from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.json_schema.leaves import STRING_FORMATS, integer_range, number_range
 
 CASES = [
@@ -225,10 +228,10 @@ def test_pydantic_models_keep_field_order_and_no_extras() -> None:
         # additionalProperties beside allOf does not see the properties inside it
         (
             {
-                    "type": "object",
-                    "allOf": [{"properties": {"a": {}}, "required": ["a"]}],
-                    "additionalProperties": False,
-                },
+                "type": "object",
+                "allOf": [{"properties": {"a": {}}, "required": ["a"]}],
+                "additionalProperties": False,
+            },
             "no JSON value satisfies this schema",
         ),
         (42, "must be a Pydantic model, a dict or a JSON string"),
@@ -320,3 +323,51 @@ def test_format_regexes_produce_parseable_values() -> None:
     datetime.datetime.fromisoformat("2024-02-29T23:59:59.123+05:30")
     ipaddress.IPv6Address(samples["ipv6"])
     uuid.UUID("123e4567-e89b-12d3-a456-426614174000")
+
+
+def _format_samples(name: str, count: int = 2000) -> list[str]:
+    """Random strings the format's automaton accepts: each step picks a next *state* uniformly,
+    then a byte leading there, so that structure (brackets, escapes) is sampled, not mostly
+    the many bytes of non-ASCII characters."""
+    dfa = regex_to_dfa(STRING_FORMATS[name])
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(count):
+        state, text = 0, bytearray()
+        for _ in range(80):
+            if dfa.accepting[state] and rng.random() < 0.15:
+                out.append(text.decode())
+                break
+            row = dfa.transitions[state]
+            targets = np.unique(row[row >= 0])
+            if targets.size == 0:
+                break
+            target = rng.choice(targets)
+            text.append(int(rng.choice(np.flatnonzero(row == target))))
+            state = int(target)
+    return out
+
+
+def test_every_regex_the_regex_format_admits_compiles() -> None:
+    """``format: regex`` is a valid subset: whatever it admits, both regex engines compile."""
+    samples = _format_samples("regex")
+    assert len(samples) > 100
+    for text in samples:
+        re.compile(text)
+        regex.compile(text)
+
+
+def test_every_uri_template_the_format_admits_is_well_formed() -> None:
+    """RFC 6570: braces balance and never nest, expressions hold comma-separated variables,
+    and literals are never a space, a quote or a noncharacter."""
+    samples = _format_samples("uri-template")
+    assert len(samples) > 100
+    for text in samples:
+        outside = re.split(r"\{[^{}]*\}", text)
+        assert not any(c in "{}" for part in outside for c in part), text
+        literal = "".join(outside)
+        assert not any(c in " \"'<>\\^`|" or ord(c) < 0x20 or (ord(c) & 0xFFFE) == 0xFFFE for c in literal)
+        for expression in re.findall(r"\{([^{}]*)\}", text):
+            names = expression.lstrip("+#./;?&=,!@|")
+            variable = r"(?:[\w%.]+)(?::[1-9][0-9]{0,3}|\*)?"
+            assert names and all(re.fullmatch(variable, v, re.ASCII) for v in names.split(",")), text

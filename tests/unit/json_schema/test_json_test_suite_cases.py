@@ -32,14 +32,30 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
     ),
     ({"minLength": 3}, [("abc", True), ("ab", False), (5, True), (True, True), ([1], True)]),
     ({"maximum": 3}, [(3, True), (3.5, False), ("7", True), ({"a": 9}, True)]),
-    ({"properties": {"a": {"type": "integer"}}}, [({"a": 1}, True), ({"a": "x"}, False), ("x", True), (2, True)]),
+    (
+        {"properties": {"a": {"type": "integer"}}},
+        [({"a": 1}, True), ({"a": "x"}, False), ("x", True), (2, True)],
+    ),
     ({"contains": {"const": 1}}, [([1], True), ([2], False), ("x", True), ({"a": 2}, True)]),
     ({"minItems": 1, "maxLength": 2}, [([0], True), ([], False), ("ab", True), ("abc", False), (7, True)]),
     # ... and a negation of such a keyword is of its type only
     ({"not": {"minLength": 3}}, [("ab", True), ("abc", False), (5, False), (None, False)]),
     ({"not": {"minimum": 3}}, [(2, True), (3, False), ("x", False)]),
+    # optional/ecmascript-regex.json: Unicode property and control escapes
+    (
+        {"type": "string", "pattern": "^\\p{Lu}\\p{Ll}+$"},
+        [("\u00c9lan", True), ("\u00e9lan", False), ("E", False)],
+    ),
+    (
+        {"type": "object", "patternProperties": {"^\\p{digit}+$": True}, "additionalProperties": False},
+        [({"\u09ea\u09e8": 1}, True), ({"42": 1}, True), ({"-%#": 1}, False)],
+    ),
+    ({"type": "string", "pattern": "^\\cC$"}, [("\u0003", True), ("\\cC", False)]),
     # allOf parts without "type" do not make each other empty
-    ({"allOf": [{"minLength": 3}, {"maxLength": 2}]}, [(5, True), (None, True), ("ab", False), ("abc", False)]),
+    (
+        {"allOf": [{"minLength": 3}, {"maxLength": 2}]},
+        [(5, True), (None, True), ("ab", False), ("abc", False)],
+    ),
     ({"allOf": [{"minLength": 3}, {"type": "integer"}]}, [(4, True), ("abcd", False), (1.5, False)]),
     # additionalProperties.json: "dependentSchemas with additionalProperties" (a name only
     # dependentSchemas mentions is still additional, so false forbids it)
@@ -163,7 +179,12 @@ def test_suite_case(engine: str, case: tuple[dict, list[tuple[object, bool]]]) -
 
 
 def test_required_name_that_additional_properties_forbids_is_no_value() -> None:
-    schema = {"type": "object", "properties": {"foo2": {}}, "required": ["foo"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"foo2": {}},
+        "required": ["foo"],
+        "additionalProperties": False,
+    }
     with pytest.raises(SchemaError, match="no JSON value"):
         SplitSchema(schema)
     # without "type", any value that is not an object satisfies it

@@ -1,0 +1,101 @@
+"""Unicode property escapes (``\\p{...}``) and control escapes (``\\cX``) in regexes: exact
+against :mod:`unicodedata` (the oracle of Python's Unicode version), and against the ``regex``
+module on characters whose category is stable."""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+
+import pytest
+import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from outlines_gguf import RegexError
+from outlines_gguf.automata.regex import regex_may_be_refused, regex_to_dfa
+from outlines_gguf.automata.unicode_properties import expand_escapes
+
+# property name as written -> which two-letter categories it means
+NAMES = {
+    "L": lambda c: c.startswith("L"),
+    "Letter": lambda c: c.startswith("L"),
+    "Lu": lambda c: c == "Lu",
+    "uppercase letter": lambda c: c == "Lu",
+    "gc=Ll": lambda c: c == "Ll",
+    "General_Category=Nd": lambda c: c == "Nd",
+    "digit": lambda c: c == "Nd",
+    "N": lambda c: c.startswith("N"),
+    "P": lambda c: c.startswith("P"),
+    "punct": lambda c: c.startswith("P"),
+    "Zs": lambda c: c == "Zs",
+    "S": lambda c: c.startswith("S"),
+    "LC": lambda c: c in ("Lu", "Ll", "Lt"),
+    "Mn": lambda c: c == "Mn",
+}
+
+# a sample of code points: ASCII, Latin-1, and a spread over the planes (no surrogates: they
+# are not UTF-8)
+CODE_POINTS = (
+    list(range(0x80))
+    + list(range(0x80, 0x250, 3))
+    + random.Random(0).sample([cp for cp in range(0x250, 0x30000) if not 0xD800 <= cp <= 0xDFFF], 600)
+)
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_property_classes_are_exact(name: str) -> None:
+    member = NAMES[name]
+    positive = regex_to_dfa(f"\\p{{{name}}}")
+    negative = regex_to_dfa(f"\\P{{{name}}}")
+    in_class = regex_to_dfa(f"[x\\p{{{name}}}]")
+    negated_class = regex_to_dfa(f"[^\\p{{{name}}}]")
+    for cp in CODE_POINTS:
+        text = chr(cp).encode()
+        want = member(unicodedata.category(chr(cp)))
+        assert positive.matches(text) == want, (name, hex(cp))
+        assert negative.matches(text) == (not want), (name, hex(cp))
+        assert in_class.matches(text) == (want or cp == ord("x")), (name, hex(cp))
+        assert negated_class.matches(text) == (not want), (name, hex(cp))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["\\p{L}", "\\p{Lu}", "\\P{L}", "\\p{N}", "[\\p{L}\\p{Nd}_]", "[^\\p{P}\\s]", "\\pL"]),
+    st.lists(st.sampled_from([*CODE_POINTS[:0x120], 0xE9, 0x3B1, 0x416, 0x5D0, 0x9EA, 0x4E2D]), max_size=4),
+)
+def test_patterns_agree_with_the_regex_module(piece: str, code_points: list[int]) -> None:
+    """On characters whose category every Unicode version agrees on."""
+    pattern = f"(?:{piece})*"
+    text = "".join(map(chr, code_points))
+    assert regex_to_dfa(pattern).matches(text.encode()) == bool(regex.fullmatch(pattern, text))
+
+
+def test_control_escapes() -> None:
+    assert regex_to_dfa(r"\cC").matches(b"\x03")
+    assert regex_to_dfa(r"\cc").matches(b"\x03")
+    assert not regex_to_dfa(r"\cC").matches(b"\\cC")
+    assert regex_to_dfa(r"[\cJ\cM]+").matches(b"\r\n")
+
+
+def test_escaped_backslashes_and_literal_brackets_are_left_alone() -> None:
+    assert expand_escapes(r"\\p{L}") == r"\\p{L}"  # a backslash, then "p{L}"
+    assert regex_to_dfa(r"\\p{L}").matches(b"\\p{L}")
+    assert regex_to_dfa(r"[]\p{Nd}]+").matches("]4\u0664".encode())  # "]" first is a member
+    assert regex_to_dfa(r"[\]\p{Nd}]+").matches(b"]4")
+    assert expand_escapes("a[b]c") == "a[b]c"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        (r"\p{Greek}", r"\\p\{Greek\} is not supported"),
+        (r"\p{Script=Latin}", r"general categories only"),
+        (r"\p{Nope}", r"\\p\{Nope\} is not supported"),
+        (r"a\p", r"needs a property name"),
+    ],
+)
+def test_unsupported_properties_are_named(pattern: str, message: str) -> None:
+    with pytest.raises(RegexError, match=message):
+        regex_to_dfa(pattern)
+    assert regex_may_be_refused(pattern)
