@@ -36,8 +36,9 @@ from outlines_gguf.automata.lookaround import (
     compile_terminal,
     needs_assertions,
 )
-from outlines_gguf.automata.regex import C, regex_to_dfa
-from outlines_gguf.automata.regex import sre_parse as _sre_parse
+from outlines_gguf.automata.regex import regex_to_dfa
+from outlines_gguf.automata.translate import C
+from outlines_gguf.automata.translate import sre_parse as _sre_parse
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
 from outlines_gguf.grammar.liveness import Liveness, TooLargeError, lexing_is_free

@@ -18,7 +18,7 @@ import numpy as np
 
 from outlines_gguf import fast_unique
 from outlines_gguf.automata.dfa import ByteDFA, group_columns
-from outlines_gguf.automata.regex import utf8_sequences
+from outlines_gguf.automata.nfa import utf8_sequences
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.tokens.text import PLAIN_RANGES
 from outlines_gguf.tokens.trie import Loops, TokenTrie, loop_bits

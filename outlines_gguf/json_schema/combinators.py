@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import intersect
-from outlines_gguf.automata.regex import Fragment
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     DFAProductTooLargeError,

@@ -27,7 +27,8 @@ from typing import Any
 
 from outlines_gguf.automata.budget import compile_budget
 from outlines_gguf.automata.dfa import ByteDFA
-from outlines_gguf.automata.regex import Fragment, NFABuilder, regex_may_be_refused
+from outlines_gguf.automata.nfa import Fragment
+from outlines_gguf.automata.regex import NFABuilder, regex_may_be_refused
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     OutlinesGGUFError,

@@ -11,7 +11,8 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from outlines_gguf.automata.dfa import ByteDFA
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.nfa import Fragment
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import SchemaError
 from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.scalars import _Bounds

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from outlines_gguf.automata.charsets import _complement, _normalize
 from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import difference, intersect
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import EmptyLanguageError, SchemaError
 from outlines_gguf.json_schema.keywords import (
     CHUNK_KEY,

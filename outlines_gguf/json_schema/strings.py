@@ -20,7 +20,8 @@ from functools import lru_cache
 import numpy as np
 
 from outlines_gguf.automata.dfa import ByteDFA, _prune_dead, minimize
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.nfa import Fragment
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import ConstraintTooComplexError
 
 MAX_LAYERED_ENTRIES = 4_000_000
