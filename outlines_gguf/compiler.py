@@ -34,8 +34,9 @@ from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.numbers import multiple_of_dfa
 from outlines_gguf.json_schema.runs import string_run_table
+from outlines_gguf.tokens.cache import clear_gguf_cache
 from outlines_gguf.tokens.text import starts_plain_char
-from outlines_gguf.tokens.vocabulary import Vocabulary, clear_gguf_cache
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 # -- automata ---------------------------------------------------------------------------------
 

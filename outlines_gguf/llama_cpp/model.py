@@ -13,8 +13,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from outlines_gguf.errors import ChatTemplateError, GGUFFormatError
+from outlines_gguf.tokens.cache import as_vocabulary
 from outlines_gguf.tokens.gguf import gguf_tensor_count
-from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
     from llama_cpp.llama_types import ChatCompletionRequestMessage

@@ -37,7 +37,8 @@ from outlines_gguf.json_schema.python_types import schema_source
 from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.llama_cpp.hook import GuardedHook
-from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.tokens.cache import as_vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 logger = logging.getLogger("outlines_gguf")
 

@@ -36,7 +36,8 @@ import numpy as np
 from outlines_gguf.errors import ProcessorFailedError
 from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.hook import GuardedHook
-from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.tokens.cache import as_vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 logger = logging.getLogger("outlines_gguf")
 
