@@ -263,9 +263,7 @@ class _CombinatorRules:
 
     def sub_dfa(self: CompilerAPI, schema: Any, path: str, depth: int) -> ByteDFA | None:
         """Compile a sub-schema on its own (for products of automata)."""
-        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
-
-        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, self.extra_properties)
+        sub = self.sub_compiler(extra_properties=self.extra_properties)
         sub._ref_depth = dict(self._ref_depth)
         sub._spread = self._spread  # one budget for the whole compile
         fragment = sub.value(schema, path, depth)

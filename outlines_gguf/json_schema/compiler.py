@@ -104,6 +104,13 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
 
     # -- small helpers ------------------------------------------------------------------------
 
+    def sub_compiler(
+        self, builder: NFABuilder | None = None, extra_properties: bool | None = None
+    ) -> _Compiler:
+        """A fresh compiler with this one's root and settings, for an automaton built on its own
+        (in ``builder``, or a new one): how the rule mixins make one without importing this module."""
+        return _Compiler(self.root, self.ws, self.max_depth, self.lenient, extra_properties, builder=builder)
+
     @property
     def b(self) -> NFABuilder:
         return self.builder
