@@ -58,7 +58,7 @@ from outlines_gguf.llama_cpp.generation import (
     normalize_stop_at,
 )
 from outlines_gguf.llama_cpp.model import LlamaCpp
-from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor, RegexLogitsProcessor
+from outlines_gguf.llama_cpp.processors import CFGLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
 
 if TYPE_CHECKING:
@@ -400,10 +400,6 @@ def cfg(
     Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
     grammars are in :mod:`outlines_gguf.grammar.shipped`.
     """
-    from outlines_gguf.llama_cpp.processors import (
-        CFGLogitsProcessor,  # imported here: the CFG engine loads lark
-    )
-
     model = _as_model(model)
     proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start, lexer=lexer)
     return SequenceGenerator(model, proc, track=track, description="grammar", fast_forward=fast_forward)

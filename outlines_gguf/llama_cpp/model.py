@@ -13,6 +13,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from outlines_gguf.errors import ChatTemplateError, GGUFFormatError
+from outlines_gguf.guides.base import LRUCache
+from outlines_gguf.llama_cpp.fast_forward import FastForward
 from outlines_gguf.tokens.cache import as_vocabulary
 from outlines_gguf.tokens.gguf import gguf_tensor_count
 from outlines_gguf.tokens.vocabulary import Vocabulary
@@ -52,9 +54,6 @@ class LlamaCpp:
     def fast_forward_planner(self, guide: Any) -> Any:
         """The :class:`~outlines_gguf.llama_cpp.fast_forward.FastForward` of ``guide`` with this model's
         tokenizer, kept (a few, least recently used dropped) so its plans serve later calls."""
-        from outlines_gguf.guides.base import LRUCache
-        from outlines_gguf.llama_cpp.fast_forward import FastForward
-
         planners = self.__dict__.setdefault("_planners", LRUCache(PLANNERS_KEPT))
         planner = planners.get(guide)
         if planner is None:

@@ -30,10 +30,13 @@ from outlines_gguf.errors import (
     ProcessorFailedError,
     VocabularyError,
 )
+from outlines_gguf.grammar.gbnf_parse import is_gbnf
 from outlines_gguf.guides.base import Guide, RegexGuide
 from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.json_schema.loading import prepare_schema
+from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.python_types import schema_source
+from outlines_gguf.json_schema.split import split_schema
 from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.llama_cpp.hook import GuardedHook
@@ -280,9 +283,6 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         if engine not in ("dfa", "pushdown"):
             raise ValueError(f"engine must be 'pushdown' or 'dfa', not {engine!r}")
         if engine == "pushdown":
-            from outlines_gguf.json_schema.pushdown import PushdownGuide
-            from outlines_gguf.json_schema.split import split_schema
-
             def build_split() -> PushdownGuide:
                 return PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
 
@@ -326,8 +326,6 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     def __init__(
         self, grammar: str, tokenizer: Any, *, start: str | Sequence[str] = "start", lexer: str = "auto"
     ) -> None:
-        from outlines_gguf.grammar.gbnf_parse import is_gbnf
-
         vocabulary = as_vocabulary(tokenizer)
         self.grammar = grammar
         if is_gbnf(grammar):
