@@ -592,3 +592,12 @@ class LRUCache(OrderedDict):
         self[key] = value
         while len(self) > self.size:
             self.popitem(last=False)
+
+    def get_or_make(self, key, make):
+        """The value of ``key``; where there is none, ``make()``'s, kept (the memo every guide
+        and cache here writes; the caller holds whatever lock guards the cache)."""
+        value = self.get(key)
+        if value is None:
+            value = make()
+            self.put(key, value)
+        return value

@@ -55,16 +55,12 @@ class LlamaCpp:
         """The :class:`~outlines_gguf.llama_cpp.fast_forward.FastForward` of ``guide`` with this model's
         tokenizer, kept (a few, least recently used dropped) so its plans serve later calls."""
         planners = self.__dict__.setdefault("_planners", LRUCache(PLANNERS_KEPT))
-        planner = planners.get(guide)
-        if planner is None:
-            llm = self.llm
+        llm = self.llm
 
-            def tokenize(data: bytes) -> list[int]:
-                return llm.tokenize(data, add_bos=False, special=False)
+        def tokenize(data: bytes) -> list[int]:
+            return llm.tokenize(data, add_bos=False, special=False)
 
-            planner = FastForward(guide, tokenize)
-            planners.put(guide, planner)
-        return planner
+        return planners.get_or_make(guide, lambda: FastForward(guide, tokenize))
 
     @property
     def n_ctx(self) -> int:
