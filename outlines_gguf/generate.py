@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from outlines_gguf.errors import IncompleteGenerationError
 from outlines_gguf.format_types import format_for
-from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.llama_cpp.generation import (
     MAX_SEED,
     Generation,
@@ -58,7 +57,12 @@ from outlines_gguf.llama_cpp.generation import (
     normalize_stop_at,
 )
 from outlines_gguf.llama_cpp.model import LlamaCpp
-from outlines_gguf.llama_cpp.processors import CFGLogitsProcessor, JSONLogitsProcessor, RegexLogitsProcessor
+from outlines_gguf.llama_cpp.processors import (
+    CFGLogitsProcessor,
+    JSONLogitsProcessor,
+    JSONOptions,
+    RegexLogitsProcessor,
+)
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
 
 if TYPE_CHECKING:
@@ -354,12 +358,9 @@ def json(
     schema_or_model: Any,
     whitespace_pattern: str | None = None,
     *,
-    lenient: bool = False,
-    max_depth: int = DEFAULT_MAX_DEPTH,
-    extra_properties: bool | None = None,
-    engine: str = "pushdown",
     track: bool = False,
     fast_forward: bool | None = None,
+    **json_options: Unpack[JSONOptions],
 ) -> SequenceGenerator:
     """JSON valid against a schema: a Pydantic model class (returns an instance of it),
     a JSON Schema dict or JSON text (returns the parsed ``dict``/value), or a Python type
@@ -369,15 +370,7 @@ def json(
     :class:`~outlines_gguf.JSONLogitsProcessor` (the options its error messages name).
     """
     model = _as_model(model)
-    proc = JSONLogitsProcessor(
-        schema_or_model,
-        model.vocabulary,
-        whitespace_pattern,
-        lenient=lenient,
-        max_depth=max_depth,
-        extra_properties=extra_properties,
-        engine=engine,
-    )
+    proc = JSONLogitsProcessor(schema_or_model, model.vocabulary, whitespace_pattern, **json_options)
     return SequenceGenerator(
         model, proc, proc.parse, track=track, description="JSON value", fast_forward=fast_forward
     )

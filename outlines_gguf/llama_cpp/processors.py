@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -235,6 +235,16 @@ class RegexLogitsProcessor(GuideLogitsProcessor):
         vocabulary = as_vocabulary(tokenizer)
         self.pattern = pattern
         super().__init__(regex_guide(pattern, vocabulary), vocabulary)
+
+
+class JSONOptions(TypedDict, total=False):
+    """The keyword options of :class:`JSONLogitsProcessor` (their defaults are its own), which
+    ``generate.json`` passes on as they are: one list, so that type checkers check both."""
+
+    max_depth: int
+    lenient: bool
+    extra_properties: bool | None
+    engine: str
 
 
 class JSONLogitsProcessor(GuideLogitsProcessor):

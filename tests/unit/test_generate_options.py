@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 
 import pytest
 
 from outlines_gguf.generate import GenerateKwargs, GenerateOptions, resolve_options
 from outlines_gguf.llama_cpp.generation import SamplingParams
+from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor, JSONOptions
 
 
 def test_defaults_are_the_keyword_defaults() -> None:
@@ -76,3 +78,10 @@ def test_the_keyword_names_are_the_fields() -> None:
     """GenerateKwargs (for type checkers) and GenerateOptions list the same names."""
     fields = {f.name: f.type for f in dataclasses.fields(GenerateOptions)}
     assert set(typing.get_type_hints(GenerateKwargs)) == set(fields)
+
+
+def test_json_options_are_the_processors_keywords() -> None:
+    """generate.json passes JSONOptions on to JSONLogitsProcessor: the same names."""
+    params = inspect.signature(JSONLogitsProcessor.__init__).parameters.values()
+    keywords = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    assert set(typing.get_type_hints(JSONOptions)) == keywords
