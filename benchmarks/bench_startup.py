@@ -48,7 +48,7 @@ def child(model: str, engine: str) -> dict[str, float]:
     t0 = time.perf_counter()
     if engine == "ours":
         from outlines_gguf import RegexLogitsProcessor
-        from outlines_gguf.tokens.vocabulary import as_vocabulary
+        from outlines_gguf.tokens.cache import as_vocabulary
 
         t1 = time.perf_counter()
         vocab = as_vocabulary(llm)

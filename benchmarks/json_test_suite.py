@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reasons", type=int, default=25, help="refusal reasons listed")
     args = parser.parse_args(argv)
 
-    from outlines_gguf.tokens.vocabulary import as_vocabulary
+    from outlines_gguf.tokens.cache import as_vocabulary
 
     dialect = args.dialect
     if dialect is None:  # the draft a folder of the suite is for, where its schemas do not say

@@ -44,7 +44,8 @@ from outlines_gguf.llama_cpp.processors import (
     RegexLogitsProcessor,
 )
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
-from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.tokens.cache import as_vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
 

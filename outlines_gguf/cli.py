@@ -281,10 +281,17 @@ def read_grammar(arg: str) -> str:
 
 def check_inputs(args: argparse.Namespace) -> None:
     """Read and check what needs no model, so that bad input fails before a slow model load."""
-    from outlines_gguf.llama_cpp.generation import SamplingParams, check_limits
+    from outlines_gguf.generate import GenerateOptions
 
-    check_limits(args.max_tokens, args.seed)
-    SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p)
+    args.options = GenerateOptions(  # checked here, used for the generation
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        on_incomplete=args.on_incomplete,
+    )
     if args.command == "regex":
         from outlines_gguf.compiler import compile_regex
 
@@ -393,24 +400,15 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with Progress(f"compiling the {args.command} constraint", err):
         generator = make_generator(model, args)
     prompt: Any = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
-    options = dict(
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        on_incomplete=args.on_incomplete,
-    )
     code = EXIT_OK
     try:
         if args.stream:
-            for piece in generator.stream(prompt, **options):
+            for piece in generator.stream(prompt, options=args.options):
                 out.write(piece)
                 out.flush()
             out.write("\n")
         else:
-            generator(prompt, **options)
+            generator(prompt, options=args.options)
             out.write(generator.last_result.text + "\n")
         result = generator.last_result
         if result is not None and not result.complete:

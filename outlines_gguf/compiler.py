@@ -22,9 +22,10 @@ from outlines_gguf import disk_cache
 from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.errors import RegexError, SchemaError
-from outlines_gguf.grammar.compiled import Grammar, build_grammar, normalize_start, terminal_lexing
+from outlines_gguf.grammar.compiled import Grammar, terminal_lexing
 from outlines_gguf.grammar.gbnf import build_gbnf
 from outlines_gguf.grammar.general import GeneralGrammar
+from outlines_gguf.grammar.modes import build_grammar, normalize_start
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.guides.grammar import CFGGuide
 from outlines_gguf.guides.grammar_general import GeneralCFGGuide
@@ -34,8 +35,9 @@ from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.numbers import multiple_of_dfa
 from outlines_gguf.json_schema.runs import string_run_table
+from outlines_gguf.tokens.cache import clear_gguf_cache
 from outlines_gguf.tokens.text import starts_plain_char
-from outlines_gguf.tokens.vocabulary import Vocabulary, clear_gguf_cache
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 # -- automata ---------------------------------------------------------------------------------
 

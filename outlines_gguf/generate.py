@@ -10,7 +10,9 @@
 Every generator is called as ``generator(prompt, max_tokens=None,
 stop_at=None, seed=None, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
 on_incomplete="raise")`` and has ``.stream(prompt, ...)`` with the same
-arguments, which yields text pieces (never half a character). ``prompt`` is
+arguments, which yields text pieces (never half a character). The same
+settings can be made once as a :class:`GenerateOptions` and passed as
+``options=``; keyword arguments given beside it override its fields. ``prompt`` is
 a string or a list of chat messages, which the model's chat template turns
 into a string; a list of prompts returns a list (one after another on the
 model's one context); ``await generator.acall(...)`` runs a call in a thread.
@@ -33,25 +35,104 @@ incomplete, as above.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import json as json_module
 import re
 import threading
 import typing
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from outlines_gguf.errors import IncompleteGenerationError
 from outlines_gguf.format_types import format_for
-from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
-from outlines_gguf.llama_cpp.generation import MAX_SEED, Generation, GenerationResult, SamplingParams
+from outlines_gguf.llama_cpp.generation import (
+    MAX_SEED,
+    Generation,
+    GenerationResult,
+    SamplingParams,
+    check_limits,
+    normalize_stop_at,
+)
 from outlines_gguf.llama_cpp.model import LlamaCpp
-from outlines_gguf.llama_cpp.processors import JSONLogitsProcessor, RegexLogitsProcessor
+from outlines_gguf.llama_cpp.processors import (
+    CFGLogitsProcessor,
+    JSONLogitsProcessor,
+    JSONOptions,
+    RegexLogitsProcessor,
+)
 from outlines_gguf.llama_cpp.tracking import LogitTrackingProcessor, add_tracking
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.11+; only mypy reads it here
 
 Prompt = str | Sequence[Mapping[str, Any]]
 ON_INCOMPLETE = ("raise", "return")
+_SAMPLER = SamplingParams()  # llama-cpp-python's defaults, written once (in SamplingParams)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateOptions:
+    """How a call generates: its limits, its seed, llama.cpp's sampler settings, and what an
+    incomplete result does (see the module docstring for each).
+
+    One object instead of the same eight keyword arguments on every call: make it once and pass
+    it as ``generator(prompt, options=opts)`` (or to ``.stream`` and ``.acall``); keyword
+    arguments given beside it override its fields. Values are checked when it is made, so a bad
+    one fails before any model work, with an error that names it. ``stop_at`` is kept as a tuple.
+    """
+
+    max_tokens: int | None = None
+    stop_at: str | Sequence[str] | None = None
+    seed: int | None = None
+    temperature: float = _SAMPLER.temperature
+    top_k: int = _SAMPLER.top_k
+    top_p: float = _SAMPLER.top_p
+    min_p: float = _SAMPLER.min_p
+    on_incomplete: str = "raise"
+
+    def __post_init__(self) -> None:
+        check_limits(self.max_tokens, self.seed)
+        # a tuple: the object stays immutable and hashable, whatever list the caller keeps
+        object.__setattr__(self, "stop_at", normalize_stop_at(self.stop_at))
+        self.sampling  # noqa: B018 - SamplingParams checks the four sampler values
+        if self.on_incomplete not in ON_INCOMPLETE:
+            raise ValueError(f"on_incomplete must be one of {ON_INCOMPLETE}, got {self.on_incomplete!r}")
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """The sampler settings, as :class:`~outlines_gguf.llama_cpp.generation.Generation` takes them."""
+        return SamplingParams(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p
+        )
+
+
+class GenerateKwargs(TypedDict, total=False):
+    """The keyword arguments a call takes beside ``options``: any field of :class:`GenerateOptions`
+    (a TypedDict so that type checkers still check their names and types)."""
+
+    max_tokens: int | None
+    stop_at: str | Sequence[str] | None
+    seed: int | None
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    on_incomplete: str
+
+
+def resolve_options(options: GenerateOptions | None, overrides: Mapping[str, Any]) -> GenerateOptions:
+    """``options`` (the defaults when None) with the keyword arguments of a call laid over it."""
+    if options is None:
+        return GenerateOptions(**overrides)
+    if not isinstance(options, GenerateOptions):
+        raise TypeError(
+            f"options must be a GenerateOptions, got {type(options).__name__}; "
+            "pass max_tokens, seed, ... as keyword arguments instead"
+        )
+    return dataclasses.replace(options, **overrides) if overrides else options
 
 
 def _as_model(model: Any) -> LlamaCpp:
@@ -103,39 +184,29 @@ class SequenceGenerator:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description} on {self.model.name}>"
 
-    def _generation(
-        self,
-        prompt: Prompt,
-        max_tokens: int | None,
-        stop_at: str | Sequence[str] | None,
-        seed: int | None,
-        sampling: SamplingParams,
-        on_incomplete: str,
-    ) -> Generation:
-        if on_incomplete not in ON_INCOMPLETE:
-            raise ValueError(f"on_incomplete must be one of {ON_INCOMPLETE}, got {on_incomplete!r}")
+    def _generation(self, prompt: Prompt, options: GenerateOptions) -> Generation:
         if not isinstance(prompt, str):
             prompt = self.model.apply_chat_template(prompt)
         return Generation(
             self.model,
             prompt,
             self.logits_processor,
-            max_tokens=max_tokens,
-            stop_at=stop_at,
-            seed=seed,
-            sampling=sampling,
+            max_tokens=options.max_tokens,
+            stop_at=options.stop_at,
+            seed=options.seed,
+            sampling=options.sampling,
             fast_forward=self.fast_forward,
         )
 
-    def _check_complete(self, result: GenerationResult, on_incomplete: str, max_tokens: int | None) -> bool:
+    def _check_complete(self, result: GenerationResult, options: GenerateOptions) -> bool:
         """True when complete; raises IncompleteGenerationError unless ``on_incomplete="return"``."""
         self.last_result = result
         if result.complete:
             return True
-        if on_incomplete == "return":
+        if options.on_incomplete == "return":
             return False
         if result.finish_reason == "max_tokens":
-            where, hint = f"max_tokens={max_tokens}", "raise max_tokens"
+            where, hint = f"max_tokens={options.max_tokens}", "raise max_tokens"
         elif result.finish_reason == "context":
             where = f"the end of the context window (n_ctx={self.model.n_ctx})"
             hint = "load the model with a larger n_ctx"
@@ -154,14 +225,9 @@ class SequenceGenerator:
     def __call__(
         self,
         prompt: Prompt | Sequence[Prompt],
-        max_tokens: int | None = None,
-        stop_at: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        on_incomplete: str = "raise",
+        *,
+        options: GenerateOptions | None = None,
+        **overrides: Unpack[GenerateKwargs],
     ) -> Any:
         """Generate for ``prompt`` and return the parsed value (see the module docstring).
 
@@ -171,19 +237,19 @@ class SequenceGenerator:
         its index) unless ``on_incomplete="return"``. Calls on one model are serialized by a
         lock, so threads (and :meth:`acall`) may share a model.
         """
-        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        opts = resolve_options(options, overrides)
         batch = prompt_batch(prompt)
         with model_lock(self.model):
             if batch is None:
                 one = cast(Prompt, prompt)  # not a batch: one prompt
-                value = self._one(one, max_tokens, stop_at, seed, sampling, on_incomplete)
+                value = self._one(one, opts)
                 self.last_results = [self.last_result]
                 return value
             values, results = [], []
             for i, item in enumerate(batch):
-                item_seed = None if seed is None else (seed + i) % (MAX_SEED + 1)
+                seed = None if opts.seed is None else (opts.seed + i) % (MAX_SEED + 1)
                 try:
-                    values.append(self._one(item, max_tokens, stop_at, item_seed, sampling, on_incomplete))
+                    values.append(self._one(item, dataclasses.replace(opts, seed=seed)))
                 except IncompleteGenerationError as exc:
                     exc.args = (f"prompt {i} of {len(batch)}: {exc.args[0]}", *exc.args[1:])
                     raise
@@ -191,42 +257,36 @@ class SequenceGenerator:
             self.last_results = results
             return values
 
-    async def acall(self, prompt: Prompt | Sequence[Prompt], **options: Any) -> Any:
+    async def acall(
+        self,
+        prompt: Prompt | Sequence[Prompt],
+        *,
+        options: GenerateOptions | None = None,
+        **overrides: Unpack[GenerateKwargs],
+    ) -> Any:
         """``await generator.acall(prompt, ...)``: the same as calling it, in a worker thread, so an
         event loop (a server) keeps running; concurrent calls on one model wait for each other."""
         import asyncio
 
-        return await asyncio.to_thread(self.__call__, prompt, **options)
+        call = functools.partial(self.__call__, prompt, options=resolve_options(options, overrides))
+        return await asyncio.to_thread(call)
 
-    def _one(
-        self,
-        prompt: Prompt,
-        max_tokens: int | None,
-        stop_at: str | Sequence[str] | None,
-        seed: int | None,
-        sampling: SamplingParams,
-        on_incomplete: str,
-    ) -> Any:
-        generation = self._generation(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)
+    def _one(self, prompt: Prompt, options: GenerateOptions) -> Any:
+        generation = self._generation(prompt, options)
         for _ in generation:
             pass
         result = generation.result
         assert result is not None
-        if not self._check_complete(result, on_incomplete, max_tokens):
+        if not self._check_complete(result, options):
             return result.text
         return self.parse(result.text)
 
     def stream(
         self,
         prompt: Prompt,
-        max_tokens: int | None = None,
-        stop_at: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        on_incomplete: str = "raise",
+        *,
+        options: GenerateOptions | None = None,
+        **overrides: Unpack[GenerateKwargs],
     ) -> Iterator[str]:
         """Yield the text as it is generated; the same text as a call with the same seed.
 
@@ -235,15 +295,15 @@ class SequenceGenerator:
         unless ``on_incomplete="return"``. Arguments are checked here, before
         the first piece is asked for.
         """
-        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        opts = resolve_options(options, overrides)
         if prompt_batch(prompt) is not None:
             raise ValueError("stream() takes one prompt; call the generator with a list of prompts instead")
-        generation = self._generation(prompt, max_tokens, stop_at, seed, sampling, on_incomplete)
+        generation = self._generation(prompt, opts)
 
         def pieces() -> Iterator[str]:
             yield from generation
             assert generation.result is not None
-            self._check_complete(generation.result, on_incomplete, max_tokens)
+            self._check_complete(generation.result, opts)
 
         return pieces()
 
@@ -298,12 +358,9 @@ def json(
     schema_or_model: Any,
     whitespace_pattern: str | None = None,
     *,
-    lenient: bool = False,
-    max_depth: int = DEFAULT_MAX_DEPTH,
-    extra_properties: bool | None = None,
-    engine: str = "pushdown",
     track: bool = False,
     fast_forward: bool | None = None,
+    **json_options: Unpack[JSONOptions],
 ) -> SequenceGenerator:
     """JSON valid against a schema: a Pydantic model class (returns an instance of it),
     a JSON Schema dict or JSON text (returns the parsed ``dict``/value), or a Python type
@@ -313,15 +370,7 @@ def json(
     :class:`~outlines_gguf.JSONLogitsProcessor` (the options its error messages name).
     """
     model = _as_model(model)
-    proc = JSONLogitsProcessor(
-        schema_or_model,
-        model.vocabulary,
-        whitespace_pattern,
-        lenient=lenient,
-        max_depth=max_depth,
-        extra_properties=extra_properties,
-        engine=engine,
-    )
+    proc = JSONLogitsProcessor(schema_or_model, model.vocabulary, whitespace_pattern, **json_options)
     return SequenceGenerator(
         model, proc, proc.parse, track=track, description="JSON value", fast_forward=fast_forward
     )
@@ -344,10 +393,6 @@ def cfg(
     Grammar errors raise :class:`~outlines_gguf.errors.GrammarError`; ready-made
     grammars are in :mod:`outlines_gguf.grammar.shipped`.
     """
-    from outlines_gguf.llama_cpp.processors import (
-        CFGLogitsProcessor,  # imported here: the CFG engine loads lark
-    )
-
     model = _as_model(model)
     proc = CFGLogitsProcessor(grammar, model.vocabulary, start=start, lexer=lexer)
     return SequenceGenerator(model, proc, track=track, description="grammar", fast_forward=fast_forward)

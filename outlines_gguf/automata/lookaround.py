@@ -3,7 +3,7 @@
 A regex with ``(?=…)``, ``(?!…)``, ``(?<=…)``, ``(?<!…)``, ``\\b``, ``\\B`` or an
 anchor away from the ends still describes a regular language (Python's
 lookbehind has a fixed width, lookaheads are regular), so it compiles to a
-DFA; :mod:`regex_dfa` hands such patterns here.
+DFA; :meth:`.regex.NFABuilder.regex` hands such patterns here.
 
 Design (an alternating automaton, determinized directly):
 
@@ -56,15 +56,8 @@ from outlines_gguf.automata.charsets import (
     _normalize,
 )
 from outlines_gguf.automata.dfa import ByteDFA, StateNumbers, minimize
-from outlines_gguf.automata.regex import (
-    _MISSING,
-    Fragment,
-    NFABuilder,
-    _Flags,
-    _RegexTranslator,
-    _short,
-    sre_parse,
-)
+from outlines_gguf.automata.nfa import _MISSING, Fragment, FragmentBuilder
+from outlines_gguf.automata.translate import _Flags, _RegexTranslator, _short, sre_parse
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, RegexError
 
 __all__ = ["PendingLookaheadError", "compile_assertions", "needs_assertions"]
@@ -142,7 +135,7 @@ def _wide(name: str) -> Ranges:
 class _Shared:
     """What one compilation's translators share: markers, lookahead bodies, watchers."""
 
-    def __init__(self, builder: NFABuilder, chars: Callable[[Ranges], Fragment], pattern: str) -> None:
+    def __init__(self, builder: FragmentBuilder, chars: Callable[[Ranges], Fragment], pattern: str) -> None:
         self.builder = builder
         self.nfa = builder.nfa
         self.chars = chars
@@ -459,7 +452,7 @@ class _Determinizer:
 
 
 def compile_assertions(
-    builder: NFABuilder,
+    builder: FragmentBuilder,
     pattern: str,
     parsed: sre_parse.SubPattern,
     chars: Callable[[Ranges], Fragment],
@@ -485,7 +478,7 @@ def compile_assertions(
 
 
 def _determinized(
-    builder: NFABuilder,
+    builder: FragmentBuilder,
     pattern: str,
     parsed: sre_parse.SubPattern,
     chars: Callable[[Ranges], Fragment],
@@ -518,7 +511,7 @@ def compile_terminal(pattern: str, label: str) -> tuple[ByteDFA, Follow | None]:
     A lookahead that needs more than one following byte raises :class:`PendingLookaheadError`.
     """
     with compile_budget(label):
-        builder = NFABuilder(label)
+        builder = FragmentBuilder(label)
         det = _determinized(builder, pattern, sre_parse.parse(pattern), builder.chars, True, True, True)
         dfa = det.dfa()
         if dfa is None:

@@ -9,8 +9,8 @@ and its contextual lexer. This module turns those into what a guide needs:
   of terminals the contextual lexer tries in a parser state,
 * the parse table as plain dicts, with an incremental ``feed``.
 
-A *configuration* ``(stack, q)`` is a parser stack (a tuple of LALR states)
-and the lexer automaton state of the lexeme being read (``q``; the
+A *configuration* ``(stack, q)`` is a parser stack (an interned int: see
+:class:`ParseTable`) and the lexer automaton state of the lexeme being read (``q``; the
 automaton is the one of the stack's top state). :meth:`Grammar.step` moves a
 configuration by one byte, exactly as lark's contextual lexer and LALR
 parser would read the text; :meth:`Grammar.is_final` says whether the text
@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,14 +36,12 @@ from outlines_gguf.automata.lookaround import (
     compile_terminal,
     needs_assertions,
 )
-from outlines_gguf.automata.regex import C, regex_to_dfa
-from outlines_gguf.automata.regex import sre_parse as _sre_parse
+from outlines_gguf.automata.regex import regex_to_dfa
+from outlines_gguf.automata.translate import C
+from outlines_gguf.automata.translate import sre_parse as _sre_parse
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
 from outlines_gguf.grammar.liveness import Liveness, TooLargeError, lexing_is_free
-
-if TYPE_CHECKING:
-    from outlines_gguf.grammar.general import GeneralGrammar
 
 logger = logging.getLogger("outlines_gguf")
 
@@ -306,7 +304,7 @@ def _regex_errors() -> tuple[type[Exception], ...]:
     return (re.error, regex.error)
 
 
-def _load_lark(text: str, start: str | list[str], parser: str = "lalr"):
+def load_lark(text: str, start: str | list[str], parser: str = "lalr"):
     """lark's parser for ``text`` (``parser="lalr"``: LALR(1) with the contextual lexer;
     ``"earley"``: Earley with every lexing), and the shift/reduce conflicts lark resolved as shift."""
     from lark import Lark
@@ -377,6 +375,41 @@ def _check_productive(rules, start: str) -> None:
         )
 
 
+def _declared_line(text: str, name: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("%declare") and re.search(rf"\b{re.escape(name)}\b", line):
+            return number
+    return None
+
+
+def check_no_declared(text: str, lark, starts: Sequence[str]) -> None:
+    """Raise :func:`declared_terminal_error` for a terminal that a rule reachable from ``starts``
+    uses but no pattern defines."""
+    defined = {t.name for t in lark.terminals if t.pattern is not None}
+    by_origin: dict[str, list] = {}
+    for rule in lark.rules:
+        by_origin.setdefault(str(rule.origin.name), []).append(rule)
+    reached, todo = set(starts), list(starts)
+    while todo:
+        for rule in by_origin.get(todo.pop(), ()):
+            for sym in rule.expansion:
+                if sym.is_term and sym.name not in defined:
+                    raise declared_terminal_error(text, str(sym.name))
+                if not sym.is_term and str(sym.name) not in reached:
+                    reached.add(str(sym.name))
+                    todo.append(str(sym.name))
+
+
+def declared_terminal_error(text: str, name: str) -> GrammarError:
+    """The error for a terminal declared with ``%declare`` (only a Python postlexer could make it)."""
+    line = _declared_line(text, name)
+    where = f" (line {line})" if line else ""
+    return GrammarError(
+        f"terminal {name} is declared with %declare{where} but has no pattern: only a Python "
+        "postlexer (for example an indenter) can produce it, which a token mask cannot follow"
+    )
+
+
 class Grammar:
     """A Lark grammar, compiled for byte-by-byte recognition (see the module docstring).
 
@@ -399,7 +432,7 @@ class Grammar:
     def __init__(self, text: str, start: str = "start", *, loaded: tuple | None = None) -> None:
         self.text = text
         self.start_symbol = start
-        lark, self.conflicts = loaded if loaded is not None else _load_lark(text, start)
+        lark, self.conflicts = loaded if loaded is not None else load_lark(text, start)
         if self.conflicts:
             logger.warning(
                 "outlines-gguf: the grammar has %d shift/reduce conflict(s), which lark resolves as shift "
@@ -407,8 +440,6 @@ class Grammar:
                 len(self.conflicts),
                 "; ".join(self.conflicts[:3]),
             )
-        from outlines_gguf.grammar.general import check_no_declared
-
         check_no_declared(text, lark, [start])
         _check_productive(lark.rules, start)
         frontend = lark.parser
@@ -421,8 +452,6 @@ class Grammar:
         for term in lark.terminals:
             pattern = term.pattern
             if pattern is None:
-                from outlines_gguf.grammar.general import declared_terminal_error
-
                 raise declared_terminal_error(text, term.name)
             dfas[term.name], follow = terminal_lexing(term.name, pattern.to_regexp())
             if follow is not None:
@@ -669,46 +698,3 @@ class Grammar:
             self.example()
         except RecursionError as exc:  # pragma: no cover - defensive
             raise ConstraintTooComplexError("the grammar is too deep to check") from exc
-
-
-LEXERS = ("auto", "contextual", "dynamic")
-"""The grammar modes (see :func:`outlines_gguf.compiler.compile_grammar`)."""
-
-START_UNION = "outlines_gguf_start_union"
-"""The rule added to a grammar with several start rules for the LALR mode (its language is their union)."""
-
-
-def normalize_start(start: str | Sequence[str]) -> str | tuple[str, ...]:
-    """A start rule name, or several as a tuple (hashable, for the compile cache)."""
-    if isinstance(start, str):
-        return start
-    starts = tuple(start)
-    if not starts or not all(isinstance(s, str) for s in starts):
-        raise GrammarError(f"start must be a rule name or a non-empty list of them, not {start!r}")
-    return starts[0] if len(starts) == 1 else starts
-
-
-def build_grammar(text: str, start: str | tuple[str, ...], lexer: str) -> Grammar | GeneralGrammar:
-    """The grammar in the mode ``lexer`` asks for (uncached: ``compiler.compile_grammar`` caches)."""
-    from outlines_gguf.grammar.general import GeneralGrammar
-
-    if lexer not in LEXERS:
-        raise GrammarError(f"lexer must be one of {', '.join(LEXERS)}, not {lexer!r}")
-    if lexer == "dynamic":
-        return GeneralGrammar(text, start)
-    if isinstance(start, tuple):
-        lalr_text, lalr_start = f"{text}\n{START_UNION}: {' | '.join(start)}\n", START_UNION
-    else:
-        lalr_text, lalr_start = text, start
-    if lexer == "contextual":
-        return Grammar(lalr_text, lalr_start)
-    try:
-        loaded = _load_lark(lalr_text, lalr_start)
-    except GrammarError as exc:  # a reduce/reduce conflict is LALR's limit, not the grammar's
-        if "Reduce/Reduce collision" not in str(exc):
-            raise
-        return GeneralGrammar(text, start)
-    if loaded[1]:
-        logger.info("outlines-gguf: the grammar has LALR conflicts; using the general mode")
-        return GeneralGrammar(text, start)
-    return Grammar(lalr_text, lalr_start, loaded=loaded)

@@ -18,7 +18,7 @@ from collections import deque
 
 import numpy as np
 
-from outlines_gguf.grammar.compiled import MEMO_SIZE, Grammar
+from outlines_gguf.grammar.compiled import ACCEPT, END, MEMO_SIZE, Grammar
 from outlines_gguf.grammar.lexer import LexerAutomaton
 
 MAX_CHECKED_PAIRS = 200_000
@@ -124,8 +124,6 @@ def lexer_conflicts(
     Shift/reduce conflicts count too. The engine never lets text outside the grammar through in
     any case: a mis-split only refuses a text that the grammar allows.
     """
-    from outlines_gguf.grammar.compiled import ACCEPT, END
-
     problems = [f"LALR conflict: {c}" for c in grammar.conflicts]
     dfas = grammar.terminal_dfas
     table = grammar.table

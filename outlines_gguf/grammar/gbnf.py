@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
 
 from outlines_gguf.errors import EmptyLanguageError, GrammarError
+from outlines_gguf.grammar.compiled import Grammar
+from outlines_gguf.grammar.exact import compile_exact_grammar, lexer_conflicts
 from outlines_gguf.grammar.gbnf_parse import (
     ANY,
     START,
@@ -34,10 +35,8 @@ from outlines_gguf.grammar.gbnf_parse import (
     _refs,
     parse_gbnf,
 )
-
-if TYPE_CHECKING:
-    from outlines_gguf.grammar.compiled import Grammar
-    from outlines_gguf.grammar.general import GeneralGrammar
+from outlines_gguf.grammar.general import GeneralGrammar
+from outlines_gguf.grammar.modes import build_grammar
 
 logger = logging.getLogger("outlines_gguf")
 
@@ -422,9 +421,6 @@ def build_gbnf(text: str) -> Grammar | GeneralGrammar:
     meaning. Raises :class:`GrammarError` for invalid GBNF.
     """
     from lark.exceptions import GrammarError as LarkGrammarError
-
-    from outlines_gguf.grammar.compiled import build_grammar
-    from outlines_gguf.grammar.exact import compile_exact_grammar, lexer_conflicts
 
     lark_text = gbnf_to_lark(text)
     try:

@@ -24,7 +24,6 @@ looks up transitions vectorized and computes only the ones never seen.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -33,7 +32,13 @@ import numpy as np
 
 from outlines_gguf.automata.dfa import ByteDFA, reaching
 from outlines_gguf.errors import ConstraintTooComplexError, GrammarError
-from outlines_gguf.grammar.compiled import bfs_completion
+from outlines_gguf.grammar.compiled import (
+    bfs_completion,
+    check_no_declared,
+    declared_terminal_error,
+    load_lark,
+    terminal_lexing,
+)
 from outlines_gguf.grammar.glr_table import CFGRule, GLRTable, build_table, normalize
 from outlines_gguf.grammar.lexer import byte_classes
 from outlines_gguf.locking import Locked
@@ -53,53 +58,16 @@ UNKNOWN = -2
 DEAD = -1
 
 
-def _declared_line(text: str, name: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("%declare") and re.search(rf"\b{re.escape(name)}\b", line):
-            return number
-    return None
-
-
-def check_no_declared(text: str, lark, starts: Sequence[str]) -> None:
-    """Raise :func:`declared_terminal_error` for a terminal that a rule reachable from ``starts``
-    uses but no pattern defines."""
-    defined = {t.name for t in lark.terminals if t.pattern is not None}
-    by_origin: dict[str, list] = {}
-    for rule in lark.rules:
-        by_origin.setdefault(str(rule.origin.name), []).append(rule)
-    reached, todo = set(starts), list(starts)
-    while todo:
-        for rule in by_origin.get(todo.pop(), ()):
-            for sym in rule.expansion:
-                if sym.is_term and sym.name not in defined:
-                    raise declared_terminal_error(text, str(sym.name))
-                if not sym.is_term and str(sym.name) not in reached:
-                    reached.add(str(sym.name))
-                    todo.append(str(sym.name))
-
-
-def declared_terminal_error(text: str, name: str) -> GrammarError:
-    """The error for a terminal declared with ``%declare`` (only a Python postlexer could make it)."""
-    line = _declared_line(text, name)
-    where = f" (line {line})" if line else ""
-    return GrammarError(
-        f"terminal {name} is declared with %declare{where} but has no pattern: only a Python "
-        "postlexer (for example an indenter) can produce it, which a token mask cannot follow"
-    )
-
-
 class GeneralGrammar(Locked):
     """A Lark grammar in the general mode (see the module docstring)."""
 
     mode = "general"
 
     def __init__(self, text: str, start: str | Sequence[str] = "start") -> None:
-        from outlines_gguf.grammar.compiled import _load_lark, terminal_lexing
-
         self.text = text
         starts = [start] if isinstance(start, str) else list(start)
         self.start_symbol = start if isinstance(start, str) else tuple(starts)
-        lark, _ = _load_lark(text, starts, parser="earley")
+        lark, _ = load_lark(text, starts, parser="earley")
         check_no_declared(text, lark, starts)
         dfas: dict[str, ByteDFA] = {}
         for term in lark.terminals:

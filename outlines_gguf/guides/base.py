@@ -18,7 +18,7 @@ import numpy as np
 
 from outlines_gguf import fast_unique
 from outlines_gguf.automata.dfa import ByteDFA, group_columns
-from outlines_gguf.automata.regex import utf8_sequences
+from outlines_gguf.automata.nfa import utf8_sequences
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.tokens.text import PLAIN_RANGES
 from outlines_gguf.tokens.trie import Loops, TokenTrie, loop_bits
@@ -592,3 +592,12 @@ class LRUCache(OrderedDict):
         self[key] = value
         while len(self) > self.size:
             self.popitem(last=False)
+
+    def get_or_make(self, key, make):
+        """The value of ``key``; where there is none, ``make()``'s, kept (the memo every guide
+        and cache here writes; the caller holds whatever lock guards the cache)."""
+        value = self.get(key)
+        if value is None:
+            value = make()
+            self.put(key, value)
+        return value

@@ -22,7 +22,6 @@ Masks are cached per configuration (LRU).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Hashable
 from functools import cached_property
 from typing import Any, cast
@@ -33,6 +32,7 @@ from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.grammar.compiled import Config, Grammar
 from outlines_gguf.grammar.lexer import CROSS
 from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, LRUCache, TokenMask, bytes_to_read
+from outlines_gguf.locking import Locked
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
@@ -56,7 +56,7 @@ NARROW_NODES = 1024  # is walked node by node in Python instead of level by leve
 _Walk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class GrammarGuide:
+class GrammarGuide(Locked):
     """What the guides of both grammar modes share: the vocabulary check, pickling without the
     lock and the caches, the compressed trie, stepping, the mask cache and the mask from the
     allowed tokens. Subclasses say which caches they keep (``_caches``) and which lock guards
@@ -74,21 +74,13 @@ class GrammarGuide:
         self._masks: LRUCache = LRUCache(MASK_CACHE_SIZE)
         self._lock = self._new_lock()
 
-    def _new_lock(self) -> threading.RLock:
-        return threading.RLock()
-
-    def __getstate__(self) -> dict[str, object]:
+    def __getstate__(self) -> dict[str, Any]:
         """Pickles without its lock, caches and compressed trie (rebuilt lazily in the other process)."""
-        state = self.__dict__.copy()
-        for name in ("_lock", "trie"):
-            state.pop(name, None)
+        state = super().__getstate__()
+        state.pop("trie", None)
         for name in self._caches:
             state[name] = LRUCache(state[name].size)
         return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = self._new_lock()
 
     @cached_property
     def trie(self) -> TokenTrie:
@@ -111,11 +103,7 @@ class GrammarGuide:
         if state == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
         with self._lock:
-            mask = self._masks.get(state)
-            if mask is None:
-                mask = self._compute_mask(state)
-                self._masks.put(state, mask)
-            return mask
+            return self._masks.get_or_make(state, lambda: self._compute_mask(state))
 
     def is_final(self, state: Hashable) -> bool:
         raise NotImplementedError

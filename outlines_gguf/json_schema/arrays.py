@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from outlines_gguf.automata.regex import Fragment
+from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.json_schema.algebra import _unique_domain
 from outlines_gguf.json_schema.keywords import _CONTAINS_KEYS, ITEMS_RUN, ITEMS_RUN_KEY, MAX_ITEMS_CAP
 

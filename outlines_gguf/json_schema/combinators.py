@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import intersect
-from outlines_gguf.automata.regex import Fragment
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     DFAProductTooLargeError,
@@ -291,9 +291,7 @@ class _CombinatorRules:
 
     def sub_dfa(self: CompilerAPI, schema: Any, path: str, depth: int) -> ByteDFA | None:
         """Compile a sub-schema on its own (for products of automata)."""
-        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
-
-        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, self.extra_properties)
+        sub = self.sub_compiler(extra_properties=self.extra_properties)
         sub._ref_depth = dict(self._ref_depth)
         sub._spread = self._spread  # one budget for the whole compile
         fragment = sub.value(schema, path, depth)

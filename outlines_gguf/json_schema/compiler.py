@@ -27,7 +27,8 @@ from typing import Any
 
 from outlines_gguf.automata.budget import compile_budget
 from outlines_gguf.automata.dfa import ByteDFA
-from outlines_gguf.automata.regex import Fragment, NFABuilder, regex_may_be_refused
+from outlines_gguf.automata.nfa import Fragment
+from outlines_gguf.automata.regex import NFABuilder, regex_may_be_refused
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     OutlinesGGUFError,
@@ -94,6 +95,13 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self._ref_depth: dict[str, int] = {}
 
     # -- small helpers ------------------------------------------------------------------------
+
+    def sub_compiler(
+        self, builder: NFABuilder | None = None, extra_properties: bool | None = None
+    ) -> _Compiler:
+        """A fresh compiler with this one's root and settings, for an automaton built on its own
+        (in ``builder``, or a new one): how the rule mixins make one without importing this module."""
+        return _Compiler(self.root, self.ws, self.max_depth, self.lenient, extra_properties, builder=builder)
 
     @property
     def b(self) -> NFABuilder:

@@ -11,7 +11,8 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from outlines_gguf.automata.dfa import ByteDFA
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.nfa import Fragment
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import SchemaError
 from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.scalars import _Bounds
@@ -48,6 +49,9 @@ class CompilerAPI(Protocol):
         close: Callable[[int], None],
     ) -> None: ...
     def any_value(self, depth: int) -> Fragment | None: ...
+    def sub_compiler(
+        self, builder: NFABuilder | None = None, extra_properties: bool | None = None
+    ) -> CompilerAPI: ...
     @property
     def b(self) -> NFABuilder: ...
     def nested(self) -> AbstractContextManager[None]: ...

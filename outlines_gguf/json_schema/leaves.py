@@ -247,8 +247,6 @@ _LABEL = (
     r"|-[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,58}[a-zA-Z0-9])?)|[a-zA-Z0-9])?"
 )
 _ATEXT = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
-# RFC 5322 dot-atom local part, at most 64 characters: a long one without dots, or a dotted one
-# of at most 32 characters between the dots
 # RFC 5322 dot-atom local part: no leading, trailing or doubled dot. Lengths (64 for the local
 # part, 63 for a label) are not counted: counting multiplies the automaton's states, and under a
 # maxLength, whose characters are counted over them, a few hundred states leave room for a few

@@ -12,8 +12,9 @@ import numpy as np
 
 from outlines_gguf.automata.charsets import MAX_CODEPOINT, Ranges, _complement, _normalize
 from outlines_gguf.automata.dfa import ByteDFA, minimize
+from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import difference
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import EmptyLanguageError, SchemaError
 from outlines_gguf.json_schema.leaves import NUMBER, integer_range, number_range
 

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from outlines_gguf.automata.charsets import _complement, _normalize
 from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import difference, intersect
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import EmptyLanguageError, SchemaError
 from outlines_gguf.json_schema.keywords import (
     CHUNK_KEY,
@@ -334,9 +335,7 @@ class _ObjectRules:
         if names is True or names == {}:
             return None
         helper = NFABuilder("propertyNames")
-        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
-
-        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        sub = self.sub_compiler(helper)
         fragment = sub.value({"allOf": [names, {"type": "string"}]}, path, self.max_depth)
         try:
             return helper.build(fragment)
@@ -434,9 +433,7 @@ class _ObjectRules:
         that match exactly the patterns of each set, for every set some key matches; such a
         key's value is governed by every pattern of its set."""
         helper = NFABuilder("patternProperties")
-        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
-
-        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        sub = self.sub_compiler(helper)
         keys: list[ByteDFA | None] = []
         for p in patterns:
             fragment = sub.string({"pattern": p}, f"{path}/patternProperties")
@@ -488,9 +485,7 @@ class _ObjectRules:
         """A JSON string key that matches none of ``patterns`` (searched, as JSON Schema says)
         and is none of the declared names: the keys ``additionalProperties`` governs."""
         helper = NFABuilder("patternProperties")
-        from outlines_gguf.json_schema.compiler import _Compiler  # a cycle at import time
-
-        sub = _Compiler(self.root, self.ws, self.max_depth, self.lenient, None, builder=helper)
+        sub = self.sub_compiler(helper)
         taken = [sub.string({"pattern": p}, f"{path}/patternProperties") for p in patterns]
         taken += [helper.literal(json.dumps(n, ensure_ascii=False)) for n in props]
         try:

@@ -258,11 +258,7 @@ class PushdownGuide(Locked):
                 self._masks, self._walks = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
                 self._version = self.schema.version
             key = self._mask_key(_configs(state))
-            mask = self._masks.get(key)
-            if mask is None:
-                mask = self._compute_mask(key)
-                self._masks.put(key, mask)
-            return mask
+            return self._masks.get_or_make(key, lambda: self._compute_mask(key))
 
     def _mask_key(self, state: frozenset) -> frozenset:
         """``state`` with each configuration inside a run of a counted string moved to the

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from outlines_gguf.automata.budget import MAX_DFA_STATES
 from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import intersect
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import (
     ConstraintTooComplexError,
     DFAProductTooLargeError,

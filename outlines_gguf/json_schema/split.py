@@ -169,14 +169,6 @@ class SplitSchema(Locked):
                 stack.append((checker.resolve(ref, path), f"{path}/$ref", _LISTED if listed else level))
         return doubt
 
-    @property
-    def n_compiled(self) -> int:
-        return len(self._nodes)
-
-    @property
-    def n_registered(self) -> int:
-        return len(self._schemas)
-
     def register(self, schema: Any, path: str) -> int:
         """The number of the node for ``schema`` (a new one the first time it is seen)."""
         key: Hashable
@@ -205,6 +197,11 @@ class SplitSchema(Locked):
             self._schemas.append((schema, path))
         return number
 
+    @property
+    def n_registered(self) -> int:
+        """Node numbers given so far (the few skipped included), compiled or not."""
+        return len(self._schemas)
+
     def node(self, number: int) -> Node:
         """The compiled node, *active*: every callee is either compiled and known to be
         productive (or cut), or certainly satisfiable by its schema alone."""
@@ -215,6 +212,11 @@ class SplitSchema(Locked):
                 self._activate(number, set())
                 self._settle_emptiness()
             return self._nodes[number]
+
+    @property
+    def n_compiled(self) -> int:
+        """Nodes compiled so far (each when generation first reaches it): how laziness shows."""
+        return len(self._nodes)
 
     def compile_all(self) -> None:
         """Compile every node reachable from the root now (for tests and ahead-of-time use)."""

@@ -20,8 +20,10 @@ from functools import lru_cache
 import numpy as np
 
 from outlines_gguf.automata.dfa import ByteDFA, _prune_dead, minimize
-from outlines_gguf.automata.regex import Fragment, NFABuilder
+from outlines_gguf.automata.nfa import Fragment
+from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import ConstraintTooComplexError
+from outlines_gguf.json_schema.lexical import any_string_char, plain_key_char
 
 MAX_LAYERED_ENTRIES = 4_000_000
 """Table entries (states x 256, 16 MB) a layered automaton may have before pruning. A pattern
@@ -43,8 +45,6 @@ def _one_character(label: str, make: Callable[[NFABuilder], Fragment]) -> tuple[
 @lru_cache(maxsize=1)
 def _char_dfa() -> tuple[np.ndarray, int]:
     """One JSON string character (raw or escaped) and its final state."""
-    from outlines_gguf.json_schema.lexical import any_string_char  # imported on first use
-
     return _one_character("string character", any_string_char)
 
 
@@ -186,8 +186,6 @@ def literal_trie_dfa(texts: list[bytes]) -> ByteDFA | None:
 def _plain_char_dfa() -> tuple[np.ndarray, int]:
     """One plain character (UTF-8, no control character, quote or backslash) and its final
     state."""
-    from outlines_gguf.json_schema.lexical import plain_key_char
-
     return _one_character("key character", plain_key_char)
 
 

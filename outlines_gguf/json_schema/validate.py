@@ -32,6 +32,7 @@ from outlines_gguf.json_schema.keywords import (
     _is_number,
 )
 from outlines_gguf.json_schema.leaves import STRING_FORMATS, UNENFORCEABLE_FORMATS
+from outlines_gguf.json_schema.lexical import _searched  # the one "searched"
 from outlines_gguf.json_schema.numbers import exact_value
 
 MAX_REF_HOPS = 64
@@ -104,8 +105,6 @@ def pattern_dfa(regex: str) -> ByteDFA | None:
 
 def pattern_matches(pattern: str, text: str) -> bool:
     """Whether ``pattern`` is found in ``text`` (JSON Schema searches), by our regex automaton."""
-    from outlines_gguf.json_schema.lexical import _searched  # the one "searched" (imported on first use)
-
     try:
         dfa = pattern_dfa(_searched(pattern))
     except OutlinesGGUFError as exc:  # a pattern our regex automata cannot express

@@ -68,11 +68,7 @@ _indexes_lock = threading.Lock()
 def prefix_index(vocabulary: Vocabulary) -> PrefixIndex:
     """The :class:`PrefixIndex` of ``vocabulary`` (built once, shared)."""
     with _indexes_lock:
-        index = _indexes.get(vocabulary.hash)
-        if index is None:
-            index = PrefixIndex(vocabulary)
-            _indexes.put(vocabulary.hash, index)
-        return index
+        return _indexes.get_or_make(vocabulary.hash, lambda: PrefixIndex(vocabulary))
 
 
 PLAN_CACHE_SIZE = 4096

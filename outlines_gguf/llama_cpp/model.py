@@ -13,8 +13,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from outlines_gguf.errors import ChatTemplateError, GGUFFormatError
+from outlines_gguf.guides.base import LRUCache
+from outlines_gguf.llama_cpp.fast_forward import FastForward
+from outlines_gguf.tokens.cache import as_vocabulary
 from outlines_gguf.tokens.gguf import gguf_tensor_count
-from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
     from llama_cpp.llama_types import ChatCompletionRequestMessage
@@ -51,20 +54,13 @@ class LlamaCpp:
     def fast_forward_planner(self, guide: Any) -> Any:
         """The :class:`~outlines_gguf.llama_cpp.fast_forward.FastForward` of ``guide`` with this model's
         tokenizer, kept (a few, least recently used dropped) so its plans serve later calls."""
-        from outlines_gguf.guides.base import LRUCache
-        from outlines_gguf.llama_cpp.fast_forward import FastForward
-
         planners = self.__dict__.setdefault("_planners", LRUCache(PLANNERS_KEPT))
-        planner = planners.get(guide)
-        if planner is None:
-            llm = self.llm
+        llm = self.llm
 
-            def tokenize(data: bytes) -> list[int]:
-                return llm.tokenize(data, add_bos=False, special=False)
+        def tokenize(data: bytes) -> list[int]:
+            return llm.tokenize(data, add_bos=False, special=False)
 
-            planner = FastForward(guide, tokenize)
-            planners.put(guide, planner)
-        return planner
+        return planners.get_or_make(guide, lambda: FastForward(guide, tokenize))
 
     @property
     def n_ctx(self) -> int:

@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -30,19 +30,24 @@ from outlines_gguf.errors import (
     ProcessorFailedError,
     VocabularyError,
 )
+from outlines_gguf.grammar.gbnf_parse import is_gbnf
 from outlines_gguf.guides.base import Guide, RegexGuide
 from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.json_schema.loading import prepare_schema
+from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.python_types import schema_source
+from outlines_gguf.json_schema.split import split_schema
 from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.llama_cpp.hook import GuardedHook
-from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.locking import Locked
+from outlines_gguf.tokens.cache import as_vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 logger = logging.getLogger("outlines_gguf")
 
 
-class GuideLogitsProcessor(GuardedHook):
+class GuideLogitsProcessor(GuardedHook, Locked):
     """Constrain generation to a :class:`~outlines_gguf.guides.base.Guide`.
 
     The first call of a generation records where generation starts (the
@@ -69,7 +74,7 @@ class GuideLogitsProcessor(GuardedHook):
         eog = self.vocabulary.eog_array.astype(np.intp)
         self._guard = hook.StickyFailure(f"{type(self).__name__} failed", eog)
         self.calls = 0
-        self._call_lock = threading.Lock()
+        self._lock = self._new_lock()
         self._conflict: ConcurrentUseError | None = None
         self.reset()
 
@@ -78,7 +83,7 @@ class GuideLogitsProcessor(GuardedHook):
     def reset(self) -> None:
         """Forget the current generation (and a concurrent use seen before): the next call,
         from any thread, starts a new one."""
-        with self._call_lock:
+        with self._lock:
             self._conflict = None
             self._reset()
 
@@ -90,15 +95,13 @@ class GuideLogitsProcessor(GuardedHook):
         self._owner: int | None = None  # the thread that drives the current generation
         self._guard.reset()
 
+    def _new_lock(self) -> threading.Lock:
+        return threading.Lock()  # nothing here takes it twice
+
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_call_lock"]
+        state = super().__getstate__()
         state["_owner"] = None  # thread ids mean nothing in another process
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._call_lock = threading.Lock()
 
     @property
     def is_finished(self) -> bool:
@@ -114,7 +117,7 @@ class GuideLogitsProcessor(GuardedHook):
     # -- the hook ---------------------------------------------------------------------------
 
     def __call__(self, input_ids: Any, scores: np.ndarray) -> np.ndarray:
-        with self._call_lock:
+        with self._lock:
             self.calls += 1
             return self._guard.run(lambda: self._step(input_ids, scores), scores)
 
@@ -165,7 +168,7 @@ class GuideLogitsProcessor(GuardedHook):
         loop took ``forced`` without sampling. Advance over ``sampled`` and all forced tokens but
         the last, which the next call brings as its new token, as usual. (``natural``, the raw
         logits of the forced positions, is for trackers.)"""
-        with self._call_lock:
+        with self._lock:
             if self._seen is None or self._failed or not forced:
                 return
             new = [int(sampled), *(int(t) for t in forced[:-1])]
@@ -234,6 +237,16 @@ class RegexLogitsProcessor(GuideLogitsProcessor):
         super().__init__(regex_guide(pattern, vocabulary), vocabulary)
 
 
+class JSONOptions(TypedDict, total=False):
+    """The keyword options of :class:`JSONLogitsProcessor` (their defaults are its own), which
+    ``generate.json`` passes on as they are: one list, so that type checkers check both."""
+
+    max_depth: int
+    lenient: bool
+    extra_properties: bool | None
+    engine: str
+
+
 class JSONLogitsProcessor(GuideLogitsProcessor):
     """Constrain generation to JSON that validates against a schema.
 
@@ -279,9 +292,6 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         if engine not in ("dfa", "pushdown"):
             raise ValueError(f"engine must be 'pushdown' or 'dfa', not {engine!r}")
         if engine == "pushdown":
-            from outlines_gguf.json_schema.pushdown import PushdownGuide
-            from outlines_gguf.json_schema.split import split_schema
-
             def build_split() -> PushdownGuide:
                 return PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
 
@@ -325,8 +335,6 @@ class CFGLogitsProcessor(GuideLogitsProcessor):
     def __init__(
         self, grammar: str, tokenizer: Any, *, start: str | Sequence[str] = "start", lexer: str = "auto"
     ) -> None:
-        from outlines_gguf.grammar.gbnf_parse import is_gbnf
-
         vocabulary = as_vocabulary(tokenizer)
         self.grammar = grammar
         if is_gbnf(grammar):

@@ -35,8 +35,10 @@ import numpy as np
 
 from outlines_gguf.errors import ProcessorFailedError
 from outlines_gguf.llama_cpp import hook
+from outlines_gguf.llama_cpp.completion_check import completion_text, token_for_bytes
 from outlines_gguf.llama_cpp.hook import GuardedHook
-from outlines_gguf.tokens.vocabulary import Vocabulary, as_vocabulary
+from outlines_gguf.tokens.cache import as_vocabulary
+from outlines_gguf.tokens.vocabulary import Vocabulary
 
 logger = logging.getLogger("outlines_gguf")
 
@@ -200,8 +202,6 @@ class LogitTrackingProcessor(GuardedHook):
         ``create_chat_completion``) returned, or from the generated text; returns it, or None
         where the text does not name one token the constraint allowed there (an
         end-of-generation stop among several allowed ones)."""
-        from outlines_gguf.llama_cpp.completion_check import completion_text, token_for_bytes
-
         if not self._n or self.vocabulary is None or self._pending is None:
             return None
         pos, _, constrained = self._pending

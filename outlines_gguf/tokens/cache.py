@@ -1,4 +1,6 @@
-"""An on-disk cache of prepared vocabularies, so a new process starts generating at once.
+"""Where vocabularies come from, read once: :func:`as_vocabulary` (a ``Llama``, a GGUF path or
+a :class:`Vocabulary`), over an in-memory cache and an on-disk cache of prepared vocabularies,
+so a new process starts generating at once.
 
 Reading a 152k vocabulary through llama.cpp and building its token tries
 takes about a second per process; loading them from disk takes a few tens of
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf import disk_cache
+from outlines_gguf.errors import VocabularyError
 from outlines_gguf.tokens.text import TextTokens
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary, vocabulary_hash
@@ -48,14 +51,7 @@ CACHE_FORMAT = 1
 MAX_FILES = 16
 """Vocabularies kept (each about 10 to 20 MB for 128k to 152k tokens); the oldest are removed."""
 
-_SOURCES = (
-    "vocabulary.py",
-    "token_trie.py",
-    "text_tokens.py",
-    "_llama_vocab_rules.py",
-    "gguf_metadata.py",
-    "vocab_cache.py",
-)
+_SOURCES = ("vocabulary.py", "trie.py", "text.py", "llama_rules.py", "gguf.py", "cache.py")
 _TRIE_FIELDS = [f.name for f in dataclasses.fields(TokenTrie) if f.name != "root_children"]
 _TEXT_TRIES = ("rest", "rest_bare", "rest_tails")
 _TEXT_ARRAYS = [f.name for f in dataclasses.fields(TextTokens) if f.name not in _TEXT_TRIES]
@@ -280,3 +276,65 @@ def store(file: Path, header: dict[str, Any], vocab: Vocabulary) -> None:
 def clear() -> int:
     """Delete every vocabulary entry; returns how many were deleted."""
     return disk_cache.clear_folder(cache_dir())
+
+
+# -- a vocabulary from whatever names one, read once ----------------------------------------
+
+
+def as_vocabulary(tokenizer: Any) -> Vocabulary:
+    """Accept a :class:`Vocabulary`, a ``llama_cpp.Llama`` or a GGUF path.
+
+    Vocabularies read from a ``Llama`` are cached on it, so building many
+    processors for one model reads its vocabulary once; on disk too, with its
+    token tries (:mod:`~outlines_gguf.tokens.cache`), so a new process loads them.
+    """
+    if isinstance(tokenizer, Vocabulary):
+        return tokenizer
+    if isinstance(tokenizer, (str, os.PathLike)):
+        return _cached_gguf_vocabulary(os.path.abspath(os.fspath(tokenizer)))
+    vocab = getattr(tokenizer, "vocabulary", None)  # our model wrapper
+    if isinstance(vocab, Vocabulary):
+        return vocab
+    if hasattr(tokenizer, "model") and hasattr(tokenizer, "n_vocab"):
+        cached = getattr(tokenizer, "_outlines_gguf_vocabulary", None)
+        if isinstance(cached, Vocabulary):
+            return cached
+        vocab = _from_llama_cached(tokenizer)
+        try:
+            tokenizer._outlines_gguf_vocabulary = vocab
+        except AttributeError:
+            pass
+        return vocab
+    raise VocabularyError(
+        f"cannot get a vocabulary from {type(tokenizer).__name__}: pass a llama_cpp.Llama, "
+        "an outlines_gguf.Vocabulary or a GGUF file path"
+    )
+
+
+_GGUF_CACHE: dict[tuple[str, float, int], Vocabulary] = {}
+
+
+def clear_gguf_cache() -> None:
+    """Forget the vocabularies read from GGUF files."""
+    _GGUF_CACHE.clear()
+
+
+def _cached_gguf_vocabulary(path: str) -> Vocabulary:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise VocabularyError(f"cannot read GGUF file {path!r}: {exc.strerror}") from exc
+    key = (path, st.st_mtime, st.st_size)
+    vocab = _GGUF_CACHE.get(key)
+    if vocab is None:
+        if len(_GGUF_CACHE) >= 8:
+            _GGUF_CACHE.pop(next(iter(_GGUF_CACHE)))
+        vocab = _GGUF_CACHE[key] = cached_vocabulary(path, "gguf", lambda: Vocabulary.from_gguf(path))
+    return vocab
+
+
+def _from_llama_cached(llm: Any) -> Vocabulary:
+    path = getattr(llm, "model_path", None)
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return Vocabulary.from_llama(llm)
+    return cached_vocabulary(path, "llama", lambda: Vocabulary.from_llama(llm))

@@ -15,17 +15,15 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from outlines_gguf.errors import VocabularyError
 from outlines_gguf.tokens.gguf import read_gguf_metadata
 from outlines_gguf.tokens.llama_rules import ATTR_CONTROL, ATTR_UNKNOWN, ATTR_UNUSED, derive_tokenizer
-
-if TYPE_CHECKING:
-    from outlines_gguf.tokens.text import TextTokens
-    from outlines_gguf.tokens.trie import TokenTrie
+from outlines_gguf.tokens.text import TextTokens
+from outlines_gguf.tokens.trie import TokenTrie
 
 _NEVER_EMITTED_ATTRS = ATTR_CONTROL | ATTR_UNKNOWN | ATTR_UNUSED
 # Filler tokens that converters add to pad a vocabulary (Qwen2's "[PAD151931]"):
@@ -247,8 +245,6 @@ class Vocabulary:
     @cached_property
     def trie(self) -> TokenTrie:
         """A prefix tree of the non-special tokens, built once per vocabulary."""
-        from outlines_gguf.tokens.trie import TokenTrie
-
         return TokenTrie.build(self.tokens, self.is_special)
 
     @cached_property
@@ -264,8 +260,6 @@ class Vocabulary:
     @cached_property
     def text_tokens(self) -> TextTokens:
         """Plain-text tokens by character count, and a trie of the others (built once)."""
-        from outlines_gguf.tokens.text import TextTokens
-
         return TextTokens.build(self.tokens, self.is_special)
 
     def prepare(self) -> Vocabulary:
@@ -327,66 +321,3 @@ def vocabulary_hash(blob: bytes, lengths: Any, special: Any, eog: Any) -> str:
     h.update(b"|")
     h.update(np.asarray(eog, dtype="<i8").tobytes())
     return h.hexdigest()
-
-
-def as_vocabulary(tokenizer: Any) -> Vocabulary:
-    """Accept a :class:`Vocabulary`, a ``llama_cpp.Llama`` or a GGUF path.
-
-    Vocabularies read from a ``Llama`` are cached on it, so building many
-    processors for one model reads its vocabulary once; on disk too, with its
-    token tries (:mod:`~outlines_gguf.tokens.cache`), so a new process loads them.
-    """
-    if isinstance(tokenizer, Vocabulary):
-        return tokenizer
-    if isinstance(tokenizer, (str, os.PathLike)):
-        return _cached_gguf_vocabulary(os.path.abspath(os.fspath(tokenizer)))
-    vocab = getattr(tokenizer, "vocabulary", None)  # our model wrapper
-    if isinstance(vocab, Vocabulary):
-        return vocab
-    if hasattr(tokenizer, "model") and hasattr(tokenizer, "n_vocab"):
-        cached = getattr(tokenizer, "_outlines_gguf_vocabulary", None)
-        if isinstance(cached, Vocabulary):
-            return cached
-        vocab = _from_llama_cached(tokenizer)
-        try:
-            tokenizer._outlines_gguf_vocabulary = vocab
-        except AttributeError:
-            pass
-        return vocab
-    raise VocabularyError(
-        f"cannot get a vocabulary from {type(tokenizer).__name__}: pass a llama_cpp.Llama, "
-        "an outlines_gguf.Vocabulary or a GGUF file path"
-    )
-
-
-_GGUF_CACHE: dict[tuple[str, float, int], Vocabulary] = {}
-
-
-def clear_gguf_cache() -> None:
-    """Forget the vocabularies read from GGUF files."""
-    _GGUF_CACHE.clear()
-
-
-def _cached_gguf_vocabulary(path: str) -> Vocabulary:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise VocabularyError(f"cannot read GGUF file {path!r}: {exc.strerror}") from exc
-    key = (path, st.st_mtime, st.st_size)
-    vocab = _GGUF_CACHE.get(key)
-    if vocab is None:
-        if len(_GGUF_CACHE) >= 8:
-            _GGUF_CACHE.pop(next(iter(_GGUF_CACHE)))
-        from outlines_gguf.tokens.cache import cached_vocabulary
-
-        vocab = _GGUF_CACHE[key] = cached_vocabulary(path, "gguf", lambda: Vocabulary.from_gguf(path))
-    return vocab
-
-
-def _from_llama_cached(llm: Any) -> Vocabulary:
-    path = getattr(llm, "model_path", None)
-    if not isinstance(path, str) or not os.path.isfile(path):
-        return Vocabulary.from_llama(llm)
-    from outlines_gguf.tokens.cache import cached_vocabulary
-
-    return cached_vocabulary(path, "llama", lambda: Vocabulary.from_llama(llm))

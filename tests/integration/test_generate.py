@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -270,6 +271,26 @@ def test_bad_arguments(model, kwargs) -> None:
         gen("x", **kwargs)
     with pytest.raises(ValueError):
         gen.stream("x", **kwargs)  # checked when the stream is made, not at the first piece
+
+
+def test_an_options_object_gives_what_the_keywords_give(model) -> None:
+    gen = generate.regex(model, r"[a-z]{2,8}( [a-z]{2,8}){0,3}")
+    keywords = dict(max_tokens=12, seed=7, temperature=1.0, top_k=20, top_p=0.9, min_p=0.01)
+    opts = generate.GenerateOptions(**keywords, on_incomplete="return")
+    expected = gen("Words: ", on_incomplete="return", **keywords)
+    assert gen("Words: ", options=opts) == expected
+    assert "".join(gen.stream("Words: ", options=opts)) == expected
+    assert asyncio.run(gen.acall("Words: ", options=opts)) == expected
+    batch = gen(["Words: ", "More: "], options=opts)  # prompt i uses seed + i, as with keywords
+    assert batch == gen(["Words: ", "More: "], on_incomplete="return", **keywords)
+    assert batch[0] == expected
+    # a keyword beside the object overrides its field
+    other = gen("Words: ", options=opts, seed=8)
+    assert other == gen("Words: ", on_incomplete="return", **{**keywords, "seed": 8})
+    long = generate.regex(model, r"[a-z]{40}")
+    assert len(long("Letters: ", options=opts, max_tokens=2)) < 40  # the object's "return"
+    with pytest.raises(IncompleteGenerationError, match="max_tokens=2"):
+        long("Letters: ", options=opts, max_tokens=2, on_incomplete="raise")
 
 
 # -- processors --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from outlines_gguf import (
     RegexLogitsProcessor,
     VocabularyError,
 )
-from outlines_gguf.tokens.vocabulary import as_vocabulary
+from outlines_gguf.tokens.cache import as_vocabulary
 
 pytestmark = pytest.mark.model
 

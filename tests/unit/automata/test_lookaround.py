@@ -34,7 +34,7 @@ from outlines_gguf import (
     compile_json_schema,
     compile_regex,
 )
-from outlines_gguf.automata.regex import sre_parse
+from outlines_gguf.automata.translate import sre_parse
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.compiled import terminal_dfa
 

@@ -19,7 +19,7 @@ from mask_oracles import EOG, VOCAB, Oracle, bruteforce_allowed
 from regex_strategies import bounded_regexes
 
 from outlines_gguf import RegexGuide, Vocabulary, compile_regex
-from outlines_gguf.automata.regex import sre_parse
+from outlines_gguf.automata.translate import sre_parse
 
 
 @settings(max_examples=120, deadline=None)

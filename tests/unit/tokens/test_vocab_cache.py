@@ -153,10 +153,17 @@ def test_damaged_entries_are_never_trusted(
 
 @pytest.mark.model
 def test_as_vocabulary_of_a_llama_uses_the_cache(cache: Path, qwen_llm) -> None:
-    from outlines_gguf.tokens.vocabulary import _from_llama_cached
+    from outlines_gguf.tokens.cache import _from_llama_cached
 
     llm = qwen_llm
     fresh = Vocabulary.from_llama(llm)
     assert_same(_from_llama_cached(llm), fresh)  # builds and stores
     assert len(list(cache.glob("llama-*.npz"))) == 1
     assert_same(_from_llama_cached(llm), fresh)  # loads
+
+
+def test_the_fingerprint_reads_sources_that_exist() -> None:
+    """An edit to the code that builds vocabularies and tries invalidates the entries: every
+    file the fingerprint names is there (they were once renamed under it)."""
+    here = Path(vocab_cache.__file__).parent
+    assert all((here / name).is_file() for name in vocab_cache._SOURCES)
