@@ -246,18 +246,33 @@ _LABEL = (
     r"[a-zA-Z0-9](?:[a-zA-Z0-9-](?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]{0,59}[a-zA-Z0-9]"
     r"|-[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,58}[a-zA-Z0-9])?)|[a-zA-Z0-9])?"
 )
-_ATEXT = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
-# RFC 5322 dot-atom local part: no leading, trailing or doubled dot. Lengths (64 for the local
-# part, 63 for a label) are not counted: counting multiplies the automaton's states, and under a
-# maxLength, whose characters are counted over them, a few hundred states leave room for a few
-# characters only (an email with maxLength 255 wrote no address at all)
-_LOCAL_PART = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-_EMAIL_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-# RFC 3986: scheme ":" ("//" authority path-abempty / path-absolute / path-rootless / empty)
-# ["?" query] ["#" fragment]; a port is digits, an IP literal an IPv6 address
-_PCT = r"%[0-9A-Fa-f]{2}"
-_REG_CHAR = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|{_PCT})"
-_PCHAR = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|{_PCT})"
+_PCT = r"%[0-9A-Fa-f]{2}"  # a percent-escape (RFC 3986)
+
+
+def _email() -> str:
+    """RFC 5322 dot-atom local part (no leading, trailing or doubled dot) ``@`` a domain.
+
+    Lengths (64 for the local part, 63 for a label) are not counted: counting multiplies the
+    automaton's states, and under a maxLength, whose characters are counted over them, a few
+    hundred states leave room for a few characters only (an email with maxLength 255 wrote no
+    address at all)."""
+    atext = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
+    label = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+    return rf"{atext}+(?:\.{atext}+)*@{label}(?:\.{label})*\.[a-zA-Z]{{2,24}}"
+
+
+def _uri() -> str:
+    """RFC 3986: scheme ":" ("//" authority path-abempty / path-absolute / path-rootless /
+    empty) ["?" query] ["#" fragment]; a port is digits, an IP literal an IPv6 address."""
+    reg_char = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|{_PCT})"
+    pchar = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|{_PCT})"
+    return (
+        rf"[a-zA-Z][a-zA-Z0-9+.-]*:"
+        rf"(?://(?:(?:{reg_char}|:)*@)?(?:\[{_IPV6}\]|{reg_char}*)(?::[0-9]*)?(?:/{pchar}*)*"
+        rf"|/(?:{pchar}+(?:/{pchar}*)*)?|{pchar}+(?:/{pchar}*)*|)"
+        rf"(?:\?(?:{pchar}|[/?])*)?(?:#(?:{pchar}|[/?])*)?"
+    )
+
 
 STRING_FORMATS: dict[str, str] = {
     "date": DATE,
@@ -265,16 +280,11 @@ STRING_FORMATS: dict[str, str] = {
     "date-time": DATE + "T" + TIME,
     "duration": rf"P(?:{_DUR_DATE}(?:{_DUR_TIME})?|{_DUR_TIME}|[0-9]+W)",
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "email": rf"{_LOCAL_PART}@{_EMAIL_LABEL}(?:\.{_EMAIL_LABEL})*\.[a-zA-Z]{{2,24}}",
+    "email": _email(),
     "ipv4": _IPV4,
     "ipv6": _IPV6,
     "hostname": rf"(?:{_LABEL}\.)*{_LABEL}",
-    "uri": (
-        rf"[a-zA-Z][a-zA-Z0-9+.-]*:"
-        rf"(?://(?:(?:{_REG_CHAR}|:)*@)?(?:\[{_IPV6}\]|{_REG_CHAR}*)(?::[0-9]*)?(?:/{_PCHAR}*)*"
-        rf"|/(?:{_PCHAR}+(?:/{_PCHAR}*)*)?|{_PCHAR}+(?:/{_PCHAR}*)*|)"
-        rf"(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"
-    ),
+    "uri": _uri(),
 }
 """Regexes for the string formats we enforce (content of the JSON string)."""
 _JSON_POINTER = r"(?:/(?:[^~/]|~[01])*)*"
