@@ -445,27 +445,29 @@ def _plain_steps_all(table: np.ndarray) -> MutableMapping[int, PlainStep]:
     range lead to several states part way through a multi-byte character, the state gets None
     (the general walk) rather than following each of them: a different path, the same masks."""
     n = table.shape[0]
-    states = np.arange(n)
     fine = np.ones(n, dtype=bool)
-    end = np.full(n, -2, dtype=np.int64)  # -2: no multi-byte character seen yet
-    multi = ~(table[:, 0xC2:0xF5] < 0).all(axis=1)
-    end[~multi] = -1
-    for seq in _plain_sequences():
-        if seq[0][1] < 0x80:
-            continue
-        current = states.copy()
-        alive = multi.copy()
-        for lo, hi in seq:
-            rows = table[np.maximum(current, 0), lo : hi + 1]
-            first = rows[:, 0]
-            dead = rows < 0
-            all_dead = dead.all(axis=1)
-            fine &= ~alive | all_dead | (~dead.any(axis=1) & (rows == first[:, None]).all(axis=1))
-            current = np.where(alive & ~all_dead, first, -1)
-            alive &= ~all_dead
-        here = np.where(alive, current, -1)
-        fine &= ~multi | (end == -2) | (end == here)
-        end = np.where(multi & (end == -2), here, end)
+    end = np.full(n, -1, dtype=np.int64)  # -1: no multi-byte character leads anywhere
+    multi = np.flatnonzero(~(table[:, 0xC2:0xF5] < 0).all(axis=1))  # the states where one may
+    if multi.size:  # (only these are followed: often a few string states of many)
+        multi_fine = np.ones(multi.size, dtype=bool)
+        multi_end = np.full(multi.size, -2, dtype=np.int64)  # -2: none seen yet
+        for seq in _plain_sequences():
+            if seq[0][1] < 0x80:
+                continue
+            current = multi.copy()
+            alive = np.ones(multi.size, dtype=bool)
+            for lo, hi in seq:
+                rows = table[np.maximum(current, 0), lo : hi + 1]
+                first = rows[:, 0]
+                dead = rows < 0
+                all_dead = dead.all(axis=1)
+                multi_fine &= ~alive | all_dead | (~dead.any(axis=1) & (rows == first[:, None]).all(axis=1))
+                current = np.where(alive & ~all_dead, first, -1)
+                alive &= ~all_dead
+            here = np.where(alive, current, -1)
+            multi_fine &= (multi_end == -2) | (multi_end == here)
+            multi_end = np.where(multi_end == -2, here, multi_end)
+        fine[multi], end[multi] = multi_fine, multi_end
     ascii_targets = table[:, _ASCII_PLAIN]
     target = end.copy()
     todo = np.flatnonzero(fine & (end == -2))

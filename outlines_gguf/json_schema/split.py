@@ -620,29 +620,18 @@ def _plain_safe(table: np.ndarray, boundary: np.ndarray) -> np.ndarray:
 
 def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
     """Acceptance is reachable from the start by text and calls (to productive callees;
-    ``unproductive=None``: by text alone). Breadth first, a numpy step per distance."""
+    ``unproductive=None``: by text alone): one backwards search (:func:`reaching`), a call
+    being an edge to its return state."""
     table, accepting = node.dfa.transitions, node.dfa.accepting
-    returns: dict[int, list[int]] = {}
+    extra = None
     if unproductive is not None:
-        for s, pairs in node.calls.items():
-            returns[s] = [ret for callee, ret in pairs if callee not in unproductive]
-    seen = np.zeros(accepting.size, dtype=bool)
-    seen[0] = True
-    frontier = np.zeros(1, dtype=np.int64)
-    while frontier.size:
-        if accepting[frontier].any():
-            return True
-        targets = table[frontier].reshape(-1)
-        targets = targets[targets >= 0]
-        if returns:
-            extra = [ret for s in frontier.tolist() for ret in returns.get(s, ())]
-            targets = np.concatenate([targets, np.asarray(extra, dtype=targets.dtype)])
-        fresh = np.zeros(accepting.size, dtype=bool)
-        fresh[targets] = True
-        fresh &= ~seen
-        seen |= fresh
-        frontier = np.flatnonzero(fresh)
-    return False
+        edges = [
+            (s, ret) for s, pairs in node.calls.items() for callee, ret in pairs if callee not in unproductive
+        ]
+        if edges:
+            sources, returns = zip(*edges, strict=True)
+            extra = (np.array(sources, dtype=np.int64), np.array(returns, dtype=np.int64))
+    return bool(reaching(table, accepting, extra)[0])
 
 
 def _cut_calls(node: Node, unproductive: set[int]) -> Node:
