@@ -24,9 +24,9 @@ from outlines_gguf.automata import lookaround
 from outlines_gguf.automata.budget import MAX_REPEAT, compile_budget, spend
 from outlines_gguf.automata.charsets import Ranges
 from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.ecma_syntax import expand_escapes
 from outlines_gguf.automata.nfa import Fragment, FragmentBuilder
 from outlines_gguf.automata.translate import C, _Flags, _RegexTranslator, _short, sre_parse
-from outlines_gguf.automata.unicode_properties import expand_escapes
 from outlines_gguf.errors import ConstraintTooComplexError, RegexError
 
 

@@ -1,4 +1,4 @@
-"""Unicode property escapes (``\\p{...}``) and control escapes (``\\cX``) in regexes: exact
+"""ECMA-262 syntax in regexes: Unicode property escapes (``\\p{...}``) and control escapes (``\\cX``), exact
 against :mod:`unicodedata` (the oracle of Python's Unicode version), and against the ``regex``
 module on characters whose category is stable."""
 
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outlines_gguf import RegexError
+from outlines_gguf.automata.ecma_syntax import expand_escapes
 from outlines_gguf.automata.regex import regex_may_be_refused, regex_to_dfa
-from outlines_gguf.automata.unicode_properties import expand_escapes
 
 # property name as written -> which two-letter categories it means
 NAMES = {
@@ -99,3 +99,14 @@ def test_unsupported_properties_are_named(pattern: str, message: str) -> None:
     with pytest.raises(RegexError, match=message):
         regex_to_dfa(pattern)
     assert regex_may_be_refused(pattern)
+
+
+def test_named_groups_and_code_point_escapes() -> None:
+    assert expand_escapes(r"(?<year>\d{4})-(?<m>\d\d)") == r"(?P<year>\d{4})-(?P<m>\d\d)"
+    assert expand_escapes(r"(?<=a)b(?<!c)") == r"(?<=a)b(?<!c)"  # lookbehinds stay
+    assert expand_escapes(r"[(?<x>]") == r"[(?<x>]"  # inside a class: characters
+    assert regex_to_dfa(r"(?<year>\d{4})").matches(b"2024")
+    assert regex_to_dfa(r"\u{1F600}+").matches("\U0001f600\U0001f600".encode())
+    assert regex_to_dfa(r"[\u{61}-\u{63}]+").matches(b"abc")
+    with pytest.raises(RegexError, match="past U\\+10FFFF"):
+        regex_to_dfa(r"\u{110000}")

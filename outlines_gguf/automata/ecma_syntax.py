@@ -1,5 +1,7 @@
-"""Unicode property escapes (``\\p{L}``, ``\\P{Nd}``, ``\\p{Letter}``) and control escapes
-(``\\cC``), which Python's ``re`` parser refuses, rewritten into the character classes it reads.
+"""ECMA-262 regex syntax that Python's ``re`` parser refuses, rewritten into what it reads:
+Unicode property escapes (``\\p{L}``, ``\\P{Nd}``, ``\\p{Letter}``) as character classes,
+control escapes (``\\cC``), code point escapes ``\\u{1F600}``, and named groups ``(?<name>...)``
+(Python spells them ``(?P<name>...)``).
 
 JSON Schema patterns are ECMA-262 regexes with Unicode semantics, where ``\\p{...}`` is common
 in real schemas (``^[\\p{L} .'-]+$`` for names), and users of the ``regex`` module write it too.
@@ -124,13 +126,15 @@ def _class_text(ranges: Ranges) -> str:
 
 
 _PROPERTY = re.compile(r"\\([pP])(?:\{([^}]*)\}|([A-Za-z]))")
+_CODE_POINT = re.compile(r"\\u\{([0-9A-Fa-f]{1,6})\}")
+_NAMED_GROUP = re.compile(r"\(\?<(?![=!])")  # not a lookbehind
 
 
 def expand_escapes(pattern: str) -> str:
-    """``pattern`` with ``\\p``/``\\P`` property escapes and ``\\cX`` control escapes written as
-    what Python's ``re`` reads: a class outside ``[...]``, its ranges inside one. Unchanged
-    (the same object) when it has neither."""
-    if "\\p" not in pattern and "\\P" not in pattern and "\\c" not in pattern:
+    """``pattern`` with ``\\p``/``\\P`` property escapes (a class outside ``[...]``, its ranges
+    inside one), ``\\cX`` and ``\\u{...}`` escapes and ``(?<name>`` groups written as Python's
+    ``re`` reads them. Unchanged (the same object) when it has none of them."""
+    if not any(mark in pattern for mark in ("\\p", "\\P", "\\c", "\\u{", "(?<")):
         return pattern
     out: list[str] = []
     i, n = 0, len(pattern)
@@ -158,12 +162,24 @@ def expand_escapes(pattern: str) -> str:
                 out.append(f"\\x{ord(pattern[i + 2]) % 32:02x}")
                 i += 3
                 continue
+            code_point = _CODE_POINT.match(pattern, i)
+            if code_point is not None:
+                value = int(code_point.group(1), 16)
+                if value > MAX_CODEPOINT:
+                    raise RegexError(f"regex {pattern[:60]!r}: \\u{{{code_point.group(1)}}} is past U+10FFFF")
+                out.append(f"\\U{value:08x}")
+                i = code_point.end()
+                continue
             out.append(pattern[i : i + 2])
             i += 2
             continue
         if in_class:
             if ch == "]" and i != class_start:
                 in_class = False
+        elif ch == "(" and _NAMED_GROUP.match(pattern, i):
+            out.append("(?P<")
+            i += 3
+            continue
         elif ch == "[":
             in_class = True
             class_start = i + 1
