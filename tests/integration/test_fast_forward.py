@@ -266,7 +266,8 @@ def test_json_with_and_without_fast_forward(model) -> None:
             jsonschema.validate(value, SCHEMA)
             result = gen.last_result
             replay(gen.logits_processor.guide, result.token_ids)
-            assert sum(result.batch_sizes) == len(result.token_ids) - 1  # all but the final EOG
+            # all but the final EOG; text forced right after the prompt is evaluated with it
+            assert sum(result.batch_sizes) + result.n_prompt_forced == len(result.token_ids) - 1
             assert result.forward_passes == len(result.batch_sizes)
             if fast:
                 forced_total += result.n_forced
