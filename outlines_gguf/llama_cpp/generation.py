@@ -89,13 +89,16 @@ class GenerationResult:
     batch_sizes: list[int] = field(default_factory=list)
     n_forced: int = 0
     n_prompt_forced: int = 0
+    n_one_by_one: int = 0
 
     @property
     def forward_passes(self) -> int:
         """Model evaluations after the prompt: one per batch (a sampled token and the tokens
         fast-forward forced after it), fewer than the tokens generated when text was forced.
         Text forced right at the start (``n_prompt_forced`` tokens, ``{"`` of a JSON object) is
-        evaluated in the prompt's batch, so it adds no pass."""
+        evaluated in the prompt's batch, so it adds no pass. Forced tokens in a batch smaller than
+        the model's ``fast_forward_min_batch`` are evaluated one by one (``n_one_by_one`` of
+        them, each its own pass: ``batch_sizes`` lists the evaluations as made)."""
         return len(self.batch_sizes)
 
 
@@ -240,6 +243,7 @@ class Generation:
         forced: list[int] = []
         taken: list[int] = []
         n_prompt_forced = 0
+        n_one_by_one = 0
         try:
             if forward is not None and not tracking and hook is not None:
                 forced = self._plan_start(forward, hook)  # not with a tracker: see _plan_start
@@ -280,8 +284,14 @@ class Generation:
                     n_prompt_forced = len(forced)
                 else:
                     pending = taken
-                natural = self._evaluate(llm, pending, len(forced) if tracking else 0)
-                if sampled is not None:
+                # a batch smaller than the model's fast_forward_min_batch costs more than its
+                # tokens one by one (llama.cpp on a CPU): the same tokens, evaluated singly
+                one_by_one = sampled is not None and 1 < len(pending) < self.model.fast_forward_min_batch
+                natural = self._evaluate(llm, pending, len(forced) if tracking else 0, one_by_one)
+                if one_by_one:
+                    batches += [1] * len(pending)
+                    n_one_by_one += len(pending) - 1
+                elif sampled is not None:
                     batches.append(len(pending))
                 if forced:
                     self._take_forced(sampled, forced, natural)
@@ -321,6 +331,7 @@ class Generation:
             batch_sizes=batches,
             n_forced=n_forced,
             n_prompt_forced=n_prompt_forced,
+            n_one_by_one=n_one_by_one,
         )
 
     # -- fast-forward -------------------------------------------------------------------------
@@ -382,18 +393,22 @@ class Generation:
         return forward.plan(state, context, room)
 
     @staticmethod
-    def _evaluate(llm: Any, tokens: list[int], rows: int) -> np.ndarray | None:
-        """Evaluate ``tokens`` (one batch); with ``rows``, return the raw logits after each of the
-        first ``rows`` tokens, which a tracker shows as the natural distribution of the forced
-        positions. A model loaded with ``logits_all=True`` keeps every row of the batch;
-        otherwise the tokens are evaluated one by one to read them (tracking costs the batching)."""
+    def _evaluate(llm: Any, tokens: list[int], rows: int, one_by_one: bool = False) -> np.ndarray | None:
+        """Evaluate ``tokens`` (one batch, or one by one); with ``rows``, return the raw logits
+        after each of the first ``rows`` tokens, which a tracker shows as the natural distribution
+        of the forced positions. A model loaded with ``logits_all=True`` keeps every row of the
+        batch; otherwise the tokens are evaluated one by one to read them (tracking costs the
+        batching)."""
+        chunks = [[token] for token in tokens] if one_by_one else [tokens]
         if not rows:
-            llm.eval(tokens)
+            for chunk in chunks:
+                llm.eval(chunk)
             return None
         n_vocab = llm.n_vocab()
         if getattr(llm, "_logits_all", False):
             start = llm.n_tokens
-            llm.eval(tokens)
+            for chunk in chunks:
+                llm.eval(chunk)
             return np.array(llm.scores[start : start + rows], dtype=np.float32)
         out = np.empty((rows, n_vocab), dtype=np.float32)
         for i, token in enumerate(tokens):
