@@ -38,10 +38,11 @@ class LlamaCpp:
     one batch when they are at least this many, one by one otherwise (the same tokens, the
     same samples; the logits differ by rounding, so a seed gives other text than with another
     setting). Default 1: always one batch. Where llama.cpp's kernels for a few tokens cost more
-    than as many single steps, raise it: on two CPU cores with the Qwen2.5-0.5B-shaped Q8_0
-    test model a batch of 2 tokens cost 3.4 steps, 4 tokens about 4, 8 tokens 4.6 (BENCHMARKS.md,
-    "Fast-forward"; ``benchmarks/bench_fast_forward.py`` measures it on your machine), where 5
-    suits; a GPU or a smaller model batches almost for free.
+    than as many single steps, raise it: with the Qwen2.5-0.5B-shaped Q8_0 test model on one CPU
+    thread a batch of 2 tokens cost 2.4-3.4 steps, 4 tokens 3.3-3.9, 8 tokens 3.6-4.7, where 5
+    suits; on two threads about 2.0, 2.4-2.9 and 3.1-3.2, where 3 does (docs/architecture.md, "Fast-forward";
+    ``benchmarks/bench_fast_forward.py`` measures it). A GPU or a smaller model batches almost
+    for free.
     """
 
     def __init__(
