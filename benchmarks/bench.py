@@ -9,7 +9,10 @@ Figures, per vocabulary (Llama-2 32k, Llama-3 128k, Qwen2 152k): engine setup, c
 construction, time to the first mask, per-token processor time (median, p99) replaying a valid token
 sequence the way llama-cpp-python calls a processor; on Qwen2: peak memory of each construction in a
 fresh process; on the realistic-shape model (Qwen2.5-0.5B shape, Q8_0): end-to-end tokens/s as a ratio
-to unconstrained, from interleaved rounds, and whether every output was valid.
+to unconstrained, from interleaved rounds, and whether every output was valid; and the library's own
+generation loop (``generate.*``) with fast-forward, beside the same without it and unconstrained text of
+as many tokens, with forward passes and the cost of a batch (phase ``fast-forward``,
+``bench_fast_forward.py``; issue #17).
 
 Run from the repository root::
 
@@ -20,8 +23,8 @@ Run from the repository root::
 It writes ``BENCHMARKS.md`` (``--out``), plots and the raw results (``--plots``, default
 ``docs/bench/``), and prints a Targets section. A full run takes 30 to 40 minutes on two idle cores
 (phases ``construction`` ~10, ``memory`` ~2, ``e2e`` 15-25, ``startup`` ~2: fresh processes from a
-loaded model to the first constrained mask, beside llguidance's tokenizer set-up; ``--phases`` picks
-some); ``--gpu`` is the
+loaded model to the first constrained mask, beside llguidance's tokenizer set-up; ``fast-forward``
+5-10: JSON documents up to 300 tokens; ``--phases`` picks some); ``--gpu`` is the
 end-to-end part with every layer on the GPU (``benchmarks/bench_gpu.sh``). Timings depend on the machine
 and on whatever else runs on it: compare the columns of one report, not reports of different runs.
 """
@@ -55,7 +58,7 @@ VOCABS = {
 VOCAB_DIR = REPO / "models" / "vocab"
 REALISTIC_MODEL = REPO / "models" / "realistic-qwen2.gguf"
 DEFAULT_CORPUS = REPO.parent / "shared" / "jsonschemabench-dev"
-PHASES = ("construction", "memory", "e2e", "startup")
+PHASES = ("construction", "memory", "e2e", "fast-forward", "startup")
 STARTUP_MODEL = REPO / "models" / "tiny-qwen2.gguf"  # Qwen2 152k: the largest test vocabulary
 
 _T0 = time.perf_counter()
@@ -130,6 +133,8 @@ def parse_options(argv: Sequence[str]) -> Options:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else max(5, runs))
     max_tokens = args.max_tokens if args.max_tokens is not None else (8 if args.quick else 128)
     phases_default = "e2e" if args.gpu else ",".join(PHASES)
+    if args.gpu and args.phases and "fast-forward" in args.phases.split(","):
+        parser.error("the fast-forward phase runs on the CPU: leave it out of --gpu runs")
     plots = args.plots if args.plots is not None else args.out.parent / "docs" / "bench"
     return Options(
         out=args.out, plots=plots, results=plots / "results.json", corpus=args.corpus,
@@ -149,7 +154,7 @@ def parse_options(argv: Sequence[str]) -> Options:
 def ensure_models(opts: Options) -> list[str]:
     """Build the missing vocabularies / realistic model with build_test_models.py; notes on what is used."""
     missing = [VOCAB_DIR / VOCABS[v][1] for v in opts.vocabs if not (VOCAB_DIR / VOCABS[v][1]).is_file()]
-    need_model = "e2e" in opts.phases and not opts.model.is_file()
+    need_model = bool({"e2e", "fast-forward"} & set(opts.phases)) and not opts.model.is_file()
     if (missing or need_model) and opts.build_models:
         command = [sys.executable, str(REPO / "scripts" / "build_test_models.py")]
         if need_model and opts.model == REALISTIC_MODEL:
@@ -417,6 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             e2e = run_e2e(opts.model, workloads, opts.engines, opts.rounds, opts.max_tokens, opts.threads,
                           -1 if opts.gpu else 0, blocked, progress)
             results["e2e"] = e2e.__dict__
+        if "fast-forward" in opts.phases:
+            from bench_fast_forward import measure as measure_fast_forward
+
+            progress(f"fast-forward: generate.* with and without it on {opts.model.name}")
+            json_tokens = opts.max_tokens if opts.quick else max(300, opts.max_tokens)
+            results["fast_forward"] = measure_fast_forward(
+                opts.model, workloads, opts.rounds, json_tokens, opts.threads,
+                grammar_tokens=opts.max_tokens, progress=progress)
         if "startup" in opts.phases:
             from bench_startup import measure as measure_startup
 

@@ -492,6 +492,12 @@ def targets(results: dict[str, Any], workloads: Sequence[Workload]) -> list[Targ
         if unchecked:
             detail += "; only the replay checks " + ", ".join(unchecked)
     out.append(Target("every output of ours valid on every workload", status, join_detail(detail, missing)))
+    if results.get("fast_forward"):
+        from bench_fast_forward import TARGET, target_status
+
+        status, detail = target_status(results["fast_forward"])
+        out.append(Target(f"fast-forward `generate.json` ≥ {TARGET}× unconstrained tokens/s (issue #17)",
+                          status, detail))
     return out
 
 
@@ -711,6 +717,10 @@ def write_outputs(results: dict[str, Any], opts: Any, workloads: Sequence[Worklo
         sections += [construction_section(results, workloads, rel("construction")),
                      per_token_section(results, workloads, rel("per_token")), setup_section(results)]
     sections.append(memory_section(results, workloads))
+    if results.get("fast_forward"):
+        from bench_fast_forward import markdown as fast_forward_markdown
+
+        sections.append(fast_forward_markdown(results["fast_forward"], m["command"]))
     if results.get("startup"):
         from bench_startup import markdown as startup_markdown
 
@@ -718,7 +728,7 @@ def write_outputs(results: dict[str, Any], opts: Any, workloads: Sequence[Worklo
     sections.append("## How each engine is run\n\n" + "\n".join(f"- {n}" for n in ENGINE_NOTES))
     if results["notes"]:
         sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in results["notes"]))
-    sections += kept_sections(opts.out)
+    sections += kept_sections(opts.out, fast_forward=not results.get("fast_forward"))
     text = "\n\n".join(s for s in sections if s) + "\n"
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(text)
@@ -728,14 +738,18 @@ KEPT_SECTIONS = ("## Server:",)
 """Sections of the report that other scripts write (``bench_server.py``): kept as they are."""
 
 
-def kept_sections(path: Path) -> list[str]:
-    """The sections of an existing report that this script does not produce."""
+def kept_sections(path: Path, fast_forward: bool = False) -> list[str]:
+    """The sections of an existing report that this script does not produce (with
+    ``fast_forward``, the fast-forward section too: that phase was not run)."""
     if not path.is_file():
         return []
+    from bench_fast_forward import SECTION
+
+    prefixes = KEPT_SECTIONS + ((SECTION,) if fast_forward else ())
     kept = []
     for block in ("\n" + path.read_text(encoding="utf-8")).split("\n## ")[1:]:
         section = "## " + block.rstrip()
-        if section.startswith(KEPT_SECTIONS):
+        if section.startswith(prefixes):
             kept.append(section)
     return kept
 

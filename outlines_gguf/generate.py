@@ -152,7 +152,7 @@ class SequenceGenerator:
     itself by default). ``last_result`` is the
     :class:`~outlines_gguf.llama_cpp.generation.GenerationResult` of the latest call
     (token ids, finish reason, seed, and the batches evaluated:
-    ``forward_passes``, ``batch_sizes``, ``n_forced``). ``fast_forward``
+    ``forward_passes``, ``batch_sizes``, ``n_forced``, ``n_prompt_forced``). ``fast_forward``
     (None: the model's setting, on by default) takes the text the constraint
     forces without sampling and evaluates it in one batch; False samples
     every token.

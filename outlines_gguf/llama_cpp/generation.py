@@ -88,11 +88,17 @@ class GenerationResult:
     stop: str | None = field(default=None)
     batch_sizes: list[int] = field(default_factory=list)
     n_forced: int = 0
+    n_prompt_forced: int = 0
+    n_one_by_one: int = 0
 
     @property
     def forward_passes(self) -> int:
         """Model evaluations after the prompt: one per batch (a sampled token and the tokens
-        fast-forward forced after it), fewer than the tokens generated when text was forced."""
+        fast-forward forced after it), fewer than the tokens generated when text was forced.
+        Text forced right at the start (``n_prompt_forced`` tokens, ``{"`` of a JSON object) is
+        evaluated in the prompt's batch, so it adds no pass. Forced tokens in a batch smaller than
+        the model's ``fast_forward_min_batch`` are evaluated one by one (``n_one_by_one`` of
+        them, each its own pass: ``batch_sizes`` lists the evaluations as made)."""
         return len(self.batch_sizes)
 
 
@@ -233,12 +239,59 @@ class Generation:
         stop: str | None = None
         exact_stop = cut_nothing = True
         pending: list[int] = list(self.prompt_ids)
-        sampled = -1
+        sampled: int | None = None  # None: before the first sample (text forced after the prompt)
         forced: list[int] = []
+        taken: list[int] = []
+        n_prompt_forced = 0
+        n_one_by_one = 0
         try:
+            if forward is not None and not tracking and hook is not None:
+                forced = self._plan_start(forward, hook)  # not with a tracker: see _plan_start
+                taken = list(forced)
             while True:
-                natural = self._evaluate(llm, pending, len(forced) if tracking else 0)
-                if ids:
+                # the tokens taken since the last evaluation (the sampled one, if any, then those
+                # forced after it), streamed as soon as they are known
+                ended = False
+                first_forced = 0 if sampled is None else 1  # the sampled token is in ids already
+                for i, token in enumerate(taken):
+                    if i >= first_forced:
+                        ids.append(token)
+                    piece = decoder.decode(tokens_text[token])
+                    if self.stops and piece:
+                        piece, stop, cut_nothing = self._cut_at_stop(text, piece)
+                    if piece:
+                        text += piece
+                        yield piece
+                    if stop is not None:
+                        reason = "stop_at"
+                        exact_stop = cut_nothing and not decoder.getstate()[0]
+                        ended = True
+                    elif len(ids) >= self.budget:
+                        ended = True
+                    if ended:
+                        forced = forced[: i + 1 - first_forced]  # the forced tokens taken before the end
+                        break
+                n_forced += len(forced)
+                if ended:
+                    if forced:  # tell the processors; trackers get the natural rows of these too
+                        rows = None
+                        if tracking and sampled is not None:
+                            rows = self._evaluate(llm, [sampled, *forced[:-1]], len(forced))
+                        self._take_forced(sampled, forced, rows)
+                    break
+                if sampled is None:  # the prompt, and the text forced right after it, in one batch
+                    pending = [*self.prompt_ids, *forced]
+                    n_prompt_forced = len(forced)
+                else:
+                    pending = taken
+                # a batch smaller than the model's fast_forward_min_batch costs more than its
+                # tokens one by one (llama.cpp on a CPU): the same tokens, evaluated singly
+                one_by_one = sampled is not None and 1 < len(pending) < self.model.fast_forward_min_batch
+                natural = self._evaluate(llm, pending, len(forced) if tracking else 0, one_by_one)
+                if one_by_one:
+                    batches += [1] * len(pending)
+                    n_one_by_one += len(pending) - 1
+                elif sampled is not None:
                     batches.append(len(pending))
                 if forced:
                     self._take_forced(sampled, forced, natural)
@@ -254,32 +307,6 @@ class Generation:
                     if run is not None:
                         forced = run.tokens
                         taken += forced
-                ended = False
-                for i, token in enumerate(taken):
-                    if i:
-                        ids.append(token)
-                    piece = decoder.decode(tokens_text[token])
-                    if self.stops and piece:
-                        piece, stop, cut_nothing = self._cut_at_stop(text, piece)
-                    if piece:
-                        text += piece
-                        yield piece
-                    if stop is not None:
-                        reason = "stop_at"
-                        exact_stop = cut_nothing and not decoder.getstate()[0]
-                        ended = True
-                    elif len(ids) >= self.budget:
-                        ended = True
-                    if ended:
-                        forced = forced[:i]  # the forced tokens taken before the end
-                        break
-                n_forced += len(forced)
-                if ended:
-                    if forced:  # tell the processors; trackers get the natural rows of these too
-                        rows = self._evaluate(llm, [sampled, *forced[:-1]], len(forced)) if tracking else None
-                        self._take_forced(sampled, forced, rows)
-                    break
-                pending = taken
         finally:
             llm._sampler = None
             if previous_seed is not None:
@@ -303,6 +330,8 @@ class Generation:
             stop=stop,
             batch_sizes=batches,
             n_forced=n_forced,
+            n_prompt_forced=n_prompt_forced,
+            n_one_by_one=n_one_by_one,
         )
 
     # -- fast-forward -------------------------------------------------------------------------
@@ -322,11 +351,35 @@ class Generation:
         inner = unwrap(self.processor)
         return hook is not None and hook.error is None and inner.error is None and not inner._failed
 
-    def _take_forced(self, sampled: int, forced: list[int], natural: np.ndarray | None) -> None:
+    def _take_forced(self, sampled: int | None, forced: list[int], natural: np.ndarray | None) -> None:
         """Tell the processor that ``forced`` was taken after ``sampled`` without sampling (only
-        planned when it is a guide's processor, tracked or not: see :meth:`_fast_forward`)."""
+        planned when it is a guide's processor, tracked or not: see :meth:`_fast_forward`).
+        ``sampled`` None: ``forced`` came right after the prompt (the processor was primed with
+        the prompt by :meth:`_plan_start`); its first token stands in for the sampled one."""
+        if sampled is None:
+            if len(forced) < 2:  # the processor's next call brings the only one, as usual
+                return
+            sampled, forced = forced[0], forced[1:]
         if isinstance(self.processor, (GuideLogitsProcessor, LogitTrackingProcessor)):
             self.processor.take_forced(sampled, forced, natural)
+
+    def _plan_start(self, forward: FastForward, hook: _GuardedHook) -> list[int]:
+        """The tokens forced right after the prompt (``{"`` and the first key of a JSON object),
+        evaluated in the prompt's batch. The processor is shown the prompt first (a mask it
+        computes and throws away), so that it reads what follows as generated text. Not done under
+        a tracker, which would record that call as a sampled position."""
+        if self.budget < 1:
+            return []
+        inner = unwrap(self.processor)
+        context = self.model.vocabulary.tokens[self.prompt_ids[-1]]
+        run = forward.plan(inner.state, context, self.budget)
+        if run is None:
+            return []
+        scratch = np.zeros(self.model.vocabulary.size, dtype=np.float32)
+        hook(np.asarray(self.prompt_ids, dtype=np.intc), scratch)
+        if not self._still_constrained(hook):
+            return []
+        return list(run.tokens)
 
     def _plan(self, forward: FastForward, sampled: int, room: int) -> ForcedRun | None:
         """The tokens forced after ``sampled``, the token just sampled (the processor's state
@@ -340,18 +393,22 @@ class Generation:
         return forward.plan(state, context, room)
 
     @staticmethod
-    def _evaluate(llm: Any, tokens: list[int], rows: int) -> np.ndarray | None:
-        """Evaluate ``tokens`` (one batch); with ``rows``, return the raw logits after each of the
-        first ``rows`` tokens, which a tracker shows as the natural distribution of the forced
-        positions. A model loaded with ``logits_all=True`` keeps every row of the batch;
-        otherwise the tokens are evaluated one by one to read them (tracking costs the batching)."""
+    def _evaluate(llm: Any, tokens: list[int], rows: int, one_by_one: bool = False) -> np.ndarray | None:
+        """Evaluate ``tokens`` (one batch, or one by one); with ``rows``, return the raw logits
+        after each of the first ``rows`` tokens, which a tracker shows as the natural distribution
+        of the forced positions. A model loaded with ``logits_all=True`` keeps every row of the
+        batch; otherwise the tokens are evaluated one by one to read them (tracking costs the
+        batching)."""
+        chunks = [[token] for token in tokens] if one_by_one else [tokens]
         if not rows:
-            llm.eval(tokens)
+            for chunk in chunks:
+                llm.eval(chunk)
             return None
         n_vocab = llm.n_vocab()
         if getattr(llm, "_logits_all", False):
             start = llm.n_tokens
-            llm.eval(tokens)
+            for chunk in chunks:
+                llm.eval(chunk)
             return np.array(llm.scores[start : start + rows], dtype=np.float32)
         out = np.empty((rows, n_vocab), dtype=np.float32)
         for i, token in enumerate(tokens):

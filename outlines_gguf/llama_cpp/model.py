@@ -36,13 +36,32 @@ class LlamaCpp:
     ``fast_forward`` is the default of the generators made with it: text the
     constraint forces is taken without sampling and evaluated in one batch
     (:mod:`~outlines_gguf.llama_cpp.fast_forward`). Build it with :func:`llamacpp`.
+
+    ``fast_forward_min_batch``: a sampled token and the tokens forced after it are evaluated in
+    one batch when they are at least this many, one by one otherwise (the same tokens, the
+    same samples; the logits differ by rounding, so a seed gives other text than with another
+    setting). Default 1: always one batch. Where llama.cpp's kernels for a few tokens cost more
+    than as many single steps, raise it: with the Qwen2.5-0.5B-shaped Q8_0 test model on one CPU
+    thread a batch of 2 tokens cost 2.4-3.4 steps, 4 tokens 3.3-3.9, 8 tokens 3.6-4.7, where 5
+    suits; on two threads about 2.0, 2.4-2.9 and 3.1-3.2, where 3 does (docs/architecture.md, "Fast-forward";
+    ``benchmarks/bench_fast_forward.py`` measures it). A GPU or a smaller model batches almost
+    for free.
     """
 
-    def __init__(self, llm: Any, chat_template: str | None = None, fast_forward: bool = True) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        chat_template: str | None = None,
+        fast_forward: bool = True,
+        fast_forward_min_batch: int = 1,
+    ) -> None:
         if not (hasattr(llm, "model") and hasattr(llm, "n_ctx")):
             raise TypeError(f"expected a llama_cpp.Llama, got {type(llm).__name__}")
         self.llm = llm
         self.fast_forward = bool(fast_forward)
+        if not isinstance(fast_forward_min_batch, int) or fast_forward_min_batch < 1:
+            raise ValueError(f"fast_forward_min_batch must be an integer >= 1: {fast_forward_min_batch!r}")
+        self.fast_forward_min_batch = fast_forward_min_batch
         metadata: Mapping[str, str] = getattr(llm, "metadata", None) or {}
         self.chat_template: str | None = chat_template or metadata.get(CHAT_TEMPLATE_KEY) or None
 
@@ -159,6 +178,7 @@ def llamacpp(
     n_threads: int | None = None,
     chat_template: str | None = None,
     fast_forward: bool = True,
+    fast_forward_min_batch: int = 1,
     **llama_kwargs: Any,
 ) -> LlamaCpp:
     """Load a GGUF model with llama-cpp-python, or wrap a ``llama_cpp.Llama`` you already have.
@@ -171,15 +191,17 @@ def llamacpp(
     keyword arguments go to ``llama_cpp.Llama`` (``verbose`` defaults to False).
     ``chat_template`` replaces the model's own template. ``fast_forward=False``
     makes its generators sample every token, forced text included (the
-    generators' own ``fast_forward`` overrides it). An existing ``Llama`` takes
-    only ``chat_template`` and ``fast_forward``: its options are already set.
+    generators' own ``fast_forward`` overrides it). ``fast_forward_min_batch``: see
+    :class:`LlamaCpp`. An existing ``Llama`` takes only ``chat_template`` and the
+    ``fast_forward`` options: its own are already set.
     """
     options = {"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": n_threads, **llama_kwargs}
     options = {key: value for key, value in options.items() if value is not None}
     if not isinstance(model_path_or_llama, (str, os.PathLike)):
         if options:
             raise TypeError(f"llamacpp() got an already loaded Llama: cannot apply {sorted(options)} to it")
-        return LlamaCpp(model_path_or_llama, chat_template=chat_template, fast_forward=fast_forward)
+        return LlamaCpp(model_path_or_llama, chat_template=chat_template, fast_forward=fast_forward,
+                        fast_forward_min_batch=fast_forward_min_batch)
     path = os.fspath(model_path_or_llama)
     check_model_file(path)
     from llama_cpp import Llama
@@ -188,4 +210,5 @@ def llamacpp(
     if n_threads is not None:
         options.setdefault("n_threads_batch", n_threads)
     options.setdefault("verbose", False)
-    return LlamaCpp(Llama(model_path=path, **options), chat_template=chat_template, fast_forward=fast_forward)
+    return LlamaCpp(Llama(model_path=path, **options), chat_template=chat_template, fast_forward=fast_forward,
+                    fast_forward_min_batch=fast_forward_min_batch)

@@ -266,11 +266,13 @@ def test_json_with_and_without_fast_forward(model) -> None:
             jsonschema.validate(value, SCHEMA)
             result = gen.last_result
             replay(gen.logits_processor.guide, result.token_ids)
-            assert sum(result.batch_sizes) == len(result.token_ids) - 1  # all but the final EOG
+            # all but the final EOG; text forced right after the prompt is evaluated with it
+            assert sum(result.batch_sizes) + result.n_prompt_forced == len(result.token_ids) - 1
             assert result.forward_passes == len(result.batch_sizes)
             if fast:
                 forced_total += result.n_forced
-                assert result.forward_passes == len(result.token_ids) - 1 - result.n_forced
+                passes = len(result.token_ids) - 1 - result.n_forced + result.n_one_by_one
+                assert result.forward_passes == passes
             else:
                 assert result.n_forced == 0 and set(result.batch_sizes) == {1}
             assert gen("A user: ", seed=seed, max_tokens=300) == value  # same seed, same value
@@ -319,6 +321,27 @@ def test_opt_out_on_the_model_and_the_generator() -> None:
         gen.last_result.n_forced > 0 and gen.last_result.forward_passes < len(gen.last_result.token_ids) - 1
     )
     assert models.llamacpp(off.llm, fast_forward=False).fast_forward is False
+
+
+@pytest.mark.model
+def test_small_batches_one_by_one() -> None:
+    """Below ``fast_forward_min_batch`` tokens a batch is evaluated one token at a time: the same
+    tokens are forced and sampled, each evaluation counted as a pass; 1 batches everything."""
+    path = require(MODELS / MODEL_FILES["qwen2-152k"])
+    assert models.llamacpp(path, n_ctx=512, n_threads=1).fast_forward_min_batch == 1
+    with pytest.raises(ValueError, match="fast_forward_min_batch"):
+        models.llamacpp(path, n_ctx=512, n_threads=1, fast_forward_min_batch=0)
+    for min_batch in (1, 1000):
+        model = models.llamacpp(path, n_ctx=512, n_threads=1, fast_forward_min_batch=min_batch)
+        gen = generate.json(model, SCHEMA)
+        jsonschema.validate(gen("A user: ", seed=1, max_tokens=300), SCHEMA)
+        r = gen.last_result
+        after_sampled = r.n_forced - r.n_prompt_forced
+        assert after_sampled > 0 and sum(r.batch_sizes) + r.n_prompt_forced == len(r.token_ids) - 1
+        if min_batch == 1:
+            assert r.n_one_by_one == 0 and max(r.batch_sizes) > 1
+        else:
+            assert r.n_one_by_one == after_sampled and set(r.batch_sizes) == {1}
 
 
 @pytest.mark.model
