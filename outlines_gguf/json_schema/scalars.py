@@ -130,9 +130,29 @@ class _ScalarRules:
         if isinstance(v, list):
             items = [self.literal_value(x) for x in v]
             return self.b.seq([self.open("["), *_interleave(items, self.comma), self.close("]")])
-        if isinstance(v, float) and v == int(v) and abs(v) < 1e16:
-            return self.b.either(self.lit(str(int(v))), self.lit(json.dumps(v)))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return self.listed_number(v)
         return self.lit(json.dumps(v, ensure_ascii=False))
+
+    def listed_number(self: CompilerAPI, v: float) -> Fragment:
+        """A listed number in the spellings of its value without an exponent: ``1``, ``1.0``,
+        ``1.00`` for 1 (JSON Schema compares numbers by value), ``1.5``, ``1.50`` for 1.5, and
+        ``-0`` for 0. (Spellings with an exponent are not written, as elsewhere where a value
+        condition applies, so every spelling's value is the listed one.)"""
+        b = self.b
+
+        def zeros() -> Fragment:
+            return b.repeat(lambda: self.lit("0"), 1, None)
+
+        if isinstance(v, int) or (v == int(v) and abs(v) < 1e16):
+            whole = str(int(v))
+            spellings = [self.lit(whole)] + ([self.lit("-0")] if whole == "0" else [])
+            fraction = b.optional(b.seq([self.lit("."), zeros()]))
+            return b.seq([b.either(*spellings), fraction])
+        text = json.dumps(v)
+        if "e" in text or "E" in text or "." not in text:  # (huge or tiny: as written)
+            return self.lit(text)
+        return b.seq([self.lit(text), b.optional(zeros())])
 
     def number(self: CompilerAPI, schema: dict, path: str, integer: bool) -> Fragment | None:
         bounds = _Bounds.of(schema, path)

@@ -538,8 +538,9 @@ def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
         return None
     values = schema.get("enum")
     if isinstance(values, list) and not (set(schema) & _KNOWN_KEYWORDS) - {"enum", "type"}:
-        # an enum of plain scalars: exactly their JSON texts (of the declared types), as a trie
-        if not all(v is None or isinstance(v, (str, bool, int)) for v in values):
+        # an enum of strings, booleans and null: exactly their JSON texts (of the declared
+        # types), as a trie (numbers have several spellings: the compiler writes them)
+        if not all(v is None or isinstance(v, (str, bool)) for v in values):
             return None
         values = of_types(values, schema.get("type"))
         if not values:

@@ -41,6 +41,12 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
     # ... and a negation of such a keyword is of its type only
     ({"not": {"minLength": 3}}, [("ab", True), ("abc", False), (5, False), (None, False)]),
     ({"not": {"minimum": 3}}, [(2, True), (3, False), ("x", False)]),
+    # const.json, enum.json: numbers are compared by value (1.0 is 1, -0.0 is 0)
+    ({"const": 1}, [(1, True), (1.0, True), (True, False), (1.5, False), ("1", False)]),
+    ({"enum": [0, "a"]}, [(0.0, True), (-0.0, True), (False, False), ("a", True)]),
+    ({"const": 1.5}, [(1.5, True), (1.25, False), (15, False)]),
+    ({"enum": [[0]]}, [([0.0], True), ([False], False)]),
+    ({"not": {"const": 1}}, [(1.0, False), (2, True), ("1", True)]),
     # optional/ecmascript-regex.json: Unicode property and control escapes
     (
         {"type": "string", "pattern": "^\\p{Lu}\\p{Ll}+$"},
