@@ -316,15 +316,18 @@ def _uri_template() -> str:
 
 def _ecma_regex() -> str:
     """A valid subset of ECMA-262 regexes (a regular language; every regex is not): literal
-    characters, ``.``, character escapes and classes (ranges ``a-z``, ``A-Z``, ``0-9`` only),
-    one quantifier per atom (``{n}``/``{n,}`` up to 9999: ``{n,m}`` needs n <= m), assertions,
-    and groups one level deep, so that brackets always balance. Read alike by ECMA-262,
-    Python's ``re`` and the ``regex`` module."""
+    characters, ``.``, character escapes and classes (ranges from ``0``, ``1``, ``a`` or ``A``
+    within digits or letters of one case: ``a-f``, ``1-9``), one quantifier per atom
+    (``{n}``/``{n,}`` up to 9999, ``{n,m}`` with n <= m, n < 10, m < 100), assertions, and
+    groups one level deep, so that brackets always balance. Read alike by ECMA-262, Python's
+    ``re`` and the ``regex`` module."""
     syntax = r"\^$.*+?()[\]{}|"
     escape = rf"\\(?:[dDwWsSfnrtv]|[{syntax}/])"
     literal = rf"[^{syntax}\\]"
-    klass = rf"\[\^?(?:[^\\\]\[\-]|{escape}|a-z|A-Z|0-9)+\]"  # never empty: Python reads [] apart
-    quantifier = r"(?:[*+?]|\{[0-9]{1,4},?\})\??"
+    ranges = "0-[0-9]|1-[1-9]|a-[a-z]|A-[A-Z]"  # in order, so valid (from any start: 4x the states)
+    klass = rf"\[\^?(?:[^\\\]\[\-]|{escape}|{ranges})+\]"  # never empty: Python reads [] apart
+    counted = "|".join(f"{n},(?:[{n}-9]|[1-9][0-9])" for n in range(10))  # n <= m
+    quantifier = rf"(?:[*+?]|\{{[0-9]{{1,4}},?\}}|\{{(?:{counted})\}})\??"
     assertion = r"(?:[\^$]|\\[bB])"
 
     def alternatives(atom: str) -> str:
