@@ -51,7 +51,21 @@ class NFABuilder(FragmentBuilder):
         past the end of the match, as a lexer terminal's would).
         """
         spend(10 * len(pattern))
-        pattern = expand_escapes(pattern)  # \p{L}, \cC: as classes re reads
+        expanded = expand_escapes(pattern)  # \p{L}, \cC: as classes re reads
+        if expanded is pattern:
+            return self._regex(pattern, chars, anchored, strict_lookahead)
+        try:
+            return self._regex(expanded, chars, anchored, strict_lookahead)
+        except (RegexError, ConstraintTooComplexError) as exc:
+            # name the pattern as the caller wrote it (a position would be in the rewritten text)
+            message = re.sub(r" at position \d+", "", str(exc).replace(_short(expanded), _short(pattern)))
+            exc.args = (message, *exc.args[1:])
+            raise
+
+    def _regex(
+        self, pattern: str, chars: Callable[[Ranges], Fragment] | None, anchored: bool, strict_lookahead: bool
+    ) -> Fragment:
+        """:meth:`regex` of a pattern in the syntax Python's ``re`` reads."""
         try:
             parsed = sre_parse.parse(pattern)
         except re.error as exc:

@@ -110,3 +110,12 @@ def test_named_groups_and_code_point_escapes() -> None:
     assert regex_to_dfa(r"[\u{61}-\u{63}]+").matches(b"abc")
     with pytest.raises(RegexError, match="past U\\+10FFFF"):
         regex_to_dfa(r"\u{110000}")
+
+
+def test_errors_name_the_pattern_as_written() -> None:
+    """Not the classes a property escape was rewritten into."""
+    with pytest.raises(RegexError, match=r"invalid regex '\\\\p\{L\}\(': missing \)") as caught:
+        regex_to_dfa(r"\p{L}(")
+    assert "U000" not in str(caught.value) and "position" not in str(caught.value)
+    with pytest.raises(RegexError, match=r"regex '\(\\\\p\{L\}\)\\\\1': a backreference"):
+        regex_to_dfa(r"(\p{L})\1")
