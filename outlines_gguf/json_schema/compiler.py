@@ -86,6 +86,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.calls = calls
         self._nest = 0  # objects and arrays entered so far in this automaton (split mode)
         self._leaves_called = False  # split mode: every nested value a call (any_order_body)
+        self.needs: list[int] = []  # split mode: nodes that must be productive for this one to be
         self._spread = [MAX_DISTRIBUTED]  # allOf branches _distribute may still create (shared)
         self.ws = ws
         self.max_depth = max_depth

@@ -22,6 +22,7 @@ class CompilerAPI(Protocol):
     """The state and rules of ``_Compiler`` that its mixins use."""
 
     _leaves_called: bool
+    needs: list[int]
     _ref_depth: dict[str, int]
     _spread: list[int]
     builder: NFABuilder
@@ -33,6 +34,17 @@ class CompilerAPI(Protocol):
     ws: Whitespace
 
     def container(self, kind: str, schema: dict, path: str, depth: int) -> Fragment | None: ...
+    def member_link(self, source: int, fragment: Fragment | None, target: int, comma: bool) -> None: ...
+    def close_into(self, source: int, end: int) -> None: ...
+    def members_after(
+        self,
+        base: dict,
+        names: list[str],
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        written: frozenset[str],
+        path: str,
+    ) -> Fragment: ...
     def any_order_body(
         self,
         members: list[tuple[Callable[[], Fragment | None], bool]],

@@ -108,6 +108,10 @@ _NEGATION_MARKERS = (NOT_STRINGS_KEY, NOT_PATTERN_KEY, NOT_NUMBERS_KEY, NOT_MULT
 CHUNK_KEY = "x-outlines-gguf-run"
 """Marks the synthetic schema of such a run (its value: "first" or "after")."""
 
+WRITTEN_KEY = "x-outlines-gguf-written"
+"""Marks the synthetic schema of the rest of an object whose members come in any order: the
+names of the members written so far (see ``_ObjectRules.members_after``)."""
+
 ITEMS_RUN_KEY = "x-outlines-gguf-items-run"
 """Marks the synthetic schema of a run of array items in split mode: ``[min, max]`` more items
 (max None: any number) of ``items``, each after a comma (see ``_Compiler.items_run``)."""
@@ -264,7 +268,7 @@ MAX_ONEOF_CHOICES = 64
 KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
-    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY}  # the compiler's own, never dropped
+    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY, WRITTEN_KEY}  # the compiler's own: kept
     | _OBJECT_KEYS | _ARRAY_KEYS | _CONTAINS_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""

@@ -20,6 +20,7 @@ from outlines_gguf.json_schema.keywords import (
     FREE_FORM_DEPTH,
     MAX_ITEMS_CAP,
     MEMBER_CHUNK,
+    WRITTEN_KEY,
     _pointer,
     call_marker,
 )
@@ -29,13 +30,20 @@ from outlines_gguf.json_schema.validate import Undecided, pattern_matches
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
 
-ANY_ORDER_MAX = 3
+ANY_ORDER_MAX = 64
+"""In split mode, an object with at most this many declared properties (and no
+min/maxProperties) takes them in any order, each at most once. Larger objects take them in the
+order of ``properties`` (extra members still anywhere), in runs of :data:`MEMBER_CHUNK`
+(``chunked_object``): every node of a set of members written holds a branch per member left."""
+
+EAGER_ORDER_MAX = 3
+"""Objects of at most this many members written in any order are one automaton with a state per
+set of members written (2^n); larger ones are a node per set, compiled when generation reaches
+it (``members_after``), so only the sets a document passes through are ever built."""
+
 MAX_OVERLAPPING_PATTERNS = 4
 """Overlapping ``patternProperties`` (a key matching two must satisfy both schemas) are split
 into the sets of patterns a key matches, 2^n - 1 of them: up to this many patterns."""
-"""In split mode, an object with at most this many declared properties (and no
-min/maxProperties) takes them in any order: one automaton state per set of members written.
-Larger objects take them in the order of ``properties`` (extra members still anywhere)."""
 
 
 def _never(schema: Any) -> bool:
@@ -71,7 +79,7 @@ class _ObjectRules:
         for name in required:
             if name not in props:
                 props = {**props, name: True}
-        if CHUNK_KEY not in schema and EXTRA_KEY not in schema:  # (runs and extras: done by their object)
+        if not {CHUNK_KEY, EXTRA_KEY, WRITTEN_KEY} & set(schema):  # (runs, extras, rests: by their object)
             props = self.member_schemas(schema, props, path)
         names = self.key_names(schema.get("propertyNames", True), f"{path}/propertyNames")
         if names is not None:  # keys propertyNames refuses cannot be written, declared or not
@@ -93,6 +101,7 @@ class _ObjectRules:
         next_depth = depth - 1 if not schema else depth
 
         members: list[tuple[Callable[[], Fragment | None], bool]] = []
+        member_names: list[str] = []
         for name, sub in props.items():
             if name not in required and _never(sub):
                 continue  # never written (nor is its key an extra one): no member to order
@@ -104,12 +113,18 @@ class _ObjectRules:
                 return self.b.seq([self.lit(json.dumps(name, ensure_ascii=False)), self.colon(), v])
 
             members.append((make, name in required))
+            member_names.append(name)
 
         part = schema.get(CHUNK_KEY)
         if part is not None:  # a run of another object's members (see chunked_object)
             link = schema.get(EXTRA_KEY)
             between = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
             return self.object_body(members, between, 1 if part == "first" else 2, None, part=part)
+        written = schema.get(WRITTEN_KEY)
+        if written is not None:  # the rest of an object whose members come in any order
+            link = schema.get(EXTRA_KEY)
+            between = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
+            return self.members_after(schema, member_names, members, between, frozenset(written), path)
         if EXTRA_KEY in schema:  # one extra member of another object, as a node of its own
             with self.nested():  # its value is nested
                 member = self.extra_member(
@@ -129,10 +144,20 @@ class _ObjectRules:
                 "propertyNames": schema.get("propertyNames", True),
             }
             extra = self.call_maker(link, f"{path}/additionalProperties")
-        if self.calls is not None and len(members) > MEMBER_CHUNK and min_p == 0 and max_p is None:
+        if self.calls is not None and len(members) > ANY_ORDER_MAX and min_p == 0 and max_p is None:
             return self.chunked_object(props, required, extra, link, path)
         if self.calls is not None and 1 < len(members) <= ANY_ORDER_MAX and min_p == 0 and max_p is None:
-            return self.any_order_body(members, extra)
+            if len(members) <= EAGER_ORDER_MAX:
+                return self.any_order_body(members, extra)
+            base = {
+                "type": "object",
+                "properties": props,
+                "required": [n for n in required if n in props],
+                "additionalProperties": False,
+            }
+            if link is not None:
+                base[EXTRA_KEY] = link
+            return self.members_after(base, member_names, members, extra, frozenset(), path)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
 
     def member_schemas(self: CompilerAPI, schema: dict, props: dict, path: str) -> dict:
@@ -170,7 +195,7 @@ class _ObjectRules:
     ) -> Fragment | None:
         """``{`` the declared members in any order (each at most once), extra members anywhere
         between them, ``}``: one state per set of members written (2^n for n members, so only
-        for small objects, see :data:`ANY_ORDER_MAX`). Real documents do not always list keys in
+        for small objects, see :data:`EAGER_ORDER_MAX`). Real documents do not always list keys in
         the order of ``properties``."""
         b = self.b
         required = sum(1 << i for i, (_, must) in enumerate(members) if must)
@@ -179,21 +204,10 @@ class _ObjectRules:
         state: dict[int, int] = {0: entry[1]}  # set of members written -> NFA state
         extras_only = None  # only extra members so far
 
-        def link(source: int, fragment: Fragment | None, target: int, comma: bool) -> None:
-            if fragment is None:
-                return
-            if comma:
-                sep = self.comma()
-                b.nfa.eps[source].append(sep[0])
-                b.nfa.eps[sep[1]].append(fragment[0])
-            else:
-                b.nfa.eps[source].append(fragment[0])
-            b.nfa.eps[fragment[1]].append(target)
+        link = self.member_link
 
         def close(source: int) -> None:
-            piece = self.close("}")
-            b.nfa.eps[source].append(piece[0])
-            b.nfa.eps[piece[1]].append(end)
+            self.close_into(source, end)
 
         if extra is not None:
             extras_only = b.nfa.state()
@@ -246,6 +260,84 @@ class _ObjectRules:
                     sep = self.comma()
                     b.nfa.eps[extras_only].append(sep[0])
                     b.nfa.eps[sep[1]].append(member[0])
+
+    def member_link(
+        self: CompilerAPI, source: int, fragment: Fragment | None, target: int, comma: bool
+    ) -> None:
+        """Adds the edges of one member (a :data:`_Link`): ``source``, a comma if ``comma``, the
+        member, ``target``."""
+        if fragment is None:
+            return
+        eps = self.b.nfa.eps
+        if comma:
+            sep = self.comma()
+            eps[source].append(sep[0])
+            eps[sep[1]].append(fragment[0])
+        else:
+            eps[source].append(fragment[0])
+        eps[fragment[1]].append(target)
+
+    def close_into(self: CompilerAPI, source: int, end: int) -> None:
+        """Adds the edges of the closing brace from ``source`` to ``end``."""
+        piece = self.close("}")
+        self.b.nfa.eps[source].append(piece[0])
+        self.b.nfa.eps[piece[1]].append(end)
+
+    def members_after(
+        self: CompilerAPI,
+        base: dict,
+        names: list[str],
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        written: frozenset[str],
+        path: str,
+    ) -> Fragment:
+        """An object whose members come in any order, from the point where the members
+        ``written`` have been (from ``{`` when none has): ``}`` once every required member is
+        written, an extra member, or a member not written yet, its value (a call), and a tail
+        call to the node for the rest after it (``base`` with :data:`WRITTEN_KEY`).
+
+        A node per set of members written, compiled when generation reaches it: only the sets a
+        document passes through are built, n of them for n members, where one automaton would
+        need 2^n states. The values of the required members not written yet are this node's
+        ``needs``: the rest nodes are taken to be satisfiable without being compiled, which
+        holds exactly when those values are (see ``SplitSchema._settle_emptiness``)."""
+        b = self.b
+        assert self.calls is not None
+        first = not written
+        entry = self.open("{") if first else None
+        start = entry[1] if entry is not None else b.nfa.state()
+        end = b.nfa.state()
+        missing = [n for n, (_, must) in zip(names, members, strict=True) if must and n not in written]
+        member_path = f"{path}/properties/"
+        self.needs.extend(self.calls(base["properties"][n], member_path + _pointer(n)) for n in missing)
+        if not missing:
+            self.close_into(start, end)
+        extras_only = None  # from "{": only extra members so far
+        if extra is not None and first:
+            extras_only = b.nfa.state()
+            self.member_link(start, extra(), extras_only, comma=False)
+            self.member_link(extras_only, extra(), extras_only, comma=True)
+            if not missing:
+                self.close_into(extras_only, end)
+        elif extra is not None:
+            self.member_link(start, extra(), start, comma=True)
+        order = {n: i for i, n in enumerate(names)}
+        called, self._leaves_called = self._leaves_called, True  # each value once, as a call
+        try:
+            for name, (make, _) in zip(names, members, strict=True):
+                if name in written:
+                    continue
+                after = sorted(written | {name}, key=order.__getitem__)
+                rest = self.call_maker({**base, WRITTEN_KEY: after}, path)
+                sources = [(start, not first)] + ([] if extras_only is None else [(extras_only, True)])
+                for source, comma in sources:
+                    member = make()
+                    if member is not None:
+                        self.member_link(source, b.seq([member, rest()]), end, comma)
+        finally:
+            self._leaves_called = called
+        return (entry[0] if entry is not None else start), end
 
     def call_maker(self: CompilerAPI, schema: Any, path: str) -> Callable[[], Fragment]:
         """A function writing a call to the node for ``schema`` (registered once, now)."""

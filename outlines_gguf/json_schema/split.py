@@ -32,6 +32,7 @@ from outlines_gguf.json_schema.keywords import (
     EXTRA_KEY,
     ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
+    WRITTEN_KEY,
     _is_int,
     call_marker,
 )
@@ -76,6 +77,9 @@ class Node:
     run: RunShape | None = None  # a run of a counted string: masks shared between layers
     guide: RegexGuide | None = None
     crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
+    needs: tuple[int, ...] = ()
+    """Nodes that must be productive for this one to be (beyond what its automaton shows: the
+    values its uncompiled rest nodes will call, see ``_ObjectRules.members_after``)."""
     tail: np.ndarray = field(init=False)
     """Per state: accepting with nothing to read and no call, so a call returning there may
     return straight to the caller's caller (a tail call: the stack does not grow)."""
@@ -174,6 +178,8 @@ class SplitSchema(Locked):
         key: Hashable
         if schema is True or schema == {}:
             key = ("any",)
+        elif isinstance(schema, dict) and WRITTEN_KEY in schema:  # the rest of an object, by members written
+            key = ("rest", id(schema["properties"]), tuple(schema[WRITTEN_KEY]))
         elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
             key = ("ref", str(schema["$ref"]))
         elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
@@ -226,7 +232,8 @@ class SplitSchema(Locked):
                 node = self.node(order.pop())
                 for pairs in node.calls.values():
                     for callee, _ in pairs:
-                        if callee not in seen:
+                        if callee not in seen and not _is_rest(self._schemas[callee][0]):
+                            # (rest nodes, 2^n per object, call nothing their object does not)
                             seen.add(callee)
                             order.append(callee)
 
@@ -291,6 +298,7 @@ class SplitSchema(Locked):
             self._cut_pending = True
         else:
             node = _make_node(number, path, table, accepting)
+            node.needs = tuple(compiler.needs)
         self._nodes[number] = node
         return node
 
@@ -342,7 +350,7 @@ class SplitSchema(Locked):
             for number, node in self._nodes.items():
                 if number in self._unproductive or node.free_accept or number in self._productive:
                     continue
-                if _reaches_accept(node, self._unproductive):
+                if _reaches_accept(node, self._unproductive) and self._unproductive.isdisjoint(node.needs):
                     self._productive.add(number)
                 else:
                     self._unproductive.add(number)
@@ -355,6 +363,11 @@ class SplitSchema(Locked):
                 ):
                     self._nodes[number] = _cut_calls(node, self._unproductive)
                     self.version += 1
+
+
+def _is_rest(schema: Any) -> bool:
+    """The schema of a rest node (an object's members after some were written)."""
+    return isinstance(schema, dict) and WRITTEN_KEY in schema
 
 
 def _lists_values(schema: dict) -> bool:
@@ -399,6 +412,8 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> 
     ref = schema.get("$ref")
     if root is not None and isinstance(ref, str) and not set(schema) & _KNOWN_KEYWORDS - {"$ref"}:
         return _surely_satisfiable(_pointer_target(root, ref), root, memo)
+    if WRITTEN_KEY in schema:  # the rest of an object: its caller's ``needs`` answer for it
+        return True
     if STRING_RUN_KEY in schema:  # low <= high: some string fits
         return True
     if ITEMS_RUN_KEY in schema:  # nothing, or items
@@ -517,6 +532,8 @@ def _direct_extra_member(compiler: _Compiler, schema: Any, path: str) -> ByteDFA
     patternProperties, built as a direct key automaton glued to ``: value``; None otherwise."""
     if not isinstance(schema, dict) or EXTRA_KEY not in schema or schema.get("patternProperties"):
         return None
+    if CHUNK_KEY in schema or WRITTEN_KEY in schema:
+        return None  # members of an object that links its extra ones, not an extra member
     if schema.get("propertyNames", True) not in (True, {}):
         return None  # keys limited by propertyNames: through the compiler's product
     compiler._nest += 1  # the value is nested: a call where it may be an object or an array
@@ -656,7 +673,9 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     for s in calls:
         boundary[s] = True
     safe = _reach(_plain_safe(cut, boundary))
-    return Node(node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept, safe)
+    cut_node = Node(node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept, safe)
+    cut_node.needs = node.needs
+    return cut_node
 
 
 def _reach(safe: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import jsonschema
 import numpy as np
 import pytest
 from conftest import load_vocab
+from pushdown_oracle import brute_force_allowed
 
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.runs import STRING_SEGMENT
@@ -97,28 +98,6 @@ def test_a_long_string_is_a_chain_of_small_runs() -> None:
     assert max(chain) < 40 * (STRING_SEGMENT + 1)
 
 
-def _brute_force(guide: PushdownGuide, state: object, vocab) -> np.ndarray:
-    """Every token fed byte by byte (tokens in byte order, sharing the states of common prefixes)."""
-    allowed: list[int] = []
-    stack: list[tuple[bytes, object]] = [(b"", state)]
-    for i in sorted(range(vocab.size), key=lambda i: vocab.tokens[i]):
-        token = vocab.tokens[i]
-        if not token or i in vocab.special_ids:
-            continue
-        while not token.startswith(stack[-1][0]):
-            stack.pop()
-        prefix, current = stack[-1]
-        for b in token[len(prefix) :]:
-            current = guide.advance(current, bytes([b])) if current else current
-            prefix += bytes([b])
-            stack.append((prefix, current))
-        if current:
-            allowed.append(i)
-    if guide.is_final(state):
-        allowed += list(vocab.eog_ids)
-    return np.array(sorted(allowed))
-
-
 SEG = STRING_SEGMENT
 
 
@@ -137,7 +116,7 @@ def test_masks_exact_across_run_boundaries(vocab_name: str) -> None:
     for count in points:
         state = guide.advance(guide.initial_state, prefix + b"x" * count)
         got = guide.mask(state).allowed_ids(vocab.size)
-        assert np.array_equal(got, _brute_force(guide, state, vocab)), count
+        assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), count
 
 
 # (minLength, maxLength) and the character counts to check masks at: far from the bounds (masks
@@ -179,7 +158,7 @@ def test_shared_run_masks_equal_a_brute_force(bounds: tuple[int, int | None], co
             state = guide.advance(guide.initial_state, text)
             assert state, (bounds, count, tail)
             got = guide.mask(state).allowed_ids(vocab.size)
-            assert np.array_equal(got, _brute_force(guide, state, vocab)), (bounds, count, tail)
+            assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), (bounds, count, tail)
 
 
 ITEM_COUNTS = sorted({0, 1, 2, 15, 16, 17, 33, 64, 65, 66, 67, 80, 81, 99, 100, 101, 130})
@@ -236,7 +215,7 @@ def test_array_masks_exact_across_run_boundaries() -> None:
     for count in (15, 16, 69, 70, 99, 100):
         state = guide.advance(guide.initial_state, json.dumps(list(range(count))).encode()[:-1])
         got = guide.mask(state).allowed_ids(vocab.size)
-        assert np.array_equal(got, _brute_force(guide, state, vocab)), count
+        assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), count
 
 
 def test_pattern_string_masks_equal_a_brute_force() -> None:
@@ -265,7 +244,7 @@ def test_pattern_string_masks_equal_a_brute_force() -> None:
         state = guide.advance(guide.initial_state, data[:cut])
         assert state, data[:cut]
         got = guide.mask(state).allowed_ids(vocab.size)
-        assert np.array_equal(got, _brute_force(guide, state, vocab)), data[:cut]
+        assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), data[:cut]
 
 
 def test_a_pattern_counted_beyond_the_table_limit_is_refused_as_too_complex() -> None:

@@ -1,0 +1,134 @@
+"""Objects whose declared members come in any order (split mode): up to ANY_ORDER_MAX members,
+a node per set of members written, compiled when generation reaches it.
+
+Acceptance is judged by ``jsonschema`` over permutations of the members (extra keys among
+them); masks equal a brute force where tokens cross from one set's node into the next; only the
+sets a document passes through are compiled; a required member no value can satisfy makes the
+object impossible before anything is written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import jsonschema
+import numpy as np
+import pytest
+from conftest import load_vocab
+from pushdown_oracle import brute_force_allowed
+
+from outlines_gguf import SchemaError
+from outlines_gguf.json_schema.keywords import WRITTEN_KEY
+from outlines_gguf.json_schema.objects import ANY_ORDER_MAX, EAGER_ORDER_MAX
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema
+
+PROPS = {
+    "a": {"type": "integer"},
+    "b": {"type": "string", "maxLength": 3},
+    "c": {"type": "boolean"},
+    "d": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+    "e": {"type": "null"},
+    "f": {"enum": [1, "two"]},
+}
+SCHEMA = {"type": "object", "properties": PROPS, "required": ["a", "c", "f"]}
+VALUES = {"a": 1, "b": "s", "c": True, "d": {"x": 2}, "e": None, "f": "two", "z": [1, {}]}
+WRONG = {"a": "1", "b": "long", "c": 0, "d": {"y": 1}, "e": 0, "f": 2, "z": None}
+
+
+def _accepts(guide: PushdownGuide, text: bytes) -> bool:
+    try:
+        state = guide.advance(guide.initial_state, text)  # type: ignore[arg-type]
+    except Exception:
+        return False
+    return bool(state) and guide.is_final(state)
+
+
+def _valid(schema: dict, doc: object) -> bool:
+    return jsonschema.Draft202012Validator(schema).is_valid(doc)
+
+
+def _rest_nodes(split: SplitSchema) -> int:
+    return sum(
+        isinstance(split._schemas[n][0], dict) and WRITTEN_KEY in split._schemas[n][0] for n in split._nodes
+    )
+
+
+def test_more_members_than_the_eager_limit_take_any_order() -> None:
+    assert EAGER_ORDER_MAX < len(PROPS) <= ANY_ORDER_MAX
+    guide = PushdownGuide(SplitSchema(SCHEMA), load_vocab("spm32k"))
+    rng = random.Random(0)
+    checked = valid = 0
+    for n in range(len(VALUES) + 1):
+        orders = list(itertools.permutations(VALUES, n))
+        for keys in rng.sample(orders, min(len(orders), 40)):
+            doc = {k: VALUES[k] for k in keys}
+            expected = _valid(SCHEMA, doc)
+            assert _accepts(guide, json.dumps(doc).encode()) == expected, doc
+            checked, valid = checked + 1, valid + expected
+            for k in keys:  # one wrong value anywhere: refused
+                bad = {**doc, k: WRONG[k]}
+                if not _valid(SCHEMA, bad):
+                    assert not _accepts(guide, json.dumps(bad).encode()), bad
+    assert valid > 50 and checked - valid > 50
+    for text in (b'{"a": 1, "c": true, "a": 2, "f": 1}', b'{"f": 1, "c": true, "a": 1, "c": false}'):
+        assert not _accepts(guide, text)  # a declared key twice is never written
+
+
+def test_only_the_sets_a_document_passes_through_are_compiled() -> None:
+    props = {f"k{i}": {"type": "integer"} for i in range(ANY_ORDER_MAX)}
+    schema = {"type": "object", "properties": props, "required": list(props)[::2]}
+    split = SplitSchema(schema)
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    keys = list(props)[::-1]
+    doc = {k: i for i, k in enumerate(keys)}
+    assert _accepts(guide, json.dumps(doc).encode())
+    assert _rest_nodes(split) == len(keys)  # one per member written, of 2^16 sets
+    split.compile_all()  # every value and the extra member, not the 2^16 sets
+    assert _rest_nodes(split) == len(keys)
+    missing = {k: doc[k] for k in keys if k != "k0"}  # a required member left out
+    assert not _accepts(guide, json.dumps(missing).encode())
+
+
+def test_a_required_member_nothing_satisfies_makes_the_object_impossible() -> None:
+    never = {"type": "string", "pattern": "^(?!a)a$"}  # compiles to nothing
+    props = {**PROPS, "g": never}
+    with pytest.raises(SchemaError, match="no JSON value"):
+        SplitSchema({"type": "object", "properties": props, "required": ["a", "g"]})
+    inner = {"type": "object", "properties": props, "required": ["g"]}
+    outer = {
+        "type": "object",
+        "properties": {"o": inner, "p": {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    vocab = load_vocab("spm32k")
+    guide = PushdownGuide(SplitSchema(outer), vocab)
+    assert _accepts(guide, b'{"p": 1}')
+    state = guide.advance(guide.initial_state, b'{"')  # type: ignore[arg-type]
+    allowed = guide.mask(state).allowed_ids(vocab.size)
+    assert vocab.tokens.index(b"p") in allowed and vocab.tokens.index(b"o") not in allowed
+    optional = PushdownGuide(SplitSchema({"type": "object", "properties": props, "required": ["a"]}), vocab)
+    assert _accepts(optional, b'{"c": true, "a": 1}')
+    assert not _accepts(optional, b'{"c": true, "g": "a", "a": 1}')
+
+
+@pytest.mark.parametrize("vocab_name", ["spm32k"])
+def test_masks_equal_a_brute_force_across_member_sets(vocab_name: str) -> None:
+    """At every byte of documents in two orders (extra keys among the members), the mask equals
+    every token fed byte by byte: tokens such as ``},`` and ``, "`` cross from the node of one
+    set of members written into the next."""
+    vocab = load_vocab(vocab_name)
+    guide = PushdownGuide(SplitSchema(SCHEMA), vocab)
+    docs = [
+        {"f": 1, "z": [1], "d": {"x": 2}, "c": False, "a": -3},
+        {"a": 10, "c": True, "b": "xy", "zz": {}, "e": None, "f": "two"},
+    ]
+    for doc in docs:
+        assert _valid(SCHEMA, doc)
+        data = json.dumps(doc).encode()
+        for cut in range(len(data) + 1):
+            state = guide.advance(guide.initial_state, data[:cut])  # type: ignore[arg-type]
+            got = guide.mask(state).allowed_ids(vocab.size)
+            assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), data[:cut]
