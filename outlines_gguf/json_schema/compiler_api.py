@@ -44,6 +44,8 @@ class CompilerAPI(Protocol):
         extra: Callable[[], Fragment | None] | None,
         written: frozenset[str],
         path: str,
+        first: bool,
+        template: bool = False,
     ) -> Fragment: ...
     def any_order_body(
         self,

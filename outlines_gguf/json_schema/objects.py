@@ -124,7 +124,10 @@ class _ObjectRules:
         if written is not None:  # the rest of an object whose members come in any order
             link = schema.get(EXTRA_KEY)
             between = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
-            return self.members_after(schema, member_names, members, between, frozenset(written), path)
+            # (written empty: the template the split schema derives every set's node from)
+            return self.members_after(
+                schema, member_names, members, between, frozenset(written), path, False, not written
+            )
         if EXTRA_KEY in schema:  # one extra member of another object, as a node of its own
             with self.nested():  # its value is nested
                 member = self.extra_member(
@@ -157,7 +160,7 @@ class _ObjectRules:
             }
             if link is not None:
                 base[EXTRA_KEY] = link
-            return self.members_after(base, member_names, members, extra, frozenset(), path)
+            return self.members_after(base, member_names, members, extra, frozenset(), path, first=True)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
 
     def member_schemas(self: CompilerAPI, schema: dict, props: dict, path: str) -> dict:
@@ -291,11 +294,15 @@ class _ObjectRules:
         extra: Callable[[], Fragment | None] | None,
         written: frozenset[str],
         path: str,
+        first: bool,
+        template: bool = False,
     ) -> Fragment:
-        """An object whose members come in any order, from the point where the members
-        ``written`` have been (from ``{`` when none has): ``}`` once every required member is
-        written, an extra member, or a member not written yet, its value (a call), and a tail
-        call to the node for the rest after it (``base`` with :data:`WRITTEN_KEY`).
+        """An object whose members come in any order, from ``{`` (``first``) or from the point
+        where the members ``written`` have been: ``}`` once every required member is written
+        (always, in a ``template``), an extra member, or a member not written yet, its value (a
+        call), and a tail call to the node for the rest after it (``base`` with
+        :data:`WRITTEN_KEY`). ``SplitSchema`` compiles the template (nothing written, not first)
+        once per object and derives each set's node from it by cutting branches.
 
         A node per set of members written, compiled when generation reaches it: only the sets a
         document passes through are built, n of them for n members, where one automaton would
@@ -304,14 +311,13 @@ class _ObjectRules:
         holds exactly when those values are (see ``SplitSchema._settle_emptiness``)."""
         b = self.b
         assert self.calls is not None
-        first = not written
         entry = self.open("{") if first else None
         start = entry[1] if entry is not None else b.nfa.state()
         end = b.nfa.state()
         missing = [n for n, (_, must) in zip(names, members, strict=True) if must and n not in written]
         member_path = f"{path}/properties/"
         self.needs.extend(self.calls(base["properties"][n], member_path + _pointer(n)) for n in missing)
-        if not missing:
+        if not missing or template:
             self.close_into(start, end)
         extras_only = None  # from "{": only extra members so far
         if extra is not None and first:

@@ -34,6 +34,7 @@ from outlines_gguf.json_schema.keywords import (
     KNOWN_KEYWORDS,
     WRITTEN_KEY,
     _is_int,
+    _pointer,
     call_marker,
 )
 from outlines_gguf.json_schema.lexical import Whitespace
@@ -120,6 +121,7 @@ class SplitSchema(Locked):
         self._active: set[int] = set()
         self._productive: set[int] = set()  # checked productive, given what is unproductive now
         self._cut_pending = False  # a node turned out empty: cut the calls to it
+        self._rest_templates: dict[int, Node] = {}  # id of an object's members -> its template
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         doubt = self._scan()
@@ -262,6 +264,10 @@ class SplitSchema(Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.builder.label = f"JSON schema at {path}"
+        if _is_rest(schema) and schema[WRITTEN_KEY]:
+            node = self._rest_node(number, schema, path)
+            self._nodes[number] = node
+            return node
         counted = counted_string(schema)
         if counted is not None:
             node = self._counted_node(number, path, *counted)
@@ -301,6 +307,54 @@ class SplitSchema(Locked):
             node.needs = tuple(compiler.needs)
         self._nodes[number] = node
         return node
+
+    def _rest_node(self, number: int, schema: dict, path: str) -> Node:
+        """The node for the rest of an object whose members come in any order, once the members
+        ``schema[WRITTEN_KEY]`` are written (see ``_ObjectRules.members_after``), derived from
+        the object's template instead of compiled: the template's branches for the members
+        written are cut, ``}`` is cut while a required member is missing, and each remaining
+        branch's tail call goes to the node for the set with that member added. A few array
+        passes, where compiling the set's automaton would determinize it again."""
+        members = schema["properties"]
+        template = self._rest_templates.get(id(members))
+        if template is None:
+            template = self._compile_template({**schema, WRITTEN_KEY: []}, path)
+            self._rest_templates[id(members)] = template
+        order = {name: i for i, name in enumerate(members)}
+        written = set(schema[WRITTEN_KEY])
+        after_one = {self.register({**schema, WRITTEN_KEY: [name]}, path): name for name in members}
+        missing = [name for name in schema.get("required", []) if name not in written]
+        table = template.dfa.transitions
+        if missing:  # no "}" yet: cut the closing brace, the one byte that reaches acceptance
+            table = table.copy()
+            close = table[:, ord("}")]
+            table[(close >= 0) & template.dfa.accepting[np.maximum(close, 0)], ord("}")] = -1
+        dfa = ByteDFA(table, template.dfa.accepting)
+        shaped = Node(-1, path, dfa, template.calls, template.boundary, False)
+        cut = _cut_calls(shaped, {callee for callee, name in after_one.items() if name in written})
+        rest = {  # a member's "rest after it alone" -> the rest after it and those written
+            callee: self.register({**schema, WRITTEN_KEY: sorted(written | {name}, key=order.__getitem__)}, path)
+            for callee, name in after_one.items()
+            if name not in written
+        }
+        calls = {
+            state: tuple((rest.get(callee, callee), ret) for callee, ret in pairs)
+            for state, pairs in cut.calls.items()
+        }
+        node = Node(number, path, cut.dfa, calls, cut.boundary, not missing, cut.plain_reach)
+        values = f"{path}/properties/"
+        node.needs = tuple(self.register(members[name], values + _pointer(name)) for name in missing)
+        return node
+
+    def _compile_template(self, schema: dict, path: str) -> Node:
+        """The template of an object's rest nodes: every member's branch, and ``}``."""
+        compiler = _Compiler(
+            self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
+        )
+        with compile_budget(f"JSON schema at {path}"):
+            fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
+            dfa = compiler.builder.build(fragment)
+        return _make_node(-1, path, dfa.transitions, dfa.accepting)
 
     def _counted_node(self, number: int, path: str, low: int, high: int | None, null: bool | None) -> Node:
         """A string of ``low``..``high`` characters (``null``: or null) as its opening quote
