@@ -261,17 +261,38 @@ def _email() -> str:
     return rf"{atext}+(?:\.{atext}+)*@{label}(?:\.{label})*\.[a-zA-Z]{{2,24}}"
 
 
-def _uri() -> str:
+def _uri(reference: bool = False, international: bool = False) -> str:
     """RFC 3986: scheme ":" ("//" authority path-abempty / path-absolute / path-rootless /
-    empty) ["?" query] ["#" fragment]; a port is digits, an IP literal an IPv6 address."""
-    reg_char = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|{_PCT})"
-    pchar = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|{_PCT})"
-    return (
-        rf"[a-zA-Z][a-zA-Z0-9+.-]*:"
-        rf"(?://(?:(?:{reg_char}|:)*@)?(?:\[{_IPV6}\]|{reg_char}*)(?::[0-9]*)?(?:/{pchar}*)*"
-        rf"|/(?:{pchar}+(?:/{pchar}*)*)?|{pchar}+(?:/{pchar}*)*|)"
-        rf"(?:\?(?:{pchar}|[/?])*)?(?:#(?:{pchar}|[/?])*)?"
-    )
+    empty) ["?" query] ["#" fragment]; a port is digits, an IP literal an IPv6 address.
+
+    ``reference``: a URI-reference, that or a relative reference, which has no scheme and
+    whose path, unless it starts with "/" or "//", has no ":" in its first segment (so that
+    it does not read as a scheme): "../a", "#top", "?q=1", "" are references.
+    ``international``: an IRI (RFC 3987), whose unreserved characters include ``ucschar``
+    and whose query ``iprivate`` too."""
+    wide = _UCSCHAR if international else ""
+    private = _IPRIVATE if international else ""
+    reg_char = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;={wide}]|{_PCT})"
+    pchar = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@{wide}]|{_PCT})"
+    authority = rf"//(?:(?:{reg_char}|:)*@)?(?:\[{_IPV6}\]|{reg_char}*)(?::[0-9]*)?(?:/{pchar}*)*"
+    absolute = rf"/(?:{pchar}+(?:/{pchar}*)*)?"
+    tail = rf"(?:\?(?:{pchar}|[/?{private}])*)?(?:#(?:{pchar}|[/?])*)?"
+    uri = rf"[a-zA-Z][a-zA-Z0-9+.-]*:(?:{authority}|{absolute}|{pchar}+(?:/{pchar}*)*|){tail}"
+    if not reference:
+        return uri
+    no_colon = rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=@{wide}]|{_PCT})"
+    relative = rf"(?:{authority}|{absolute}|{no_colon}+(?:/{pchar}*)*|){tail}"
+    return rf"(?:{uri}|{relative})"
+
+
+_UCSCHAR = (
+    "\\u00a0-\\ud7ff\\uf900-\\ufdcf\\ufdf0-\\uffef"
+    + "".join(f"\\U{p << 16:08x}-\\U{(p << 16) + 0xFFFD:08x}" for p in range(1, 14))
+    + "\\U000e1000-\\U000efffd"
+)
+"""RFC 3987 ``ucschar`` as class ranges: the characters an IRI takes unescaped."""
+_IPRIVATE = "\\ue000-\\uf8ff\\U000f0000-\\U000ffffd\\U00100000-\\U0010fffd"
+"""RFC 3987 ``iprivate``: private-use characters, allowed in an IRI's query."""
 
 
 STRING_FORMATS: dict[str, str] = {
@@ -290,11 +311,11 @@ STRING_FORMATS: dict[str, str] = {
 _JSON_POINTER = r"(?:/(?:[^~/]|~[01])*)*"
 STRING_FORMATS.update(
     {
-        # the broader formats get a valid subset: an absolute URI is also a URI reference and
-        # an IRI, an ASCII address or host name is also an internationalized one
-        "uri-reference": STRING_FORMATS["uri"],
-        "iri": STRING_FORMATS["uri"],
-        "iri-reference": STRING_FORMATS["uri"],
+        "uri-reference": _uri(reference=True),
+        "iri": _uri(international=True),
+        "iri-reference": _uri(reference=True, international=True),
+        # the broader formats get a valid subset: an ASCII address or host name is also an
+        # internationalized one
         "idn-email": STRING_FORMATS["email"],
         "idn-hostname": STRING_FORMATS["hostname"],
         "json-pointer": _JSON_POINTER,

@@ -184,9 +184,21 @@ def _interleave(items: list[Fragment], make_sep: Callable[[], Fragment]) -> list
 
 
 def _searched(pattern: str) -> str:
-    """A full-match regex for the strings in which ``pattern`` is found (JSON Schema searches)."""
+    """A full-match regex for the strings in which ``pattern`` is found (JSON Schema searches).
+
+    Global flags leading the pattern (``(?i)^[a-z]+$``, valid where schemas are checked with
+    Python's ``re``) become a group's own flags, since they may only lead the whole regex."""
+    flags = _GLOBAL_FLAGS.match(pattern)
+    if flags is not None:
+        rest = pattern[flags.end() :]
+        # (under MULTILINE, ^ and $ also match at line breaks: no anchored shortcut)
+        inner = f"(?s:.*?)(?:{rest})(?s:.*)" if "m" in flags.group(1) else _searched(rest)
+        return f"(?{flags.group(1)}:{inner})"
     searched = pattern if pattern.startswith("^") else "(?s:.*?)" + f"(?:{pattern})"
     return searched if pattern.endswith("$") and not pattern.endswith("\\$") else searched + "(?s:.*)"
+
+
+_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
 
 
 def _multiple_of_dfa(step: int) -> ByteDFA:

@@ -320,7 +320,7 @@ class SplitSchema(Locked):
         if template is None:
             template = self._compile_template({**schema, WRITTEN_KEY: []}, path)
             self._rest_templates[id(members)] = template
-        order = {name: i for i, name in enumerate(members)}
+        position = {name: i for i, name in enumerate(members)}.__getitem__
         written = set(schema[WRITTEN_KEY])
         after_one = {self.register({**schema, WRITTEN_KEY: [name]}, path): name for name in members}
         missing = [name for name in schema.get("required", []) if name not in written]
@@ -333,7 +333,7 @@ class SplitSchema(Locked):
         shaped = Node(-1, path, dfa, template.calls, template.boundary, False)
         cut = _cut_calls(shaped, {callee for callee, name in after_one.items() if name in written})
         rest = {  # a member's "rest after it alone" -> the rest after it and those written
-            callee: self.register({**schema, WRITTEN_KEY: sorted(written | {name}, key=order.__getitem__)}, path)
+            callee: self.register({**schema, WRITTEN_KEY: sorted(written | {name}, key=position)}, path)
             for callee, name in after_one.items()
             if name not in written
         }

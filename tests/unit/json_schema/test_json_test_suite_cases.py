@@ -141,6 +141,52 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
         ],
     ),
     ({"format": "uri"}, [("http://2001:0db8:85a3:0000:0000:8a2e:0370:7334", False), ("urn:a:b", True)]),
+    # optional/format/uri-reference.json, iri-reference.json: relative references, IRIs
+    (
+        {"format": "uri-reference"},
+        [
+            ("http://foo.bar/?baz=qux#quux", True),
+            ("//foo.bar/?baz=qux#quux", True),
+            ("/abc", True),
+            ("\\\\WINDOWS\\fileshare", False),
+            ("abc", True),
+            ("#fragment", True),
+            ("#frag\\ment", False),
+            ("../a/./b?q", True),
+            ("", True),
+            ("a:b", True),  # a scheme "a"
+            ("a b", False),
+            ("ƒøø", False),
+        ],
+    ),
+    (
+        {"format": "iri-reference"},
+        [
+            ("http://ƒøø.ßår/?∂éœ=πîx#πîüx", True),
+            ("//ƒøø.ßår/?∂éœ=πîx#πîüx", True),
+            ("/âππ", True),
+            ("\\\\WINDOWS\\filëßåré", False),
+            ("âππ", True),
+            ("#ƒrägmênt", True),
+            ("#ƒräg\\mênt", False),
+            ("?\ue000", True),  # iprivate, in a query only
+            ("#\ue000", False),
+        ],
+    ),
+    (
+        {"format": "iri"},
+        [
+            ("http://ƒøø.ßår/?∂éœ=πîx#πîüx", True),
+            ("/âππ", False),
+            ("http://a/\ufffe", False),
+        ],
+    ),
+    # Python-syntax global flags leading a pattern (jsonschema checks with re.search)
+    (
+        {"pattern": "(?i)^[a-z]+$"},
+        [("abc", True), ("ABC", True), ("aB1", False), ("x\nabc", False)],
+    ),
+    ({"pattern": "(?m)^abc$"}, [("abc", True), ("x\nabc", True), ("abc\nx", True), ("xabc", False)]),
     # patternProperties.json: "multiple simultaneous patternProperties are validated" (a key
     # matching both patterns is governed by both schemas: the key sets split by what they match)
     (
