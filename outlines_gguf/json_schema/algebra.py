@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from outlines_gguf.automata.ops import intersect
+from outlines_gguf.errors import OutlinesGGUFError
 from outlines_gguf.json_schema.keywords import (
     _ARRAY_SIBLINGS,
     _COUNT_FLIP,
@@ -20,7 +22,8 @@ from outlines_gguf.json_schema.keywords import (
     MAX_UNIQUE_VALUES,
     _is_int,
 )
-from outlines_gguf.json_schema.validate import json_equal
+from outlines_gguf.json_schema.lexical import _searched
+from outlines_gguf.json_schema.validate import Undecided, json_equal, pattern_dfa, pattern_matches
 
 
 def _distribute(parts: list[Any]) -> dict | None:
@@ -49,6 +52,32 @@ def _distribute(parts: list[Any]) -> dict | None:
         others = parts[:i] + parts[i + 1 :]
         return {"anyOf": [{"allOf": [*others, option]} for option in options]}
     return None
+
+
+def _provably_empty(parts: list[Any]) -> bool:
+    """No value satisfies all of ``parts``, as far as merging the mergeable ones shows: a
+    ``false`` part, no type in common, an empty ``enum``, or a required property whose
+    schemas (gathered by the merge) are ``false`` or pairwise disjoint. A cheap, partial test
+    (False: perhaps satisfiable) for pruning the combinations of conditionals."""
+    spliced = _spliced(parts)
+    if any(p is False for p in spliced):
+        return True
+    unmergeable = KNOWN_KEYWORDS - _MERGEABLE - {"not"}
+    simple = [p for p in spliced if isinstance(p, dict) and not set(p) & unmergeable]
+    merged = _merge_all(simple) if simple else None
+    if merged is None:
+        return False
+    if merged.get("enum") == [] or merged.get("type") == []:
+        return True
+    props = merged.get("properties", {})
+    for name in merged.get("required", []) if isinstance(merged.get("required"), list) else []:
+        sub = props.get(name, True) if isinstance(props, dict) else True
+        if sub is False:
+            return True
+        schemas = _spliced([sub])
+        if any(_safely_disjoint(_flat(a), _flat(b)) for i, a in enumerate(schemas) for b in schemas[i + 1 :]):
+            return True
+    return False
 
 
 def _spliced(parts: list[Any]) -> list[Any]:
@@ -274,8 +303,10 @@ def _disjoint(a: Any, b: Any) -> bool:
         return True
     if not isinstance(a, dict) or not isinstance(b, dict):
         return False
-    if {"anyOf", "oneOf", "allOf", "$ref", "not"} & (set(a) | set(b)):
+    if "$ref" in a or "$ref" in b:  # (beside it, drafts 4-7 ignore the other keywords)
         return False
+    # the other keywords read here constrain alone: what anyOf, oneOf, allOf or not add only
+    # narrows a schema, so a pair disjoint without them is disjoint with them
     ta, tb = _type_set(a), _type_set(b)
     if "number" in ta and "integer" not in ta:
         ta.add("integer")
@@ -296,10 +327,55 @@ def _disjoint(a: Any, b: Any) -> bool:
             if name in props_a and name in props_b and _disjoint(_flat(props_a[name]), _flat(props_b[name])):
                 return True
         for y, req in ((b, req_a), (a, req_b)):
-            closed = y.get("additionalProperties", True) is False and not y.get("patternProperties")
-            if closed and req - set(y.get("properties", {})):
+            if any(_forbids(y, name) for name in req):
                 return True  # one requires a property the other forbids
+        if _needs_a_key(a) or _needs_a_key(b):
+            return _no_common_key(a, b)
     return False
+
+
+def _needs_a_key(schema: dict) -> bool:
+    """An object of ``schema`` has at least one property."""
+    low = schema.get("minProperties", 0)
+    return bool(schema.get("required")) or (isinstance(low, int) and not isinstance(low, bool) and low >= 1)
+
+
+def _no_common_key(a: dict, b: dict) -> bool:
+    """Both objects are closed (``additionalProperties: false``) and no key is allowed by both:
+    none declared by one is allowed by the other, and no key matches a pattern of each."""
+    if a.get("additionalProperties", True) is not False or b.get("additionalProperties", True) is not False:
+        return False
+    for x, y in ((a, b), (b, a)):
+        if any(sub is not False and not _forbids(y, name) for name, sub in x.get("properties", {}).items()):
+            return False
+    try:
+        for p in a.get("patternProperties") or {}:
+            for q in b.get("patternProperties") or {}:
+                dp, dq = pattern_dfa(_searched(p)), pattern_dfa(_searched(q))
+                if dp is not None and dq is not None and intersect(dp, dq) is not None:
+                    return False
+    except OutlinesGGUFError:  # a pattern our automata cannot express
+        return False
+    return True
+
+
+def _forbids(schema: dict, name: str) -> bool:
+    """An object of ``schema`` certainly cannot have the property ``name``: it is declared
+    ``false``, or it is undeclared, matches no ``patternProperties`` and ``additionalProperties``
+    is ``false``, or ``not: {"required": [..., name, ...]}`` (the one property alone)."""
+    props = schema.get("properties", {})
+    if name in props:
+        return props[name] is False
+    negated = schema.get("not")
+    if isinstance(negated, dict) and set(negated) == {"required"} and negated["required"] == [name]:
+        return True
+    if schema.get("additionalProperties", True) is not False:
+        return False
+    patterns = schema.get("patternProperties") or {}
+    try:
+        return not any(pattern_matches(p, name) for p in patterns)
+    except Undecided:
+        return False
 
 
 def _merge_all(parts: list[Any]) -> dict | None:

@@ -22,6 +22,7 @@ from outlines_gguf.json_schema.algebra import (
     _listed_values,
     _merge_all,
     _negate_keyword,
+    _provably_empty,
     _safely_disjoint,
     _spliced,
     _type_set,
@@ -33,6 +34,7 @@ from outlines_gguf.json_schema.keywords import (
     _VALUE_FAMILY,
     ANNOTATIONS,
     KNOWN_KEYWORDS,
+    MAX_CONDITIONAL_CHOICES,
     MAX_DEPENDENCY_BRANCHES,
     MAX_ONEOF_CHOICES,
     MAX_ONEOF_EXCLUSIVE,
@@ -151,6 +153,8 @@ class _CombinatorRules:
                 except RecursionError as exc:
                     raise ConstraintTooComplexError(f"{path}: an enum value is nested too deeply") from exc
                 return self.b.alt(self.literal_value(v) for v in kept)
+        if sum(1 for p in parts if isinstance(p, dict) and "if" in p) > 1:
+            return self.value(self.conditional_choices(parts, path), path, depth)
         merged = _merge_all(parts)
         if merged is not None:
             return self.value(merged, path, depth)
@@ -177,6 +181,45 @@ class _CombinatorRules:
         except DFAProductTooLargeError as exc:
             raise ConstraintTooComplexError(f"{path}: allOf is too large to intersect ({exc})") from exc
         return self.b.dfa(result)
+
+    def conditional_choices(self: CompilerAPI, parts: list, path: str) -> Any:
+        """``allOf`` parts among which several are conditionals (``if``/``then``/``else``, as
+        configuration schemas chain them: "if kind is A then ..., if kind is B then ..."), as
+        the union of the consistent choices of one branch per conditional (``if`` and
+        ``then``, or a way ``if`` fails and ``else``), beside the other parts.
+
+        The choices are searched depth-first and a partial choice that is provably empty (two
+        ``if``s that need different values of one required property) is cut there, so k
+        conditionals on one discriminator give k + 1 choices, not 2^k products of automata.
+        Exact: every combination left out is empty; conditionals' branches exclude each other.
+        """
+        fixed = [p for p in parts if not (isinstance(p, dict) and "if" in p)]
+        unions: list[list[Any]] = []
+        for p in parts:
+            if isinstance(p, dict) and "if" in p:
+                expanded = self.expand_condition(p, path)
+                alone = not (isinstance(expanded, dict) and set(expanded) == {"anyOf"})
+                unions.append([expanded] if alone else list(expanded["anyOf"]))
+        choices: list[list[Any]] = []
+
+        def search(k: int, chosen: list[Any]) -> None:
+            if _provably_empty([*fixed, *chosen]):
+                return
+            if k == len(unions):
+                if len(choices) >= MAX_CONDITIONAL_CHOICES:
+                    raise ConstraintTooComplexError(
+                        f"{path}: the conditionals of this allOf combine in more than "
+                        f"{MAX_CONDITIONAL_CHOICES} ways (MAX_CONDITIONAL_CHOICES)"
+                    )
+                choices.append(chosen)
+                return
+            for option in unions[k]:
+                search(k + 1, [*chosen, option])
+
+        search(0, [])
+        if not choices:
+            return False
+        return {"anyOf": [{"allOf": [*fixed, *chosen]} for chosen in choices]}
 
     def inline_refs(self: CompilerAPI, schema: Any, path: str) -> Any:
         """Replace a top-level $ref by its target, so allOf parts can be merged (beside
@@ -219,11 +262,12 @@ class _CombinatorRules:
                 if isinstance(branch, dict):
                     self.check_shapes(branch, f"{path}/{key}/{i}")
             n = len(resolved)
+            kinds = [self.possible_types(c, path) for c in combined]
             overlaps = {
                 (i, j)
                 for i in range(n)
                 for j in range(n)
-                if i != j and not _safely_disjoint(resolved[i], resolved[j])
+                if i != j and kinds[i] & kinds[j] and not _safely_disjoint(resolved[i], resolved[j])
             }
             try:
                 if overlaps and n > MAX_ONEOF_EXCLUSIVE:
@@ -240,6 +284,36 @@ class _CombinatorRules:
                 if not self.lenient:
                     raise  # lenient: the branches as a union (anyOf), a superset of oneOf
         return key, combined
+
+    def possible_types(
+        self: CompilerAPI, schema: Any, path: str, seen: frozenset[int] = frozenset()
+    ) -> set[str]:
+        """The JSON types a value of ``schema`` may have (a superset), looking through ``$ref``
+        (keywords beside it ignored, as drafts 4-7 do: the target's types hold either way) and
+        combinators: branches of a ``oneOf`` of references to an array-or-string definition and
+        an object one are told apart. "number" comes with "integer"."""
+        every = {"null", "boolean", "integer", "number", "string", "array", "object"}
+        if schema is False:
+            return set()
+        if not isinstance(schema, dict) or id(schema) in seen:
+            return every
+        seen = seen | {id(schema)}
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            try:
+                return self.possible_types(self.resolve(ref, path), path, seen)
+            except SchemaError:
+                return every
+        types = _type_set(schema) & every
+        if "number" in types:
+            types.add("integer")
+        for part in schema.get("allOf", []) if isinstance(schema.get("allOf"), list) else []:
+            types &= self.possible_types(part, path, seen)
+        for key in ("anyOf", "oneOf"):
+            branches = schema.get(key)
+            if isinstance(branches, list) and branches:
+                types &= set().union(*(self.possible_types(b, path, seen) for b in branches))
+        return types
 
     def exactly_one(
         self: CompilerAPI, base: dict, branches: list, overlaps: set[tuple[int, int]], path: str

@@ -141,6 +141,10 @@ MAX_DISTRIBUTED = 16
 """Alternatives one compile may create by spreading ``allOf``s over a union (``_distribute``);
 past that, allOf parts are intersected as automata."""
 
+MAX_CONDITIONAL_CHOICES = 256
+"""Consistent choices of branches an ``allOf`` of conditionals may expand into (see
+``_Compiler.conditional_choices``; k conditionals on one discriminator make k + 1)."""
+
 MAX_SPLICED = 256
 """Parts an ``allOf`` may gather from the ``allOf``s nested in it (see ``_spliced``)."""
 

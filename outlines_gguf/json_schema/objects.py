@@ -120,11 +120,13 @@ class _ObjectRules:
             link = schema.get(EXTRA_KEY)
             between = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
             return self.object_body(members, between, 1 if part == "first" else 2, None, part=part)
-        written = schema.get(WRITTEN_KEY)
-        if written is not None:  # the rest of an object whose members come in any order
+        if WRITTEN_KEY in schema:  # an object whose members come in any order: its own node
             link = schema.get(EXTRA_KEY)
             between = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
-            # (written empty: the template the split schema derives every set's node from)
+            written = schema[WRITTEN_KEY]
+            if written is None:  # from "{"
+                return self.members_after(schema, member_names, members, between, frozenset(), path, True)
+            # the rest (written empty: the template the split schema derives every rest from)
             return self.members_after(
                 schema, member_names, members, between, frozenset(written), path, False, not written
             )
@@ -160,7 +162,9 @@ class _ObjectRules:
             }
             if link is not None:
                 base[EXTRA_KEY] = link
-            return self.members_after(base, member_names, members, extra, frozenset(), path, first=True)
+            # a node of its own, even where this object is one branch of a union: the values
+            # of its required members are that node's needs, and only its own
+            return self.call_maker({**base, WRITTEN_KEY: None}, path)()
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
 
     def member_schemas(self: CompilerAPI, schema: dict, props: dict, path: str) -> dict:

@@ -181,7 +181,8 @@ class SplitSchema(Locked):
         if schema is True or schema == {}:
             key = ("any",)
         elif isinstance(schema, dict) and WRITTEN_KEY in schema:  # the rest of an object, by members written
-            key = ("rest", id(schema["properties"]), tuple(schema[WRITTEN_KEY]))
+            written = schema[WRITTEN_KEY]
+            key = ("rest", id(schema["properties"]), None if written is None else tuple(written))
         elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
             key = ("ref", str(schema["$ref"]))
         elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
@@ -264,7 +265,7 @@ class SplitSchema(Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.builder.label = f"JSON schema at {path}"
-        if _is_rest(schema) and schema[WRITTEN_KEY]:
+        if _is_rest(schema) and schema[WRITTEN_KEY]:  # (the template, written empty, is compiled)
             node = self._rest_node(number, schema, path)
             self._nodes[number] = node
             return node
@@ -420,8 +421,9 @@ class SplitSchema(Locked):
 
 
 def _is_rest(schema: Any) -> bool:
-    """The schema of a rest node (an object's members after some were written)."""
-    return isinstance(schema, dict) and WRITTEN_KEY in schema
+    """The schema of a rest node (an object's members after some were written; not the
+    object's own node, whose ``WRITTEN_KEY`` is None)."""
+    return isinstance(schema, dict) and schema.get(WRITTEN_KEY) is not None
 
 
 def _lists_values(schema: dict) -> bool:
@@ -466,13 +468,14 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> 
     ref = schema.get("$ref")
     if root is not None and isinstance(ref, str) and not set(schema) & _KNOWN_KEYWORDS - {"$ref"}:
         return _surely_satisfiable(_pointer_target(root, ref), root, memo)
-    if WRITTEN_KEY in schema:  # the rest of an object: its caller's ``needs`` answer for it
+    if schema.get(WRITTEN_KEY) is not None:  # the rest of an object: its caller's needs answer for it
         return True
     if STRING_RUN_KEY in schema:  # low <= high: some string fits
         return True
     if ITEMS_RUN_KEY in schema:  # nothing, or items
         return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], root, memo)
-    if EXTRA_KEY in schema and CHUNK_KEY not in schema:  # one extra member: its key can always be written
+    if EXTRA_KEY in schema and CHUNK_KEY not in schema and WRITTEN_KEY not in schema:
+        # one extra member: its key can always be written
         return not schema.get("patternProperties") and _surely_satisfiable(
             schema.get("additionalProperties", True), root, memo
         )
@@ -488,7 +491,7 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> 
         if not _bounds_leave_room(schema):
             return False
         known = known - _BOUNDS
-    if known - _SIMPLE_KEYS - {CHUNK_KEY, EXTRA_KEY}:  # (a run of members, its link to extra ones)
+    if known - _SIMPLE_KEYS - {CHUNK_KEY, EXTRA_KEY, WRITTEN_KEY}:  # (the compiler's own object keywords)
         return False
     if any(k in ("null", "boolean", "number", "integer", "array") for k in kinds):
         return True
