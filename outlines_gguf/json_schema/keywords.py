@@ -112,6 +112,11 @@ WRITTEN_KEY = "x-outlines-gguf-written"
 """Marks the synthetic schema of the rest of an object whose members come in any order: the
 names of the members written so far (see ``_ObjectRules.members_after``)."""
 
+OBJECT_KEY = "x-outlines-gguf-object"
+"""Beside :data:`WRITTEN_KEY`: a number, one per compiled object, that names the object whose
+members these are (rest nodes of two objects with the same members may differ in what they
+require)."""
+
 ITEMS_RUN_KEY = "x-outlines-gguf-items-run"
 """Marks the synthetic schema of a run of array items in split mode: ``[min, max]`` more items
 (max None: any number) of ``items``, each after a comma (see ``_Compiler.items_run``)."""
@@ -272,7 +277,7 @@ MAX_ONEOF_CHOICES = 64
 KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
-    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY, WRITTEN_KEY}  # the compiler's own: kept
+    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY, WRITTEN_KEY, OBJECT_KEY}  # ours
     | _OBJECT_KEYS | _ARRAY_KEYS | _CONTAINS_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""

@@ -3,6 +3,7 @@ members, chunked objects, property names."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,7 @@ from outlines_gguf.json_schema.keywords import (
     FREE_FORM_DEPTH,
     MAX_ITEMS_CAP,
     MEMBER_CHUNK,
+    OBJECT_KEY,
     WRITTEN_KEY,
     _pointer,
     call_marker,
@@ -40,6 +42,9 @@ EAGER_ORDER_MAX = 3
 """Objects of at most this many members written in any order are one automaton with a state per
 set of members written (2^n); larger ones are a node per set, compiled when generation reaches
 it (``members_after``), so only the sets a document passes through are ever built."""
+
+_OBJECT_NUMBERS = itertools.count()
+"""Numbers for the objects compiled in any order (:data:`OBJECT_KEY`), unique in the process."""
 
 MAX_OVERLAPPING_PATTERNS = 4
 """Overlapping ``patternProperties`` (a key matching two must satisfy both schemas) are split
@@ -159,6 +164,7 @@ class _ObjectRules:
                 "properties": props,
                 "required": [n for n in required if n in props],
                 "additionalProperties": False,
+                OBJECT_KEY: next(_OBJECT_NUMBERS),
             }
             if link is not None:
                 base[EXTRA_KEY] = link

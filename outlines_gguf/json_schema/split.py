@@ -32,6 +32,7 @@ from outlines_gguf.json_schema.keywords import (
     EXTRA_KEY,
     ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
+    OBJECT_KEY,
     WRITTEN_KEY,
     _is_int,
     _pointer,
@@ -121,7 +122,7 @@ class SplitSchema(Locked):
         self._active: set[int] = set()
         self._productive: set[int] = set()  # checked productive, given what is unproductive now
         self._cut_pending = False  # a node turned out empty: cut the calls to it
-        self._rest_templates: dict[int, Node] = {}  # id of an object's members -> its template
+        self._rest_templates: dict[int, Node] = {}  # OBJECT_KEY of an object -> its template
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         doubt = self._scan()
@@ -182,7 +183,7 @@ class SplitSchema(Locked):
             key = ("any",)
         elif isinstance(schema, dict) and WRITTEN_KEY in schema:  # the rest of an object, by members written
             written = schema[WRITTEN_KEY]
-            key = ("rest", id(schema["properties"]), None if written is None else tuple(written))
+            key = ("rest", schema[OBJECT_KEY], None if written is None else tuple(written))
         elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
             key = ("ref", str(schema["$ref"]))
         elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
@@ -317,10 +318,10 @@ class SplitSchema(Locked):
         branch's tail call goes to the node for the set with that member added. A few array
         passes, where compiling the set's automaton would determinize it again."""
         members = schema["properties"]
-        template = self._rest_templates.get(id(members))
+        template = self._rest_templates.get(schema[OBJECT_KEY])
         if template is None:
             template = self._compile_template({**schema, WRITTEN_KEY: []}, path)
-            self._rest_templates[id(members)] = template
+            self._rest_templates[schema[OBJECT_KEY]] = template
         position = {name: i for i, name in enumerate(members)}.__getitem__
         written = set(schema[WRITTEN_KEY])
         after_one = {self.register({**schema, WRITTEN_KEY: [name]}, path): name for name in members}
@@ -491,7 +492,7 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> 
         if not _bounds_leave_room(schema):
             return False
         known = known - _BOUNDS
-    if known - _SIMPLE_KEYS - {CHUNK_KEY, EXTRA_KEY, WRITTEN_KEY}:  # (the compiler's own object keywords)
+    if known - _SIMPLE_KEYS - {CHUNK_KEY, EXTRA_KEY, WRITTEN_KEY, OBJECT_KEY}:  # (the compiler's own)
         return False
     if any(k in ("null", "boolean", "number", "integer", "array") for k in kinds):
         return True
