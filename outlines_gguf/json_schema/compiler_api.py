@@ -35,6 +35,18 @@ class CompilerAPI(Protocol):
 
     def container(self, kind: str, schema: dict, path: str, depth: int) -> Fragment | None: ...
     def member_link(self, source: int, fragment: Fragment | None, target: int, comma: bool) -> None: ...
+    def counted_members(
+        self,
+        base: dict,
+        names: list[str],
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        path: str,
+        first: bool,
+        template: bool,
+        counts: Any,
+        ends: tuple[int, int],
+    ) -> None: ...
     def close_into(self, source: int, end: int) -> None: ...
     def members_after(
         self,

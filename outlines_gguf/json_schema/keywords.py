@@ -117,6 +117,13 @@ OBJECT_KEY = "x-outlines-gguf-object"
 members these are (rest nodes of two objects with the same members may differ in what they
 require)."""
 
+EXTRAS_WRITTEN_KEY = "x-outlines-gguf-extras-written"
+"""Beside :data:`WRITTEN_KEY`, where min/maxProperties count the members: the extra members
+written so far (as far as the counts tell them apart)."""
+
+TEMPLATE_KEY = "x-outlines-gguf-template"
+"""Beside :data:`WRITTEN_KEY`: the template every rest node of the object is derived from."""
+
 ITEMS_RUN_KEY = "x-outlines-gguf-items-run"
 """Marks the synthetic schema of a run of array items in split mode: ``[min, max]`` more items
 (max None: any number) of ``items``, each after a comma (see ``_Compiler.items_run``)."""
@@ -274,10 +281,13 @@ the negation of every other (quadratic), and compiling them would take seconds."
 MAX_ONEOF_CHOICES = 64
 """Alternatives a oneOf over ``required`` sets may expand into (see ``_exclusive_required``)."""
 
+_REST_KEYS = (WRITTEN_KEY, OBJECT_KEY, EXTRAS_WRITTEN_KEY, TEMPLATE_KEY)
+"""The compiler's own keywords of any-order objects' nodes."""
+
 KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
-    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY, WRITTEN_KEY, OBJECT_KEY}  # ours
+    | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY, *_REST_KEYS}  # ours
     | _OBJECT_KEYS | _ARRAY_KEYS | _CONTAINS_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""

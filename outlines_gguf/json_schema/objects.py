@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from math import comb
 from typing import TYPE_CHECKING, Any, Protocol
 
 from outlines_gguf.automata.charsets import _complement, _normalize
@@ -18,10 +20,12 @@ from outlines_gguf.json_schema.keywords import (
     CHUNK_KEY,
     EXTRA_KEY,
     EXTRA_VALUE_DEPTH,
+    EXTRAS_WRITTEN_KEY,
     FREE_FORM_DEPTH,
     MAX_ITEMS_CAP,
     MEMBER_CHUNK,
     OBJECT_KEY,
+    TEMPLATE_KEY,
     WRITTEN_KEY,
     _pointer,
     call_marker,
@@ -43,6 +47,11 @@ EAGER_ORDER_MAX = 3
 set of members written (2^n); larger ones are a node per set, compiled when generation reaches
 it (``members_after``), so only the sets a document passes through are ever built."""
 
+MAX_EAGER_RESTS = 256
+"""With ``minProperties``, the rest nodes below the minimum are compiled with their object (to
+decide whether the minimum can be reached): an object takes its members in any order only
+where there are at most this many such sets."""
+
 _OBJECT_NUMBERS = itertools.count()
 """Numbers for the objects compiled in any order (:data:`OBJECT_KEY`), unique in the process."""
 
@@ -62,6 +71,65 @@ def _never(schema: Any) -> bool:
         return True
     parts = schema.get("allOf")
     return isinstance(parts, list) and any(_never(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class MemberCounts:
+    """What ``minProperties``/``maxProperties`` allow of an object whose members come in any
+    order, at a point where the members ``written`` and ``extras`` extra members have been.
+
+    Nodes only ever lead to *feasible* points, from which the object can still be finished
+    (its missing required members fit under the maximum, and enough members are left, or
+    extra ones allowed, to reach the minimum), so no mask opens a member that dead-ends."""
+
+    names: tuple[str, ...]  # the members
+    required: frozenset[str]
+    low: int
+    high: int | None
+    extras: bool  # extra members may be written
+
+    @classmethod
+    def of(cls, schema: dict, names: Collection[str]) -> MemberCounts:
+        high = schema.get("maxProperties")
+        return cls(
+            tuple(names),
+            frozenset(schema.get("required", [])),
+            int(schema.get("minProperties", 0)),
+            None if high is None else int(high),
+            EXTRA_KEY in schema,
+        )
+
+    @property
+    def counted(self) -> bool:
+        return self.low > 0 or self.high is not None
+
+    def feasible(self, written: Collection[str], extras: int) -> bool:
+        count = len(written) + extras
+        missing = len(self.required - set(written))
+        if self.high is not None and (count > self.high or missing > self.high - count):
+            return False
+        return self.extras or count + len(self.names) - len(written) >= self.low
+
+    def closes(self, written: Collection[str], extras: int) -> bool:
+        """``}`` may come: every required member written, the minimum reached."""
+        return self.required <= set(written) and len(written) + extras >= self.low
+
+    def after_extra(self, written: Collection[str], extras: int) -> int:
+        """The extras counted after one more: exact under a maximum, else only up to the
+        minimum (past it, more extra members change nothing)."""
+        if self.high is not None:
+            return extras + 1
+        return min(extras + 1, max(self.low - len(written), 0))
+
+
+def rest_schema(base: dict, written: list[str], extras: int, counted: bool) -> dict:
+    """The schema of the node for an any-order object's rest (see ``members_after``)."""
+    return {**base, WRITTEN_KEY: written, **({EXTRAS_WRITTEN_KEY: extras} if counted else {})}
+
+
+def eager_rests(n: int, low: int) -> int:
+    """The sets of members below ``minProperties`` (compiled with their object)."""
+    return sum(comb(n, c) for c in range(min(low, n + 1)))
 
 
 class _Link(Protocol):
@@ -131,9 +199,10 @@ class _ObjectRules:
             written = schema[WRITTEN_KEY]
             if written is None:  # from "{"
                 return self.members_after(schema, member_names, members, between, frozenset(), path, True)
-            # the rest (written empty: the template the split schema derives every rest from)
+            # the rest (or the template the split schema derives every rest node from)
+            template = bool(schema.get(TEMPLATE_KEY))
             return self.members_after(
-                schema, member_names, members, between, frozenset(written), path, False, not written
+                schema, member_names, members, between, frozenset(written), path, False, template
             )
         if EXTRA_KEY in schema:  # one extra member of another object, as a node of its own
             with self.nested():  # its value is nested
@@ -156,8 +225,13 @@ class _ObjectRules:
             extra = self.call_maker(link, f"{path}/additionalProperties")
         if self.calls is not None and len(members) > ANY_ORDER_MAX and min_p == 0 and max_p is None:
             return self.chunked_object(props, required, extra, link, path)
-        if self.calls is not None and 1 < len(members) <= ANY_ORDER_MAX and min_p == 0 and max_p is None:
-            if len(members) <= EAGER_ORDER_MAX:
+        counted = min_p > 0 or max_p is not None
+        if (
+            self.calls is not None
+            and 1 < len(members) <= ANY_ORDER_MAX
+            and eager_rests(len(members), min_p) <= MAX_EAGER_RESTS
+        ):
+            if len(members) <= EAGER_ORDER_MAX and not counted:
                 return self.any_order_body(members, extra)
             base = {
                 "type": "object",
@@ -166,6 +240,10 @@ class _ObjectRules:
                 "additionalProperties": False,
                 OBJECT_KEY: next(_OBJECT_NUMBERS),
             }
+            if min_p:
+                base["minProperties"] = min_p
+            if max_p is not None:
+                base["maxProperties"] = int(max_p)
             if link is not None:
                 base[EXTRA_KEY] = link
             # a node of its own, even where this object is one branch of a union: the values
@@ -327,6 +405,10 @@ class _ObjectRules:
         missing = [n for n, (_, must) in zip(names, members, strict=True) if must and n not in written]
         member_path = f"{path}/properties/"
         self.needs.extend(self.calls(base["properties"][n], member_path + _pointer(n)) for n in missing)
+        counts = MemberCounts.of(base, names)
+        if counts.counted:
+            self.counted_members(base, names, members, extra, path, first, template, counts, (start, end))
+            return (entry[0] if entry is not None else start), end
         if not missing or template:
             self.close_into(start, end)
         extras_only = None  # from "{": only extra members so far
@@ -354,6 +436,45 @@ class _ObjectRules:
         finally:
             self._leaves_called = called
         return (entry[0] if entry is not None else start), end
+
+    def counted_members(
+        self: CompilerAPI,
+        base: dict,
+        names: list[str],
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        path: str,
+        first: bool,
+        template: bool,
+        counts: MemberCounts,
+        ends: tuple[int, int],
+    ) -> None:
+        """:meth:`members_after` where min/maxProperties count the members, from ``{`` or in
+        the template (nothing written): ``}``, each member or an extra one followed by a tail
+        call to the rest node of what is then written (extra members are counted too). From
+        ``{`` only feasible points are entered (:class:`MemberCounts`); the split schema
+        derives each rest node from the template by cutting what its counts forbid."""
+        start, end = ends
+        none: frozenset[str] = frozenset()
+        if template or counts.closes(none, 0):
+            self.close_into(start, end)
+        comma = not first
+        called, self._leaves_called = self._leaves_called, True  # each value once, as a call
+        try:
+            for name, (make, _) in zip(names, members, strict=True):
+                if template or counts.feasible({name}, 0):
+                    member = make()
+                    rest = self.call_maker(rest_schema(base, [name], 0, True), path)
+                    if member is not None:
+                        self.member_link(start, self.b.seq([member, rest()]), end, comma)
+            if extra is not None and (template or counts.feasible(none, 1)):
+                more = counts.after_extra(none, 0)
+                rest = self.call_maker(rest_schema(base, [], more, True), path)
+                piece = extra()
+                if piece is not None:
+                    self.member_link(start, self.b.seq([piece, rest()]), end, comma)
+        finally:
+            self._leaves_called = called
 
     def call_maker(self: CompilerAPI, schema: Any, path: str) -> Callable[[], Fragment]:
         """A function writing a call to the node for ``schema`` (registered once, now)."""

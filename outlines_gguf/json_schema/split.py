@@ -30,15 +30,18 @@ from outlines_gguf.json_schema.keywords import (
     CHUNK_KEY,
     DEFAULT_MAX_DEPTH,
     EXTRA_KEY,
+    EXTRAS_WRITTEN_KEY,
     ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
     OBJECT_KEY,
+    TEMPLATE_KEY,
     WRITTEN_KEY,
     _is_int,
     _pointer,
     call_marker,
 )
 from outlines_gguf.json_schema.lexical import Whitespace
+from outlines_gguf.json_schema.objects import MemberCounts, _never, rest_schema
 from outlines_gguf.json_schema.runs import (
     STRING_RUN_KEY,
     STRING_SEGMENT,
@@ -183,7 +186,8 @@ class SplitSchema(Locked):
             key = ("any",)
         elif isinstance(schema, dict) and WRITTEN_KEY in schema:  # the rest of an object, by members written
             written = schema[WRITTEN_KEY]
-            key = ("rest", schema[OBJECT_KEY], None if written is None else tuple(written))
+            extras = schema.get(EXTRAS_WRITTEN_KEY, 0)
+            key = ("rest", schema[OBJECT_KEY], None if written is None else tuple(written), extras)
         elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
             key = ("ref", str(schema["$ref"]))
         elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
@@ -266,7 +270,7 @@ class SplitSchema(Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.builder.label = f"JSON schema at {path}"
-        if _is_rest(schema) and schema[WRITTEN_KEY]:  # (the template, written empty, is compiled)
+        if _is_rest(schema):  # (the template it is derived from is compiled, never registered)
             node = self._rest_node(number, schema, path)
             self._nodes[number] = node
             return node
@@ -312,38 +316,61 @@ class SplitSchema(Locked):
 
     def _rest_node(self, number: int, schema: dict, path: str) -> Node:
         """The node for the rest of an object whose members come in any order, once the members
-        ``schema[WRITTEN_KEY]`` are written (see ``_ObjectRules.members_after``), derived from
-        the object's template instead of compiled: the template's branches for the members
-        written are cut, ``}`` is cut while a required member is missing, and each remaining
-        branch's tail call goes to the node for the set with that member added. A few array
-        passes, where compiling the set's automaton would determinize it again."""
+        ``schema[WRITTEN_KEY]`` (and, where min/maxProperties count them, the extra members
+        ``schema[EXTRAS_WRITTEN_KEY]``) are written (see ``_ObjectRules.members_after``),
+        derived from the object's template instead of compiled: the branches of the members
+        written are cut, and ``}`` while a required member is missing or the minimum is not
+        reached, and every branch that would lead where the object cannot be finished
+        (:class:`MemberCounts`); each remaining branch's tail call goes to the node of what is
+        written after it. A few array passes, where compiling the set's automaton would
+        determinize it again."""
         members = schema["properties"]
         template = self._rest_templates.get(schema[OBJECT_KEY])
         if template is None:
-            template = self._compile_template({**schema, WRITTEN_KEY: []}, path)
+            template = self._compile_template({**schema, WRITTEN_KEY: [], TEMPLATE_KEY: True}, path)
             self._rest_templates[schema[OBJECT_KEY]] = template
+        required = schema.get("required", [])
+        names = [name for name in members if name in required or not _never(members[name])]
         position = {name: i for i, name in enumerate(members)}.__getitem__
+        counts = MemberCounts.of(schema, names)
         written = set(schema[WRITTEN_KEY])
-        after_one = {self.register({**schema, WRITTEN_KEY: [name]}, path): name for name in members}
-        missing = [name for name in schema.get("required", []) if name not in written]
+        extras = schema.get(EXTRAS_WRITTEN_KEY, 0)
+
+        def rest(after: set[str], more: int) -> int:
+            ordered = sorted(after, key=position)
+            return self.register(rest_schema(schema, ordered, more, counts.counted), path)
+
+        after_one = {rest({name}, 0): name for name in names}
+        an_extra = rest(set(), 1) if counts.counted and counts.extras else None
+        missing = [name for name in required if name not in written]
         table = template.dfa.transitions
-        if missing:  # no "}" yet: cut the closing brace, the one byte that reaches acceptance
+        if not counts.closes(written, extras):  # no "}" yet: the one byte that reaches acceptance
             table = table.copy()
             close = table[:, ord("}")]
             table[(close >= 0) & template.dfa.accepting[np.maximum(close, 0)], ord("}")] = -1
+        cut_off = {
+            callee
+            for callee, name in after_one.items()
+            if name in written or not counts.feasible(written | {name}, extras)
+        }
+        if an_extra is not None and not counts.feasible(written, extras + 1):
+            cut_off.add(an_extra)
         dfa = ByteDFA(table, template.dfa.accepting)
         shaped = Node(-1, path, dfa, template.calls, template.boundary, False)
-        cut = _cut_calls(shaped, {callee for callee, name in after_one.items() if name in written})
-        rest = {  # a member's "rest after it alone" -> the rest after it and those written
-            callee: self.register({**schema, WRITTEN_KEY: sorted(written | {name}, key=position)}, path)
+        cut = _cut_calls(shaped, cut_off)
+        targets = {  # a member's "rest after it alone" -> the rest after it and those written
+            callee: rest(written | {name}, extras)
             for callee, name in after_one.items()
-            if name not in written
+            if callee not in cut_off
         }
+        if an_extra is not None and an_extra not in cut_off:
+            targets[an_extra] = rest(written, counts.after_extra(written, extras))
         calls = {
-            state: tuple((rest.get(callee, callee), ret) for callee, ret in pairs)
+            state: tuple((targets.get(callee, callee), ret) for callee, ret in pairs)
             for state, pairs in cut.calls.items()
         }
-        node = Node(number, path, cut.dfa, calls, cut.boundary, not missing, cut.plain_reach)
+        free = counts.closes(written, extras)
+        node = Node(number, path, cut.dfa, calls, cut.boundary, free, cut.plain_reach)
         values = f"{path}/properties/"
         node.needs = tuple(self.register(members[name], values + _pointer(name)) for name in missing)
         return node
@@ -469,8 +496,11 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> 
     ref = schema.get("$ref")
     if root is not None and isinstance(ref, str) and not set(schema) & _KNOWN_KEYWORDS - {"$ref"}:
         return _surely_satisfiable(_pointer_target(root, ref), root, memo)
-    if schema.get(WRITTEN_KEY) is not None:  # the rest of an object: its caller's needs answer for it
-        return True
+    if schema.get(WRITTEN_KEY) is not None:
+        # the rest of an object: its caller's needs answer for its required values, and it is
+        # only entered where it can be finished; below minProperties, compile it to know
+        written = len(schema[WRITTEN_KEY]) + schema.get(EXTRAS_WRITTEN_KEY, 0)
+        return written >= schema.get("minProperties", 0)
     if STRING_RUN_KEY in schema:  # low <= high: some string fits
         return True
     if ITEMS_RUN_KEY in schema:  # nothing, or items

@@ -174,3 +174,45 @@ def test_objects_with_the_same_members_keep_their_own_requirements() -> None:
             verdicts.append(_valid(schema, doc))
             assert _accepts(guide, json.dumps(doc).encode()) == verdicts[-1], doc
     assert 10 < sum(verdicts) < len(verdicts) - 4
+
+
+@pytest.mark.parametrize("closed", [False, True])
+@pytest.mark.parametrize(("low", "high"), [(1, None), (2, None), (0, 2), (2, 3), (3, 3), (1, 4)])
+def test_counted_members_come_in_any_order(low: int, high: int | None, closed: bool) -> None:
+    """minProperties/maxProperties count declared and extra members alike; the members come
+    in any order, and a mask never opens a member after which the counts cannot be met."""
+    schema: dict = {"type": "object", "properties": PROPS, "required": ["c"], "minProperties": low}
+    if high is not None:
+        schema["maxProperties"] = high
+    if closed:
+        schema["additionalProperties"] = False
+    vocab = load_vocab("spm32k")
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    values = {**{k: VALUES[k] for k in ("a", "c", "e", "f", "z")}, "y": 2}
+    verdicts = []
+    rng = random.Random(low * 10 + (high or 0))
+    for n in range(len(values) + 1):
+        orders = list(itertools.permutations(values, n))
+        for keys in rng.sample(orders, min(len(orders), 30)):
+            doc = {k: values[k] for k in keys}
+            verdicts.append(_valid(schema, doc))
+            assert _accepts(guide, json.dumps(doc).encode()) == verdicts[-1], doc
+    assert 5 < sum(verdicts) < len(verdicts) - 5
+    # no dead ends: random walks that always take an allowed token finish the object
+    generator = np.random.default_rng(low)
+    for _ in range(3):
+        state = guide.initial_state
+        text = b""
+        for _ in range(200):
+            if guide.is_final(state) and generator.random() < 0.3:
+                break
+            allowed = guide.mask(state).allowed_ids(vocab.size)
+            allowed = allowed[~np.isin(allowed, list(vocab.eog_ids))]
+            if not allowed.size:  # only the end: the object is complete
+                assert guide.is_final(state), text
+                break
+            token = int(generator.choice(allowed))
+            text += vocab.tokens[token]
+            state = guide.next_state(state, token)
+        if guide.is_final(state):
+            assert _valid(schema, json.loads(text)), text
