@@ -30,6 +30,7 @@ from outlines_gguf.json_schema.algebra import (
 from outlines_gguf.json_schema.keywords import (
     _DEPENDENCY_KEYS,
     _FAMILY,
+    _TYPE_KEYWORDS,
     _TYPES,
     _VALUE_FAMILY,
     ANNOTATIONS,
@@ -279,11 +280,65 @@ class _CombinatorRules:
                         path,
                     )
                 if overlaps:
-                    combined = self.exactly_one(base, branches, overlaps, path)
+                    try:
+                        combined = self.exactly_one(base, branches, overlaps, path)
+                    except SchemaError:
+                        by_type = self.one_of_by_type(combined, path)
+                        if by_type is None:
+                            raise
+                        combined = by_type
             except SchemaError:
                 if not self.lenient:
                     raise  # lenient: the branches as a union (anyOf), a superset of oneOf
         return key, combined
+
+    def one_of_by_type(self: CompilerAPI, branches: list, path: str) -> list | None:
+        """A ``oneOf`` taken one JSON type at a time, as its branches often read: object
+        branches without ``type: object`` also accept every string or number (their keywords
+        pass other types by), so two of them match every non-object, and "exactly one" rejects
+        it; among objects they may well be disjoint. Per type: where two branches accept every
+        value of it, none is valid; where one does, only the values no other branch accepts (a
+        negation, not attempted: None); otherwise the branches restricted to the type, which
+        must be disjoint (else None). Returns branches whose union is exact, or None."""
+        out: list[Any] = []
+        for kind in ("null", "boolean", "object", "array", "string", "number"):
+            everything, some = [], []
+            for branch in branches:
+                accepts = self.accepts_type(branch, kind, path)
+                if accepts == "all":
+                    everything.append(branch)
+                elif accepts == "some":
+                    some.append({"allOf": [{"type": kind}, branch]})
+            if len(everything) >= 2:
+                continue  # every value of this type matches two branches
+            if everything:
+                if some:
+                    return None
+                out.append({"type": kind})
+                continue
+            resolved = [self.flatten(b, path) for b in some]
+            for i, a in enumerate(resolved):
+                if any(not _safely_disjoint(a, b) for b in resolved[i + 1 :]):
+                    return None
+            out.extend(some)
+        return out or [False]
+
+    def accepts_type(self: CompilerAPI, branch: Any, kind: str, path: str) -> str:
+        """Whether ``branch`` accepts "all", "none" or "some" of the values of JSON type
+        ``kind`` ("number" with the integers): "all" only where none of its keywords applies
+        to the type (a partial, sound test)."""
+        if branch is True or branch == {}:
+            return "all"
+        if not isinstance(branch, dict):
+            return "none" if branch is False else "some"
+        types = self.possible_types(branch, path)
+        if kind not in types and not (kind == "number" and "integer" in types):
+            return "none"
+        if kind == "number" and "number" not in types:
+            return "some"  # integers only
+        known = (set(branch) & KNOWN_KEYWORDS) - ANNOTATIONS - {"type"}
+        foreign = set().union(*(v for k, v in _TYPE_KEYWORDS.items() if k != kind))
+        return "all" if known <= foreign else "some"
 
     def possible_types(
         self: CompilerAPI, schema: Any, path: str, seen: frozenset[int] = frozenset()

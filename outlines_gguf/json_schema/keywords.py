@@ -228,6 +228,16 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_TYPE_KEYWORDS = {
+    "object": frozenset(
+        _OBJECT_KEYS | {"propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
+    ),
+    "array": frozenset(_ARRAY_KEYS | _CONTAINS_KEYS),
+    "string": frozenset(_STRING_KEYS | {"contentEncoding", "contentMediaType"}),
+    "number": frozenset(_NUMBER_KEYS),
+}
+"""The keywords that constrain only values of one type (the others pass them by)."""
+
 _FAMILY = {
     "minimum": ("integer", "number"),
     "maximum": ("integer", "number"),

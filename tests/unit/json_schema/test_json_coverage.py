@@ -346,3 +346,38 @@ def test_chains_of_conditionals_are_exact_and_small(kinds: int, independent: int
         verdicts.append(valid)
         assert _pushdown_accepts(guide, json.dumps(doc).encode()) == valid, doc
     assert 5 < sum(verdicts) < 55
+
+
+TYPELESS_ONE_OFS = [
+    # object branches without "type": every non-object matches both, so none is valid
+    {
+        "oneOf": [
+            {"properties": {"p": {"enum": ["mastercard"]}}, "required": ["p"], "additionalProperties": False},
+            {"properties": {"p": {"enum": ["visa"]}, "c": {"type": "integer"}}, "required": ["p", "c"]},
+        ]
+    },
+    {
+        "oneOf": [
+            {"properties": {"first": {"type": "string"}}, "required": ["first"]},
+            {"properties": {"vehicle": {"type": "string"}}, "additionalProperties": False},
+        ]
+    },
+    # a string branch and an object branch without types: strings match both unless too long
+    {"oneOf": [{"maxLength": 3}, {"required": ["a"]}]},
+]
+ANY_VALUES = [
+    None, True, 0, 2.5, "", "abcdef", [], [1], {}, {"p": "visa", "c": 3}, {"p": "mastercard"},
+    {"p": "mastercard", "x": 1}, {"first": "a"}, {"first": "a", "vehicle": "b"}, {"vehicle": "v"},
+    {"a": 1}, {"first": 1},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("schema", TYPELESS_ONE_OFS, ids=lambda s: json.dumps(s)[:50])
+def test_typeless_one_of_is_decided_one_type_at_a_time(schema: dict) -> None:
+    """oneOf branches that do not name their type overlap on the types their keywords pass
+    by; taken one type at a time they are exact (judged by jsonschema on values of every type)."""
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    verdicts = [_valid(schema, value) for value in ANY_VALUES]
+    assert 1 < sum(verdicts) < len(verdicts) - 1
+    for value, valid in zip(ANY_VALUES, verdicts, strict=True):
+        assert _pushdown_accepts(guide, json.dumps(value).encode()) == valid, value
