@@ -125,7 +125,7 @@ class SplitSchema(Locked):
         self._active: set[int] = set()
         self._productive: set[int] = set()  # checked productive, given what is unproductive now
         self._cut_pending = False  # a node turned out empty: cut the calls to it
-        self._rest_templates: dict[int, Node] = {}  # OBJECT_KEY of an object -> its template
+        self._rest_templates: dict[int, _Template] = {}  # OBJECT_KEY of an object -> its template
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         doubt = self._scan()
@@ -325,10 +325,10 @@ class SplitSchema(Locked):
         written after it. A few array passes, where compiling the set's automaton would
         determinize it again."""
         members = schema["properties"]
-        template = self._rest_templates.get(schema[OBJECT_KEY])
-        if template is None:
-            template = self._compile_template({**schema, WRITTEN_KEY: [], TEMPLATE_KEY: True}, path)
-            self._rest_templates[schema[OBJECT_KEY]] = template
+        found = self._rest_templates.get(schema[OBJECT_KEY])
+        if found is None:
+            compiled = self._compile_template({**schema, WRITTEN_KEY: [], TEMPLATE_KEY: True}, path)
+            found = self._rest_templates[schema[OBJECT_KEY]] = _Template(compiled)
         required = schema.get("required", [])
         names = [name for name in members if name in required or not _never(members[name])]
         position = {name: i for i, name in enumerate(members)}.__getitem__
@@ -343,11 +343,7 @@ class SplitSchema(Locked):
         after_one = {rest({name}, 0): name for name in names}
         an_extra = rest(set(), 1) if counts.counted and counts.extras else None
         missing = [name for name in required if name not in written]
-        table = template.dfa.transitions
-        if not counts.closes(written, extras):  # no "}" yet: the one byte that reaches acceptance
-            table = table.copy()
-            close = table[:, ord("}")]
-            table[(close >= 0) & template.dfa.accepting[np.maximum(close, 0)], ord("}")] = -1
+        closes = counts.closes(written, extras)
         cut_off = {
             callee
             for callee, name in after_one.items()
@@ -355,9 +351,7 @@ class SplitSchema(Locked):
         }
         if an_extra is not None and not counts.feasible(written, extras + 1):
             cut_off.add(an_extra)
-        dfa = ByteDFA(table, template.dfa.accepting)
-        shaped = Node(-1, path, dfa, template.calls, template.boundary, False)
-        cut = _cut_calls(shaped, cut_off)
+        cut = found.derive(cut_off, closes)
         targets = {  # a member's "rest after it alone" -> the rest after it and those written
             callee: rest(written | {name}, extras)
             for callee, name in after_one.items()
@@ -369,8 +363,7 @@ class SplitSchema(Locked):
             state: tuple((targets.get(callee, callee), ret) for callee, ret in pairs)
             for state, pairs in cut.calls.items()
         }
-        free = counts.closes(written, extras)
-        node = Node(number, path, cut.dfa, calls, cut.boundary, free, cut.plain_reach)
+        node = Node(number, path, cut.dfa, calls, cut.boundary, closes, cut.plain_reach)
         values = f"{path}/properties/"
         node.needs = tuple(self.register(members[name], values + _pointer(name)) for name in missing)
         return node
@@ -738,6 +731,69 @@ def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
             sources, returns = zip(*edges, strict=True)
             extra = (np.array(sources, dtype=np.int64), np.array(returns, dtype=np.int64))
     return bool(reaching(table, accepting, extra)[0])
+
+
+class _Template:
+    """An any-order object's template node (``SplitSchema._rest_node``) with its edges read
+    once, so that each rest node is cut out of it by one backwards search over them instead
+    of a pass over the whole table: what every member boundary of a document pays."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        table, accepting = node.dfa.transitions, node.dfa.accepting
+        n = table.shape[0]
+        close = table[:, ord("}")]
+        self.closing = (close >= 0) & accepting[np.maximum(close, 0)]  # "}" into acceptance
+        src, byte = np.nonzero(table >= 0)
+        dst = table[src, byte].astype(np.int64)
+        keep = ~((byte == ord("}")) & self.closing[src])
+        pairs = np.unique(dst[keep] * n + src[keep])
+        starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
+        flat = (pairs % n).tolist()
+        self.before = [flat[starts[s] : starts[s + 1]] for s in range(n)]  # text predecessors
+        self.returns: dict[int, list[tuple[int, int]]] = {}  # return state -> (call state, callee)
+        for state, calls in node.calls.items():
+            for callee, ret in calls:
+                self.returns.setdefault(ret, []).append((state, callee))
+
+    def derive(self, cut_off: set[int], closes: bool) -> Node:
+        """The template without its calls to ``cut_off`` (and without ``}`` unless
+        ``closes``), its states that then cannot finish made dead. The template's plain-text
+        reach stays a valid bound (cutting only lengthens the way to a boundary)."""
+        node = self.node
+        accepting = node.dfa.accepting
+        live = accepting.tolist()
+        stack = [s for s, a in enumerate(live) if a]
+        if closes:
+            for s in np.flatnonzero(self.closing).tolist():
+                if not live[s]:
+                    live[s] = True
+                    stack.append(s)
+        before, returns = self.before, self.returns
+        while stack:
+            s = stack.pop()
+            for p in before[s]:
+                if not live[p]:
+                    live[p] = True
+                    stack.append(p)
+            for p, callee in returns.get(s, ()):
+                if not live[p] and callee not in cut_off:
+                    live[p] = True
+                    stack.append(p)
+        alive = np.array(live, dtype=bool)
+        table = node.dfa.transitions
+        cut = np.where(alive[np.maximum(table, 0)], table, -1).astype(np.int32)
+        if not closes:
+            cut[self.closing, ord("}")] = -1
+        calls = {
+            s: kept
+            for s, pairs in node.calls.items()
+            if alive[s] and (kept := tuple(p for p in pairs if p[0] not in cut_off and alive[p[1]]))
+        }
+        boundary = accepting.copy()
+        boundary[list(calls)] = True
+        dfa = ByteDFA(cut, accepting)
+        return Node(node.number, node.path, dfa, calls, boundary, closes, node.plain_reach)
 
 
 def _cut_calls(node: Node, unproductive: set[int]) -> Node:
