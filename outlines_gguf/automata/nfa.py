@@ -383,6 +383,12 @@ def _byte_classes(nfa: _NFA) -> tuple[list[int], np.ndarray]:
     return bounds, byte_class
 
 
+CLOSURE_WORK_CHUNK = 1 << 16
+"""Closure work charged to the compile budget as it accrues past this, not with the next DFA
+state: the targets of one state's edges may each have a closure of thousands of NFA states
+(``(?:(?: a)*){9990}``), and the budget must stop that within the state."""
+
+
 def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Subset construction over byte classes.
 
@@ -414,6 +420,9 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
                 return c
             reached = _closure(nfa, [t])
             work += len(reached)
+            if work > CLOSURE_WORK_CHUNK:  # charge big closures now: one state may need thousands
+                spend(work)
+                work = 0
             # only states with edges, and the accepting one, tell subsets apart
             c = single[t] = frozenset(q for q in reached if edges[q] or q == accept)
         return c
