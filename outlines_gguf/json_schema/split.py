@@ -340,8 +340,10 @@ class SplitSchema(Locked):
             ordered = sorted(after, key=position)
             return self.register(rest_schema(schema, ordered, more, counts.counted), path)
 
-        after_one = {rest({name}, 0): name for name in names}
-        an_extra = rest(set(), 1) if counts.counted and counts.extras else None
+        if found.after_one is None:  # the template's own calls: the same for every rest node
+            found.after_one = {rest({name}, 0): name for name in names}
+            found.an_extra = rest(set(), 1) if counts.counted and counts.extras else None
+        after_one, an_extra = found.after_one, found.an_extra
         missing = [name for name in required if name not in written]
         closes = counts.closes(written, extras)
         cut_off = {
@@ -740,6 +742,8 @@ class _Template:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.after_one: dict[int, str] | None = None  # the rest node after one member -> it
+        self.an_extra: int | None = None  # the rest node after one extra member (counted)
         table, accepting = node.dfa.transitions, node.dfa.accepting
         n = table.shape[0]
         close = table[:, ord("}")]
