@@ -43,7 +43,6 @@ class CompilerAPI(Protocol):
         extra: Callable[[], Fragment | None] | None,
         path: str,
         first: bool,
-        template: bool,
         counts: Any,
         ends: tuple[int, int],
     ) -> None: ...
@@ -54,10 +53,8 @@ class CompilerAPI(Protocol):
         names: list[str],
         members: list[tuple[Callable[[], Fragment | None], bool]],
         extra: Callable[[], Fragment | None] | None,
-        written: frozenset[str],
         path: str,
         first: bool,
-        template: bool = False,
     ) -> Fragment: ...
     def any_order_body(
         self,

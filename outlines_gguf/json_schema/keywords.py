@@ -121,9 +121,6 @@ EXTRAS_WRITTEN_KEY = "x-outlines-gguf-extras-written"
 """Beside :data:`WRITTEN_KEY`, where min/maxProperties count the members: the extra members
 written so far (as far as the counts tell them apart)."""
 
-TEMPLATE_KEY = "x-outlines-gguf-template"
-"""Beside :data:`WRITTEN_KEY`: the template every rest node of the object is derived from."""
-
 ITEMS_RUN_KEY = "x-outlines-gguf-items-run"
 """Marks the synthetic schema of a run of array items in split mode: ``[min, max]`` more items
 (max None: any number) of ``items``, each after a comma (see ``_Compiler.items_run``)."""
@@ -291,7 +288,7 @@ the negation of every other (quadratic), and compiling them would take seconds."
 MAX_ONEOF_CHOICES = 64
 """Alternatives a oneOf over ``required`` sets may expand into (see ``_exclusive_required``)."""
 
-_REST_KEYS = (WRITTEN_KEY, OBJECT_KEY, EXTRAS_WRITTEN_KEY, TEMPLATE_KEY)
+_REST_KEYS = (WRITTEN_KEY, OBJECT_KEY, EXTRAS_WRITTEN_KEY)
 """The compiler's own keywords of any-order objects' nodes."""
 
 KNOWN_KEYWORDS = frozenset(

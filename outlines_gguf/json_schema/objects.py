@@ -25,7 +25,6 @@ from outlines_gguf.json_schema.keywords import (
     MAX_ITEMS_CAP,
     MEMBER_CHUNK,
     OBJECT_KEY,
-    TEMPLATE_KEY,
     WRITTEN_KEY,
     _pointer,
     call_marker,
@@ -196,14 +195,10 @@ class _ObjectRules:
         if WRITTEN_KEY in schema:  # an object whose members come in any order: its own node
             link = schema.get(EXTRA_KEY)
             between = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
-            written = schema[WRITTEN_KEY]
-            if written is None:  # from "{"
-                return self.members_after(schema, member_names, members, between, frozenset(), path, True)
-            # the rest (or the template the split schema derives every rest node from)
-            template = bool(schema.get(TEMPLATE_KEY))
-            return self.members_after(
-                schema, member_names, members, between, frozenset(written), path, False, template
-            )
+            # from "{" (None written), or the template every rest node is derived from (the
+            # split schema derives rest nodes, never compiles them)
+            first = schema[WRITTEN_KEY] is None
+            return self.members_after(schema, member_names, members, between, path, first)
         if EXTRA_KEY in schema:  # one extra member of another object, as a node of its own
             with self.nested():  # its value is nested
                 member = self.extra_member(
@@ -380,36 +375,35 @@ class _ObjectRules:
         names: list[str],
         members: list[tuple[Callable[[], Fragment | None], bool]],
         extra: Callable[[], Fragment | None] | None,
-        written: frozenset[str],
         path: str,
         first: bool,
-        template: bool = False,
     ) -> Fragment:
-        """An object whose members come in any order, from ``{`` (``first``) or from the point
-        where the members ``written`` have been: ``}`` once every required member is written
-        (always, in a ``template``), an extra member, or a member not written yet, its value (a
-        call), and a tail call to the node for the rest after it (``base`` with
-        :data:`WRITTEN_KEY`). ``SplitSchema`` compiles the template (nothing written, not first)
-        once per object and derives each set's node from it by cutting branches.
+        """An object whose members come in any order: from ``{`` (``first``, the object's own
+        node), ``}`` once every required member is written, an extra member, or a member, its
+        value (a call), and a tail call to the node for the rest after it (``base`` with
+        :data:`WRITTEN_KEY`); or the *template* (not ``first``): the same after a comma, ``}``
+        always. ``SplitSchema`` compiles the template once per object and derives the node of
+        each set of members written from it by cutting branches.
 
-        A node per set of members written, compiled when generation reaches it: only the sets a
+        A node per set of members written, built when generation reaches it: only the sets a
         document passes through are built, n of them for n members, where one automaton would
-        need 2^n states. The values of the required members not written yet are this node's
-        ``needs``: the rest nodes are taken to be satisfiable without being compiled, which
-        holds exactly when those values are (see ``SplitSchema._settle_emptiness``)."""
+        need 2^n states. The values of the required members are the object node's ``needs``:
+        the rest nodes are taken to be satisfiable without being compiled, which holds exactly
+        when those values are (see ``SplitSchema._settle_emptiness``)."""
         b = self.b
         assert self.calls is not None
         entry = self.open("{") if first else None
         start = entry[1] if entry is not None else b.nfa.state()
         end = b.nfa.state()
-        missing = [n for n, (_, must) in zip(names, members, strict=True) if must and n not in written]
-        member_path = f"{path}/properties/"
-        self.needs.extend(self.calls(base["properties"][n], member_path + _pointer(n)) for n in missing)
+        missing = [n for n, (_, must) in zip(names, members, strict=True) if must]
+        if first:
+            member_path = f"{path}/properties/"
+            self.needs.extend(self.calls(base["properties"][n], member_path + _pointer(n)) for n in missing)
         counts = MemberCounts.of(base, names)
         if counts.counted:
-            self.counted_members(base, names, members, extra, path, first, template, counts, (start, end))
+            self.counted_members(base, names, members, extra, path, first, counts, (start, end))
             return (entry[0] if entry is not None else start), end
-        if not missing or template:
+        if not missing or not first:
             self.close_into(start, end)
         extras_only = None  # from "{": only extra members so far
         if extra is not None and first:
@@ -420,14 +414,10 @@ class _ObjectRules:
                 self.close_into(extras_only, end)
         elif extra is not None:
             self.member_link(start, extra(), start, comma=True)
-        order = {n: i for i, n in enumerate(names)}
         called, self._leaves_called = self._leaves_called, True  # each value once, as a call
         try:
             for name, (make, _) in zip(names, members, strict=True):
-                if name in written:
-                    continue
-                after = sorted(written | {name}, key=order.__getitem__)
-                rest = self.call_maker({**base, WRITTEN_KEY: after}, path)
+                rest = self.call_maker(rest_schema(base, [name], 0, False), path)
                 sources = [(start, not first)] + ([] if extras_only is None else [(extras_only, True)])
                 for source, comma in sources:
                     member = make()
@@ -445,7 +435,6 @@ class _ObjectRules:
         extra: Callable[[], Fragment | None] | None,
         path: str,
         first: bool,
-        template: bool,
         counts: MemberCounts,
         ends: tuple[int, int],
     ) -> None:
@@ -455,6 +444,7 @@ class _ObjectRules:
         ``{`` only feasible points are entered (:class:`MemberCounts`); the split schema
         derives each rest node from the template by cutting what its counts forbid."""
         start, end = ends
+        template = not first
         none: frozenset[str] = frozenset()
         if template or counts.closes(none, 0):
             self.close_into(start, end)

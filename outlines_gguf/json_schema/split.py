@@ -34,7 +34,6 @@ from outlines_gguf.json_schema.keywords import (
     ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
     OBJECT_KEY,
-    TEMPLATE_KEY,
     WRITTEN_KEY,
     _is_int,
     _pointer,
@@ -327,7 +326,7 @@ class SplitSchema(Locked):
         members = schema["properties"]
         found = self._rest_templates.get(schema[OBJECT_KEY])
         if found is None:
-            compiled = self._compile_template({**schema, WRITTEN_KEY: [], TEMPLATE_KEY: True}, path)
+            compiled = self._compile_template({**schema, WRITTEN_KEY: []}, path)
             found = self._rest_templates[schema[OBJECT_KEY]] = _Template(compiled)
         required = schema.get("required", [])
         names = [name for name in members if name in required or not _never(members[name])]
