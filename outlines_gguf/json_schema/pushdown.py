@@ -75,54 +75,6 @@ WALK_CACHE_SIZE = 4096
 """Crossing walks kept per guide (least recently used are dropped)."""
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # -- the guide -----------------------------------------------------------------------------------
 
 

@@ -174,7 +174,8 @@ class SplitSchema(Locked):
                 below = _LISTED if listed else _NEGATED if child_path == f"{path}/not" else _DECIDED
                 stack.append((child, child_path, below))
             ref = schema.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#"):
+            if isinstance(ref, str) and (ref.startswith("#") or not listed):
+                # (an external $ref raises here: it can never be compiled, wherever it is)
                 stack.append((checker.resolve(ref, path), f"{path}/$ref", _LISTED if listed else level))
         return doubt
 
