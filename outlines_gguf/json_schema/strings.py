@@ -60,13 +60,60 @@ def layered_body(
     layer loops when there is no maximum. None if no string fits. ``fit``: lower ``max_len``
     to what :data:`MAX_LAYERED_ENTRIES` allows instead of raising ``ConstraintTooComplexError``.
     """
-    char, done = _char_dfa()
     if pattern is None:
-        ptable = np.zeros((1, 256), dtype=np.int32)  # a pattern that accepts everything
+        order, nxt, completes = _plain_layout()
         paccept = np.ones(1, dtype=bool)
     else:
-        ptable, paccept = pattern.transitions, pattern.accepting
-    # reachable pairs (p, s), s a state between or inside characters (never ``done``)
+        order, nxt, completes = _pair_layout(pattern.transitions)
+        paccept = pattern.accepting
+    m = len(order)
+    open_end = max_len is None
+    layers = (min_len if max_len is None else max_len) + 1
+    if layers * m * 256 > MAX_LAYERED_ENTRIES:
+        room = MAX_LAYERED_ENTRIES // (m * 256)
+        if not fit or open_end or room <= min_len:
+            bound = "or more" if max_len is None else f"to {max_len}"
+            what = f"a string of {min_len} {bound} characters" + (" matching its pattern" if pattern else "")
+            raise ConstraintTooComplexError(
+                f"{what} needs more than {MAX_LAYERED_ENTRIES:,} table entries (MAX_LAYERED_ENTRIES)"
+            )
+        layers = room
+
+    # layer l's pairs are states l*m..l*m+m-1; a completed character moves on a layer
+    step = np.where(completes, nxt + m, nxt).astype(np.int32)
+    table = np.empty((layers, m, 256), dtype=np.int32)
+    np.add(step[None], (np.arange(layers, dtype=np.int32) * m)[:, None, None], out=table)
+    np.copyto(table, -1, where=(nxt < 0)[None])
+    last = table[-1]
+    # max_len characters read: no more; no maximum: the last layer (min_len read) goes on
+    last[completes] = ((layers - 1) * m + nxt[completes]) if open_end else -1
+    table = table.reshape(layers * m, 256)
+    at_boundary = np.array([s == 0 and bool(paccept[p]) for p, s in order])
+    accepting = np.zeros(layers * m, dtype=bool)
+    accepting[min_len * m :] = np.tile(at_boundary, layers - min_len)
+    if pattern is None:
+        return _trim_last_layer(table, accepting, m, open_end)
+    pruned = _prune_dead(table, accepting)
+    if pruned is None:
+        return None
+    return ByteDFA(np.ascontiguousarray(pruned[0]), pruned[1])
+
+
+@lru_cache(maxsize=1)
+def _plain_layout() -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """``_pair_layout`` without a pattern: the same for every plain counted string (the
+    Python loop over bytes is most of building a short run's table)."""
+    order, nxt, completes = _pair_layout(np.zeros((1, 256), dtype=np.int32))  # accepts everything
+    nxt.setflags(write=False)
+    completes.setflags(write=False)
+    return order, nxt, completes
+
+
+def _pair_layout(ptable: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """The reachable pairs (pattern state, state between or inside a character, never the
+    character automaton's final one), numbered from (0, 0); each pair's successor by byte (-1:
+    none) and whether that byte completes a character."""
+    char, done = _char_dfa()
     index = {(0, 0): 0}
     order = [(0, 0)]
     nxt_rows: list[np.ndarray] = []
@@ -89,37 +136,7 @@ def layered_body(
             row[b] = j
         nxt_rows.append(row)
         done_rows.append(completes)
-    m = len(order)
-    open_end = max_len is None
-    layers = (min_len if max_len is None else max_len) + 1
-    if layers * m * 256 > MAX_LAYERED_ENTRIES:
-        room = MAX_LAYERED_ENTRIES // (m * 256)
-        if not fit or open_end or room <= min_len:
-            bound = "or more" if max_len is None else f"to {max_len}"
-            what = f"a string of {min_len} {bound} characters" + (" matching its pattern" if pattern else "")
-            raise ConstraintTooComplexError(
-                f"{what} needs more than {MAX_LAYERED_ENTRIES:,} table entries (MAX_LAYERED_ENTRIES)"
-            )
-        layers = room
-
-    nxt = np.stack(nxt_rows)
-    completes = np.stack(done_rows)
-    base = (np.arange(layers, dtype=np.int64) * m)[:, None, None]
-    table = np.where(completes[None], base + m + nxt[None], base + nxt[None])
-    table = np.where(nxt[None] >= 0, table, -1)
-    last = table[-1]
-    # max_len characters read: no more; no maximum: the last layer (min_len read) goes on
-    last[completes] = ((layers - 1) * m + nxt[completes]) if open_end else -1
-    table = table.reshape(layers * m, 256).astype(np.int32)
-    at_boundary = np.array([s == 0 and bool(paccept[p]) for p, s in order])
-    accepting = np.zeros(layers * m, dtype=bool)
-    accepting[min_len * m :] = np.tile(at_boundary, layers - min_len)
-    if pattern is None:
-        return _trim_last_layer(table, accepting, m, open_end)
-    pruned = _prune_dead(table, accepting)
-    if pruned is None:
-        return None
-    return ByteDFA(np.ascontiguousarray(pruned[0]), pruned[1])
+    return order, np.stack(nxt_rows), np.stack(done_rows)
 
 
 def _trim_last_layer(table: np.ndarray, accepting: np.ndarray, m: int, open_end: bool) -> ByteDFA:
@@ -129,7 +146,9 @@ def _trim_last_layer(table: np.ndarray, accepting: np.ndarray, m: int, open_end:
     512-character runs of a long string (``runs.string_run_table``)."""
     if not open_end and m > 1:
         keep = table.shape[0] - (m - 1)
-        table = np.where(table[:keep] >= keep, -1, table[:keep]).astype(np.int32)
+        table = table[:keep]
+        tail = table[max(keep - 2 * m, 0) :]  # only the last two layers' states lead into the cut ones
+        tail[tail >= keep] = -1
         accepting = accepting[:keep]
     return ByteDFA(np.ascontiguousarray(table), accepting)
 
