@@ -336,9 +336,14 @@ class RegexGuide:
                 if not self._plain_steps:
                     self._plain_steps = _plain_steps_all(table)
                 steps = self._plain_steps
-                back = [(step := steps.get(s)) is not None and step[0] == s for s in range(len(table))]
+                if isinstance(steps, _AllPlainSteps):
+                    back = steps.returning()
+                else:
+                    back = np.array(
+                        [(step := steps.get(s)) is not None and step[0] == s for s in range(len(table))]
+                    )
                 # ... and some multi-byte character goes on from there
-                chars = np.asarray(back, dtype=np.bool_) & ~(table[:, 0xC2:0xF5] < 0).all(axis=1)
+                chars = back.astype(np.bool_) & ~(table[:, 0xC2:0xF5] < 0).all(axis=1)
             plain = self.vocabulary.plain_trie_nodes if chars is not None else None
             loops = Loops(loop_bits(table), chars, plain)
             self.__dict__["_loop_table"] = loops
@@ -508,6 +513,14 @@ class _AllPlainSteps(MutableMapping[int, PlainStep]):
             step = (int(self._target[state]), _ASCII_PLAIN[self._differs[state]].astype(np.uint8))
         self._made[state] = step
         return step
+
+    def returning(self) -> np.ndarray:
+        """Whether each state's plain step leads back to it (vectorized: one pair per state
+        made up front was most of building a large node's trie loops)."""
+        back = self._defined & (self._target == np.arange(len(self._target)))
+        for state, step in self._made.items():  # (those set by hand included)
+            back[state] = step is not None and step[0] == state
+        return back
 
     def __setitem__(self, state: int, step: PlainStep) -> None:
         self._made[state] = step

@@ -3,6 +3,7 @@ alternatives, disjointness, and the exclusive required sets of a oneOf."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from outlines_gguf.automata.ops import intersect
@@ -17,6 +18,7 @@ from outlines_gguf.json_schema.keywords import (
     _TYPES,
     ANNOTATIONS,
     KNOWN_KEYWORDS,
+    MAX_ALLOF_PARTS,
     MAX_ONEOF_CHOICES,
     MAX_SPLICED,
     MAX_UNIQUE_VALUES,
@@ -270,10 +272,29 @@ def _flat(schema: Any) -> Any:
     """A property's schema with a mergeable ``allOf`` merged (where a oneOf branch's ``const``
     discriminator was combined with the declared property it refines)."""
     if isinstance(schema, dict) and "allOf" in schema and isinstance(schema["allOf"], list):
-        merged = _merge_all([{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]])
+        merged = _merge_all(conjuncts(schema))
         if merged is not None:
             return merged
     return schema
+
+
+def conjuncts(schema: dict, inline: Callable[[Any], Any] = lambda part: part) -> list:
+    """The conjuncts of ``schema``: its keywords but ``allOf``, and its ``allOf`` parts taken
+    apart in turn (each after ``inline``, which may resolve a top-level ``$ref``), up to
+    :data:`MAX_ALLOF_PARTS` nested ``allOf``s: a branch written as ``allOf: [{$ref: base}]``
+    beside its own keywords merges like one written out."""
+    parts: list[Any] = []
+    stack: list[Any] = [schema]
+    expanded = 0
+    while stack:
+        part = inline(stack.pop())
+        if isinstance(part, dict) and isinstance(part.get("allOf"), list) and expanded < MAX_ALLOF_PARTS:
+            expanded += 1
+            parts.append({k: v for k, v in part.items() if k != "allOf"})
+            stack.extend(reversed(part["allOf"]))
+        else:
+            parts.append(part)
+    return parts
 
 
 def _scalar_key(v: Any) -> tuple | None:
@@ -440,6 +461,11 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 if isinstance(value, bool) or isinstance(merged[key], bool):
                     return None
                 merged[key] = min(merged[key], value)
+            elif key == "enum" and isinstance(value, list) and isinstance(merged[key], list):
+                theirs = {_scalar_key(v) for v in value}
+                if None in theirs or any(_scalar_key(v) is None for v in merged[key]):
+                    return None  # (arrays and objects: no JSON equality here)
+                merged[key] = [v for v in merged[key] if _scalar_key(v) in theirs]
             elif merged[key] != value:
                 return None
     return merged

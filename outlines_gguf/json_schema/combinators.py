@@ -26,6 +26,7 @@ from outlines_gguf.json_schema.algebra import (
     _safely_disjoint,
     _spliced,
     _type_set,
+    conjuncts,
 )
 from outlines_gguf.json_schema.keywords import (
     _DEPENDENCY_KEYS,
@@ -47,7 +48,7 @@ from outlines_gguf.json_schema.keywords import (
     _is_number,
     _is_schema,
 )
-from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validator
+from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validator, json_type
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
@@ -412,11 +413,11 @@ class _CombinatorRules:
     def flatten(self: CompilerAPI, schema: Any, path: str) -> Any:
         """A schema with top-level $ref and mergeable allOf resolved (for disjointness checks)."""
         schema = self.inline_refs(schema, path)
-        if isinstance(schema, dict) and "allOf" in schema:
-            parts = [{k: v for k, v in schema.items() if k != "allOf"}, *schema["allOf"]]
-            merged = _merge_all([self.inline_refs(p, path) for p in parts])
+        if isinstance(schema, dict) and isinstance(schema.get("allOf"), list):
+            merged = _merge_all(conjuncts(schema, lambda part: self.inline_refs(part, path)))
             return merged if merged is not None else schema
         return schema
+
 
     def sub_dfa(self: CompilerAPI, schema: Any, path: str, depth: int) -> ByteDFA | None:
         """Compile a sub-schema on its own (for products of automata)."""
@@ -477,6 +478,7 @@ class _CombinatorRules:
         )
         if "number" in types:
             types.add("integer")
+        keys -= _vacuous_keywords(schema, keys, types)
         branches: list[Any] = []
         others = set(_TYPES) - types
         if "integer" in types and "number" not in types:
@@ -635,3 +637,25 @@ class _CombinatorRules:
             options.append({"properties": {name: False}})
             options.append({"required": [name], "properties": {name: self.negate_values([item], path)}})
         return {"type": "object", "anyOf": options}
+
+
+def _vacuous_keywords(schema: dict, keys: set[str], types: set[str]) -> set[str]:
+    """The keywords of ``schema`` that constrain only values of a type that ``schema`` rejects
+    anyway (by ``type``, or by ``enum``/``const``), such as ``uniqueItems`` beside an enum of
+    strings: negating the schema without them is the same, and what they would need may not
+    be expressible."""
+    listed = [schema["const"]] if "const" in schema else schema.get("enum")
+    possible = set(types)
+    if isinstance(listed, list):
+        try:
+            possible &= {json_type(v) for v in listed} | (
+                {"number"} if any(json_type(v) == "integer" for v in listed) else set()
+            )
+        except Undecided:
+            return set()
+    vacuous = set()
+    for kind, keywords in _TYPE_KEYWORDS.items():
+        family = {"integer", "number"} if kind == "number" else {kind}
+        if not family & possible:
+            vacuous |= keys & keywords
+    return vacuous

@@ -281,6 +281,10 @@ _DEPENDENCY_KEYS = ("dependentRequired", "dependentSchemas", "dependencies")
 MAX_DEPENDENCY_BRANCHES = 64
 """Branches the dependencies of one object may expand into (six properties with dependencies)."""
 
+MAX_ALLOF_PARTS = 64
+"""Nested ``allOf`` schemas taken apart when merging one for a disjointness test or a negation
+(``_Compiler.all_of_parts``); deeper ones stay whole (the test is partial anyway)."""
+
 MAX_ONEOF_EXCLUSIVE = 12
 """A oneOf with more branches than this that may overlap is refused: each branch would hold
 the negation of every other (quadratic), and compiling them would take seconds."""

@@ -171,7 +171,7 @@ class SplitSchema(Locked):
                     doubt = exc
             listed = level == _LISTED or _lists_values(schema)
             for child_path, child in _subschemas(schema, path):
-                below = _LISTED if listed else _NEGATED if child_path == f"{path}/not" else _DECIDED
+                below = _LISTED if listed else _level_below(level, path, child_path)
                 stack.append((child, child_path, below))
             ref = schema.get("$ref")
             if isinstance(ref, str) and (ref.startswith("#") or not listed):
@@ -582,6 +582,22 @@ _SCHEMA_VALUES = (
     "unevaluatedProperties",
     "unevaluatedItems",
 )
+
+
+_READ_BOTH_WAYS_NEGATED = frozenset({"oneOf", "if", "then", "else", "contains"})
+"""Keywords whose subschemas a negation also reads positively (not exactly one: two at once;
+the condition and its negation; fewer or more matches than the bounds)."""
+
+
+def _level_below(level: int, path: str, child_path: str) -> int:
+    """How the scan reads a subschema of one read at ``level``: what a ``not`` holds is
+    negated; below a negated schema, what its keywords hold is negated too (the negation of
+    ``anyOf``, ``properties``, ``items`` ... negates their subschemas), except under ``not``
+    (negated twice) and the keywords whose negation also reads them as they are."""
+    keyword = child_path[len(path) + 1 :].split("/", 1)[0]
+    if level == _NEGATED:
+        return _DECIDED if keyword == "not" or keyword in _READ_BOTH_WAYS_NEGATED else _NEGATED
+    return _NEGATED if keyword == "not" else _DECIDED
 
 
 def _subschemas(schema: dict, path: str) -> Iterable[tuple[str, Any]]:

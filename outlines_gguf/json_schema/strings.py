@@ -81,13 +81,13 @@ def layered_body(
 
     # layer l's pairs are states l*m..l*m+m-1; a completed character moves on a layer
     step = np.where(completes, nxt + m, nxt).astype(np.int32)
-    table = np.empty((layers, m, 256), dtype=np.int32)
-    np.add(step[None], (np.arange(layers, dtype=np.int32) * m)[:, None, None], out=table)
-    np.copyto(table, -1, where=(nxt < 0)[None])
-    last = table[-1]
+    cube = np.empty((layers, m, 256), dtype=np.int32)
+    np.add(step[None], (np.arange(layers, dtype=np.int32) * m)[:, None, None], out=cube)
+    np.copyto(cube, -1, where=(nxt < 0)[None])
+    last = cube[-1]
     # max_len characters read: no more; no maximum: the last layer (min_len read) goes on
     last[completes] = ((layers - 1) * m + nxt[completes]) if open_end else -1
-    table = table.reshape(layers * m, 256)
+    table = cube.reshape(layers * m, 256)
     at_boundary = np.array([s == 0 and bool(paccept[p]) for p, s in order])
     accepting = np.zeros(layers * m, dtype=bool)
     accepting[min_len * m :] = np.tile(at_boundary, layers - min_len)
