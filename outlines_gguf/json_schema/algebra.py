@@ -163,7 +163,9 @@ def _unique_domain(schema: dict) -> list | None:
     return distinct if len(distinct) <= MAX_UNIQUE_VALUES else None
 
 
-def _negate_keyword(key: str, value: Any, compiler: Any, path: str) -> tuple[tuple[str, ...], Any]:
+def _negate_keyword(
+    key: str, value: Any, compiler: Any, path: str, refs: frozenset[str] = frozenset()
+) -> tuple[tuple[str, ...], Any]:
     """(types the keyword constrains, keywords for "of those types, the ones it rejects").
 
     ``False`` means no value of those types is rejected; None, not expressible.
@@ -190,7 +192,7 @@ def _negate_keyword(key: str, value: Any, compiler: Any, path: str) -> tuple[tup
         # some present property has a value its schema rejects
         options = []
         for name, sub in value.items():
-            negated = compiler.negate(sub, path)
+            negated = compiler.negate(sub, path, refs)
             if negated is None:
                 return family, None
             if negated is not False:

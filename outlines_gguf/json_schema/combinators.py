@@ -454,6 +454,12 @@ class _CombinatorRules:
         A schema is the conjunction of its keywords, so its negation is the union of the
         keywords' negations, each limited to the types the keyword constrains, and of the
         values of other types than ``type`` allows."""
+        while isinstance(schema, dict) and "$ref" in schema and not (set(schema) - {"$ref"}) & KNOWN_KEYWORDS:
+            ref = schema["$ref"]  # (followed here, not by flatten: a recursive definition is a cycle)
+            if not isinstance(ref, str) or ref in refs:
+                return None
+            refs = refs | {ref}
+            schema = self.resolve(ref, path)
         schema = self.flatten(schema, path)
         if isinstance(schema, dict):
             self.check_shapes(schema, f"{path}/not")
@@ -506,7 +512,7 @@ class _CombinatorRules:
             if not in_family:
                 return False
             if key in _FAMILY:
-                negated = _negate_keyword(key, value, self, path)[1]
+                negated = _negate_keyword(key, value, self, path, refs)[1]
             elif key == "pattern":
                 negated = {NOT_PATTERN_KEY: [value]}
             elif key == "multipleOf":

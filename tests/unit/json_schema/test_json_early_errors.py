@@ -230,3 +230,23 @@ def test_deep_patterns_the_regex_compiler_takes_stay_lazy() -> None:
         split = SplitSchema(schema)
         assert split.n_compiled <= 3
         split.compile_all()
+
+
+def test_negating_a_recursive_definition_is_a_schema_error_not_a_recursion() -> None:
+    # (a competency framework from GitHub) each branch of the oneOf requires its own key, both
+    # may be present, and excluding one means negating a tree that holds itself: negation
+    # followed $refs without noticing the cycle and ran out of stack ("nested too deeply")
+    tree = {
+        "type": "object",
+        "oneOf": [
+            {"properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}, "required": ["kids"]},
+            {"properties": {"leaves": {"type": "array"}}, "required": ["leaves"]},
+        ],
+    }
+    with pytest.raises(SchemaError, match="oneOf branches") as caught:
+        SplitSchema(tree)
+    assert "lenient=True" in str(caught.value)
+    SplitSchema(tree, lenient=True)
+    with pytest.raises(SchemaError, match="'not' can only be enforced"):
+        nested = {"properties": {"t": {"$ref": "#/$defs/t"}}}
+        SplitSchema({"$defs": {"t": nested}, "not": {"$ref": "#/$defs/t"}})
