@@ -15,6 +15,7 @@ from outlines_gguf.automata.dfa import ByteDFA, minimize
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import difference
 from outlines_gguf.automata.regex import NFABuilder
+from outlines_gguf.automata.translate import C, sre_parse
 from outlines_gguf.errors import EmptyLanguageError, SchemaError
 from outlines_gguf.json_schema.leaves import NUMBER, integer_range, number_range
 
@@ -194,8 +195,39 @@ def _searched(pattern: str) -> str:
         # (under MULTILINE, ^ and $ also match at line breaks: no anchored shortcut)
         inner = f"(?s:.*?)(?:{rest})(?s:.*)" if "m" in flags.group(1) else _searched(rest)
         return f"(?{flags.group(1)}:{inner})"
-    searched = pattern if pattern.startswith("^") else "(?s:.*?)" + f"(?:{pattern})"
-    return searched if pattern.endswith("$") and not pattern.endswith("\\$") else searched + "(?s:.*)"
+    start, end = _anchored(pattern)
+    searched = pattern if start else f"(?s:.*?)(?:{pattern})"
+    return searched if end else f"(?:{searched})(?s:.*)"
+
+
+def _anchored(pattern: str) -> tuple[bool, bool]:
+    """Whether every way through ``pattern`` starts with ``^`` (and ends with ``$``), looking
+    through groups and alternatives (``^$|^a+$`` is anchored at both ends, ``^a|b`` at neither):
+    there the search needs no ``.*`` around it, which would turn the anchors into assertions
+    to compile. (False, False) for what Python's parser refuses: the regex compiler says why."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return False, False
+    if parsed.state.flags & C.SRE_FLAG_MULTILINE:
+        return False, False
+    items: list = parsed.data
+    return _edge(items, 0), _edge(items, -1)
+
+
+def _edge(items: list, at: int) -> bool:
+    """Whether the sequence ``items`` starts (``at`` 0) or ends (-1) with its anchor."""
+    if not items:
+        return False
+    op, av = items[at]
+    if op is C.AT:
+        return av in ((C.AT_BEGINNING, C.AT_BEGINNING_STRING) if at == 0 else (C.AT_END, C.AT_END_STRING))
+    if op is C.SUBPATTERN:
+        _, add, _, sub = av
+        return not add & C.SRE_FLAG_MULTILINE and _edge(list(sub), at)
+    if op is C.BRANCH:
+        return all(_edge(list(alternative), at) for alternative in av[1])
+    return False
 
 
 _GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from fractions import Fraction
 
 import jsonschema
@@ -456,3 +457,27 @@ def test_subschemas_of_a_negation_are_read_negated_by_the_scan() -> None:
         {"next": {"kids": [{"crs": {"type": "link", "properties": {}}}]}},
     ):
         assert _pushdown_accepts(guide, json.dumps(value).encode()) == _valid(tree, value), value
+
+
+ANCHORED_ALTERNATIVES = [
+    r"^$|(^(?:\S+\s+){0,3}\S+$)",  # (a GitHub schema's word count, {0,99} there)
+    r"^a|b",  # anchored on one side of the alternation only: a search on the other
+    r"a|b$",
+    r"(^a$)|(^b+$)",
+    r"^(?:ab|b)$|^c",
+    r"(?:^a)",
+    r"^a\$",  # an escaped dollar is a character
+]
+
+
+@pytest.mark.parametrize("pattern", ANCHORED_ALTERNATIVES)
+def test_patterns_with_anchors_in_alternatives_are_searched_exactly(pattern: str) -> None:
+    # a pattern anchored at both ends through its groups and alternatives is compiled as a
+    # full match (no search around it to turn its anchors into assertions); one anchored only
+    # in some alternatives is searched (the anchors then assert), where a textual test of the
+    # first and last character read "^a|b" as "^a" or "b..." (rejecting "xb", "ax")
+    schema = {"type": "string", "pattern": pattern}
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    for text in ("", "a", "b", "ab", "ba", "xb", "ax", "bb", "c", "cx", "xc", "a$", "a b", " a", "a b c d e"):
+        accepted = _pushdown_accepts(guide, json.dumps(text).encode())
+        assert accepted == bool(re.search(pattern, text)), (pattern, text)
