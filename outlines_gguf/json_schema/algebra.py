@@ -401,6 +401,19 @@ def _forbids(schema: dict, name: str) -> bool:
         return False
 
 
+_VACUOUS_WHEN_TRUE = frozenset(
+    {
+        "additionalProperties",
+        "items",
+        "additionalItems",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "propertyNames",
+    }
+)
+"""Keywords whose subschema ``true`` (or ``{}``) constrains nothing."""
+
+
 def _merge_all(parts: list[Any]) -> dict | None:
     """Merge allOf parts into one schema when that is exact, else None.
 
@@ -437,6 +450,8 @@ def _merge_all(parts: list[Any]) -> dict | None:
         for key, value in part.items():
             if key in ANNOTATIONS or key not in KNOWN_KEYWORDS:
                 continue
+            if key in _VACUOUS_WHEN_TRUE and (value is True or value == {}):
+                continue  # (``additionalProperties: true`` beside a closed part: that part decides)
             if key not in merged:
                 merged[key] = value
             elif key == "properties":

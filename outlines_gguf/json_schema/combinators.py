@@ -48,7 +48,7 @@ from outlines_gguf.json_schema.keywords import (
     _is_number,
     _is_schema,
 )
-from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validator, json_type
+from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validator, json_type, pattern_matches
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
@@ -377,11 +377,15 @@ class _CombinatorRules:
         """``oneOf`` branches that may overlap, as branches that exclude each other: branch i and
         not branch j, for every j that may overlap it (so their union is exact). Raises a
         SchemaError naming the branch whose negation cannot be expressed."""
+        extra = [base] if base and set(base) - ANNOTATIONS else []
         negations: dict[int, Any] = {}
+        within: dict[tuple[int, int], Any] = {}  # branch j negated among the values of branch i
         for i, j in sorted(overlaps):
             if j not in negations:
                 negations[j] = self.negate(branches[j], f"{path}/oneOf/{j}")
-                if negations[j] is None:
+            if negations[j] is None:
+                within[i, j] = self.negate_within(branches[j], {"allOf": [*extra, branches[i]]}, path)
+                if within[i, j] is None:
                     raise self.fail(
                         f"oneOf branches {i} and {j} may both match the same value, and branch {j} cannot "
                         "be negated to exclude it, so 'exactly one' cannot be enforced (pass lenient=True "
@@ -389,9 +393,8 @@ class _CombinatorRules:
                         path,
                     )
         out: list[Any] = []
-        extra = [base] if base and set(base) - ANNOTATIONS else []
         for i, branch in enumerate(branches):
-            others = [negations[j] for (a, j) in sorted(overlaps) if a == i]
+            others = [within.get((i, j), negations[j]) for (a, j) in sorted(overlaps) if a == i]
             if any(o is True for o in others):
                 others = [o for o in others if o is not True]
             if any(o is False for o in others):
@@ -409,6 +412,47 @@ class _CombinatorRules:
                     )
             out += [{"allOf": [*extra, branch, *choice]} for choice in choices]
         return out or [False]
+
+    def negate_within(self: CompilerAPI, schema: Any, context: Any, path: str) -> Any:
+        """The values of ``context`` that ``schema`` rejects (another oneOf branch's, say), where
+        ``schema`` cannot be negated on its own because of its ``additionalProperties``, and
+        ``context`` is a closed object (``additionalProperties: false``, no patterns): its
+        objects hold only the keys it declares, so "a key ``schema`` takes as additional, with
+        a value that fails it" is one of those keys present (``{"key"}`` and ``{"keys"}`` as
+        closed objects: the other's key written). None where that does not apply."""
+        closed = self.flatten(context, path)
+        negated = self.flatten(schema, path)
+        if not isinstance(closed, dict) or not isinstance(negated, dict):
+            return None
+        if closed.get("additionalProperties", True) is not False or closed.get("patternProperties"):
+            return None
+        declared = closed.get("properties", {})
+        additional = negated.get("additionalProperties", True)
+        if additional is True or not isinstance(declared, dict):
+            return None  # (what made the negation fail is elsewhere)
+        rest = {k: v for k, v in negated.items() if k != "additionalProperties"}
+        options: list[Any] = []
+        if (set(rest) & KNOWN_KEYWORDS) - ANNOTATIONS:
+            rest_negated = self.negate(rest, path)
+            if rest_negated is None:
+                return None
+            if rest_negated is not False:
+                options.append(rest_negated)
+        taken = negated.get("properties", {})
+        patterns = negated.get("patternProperties", {})
+        if not isinstance(taken, dict) or not isinstance(patterns, dict):
+            return None
+        failing = True if additional is False else self.negate(additional, path)
+        if failing is None:
+            return None
+        try:
+            for name in declared:
+                if failing is False or name in taken or any(pattern_matches(p, name) for p in patterns):
+                    continue  # not additional for ``schema``, or any value passes
+                options.append({"type": "object", "required": [name], "properties": {name: failing}})
+        except Undecided:
+            return None
+        return {"anyOf": options} if options else False
 
     def flatten(self: CompilerAPI, schema: Any, path: str) -> Any:
         """A schema with top-level $ref and mergeable allOf resolved (for disjointness checks)."""

@@ -108,6 +108,29 @@ EXACT_SCHEMAS = [
     # string items with uniqueItems)
     {"not": {"enum": ["a", "ab", 3], "uniqueItems": True, "minProperties": 2}},
     {"type": "array", "items": {"not": {"type": "string", "enum": ["a", "b1"], "maxItems": 0}}},
+    # oneOf of closed objects, which the empty object (and more) satisfies twice: a branch is
+    # negated among the other's values, where "a key it takes as additional" is one of the
+    # other's keys (GitHub's {"key"} or {"keys"}; Snowplow's database settings)
+    {
+        "type": "object",
+        "oneOf": [
+            {"additionalProperties": False, "properties": {"a": {"type": "integer"}}},
+            {"additionalProperties": False, "properties": {"b": {}}},
+        ],
+    },
+    {
+        "oneOf": [
+            {"type": "object", "additionalProperties": False, "properties": {"a": {"const": 1}, "b": {}}},
+            {"type": "object", "additionalProperties": False, "properties": {"a": {"const": 2}, "c": {}}},
+        ]
+    },
+    {
+        "additionalProperties": True,  # (beside closed branches: constrains nothing)
+        "oneOf": [
+            {"additionalProperties": False, "properties": {"a": {}, "b": {"type": "null"}}},
+            {"additionalProperties": False, "properties": {"b": {"type": "null"}, "c": {}}, "type": "object"},
+        ],
+    },
 ]
 """Schemas both engines enforce exactly on the values above."""
 
