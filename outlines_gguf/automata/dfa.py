@@ -70,6 +70,14 @@ def reaching(
 
 def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Keep only states that can reach acceptance; renumber with the start as 0."""
+    pruned = prune_dead_keeping_order(table, accepting)
+    return None if pruned is None else (pruned[0], pruned[1])
+
+
+def prune_dead_keeping_order(
+    table: np.ndarray, accepting: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``_prune_dead``, and the old number of each state kept (in order: renumbering keeps it)."""
     keep = reaching(table, accepting)
     if not keep[0]:
         return None
@@ -77,7 +85,7 @@ def _prune_dead(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, n
     new_id[~keep] = -1
     kept = table[keep]
     remapped = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
-    return remapped, accepting[keep]
+    return remapped, accepting[keep], np.flatnonzero(keep)
 
 
 K = TypeVar("K", bound=Hashable)

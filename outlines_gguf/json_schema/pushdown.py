@@ -64,6 +64,7 @@ from outlines_gguf.guides.base import (
 )
 from outlines_gguf.json_schema.runs import RunShape
 from outlines_gguf.json_schema.split import Config, Node, SplitSchema
+from outlines_gguf.json_schema.strings import LayeredDFA
 from outlines_gguf.locking import Locked
 from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges
 from outlines_gguf.tokens.vocabulary import Vocabulary
@@ -101,6 +102,9 @@ class PushdownGuide(Locked):
         self._walks = LRUCache(WALK_CACHE_SIZE)
         self._version = schema.version
         self._horizon = vocabulary.max_token_bytes  # no token reads further than this
+        self._layer_reps: dict[int, np.ndarray] = {}  # node -> its states' representatives
+        self._layer_alive: dict[int, np.ndarray] = {}  # node -> (layer, pair) alive
+        self._pair_walks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
@@ -214,15 +218,24 @@ class PushdownGuide(Locked):
 
     def _mask_key(self, state: frozenset) -> frozenset:
         """``state`` with each configuration inside a run of a counted string moved to the
-        layer that reads every token alike (:class:`~outlines_gguf.json_schema.split.RunShape`):
-        the same mask, computed once for all the character counts far from the bounds."""
+        layer that reads every token alike (:class:`~outlines_gguf.json_schema.runs.RunShape`,
+        :class:`~outlines_gguf.json_schema.runs.LayerLayout` for a pattern's): the same mask,
+        computed once for all the character counts far from the bounds."""
         node_of = self.schema.node
-        if all(node_of(number).run is None for _, number, _ in state):
+        if all(node_of(number).run is None and node_of(number).layers is None for _, number, _ in state):
             return state
         key = set()
         for below, number, s in state:
-            run = node_of(number).run
-            key.add((below, number, s if run is None else run.representative(s, self._horizon)))
+            node = node_of(number)
+            if node.run is not None:
+                s = node.run.representative(s, self._horizon)
+            elif node.layers is not None:
+                reps = self._layer_reps.get(number)
+                if reps is None:
+                    reps = node.layers.representatives(self._horizon, node.dfa.n_states)
+                    self._layer_reps[number] = reps
+                s = int(reps[s])
+            key.add((below, number, s))
         return frozenset(key)
 
     # -- masks --------------------------------------------------------------------------------
@@ -299,16 +312,19 @@ class PushdownGuide(Locked):
             if hit_nodes.size:
                 crossings.append((trie, hit_nodes, hit_states, None))
             accepting = bool(node.dfa.accepting[state])
-            inside = None
+            inside: TokenMask | None = None
             if tokens.size or accepting:
                 ids = np.concatenate([tokens, vocab.eog_array]) if accepting else tokens
                 inside = TokenMask.allowing(ids, vocab.size, accepting)
             node.crossings[state] = (inside, crossings)
             return inside, crossings
-        try:
-            inside = guide.mask(state)
-        except ConstraintViolationError:
-            inside = None  # only a call or a return continues from here
+        layered = self._layered_inside(node, state)  # (None: not a layered pattern's content)
+        inside = None
+        if layered is None:
+            try:
+                inside = guide.mask(state)
+            except ConstraintViolationError:
+                pass  # only a call or a return continues from here
         if onward is not None and onward.size:
             if inside is None:
                 inside = TokenMask.allowing(onward, vocab.size, False)
@@ -333,15 +349,51 @@ class PushdownGuide(Locked):
             states = flat[start * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
             loops = guide._loops if trie is vocab.trie else Loops(guide._loops.bits)
-            _, hit_nodes, hit_states = _walk(
-                trie, flat, node.boundary, roots[alive], states[alive], False, loops
+            ending, hit_nodes, hit_states = _walk(
+                trie, flat, node.boundary, roots[alive], states[alive], layered is not None, loops
             )
+            if layered is not None:
+                layered.append(ending)  # (tokens with a quote, an escape: the closing quote last)
             if hit_nodes.size:
                 tails = trie is text.rest_tails and skipped is not None and skipped.size > 0
                 skip = skipped if tails else None
                 found.append((trie, hit_nodes, hit_states, skip))
+        if layered is not None:
+            ids = np.concatenate(layered)
+            inside = TokenMask.allowing(ids, vocab.size, False) if ids.size else None
         node.crossings[state] = (inside, found)
         return inside, found
+
+    def _layered_inside(self, node: Node, state: int) -> list[np.ndarray] | None:
+        """For a state inside a string counted in layers over a pattern, the tokens that read
+        on inside its content, as a list to add to; None for any other state.
+
+        A token read from (layer, pair) completes some characters and ends in some pair,
+        neither of which depends on the layer; it fits where that layer and pair are alive
+        (a state is kept only if some text from it is accepted, so every state on the way is
+        then alive too). So the trie is walked once per pair (:func:`_pair_walk`), and each
+        layer filters that walk: where the regex guide walked the whole trie again for every
+        character, as every character moves to a new layer."""
+        layers = node.layers
+        if layers is None:
+            return None
+        body = layers.body
+        inner = state - layers.offset
+        if not 0 <= inner < body.n_states:
+            return None
+        layer, pair = divmod(int(body.origin[inner]), body.width)
+        walked = self._pair_walks.get((node.number, pair))
+        if walked is None:
+            walked = _pair_walk(self.vocabulary.trie, body, pair)
+            self._pair_walks[node.number, pair] = walked
+        tokens, counts, ends = walked
+        alive = self._layer_alive.get(node.number)
+        if alive is None:
+            alive = self._layer_alive[node.number] = body.alive()
+        reach = layer + counts
+        fits = reach < body.n_layers
+        fits[fits] = alive[reach[fits], ends[fits]]
+        return [tokens[fits]]
 
     def _into_next_run(self, node: Node, state: int) -> np.ndarray | None:
         """The plain-text tokens too long for the rest of a run that the next run takes on, or
@@ -519,3 +571,44 @@ def _walk_narrow(
     )
 
 
+
+
+def _pair_walk(trie: TokenTrie, body: LayeredDFA, pair: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tokens that read on from ``pair`` of a layered string content (whatever the layer),
+    with the characters each completes and the pair it ends in; walks reaching more
+    characters than the content has layers are cut."""
+    next_pair, completes = body.pair_next, body.pair_completes
+    limit = body.n_layers
+    nodes = np.arange(trie.root_children)
+    first = trie.node_byte[nodes].astype(np.int64)
+    pairs = next_pair[pair, first]
+    counts = completes[pair, first].astype(np.int64)
+    keep = pairs >= 0
+    nodes, pairs, counts = nodes[keep], pairs[keep], counts[keep]
+    found: list[np.ndarray] = []
+    found_counts: list[np.ndarray] = []
+    found_ends: list[np.ndarray] = []
+    while nodes.size:
+        terms = trie.term_count[nodes]
+        ends = terms > 0
+        if ends.any():
+            found.append(trie.term_tokens[concat_ranges(trie.term_start[nodes[ends]], terms[ends])])
+            found_counts.append(np.repeat(counts[ends], terms[ends]))
+            found_ends.append(np.repeat(pairs[ends], terms[ends]))
+        below = trie.n_children[nodes]
+        inner = below > 0
+        if not inner.any():
+            break
+        below = below[inner]
+        children = concat_ranges(trie.first_child[nodes[inner]], below)
+        parent_pairs = np.repeat(pairs[inner], below)
+        parent_counts = np.repeat(counts[inner], below)
+        byte = trie.node_byte[children].astype(np.int64)
+        pairs = next_pair[parent_pairs, byte]
+        counts = parent_counts + completes[parent_pairs, byte]
+        keep = (pairs >= 0) & (counts < limit)
+        nodes, pairs, counts = children[keep], pairs[keep], counts[keep]
+    if not found:
+        empty = np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.int32), empty, empty
+    return np.concatenate(found), np.concatenate(found_counts), np.concatenate(found_ends)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf.json_schema.keywords import KNOWN_KEYWORDS, _is_int
-from outlines_gguf.json_schema.strings import layered_body
+from outlines_gguf.json_schema.strings import LayeredDFA, layered_body
 
 STRING_SEGMENT = 512
 """Characters per node of a counted string longer than this (see ``_counted_node``): long
@@ -66,6 +66,45 @@ class RunShape:
             return state  # the count matters within a token: only this layer reads alike
         rep = 0 if need > horizon else min(self.low, layer)
         return rep * self.width + local
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """Where a string leaf counted over a pattern keeps its layers: node state ``offset + i``
+    is state ``i`` of a :class:`~outlines_gguf.json_schema.strings.LayeredDFA` (the string's
+    content between its quotes), whose ``origin`` says its layer and pair."""
+
+    offset: int
+    body: LayeredDFA
+
+    def representatives(self, horizon: int, n_states: int) -> np.ndarray:
+        """Per node state, the state of smallest layer whose masks equal its own.
+
+        A token of at most ``horizon`` bytes reads at most that many characters, so from
+        layer ``l`` it sees layers ``l`` to ``l + horizon``: which pairs are alive there (the
+        dead ones were pruned) and which accept. Where that window of layers reads alike for
+        two layers, so do all such tokens from the same pair (unlike a plain string's run, a
+        pattern may need characters of its own near the maximum, so the windows are compared
+        rather than the counts). Layers whose window reaches past the last one keep theirs."""
+        body = self.body
+        reps = np.arange(n_states)
+        m, n_layers = body.width, body.n_layers
+        window = horizon + 2
+        if n_layers <= window:
+            return reps
+        accepting = np.zeros(n_layers * m, dtype=bool)
+        accepting[body.origin] = body.accepting
+        rows = np.concatenate([body.alive(), accepting.reshape(n_layers, m)], axis=1)
+        signature = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1)
+        windows = np.lib.stride_tricks.sliding_window_view(signature, window)
+        _, first, inverse = np.unique(windows, axis=0, return_index=True, return_inverse=True)
+        rep_layer = first[inverse.reshape(-1)]  # for the layers whose window fits
+        layer, pair = np.divmod(body.origin, m)
+        fits = layer < rep_layer.size
+        number = np.full(n_layers * m, -1, dtype=np.int64)
+        number[body.origin] = np.arange(body.origin.size) + self.offset
+        reps[self.offset + np.flatnonzero(fits)] = number[rep_layer[layer[fits]] * m + pair[fits]]
+        return reps
 
 
 @lru_cache(maxsize=1)

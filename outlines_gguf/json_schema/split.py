@@ -44,11 +44,19 @@ from outlines_gguf.json_schema.objects import MemberCounts, _never, rest_schema
 from outlines_gguf.json_schema.runs import (
     STRING_RUN_KEY,
     STRING_SEGMENT,
+    LayerLayout,
     RunShape,
     counted_string,
     string_run_table,
 )
-from outlines_gguf.json_schema.strings import glue, key_except_dfa, layered_body, literal_trie_dfa, quoted
+from outlines_gguf.json_schema.strings import (
+    LayeredDFA,
+    glue,
+    key_except_dfa,
+    layered_body,
+    literal_trie_dfa,
+    quoted,
+)
 from outlines_gguf.json_schema.validate import resolve_local
 from outlines_gguf.locking import Locked
 
@@ -79,6 +87,7 @@ class Node:
     reach a call or a return (PLAIN_NEVER: none do), so a shorter plain-text token never
     crosses there."""
     run: RunShape | None = None  # a run of a counted string: masks shared between layers
+    layers: LayerLayout | None = None  # a string leaf counted over a pattern: the same, by window
     guide: RegexGuide | None = None
     crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
     needs: tuple[int, ...] = ()
@@ -284,8 +293,9 @@ class SplitSchema(Locked):
                 direct = _direct_leaf(compiler, schema, path)
                 member = None if direct is not None else _direct_extra_member(compiler, schema, path)
             if direct is not None:  # no calls; only the closing quote leads to acceptance
-                boundary = direct.accepting.copy()
-                node = Node(number, path, direct, {}, boundary, True, _reach(~boundary))
+                dfa, layers = direct
+                boundary = dfa.accepting.copy()
+                node = Node(number, path, dfa, {}, boundary, True, _reach(~boundary), layers=layers)
                 self._nodes[number] = node
                 return node
             if member is not None:
@@ -646,10 +656,11 @@ def _direct_extra_member(compiler: _Compiler, schema: Any, path: str) -> ByteDFA
     return glue(key_except_dfa(list(schema.get("properties", {}))), rest)
 
 
-def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
+def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> tuple[ByteDFA, LayerLayout | None] | None:
     """The automaton of a string leaf (``type`` string, or string and null; length, pattern,
-    format), built directly around its content automaton instead of through an NFA; None for
-    any other schema."""
+    format), built directly around its content automaton instead of through an NFA, and where
+    the content is counted in layers over a pattern, their layout; None for any other schema."""
+    schema = compiler.inline_refs(schema, path)  # (a definition used through $ref, as often)
     if not isinstance(schema, dict):
         return None
     values = schema.get("enum")
@@ -661,7 +672,8 @@ def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
         values = of_types(values, schema.get("type"))
         if not values:
             return None
-        return literal_trie_dfa([json.dumps(v, ensure_ascii=False).encode() for v in values])
+        trie = literal_trie_dfa([json.dumps(v, ensure_ascii=False).encode() for v in values])
+        return None if trie is None else (trie, None)
     declared = schema.get("type")
     kinds = set(declared) if isinstance(declared, list) else {declared}
     if kinds not in ({"string"}, {"string", "null"}):
@@ -676,7 +688,9 @@ def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
         body = layered_body(int(low), None)
         if body is None:
             return None
-    return quoted(body, null="null" in kinds)
+    # (quoted: before the opening quote, after the closing one, then the content's states)
+    layers = LayerLayout(2, body) if isinstance(body, LayeredDFA) else None
+    return quoted(body, null="null" in kinds), layers
 
 
 def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray) -> Node:

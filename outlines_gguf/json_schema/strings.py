@@ -15,11 +15,12 @@ character moves to the next layer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from outlines_gguf.automata.dfa import ByteDFA, _prune_dead, minimize
+from outlines_gguf.automata.dfa import ByteDFA, minimize, prune_dead_keeping_order
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import ConstraintTooComplexError
@@ -93,10 +94,32 @@ def layered_body(
     accepting[min_len * m :] = np.tile(at_boundary, layers - min_len)
     if pattern is None:
         return _trim_last_layer(table, accepting, m, open_end)
-    pruned = _prune_dead(table, accepting)
+    pruned = prune_dead_keeping_order(table, accepting)
     if pruned is None:
         return None
-    return ByteDFA(np.ascontiguousarray(pruned[0]), pruned[1])
+    table, accepting, origin = pruned
+    return LayeredDFA(np.ascontiguousarray(table), accepting, origin, m, layers, min_len, nxt, completes)
+
+
+@dataclass(frozen=True)
+class LayeredDFA(ByteDFA):
+    """A string body counted in layers over a pattern (``layered_body``), whose states keep
+    their place: state ``s`` was ``origin[s] = layer * width + pair`` before dead states were
+    dropped. Far from the bounds, layers that read every short text alike share their masks
+    (:class:`~outlines_gguf.json_schema.runs.LayerLayout`)."""
+
+    origin: np.ndarray
+    width: int
+    n_layers: int
+    low: int
+    pair_next: np.ndarray  # (width, 256): the pair after a byte (-1: none), whatever the layer
+    pair_completes: np.ndarray  # (width, 256) bool: that byte ends a character (the next layer)
+
+    def alive(self) -> np.ndarray:
+        """(layer, pair) -> the state is kept (some text from it is accepted)."""
+        alive = np.zeros(self.n_layers * self.width, dtype=bool)
+        alive[self.origin] = True
+        return alive.reshape(self.n_layers, self.width)
 
 
 @lru_cache(maxsize=1)

@@ -267,3 +267,34 @@ def test_an_email_under_a_max_length_writes_ordinary_addresses(max_length: int) 
         doc = json.dumps(address).encode()
         assert _accepts(guide, doc) == (len(address) <= max_length), address
     assert not _accepts(guide, b'"a..b@example.com"') and not _accepts(guide, b'".a@example.com"')
+
+
+@pytest.mark.parametrize(
+    ("leaf", "text"),
+    [
+        # (schemastore's allstar-branch: each character of such a value cost a walk of the whole trie)
+        ({"pattern": "^[^/]+/[^/]+$", "maxLength": 40}, "owner/some-repository-name-here-abc"),
+        ({"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "minLength": 8, "maxLength": 20}, "abc-def-98765-x"),
+        ({"pattern": "(ab|é)+", "minLength": 3, "maxLength": 12}, "xabéabé\\n日ab"),
+        ({"format": "email", "maxLength": 24}, "a.b-c@example-host.org"),
+    ],
+)
+def test_counted_pattern_string_masks_equal_a_brute_force(leaf: dict, text: str) -> None:
+    """A string with a pattern (or format) and a length is laid out in layers over the pattern;
+    its masks come from one walk per pair of the layout, filtered by layer (``_layered_inside``):
+    equal to a brute force at every character, near both bounds, and across the closing quote."""
+    vocab = load_vocab("spm32k")
+    schema = {"type": "object", "properties": {"v": {"type": "string", **leaf}, "n": {"type": "integer"}}}
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    prefix = b'{"v": "'
+    body = text.encode()
+    state = guide.advance(guide.initial_state, prefix)
+    layered = 0
+    for cut in range(len(body) + 1):
+        here = guide.advance(state, body[:cut])
+        if not here:
+            break  # (the text left the pattern: the masks before said so)
+        got = guide.mask(here).allowed_ids(vocab.size)
+        assert np.array_equal(got, brute_force_allowed(guide, here, vocab)), body[:cut]
+        layered += any(guide.schema.node(n).layers is not None for _, n, _ in here)
+    assert layered  # (the layout was used: the test checks what it means to)
