@@ -241,7 +241,8 @@ class _ScalarRules:
         max_len = schema.get("maxLength")
         declared_max: int | None = max_len if isinstance(max_len, int) else None
         if isinstance(max_len, int) and max_len > MAX_LENGTH_CAP:
-            max_len = max(MAX_LENGTH_CAP, int(min_len) if _is_int(min_len) else 0)
+            # (never above the declared maximum: with minLength above it, no string fits)
+            max_len = min(max_len, max(MAX_LENGTH_CAP, int(min_len) if _is_int(min_len) else 0))
         for name, value in (("minLength", min_len), ("maxLength", max_len)):
             if value is not None and (not _is_int(value) or value < 0):
                 raise self.fail(f"{name} must be a non-negative integer", path)

@@ -61,6 +61,8 @@ def layered_body(
     layer loops when there is no maximum. None if no string fits. ``fit``: lower ``max_len``
     to what :data:`MAX_LAYERED_ENTRIES` allows instead of raising ``ConstraintTooComplexError``.
     """
+    if max_len is not None and min_len > max_len:
+        return None  # (an unreachable acceptance would pass for a string that fits)
     if pattern is None:
         order, nxt, completes = _plain_layout()
         paccept = np.ones(1, dtype=bool)

@@ -16,6 +16,8 @@ import pytest
 from conftest import load_vocab
 from pushdown_oracle import brute_force_allowed
 
+from outlines_gguf import SchemaError
+from outlines_gguf.compiler import compile_json_schema
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.runs import STRING_SEGMENT
 from outlines_gguf.json_schema.split import SplitSchema
@@ -298,3 +300,21 @@ def test_counted_pattern_string_masks_equal_a_brute_force(leaf: dict, text: str)
         assert np.array_equal(got, brute_force_allowed(guide, here, vocab)), body[:cut]
         layered += any(guide.schema.node(n).layers is not None for _, n, _ in here)
     assert layered  # (the layout was used: the test checks what it means to)
+
+
+@pytest.mark.parametrize("leaf", [{}, {"pattern": "x"}, {"format": "email"}])
+@pytest.mark.parametrize(("low", "high"), [(11, 10), (40, 35), (600, 550)])
+def test_a_string_longer_than_its_maximum_is_no_value(leaf: dict, low: int, high: int) -> None:
+    # minLength above maxLength: a layered string body kept an acceptance nothing reached, so
+    # the leaf passed for productive and generation could open the string into a dead end
+    # (or, with a pattern, the layers' arithmetic failed as a "malformed schema"); above
+    # MAX_LENGTH_CAP the cap was raised to minLength, past maxLength: 600 characters were
+    # accepted for minLength 600, maxLength 550 (invalid output)
+    string = {"type": "string", "minLength": low, "maxLength": high, **leaf}
+    with pytest.raises(SchemaError, match="no JSON value satisfies this schema"):
+        SplitSchema(string)
+    with pytest.raises(SchemaError, match="no JSON value satisfies this schema"):
+        compile_json_schema(string)
+    guide = PushdownGuide(SplitSchema({"type": "object", "properties": {"a": string}}), load_vocab("spm32k"))
+    assert not guide.advance(guide.initial_state, b'{"a"')
+    assert guide.is_final(guide.advance(guide.initial_state, b"{}"))
