@@ -14,6 +14,8 @@ import jsonschema
 import numpy as np
 import pytest
 from conftest import load_vocab
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pushdown_oracle import brute_force_allowed
 
 from outlines_gguf import SchemaError
@@ -318,3 +320,37 @@ def test_a_string_longer_than_its_maximum_is_no_value(leaf: dict, low: int, high
     guide = PushdownGuide(SplitSchema({"type": "object", "properties": {"a": string}}), load_vocab("spm32k"))
     assert not guide.advance(guide.initial_state, b'{"a"')
     assert guide.is_final(guide.advance(guide.initial_state, b"{}"))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    low=st.integers(0, 600),
+    high=st.one_of(st.none(), st.integers(0, 600)),
+    pattern=st.sampled_from([None, "x", "^x+$", "^[xy]*$"]),
+    null=st.booleans(),
+)
+def test_length_bounds_against_jsonschema(
+    low: int, high: int | None, pattern: str | None, null: bool
+) -> None:
+    """Random length bounds (either order, across MAX_LENGTH_CAP and STRING_SEGMENT), with or
+    without a pattern: every string of the lengths around the bounds is accepted exactly when
+    jsonschema validates it, or the schema is refused (no value, or too large to count)."""
+    from outlines_gguf.errors import ConstraintTooComplexError
+
+    schema: dict = {"type": ["string", "null"] if null else "string", "minLength": low}
+    if high is not None:
+        schema["maxLength"] = high
+    if pattern is not None:
+        schema["pattern"] = pattern
+    try:
+        guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    except SchemaError:
+        assert not any(_valid("x" * n, schema) for n in {low, low + 1, high or 0})
+        return
+    except ConstraintTooComplexError:
+        return
+    lengths = {0, 1, low - 1, low, low + 1, *(() if high is None else (high - 1, high, high + 1))}
+    for n in sorted(x for x in lengths if x >= 0):
+        value = "x" * n
+        if _accepts(guide, json.dumps(value).encode()):
+            assert _valid(value, schema), n  # never an invalid value
