@@ -75,6 +75,10 @@ MASK_CACHE_SIZE = 2048
 WALK_CACHE_SIZE = 4096
 """Crossing walks kept per guide (least recently used are dropped)."""
 
+PAIR_WALK_CACHE_SIZE = 32
+"""Walks of the whole trie from a pair of a pattern's layered string (``_pair_walk``) kept per
+guide: each holds up to a vocabulary's worth of tokens (about 1 MB at 128k)."""
+
 
 # -- the guide -----------------------------------------------------------------------------------
 
@@ -104,12 +108,14 @@ class PushdownGuide(Locked):
         self._horizon = vocabulary.max_token_bytes  # no token reads further than this
         self._layer_reps: dict[int, np.ndarray] = {}  # node -> its states' representatives
         self._layer_alive: dict[int, np.ndarray] = {}  # node -> (layer, pair) alive
-        self._pair_walks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._pair_walks = LRUCache(PAIR_WALK_CACHE_SIZE)  # (node, pair) -> ``_pair_walk``
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
         state["_masks"], state["_walks"] = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
+        state["_layer_reps"], state["_layer_alive"] = {}, {}
+        state["_pair_walks"] = LRUCache(PAIR_WALK_CACHE_SIZE)
         return state
 
     @property
@@ -382,11 +388,9 @@ class PushdownGuide(Locked):
         if not 0 <= inner < body.n_states:
             return None
         layer, pair = divmod(int(body.origin[inner]), body.width)
-        walked = self._pair_walks.get((node.number, pair))
-        if walked is None:
-            walked = _pair_walk(self.vocabulary.trie, body, pair)
-            self._pair_walks[node.number, pair] = walked
-        tokens, counts, ends = walked
+        tokens, counts, ends = self._pair_walks.get_or_make(
+            (node.number, pair), lambda: _pair_walk(self.vocabulary.trie, body, pair)
+        )
         alive = self._layer_alive.get(node.number)
         if alive is None:
             alive = self._layer_alive[node.number] = body.alive()
@@ -609,6 +613,11 @@ def _pair_walk(trie: TokenTrie, body: LayeredDFA, pair: int) -> tuple[np.ndarray
         keep = (pairs >= 0) & (counts < limit)
         nodes, pairs, counts = children[keep], pairs[keep], counts[keep]
     if not found:
-        empty = np.empty(0, dtype=np.int64)
-        return np.empty(0, dtype=np.int32), empty, empty
-    return np.concatenate(found), np.concatenate(found_counts), np.concatenate(found_ends)
+        empty = np.empty(0, dtype=np.int32)
+        return empty, empty, empty
+    # (int32 throughout: counts are below the layers, ends below the pairs)
+    return (
+        np.concatenate(found).astype(np.int32),
+        np.concatenate(found_counts).astype(np.int32),
+        np.concatenate(found_ends).astype(np.int32),
+    )
