@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from outlines_gguf.errors import ConstraintTooComplexError, SchemaError
+from outlines_gguf.json_schema.dialects import drop_undefined_keywords
 from outlines_gguf.json_schema.refs import localize_refs
 from outlines_gguf.json_schema.unevaluated import rewrite_unevaluated
 
@@ -38,7 +39,7 @@ def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[s
     if extra_properties is None and is_pydantic:
         extra_properties = False
     try:
-        root = rewrite_unevaluated(localize_refs(root))
+        root = rewrite_unevaluated(localize_refs(drop_undefined_keywords(root)))
     except RecursionError as exc:
         raise ConstraintTooComplexError("the schema is nested too deeply") from exc
     return canonical_schema(root), extra_properties
