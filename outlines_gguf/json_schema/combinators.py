@@ -375,16 +375,24 @@ class _CombinatorRules:
         self: CompilerAPI, base: dict, branches: list, overlaps: set[tuple[int, int]], path: str
     ) -> list:
         """``oneOf`` branches that may overlap, as branches that exclude each other: branch i and
-        not branch j, for every j that may overlap it (so their union is exact). Raises a
-        SchemaError naming the branch whose negation cannot be expressed."""
+        not branch j, for every j that may overlap it (so their union is exact). A branch whose
+        negation needs that of a ``format`` is negated with its formats unread
+        (``negate_formats_unread``): a subset, valid for validators that assert formats and for
+        those that do not. Raises a SchemaError naming the branch whose negation cannot be
+        expressed."""
         extra = [base] if base and set(base) - ANNOTATIONS else []
         negations: dict[int, Any] = {}
         within: dict[tuple[int, int], Any] = {}  # branch j negated among the values of branch i
+        annotated: dict[int, Any] = {}  # branch j negated with its formats read as annotations
         for i, j in sorted(overlaps):
             if j not in negations:
                 negations[j] = self.negate(branches[j], f"{path}/oneOf/{j}")
             if negations[j] is None:
                 within[i, j] = self.negate_within(branches[j], {"allOf": [*extra, branches[i]]}, path)
+                if within[i, j] is None:
+                    if j not in annotated:
+                        annotated[j] = self.negate_formats_unread(branches[j], f"{path}/oneOf/{j}")
+                    within[i, j] = annotated[j]
                 if within[i, j] is None:
                     raise self.fail(
                         f"oneOf branches {i} and {j} may both match the same value, and branch {j} cannot "
@@ -411,7 +419,30 @@ class _CombinatorRules:
                         path,
                     )
             out += [{"allOf": [*extra, branch, *choice]} for choice in choices]
+        if annotated and all(_provably_empty(o["allOf"]) for o in out):
+            # (formats alone told the branches apart: read as annotations, no value is valid;
+            # a schema meaning "one of these formats" is refused rather than made empty)
+            i, j = min((i, j) for (i, j) in within if j in annotated)
+            raise self.fail(
+                f"oneOf branches {i} and {j} may both match the same value, and branch {j} cannot "
+                "be negated to exclude it (its format), so 'exactly one' cannot be enforced (pass "
+                "lenient=True to treat oneOf as anyOf)",
+                path,
+            )
         return out or [False]
+
+    def negate_formats_unread(self: CompilerAPI, schema: Any, path: str) -> Any:
+        """``negate`` reading every ``format`` as the annotation it is by default in JSON Schema:
+        the values ``schema`` rejects whatever their format. Where the format is asserted,
+        ``schema`` rejects more (strings not of the format), so this is a subset of its exact
+        negation; where it is not, it is exact. Beside a branch that still enforces its own
+        formats, "branch i and not branch j" is then valid either way (``{format: uri}`` or
+        ``{enum: ["."]}``: a URI, never ".", which an annotation reading finds in both)."""
+        self.formats_unread = True
+        try:
+            return self.negate(schema, path)
+        finally:
+            self.formats_unread = False
 
     def negate_within(self: CompilerAPI, schema: Any, context: Any, path: str) -> Any:
         """The values of ``context`` that ``schema`` rejects (another oneOf branch's, say), where
@@ -514,6 +545,8 @@ class _CombinatorRules:
         if not isinstance(schema, dict):
             return None
         keys = (set(schema) & KNOWN_KEYWORDS) - ANNOTATIONS
+        if self.formats_unread:
+            keys.discard("format")
         if keys == {"not"}:
             return schema["not"]
         if "uniqueItems" in keys and schema["uniqueItems"] is not True:

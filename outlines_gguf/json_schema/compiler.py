@@ -91,6 +91,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.ws = ws
         self.max_depth = max_depth
         self.lenient = lenient
+        self.formats_unread = False  # while negating a oneOf branch with its formats unread
         self.extra_properties = extra_properties
         self.builder = builder or NFABuilder("JSON schema")
         self._ref_depth: dict[str, int] = {}

@@ -16,9 +16,15 @@ from outlines_gguf.json_schema.algebra import _safely_disjoint
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.split import SplitSchema
 
-# Both branches take every non-string, and "not a uuid" cannot be written (formats are
-# enforced as valid subsets), so "exactly one" cannot be made exact (Snowplow sp_209's apikey).
-UNENFORCEABLE = {"oneOf": [{"format": "uuid"}, {"pattern": "^\\$[A-Z0-9-_]+"}]}
+# Objects with "a" match both branches, and "some property name longer than 3" cannot be
+# written, so "exactly one" cannot be made exact. (Snowplow sp_209's apikey, a uuid format or a
+# pattern, was the example here; a branch's format is now read as an annotation to exclude it.)
+UNENFORCEABLE = {
+    "oneOf": [
+        {"type": "object", "propertyNames": {"maxLength": 3}},
+        {"type": ["object", "string"], "required": ["a"]},
+    ]
+}
 
 # Overlapping (5 is both), but the branches negate: exactly one is "below 0 or above 10".
 ENFORCEABLE = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "integer", "maximum": 10}]}
@@ -154,13 +160,13 @@ def test_if_that_cannot_be_negated_fails_at_construction_even_lenient() -> None:
 def test_a_oneof_never_compiled_is_not_refused() -> None:
     # the enum's values are checked by the validator, so the oneOf inside is never compiled,
     # and the scan decides nothing below an enum
-    leaf = {"enum": [{"k": "$ABC"}, {"k": 3}], "properties": {"k": UNENFORCEABLE}}
+    leaf = {"enum": [{"k": "x"}, {"k": {"a": 1}}], "properties": {"k": UNENFORCEABLE}}
     schema, _ = _behind_items(leaf)
     split = SplitSchema(schema)
     assert split.n_compiled <= 3  # (not compiled at once, as a doubtful decision would)
     guide = PushdownGuide(split, load_vocab("spm32k"))
-    assert _accepts(guide, b'{"a": [[{"k": "$ABC"}]]}')
-    assert not _accepts(guide, b'{"a": [[{"k": 3}]]}')  # 3 passes both branches
+    assert _accepts(guide, b'{"a": [[{"k": "x"}]]}')
+    assert not _accepts(guide, b'{"a": [[{"k": {"a": 1}}]]}')  # {"a": 1} passes both branches
 
 
 @pytest.mark.parametrize(
