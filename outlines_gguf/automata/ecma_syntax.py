@@ -128,20 +128,33 @@ def _class_text(ranges: Ranges) -> str:
 _PROPERTY = re.compile(r"\\([pP])(?:\{([^}]*)\}|([A-Za-z]))")
 _CODE_POINT = re.compile(r"\\u\{([0-9A-Fa-f]{1,6})\}")
 _NAMED_GROUP = re.compile(r"\(\?<(?![=!])")  # not a lookbehind
+_CLASS_ESCAPE = re.compile(r"\\[wWdDsS]")
+_DASHED = re.compile(r"\\[wWdDsS]-|-\\[wWdDsS]")  # a class escape beside a dash
 
 
 def expand_escapes(pattern: str) -> str:
     """``pattern`` with ``\\p``/``\\P`` property escapes (a class outside ``[...]``, its ranges
-    inside one), ``\\cX`` and ``\\u{...}`` escapes and ``(?<name>`` groups written as Python's
-    ``re`` reads them. Unchanged (the same object) when it has none of them."""
-    if not any(mark in pattern for mark in ("\\p", "\\P", "\\c", "\\u{", "(?<")):
+    inside one), ``\\cX`` and ``\\u{...}`` escapes, ``(?<name>`` groups and dashes beside a
+    class escape in a class (``[\\w-.]``) written as Python's ``re`` reads them. Unchanged (the
+    same object) when it has none of them."""
+    marks = ("\\p", "\\P", "\\c", "\\u{", "(?<")
+    if not any(mark in pattern for mark in marks) and not _DASHED.search(pattern):
         return pattern
     out: list[str] = []
     i, n = 0, len(pattern)
     in_class = False
     class_start = -1  # where the current class's members begin (a "]" there is literal)
+    after_class_escape = False  # the last member written was \w, \d, \s or their negations
     while i < n:
         ch = pattern[i]
+        if in_class and ch == "-" and (after_class_escape or _CLASS_ESCAPE.match(pattern, i + 1)):
+            # ECMA-262 (Annex B) reads a dash beside a class escape as itself ([\w-.] is a word
+            # character, a dash or a dot); Python's parser calls it a bad range
+            out.append("\\-")
+            i += 1
+            after_class_escape = False
+            continue
+        after_class_escape = in_class and _CLASS_ESCAPE.match(pattern, i) is not None
         if ch == "\\" and i + 1 < n:
             nxt = pattern[i + 1]
             if nxt in "pP":

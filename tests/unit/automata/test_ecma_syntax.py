@@ -119,3 +119,22 @@ def test_errors_name_the_pattern_as_written() -> None:
     assert "U000" not in str(caught.value) and "position" not in str(caught.value)
     with pytest.raises(RegexError, match=r"regex '\(\\\\p\{L\}\)\\\\1': a backreference"):
         regex_to_dfa(r"(\p{L})\1")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "not_matching"),
+    [
+        # (schemastore's mimetypes.json: [\w-_.], refused by Python's parser as a bad range)
+        (r"^[\w-_.]+/[\w-_.]+$", ["text/x-c_1.2", "a-b/-"], ["a/b/c", "a b/c"]),
+        (r"^[a-\d]+$", ["a-9", "-"], ["b", "z"]),  # Annex B: a, a dash, or a digit
+        (r"^[\s-x]$", [" ", "-", "x"], ["a"]),
+        (r"^[\\w-x]$", ["w", "x", "\\"], ["-", "a"]),  # an escaped backslash: w-x is a range
+    ],
+)
+def test_a_dash_beside_a_class_escape_is_a_dash(pattern: str, matching: list, not_matching: list) -> None:
+    dfa = regex_to_dfa(expand_escapes(pattern))
+    for text in matching:
+        assert dfa.matches(text.encode()), text
+    for text in not_matching:
+        assert not dfa.matches(text.encode()), text
+    assert expand_escapes(r"^[a-z]+\w-\d$") == r"^[a-z]+\w-\d$"  # outside a class, untouched
