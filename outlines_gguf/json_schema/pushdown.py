@@ -395,6 +395,8 @@ class PushdownGuide(Locked):
         if alive is None:
             alive = self._layer_alive[node.number] = body.alive()
         reach = layer + counts
+        if body.loops:  # (the last layer goes on: more characters stay in it)
+            reach = np.minimum(reach, body.n_layers - 1)
         fits = reach < body.n_layers
         fits[fits] = alive[reach[fits], ends[fits]]
         return [tokens[fits]]
@@ -582,7 +584,7 @@ def _pair_walk(trie: TokenTrie, body: LayeredDFA, pair: int) -> tuple[np.ndarray
     with the characters each completes and the pair it ends in; walks reaching more
     characters than the content has layers are cut."""
     next_pair, completes = body.pair_next, body.pair_completes
-    limit = body.n_layers
+    limit = body.n_layers  # (characters beyond the layers: cut, or the last layer where it loops)
     nodes = np.arange(trie.root_children)
     first = trie.node_byte[nodes].astype(np.int64)
     pairs = next_pair[pair, first]
@@ -610,6 +612,8 @@ def _pair_walk(trie: TokenTrie, body: LayeredDFA, pair: int) -> tuple[np.ndarray
         byte = trie.node_byte[children].astype(np.int64)
         pairs = next_pair[parent_pairs, byte]
         counts = parent_counts + completes[parent_pairs, byte]
+        if body.loops:
+            counts = np.minimum(counts, limit - 1)
         keep = (pairs >= 0) & (counts < limit)
         nodes, pairs, counts = children[keep], pairs[keep], counts[keep]
     if not found:

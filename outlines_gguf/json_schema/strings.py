@@ -100,7 +100,8 @@ def layered_body(
     if pruned is None:
         return None
     table, accepting, origin = pruned
-    return LayeredDFA(np.ascontiguousarray(table), accepting, origin, m, layers, min_len, nxt, completes)
+    layout = (origin, m, layers, min_len, nxt, completes, open_end)
+    return LayeredDFA(np.ascontiguousarray(table), accepting, *layout)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class LayeredDFA(ByteDFA):
     low: int
     pair_next: np.ndarray  # (width, 256): the pair after a byte (-1: none), whatever the layer
     pair_completes: np.ndarray  # (width, 256) bool: that byte ends a character (the next layer)
+    loops: bool  # no maximum: the last layer goes on (a character completed there stays in it)
 
     def alive(self) -> np.ndarray:
         """(layer, pair) -> the state is kept (some text from it is accepted)."""

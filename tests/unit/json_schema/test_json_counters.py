@@ -281,6 +281,9 @@ def test_an_email_under_a_max_length_writes_ordinary_addresses(max_length: int) 
         ({"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "minLength": 8, "maxLength": 20}, "abc-def-98765-x"),
         ({"pattern": "(ab|é)+", "minLength": 3, "maxLength": 12}, "xabéabé\\n日ab"),
         ({"format": "email", "maxLength": 24}, "a.b-c@example-host.org"),
+        # no maximum: the last layer goes on (a GitHub schema's item lost its third letter)
+        ({"pattern": "^[a-zA-Z]+$", "minLength": 2}, "Apples"),
+        ({"pattern": "^(ab|c)+$", "minLength": 5}, "abcabcc"),
     ],
 )
 def test_counted_pattern_string_masks_equal_a_brute_force(leaf: dict, text: str) -> None:
