@@ -188,3 +188,42 @@ def _merge_equivalent(
         table = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
         accepting = accepting[representatives]
     return table, accepting
+
+
+def language_size(dfa: ByteDFA, limit: int) -> int | None:
+    """How many texts ``dfa`` accepts (at most ``limit``: more are counted as ``limit``), or
+    None if infinitely many.
+
+    Every state can reach acceptance (a ByteDFA keeps live states only), so the language is
+    infinite exactly when a cycle is reachable; otherwise the texts are counted over the
+    acyclic graph, from the end."""
+    table = dfa.transitions
+    n = table.shape[0]
+    order: list[int] = []  # states reachable from the start, each after all it leads to
+    state_of = [0] * n  # 0 new, 1 on the path, 2 done
+    stack: list[tuple[int, int]] = [(0, 0)]
+    targets = [np.unique(row[row >= 0]).tolist() for row in table]
+    while stack:
+        s, i = stack.pop()
+        if i == 0:
+            if state_of[s] == 2:
+                continue
+            state_of[s] = 1
+        if i < len(targets[s]):
+            stack.append((s, i + 1))
+            t = targets[s][i]
+            if state_of[t] == 1:
+                return None  # a cycle: infinitely many texts
+            if state_of[t] == 0:
+                stack.append((t, 0))
+        else:
+            state_of[s] = 2
+            order.append(s)
+    count = [0] * n
+    for s in order:
+        row = table[s]
+        total = int(dfa.accepting[s])
+        for t in row[row >= 0].tolist():
+            total += count[t]
+        count[s] = min(total, limit)
+    return count[0]

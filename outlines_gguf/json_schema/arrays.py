@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from outlines_gguf.automata.dfa import ByteDFA, language_size
 from outlines_gguf.automata.nfa import Fragment
+from outlines_gguf.automata.ops import intersect
+from outlines_gguf.errors import EmptyLanguageError
 from outlines_gguf.json_schema.algebra import _unique_domain
-from outlines_gguf.json_schema.keywords import _CONTAINS_KEYS, ITEMS_RUN, ITEMS_RUN_KEY, MAX_ITEMS_CAP
+from outlines_gguf.json_schema.keywords import (
+    _CONTAINS_KEYS,
+    ITEMS_RUN,
+    ITEMS_RUN_KEY,
+    MAX_ITEMS_CAP,
+    UNIQUE_EXCLUDED_KEY,
+    UNIQUE_ITEM_KEY,
+)
+from outlines_gguf.json_schema.strings import canonical_scalar_dfa
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
@@ -26,6 +37,13 @@ class _ArrayRules:
         items = schema.get("items", True)
         if isinstance(items, list):  # draft 4: items as a tuple
             prefix, items = items, schema.get("additionalItems", True)
+        unique = domain is None and self.unique_strings(schema, path) is not None
+        distinct: int | None = None  # how many items a unique array can hold at most
+        if unique:  # each item its own node, which the guide keeps from repeating (``unique``)
+            item_dfa = self.unique_item_dfa(items, f"{path}/items")
+            # (a finite language of more than MAX_ITEMS_CAP values counts as that many: a subset)
+            distinct = 0 if item_dfa is None else language_size(item_dfa, MAX_ITEMS_CAP)
+            items = {UNIQUE_ITEM_KEY: items, UNIQUE_EXCLUDED_KEY: []}
         prefix = prefix or []
         min_items = int(schema.get("minItems", 0))
         max_items = schema.get("maxItems")
@@ -39,9 +57,13 @@ class _ArrayRules:
         # prefix positions one by one, then the repeated items
         n_prefix = len(prefix)
         top = None if max_items is None else int(max_items)
-        runs = self.calls is not None  # split mode: long counts are chains of runs, not states
+        # split mode: long counts are chains of runs, not states (but one node for unique items,
+        # whose written texts the guide keeps per node)
+        runs = self.calls is not None and not unique
         if top is not None and top > MAX_ITEMS_CAP and not runs:
             top = max(MAX_ITEMS_CAP, min_items)
+        if distinct is not None:  # (so that the array never opens an item no value is left for)
+            top = distinct if top is None else min(top, distinct)
         if top is not None and top < min_items:
             return None
         options: list[Fragment | None] = []
@@ -177,6 +199,20 @@ class _ArrayRules:
             following = self.call_maker({**schema, ITEMS_RUN_KEY: rest}, path)
             full = self.b.seq([self.b.repeat(piece, ITEMS_RUN, ITEMS_RUN), following()])
             return self.b.alt([self.b.repeat(piece, low, ITEMS_RUN - 1) if low < ITEMS_RUN else None, full])
+
+    def unique_item_dfa(self: CompilerAPI, items: Any, path: str) -> ByteDFA | None:
+        """The texts of an item of an array with ``uniqueItems`` over scalars, spelled
+        canonically (one text per value: equal texts are equal items); None if there are none."""
+        compiler = self.sub_compiler()
+        compiler.builder.label = f"JSON schema at {path}"
+        fragment = compiler.value(items, path, self.max_depth)
+        if fragment is None:
+            return None
+        try:
+            dfa = compiler.builder.build(fragment)
+        except EmptyLanguageError:
+            return None
+        return intersect(dfa, canonical_scalar_dfa())
 
     def unique_array(self: CompilerAPI, domain: list, schema: dict) -> Fragment | None:
         """An array of distinct items from a few values: one state per set of values used."""

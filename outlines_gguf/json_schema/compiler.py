@@ -51,6 +51,7 @@ from outlines_gguf.json_schema.keywords import (
     ITEMS_RUN_KEY,
     MAX_DISTRIBUTED,
     MAX_UNIQUE_VALUES,
+    UNIQUE_ITEM_KEY,
     UNSUPPORTED,
     _is_int,
     _show,
@@ -84,6 +85,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
     ) -> None:
         self.root = root
         self.calls = calls
+        self.split = calls is not None  # (the split engine's scan sets it too: it makes no calls)
         self._nest = 0  # objects and arrays entered so far in this automaton (split mode)
         self._leaves_called = False  # split mode: every nested value a call (any_order_body)
         self.needs: list[int] = []  # split mode: nodes that must be productive for this one to be
@@ -202,7 +204,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             return True
         if not isinstance(schema, dict):
             return False
-        if any(key in schema for key in ("$ref", "allOf", "anyOf", "oneOf", "not")):
+        if any(key in schema for key in ("$ref", "allOf", "anyOf", "oneOf", "not", UNIQUE_ITEM_KEY)):
             return True
         if "enum" in schema or "const" in schema:
             values = schema.get("enum")
@@ -228,12 +230,29 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
             raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
         unique = schema.get("uniqueItems") is True and not listed
-        if unique and not self.lenient and _unique_domain(schema) is None:
+        enforced = _unique_domain(schema) is not None or self.unique_strings(schema, path) is not None
+        if unique and not self.lenient and not enforced:
             raise self.fail(
                 "keyword 'uniqueItems' can only be enforced for items from a few values (an enum or "
-                f"boolean of at most {MAX_UNIQUE_VALUES}, no prefixItems; pass lenient=True to ignore it)",
+                f"boolean of at most {MAX_UNIQUE_VALUES}, no prefixItems) or, by the default engine, for "
+                "strings; pass lenient=True to ignore it",
                 path,
             )
+
+    def unique_strings(self, schema: dict, path: str) -> Any:
+        """The items schema of an array with ``uniqueItems`` that the split engine enforces:
+        items that are strings, integers, booleans or null (values with one canonical spelling),
+        no ``prefixItems``, tuple ``items`` or ``contains``; or None."""
+        if not self.split or schema.get("uniqueItems") is not True or "contains" in schema:
+            return None
+        items = schema.get("items")
+        if schema.get("prefixItems") or not isinstance(items, dict) or not items:
+            return None
+        try:
+            kinds = self.possible_types(items, f"{path}/items")
+        except SchemaError:
+            return None
+        return items if kinds and kinds <= {"string", "integer", "boolean", "null"} else None
 
     def check_shapes(self, schema: dict, path: str) -> None:
         """Reject keyword values of the wrong JSON type (``"maxLength": "x"``, ``"items": 3``)

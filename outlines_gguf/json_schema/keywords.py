@@ -295,10 +295,22 @@ MAX_ONEOF_CHOICES = 64
 _REST_KEYS = (WRITTEN_KEY, OBJECT_KEY, EXTRAS_WRITTEN_KEY)
 """The compiler's own keywords of any-order objects' nodes."""
 
+UNIQUE_ITEM_KEY = "x-outlines-gguf-unique-item"
+"""Marks the item of an array with ``uniqueItems`` over strings (split mode): ``{UNIQUE_ITEM_KEY:
+items schema, UNIQUE_EXCLUDED_KEY: [texts]}``, its own node, spelled canonically (one text per
+value) and without the texts already written (see :mod:`~outlines_gguf.json_schema.unique`)."""
+
+UNIQUE_EXCLUDED_KEY = "x-outlines-gguf-unique-excluded"
+
+UNIQUE_ARRAY_KEY = "x-outlines-gguf-unique-array"
+"""Marks a node derived from one holding calls to a unique item: ``[node, item node, [texts]]``,
+the same automaton with those calls going to the item without ``texts``."""
+
 KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
     | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY, *_REST_KEYS}  # ours
+    | {UNIQUE_ITEM_KEY, UNIQUE_EXCLUDED_KEY, UNIQUE_ARRAY_KEY}
     | _OBJECT_KEYS | _ARRAY_KEYS | _CONTAINS_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""

@@ -20,6 +20,7 @@ import numpy as np
 
 from outlines_gguf.automata.budget import compile_budget
 from outlines_gguf.automata.dfa import ByteDFA, reaching
+from outlines_gguf.automata.ops import difference
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError, SchemaError
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.json_schema.algebra import of_types
@@ -34,6 +35,9 @@ from outlines_gguf.json_schema.keywords import (
     ITEMS_RUN_KEY,
     KNOWN_KEYWORDS,
     OBJECT_KEY,
+    UNIQUE_ARRAY_KEY,
+    UNIQUE_EXCLUDED_KEY,
+    UNIQUE_ITEM_KEY,
     WRITTEN_KEY,
     _is_int,
     _pointer,
@@ -88,6 +92,7 @@ class Node:
     crosses there."""
     run: RunShape | None = None  # a run of a counted string: masks shared between layers
     layers: LayerLayout | None = None  # a string leaf counted over a pattern: the same, by window
+    unique_item: bool = False  # an item of an array with uniqueItems: its texts are remembered
     guide: RegexGuide | None = None
     crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
     needs: tuple[int, ...] = ()
@@ -162,6 +167,7 @@ class SplitSchema(Locked):
         negated: ``not`` of ``not`` is the schema itself, which is decided where it stands).
         A subschema is visited again when met where more is decided (at most three times)."""
         checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+        checker.split = True  # (it decides as the split engine compiles: uniqueItems over strings)
         done: dict[int, int] = {}  # id -> the most decided there: _LISTED, _NEGATED, _DECIDED
         stack: list[tuple[Any, str, int]] = [(self.root, "#", _DECIDED)]
         doubt: Exception | None = None
@@ -197,6 +203,11 @@ class SplitSchema(Locked):
             written = schema[WRITTEN_KEY]
             extras = schema.get(EXTRAS_WRITTEN_KEY, 0)
             key = ("rest", schema[OBJECT_KEY], None if written is None else tuple(written), extras)
+        elif isinstance(schema, dict) and UNIQUE_ITEM_KEY in schema:  # (by the items schema itself)
+            key = ("unique-item", id(schema[UNIQUE_ITEM_KEY]), tuple(schema[UNIQUE_EXCLUDED_KEY]))
+        elif isinstance(schema, dict) and UNIQUE_ARRAY_KEY in schema:
+            base, item, texts = schema[UNIQUE_ARRAY_KEY]
+            key = ("unique-array", base, item, tuple(texts))
         elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
             key = ("ref", str(schema["$ref"]))
         elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
@@ -283,6 +294,14 @@ class SplitSchema(Locked):
             node = self._rest_node(number, schema, path)
             self._nodes[number] = node
             return node
+        if isinstance(schema, dict) and UNIQUE_ARRAY_KEY in schema:
+            node = self._unique_array_node(number, schema, path)
+            self._nodes[number] = node
+            return node
+        if isinstance(schema, dict) and UNIQUE_ITEM_KEY in schema:
+            node = self._unique_item_node(number, schema, path)
+            self._nodes[number] = node
+            return node
         counted = counted_string(schema)
         if counted is not None:
             node = self._counted_node(number, path, *counted)
@@ -323,6 +342,65 @@ class SplitSchema(Locked):
             node.needs = tuple(compiler.needs)
         self._nodes[number] = node
         return node
+
+    def unique_array(self, number: int, item: int, texts: frozenset[bytes]) -> int:
+        """The node ``number`` with its calls to the unique item ``item`` going to that item
+        without ``texts`` (as JSON texts), registered once per set (see ``unique.py``)."""
+        with self._lock:
+            base = self._schemas[number][0]
+            if isinstance(base, dict) and UNIQUE_ARRAY_KEY in base:
+                number = base[UNIQUE_ARRAY_KEY][0]
+            written = tuple(sorted(t.decode("utf-8", "surrogatepass") for t in texts))
+            found = self._numbers.get(("unique-array", number, item, written))
+            if found is not None:
+                return found
+            schema = {UNIQUE_ARRAY_KEY: [number, item, list(written)]}
+            return self.register(schema, self._schemas[number][1])
+
+    def item_texts(self, item: int) -> frozenset[bytes]:
+        """The texts unique item ``item`` leaves out (JSON texts, quotes included)."""
+        texts = self._schemas[item][0][UNIQUE_EXCLUDED_KEY]
+        return frozenset(t.encode("utf-8", "surrogatepass") for t in texts)
+
+    def base_item(self, item: int) -> int:
+        """The unique item ``item`` leaving nothing out (the one its array calls)."""
+        schema, path = self._schemas[item]
+        if not schema[UNIQUE_EXCLUDED_KEY]:
+            return item
+        with self._lock:
+            return self.register({UNIQUE_ITEM_KEY: schema[UNIQUE_ITEM_KEY], UNIQUE_EXCLUDED_KEY: []}, path)
+
+    def _unique_array_node(self, number: int, schema: dict, path: str) -> Node:
+        base_number, item, texts = schema[UNIQUE_ARRAY_KEY]
+        base = self._compile(base_number)
+        item_schema = self._schemas[item][0]
+        excluded = {UNIQUE_ITEM_KEY: item_schema[UNIQUE_ITEM_KEY], UNIQUE_EXCLUDED_KEY: sorted(texts)}
+        without = self.register(excluded, self._schemas[item][1])
+        calls = {
+            s: tuple((without if callee == item else callee, ret) for callee, ret in pairs)
+            for s, pairs in base.calls.items()
+        }
+        node = Node(number, path, base.dfa, calls, base.boundary, base.free_accept, base.plain_reach)
+        node.needs = base.needs
+        return node
+
+    def _unique_item_node(self, number: int, schema: dict, path: str) -> Node:
+        """An item of an array with uniqueItems over strings: its strings spelled canonically
+        (so that equal texts are equal values), without the texts already written."""
+        compiler = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+        with compile_budget(f"JSON schema at {path}"):
+            dfa = compiler.unique_item_dfa(schema[UNIQUE_ITEM_KEY], path)
+            texts = [t.encode("utf-8", "surrogatepass") for t in schema[UNIQUE_EXCLUDED_KEY]]
+            if dfa is not None and texts:
+                written = literal_trie_dfa(texts)
+                dfa = difference(dfa, written) if written is not None else dfa
+        if dfa is None:
+            self._unproductive.add(number)
+            self._cut_pending = True
+            never = _reach(np.ones(1, dtype=bool))
+            return Node(number, path, _EMPTY_DFA, {}, np.zeros(1, dtype=bool), False, never, unique_item=True)
+        boundary = dfa.accepting.copy()
+        return Node(number, path, dfa, {}, boundary, True, _reach(~boundary), unique_item=True)
 
     def _rest_node(self, number: int, schema: dict, path: str) -> Node:
         """The node for the rest of an object whose members come in any order, once the members
@@ -486,8 +564,8 @@ def _surely_satisfiable(schema: Any, root: Any = None, memo: dict[int, bool] | N
     each subschema is judged once (``memo``; one met again inside itself is not proof)."""
     if schema is True or schema == {}:
         return True
-    if not isinstance(schema, dict):
-        return False
+    if not isinstance(schema, dict) or UNIQUE_ITEM_KEY in schema or UNIQUE_ARRAY_KEY in schema:
+        return False  # (a unique item without the texts written may run out of values)
     memo = {} if memo is None else memo
     found = memo.get(id(schema))
     if found is None:

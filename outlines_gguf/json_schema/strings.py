@@ -22,7 +22,7 @@ import numpy as np
 
 from outlines_gguf.automata.dfa import ByteDFA, minimize, prune_dead_keeping_order
 from outlines_gguf.automata.nfa import Fragment
-from outlines_gguf.automata.regex import NFABuilder
+from outlines_gguf.automata.regex import NFABuilder, regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError
 from outlines_gguf.json_schema.lexical import any_string_char, plain_key_char
 
@@ -302,3 +302,14 @@ def glue(first: ByteDFA, then: ByteDFA) -> ByteDFA:
     accepting = np.zeros(table.shape[0], dtype=bool)
     accepting[remap[np.flatnonzero(then.accepting)]] = True
     return ByteDFA(table, accepting)
+
+
+@lru_cache(maxsize=1)
+def canonical_scalar_dfa() -> ByteDFA:
+    """JSON strings, integers, booleans and null, each value in one spelling: strings as
+    ``json.dumps(..., ensure_ascii=False)`` writes them (every character as itself but the
+    quote, the backslash and control characters, which take their short escape or ``\\u00xx``
+    in lower case), integers without a fraction, exponent or leading zero. Texts then compare
+    as values (``uniqueItems``; numbers with a fraction have no such spelling here)."""
+    string = r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))*"'
+    return regex_to_dfa(rf"{string}|-?(?:0|[1-9][0-9]*)|true|false|null")

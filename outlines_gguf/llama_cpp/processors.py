@@ -37,6 +37,7 @@ from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.python_types import schema_source
 from outlines_gguf.json_schema.split import split_schema
+from outlines_gguf.json_schema.unique import UniqueItemsGuide
 from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.llama_cpp.hook import GuardedHook
@@ -292,8 +293,10 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         if engine not in ("dfa", "pushdown"):
             raise ValueError(f"engine must be 'pushdown' or 'dfa', not {engine!r}")
         if engine == "pushdown":
-            def build_split() -> PushdownGuide:
-                return PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
+            def build_split() -> Guide:
+                guide = PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
+                # (items of an array with uniqueItems over strings: the written ones remembered)
+                return UniqueItemsGuide(guide) if '"uniqueItems"' in canonical else guide
 
             split_key = ("json-pushdown", canonical, whitespace_pattern, lenient, extra)
             super().__init__(cached_guide(split_key, vocabulary, build_split), vocabulary)
