@@ -228,7 +228,9 @@ def test_random_grammars_convert_exactly(text: str, seed: int) -> None:
     try:  # when the check says the LALR engine lexes it exactly, it does
         grammar = compile_gbnf(text)
     except GrammarError as exc:
-        assert "general CFG engine" in str(exc), exc
+        # (or a rule generation could enter and never finish: refused by name, where llama.cpp
+        # would let generation run into it; found by a random grammar, x-1 ::= . "" x-1)
+        assert "general CFG engine" in str(exc) or "can never finish" in str(exc), exc
         return
     for s in strings:
         assert grammar.accepts(s.encode()) == r.accepts(s), (text, s)
