@@ -82,6 +82,14 @@ def plain_key_char(b: NFABuilder) -> Fragment:
     return b.chars(_complement(_RAW_FORBIDDEN))
 
 
+def foreign_escapes(names: list[str]) -> list[str]:
+    """The short escapes (``\\"``, ``\\n``, ...) of characters no name in ``names`` holds:
+    a key written with one is none of them, whatever else it spells (other escapes could spell
+    a name's character, so an extra key leaves them out: a valid subset)."""
+    held = {ord(ch) for name in names for ch in name}
+    return [escape for code, escape in _SHORT_ESCAPES.items() if code not in held]
+
+
 def any_string_char(b: NFABuilder) -> Fragment:
     """Any JSON string character: raw, a short escape, a \\u escape, or an escaped surrogate
     pair (never a lone surrogate)."""

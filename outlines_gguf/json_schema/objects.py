@@ -29,7 +29,13 @@ from outlines_gguf.json_schema.keywords import (
     _pointer,
     call_marker,
 )
-from outlines_gguf.json_schema.lexical import _NO_KEY, _RAW_FORBIDDEN, _intersect_ranges, _searched
+from outlines_gguf.json_schema.lexical import (
+    _NO_KEY,
+    _RAW_FORBIDDEN,
+    _intersect_ranges,
+    _searched,
+    foreign_escapes,
+)
 from outlines_gguf.json_schema.validate import Undecided, pattern_matches
 
 if TYPE_CHECKING:
@@ -734,8 +740,10 @@ class _ObjectRules:
         return None if result is None else self.b.dfa(result)
 
     def key_except(self: CompilerAPI, names: list[str]) -> Fragment | None:
-        """A JSON string key (no escapes) that is none of ``names``."""
+        """A JSON string key that is none of ``names``: plain characters, and the short escapes
+        of characters no name holds (``lexical.foreign_escapes``), which make it another key."""
         plain = _complement(_RAW_FORBIDDEN)
+        foreign = foreign_escapes(names)
         trie: dict = {}
         for name in names:
             node = trie
@@ -750,10 +758,13 @@ class _ObjectRules:
                 options.append(b.literal('"'))
             children = [c for c in node if c is not None]
             others = _intersect_ranges(plain, _complement(_normalize((ord(c), ord(c)) for c in children)))
-            if others:
-                options.append(
-                    b.seq([b.chars(others), b.repeat(lambda: b.chars(plain), 0, None), b.literal('"')])
-                )
+            leaving = ([b.chars(others)] if others else []) + [b.literal(e) for e in foreign]
+            if leaving:
+
+                def any_char() -> Fragment | None:
+                    return b.alt([b.chars(plain), *(b.literal(e) for e in foreign)])
+
+                options.append(b.seq([b.alt(leaving), b.repeat(any_char, 0, None), b.literal('"')]))
             for c in children:
                 if ord(c) in dict(_RAW_FORBIDDEN) or c in '"\\' or ord(c) < 0x20:
                     continue

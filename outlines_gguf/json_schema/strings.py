@@ -24,7 +24,7 @@ from outlines_gguf.automata.dfa import ByteDFA, minimize, prune_dead_keeping_ord
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.regex import NFABuilder, regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError
-from outlines_gguf.json_schema.lexical import any_string_char, plain_key_char
+from outlines_gguf.json_schema.lexical import any_string_char, foreign_escapes, plain_key_char
 
 MAX_LAYERED_ENTRIES = 4_000_000
 """Table entries (states x 256, 16 MB) a layered automaton may have before pruning. A pattern
@@ -236,7 +236,8 @@ def _plain_char_dfa() -> tuple[np.ndarray, int]:
 
 
 def key_except_dfa(names: list[str]) -> ByteDFA:
-    """A JSON object key written without escapes, ``"`` to ``"``, that is none of ``names``.
+    """A JSON object key, ``"`` to ``"``, that is none of ``names``: plain characters, and the
+    short escapes of characters no name holds (``lexical.foreign_escapes``).
 
     Built directly: a trie of the names' bytes, where a byte that leaves the trie continues in
     a free key (one plain character at a time) and the closing quote is refused exactly at the
@@ -266,21 +267,30 @@ def key_except_dfa(names: list[str]) -> ByteDFA:
         else:
             is_name[node] = True
     n = len(children)
-    # states: 0 start, 1 after the closing quote, 2.. trie nodes, then the free key's states
+    # states: 0 start, 1 after the closing quote, 2.. trie nodes, then the free key's states,
+    # then one after a backslash (the short escape of a character no name holds: a free key)
     trie0, free0 = 2, 2 + n
-    table = np.full((free0 + k, 256), -1, dtype=np.int32)
+    escape = free0 + k
+    table = np.full((escape + 1, 256), -1, dtype=np.int32)
     free = np.where(char >= 0, np.where(char == char_done, free0, free0 + char), -1)
     table[free0 : free0 + k] = free
     table[free0, ord('"')] = 1
     table[0, ord('"')] = trie0
+    foreign = foreign_escapes(names)
+    if foreign:
+        table[free0, ord("\\")] = escape
+        for letter in foreign:
+            table[escape, ord(letter[1])] = free0
     inside_arr = np.asarray(inside)
-    table[trie0 : trie0 + n] = free[inside_arr]  # leaving the trie: a free key
+    table[trie0 : trie0 + n] = table[free0 + inside_arr]  # leaving the trie: a free key
     for node, out in enumerate(children):
         row = table[trie0 + node]
         for b, child in out.items():
             row[b] = trie0 + child
         if inside[node] == 0 and not is_name[node]:
             row[ord('"')] = 1
+        elif inside[node] == 0 and is_name[node]:
+            row[ord('"')] = -1  # (the end of a name: free0's closing quote does not apply)
     accepting = np.zeros(table.shape[0], dtype=bool)
     accepting[1] = True
     return ByteDFA(table, accepting)

@@ -19,7 +19,7 @@ import pytest
 from conftest import load_vocab
 from pushdown_oracle import brute_force_allowed
 
-from outlines_gguf import SchemaError
+from outlines_gguf import JSONLogitsProcessor, SchemaError
 from outlines_gguf.json_schema.keywords import WRITTEN_KEY
 from outlines_gguf.json_schema.objects import ANY_ORDER_MAX, EAGER_ORDER_MAX
 from outlines_gguf.json_schema.pushdown import PushdownGuide
@@ -216,3 +216,32 @@ def test_counted_members_come_in_any_order(low: int, high: int | None, closed: b
             state = guide.next_state(state, token)
         if guide.is_final(state):
             assert _valid(schema, json.loads(text)), text
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"error": {"type": "string"}}},  # (a direct key automaton)
+        {"properties": {"a\"b": {"type": "integer"}}, "additionalProperties": {"type": "integer"}},
+    ],
+)
+def test_extra_keys_take_the_escapes_of_characters_no_name_holds(schema: dict) -> None:
+    # (GitHub schemas' instances with keys such as 'error\\": null, // or ...': valid, rejected)
+    # an escape of a character no declared name holds makes the key another one; the other
+    # escapes could spell a name's character, so extra keys leave them out (a valid subset)
+    vocab = load_vocab("spm32k")
+    validator = jsonschema.Draft202012Validator(schema)
+    for engine in ("pushdown", "dfa"):
+        processor = JSONLogitsProcessor(schema, vocab, engine=engine)
+        for key in ['error\\"x', "err\\\\", 'a\\"b', "a\\nb", "\\u0065rror", "error", "x\\/y", "\\t"]:
+            text = '{"' + key + '": 1}'
+            accepted = processor.accepts(text)
+            assert not accepted or validator.is_valid(json.loads(text)), (engine, key)
+            if "\\u" not in key and not ('"' in "".join(schema["properties"]) and '\\"' in key):
+                assert accepted == validator.is_valid(json.loads(text)), (engine, key)
+    guide = JSONLogitsProcessor(schema, vocab).guide
+    for prefix in (b'{"', b'{"err', b'{"error\\', b'{"x\\"', b'{"a\\'):
+        state = guide.advance(guide.initial_state, prefix)  # type: ignore[attr-defined]
+        if state:
+            got = guide.mask(state).allowed_ids(vocab.size)
+            assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), prefix
