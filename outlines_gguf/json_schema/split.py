@@ -139,6 +139,7 @@ class SplitSchema(Locked):
         self._productive: set[int] = set()  # checked productive, given what is unproductive now
         self._cut_pending = False  # a node turned out empty: cut the calls to it
         self._rest_templates: dict[int, _Template] = {}  # OBJECT_KEY of an object -> its template
+        self._unique_items: dict[int, ByteDFA | None] = {}  # id of a unique array's items -> texts
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         doubt = self._scan()
@@ -387,9 +388,12 @@ class SplitSchema(Locked):
     def _unique_item_node(self, number: int, schema: dict, path: str) -> Node:
         """An item of an array with uniqueItems over strings: its strings spelled canonically
         (so that equal texts are equal values), without the texts already written."""
-        compiler = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+        items = schema[UNIQUE_ITEM_KEY]
         with compile_budget(f"JSON schema at {path}"):
-            dfa = compiler.unique_item_dfa(schema[UNIQUE_ITEM_KEY], path)
+            if id(items) not in self._unique_items:  # (once per array, not once per item written)
+                settings = (self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+                self._unique_items[id(items)] = _Compiler(self.root, *settings).unique_item_dfa(items, path)
+            dfa = self._unique_items[id(items)]
             texts = [t.encode("utf-8", "surrogatepass") for t in schema[UNIQUE_EXCLUDED_KEY]]
             if dfa is not None and texts:
                 written = literal_trie_dfa(texts)
