@@ -419,7 +419,8 @@ def _merge_all(parts: list[Any]) -> dict | None:
 
     Not exact (None) when a part restricts additional properties but does
     not declare a property another part declares: that property is
-    "additional" for it.
+    "additional" for it. (A part's ``patternProperties`` apply to every key they
+    match, declared or not, so beside no restriction they merge as they are.)
     """
     if any(p is False for p in parts):
         return {"enum": []}  # nothing satisfies false, whatever the other parts say
@@ -428,10 +429,9 @@ def _merge_all(parts: list[Any]) -> dict | None:
     everything = set().union(*declared) if declared else set()
     restricting = [p for p in dicts if p.get("additionalProperties", True) is not True]
     with_patterns = [p for p in dicts if "patternProperties" in p]
-    for part in dicts:
-        if part in restricting or part in with_patterns:
-            if not everything <= set(part.get("properties", {})):
-                return None
+    for part in restricting:
+        if not everything <= set(part.get("properties", {})):
+            return None
     # keywords whose meaning depends on their siblings keep it only beside them: a part's
     # patternProperties exempt keys from *its* additionalProperties, a part's prefixItems (or
     # draft-4 items array) limit *its* items/additionalItems to the later elements

@@ -131,6 +131,26 @@ EXACT_SCHEMAS = [
             {"additionalProperties": False, "properties": {"b": {"type": "null"}, "c": {}}, "type": "object"},
         ],
     },
+    # allOf of an open part with patternProperties and parts declaring keys the pattern
+    # matches (or not): the patterns apply to every key they match, declared or not, so the
+    # parts merge (package.json's core properties beside its bundle and jspm parts)
+    {
+        "allOf": [
+            {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}},
+                "patternProperties": {"^[bc]": {"type": "string"}},
+            },
+            {"properties": {"b": {"minLength": 1}}},
+            {"anyOf": [{"properties": {"c": {"const": "a"}}}, {"not": {"required": ["c"]}}]},
+        ]
+    },
+    {
+        "allOf": [
+            {"patternProperties": {"^[ab]$": {"type": "integer"}}, "additionalProperties": {"type": "null"}},
+            {"properties": {"a": {"minimum": 0}, "b": {}}},
+        ]
+    },
 ]
 """Schemas both engines enforce exactly on the values above."""
 
