@@ -44,6 +44,8 @@ ANNOTATIONS = frozenset(
         "contentMediaType",
         "contentEncoding",
         "$anchor",
+        "$dynamicAnchor",  # (an anchor: dynamic references to it are resolved in refs.py)
+        "$recursiveAnchor",
         "discriminator",
         "$defs",
         "definitions",
@@ -55,10 +57,8 @@ UNSUPPORTED = frozenset(
     {
         "unevaluatedProperties",
         "unevaluatedItems",
-        "$dynamicRef",
+        "$dynamicRef",  # (those whose target depends on the way evaluation came: refs.py)
         "$recursiveRef",
-        "$dynamicAnchor",
-        "$recursiveAnchor",
     }
 )
 

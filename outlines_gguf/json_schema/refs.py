@@ -8,6 +8,13 @@ anchors (``$anchor``, ``$dynamicAnchor``, or a draft-6/7 ``$id`` of ``#name``) o
 rewrites each ``$ref`` it can resolve inside the document as ``#`` and the JSON pointer from the
 root, which the compiler and the validator follow as they always did. A ``$ref`` to a resource the
 document does not embed is left as written (the compiler then refuses it).
+
+``$dynamicRef`` (2020-12) and ``$recursiveRef`` (2019-09) resolve through the *dynamic scope*: the
+schema resources evaluation entered on its way to them. :func:`localize_refs` follows every way
+through the document at the grain of resources (nested ones and those a reference enters; a
+superset of the real ways), and where all of them give one target, the dynamic reference is
+written as that ``$ref``; where they differ it is left as written (the compiler refuses it,
+naming the keyword).
 """
 
 from __future__ import annotations
@@ -70,9 +77,11 @@ def localize_refs(root: Any) -> Any:
     old_draft = isinstance(dialect, str) and any(d in dialect for d in _OLD_DRAFTS)
     resources: dict[str, str] = {}  # base URI (no fragment) -> JSON pointer
     anchors: dict[tuple[str, str], str] = {}  # (base URI, anchor name) -> JSON pointer
+    scopes = _Scopes()
     refs: list[tuple[tuple[str, ...], str, str]] = []  # (path of keys, base URI, $ref)
+    dynamic: list[tuple[tuple[str, ...], str, str, str, str]] = []  # ... keyword, resource pointer
 
-    def walk(node: Any, base: str, pointer: str, path: tuple[str, ...]) -> None:
+    def walk(node: Any, base: str, pointer: str, path: tuple[str, ...], resource: str) -> None:
         if not isinstance(node, dict):
             return
         ident = node.get("$id")
@@ -84,25 +93,50 @@ def localize_refs(root: Any) -> Any:
                 uri, fragment = urldefrag(_join(base, ident))
                 base = uri
                 resources.setdefault(uri, pointer)
+                if pointer != resource:
+                    scopes.nest(resource, pointer)
+                    resource = pointer
                 if fragment and not fragment.startswith("/"):
                     anchors.setdefault((uri, fragment), pointer)
         for key in ("$anchor", "$dynamicAnchor"):
             name = node.get(key)
             if isinstance(name, str):
                 anchors.setdefault((base, name), pointer)
+        name = node.get("$dynamicAnchor")
+        if isinstance(name, str):
+            scopes.dynamic_anchors.setdefault((resource, name), pointer)
+        if node.get("$recursiveAnchor") is True and pointer == resource:
+            scopes.recursive.add(resource)
         ref = node.get("$ref")
         if isinstance(ref, str):
             refs.append((path, base, ref))
+            scopes.refs.append((resource, base, ref, "$ref"))
+        for keyword in ("$dynamicRef", "$recursiveRef"):
+            if isinstance(node.get(keyword), str):
+                dynamic.append((path, base, node[keyword], keyword, resource))
+                scopes.refs.append((resource, base, node[keyword], keyword))
         for key, value in node.items():
             here = f"{pointer}/{_escape(key)}"
             if key in _MAP_KEYS and isinstance(value, dict):
                 for name, sub in value.items():
-                    walk(sub, base, f"{here}/{_escape(name)}", (*path, key, name))
+                    walk(sub, base, f"{here}/{_escape(name)}", (*path, key, name), resource)
             elif key in _LIST_KEYS and isinstance(value, list):
                 for i, sub in enumerate(value):
-                    walk(sub, base, f"{here}/{i}", (*path, key, str(i)))
+                    walk(sub, base, f"{here}/{i}", (*path, key, str(i)), resource)
             elif key in _SCHEMA_KEYS or key in _LIST_KEYS:
-                walk(value, base, here, (*path, key))
+                walk(value, base, here, (*path, key), resource)
+
+    def target_of(base: str, ref: str) -> str | None:
+        """The JSON pointer ``ref`` (resolved against ``base``) leads to, None if not here."""
+        uri, fragment = urldefrag(_join(base, ref))
+        where = resources.get(uri)
+        if where is None:
+            return None
+        if not fragment:
+            return where
+        if fragment.startswith("/"):
+            return where + unquote(fragment)
+        return anchors.get((uri, unquote(fragment)))
 
     root_id = root.get("$id")
     start = DEFAULT_BASE
@@ -110,28 +144,124 @@ def localize_refs(root: Any) -> Any:
         start = urldefrag(_join(DEFAULT_BASE, root_id))[0]
     resources[urldefrag(DEFAULT_BASE)[0]] = ""
     resources.setdefault(start, "")
-    walk(root, start, "", ())
+    walk(root, start, "", (), "")
+    scopes.resources = set(resources.values())
 
     rewrites: list[tuple[tuple[str, ...], str]] = []
     for path, base, ref in refs:
-        uri, fragment = urldefrag(_join(base, ref))
-        where = resources.get(uri)
-        if where is None:
-            continue  # not in this document: left for the compiler to refuse
-        if not fragment:
-            target: str | None = where
-        elif fragment.startswith("/"):
-            target = where + unquote(fragment)
-        else:
-            target = anchors.get((uri, unquote(fragment)))
+        target = target_of(base, ref)  # (None: not in this document, left for the compiler to refuse)
         if target is not None and "#" + target != ref:
             rewrites.append((path, "#" + target))
-    if not rewrites:
+    resolved: list[tuple[tuple[str, ...], str, str]] = []
+    for path, base, ref, keyword, resource in dynamic:
+        fragment = urldefrag(_join(base, ref))[1]
+        target = scopes.resolve(keyword, target_of(base, ref), fragment, resource, target_of)
+        if target is not None:
+            resolved.append((path, keyword, "#" + target))
+    if not rewrites and not resolved:
         return root
     out = copy.deepcopy(root)
     for path, new in rewrites:
-        node = out
-        for key in path:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        node["$ref"] = new
+        _at(out, path)["$ref"] = new
+    for path, keyword, new in resolved:
+        node = _at(out, path)
+        del node[keyword]
+        if "$ref" in node:  # (beside a $ref of its own: both apply)
+            node["allOf"] = [*node.get("allOf", []), {"$ref": new}]
+        else:
+            node["$ref"] = new
     return out
+
+
+def _at(root: Any, path: tuple[str, ...]) -> Any:
+    node = root
+    for key in path:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    return node
+
+
+class _Scopes:
+    """The schema resources of a document (by JSON pointer) and the ways evaluation goes from
+    one to another, for the targets of dynamic references."""
+
+    def __init__(self) -> None:
+        self.resources: set[str] = set()
+        self.nested: dict[str, set[str]] = {}  # resource -> resources directly inside it
+        self.refs: list[tuple[str, str, str, str]] = []  # (resource holding it, base URI, reference, keyword)
+        self.dynamic_anchors: dict[tuple[str, str], str] = {}  # (resource, name) -> JSON pointer
+        self.recursive: set[str] = set()  # resources whose root says $recursiveAnchor: true
+
+    def nest(self, outer: str, inner: str) -> None:
+        self.nested.setdefault(outer, set()).add(inner)
+
+    def resource_of(self, pointer: str) -> str:
+        """The innermost resource holding ``pointer``."""
+        best = ""
+        for resource in self.resources:
+            if (pointer == resource or pointer.startswith(resource + "/")) and len(resource) > len(best):
+                best = resource
+        return best
+
+    def resolve(
+        self, keyword: str, initial: str | None, fragment: str, resource: str, target_of: Any
+    ) -> str | None:
+        """The one target of a dynamic reference (held in ``resource``, ``initial``: where it
+        leads as a ``$ref``) whatever way evaluation came, or None.
+
+        ``$dynamicRef`` whose initial target is a ``$dynamicAnchor`` of its fragment's name
+        goes to that anchor in the outermost resource in scope that has one; ``$recursiveRef``
+        whose resource says ``$recursiveAnchor: true`` goes to the outermost of the resources
+        in scope that say so without a break (python-jsonschema's reading); else as ``$ref``.
+        """
+        if initial is None:
+            return None
+        if keyword == "$dynamicRef":
+            name = unquote(fragment)
+            bookend = self.dynamic_anchors.get((self.resource_of(initial), name)) == initial
+            if fragment.startswith("/") or not bookend:
+                return initial
+            defines = {r for (r, n) in self.dynamic_anchors if n == name}
+
+            def enter(scope: str | None, inner: str) -> str | None:
+                return scope if scope is not None else (inner if inner in defines else None)
+
+            def target(scope: str | None) -> str:
+                return initial if scope is None else self.dynamic_anchors[(scope, name)]
+        else:
+            if fragment or resource not in self.recursive:
+                return initial
+
+            def enter(scope: str | None, inner: str) -> str | None:
+                return (scope if scope is not None else inner) if inner in self.recursive else None
+
+            def target(scope: str | None) -> str:
+                return initial if scope is None else scope
+
+        reached = self._scopes_at(resource, enter(None, ""), enter, target_of)
+        targets = {target(scope) for scope in reached} or {initial}
+        return targets.pop() if len(targets) == 1 else None
+
+    def _scopes_at(self, resource: str, first: str | None, enter: Any, target_of: Any) -> set[str | None]:
+        """Every scope value (``enter`` folds each resource entered into it) evaluation can hold
+        in ``resource``, over the ways from the root through nested resources and references."""
+        edges: dict[str, set[str]] = {r: set(self.nested.get(r, ())) for r in self.resources}
+        for holder, base, ref, keyword in self.refs:
+            target = target_of(base, ref)
+            if target is not None:
+                edges.setdefault(holder, set()).add(self.resource_of(target))
+            # a dynamic reference may also enter any resource it could resolve to
+            if keyword == "$dynamicRef":
+                name = unquote(urldefrag(ref)[1])
+                edges.setdefault(holder, set()).update(r for (r, n) in self.dynamic_anchors if n == name)
+            elif keyword == "$recursiveRef":
+                edges.setdefault(holder, set()).update(self.recursive)
+        seen = {("", first)}
+        stack = [("", first)]
+        while stack:
+            here, scope = stack.pop()
+            for inner in edges.get(here, ()):
+                step = (inner, enter(scope, inner))
+                if step not in seen:
+                    seen.add(step)
+                    stack.append(step)
+        return {scope for where, scope in seen if where == resource}
