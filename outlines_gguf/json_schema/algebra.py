@@ -417,10 +417,11 @@ _VACUOUS_WHEN_TRUE = frozenset(
 def _merge_all(parts: list[Any]) -> dict | None:
     """Merge allOf parts into one schema when that is exact, else None.
 
-    Not exact (None) when a part restricts additional properties but does
-    not declare a property another part declares: that property is
-    "additional" for it. (A part's ``patternProperties`` apply to every key they
-    match, declared or not, so beside no restriction they merge as they are.)
+    A property another part declares is "additional" for a part that restricts additional
+    properties without declaring it: merged, the property's schema takes that part's
+    ``additionalProperties`` too (or, where that part has ``patternProperties``, the property
+    must be one some part declares ``false``; else None). A part's ``patternProperties`` apply
+    to every key they match, declared or not, so beside no restriction they merge as they are.
     """
     if any(p is False for p in parts):
         return {"enum": []}  # nothing satisfies false, whatever the other parts say
@@ -429,9 +430,14 @@ def _merge_all(parts: list[Any]) -> dict | None:
     everything = set().union(*declared) if declared else set()
     restricting = [p for p in dicts if p.get("additionalProperties", True) is not True]
     with_patterns = [p for p in dicts if "patternProperties" in p]
+    absent = {n for p in dicts for n, sub in p.get("properties", {}).items() if sub is False}
+    extras: dict[str, list[Any]] = {}
     for part in restricting:
-        if not everything <= set(part.get("properties", {})):
-            return None
+        for name in everything - set(part.get("properties", {})):
+            if "patternProperties" not in part:
+                extras.setdefault(name, []).append(part["additionalProperties"])
+            elif name not in absent:
+                return None
     # keywords whose meaning depends on their siblings keep it only beside them: a part's
     # patternProperties exempt keys from *its* additionalProperties, a part's prefixItems (or
     # draft-4 items array) limit *its* items/additionalItems to the later elements
@@ -485,4 +491,9 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 merged[key] = [v for v in merged[key] if _scalar_key(v) in theirs]
             elif merged[key] != value:
                 return None
+    if extras:
+        props = dict(merged["properties"])
+        for name, more in extras.items():
+            props[name] = {"allOf": [props[name], *more]}
+        merged["properties"] = props
     return merged

@@ -151,6 +151,30 @@ EXACT_SCHEMAS = [
             {"properties": {"a": {"minimum": 0}, "b": {}}},
         ]
     },
+    # a part closed to the keys another part declares: merged, those keys take its
+    # additionalProperties too (a key declared false is absent whatever the patterns say)
+    {
+        "allOf": [
+            {"properties": {"a": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
+            {"properties": {"b": {"minLength": 1}, "c": {"type": "integer"}}},
+        ]
+    },
+    {
+        "allOf": [
+            {"properties": {"a": {}}, "additionalProperties": False},
+            {"type": "object", "properties": {"b": True}, "not": {"required": ["c"]}},
+        ]
+    },
+    {
+        "allOf": [
+            {
+                "properties": {"a": {}},
+                "patternProperties": {"^b": {"type": "null"}},
+                "additionalProperties": False,
+            },
+            {"properties": {"c": False}},
+        ]
+    },
 ]
 """Schemas both engines enforce exactly on the values above."""
 
@@ -169,6 +193,7 @@ def _valid(schema: dict, value: object) -> bool:
 def test_exact_against_jsonschema(engine: str, schema: dict) -> None:
     dfa = compile_json_schema(schema) if engine == "dfa" else None
     guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(VALUES)
     def check(value: object) -> None:
@@ -534,8 +559,24 @@ FORMAT_ONEOFS = [
     {"anyOf": [{"type": "integer"}, {"oneOf": [{"format": "email"}, {"maxLength": 3}]}]},
 ]
 FORMAT_VALUES = [
-    ".", "@x", "@", "http://a.b/c", "mailto:a@b.c", "$ABC", "123e4567-e89b-12d3-a456-426614174000",
-    "a@b.co", "ab", "abcd", "", 3, 3.5, None, True, [], {}, ["."],
+    ".",
+    "@x",
+    "@",
+    "http://a.b/c",
+    "mailto:a@b.c",
+    "$ABC",
+    "123e4567-e89b-12d3-a456-426614174000",
+    "a@b.co",
+    "ab",
+    "abcd",
+    "",
+    3,
+    3.5,
+    None,
+    True,
+    [],
+    {},
+    ["."],
 ]
 
 
