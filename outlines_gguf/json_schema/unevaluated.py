@@ -18,6 +18,7 @@ Other uses are left as written (the compiler refuses them, naming the keyword).
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -38,6 +39,16 @@ _DYNAMIC = frozenset(
     }
 )
 _KEYWORDS = ("unevaluatedProperties", "unevaluatedItems")
+_DEFINITIONS = ("$defs", "definitions")
+_LIFTABLE = {
+    "if": ("if", "then", "else"),
+    "oneOf": ("oneOf",),
+    "anyOf": ("anyOf",),
+    "dependentSchemas": ("dependentSchemas",),
+}
+"""Keywords :func:`_lift` moves out of an ``allOf`` part (with those that go with them)."""
+MAX_LIFTS = 8
+"""At most this many keywords lifted (and ``$ref``s inlined) on the way to one rewrite."""
 MAX_BRANCHES = 16
 """At most this many branches when an ``if``, ``anyOf`` or ``oneOf`` beside an unevaluated keyword
 is split out (nested ones multiply)."""
@@ -151,22 +162,32 @@ def rewrite_unevaluated(root: Any) -> Any:
                 out[key] = transform(value, here)
             else:
                 out[key] = value
-        inside = any(t.startswith(pointer + "/") for t in targets)
+        # (a node split into branches keeps its definitions where they are: only references
+        # to its other parts would lose their way)
+        kept = tuple(f"{pointer}/{key}/" for key in _DEFINITIONS)
+        inside = any(t.startswith(pointer + "/") and not t.startswith(kept) for t in targets)
         return _rewrite(root, node, out, 1 if inside else MAX_BRANCHES)
 
     return transform(root, "")
 
 
-def _rewrite(root: Any, node: dict, out: dict, budget: int) -> dict:
+def _rewrite(root: Any, node: dict, out: dict, budget: int, lifts: int = MAX_LIFTS) -> dict:
     """``out`` (``node`` with its subschemas rewritten) with its unevaluated keywords rewritten,
-    through branches where ``node`` itself holds an ``if``, ``anyOf`` or ``oneOf``."""
+    through branches where ``node`` itself holds an ``if``, ``anyOf``, ``oneOf`` or
+    ``dependentSchemas`` (or one of the subschemas applied in place with it does: lifted)."""
     if not any(k in node for k in _KEYWORDS):
         return out
-    branches = _branches(node, out) if budget > 1 else None
+    branches = _branches(node, out, budget) if budget > 1 else None
+    if branches is None and budget > 1 and lifts and _contributors(root, node) is None:
+        lifted = _lift(root, out)
+        if lifted is not None:
+            return _rewrite(root, lifted, lifted, budget, lifts - 1)
     if branches is not None and len(branches) <= budget:
-        rewritten = [_rewrite(root, b, b, budget // len(branches)) for b in branches]
+        definitions = {k: out[k] for k in _DEFINITIONS if k in out}
+        branches = [{k: v for k, v in b.items() if k not in definitions} for b in branches]
+        rewritten = [_rewrite(root, b, b, budget // len(branches), lifts) for b in branches]
         if not any(k in b for b in rewritten for k in _KEYWORDS):
-            return {"anyOf": rewritten}
+            return {"anyOf": rewritten, **definitions}
         return out  # some branch stays dynamic: refused, naming the keyword
     if "unevaluatedProperties" in node:
         out = _rewrite_properties(root, node, out) or out
@@ -175,16 +196,49 @@ def _rewrite(root: Any, node: dict, out: dict, budget: int) -> dict:
     return out
 
 
-def _branches(node: dict, out: dict) -> list[dict] | None:
+def _lift(root: Any, out: dict) -> dict | None:
+    """``out`` with a value-dependent keyword of a subschema applied in place (an ``allOf``
+    part, a ``$ref`` target: inlined as a part) moved up beside the others, or None. The same
+    value meets the same keywords, so what passes and what is evaluated stay the same; a
+    part with an unevaluated keyword of its own keeps its keywords (they are what it sees)."""
+    if isinstance(out.get("$ref"), str):
+        try:
+            target = resolve_local(root, out["$ref"])
+        except LookupError:
+            return None
+        rest = {k: v for k, v in out.items() if k != "$ref"}
+        return {**rest, "allOf": [*rest.get("allOf", []), target]}
+    parts = out.get("allOf")
+    if not isinstance(parts, list):
+        return None
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict) or any(k in part for k in _KEYWORDS):
+            continue
+        group = _LIFTABLE.get(next((k for k in _LIFTABLE if k in part), ""))
+        if group is not None and not any(k in out for k in group):
+            moved = {k: part[k] for k in group if k in part}
+            left = {k: v for k, v in part.items() if k not in group}
+            return {**out, "allOf": [*parts[:i], left, *parts[i + 1 :]], **moved}
+        if "$ref" in part or "allOf" in part:
+            inner = _lift(root, part)
+            if inner is not None:
+                return {**out, "allOf": [*parts[:i], inner, *parts[i + 1 :]]}
+    return None
+
+
+def _branches(node: dict, out: dict, budget: int) -> list[dict] | None:
     """Schemas whose union is ``out`` (or, for ``anyOf``, a subset of it: see below), each with
     one in-place keyword whose annotations depend on the value fewer, or None.
 
     - ``if``/``then``/``else``: (if, then) or (not if, else): exclusive, so exact; ``not if``
       passes no annotations on, as a failed ``if`` does not.
     - ``oneOf``: branch i and none of the others: exact.
-    - ``anyOf``: branch i alone, for each i: every value accepted is valid (the names a branch
-      evaluates are among those every passing branch does), but a value whose unevaluated names
-      need two passing branches is not accepted.
+    - ``anyOf``: every non-empty set of branches, all passing: exact (a valid value is accepted
+      by the set of its passing branches; an accepted one is valid, as the names a set evaluates
+      are among those every passing branch does). Beyond the ``budget``, branch i alone, for
+      each i: a subset (a value whose names need two passing branches is not accepted).
+    - ``dependentSchemas`` (one name ``k`` at a time): (``k`` present, its schema) or (``k``
+      absent): exclusive, so exact.
     """
     rest = {k: v for k, v in out.items()}
     parts = list(out.get("allOf", [])) if isinstance(out.get("allOf", []), list) else None
@@ -213,6 +267,15 @@ def _branches(node: dict, out: dict) -> list[dict] | None:
     if "if" not in node:
         for key in ("then", "else"):  # without if they do nothing
             rest.pop(key, None)
+    dependent = out.get("dependentSchemas")
+    if "dependentSchemas" in node and isinstance(dependent, dict) and dependent:
+        name, schema = next(iter(dependent.items()))
+        others = {k: v for k, v in dependent.items() if k != name}
+        if others:
+            rest["dependentSchemas"] = others
+        else:
+            rest.pop("dependentSchemas")
+        return [with_parts([{"required": [name]}, schema]), with_parts([], {"required": [name]})]
     for key in ("oneOf", "anyOf"):
         options = out.get(key)
         if key not in node:
@@ -221,6 +284,11 @@ def _branches(node: dict, out: dict) -> list[dict] | None:
             return None
         rest.pop(key)
         if key == "anyOf":
+            if 2 ** len(options) - 1 <= budget:
+                sets = itertools.chain.from_iterable(
+                    itertools.combinations(options, n) for n in range(1, len(options) + 1)
+                )
+                return [with_parts(list(chosen)) for chosen in sets]
             return [with_parts([b]) for b in options]
         return [
             with_parts(

@@ -419,8 +419,8 @@ UNEVALUATED_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
         },
         [({"foo": "foo", "bar": "bar"}, True), ({"foo": "foo", "bar": "bar", "quux": "quux"}, False)],
     ),
-    # "unevaluatedProperties with anyOf": each branch alone (a subset: a value needing two
-    # passing branches' names is refused, never an invalid one accepted)
+    # "unevaluatedProperties with anyOf": every set of branches, all passing (a value is
+    # accepted by the set of its passing branches, whose names it may use together)
     (
         {
             "type": "object",
@@ -436,7 +436,54 @@ UNEVALUATED_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
             ({"foo": "foo", "bar": "bar"}, True),
             ({"foo": "foo", "bar": "bar", "baz": "not-baz"}, False),
             ({"foo": "foo", "bar": "bar", "baz": "baz", "quux": "not-quux"}, False),
+            ({"foo": "foo", "bar": "bar", "baz": "baz"}, True),
         ],
+    ),
+    # beside dependentSchemas: (the name present, its schema) or (the name absent)
+    (
+        {
+            "properties": {"foo": {"type": "string"}},
+            "dependentSchemas": {"foo": {"properties": {"bar": {"const": "bar"}}, "required": ["bar"]}},
+            "unevaluatedProperties": False,
+        },
+        [({"foo": "foo", "bar": "bar"}, True), ({"bar": "bar"}, False), ({}, True), ({"foo": "foo"}, False)],
+    ),
+    # a oneOf in an allOf part (through $refs) is lifted beside the others; the definitions stay
+    # where the references find them
+    (
+        {
+            "$defs": {
+                "one": {"properties": {"a": True}},
+                "two": {"required": ["x"], "properties": {"x": True}},
+            },
+            "allOf": [
+                {"$ref": "#/$defs/one"},
+                {"properties": {"b": True}},
+                {"oneOf": [{"$ref": "#/$defs/two"}, {"required": ["y"], "properties": {"y": True}}]},
+            ],
+            "unevaluatedProperties": False,
+        },
+        [
+            ({"x": 1, "a": 1, "b": 1}, True),
+            ({"y": 1}, True),
+            ({"x": 1, "y": 1}, False),
+            ({"x": 1, "z": 1}, False),
+            ({"a": 1}, False),
+        ],
+    ),
+    # an if inside a $ref target: its annotations count where it passes
+    (
+        {
+            "$ref": "#/$defs/cond",
+            "$defs": {
+                "cond": {
+                    "if": {"properties": {"k": {"const": 1}}, "required": ["k"]},
+                    "then": {"properties": {"v": {"type": "integer"}}},
+                }
+            },
+            "unevaluatedProperties": False,
+        },
+        [({"k": 1, "v": 2}, True), ({"k": 2}, False), ({"k": 1, "w": 2}, False), ({}, True)],
     ),
     # allOf parts merge beside a not (not a and not b: not (a or b)); the values of each kind
     (
