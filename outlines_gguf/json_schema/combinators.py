@@ -615,9 +615,23 @@ class _CombinatorRules:
             if high is not None and _is_int(high):  # more than maxContains
                 options.append({"type": "array", "contains": value, "minContains": high + 1})
             return {"anyOf": options} if options else False
+        listed = key == "items" and isinstance(value, list) and "prefixItems" not in schema
+        if key == "prefixItems" or listed:  # (a draft-4 items array: a prefix too)
+            # some item present at its position fails there
+            if not isinstance(value, list):
+                return None
+            options = []
+            for i, sub in enumerate(value):
+                other = self.negate(sub, path, refs)
+                if other is None:
+                    return None
+                if other is not False:
+                    at_i = [*([True] * i), other]
+                    options.append({"type": "array", "minItems": i + 1, "prefixItems": at_i})
+            return {"anyOf": options} if options else False
         if key == "items":
             if isinstance(value, list) or schema.get("prefixItems"):
-                return None  # positions: not expressible here
+                return None  # the items after a prefix: not expressible here
             other = self.negate(value, path, refs)
             return None if other is None else other and {"type": "array", "contains": other}
         if key in ("enum", "const"):

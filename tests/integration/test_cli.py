@@ -26,11 +26,8 @@ NUMBER: /[0-9]+/
 """
 
 
-# unevaluatedProperties beside dependentSchemas: what is evaluated depends on the value
-UNENFORCEABLE = (
-    '{"type": "object", "dependentSchemas": {"a": {"required": ["b"]}}, '
-    '"unevaluatedProperties": false}'
-)
+# unevaluatedItems beside contains: which items are evaluated depends on the value
+UNENFORCEABLE = '{"type": "array", "contains": {"type": "string"}, "unevaluatedItems": false}'
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -150,7 +147,7 @@ def test_incomplete_generation_exits_1() -> None:
                 "json", UNENFORCEABLE,
                 "-p", "x", "--model", "no-such-model.gguf",
             ],
-            r"keyword 'unevaluatedProperties' cannot be enforced \(pass --lenient",
+            r"keyword 'unevaluatedItems' cannot be enforced \(pass --lenient",
         ),
         (["cfg", "-", "-p", "x", "--model", "no-such-model.gguf"], r"cannot read grammar file"),
     ],

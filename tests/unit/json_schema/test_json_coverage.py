@@ -96,6 +96,8 @@ EXACT_SCHEMAS = [
     {"type": "array", "contains": {"const": "a"}, "maxContains": 1, "minItems": 2},
     {"type": "array", "not": {"contains": {"type": "string"}}},
     {"type": "array", "not": {"items": {"type": "integer"}}},
+    {"type": "array", "not": {"prefixItems": [{"type": "integer"}, {"const": "a"}]}},
+    {"not": {"prefixItems": [True, {"type": "boolean"}], "maxItems": 2}},
     {"type": "array", "maxItems": 2, "not": {"contains": {"type": "integer"}, "minContains": 2}},
     # decimal multipleOf, with bounds
     {"type": "number", "multipleOf": 0.25, "minimum": -3, "exclusiveMaximum": 4},
@@ -277,7 +279,7 @@ def test_anchor_references_resolve_to_their_schema() -> None:
     [
         ({"not": {"format": "email"}}, "keyword 'not'"),
         ({"oneOf": [{"type": "object"}, {"additionalProperties": {"type": "string"}}]}, "oneOf branches"),
-        ({"not": {"items": [{"type": "string"}]}}, "keyword 'not'"),
+        ({"not": {"prefixItems": [True], "items": {"type": "string"}}}, "keyword 'not'"),
         ({"type": "array", "contains": {"format": "email"}}, "keyword 'contains'"),
     ],
 )
