@@ -83,16 +83,19 @@ def _provably_empty(parts: list[Any]) -> bool:
 
 
 def _spliced(parts: list[Any]) -> list[Any]:
-    """``allOf`` parts with nested ``allOf``s opened (allOf is associative), so the parts the
-    compiler itself nests (negations, oneOf branches) merge like the schema's own."""
+    """``allOf`` parts with nested ``allOf``s opened (allOf is associative), and ``anyOf``s of
+    one branch too (that branch is a part), so the parts the compiler itself nests (negations,
+    oneOf branches) merge like the schema's own."""
     out: list[Any] = []
     stack = list(reversed(parts))
     while stack:
         part = stack.pop()
         nested = isinstance(part, dict) and isinstance(part.get("allOf"), list)
-        if nested and len(out) + len(stack) < MAX_SPLICED:
-            rest = {k: v for k, v in part.items() if k != "allOf"}
-            stack.extend(reversed([rest, *part["allOf"]]))
+        single = isinstance(part, dict) and isinstance(part.get("anyOf"), list) and len(part["anyOf"]) == 1
+        if (nested or single) and len(out) + len(stack) < MAX_SPLICED:
+            key = "allOf" if nested else "anyOf"
+            rest = {k: v for k, v in part.items() if k != key}
+            stack.extend(reversed([rest, *part[key]]))
             continue
         if part == {}:
             continue
@@ -441,8 +444,10 @@ def _merge_all(parts: list[Any]) -> dict | None:
     # keywords whose meaning depends on their siblings keep it only beside them: a part's
     # patternProperties exempt keys from *its* additionalProperties, a part's prefixItems (or
     # draft-4 items array) limit *its* items/additionalItems to the later elements
-    if any(q is not r for q in with_patterns for r in restricting):
-        return None
+    for q in with_patterns:
+        for r in restricting:  # (unless q's patterns are r's own: then they exempt no other keys)
+            if q is not r and not set(q["patternProperties"]) <= set(r.get("patternProperties", {})):
+                return None
     if sum(1 for p in dicts if _ARRAY_SIBLINGS & set(p)) > 1:
         return None
     merged: dict[str, Any] = {}
@@ -460,7 +465,9 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 continue  # (``additionalProperties: true`` beside a closed part: that part decides)
             if key not in merged:
                 merged[key] = value
-            elif key == "properties":
+            elif key in ("properties", "patternProperties"):
+                if not isinstance(value, dict) or not isinstance(merged[key], dict):
+                    return None
                 common = set(merged[key]) & set(value)
                 props = {**merged[key], **value}
                 for name in common:

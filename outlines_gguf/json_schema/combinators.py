@@ -736,6 +736,16 @@ class _CombinatorRules:
         return {"type": "object", "anyOf": options}
 
 
+_SUBSCHEMA_KEYS = (
+    "additionalProperties",
+    "additionalItems",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "items",
+)
+"""Keywords whose value is one schema applied to some members or items."""
+
+
 def _vacuous_keywords(schema: dict, keys: set[str], types: set[str]) -> set[str]:
     """The keywords of ``schema`` that constrain only values of a type that ``schema`` rejects
     anyway (by ``type``, or by ``enum``/``const``), such as ``uniqueItems`` beside an enum of
@@ -755,4 +765,12 @@ def _vacuous_keywords(schema: dict, keys: set[str], types: set[str]) -> set[str]
         family = {"integer", "number"} if kind == "number" else {kind}
         if not family & possible:
             vacuous |= keys & keywords
+    # schemas every value passes, under the keys they apply to
+    for key in ("patternProperties", "properties", "dependentSchemas"):
+        value = schema.get(key)
+        if key in keys and isinstance(value, dict) and all(v is True or v == {} for v in value.values()):
+            vacuous.add(key)
+    for key in _SUBSCHEMA_KEYS:
+        if key in keys and (schema[key] is True or schema[key] == {}):
+            vacuous.add(key)
     return vacuous

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from outlines_gguf.json_schema.refs import _LIST_KEYS, _MAP_KEYS, _SCHEMA_KEYS, _escape
@@ -166,12 +167,35 @@ def rewrite_unevaluated(root: Any) -> Any:
         # to its other parts would lose their way)
         kept = tuple(f"{pointer}/{key}/" for key in _DEFINITIONS)
         inside = any(t.startswith(pointer + "/") and not t.startswith(kept) for t in targets)
-        return _rewrite(root, node, out, 1 if inside else MAX_BRANCHES)
+        return _rewrite(root, node, out, 1 if inside else MAX_BRANCHES, resolved)
+
+    done: dict[str, Any] = {}
+    busy: set[str] = set()
+
+    def resolved(ref: str) -> Any:
+        """The target of a local ``$ref``, rewritten (None: none, or met inside itself)."""
+        if ref not in done:
+            if ref in busy:
+                return None
+            busy.add(ref)
+            try:
+                done[ref] = transform(resolve_local(root, ref), ref[1:])
+            except LookupError:
+                done[ref] = None
+            finally:
+                busy.discard(ref)
+        return done[ref]
 
     return transform(root, "")
 
 
-def _rewrite(root: Any, node: dict, out: dict, budget: int, lifts: int = MAX_LIFTS) -> dict:
+Resolve = Callable[[str], Any]
+"""A local ``$ref`` to its target with its own unevaluated keywords rewritten (None: cannot)."""
+
+
+def _rewrite(
+    root: Any, node: dict, out: dict, budget: int, resolved: Resolve, lifts: int = MAX_LIFTS
+) -> dict:
     """``out`` (``node`` with its subschemas rewritten) with its unevaluated keywords rewritten,
     through branches where ``node`` itself holds an ``if``, ``anyOf``, ``oneOf`` or
     ``dependentSchemas`` (or one of the subschemas applied in place with it does: lifted)."""
@@ -179,13 +203,13 @@ def _rewrite(root: Any, node: dict, out: dict, budget: int, lifts: int = MAX_LIF
         return out
     branches = _branches(node, out, budget) if budget > 1 else None
     if branches is None and budget > 1 and lifts and _contributors(root, node) is None:
-        lifted = _lift(root, out)
+        lifted = _lift(out, resolved)
         if lifted is not None:
-            return _rewrite(root, lifted, lifted, budget, lifts - 1)
+            return _rewrite(root, lifted, lifted, budget, resolved, lifts - 1)
     if branches is not None and len(branches) <= budget:
         definitions = {k: out[k] for k in _DEFINITIONS if k in out}
         branches = [{k: v for k, v in b.items() if k not in definitions} for b in branches]
-        rewritten = [_rewrite(root, b, b, budget // len(branches), lifts) for b in branches]
+        rewritten = [_rewrite(root, b, b, budget // len(branches), resolved, lifts) for b in branches]
         if not any(k in b for b in rewritten for k in _KEYWORDS):
             return {"anyOf": rewritten, **definitions}
         return out  # some branch stays dynamic: refused, naming the keyword
@@ -196,15 +220,14 @@ def _rewrite(root: Any, node: dict, out: dict, budget: int, lifts: int = MAX_LIF
     return out
 
 
-def _lift(root: Any, out: dict) -> dict | None:
+def _lift(out: dict, resolved: Resolve) -> dict | None:
     """``out`` with a value-dependent keyword of a subschema applied in place (an ``allOf``
     part, a ``$ref`` target: inlined as a part) moved up beside the others, or None. The same
     value meets the same keywords, so what passes and what is evaluated stay the same; a
     part with an unevaluated keyword of its own keeps its keywords (they are what it sees)."""
     if isinstance(out.get("$ref"), str):
-        try:
-            target = resolve_local(root, out["$ref"])
-        except LookupError:
+        target = resolved(out["$ref"])
+        if target is None:
             return None
         rest = {k: v for k, v in out.items() if k != "$ref"}
         return {**rest, "allOf": [*rest.get("allOf", []), target]}
@@ -220,7 +243,7 @@ def _lift(root: Any, out: dict) -> dict | None:
             left = {k: v for k, v in part.items() if k not in group}
             return {**out, "allOf": [*parts[:i], left, *parts[i + 1 :]], **moved}
         if "$ref" in part or "allOf" in part:
-            inner = _lift(root, part)
+            inner = _lift(part, resolved)
             if inner is not None:
                 return {**out, "allOf": [*parts[:i], inner, *parts[i + 1 :]]}
     return None

@@ -97,6 +97,15 @@ EXACT_SCHEMAS = [
     {"type": "array", "not": {"contains": {"type": "string"}}},
     {"type": "array", "not": {"items": {"type": "integer"}}},
     {"type": "array", "not": {"prefixItems": [{"type": "integer"}, {"const": "a"}]}},
+    # keywords whose schemas every value passes negate to nothing
+    {
+        "not": {
+            "required": ["a"],
+            "patternProperties": {"^x": True},
+            "additionalProperties": {},
+            "items": True,
+        }
+    },
     {"not": {"prefixItems": [True, {"type": "boolean"}], "maxItems": 2}},
     {"type": "array", "maxItems": 2, "not": {"contains": {"type": "integer"}, "minContains": 2}},
     # decimal multipleOf, with bounds
@@ -165,6 +174,13 @@ EXACT_SCHEMAS = [
         "allOf": [
             {"properties": {"a": {}}, "additionalProperties": False},
             {"type": "object", "properties": {"b": True}, "not": {"required": ["c"]}},
+        ]
+    },
+    # a part's patterns that a closed part has too exempt no other keys: they merge
+    {
+        "allOf": [
+            {"patternProperties": {"^[ab]": {"type": "integer"}}, "additionalProperties": False},
+            {"patternProperties": {"^[ab]": {"minimum": 0}}, "anyOf": [{"required": ["a"]}]},
         ]
     },
     {

@@ -471,6 +471,34 @@ UNEVALUATED_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
             ({"a": 1}, False),
         ],
     ),
+    # a oneOf nested through $refs, whose branches evaluate by patterns, by a nested
+    # unevaluatedProperties: true (every name), or by nothing of their own
+    (
+        {
+            "$defs": {
+                "one": {
+                    "oneOf": [
+                        {"$ref": "#/$defs/two"},
+                        {"required": ["xx"], "patternProperties": {"x": True}},
+                        {"required": ["all"], "unevaluatedProperties": True},
+                    ]
+                },
+                "two": {"oneOf": [{"required": ["c"], "properties": {"c": True}}, {"required": ["d"]}]},
+            },
+            "oneOf": [{"$ref": "#/$defs/one"}, {"required": ["a"], "properties": {"a": True}}],
+            "unevaluatedProperties": False,
+        },
+        [
+            ({"c": 1}, True),
+            ({"c": 1, "z": 1}, False),
+            ({"d": 1}, False),
+            ({"xx": 1, "xy": 2}, True),
+            ({"xx": 1, "y": 2}, False),
+            ({"all": 1, "q": 2}, True),
+            ({"a": 1}, True),
+            ({"a": 1, "c": 1}, False),
+        ],
+    ),
     # an if inside a $ref target: its annotations count where it passes
     (
         {
