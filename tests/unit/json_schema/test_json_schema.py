@@ -12,6 +12,8 @@ import jsonschema
 import numpy as np
 import pytest
 import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from outlines_gguf import ConstraintTooComplexError, SchemaError, compile_json_schema
 from outlines_gguf.automata.regex import regex_to_dfa
@@ -319,6 +321,37 @@ def test_format_regexes_produce_parseable_values() -> None:
     datetime.datetime.fromisoformat("2024-02-29T23:59:59.123+05:30")
     ipaddress.IPv6Address(samples["ipv6"])
     uuid.UUID("123e4567-e89b-12d3-a456-426614174000")
+
+
+def _rfc3339_duration(text: str) -> bool:
+    """RFC 3339 appendix A's ``duration``, read by hand: units in order and without a gap
+    (Y M D, then T and H M S), or weeks alone."""
+    if re.fullmatch(r"P[0-9]+W", text):
+        return True
+    match = re.fullmatch(r"P((?:[0-9]+[YMD])*)(?:T((?:[0-9]+[HMS])+))?", text)
+    if match is None:
+        return False
+
+    def run(part: str, order: str) -> bool:
+        units = "".join(re.findall(r"[A-Z]", part))
+        return units in {order[i:j] for i in range(len(order)) for j in range(i + 1, len(order) + 1)}
+
+    date, time = match.group(1), match.group(2)
+    if not date and time is None:
+        return False
+    return (not date or run(date, "YMD")) and (time is None or run(time, "HMS"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from("YMDW"), max_size=3),
+    st.one_of(st.none(), st.lists(st.sampled_from("HMS"), max_size=3)),
+)
+def test_duration_format_is_rfc3339(date: list[str], time: list[str] | None) -> None:
+    text = (
+        "P" + "".join(f"1{u}" for u in date) + ("" if time is None else "T" + "".join(f"2{u}" for u in time))
+    )
+    assert bool(re.fullmatch(STRING_FORMATS["duration"], text)) == _rfc3339_duration(text), text
 
 
 def _format_samples(name: str, count: int = 2000) -> list[str]:
