@@ -75,7 +75,14 @@ class FileResult:
 
 
 def serialize(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False)
+    """The instance as JSON text; with ``\\u`` escapes where it holds a lone surrogate, which
+    UTF-8 cannot write (valid JSON text all the same)."""
+    text = json.dumps(data, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(data)
+    return text
 
 
 def refusal_reason(exc: BaseException) -> str:
