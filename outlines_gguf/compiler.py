@@ -14,7 +14,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -62,6 +62,7 @@ def compile_json_schema(
     max_depth: int = DEFAULT_MAX_DEPTH,
     lenient: bool = False,
     extra_properties: bool | None = None,
+    refs: Mapping[str, Any] | None = None,
 ) -> ByteDFA:
     """Compile a JSON Schema (dict, JSON text or Pydantic model) to one whole-schema :class:`ByteDFA`.
 
@@ -71,9 +72,10 @@ def compile_json_schema(
     schema does not forbid them, as JSON Schema says; for a Pydantic model
     they are not generated, since Pydantic ignores them). Raises
     :class:`SchemaError` (a ``ValueError``) naming the keyword and its path
-    for what cannot be enforced, unless ``lenient``. Results are cached.
+    for what cannot be enforced, unless ``lenient``. ``refs``: the other documents its
+    ``$ref``s lead to, by URI. Results are cached.
     """
-    canonical, extra = prepare_schema(schema, extra_properties)
+    canonical, extra = prepare_schema(schema, extra_properties, refs)
     return compile_canonical(canonical, whitespace_pattern, max_depth, lenient, extra)
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from outlines_gguf.errors import ConstraintTooComplexError, SchemaError
 from outlines_gguf.json_schema.dialects import drop_undefined_keywords
+from outlines_gguf.json_schema.documents import embed_documents
 from outlines_gguf.json_schema.refs import localize_refs
 from outlines_gguf.json_schema.unevaluated import rewrite_unevaluated
 
@@ -32,14 +34,17 @@ def load_schema(schema: Any) -> tuple[Any, bool]:
     )
 
 
-def prepare_schema(schema: Any, extra_properties: bool | None = None) -> tuple[str, bool | None]:
+def prepare_schema(
+    schema: Any, extra_properties: bool | None = None, refs: Mapping[str, Any] | None = None
+) -> tuple[str, bool | None]:
     """The schema's canonical JSON text and the effective ``extra_properties``
-    (a Pydantic model gets no extra properties unless asked: Pydantic ignores them)."""
+    (a Pydantic model gets no extra properties unless asked: Pydantic ignores them).
+    ``refs``: other documents by URI (:mod:`~outlines_gguf.json_schema.documents`)."""
     root, is_pydantic = load_schema(schema)
     if extra_properties is None and is_pydantic:
         extra_properties = False
     try:
-        root = rewrite_unevaluated(localize_refs(drop_undefined_keywords(root)))
+        root = rewrite_unevaluated(localize_refs(embed_documents(drop_undefined_keywords(root), refs)))
     except RecursionError as exc:
         raise ConstraintTooComplexError("the schema is nested too deeply") from exc
     return canonical_schema(root), extra_properties

@@ -48,6 +48,7 @@ _LIST_KEYS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
 _MAP_KEYS = frozenset(
     {"$defs", "definitions", "dependentSchemas", "patternProperties", "properties", "dependencies"}
 )
+_DEFINITIONS = frozenset({"$defs", "definitions"})
 # drafts in which $ref makes its siblings (a sibling $id included) be ignored
 _OLD_DRAFTS = ("draft-04", "draft-06", "draft-07")
 
@@ -73,89 +74,17 @@ def localize_refs(root: Any) -> Any:
     where anything changed; ``root`` itself is never modified)."""
     if not isinstance(root, dict):
         return root
-    dialect = root.get("$schema")
-    old_draft = isinstance(dialect, str) and any(d in dialect for d in _OLD_DRAFTS)
-    resources: dict[str, str] = {}  # base URI (no fragment) -> JSON pointer
-    anchors: dict[tuple[str, str], str] = {}  # (base URI, anchor name) -> JSON pointer
-    scopes = _Scopes()
-    refs: list[tuple[tuple[str, ...], str, str]] = []  # (path of keys, base URI, $ref)
-    dynamic: list[tuple[tuple[str, ...], str, str, str, str]] = []  # ... keyword, resource pointer
-
-    def walk(node: Any, base: str, pointer: str, path: tuple[str, ...], resource: str) -> None:
-        if not isinstance(node, dict):
-            return
-        ident = node.get("$id")
-        if isinstance(ident, str) and not (old_draft and "$ref" in node):
-            if ident.startswith("#"):
-                if len(ident) > 1:  # a draft-6/7 plain-name fragment
-                    anchors.setdefault((base, ident[1:]), pointer)
-            else:
-                uri, fragment = urldefrag(_join(base, ident))
-                base = uri
-                resources.setdefault(uri, pointer)
-                if pointer != resource:
-                    scopes.nest(resource, pointer)
-                    resource = pointer
-                if fragment and not fragment.startswith("/"):
-                    anchors.setdefault((uri, fragment), pointer)
-        for key in ("$anchor", "$dynamicAnchor"):
-            name = node.get(key)
-            if isinstance(name, str):
-                anchors.setdefault((base, name), pointer)
-        name = node.get("$dynamicAnchor")
-        if isinstance(name, str):
-            scopes.dynamic_anchors.setdefault((resource, name), pointer)
-        if node.get("$recursiveAnchor") is True and pointer == resource:
-            scopes.recursive.add(resource)
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            refs.append((path, base, ref))
-            scopes.refs.append((resource, base, ref, "$ref"))
-        for keyword in ("$dynamicRef", "$recursiveRef"):
-            if isinstance(node.get(keyword), str):
-                dynamic.append((path, base, node[keyword], keyword, resource))
-                scopes.refs.append((resource, base, node[keyword], keyword))
-        for key, value in node.items():
-            here = f"{pointer}/{_escape(key)}"
-            if key in _MAP_KEYS and isinstance(value, dict):
-                for name, sub in value.items():
-                    walk(sub, base, f"{here}/{_escape(name)}", (*path, key, name), resource)
-            elif key in _LIST_KEYS and isinstance(value, list):
-                for i, sub in enumerate(value):
-                    walk(sub, base, f"{here}/{i}", (*path, key, str(i)), resource)
-            elif key in _SCHEMA_KEYS or key in _LIST_KEYS:
-                walk(value, base, here, (*path, key), resource)
-
-    def target_of(base: str, ref: str) -> str | None:
-        """The JSON pointer ``ref`` (resolved against ``base``) leads to, None if not here."""
-        uri, fragment = urldefrag(_join(base, ref))
-        where = resources.get(uri)
-        if where is None:
-            return None
-        if not fragment:
-            return where
-        if fragment.startswith("/"):
-            return where + unquote(fragment)
-        return anchors.get((uri, unquote(fragment)))
-
-    root_id = root.get("$id")
-    start = DEFAULT_BASE
-    if isinstance(root_id, str) and not root_id.startswith("#") and not (old_draft and "$ref" in root):
-        start = urldefrag(_join(DEFAULT_BASE, root_id))[0]
-    resources[urldefrag(DEFAULT_BASE)[0]] = ""
-    resources.setdefault(start, "")
-    walk(root, start, "", (), "")
-    scopes.resources = set(resources.values())
-
+    index = _Index(root)
     rewrites: list[tuple[tuple[str, ...], str]] = []
-    for path, base, ref in refs:
-        target = target_of(base, ref)  # (None: not in this document, left for the compiler to refuse)
+    for path, base, ref in index.refs:
+        target = index.target_of(base, ref)  # (None: not in this document: the compiler refuses it)
         if target is not None and "#" + target != ref:
             rewrites.append((path, "#" + target))
     resolved: list[tuple[tuple[str, ...], str, str]] = []
-    for path, base, ref, keyword, resource in dynamic:
+    for path, base, ref, keyword, resource in index.dynamic:
         fragment = urldefrag(_join(base, ref))[1]
-        target = scopes.resolve(keyword, target_of(base, ref), fragment, resource, target_of)
+        initial = index.target_of(base, ref)
+        target = index.scopes.resolve(keyword, initial, fragment, resource, index.target_of)
         if target is not None:
             resolved.append((path, keyword, "#" + target))
     if not rewrites and not resolved:
@@ -171,6 +100,107 @@ def localize_refs(root: Any) -> Any:
         else:
             node["$ref"] = new
     return out
+
+
+def external_documents(root: Any) -> list[str]:
+    """The absolute URIs (without fragment) of the documents ``root``'s references lead to
+    that it does not embed, in the order met."""
+    if not isinstance(root, dict):
+        return []
+    index = _Index(root)
+    found: dict[str, None] = {}
+    for base, ref in [(b, r) for _, b, r in index.refs] + [(b, r) for _, b, r, _, _ in index.dynamic]:
+        uri = urldefrag(_join(base, ref))[0]
+        if uri not in index.resources:
+            found[uri] = None
+    return list(found)
+
+
+class _Index:
+    """Where a document's resources, anchors and references are (one walk)."""
+
+    def __init__(self, root: dict) -> None:
+        dialect = root.get("$schema")
+        self.old_draft = isinstance(dialect, str) and any(d in dialect for d in _OLD_DRAFTS)
+        self.resources: dict[str, str] = {}  # base URI (no fragment) -> JSON pointer
+        self.anchors: dict[tuple[str, str], str] = {}  # (base URI, anchor name) -> JSON pointer
+        self.scopes = _Scopes()
+        self.refs: list[tuple[tuple[str, ...], str, str]] = []  # (path of keys, base URI, $ref)
+        # ... and dynamic ones: (path, base URI, reference, keyword, resource pointer)
+        self.dynamic: list[tuple[tuple[str, ...], str, str, str, str]] = []
+        root_id = root.get("$id")
+        start = DEFAULT_BASE
+        if isinstance(root_id, str) and not root_id.startswith("#"):
+            if not (self.old_draft and "$ref" in root):
+                start = urldefrag(_join(DEFAULT_BASE, root_id))[0]
+        self.resources[urldefrag(DEFAULT_BASE)[0]] = ""
+        self.resources.setdefault(start, "")
+        self._walk(root, start, "", (), "", False)
+        self.scopes.resources = set(self.resources.values())
+
+    def _walk(
+        self, node: Any, base: str, pointer: str, path: tuple[str, ...], resource: str, stored: bool
+    ) -> None:
+        """``stored``: the way from ``resource`` here passes through ``$defs``/``definitions``
+        (a resource there is entered only by a reference, not with its enclosing one)."""
+        if not isinstance(node, dict):
+            return
+        anchors, scopes = self.anchors, self.scopes
+        ident = node.get("$id")
+        if isinstance(ident, str) and not (self.old_draft and "$ref" in node):
+            if ident.startswith("#"):
+                if len(ident) > 1:  # a draft-6/7 plain-name fragment
+                    anchors.setdefault((base, ident[1:]), pointer)
+            else:
+                uri, fragment = urldefrag(_join(base, ident))
+                base = uri
+                self.resources.setdefault(uri, pointer)
+                if pointer != resource:
+                    if not stored:
+                        scopes.nest(resource, pointer)
+                    resource, stored = pointer, False
+                if fragment and not fragment.startswith("/"):
+                    anchors.setdefault((uri, fragment), pointer)
+        for key in ("$anchor", "$dynamicAnchor"):
+            name = node.get(key)
+            if isinstance(name, str):
+                anchors.setdefault((base, name), pointer)
+        name = node.get("$dynamicAnchor")
+        if isinstance(name, str):
+            scopes.dynamic_anchors.setdefault((resource, name), pointer)
+        if node.get("$recursiveAnchor") is True and pointer == resource:
+            scopes.recursive.add(resource)
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            self.refs.append((path, base, ref))
+            scopes.refs.append((resource, base, ref, "$ref"))
+        for keyword in ("$dynamicRef", "$recursiveRef"):
+            if isinstance(node.get(keyword), str):
+                self.dynamic.append((path, base, node[keyword], keyword, resource))
+                scopes.refs.append((resource, base, node[keyword], keyword))
+        for key, value in node.items():
+            here = f"{pointer}/{_escape(key)}"
+            if key in _MAP_KEYS and isinstance(value, dict):
+                inside = stored or key in _DEFINITIONS
+                for name, sub in value.items():
+                    self._walk(sub, base, f"{here}/{_escape(name)}", (*path, key, name), resource, inside)
+            elif key in _LIST_KEYS and isinstance(value, list):
+                for i, sub in enumerate(value):
+                    self._walk(sub, base, f"{here}/{i}", (*path, key, str(i)), resource, stored)
+            elif key in _SCHEMA_KEYS or key in _LIST_KEYS:
+                self._walk(value, base, here, (*path, key), resource, stored)
+
+    def target_of(self, base: str, ref: str) -> str | None:
+        """The JSON pointer ``ref`` (resolved against ``base``) leads to, None if not here."""
+        uri, fragment = urldefrag(_join(base, ref))
+        where = self.resources.get(uri)
+        if where is None:
+            return None
+        if not fragment:
+            return where
+        if fragment.startswith("/"):
+            return where + unquote(fragment)
+        return self.anchors.get((uri, unquote(fragment)))
 
 
 def _at(root: Any, path: tuple[str, ...]) -> Any:

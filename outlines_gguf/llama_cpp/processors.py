@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -246,6 +246,7 @@ class JSONOptions(TypedDict, total=False):
     lenient: bool
     extra_properties: bool | None
     engine: str
+    refs: Mapping[str, Any] | None
 
 
 class JSONLogitsProcessor(GuideLogitsProcessor):
@@ -262,6 +263,11 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
     here, naming the keyword and where it is, unless ``lenient=True``.
     See :func:`~outlines_gguf.compiler.compile_json_schema` for
     ``max_depth`` and ``extra_properties``.
+
+    ``refs`` maps URIs to the other documents the schema's ``$ref``s lead to (a schema split
+    over files: ``{"common.json": {...}}``, URIs resolved against the schema's ``$id`` as
+    JSON Schema says); the JSON Schema meta-schemas (drafts 4 to 2020-12) need none.
+    Nothing is ever fetched: a reference to a document neither gives raises SchemaError.
 
     ``engine="pushdown"`` (the default, :mod:`~outlines_gguf.json_schema.pushdown`)
     compiles every nested object, array and ``$ref`` target into its own
@@ -281,12 +287,13 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         lenient: bool = False,
         extra_properties: bool | None = None,
         engine: str = "pushdown",
+        refs: Mapping[str, Any] | None = None,
     ) -> None:
         vocabulary = as_vocabulary(tokenizer)
         source = schema_source(schema)
         if extra_properties is None and source.from_python:
             extra_properties = False  # Pydantic ignores undeclared properties
-        canonical, extra = prepare_schema(source.schema, extra_properties)
+        canonical, extra = prepare_schema(source.schema, extra_properties, refs)
         self.schema = json.loads(canonical)
         self.pydantic_model = schema if isinstance(source.schema, type) else None
         self.parse = source.parse
