@@ -117,13 +117,11 @@ class _ArrayRules:
     def contains_negation(self: CompilerAPI, schema: dict, path: str) -> Any:
         """The negation of ``schema``'s ``contains`` schema (what the other items match), or
         None when ``contains`` is ignored (lenient); a SchemaError when it cannot be enforced
-        (beside prefixItems or uniqueItems, or not negatable). Builds no automaton."""
+        (beside uniqueItems, or not negatable). Builds no automaton."""
         where = f"{path}/contains"
         unwanted = self.negate(schema["contains"], where)
         refusal = None
-        if schema.get("prefixItems") or isinstance(schema.get("items"), list):
-            refusal = "keyword 'contains' beside prefixItems (an items array) cannot be enforced"
-        elif schema.get("uniqueItems") is True:
+        if schema.get("uniqueItems") is True:
             refusal = "keyword 'contains' beside uniqueItems cannot be enforced"
         elif unwanted is None:
             refusal = "keyword 'contains': its schema cannot be negated (for the other items)"
@@ -136,23 +134,31 @@ class _ArrayRules:
     def contains_array(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
         """An array with ``contains``: each item matches the ``contains`` schema or its negation,
         and the automaton counts items and matches (minContains/maxContains, minItems/maxItems).
-        Refused (a SchemaError naming the keyword) with ``prefixItems``, ``uniqueItems``, or a
-        ``contains`` schema that cannot be negated."""
+        Items of a prefix (``prefixItems``, a draft-4 ``items`` array) each have their own
+        schema: the count of items written tells which. Refused (a SchemaError naming the
+        keyword) with ``uniqueItems``, or a ``contains`` schema that cannot be negated."""
         wanted = schema["contains"]
         unwanted = self.contains_negation(schema, path)
         if unwanted is None:  # lenient: contains ignored
             rest = {k: v for k, v in schema.items() if k not in _CONTAINS_KEYS}
             return self.container("array", rest, path, depth)
-        items = schema.get("items", True)
+        listed = schema.get("items") if isinstance(schema.get("items"), list) else None
+        prefix = listed if listed is not None else schema.get("prefixItems", [])
+        items = schema.get("additionalItems", True) if listed is not None else schema.get("items", True)
         low, high = int(schema.get("minContains", 1)), schema.get("maxContains")
         min_items, max_items = int(schema.get("minItems", 0)), schema.get("maxItems")
         if max_items is not None:
             max_items = max(min(int(max_items), MAX_ITEMS_CAP), min_items)
         if (high is not None and high < low) or (max_items is not None and max_items < max(low, min_items)):
             return None
-        count_cap = max(1, min_items, max_items or 0)  # items written, counted up to here
+        # items written, counted up to here (past the prefix: every further item is alike)
+        count_cap = max(1, min_items, max_items or 0, len(prefix))
         match_cap = low if high is None else int(high) + 1  # matches: high + 1 is dead
-        choices = [(1, {"allOf": [items, wanted]}), (0, {"allOf": [items, unwanted]})]
+
+        def choices(k: int) -> list[tuple[int, Any]]:
+            at = prefix[k] if k < len(prefix) else items
+            return [(1, {"allOf": [at, wanted]}), (0, {"allOf": [at, unwanted]})]
+
         b = self.b
         entry = self.open("[")
         end = b.nfa.state()
@@ -168,7 +174,7 @@ class _ArrayRules:
                     b.nfa.eps[close[1]].append(end)
                 if max_items is not None and k >= max_items:
                     continue
-                for matched, item_schema in choices:
+                for matched, item_schema in choices(k):
                     nk, nc = min(k + 1, count_cap), min(c + matched, match_cap)
                     if high is not None and nc > high:
                         continue

@@ -117,24 +117,39 @@ def _rewrite_properties(root: Any, node: dict, into: dict) -> dict | None:
 
 
 def _rewrite_items(root: Any, node: dict, into: dict) -> dict | None:
+    """As :func:`_rewrite_properties`, for items: a prefix (``prefixItems``, or a 2019-09
+    ``items`` array) evaluates its positions; ``items`` (a schema), ``additionalItems`` beside
+    an array, or a nested ``unevaluatedItems`` every item; ``contains`` the items it matches
+    (so an item after the prefix matches one of them or ``unevaluatedItems``)."""
     contributors = _contributors(root, node)
     if contributors is None:
         return None
     longest = 0
+    arrays = prefixes = False  # which way prefixes are written
+    matched: list[Any] = []
     for i, schema in enumerate(contributors):
-        if "contains" in schema or isinstance(schema.get("items"), list) or "additionalItems" in schema:
-            return None  # contains evaluates what it matches; draft-7 tuples: not handled
-        if "items" in schema or (i > 0 and "unevaluatedItems" in schema):
+        if "contains" in schema:  # (under 2019-09 too, as the suite and python-jsonschema read it)
+            matched.append(schema["contains"])
+        items = schema.get("items")
+        every = "items" in schema and not isinstance(items, list)
+        every = every or (isinstance(items, list) and "additionalItems" in schema)
+        if every or (i > 0 and "unevaluatedItems" in schema):
             return {k: v for k, v in into.items() if k != "unevaluatedItems"}  # every item
-        prefix = schema.get("prefixItems", [])
+        prefix = items if isinstance(items, list) else schema.get("prefixItems", [])
         if not isinstance(prefix, list):
             return None
+        arrays |= isinstance(items, list)
+        prefixes |= "prefixItems" in schema
         longest = max(longest, len(prefix))
+    if arrays and prefixes:
+        return None  # two drafts' ways at once
     out = {k: v for k, v in into.items() if k != "unevaluatedItems"}
-    own = into.get("prefixItems", [])
+    key, rest = ("items", "additionalItems") if arrays else ("prefixItems", "items")
+    own = into.get(key, [])
     if longest > len(own):
-        out["prefixItems"] = [*own, *([True] * (longest - len(own)))]
-    out["items"] = into["unevaluatedItems"]
+        out[key] = [*own, *([True] * (longest - len(own)))]
+    unevaluated = into["unevaluatedItems"]
+    out[rest] = {"anyOf": [*matched, unevaluated]} if matched else unevaluated
     return out
 
 

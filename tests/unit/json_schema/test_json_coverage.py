@@ -94,6 +94,14 @@ EXACT_SCHEMAS = [
         "maxContains": 3,
     },
     {"type": "array", "contains": {"const": "a"}, "maxContains": 1, "minItems": 2},
+    # beside a prefix: the count of items written tells each one's schema
+    {
+        "type": "array",
+        "prefixItems": [{"type": "string"}, True],
+        "contains": {"type": "integer"},
+        "maxItems": 3,
+    },
+    {"prefixItems": [{"const": 1}], "items": {"type": "boolean"}, "contains": {"const": 1}, "maxContains": 1},
     {"type": "array", "not": {"contains": {"type": "string"}}},
     {"type": "array", "not": {"items": {"type": "integer"}}},
     {"type": "array", "not": {"prefixItems": [{"type": "integer"}, {"const": "a"}]}},

@@ -499,6 +499,26 @@ UNEVALUATED_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
             ({"a": 1, "c": 1}, False),
         ],
     ),
+    # contains evaluates the items it matches; a 2019-09 items array is a prefix, and
+    # additionalItems beside it evaluates the rest
+    (
+        {
+            "type": "array",
+            "prefixItems": [{"type": "integer"}],
+            "contains": {"type": "string"},
+            "unevaluatedItems": False,
+        },
+        [([1, "a", "b"], True), ([1, "a", True], False), ([1], False), (["a"], False)],
+    ),
+    (
+        {
+            "$schema": "https://json-schema.org/draft/2019-09/schema",
+            "items": [{"type": "integer"}],
+            "allOf": [{"items": [True, {"type": "string"}]}],
+            "unevaluatedItems": {"type": "boolean"},
+        },
+        [([1, "a", True], True), ([1, "a", 2], False), ([1], True)],
+    ),
     # an if inside a $ref target: its annotations count where it passes
     (
         {
