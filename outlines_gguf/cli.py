@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--lenient", action="store_true",
         help="ignore schema keywords that cannot be enforced instead of refusing the schema",
     )
+    p.add_argument(
+        "--ref", action="append", default=[], metavar="URI=FILE",
+        help="another document the schema's $refs lead to (repeatable; the JSON Schema "
+        "meta-schemas need none)",
+    )
     p = sub.add_parser("cfg", parents=common, help="text in the language of a Lark or GBNF grammar")
     p.add_argument(
         "grammar",
@@ -257,6 +262,19 @@ def read_schema(arg: str) -> Any:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
 
 
+def read_refs(args: list[str]) -> dict[str, Any]:
+    """``--ref URI=FILE`` options: the documents by URI."""
+    refs: dict[str, Any] = {}
+    for arg in args:
+        uri, sep, path = arg.partition("=")
+        if not sep or not uri or not path:
+            raise UsageError(f"--ref {arg!r}: expected URI=FILE")
+        if not Path(path).is_file():
+            raise UsageError(f"--ref {arg!r}: no file {path}")
+        refs[uri] = read_schema(path)
+    return refs
+
+
 def read_grammar(arg: str) -> str:
     """The text of a grammar file, of a shipped grammar named like one (``json``), or the
     argument itself when it is a grammar (it has a rule: ``name: ...``), as ``json`` takes
@@ -298,11 +316,12 @@ def check_inputs(args: argparse.Namespace) -> None:
         compile_regex(args.pattern)
     elif args.command == "json":
         args.schema = read_schema(args.schema)
+        args.refs = read_refs(args.ref)
         # the schema's keywords and its root piece need no vocabulary: a typo fails here
         from outlines_gguf.json_schema.loading import prepare_schema
         from outlines_gguf.json_schema.split import split_schema
 
-        canonical, extra = prepare_schema(args.schema)
+        canonical, extra = prepare_schema(args.schema, None, args.refs)
         split_schema(canonical, args.whitespace_pattern, args.lenient, extra)
     elif args.command == "cfg":
         path = str(args.grammar)
@@ -341,7 +360,9 @@ def make_generator(model: Any, args: argparse.Namespace) -> Any:
     if args.command == "regex":
         return generate.regex(model, args.pattern, track=track)
     if args.command == "json":
-        return generate.json(model, args.schema, args.whitespace_pattern, lenient=args.lenient, track=track)
+        return generate.json(
+            model, args.schema, args.whitespace_pattern, lenient=args.lenient, refs=args.refs, track=track
+        )
     if args.command == "cfg":
         return generate.cfg(model, args.grammar, track=track)
     return generate.choice(model, args.choices, track=track)

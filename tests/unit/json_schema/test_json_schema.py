@@ -213,9 +213,17 @@ def test_pydantic_models_keep_field_order_and_no_extras() -> None:
             "#/properties/a: \\$ref '#/\\$defs/missing' points to nothing",
         ),
         (
-            # beside contains, which items are evaluated depends on the value
-            {"properties": {"a": {"contains": {"type": "string"}, "unevaluatedItems": False}}},
-            "#/properties/a: keyword 'unevaluatedItems' cannot be enforced",
+            # beside a oneOf of more branches than are split out, what is evaluated depends
+            # on the value
+            {
+                "properties": {
+                    "a": {
+                        "oneOf": [{"required": [f"k{i}"], "properties": {f"k{i}": True}} for i in range(17)],
+                        "unevaluatedProperties": False,
+                    }
+                }
+            },
+            "#/properties/a: keyword 'unevaluatedProperties' cannot be enforced",
         ),
         ({"type": "array", "contains": {"format": "email"}}, "#/contains: keyword 'contains'"),
         ({"type": "array", "uniqueItems": True}, "'uniqueItems' can only be enforced"),
