@@ -17,7 +17,7 @@ from outlines_gguf.json_schema.keywords import (
     UNIQUE_EXCLUDED_KEY,
     UNIQUE_ITEM_KEY,
 )
-from outlines_gguf.json_schema.strings import canonical_scalar_dfa
+from outlines_gguf.json_schema.strings import canonical_json_dfa
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
@@ -37,7 +37,7 @@ class _ArrayRules:
         items = schema.get("items", True)
         if isinstance(items, list):  # draft 4: items as a tuple
             prefix, items = items, schema.get("additionalItems", True)
-        unique = domain is None and self.unique_strings(schema, path) is not None
+        unique = domain is None and self.unique_items(schema, path) is not None
         distinct: int | None = None  # how many items a unique array can hold at most
         if unique:  # each item its own node, which the guide keeps from repeating (``unique``)
             item_dfa = self.unique_item_dfa(items, f"{path}/items")
@@ -207,9 +207,11 @@ class _ArrayRules:
             return self.b.alt([self.b.repeat(piece, low, ITEMS_RUN - 1) if low < ITEMS_RUN else None, full])
 
     def unique_item_dfa(self: CompilerAPI, items: Any, path: str) -> ByteDFA | None:
-        """The texts of an item of an array with ``uniqueItems`` over scalars, spelled
-        canonically (one text per value: equal texts are equal items); None if there are none."""
+        """The texts of an item of an array with ``uniqueItems``, spelled canonically (one text
+        per value: equal texts are equal items; a subset of the values where objects would
+        need extra members beside others); None if there are none."""
         compiler = self.sub_compiler()
+        compiler.canonical = True
         compiler.builder.label = f"JSON schema at {path}"
         fragment = compiler.value(items, path, self.max_depth)
         if fragment is None:
@@ -218,7 +220,7 @@ class _ArrayRules:
             dfa = compiler.builder.build(fragment)
         except EmptyLanguageError:
             return None
-        return intersect(dfa, canonical_scalar_dfa())
+        return intersect(dfa, canonical_json_dfa())
 
     def unique_array(self: CompilerAPI, domain: list, schema: dict) -> Fragment | None:
         """An array of distinct items from a few values: one state per set of values used."""

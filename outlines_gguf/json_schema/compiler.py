@@ -94,6 +94,9 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.max_depth = max_depth
         self.lenient = lenient
         self.formats_unread = False  # while negating a oneOf branch with its formats unread
+        # one spelling per value (the items of a unique array): members in sorted order, an
+        # extra member only alone; texts are then filtered by ``strings.canonical_json_dfa``
+        self.canonical = False
         self.extra_properties = extra_properties
         self.builder = builder or NFABuilder("JSON schema")
         self._ref_depth: dict[str, int] = {}
@@ -105,7 +108,10 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
     ) -> _Compiler:
         """A fresh compiler with this one's root and settings, for an automaton built on its own
         (in ``builder``, or a new one): how the rule mixins make one without importing this module."""
-        return _Compiler(self.root, self.ws, self.max_depth, self.lenient, extra_properties, builder=builder)
+        settings = (self.ws, self.max_depth, self.lenient, extra_properties)
+        compiler = _Compiler(self.root, *settings, builder=builder)
+        compiler.canonical = self.canonical
+        return compiler
 
     @property
     def b(self) -> NFABuilder:
@@ -230,29 +236,25 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
             raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
         unique = schema.get("uniqueItems") is True and not listed
-        enforced = _unique_domain(schema) is not None or self.unique_strings(schema, path) is not None
+        enforced = _unique_domain(schema) is not None or self.unique_items(schema, path) is not None
         if unique and not self.lenient and not enforced:
             raise self.fail(
                 "keyword 'uniqueItems' can only be enforced for items from a few values (an enum or "
-                f"boolean of at most {MAX_UNIQUE_VALUES}, no prefixItems) or, by the default engine, for "
-                "strings; pass lenient=True to ignore it",
+                f"boolean of at most {MAX_UNIQUE_VALUES}) or, by the default engine, for items of one "
+                "schema (no prefixItems, items array or contains); pass lenient=True to ignore it",
                 path,
             )
 
-    def unique_strings(self, schema: dict, path: str) -> Any:
-        """The items schema of an array with ``uniqueItems`` that the split engine enforces:
-        items that are strings, integers, booleans or null (values with one canonical spelling),
-        no ``prefixItems``, tuple ``items`` or ``contains``; or None."""
+    def unique_items(self, schema: dict, path: str) -> Any:
+        """The items schema of an array with ``uniqueItems`` that the split engine enforces
+        (every item spelled canonically, :meth:`unique_item_dfa`): one schema for all items
+        (no ``prefixItems``, tuple ``items`` or ``contains``); or None."""
         if not self.split or schema.get("uniqueItems") is not True or "contains" in schema:
             return None
-        items = schema.get("items")
-        if schema.get("prefixItems") or not isinstance(items, dict) or not items:
+        items = schema.get("items", {})
+        if schema.get("prefixItems") or not isinstance(items, (dict, bool)):
             return None
-        try:
-            kinds = self.possible_types(items, f"{path}/items")
-        except SchemaError:
-            return None
-        return items if kinds and kinds <= {"string", "integer", "boolean", "null"} else None
+        return {} if items is True else items
 
     def check_shapes(self, schema: dict, path: str) -> None:
         """Reject keyword values of the wrong JSON type (``"maxLength": "x"``, ``"items": 3``)
@@ -343,11 +345,14 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
     def any_value(self, depth: int) -> Fragment | None:
         """Any JSON value nested at most ``depth`` levels: an automaton built once per
         (depth, whitespace) and embedded, so schemas do not determinize it again."""
-        ws = self.ws
-        return self.b.shared(
-            ("any value", depth, ws),
-            lambda b: _Compiler({}, ws, DEFAULT_MAX_DEPTH, False, None, builder=b).any_value_nfa(depth),
-        )
+        ws, canonical = self.ws, self.canonical
+
+        def build(b: NFABuilder) -> Fragment | None:
+            compiler = _Compiler({}, ws, DEFAULT_MAX_DEPTH, False, None, builder=b)
+            compiler.canonical = canonical
+            return compiler.any_value_nfa(depth)
+
+        return self.b.shared(("any value", depth, ws, canonical), build)
 
     def any_value_nfa(self, depth: int) -> Fragment | None:
         scalars = [

@@ -296,7 +296,7 @@ _REST_KEYS = (WRITTEN_KEY, OBJECT_KEY, EXTRAS_WRITTEN_KEY)
 """The compiler's own keywords of any-order objects' nodes."""
 
 UNIQUE_ITEM_KEY = "x-outlines-gguf-unique-item"
-"""Marks the item of an array with ``uniqueItems`` over strings (split mode): ``{UNIQUE_ITEM_KEY:
+"""Marks the item of an array with ``uniqueItems`` (split mode): ``{UNIQUE_ITEM_KEY:
 items schema, UNIQUE_EXCLUDED_KEY: [texts]}``, its own node, spelled canonically (one text per
 value) and without the texts already written (see :mod:`~outlines_gguf.json_schema.unique`)."""
 

@@ -165,6 +165,8 @@ class _ObjectRules:
             if any(n not in allowed for n in required):
                 return None
             props = {n: s for n, s in props.items() if n in allowed}
+        if self.canonical:  # one spelling per value: members in one order whatever the schema
+            props = dict(sorted(props.items()))
         additional = schema.get(
             "additionalProperties", True if self.extra_properties is None else self.extra_properties
         )
@@ -224,6 +226,12 @@ class _ObjectRules:
                 "propertyNames": schema.get("propertyNames", True),
             }
             extra = self.call_maker(link, f"{path}/additionalProperties")
+        if self.canonical and extra is not None:
+            # one spelling per value: an extra member only alone (two could come in either order)
+            if members:
+                extra = None
+            else:
+                max_p = 1 if max_p is None else min(int(max_p), 1)
         if self.calls is not None and len(members) > ANY_ORDER_MAX and min_p == 0 and max_p is None:
             return self.chunked_object(props, required, extra, link, path)
         counted = min_p > 0 or max_p is not None

@@ -386,8 +386,8 @@ class SplitSchema(Locked):
         return node
 
     def _unique_item_node(self, number: int, schema: dict, path: str) -> Node:
-        """An item of an array with uniqueItems over strings: its strings spelled canonically
-        (so that equal texts are equal values), without the texts already written."""
+        """An item of an array with uniqueItems: its values spelled canonically (so that equal
+        texts are equal values), without the texts already written."""
         items = schema[UNIQUE_ITEM_KEY]
         with compile_budget(f"JSON schema at {path}"):
             if id(items) not in self._unique_items:  # (once per array, not once per item written)
@@ -404,7 +404,8 @@ class SplitSchema(Locked):
             never = _reach(np.ones(1, dtype=bool))
             return Node(number, path, _EMPTY_DFA, {}, np.zeros(1, dtype=bool), False, never, unique_item=True)
         boundary = dfa.accepting.copy()
-        return Node(number, path, dfa, {}, boundary, True, _reach(~boundary), unique_item=True)
+        plain_reach = _reach(_plain_safe(dfa.transitions, boundary))  # ("-1", "{}": plain text ends items)
+        return Node(number, path, dfa, {}, boundary, True, plain_reach, unique_item=True)
 
     def _rest_node(self, number: int, schema: dict, path: str) -> Node:
         """The node for the rest of an object whose members come in any order, once the members

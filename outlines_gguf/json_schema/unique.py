@@ -1,8 +1,9 @@
-"""``uniqueItems`` over strings, integers, booleans and null: the guide remembers the items.
+"""``uniqueItems``: the guide remembers the items.
 
 The items of such an array are a node of their own (``UNIQUE_ITEM_KEY``), spelled canonically
-(one text per value: :func:`~outlines_gguf.json_schema.strings.canonical_scalar_dfa`),
-so two items are equal exactly when their texts are. Which items an array instance has written
+(one text per value: object members in sorted order, no whitespace,
+:func:`~outlines_gguf.json_schema.strings.canonical_json_dfa`), so two items are equal exactly
+when their texts are. Which items an array instance has written
 is generation state, not schema: :class:`UniqueItemsGuide` keeps, per array frame on the return
 stack, the text of the item being written, and when an item is complete it replaces that frame's
 node by the same automaton whose item calls go to the item *without the texts written so far*
@@ -27,12 +28,13 @@ from outlines_gguf.json_schema.split import Config
 from outlines_gguf.locking import Locked
 
 State = tuple[frozenset, frozenset]
-"""(the pushdown configurations, the (frame, text so far) of each item being written)."""
+"""(the pushdown configurations, (frame, (the frame the item found, its text so far)) of each
+item being written)."""
 
 
 class UniqueItemsGuide(Locked):
     """A :class:`PushdownGuide` (the Guide protocol of :mod:`~outlines_gguf.guides.base`) for a
-    schema with ``uniqueItems`` over scalars. States are :data:`State` pairs (or FINISHED)."""
+    schema with ``uniqueItems``. States are :data:`State` pairs (or FINISHED)."""
 
     def __init__(self, inner: PushdownGuide) -> None:
         self._lock = threading.RLock()  # (states are values: nothing here needs it but pickling)
@@ -78,27 +80,32 @@ class UniqueItemsGuide(Locked):
         return bytes(out)
 
     def advance(self, state: Hashable, data: bytes) -> State | None:
-        """The state after ``data``, or None where it does not fit."""
+        """The state after ``data``, or None where it does not fit.
+
+        An item may end wherever its automaton accepts, or go on (``12`` after ``1``): only a
+        return says it ended. So while its text is complete, its frame is the array's frame
+        as the item found it (``origin``) leaving out this text too, and with every byte the
+        frame is worked out again from ``origin``: a return then carries exactly the texts
+        of the items written."""
         configs, items = _split(state)
-        texts = dict(items)
+        texts: dict[Config, tuple[Config, bytes]] = dict(items)
         node_of = self.schema.node
         for byte in data:
             read = self.inner.advance(configs, bytes((byte,)))
             if not read:
                 return None
-            written: dict[Config, bytes] = {}
+            written: dict[Config, tuple[Config, bytes]] = {}
             kept: set[Config] = set()
             for below, number, s in read:
                 node = node_of(number)
                 if not node.unique_item:
                     kept.add((below, number, s))
                     continue
-                text = texts.get(below, b"") + bytes((byte,))
-                if node.dfa.accepting[s]:  # the item is complete: its frame moves on
-                    below = self._without(below, number, text)
-                else:
-                    written[below] = text
-                kept.add((below, number, s))
+                origin, text = texts.get(below, (below, b""))
+                text += bytes((byte,))
+                frame = self._without(origin, number, text) if node.dfa.accepting[s] else origin
+                written[frame] = (origin, text)
+                kept.add((frame, number, s))
             configs, texts = frozenset(kept), written
         return configs, frozenset(texts.items())
 

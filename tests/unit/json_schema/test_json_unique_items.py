@@ -1,6 +1,5 @@
-"""``uniqueItems`` over strings, integers, booleans and null (``json_schema/unique.py``): items
-spelled canonically, the guide remembering the ones written per array, judged by ``jsonschema``
-and by a brute force over the vocabulary."""
+"""``uniqueItems`` (``json_schema/unique.py``): items spelled canonically, the guide remembering
+the ones written per array, judged by ``jsonschema`` and by a brute force over the vocabulary."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from pushdown_oracle import brute_force_allowed
 
 from outlines_gguf import JSONLogitsProcessor, SchemaError
 from outlines_gguf.compiler import compile_json_schema
+from outlines_gguf.json_schema.keywords import FREE_FORM_DEPTH
 from outlines_gguf.json_schema.unique import UniqueItemsGuide
 
 STRINGS = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
@@ -33,10 +33,35 @@ SCHEMAS = [
         },
     },
     {"type": "object", "properties": {"a": STRINGS, "b": STRINGS}, "additionalProperties": False},
+    # any items: numbers with fractions, arrays, objects (one member order: sorted; an extra
+    # member only alone)
+    {"type": "array", "uniqueItems": True},
+    {"type": "array", "items": {"type": "number"}, "uniqueItems": True},
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"b": {"type": "integer"}, "a": {}},
+            "additionalProperties": False,
+        },
+        "uniqueItems": True,
+    },
 ]
-SCALARS = st.one_of(st.sampled_from(["a", "b", "aa", "ab", "v1", "v11", "x\ny", "é", ""]), st.integers(-2, 3),
-                    st.booleans(), st.none())
-ARRAYS = st.lists(SCALARS, max_size=6)
+SCALARS = st.one_of(
+    st.sampled_from(["a", "b", "aa", "ab", "v1", "v11", "x\ny", "é", ""]),
+    st.integers(-2, 3),
+    st.sampled_from([1, 10, 12, 100, 120, -1, -10, 0.5, 0.55, 1.5, 10.25]),  # (an item's prefix, an item)
+    st.booleans(),
+    st.none(),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+ARRAYS = st.lists(SCALARS, max_size=6) | st.lists(VALUES, max_size=4)
 DOCUMENTS = st.one_of(
     ARRAYS,
     st.lists(
@@ -45,6 +70,35 @@ DOCUMENTS = st.one_of(
     ),
     st.fixed_dictionaries({}, optional={"a": ARRAYS, "b": ARRAYS}),
 )
+
+
+def _spelled(value: object, declared: frozenset[str] = frozenset()) -> bool:
+    """Whether an item has a spelling in a unique array: no number with a zero fraction, no
+    object with an undeclared member beside others."""
+    if isinstance(value, float):
+        return value != int(value)
+    if isinstance(value, list):
+        return all(_spelled(v) for v in value)
+    if isinstance(value, dict):
+        extra = [k for k in value if k not in declared]
+        return (not extra or len(value) == 1) and all(_spelled(v) for v in value.values())
+    return True
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, (list, dict)):
+        inside = value if isinstance(value, list) else list(value.values())
+        return 1 + max((_depth(v) for v in inside), default=0)
+    return 0
+
+
+def _one_spelling(document: object, schema: dict) -> bool:
+    """... and free-form values nest FREE_FORM_DEPTH levels at most, as everywhere."""
+    if schema.get("uniqueItems") and isinstance(document, list):
+        items = schema.get("items", {})
+        declared = frozenset(items.get("properties", {})) if isinstance(items, dict) else frozenset()
+        return all(_spelled(v, declared) and _depth(v) <= FREE_FORM_DEPTH for v in document)
+    return True  # (the other schemas' unique arrays hold scalars)
 
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: json.dumps(s)[:60])
@@ -56,8 +110,11 @@ def test_unique_items_against_jsonschema(schema: dict) -> None:
     @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
     @given(DOCUMENTS)
     def check(document: object) -> None:
-        text = json.dumps(document, ensure_ascii=False)
-        assert processor.accepts(text) == validator.is_valid(document), text
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        accepted = processor.accepts(text)
+        assert not accepted or validator.is_valid(document), text  # never an invalid one
+        if validator.is_valid(document) and _one_spelling(document, schema):
+            assert accepted, text
 
     check()
 
@@ -70,12 +127,17 @@ def test_unique_items_against_jsonschema(schema: dict) -> None:
         # the last value of a finite language: no comma after it (no item is left to write)
         (SCHEMAS[3], ["a", "b", "aa", "ab", "ba", "bb"]),
         (SCHEMAS[5], [{"tags": ["a", "b"]}, {"tags": ["b", "a"], "ids": [1, 10]}]),
+        # an item whose prefix is an item written: "1" then "12", "0.5" then "0.55"
+        (SCHEMAS[1], [12, 1, 123]),
+        (SCHEMAS[8], [0.5, 1, 0.55, 12]),
+        (SCHEMAS[7], [{"a": 1}, [1, 2], {"b": {"a": 1}}, [1], {}]),
+        (SCHEMAS[9], [{"a": "x", "b": 1}, {"a": "x"}, {"a": "x", "b": 12}]),
     ],
 )
 def test_unique_items_masks_equal_a_brute_force(schema: dict, document: object) -> None:
     vocab = load_vocab("spm32k")
     guide = JSONLogitsProcessor(schema, vocab).guide
-    data = json.dumps(document).encode()
+    data = json.dumps(document, separators=(",", ":")).encode()  # (items have no whitespace)
     for cut in range(len(data) + 1):
         state = guide.advance(guide.initial_state, data[:cut])  # type: ignore[attr-defined]
         assert state is not None, data[:cut]
@@ -87,7 +149,7 @@ def test_random_walks_end_in_unique_items() -> None:
     # whatever the logits, a generation finishes valid: no item the array cannot finish
     vocab = load_vocab("spm32k")
     rng = np.random.default_rng(0)
-    for schema in SCHEMAS[:5]:
+    for schema in [*SCHEMAS[:5], *SCHEMAS[7:]]:
         guide = JSONLogitsProcessor(schema, vocab).guide
         validator = jsonschema.Draft202012Validator(schema)
         for _ in range(6):
@@ -115,7 +177,16 @@ def test_what_unique_items_leave_out() -> None:
     assert not processor.accepts('["\\u0041"]')  # one spelling per value: the canonical one
     with pytest.raises(SchemaError, match="no JSON value satisfies"):  # two values, three items
         JSONLogitsProcessor({**SCHEMAS[3], "items": {"enum": ["a", "b"]}, "minItems": 3}, vocab)
-    with pytest.raises(SchemaError, match="uniqueItems"):  # numbers with fractions: many spellings
-        JSONLogitsProcessor({"type": "array", "items": {"type": "number"}, "uniqueItems": True}, vocab)
+    unique_any = JSONLogitsProcessor({"uniqueItems": True}, vocab)
+    assert unique_any.accepts('[{"a":1},{"a":2},{"b":1},{}]')
+    assert not unique_any.accepts('[{"a":1,"b":2}]')  # free-form objects: a member at most
+    assert not unique_any.accepts("[1.0]") and not unique_any.accepts("[1e2]")  # numbers: one spelling
+    declared = {"properties": {"b": {}, "a": {}}, "additionalProperties": {"type": "integer"}}
+    objects = JSONLogitsProcessor({"items": declared, "uniqueItems": True}, vocab)
+    assert objects.accepts('[{"a":1,"b":2},{"b":1}]')
+    assert not objects.accepts('[{"b":2,"a":1}]')  # declared members in one order: sorted
+    assert not objects.accepts('[{"a":1,"c":1}]')  # no extra member where members are declared
+    with pytest.raises(SchemaError, match="uniqueItems"):  # a prefix: items of several schemas
+        JSONLogitsProcessor({"prefixItems": [{"type": "string"}], "uniqueItems": True}, vocab)
     with pytest.raises(SchemaError, match="uniqueItems"):  # the whole-schema DFA engine cannot
         compile_json_schema(STRINGS)
