@@ -316,14 +316,16 @@ def glue(first: ByteDFA, then: ByteDFA) -> ByteDFA:
 
 @lru_cache(maxsize=1)
 def canonical_json_dfa() -> ByteDFA:
-    """JSON texts spelled one way per value, token by token: no whitespace outside strings,
-    strings as ``json.dumps(..., ensure_ascii=False)`` writes them (every character as itself
-    but the quote, the backslash and control characters, which take their short escape or
-    ``\\u00xx`` in lower case), numbers without exponent, leading zero, ``-0``, or trailing
-    zero in a fraction (``1``, never ``1.0``: they are one value). Nesting is the schema's
-    business: intersected with a value's automaton whose object members come in one order
-    (the canonical compiler), its texts compare as values (``uniqueItems``)."""
+    """JSON texts spelled one way per value, token by token: whitespace outside strings only
+    as ``json.dumps`` puts it (one space after each comma and colon), strings as
+    ``json.dumps(..., ensure_ascii=False)`` writes them (every character as itself but the
+    quote, the backslash and control characters, which take their short escape or ``\\u00xx``
+    in lower case), numbers without exponent, leading zero, ``-0``, or trailing zero in a
+    fraction (``1``, never ``1.0``: they are one value). Nesting is the schema's business:
+    intersected with a value's automaton whose object members come in one order (the
+    canonical compiler), its texts compare as values (``uniqueItems``)."""
     string = r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))*"'
     number = r"(?:-?(?:0\.[0-9]*[1-9]|[1-9][0-9]*(?:\.[0-9]*[1-9])?)|0)"
     # a number runs to the comma or bracket after it (so "1.50" is no "1.5" then "0")
-    return regex_to_dfa(rf"(?:[\[\]{{}}:,]|{string}|true|false|null|{number}[\]}},])*{number}?")
+    tokens = rf"[\[\]{{}}]|, |: |{string}|true|false|null|{number}(?:[\]}}]|, )"
+    return regex_to_dfa(rf"(?:{tokens})*{number}?")
