@@ -122,9 +122,10 @@ class _ScalarRules:
     def literal_value(self: CompilerAPI, v: Any) -> Fragment:
         """One JSON value, exactly, with the structural whitespace allowed between tokens."""
         if isinstance(v, dict):
+            members = sorted(v.items()) if self.canonical else v.items()  # (one order per value)
             items = [
                 self.b.seq([self.lit(json.dumps(k, ensure_ascii=False)), self.colon(), self.literal_value(x)])
-                for k, x in v.items()
+                for k, x in members
             ]
             return self.b.seq([self.open("{"), *_interleave(items, self.comma), self.close("}")])
         if isinstance(v, list):

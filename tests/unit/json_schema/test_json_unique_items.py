@@ -187,6 +187,14 @@ def test_what_unique_items_leave_out() -> None:
     assert objects.accepts('[{"a": 1, "b": 2},{"b": 1}]')
     assert not objects.accepts('[{"b": 2, "a": 1}]')  # declared members in one order: sorted
     assert not objects.accepts('[{"a": 1, "c": 1}]')  # no extra member where members are declared
+    # a listed object is spelled in the same member order as the declared ones
+    listed = [{"b": 1, "a": 1}, *({"a": i} for i in range(9))]
+    mixed = {"items": {"anyOf": [{"enum": listed}, {"properties": {"a": {}, "b": {}}}]}, "uniqueItems": True}
+    either = JSONLogitsProcessor(mixed, vocab)
+    assert either.accepts('[{"a": 1, "b": 1}, {"a": 2}]')
+    assert not either.accepts('[{"b": 1, "a": 1}]') and not either.accepts(
+        '[{"a": 1, "b": 1}, {"a": 1, "b": 1}]'
+    )
     with pytest.raises(SchemaError, match="uniqueItems"):  # a prefix: items of several schemas
         JSONLogitsProcessor({"prefixItems": [{"type": "string"}], "uniqueItems": True}, vocab)
     with pytest.raises(SchemaError, match="uniqueItems"):  # the whole-schema DFA engine cannot
