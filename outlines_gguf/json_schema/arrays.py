@@ -39,12 +39,14 @@ class _ArrayRules:
             prefix, items = items, schema.get("additionalItems", True)
         unique = domain is None and self.unique_items(schema, path) is not None
         distinct: int | None = None  # how many items a unique array can hold at most
+        prefix = prefix or []
         if unique:  # each item its own node, which the guide keeps from repeating (``unique``)
             item_dfa = self.unique_item_dfa(items, f"{path}/items")
             # (a finite language of more than MAX_ITEMS_CAP values counts as that many: a subset)
-            distinct = 0 if item_dfa is None else language_size(item_dfa, MAX_ITEMS_CAP)
+            size = 0 if item_dfa is None else language_size(item_dfa, MAX_ITEMS_CAP)
+            distinct = None if size is None else len(prefix) + size
             items = {UNIQUE_ITEM_KEY: items, UNIQUE_EXCLUDED_KEY: []}
-        prefix = prefix or []
+            prefix = [{UNIQUE_ITEM_KEY: p, UNIQUE_EXCLUDED_KEY: []} for p in prefix]  # (one memory for all)
         min_items = int(schema.get("minItems", 0))
         max_items = schema.get("maxItems")
         next_depth = depth - 1 if not schema or items is True else depth

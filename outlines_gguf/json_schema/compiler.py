@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from outlines_gguf.automata.budget import compile_budget
-from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.dfa import ByteDFA, language_size
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.regex import NFABuilder, regex_may_be_refused
 from outlines_gguf.errors import (
@@ -240,20 +240,35 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         if unique and not self.lenient and not enforced:
             raise self.fail(
                 "keyword 'uniqueItems' can only be enforced for items from a few values (an enum or "
-                f"boolean of at most {MAX_UNIQUE_VALUES}) or, by the default engine, for items of one "
-                "schema (no prefixItems, items array or contains); pass lenient=True to ignore it",
+                f"boolean of at most {MAX_UNIQUE_VALUES}) or, by the default engine, not beside "
+                "contains nor with a prefix whose required items may run out of values; pass "
+                "lenient=True to ignore it",
                 path,
             )
 
     def unique_items(self, schema: dict, path: str) -> Any:
         """The items schema of an array with ``uniqueItems`` that the split engine enforces
-        (every item spelled canonically, :meth:`unique_item_dfa`): one schema for all items
-        (no ``prefixItems``, tuple ``items`` or ``contains``); or None."""
+        (every item spelled canonically, :meth:`unique_item_dfa`, the guide remembering them),
+        or None: not beside ``contains``, and with a prefix (``prefixItems``, an items array)
+        only where every item ``minItems`` requires is sure to find a value not written before
+        (position i of a language of more than i values), so that no array is left unable to
+        go on."""
         if not self.split or schema.get("uniqueItems") is not True or "contains" in schema:
             return None
         items = schema.get("items", {})
-        if schema.get("prefixItems") or not isinstance(items, (dict, bool)):
+        prefix = schema.get("prefixItems", [])
+        if isinstance(items, list):  # draft 4: items as a tuple
+            prefix, items = items, schema.get("additionalItems", {})
+        if not isinstance(items, (dict, bool)) or not isinstance(prefix, list):
             return None
+        needed = schema.get("minItems", 0)
+        if prefix and _is_int(needed) and needed > 0:
+            for i in range(int(needed)):
+                at = prefix[i] if i < len(prefix) else items
+                dfa = self.unique_item_dfa(at, f"{path}/items")
+                size = None if dfa is None else language_size(dfa, i + 1)
+                if dfa is None or (size is not None and size <= i):
+                    return None
         return {} if items is True else items
 
     def check_shapes(self, schema: dict, path: str) -> None:

@@ -207,8 +207,8 @@ class SplitSchema(Locked):
         elif isinstance(schema, dict) and UNIQUE_ITEM_KEY in schema:  # (by the items schema itself)
             key = ("unique-item", id(schema[UNIQUE_ITEM_KEY]), tuple(schema[UNIQUE_EXCLUDED_KEY]))
         elif isinstance(schema, dict) and UNIQUE_ARRAY_KEY in schema:
-            base, item, texts = schema[UNIQUE_ARRAY_KEY]
-            key = ("unique-array", base, item, tuple(texts))
+            base, texts = schema[UNIQUE_ARRAY_KEY]
+            key = ("unique-array", base, tuple(texts))
         elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
             key = ("ref", str(schema["$ref"]))
         elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
@@ -344,18 +344,19 @@ class SplitSchema(Locked):
         self._nodes[number] = node
         return node
 
-    def unique_array(self, number: int, item: int, texts: frozenset[bytes]) -> int:
-        """The node ``number`` with its calls to the unique item ``item`` going to that item
-        without ``texts`` (as JSON texts), registered once per set (see ``unique.py``)."""
+    def unique_array(self, number: int, texts: frozenset[bytes]) -> int:
+        """The node ``number`` with its calls to unique items (the items, and each position of
+        a prefix) going to those items without ``texts`` (as JSON texts), registered once per
+        set (see ``unique.py``)."""
         with self._lock:
             base = self._schemas[number][0]
             if isinstance(base, dict) and UNIQUE_ARRAY_KEY in base:
                 number = base[UNIQUE_ARRAY_KEY][0]
             written = tuple(sorted(t.decode("utf-8", "surrogatepass") for t in texts))
-            found = self._numbers.get(("unique-array", number, item, written))
+            found = self._numbers.get(("unique-array", number, written))
             if found is not None:
                 return found
-            schema = {UNIQUE_ARRAY_KEY: [number, item, list(written)]}
+            schema = {UNIQUE_ARRAY_KEY: [number, list(written)]}
             return self.register(schema, self._schemas[number][1])
 
     def item_texts(self, item: int) -> frozenset[bytes]:
@@ -363,22 +364,18 @@ class SplitSchema(Locked):
         texts = self._schemas[item][0][UNIQUE_EXCLUDED_KEY]
         return frozenset(t.encode("utf-8", "surrogatepass") for t in texts)
 
-    def base_item(self, item: int) -> int:
-        """The unique item ``item`` leaving nothing out (the one its array calls)."""
-        schema, path = self._schemas[item]
-        if not schema[UNIQUE_EXCLUDED_KEY]:
-            return item
-        with self._lock:
-            return self.register({UNIQUE_ITEM_KEY: schema[UNIQUE_ITEM_KEY], UNIQUE_EXCLUDED_KEY: []}, path)
-
     def _unique_array_node(self, number: int, schema: dict, path: str) -> Node:
-        base_number, item, texts = schema[UNIQUE_ARRAY_KEY]
+        base_number, texts = schema[UNIQUE_ARRAY_KEY]
         base = self._compile(base_number)
-        item_schema = self._schemas[item][0]
-        excluded = {UNIQUE_ITEM_KEY: item_schema[UNIQUE_ITEM_KEY], UNIQUE_EXCLUDED_KEY: sorted(texts)}
-        without = self.register(excluded, self._schemas[item][1])
+        without: dict[int, int] = {}  # each unique item the base calls -> it without the texts
+        for pairs in base.calls.values():
+            for callee, _ in pairs:
+                item, item_path = self._schemas[callee]
+                if callee not in without and isinstance(item, dict) and UNIQUE_ITEM_KEY in item:
+                    excluded = {UNIQUE_ITEM_KEY: item[UNIQUE_ITEM_KEY], UNIQUE_EXCLUDED_KEY: sorted(texts)}
+                    without[callee] = self.register(excluded, item_path)
         calls = {
-            s: tuple((without if callee == item else callee, ret) for callee, ret in pairs)
+            s: tuple((without.get(callee, callee), ret) for callee, ret in pairs)
             for s, pairs in base.calls.items()
         }
         node = Node(number, path, base.dfa, calls, base.boundary, base.free_accept, base.plain_reach)

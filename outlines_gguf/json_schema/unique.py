@@ -114,7 +114,7 @@ class UniqueItemsGuide(Locked):
         whose calls to the item leave out ``text`` too."""
         below, number, ret = frame
         texts = self.schema.item_texts(item) | {text}
-        return below, self.schema.unique_array(number, self.schema.base_item(item), texts), ret
+        return below, self.schema.unique_array(number, texts), ret
 
 
 def _split(state: Hashable) -> State:

@@ -35,7 +35,7 @@ def test_incomplete_names_the_flags_and_on_incomplete_return() -> None:
 
 
 def test_lenient_message_names_the_flag() -> None:
-    unenforceable = '{"type": "array", "prefixItems": [{"type": "string"}], "uniqueItems": true}'
+    unenforceable = '{"type": "array", "contains": {"type": "string"}, "uniqueItems": true}'
     proc = cli("json", unenforceable, "-p", "x")
     assert_one_line_error(proc, r"pass --lenient to ignore it")
     assert "lenient=True" not in proc.stderr

@@ -556,8 +556,8 @@ def bad(client: openai.OpenAI, **kwargs: Any) -> openai.BadRequestError:
 
 
 def test_bad_requests_are_400_naming_the_problem(client: openai.OpenAI) -> None:
-    # uniqueItems beside prefixItems: items of several schemas
-    tags = {"type": "array", "prefixItems": [{"type": "string"}], "uniqueItems": True}
+    # uniqueItems beside contains
+    tags = {"type": "array", "contains": {"type": "string"}, "uniqueItems": True}
     schema = {"type": "object", "properties": {"tags": tags}}
     e = bad(client, response_format=schema_format(schema))
     assert e.param == "response_format.json_schema.schema" and e.type == "invalid_request_error"

@@ -133,7 +133,7 @@ def test_a_deep_enforceable_oneof_compiles_lazily_and_works(place: Any) -> None:
         ({"if": {"format": "email"}, "then": {"maxLength": 3}}, "if: the condition cannot be negated"),
         ({"type": "array", "items": {"$dynamicRef": "#node"}}, r"keyword '\$dynamicRef' cannot be enforced"),
         (
-            {"properties": {"x": {"prefixItems": [{"type": "string"}], "uniqueItems": True}}},
+            {"properties": {"x": {"contains": {"type": "string"}, "uniqueItems": True}}},
             "'uniqueItems' can only be enforced",
         ),
         # (schemastore's pre-commit-config: a sibling file's definition; used to fail at the first

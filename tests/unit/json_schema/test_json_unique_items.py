@@ -46,6 +46,18 @@ SCHEMAS = [
         },
         "uniqueItems": True,
     },
+    # a prefix: one memory for every position
+    {
+        "type": "array",
+        "prefixItems": [{"type": "boolean"}, {"type": ["boolean", "integer"]}],
+        "uniqueItems": True,
+    },
+    {
+        "type": "array",
+        "prefixItems": [{"type": "integer"}],
+        "items": {"enum": [1, 2, 3]},
+        "uniqueItems": True,
+    },
 ]
 SCALARS = st.one_of(
     st.sampled_from(["a", "b", "aa", "ab", "v1", "v11", "x\ny", "é", ""]),
@@ -132,6 +144,8 @@ def test_unique_items_against_jsonschema(schema: dict) -> None:
         (SCHEMAS[8], [0.5, 1, 0.55, 12]),
         (SCHEMAS[7], [{"a": 1}, [1, 2], {"b": {"a": 1}}, [1], {}]),
         (SCHEMAS[9], [{"a": "x", "b": 1}, {"a": "x"}, {"a": "x", "b": 12}]),
+        (SCHEMAS[10], [True, False, "a", 1]),
+        (SCHEMAS[11], [2, 1, 3]),
     ],
 )
 def test_unique_items_masks_equal_a_brute_force(schema: dict, document: object) -> None:
@@ -195,7 +209,11 @@ def test_what_unique_items_leave_out() -> None:
     assert not either.accepts('[{"b": 1, "a": 1}]') and not either.accepts(
         '[{"a": 1, "b": 1}, {"a": 1, "b": 1}]'
     )
-    with pytest.raises(SchemaError, match="uniqueItems"):  # a prefix: items of several schemas
-        JSONLogitsProcessor({"prefixItems": [{"type": "string"}], "uniqueItems": True}, vocab)
+    with pytest.raises(SchemaError, match="uniqueItems"):  # a required position may run out of values
+        JSONLogitsProcessor(
+            {"prefixItems": [{"enum": [1, 2]}] * 3, "minItems": 3, "uniqueItems": True}, vocab
+        )
+    with pytest.raises(SchemaError, match="uniqueItems"):
+        JSONLogitsProcessor({"contains": {"type": "string"}, "uniqueItems": True}, vocab)
     with pytest.raises(SchemaError, match="uniqueItems"):  # the whole-schema DFA engine cannot
         compile_json_schema(STRINGS)
