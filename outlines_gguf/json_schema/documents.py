@@ -15,6 +15,7 @@ as written (refused).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -31,6 +32,10 @@ MAX_DOCUMENTS = 64
 """At most this many documents embedded into one schema."""
 
 
+_OTHER_DOCUMENT = re.compile(r'"\$(?:ref|dynamicRef|recursiveRef)": "(?!#)')
+"""A reference that may lead to another document (one starting with ``#`` never does)."""
+
+
 @cache
 def metaschemas() -> dict[str, Any]:
     """The shipped meta-schemas, by URI (without fragment)."""
@@ -42,8 +47,8 @@ def metaschemas() -> dict[str, Any]:
 def embed_documents(root: Any, refs: Mapping[str, Any] | None = None) -> Any:
     """``root`` with the documents its references reach embedded (a copy where any are; ``root``
     is never modified). ``refs``: documents by URI, besides the shipped meta-schemas."""
-    if not isinstance(root, dict):
-        return root
+    if not isinstance(root, dict) or not _OTHER_DOCUMENT.search(json.dumps(root)):
+        return root  # (a reference starting "#" stays in its document: no walk needed)
     known = dict(metaschemas())
     for uri, document in (refs or {}).items():
         if not isinstance(uri, str):
