@@ -47,15 +47,22 @@ def metaschemas() -> dict[str, Any]:
 def embed_documents(root: Any, refs: Mapping[str, Any] | None = None) -> Any:
     """``root`` with the documents its references reach embedded (a copy where any are; ``root``
     is never modified). ``refs``: documents by URI, besides the shipped meta-schemas."""
-    if not isinstance(root, dict) or not _OTHER_DOCUMENT.search(json.dumps(root)):
-        return root  # (a reference starting "#" stays in its document: no walk needed)
-    known = dict(metaschemas())
+    given = {}
     for uri, document in (refs or {}).items():
         if not isinstance(uri, str):
             raise SchemaError(f"refs: a document's URI must be a string, got {uri!r}")
         if not isinstance(document, (dict, bool)):
             raise SchemaError(f"refs[{uri!r}]: a document must be a schema (an object or a boolean)")
-        known[urldefrag(uri)[0]] = document
+        given[urldefrag(uri)[0]] = document
+    if not isinstance(root, dict):
+        return root
+    try:
+        text = json.dumps(root)
+    except (TypeError, ValueError):
+        return root  # (not plain JSON: canonical_schema says so)
+    if not _OTHER_DOCUMENT.search(text):
+        return root  # (a reference starting "#" stays in its document: no walk needed)
+    known = {**metaschemas(), **given}
     embedded: dict[str, Any] = {}
     current = root
     while True:

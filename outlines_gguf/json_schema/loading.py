@@ -47,6 +47,10 @@ def prepare_schema(
         root = rewrite_unevaluated(localize_refs(embed_documents(drop_undefined_keywords(root), refs)))
     except RecursionError as exc:
         raise ConstraintTooComplexError("the schema is nested too deeply") from exc
+    except SchemaError:
+        raise
+    except (TypeError, ValueError) as exc:  # (a set, an object as a key: no JSON)
+        raise SchemaError(f"the schema is not plain JSON: {exc}") from exc
     return canonical_schema(root), extra_properties
 
 

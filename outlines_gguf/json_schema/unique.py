@@ -1,7 +1,7 @@
 """``uniqueItems``: the guide remembers the items.
 
 The items of such an array are a node of their own (``UNIQUE_ITEM_KEY``), spelled canonically
-(one text per value: object members in sorted order, no whitespace,
+(one text per value: object members in sorted order, spaced as ``json.dumps`` spaces them,
 :func:`~outlines_gguf.json_schema.strings.canonical_json_dfa`), so two items are equal exactly
 when their texts are. Which items an array instance has written
 is generation state, not schema: :class:`UniqueItemsGuide` keeps, per array frame on the return

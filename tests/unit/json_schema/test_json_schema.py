@@ -207,6 +207,7 @@ def test_pydantic_models_keep_field_order_and_no_extras() -> None:
     ("schema", "message"),
     [
         ('{"type": "object"', "not valid JSON"),
+        ({"enum": [{1, 2}]}, "not plain JSON"),  # (a Python set: no JSON value)
         ({"type": "strnig"}, "#/type: unknown type 'strnig'"),
         (
             {"properties": {"a": {"$ref": "#/$defs/missing"}}},
