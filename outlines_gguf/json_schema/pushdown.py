@@ -222,6 +222,20 @@ class PushdownGuide(Locked):
             key = self._mask_key(_configs(state))
             return self._masks.get_or_make(key, lambda: self._compute_mask(key))
 
+    def leaving_tokens(self, state: frozenset, numbers: Iterable[int]) -> np.ndarray:
+        """The tokens of ``state``'s mask that return from one of the nodes ``numbers`` before
+        their last byte (a superset: some may not be allowed at all)."""
+        wanted = set(numbers)
+        found: list[np.ndarray] = []
+        with self._lock:
+            for below, number, s in self.closure(state):
+                if number not in wanted:
+                    continue
+                _, crossings = self._analysis(self.schema.node(number), s)
+                for trie, nodes, states, _ in crossings:
+                    self._cross(trie, below, number, nodes, states, found)
+        return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int32)
+
     def _mask_key(self, state: frozenset) -> frozenset:
         """``state`` with each configuration inside a run of a counted string moved to the
         layer that reads every token alike (:class:`~outlines_gguf.json_schema.runs.RunShape`,

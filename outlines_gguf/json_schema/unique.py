@@ -11,9 +11,10 @@ node by the same automaton whose item calls go to the item *without the texts wr
 Masks, emptiness (an item that runs out of values is cut, so the array can only close) and the
 walks across calls and returns are then the pushdown guide's own.
 
-A token that writes two whole equal items at once would pass the mask (both are read against
-the frame as it was); reading it, ``next_state`` finds the second one refused, and generation
-stops with an error rather than an invalid value.
+A token that ends an item and goes on into the array (``},{``, ``","``) is read by the pushdown
+mask against the frame the item found, which does not leave the item out yet: so such tokens
+of the mask are read again here, byte by byte (:meth:`UniqueItemsGuide.advance`), and those
+that do not fit (the next item has no value left that starts so) are taken out.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 
+import numpy as np
+
+from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.errors import ConstraintViolationError
 from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, TokenMask, bytes_to_read
-from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.pushdown import MASK_CACHE_SIZE, PushdownGuide
 from outlines_gguf.json_schema.split import Config
 from outlines_gguf.locking import Locked
 
@@ -42,6 +46,12 @@ class UniqueItemsGuide(Locked):
         self.schema = inner.schema
         self.vocabulary = inner.vocabulary
         self.initial_state: Hashable = (inner.initial_state, frozenset())
+        self._masks: dict[Hashable, TokenMask] = {}  # states with an item being written
+
+    def __getstate__(self) -> dict[str, object]:
+        state = super().__getstate__()
+        state["_masks"] = {}  # (a cache, as the pushdown guide's own)
+        return state
 
     @property
     def n_cached_masks(self) -> int:
@@ -50,7 +60,67 @@ class UniqueItemsGuide(Locked):
     def mask(self, state: Hashable) -> TokenMask:
         if state == FINISHED:
             return self.inner.mask(state)
-        return self.inner.mask(_split(state)[0])
+        configs, items = _split(state)
+        mask = self.inner.mask(configs)
+        if not items:
+            return mask  # (no item being written)
+        with self._lock:
+            found = self._masks.get(state)
+            if found is None:
+                found = self._masks[state] = self._without_unreadable(state, configs, mask)
+                while len(self._masks) > MASK_CACHE_SIZE:
+                    self._masks.pop(next(iter(self._masks)))
+            return found
+
+    def _without_unreadable(self, state: Hashable, configs: frozenset, mask: TokenMask) -> TokenMask:
+        """``mask`` without the tokens that end the item being written and go on into the array
+        where the items written (this one now too) leave nothing that fits."""
+        node_of = self.schema.node
+        items = [number for _, number, _ in configs if node_of(number).unique_item]
+        leaving = self.inner.leaving_tokens(configs, items)
+        tokens = self.vocabulary.tokens
+        going_on = [t for t in leaving.tolist() if b"," in tokens[t]]  # (closing the array: always fits)
+        if not going_on or not mask.allows_any(np.asarray(going_on)):
+            return mask
+        allowed = mask.allowed_ids(self.vocabulary.size)
+        present = set(allowed.tolist())
+        unreadable = [t for t in going_on if t in present and not self._next_item_fits(state, tokens[t])]
+        if not unreadable:
+            return mask
+        kept = allowed[~np.isin(allowed, unreadable)]
+        return TokenMask.allowing(kept, self.vocabulary.size, mask.eog_allowed)
+
+    def _next_item_fits(self, state: Hashable, data: bytes) -> bool:
+        """Whether ``data`` (in the pushdown mask) still fits once the item it ends is left out:
+        the pushdown read it against the frame the item found, so only the next item it starts
+        can miss a value, and only the one just completed. Read by the pushdown (no node is
+        compiled for the new set of items); several configurations: read here in full."""
+        configs, items = _split(state)
+        node_of = self.schema.node
+        if len(configs) != 1 or len(items) != 1:
+            return self.advance(state, data) is not None
+        ((frame, item, _),) = configs
+        ((_, (_, text)),) = items
+        current: frozenset = configs
+        done: bytes | None = None  # the item ended: its text
+        started = -1  # where the next item started
+        for i, byte in enumerate(data):
+            current = self.inner.advance(current, bytes((byte,)))
+            if not current:
+                return False
+            if done is None:
+                if not any(number == item and below == frame for below, number, _ in current):
+                    done = text + data[:i]
+            elif started < 0 and any(node_of(number).unique_item for _, number, _ in current):
+                started = i
+        if done is None or started < 0:
+            return True
+        begun = data[started:]
+        return any(
+            _other_completion(node_of(number).dfa, s, begun, done)
+            for _, number, s in current
+            if node_of(number).unique_item
+        )
 
     def is_final(self, state: Hashable) -> bool:
         return state == FINISHED or self.inner.is_final(_split(state)[0])
@@ -121,3 +191,25 @@ def _split(state: Hashable) -> State:
     if not (isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], frozenset)):
         raise ConstraintViolationError(f"not a state of this guide: {state!r}")
     return state
+
+
+def _other_completion(dfa: ByteDFA, state: int, begun: bytes, done: bytes) -> bool:
+    """Whether an item that has read ``begun`` (now in ``state``) can end as another text than
+    ``done``: a few completions are looked for breadth first (past the budget, assumed yes)."""
+    if not done.startswith(begun):
+        return True  # (every live state has a completion, and none of them is ``done``)
+    forbidden = done[len(begun) :]
+    table, accepting = dfa.transitions, dfa.accepting
+    queue: list[tuple[int, bytes]] = [(state, b"")]
+    for _ in range(_COMPLETION_BUDGET):
+        if not queue:
+            return False
+        s, text = queue.pop(0)
+        if accepting[s] and text != forbidden:
+            return True
+        queue.extend((int(t), text + bytes((b,))) for b, t in enumerate(table[s].tolist()) if t >= 0)
+    return True
+
+
+_COMPLETION_BUDGET = 256
+"""States looked at for another completion of an item before assuming there is one."""

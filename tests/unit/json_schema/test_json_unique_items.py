@@ -159,6 +159,29 @@ def test_unique_items_masks_equal_a_brute_force(schema: dict, document: object) 
         assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), data[:cut]
 
 
+MIXED = {
+    "type": "array",
+    "items": {
+        "anyOf": [
+            {"enum": ["a", "b"]},
+            {"properties": {"b": {"type": "null"}}, "additionalProperties": False},
+        ]
+    },
+    "uniqueItems": True,
+}
+
+
+def test_a_token_that_ends_an_item_and_starts_the_next_leaves_that_one_a_value() -> None:
+    # after {"b": null} and {}, no object is left: "},{" ending the second item may not start a
+    # third (the pushdown reads it against the frame the second item found, which still has {})
+    vocab = load_vocab("spm32k")
+    guide = JSONLogitsProcessor(MIXED, vocab).guide
+    joined = vocab.tokens.index(b"},{")
+    state = guide.advance(guide.initial_state, b'[{"b": null},{')  # type: ignore[attr-defined]
+    assert joined not in guide.mask(state).allowed_ids(vocab.size)
+    assert np.array_equal(guide.mask(state).allowed_ids(vocab.size), brute_force_allowed(guide, state, vocab))
+
+
 def test_random_walks_end_in_unique_items() -> None:
     # whatever the logits, a generation finishes valid: no item the array cannot finish
     vocab = load_vocab("spm32k")
