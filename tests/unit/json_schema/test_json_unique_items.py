@@ -240,3 +240,62 @@ def test_what_unique_items_leave_out() -> None:
         JSONLogitsProcessor({"contains": {"type": "string"}, "uniqueItems": True}, vocab)
     with pytest.raises(SchemaError, match="uniqueItems"):  # the whole-schema DFA engine cannot
         compile_json_schema(STRINGS)
+
+
+def _random_item(rng: np.random.Generator, depth: int = 0) -> dict:
+    """An items schema: scalars of few or many values, closed and open objects, arrays, unions."""
+    r = rng.random()
+    if depth < 2 and r < 0.3:
+        names = list(rng.choice(["a", "b", "c"], size=int(rng.integers(1, 4)), replace=False))
+        schema: dict = {"type": "object", "properties": {n: _random_item(rng, depth + 1) for n in names}}
+        if rng.random() < 0.5:
+            schema["additionalProperties"] = [False, True, {"type": "integer"}][int(rng.integers(3))]
+        return schema
+    if depth < 2 and r < 0.45:
+        return {"type": "array", "items": _random_item(rng, depth + 1), "maxItems": 3}
+    if depth < 2 and r < 0.55:
+        return {"anyOf": [_random_item(rng, depth + 1), _random_item(rng, depth + 1)]}
+    leaves = [
+        {"type": "integer", "minimum": -3, "maximum": 30},
+        {"type": "boolean"},
+        {"enum": ["a", "b", 1, None]},
+        {"type": "string", "maxLength": 2},
+        {"type": "number"},
+        {"const": {"k": 1}},
+        {},
+    ]
+    return leaves[int(rng.integers(len(leaves)))]
+
+
+def test_random_unique_arrays_walk_to_valid_documents() -> None:
+    # generated schemas (a prefix, counts, nested unions): whatever the tokens chosen, every
+    # mask leads on (no error in next_state, no dead end) and a finished text is valid
+    vocab = load_vocab("spm32k")
+    rng = np.random.default_rng(4)  # (a seed whose walks met the token of test_a_token_that_ends...)
+    for _ in range(30):
+        schema: dict = {"type": "array", "uniqueItems": True, "items": _random_item(rng)}
+        if rng.random() < 0.3:
+            schema["prefixItems"] = [_random_item(rng)]
+        if rng.random() < 0.3:
+            schema["minItems"] = int(rng.integers(1, 3))
+        try:
+            guide = JSONLogitsProcessor(schema, vocab).guide
+        except SchemaError:
+            continue
+        validator = jsonschema.Draft202012Validator(schema)
+        for _ in range(2):
+            state, text = guide.initial_state, b""
+            for _ in range(100):
+                allowed = guide.mask(state).allowed_ids(vocab.size).tolist()
+                assert allowed, (schema, text)
+                eog = [t for t in allowed if t in vocab.eog_ids]
+                if eog and rng.random() < 0.35:
+                    break
+                token = int(rng.choice([t for t in allowed if t not in vocab.eog_ids] or eog))
+                if token in vocab.eog_ids:
+                    break
+                state = guide.next_state(state, token)
+                text += vocab.tokens[token]
+            else:
+                continue
+            assert validator.is_valid(json.loads(text)), (schema, text)
