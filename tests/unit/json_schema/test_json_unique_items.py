@@ -4,6 +4,7 @@ the ones written per array, judged by ``jsonschema`` and by a brute force over t
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -182,6 +183,27 @@ def test_a_token_that_ends_an_item_and_starts_the_next_leaves_that_one_a_value()
     assert np.array_equal(guide.mask(state).allowed_ids(vocab.size), brute_force_allowed(guide, state, vocab))
 
 
+def _random_walk(guide: Any, vocab: Any, rng: np.random.Generator, steps: int, stop: float) -> bytes | None:
+    """Random tokens from each mask, ending where end of generation is allowed (with probability
+    ``stop``, or when drawn): the text, or None past ``steps`` tokens. Every mask allows a token."""
+    state, text = guide.initial_state, b""
+    for _ in range(steps):
+        allowed = guide.mask(state).allowed_ids(vocab.size).tolist()
+        assert allowed, text
+        eog = [t for t in allowed if t in vocab.eog_ids]
+        if eog and rng.random() < stop:
+            break
+        token = int(rng.choice([t for t in allowed if t not in vocab.eog_ids] or eog))
+        if token in vocab.eog_ids:
+            break
+        state = guide.next_state(state, token)
+        text += vocab.tokens[token]
+    else:
+        return None
+    assert guide.is_final(state)
+    return text
+
+
 def test_random_walks_end_in_unique_items() -> None:
     # whatever the logits, a generation finishes valid: no item the array cannot finish
     vocab = load_vocab("spm32k")
@@ -190,22 +212,9 @@ def test_random_walks_end_in_unique_items() -> None:
         guide = JSONLogitsProcessor(schema, vocab).guide
         validator = jsonschema.Draft202012Validator(schema)
         for _ in range(6):
-            state, text = guide.initial_state, b""
-            for _ in range(200):
-                allowed = guide.mask(state).allowed_ids(vocab.size)
-                assert allowed.size, text
-                eog = [t for t in allowed.tolist() if t in vocab.eog_ids]
-                if eog and rng.random() < 0.3:
-                    break
-                token = int(rng.choice([t for t in allowed.tolist() if t not in vocab.eog_ids] or eog))
-                if token in vocab.eog_ids:
-                    break
-                state = guide.next_state(state, token)
-                text += vocab.tokens[token]
-            else:
-                continue
-            assert guide.is_final(state)
-            assert validator.is_valid(json.loads(text)), text
+            text = _random_walk(guide, vocab, rng, 200, 0.3)
+            if text is not None:
+                assert validator.is_valid(json.loads(text)), text
 
 
 def test_what_unique_items_leave_out() -> None:
@@ -284,18 +293,6 @@ def test_random_unique_arrays_walk_to_valid_documents() -> None:
             continue
         validator = jsonschema.Draft202012Validator(schema)
         for _ in range(2):
-            state, text = guide.initial_state, b""
-            for _ in range(100):
-                allowed = guide.mask(state).allowed_ids(vocab.size).tolist()
-                assert allowed, (schema, text)
-                eog = [t for t in allowed if t in vocab.eog_ids]
-                if eog and rng.random() < 0.35:
-                    break
-                token = int(rng.choice([t for t in allowed if t not in vocab.eog_ids] or eog))
-                if token in vocab.eog_ids:
-                    break
-                state = guide.next_state(state, token)
-                text += vocab.tokens[token]
-            else:
-                continue
-            assert validator.is_valid(json.loads(text)), (schema, text)
+            text = _random_walk(guide, vocab, rng, 100, 0.35)
+            if text is not None:
+                assert validator.is_valid(json.loads(text)), (schema, text)
