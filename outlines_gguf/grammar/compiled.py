@@ -42,6 +42,7 @@ from outlines_gguf.automata.translate import sre_parse as _sre_parse
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, GrammarError, RegexError
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
 from outlines_gguf.grammar.liveness import Liveness, TooLargeError, lexing_is_free
+from outlines_gguf.grammar.stack_memo import StackMemo
 
 logger = logging.getLogger("outlines_gguf")
 
@@ -194,7 +195,7 @@ class ParseTable:
         self._top: list[int] = [self.start]
         self._depth: list[int] = [1]
         self._ids: dict[tuple[int, int], int] = {(-1, self.start): 0}
-        self._runs: dict[tuple[int, str], int | None] = {}
+        self._runs: dict[tuple[int, str], tuple[int | None, int, int]] = {}
 
     def top(self, stack: int) -> int:
         return self._top[stack]
@@ -226,18 +227,34 @@ class ParseTable:
 
     def run(self, stack: int, terminal: str) -> int | None:
         """The stack after shifting ``terminal`` (reductions included), None on a syntax error;
-        for ``$END``, :data:`ACCEPT` if the text is a sentence. Memoized per (stack, terminal),
-        so a chain of reductions is followed once."""
+        for ``$END``, :data:`ACCEPT` if the text is a sentence."""
+        return self.probe(stack, terminal)[0]
+
+    def accepts_end(self, stack: int) -> bool:
+        """Whether the text read so far (``stack``) is a complete sentence."""
+        return self.probe(stack, END)[0] == ACCEPT
+
+    def probe(self, stack: int, terminal: str) -> tuple[int | None, int, int]:
+        """:meth:`run`, with what it read of ``stack``: (the result, the deepest position whose
+        state it read (0: the top), the position of the result's top (negative: above ``stack``'s
+        top)); see :mod:`~outlines_gguf.grammar.stack_memo`. Memoized per (stack, terminal) for
+        every stack on the way, so a chain of reductions is followed once."""
         runs = self._runs
         key = (stack, terminal)
-        if key in runs:
-            return runs[key]
+        found = runs.get(key)
+        if found is not None:
+            return found
         actions, below, tops = self.actions, self._below, self._top
-        pending = [key]
+        position = 0
+        reads: list[int] = []  # the positions read, in order
+        pending: list[tuple[tuple[int, str], int, int]] = []  # (key, its top's position, reads before)
+        result: int | None
         while True:
+            pending.append((key, position, len(reads)))
             state = tops[stack]
+            reads.append(position)
             if terminal == END and state == self.end:
-                result: int | None = ACCEPT
+                result = ACCEPT
                 break
             act = actions[state].get(terminal)
             if act is None or (len(act) == 1 and terminal == END):
@@ -245,25 +262,32 @@ class ParseTable:
                 break
             if len(act) == 1:
                 result = self.push(stack, act[0])
+                position -= 1
                 break
             origin, size = act
             for _ in range(size):
                 stack = below[stack]
+            position += size
+            reads.append(position)
             stack = self.push(stack, actions[tops[stack]][origin][0])
+            position -= 1
             key = (stack, terminal)
-            if key in runs:
-                result = runs[key]
+            found = runs.get(key)
+            if found is not None:
+                result = found[0]
+                reads.append(position + found[1])
+                position += found[2]
                 break
-            pending.append(key)
         if len(runs) >= MEMO_SIZE:
             runs.clear()
-        for k in pending:
-            runs[k] = result
-        return result
-
-    def accepts_end(self, stack: int) -> bool:
-        """Whether the text read so far (``stack``) is a complete sentence."""
-        return self.run(stack, END) == ACCEPT
+        deepest = reads[-1]
+        suffix = [0] * len(reads)  # the deepest position read from each read on
+        for i in range(len(reads) - 1, -1, -1):
+            deepest = max(deepest, reads[i])
+            suffix[i] = deepest
+        for k, top, before in pending:
+            runs[k] = (result, suffix[before] - top, position - top)
+        return runs[pending[0][0]]
 
 
 def _parse_table(lark_parse_table, start: str) -> ParseTable:
@@ -474,7 +498,10 @@ class Grammar:
                 self.lexers.append(self._lexer_automaton(basic, dfas, representatives, follows))
             self.lexer_of_state[state] = index
         self._acceptable: dict[int, frozenset[str]] = {}
-        self._views: dict[int, np.ndarray] = {}
+        self._views: dict[int, tuple[np.ndarray, int]] = {}
+        stacks = self.table._below, self.table._top
+        self._shared_acceptable = StackMemo(*stacks, MEMO_SIZE)
+        self._shared_views = StackMemo(*stacks, MEMO_SIZE)
         self.initial_state: Config = (ParseTable.root, 0)
         self.liveness: Liveness | None = None
         if self.exact_liveness and not lexing_is_free(self):
@@ -515,33 +542,79 @@ class Grammar:
         """The terminals the lexer may emit here: the ignored ones and those the parser can shift."""
         found = self._acceptable.get(stack)
         if found is None:
-            run, ignore = self.table.run, self.ignore
             if len(self._acceptable) >= MEMO_SIZE:
                 self._acceptable.clear()
-            found = self._acceptable[stack] = frozenset(
-                n for n in self.lexer(stack).names if n in ignore or run(stack, n) is not None
-            )
+            found = self._acceptable[stack] = self._acceptable_read(stack)[0]
+        return found
+
+    def _candidates(self, stack: int) -> list[str]:
+        """The terminals tried on ``stack`` (a function of its top state)."""
+        return self.lexer(stack).names
+
+    def _acceptable_read(self, stack: int) -> tuple[frozenset[str], int]:
+        """:meth:`acceptable` and the deepest position of the stack it read, shared by the stacks
+        that agree down to there (:mod:`~outlines_gguf.grammar.stack_memo`)."""
+        found = self._shared_acceptable.get(stack)
+        if found is None:
+            probe, ignore = self.table.probe, self.ignore
+            names, deepest = [], 0
+            for name in self._candidates(stack):
+                if name not in ignore:
+                    after, read, _ = probe(stack, name)
+                    deepest = max(deepest, read)
+                    if after is None:
+                        continue
+                names.append(name)
+            found = (frozenset(names), deepest)
+            self._shared_acceptable.put(stack, deepest, found)
         return found
 
     def view(self, stack: int) -> np.ndarray:
         """The lexer table of the stack's top state, restricted to what the parser accepts here
         and to lexemes whose end the next lexeme (or the end of the text) can follow."""
-        view = self._views.get(stack)
-        if view is None:
-            follow = {}
-            for terminal in self.acceptable(stack):
-                after = stack if terminal in self.ignore else self.table.run(stack, terminal)
-                if after is None:  # pragma: no cover - acceptable() checked it
-                    continue
-                if self.liveness is not None:
-                    follow[terminal] = self.liveness.live_classes(after)
-                else:
-                    first = self.lexer(after).view(self.acceptable(after))[0] >= 0
-                    follow[terminal] = (self.table.accepts_end(after), first)
+        return self.view_read(stack)[0]
+
+    def view_read(self, stack: int) -> tuple[np.ndarray, int]:
+        """:meth:`view` and the deepest position of the stack it depends on (0: the top state
+        alone), for results built on it to be shared the same way
+        (:mod:`~outlines_gguf.grammar.stack_memo`)."""
+        found = self._views.get(stack)
+        if found is None:
+            found = self._shared_views.get(stack)
+            if found is None:
+                found = self._view_read(stack)
+                self._shared_views.put(stack, found[1], found)
             if len(self._views) >= MEMO_SIZE:
                 self._views.clear()
-            view = self._views[stack] = self.lexer(stack).follow_view(follow)
-        return view
+            self._views[stack] = found
+        return found
+
+    def _view_read(self, stack: int) -> tuple[np.ndarray, int]:
+        acceptable, deepest = self._acceptable_read(stack)
+        here = self.lexer(stack)
+        follow = {}
+        for terminal in acceptable:
+            if terminal in self.ignore:
+                after, top = stack, 0
+            else:
+                found, _, top = self.table.probe(stack, terminal)
+                if found is None:  # pragma: no cover - acceptable() checked it
+                    continue
+                after = found
+            if self.liveness is not None:
+                follow[terminal] = self.liveness.live_classes(after)
+                continue
+            following, read_next = self._acceptable_read(after)
+            deepest = max(deepest, top + read_next)
+            first = self.lexer(after).view(following)[0] >= 0
+            ends = False  # (canonical where it does not matter: the run to the end reads deep)
+            if here.end_matters(terminal, first):
+                end, read_end, _ = self.table.probe(after, END)
+                ends, deepest = end == ACCEPT, max(deepest, top + read_end)
+            follow[terminal] = (ends, first)
+        if self.liveness is not None:  # (what it reads is not tracked: the whole stack)
+            deepest = self.table.depth(stack) - 1
+        return here.follow_view(follow), deepest
 
     def emit(self, stack: int, q: int) -> int | None:
         """The stack after the lexeme in lexer state ``q`` ends (None if the parser rejects it)."""

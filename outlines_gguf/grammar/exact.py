@@ -18,7 +18,7 @@ from collections import deque
 
 import numpy as np
 
-from outlines_gguf.grammar.compiled import ACCEPT, END, MEMO_SIZE, Grammar
+from outlines_gguf.grammar.compiled import ACCEPT, END, Grammar
 from outlines_gguf.grammar.lexer import LexerAutomaton
 
 MAX_CHECKED_PAIRS = 200_000
@@ -38,7 +38,6 @@ class ExactLexerGrammar(Grammar):
 
     def __init__(self, text: str, start: str = "start") -> None:
         self._exact_lexers: dict[frozenset[str], LexerAutomaton] = {}
-        self._exact_acceptable: dict[int, frozenset[str]] = {}
         super().__init__(text, start)
 
     # self.lexers holds _StateTerminals here, not automata: only state_lexer reads them
@@ -52,16 +51,8 @@ class ExactLexerGrammar(Grammar):
         found = self.lexers[self.lexer_of_state[self.table.top(stack)]]
         return found  # type: ignore[return-value]  # a _StateTerminals (see _lexer_automaton)
 
-    def acceptable(self, stack: int) -> frozenset[str]:
-        found = self._exact_acceptable.get(stack)
-        if found is None:
-            run, ignore = self.table.run, self.ignore
-            names = self.state_lexer(stack).names
-            found = frozenset(n for n in names if n in ignore or run(stack, n) is not None)
-            if len(self._exact_acceptable) >= MEMO_SIZE:
-                self._exact_acceptable.clear()
-            self._exact_acceptable[stack] = found
-        return found
+    def _candidates(self, stack: int) -> list[str]:
+        return self.state_lexer(stack).names
 
     def lexer(self, stack: int) -> LexerAutomaton:
         names = self.acceptable(stack)

@@ -145,6 +145,7 @@ class LexerAutomaton:
         self.delta = np.where((table >= 0) & live[np.maximum(table, 0)], table, DEAD).astype(np.int32)
         self.emits = emits
         self._views: dict[object, np.ndarray] = {}
+        self._end_matters: dict[tuple[str, bytes], bool] = {}
 
     @property
     def n_states(self) -> int:
@@ -168,6 +169,18 @@ class LexerAutomaton:
             view = np.where(nxt_live, delta, np.where(ends, CROSS, DEAD)).astype(np.int32)
             self._views[acceptable] = view
         return view
+
+    def end_matters(self, terminal: str, first: np.ndarray) -> bool:
+        """Whether :meth:`follow_view` depends on the text being able to end after ``terminal``,
+        when ``first`` can start the next lexeme: only where a lexeme of ``terminal`` could end
+        with no byte that starts the next one (knowing it spares a parser run to the end)."""
+        key = (terminal, first.tobytes())
+        found = self._end_matters.get(key)
+        if found is None:
+            states = np.flatnonzero(np.array([e == terminal for e in self.emits], dtype=bool))
+            crossable = ((self.delta[states] < 0) & first & self.follow_ok[states]).any(axis=1)
+            found = self._end_matters[key] = bool((self.end_ok[states] & ~crossable).any())
+        return found
 
     def follow_view(self, follow: dict[str, tuple[bool, np.ndarray]]) -> np.ndarray:
         """Like :meth:`view`, knowing what may come after each acceptable terminal.

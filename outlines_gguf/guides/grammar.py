@@ -31,6 +31,7 @@ import numpy as np
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.grammar.compiled import Config, Grammar
 from outlines_gguf.grammar.lexer import CROSS
+from outlines_gguf.grammar.stack_memo import StackMemo
 from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, LRUCache, TokenMask, bytes_to_read
 from outlines_gguf.locking import Locked
 from outlines_gguf.tokens.trie import TokenTrie
@@ -44,7 +45,10 @@ INSIDE_CACHE_SIZE = 256
 
 BELOW_CACHE_SIZE = 8192
 """Walks below the trie nodes where a lexeme ends kept per CFG guide (a few tokens each): the
-lexeme walks, and their results per stack top (``_belows``)."""
+lexeme walks, and their results per stack (``_belows``: a memo of stacks per trie nodes)."""
+
+BELOW_STACKS = 4096
+"""Stacks (as far as they were read) whose results below one set of trie nodes are kept."""
 
 
 INSIDE_MASK_CACHE_SIZE = 32
@@ -280,41 +284,63 @@ class CFGGuide(GrammarGuide):
             self._inside_masks.put(table_id, found)
         return found
 
-    def _across(self, stack: int, nodes: np.ndarray, sources: np.ndarray, out: list) -> None:
-        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``."""
+    def _across(self, stack: int, nodes: np.ndarray, sources: np.ndarray, out: list) -> int:
+        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``; returns
+        the deepest position of ``stack`` that what was found depends on."""
         grammar = self.grammar
+        emits = grammar.lexer(stack).emits
         single = sources.size == 1 or bool((sources == sources[0]).all())
+        deepest = 0
         for source in [int(sources[0])] if single else np.unique(sources).tolist():
-            after = grammar.emit(stack, source)
-            if after is None:
+            terminal = emits[source]
+            if terminal is None:
                 continue
+            if terminal in grammar.ignore:
+                after, top = stack, 0
+            else:
+                found, read, top = grammar.table.probe(stack, terminal)
+                deepest = max(deepest, read)
+                if found is None:
+                    continue
+                after = found
             sel = nodes if single else nodes[sources == source]
-            out.append(self._below(after, sel))
+            tokens, read_below = self._below(after, sel)
+            out.append(tokens)
+            deepest = max(deepest, top + read_below)
+        return deepest
 
-    def _below(self, stack: int, nodes: np.ndarray) -> np.ndarray:
-        """The tokens below trie ``nodes`` (whose bytes start a lexeme) that ``stack`` can read.
+    def _below(self, stack: int, nodes: np.ndarray) -> tuple[np.ndarray, int]:
+        """The tokens below trie ``nodes`` (whose bytes start a lexeme) that ``stack`` can read,
+        and the deepest position of the stack they depend on.
 
-        Cached per (stack, nodes); the walk inside the lexeme per (lexer table, nodes), shared
-        by every stack with that table.
+        Cached per nodes and the stack's states down to that position (a
+        :class:`~outlines_gguf.grammar.stack_memo.StackMemo`: a closing bracket reads one state
+        below the top, so the stacks of every nesting share it); the walk inside the lexeme per
+        (lexer table, nodes), shared by every stack with that table.
         """
-        key = (stack, nodes.tobytes())
-        found = self._belows.get(key)
+        key = nodes.tobytes()
+        memo = self._belows.get(key)
+        if memo is None:
+            stacks = self.grammar.table
+            memo = StackMemo(stacks._below, stacks._top, BELOW_STACKS)
+            self._belows.put(key, memo)
+        found = memo.get(stack)
         if found is None:
-            view = self.grammar.view(stack)
+            view, deepest = self.grammar.view_read(stack)
             table_id, order = self._reachable(view, 0)
-            walked = self._subwalks.get((table_id, key[1]))
+            walked = self._subwalks.get((table_id, key))
             if walked is None:
                 table = self._tables[table_id]
                 states = table[0, self.trie.node_byte[nodes]].astype(np.int64)
                 alive = states >= 0
                 walked = self._walk(table, nodes[alive], states[alive], entered=True)
-                self._subwalks.put((table_id, key[1]), walked)
+                self._subwalks.put((table_id, key), walked)
             tokens, cross_nodes, cross_from = walked
             parts = [tokens]
             if cross_nodes.size:
-                self._across(stack, cross_nodes, order[cross_from], parts)
-            found = np.concatenate(parts) if len(parts) > 1 else tokens
-            self._belows.put(key, found)
+                deepest = max(deepest, self._across(stack, cross_nodes, order[cross_from], parts))
+            found = (np.concatenate(parts) if len(parts) > 1 else tokens, deepest)
+            memo.put(stack, deepest, found)
         return found
 
     def _walk(self, view: np.ndarray, nodes: np.ndarray, states: np.ndarray, entered: bool = False) -> _Walk:
