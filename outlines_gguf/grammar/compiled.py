@@ -235,9 +235,9 @@ class ParseTable:
         return self.probe(stack, END)[0] == ACCEPT
 
     def probe(self, stack: int, terminal: str) -> tuple[int | None, int, int]:
-        """:meth:`run`, with what it read of ``stack``: (the result, the deepest position whose
-        state it read (0: the top), the position of the result's top (negative: above ``stack``'s
-        top)); see :mod:`~outlines_gguf.grammar.stack_memo`. Memoized per (stack, terminal) for
+        """:meth:`run`, with what it read of ``stack``: (the result, a position at or below the
+        deepest state it read (0: the top), the position of the result's top (negative: above
+        ``stack``'s top)); see :mod:`~outlines_gguf.grammar.stack_memo`. Memoized per (stack, terminal) for
         every stack on the way, so a chain of reductions is followed once."""
         runs = self._runs
         key = (stack, terminal)
@@ -245,14 +245,23 @@ class ParseTable:
         if found is not None:
             return found
         actions, below, tops = self.actions, self._below, self._top
-        position = 0
-        reads: list[int] = []  # the positions read, in order
-        pending: list[tuple[tuple[int, str], int, int]] = []  # (key, its top's position, reads before)
+        act = actions[tops[stack]].get(terminal)
+        if act is None or len(act) == 1:  # an error or a shift: the top state alone decides
+            if len(runs) >= MEMO_SIZE:
+                runs.clear()
+            if terminal == END and tops[stack] == self.end:
+                found = runs[key] = (ACCEPT, 0, 0)
+            elif act is None or terminal == END:
+                found = runs[key] = (None, 0, 0)
+            else:
+                found = runs[key] = (self.push(stack, act[0]), 0, -1)
+            return found
+        position = deepest = 0
+        pending: list[tuple[tuple[int, str], int]] = []  # (key, the position of its top)
         result: int | None
         while True:
-            pending.append((key, position, len(reads)))
+            pending.append((key, position))
             state = tops[stack]
-            reads.append(position)
             if terminal == END and state == self.end:
                 result = ACCEPT
                 break
@@ -268,25 +277,23 @@ class ParseTable:
             for _ in range(size):
                 stack = below[stack]
             position += size
-            reads.append(position)
+            if position > deepest:
+                deepest = position
             stack = self.push(stack, actions[tops[stack]][origin][0])
             position -= 1
             key = (stack, terminal)
             found = runs.get(key)
             if found is not None:
                 result = found[0]
-                reads.append(position + found[1])
+                deepest = max(deepest, position + found[1])
                 position += found[2]
                 break
         if len(runs) >= MEMO_SIZE:
             runs.clear()
-        deepest = reads[-1]
-        suffix = [0] * len(reads)  # the deepest position read from each read on
-        for i in range(len(reads) - 1, -1, -1):
-            deepest = max(deepest, reads[i])
-            suffix[i] = deepest
-        for k, top, before in pending:
-            runs[k] = (result, suffix[before] - top, position - top)
+        # (a stack met on the way gets the deepest read of the whole run: no shallower than its
+        # own, which only shares it less)
+        for k, top in pending:
+            runs[k] = (result, deepest - top, position - top)
         return runs[pending[0][0]]
 
 
@@ -497,7 +504,7 @@ class Grammar:
                 index = by_basic[id(basic)] = len(self.lexers)
                 self.lexers.append(self._lexer_automaton(basic, dfas, representatives, follows))
             self.lexer_of_state[state] = index
-        self._acceptable: dict[int, frozenset[str]] = {}
+        self._acceptable: dict[int, tuple[frozenset[str], int]] = {}
         self._views: dict[int, tuple[np.ndarray, int]] = {}
         stacks = self.table._below, self.table._top
         self._shared_acceptable = StackMemo(*stacks, MEMO_SIZE)
@@ -540,12 +547,7 @@ class Grammar:
 
     def acceptable(self, stack: int) -> frozenset[str]:
         """The terminals the lexer may emit here: the ignored ones and those the parser can shift."""
-        found = self._acceptable.get(stack)
-        if found is None:
-            if len(self._acceptable) >= MEMO_SIZE:
-                self._acceptable.clear()
-            found = self._acceptable[stack] = self._acceptable_read(stack)[0]
-        return found
+        return self._acceptable_read(stack)[0]
 
     def _candidates(self, stack: int) -> list[str]:
         """The terminals tried on ``stack`` (a function of its top state)."""
@@ -554,6 +556,9 @@ class Grammar:
     def _acceptable_read(self, stack: int) -> tuple[frozenset[str], int]:
         """:meth:`acceptable` and the deepest position of the stack it read, shared by the stacks
         that agree down to there (:mod:`~outlines_gguf.grammar.stack_memo`)."""
+        found = self._acceptable.get(stack)
+        if found is not None:
+            return found
         found = self._shared_acceptable.get(stack)
         if found is None:
             probe, ignore = self.table.probe, self.ignore
@@ -567,6 +572,9 @@ class Grammar:
                 names.append(name)
             found = (frozenset(names), deepest)
             self._shared_acceptable.put(stack, deepest, found)
+        if len(self._acceptable) >= MEMO_SIZE:
+            self._acceptable.clear()
+        self._acceptable[stack] = found
         return found
 
     def view(self, stack: int) -> np.ndarray:

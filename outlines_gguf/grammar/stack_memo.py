@@ -70,7 +70,7 @@ class StackMemo:
     def put(self, stack: int, depth: int, value: Any) -> None:
         """Store ``value`` for ``stack`` and, unless ``depth`` is past :data:`MAX_SHARED_DEPTH`, for
         every stack whose states agree with it from the top down to position ``depth`` (0: the
-        top state alone)."""
+        top state alone; at or below the deepest state the result was read from)."""
         if self._size >= self._limit:
             self._root, self._by_id, self._size = {}, {}, 0
         self._by_id[stack] = value
@@ -85,8 +85,8 @@ class StackMemo:
             entry = node.get(state)
             if entry is None:
                 entry = node[state] = {}
-            elif type(entry) is _Leaf:  # pragma: no cover - impossible for deterministic reads
-                return
+            elif type(entry) is _Leaf:  # a shallower read already covers it (a depth given
+                return  # deeper than what was read, which is safe)
             node, stack = entry, nxt
         if top[stack] not in node:
             node[top[stack]] = _Leaf(value)
