@@ -77,8 +77,8 @@ _NARROW_CATEGORIES: dict[str, Ranges] = {
         ]
     ),
 }
-"""The narrower meaning of ``\d``/``\w``/``\s`` in a str pattern: what every judge matches
-(``\d`` and ``\w`` are ASCII in ECMA-262, Unicode in ``re``)."""
+"""The narrower meaning of ``\\d``/``\\w``/``\\s`` in a str pattern: what every judge matches
+(``\\d`` and ``\\w`` are ASCII in ECMA-262, Unicode in ``re``)."""
 
 _UNICODE_PATTERNS = {"digit": r"\d+", "word": r"\w+", "space": r"\s+"}
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -635,9 +635,13 @@ class Grammar:
 
     def step(self, config: Config, byte: int) -> Config | None:
         """The configuration after one more byte, or None if no sentence starts this way."""
+        return self.step_through(self.view, config, byte)
+
+    def step_through(self, view: Callable[[int], np.ndarray], config: Config, byte: int) -> Config | None:
+        """:meth:`step` with the lexer views of ``view`` (tests give a reference definition)."""
         stack, q = config
         cls = self.byte_class[byte]
-        nxt = int(self.view(stack)[q, cls])
+        nxt = int(view(stack)[q, cls])
         if nxt >= 0:
             return stack, nxt
         if nxt != CROSS:
@@ -646,7 +650,7 @@ class Grammar:
         if emitted is None:
             return None
         stack = emitted
-        nxt = int(self.view(stack)[0, cls])
+        nxt = int(view(stack)[0, cls])
         return (stack, nxt) if nxt >= 0 else None
 
     def advance(self, config: Config, data: bytes) -> Config | None:

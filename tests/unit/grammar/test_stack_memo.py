@@ -15,7 +15,6 @@ import pytest
 from outlines_gguf import CFGGuide, Grammar, grammars
 from outlines_gguf.grammar.compiled import ACCEPT, END
 from outlines_gguf.grammar.exact import ExactLexerGrammar
-from outlines_gguf.grammar.lexer import CROSS
 from outlines_gguf.grammar.stack_memo import StackMemo
 
 NESTED_LIST = """
@@ -43,18 +42,7 @@ def reference_view(grammar: Grammar, stack: int) -> np.ndarray:
 
 
 def reference_step(grammar: Grammar, config: tuple[int, int], byte: int) -> tuple[int, int] | None:
-    stack, q = config
-    cls = grammar.byte_class[byte]
-    nxt = int(reference_view(grammar, stack)[q, cls])
-    if nxt >= 0:
-        return stack, nxt
-    if nxt != CROSS:
-        return None
-    emitted = grammar.emit(stack, q)
-    if emitted is None:
-        return None
-    nxt = int(reference_view(grammar, emitted)[0, cls])
-    return (emitted, nxt) if nxt >= 0 else None
+    return grammar.step_through(lambda stack: reference_view(grammar, stack), config, byte)
 
 
 def random_stacks(grammar: Grammar, alphabet: bytes, seed: int, steps: int) -> list[tuple[int, int]]:
