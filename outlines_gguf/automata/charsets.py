@@ -59,27 +59,6 @@ _ASCII_CATEGORIES: dict[str, Ranges] = {
     "space": _normalize([(0x09, 0x0D), (0x20, 0x20)]),
 }
 
-_NARROW_CATEGORIES: dict[str, Ranges] = {
-    **_ASCII_CATEGORIES,
-    # the spaces every judge of a str pattern agrees on: re's and regex's \s and ECMA-262's
-    # WhiteSpace and LineTerminator (JSON Schema patterns). Not U+0085 and \x1c-\x1f (not
-    # ECMA-262's), nor U+FEFF (not re's).
-    "space": _normalize(
-        [
-            *_ASCII_CATEGORIES["space"],
-            (0xA0, 0xA0),
-            (0x1680, 0x1680),
-            (0x2000, 0x200A),
-            (0x2028, 0x2029),
-            (0x202F, 0x202F),
-            (0x205F, 0x205F),
-            (0x3000, 0x3000),
-        ]
-    ),
-}
-"""The narrower meaning of ``\\d``/``\\w``/``\\s`` in a str pattern: what every judge matches
-(``\\d`` and ``\\w`` are ASCII in ECMA-262, Unicode in ``re``)."""
-
 _UNICODE_PATTERNS = {"digit": r"\d+", "word": r"\w+", "space": r"\s+"}
 
 
@@ -120,10 +99,9 @@ def _category(
     if ascii_only:
         base = _ASCII_CATEGORIES[name]
     else:
-        # positive, narrow: what every judge matches; negative, narrow: not what any judge
-        # matches (Unicode); and the reverse when widened
+        # positive, narrow: ASCII; negative, narrow: not-Unicode; and the reverse when widened
         use_unicode = negated != widen
-        base = unicode_meaning(name) if use_unicode else _NARROW_CATEGORIES[name]
+        base = unicode_meaning(name) if use_unicode else _ASCII_CATEGORIES[name]
     return _complement(base) if negated else base
 
 
