@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, 
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
 from outlines_gguf.grammar.liveness import Liveness, TooLargeError, lexing_is_free
 from outlines_gguf.grammar.stack_memo import StackMemo
+from outlines_gguf.locking import Locked
 
 logger = logging.getLogger("outlines_gguf")
 
@@ -441,7 +443,7 @@ def declared_terminal_error(text: str, name: str) -> GrammarError:
     )
 
 
-class Grammar:
+class Grammar(Locked):
     """A Lark grammar, compiled for byte-by-byte recognition (see the module docstring).
 
     Masks built on it are exact for grammars without LALR conflicts: every
@@ -504,6 +506,7 @@ class Grammar:
                 index = by_basic[id(basic)] = len(self.lexers)
                 self.lexers.append(self._lexer_automaton(basic, dfas, representatives, follows))
             self.lexer_of_state[state] = index
+        self._lock = threading.RLock()
         self._acceptable: dict[int, tuple[frozenset[str], int]] = {}
         self._views: dict[int, tuple[np.ndarray, int]] = {}
         stacks = self.table._below, self.table._top
@@ -539,6 +542,12 @@ class Grammar:
             names, scan, unless, [dfas[n] for n in names], representatives,
             {n: follows[n] for n in names if n in follows},
         )
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by guides around every use: the interned stacks and the memos grow as masks are
+        computed, and one grammar is shared by the guides of all vocabularies."""
+        return self._lock
 
     # -- configurations ---------------------------------------------------------------------
 

@@ -155,8 +155,14 @@ class CFGGuide(GrammarGuide):
     # -- the Guide protocol -----------------------------------------------------------------
     # A state is FINISHED or a grammar Config (hence the casts once FINISHED is ruled out).
 
+    def _new_lock(self) -> Any:
+        return self.grammar.lock  # the grammar's stacks and memos grow as masks are computed
+
     def is_final(self, state: Hashable) -> bool:
-        return state == FINISHED or self.grammar.is_final(cast(Config, state))
+        if state == FINISHED:
+            return True
+        with self._lock:
+            return self.grammar.is_final(cast(Config, state))
 
     def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes:
         """The longest bytes every sentence continuing ``state`` starts with (up to ``limit``).

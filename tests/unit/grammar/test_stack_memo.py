@@ -138,3 +138,48 @@ def test_stack_memo_shares_by_the_states_read_and_keeps_each_stack() -> None:
     assert memo.get(5) is None  # top state 3: never stored
     memo.put(5, 40, "read past the bottom")
     assert memo.get(5) == "read past the bottom"  # kept by id (and sharing stops at the bottom)
+
+
+def test_guides_of_every_vocabulary_share_the_grammars_lock() -> None:
+    """One compiled grammar serves the guides of all vocabularies, and its interned stacks and
+    memos grow as masks are computed (``is_final`` too): the grammar's lock guards every use, so
+    threads on guides of two vocabularies get what each gets alone."""
+    import pickle
+    import threading
+
+    from conftest import load_vocab
+
+    text = grammars.load("arithmetic")
+    grammar = Grammar(text)
+    vocabs = [load_vocab("spm32k"), load_vocab("llama3-128k")]
+    guides = [CFGGuide(grammar, vocab) for vocab in vocabs]
+    assert all(guide._lock is grammar.lock for guide in guides)
+    copy = pickle.loads(pickle.dumps(guides[0]))
+    assert copy._lock is copy.grammar.lock and copy.grammar is not grammar
+
+    prefixes = ["(" * depth + "1+" for depth in range(10)] + ["-" * depth + "(2*" for depth in range(10)]
+    expected = {}
+    for k, vocab in enumerate(vocabs):  # each alone, on a grammar of its own
+        alone = CFGGuide(Grammar(text), vocab)
+        for prefix in prefixes:
+            config = alone.grammar.advance(alone.grammar.initial_state, prefix.encode())
+            mask = alone.mask(config)
+            expected[k, prefix] = (mask.allowed_ids(vocab.size).tolist(), alone.is_final(config))
+    found: dict = {}
+
+    def run(k: int, shift: int) -> None:
+        guide = guides[k]
+        for prefix in prefixes[shift:] + prefixes[:shift]:
+            with guide._lock:
+                config = grammar.advance(grammar.initial_state, prefix.encode())
+            mask = guide.mask(config)
+            found[k, prefix, shift] = (mask.allowed_ids(vocabs[k].size).tolist(), guide.is_final(config))
+
+    threads = [threading.Thread(target=run, args=(k % 2, k)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(found) == 4 * len(prefixes)
+    for (k, prefix, _), result in found.items():
+        assert result == expected[k, prefix], prefix
