@@ -433,14 +433,20 @@ def _merge_all(parts: list[Any]) -> dict | None:
     everything = set().union(*declared) if declared else set()
     restricting = [p for p in dicts if p.get("additionalProperties", True) is not True]
     with_patterns = [p for p in dicts if "patternProperties" in p]
-    absent = {n for p in dicts for n, sub in p.get("properties", {}).items() if sub is False}
     extras: dict[str, list[Any]] = {}
     for part in restricting:
+        patterns = part.get("patternProperties", {})
         for name in everything - set(part.get("properties", {})):
-            if "patternProperties" not in part:
-                extras.setdefault(name, []).append(part["additionalProperties"])
-            elif name not in absent:
+            # a name one of the part's patterns matches is no additional property of it (its
+            # pattern's schema applies, and still does merged: patterns apply to every key)
+            try:
+                if isinstance(patterns, dict) and any(pattern_matches(p, name) for p in patterns):
+                    continue
+            except Undecided:
                 return None
+            if patterns and not isinstance(patterns, dict):
+                return None
+            extras.setdefault(name, []).append(part["additionalProperties"])
     # keywords whose meaning depends on their siblings keep it only beside them: a part's
     # patternProperties exempt keys from *its* additionalProperties, a part's prefixItems (or
     # draft-4 items array) limit *its* items/additionalItems to the later elements

@@ -160,6 +160,7 @@ class _CombinatorRules:
         merged = _merge_all(parts)
         if merged is not None:
             return self.value(merged, path, depth)
+        parts = self.parts_as_unions(parts, path)
         spread = _distribute(parts)
         if spread is not None and len(spread["anyOf"]) <= self._spread[0]:
             # allOf[a, anyOf[b, c]] = anyOf[allOf[a, b], allOf[a, c]]: parts that merge (a budget
@@ -183,6 +184,51 @@ class _CombinatorRules:
         except DFAProductTooLargeError as exc:
             raise ConstraintTooComplexError(f"{path}: allOf is too large to intersect ({exc})") from exc
         return self.b.dfa(result)
+
+    def parts_as_unions(self: CompilerAPI, parts: list, path: str) -> list:
+        """``allOf`` parts rewritten as unions that :func:`_distribute` spreads into schemas
+        that merge, where automata of the parts, intersected, multiply their states (GitHub
+        workflows' ``push`` event: a ``oneOf`` of an object and null, the object with three
+        ``not: {required: [a, b]}``, over six properties, passed 20,000 states):
+
+        - a ``not``, as its positive union (a absent, or b absent), beside the part's other
+          keywords as a part of its own;
+        - a ``oneOf``, as the exclusive branches of :meth:`union_branches` (an ``anyOf``);
+
+        - ``if``/``then``/``else`` and dependencies, as their expansions (unions of exclusive
+          branches).
+
+        A part that cannot be rewritten stays as it is, for the automata."""
+        out: list[Any] = []
+        for part in parts:
+            if isinstance(part, dict) and ("if" in part or any(k in part for k in _DEPENDENCY_KEYS)):
+                try:
+                    if "if" in part:
+                        part = self.expand_condition(part, path)
+                    else:
+                        part = self.expand_dependencies(part, path)
+                except SchemaError:
+                    out.append(part)
+                    continue
+            if isinstance(part, dict) and "not" in part:
+                negation = self.negate(part["not"], path)
+                if negation is not None:
+                    rest = {k: v for k, v in part.items() if k != "not"}
+                    if set(rest) - ANNOTATIONS:
+                        out.append(rest)
+                    options = _alternatives(negation)
+                    out.append(options[0] if len(options) == 1 else {"anyOf": options})
+                    continue
+            if isinstance(part, dict) and isinstance(part.get("oneOf"), list) and "anyOf" not in part:
+                try:
+                    _, branches = self.union_branches(part, path)
+                except SchemaError:
+                    branches = None
+                if branches is not None:
+                    out.append(branches[0] if len(branches) == 1 else {"anyOf": branches})
+                    continue
+            out.append(part)
+        return out
 
     def conditional_choices(self: CompilerAPI, parts: list, path: str) -> Any:
         """``allOf`` parts among which several are conditionals (``if``/``then``/``else``, as

@@ -1,0 +1,129 @@
+"""``allOf`` parts that merge or distribute instead of being intersected as automata.
+
+Real configuration schemas (GitHub workflows, Dependabot) put ``not: {required: [a, b]}``,
+``oneOf`` and ``if``/``then``/``else`` beside other parts, and ``patternProperties`` beside
+properties another part declares. Intersected as automata these passed the state limit or
+refused a ``uniqueItems`` the split engine enforces; rewritten as unions of schemas that
+merge, they compile as nodes. Judged by ``jsonschema`` on every combination of keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import jsonschema
+import pytest
+from conftest import load_vocab
+
+from outlines_gguf import JSONLogitsProcessor
+
+FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore", "paths", "paths-ignore")
+
+EVENT = {
+    "$defs": {
+        "filter": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "ref": {
+            "properties": {name: {"$ref": "#/$defs/filter"} for name in FILTERS},
+            "oneOf": [
+                {
+                    "type": "object",
+                    "allOf": [
+                        {"not": {"required": ["branches", "branches-ignore"]}},
+                        {"not": {"required": ["tags", "tags-ignore"]}},
+                        {"not": {"required": ["paths", "paths-ignore"]}},
+                    ],
+                },
+                {"type": "null"},
+            ],
+        },
+    },
+    "type": "object",
+    "properties": {
+        "push": {"$ref": "#/$defs/ref"},
+        "pull_request": {
+            "$ref": "#/$defs/ref",
+            "properties": {"types": {"type": "array", "items": {"enum": ["opened", "closed"]}}},
+            "patternProperties": {"^(branche|tag|path)s(-ignore)?$": {"type": "array"}},
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+"""GitHub's workflow ``on`` events, as SchemaStore writes them: the object branch of the
+``oneOf`` intersected as automata with the six filters took more than 20,000 states."""
+
+
+def _judge(schema: dict, documents: list) -> None:
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    processor.guide.schema.compile_all()  # type: ignore[attr-defined]  # every node within the limits
+    validator = jsonschema.Draft202012Validator(schema)
+    for document in documents:
+        assert processor.accepts(json.dumps(document)) == validator.is_valid(document), document
+
+
+def test_not_required_pairs_beside_references_distribute() -> None:
+    documents: list = []
+    for event in ("push", "pull_request"):
+        documents.append({event: None})
+        for n in range(4):
+            for names in itertools.combinations((*FILTERS, "types"), n):
+                documents.append({event: {key: ["opened"] for key in names}})
+        documents += [{event: {"branches": []}}, {event: {"other": ["x"]}}, {event: 1}]
+    _judge(EVENT, documents)
+
+
+def test_patterns_exempt_names_another_part_declares() -> None:
+    """A part closed by ``additionalProperties: false`` whose pattern matches a name another
+    part declares: that name is allowed (the pattern's schema applies); a name no pattern
+    matches is not."""
+    schema = {
+        "type": "object",
+        "allOf": [
+            {"properties": {"bx": {"type": "integer"}, "cx": {"type": "integer"}}},
+            {"patternProperties": {"^b": {"minimum": 2}}, "additionalProperties": False},
+        ],
+    }
+    values = (1, 2, "s")
+    documents = [{}]
+    for key in ("bx", "cx", "by", "z"):
+        documents += [{key: v} for v in values]
+    documents += [{"bx": 2, "by": 3}, {"bx": 2, "cx": 2}]
+    _judge(schema, documents)
+
+
+@pytest.mark.parametrize("prefix", [[{"minimum": 3}], []])
+def test_items_beside_a_prefix_in_another_part_do_not_merge(prefix: list) -> None:
+    """A part's ``prefixItems`` limits only its own ``items``: ``[3, 5]`` fails the outer
+    ``items`` (the issue's soundness case), merged or not."""
+    schema = {"allOf": [{"prefixItems": prefix}], "items": {"minimum": 5}}
+    _judge(schema, [[3, 5], [5, 5], [5], [3], []])
+
+
+def test_conditionals_and_dependencies_beside_other_parts_expand() -> None:
+    """``if``/``then``/``else`` and ``dependentRequired`` in an ``allOf`` beside a part with a
+    ``uniqueItems`` the split engine enforces: expanded into unions of merged schemas, not
+    refused as automata (as in Dependabot's configuration schema)."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "beta": {"type": "boolean"},
+            "ecosystem": {"type": "string"},
+            "assignees": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        },
+        "allOf": [
+            {
+                "if": {"properties": {"beta": {"const": True}}, "required": ["beta"]},
+                "then": {},
+                "else": {"properties": {"ecosystem": {"enum": ["npm", "pip"]}}},
+            },
+            {"dependentRequired": {"assignees": ["ecosystem"]}},
+        ],
+    }
+    documents = []
+    for beta in (None, True, False):
+        for ecosystem in (None, "npm", "cargo"):
+            for assignees in (None, ["a", "b"], ["a", "a"]):
+                doc = {"beta": beta, "ecosystem": ecosystem, "assignees": assignees}
+                documents.append({k: v for k, v in doc.items() if v is not None})
+    _judge(schema, documents)
