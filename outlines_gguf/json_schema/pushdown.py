@@ -125,29 +125,39 @@ class PushdownGuide(Locked):
     # -- configurations -----------------------------------------------------------------------
 
     def closure(self, configs: Iterable[Config]) -> list[Config]:
-        """The configurations reachable without reading a byte (calls and returns)."""
+        """The configurations reachable without reading a byte (calls and returns).
+
+        A call made from a callee's start, again along the same path of calls made before
+        anything is read, is left recursion and is not made again. The path is each
+        configuration's own: two callers that enter one node (a property both branches of a
+        union declare) each go on into it, whatever order they are met in."""
         out: list[Config] = []
-        seen: set[Config] = set()
-        entered: set[tuple[int, int]] = set()  # (caller, callee) calls made before reading anything
-        stack = list(configs)
+        seen: set[tuple[Config, frozenset]] = set()
+        found: set[Config] = set()
+        none: frozenset[tuple[int, int]] = frozenset()
+        # (configuration, the (caller, callee) calls made from starts on the path to it)
+        stack: list[tuple[Config, frozenset[tuple[int, int]]]] = [(c, none) for c in configs]
         node_of = self.schema.node
         while stack:
-            config = stack.pop()
-            if config in seen:
+            config, path = stack.pop()
+            if (config, path) in seen:
                 continue
-            seen.add(config)
-            out.append(config)
+            seen.add((config, path))
+            if config not in found:
+                found.add(config)
+                out.append(config)
             below, number, state = config
             node = node_of(number)
             for callee, ret in node.calls.get(state, ()):
+                called = none
                 if state == 0:
-                    if (number, callee) in entered:
+                    if (number, callee) in path:
                         continue  # the same call before anything is read, again: left recursion
-                    entered.add((number, callee))
+                    called = path | {(number, callee)}
                 # a tail call (nothing to do on return but return) leaves the stack as it is
-                stack.append((below if node.tail[ret] else (below, number, ret), callee, 0))
+                stack.append(((below if node.tail[ret] else (below, number, ret), callee, 0), called))
             if below is not None and node.dfa.accepting[state]:
-                stack.append(below)
+                stack.append((below, none))
         return out
 
     def _final(self, configs: Iterable[Config]) -> bool:

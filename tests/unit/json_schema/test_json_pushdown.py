@@ -113,7 +113,7 @@ def _walk(guide, data: bytes, vocab, rng: np.random.Generator, check=None) -> ob
             check(state, pos)
         allowed = guide.mask(state).allowed_ids(vocab.size).tolist()
         fits = [i for i in allowed if vocab.tokens[i] and data.startswith(vocab.tokens[i], pos)]
-        assert fits, f"no allowed token continues {data[:pos]!r} with {data[pos:pos + 10]!r}"
+        assert fits, f"no allowed token continues {data[:pos]!r} with {data[pos : pos + 10]!r}"
         token = fits[int(rng.integers(len(fits)))]
         state = guide.next_state(state, token)
         pos += len(vocab.tokens[token])
@@ -232,8 +232,13 @@ def test_random_generations_validate(vocab_name, schema) -> None:
 def test_extra_keys_may_come_between_declared_ones() -> None:
     """Where the schema allows undeclared keys they may come anywhere, nested to any depth, and
     never as a declared name (whose own schema would then be skipped)."""
-    schema = {**WIDE, "properties": {**WIDE["properties"], "n": {"type": "object", "properties": {
-        "k": {"type": "integer"}}}}}
+    schema = {
+        **WIDE,
+        "properties": {
+            **WIDE["properties"],
+            "n": {"type": "object", "properties": {"k": {"type": "integer"}}},
+        },
+    }
     vocab = load_vocab("llama3-128k")
     guide = JSONLogitsProcessor(schema, vocab).guide
     rng = np.random.default_rng(5)
@@ -474,15 +479,27 @@ def test_unique_items_from_a_few_values() -> None:
     schema = {
         "type": "object",
         "properties": {
-            "tags": {"type": "array", "items": {"enum": ["a", "b", 1, None]}, "uniqueItems": True,
-                     "minItems": 1},
+            "tags": {
+                "type": "array",
+                "items": {"enum": ["a", "b", 1, None]},
+                "uniqueItems": True,
+                "minItems": 1,
+            },
             "flags": {"type": "array", "items": {"type": "boolean"}, "uniqueItems": True},
         },
         "additionalProperties": False,
     }
     vocab = load_vocab("spm32k")
-    docs = [{"tags": ["a"]}, {"tags": ["a", "a"]}, {"tags": []}, {"tags": [1, "b", None, "a"]},
-            {"tags": ["b", 1, "b"]}, {"flags": [True, False]}, {"flags": [False, False]}, {"flags": []}]
+    docs = [
+        {"tags": ["a"]},
+        {"tags": ["a", "a"]},
+        {"tags": []},
+        {"tags": [1, "b", None, "a"]},
+        {"tags": ["b", 1, "b"]},
+        {"flags": [True, False]},
+        {"flags": [False, False]},
+        {"flags": []},
+    ]
     for engine in ("dfa", "pushdown"):
         guide = JSONLogitsProcessor(schema, vocab, engine=engine).guide
         rng = np.random.default_rng(12)
@@ -515,8 +532,13 @@ def test_allof_with_a_union_is_spread_into_mergeable_branches() -> None:
 
 def _random_schema(rng: np.random.Generator) -> dict:
     """A small object schema mixing the keywords the pushdown engine rewrites."""
-    leaves = [{"type": "integer", "maximum": 5}, {"type": "string", "maxLength": 2}, {"enum": ["a", "b"]},
-              {"type": "boolean"}, {"type": ["string", "null"]}]
+    leaves = [
+        {"type": "integer", "maximum": 5},
+        {"type": "string", "maxLength": 2},
+        {"enum": ["a", "b"]},
+        {"type": "boolean"},
+        {"type": ["string", "null"]},
+    ]
     names = ["k", "m", "n", "p"][: int(rng.integers(2, 5))]
     props = {n: leaves[int(rng.integers(len(leaves)))] for n in names}
     schema: dict = {"type": "object", "properties": props}
@@ -528,8 +550,11 @@ def _random_schema(rng: np.random.Generator) -> dict:
         lambda: {"dependentRequired": {pick(): [pick()]}},
         lambda: {"oneOf": [{"required": [pick()]}, {"required": [pick()]}]},
         lambda: {"allOf": [{"anyOf": [{"required": [pick()]}, {"required": [pick()]}]}]},
-        lambda: {"if": {"properties": {pick(): {"const": "a"}}}, "then": {"required": [pick()]},
-                 "else": {"properties": {pick(): {"type": "boolean"}}}},
+        lambda: {
+            "if": {"properties": {pick(): {"const": "a"}}},
+            "then": {"required": [pick()]},
+            "else": {"properties": {pick(): {"type": "boolean"}}},
+        },
         lambda: {"propertyNames": {"pattern": "^[kmz]$"}},
         lambda: {"minProperties": 1, "maxProperties": 2},
     ]
@@ -568,3 +593,43 @@ def test_random_schemas_never_accept_invalid_documents(engine: str) -> None:
                 assert validator.is_valid(doc), (schema, doc)
             checked += 1
     assert checked > 1000 and accepted > 50
+
+
+def test_two_callers_entering_one_node_both_go_on() -> None:
+    """Both branches of a union (``dependentRequired`` expanded: ``wd`` absent, or present)
+    call the node of ``with`` from their own states, and that node enters its object from its
+    start. Each caller's path of calls is its own: the guard against left recursion must not
+    take the second caller's call for the first one's made again. (It did, and which branch
+    survived depended on the order of a set of configurations: GitHub workflow steps with a
+    ``with`` map were rejected or not from one run to the next.)"""
+    scalar = {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
+    schema = {
+        "$defs": {"env": {"type": "object", "additionalProperties": scalar, "minProperties": 1}},
+        "type": "object",
+        "properties": {
+            "uses": {"type": "string"},
+            "wd": {"type": "string"},
+            "with": {
+                "$ref": "#/$defs/env",
+                "properties": {"args": {"type": "string"}, "entry": {"type": "string"}},
+            },
+            "tm": {"type": "string"},
+        },
+        "dependentRequired": {"wd": []},
+        "additionalProperties": False,
+    }
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    state = guide.advance(guide.initial_state, b'{"uses": "a", "with": ')
+    configs = sorted(state, key=repr)
+    forward, backward = guide.closure(configs), guide.closure(configs[::-1])
+    assert set(forward) == set(backward)
+    validator = jsonschema.Draft202012Validator(schema)
+    for doc in (
+        {"uses": "a", "with": {"nv": "x"}},
+        {"uses": "a", "wd": "b", "with": {"nv": "x"}},
+        {"wd": "b", "with": {"nv": 1}, "tm": "c"},
+        {"with": {}},
+    ):
+        text = json.dumps(doc).encode()
+        end = guide.advance(guide.initial_state, text)
+        assert (bool(end) and guide.is_final(end)) == validator.is_valid(doc), doc
