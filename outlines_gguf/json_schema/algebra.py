@@ -454,8 +454,11 @@ def _merge_all(parts: list[Any]) -> dict | None:
         for r in restricting:  # (unless q's patterns are r's own: then they exempt no other keys)
             if q is not r and not set(q["patternProperties"]) <= set(r.get("patternProperties", {})):
                 return None
-    if sum(1 for p in dicts if _ARRAY_SIBLINGS & set(p)) > 1:
-        return None
+    with_items = [p for p in dicts if _ARRAY_SIBLINGS & set(p)]
+    if len(with_items) > 1 and not all(
+        set(p) & _ARRAY_SIBLINGS == {"items"} and isinstance(p["items"], (dict, bool)) for p in with_items
+    ):
+        return None  # (``items`` as a schema alone applies to every item: those merge)
     merged: dict[str, Any] = {}
     for part in parts:
         if part is True:
@@ -479,6 +482,8 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 for name in common:
                     props[name] = {"allOf": [merged[key][name], value[name]]}
                 merged[key] = props
+            elif key == "items":  # (schemas for every item: see above)
+                merged[key] = {"allOf": [merged[key], value]}
             elif key == "not":  # not a and not b: not (a or b)
                 merged[key] = {"anyOf": [merged[key], value]}
             elif key == "required" or key in _NEGATION_MARKERS:

@@ -1,10 +1,11 @@
 """``allOf`` parts that merge or distribute instead of being intersected as automata.
 
 Real configuration schemas (GitHub workflows, Dependabot) put ``not: {required: [a, b]}``,
-``oneOf`` and ``if``/``then``/``else`` beside other parts, and ``patternProperties`` beside
-properties another part declares. Intersected as automata these passed the state limit or
-refused a ``uniqueItems`` the split engine enforces; rewritten as unions of schemas that
-merge, they compile as nodes. Judged by ``jsonschema`` on every combination of keys.
+``oneOf`` and ``if``/``then``/``else`` beside other parts, ``patternProperties`` beside
+properties another part declares, and ``items`` in two parts. Intersected as automata these
+passed the state limit or refused a ``uniqueItems`` the split engine enforces; rewritten as
+unions of schemas that merge, they compile as nodes. Judged by ``jsonschema`` on every
+combination of keys.
 """
 
 from __future__ import annotations
@@ -92,6 +93,37 @@ def test_patterns_exempt_names_another_part_declares() -> None:
     _judge(schema, documents)
 
 
+def test_item_schemas_of_two_parts_merge() -> None:
+    """``items`` (a schema, no prefix) in two parts applies to every item in both: merged
+    as an allOf, so the items keep what the split engine enforces alone (uniqueItems)."""
+    item = {
+        "type": "object",
+        "properties": {
+            "kind": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        },
+        "additionalProperties": False,
+    }
+    schema = {
+        "$defs": {"item": item},
+        "type": "array",
+        "allOf": [
+            {"items": {"$ref": "#/$defs/item"}},
+            {"items": {"properties": {"kind": {"enum": ["a", "b"]}}}},
+        ],
+    }
+    documents = [
+        [],
+        [{"kind": "a"}],
+        [{"kind": "c"}],
+        [{"kind": "b", "tags": ["x", "y"]}],
+        [{"kind": "b", "tags": ["x", "x"]}],
+        [{"tags": []}, {"kind": 1}],
+        [{"other": 1}],
+    ]
+    _judge(schema, documents)
+
+
 @pytest.mark.parametrize("prefix", [[{"minimum": 3}], []])
 def test_items_beside_a_prefix_in_another_part_do_not_merge(prefix: list) -> None:
     """A part's ``prefixItems`` limits only its own ``items``: ``[3, 5]`` fails the outer
@@ -126,4 +158,25 @@ def test_conditionals_and_dependencies_beside_other_parts_expand() -> None:
             for assignees in (None, ["a", "b"], ["a", "a"]):
                 doc = {"beta": beta, "ecosystem": ecosystem, "assignees": assignees}
                 documents.append({k: v for k, v in doc.items() if v is not None})
+    _judge(schema, documents)
+
+
+def test_references_with_keywords_beside_them_merge_at_every_level() -> None:
+    """A ``$ref`` with keywords beside it whose target is again a ``$ref`` with keywords: every
+    level's properties are one object's, in any order (yamllint's rule options: ``max``
+    beside a reference to ``level`` beside a reference to ``ignore``)."""
+    schema = {
+        "$defs": {
+            "rule": {"$ref": "#/$defs/ignore", "properties": {"level": {"enum": ["error", "warning"]}}},
+            "ignore": {"properties": {"ignore": {"type": "string"}}},
+        },
+        "type": "object",
+        "$ref": "#/$defs/rule",
+        "properties": {"max": {"type": "integer"}},
+    }
+    values = {"level": "error", "max": 80, "ignore": "x", "other": True}
+    documents: list = [{"level": "fatal"}, {"max": "80"}, {"ignore": 1, "max": 1}]
+    for n in range(len(values) + 1):
+        for keys in itertools.permutations(values, n):
+            documents.append({key: values[key] for key in keys})
     _judge(schema, documents)
