@@ -160,34 +160,135 @@ def minimize(
     return ByteDFA(np.ascontiguousarray(merged[:, byte_class]), final)
 
 
-def _merge_equivalent(
-    table: np.ndarray, accepting: np.ndarray, rounds: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge states with identical rows and finality, repeatedly (sound, cheap).
+def _row_hashes(keyed: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of ``keyed`` (int64, at most 257 columns)."""
+    width = keyed.shape[1]
+    with np.errstate(over="ignore"):
+        return (keyed @ _ROW_WEIGHTS[0, :width]) ^ ((keyed @ _ROW_WEIGHTS[1, :width]) >> 1)
 
-    Rows are grouped by a 64-bit hash and merged only if they equal their
-    group's first row exactly. Classes are numbered by first occurrence, so
-    the start state stays 0.
+
+def _equal_rows(keyed: np.ndarray) -> np.ndarray:
+    """Per row, the first row equal to it (itself if none before it): grouped by hash and
+    checked exactly (a collision keeps its own row)."""
+    _, first, inverse = fast_unique.unique_first_inverse(_row_hashes(keyed))
+    rep = first[inverse.reshape(-1)]
+    collided = ~(keyed == keyed[rep]).all(axis=1)
+    rep[collided] = np.flatnonzero(collided)
+    return rep
+
+
+BULK_MERGES = 64
+"""A vectorized pass over the whole table goes on while it merges at least this many states
+(or a sixteenth of them); fewer, and a worklist finishes (see :func:`_merge_equivalent`)."""
+
+
+def _merge_equivalent(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge states with identical rows and finality, until no two are left (sound, cheap).
+
+    Merging two states can make their predecessors' rows equal, and so on back along
+    chains of keys. Passes over the whole table merge equal rows while they merge many (a
+    trie of 5,000 enum values: whole levels at once); a pass per step of a chain of a few
+    merges each cost most of a small schema's compile, so then a worklist finishes: when a
+    class absorbs another, only the states with an edge into it are looked at again. The
+    result is the least fixpoint of merging equal rows; classes are numbered by their first
+    state, so the start state stays 0.
     """
-    for _ in range(rounds):
+    while True:
         n = table.shape[0]
         spend(8 * n)
         keyed = np.concatenate([table, accepting[:, None]], axis=1).astype(np.int64)
-        width = keyed.shape[1]
-        with np.errstate(over="ignore"):
-            h = (keyed @ _ROW_WEIGHTS[0, :width]) ^ ((keyed @ _ROW_WEIGHTS[1, :width]) >> 1)
-        _, first, inverse = fast_unique.unique_first_inverse(h)
-        rep = first[inverse.reshape(-1)]
-        collided = ~(keyed == keyed[rep]).all(axis=1)
-        rep[collided] = np.flatnonzero(collided)  # a hash collision keeps its own class
-        representatives = fast_unique.unique(rep)
+        first_pass = _equal_rows(keyed)
+        representatives = fast_unique.unique(first_pass)
         if representatives.size == n:
-            break
-        new_id = np.searchsorted(representatives, rep)
+            return table, accepting
+        if n - representatives.size < max(BULK_MERGES, n // 16):
+            return _merge_by_worklist(table, accepting, keyed, first_pass)
+        new_id = np.searchsorted(representatives, first_pass)
         kept = table[representatives]
         table = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
         accepting = accepting[representatives]
-    return table, accepting
+
+
+def _merge_by_worklist(
+    table: np.ndarray, accepting: np.ndarray, keyed: np.ndarray, first_pass: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_merge_equivalent` from a first pass of equal rows (``first_pass``: each state's
+    first equal state) on: a second vectorized pass, then the worklist (rows of current
+    classes indexed by their hash)."""
+    n = table.shape[0]
+    parent = first_pass.tolist()
+    roots = np.flatnonzero(first_pass == np.arange(n))
+    # the rows of the classes with the first merges applied; equal ones join below
+    mapped = np.where(keyed[roots, :-1] >= 0, first_pass[np.maximum(keyed[roots, :-1], 0)], -1)
+    mapped = np.concatenate([mapped, keyed[roots, -1:]], axis=1)
+    second_pass = _equal_rows(mapped)
+    # states with an edge into each class (of the first pass), as ranges of one sorted array
+    src, column = np.nonzero(table >= 0)
+    pairs = fast_unique.unique(first_pass[table[src, column].astype(np.int64)] * n + src)
+    into = (pairs % n).tolist()
+    starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
+    # a class -> the classes of the first pass it absorbed since (itself not included)
+    absorbed: dict[int, list[int]] = {}
+    load: dict[int, int] = {}  # a class -> the edges into it (first-pass classes: their range)
+    work: list[int] = []
+    accepts = accepting.tolist()
+
+    def find(s: int) -> int:
+        root = s
+        while parent[root] != root:
+            root = parent[root]
+        while parent[s] != root:
+            parent[s], s = root, parent[s]
+        return root
+
+    def join(a: int, b: int) -> int:
+        """Merge classes ``a`` and ``b``. The rows that name the smaller one change, so the
+        states with an edge into it are looked at again (the larger one's rows stay: a chain
+        of merges into a class with thousands of predecessors costs its own, not theirs)."""
+        if load.get(a, starts[a + 1] - starts[a]) < load.get(b, starts[b + 1] - starts[b]):
+            a, b = b, a
+        parent[b] = a
+        moved = [b, *absorbed.pop(b, ())]
+        absorbed.setdefault(a, []).extend(moved)
+        before = load.pop(b, starts[b + 1] - starts[b])
+        load[a] = load.get(a, starts[a + 1] - starts[a]) + before
+        for c in moved:
+            work.extend(into[starts[c] : starts[c + 1]])
+        return a
+
+    def row(s: int) -> list[int]:
+        return [find(t) if t >= 0 else -1 for t in table[s].tolist()] + [accepts[s]]
+
+    roots_list = roots.tolist()
+    for i in np.flatnonzero(second_pass != np.arange(roots.size)).tolist():
+        join(find(roots_list[int(second_pass[i])]), find(roots_list[i]))
+    hashes = _row_hashes(mapped).tolist()
+    index = dict(zip(hashes[::-1], roots_list[::-1], strict=True))  # (the first state per hash)
+    weights = np.ascontiguousarray(_ROW_WEIGHTS[:, : keyed.shape[1]].T)
+    while work:
+        s = find(work.pop())
+        cells = row(s)
+        low, high = (np.array(cells, dtype=np.int64) @ weights).tolist()
+        key = low ^ (high >> 1)
+        other = index.setdefault(key, s)
+        if other == s:
+            continue
+        o = find(other)
+        if o == s:
+            continue
+        if row(o) == cells:
+            index[key] = join(o, s)
+        else:  # the entry's row has changed since (or, never seen, a collision): s is current
+            index[key] = s
+    classes = np.array([find(s) for s in range(n)], dtype=np.int64)
+    first = np.full(n, n, dtype=np.int64)
+    np.minimum.at(first, classes, np.arange(n))
+    classes = first[classes]  # each class named by its first state
+    representatives = fast_unique.unique(classes)
+    new_id = np.searchsorted(representatives, classes)
+    kept = table[representatives]
+    merged = np.where(kept >= 0, new_id[np.maximum(kept, 0)], -1).astype(np.int32)
+    return merged, accepting[representatives]
 
 
 def language_size(dfa: ByteDFA, limit: int) -> int | None:
