@@ -195,7 +195,6 @@ class _CombinatorRules:
         - a ``not``, as its positive union (a absent, or b absent), beside the part's other
           keywords as a part of its own;
         - a ``oneOf``, as the exclusive branches of :meth:`union_branches` (an ``anyOf``);
-
         - ``if``/``then``/``else`` and dependencies, as their expansions (unions of exclusive
           branches).
 
