@@ -273,6 +273,47 @@ def _exclusive_required(branches: list) -> list | None:
     return out or [False]
 
 
+_CLOSED_OBJECT_KEYS = frozenset({"type", "properties", "additionalProperties", "required"})
+
+
+def _exclusive_closed_objects(resolved: list, combined: list, overlaps: set[tuple[int, int]]) -> list | None:
+    """``oneOf`` branches that overlap only as closed objects with disjoint declared keys,
+    rewritten to exclude each other, or None if they are not of that form.
+
+    Branches i and j (``type: object``, ``additionalProperties: false``, no other keywords
+    but ``properties`` and ``required``) whose declared names share none: an object of
+    branch i with a key fails branch j (the key is not j's), so the only object both may
+    accept is ``{}``. Branch i alone is then branch i with some key, where j accepts ``{}``
+    (nothing required), and branch i as it is otherwise. Exact: appveyor's commands, a
+    ``oneOf`` of a string and four objects of one optional key each (``ps``, ``cmd``, ...)."""
+    keys: dict[int, set[str]] = {}
+    for pair in overlaps:
+        for i in pair:
+            branch = resolved[i]
+            if i in keys:
+                continue
+            if (
+                not isinstance(branch, dict)
+                or set(branch) - ANNOTATIONS - _CLOSED_OBJECT_KEYS
+                or branch.get("additionalProperties") is not False
+                or _type_set(branch) != {"object"}
+                or not isinstance(branch.get("properties", {}), dict)
+                or not isinstance(branch.get("required", []), list)
+            ):
+                return None
+            keys[i] = set(branch.get("properties", {}))
+    out = list(combined)
+    for i, j in overlaps:
+        if keys[i] & keys[j]:
+            return None
+    for i in keys:
+        if any(not resolved[j].get("required") for a, j in overlaps if a == i):
+            names = sorted(keys[i])  # some key of branch i: never one of j's
+            some_key = {"anyOf": [{"required": [n]} for n in names]}
+            out[i] = {"allOf": [combined[i], some_key]} if names else False
+    return out
+
+
 def _flat(schema: Any) -> Any:
     """A property's schema with a mergeable ``allOf`` merged (where a oneOf branch's ``const``
     discriminator was combined with the declared property it refines)."""

@@ -18,6 +18,7 @@ from outlines_gguf.errors import (
 from outlines_gguf.json_schema.algebra import (
     _alternatives,
     _distribute,
+    _exclusive_closed_objects,
     _exclusive_required,
     _listed_values,
     _merge_all,
@@ -351,7 +352,10 @@ class _CombinatorRules:
                         "'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
                         path,
                     )
-                if overlaps:
+                closed = _exclusive_closed_objects(resolved, combined, overlaps) if overlaps else None
+                if closed is not None:
+                    combined = closed
+                elif overlaps:
                     try:
                         combined = self.exactly_one(base, branches, overlaps, path)
                     except SchemaError:
@@ -371,7 +375,10 @@ class _CombinatorRules:
         it; among objects they may well be disjoint. Per type: where two branches accept every
         value of it, none is valid; where one does, only the values no other branch accepts (a
         negation, not attempted: None); otherwise the branches restricted to the type, which
-        must be disjoint (else None). Returns branches whose union is exact, or None."""
+        must be disjoint (else None). Returns branches whose union is exact, or None.
+        A branch that is a lone ``$ref`` is read as its target (kustomization's patches: a
+        ``oneOf`` of two references to closed objects, each requiring a key the other lacks)."""
+        branches = [self.inline_refs(b, path) for b in branches]
         out: list[Any] = []
         for kind in ("null", "boolean", "object", "array", "string", "number"):
             everything, some = [], []

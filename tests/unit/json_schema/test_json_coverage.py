@@ -72,6 +72,22 @@ EXACT_SCHEMAS = [
     {"type": "object", "properties": PROPS, "not": {"if": {"required": ["a"]}, "then": {"required": ["b"]}}},
     {"type": "object", "properties": PROPS, "not": {"dependentRequired": {"a": ["c"]}}},
     {"type": "string", "not": {"$ref": "#/$defs/s"}, "$defs": {"s": {"enum": ["a", "b"]}}},
+    # oneOf whose branches overlap only at {}: closed objects of disjoint keys (appveyor)
+    {
+        "oneOf": [
+            {"type": "string"},
+            *(
+                {"type": "object", "properties": {k: {"type": t}}, "additionalProperties": False}
+                for k, t in (
+                    ("a", "integer"),
+                    ("b", "string"),
+                    ("c", "boolean"),
+                    ("d", "null"),
+                    ("e", "array"),
+                )
+            ),
+        ]
+    },
     # oneOf whose branches overlap
     {"type": "integer", "oneOf": [{"multipleOf": 2}, {"multipleOf": 3}]},
     {"type": "string", "oneOf": [{"minLength": 2}, {"pattern": "^a"}]},
@@ -463,6 +479,28 @@ TYPELESS_ONE_OFS = [
     },
     # a string branch and an object branch without types: strings match both unless too long
     {"oneOf": [{"maxLength": 3}, {"required": ["a"]}]},
+    # branches that are references to closed objects, each requiring a key the other lacks,
+    # with a closed object beside (kustomization's patches: the negation is not attempted)
+    {
+        "$defs": {
+            "byPath": {
+                "required": ["first"],
+                "properties": {"first": {"type": "string"}, "a": {"$ref": "#/$defs/target"}},
+                "additionalProperties": False,
+            },
+            "byName": {
+                "required": ["vehicle"],
+                "properties": {"vehicle": {"type": "string"}, "a": {"$ref": "#/$defs/target"}},
+                "additionalProperties": False,
+            },
+            "target": {
+                "type": "object",
+                "properties": {k: {"type": "string"} for k in ("group", "kind", "name", "version")},
+                "additionalProperties": False,
+            },
+        },
+        "oneOf": [{"$ref": "#/$defs/byPath"}, {"$ref": "#/$defs/byName"}],
+    },
 ]
 ANY_VALUES = [
     None, True, 0, 2.5, "", "abcdef", [], [1], {}, {"p": "visa", "c": 3}, {"p": "mastercard"},
