@@ -41,7 +41,6 @@ from outlines_gguf.json_schema.keywords import (
     MAX_DEPENDENCY_BRANCHES,
     MAX_ONEOF_CHOICES,
     MAX_ONEOF_EXCLUSIVE,
-    MAX_SPLICED,
     NOT_MULTIPLE_KEY,
     NOT_NUMBERS_KEY,
     NOT_PATTERN_KEY,
@@ -145,7 +144,7 @@ class _CombinatorRules:
         for i, part in enumerate(parts[1:]):
             if isinstance(part, dict):
                 self.check_shapes(part, f"{path}/allOf/{i}")
-        parts = self.refs_spliced([self.inline_refs(p, path) for p in _spliced(parts)], path)
+        parts = [self.inline_refs(p, path) for p in _spliced(parts)]
         for part in parts:
             values = _listed_values(part)
             if values is not None:  # an enum or const part: its values that pass every part
@@ -283,31 +282,6 @@ class _CombinatorRules:
             seen.add(ref)
             schema = self.resolve(ref, path)
         return schema
-
-    def refs_spliced(self: CompilerAPI, parts: list, path: str) -> list:
-        """``allOf`` parts with each ``$ref`` that has keywords beside it opened: its target and
-        those keywords become parts of their own (as :meth:`ref` reads it: the allOf of both),
-        so that they merge with the other parts. Left as a ``$ref``, the part was intersected as
-        an automaton whose object keys come in another order than the other parts' (yamllint's
-        rules: ``{"$ref": ..., "properties": {"max": ...}}`` over a ``$ref`` with properties of
-        its own refused every object with keys from both). Each reference is opened once per
-        ``allOf`` (a cycle stays a ``$ref``)."""
-        opened: set[str] = set()
-        while True:
-            out: list[Any] = []
-            for part in parts:
-                ref = part.get("$ref") if isinstance(part, dict) else None
-                if isinstance(ref, str) and ref not in opened and len(out) + len(parts) < MAX_SPLICED:
-                    opened.add(ref)
-                    out.append(self.resolve(ref, path))
-                    rest = {k: v for k, v in part.items() if k != "$ref" and k not in ANNOTATIONS}
-                    if rest:
-                        out.append(rest)
-                else:
-                    out.append(part)
-            if len(out) == len(parts) and all(a is b for a, b in zip(out, parts, strict=True)):
-                return parts
-            parts = [self.inline_refs(p, path) for p in _spliced(out)]
 
     def any_of(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
         key, combined = self.union_branches(schema, path)

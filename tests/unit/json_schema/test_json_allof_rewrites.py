@@ -159,24 +159,3 @@ def test_conditionals_and_dependencies_beside_other_parts_expand() -> None:
                 doc = {"beta": beta, "ecosystem": ecosystem, "assignees": assignees}
                 documents.append({k: v for k, v in doc.items() if v is not None})
     _judge(schema, documents)
-
-
-def test_references_with_keywords_beside_them_merge_at_every_level() -> None:
-    """A ``$ref`` with keywords beside it whose target is again a ``$ref`` with keywords: every
-    level's properties are one object's, in any order (yamllint's rule options: ``max``
-    beside a reference to ``level`` beside a reference to ``ignore``)."""
-    schema = {
-        "$defs": {
-            "rule": {"$ref": "#/$defs/ignore", "properties": {"level": {"enum": ["error", "warning"]}}},
-            "ignore": {"properties": {"ignore": {"type": "string"}}},
-        },
-        "type": "object",
-        "$ref": "#/$defs/rule",
-        "properties": {"max": {"type": "integer"}},
-    }
-    values = {"level": "error", "max": 80, "ignore": "x", "other": True}
-    documents: list = [{"level": "fatal"}, {"max": "80"}, {"ignore": 1, "max": 1}]
-    for n in range(len(values) + 1):
-        for keys in itertools.permutations(values, n):
-            documents.append({key: values[key] for key in keys})
-    _judge(schema, documents)
