@@ -477,15 +477,15 @@ def _merge_all(parts: list[Any]) -> dict | None:
     extras: dict[str, list[Any]] = {}
     for part in restricting:
         patterns = part.get("patternProperties", {})
+        if not isinstance(patterns, dict):
+            return None
         for name in everything - set(part.get("properties", {})):
             # a name one of the part's patterns matches is no additional property of it (its
             # pattern's schema applies, and still does merged: patterns apply to every key)
             try:
-                if isinstance(patterns, dict) and any(pattern_matches(p, name) for p in patterns):
+                if any(pattern_matches(p, name) for p in patterns):
                     continue
             except Undecided:
-                return None
-            if patterns and not isinstance(patterns, dict):
                 return None
             extras.setdefault(name, []).append(part["additionalProperties"])
     # keywords whose meaning depends on their siblings keep it only beside them: a part's
