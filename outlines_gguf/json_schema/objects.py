@@ -403,7 +403,7 @@ class _ObjectRules:
         document passes through are built, n of them for n members, where one automaton would
         need 2^n states. The values of the required members are the object node's ``needs``:
         the rest nodes are taken to be satisfiable without being compiled, which holds exactly
-        when those values are (see ``SplitSchema._settle_emptiness``)."""
+        when those values are (see ``SplitSchema._decide``)."""
         b = self.b
         assert self.calls is not None
         entry = self.open("{") if first else None

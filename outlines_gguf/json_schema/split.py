@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Hashable, Iterable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +137,9 @@ class SplitSchema(Locked):
         self._nodes: dict[int, Node] = {}
         self._unproductive: set[int] = set()
         self._active: set[int] = set()
-        self._productive: set[int] = set()  # checked productive, given what is unproductive now
+        self._productive: set[int] = set()  # compiled, and proven to be finishable
+        self._surely: dict[int, bool] = {}  # node -> _surely_satisfiable of its schema
+        self._judge: _Compiler | None = None  # answers questions about schemas (possible types)
         self._cut_pending = False  # a node turned out empty: cut the calls to it
         self._rest_templates: dict[int, _Template] = {}  # OBJECT_KEY of an object -> its template
         self._unique_items: dict[int, ByteDFA | None] = {}  # id of a unique array's items -> texts
@@ -238,14 +241,18 @@ class SplitSchema(Locked):
         return len(self._schemas)
 
     def node(self, number: int) -> Node:
-        """The compiled node, *active*: every callee is either compiled and known to be
-        productive (or cut), or certainly satisfiable by its schema alone."""
+        """The compiled node, *active*: whether each of its callees can be finished is known
+        (compiled and proven productive, cut as unproductive, or certainly satisfiable by its
+        schema alone), so that no mask leads into a value that cannot be completed."""
         if number in self._active:
             return self._nodes[number]
         with self._lock:
             if number not in self._active:
-                self._activate(number, set())
-                self._settle_emptiness()
+                node = self._compile(number)
+                targets = {number, *(callee for pairs in node.calls.values() for callee, _ in pairs)}
+                self._decide(targets)
+                self._cut_unproductive()
+                self._active.add(number)
             return self._nodes[number]
 
     @property
@@ -265,22 +272,6 @@ class SplitSchema(Locked):
                             # (rest nodes, 2^n per object, call nothing their object does not)
                             seen.add(callee)
                             order.append(callee)
-
-    def _activate(self, number: int, visiting: set[int]) -> None:
-        if number in self._active or number in visiting:
-            return
-        visiting.add(number)
-        node = self._compile(number)
-        for pairs in node.calls.values():
-            for callee, _ in pairs:
-                if callee in self._nodes or callee in visiting:
-                    continue
-                if _surely_satisfiable(self._schemas[callee][0], self.root):
-                    continue  # compiled when generation gets there
-                self._compile(callee)
-                if not self._nodes[callee].free_accept:
-                    self._activate(callee, visiting)
-        self._active.add(number)
 
     def _compile(self, number: int) -> Node:
         found = self._nodes.get(number)
@@ -507,30 +498,179 @@ class SplitSchema(Locked):
         free = not more or low < step
         return _node(number, path, table, accepting, calls, reach, shape, free)
 
-    def _settle_emptiness(self) -> None:
-        """Least fixpoint: a node is productive if acceptance is reachable with calls only to
-        productive nodes (nodes not compiled yet count as productive: they are compiled, and
-        checked, before generation can enter them). Calls to unproductive nodes are cut."""
-        changed = True
-        grew, self._cut_pending = self._cut_pending, False
-        while changed:
-            changed = False
-            for number, node in self._nodes.items():
-                if number in self._unproductive or node.free_accept or number in self._productive:
-                    continue
-                if _reaches_accept(node, self._unproductive) and self._unproductive.isdisjoint(node.needs):
-                    self._productive.add(number)
+    def _satisfiable(self, number: int) -> bool:
+        """``_surely_satisfiable`` of a node's schema, once per node."""
+        found = self._surely.get(number)
+        if found is None:
+            schema = self._schemas[number][0]
+            found = self._surely[number] = _surely_satisfiable(schema, self.root, types=self._possible_types)
+        return found
+
+    def _possible_types(self, schema: Any) -> set[str]:
+        if self._judge is None:
+            settings = (self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+            self._judge = _Compiler(self.root, *settings)
+        return self._judge.possible_types(schema, "#")
+
+    def _decided(self, number: int) -> bool:
+        if number in self._productive or number in self._unproductive:
+            return True
+        return number not in self._nodes and self._satisfiable(number)
+
+    def _decide(self, targets: set[int]) -> None:
+        """Find out whether each target can be finished, compiling as few nodes as that takes.
+
+        A node is productive when acceptance is reachable with calls only to productive nodes
+        (a least fixpoint: a cycle of calls with no way out finishes nothing). Proofs come
+        first, from what is known (compiled nodes proven productive, uncompiled ones satisfiable
+        by their schemas alone): one accepting path suffices, so a node whose own text or
+        surely satisfiable callees finish it needs nothing else compiled. What no proof covers
+        is refuted where even counting every uncompiled node as productive does not finish it;
+        what is left open compiles the nearest uncompiled node it calls, and is decided again."""
+        while True:
+            self._prove()
+            open_ = [t for t in targets if not self._decided(t)]
+            if not open_:
+                return
+            self._refute()
+            open_ = [t for t in open_ if not self._decided(t)]
+            if not open_:
+                return
+            nearest = self._frontier(open_)
+            if nearest is None:  # (cannot happen: with everything compiled, proofs decide)
+                raise AssertionError(f"emptiness undecided for nodes {open_}")
+            self._compile(nearest)
+
+    def _callees(self, node: Node) -> Iterable[int]:
+        for pairs in node.calls.values():
+            for callee, _ in pairs:
+                yield callee
+        yield from node.needs
+
+    def _prove(self) -> None:
+        """Grow ``_productive`` by what the known facts prove (see :meth:`_decide`)."""
+        self._productive |= self._finishable(self._satisfiable)
+
+    def _refute(self) -> None:
+        """Mark unproductive the compiled nodes that cannot be finished even if every
+        uncompiled node could."""
+        hoped = self._finishable(lambda callee: callee not in self._unproductive)
+        doomed = [n for n in self._nodes if n not in hoped and n not in self._unproductive]
+        if doomed:
+            self._unproductive.update(doomed)
+            self._cut_pending = True
+
+    def _finishable(self, uncompiled: Callable[[int], bool]) -> set[int]:
+        """The least set of nodes, ``_productive`` among them, in which every compiled node
+        reaches acceptance calling only nodes of the set, or uncompiled ones that
+        ``uncompiled`` accepts (a cycle of calls with no way out is not in it)."""
+        nodes, found = self._nodes, set(self._productive)
+
+        def usable(callee: int) -> bool:
+            return callee in found or (callee not in nodes and uncompiled(callee))
+
+        pending = [n for n in nodes if n not in found and n not in self._unproductive]
+        grew = True
+        while grew and pending:
+            grew, still = False, []
+            for number in pending:
+                node = nodes[number]
+                if node.free_accept or (all(usable(n) for n in node.needs) and _reaches_accept(node, usable)):
+                    found.add(number)
+                    grew = True
                 else:
-                    self._unproductive.add(number)
-                    self._productive.clear()  # found productive through a node that is not
-                    changed = grew = True
-        if grew:
-            for number, node in list(self._nodes.items()):
-                if number not in self._unproductive and any(
-                    callee in self._unproductive for pairs in node.calls.values() for callee, _ in pairs
-                ):
-                    self._nodes[number] = _cut_calls(node, self._unproductive)
-                    self.version += 1
+                    still.append(number)
+            pending = still
+        return found
+
+    def _frontier(self, open_: list[int]) -> int | None:
+        """The next node to compile for the open nodes: along each one's cheapest candidate
+        proof (:meth:`_candidate`), the first undecided callee, followed into its own candidate
+        where it is compiled; failing that (cycles), any uncompiled undecided node they call,
+        depth first."""
+        seen: set[int] = set()
+
+        def along(number: int) -> int | None:
+            if number in seen:
+                return None
+            seen.add(number)
+            if number not in self._nodes:
+                return number
+            for callee in self._candidate(self._nodes[number]):
+                found = along(callee)
+                if found is not None:
+                    return found
+            return None
+
+        for number in open_:
+            found = along(number)
+            if found is not None:
+                return found
+        seen, stack = set(open_), list(reversed(open_))
+        while stack:
+            number = stack.pop()
+            if number not in self._nodes:
+                return number
+            callees = [c for c in dict.fromkeys(self._callees(self._nodes[number])) if c not in seen]
+            for callee in reversed(callees):
+                if not self._decided(callee):
+                    seen.add(callee)
+                    stack.append(callee)
+        return None
+
+    def _candidate(self, node: Node) -> list[int]:
+        """The undecided callees (and needs) of a way through ``node`` to acceptance that
+        passes the fewest of them (calls to unproductive nodes not taken): what to compile so
+        that the node may be proven with the least work. A 0-1 breadth-first search, text and
+        calls to decided callees costing nothing."""
+        usable = {c for c in set(self._callees(node)) if self._decided(c) and c not in self._unproductive}
+        table, accepting = node.dfa.transitions, node.dfa.accepting
+        n = table.shape[0]
+        src, col = np.nonzero(table >= 0)
+        pairs = np.unique(src.astype(np.int64) * n + table[src, col])
+        starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
+        successors = (pairs % n).tolist()
+        via: dict[int, tuple[int, int | None]] = {}  # state -> (previous state, callee or None)
+        queue: deque[tuple[int, int]] = deque([(0, 0)])
+        cost = {0: 0}
+        end = None
+        while queue:
+            state, spent = queue.popleft()
+            if spent > cost[state]:
+                continue
+            if accepting[state]:
+                end = state
+                break
+            texts = successors[starts[state] : starts[state + 1]]
+            moves: list[tuple[int, int | None]] = [(t, None) for t in texts]
+            moves += [(ret, c) for c, ret in node.calls.get(state, ()) if c not in self._unproductive]
+            for target, callee in moves:
+                step = 0 if callee is None or callee in usable else 1
+                if spent + step < cost.get(target, n + 1):
+                    cost[target] = spent + step
+                    via[target] = (state, callee)
+                    (queue.appendleft if step == 0 else queue.append)((target, spent + step))
+        if end is None:
+            return []
+        path: list[int] = []
+        while end != 0:  # (the start's cost, 0, is never lowered: it is never re-entered)
+            end, callee = via[end]
+            if callee is not None and callee not in usable:
+                path.append(callee)
+        path.reverse()
+        return list(dict.fromkeys([*path, *(c for c in node.needs if not self._decided(c))]))
+
+    def _cut_unproductive(self) -> None:
+        """Cut the calls to nodes found unproductive (masks computed before may be stale)."""
+        if not self._cut_pending:
+            return
+        self._cut_pending = False
+        for number, node in list(self._nodes.items()):
+            if number not in self._unproductive and any(
+                callee in self._unproductive for pairs in node.calls.values() for callee, _ in pairs
+            ):
+                self._nodes[number] = _cut_calls(node, self._unproductive)
+                self.version += 1
 
 
 def _is_rest(schema: Any) -> bool:
@@ -559,11 +699,18 @@ _NESTING_KEYS = (
 )
 
 
-def _surely_satisfiable(schema: Any, root: Any = None, memo: dict[int, bool] | None = None) -> bool:
+Types = Callable[[Any], set[str]]
+"""The JSON types a schema's values may have (a superset; "number" comes with "integer")."""
+
+
+def _surely_satisfiable(
+    schema: Any, root: Any = None, memo: dict[int, bool] | None = None, types: Types | None = None
+) -> bool:
     """Some JSON value certainly satisfies ``schema``, by its keywords alone (a cheap, partial
     check: False means "compile it to know"). With ``root``, a lone ``$ref`` is followed, so that
-    definitions used by reference compile when generation reaches them. Linear in the schema:
-    each subschema is judged once (``memo``; one met again inside itself is not proof)."""
+    definitions used by reference compile when generation reaches them; with ``types``, a
+    ``oneOf`` whose satisfiable branch shares no type with the others stands. Linear in the
+    schema: each subschema is judged once (``memo``; one met again inside itself is not proof)."""
     if schema is True or schema == {}:
         return True
     if not isinstance(schema, dict) or UNIQUE_ITEM_KEY in schema or UNIQUE_ARRAY_KEY in schema:
@@ -572,15 +719,19 @@ def _surely_satisfiable(schema: Any, root: Any = None, memo: dict[int, bool] | N
     found = memo.get(id(schema))
     if found is None:
         memo[id(schema)] = False  # in progress
-        found = memo[id(schema)] = _satisfiable_by_keywords(schema, root, memo)
+        found = memo[id(schema)] = _satisfiable_by_keywords(schema, root, memo, types)
     return found
 
 
-def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> bool:
+def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool], types: Types | None) -> bool:
     """``_surely_satisfiable`` of one dict schema."""
+
+    def surely(sub: Any) -> bool:
+        return _surely_satisfiable(sub, root, memo, types)
+
     ref = schema.get("$ref")
     if root is not None and isinstance(ref, str) and not set(schema) & _KNOWN_KEYWORDS - {"$ref"}:
-        return _surely_satisfiable(_pointer_target(root, ref), root, memo)
+        return surely(_pointer_target(root, ref))
     if schema.get(WRITTEN_KEY) is not None:
         # the rest of an object: its caller's needs answer for its required values, and it is
         # only entered where it can be finished; below minProperties, compile it to know
@@ -589,12 +740,10 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> 
     if STRING_RUN_KEY in schema:  # low <= high: some string fits
         return True
     if ITEMS_RUN_KEY in schema:  # nothing, or items
-        return schema[ITEMS_RUN_KEY][0] == 0 or _surely_satisfiable(schema["items"], root, memo)
+        return schema[ITEMS_RUN_KEY][0] == 0 or surely(schema["items"])
     if EXTRA_KEY in schema and CHUNK_KEY not in schema and WRITTEN_KEY not in schema:
         # one extra member: its key can always be written
-        return not schema.get("patternProperties") and _surely_satisfiable(
-            schema.get("additionalProperties", True), root, memo
-        )
+        return not schema.get("patternProperties") and surely(schema.get("additionalProperties", True))
     known = set(schema) & _KNOWN_KEYWORDS
     declared = schema.get("type")
     kinds = declared if isinstance(declared, list) else [declared]
@@ -603,6 +752,10 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> 
         return known <= {"enum", "type"} and isinstance(values, list) and bool(of_types(values, declared))
     if "const" in known:
         return known <= {"const", "type"} and bool(of_types([schema["const"]], declared))
+    if known & {"anyOf", "oneOf"}:
+        return _a_branch_stands(schema, known, surely, types)
+    if kinds == ["array"] and known & _ITEM_COUNTS and known <= _ITEM_COUNTS | {"type", "items"}:
+        return _items_fit(schema, surely)
     if known & _BOUNDS:
         if not _bounds_leave_room(schema):
             return False
@@ -623,10 +776,58 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool]) -> 
     required = schema.get("required", [])
     if not isinstance(props, dict) or not isinstance(required, list):
         return False
-    if not all(name in props and _surely_satisfiable(props[name], root, memo) for name in required):
+    if not all(name in props and surely(props[name]) for name in required):
         return False
     # a run of members (chunked_object) writes at least one
-    return CHUNK_KEY not in schema or any(_surely_satisfiable(v, root, memo) for v in props.values())
+    return CHUNK_KEY not in schema or any(surely(v) for v in props.values())
+
+
+_ITEM_COUNTS = frozenset({"minItems", "maxItems", "uniqueItems"})
+
+
+def _a_branch_stands(
+    schema: dict, known: set[str], surely: Callable[[Any], bool], types: Types | None
+) -> bool:
+    """An ``anyOf`` or ``oneOf`` beside at most a ``type``: satisfiable where a surely
+    satisfiable branch's values are all of the declared types, and (``oneOf``) share no type
+    with another branch, so that no other branch can also match them."""
+    (key, *more) = sorted(known & {"anyOf", "oneOf"})
+    branches = schema[key]
+    if more or known - {key, "type"} or not isinstance(branches, list):
+        return False
+    declared = schema.get("type")
+    allowed = None
+    if declared is not None:
+        allowed = set(declared) if isinstance(declared, list) else {declared}
+        if "number" in allowed:
+            allowed.add("integer")
+    for i, branch in enumerate(branches):
+        if not surely(branch):
+            continue
+        if allowed is not None or key == "oneOf":
+            if types is None:
+                return False
+            mine = types(branch)
+            if allowed is not None and not mine <= allowed:
+                continue
+            if key == "oneOf" and any(mine & types(other) for j, other in enumerate(branches) if j != i):
+                continue
+        return True
+    return False
+
+
+def _items_fit(schema: dict, surely: Callable[[Any], bool]) -> bool:
+    """An array with item counts: the empty array where the minimum is 0, else that many
+    copies of a surely satisfiable item (unique: at most one)."""
+    low, high = schema.get("minItems", 0), schema.get("maxItems")
+    if not _is_int(low) or low < 0 or (high is not None and (not _is_int(high) or high < low)):
+        return False
+    if low == 0:
+        return True
+    items = schema.get("items", True)
+    if isinstance(items, list) or (low > 1 and schema.get("uniqueItems") is True):
+        return False
+    return surely(items)
 
 
 _BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
@@ -829,16 +1030,14 @@ def _plain_safe(table: np.ndarray, boundary: np.ndarray) -> np.ndarray:
     return ~reaching(plainish, boundary)
 
 
-def _reaches_accept(node: Node, unproductive: set[int] | None) -> bool:
-    """Acceptance is reachable from the start by text and calls (to productive callees;
-    ``unproductive=None``: by text alone): one backwards search (:func:`reaching`), a call
-    being an edge to its return state."""
+def _reaches_accept(node: Node, usable: Callable[[int], bool] | None) -> bool:
+    """Acceptance is reachable from the start by text and calls to callees that are
+    ``usable`` (None: by text alone): one backwards search (:func:`reaching`), a call being an
+    edge to its return state."""
     table, accepting = node.dfa.transitions, node.dfa.accepting
     extra = None
-    if unproductive is not None:
-        edges = [
-            (s, ret) for s, pairs in node.calls.items() for callee, ret in pairs if callee not in unproductive
-        ]
+    if usable is not None:
+        edges = [(s, ret) for s, pairs in node.calls.items() for callee, ret in pairs if usable(callee)]
         if edges:
             sources, returns = zip(*edges, strict=True)
             extra = (np.array(sources, dtype=np.int64), np.array(returns, dtype=np.int64))
