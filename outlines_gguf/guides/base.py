@@ -132,10 +132,14 @@ class TokenMask:
 
     def allows_any(self, ids: np.ndarray) -> bool:
         """Whether any of ``ids`` (an int array) is allowed."""
+        return self.allowed_among(ids).size > 0
+
+    def allowed_among(self, ids: np.ndarray) -> np.ndarray:
+        """Those of ``ids`` (an int array) that are allowed, in their order."""
         if self._keep is not None:
-            return bool(np.isin(ids, self._keep).any())
+            return ids[np.isin(ids, self._keep)]
         assert self._forbid is not None
-        return not bool(np.isin(ids, self._forbid).all())
+        return ids[~np.isin(ids, self._forbid)]
 
     def apply(self, scores: np.ndarray) -> None:
         """Set every forbidden entry of ``scores`` (any strided 1-D view) to -inf."""

@@ -47,6 +47,7 @@ class UniqueItemsGuide(Locked):
         self.vocabulary = inner.vocabulary
         self.initial_state: Hashable = (inner.initial_state, frozenset())
         self._masks: dict[Hashable, TokenMask] = {}  # states with an item being written
+        self._with_comma = np.array([b"," in token for token in self.vocabulary.tokens], dtype=bool)
 
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
@@ -78,15 +79,15 @@ class UniqueItemsGuide(Locked):
         node_of = self.schema.node
         items = [number for _, number, _ in configs if node_of(number).unique_item]
         leaving = self.inner.leaving_tokens(configs, items)
-        tokens = self.vocabulary.tokens
-        going_on = [t for t in leaving.tolist() if b"," in tokens[t]]  # (closing the array: always fits)
-        if not going_on or not mask.allows_any(np.asarray(going_on)):
+        going_on = leaving[self._with_comma[leaving]]  # (closing the array: always fits)
+        going_on = mask.allowed_among(going_on)
+        if not going_on.size:
             return mask
-        allowed = mask.allowed_ids(self.vocabulary.size)
-        present = set(allowed.tolist())
-        unreadable = [t for t in going_on if t in present and not self._next_item_fits(state, tokens[t])]
+        tokens = self.vocabulary.tokens
+        unreadable = [t for t in going_on.tolist() if not self._next_item_fits(state, tokens[t])]
         if not unreadable:
             return mask
+        allowed = mask.allowed_ids(self.vocabulary.size)
         kept = allowed[~np.isin(allowed, unreadable)]
         return TokenMask.allowing(kept, self.vocabulary.size, mask.eog_allowed)
 
@@ -195,21 +196,15 @@ def _split(state: Hashable) -> State:
 
 def _other_completion(dfa: ByteDFA, state: int, begun: bytes, done: bytes) -> bool:
     """Whether an item that has read ``begun`` (now in ``state``) can end as another text than
-    ``done``: a few completions are looked for breadth first (past the budget, assumed yes)."""
+    ``done``. Every state of a ``ByteDFA`` can still accept, so it cannot only where the one way
+    on is the rest of ``done``, byte for byte: no other byte anywhere along it, no acceptance
+    before its end, and nothing after it."""
     if not done.startswith(begun):
         return True  # (every live state has a completion, and none of them is ``done``)
-    forbidden = done[len(begun) :]
     table, accepting = dfa.transitions, dfa.accepting
-    queue: list[tuple[int, bytes]] = [(state, b"")]
-    for _ in range(_COMPLETION_BUDGET):
-        if not queue:
-            return False
-        s, text = queue.pop(0)
-        if accepting[s] and text != forbidden:
+    for byte in done[len(begun) :]:
+        row = table[state]
+        if accepting[state] or row[byte] < 0 or np.count_nonzero(row >= 0) > 1:
             return True
-        queue.extend((int(t), text + bytes((b,))) for b, t in enumerate(table[s].tolist()) if t >= 0)
-    return True
-
-
-_COMPLETION_BUDGET = 256
-"""States looked at for another completion of an item before assuming there is one."""
+        state = int(row[byte])
+    return not accepting[state] or bool((table[state] >= 0).any())

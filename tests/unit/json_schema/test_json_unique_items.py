@@ -4,7 +4,6 @@ the ones written per array, judged by ``jsonschema`` and by a brute force over t
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import jsonschema
 import numpy as np
@@ -12,12 +11,13 @@ import pytest
 from conftest import load_vocab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pushdown_oracle import brute_force_allowed
+from pushdown_oracle import brute_force_allowed, random_walk_text
 
 from outlines_gguf import JSONLogitsProcessor, SchemaError
+from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.compiler import compile_json_schema
 from outlines_gguf.json_schema.keywords import FREE_FORM_DEPTH
-from outlines_gguf.json_schema.unique import UniqueItemsGuide
+from outlines_gguf.json_schema.unique import UniqueItemsGuide, _other_completion
 
 STRINGS = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
 SCHEMAS = [
@@ -183,27 +183,6 @@ def test_a_token_that_ends_an_item_and_starts_the_next_leaves_that_one_a_value()
     assert np.array_equal(guide.mask(state).allowed_ids(vocab.size), brute_force_allowed(guide, state, vocab))
 
 
-def _random_walk(guide: Any, vocab: Any, rng: np.random.Generator, steps: int, stop: float) -> bytes | None:
-    """Random tokens from each mask, ending where end of generation is allowed (with probability
-    ``stop``, or when drawn): the text, or None past ``steps`` tokens. Every mask allows a token."""
-    state, text = guide.initial_state, b""
-    for _ in range(steps):
-        allowed = guide.mask(state).allowed_ids(vocab.size).tolist()
-        assert allowed, text
-        eog = [t for t in allowed if t in vocab.eog_ids]
-        if eog and rng.random() < stop:
-            break
-        token = int(rng.choice([t for t in allowed if t not in vocab.eog_ids] or eog))
-        if token in vocab.eog_ids:
-            break
-        state = guide.next_state(state, token)
-        text += vocab.tokens[token]
-    else:
-        return None
-    assert guide.is_final(state)
-    return text
-
-
 def test_random_walks_end_in_unique_items() -> None:
     # whatever the logits, a generation finishes valid: no item the array cannot finish
     vocab = load_vocab("spm32k")
@@ -212,7 +191,7 @@ def test_random_walks_end_in_unique_items() -> None:
         guide = JSONLogitsProcessor(schema, vocab).guide
         validator = jsonschema.Draft202012Validator(schema)
         for _ in range(6):
-            text = _random_walk(guide, vocab, rng, 200, 0.3)
+            text = random_walk_text(guide, vocab, rng, 200, 0.3)
             if text is not None:
                 assert validator.is_valid(json.loads(text)), text
 
@@ -293,6 +272,34 @@ def test_random_unique_arrays_walk_to_valid_documents() -> None:
             continue
         validator = jsonschema.Draft202012Validator(schema)
         for _ in range(2):
-            text = _random_walk(guide, vocab, rng, 100, 0.35)
+            text = random_walk_text(guide, vocab, rng, 100, 0.35)
             if text is not None:
                 assert validator.is_valid(json.loads(text)), (schema, text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pattern=st.sampled_from(["ab?c*", "(ab|a)(c|)", "a{1,3}b?", "(a|b)(a|b)", "abc", "a(b|c)d?", "[ab]+"]),
+    data=st.data(),
+)
+def test_another_completion_exactly_as_enumeration_says(pattern: str, data: st.DataObject) -> None:
+    # whether an item can still end as a text other than the one just completed: by the
+    # automaton's shape, equal to enumerating the completions (short patterns: a bounded search
+    # finds one where there is one)
+    dfa = regex_to_dfa(pattern)
+    begun = data.draw(st.text("abcd", max_size=4)).encode()
+    state = dfa.run(begun)
+    if state < 0:
+        return
+    rest = data.draw(st.text("abcd", max_size=5)).encode()
+    completions, frontier = set(), [(state, b"")]
+    for _ in range(len(rest) + dfa.n_states + 1):
+        step = []
+        for s, text in frontier:
+            if dfa.accepting[s]:
+                completions.add(text)
+            step += [
+                (int(t), text + bytes((b,))) for b, t in enumerate(dfa.transitions[s].tolist()) if t >= 0
+            ]
+        frontier = step
+    assert _other_completion(dfa, state, begun, begun + rest) == bool(completions - {rest})
