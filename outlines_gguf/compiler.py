@@ -35,6 +35,7 @@ from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.numbers import multiple_of_dfa
 from outlines_gguf.json_schema.runs import string_run_table
+from outlines_gguf.json_schema.scalars import pattern_part_dfa
 from outlines_gguf.tokens.cache import clear_gguf_cache
 from outlines_gguf.tokens.text import starts_plain_char
 from outlines_gguf.tokens.vocabulary import Vocabulary
@@ -211,6 +212,7 @@ def clear_caches(*vocabularies: Vocabulary) -> None:
     # pieces memoized where they are built, keyed by a terminal, a pattern or a step
     terminal_lexing.cache_clear()
     validate.pattern_dfa.cache_clear()
+    pattern_part_dfa.cache_clear()
     multiple_of_dfa.cache_clear()
     starts_plain_char.cache_clear()
     string_run_table.cache_clear()

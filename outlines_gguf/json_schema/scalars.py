@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Callable
+from functools import cache, lru_cache, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from outlines_gguf.automata.budget import MAX_DFA_STATES
@@ -259,9 +259,7 @@ class _ScalarRules:
             return self.b.seq([self.lit(quote), body, self.lit(quote)])
         # pattern and format, each over the JSON-escaped form, intersected
         shape: ByteDFA | None = None
-        for label, make in self.string_parts(pattern, fmt_regex, 0, None, path):
-            helper = NFABuilder(label)
-            part = helper.build(make(helper))
+        for part in self.string_parts(pattern, fmt_regex, path):
             shape = part if shape is None else intersect(shape, part)
             if shape is None:
                 return None
@@ -281,20 +279,38 @@ class _ScalarRules:
         # pattern's maxLength is capped where the layers would not fit (a valid subset)
         return layered_body(int(min_len), None if max_len is None else int(max_len), shape, fit=True)
 
-    def string_parts(
-        self: CompilerAPI,
-        pattern: str | None,
-        fmt_regex: str | None,
-        min_len: int,
-        max_len: int | None,
-        path: str,
-    ) -> Iterable[tuple[str, Callable[[NFABuilder], Fragment | None]]]:
-        if min_len or max_len is not None:
-            yield "string length", lambda b: b.repeat(lambda: any_string_char(b), min_len, max_len)
+    def string_parts(self: CompilerAPI, pattern: Any, fmt_regex: str | None, path: str) -> list[ByteDFA]:
+        """The automata a string's content must match: its ``pattern`` (searched) and its
+        format's regex, each over the JSON-escaped characters (built once per process)."""
+        parts = []
         if pattern is not None:
             if not isinstance(pattern, str):
                 raise self.fail("pattern must be a string", path)
-            searched = _searched(pattern)
-            yield f"pattern {pattern!r}", lambda b: b.regex(searched, lambda r: json_chars(b, r))
+            parts.append(pattern_part_dfa(pattern))
         if fmt_regex is not None:
-            yield "format", lambda b: b.regex(fmt_regex, lambda r: json_chars(b, r))
+            parts.append(format_part_dfa(fmt_regex))
+        return parts
+
+
+@lru_cache(maxsize=1024)
+def pattern_part_dfa(pattern: str) -> ByteDFA:
+    """The automaton of a string's content where ``pattern`` is found in it, built once per
+    pattern (real schemas repeat a pattern in many places; ``clear_caches`` forgets them)."""
+    return _content_dfa(f"pattern {pattern!r}", _searched(pattern))
+
+
+@cache
+def format_part_dfa(fmt_regex: str) -> ByteDFA:
+    """The automaton of a string's content in a format, built once per process, as the shared
+    pieces are (a format's regex is large: ``format: regex`` beside a pattern, as in GitLab
+    CI's ``coverage``, took 200 ms a node)."""
+    return _content_dfa("format", fmt_regex)
+
+
+def _content_dfa(label: str, regex: str) -> ByteDFA:
+    """``regex`` over JSON-escaped characters, read-only (it is shared)."""
+    helper = NFABuilder(label)
+    dfa = helper.build(helper.regex(regex, lambda r: json_chars(helper, r)))
+    dfa.transitions.flags.writeable = False
+    dfa.accepting.flags.writeable = False
+    return dfa
