@@ -142,13 +142,14 @@ def group_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def minimize(
-    table: np.ndarray, accepting: np.ndarray, byte_class: np.ndarray | None = None
+    table: np.ndarray, accepting: np.ndarray, byte_class: np.ndarray | None = None, merge: bool = True
 ) -> ByteDFA | None:
     """Drop dead states and merge equivalent ones (None if nothing is accepted).
 
     ``table`` has one column per byte class (``byte_class[b]``; None: one
     column per byte, grouped here), so the work scales with the classes the
-    automaton distinguishes, not with 256.
+    automaton distinguishes, not with 256. ``merge=False`` only drops dead states (an
+    automaton known to be near minimal, where looking for merges costs more than they save).
     """
     if byte_class is None:
         first, byte_class = group_columns(table)
@@ -156,7 +157,7 @@ def minimize(
     pruned = _prune_dead(table, accepting)
     if pruned is None:
         return None
-    merged, final = _merge_equivalent(*pruned)
+    merged, final = _merge_equivalent(*pruned) if merge else pruned
     return ByteDFA(np.ascontiguousarray(merged[:, byte_class]), final)
 
 

@@ -344,13 +344,13 @@ class FragmentBuilder:
                     _TEMPLATES.popitem(last=False)
         return template.copy_into(self.nfa) if isinstance(template, _Template) else None
 
-    def build(self, fragment: Fragment | None) -> ByteDFA:
-        """Determinize, drop dead states and merge equivalent ones."""
+    def build(self, fragment: Fragment | None, merge: bool = True) -> ByteDFA:
+        """Determinize, drop dead states and (``merge``) merge equivalent ones."""
         if fragment is None:
             raise EmptyLanguageError(f"{self.label} matches no string at all")
         start, accept = fragment
         with compile_budget(self.label):
-            dfa = minimize(*_determinize(self.nfa, start, accept, self.label))
+            dfa = minimize(*_determinize(self.nfa, start, accept, self.label), merge=merge)
             if dfa is None:
                 raise EmptyLanguageError(f"{self.label} matches no string at all")
             return dfa

@@ -41,11 +41,13 @@ from outlines_gguf.json_schema.validate import Undecided, pattern_matches
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
 
-ANY_ORDER_MAX = 64
+ANY_ORDER_MAX = 512
 """In split mode, an object with at most this many declared properties (and no
-min/maxProperties) takes them in any order, each at most once. Larger objects take them in the
-order of ``properties`` (extra members still anywhere), in runs of :data:`MEMBER_CHUNK`
-(``chunked_object``): every node of a set of members written holds a branch per member left."""
+min/maxProperties) takes them in any order, each at most once: configuration schemas declare
+a hundred keys or more (Hugo's, TypeScript's compilerOptions) and documents list them in
+their own order. Larger objects take them in the order of ``properties`` (extra members still
+anywhere), in runs of :data:`MEMBER_CHUNK` (``chunked_object``): every node of a set of
+members written holds a branch per member left, so a template grows with the members."""
 
 EAGER_ORDER_MAX = 3
 """Objects of at most this many members written in any order are one automaton with a state per

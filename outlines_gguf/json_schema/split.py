@@ -314,7 +314,9 @@ class SplitSchema(Locked):
             else:
                 with compile_budget(f"JSON schema at {path}"):
                     fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
-                    dfa = compiler.builder.build(fragment)  # raises EmptyLanguageError
+                    # (an object in any order: a branch per member, as its template)
+                    merge = not (isinstance(schema, dict) and WRITTEN_KEY in schema)
+                    dfa = compiler.builder.build(fragment, merge=merge)  # raises EmptyLanguageError
                     table, accepting = dfa.transitions, dfa.accepting
         except RecursionError as exc:
             raise ConstraintTooComplexError(f"{path}: the schema is nested too deeply") from exc
@@ -458,7 +460,9 @@ class SplitSchema(Locked):
         )
         with compile_budget(f"JSON schema at {path}"):
             fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
-            dfa = compiler.builder.build(fragment)
+            # not merged: a branch per member, each ending in its own tail call, leaves nothing
+            # but whitespace to merge, and looking for it was half the cost of a wide object
+            dfa = compiler.builder.build(fragment, merge=False)
         return _make_node(-1, path, dfa.transitions, dfa.accepting)
 
     def _counted_node(self, number: int, path: str, low: int, high: int | None, null: bool | None) -> Node:

@@ -80,7 +80,8 @@ def test_more_members_than_the_eager_limit_take_any_order() -> None:
 
 
 def test_only_the_sets_a_document_passes_through_are_compiled() -> None:
-    props = {f"k{i}": {"type": "integer"} for i in range(ANY_ORDER_MAX)}
+    assert ANY_ORDER_MAX >= 64
+    props = {f"k{i}": {"type": "integer"} for i in range(64)}
     schema = {"type": "object", "properties": props, "required": list(props)[::2]}
     split = SplitSchema(schema)
     guide = PushdownGuide(split, load_vocab("spm32k"))
@@ -222,7 +223,7 @@ def test_counted_members_come_in_any_order(low: int, high: int | None, closed: b
     "schema",
     [
         {"type": "object", "properties": {"error": {"type": "string"}}},  # (a direct key automaton)
-        {"properties": {"a\"b": {"type": "integer"}}, "additionalProperties": {"type": "integer"}},
+        {"properties": {'a"b': {"type": "integer"}}, "additionalProperties": {"type": "integer"}},
     ],
 )
 def test_extra_keys_take_the_escapes_of_characters_no_name_holds(schema: dict) -> None:
@@ -245,3 +246,28 @@ def test_extra_keys_take_the_escapes_of_characters_no_name_holds(schema: dict) -
         if state:
             got = guide.mask(state).allowed_ids(vocab.size)
             assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), prefix
+
+
+def test_a_configuration_sized_object_takes_its_keys_in_any_order() -> None:
+    # 150 declared keys (Hugo's configuration declares about 100): a document lists a few
+    # dozen in its own order, extra keys between them; judged by jsonschema, and a declared
+    # key written twice is refused
+    rng = np.random.default_rng(3)
+    kinds = [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}, {"type": "array", "items": {}}]
+    names = [f"{w}{i}" for i, w in enumerate(rng.choice(["base", "build", "cache", "theme", "lang"], 150))]
+    props = {n: kinds[int(rng.integers(len(kinds)))] for n in names}
+    schema = {"type": "object", "properties": props, "required": names[-3:]}
+    assert 64 < len(props) <= ANY_ORDER_MAX
+    samples = {"string": "x", "integer": 7, "boolean": False, "array": [1, "a"]}
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    for trial in range(4):
+        keys = list(rng.choice(names[:-3], 25, replace=False)) + names[-3:]
+        rng.shuffle(keys)
+        doc = {str(k): samples[props[str(k)]["type"]] for k in keys}
+        if trial % 2:
+            doc["undeclared"] = None
+        assert _valid(schema, doc) and _accepts(guide, json.dumps(doc).encode()), doc
+        twice = json.dumps(doc)[:-1] + f', "{keys[0]}": ' + json.dumps(doc[str(keys[0])]) + "}"
+        assert not _accepts(guide, twice.encode())
+        missing = {k: v for k, v in doc.items() if k != names[-1]}
+        assert not _valid(schema, missing) and not _accepts(guide, json.dumps(missing).encode())
