@@ -49,6 +49,11 @@ their own order. Larger objects take them in the order of ``properties`` (extra 
 anywhere), in runs of :data:`MEMBER_CHUNK` (``chunked_object``): every node of a set of
 members written holds a branch per member left, so a template grows with the members."""
 
+CANONICAL_ANY_ORDER_MAX = 5
+"""An item of an array with ``uniqueItems`` (compiled canonically, one automaton) takes the
+members of an object of at most this many in any order (2^n states), larger ones sorted: the
+items written are left out by every spelling of their values (``spellings.spellings_dfa``)."""
+
 EAGER_ORDER_MAX = 3
 """Objects of at most this many members written in any order are one automaton with a state per
 set of members written (2^n); larger ones are a node per set, compiled when generation reaches
@@ -167,7 +172,7 @@ class _ObjectRules:
             if any(n not in allowed for n in required):
                 return None
             props = {n: s for n, s in props.items() if n in allowed}
-        if self.canonical:  # one spelling per value: members in one order whatever the schema
+        if self.canonical:  # members in one order whatever the schema (where not in any order)
             props = dict(sorted(props.items()))
         additional = schema.get(
             "additionalProperties", True if self.extra_properties is None else self.extra_properties
@@ -260,6 +265,8 @@ class _ObjectRules:
             # a node of its own, even where this object is one branch of a union: the values
             # of its required members are that node's needs, and only its own
             return self.call_maker({**base, WRITTEN_KEY: None}, path)()
+        if self.canonical and 1 < len(members) <= CANONICAL_ANY_ORDER_MAX and not counted and extra is None:
+            return self.any_order_body(members, None)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
 
     def member_schemas(self: CompilerAPI, schema: dict, props: dict, path: str) -> dict:

@@ -54,6 +54,7 @@ from outlines_gguf.json_schema.runs import (
     counted_string,
     string_run_table,
 )
+from outlines_gguf.json_schema.spellings import spellings_dfa
 from outlines_gguf.json_schema.strings import (
     LayeredDFA,
     glue,
@@ -386,7 +387,7 @@ class SplitSchema(Locked):
             dfa = self._unique_items[id(items)]
             texts = [t.encode("utf-8", "surrogatepass") for t in schema[UNIQUE_EXCLUDED_KEY]]
             if dfa is not None and texts:
-                written = literal_trie_dfa(texts)
+                written = spellings_dfa(texts)  # (every key order of their small objects)
                 dfa = difference(dfa, written) if written is not None else dfa
         if dfa is None:
             self._unproductive.add(number)

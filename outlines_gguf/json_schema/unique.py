@@ -1,13 +1,15 @@
 """``uniqueItems``: the guide remembers the items.
 
 The items of such an array are a node of their own (``UNIQUE_ITEM_KEY``), spelled canonically
-(one text per value: object members in sorted order, spaced as ``json.dumps`` spaces them,
-:func:`~outlines_gguf.json_schema.strings.canonical_json_dfa`), so two items are equal exactly
-when their texts are. Which items an array instance has written
+(one text per scalar, spaced as ``json.dumps`` spaces them,
+:func:`~outlines_gguf.json_schema.strings.canonical_json_dfa`; the members of a small object in
+any order, larger ones sorted), so two items are equal exactly when one's text is a spelling of
+the other's value (``spellings.py``). Which items an array instance has written
 is generation state, not schema: :class:`UniqueItemsGuide` keeps, per array frame on the return
 stack, the text of the item being written, and when an item is complete it replaces that frame's
 node by the same automaton whose item calls go to the item *without the texts written so far*
-(:meth:`SplitSchema.unique_array`: a DFA difference with their trie, compiled once per set).
+(:meth:`SplitSchema.unique_array`: a DFA difference with their spellings, ``spellings.py``,
+compiled once per set).
 Masks, emptiness (an item that runs out of values is cut, so the array can only close) and the
 walks across calls and returns are then the pushdown guide's own.
 
@@ -28,6 +30,7 @@ from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.errors import ConstraintViolationError
 from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, TokenMask, bytes_to_read
 from outlines_gguf.json_schema.pushdown import MASK_CACHE_SIZE, PushdownGuide
+from outlines_gguf.json_schema.spellings import spellings_of
 from outlines_gguf.json_schema.split import Config
 from outlines_gguf.locking import Locked
 
@@ -117,8 +120,9 @@ class UniqueItemsGuide(Locked):
         if done is None or started < 0:
             return True
         begun = data[started:]
+        spellings = spellings_of(done)
         return any(
-            _other_completion(node_of(number).dfa, s, begun, done)
+            _other_completion(node_of(number).dfa, s, begun, spellings)
             for _, number, s in current
             if node_of(number).unique_item
         )
@@ -194,17 +198,28 @@ def _split(state: Hashable) -> State:
     return state
 
 
-def _other_completion(dfa: ByteDFA, state: int, begun: bytes, done: bytes) -> bool:
-    """Whether an item that has read ``begun`` (now in ``state``) can end as another text than
-    ``done``. Every state of a ``ByteDFA`` can still accept, so it cannot only where the one way
-    on is the rest of ``done``, byte for byte: no other byte anywhere along it, no acceptance
-    before its end, and nothing after it."""
-    if not done.startswith(begun):
-        return True  # (every live state has a completion, and none of them is ``done``)
+def _other_completion(dfa: ByteDFA, state: int, begun: bytes, spellings: ByteDFA) -> bool:
+    """Whether an item that has read ``begun`` (now in ``state``) can end as a text outside
+    ``spellings`` (those of the item just written: a value other than it). Every state of a
+    ``ByteDFA`` can still accept, so a search of the pairs of states stops at the first where
+    the spellings die or the item accepts and they do not."""
     table, accepting = dfa.transitions, dfa.accepting
-    for byte in done[len(begun) :]:
-        row = table[state]
-        if accepting[state] or row[byte] < 0 or np.count_nonzero(row >= 0) > 1:
+    spelled, spelled_accepting = spellings.transitions, spellings.accepting
+    start = spellings.run(begun)
+    if start < 0:
+        return True
+    seen, stack = {(state, start)}, [(state, start)]
+    while stack:
+        s, q = stack.pop()
+        if accepting[s] and not spelled_accepting[q]:
             return True
-        state = int(row[byte])
-    return not accepting[state] or bool((table[state] >= 0).any())
+        row = table[s]
+        for byte in np.flatnonzero(row >= 0).tolist():
+            nxt = int(spelled[q, byte])
+            if nxt < 0:
+                return True
+            pair = (int(row[byte]), nxt)
+            if pair not in seen:
+                seen.add(pair)
+                stack.append(pair)
+    return False

@@ -17,6 +17,7 @@ from outlines_gguf import JSONLogitsProcessor, SchemaError
 from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.compiler import compile_json_schema
 from outlines_gguf.json_schema.keywords import FREE_FORM_DEPTH
+from outlines_gguf.json_schema.strings import literal_trie_dfa
 from outlines_gguf.json_schema.unique import UniqueItemsGuide, _other_completion
 
 STRINGS = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
@@ -210,16 +211,16 @@ def test_what_unique_items_leave_out() -> None:
     declared = {"properties": {"b": {}, "a": {}}, "additionalProperties": {"type": "integer"}}
     objects = JSONLogitsProcessor({"items": declared, "uniqueItems": True}, vocab)
     assert objects.accepts('[{"a": 1, "b": 2},{"b": 1}]')
-    assert not objects.accepts('[{"b": 2, "a": 1}]')  # declared members in one order: sorted
+    assert objects.accepts('[{"b": 2, "a": 1}]')  # a small object's members in any order
+    assert not objects.accepts('[{"a": 1, "b": 2}, {"b": 2, "a": 1}]')  # ... but one value once
     assert not objects.accepts('[{"a": 1, "c": 1}]')  # no extra member where members are declared
-    # a listed object is spelled in the same member order as the declared ones
+    # a listed object, spelled in any member order as the declared ones are, is one value
     listed = [{"b": 1, "a": 1}, *({"a": i} for i in range(9))]
     mixed = {"items": {"anyOf": [{"enum": listed}, {"properties": {"a": {}, "b": {}}}]}, "uniqueItems": True}
     either = JSONLogitsProcessor(mixed, vocab)
     assert either.accepts('[{"a": 1, "b": 1}, {"a": 2}]')
-    assert not either.accepts('[{"b": 1, "a": 1}]') and not either.accepts(
-        '[{"a": 1, "b": 1}, {"a": 1, "b": 1}]'
-    )
+    assert either.accepts('[{"b": 1, "a": 1}]') and not either.accepts('[{"b": 1, "a": 1}, {"a": 1, "b": 1}]')
+    assert not either.accepts('[{"a": 1, "b": 1}, {"a": 1, "b": 1}]')
     with pytest.raises(SchemaError, match="uniqueItems"):  # a required position may run out of values
         JSONLogitsProcessor(
             {"prefixItems": [{"enum": [1, 2]}] * 3, "minItems": 3, "uniqueItems": True}, vocab
@@ -302,4 +303,64 @@ def test_another_completion_exactly_as_enumeration_says(pattern: str, data: st.D
                 (int(t), text + bytes((b,))) for b, t in enumerate(dfa.transitions[s].tolist()) if t >= 0
             ]
         frontier = step
-    assert _other_completion(dfa, state, begun, begun + rest) == bool(completions - {rest})
+    assert _other_completion(dfa, state, begun, literal_trie_dfa([begun + rest])) == bool(
+        completions - {rest}
+    )
+
+
+SECTIONS = {  # source maps' "sections": objects written in whatever member order
+    "type": "array",
+    "uniqueItems": True,
+    "items": {
+        "type": "object",
+        "properties": {
+            "offset": {
+                "type": "object",
+                "properties": {"line": {"type": "integer"}, "column": {"type": "integer"}},
+                "required": ["line", "column"],
+            },
+            "url": {"type": "string"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2},
+        },
+        "required": ["offset"],
+        "additionalProperties": False,
+    },
+}
+
+
+def test_object_items_in_any_member_order_are_one_value_each() -> None:
+    # items whose members (and their objects' members) come in any order; an item equal in
+    # value to one before it, whatever its order, is never completed. Judged by jsonschema
+    vocab = load_vocab("spm32k")
+    processor = JSONLogitsProcessor(SECTIONS, vocab)
+    validator = jsonschema.Draft202012Validator(SECTIONS)
+    rng = np.random.default_rng(5)
+    checked = rejected = 0
+    for _ in range(40):
+        items = []
+        for _ in range(int(rng.integers(1, 4))):
+            offset = {"line": int(rng.integers(2)), "column": int(rng.integers(2))}
+            item: dict = {"offset": dict(sorted(offset.items(), key=lambda _: rng.random()))}
+            if rng.random() < 0.5:
+                item["url"] = str(rng.choice(["a.map", "b.map"]))
+            if rng.random() < 0.3:
+                item["tags"] = list(rng.choice(["a", "b"], int(rng.integers(3))))
+            items.append(dict(sorted(item.items(), key=lambda _: rng.random())))
+        if rng.random() < 0.4:  # a copy of the first item, its members (and offset's) reordered
+            copy = {k: (dict(reversed(v.items())) if k == "offset" else v) for k, v in items[0].items()}
+            items.insert(int(rng.integers(1, len(items) + 1)), dict(reversed(copy.items())))
+        text = json.dumps(items)
+        valid = validator.is_valid(json.loads(text))
+        assert processor.accepts(text) == valid, text
+        checked += 1
+        rejected += not valid
+    assert rejected > 5 and checked - rejected > 5
+    # the mask after a permuted copy of the first item has begun: the closing value is left out
+    guide = processor.guide
+    state = guide.advance(
+        guide.initial_state, b'[{"offset": {"line": 0, "column": 1}}, {"offset": {"column": 1, "line": '
+    )
+    allowed = guide.mask(state).allowed_ids(vocab.size)
+    assert np.array_equal(allowed, brute_force_allowed(guide, state, vocab))
+    assert not guide.advance(state, b"0}}")
+    assert guide.advance(state, b"1}}") and guide.advance(state, b"0}, ")
