@@ -141,6 +141,7 @@ class SplitSchema(Locked):
         self._productive: set[int] = set()  # compiled, and proven to be finishable
         self._surely: dict[int, bool] = {}  # node -> _surely_satisfiable of its schema
         self._judge: _Compiler | None = None  # answers questions about schemas (possible types)
+        self._edges: dict[int, tuple[Node, list[int], list[int]]] = {}  # see _successors
         self._cut_pending = False  # a node turned out empty: cut the calls to it
         self._rest_templates: dict[int, _Template] = {}  # OBJECT_KEY of an object -> its template
         self._unique_items: dict[int, ByteDFA | None] = {}  # id of a unique array's items -> texts
@@ -156,6 +157,12 @@ class SplitSchema(Locked):
             # the error it may cause (raised by the nodes themselves, in their own context) is
             # raised here, not when generation reaches it
             self.compile_all()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without what it keeps only to answer questions faster."""
+        state = super().__getstate__()
+        state["_judge"], state["_edges"] = None, {}
+        return state
 
     def _scan(self) -> Exception | None:
         """Check every reachable subschema's keywords and keyword shapes now, so that an
@@ -593,6 +600,9 @@ class SplitSchema(Locked):
         proof (:meth:`_candidate`), the first undecided callee, followed into its own candidate
         where it is compiled; failing that (cycles), any uncompiled undecided node they call,
         depth first."""
+        for number in open_:  # (each activation's callees: compiled before any search)
+            if number not in self._nodes:
+                return number
         seen: set[int] = set()
 
         def along(number: int) -> int | None:
@@ -629,12 +639,9 @@ class SplitSchema(Locked):
         that the node may be proven with the least work. A 0-1 breadth-first search, text and
         calls to decided callees costing nothing."""
         usable = {c for c in set(self._callees(node)) if self._decided(c) and c not in self._unproductive}
-        table, accepting = node.dfa.transitions, node.dfa.accepting
-        n = table.shape[0]
-        src, col = np.nonzero(table >= 0)
-        pairs = np.unique(src.astype(np.int64) * n + table[src, col])
-        starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
-        successors = (pairs % n).tolist()
+        accepting = node.dfa.accepting
+        n = accepting.size
+        starts, successors = self._successors(node)
         via: dict[int, tuple[int, int | None]] = {}  # state -> (previous state, callee or None)
         queue: deque[tuple[int, int]] = deque([(0, 0)])
         cost = {0: 0}
@@ -664,6 +671,19 @@ class SplitSchema(Locked):
                 path.append(callee)
         path.reverse()
         return list(dict.fromkeys([*path, *(c for c in node.needs if not self._decided(c))]))
+
+    def _successors(self, node: Node) -> tuple[list[int], list[int]]:
+        """A node's distinct text edges as ranges of one list (``starts[s]:starts[s + 1]``),
+        read once per node (a node open over several compiles is searched again each time)."""
+        found = self._edges.get(node.number)
+        if found is None or found[0] is not node:
+            table = node.dfa.transitions
+            n = table.shape[0]
+            src, col = np.nonzero(table >= 0)
+            pairs = np.unique(src.astype(np.int64) * n + table[src, col])
+            starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
+            found = self._edges[node.number] = (node, starts, (pairs % n).tolist())
+        return found[1], found[2]
 
     def _cut_unproductive(self) -> None:
         """Cut the calls to nodes found unproductive (masks computed before may be stale)."""
