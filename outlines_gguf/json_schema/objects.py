@@ -51,8 +51,11 @@ members written holds a branch per member left, so a template grows with the mem
 
 CANONICAL_ANY_ORDER_MAX = 5
 """An item of an array with ``uniqueItems`` (compiled canonically, one automaton) takes the
-members of an object of at most this many in any order (2^n states), larger ones sorted: the
-items written are left out by every spelling of their values (``spellings.spellings_dfa``)."""
+members of an object of at most this many, none of which holds an object or an array, in any
+order (2^n states, each member's automaton on 2^(n-1) edges: nested, the copies multiply and a
+5-by-5 object passed 20,000 states); other objects sorted. The items written are left out by
+every spelling of their values (``spellings.spellings_dfa``, a superset: any order wherever at
+most this many members), so no two items are one value either way."""
 
 EAGER_ORDER_MAX = 3
 """Objects of at most this many members written in any order are one automaton with a state per
@@ -266,7 +269,9 @@ class _ObjectRules:
             # of its required members are that node's needs, and only its own
             return self.call_maker({**base, WRITTEN_KEY: None}, path)()
         if self.canonical and 1 < len(members) <= CANONICAL_ANY_ORDER_MAX and not counted and extra is None:
-            return self.any_order_body(members, None)
+            nested = any({"object", "array"} & self.possible_types(sub, path) for sub in props.values())
+            if not nested:
+                return self.any_order_body(members, None)
         return self.object_body(members, extra, min_p, None if max_p is None else int(max_p))
 
     def member_schemas(self: CompilerAPI, schema: dict, props: dict, path: str) -> dict:

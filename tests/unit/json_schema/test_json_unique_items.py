@@ -208,15 +208,21 @@ def test_what_unique_items_leave_out() -> None:
     assert not unique_any.accepts('[{"a":1}]')  # one spelling: json.dumps's spaces
     assert not unique_any.accepts('[{"a": 1, "b": 2}]')  # free-form objects: a member at most
     assert not unique_any.accepts("[1.0]") and not unique_any.accepts("[1e2]")  # numbers: one spelling
-    declared = {"properties": {"b": {}, "a": {}}, "additionalProperties": {"type": "integer"}}
+    scalars = {"type": ["integer", "string"]}
+    declared = {"properties": {"b": scalars, "a": scalars}, "additionalProperties": {"type": "integer"}}
     objects = JSONLogitsProcessor({"items": declared, "uniqueItems": True}, vocab)
     assert objects.accepts('[{"a": 1, "b": 2},{"b": 1}]')
     assert objects.accepts('[{"b": 2, "a": 1}]')  # a small object's members in any order
     assert not objects.accepts('[{"a": 1, "b": 2}, {"b": 2, "a": 1}]')  # ... but one value once
     assert not objects.accepts('[{"a": 1, "c": 1}]')  # no extra member where members are declared
+    nesting = {"items": {"properties": {"b": {}, "a": {}}}, "uniqueItems": True}  # members may hold objects:
+    assert not JSONLogitsProcessor(nesting, vocab).accepts('[{"b": 2, "a": 1}]')  # sorted
     # a listed object, spelled in any member order as the declared ones are, is one value
     listed = [{"b": 1, "a": 1}, *({"a": i} for i in range(9))]
-    mixed = {"items": {"anyOf": [{"enum": listed}, {"properties": {"a": {}, "b": {}}}]}, "uniqueItems": True}
+    mixed = {
+        "items": {"anyOf": [{"enum": listed}, {"properties": {"a": scalars, "b": scalars}}]},
+        "uniqueItems": True,
+    }
     either = JSONLogitsProcessor(mixed, vocab)
     assert either.accepts('[{"a": 1, "b": 1}, {"a": 2}]')
     assert either.accepts('[{"b": 1, "a": 1}]') and not either.accepts('[{"b": 1, "a": 1}, {"a": 1, "b": 1}]')
@@ -329,32 +335,38 @@ SECTIONS = {  # source maps' "sections": objects written in whatever member orde
 
 
 def test_object_items_in_any_member_order_are_one_value_each() -> None:
-    # items whose members (and their objects' members) come in any order; an item equal in
-    # value to one before it, whatever its order, is never completed. Judged by jsonschema
+    # the members of small objects that hold no object or array (offset's; a pair's) come in
+    # any order, those of the section (which holds offset) sorted; an item equal in value to
+    # one before it, whatever its order, is never completed. Judged by jsonschema
     vocab = load_vocab("spm32k")
-    processor = JSONLogitsProcessor(SECTIONS, vocab)
-    validator = jsonschema.Draft202012Validator(SECTIONS)
+    pairs = {
+        "type": "array",
+        "uniqueItems": True,
+        "items": {
+            "type": "object",
+            "properties": {"name": {"enum": ["a", "b"]}, "value": {"type": "integer"}},
+        },
+    }
     rng = np.random.default_rng(5)
-    checked = rejected = 0
-    for _ in range(40):
-        items = []
-        for _ in range(int(rng.integers(1, 4))):
-            offset = {"line": int(rng.integers(2)), "column": int(rng.integers(2))}
-            item: dict = {"offset": dict(sorted(offset.items(), key=lambda _: rng.random()))}
-            if rng.random() < 0.5:
-                item["url"] = str(rng.choice(["a.map", "b.map"]))
-            if rng.random() < 0.3:
-                item["tags"] = list(rng.choice(["a", "b"], int(rng.integers(3))))
-            items.append(dict(sorted(item.items(), key=lambda _: rng.random())))
-        if rng.random() < 0.4:  # a copy of the first item, its members (and offset's) reordered
-            copy = {k: (dict(reversed(v.items())) if k == "offset" else v) for k, v in items[0].items()}
-            items.insert(int(rng.integers(1, len(items) + 1)), dict(reversed(copy.items())))
-        text = json.dumps(items)
-        valid = validator.is_valid(json.loads(text))
-        assert processor.accepts(text) == valid, text
-        checked += 1
-        rejected += not valid
-    assert rejected > 5 and checked - rejected > 5
+    for schema in (SECTIONS, pairs):
+        processor = JSONLogitsProcessor(schema, vocab)
+        validator = jsonschema.Draft202012Validator(schema)
+        checked = rejected = 0
+        for _ in range(40):
+            items = [
+                _random_section(rng) if schema is SECTIONS else _random_pair(rng)
+                for _ in range(rng.integers(1, 4))
+            ]
+            if rng.random() < 0.4:  # a copy of the first item, its small objects' members reordered
+                copy = _reordered(items[0], schema is pairs)
+                items.insert(int(rng.integers(1, len(items) + 1)), copy)
+            text = json.dumps(items)
+            valid = validator.is_valid(json.loads(text))
+            assert processor.accepts(text) == valid, text
+            checked += 1
+            rejected += not valid
+        assert rejected > 5 and checked - rejected > 5
+    processor = JSONLogitsProcessor(SECTIONS, vocab)
     # the mask after a permuted copy of the first item has begun: the closing value is left out
     guide = processor.guide
     state = guide.advance(
@@ -364,3 +376,24 @@ def test_object_items_in_any_member_order_are_one_value_each() -> None:
     assert np.array_equal(allowed, brute_force_allowed(guide, state, vocab))
     assert not guide.advance(state, b"0}}")
     assert guide.advance(state, b"1}}") and guide.advance(state, b"0}, ")
+
+
+def _random_section(rng: np.random.Generator) -> dict:
+    offset = {"line": int(rng.integers(2)), "column": int(rng.integers(2))}
+    item: dict = {"offset": dict(sorted(offset.items(), key=lambda _: rng.random()))}
+    if rng.random() < 0.5:
+        item["url"] = str(rng.choice(["a.map", "b.map"]))
+    if rng.random() < 0.3:
+        item["tags"] = list(rng.choice(["a", "b"], int(rng.integers(3))))
+    return dict(sorted(item.items()))  # (a section holds an object: its members sorted)
+
+
+def _random_pair(rng: np.random.Generator) -> dict:
+    pair = {"name": str(rng.choice(["a", "b"])), "value": int(rng.integers(2))}
+    return dict(sorted(pair.items(), key=lambda _: rng.random()))
+
+
+def _reordered(item: dict, whole: bool) -> dict:
+    """``item`` with the members of its small objects reversed (``whole``: its own too)."""
+    inner = {k: (dict(reversed(v.items())) if isinstance(v, dict) else v) for k, v in item.items()}
+    return dict(reversed(inner.items())) if whole else inner
