@@ -10,6 +10,7 @@ from outlines_gguf.automata.ops import intersect
 from outlines_gguf.errors import OutlinesGGUFError
 from outlines_gguf.json_schema.keywords import (
     _ARRAY_SIBLINGS,
+    _CONTAINS_KEYS,
     _COUNT_FLIP,
     _FAMILY,
     _FLIP,
@@ -500,13 +501,15 @@ def _merge_all(parts: list[Any]) -> dict | None:
         set(p) & _ARRAY_SIBLINGS == {"items"} and isinstance(p["items"], (dict, bool)) for p in with_items
     ):
         return None  # (``items`` as a schema alone applies to every item: those merge)
+    if sum(1 for p in dicts if _CONTAINS_KEYS & set(p)) > 1:
+        return None  # (one part's contains merges: it reads every item, whatever the items say)
     merged: dict[str, Any] = {}
     for part in parts:
         if part is True:
             continue
         if part is False or not isinstance(part, dict):
             return None if part is not False else {"enum": []}
-        if (set(part) & KNOWN_KEYWORDS) - _MERGEABLE - {"not"}:
+        if (set(part) & KNOWN_KEYWORDS) - _MERGEABLE - _CONTAINS_KEYS - {"not"}:
             return None
         for key, value in part.items():
             if key in ANNOTATIONS or key not in KNOWN_KEYWORDS:

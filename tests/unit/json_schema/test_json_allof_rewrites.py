@@ -18,6 +18,7 @@ import pytest
 from conftest import load_vocab
 
 from outlines_gguf import JSONLogitsProcessor
+from outlines_gguf.json_schema.algebra import _merge_all
 
 FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore", "paths", "paths-ignore")
 
@@ -159,3 +160,26 @@ def test_conditionals_and_dependencies_beside_other_parts_expand() -> None:
                 doc = {"beta": beta, "ecosystem": ecosystem, "assignees": assignees}
                 documents.append({k: v for k, v in doc.items() if v is not None})
     _judge(schema, documents)
+
+
+def test_contains_in_one_part_merges_with_the_items_of_another() -> None:
+    # a oneOf whose branches differ in what their array items hold makes each branch "items X
+    # and not items Y", i.e. allOf[{items: X}, {contains: not Y}]: contains reads every item
+    # whatever the items say, so the parts merge (GitHub's package inventories went to the
+    # whole-DFA intersection and past its work budget). Two parts with contains do not merge
+    item = {
+        "type": "object",
+        "properties": {"sum": {"type": "string"}, "n": {"type": "integer"}},
+        "required": ["n"],
+    }
+    schema = {
+        "type": "array",
+        "allOf": [{"items": item}, {"contains": {"properties": {"n": {"minimum": 5}}}, "minContains": 2}],
+    }
+    assert _merge_all([{"items": item}, {"contains": {}, "maxContains": 1}]) is not None
+    assert _merge_all([{"contains": {"type": "integer"}}, {"contains": {"type": "string"}}]) is None
+    values = [{"n": 1}, {"n": 7}, {"n": 9, "sum": "a"}, {"sum": "x"}, 3]
+    documents = [list(combo) for k in range(4) for combo in itertools.product(values, repeat=k)]
+    _judge(schema, documents)
+    two = {"type": "array", "allOf": [{"contains": {"type": "integer"}}, {"contains": {"type": "string"}}]}
+    _judge(two, [list(c) for k in range(4) for c in itertools.product([1, "a", None], repeat=k)])
