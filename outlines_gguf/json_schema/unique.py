@@ -50,7 +50,7 @@ class UniqueItemsGuide(Locked):
         self.vocabulary = inner.vocabulary
         self.initial_state: Hashable = (inner.initial_state, frozenset())
         self._masks: dict[Hashable, TokenMask] = {}  # states with an item being written
-        self._with_comma = np.array([b"," in token for token in self.vocabulary.tokens], dtype=bool)
+        self._with_comma = self.vocabulary.holding(ord(","))
 
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()

@@ -114,7 +114,8 @@ class Vocabulary:
             for name, value in vars(klass).items()
             if isinstance(value, cached_property)
         }
-        state = {k: v for k, v in self.__dict__.items() if k not in lazy and k != "_class_tries"}
+        dropped = {"_class_tries", "_holding"}
+        state = {k: v for k, v in self.__dict__.items() if k not in lazy and k not in dropped}
         if "hash" in self.__dict__:
             state["hash"] = self.__dict__["hash"]  # cheap to keep, costly to recompute
         lengths = np.fromiter((len(t) for t in self.tokens), dtype=np.uint32, count=len(self.tokens))
@@ -289,6 +290,20 @@ class Vocabulary:
                     cache.pop(next(iter(cache)))
                 trie = cache.setdefault(key, trie)
         return trie
+
+    def holding(self, byte: int) -> np.ndarray:
+        """Per token: whether its bytes include ``byte`` (a boolean array, built once per byte
+        from the tokens joined: a test per token took 60 ms at 128k)."""
+        cache = self.__dict__.setdefault("_holding", {})
+        found = cache.get(byte)
+        if found is None:
+            lengths = np.fromiter(map(len, self.tokens), dtype=np.int64, count=len(self.tokens))
+            blob = np.frombuffer(b"".join(self.tokens), dtype=np.uint8)
+            owners = np.searchsorted(np.cumsum(lengths), np.flatnonzero(blob == byte), side="right")
+            found = np.zeros(self.size, dtype=bool)
+            found[owners] = True
+            cache[byte] = found
+        return found
 
     def clear_class_tries(self) -> None:
         """Forget the byte-class tries (:meth:`class_trie`); the next guide rebuilds its own."""

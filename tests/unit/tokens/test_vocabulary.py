@@ -143,3 +143,12 @@ def test_prepare_builds_what_the_first_mask_would() -> None:
         assert "_subtree_size" in trie.__dict__ and "_lists" in trie.__dict__
     after = RegexGuide(dfa, prepared).mask(inside).allowed_ids(prepared.size)
     assert (before == after).all() and before.size > 0
+
+
+@pytest.mark.parametrize("name", ["spm32k", "qwen2-152k"])
+def test_holding_marks_the_tokens_that_hold_a_byte(name: str) -> None:
+    vocab = load_vocab(name)
+    for byte in (ord(","), ord('"'), 0xE2, 0):
+        want = [bytes((byte,)) in token for token in vocab.tokens]
+        assert vocab.holding(byte).tolist() == want
+    assert "_holding" not in Vocabulary.__getstate__(vocab)  # (derived: rebuilt where needed)
