@@ -23,6 +23,7 @@ from outlines_gguf.json_schema.keywords import (
     MAX_ONEOF_CHOICES,
     MAX_SPLICED,
     MAX_UNIQUE_VALUES,
+    NOT_MULTIPLE_KEY,
     _is_int,
 )
 from outlines_gguf.json_schema.lexical import _searched
@@ -382,6 +383,9 @@ def _disjoint(a: Any, b: Any) -> bool:
         tb.add("integer")
     if not ta & tb:
         return True
+    for x, ty in ((a, tb), (b, ta)):
+        if ty <= {"integer"} and 1 in (x.get(NOT_MULTIPLE_KEY) or ()):
+            return True  # numbers with a fraction, and integers
     for x, y in ((a, b), (b, a)):
         if "const" in x or "enum" in x:
             values = [x["const"]] if "const" in x else x.get("enum", [])
@@ -526,7 +530,7 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 for name in common:
                     props[name] = {"allOf": [merged[key][name], value[name]]}
                 merged[key] = props
-            elif key == "items":  # (schemas for every item: see above)
+            elif key in ("items", "propertyNames"):  # (schemas for every item, every key)
                 merged[key] = {"allOf": [merged[key], value]}
             elif key == "not":  # not a and not b: not (a or b)
                 merged[key] = {"anyOf": [merged[key], value]}

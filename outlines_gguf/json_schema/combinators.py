@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
 
 
+MAX_DISJOINT_DEPTH = 4
+"""How deep ``disjoint`` looks through references, ``anyOf`` branches and held properties."""
+
+
 def _common_types(parts: list[Any]) -> list[Any] | None:
     """``parts`` of an allOf, each part without ``type`` limited to the types every part admits
     (None if there is none): the intersection is the same, and a part's automaton is not built
@@ -315,7 +319,7 @@ class _CombinatorRules:
                 (i, j)
                 for i in range(n)
                 for j in range(n)
-                if i != j and kinds[i] & kinds[j] and not _safely_disjoint(resolved[i], resolved[j])
+                if i != j and kinds[i] & kinds[j] and not self.disjoint(resolved[i], resolved[j], path)
             }
             try:
                 if overlaps and n > MAX_ONEOF_EXCLUSIVE:
@@ -371,7 +375,7 @@ class _CombinatorRules:
                 continue
             resolved = [self.flatten(b, path) for b in some]
             for i, a in enumerate(resolved):
-                if any(not _safely_disjoint(a, b) for b in resolved[i + 1 :]):
+                if any(not self.disjoint(a, b, path) for b in resolved[i + 1 :]):
                     return None
             out.extend(some)
         return out or [False]
@@ -392,6 +396,40 @@ class _CombinatorRules:
         known = (set(branch) & KNOWN_KEYWORDS) - ANNOTATIONS - {"type"}
         foreign = set().union(*(v for k, v in _TYPE_KEYWORDS.items() if k != kind))
         return "all" if known <= foreign else "some"
+
+    def disjoint(self: CompilerAPI, a: Any, b: Any, path: str, depth: int = 0) -> bool:
+        """True only if no value satisfies both schemas (sound, partial): the module's test
+        (``_disjoint``), looking through ``$ref``, into ``anyOf`` branches (each disjoint from
+        the other schema), and into the properties an object of either must hold (a value of
+        both holds the key, with a value of both). Swagger's file schema requires ``type:
+        "file"``, which its other schema's ``type`` (the draft-04 metaschema's, by reference)
+        never is."""
+        if _safely_disjoint(a, b):
+            return True
+        if depth >= MAX_DISJOINT_DEPTH:
+            return False
+        try:
+            a, b = self.flatten(a, path), self.flatten(b, path)
+        except SchemaError:
+            return False
+        for x, y in ((a, b), (b, a)):
+            options = x.get("anyOf") if isinstance(x, dict) else None
+            if isinstance(options, list) and options:
+                if all(self.disjoint(option, y, path, depth + 1) for option in options):
+                    return True
+        if not isinstance(a, dict) or not isinstance(b, dict) or _safely_disjoint(a, b):
+            return _safely_disjoint(a, b)
+        if not self.possible_types(a, path) & self.possible_types(b, path) <= {"object"}:
+            return False  # (values of another type hold no key)
+        held = [n for x in (a, b) if isinstance(x.get("required"), list) for n in x["required"]]
+        props_a, props_b = a.get("properties"), b.get("properties")
+        if not isinstance(props_a, dict) or not isinstance(props_b, dict):
+            return False
+        return any(
+            self.disjoint(props_a[n], props_b[n], path, depth + 1)
+            for n in dict.fromkeys(held)
+            if isinstance(n, str) and n in props_a and n in props_b
+        )
 
     def possible_types(
         self: CompilerAPI, schema: Any, path: str, seen: frozenset[int] = frozenset()
@@ -460,8 +498,10 @@ class _CombinatorRules:
             if any(o is False for o in others):
                 continue  # another branch holds whenever this one does
             choices: list[list[Any]] = [[]]
+            context = self.flatten({"allOf": [*extra, branch]} if extra else branch, path)
             for negated in others:
-                options = _alternatives(negated)
+                # (alternatives no value of this branch takes are left out: other types, say)
+                options = [o for o in _alternatives(negated) if not _safely_disjoint(o, context)]
                 choices = [[*c, o] for c in choices for o in options]
                 if len(out) + len(choices) > MAX_ONEOF_CHOICES:
                     raise self.fail(
@@ -498,22 +538,28 @@ class _CombinatorRules:
 
     def negate_within(self: CompilerAPI, schema: Any, context: Any, path: str) -> Any:
         """The values of ``context`` that ``schema`` rejects (another oneOf branch's, say), where
-        ``schema`` cannot be negated on its own because of its ``additionalProperties``, and
-        ``context`` is a closed object (``additionalProperties: false``, no patterns): its
-        objects hold only the keys it declares, so "a key ``schema`` takes as additional, with
-        a value that fails it" is one of those keys present (``{"key"}`` and ``{"keys"}`` as
-        closed objects: the other's key written). None where that does not apply."""
+        ``schema`` cannot be negated on its own because of its ``additionalProperties`` (or of a
+        property's, at any depth), and ``context`` is a closed object (``additionalProperties:
+        false``, no patterns): its objects hold only the keys it declares, so "a key ``schema``
+        takes as additional, with a value that fails it" is one of those keys present
+        (``{"key"}`` and ``{"keys"}`` as closed objects: the other's key written), and "a
+        property with a value that fails it" is negated among the values the context's own
+        property takes. Exact only beside ``context``. None where that does not apply."""
         closed = self.flatten(context, path)
         negated = self.flatten(schema, path)
         if not isinstance(closed, dict) or not isinstance(negated, dict):
             return None
-        if closed.get("additionalProperties", True) is not False or closed.get("patternProperties"):
+        declared = self.held_keys(closed, path)
+        if declared is None:
             return None
-        declared = closed.get("properties", {})
         additional = negated.get("additionalProperties", True)
-        if additional is True or not isinstance(declared, dict):
-            return None  # (what made the negation fail is elsewhere)
-        rest = {k: v for k, v in negated.items() if k != "additionalProperties"}
+        taken = negated.get("properties", {})
+        patterns = negated.get("patternProperties", {})
+        if not isinstance(taken, dict) or not isinstance(patterns, dict):
+            return None
+        names = negated.get("propertyNames", True)
+        member_keys = ("additionalProperties", "properties", "patternProperties", "propertyNames")
+        rest = {k: v for k, v in negated.items() if k not in member_keys}
         options: list[Any] = []
         if (set(rest) & KNOWN_KEYWORDS) - ANNOTATIONS:
             rest_negated = self.negate(rest, path)
@@ -521,25 +567,86 @@ class _CombinatorRules:
                 return None
             if rest_negated is not False:
                 options.append(rest_negated)
-        taken = negated.get("properties", {})
-        patterns = negated.get("patternProperties", {})
-        if not isinstance(taken, dict) or not isinstance(patterns, dict):
+        # the schemas each key the context may hold must satisfy in ``schema``
+        applied: list[tuple[str, Any]] = [(name, sub) for name, sub in taken.items() if name in declared]
+        validator = Validator(self.root, MARKER_CHECKS)
+        try:
+            for name in declared:
+                applied += [(name, sub) for p, sub in patterns.items() if pattern_matches(p, name)]
+                if names is not True and not validator.is_valid(names, name):
+                    options.append({"type": "object", "required": [name]})  # a name it refuses
+        except Undecided:
             return None
+        for name, sub in applied:
+            failing_here = self.negate(sub, path)
+            if failing_here is None:  # (a closed object inside: negated among the context's values)
+                failing_here = self.negate_within(sub, declared[name], f"{path}/properties/{name}")
+                if failing_here is None:
+                    return None
+            own = self.flatten(declared[name], path)
+            for option in _alternatives(failing_here) if failing_here is not False else []:
+                if not _safely_disjoint(option, own):  # (what the context's value can be)
+                    options.append({"type": "object", "required": [name], "properties": {name: option}})
         failing = True if additional is False else self.negate(additional, path)
         if failing is None:
             return None
+        if failing is False:  # (nothing fails as additional, or the context has no other key)
+            return {"anyOf": options} if options else False
         try:
             for name in declared:
-                if failing is False or name in taken or any(pattern_matches(p, name) for p in patterns):
-                    continue  # not additional for ``schema``, or any value passes
+                if name in taken or any(pattern_matches(p, name) for p in patterns):
+                    continue  # not additional for ``schema``
                 options.append({"type": "object", "required": [name], "properties": {name: failing}})
         except Undecided:
             return None
         return {"anyOf": options} if options else False
 
+    def held_keys(self: CompilerAPI, schema: dict, path: str) -> dict[str, Any] | None:
+        """The keys an object of ``schema`` may hold, each with the schema its value must
+        satisfy, where they are finitely many: its properties, if ``additionalProperties`` is
+        false without patterns; the names its ``propertyNames`` lists (an ``enum`` or
+        ``const``) otherwise. None where any key may appear."""
+        properties = schema.get("properties", {})
+        patterns = schema.get("patternProperties", {})
+        additional = schema.get("additionalProperties", True)
+        if not isinstance(properties, dict) or not isinstance(patterns, dict):
+            return None
+        if additional is False and not patterns:
+            return properties
+        names = self.flatten(schema.get("propertyNames", True), path)
+        if not isinstance(names, dict) or not ("enum" in names or "const" in names):
+            return None
+        listed = [names["const"]] if "const" in names else names["enum"]
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            return None
+        validator = Validator(self.root, MARKER_CHECKS)
+        held: dict[str, Any] = {}
+        try:
+            for name in dict.fromkeys(listed):
+                if not validator.is_valid(names, name):
+                    continue
+                parts = [sub for p, sub in patterns.items() if pattern_matches(p, name)]
+                if name in properties:
+                    parts.append(properties[name])
+                elif not parts:
+                    parts.append(additional)
+                if any(part is False for part in parts):
+                    continue
+                held[name] = parts[0] if len(parts) == 1 else {"allOf": parts}
+        except Undecided:
+            return None
+        return held
+
     def flatten(self: CompilerAPI, schema: Any, path: str) -> Any:
         """A schema with top-level $ref and mergeable allOf resolved (for disjointness checks)."""
         schema = self.inline_refs(schema, path)
+        while (
+            isinstance(schema, dict)
+            and isinstance(schema.get("allOf"), list)
+            and len(schema["allOf"]) == 1
+            and not (set(schema) - {"allOf"}) & KNOWN_KEYWORDS
+        ):
+            schema = self.inline_refs(schema["allOf"][0], path)  # (one part: that part)
         if isinstance(schema, dict) and isinstance(schema.get("allOf"), list):
             merged = _merge_all(conjuncts(schema, lambda part: self.inline_refs(part, path)))
             return merged if merged is not None else schema

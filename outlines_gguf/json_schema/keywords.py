@@ -322,7 +322,7 @@ _MERGEABLE = (
     | _ARRAY_KEYS
     | _STRING_KEYS
     | _NUMBER_KEYS
-    | {"type", "enum", "const", *_NEGATION_MARKERS}
+    | {"type", "enum", "const", "propertyNames", *_NEGATION_MARKERS}
     | ANNOTATIONS
 )
 

@@ -183,3 +183,22 @@ def test_contains_in_one_part_merges_with_the_items_of_another() -> None:
     _judge(schema, documents)
     two = {"type": "array", "allOf": [{"contains": {"type": "integer"}}, {"contains": {"type": "string"}}]}
     _judge(two, [list(c) for k in range(4) for c in itertools.product([1, "a", None], repeat=k)])
+
+
+def test_property_names_merge_with_the_properties_of_another_part() -> None:
+    """``propertyNames`` reads every key, whatever the properties beside it: it merges. Before,
+    the parts were intersected as whole automata, whose objects take undeclared keys only after
+    the declared ones (``{"a": 1, "b": 2}`` was rejected)."""
+    schema = {
+        "allOf": [
+            {"type": "object", "propertyNames": {"enum": ["a", "b", "c"]}},
+            {"type": "object", "required": ["b"], "properties": {"b": {"type": "integer"}}},
+            {"propertyNames": {"maxLength": 1}},
+        ]
+    }
+    documents: list = []
+    for n in range(3):
+        for keys in itertools.permutations(("a", "b", "c", "dd"), n + 1):
+            documents.append({key: 1 for key in keys})
+    documents += [{"b": "s"}, {"a": 1}]
+    _judge(schema, documents)

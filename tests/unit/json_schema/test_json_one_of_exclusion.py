@@ -1,0 +1,194 @@
+"""``oneOf`` branches that may overlap, made exclusive: "branch i and not branch j".
+
+Configuration schemas (SchemaStore's Azure Functions ``host.json``, ``pubspec``, ``.swcrc``)
+list alternative shapes of one object as closed objects that share keys, with closed objects
+inside them, or tell a branch by the names it allows (``propertyNames``) or by the values of
+its patterns. Such a branch cannot be negated on its own (any key may be added to make it
+fail), but among the objects of the other branch, which hold only keys from a known list, it
+can. Every test judges the processor by ``jsonschema`` on every combination of keys and
+values listed, so an enumeration of the shapes, not a sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import jsonschema
+import pytest
+from conftest import load_vocab
+
+from outlines_gguf import JSONLogitsProcessor
+from outlines_gguf.errors import SchemaError
+
+
+def _judge(schema: dict, documents: list) -> None:
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    processor.guide.schema.compile_all()  # type: ignore[attr-defined]  # every node within the limits
+    validator = jsonschema.Draft202012Validator(schema)
+    assert any(validator.is_valid(d) for d in documents) and not all(validator.is_valid(d) for d in documents)
+    for document in documents:
+        assert processor.accepts(json.dumps(document)) == validator.is_valid(document), document
+
+
+def _objects(values: dict[str, list], most: int) -> list[dict]:
+    """Every object of at most ``most`` of the keys, each with each of its values."""
+    out: list[dict] = []
+    for n in range(most + 1):
+        for keys in itertools.combinations(values, n):
+            for chosen in itertools.product(*(values[k] for k in keys)):
+                out.append(dict(zip(keys, chosen, strict=True)))
+    return out
+
+
+OFFSETS_FULL = {
+    "type": "object",
+    "properties": {"type": {"enum": ["fromStart", "fromEnd"]}, "time": {"type": "string"}},
+    "additionalProperties": False,
+}
+OFFSETS_TYPE = {
+    "type": "object",
+    "properties": {"type": {"enum": ["fromStart", "fromEnd", "fromTime"]}},
+    "additionalProperties": False,
+}
+EVENT_HUBS = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {
+                "batch": {"type": "integer"},
+                "prefetch": {"type": "integer"},
+                "offsets": OFFSETS_FULL,
+            },
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {
+                "batch": {"type": "integer"},
+                "offsets": OFFSETS_TYPE,
+                "processor": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {
+                "prefetch": {"type": "integer"},
+                "batch": {"type": "integer"},
+                "size": {"type": "integer"},
+            },
+            "additionalProperties": False,
+        },
+    ]
+}
+"""The shape of ``host.json``'s ``eventHubs``: three closed objects sharing keys, two of them
+with a closed ``offsets`` object whose keys and values differ."""
+
+
+def test_closed_objects_sharing_keys_are_told_apart_by_the_keys_held() -> None:
+    offsets = [{}, {"type": "fromStart"}, {"type": "fromTime"}, {"time": ""}, {"type": "fromEnd", "time": ""}]
+    values = {"batch": [1], "prefetch": [2, 2.5], "offsets": offsets, "processor": [True], "size": [3]}
+    _judge(EVENT_HUBS, _objects(values, 3))
+
+
+def test_a_branch_closed_by_the_names_it_allows() -> None:
+    """Versions (keys from a list, integer values) against flags (a closed object of one
+    boolean): ``{}`` is both, so neither; a browser's version is only the first."""
+    schema = {
+        "oneOf": [
+            {
+                "type": "object",
+                "propertyNames": {"enum": ["chrome", "edge"]},
+                "patternProperties": {"": {"type": "integer"}},
+            },
+            {
+                "type": "object",
+                "properties": {"esmodules": {"type": "boolean"}},
+                "additionalProperties": False,
+            },
+        ]
+    }
+    values = {"chrome": [1, "x", False], "edge": [2], "esmodules": [True, 3]}
+    _judge(schema, _objects(values, 2))
+
+
+def test_patterns_of_the_negated_branch_apply_to_the_keys_the_other_holds() -> None:
+    """Each branch negated among the other's objects: the second's patterns and its list of
+    names apply to the keys the first declares."""
+    schema = {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"x-a": {"type": "integer"}, "b": {"type": "integer"}},
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "patternProperties": {"^x-": {"minimum": 5}},
+                "properties": {"b": {"maximum": 3}},
+                "propertyNames": {"enum": ["x-a", "x-b", "b"]},
+            },
+        ]
+    }
+    values = {"x-a": [1, 7], "b": [1, 4], "x-b": [6], "c": [0]}
+    _judge(schema, _objects(values, 3))
+
+
+def test_branches_disjoint_through_a_referenced_property_need_no_negation() -> None:
+    """Swagger 2.0's response schema: a schema object whose ``type`` (a reference to a list
+    of names, or an array of them) never holds ``"file"``, and a file schema that requires
+    it. Both allow vendor extensions (``^x-``), so neither can be negated; none needs to be."""
+    schema = {
+        "$defs": {
+            "names": {"enum": ["string", "object", "array"]},
+            "type": {
+                "anyOf": [{"$ref": "#/$defs/names"}, {"type": "array", "items": {"$ref": "#/$defs/names"}}]
+            },
+            "schema": {
+                "type": "object",
+                "properties": {"type": {"$ref": "#/$defs/type"}, "title": {"type": "string"}},
+                "patternProperties": {"^x-": True},
+                "additionalProperties": False,
+            },
+            "file": {
+                "type": "object",
+                "properties": {"type": {"enum": ["file"]}, "title": {"type": "string"}},
+                "required": ["type"],
+                "patternProperties": {"^x-": True},
+                "additionalProperties": False,
+            },
+        },
+        "oneOf": [{"$ref": "#/$defs/schema"}, {"description": "a file", "$ref": "#/$defs/file"}],
+    }
+    values = {"type": ["file", "string", ["array"]], "title": ["t"], "x-y": [1], "z": [0]}
+    _judge(schema, _objects(values, 2))
+
+
+def test_integers_and_numbers_with_a_fraction_are_disjoint() -> None:
+    """A closed object whose ``n`` is an integer against one whose ``n`` may be any number: the
+    second, negated among the first's objects, fails only by keys (a fraction never occurs)."""
+    schema = {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"n": {"type": "integer"}, "a": {}},
+                "additionalProperties": False,
+            },
+            {"type": "object", "properties": {"n": {"type": "number"}}, "additionalProperties": False},
+        ]
+    }
+    _judge(schema, _objects({"n": [1, 1.5, "s"], "a": [0]}, 2))
+
+
+def test_a_branch_open_to_any_key_is_still_refused() -> None:
+    """Neither holds keys from a list: "a key the closed one does not declare" is not
+    expressed, and 'exactly one' is refused rather than loosened."""
+    schema = {
+        "oneOf": [
+            {"type": "object", "patternProperties": {"": {"type": "integer"}}},
+            {"type": "object", "properties": {"a": {"type": "boolean"}}, "additionalProperties": False},
+        ]
+    }
+    with pytest.raises(SchemaError, match="cannot be negated"):
+        JSONLogitsProcessor(schema, load_vocab("spm32k"))
