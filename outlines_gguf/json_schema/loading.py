@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from outlines_gguf.errors import ConstraintTooComplexError, SchemaError
-from outlines_gguf.json_schema.dialects import drop_undefined_keywords
+from outlines_gguf.json_schema.dialects import drop_undefined_keywords, ignore_ref_siblings
 from outlines_gguf.json_schema.documents import embed_documents
 from outlines_gguf.json_schema.refs import localize_refs
 from outlines_gguf.json_schema.unevaluated import rewrite_unevaluated
@@ -44,7 +44,8 @@ def prepare_schema(
     if extra_properties is None and is_pydantic:
         extra_properties = False
     try:
-        root = rewrite_unevaluated(localize_refs(embed_documents(drop_undefined_keywords(root), refs)))
+        localized = localize_refs(embed_documents(drop_undefined_keywords(root), refs))
+        root = rewrite_unevaluated(ignore_ref_siblings(localized))
     except RecursionError as exc:
         raise ConstraintTooComplexError("the schema is nested too deeply") from exc
     except SchemaError:

@@ -1,5 +1,6 @@
 """A schema declaring draft 4, 6 or 7 is read as that draft's validators read it: keywords of
-later drafts are unknown there, so they constrain nothing (``json_schema/dialects.py``)."""
+later drafts are unknown there, so they constrain nothing, and neither do the keywords beside a
+``$ref`` (``json_schema/dialects.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import load_vocab
 
 from outlines_gguf import JSONLogitsProcessor, SchemaError
-from outlines_gguf.json_schema.dialects import drop_undefined_keywords
+from outlines_gguf.json_schema.dialects import drop_undefined_keywords, ignore_ref_siblings
 
 DRAFT4 = "http://json-schema.org/draft-04/schema#"
 DRAFT6 = "http://json-schema.org/draft-06/schema#"
@@ -30,6 +31,25 @@ CASES = [
     ({"$schema": DRAFT6, "if": {"type": "integer"}, "then": {"minimum": 5}}, [3, 7, "x"]),
     ({"$schema": DRAFT4, "const": 3, "type": "integer"}, [3, 4, "x"]),
     ({"$schema": DRAFT4, "propertyNames": {"maxLength": 1}}, [{"ab": 1}, {"a": 1}]),
+    # beside a $ref, keywords are ignored (yamllint's root: a definition "extended" so)
+    (
+        {
+            "$schema": DRAFT4,
+            "definitions": {"base": {"properties": {"ignore": {"type": "string"}}}},
+            "$ref": "#/definitions/base",
+            "properties": {"rules": {"type": "integer"}},
+            "required": ["rules"],
+        },
+        [{"rules": "x"}, {"ignore": 1}, {"ignore": "s", "rules": 2}, {}],
+    ),
+    (
+        {
+            "$schema": DRAFT7,
+            "definitions": {"list": {"type": "array"}},
+            "properties": {"a": {"$ref": "#/definitions/list", "maxItems": 1, "items": {"type": "string"}}},
+        },
+        [{"a": [1, 2, 3]}, {"a": "x"}, {"a": []}],
+    ),
     # a property named like a keyword is a name, not a keyword
     (
         {"$schema": DRAFT7, "type": "object", "properties": {"minContains": {"type": "integer"}}},
@@ -64,3 +84,24 @@ def test_the_schema_given_is_not_modified() -> None:
     assert json.dumps(schema) == before
     plain = {"contains": {}, "minContains": 0}
     assert drop_undefined_keywords(plain) is plain  # (no draft declared: every keyword counts)
+
+
+def test_keywords_beside_a_ref_apply_from_2019_09_on() -> None:
+    schema = {"$defs": {"list": {"type": "array"}}, "$ref": "#/$defs/list", "maxItems": 1}
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert processor.accepts("[1]") and not processor.accepts("[1, 2]")
+    assert ignore_ref_siblings(schema) is schema
+
+
+def test_a_keyword_beside_a_ref_that_a_reference_points_into_is_kept() -> None:
+    """Removing it would leave the reference pointing to nothing; kept, it is enforced (more
+    than draft 7 says: a subset of the valid values, never a superset)."""
+    schema = {
+        "$schema": DRAFT7,
+        "definitions": {"base": {"type": "object"}},
+        "$ref": "#/definitions/base",
+        "properties": {"a": {"type": "integer"}, "b": {"$ref": "#/properties/a"}},
+    }
+    assert ignore_ref_siblings(schema) == schema
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert processor.accepts('{"b": 1}') and not processor.accepts('{"b": "x"}')
