@@ -54,7 +54,9 @@ def _distribute(parts: list[Any]) -> dict | None:
         if options is None:
             continue
         others = parts[:i] + parts[i + 1 :]
-        return {"anyOf": [{"allOf": [*others, option]} for option in options]}
+        # (options the other parts contradict are left out: "requires a" beside "a: false")
+        kept = [option for option in options if not _provably_empty([*others, option])]
+        return {"anyOf": [{"allOf": [*others, option]} for option in kept or options[:1]]}
     return None
 
 

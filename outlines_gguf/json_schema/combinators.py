@@ -167,10 +167,11 @@ class _CombinatorRules:
             return self.value(merged, path, depth)
         parts = self.parts_as_unions(parts, path)
         spread = _distribute(parts)
-        if spread is not None and len(spread["anyOf"]) <= self._spread[0]:
+        if spread is not None and len(spread["anyOf"]) - 1 <= self._spread[0]:
             # allOf[a, anyOf[b, c]] = anyOf[allOf[a, b], allOf[a, c]]: parts that merge (a budget
-            # per compile: nested unions would multiply)
-            self._spread[0] -= len(spread["anyOf"])
+            # per compile of the alternatives added: nested unions would multiply; a union
+            # whose other options the parts contradict adds none)
+            self._spread[0] -= len(spread["anyOf"]) - 1
             return self.value(spread, path, depth)
         typed = _common_types(parts)
         if typed is None:

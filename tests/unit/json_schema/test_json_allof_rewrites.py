@@ -59,7 +59,7 @@ EVENT = {
 def _judge(schema: dict, documents: list) -> None:
     processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
     processor.guide.schema.compile_all()  # type: ignore[attr-defined]  # every node within the limits
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
     for document in documents:
         assert processor.accepts(json.dumps(document)) == validator.is_valid(document), document
 
@@ -202,3 +202,56 @@ def test_property_names_merge_with_the_properties_of_another_part() -> None:
             documents.append({key: 1 for key in keys})
     documents += [{"b": "s"}, {"a": 1}]
     _judge(schema, documents)
+
+
+CHANNEL = (
+    r"^(?:stable|beta|nightly|\d+(?:\.\d+){1,2})(?:-\d{4}(?:-\d{2}){2})?(?:-\D[^-]*(?:(?:-(?:[^-]+)){1,3}))?$"
+)
+
+TOOLCHAIN = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "minProperties": 1,
+    "properties": {
+        "channel": {"type": "string", "pattern": CHANNEL},
+        "components": {"type": "array", "items": {"enum": ["rustc", "cargo", "clippy"]}},
+        "targets": {"type": "array", "items": {"type": "string"}},
+        "profile": {"enum": ["minimal", "default", "complete"]},
+        "path": {"type": "string"},
+    },
+    "oneOf": [
+        {"not": {"properties": {"path": {"type": "string"}}, "required": ["path"]}},
+        {"required": ["path"]},
+    ],
+    "dependencies": {
+        "path": {"not": {"properties": {"channel": {"type": "string"}}, "required": ["channel"]}},
+        "channel": {"not": {"properties": {"path": {"type": "string"}}, "required": ["path"]}},
+        "profile": {
+            "anyOf": [
+                {"properties": {"channel": {"type": "string"}}, "required": ["channel"]},
+                {"properties": {"components": {"type": "array"}}, "required": ["components"]},
+                {"properties": {"targets": {"type": "array"}}, "required": ["targets"]},
+            ]
+        },
+    },
+}
+"""rust-toolchain.toml's ``toolchain`` (SchemaStore): three dependencies and a oneOf, each a
+union once rewritten. Most of the combinations contradict one another (``path`` required
+beside ``path: false``); counted as alternatives, they spent the spreading budget and the
+rest was intersected as automata (with the channel pattern: past the work budget)."""
+
+
+def test_contradicting_alternatives_cost_no_spreading_budget() -> None:
+    values = {
+        "channel": ["stable", "1.63.0-x86_64-pc-windows-msvc", "x"],
+        "components": [["cargo"]],
+        "targets": [["wasm32"]],
+        "profile": ["minimal"],
+        "path": ["/opt/rust"],
+    }
+    documents: list = []
+    for n in range(4):
+        for keys in itertools.combinations(values, n):
+            for chosen in itertools.product(*(values[k] for k in keys)):
+                documents.append(dict(zip(keys, chosen, strict=True)))
+    _judge(TOOLCHAIN, documents)
