@@ -25,6 +25,7 @@ from outlines_gguf.json_schema.keywords import (
     MAX_UNIQUE_VALUES,
     NOT_MULTIPLE_KEY,
     _is_int,
+    _is_number,
 )
 from outlines_gguf.json_schema.lexical import _searched
 from outlines_gguf.json_schema.validate import Undecided, json_equal, pattern_dfa, pattern_matches
@@ -388,6 +389,10 @@ def _disjoint(a: Any, b: Any) -> bool:
     for x, ty in ((a, tb), (b, ta)):
         if ty <= {"integer"} and 1 in (x.get(NOT_MULTIPLE_KEY) or ()):
             return True  # numbers with a fraction, and integers
+    if ta & tb == {"string"} and _no_overlap(a, b, "minLength", "maxLength"):
+        return True
+    if ta & tb <= {"integer", "number"} and _no_overlap(a, b, "minimum", "maximum"):
+        return True
     for x, y in ((a, b), (b, a)):
         if "const" in x or "enum" in x:
             values = [x["const"]] if "const" in x else x.get("enum", [])
@@ -405,6 +410,16 @@ def _disjoint(a: Any, b: Any) -> bool:
                 return True  # one requires a property the other forbids
         if _needs_a_key(a) or _needs_a_key(b):
             return _no_common_key(a, b)
+    return False
+
+
+def _no_overlap(a: dict, b: dict, low: str, high: str) -> bool:
+    """One schema's inclusive bound ``low`` lies above the other's ``high``."""
+    for x, y in ((a, b), (b, a)):
+        lo: Any = x.get(low)
+        hi: Any = y.get(high)
+        if _is_number(lo) and _is_number(hi) and lo > hi:
+            return True
     return False
 
 

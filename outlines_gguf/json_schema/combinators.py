@@ -3,6 +3,7 @@ and dependencies."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,18 @@ if TYPE_CHECKING:
 
 MAX_DISJOINT_DEPTH = 4
 """How deep ``disjoint`` looks through references, ``anyOf`` branches and held properties."""
+
+
+def _absorbed(choices: list[list[Any]]) -> list[list[Any]]:
+    """Conjunctions of alternatives without repeats, and without those that another implies
+    (one whose alternatives include all of another's: A and B holds only where A does)."""
+    keyed: dict[frozenset[str], list[Any]] = {}
+    for choice in choices:
+        unique = {json.dumps(o, sort_keys=True): o for o in choice}
+        keyed.setdefault(frozenset(unique), list(unique.values()))
+    keys = sorted(keyed, key=len)
+    kept = [k for i, k in enumerate(keys) if not any(other < k for other in keys[:i])]
+    return [keyed[k] for k in kept]
 
 
 def _common_types(parts: list[Any]) -> list[Any] | None:
@@ -418,6 +431,14 @@ class _CombinatorRules:
             if isinstance(options, list) and options:
                 if all(self.disjoint(option, y, path, depth + 1) for option in options):
                     return True
+            if isinstance(x, dict) and "not" in x and isinstance(y, dict):
+                listed = _listed_values(y)  # every value y lists is one x's not rejects
+                try:
+                    validator = Validator(self.root, MARKER_CHECKS)
+                    if listed is not None and all(validator.is_valid(x["not"], v) for v in listed):
+                        return True
+                except Undecided:
+                    pass
         if not isinstance(a, dict) or not isinstance(b, dict) or _safely_disjoint(a, b):
             return _safely_disjoint(a, b)
         if not self.possible_types(a, path) & self.possible_types(b, path) <= {"object"}:
@@ -493,17 +514,22 @@ class _CombinatorRules:
                     )
         out: list[Any] = []
         for i, branch in enumerate(branches):
-            others = [within.get((i, j), negations[j]) for (a, j) in sorted(overlaps) if a == i]
-            if any(o is True for o in others):
-                others = [o for o in others if o is not True]
-            if any(o is False for o in others):
+            others = [(j, within.get((i, j), negations[j])) for (a, j) in sorted(overlaps) if a == i]
+            if any(o is True for _, o in others):
+                others = [(j, o) for j, o in others if o is not True]
+            if any(o is False for _, o in others):
                 continue  # another branch holds whenever this one does
             choices: list[list[Any]] = [[]]
             context = self.flatten({"allOf": [*extra, branch]} if extra else branch, path)
-            for negated in others:
-                # (alternatives no value of this branch takes are left out: other types, say)
-                options = [o for o in _alternatives(negated) if not _safely_disjoint(o, context)]
-                choices = [[*c, o] for c in choices for o in options]
+            for j, negated in others:
+                # (alternatives no value of this branch takes are left out: other types, say;
+                # the others are read among this branch's values, where many say the same)
+                options = [
+                    self.among(o, context, branches[j], path)
+                    for o in _alternatives(negated)
+                    if not self.disjoint(o, context, path)
+                ]
+                choices = _absorbed([[*c, o] for c in choices for o in options])
                 if len(out) + len(choices) > MAX_ONEOF_CHOICES:
                     raise self.fail(
                         f"oneOf branch {i} may match the same value as others, and excluding them "
@@ -523,6 +549,38 @@ class _CombinatorRules:
                 path,
             )
         return out or [False]
+
+    def among(self: CompilerAPI, option: Any, context: Any, negated: Any, path: str) -> Any:
+        """``option`` (one alternative of the negation of ``negated``: "property p present,
+        with a value of F") as it reads among the values of ``context``: where every value
+        the context lists for p is one of F, or the context's p and ``negated``'s are
+        disjoint, it says "p present" (an address whose country is never another branch's:
+        the alternatives of several negations become one)."""
+        if not isinstance(option, dict) or not isinstance(context, dict):
+            return option
+        required, properties = option.get("required"), option.get("properties")
+        if set(option) - {"type", "required", "properties"} or not isinstance(properties, dict):
+            return option
+        if not isinstance(required, list) or len(required) != 1 or list(properties) != required:
+            return option
+        name = required[0]
+        declared = context.get("properties")
+        own = self.flatten(declared.get(name, True), path) if isinstance(declared, dict) else True
+        present = {"type": "object", "required": [name]}
+        theirs = self.flatten(negated, path)
+        theirs = theirs.get("properties") if isinstance(theirs, dict) else None
+        if isinstance(theirs, dict) and name in theirs and self.disjoint(own, theirs[name], path):
+            return present
+        values = _listed_values(own) if isinstance(own, dict) else None
+        if not values:
+            return option
+        try:
+            validator = Validator(self.root, MARKER_CHECKS)
+            if all(validator.is_valid(properties[name], v) for v in values):
+                return present
+        except Undecided:
+            pass
+        return option
 
     def negate_formats_unread(self: CompilerAPI, schema: Any, path: str) -> Any:
         """``negate`` reading every ``format`` as the annotation it is by default in JSON Schema:
