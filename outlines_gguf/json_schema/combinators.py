@@ -3,6 +3,7 @@ and dependencies."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,10 @@ if TYPE_CHECKING:
 
 MAX_DISJOINT_DEPTH = 4
 """How deep ``disjoint`` looks through references, ``anyOf`` branches and held properties."""
+
+MAX_OUTSIDE_NAMES = 3
+"""Declared names of an object closed by ``additionalProperties: false`` whose negation ("a key
+it does not declare") is written out, as one alternative per set of them held."""
 
 
 def _absorbed(choices: list[list[Any]]) -> list[list[Any]]:
@@ -852,6 +857,27 @@ class _CombinatorRules:
                 return None  # the items after a prefix: not expressible here
             other = self.negate(value, path, refs)
             return None if other is None else other and {"type": "array", "contains": other}
+        if key == "additionalProperties" and value is False:
+            # some key the object does not declare: of a few declared names, each set of them
+            # held (the others absent) beside more keys than that
+            declared = schema.get("properties", {})
+            if schema.get("patternProperties") or not isinstance(declared, dict):
+                return None
+            if len(declared) > MAX_OUTSIDE_NAMES:
+                return None
+            names = list(declared)
+            return {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "required": list(held),
+                        "properties": {n: False for n in names if n not in held},
+                        "minProperties": len(held) + 1,
+                    }
+                    for r in range(len(names) + 1)
+                    for held in itertools.combinations(names, r)
+                ]
+            }
         if key in ("enum", "const"):
             values = [value] if key == "const" else value
             if not isinstance(values, list):

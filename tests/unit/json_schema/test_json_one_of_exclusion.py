@@ -181,13 +181,26 @@ def test_integers_and_numbers_with_a_fraction_are_disjoint() -> None:
     _judge(schema, _objects({"n": [1, 1.5, "s"], "a": [0]}, 2))
 
 
-def test_a_branch_open_to_any_key_is_still_refused() -> None:
-    """Neither holds keys from a list: "a key the closed one does not declare" is not
-    expressed, and 'exactly one' is refused rather than loosened."""
+def test_a_small_closed_object_is_negated_by_the_keys_it_does_not_declare() -> None:
+    """Integers by any name against flags (a closed object of one boolean, ``.swcrc``'s
+    targets): "not the flags" is an object holding another key, written as each set of the
+    declared names held beside more keys than that."""
     schema = {
         "oneOf": [
             {"type": "object", "patternProperties": {"": {"type": "integer"}}},
             {"type": "object", "properties": {"a": {"type": "boolean"}}, "additionalProperties": False},
+        ]
+    }
+    _judge(schema, _objects({"a": [1, True], "b": [2, False], "c": [3]}, 3))
+
+
+def test_branches_open_to_any_key_are_refused() -> None:
+    """Neither branch holds keys from a list, nor declares a few: "a key one of them does
+    not take" is not expressed, and 'exactly one' is refused rather than loosened."""
+    schema = {
+        "oneOf": [
+            {"type": "object", "patternProperties": {"": {"type": "integer"}}},
+            {"type": "object", "patternProperties": {"^a": {"minimum": 3}}},
         ]
     }
     with pytest.raises(SchemaError, match="cannot be negated"):
@@ -232,3 +245,12 @@ def test_an_optional_discriminator_is_made_exclusive() -> None:
         "postalCode": ["12345", "x" * 20],
     }
     _judge(ADDRESS, _objects(values, 3))
+
+
+def test_not_a_closed_object() -> None:
+    """``not`` of an object closed over two names: another key, or a declared one that fails."""
+    schema = {
+        "type": "object",
+        "not": {"properties": {"a": {"type": "integer"}, "b": {}}, "additionalProperties": False},
+    }
+    _judge(schema, _objects({"a": [1, "x"], "b": [2], "c": [3]}, 3))
