@@ -725,6 +725,7 @@ class _CombinatorRules:
         sub = self.sub_compiler(extra_properties=self.extra_properties)
         sub._ref_depth = dict(self._ref_depth)
         sub._spread = self._spread  # one budget for the whole compile
+        sub.intersected = True  # (its small objects in any order: see _ObjectRules.object)
         fragment = sub.value(schema, path, depth)
         if fragment is None:
             return None

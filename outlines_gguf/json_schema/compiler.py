@@ -94,6 +94,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.max_depth = max_depth
         self.lenient = lenient
         self.formats_unread = False  # while negating a oneOf branch with its formats unread
+        self.intersected = False  # an allOf part compiled on its own, for a product of automata
         # one spelling per value (the items of a unique array): members in sorted order, an
         # extra member only alone; texts are then filtered by ``strings.canonical_json_dfa``
         self.canonical = False
@@ -111,6 +112,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         settings = (self.ws, self.max_depth, self.lenient, extra_properties)
         compiler = _Compiler(self.root, *settings, builder=builder)
         compiler.canonical = self.canonical
+        compiler.intersected = self.intersected
         return compiler
 
     @property

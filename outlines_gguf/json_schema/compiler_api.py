@@ -31,6 +31,7 @@ class CompilerAPI(Protocol):
     lenient: bool
     formats_unread: bool
     canonical: bool
+    intersected: bool
     split: bool
     max_depth: int
     root: Any

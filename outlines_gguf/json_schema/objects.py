@@ -268,6 +268,13 @@ class _ObjectRules:
             # a node of its own, even where this object is one branch of a union: the values
             # of its required members are that node's needs, and only its own
             return self.call_maker({**base, WRITTEN_KEY: None}, path)()
+        spread_out = 1 < len(members) or (members and extra is not None)  # (an order to lose)
+        small = len(members) <= EAGER_ORDER_MAX and not counted
+        if self.intersected and not self.canonical and spread_out and small:
+            # an allOf part compiled as a whole automaton, to be intersected with another: in
+            # any order, so the product keeps every order both parts take (the whole-schema
+            # engine, engine="dfa", writes declared order: one spelling, a smaller automaton)
+            return self.any_order_body(members, extra)
         if self.canonical and 1 < len(members) <= CANONICAL_ANY_ORDER_MAX and not counted and extra is None:
             nested = any({"object", "array"} & self.possible_types(sub, path) for sub in props.values())
             if not nested:
