@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 MAX_DISJOINT_DEPTH = 4
 """How deep ``disjoint`` looks through references, ``anyOf`` branches and held properties."""
 
+MAX_WITHIN_DEPTH = 4
+"""Nested ``negate_within`` calls (a property negated among the values of the context's own)."""
+
 MAX_OUTSIDE_NAMES = 2
 """Declared names of an object closed by ``additionalProperties: false`` whose negation ("a key
 it does not declare") is written out, as one alternative per set of them held. With 3 (8
@@ -421,7 +424,7 @@ class _CombinatorRules:
 
     def disjoint(self: CompilerAPI, a: Any, b: Any, path: str, depth: int = 0) -> bool:
         """True only if no value satisfies both schemas (sound, partial): the module's test
-        (``_disjoint``), looking through ``$ref``, into ``anyOf`` branches (each disjoint from
+        (``_disjoint``), looking through ``$ref``, into ``anyOf``/``oneOf`` branches (each disjoint from
         the other schema), and into the properties an object of either must hold (a value of
         both holds the key, with a value of both). Swagger's file schema requires ``type:
         "file"``, which its other schema's ``type`` (the draft-04 metaschema's, by reference)
@@ -435,10 +438,11 @@ class _CombinatorRules:
         except SchemaError:
             return False
         for x, y in ((a, b), (b, a)):
-            options = x.get("anyOf") if isinstance(x, dict) else None
-            if isinstance(options, list) and options:
-                if all(self.disjoint(option, y, path, depth + 1) for option in options):
-                    return True
+            for key in ("anyOf", "oneOf"):  # (a oneOf's values are some of its branches')
+                options = x.get(key) if isinstance(x, dict) else None
+                if isinstance(options, list) and options:
+                    if all(self.disjoint(option, y, path, depth + 1) for option in options):
+                        return True
             if isinstance(x, dict) and "not" in x and isinstance(y, dict):
                 listed = _listed_values(y)  # every value y lists is one x's not rejects
                 try:
@@ -611,7 +615,17 @@ class _CombinatorRules:
         takes as additional, with a value that fails it" is one of those keys present
         (``{"key"}`` and ``{"keys"}`` as closed objects: the other's key written), and "a
         property with a value that fails it" is negated among the values the context's own
-        property takes. Exact only beside ``context``. None where that does not apply."""
+        property takes. Exact only beside ``context``. None where that does not apply, and
+        past :data:`MAX_WITHIN_DEPTH` nested calls (recursive definitions lead back here)."""
+        if self._within_depth >= MAX_WITHIN_DEPTH:
+            return None
+        self._within_depth += 1
+        try:
+            return self._negate_within(schema, context, path)
+        finally:
+            self._within_depth -= 1
+
+    def _negate_within(self: CompilerAPI, schema: Any, context: Any, path: str) -> Any:
         closed = self.flatten(context, path)
         negated = self.flatten(schema, path)
         if not isinstance(closed, dict) or not isinstance(negated, dict):

@@ -95,6 +95,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.lenient = lenient
         self.formats_unread = False  # while negating a oneOf branch with its formats unread
         self.intersected = False  # an allOf part compiled on its own, for a product of automata
+        self._within_depth = 0  # nested negate_within calls
         # one spelling per value (the items of a unique array): members in sorted order, an
         # extra member only alone; texts are then filtered by ``strings.canonical_json_dfa``
         self.canonical = False

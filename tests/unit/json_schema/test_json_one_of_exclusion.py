@@ -254,3 +254,35 @@ def test_not_a_closed_object() -> None:
         "not": {"properties": {"a": {"type": "integer"}, "b": {}}, "additionalProperties": False},
     }
     _judge(schema, _objects({"a": [1, "x"], "b": [2], "c": [3]}, 3))
+
+
+def test_a_one_of_is_disjoint_from_what_each_of_its_branches_is() -> None:
+    """A font definition (a closed object that requires ``size``, or one that requires
+    ``px``, each of three members) against a reference (a closed object of ``ref`` only):
+    every branch of the first is disjoint from the second, so the oneOf needs no negation
+    (the first cannot be negated: its objects declare more than two names)."""
+    definition = {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"size": {"type": "number"}, "style": {}, "weight": {}},
+                "required": ["size"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"px": {"type": "integer"}, "em": {}, "pt": {}},
+                "required": ["px"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+    reference = {
+        "type": "object",
+        "properties": {"ref": {"type": "string"}},
+        "required": ["ref"],
+        "additionalProperties": False,
+    }
+    schema = {"oneOf": [definition, reference]}
+    documents = [{"size": 3}, {"px": 2}, {"ref": "x"}, {"ref": "x", "size": 3}, {"size": 1, "px": 1}, {}, "s"]
+    _judge(schema, documents)
