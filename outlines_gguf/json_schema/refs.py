@@ -1,9 +1,10 @@
 """``$ref`` resolved against ``$id`` base URIs and anchors, rewritten as local JSON pointers.
 
 JSON Schema resolves a ``$ref`` as a URI reference against the base URI of the schema resource
-it sits in: the nearest enclosing ``$id`` (itself resolved against its parent's base), or the
-document's. Fragments are JSON pointers (percent-encoded, as URI fragments are) or plain-name
-anchors (``$anchor``, ``$dynamicAnchor``, or a draft-6/7 ``$id`` of ``#name``) of that resource.
+it sits in: the nearest enclosing ``$id`` (itself resolved against its parent's base; draft 4
+spells it ``id``), or the document's. Fragments are JSON pointers (percent-encoded, as URI
+fragments are) or plain-name anchors (``$anchor``, ``$dynamicAnchor``, or a draft-4/6/7
+``id``/``$id`` of ``#name``) of that resource.
 :func:`localize_refs` walks the schema once, records where every resource and anchor is, and
 rewrites each ``$ref`` it can resolve inside the document as ``#`` and the JSON pointer from the
 root, which the compiler and the validator follow as they always did. A ``$ref`` to a resource the
@@ -75,9 +76,15 @@ def localize_refs(root: Any) -> Any:
     if not isinstance(root, dict):
         return root
     index = _Index(root)
+    # draft 4's ``id`` is also a property name real schemas misuse (``"id": "/items"`` from
+    # schema generators): a reference it leaves unresolved is resolved as if no ``id`` were there
+    plain = _Index(root, draft4_ids=False) if index.id_key == "id" else None
     rewrites: list[tuple[tuple[str, ...], str]] = []
-    for path, base, ref in index.refs:
+    for i, (path, base, ref) in enumerate(index.refs):
         target = index.target_of(base, ref)  # (None: not in this document: the compiler refuses it)
+        if target is None and plain is not None:
+            _, plain_base, _ = plain.refs[i]  # (both walks meet the same references in order)
+            target = plain.target_of(plain_base, ref)
         if target is not None and "#" + target != ref:
             rewrites.append((path, "#" + target))
     resolved: list[tuple[tuple[str, ...], str, str]] = []
@@ -119,16 +126,20 @@ def external_documents(root: Any) -> list[str]:
 class _Index:
     """Where a document's resources, anchors and references are (one walk)."""
 
-    def __init__(self, root: dict) -> None:
+    def __init__(self, root: dict, draft4_ids: bool = True) -> None:
+        """``draft4_ids``: in a draft-4 schema, read ``id`` as the identifier (as that draft
+        does) rather than ``$id``."""
         dialect = root.get("$schema")
         self.old_draft = isinstance(dialect, str) and any(d in dialect for d in _OLD_DRAFTS)
+        draft4 = draft4_ids and isinstance(dialect, str) and "draft-04" in dialect
+        self.id_key = "id" if draft4 else "$id"  # (embedded documents have "$id": read it too)
         self.resources: dict[str, str] = {}  # base URI (no fragment) -> JSON pointer
         self.anchors: dict[tuple[str, str], str] = {}  # (base URI, anchor name) -> JSON pointer
         self.scopes = _Scopes()
         self.refs: list[tuple[tuple[str, ...], str, str]] = []  # (path of keys, base URI, $ref)
         # ... and dynamic ones: (path, base URI, reference, keyword, resource pointer)
         self.dynamic: list[tuple[tuple[str, ...], str, str, str, str]] = []
-        root_id = root.get("$id")
+        root_id = self._identifier(root)
         start = DEFAULT_BASE
         if isinstance(root_id, str) and not root_id.startswith("#"):
             if not (self.old_draft and "$ref" in root):
@@ -138,6 +149,10 @@ class _Index:
         self._walk(root, start, "", (), "", False)
         self.scopes.resources = set(self.resources.values())
 
+    def _identifier(self, node: dict) -> Any:
+        ident = node.get(self.id_key)
+        return ident if isinstance(ident, str) else node.get("$id")
+
     def _walk(
         self, node: Any, base: str, pointer: str, path: tuple[str, ...], resource: str, stored: bool
     ) -> None:
@@ -146,7 +161,7 @@ class _Index:
         if not isinstance(node, dict):
             return
         anchors, scopes = self.anchors, self.scopes
-        ident = node.get("$id")
+        ident = self._identifier(node)
         if isinstance(ident, str) and not (self.old_draft and "$ref" in node):
             if ident.startswith("#"):
                 if len(ident) > 1:  # a draft-6/7 plain-name fragment

@@ -340,6 +340,45 @@ REF_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
         },
         [("a", False), (1, True)],
     ),
+    # draft4/ref.json: draft 4 spells the identifier "id", and references resolve against it
+    (
+        {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "id": "http://localhost:1234/tree",
+            "type": "object",
+            "properties": {"nodes": {"type": "array", "items": {"$ref": "node"}}},
+            "required": ["nodes"],
+            "definitions": {
+                "node": {
+                    "id": "http://localhost:1234/node",
+                    "type": "object",
+                    "properties": {"value": {"type": "number"}, "subtree": {"$ref": "tree"}},
+                    "required": ["value"],
+                }
+            },
+        },
+        [
+            ({"nodes": [{"value": 1, "subtree": {"nodes": [{"value": 2}]}}]}, True),
+            ({"nodes": [{"value": 1, "subtree": {"nodes": [{"value": "x"}]}}]}, False),
+            ({"nodes": [{"subtree": {"nodes": []}}]}, False),
+        ],
+    ),
+    # draft4/optional/id.json: an "id" inside an enum identifies nothing
+    (
+        {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "definitions": {
+                "id_in_enum": {"enum": [{"id": "https://localhost:1234/my_identifier.json", "type": "null"}]},
+                "real_id_in_schema": {"id": "https://localhost:1234/my_identifier.json", "type": "string"},
+            },
+            "anyOf": [{"$ref": "#/definitions/id_in_enum"}, {"$ref": "https://localhost:1234/my_identifier.json"}],
+        },
+        [
+            ({"id": "https://localhost:1234/my_identifier.json", "type": "null"}, True),
+            ("a string to match #/definitions/id_in_enum", True),
+            (1, False),
+        ],
+    ),
 ]
 
 
