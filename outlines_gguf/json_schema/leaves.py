@@ -215,8 +215,15 @@ _MONTH_DAY = (
     r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
 )
 DATE = rf"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
-_TIME_OFFSET = r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?" + _TIME_OFFSET
+# RFC 3339: "T" and "Z" may be written in lower case; a leap second (":60") ends a UTC day. A
+# leap second is taken in UTC only ("Z" or a zero offset): with another offset the local time
+# that ends the UTC day differs per offset, thousands of pairs that would multiply the states
+_TIME_OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_FRACTION = r"(?:\.[0-9]{1,9})?"
+TIME = (
+    rf"(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]{_FRACTION}{_TIME_OFFSET}"
+    rf"|23:59:60{_FRACTION}(?:[Zz]|[+-]00:00))"
+)
 # RFC 3339 appendix A: a duration's units run without a gap (a year, then a month, then a day:
 # "P1Y2D" skips the month and is no duration)
 _DUR_DATE = r"(?:[0-9]+Y(?:[0-9]+M(?:[0-9]+D)?)?|[0-9]+M(?:[0-9]+D)?|[0-9]+D)"
@@ -252,7 +259,9 @@ _PCT = r"%[0-9A-Fa-f]{2}"  # a percent-escape (RFC 3986)
 
 
 def _email() -> str:
-    """RFC 5322 dot-atom local part (no leading, trailing or doubled dot) ``@`` a domain.
+    """RFC 5321: a local part, dot-atom (no leading, trailing or doubled dot) or quoted string
+    (printable ASCII, ``\\`` escapes), ``@`` a domain or an address literal (``[127.0.0.1]``,
+    ``[IPv6:::1]``).
 
     Lengths (64 for the local part, 63 for a label) are not counted: counting multiplies the
     automaton's states, and under a maxLength, whose characters are counted over them, a few
@@ -260,7 +269,9 @@ def _email() -> str:
     address at all)."""
     atext = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
     label = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-    return rf"{atext}+(?:\.{atext}+)*@{label}(?:\.{label})*\.[a-zA-Z]{{2,24}}"
+    quoted = r'"(?:[ !#-\[\]-~]|\\[ -~])*"'
+    domain = rf"(?:{label}(?:\.{label})*\.[a-zA-Z]{{2,24}}|\[{_IPV4}\])"
+    return rf"(?:{atext}+(?:\.{atext}+)*|{quoted})@{domain}"
 
 
 def _uri(reference: bool = False, international: bool = False) -> str:
@@ -300,7 +311,7 @@ _IPRIVATE = "\\ue000-\\uf8ff\\U000f0000-\\U000ffffd\\U00100000-\\U0010fffd"
 STRING_FORMATS: dict[str, str] = {
     "date": DATE,
     "time": TIME,
-    "date-time": DATE + "T" + TIME,
+    "date-time": DATE + "[Tt]" + TIME,
     "duration": rf"P(?:{_DUR_DATE}(?:{_DUR_TIME})?|{_DUR_TIME}|[0-9]+W)",
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
     "email": _email(),

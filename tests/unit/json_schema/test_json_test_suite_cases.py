@@ -203,6 +203,45 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
     ({"minimum": 1.1}, [(1.1, True), (1.2, True), (0.6, False), (1.09, False), (1, False), (2, True)]),
     ({"exclusiveMinimum": 1.1}, [(1.2, True), (1.1, False), (1.11, True), (0.6, False)]),
     ({"type": "number", "minimum": 0, "maximum": 0.5}, [(0.3, True), (0.5, True), (0.51, False), (0, True)]),
+    # optional/format/time.json, date-time.json: "t"/"z" in lower case; a leap second in UTC
+    (
+        {"format": "time"},
+        [
+            ("08:30:06z", True),
+            ("23:59:60Z", True),
+            ("23:59:60+00:00", True),
+            ("23:59:60.5-00:00", True),
+            ("22:59:60Z", False),
+            ("23:58:60Z", False),
+            ("23:59:61Z", False),
+            ("00:60:00Z", False),
+            ("01:02:03+00:60", False),
+        ],
+    ),
+    (
+        {"format": "date-time"},
+        [
+            ("1963-06-19t08:30:06.283185z", True),
+            ("1998-12-31T23:59:60Z", True),
+            ("1998-12-31T23:58:60Z", False),
+            ("1998-12-31 08:30:06Z", False),
+        ],
+    ),
+    # optional/format/email.json: a quoted local part; an IPv4 address literal
+    (
+        {"format": "email"},
+        [
+            ('"joe bloggs"@example.com', True),
+            ('"joe..bloggs"@example.com', True),
+            ('"joe@bloggs"@example.com', True),
+            ('"a\\"b"@example.com', True),
+            ("joe.bloggs@[127.0.0.1]", True),
+            ("joe.bloggs@[127.0.0.300]", False),
+            ('"joe"bloggs"@example.com', False),
+            ("te..st@example.com", False),
+            ("joe.bloggs@invalid=domain.com", False),
+        ],
+    ),
 ]
 
 
@@ -371,7 +410,10 @@ REF_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
                 "id_in_enum": {"enum": [{"id": "https://localhost:1234/my_identifier.json", "type": "null"}]},
                 "real_id_in_schema": {"id": "https://localhost:1234/my_identifier.json", "type": "string"},
             },
-            "anyOf": [{"$ref": "#/definitions/id_in_enum"}, {"$ref": "https://localhost:1234/my_identifier.json"}],
+            "anyOf": [
+                {"$ref": "#/definitions/id_in_enum"},
+                {"$ref": "https://localhost:1234/my_identifier.json"},
+            ],
         },
         [
             ({"id": "https://localhost:1234/my_identifier.json", "type": "null"}, True),
