@@ -53,6 +53,10 @@ from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validat
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
 
+LITERAL_ANY_ORDER_MAX = 4
+"""Listed objects (``const``, ``enum``) of at most this many members take them in any order
+(2^n states each, members copied n*2^(n-1) times); larger ones in the order listed."""
+
 
 class _Bounds(NamedTuple):
     """A number's range: ``minimum``/``maximum`` and their exclusive forms, in any draft."""
@@ -120,8 +124,12 @@ class _ScalarRules:
         return self.b.alt(fragments)
 
     def literal_value(self: CompilerAPI, v: Any) -> Fragment:
-        """One JSON value, exactly, with the structural whitespace allowed between tokens."""
+        """One JSON value, exactly, with the structural whitespace allowed between tokens. The
+        members of a small object (:data:`LITERAL_ANY_ORDER_MAX`) come in any order: an object
+        is the same value whatever order a document lists its members in."""
         if isinstance(v, dict):
+            if not self.canonical and 1 < len(v) <= LITERAL_ANY_ORDER_MAX:
+                return self.literal_object_any_order(v)
             members = sorted(v.items()) if self.canonical else v.items()  # (one order per value)
             items = [
                 self.b.seq([self.lit(json.dumps(k, ensure_ascii=False)), self.colon(), self.literal_value(x)])
@@ -134,6 +142,29 @@ class _ScalarRules:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return self.listed_number(v)
         return self.lit(json.dumps(v, ensure_ascii=False))
+
+    def literal_object_any_order(self: CompilerAPI, v: dict) -> Fragment:
+        """``{`` the members of ``v`` in any order ``}``: a state per set of members written."""
+        b = self.b
+        members = list(v.items())
+        everything = (1 << len(members)) - 1
+        entry = self.open("{")
+        end = b.nfa.state()
+        state = {0: entry[1]}
+        for written in range(everything + 1):  # ascending: a set comes after its subsets
+            source = state[written]
+            if written == everything:
+                self.close_into(source, end)
+                continue
+            for i, (name, value) in enumerate(members):
+                if written >> i & 1:
+                    continue
+                target = state.setdefault(written | 1 << i, b.nfa.state())
+                member = b.seq(
+                    [self.lit(json.dumps(name, ensure_ascii=False)), self.colon(), self.literal_value(value)]
+                )
+                self.member_link(source, member, target, comma=written != 0)
+        return entry[0], end
 
     def listed_number(self: CompilerAPI, v: float) -> Fragment:
         """A listed number in the spellings of its value without an exponent: ``1``, ``1.0``,

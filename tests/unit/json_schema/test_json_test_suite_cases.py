@@ -203,6 +203,24 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
     ({"minimum": 1.1}, [(1.1, True), (1.2, True), (0.6, False), (1.09, False), (1, False), (2, True)]),
     ({"exclusiveMinimum": 1.1}, [(1.2, True), (1.1, False), (1.11, True), (0.6, False)]),
     ({"type": "number", "minimum": 0, "maximum": 0.5}, [(0.3, True), (0.5, True), (0.51, False), (0, True)]),
+    # const.json: an object is the same value whatever order its members are listed in
+    (
+        {"const": {"foo": "bar", "baz": "bax"}},
+        [
+            ({"baz": "bax", "foo": "bar"}, True),
+            ({"foo": "bar", "baz": "bax"}, True),
+            ({"foo": "bar"}, False),
+            ({"foo": "bar", "baz": "bax", "x": 1}, False),
+        ],
+    ),
+    (
+        {"enum": [{"a": {"x": 1, "y": [1, {"p": 1, "q": 2}]}, "b": 2}, 3]},
+        [
+            ({"b": 2, "a": {"y": [1, {"q": 2, "p": 1}], "x": 1}}, True),
+            ({"b": 2, "a": {"y": [{"q": 2, "p": 1}, 1], "x": 1}}, False),
+            (3, True),
+        ],
+    ),
     # optional/format/time.json, date-time.json: "t"/"z" in lower case; a leap second in UTC
     (
         {"format": "time"},
