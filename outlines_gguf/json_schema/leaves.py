@@ -255,6 +255,10 @@ _LABEL = (
     r"[a-zA-Z0-9](?:[a-zA-Z0-9-](?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]{0,59}[a-zA-Z0-9]"
     r"|-[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,58}[a-zA-Z0-9])?)|[a-zA-Z0-9])?"
 )
+_IDN_LABEL = rf"(?:{_LABEL}|[\uac00-\ud7a3\u4e00-\u9fa5\u3041-\u3096\u30a1-\u30fa]{{1,10}})"
+"""An internationalized host name's label (IDNA 2008), a valid subset: an ASCII label, or up to
+10 Hangul syllables, CJK ideographs (the original block), Hiragana or Katakana (all PVALID,
+left-to-right, needing no context; 10 keep the Punycode form within 63 characters)."""
 _PCT = r"%[0-9A-Fa-f]{2}"  # a percent-escape (RFC 3986)
 
 
@@ -330,7 +334,7 @@ STRING_FORMATS.update(
         # the broader formats get a valid subset: an ASCII address or host name is also an
         # internationalized one
         "idn-email": STRING_FORMATS["email"],
-        "idn-hostname": STRING_FORMATS["hostname"],
+        "idn-hostname": rf"(?:{_IDN_LABEL}[.\u3002\uff0e\uff61])*{_IDN_LABEL}",
         "json-pointer": _JSON_POINTER,
         "relative-json-pointer": rf"(?:0|[1-9][0-9]*)(?:#|{_JSON_POINTER})",
     }

@@ -221,6 +221,21 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
             (3, True),
         ],
     ),
+    # optional/format/idn-hostname.json: Hangul (and CJK, kana) labels, ideographic full stops
+    (
+        {"format": "idn-hostname"},
+        [
+            ("\uc2e4\ub840.\ud14c\uc2a4\ud2b8", True),
+            ("a\u3002b", True),
+            ("a\uff0eb", True),
+            ("\u4e2d\u6587.example", True),
+            ("\u302e\uc2e4\ub840.\ud14c\uc2a4\ud2b8", False),
+            ("\uc2e4" * 40, False),
+            ("\u3002", False),
+            ("-hello", False),
+            ("\u30fb", False),
+        ],
+    ),
     # optional/format/time.json, date-time.json: "t"/"z" in lower case; a leap second in UTC
     (
         {"format": "time"},
