@@ -255,26 +255,36 @@ _LABEL = (
     r"[a-zA-Z0-9](?:[a-zA-Z0-9-](?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]{0,59}[a-zA-Z0-9]"
     r"|-[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,58}[a-zA-Z0-9])?)|[a-zA-Z0-9])?"
 )
-_IDN_LABEL = rf"(?:{_LABEL}|[\uac00-\ud7a3\u4e00-\u9fa5\u3041-\u3096\u30a1-\u30fa]{{1,10}})"
+_IDN_LETTERS = "\\uac00-\\ud7a3\\u4e00-\\u9fa5\\u3041-\\u3096\\u30a1-\\u30fa"
+_IDN_LABEL = rf"(?:{_LABEL}|[{_IDN_LETTERS}]{{1,10}})"
 """An internationalized host name's label (IDNA 2008), a valid subset: an ASCII label, or up to
 10 Hangul syllables, CJK ideographs (the original block), Hiragana or Katakana (all PVALID,
 left-to-right, needing no context; 10 keep the Punycode form within 63 characters)."""
 _PCT = r"%[0-9A-Fa-f]{2}"  # a percent-escape (RFC 3986)
 
 
-def _email() -> str:
+def _email(international: bool = False) -> str:
     """RFC 5321: a local part, dot-atom (no leading, trailing or doubled dot) or quoted string
-    (printable ASCII, ``\\`` escapes), ``@`` a domain or an address literal (``[127.0.0.1]``,
-    ``[IPv6:::1]``).
+    (printable ASCII, ``\\`` escapes), ``@`` a domain or an IPv4 address literal
+    (``[127.0.0.1]``; an IPv6 one, ``[IPv6:::1]``, would multiply the states of every email
+    under a maxLength for addresses nobody writes).
 
     Lengths (64 for the local part, 63 for a label) are not counted: counting multiplies the
     automaton's states, and under a maxLength, whose characters are counted over them, a few
     hundred states leave room for a few characters only (an email with maxLength 255 wrote no
-    address at all)."""
-    atext = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
+    address at all).
+
+    ``international`` (RFC 6531): also the letters of :data:`_IDN_LABEL` in the local part,
+    and its labels in the domain."""
+    wide = _IDN_LETTERS if international else ""
+    atext = rf"[a-zA-Z0-9!#$%&'*+/=?^_`{{|}}~{wide}-]"
     label = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+    top = r"[a-zA-Z]{2,24}"
+    if international:
+        label = rf"(?:{label}|[{_IDN_LETTERS}]{{1,10}})"
+        top = rf"(?:{top}|[{_IDN_LETTERS}]{{1,10}})"
     quoted = r'"(?:[ !#-\[\]-~]|\\[ -~])*"'
-    domain = rf"(?:{label}(?:\.{label})*\.[a-zA-Z]{{2,24}}|\[{_IPV4}\])"
+    domain = rf"(?:{label}(?:\.{label})*\.{top}|\[{_IPV4}\])"
     return rf"(?:{atext}+(?:\.{atext}+)*|{quoted})@{domain}"
 
 
@@ -333,7 +343,7 @@ STRING_FORMATS.update(
         "iri-reference": _uri(reference=True, international=True),
         # the broader formats get a valid subset: an ASCII address or host name is also an
         # internationalized one
-        "idn-email": STRING_FORMATS["email"],
+        "idn-email": _email(international=True),
         "idn-hostname": rf"(?:{_IDN_LABEL}[.\u3002\uff0e\uff61])*{_IDN_LABEL}",
         "json-pointer": _JSON_POINTER,
         "relative-json-pointer": rf"(?:0|[1-9][0-9]*)(?:#|{_JSON_POINTER})",

@@ -236,6 +236,15 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
             ("\u30fb", False),
         ],
     ),
+    # optional/format/idn-email.json
+    (
+        {"format": "idn-email"},
+        [
+            ("\uc2e4\ub840@\uc2e4\ub840.\ud14c\uc2a4\ud2b8", True),
+            ("joe.bloggs@example.com", True),
+            ("2962", False),
+        ],
+    ),
     # optional/format/time.json, date-time.json: "t"/"z" in lower case; a leap second in UTC
     (
         {"format": "time"},
