@@ -149,10 +149,11 @@ class _ArrayRules:
         items = schema.get("additionalItems", True) if listed is not None else schema.get("items", True)
         low, high = int(schema.get("minContains", 1)), schema.get("maxContains")
         min_items, max_items = int(schema.get("minItems", 0)), schema.get("maxItems")
-        if max_items is not None:
-            max_items = max(min(int(max_items), MAX_ITEMS_CAP), min_items)
-        if (high is not None and high < low) or (max_items is not None and max_items < max(low, min_items)):
+        too_few = max_items is not None and int(max_items) < max(low, min_items)
+        if (high is not None and high < low) or too_few:
             return None
+        if max_items is not None:  # (capped, never below minItems: a valid subset)
+            max_items = max(min(int(max_items), MAX_ITEMS_CAP), min_items)
         # items written, counted up to here (past the prefix: every further item is alike)
         count_cap = max(1, min_items, max_items or 0, len(prefix))
         match_cap = low if high is None else int(high) + 1  # matches: high + 1 is dead

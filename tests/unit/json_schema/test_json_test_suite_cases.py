@@ -236,6 +236,12 @@ CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
             ("\u30fb", False),
         ],
     ),
+    # maxItems below minItems beside contains: no array (the cap on maxItems once raised it)
+    ({"minItems": 1, "maxItems": 0, "contains": {}}, [([1], False), ([], False), ("x", True)]),
+    (
+        {"allOf": [{"items": {"type": "integer"}, "minItems": 1}, {"maxItems": 0}, {"contains": {}}]},
+        [([1], False), ([], False), (1, True)],
+    ),
     # optional/format/idn-email.json
     (
         {"format": "idn-email"},
