@@ -363,8 +363,8 @@ class _CombinatorRules:
                         combined = self.exactly_one(base, branches, overlaps, path)
                     except SchemaError:
                         by_type = self.one_of_by_type(combined, path)
-                        if by_type is None:
-                            raise
+                        if by_type is None:  # (exact ways first; then a valid subset, or the error)
+                            by_type = self.exactly_one(base, branches, overlaps, path, subset=True)
                         combined = by_type
             except SchemaError:
                 if not self.lenient:
@@ -496,18 +496,25 @@ class _CombinatorRules:
         return types
 
     def exactly_one(
-        self: CompilerAPI, base: dict, branches: list, overlaps: set[tuple[int, int]], path: str
+        self: CompilerAPI,
+        base: dict,
+        branches: list,
+        overlaps: set[tuple[int, int]],
+        path: str,
+        subset: bool = False,
     ) -> list:
         """``oneOf`` branches that may overlap, as branches that exclude each other: branch i and
         not branch j, for every j that may overlap it (so their union is exact). A branch whose
         negation needs that of a ``format`` is negated with its formats unread
         (``negate_formats_unread``): a subset, valid for validators that assert formats and for
-        those that do not. Raises a SchemaError naming the branch whose negation cannot be
-        expressed."""
+        those that do not. ``subset``: a branch whose negation cannot be written whole is negated
+        in part (``negate_subset``; the oneOf's path goes into ``subsets``). Raises a SchemaError
+        naming the branch whose negation cannot be expressed."""
         extra = [base] if base and set(base) - ANNOTATIONS else []
         negations: dict[int, Any] = {}
         within: dict[tuple[int, int], Any] = {}  # branch j negated among the values of branch i
         annotated: dict[int, Any] = {}  # branch j negated with its formats read as annotations
+        subsets: dict[int, Any] = {}  # a subset of branch j's negation (``negate_subset``)
         for i, j in sorted(overlaps):
             if j not in negations:
                 negations[j] = self.negate(branches[j], f"{path}/oneOf/{j}")
@@ -517,6 +524,12 @@ class _CombinatorRules:
                     if j not in annotated:
                         annotated[j] = self.negate_formats_unread(branches[j], f"{path}/oneOf/{j}")
                     within[i, j] = annotated[j]
+                if within[i, j] is None and subset:
+                    if j not in subsets:
+                        subsets[j] = self.negate_subset(branches[j], f"{path}/oneOf/{j}")
+                    within[i, j] = subsets[j]
+                    if subsets[j] is not None:
+                        self.subsets.add(path)
                 if within[i, j] is None:
                     raise self.fail(
                         f"oneOf branches {i} and {j} may both match the same value, and branch {j} cannot "
@@ -530,6 +543,8 @@ class _CombinatorRules:
             if any(o is True for _, o in others):
                 others = [(j, o) for j, o in others if o is not True]
             if any(o is False for _, o in others):
+                if subset and any(o is False and j in subsets for j, o in others):
+                    raise self._lost_branch(i, min(j for j, o in others if o is False and j in subsets), path)
                 continue  # another branch holds whenever this one does
             choices: list[list[Any]] = [[]]
             context = self.flatten({"allOf": [*extra, branch]} if extra else branch, path)
@@ -549,7 +564,11 @@ class _CombinatorRules:
                         "enforced (pass lenient=True to treat oneOf as anyOf)",
                         path,
                     )
-            out += [{"allOf": [*extra, branch, *choice]} for choice in choices]
+            kept = [{"allOf": [*extra, branch, *choice]} for choice in choices]
+            partial = [j for j, _ in others if j in subsets]
+            if partial and all(_provably_empty(o["allOf"]) for o in kept):
+                raise self._lost_branch(i, partial[0], path)
+            out += kept
         if annotated and all(_provably_empty(o["allOf"]) for o in out):
             # (formats alone told the branches apart: read as annotations, no value is valid;
             # a schema meaning "one of these formats" is refused rather than made empty)
@@ -561,6 +580,15 @@ class _CombinatorRules:
                 path,
             )
         return out or [False]
+
+    def _lost_branch(self: CompilerAPI, i: int, j: int, path: str) -> SchemaError:
+        """The refusal of a valid subset that would leave none of branch ``i``'s values."""
+        return self.fail(
+            f"oneOf branches {i} and {j} may both match the same value, and branch {j} cannot be "
+            f"negated to exclude it (what can be written of its negation leaves none of branch {i}'s "
+            "values), so 'exactly one' cannot be enforced (pass lenient=True to treat oneOf as anyOf)",
+            path,
+        )
 
     def among(self: CompilerAPI, option: Any, context: Any, negated: Any, path: str) -> Any:
         """``option`` (one alternative of the negation of ``negated``: "property p present,
@@ -583,6 +611,10 @@ class _CombinatorRules:
         theirs = theirs.get("properties") if isinstance(theirs, dict) else None
         if isinstance(theirs, dict) and name in theirs and self.disjoint(own, theirs[name], path):
             return present
+        if isinstance(theirs, dict) and name in theirs and self._items_disjoint(own, theirs[name], path):
+            # every item of the context's array fails the other's items: "some item fails
+            # them" is "some item" (an empty array satisfies both)
+            return {**present, "properties": {name: {"type": "array", "minItems": 1}}}
         values = _listed_values(own) if isinstance(own, dict) else None
         if not values:
             return option
@@ -593,6 +625,39 @@ class _CombinatorRules:
         except Undecided:
             pass
         return option
+
+    def _items_disjoint(self: CompilerAPI, own: Any, theirs: Any, path: str) -> bool:
+        """Whether ``own`` is always an array and ``theirs`` says nothing of arrays but their
+        ``items``, which no item of ``own`` satisfies: among ``own``'s values, ``theirs`` fails
+        exactly the non-empty arrays."""
+        theirs = self.flatten(theirs, path)
+        if not isinstance(own, dict) or not isinstance(theirs, dict):
+            return False
+        if own.get("type") != "array" or not isinstance(own.get("items"), (dict, bool)):
+            return False
+        if theirs.get("type", "array") != "array" or not isinstance(theirs.get("items"), (dict, bool)):
+            return False
+        if (set(theirs) & KNOWN_KEYWORDS) - ANNOTATIONS - {"type", "items"}:
+            return False
+        if (set(own) & KNOWN_KEYWORDS) & {"prefixItems", "additionalItems", "unevaluatedItems"}:
+            return False
+        return self.disjoint(own["items"], theirs["items"], path)
+
+    def negate_subset(self: CompilerAPI, schema: Any, path: str) -> Any:
+        """A subset of the values ``schema`` rejects: ``negate`` leaving out, at any depth, the
+        values that only a keyword it cannot negate rejects (a recursive definition's cycle:
+        "a competency whose sub-competencies are not all competencies"), and those with an
+        item that fails ``items`` (negated again as a ``contains``, a product of automata).
+        Beside a oneOf branch, "branch i and not branch j" then keeps fewer of branch i's
+        values (documents valid both ways rejected), never one that branch j also matches;
+        ``exactly_one`` refuses it where a branch would keep none of its values
+        (``oneOf: [{type: object}, {additionalProperties: {type: string}}]`` would lose
+        every object)."""
+        self.negation_subset = True
+        try:
+            return self.negate(schema, path)
+        finally:
+            self.negation_subset = False
 
     def negate_formats_unread(self: CompilerAPI, schema: Any, path: str) -> Any:
         """``negate`` reading every ``format`` as the annotation it is by default in JSON Schema:
@@ -772,6 +837,8 @@ class _CombinatorRules:
         values of other types than ``type`` allows."""
         while isinstance(schema, dict) and "$ref" in schema and not (set(schema) - {"$ref"}) & KNOWN_KEYWORDS:
             ref = schema["$ref"]  # (followed here, not by flatten: a recursive definition is a cycle)
+            if isinstance(ref, str) and ref in refs and self.negation_subset:
+                return False  # (a subset: the values failing the cycle left out)
             if not isinstance(ref, str) or ref in refs:
                 return None
             refs = refs | {ref}
@@ -812,6 +879,8 @@ class _CombinatorRules:
             branches.append({"type": sorted(others)})
         for key in sorted(keys - {"type", "then", "else", "minContains", "maxContains"}):
             negated = self.negate_keyword(key, schema, types, path, refs)
+            if negated is None and self.negation_subset:
+                continue  # (a subset: the values only this keyword rejects left out)
             if negated is None:
                 return None
             if negated is not False:
@@ -873,6 +942,10 @@ class _CombinatorRules:
         if key == "items":
             if isinstance(value, list) or schema.get("prefixItems"):
                 return None  # the items after a prefix: not expressible here
+            if self.negation_subset:
+                # (left out of a subset: "some item fails" compiles as a contains, whose items
+                # are split by negating this negation again, a product of automata)
+                return False
             other = self.negate(value, path, refs)
             return None if other is None else other and {"type": "array", "contains": other}
         if key == "additionalProperties" and value is False:

@@ -94,6 +94,8 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.max_depth = max_depth
         self.lenient = lenient
         self.formats_unread = False  # while negating a oneOf branch with its formats unread
+        self.negation_subset = False  # while negating a oneOf branch as a subset (negate_subset)
+        self.subsets: set[str] = set()  # where a valid subset was taken (oneOf paths; shared)
         self.intersected = False  # an allOf part compiled on its own, for a product of automata
         self._within_depth = 0  # nested negate_within calls
         # one spelling per value (the items of a unique array): members in sorted order, an
@@ -114,6 +116,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         compiler = _Compiler(self.root, *settings, builder=builder)
         compiler.canonical = self.canonical
         compiler.intersected = self.intersected
+        compiler.subsets = self.subsets
         return compiler
 
     @property

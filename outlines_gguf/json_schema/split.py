@@ -147,6 +147,9 @@ class SplitSchema(Locked):
         self._unique_items: dict[int, ByteDFA | None] = {}  # id of a unique array's items -> texts
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
+        self.subsets: set[str] = set()
+        """Paths of the ``oneOf``s enforced as a valid subset (``negate_subset``: some documents
+        that match exactly one branch are rejected, none that does not is accepted)."""
         doubt = self._scan()
         self.register(root, "#")
         self.node(0)
@@ -179,6 +182,7 @@ class SplitSchema(Locked):
         negated: ``not`` of ``not`` is the schema itself, which is decided where it stands).
         A subschema is visited again when met where more is decided (at most three times)."""
         checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+        checker.subsets = self.subsets
         checker.split = True  # (it decides as the split engine compiles: uniqueItems over strings)
         done: dict[int, int] = {}  # id -> the most decided there: _LISTED, _NEGATED, _DECIDED
         stack: list[tuple[Any, str, int]] = [(self.root, "#", _DECIDED)]
@@ -290,6 +294,7 @@ class SplitSchema(Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.builder.label = f"JSON schema at {path}"
+        compiler.subsets = self.subsets
         if _is_rest(schema):  # (the template it is derived from is compiled, never registered)
             node = self._rest_node(number, schema, path)
             self._nodes[number] = node
@@ -466,6 +471,7 @@ class SplitSchema(Locked):
         compiler = _Compiler(
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
+        compiler.subsets = self.subsets
         with compile_budget(f"JSON schema at {path}"):
             fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
             # not merged: a branch per member, each ending in its own tail call, leaves nothing

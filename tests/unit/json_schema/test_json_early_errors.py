@@ -17,12 +17,13 @@ from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.split import SplitSchema
 
 # Objects with "a" match both branches, and "some property name longer than 3" cannot be
-# written, so "exactly one" cannot be made exact. (Snowplow sp_209's apikey, a uuid format or a
+# written, so "exactly one" cannot be made exact; nor can it be a valid subset: without that
+# part, no object with "a" would be left. (Snowplow sp_209's apikey, a uuid format or a
 # pattern, was the example here; a branch's format is now read as an annotation to exclude it.)
 UNENFORCEABLE = {
     "oneOf": [
         {"type": "object", "propertyNames": {"maxLength": 3}},
-        {"type": ["object", "string"], "required": ["a"]},
+        {"type": "object", "required": ["a"]},
     ]
 }
 
@@ -163,12 +164,12 @@ def test_if_that_cannot_be_negated_fails_at_construction_even_lenient() -> None:
 def test_a_oneof_never_compiled_is_not_refused() -> None:
     # the enum's values are checked by the validator, so the oneOf inside is never compiled,
     # and the scan decides nothing below an enum
-    leaf = {"enum": [{"k": "x"}, {"k": {"a": 1}}], "properties": {"k": UNENFORCEABLE}}
+    leaf = {"enum": [{"k": {"abcd": 1, "a": 2}}, {"k": {"a": 1}}], "properties": {"k": UNENFORCEABLE}}
     schema, _ = _behind_items(leaf)
     split = SplitSchema(schema)
     assert split.n_compiled <= 3  # (not compiled at once, as a doubtful decision would)
     guide = PushdownGuide(split, load_vocab("spm32k"))
-    assert _accepts(guide, b'{"a": [[{"k": "x"}]]}')
+    assert _accepts(guide, b'{"a": [[{"k": {"abcd": 1, "a": 2}}]]}')  # (a name too long for branch 0)
     assert not _accepts(guide, b'{"a": [[{"k": {"a": 1}}]]}')  # {"a": 1} passes both branches
 
 
@@ -241,10 +242,11 @@ def test_deep_patterns_the_regex_compiler_takes_stay_lazy() -> None:
         split.compile_all()
 
 
-def test_negating_a_recursive_definition_is_a_schema_error_not_a_recursion() -> None:
+def test_negating_a_recursive_definition_is_a_valid_subset_not_a_recursion() -> None:
     # (a competency framework from GitHub) each branch of the oneOf requires its own key, both
     # may be present, and excluding one means negating a tree that holds itself: negation
-    # followed $refs without noticing the cycle and ran out of stack ("nested too deeply")
+    # followed $refs without noticing the cycle and ran out of stack ("nested too deeply");
+    # then it was refused; now "some kid is not a tree" is left out of the exclusion
     tree = {
         "type": "object",
         "oneOf": [
@@ -252,9 +254,20 @@ def test_negating_a_recursive_definition_is_a_schema_error_not_a_recursion() -> 
             {"properties": {"leaves": {"type": "array"}}, "required": ["leaves"]},
         ],
     }
-    with pytest.raises(SchemaError, match="oneOf branches") as caught:
-        SplitSchema(tree)
-    assert "lenient=True" in str(caught.value)
+    split = SplitSchema(tree)
+    assert split.subsets
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    for document, valid, kept in [
+        ({"kids": []}, True, True),
+        ({"leaves": []}, True, True),
+        ({"kids": [{"leaves": [1]}]}, True, True),
+        ({"kids": [], "leaves": []}, False, False),
+        ({"kids": [{}], "leaves": []}, True, False),  # valid (no kid is a tree), left out
+        ({}, False, False),
+    ]:
+        assert jsonschema.Draft202012Validator(tree).is_valid(document) == valid
+        state = guide.advance(guide.initial_state, json.dumps(document).encode())  # type: ignore[arg-type]
+        assert (bool(state) and guide.is_final(state)) == kept, document
     SplitSchema(tree, lenient=True)
     with pytest.raises(SchemaError, match="'not' can only be enforced"):
         nested = {"properties": {"t": {"$ref": "#/$defs/t"}}}
