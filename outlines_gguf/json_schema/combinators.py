@@ -514,7 +514,7 @@ class _CombinatorRules:
         negations: dict[int, Any] = {}
         within: dict[tuple[int, int], Any] = {}  # branch j negated among the values of branch i
         annotated: dict[int, Any] = {}  # branch j negated with its formats read as annotations
-        subsets: dict[int, Any] = {}  # a subset of branch j's negation (``negate_subset``)
+        in_part: dict[int, Any] = {}  # a subset of branch j's negation (``negate_subset``)
         for i, j in sorted(overlaps):
             if j not in negations:
                 negations[j] = self.negate(branches[j], f"{path}/oneOf/{j}")
@@ -525,10 +525,10 @@ class _CombinatorRules:
                         annotated[j] = self.negate_formats_unread(branches[j], f"{path}/oneOf/{j}")
                     within[i, j] = annotated[j]
                 if within[i, j] is None and subset:
-                    if j not in subsets:
-                        subsets[j] = self.negate_subset(branches[j], f"{path}/oneOf/{j}")
-                    within[i, j] = subsets[j]
-                    if subsets[j] is not None:
+                    if j not in in_part:
+                        in_part[j] = self.negate_subset(branches[j], f"{path}/oneOf/{j}")
+                    within[i, j] = in_part[j]
+                    if in_part[j] is not None:
                         self.subsets.add(path)
                 if within[i, j] is None:
                     raise self.fail(
@@ -543,8 +543,8 @@ class _CombinatorRules:
             if any(o is True for _, o in others):
                 others = [(j, o) for j, o in others if o is not True]
             if any(o is False for _, o in others):
-                if subset and any(o is False and j in subsets for j, o in others):
-                    raise self._lost_branch(i, min(j for j, o in others if o is False and j in subsets), path)
+                if subset and any(o is False and j in in_part for j, o in others):
+                    raise self._lost_branch(i, min(j for j, o in others if o is False and j in in_part), path)
                 continue  # another branch holds whenever this one does
             choices: list[list[Any]] = [[]]
             context = self.flatten({"allOf": [*extra, branch]} if extra else branch, path)
@@ -565,7 +565,7 @@ class _CombinatorRules:
                         path,
                     )
             kept = [{"allOf": [*extra, branch, *choice]} for choice in choices]
-            partial = [j for j, _ in others if j in subsets]
+            partial = [j for j, _ in others if j in in_part]
             if partial and all(_provably_empty(o["allOf"]) for o in kept):
                 raise self._lost_branch(i, partial[0], path)
             out += kept

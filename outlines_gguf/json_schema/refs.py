@@ -78,11 +78,12 @@ def localize_refs(root: Any) -> Any:
     index = _Index(root)
     # draft 4's ``id`` is also a property name real schemas misuse (``"id": "/items"`` from
     # schema generators): a reference it leaves unresolved is resolved as if no ``id`` were there
-    plain = _Index(root, draft4_ids=False) if index.id_key == "id" else None
+    plain: _Index | None = None  # (walked only where the ids leave a reference unresolved)
     rewrites: list[tuple[tuple[str, ...], str]] = []
     for i, (path, base, ref) in enumerate(index.refs):
         target = index.target_of(base, ref)  # (None: not in this document: the compiler refuses it)
-        if target is None and plain is not None:
+        if target is None and index.id_key == "id":
+            plain = plain or _Index(root, draft4_ids=False)
             _, plain_base, _ = plain.refs[i]  # (both walks meet the same references in order)
             target = plain.target_of(plain_base, ref)
         if target is not None and "#" + target != ref:
