@@ -329,3 +329,23 @@ def language_size(dfa: ByteDFA, limit: int) -> int | None:
             total += count[t]
         count[s] = min(total, limit)
     return count[0]
+
+
+def texts(dfa: ByteDFA, limit: int) -> list[bytes] | None:
+    """Every text ``dfa`` accepts, or None if there are more than ``limit`` (or infinitely
+    many). Depth first over the transitions, one edge per byte (the language is finite, so
+    every path ends)."""
+    size = language_size(dfa, limit + 1)
+    if size is None or size > limit:
+        return None
+    table, accepting = dfa.transitions, dfa.accepting
+    out: list[bytes] = []
+    stack: list[tuple[int, bytes]] = [(0, b"")]
+    while stack:
+        state, text = stack.pop()
+        if accepting[state]:
+            out.append(text)
+        row = table[state]
+        for byte in np.flatnonzero(row >= 0).tolist():
+            stack.append((int(row[byte]), text + bytes([byte])))
+    return sorted(out)

@@ -56,6 +56,7 @@ from outlines_gguf.json_schema.keywords import (
     _is_int,
     _show,
     call_marker,
+    subsets_note,
 )
 from outlines_gguf.json_schema.leaves import (
     NUMBER,
@@ -95,7 +96,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.lenient = lenient
         self.formats_unread = False  # while negating a oneOf branch with its formats unread
         self.negation_subset = False  # while negating a oneOf branch as a subset (negate_subset)
-        self.subsets: set[str] = set()  # where a valid subset was taken (oneOf paths; shared)
+        self.subsets: set[str] = set()  # where a valid subset was taken (see SplitSchema.subsets; shared)
         self.intersected = False  # an allOf part compiled on its own, for a product of automata
         self._within_depth = 0  # nested negate_within calls
         # one spelling per value (the items of a unique array): members in sorted order, an
@@ -165,7 +166,8 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         fragment = self.value(self.root, "#", self.max_depth)
         if fragment is None:
             raise SchemaError(
-                f"no JSON value satisfies this schema (within the recursion depth limit {self.max_depth})",
+                f"no JSON value satisfies this schema (within the recursion depth limit {self.max_depth})"
+                + subsets_note(self.subsets),
                 "#",
             )
         return self.b.build(fragment)

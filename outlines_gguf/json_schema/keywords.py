@@ -327,3 +327,15 @@ _MERGEABLE = (
 )
 
 _MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, ZeroDivisionError)
+
+
+def subsets_note(subsets: set[str]) -> str:
+    """What to add to "no JSON value satisfies this schema" where valid subsets were taken (their
+    paths): the schema may have values that the subsets leave out."""
+    if not subsets:
+        return ""
+    return (
+        "; the keywords at " + ", ".join(sorted(subsets)) + " are enforced as valid subsets "
+        "(minProperties counts extra members once: their keys cannot be kept distinct), which may "
+        "leave out every value; pass lenient=True to enforce less"
+    )

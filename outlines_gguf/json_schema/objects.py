@@ -11,7 +11,7 @@ from math import comb
 from typing import TYPE_CHECKING, Any, Protocol
 
 from outlines_gguf.automata.charsets import _complement, _normalize
-from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.dfa import ByteDFA, texts
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import difference, intersect
 from outlines_gguf.automata.regex import NFABuilder
@@ -57,6 +57,11 @@ order (2^n states, each member's automaton on 2^(n-1) edges: nested, the copies 
 every spelling of their values (``spellings.spellings_dfa``, a superset: any order wherever at
 most this many members), so no two items are one value either way."""
 
+LISTED_KEYS_MAX = 64
+"""Under ``minProperties`` (2 or more), the keys of extra members, where ``propertyNames`` or
+finite patterns list at most this many, become declared members: each written at most once, so
+every member a text writes is one of the parsed object's (see ``listed_extra_keys``)."""
+
 EAGER_ORDER_MAX = 3
 """Objects of at most this many members written in any order are one automaton with a state per
 set of members written (2^n); larger ones are a node per set, compiled when generation reaches
@@ -69,6 +74,10 @@ where there are at most this many such sets."""
 
 _OBJECT_NUMBERS = itertools.count()
 """Numbers for the objects compiled in any order (:data:`OBJECT_KEY`), unique in the process."""
+
+_Count = tuple[int, int, int]
+"""A position in ``object_body``: (members written, those counted towards the minimum, whether
+an extra member was written)."""
 
 MAX_OVERLAPPING_PATTERNS = 4
 """Overlapping ``patternProperties`` (a key matching two must satisfy both schemas) are split
@@ -123,18 +132,19 @@ class MemberCounts:
         missing = len(self.required - set(written))
         if self.high is not None and (count > self.high or missing > self.high - count):
             return False
-        return self.extras or count + len(self.names) - len(written) >= self.low
+        return len(self.names) + int(self.extras or extras > 0) >= self.low
 
     def closes(self, written: Collection[str], extras: int) -> bool:
-        """``}`` may come: every required member written, the minimum reached."""
-        return self.required <= set(written) and len(written) + extras >= self.low
+        """``}`` may come: every required member written, the minimum reached (extra members
+        count once: two may share a key, and the parsed object then holds one)."""
+        return self.required <= set(written) and len(written) + min(extras, 1) >= self.low
 
     def after_extra(self, written: Collection[str], extras: int) -> int:
-        """The extras counted after one more: exact under a maximum, else only up to the
-        minimum (past it, more extra members change nothing)."""
+        """The extras counted after one more: exact under a maximum, else only whether there
+        is one, while the minimum is not reached (past it, more change nothing)."""
         if self.high is not None:
             return extras + 1
-        return min(extras + 1, max(self.low - len(written), 0))
+        return min(extras + 1, 1 if self.low > len(written) else 0)
 
 
 def rest_schema(base: dict, written: list[str], extras: int, counted: bool) -> dict:
@@ -175,8 +185,6 @@ class _ObjectRules:
             if any(n not in allowed for n in required):
                 return None
             props = {n: s for n, s in props.items() if n in allowed}
-        if self.canonical:  # members in one order whatever the schema (where not in any order)
-            props = dict(sorted(props.items()))
         additional = schema.get(
             "additionalProperties", True if self.extra_properties is None else self.extra_properties
         )
@@ -184,6 +192,18 @@ class _ObjectRules:
             additional = schema["additionalProperties"]
         pattern_props = schema.get("patternProperties", {})
         min_p = int(schema.get("minProperties", 0))
+        if min_p >= 2 and not {CHUNK_KEY, EXTRA_KEY, WRITTEN_KEY} & set(schema):
+            # a text may write a key twice (the parsed object has it once), so extra members
+            # are counted once towards the minimum (``MemberCounts``); where their keys are a
+            # short list, they become members of their own, each written at most once: exact
+            listed = self.listed_extra_keys(props, additional, pattern_props, names, path)
+            if listed:
+                spelled = {**schema, "additionalProperties": additional}
+                props = {**props, **self.member_schemas(spelled, dict.fromkeys(listed, True), path)}
+            if listed is not None:
+                additional, pattern_props = False, {}
+        if self.canonical:  # members in one order whatever the schema (where not in any order)
+            props = dict(sorted(props.items()))
         max_p = schema.get("maxProperties")
         if max_p is not None and max_p > MAX_ITEMS_CAP:
             # counted members are states: cap like maxItems (a valid subset)
@@ -225,6 +245,16 @@ class _ObjectRules:
                 return None if member is None else member()
         names_schema = schema.get("propertyNames", True)
         extra = self.extra_member(props, additional, pattern_props, path, next_depth, names_schema)
+        if extra is not None and min_p >= 2:
+            # extra members count once towards the minimum (``object_body``, ``MemberCounts``):
+            # distinct keys of any number of them are not a regular set, and a key written
+            # twice is one member of the parsed object; where the declared members and one
+            # extra cannot reach the minimum, no object is left (lenient: that minimum)
+            self.subsets.add(f"{path}/minProperties")
+            if min_p > len(members) + 1:
+                if not self.lenient:
+                    return None
+                min_p = len(members) + 1
         link = None
         if extra is not None and self.calls is not None:
             link = {
@@ -296,12 +326,7 @@ class _ObjectRules:
         for name, sub in props.items():
             parts = [sub] if name in declared else []
             for pat, pat_sub in patterns.items():
-                try:
-                    found = pattern_matches(pat, name)
-                except Undecided as exc:
-                    message = f"patternProperties: {exc} cannot be matched against {name!r}"
-                    raise self.fail(message, path) from exc
-                if found:
+                if self.key_matches(pat, name, path):
                     parts.append(pat_sub)
             if not parts:
                 parts = [additional]
@@ -583,6 +608,44 @@ class _ObjectRules:
                 b.nfa.eps[close[1]].append(end)
         return entry[0], end
 
+    def listed_extra_keys(
+        self: CompilerAPI,
+        props: dict,
+        additional: Any,
+        pattern_props: dict,
+        names: ByteDFA | None,
+        path: str,
+    ) -> list[str] | None:
+        """The keys an extra member of this object may have, where they are at most
+        :data:`LISTED_KEYS_MAX` (``propertyNames`` lists them, or ``additionalProperties`` is
+        false and every pattern matches a few keys), declared ones left out; None otherwise."""
+        spellings: list[ByteDFA | None]
+        if names is not None:
+            spellings = [names]
+        elif additional is False:
+            spellings = [self.key_names({"pattern": p}, f"{path}/patternProperties") for p in pattern_props]
+        else:
+            return None
+        found: set[str] = set()
+        for dfa in spellings:
+            listed = None if dfa is None else texts(dfa, 4 * LISTED_KEYS_MAX)  # (escaped spellings too)
+            if listed is None:
+                return None
+            found.update(json.loads(text.decode("utf-8", "surrogatepass")) for text in listed)
+        keys = sorted(found - set(props))
+        if len(keys) > LISTED_KEYS_MAX:
+            return None
+        if additional is False:  # a key no pattern matches cannot be written
+            keys = [k for k in keys if any(self.key_matches(p, k, path) for p in pattern_props)]
+        return keys
+
+    def key_matches(self: CompilerAPI, pattern: str, key: str, path: str) -> bool:
+        try:
+            return pattern_matches(pattern, key)
+        except Undecided as exc:
+            message = f"patternProperties: {exc} cannot be matched against {key!r}"
+            raise self.fail(message, path) from exc
+
     def key_names(self: CompilerAPI, names: Any, path: str) -> ByteDFA | None:
         """The keys ``propertyNames`` allows, as the automaton of their JSON strings, or None
         when it allows every key."""
@@ -813,27 +876,41 @@ class _ObjectRules:
         """``{`` members in order (optional ones may be skipped), extras after, ``}``.
 
         The NFA tracks how many members were written, capped where counts stop
-        mattering, so commas go between members and min/maxProperties hold.
+        mattering, so commas go between members and min/maxProperties hold. A
+        position is (members written, up to the maximum; those that count towards the
+        minimum; whether an extra member was written): extra members count once
+        towards the minimum (two may share a key), every one towards the maximum.
         """
         b = self.b
-        cap = max(1, min_p, max_p if max_p is not None else 0)
+        total_cap = max(1, min_p, max_p if max_p is not None else 0)
+        once = extra is not None and min_p >= 2 and part is None  # (runs only need one member)
+
+        def after(count: _Count, is_extra: bool) -> _Count:
+            total, counted, extra_seen = count
+            total = min(total + 1, total_cap)
+            if is_extra and once:
+                return total, counted, 1
+            return total, min(counted + 1, min_p), extra_seen
+
         # ``part``: a run of members inside another object (no braces; "after": a member was
         # written before, so a comma comes first)
         entry = self.open("{") if part is None else self.b.empty()
-        level: dict[int, int] = {1 if part == "after" else 0: entry[1]}
+        first: _Count = (1, 1, 0) if part == "after" else (0, 0, 0)
+        level: dict[_Count, int] = {first: entry[1]}
 
         def member_edge(
             source: int,
-            c: int,
+            count: _Count,
             make: Callable[[], Fragment | None],
-            target: Callable[[int], int],
-            shared: dict[int, Fragment | None],
+            target: Callable[[_Count], int],
+            shared: dict[_Count, Fragment | None],
+            is_extra: bool,
         ) -> None:
-            """From count ``c``: [comma] member -> count c+1. One member fragment serves every
-            count that leads to the same next count (they continue alike)."""
-            if max_p is not None and c >= max_p:
+            """From ``count``: [comma] member -> the count after it. One member fragment serves
+            every count that leads to the same next count (they continue alike)."""
+            if max_p is not None and count[0] >= max_p:
                 return
-            key = min(c + 1, cap)
+            key = after(count, is_extra)
             if key not in shared:
                 made = shared[key] = make()
                 if made is not None:
@@ -841,34 +918,36 @@ class _ObjectRules:
             member = shared[key]
             if member is None:
                 return
-            if c > 0:
+            if count[0] > 0:
                 comma = self.comma()
                 b.nfa.eps[source].append(comma[0])
                 b.nfa.eps[comma[1]].append(member[0])
             else:
                 b.nfa.eps[source].append(member[0])
 
-        def states() -> tuple[dict[int, int], Callable[[int], int]]:
-            nxt: dict[int, int] = {}
+        def states() -> tuple[dict[_Count, int], Callable[[_Count], int]]:
+            nxt: dict[_Count, int] = {}
 
-            def target(c: int) -> int:
-                if c not in nxt:
-                    nxt[c] = b.nfa.state()
-                return nxt[c]
+            def target(count: _Count) -> int:
+                if count not in nxt:
+                    nxt[count] = b.nfa.state()
+                return nxt[count]
 
             return nxt, target
 
-        def with_extras(level: dict[int, int], extra: Callable[[], Fragment | None]) -> dict[int, int]:
+        def with_extras(level: dict[_Count, int], extra: Callable[[], Fragment | None]) -> dict[_Count, int]:
             """The same position, after any number of extra members."""
             nxt, target = states()
-            for c, s in level.items():
-                b.nfa.eps[s].append(target(c))
-            shared: dict[int, Fragment | None] = {}
-            c = min(nxt)
-            while c <= cap:  # ascending, so counts created on the way are handled too
-                if c in nxt:
-                    member_edge(nxt[c], c, extra, target, shared)
-                c += 1
+            for count, s in level.items():
+                b.nfa.eps[s].append(target(count))
+            shared: dict[_Count, Fragment | None] = {}
+            pending, seen = sorted(nxt), set(nxt)
+            while pending:  # counts created on the way are handled too
+                count = pending.pop()
+                member_edge(nxt[count], count, extra, target, shared, True)
+                new = [c for c in nxt if c not in seen]
+                seen.update(new)
+                pending.extend(new)
             return nxt
 
         # In split mode an extra member is one call, so extras may come between declared members
@@ -879,11 +958,11 @@ class _ObjectRules:
             if between is not None:
                 level = with_extras(level, between)
             nxt, target = states()
-            shared: dict[int, Fragment | None] = {}
-            for c, s in level.items():
+            shared: dict[_Count, Fragment | None] = {}
+            for count, s in level.items():
                 if not is_required:
-                    b.nfa.eps[s].append(target(c))
-                member_edge(s, c, make, target, shared)
+                    b.nfa.eps[s].append(target(count))
+                member_edge(s, count, make, target, shared, False)
             level = nxt
             if not level:
                 return None
@@ -891,8 +970,8 @@ class _ObjectRules:
             level = with_extras(level, extra)
         end = b.nfa.state()
         closing = False
-        for c, s in level.items():
-            if c >= min_p:
+        for (_, counted, extra_seen), s in level.items():
+            if counted + (extra_seen if once else 0) >= min_p:
                 close = self.close("}") if part is None else self.b.empty()
                 b.nfa.eps[s].append(close[0])
                 b.nfa.eps[close[1]].append(end)

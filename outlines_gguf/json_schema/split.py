@@ -43,6 +43,7 @@ from outlines_gguf.json_schema.keywords import (
     _is_int,
     _pointer,
     call_marker,
+    subsets_note,
 )
 from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.objects import MemberCounts, _never, rest_schema
@@ -148,13 +149,14 @@ class SplitSchema(Locked):
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         self.subsets: set[str] = set()
-        """Paths of the ``oneOf``s enforced as a valid subset (``negate_subset``: some documents
-        that match exactly one branch are rejected, none that does not is accepted)."""
+        """Paths of the keywords enforced as a valid subset (some valid documents are rejected,
+        no invalid one is accepted): ``oneOf``s whose negations are written in part
+        (``negate_subset``), ``minProperties`` that counts extra members once."""
         doubt = self._scan()
         self.register(root, "#")
         self.node(0)
         if 0 in self._unproductive:
-            raise SchemaError("no JSON value satisfies this schema", "#")
+            raise SchemaError("no JSON value satisfies this schema" + subsets_note(self.subsets), "#")
         if doubt is not None:
             # a keyword the scan could not decide favourably: compile every node now, so that
             # the error it may cause (raised by the nodes themselves, in their own context) is
@@ -766,7 +768,7 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool], typ
     if schema.get(WRITTEN_KEY) is not None:
         # the rest of an object: its caller's needs answer for its required values, and it is
         # only entered where it can be finished; below minProperties, compile it to know
-        written = len(schema[WRITTEN_KEY]) + schema.get(EXTRAS_WRITTEN_KEY, 0)
+        written = len(schema[WRITTEN_KEY]) + min(schema.get(EXTRAS_WRITTEN_KEY, 0), 1)  # (MemberCounts)
         return written >= schema.get("minProperties", 0)
     if STRING_RUN_KEY in schema:  # low <= high: some string fits
         return True
