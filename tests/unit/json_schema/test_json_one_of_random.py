@@ -142,7 +142,7 @@ def _array_documents() -> list[dict]:
 ARRAY_DOCUMENTS = _array_documents()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(array_branches(), min_size=2, max_size=3))
 def test_one_of_over_array_items_is_exact_or_refused(one_of: list) -> None:
     _judge({"oneOf": one_of}, ARRAY_DOCUMENTS)
