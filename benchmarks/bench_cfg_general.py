@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--walks", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=40)
     args = parser.parse_args()
-    vocab = load_vocab(args.vocab)
+    vocab = load_vocab(args.vocab).prepare()  # the tries a process loads with its vocabulary
     cases = {name: (grammars.load(name), "start", "auto") for name in grammars.names()}
     cases.update({name: (text, start, "dynamic") for name, (text, start) in NON_LALR.items()})
     print(f"{'grammar':<16} {'mode':<8} {'compile+first':>13} {'mean ms':>8} {'p95 ms':>7} {'masks':>6}")

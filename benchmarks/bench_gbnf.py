@@ -145,7 +145,7 @@ def main() -> None:
     texts = [render(args.grammar, d).encode() for d in DOCS[args.grammar]]
     docs = [llm.tokenize(t, add_bos=False, special=False) for t in texts] * args.repeat
     print(f"{args.grammar}.gbnf on {args.vocab.name} ({vocab.size} tokens), {sum(map(len, docs))} tokens")
-    _ = vocab.trie  # the vocabulary's own trie is built once per vocabulary, before timing
+    vocab.prepare()  # the vocabulary's tries, built once per model (and cached on disk), before timing
     n = len(DOCS[args.grammar])
     print(f"ours       {summary(run_ours(text, vocab, docs), n)}")
     if not args.no_peer:

@@ -17,6 +17,10 @@ the grammar's byte classes, is walked level by level in two parts:
   next lexer's reachable table and the nodes, so it is cached the same way:
   a stack never seen before costs a few lookups and one boolean mask.
 
+Where plain-text characters loop on the lexer state (a string or comment body), the
+in-lexeme walk is a slice of the plain-text tokens plus a walk of a trie of the other tokens
+(``_plain_split``, the regex guide's idea): a few thousand tokens instead of the vocabulary.
+
 Masks are cached per configuration (LRU).
 """
 
@@ -30,9 +34,9 @@ import numpy as np
 
 from outlines_gguf.errors import ConstraintViolationError, VocabularyError
 from outlines_gguf.grammar.compiled import Config, Grammar
-from outlines_gguf.grammar.lexer import CROSS
+from outlines_gguf.grammar.lexer import CROSS, DEAD
 from outlines_gguf.grammar.stack_memo import StackMemo
-from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, LRUCache, TokenMask, bytes_to_read
+from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, LRUCache, TokenMask, _plain_step, bytes_to_read
 from outlines_gguf.locking import Locked
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
@@ -146,10 +150,21 @@ class CFGGuide(GrammarGuide):
         self._unions: LRUCache = LRUCache(MASK_CACHE_SIZE)  # masks by the identity of their parts
         self._tables: list[np.ndarray] = []  # the interned reachable lexer tables
         self._table_ids: dict[bytes, int] = {}
+        self._plain_splits: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # see _plain_split
+
+    @property
+    def _tries(self) -> list[TokenTrie]:
+        """The tries walks run on: the compressed vocabulary trie first, then those of the
+        tokens outside each plain-text split (``_plain_split``)."""
+        tries = self.__dict__.get("_trie_list")
+        if tries is None:
+            tries = self.__dict__["_trie_list"] = [self.trie]
+        return tries
 
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
-        state["_tables"], state["_table_ids"] = [], {}
+        state["_tables"], state["_table_ids"], state["_plain_splits"] = [], {}, {}
+        state.pop("_trie_list", None)
         return state
 
     # -- the Guide protocol -----------------------------------------------------------------
@@ -213,14 +228,43 @@ class CFGGuide(GrammarGuide):
         inside = self._inside.get(table_id)
         if inside is None:
             table = self._tables[table_id]
-            roots = np.arange(self.trie.root_children)
-            inside = self._walk(table, roots, np.zeros(roots.size, dtype=np.int64))
+            split = self._plain_split(table)
+            trie = self._tries[0 if split is None else split[1]]
+            roots = np.arange(trie.root_children)
+            start = np.zeros(roots.size, dtype=np.int64)
+            tokens, cross_nodes, cross_from = self._walk(table, roots, start, trie)
+            if split is not None:  # plain text stays in the lexeme: those tokens by the slice
+                tokens = np.concatenate([split[0], tokens])
+            inside = (tokens, cross_nodes, cross_from, 0 if split is None else split[1])
             self._inside.put(table_id, inside)
-        tokens, cross_nodes, cross_from = inside
+        tokens, cross_nodes, cross_from, which = inside
         parts = [tokens]
         if cross_nodes.size:
-            self._across(stack, cross_nodes, order[cross_from], parts)
+            self._across(stack, cross_nodes, order[cross_from], parts, which)
         return table_id, parts
+
+    def _plain_split(self, table: np.ndarray) -> tuple[np.ndarray, int] | None:
+        """Where every plain-text character leads state 0 of ``table`` back to itself but a
+        few ASCII ones, which end the text there (a string or comment body): the plain-text
+        tokens without those bytes, which end inside the lexeme whatever their length, and
+        the index in ``_tries`` of the trie of the tokens that are not plain text, the only
+        ones walked (plain ones with such a byte die); None elsewhere. A JSON string body is
+        then a slice and a walk of a few thousand tokens instead of the whole vocabulary."""
+        wide = table[:, self.grammar.byte_class]
+        step = _plain_step(wide, 0)
+        if step is None or step[0] != 0 or (wide[0, step[1]] != DEAD).any():
+            return None
+        exceptions = tuple(step[1].tolist())
+        found = self._plain_splits.get(exceptions)
+        if found is None:
+            text = self.vocabulary.text_tokens
+            plain = text.plain_ids
+            for byte in exceptions:
+                plain = plain[~self.vocabulary.holding(byte)[plain]]
+            if not self._plain_splits:  # (one compressed trie of the other tokens serves all)
+                self._tries.append(text.rest.compress(self.grammar.byte_class))
+            found = self._plain_splits[exceptions] = (plain, len(self._tries) - 1)
+        return found
 
     def _reachable(self, view: np.ndarray, q: int) -> tuple[int, np.ndarray]:
         """The part of ``view`` reachable from ``q``, renumbered breadth first from 0 and interned
@@ -290,9 +334,10 @@ class CFGGuide(GrammarGuide):
             self._inside_masks.put(table_id, found)
         return found
 
-    def _across(self, stack: int, nodes: np.ndarray, sources: np.ndarray, out: list) -> int:
-        """Continue below trie ``nodes`` whose byte ends the lexeme in state ``sources``; returns
-        the deepest position of ``stack`` that what was found depends on."""
+    def _across(self, stack: int, nodes: np.ndarray, sources: np.ndarray, out: list, which: int = 0) -> int:
+        """Continue below ``nodes`` of trie ``which`` (in ``_tries``) whose byte ends the lexeme
+        in state ``sources``; returns the deepest position of ``stack`` that what was found
+        depends on."""
         grammar = self.grammar
         emits = grammar.lexer(stack).emits
         single = sources.size == 1 or bool((sources == sources[0]).all())
@@ -310,12 +355,12 @@ class CFGGuide(GrammarGuide):
                     continue
                 after = found
             sel = nodes if single else nodes[sources == source]
-            tokens, read_below = self._below(after, sel)
+            tokens, read_below = self._below(after, sel, which)
             out.append(tokens)
             deepest = max(deepest, top + read_below)
         return deepest
 
-    def _below(self, stack: int, nodes: np.ndarray) -> tuple[np.ndarray, int]:
+    def _below(self, stack: int, nodes: np.ndarray, which: int = 0) -> tuple[np.ndarray, int]:
         """The tokens below trie ``nodes`` (whose bytes start a lexeme) that ``stack`` can read,
         and the deepest position of the stack they depend on.
 
@@ -324,7 +369,8 @@ class CFGGuide(GrammarGuide):
         below the top, so the stacks of every nesting share it); the walk inside the lexeme per
         (lexer table, nodes), shared by every stack with that table.
         """
-        key = nodes.tobytes()
+        trie = self._tries[which]
+        key = (which, nodes.tobytes())
         memo = self._belows.get(key)
         if memo is None:
             stacks = self.grammar.table
@@ -337,20 +383,22 @@ class CFGGuide(GrammarGuide):
             walked = self._subwalks.get((table_id, key))
             if walked is None:
                 table = self._tables[table_id]
-                states = table[0, self.trie.node_byte[nodes]].astype(np.int64)
+                states = table[0, trie.node_byte[nodes]].astype(np.int64)
                 alive = states >= 0
-                walked = self._walk(table, nodes[alive], states[alive], entered=True)
+                walked = self._walk(table, nodes[alive], states[alive], trie, entered=True)
                 self._subwalks.put((table_id, key), walked)
             tokens, cross_nodes, cross_from = walked
             parts = [tokens]
             if cross_nodes.size:
-                deepest = max(deepest, self._across(stack, cross_nodes, order[cross_from], parts))
+                deepest = max(deepest, self._across(stack, cross_nodes, order[cross_from], parts, which))
             found = (np.concatenate(parts) if len(parts) > 1 else tokens, deepest)
             memo.put(stack, deepest, found)
         return found
 
-    def _walk(self, view: np.ndarray, nodes: np.ndarray, states: np.ndarray, entered: bool = False) -> _Walk:
-        """Walk the trie under one lexer view.
+    def _walk(
+        self, view: np.ndarray, nodes: np.ndarray, states: np.ndarray, trie: TokenTrie, entered: bool = False
+    ) -> _Walk:
+        """Walk ``trie`` (one of ``_tries``) under one lexer view.
 
         ``entered=False``: ``nodes`` are children still to enter from ``states``;
         ``entered=True``: ``nodes`` were entered and are in ``states``.
@@ -358,14 +406,13 @@ class CFGGuide(GrammarGuide):
         lexer state each of those comes from). Levels are walked with numpy while wide, node
         by node in Python once the frontier is narrow.
         """
-        trie = self.trie
         stride = view.shape[1]
         flat = np.ascontiguousarray(view).reshape(-1)
         found: list[np.ndarray] = []
         cross_nodes: list[np.ndarray] = []
         cross_from: list[np.ndarray] = []
         if not entered:
-            nodes, states = self._enter(flat, stride, nodes, states, cross_nodes, cross_from)
+            nodes, states = self._enter(trie, flat, stride, nodes, states, cross_nodes, cross_from)
         sizes = trie._subtree_size
         while nodes.size:
             if nodes.size <= NARROW and int(sizes[nodes].sum()) <= NARROW_NODES:
@@ -378,7 +425,7 @@ class CFGGuide(GrammarGuide):
             children, parents = trie.step(nodes, states, found)
             if children is None:
                 break
-            nodes, states = self._enter(flat, stride, children, parents, cross_nodes, cross_from)
+            nodes, states = self._enter(trie, flat, stride, children, parents, cross_nodes, cross_from)
         tokens = np.concatenate(found) if found else np.empty(0, dtype=np.int32)
         if not cross_nodes:
             return tokens, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
@@ -388,6 +435,7 @@ class CFGGuide(GrammarGuide):
 
     def _enter(
         self,
+        trie: TokenTrie,
         flat: np.ndarray,
         stride: int,
         children: np.ndarray,
@@ -395,10 +443,11 @@ class CFGGuide(GrammarGuide):
         cross_nodes: list,
         cross_from: list,
     ) -> tuple[np.ndarray, np.ndarray]:
-        nxt = flat[parents * stride + self.trie.node_byte[children]]
+        nxt = flat[parents * stride + trie.node_byte[children]]
         crossing = nxt == CROSS
         if crossing.any():
             cross_nodes.append(children[crossing])
             cross_from.append(parents[crossing])
         alive = nxt >= 0
         return children[alive], nxt[alive].astype(np.int64)
+

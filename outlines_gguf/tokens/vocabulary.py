@@ -297,13 +297,18 @@ class Vocabulary:
         cache = self.__dict__.setdefault("_holding", {})
         found = cache.get(byte)
         if found is None:
-            lengths = np.fromiter(map(len, self.tokens), dtype=np.int64, count=len(self.tokens))
-            blob = np.frombuffer(b"".join(self.tokens), dtype=np.uint8)
-            owners = np.searchsorted(np.cumsum(lengths), np.flatnonzero(blob == byte), side="right")
+            blob, ends = self._joined
+            owners = np.searchsorted(ends, np.flatnonzero(blob == byte), side="right")
             found = np.zeros(self.size, dtype=bool)
             found[owners] = True
             cache[byte] = found
         return found
+
+    @cached_property
+    def _joined(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every token's bytes joined, and where each token ends in them (for :meth:`holding`)."""
+        lengths = np.fromiter(map(len, self.tokens), dtype=np.int64, count=len(self.tokens))
+        return np.frombuffer(b"".join(self.tokens), dtype=np.uint8), np.cumsum(lengths)
 
     def clear_class_tries(self) -> None:
         """Forget the byte-class tries (:meth:`class_trie`); the next guide rebuilds its own."""

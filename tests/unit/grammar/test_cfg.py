@@ -321,6 +321,29 @@ def test_masks_equal_token_by_token_check_along_random_walks(name: str) -> None:
             state = guide.next_state(state, int(rng.choice(choices)))
 
 
+@pytest.mark.parametrize("body", [r'[^"\\\x7f]', r'[^"\\]'], ids=["without-DEL", "any"])
+def test_plain_text_split_of_a_string_body_equals_token_by_token_check(body: str) -> None:
+    """In a string body, plain-text tokens are taken by the slice (those holding a byte the body
+    refuses, DEL here, die) and only the others are walked: the mask still equals advancing
+    every token one by one, inside the string and across its closing quote."""
+    text = f'start: STRING ("," STRING)*\nSTRING: /"{body}*"/\n'
+    pieces = ["a", "b", "ab", "\x7f", "a\x7fb", "\u00e9", "a\u00e9", "\u00e9\x7f", '"', 'a"', '",', '","']
+    pieces += ['"a', "\\", "\n", "\u65e5\u672c", '\u00e9",', ",", 'b","a']
+    tokens = [b"", b"", *sorted({p.encode() for p in pieces})]
+    vocab = Vocabulary(tokens, eog_ids=[0], special_ids=[1], name="plain-split")
+    guide = CFGGuide(Grammar(text), vocab)
+    grammar = guide.grammar
+    for prefix in ['"', '"a', '"ab\u00e9', '"a","', '"a","b']:
+        config = grammar.advance(grammar.initial_state, prefix.encode())
+        assert config is not None, prefix
+        allowed = set(guide.mask(config).allowed_ids(vocab.size).tolist())
+        expected = {t for t in range(2, vocab.size) if grammar.advance(config, tokens[t]) is not None}
+        if grammar.is_final(config):
+            expected.add(0)
+        assert allowed == expected, (prefix, sorted(allowed ^ expected))
+    assert set(guide._plain_splits) == ({(0x7F,)} if "x7f" in body else {()})  # the split was taken
+
+
 # -- the processor -------------------------------------------------------------------------------
 
 
