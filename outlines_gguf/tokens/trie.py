@@ -125,10 +125,9 @@ class TokenTrie:
         starts = [*self.level_start.tolist(), self.n_nodes]
         levels = list(itertools.pairwise(starts))
         for (lo, hi), (_, below_hi) in zip(reversed(levels[:-1]), reversed(levels[1:]), strict=True):
-            below = np.concatenate(([0], np.cumsum(total[hi:below_hi])))
-            first = np.clip(self.first_child[lo:hi] - hi, 0, below_hi - hi)
-            last = np.clip(first + self.n_children[lo:hi], 0, below_hi - hi)
-            total[lo:hi] += below[last] - below[first]
+            if below_hi > hi:  # each child's total into its parent (one bincount a level)
+                sums = np.bincount(self.parent[hi:below_hi] - lo, total[hi:below_hi], hi - lo)
+                total[lo:hi] += sums.astype(np.int64)
         return total
 
     @cached_property
