@@ -152,19 +152,16 @@ class CFGGuide(GrammarGuide):
         self._table_ids: dict[bytes, int] = {}
         self._plain_splits: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # see _plain_split
 
-    @property
+    @cached_property
     def _tries(self) -> list[TokenTrie]:
-        """The tries walks run on: the compressed vocabulary trie first, then those of the
-        tokens outside each plain-text split (``_plain_split``)."""
-        tries = self.__dict__.get("_trie_list")
-        if tries is None:
-            tries = self.__dict__["_trie_list"] = [self.trie]
-        return tries
+        """The tries walks run on: the compressed vocabulary trie first, then that of the
+        tokens outside the plain-text splits (``_plain_split``)."""
+        return [self.trie]
 
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
         state["_tables"], state["_table_ids"], state["_plain_splits"] = [], {}, {}
-        state.pop("_trie_list", None)
+        state.pop("_tries", None)
         return state
 
     # -- the Guide protocol -----------------------------------------------------------------
