@@ -89,12 +89,15 @@ class _ScalarRules:
     """Scalar rules of the JSON Schema compiler (mixed into ``_Compiler``)."""
 
     def enum(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
-        values = [schema["const"]] if "const" in schema else schema["enum"]
-        if not isinstance(values, list):
+        listed = schema.get("enum", [])
+        if not isinstance(listed, list):
             raise self.fail("enum must be an array", path)
+        values = listed
+        if "const" in schema:  # (and the enum, if there is one, must list it too)
+            values = [schema["const"]]
+            if "enum" in schema:
+                values = [v for v in values if any(json_equal(v, w) for w in listed)]
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const") and k not in ANNOTATIONS}
-        if "enum" in schema and "const" in schema:
-            values = [v for v in values if json_equal(v, schema["const"])]
         return self.listed(values, rest, path, depth)
 
     def listed(self: CompilerAPI, values: list, rest: Any, path: str, depth: int) -> Fragment | None:

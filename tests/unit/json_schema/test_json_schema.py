@@ -12,12 +12,15 @@ import jsonschema
 import numpy as np
 import pytest
 import regex
+from conftest import load_vocab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outlines_gguf import ConstraintTooComplexError, SchemaError, compile_json_schema
 from outlines_gguf.automata.regex import regex_to_dfa
 from outlines_gguf.json_schema.leaves import STRING_FORMATS, integer_range, number_range
+from outlines_gguf.json_schema.pushdown import PushdownGuide
+from outlines_gguf.json_schema.split import SplitSchema
 
 CASES = [
     ({"type": "integer", "minimum": 3, "maximum": 120}, ["3", "120", "45"], ["2", "121", "-1", "4.5", "03"]),
@@ -162,6 +165,15 @@ CASES = [
         ['{"y": 1}', '{"x-a": "s"}'],
     ),
     (True, ["null"], []),
+    # const and enum together: a value must be both (the enum is not left out)
+    (
+        {"type": "object", "properties": {"c": {"const": "a", "enum": ["b"]}}},
+        ["{}"],
+        ['{"c": "a"}', '{"c": "b"}'],
+    ),
+    ({"const": 5, "enum": [5.0, 1]}, ["5"], ["1"]),
+    ({"anyOf": [{"const": 5, "enum": []}, {"type": "string"}]}, ['"x"'], ["5"]),
+    ({"const": [1], "enum": [[1], [2]]}, ["[1]"], ["[2]", "[]"]),
 ]
 
 
@@ -173,6 +185,20 @@ def test_language(schema, good: list[str], bad: list[str]) -> None:
         assert dfa.matches(text.encode()), text
     for text in bad:
         assert not dfa.matches(text.encode()), text
+
+
+BOTH_LISTED = CASES[-4:]
+
+
+@pytest.mark.parametrize(("schema", "good", "bad"), BOTH_LISTED, ids=[json.dumps(c[0]) for c in BOTH_LISTED])
+def test_language_of_the_pushdown_engine(schema, good: list[str], bad: list[str]) -> None:
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    for text in good:
+        state = guide.advance(guide.initial_state, text.encode())
+        assert state and guide.is_final(state), text
+    for text in bad:
+        state = guide.advance(guide.initial_state, text.encode())
+        assert not (state and guide.is_final(state)), text
 
 
 def test_whitespace_default_and_override() -> None:
