@@ -229,8 +229,10 @@ class SplitSchema(Locked):
         elif isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
             key = ("ref", str(schema["$ref"]))
         elif isinstance(schema, dict) and not any(k in schema for k in _NESTING_KEYS):
-            try:  # a leaf or a self-contained object: equal schemas share one node
-                key = ("json", json.dumps(schema, sort_keys=True))
+            try:  # a leaf or a self-contained object: equal schemas share one node, whatever
+                # their annotations (``description``, ``title``, unknown keywords) say
+                kept = {k: v for k, v in schema.items() if k in _KNOWN_KEYWORDS or k.startswith(_OURS)}
+                key = ("json", json.dumps(kept, sort_keys=True))
             except (TypeError, ValueError):
                 key = ("id", id(schema))
         else:
@@ -948,6 +950,9 @@ def _subschemas(schema: dict, path: str) -> Iterable[tuple[str, Any]]:
 
 
 _KNOWN_KEYWORDS = KNOWN_KEYWORDS
+
+_OURS = "x-outlines-gguf-"
+"""The prefix of the keywords this package writes into schemas (runs, rests, calls)."""
 
 
 def _direct_extra_member(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:

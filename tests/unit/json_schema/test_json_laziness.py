@@ -99,3 +99,29 @@ def test_no_node_number_holds_the_call_byte() -> None:
     doc = {"a": [{f"k{i}": i} for i in range(300)]}
     state = guide.advance(guide.initial_state, json.dumps(doc).encode())
     assert state and guide.is_final(state)
+
+
+def test_leaves_that_differ_only_in_annotations_share_one_node() -> None:
+    """``description``, ``title``, ``examples`` and unknown keywords do not change a value's
+    language: such leaves are one node, compiled (and their masks computed) once."""
+    notes = [
+        {"description": "the first"},
+        {"title": "Second", "examples": ["x"]},
+        {"markdownDescription": "*third*", "$comment": "c"},
+        {},
+    ]
+    schema = {
+        "type": "object",
+        "properties": {f"p{i}": {"type": "string", "maxLength": 7, **note} for i, note in enumerate(notes)},
+    }
+    schema["properties"]["p4"] = {"type": "string", "maxLength": 8, "description": "the first"}
+    split = SplitSchema(schema)
+    split.compile_all()
+    schemas = [split._schemas[n][0] for n in split._nodes]
+    strings = [s for s in schemas if isinstance(s, dict) and s.get("type") == "string"]
+    assert sorted(s["maxLength"] for s in strings) == [7, 8]  # (a keyword that constrains: apart)
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    text = json.dumps({"p2": "abcdefg", "p0": "a"}).encode()
+    state = guide.advance(guide.initial_state, text)
+    assert state and guide.is_final(state)
+    assert not guide.advance(guide.initial_state, json.dumps({"p3": "abcdefgh"}).encode())
