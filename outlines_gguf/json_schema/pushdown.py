@@ -75,6 +75,11 @@ MASK_CACHE_SIZE = 2048
 WALK_CACHE_SIZE = 4096
 """Crossing walks kept per guide (least recently used are dropped)."""
 
+NEXT_CACHE_SIZE = 8192
+"""Transitions kept per guide, by (state, token): generation meets the same states again (every
+document a schema generates starts alike), and reading a token byte by byte through the
+configurations costs as much as a warm mask."""
+
 PAIR_WALK_CACHE_SIZE = 32
 """Walks of the whole trie from a pair of a pattern's layered string (``_pair_walk``) kept per
 guide: each holds up to a vocabulary's worth of tokens (about 1 MB at 128k)."""
@@ -104,6 +109,7 @@ class PushdownGuide(Locked):
         self.initial_state: Hashable = frozenset({(None, 0, 0)})
         self._masks = LRUCache(MASK_CACHE_SIZE)
         self._walks = LRUCache(WALK_CACHE_SIZE)
+        self._next = LRUCache(NEXT_CACHE_SIZE)
         self._version = schema.version
         self._horizon = vocabulary.max_token_bytes  # no token reads further than this
         self._layer_reps: dict[int, np.ndarray] = {}  # node -> its states' representatives
@@ -114,6 +120,7 @@ class PushdownGuide(Locked):
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
         state["_masks"], state["_walks"] = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
+        state["_next"] = LRUCache(NEXT_CACHE_SIZE)
         state["_layer_reps"], state["_layer_alive"] = {}, {}
         state["_pair_walks"] = LRUCache(PAIR_WALK_CACHE_SIZE)
         return state
@@ -192,10 +199,26 @@ class PushdownGuide(Locked):
         data = bytes_to_read(self, state, token_id, "the JSON value")
         if data is None:
             return FINISHED
-        nxt = self.advance(_configs(state), data)
-        if not nxt:
-            raise ConstraintViolationError(f"token {token_id} ({data!r}) does not fit the schema here")
+        with self._lock:
+            self._forget_if_cut()
+            key = (state, token_id)
+            nxt = self._next.get(key)
+            if nxt is None:
+                nxt = self.advance(_configs(state), data)
+                if not nxt:
+                    raise ConstraintViolationError(
+                        f"token {token_id} ({data!r}) does not fit the schema here"
+                    )
+                if self._version == self.schema.version:  # (reading compiles nodes, which may cut calls)
+                    self._next.put(key, nxt)
         return nxt
+
+    def _forget_if_cut(self) -> None:
+        """Drop what was computed with calls that have since been cut as unproductive."""
+        if self._version != self.schema.version:
+            self._masks, self._walks = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
+            self._next = LRUCache(NEXT_CACHE_SIZE)
+            self._version = self.schema.version
 
     def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes:
         """The longest bytes every text accepted from ``state`` starts with (up to ``limit``):
@@ -226,9 +249,7 @@ class PushdownGuide(Locked):
         if state == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
         with self._lock:
-            if self._version != self.schema.version:  # calls were cut: forget what used them
-                self._masks, self._walks = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
-                self._version = self.schema.version
+            self._forget_if_cut()
             key = self._mask_key(_configs(state))
             return self._masks.get_or_make(key, lambda: self._compute_mask(key))
 

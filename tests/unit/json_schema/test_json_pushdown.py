@@ -17,7 +17,7 @@ import pytest
 from conftest import load_vocab
 from sampling import closing_bias, generate
 
-from outlines_gguf import JSONLogitsProcessor, SchemaError
+from outlines_gguf import ConstraintViolationError, JSONLogitsProcessor, SchemaError
 from outlines_gguf.compiler import compile_json_schema
 from outlines_gguf.json_schema import objects as json_schema_objects
 from outlines_gguf.json_schema.pushdown import PushdownGuide
@@ -634,3 +634,22 @@ def test_two_callers_entering_one_node_both_go_on() -> None:
         text = json.dumps(doc).encode()
         end = guide.advance(guide.initial_state, text)
         assert (bool(end) and guide.is_final(end)) == validator.is_valid(doc), doc
+
+
+def test_transitions_are_remembered_and_refusals_are_not() -> None:
+    """``next_state`` keeps the transitions it has read (generation meets the same states
+    again); a token that does not fit is refused every time it is offered."""
+    vocab = load_vocab("spm32k")
+    guide = PushdownGuide(SplitSchema({"type": "object", "properties": {"n": {"type": "integer"}}}), vocab)
+    ids = [vocab.tokens.index(t) for t in (b"{", b'"', b"n", b'"', b":")]
+    states = []
+    for _ in range(2):
+        state = guide.initial_state
+        for token in ids:
+            state = guide.next_state(state, token)
+        states.append(state)
+    assert states[0] == states[1] == guide.advance(guide.initial_state, b'{"n":')
+    letter = vocab.tokens.index(b"x")
+    for _ in range(2):
+        with pytest.raises(ConstraintViolationError):
+            guide.next_state(states[0], letter)
