@@ -14,7 +14,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -267,6 +267,10 @@ class SplitSchema(Locked):
                 node = self._compile(number)
                 targets = {number, *(callee for pairs in node.calls.values() for callee, _ in pairs)}
                 self._decide(targets)
+                if number not in self._unproductive and not targets.isdisjoint(self._unproductive):
+                    # a callee found unproductive before this node was compiled: the cut that
+                    # found it did not see these calls (no mask has used them: not yet active)
+                    self._nodes[number] = _cut_calls(self._nodes[number], self._unproductive)
                 self._cut_unproductive()
                 self._active.add(number)
             return self._nodes[number]
@@ -1168,9 +1172,9 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     for s in calls:
         boundary[s] = True
     safe = _reach(_plain_safe(cut, boundary))
-    cut_node = Node(node.number, node.path, ByteDFA(cut, accepting), calls, boundary, node.free_accept, safe)
-    cut_node.needs = node.needs
-    return cut_node
+    # (what else the node is, a run, layers, a unique item, its needs, stays; its walks go)
+    dfa = ByteDFA(cut, accepting)
+    return replace(node, dfa=dfa, calls=calls, boundary=boundary, plain_reach=safe, guide=None, crossings={})
 
 
 def _reach(safe: np.ndarray) -> np.ndarray:

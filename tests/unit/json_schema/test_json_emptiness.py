@@ -250,3 +250,17 @@ def _satisfiable_oracle(schema: dict) -> bool | None:
             if not known[name] and sat(definition):
                 known[name] = changed = True
     return sat({k: v for k, v in schema.items() if k != "$defs"})
+
+
+@pytest.mark.parametrize("never", [{"not": {}}, False, {"allOf": [{"type": "number"}, {"type": "boolean"}]}])
+def test_a_node_compiled_after_its_callee_was_refuted_does_not_call_it(never: Any) -> None:
+    """Found by ``benchmarks/soundness_fuzz.py``: the items of ``kids`` are the same object as
+    the root, compiled later, after the root's compile had refuted ``v``'s value; the cut of the
+    calls to it only saw the nodes compiled then, so inside an item ``{"v": `` was allowed, a
+    dead end. Every node is cut as it is first used."""
+    node = {"properties": {"v": never, "kids": {"items": {"$ref": "#/$defs/node"}}}}
+    schema = {"$defs": {"node": node}, "$ref": "#/$defs/node"}
+    guide = PushdownGuide(SplitSchema(schema), load_vocab("spm32k"))
+    for prefix in ('{"v": ', '{"kids": [{"v": ', '{"kids": [{}, {"kids": [{"v": '):
+        assert not guide.advance(guide.initial_state, prefix.encode()), prefix
+    assert guide.advance(guide.initial_state, b'{"kids": [{"kids": []}, {"w": 1}]}')
