@@ -708,19 +708,13 @@ def merge(a: dict[str, Any], b: Any) -> dict[str, Any]:
 
 
 def resolve_pointer(root: Any, ref: str) -> Any:
-    """The target of a local ``$ref`` (``#`` or a JSON pointer), or None."""
-    if not ref.startswith("#"):
+    """The target of a local ``$ref`` (``#``, a JSON pointer or an anchor), or None."""
+    from outlines_gguf.json_schema.validate import resolve_local  # (imported after the cache is off)
+
+    try:
+        return resolve_local(root, ref)
+    except LookupError:
         return None
-    node = root
-    for part in ref[1:].split("/")[1:]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
 
 
 def searches(pattern: str, text: str) -> bool:
@@ -2042,6 +2036,9 @@ class Fuzzer:
         print("\n== most common refusals")
         for reason, count in self.stats.refusals.most_common(12):
             print(f"  {count:5d}  {reason}")
+        for reason in self.stats.refusals:
+            if reason.startswith("(generator recursion)"):
+                print(f"  {reason}")
         print(f"\n== {len(self.found)} distinct findings")
         for record in sorted(self.found.values(), key=lambda r: r["signature"]):
             print(f"\n[{record['kind']}] {record['signature']}  ({record['hits']} hits)")
