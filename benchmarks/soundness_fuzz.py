@@ -15,15 +15,23 @@ The loop, until ``--seconds`` are spent:
    key whose first value is a decoy (``json.loads`` keeps the last, as JSON Schema validators do),
    other separators, number spellings of the same value (``1.0``, ``1e0``, ``10E-1``, ``-0``),
    string and key escapes (``\\u0041``, ``\\/``, surrogate pairs);
-4. judge each text: ``proc.accepts(text)`` against ``jsonschema`` (the dialect's validator,
-   ``multipleOf`` checked exactly by decimal value, formats asserted). Accepted but invalid is a
-   bug; valid but rejected is only counted (the engine enforces documented valid subsets);
+4. judge each text: ``proc.accepts(text)`` against ``jsonschema`` (the dialect's validator over
+   exact numbers: decimals as ``Decimal``, ``multipleOf`` and ``integer`` by exact value; formats
+   asserted; ``$`` in patterns as the end of the text), with patterns read both as Python's ``re``
+   reads them (``jsonschema``'s way: Unicode ``\\d``, ``\\w``, ``\\s``) and as ECMA-262 does (ASCII
+   ``\\d``, ``\\w``; its own ``\\s``; ``.`` without line terminators). Accepted but refused by both
+   readings is ``unsound``; by ECMA-262's alone ``unsound-ecma``, by Python's alone
+   ``regex-dialect``. Valid but rejected is only counted (the engine enforces documented valid
+   subsets); a schema refused as having no value although a generated value is valid is
+   ``wrong-empty`` (a completeness finding);
 5. also walk the guide's token masks at random, as generation does (``--walks`` per schema), and
-   judge the completed texts: a mask may allow what ``accepts`` is never asked about;
-6. shrink every bug (delete keywords, subschemas, list members; drop object members and array
-   items from the text, undo its spelling variations) while it stays a bug, deduplicate by a
-   signature (the keywords of the minimal schema and the ones the value fails), and append it to
-   ``--out`` (JSON lines).
+   judge the completed texts: a mask may allow what ``accepts`` is never asked about. A walk that
+   reaches a state where no token can continue is a ``dead-end`` (recorded with what was asked of
+   the guide before, which decides what it had compiled); one over the time limit ``slow-walk``;
+6. shrink every finding (delete keywords, subschemas, list members; drop object members and array
+   items from the text, undo its spelling variations, shorten strings and numbers) while it stays
+   one, deduplicate by a signature (the keywords of the minimal schema and the ones the value
+   fails), and append it to ``--out`` (JSON lines).
 
 Run from the repository root::
 
