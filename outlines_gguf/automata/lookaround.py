@@ -135,8 +135,11 @@ def _wide(name: str) -> Ranges:
 class _Shared:
     """What one compilation's translators share: markers, lookahead bodies, watchers."""
 
-    def __init__(self, builder: FragmentBuilder, chars: Callable[[Ranges], Fragment], pattern: str) -> None:
+    def __init__(
+        self, builder: FragmentBuilder, chars: Callable[[Ranges], Fragment], pattern: str, ecma: bool = False
+    ) -> None:
         self.builder = builder
+        self.ecma = ecma  # (see _RegexTranslator.ecma)
         self.nfa = builder.nfa
         self.chars = chars
         self.pattern = pattern
@@ -155,6 +158,7 @@ class _AssertionTranslator(_RegexTranslator):
         super().__init__(shared.builder, shared.pattern, shared.chars)
         self.shared = shared
         self.negative = negative
+        self.ecma = shared.ecma
         self.multiline = multiline
 
     def item(self, op: object, av: object, flags: _Flags, at_start: bool, at_end: bool) -> tuple[int, int]:
@@ -179,6 +183,8 @@ class _AssertionTranslator(_RegexTranslator):
             text = _WIDE_NON_BOUNDARY
         else:
             text = _REWRITES.get(anchor) or _LINE_REWRITES.get((anchor, self.multiline))
+            if anchor is C.AT_END and not self.multiline and self.ecma and not self.negative:
+                text = _REWRITES[C.AT_END_STRING]  # ECMA-262's $: the very end (Python's: or before \n)
         if text is None:
             raise self.fail(f"the anchor {av}")
         return self.seq(list(sre_parse.parse(text).data), flags, False, False)
@@ -212,7 +218,7 @@ class _AssertionTranslator(_RegexTranslator):
 
     def watcher(self, items: list, flags: _Flags, negative: bool) -> ByteDFA | None:
         """The DFA of ``Σ*·body`` over the whole text (None: the body matches nothing)."""
-        nested = _Shared(self.builder, self.charset, self.pattern)
+        nested = _Shared(self.builder, self.charset, self.pattern, self.ecma)
         inner = _AssertionTranslator(nested, negative, self.multiline)
         anything = self.builder.repeat(lambda: self.charset(((0, MAX_CODEPOINT),)), 0, None)
         body = inner.seq(items, flags, False, False)
@@ -459,13 +465,16 @@ def compile_assertions(
     anchored: bool,
     *,
     strict: bool = False,
+    negated: bool = False,
+    ecma: bool = False,
 ) -> ByteDFA | None:
     """The DFA of a pattern with assertions (``parsed``: by ``re``'s parser), full match (None:
     it matches nothing).
 
     The pieces are built in ``builder``'s NFA (so ``chars`` may write into it, as
     JSON's escaping does). ``strict``: raise :class:`PendingLookaheadError` if a
-    lookahead at the end would look past the match (a lexer terminal).
+    lookahead at the end would look past the match (a lexer terminal). ``negated``, ``ecma``: as
+    :meth:`.regex.NFABuilder.regex` reads them.
     """
     try:
         re.compile(pattern)
@@ -474,7 +483,7 @@ def compile_assertions(
             what = "a variable-width lookbehind is not supported"
             raise RegexError(f"regex {_short(pattern)}: {what}") from exc
         raise RegexError(f"invalid regex {_short(pattern)}: {exc}") from exc
-    return _determinized(builder, pattern, parsed, chars, anchored, strict, False).dfa()
+    return _determinized(builder, pattern, parsed, chars, anchored, strict, False, negated, ecma).dfa()
 
 
 def _determinized(
@@ -485,9 +494,11 @@ def _determinized(
     anchored: bool,
     strict: bool,
     trailing: bool,
+    negated: bool = False,
+    ecma: bool = False,
 ) -> _Determinizer:
-    shared = _Shared(builder, chars, pattern)
-    translator = _AssertionTranslator(shared, False, bool(parsed.state.flags & C.SRE_FLAG_MULTILINE))
+    shared = _Shared(builder, chars, pattern, ecma)
+    translator = _AssertionTranslator(shared, negated, bool(parsed.state.flags & C.SRE_FLAG_MULTILINE))
     try:
         fragment = translator.seq(list(parsed.data), _Flags.of(parsed.state.flags), anchored, anchored)
         return _Determinizer(shared, fragment, strict, trailing)

@@ -12,7 +12,9 @@ Character classes follow the intersection of Python's ``str`` and
 ``re.ASCII`` semantics, so every generated string fully matches the pattern
 under both: ``\\d``, ``\\w``, ``\\s`` produce ASCII characters, their negations
 (``\\D``, ``[^\\d]``) exclude the Unicode ones. With the ``(?a)`` flag the
-classes are exactly ASCII.
+classes are exactly ASCII. A pattern that is complemented afterwards takes the
+union instead (``negated=True``), and a JSON Schema pattern is also read as
+ECMA-262 reads ``.`` and ``$`` (``ecma=True``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class NFABuilder(FragmentBuilder):
         *,
         anchored: bool = True,
         strict_lookahead: bool = False,
+        negated: bool = False,
+        ecma: bool = False,
     ) -> Fragment:
         """A Python regex (full match when ``anchored``) as a fragment.
 
@@ -49,13 +53,19 @@ class NFABuilder(FragmentBuilder):
         with lookarounds, ``\\b`` or inner anchors are compiled by
         :mod:`.lookaround` (``strict_lookahead``: refuse a lookahead that looks
         past the end of the match, as a lexer terminal's would).
+
+        ``negated``: the fragment will be complemented (``not: {pattern}``, the keys outside
+        ``patternProperties``), so classes take their widest meaning over every reader (``\\s``
+        every Unicode space, ``$`` also before a final newline) instead of the narrowest: what
+        is left after the complement then fails to match under each reading. ``ecma``: a JSON
+        Schema pattern, read to hold under ECMA-262 too (``.`` and ``$``).
         """
         spend(10 * len(pattern))
         expanded = expand_escapes(pattern)  # \p{L}, \cC: as classes re reads
         if expanded is pattern:
-            return self._regex(pattern, chars, anchored, strict_lookahead)
+            return self._regex(pattern, chars, anchored, strict_lookahead, negated, ecma)
         try:
-            return self._regex(expanded, chars, anchored, strict_lookahead)
+            return self._regex(expanded, chars, anchored, strict_lookahead, negated, ecma)
         except (RegexError, ConstraintTooComplexError) as exc:
             # name the pattern as the caller wrote it (a position would be in the rewritten text)
             message = re.sub(r" at position \d+", "", str(exc).replace(_short(expanded), _short(pattern)))
@@ -63,7 +73,13 @@ class NFABuilder(FragmentBuilder):
             raise
 
     def _regex(
-        self, pattern: str, chars: Callable[[Ranges], Fragment] | None, anchored: bool, strict_lookahead: bool
+        self,
+        pattern: str,
+        chars: Callable[[Ranges], Fragment] | None,
+        anchored: bool,
+        strict_lookahead: bool,
+        negated: bool,
+        ecma: bool = False,
     ) -> Fragment:
         """:meth:`regex` of a pattern in the syntax Python's ``re`` reads."""
         try:
@@ -76,12 +92,21 @@ class NFABuilder(FragmentBuilder):
             raise ConstraintTooComplexError(f"regex {_short(pattern)}: {exc}") from exc
         if lookaround.needs_assertions(list(parsed.data), anchored, anchored):
             dfa = lookaround.compile_assertions(
-                self, pattern, parsed, chars or self.chars, anchored, strict=strict_lookahead
+                self,
+                pattern,
+                parsed,
+                chars or self.chars,
+                anchored,
+                strict=strict_lookahead,
+                negated=negated,
+                ecma=ecma,
             )
             if dfa is None:  # matches nothing: a fragment whose end cannot be reached
                 return self.nfa.state(), self.nfa.state()
             return self.dfa(dfa)
         translator = _RegexTranslator(self, pattern, chars or self.chars)
+        translator.negative = negated
+        translator.ecma = ecma
         try:
             return translator.seq(list(parsed.data), _Flags.of(parsed.state.flags), anchored, anchored)
         except RecursionError as exc:

@@ -57,6 +57,10 @@ class _RegexTranslator:
     """Read under an odd number of negative lookarounds (:mod:`.lookaround`): the text must *not*
     match, so classes take the meaning that is complemented afterwards."""
 
+    ecma = False
+    """A JSON Schema pattern, which ECMA-262 engines judge too: read so as to hold under both (a
+    ``.`` to be matched is no line terminator of either: not ``\\r``, U+2028 or U+2029 either)."""
+
     def __init__(self, builder: FragmentBuilder, pattern: str, chars: Callable[[Ranges], Fragment]) -> None:
         self.builder = builder
         self.nfa = builder.nfa
@@ -91,7 +95,10 @@ class _RegexTranslator:
                 excluded = _ignore_case(excluded, not self.negative, flags.ascii)
             return self.charset(_complement(excluded))
         if op is C.ANY:
-            return self.charset(((0, MAX_CODEPOINT),) if flags.dotall else _complement(((10, 10),)))
+            if flags.dotall:
+                return self.charset(((0, MAX_CODEPOINT),))
+            line_ends = _ECMA_LINE_ENDS if self.ecma and not self.negative else ((10, 10),)
+            return self.charset(_complement(line_ends))
         if op is C.IN:
             return self.charset(self.char_class(av, flags))
         if op is C.BRANCH:
@@ -117,6 +124,9 @@ class _RegexTranslator:
         if op is C.AT:
             if av in (C.AT_BEGINNING, C.AT_BEGINNING_STRING) and at_start:
                 return self.empty()
+            if av is C.AT_END and at_end and self.negative:
+                # complemented: Python's $ also matches before a final newline (ECMA's does not)
+                return self.builder.repeat(lambda: self.charset(((10, 10),)), 0, 1) or self.empty()
             if av in (C.AT_END, C.AT_END_STRING) and at_end:
                 return self.empty()
             return self.anchor(av, flags)
@@ -166,6 +176,10 @@ class _RegexTranslator:
         fragment = self.builder.repeat(lambda: self.seq(sub, flags, False, False), lo, top)
         assert fragment is not None  # re's parser refuses {m,n} with n < m
         return fragment
+
+
+_ECMA_LINE_ENDS: Ranges = ((10, 10), (13, 13), (0x2028, 0x2029))
+"""What ECMA-262's ``.`` does not match (Python's misses only the first)."""
 
 
 def _short(text: str, limit: int = 200) -> str:

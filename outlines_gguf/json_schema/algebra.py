@@ -440,7 +440,7 @@ def _no_common_key(a: dict, b: dict) -> bool:
     try:
         for p in a.get("patternProperties") or {}:
             for q in b.get("patternProperties") or {}:
-                dp, dq = pattern_dfa(_searched(p)), pattern_dfa(_searched(q))
+                dp, dq = pattern_dfa(_searched(p), wide=True), pattern_dfa(_searched(q), wide=True)
                 if dp is not None and dq is not None and intersect(dp, dq) is not None:
                     return False
     except OutlinesGGUFError:  # a pattern our automata cannot express

@@ -166,7 +166,8 @@ def _strings_except(values: list[str], within: ByteDFA | None = None) -> ByteDFA
 
 def _strings_not_matching(patterns: list[str], within: ByteDFA | None, path: str) -> ByteDFA | None:
     """The content of JSON strings (of ``within``, if given) in which none of ``patterns`` is
-    found: the complement of each pattern's automaton (spelled as in ``json_chars``)."""
+    found: the complement of each pattern's automaton (spelled as in ``json_chars``), read in
+    its widest meaning, so that no reader finds the pattern in what is left."""
     body: ByteDFA | None = within if within is not None else _string_content()
     for pattern in patterns:
         if body is None:
@@ -175,7 +176,7 @@ def _strings_not_matching(patterns: list[str], within: ByteDFA | None, path: str
             raise SchemaError("pattern must be a string", path)
         helper = NFABuilder(f"pattern {pattern!r}")
         try:
-            found = helper.build(helper.regex(_searched(pattern), partial(json_chars, helper)))
+            found = helper.build(helper.regex(_searched(pattern), partial(json_chars, helper), negated=True))
         except EmptyLanguageError:
             continue  # found nowhere: excludes nothing
         body = difference(body, found)

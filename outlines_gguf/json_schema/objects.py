@@ -36,6 +36,7 @@ from outlines_gguf.json_schema.lexical import (
     _searched,
     foreign_escapes,
 )
+from outlines_gguf.json_schema.scalars import pattern_part_dfa
 from outlines_gguf.json_schema.validate import Undecided, pattern_matches
 
 if TYPE_CHECKING:
@@ -749,15 +750,11 @@ class _ObjectRules:
         """Overlapping ``patternProperties``: the keys (JSON strings written without escapes)
         that match exactly the patterns of each set, for every set some key matches; such a
         key's value is governed by every pattern of its set."""
-        helper = NFABuilder("patternProperties")
-        sub = self.sub_compiler(helper)
-        keys: list[ByteDFA | None] = []
-        for p in patterns:
-            fragment = sub.string({"pattern": p}, f"{path}/patternProperties")
-            try:
-                keys.append(None if fragment is None else helper.build(fragment))
-            except EmptyLanguageError:
-                keys.append(None)
+        # a key is in a set where it matches each of its patterns under every reader (narrow)
+        # and none of the others under any reader (wide); a key on which readers differ is in no
+        # set, so it cannot be written
+        keys = [_pattern_key_dfa(p, wide=False) for p in patterns]
+        wide_keys = [_pattern_key_dfa(p, wide=True) for p in patterns]
         plain = _complement(_RAW_FORBIDDEN)
         anykey = NFABuilder("key")
         every = anykey.build(
@@ -772,22 +769,24 @@ class _ObjectRules:
         regions = []
         for chosen in range(1, 1 << len(patterns)):
             region: ByteDFA | None = every
-            for i, key in enumerate(keys):
+            for i, (key, wide_key) in enumerate(zip(keys, wide_keys, strict=True)):
                 if region is None:
                     break
                 if chosen >> i & 1:
                     region = None if key is None else intersect(region, key)
-                elif key is not None:
-                    region = difference(region, key)
+                elif wide_key is not None:
+                    region = difference(region, wide_key)
             if region is not None:
                 regions.append((region, [i for i in range(len(patterns)) if chosen >> i & 1]))
         return regions
 
     def check_disjoint_patterns(self: CompilerAPI, patterns: list[str], path: str) -> None:
+        """Raise a :class:`SchemaError` naming two of ``patterns`` that some key matches, under
+        any reader's meaning of their classes (so disjoint patterns are disjoint under each)."""
         dfas = []
         for p in patterns:
             helper = NFABuilder("patternProperties")
-            dfas.append(helper.build(helper.regex(_searched(p))))
+            dfas.append(helper.build(helper.regex(_searched(p), negated=True)))
         for i in range(len(dfas)):
             for j in range(i + 1, len(dfas)):
                 both = intersect(dfas[i], dfas[j])
@@ -802,8 +801,9 @@ class _ObjectRules:
         """A JSON string key that matches none of ``patterns`` (searched, as JSON Schema says)
         and is none of the declared names: the keys ``additionalProperties`` governs."""
         helper = NFABuilder("patternProperties")
-        sub = self.sub_compiler(helper)
-        taken = [sub.string({"pattern": p}, f"{path}/patternProperties") for p in patterns]
+        # (a pattern read in its widest meaning: the key matches it under no reader)
+        wide = [_pattern_key_dfa(p, wide=True) for p in patterns]
+        taken = [helper.dfa(key) for key in wide if key is not None]
         taken += [helper.literal(json.dumps(n, ensure_ascii=False)) for n in props]
         try:
             excluded = helper.build(helper.alt(taken))
@@ -977,3 +977,17 @@ class _ObjectRules:
                 b.nfa.eps[close[1]].append(end)
                 closing = True
         return (entry[0], end) if closing else None
+
+
+def _pattern_key_dfa(pattern: str, wide: bool) -> ByteDFA | None:
+    """The JSON strings (quotes included) in which ``pattern`` is found, narrow (under every
+    reader) or ``wide`` (under some reader): :func:`.scalars.pattern_part_dfa`. None: none."""
+    try:
+        content = pattern_part_dfa(pattern, wide)
+    except EmptyLanguageError:
+        return None
+    helper = NFABuilder("patternProperties")
+    try:
+        return helper.build(helper.seq([helper.literal('"'), helper.dfa(content), helper.literal('"')]))
+    except EmptyLanguageError:
+        return None

@@ -327,10 +327,14 @@ class _ScalarRules:
 
 
 @lru_cache(maxsize=1024)
-def pattern_part_dfa(pattern: str) -> ByteDFA:
+def pattern_part_dfa(pattern: str, wide: bool = False) -> ByteDFA:
     """The automaton of a string's content where ``pattern`` is found in it, built once per
-    pattern (real schemas repeat a pattern in many places; ``clear_caches`` forgets them)."""
-    return _content_dfa(f"pattern {pattern!r}", _searched(pattern))
+    pattern (real schemas repeat a pattern in many places; ``clear_caches`` forgets them).
+
+    Narrow (the default): found under every reader (Python's ``re``, ECMA-262), for strings
+    that must match. ``wide``: found under some reader, for strings that must not match, which
+    are what is left outside it."""
+    return _content_dfa(f"pattern {pattern!r}", _searched(pattern), negated=wide, ecma=True)
 
 
 @cache
@@ -341,10 +345,11 @@ def format_part_dfa(fmt_regex: str) -> ByteDFA:
     return _content_dfa("format", fmt_regex)
 
 
-def _content_dfa(label: str, regex: str) -> ByteDFA:
-    """``regex`` over JSON-escaped characters, read-only (it is shared)."""
+def _content_dfa(label: str, regex: str, negated: bool = False, ecma: bool = False) -> ByteDFA:
+    """``regex`` over JSON-escaped characters, read-only (it is shared); ``negated``, ``ecma``:
+    as :meth:`.NFABuilder.regex` reads them."""
     helper = NFABuilder(label)
-    dfa = helper.build(helper.regex(regex, lambda r: json_chars(helper, r)))
+    dfa = helper.build(helper.regex(regex, lambda r: json_chars(helper, r), negated=negated, ecma=ecma))
     dfa.transitions.flags.writeable = False
     dfa.accepting.flags.writeable = False
     return dfa

@@ -17,6 +17,7 @@ arithmetic. Keywords it cannot decide (``unevaluated*``, dynamic references, non
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -94,22 +95,40 @@ def json_equal(a: Any, b: Any) -> bool:
 
 
 @lru_cache(maxsize=256)
-def pattern_dfa(regex: str) -> ByteDFA | None:
-    """The automaton of the UTF-8 strings a full-match ``regex`` accepts (None: none)."""
+def pattern_dfa(regex: str, wide: bool = False, ecma: bool = False) -> ByteDFA | None:
+    """The automaton of the UTF-8 strings a full-match ``regex`` accepts (None: none); ``wide``
+    and ``ecma`` as :meth:`.NFABuilder.regex`'s ``negated`` and ``ecma`` read them."""
     builder = NFABuilder("pattern")
     try:
-        return builder.build(builder.regex(regex))
+        return builder.build(builder.regex(regex, negated=wide, ecma=ecma))
     except EmptyLanguageError:
         return None
 
 
+_SAME_UNDER_EVERY_READER = re.compile(r"[\t-\x0c -~]*(?<!\n)")
+"""Texts on which the readers of a pattern agree: printable ASCII and ASCII spaces but ``\\r``
+(ECMA-262's ``.`` misses it), not ending in a newline (Python's ``$`` matches before one);
+``\\s``, ``\\d``, ``\\w`` and case folding differ only on other characters."""
+
+
 def pattern_matches(pattern: str, text: str) -> bool:
-    """Whether ``pattern`` is found in ``text`` (JSON Schema searches), by our regex automaton."""
+    """Whether ``pattern`` is found in ``text`` (JSON Schema searches), by our regex automata.
+    :class:`Undecided` where readers differ (``\\s`` and U+00A0: Python's ``re`` finds it, a
+    narrower reading does not), so that no caller counts on either answer."""
     try:
-        dfa = pattern_dfa(_searched(pattern))
+        searched = _searched(pattern)
+        data = text.encode("utf-8", "surrogatepass")
+        narrow = pattern_dfa(searched, ecma=True)
+        if narrow is not None and narrow.matches(data):
+            return True
+        if _SAME_UNDER_EVERY_READER.fullmatch(text):
+            return False
+        wide = pattern_dfa(searched, wide=True)
     except OutlinesGGUFError as exc:  # a pattern our regex automata cannot express
         raise Undecided(f"pattern {pattern!r}") from exc
-    return dfa is not None and dfa.matches(text.encode("utf-8", "surrogatepass"))
+    if wide is not None and wide.matches(data):
+        raise Undecided(f"pattern {pattern!r} on {text!r}, where regex readers differ")
+    return False
 
 
 def format_matches(fmt: str, text: str) -> bool:
