@@ -63,9 +63,10 @@ def _distribute(parts: list[Any]) -> dict | None:
 
 def _provably_empty(parts: list[Any]) -> bool:
     """No value satisfies all of ``parts``, as far as merging the mergeable ones shows: a
-    ``false`` part, no type in common, an empty ``enum``, or a required property whose
-    schemas (gathered by the merge) are ``false`` or pairwise disjoint. A cheap, partial test
-    (False: perhaps satisfiable) for pruning the combinations of conditionals."""
+    ``false`` part, no type in common, an empty ``enum``, or, where only objects are allowed, a
+    required property whose schemas (gathered by the merge) are ``false`` or pairwise disjoint.
+    A cheap, partial test (False: perhaps satisfiable) for pruning the combinations of
+    conditionals."""
     spliced = _spliced(parts)
     if any(p is False for p in spliced):
         return True
@@ -76,6 +77,8 @@ def _provably_empty(parts: list[Any]) -> bool:
         return False
     if merged.get("enum") == [] or merged.get("type") == []:
         return True
+    if merged.get("type") not in ("object", ["object"]):
+        return False  # (a required property constrains objects only: other values may fit)
     props = merged.get("properties", {})
     for name in merged.get("required", []) if isinstance(merged.get("required"), list) else []:
         sub = props.get(name, True) if isinstance(props, dict) else True
@@ -130,11 +133,39 @@ def _alternatives(schema: Any) -> list[Any]:
         for inner in _alternatives(option):
             if not beside:
                 out.append(inner)
-            elif isinstance(inner, dict) and not set(inner) & set(beside):
+            elif isinstance(inner, dict) and _independent(beside, inner):
                 out.append({**beside, **inner})
             else:
                 out.append({"allOf": [beside, inner]})
     return out
+
+
+_SIBLING_GROUPS = (
+    frozenset({"properties", "patternProperties", "additionalProperties"}),
+    _ARRAY_SIBLINGS,
+    frozenset(_CONTAINS_KEYS),
+    frozenset({"if", "then", "else"}),
+)
+"""Keywords whose meaning depends on which of the others stand beside them in one schema: a
+part's ``additionalProperties`` is about the keys *its* ``properties`` leave out."""
+
+_UNEVALUATED = frozenset({"unevaluatedProperties", "unevaluatedItems"})
+
+
+def _independent(a: dict, b: dict) -> bool:
+    """Whether two schemas written as one (``{**a, **b}``) mean what both together mean: no
+    keyword in common, none whose meaning depends on a sibling that the other brings (``{"anyOf":
+    [{"properties": {"b": true}}], "additionalProperties": false}`` does not admit ``{"b": 1}``),
+    no ``unevaluated*`` (it reads every sibling), and none of the compiler's own structure keys."""
+    keys_a, keys_b = set(a), set(b)
+    if keys_a & keys_b:
+        return False
+    if (keys_a | keys_b) & _UNEVALUATED:
+        return False
+    if any(keys_a & group and keys_b & group for group in _SIBLING_GROUPS):
+        return False
+    ours = {k for k in keys_a | keys_b if k.startswith("x-outlines-gguf-")}
+    return ours <= set(_NEGATION_MARKERS)
 
 
 def of_types(values: list, declared: Any) -> list:

@@ -255,3 +255,24 @@ def test_contradicting_alternatives_cost_no_spreading_budget() -> None:
             for chosen in itertools.product(*(values[k] for k in keys)):
                 documents.append(dict(zip(keys, chosen, strict=True)))
     _judge(TOOLCHAIN, documents)
+
+
+HAS_B = {"properties": {"b": True}, "required": ["b"]}
+SIBLING_CASES = [
+    # an anyOf distributed over the keywords beside it: a branch's properties are not siblings
+    # of the outer additionalProperties (``{"b": 1}`` was accepted)
+    {"allOf": [{"anyOf": [HAS_B, {"not": HAS_B}], "additionalProperties": False}]},
+    {"anyOf": [HAS_B, {"not": HAS_B}], "additionalProperties": False},
+    {"allOf": [{"anyOf": [{"prefixItems": [{"minimum": 3}]}, {"maxItems": 0}], "items": {"minimum": 5}}]},
+    {"allOf": [{"anyOf": [{"contains": {"const": 1}}, {"maxItems": 0}], "maxContains": 1}]},
+    {"allOf": [{"anyOf": [{"if": {"required": ["b"]}}, {"maxProperties": 0}], "then": {"required": ["c"]}}]},
+    # an if without then or else, in an allOf: non-objects satisfy it (they were refused as empty)
+    {"anyOf": [{"allOf": [{"if": HAS_B, "additionalProperties": False, "minProperties": 2}]}]},
+    {"allOf": [{"if": HAS_B, "additionalProperties": False}]},
+]
+SIBLING_DOCUMENTS = [False, "x", 2, {}, {"a": 1}, {"b": 1}, {"b": 1, "c": 2}, [], [3, 5], [5, 5], [1], [1, 1]]
+
+
+@pytest.mark.parametrize("schema", SIBLING_CASES, ids=[json.dumps(s)[:60] for s in SIBLING_CASES])
+def test_alternatives_keep_keywords_apart_from_siblings_they_depend_on(schema: dict) -> None:
+    _judge(schema, SIBLING_DOCUMENTS)
