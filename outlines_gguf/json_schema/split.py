@@ -45,7 +45,7 @@ from outlines_gguf.json_schema.keywords import (
     call_marker,
     subsets_note,
 )
-from outlines_gguf.json_schema.lexical import Whitespace
+from outlines_gguf.json_schema.lexical import Whitespace, _longest
 from outlines_gguf.json_schema.objects import MemberCounts, _never, rest_schema
 from outlines_gguf.json_schema.runs import (
     STRING_RUN_KEY,
@@ -525,11 +525,19 @@ class SplitSchema(Locked):
         return _node(number, path, table, accepting, calls, reach, shape, free)
 
     def _satisfiable(self, number: int) -> bool:
-        """``_surely_satisfiable`` of a node's schema, once per node."""
+        """``_surely_satisfiable`` of a node's schema, once per node; and a unique item without
+        the texts written so far where its values are infinitely many (as a number's or a
+        string's): a finite set left out leaves some. So the array's frame, worked out again
+        at each byte of an item (``unique.py``), does not compile the next item's node until
+        a next item begins (a 160-digit number took seconds, a difference per digit)."""
         found = self._surely.get(number)
         if found is None:
             schema = self._schemas[number][0]
-            found = self._surely[number] = _surely_satisfiable(schema, self.root, types=self._possible_types)
+            found = _surely_satisfiable(schema, self.root, types=self._possible_types)
+            if not found and isinstance(schema, dict) and UNIQUE_EXCLUDED_KEY in schema:
+                base = self._unique_items.get(id(schema[UNIQUE_ITEM_KEY]), False)  # (compiled first)
+                found = isinstance(base, ByteDFA) and _longest(base) is None
+            self._surely[number] = found
         return found
 
     def _possible_types(self, schema: Any) -> set[str]:
