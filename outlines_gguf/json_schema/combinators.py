@@ -51,7 +51,14 @@ from outlines_gguf.json_schema.keywords import (
     _is_number,
     _is_schema,
 )
-from outlines_gguf.json_schema.validate import MARKER_CHECKS, Undecided, Validator, json_type, pattern_matches
+from outlines_gguf.json_schema.validate import (
+    MARKER_CHECKS,
+    Undecided,
+    Validator,
+    json_type,
+    pattern_matches,
+    resolve_local,
+)
 
 if TYPE_CHECKING:
     from outlines_gguf.json_schema.compiler_api import CompilerAPI
@@ -310,6 +317,13 @@ class _CombinatorRules:
                 raise self.fail(f"$ref {ref!r} refers to itself through $refs only (a cycle)", path)
             seen.add(ref)
             schema = self.resolve(ref, path)
+            if _requires_itself(schema, self.root):
+                raise self.fail(
+                    f"$ref {ref!r} requires itself for the same value (through $ref, allOf and "
+                    "one-branch anyOf/oneOf, with no object or array between): no validator can "
+                    "evaluate it",
+                    path,
+                )
         return schema
 
     def any_of(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
@@ -1109,3 +1123,35 @@ def _vacuous_keywords(schema: dict, keys: set[str], types: set[str]) -> set[str]
         if key in keys and (schema[key] is True or schema[key] == {}):
             vacuous.add(key)
     return vacuous
+
+
+def _requires_itself(schema: Any, root: Any) -> bool:
+    """Whether ``schema`` holds, for the same value, a conjunction that comes back to it: through
+    ``$ref``, ``allOf`` parts and the one branch of an ``anyOf``/``oneOf``. Its evaluation never
+    ends (``jsonschema`` hits its recursion limit), and unrolling it fills the compile budget
+    for seconds before refusing it. Other cycles (a branch among several, a property) are left
+    to the depth limit."""
+    seen: set[int] = set()
+    stack = [schema]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, dict) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        ref = current.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            try:
+                target = resolve_local(root, ref)
+            except LookupError:
+                target = None
+            if target is schema:
+                return True
+            stack.append(target)
+        parts = current.get("allOf")
+        if isinstance(parts, list):
+            stack.extend(parts)
+        for key in ("anyOf", "oneOf"):
+            branches = current.get(key)
+            if isinstance(branches, list) and len(branches) == 1:
+                stack.append(branches[0])
+    return False

@@ -272,3 +272,35 @@ def test_negating_a_recursive_definition_is_a_valid_subset_not_a_recursion() -> 
     with pytest.raises(SchemaError, match="'not' can only be enforced"):
         nested = {"properties": {"t": {"$ref": "#/$defs/t"}}}
         SplitSchema({"$defs": {"t": nested}, "not": {"$ref": "#/$defs/t"}})
+
+
+SELF_REQUIRING = [
+    {"$ref": "#/$defs/A", "$defs": {"A": {"oneOf": [{"$ref": "#/$defs/A"}], "minimum": 2}}},
+    {
+        "$ref": "#/$defs/A",
+        "$defs": {"A": {"allOf": [{"$ref": "#/$defs/B"}]}, "B": {"anyOf": [{"$ref": "#/$defs/A"}]}},
+    },
+    {
+        "type": "object",
+        "properties": {"x": {"$ref": "#/$defs/A"}},
+        "$defs": {"A": {"allOf": [{"$ref": "#/$defs/A"}]}},
+    },
+]
+
+
+@pytest.mark.parametrize("schema", SELF_REQUIRING, ids=range(len(SELF_REQUIRING)))
+def test_a_definition_that_requires_itself_for_the_same_value_is_refused_at_once(schema: dict) -> None:
+    """No validator can evaluate it (``jsonschema`` runs out of recursion); unrolling it filled
+    the compile budget for seconds before a ConstraintTooComplexError."""
+    with pytest.raises(SchemaError, match="requires itself for the same value"):
+        JSONLogitsProcessor(schema, load_vocab("spm32k"))  # (found when the schema is loaded)
+    with pytest.raises(RecursionError):
+        jsonschema.Draft202012Validator(schema).is_valid({"x": 3})
+
+
+def test_a_definition_that_holds_itself_among_other_branches_still_compiles() -> None:
+    """``A = anyOf[A, string]``: a validator ends on a string; the depth limit keeps the rest."""
+    schema = {"$ref": "#/$defs/A", "$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}, {"type": "string"}]}}}
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert processor.accepts('"x"')
+    assert not processor.accepts("3")
