@@ -50,6 +50,7 @@ schema and text. Re-check one with::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -1415,6 +1416,14 @@ class Walker:
 # -- shrinking ----------------------------------------------------------------------------------
 
 
+GENERATION_SECONDS = 10.0
+"""Time to draw one schema and its judge, past which the schema is skipped."""
+
+MAX_SHRINK_NODES = 5_000
+"""Nodes of a schema the shrinker tries to delete, replace or hoist (a schema sized near the
+engine's limits has hundreds of thousands: listing every hoisting took gigabytes)."""
+
+
 def json_paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
     """Every node of a JSON value with its path, the root first, parents before children."""
     yield path, node
@@ -1444,7 +1453,7 @@ def replaced(root: Any, path: tuple[Any, ...], new: Any, delete: bool = False) -
 def schema_candidates(schema: Any) -> Iterator[Any]:
     """Smaller schemas: a key or list member deleted, a node replaced by ``true``/``{}`` or by one
     of its children (hoisted)."""
-    nodes = list(json_paths(schema))
+    nodes = list(itertools.islice(json_paths(schema), MAX_SHRINK_NODES))
     for path, _ in nodes:
         if path:
             yield replaced(schema, path, None, delete=True)
@@ -1452,7 +1461,8 @@ def schema_candidates(schema: Any) -> Iterator[Any]:
         if isinstance(node, (dict, list)) and node:
             for new in (True, {}):
                 yield replaced(schema, path, new)
-            for _, inner in list(json_paths(node))[1:]:  # hoisted: {"anyOf": [X]} -> X
+            # hoisted: {"anyOf": [X]} -> X (lazily: a large schema has quadratically many)
+            for _, inner in itertools.islice(json_paths(node), 1, MAX_SHRINK_NODES):
                 if isinstance(inner, (dict, bool)):
                     yield replaced(schema, path, inner)
 
@@ -1948,14 +1958,18 @@ class Fuzzer:
     def one_schema(self) -> None:
         c = self.stats.counts
         generator = SchemaGen(self.rng, self.args.max_depth)
-        schema = generator.root()
-        self.keys = generator.keys
-        c["schemas"] += 1
-        try:
-            validator = Judge(schema)
+        try:  # (a literal drawn for a large nested schema can be huge: skip such a schema)
+            with time_limit(GENERATION_SECONDS):
+                schema = generator.root()
+                validator = Judge(schema)
+        except Deadline:
+            c["generation too slow"] += 1
+            return
         except Exception:
             c["judge refuses schema"] += 1
             return
+        self.keys = generator.keys
+        c["schemas"] += 1
         compiled = self.engine.compile(schema)
         if compiled.status == "refused":
             c["refused"] += 1
@@ -2012,7 +2026,14 @@ class Fuzzer:
         start = time.monotonic()
         last = start
         while time.monotonic() - start < self.args.seconds:
-            self.one_schema()
+            try:
+                self.one_schema()
+            except BaseException as exc:
+                # jsonschema recursing without end on a schema that refers to itself in place
+                # (a RecursionError, or a Rust panic of its referencing library around one)
+                if not isinstance(exc, RecursionError) and type(exc).__name__ != "PanicException":
+                    raise
+                self.stats.counts["judge recursion errors"] += 1
             if time.monotonic() - last >= 30:
                 last = time.monotonic()
                 print(self.stats.line(last - start, len(self.found)), flush=True)
