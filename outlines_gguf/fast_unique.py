@@ -1,11 +1,12 @@
-"""``np.unique`` of 1-D integer arrays by sorting.
+"""``np.unique`` of 1-D integer arrays by sorting, and ``np.nonzero`` of 2-D masks.
 
 numpy 2.3+ finds the distinct values of a plain ``np.unique(a)`` (and of
 ``return_index=True``) with a hash table that is 50 to 500 times slower than
 a sort on the id arrays this package handles (1.6 ms for 5,000 token ids,
 0.5 s for 200,000 transitions), which made it the largest single cost of a
 cold JSON mask. These return what ``np.unique`` returns, sorted, from one
-(stable) sort.
+(stable) sort. And ``np.nonzero`` of a 2-D mask (every transition of a
+table) takes 7 times as long as a flat one (86 against 13 µs at 64 x 256).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ def unique(values: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
+
+
+def nonzero_2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(mask)`` of a 2-D array: the rows and columns of its true entries, in
+    row-major order, from one flat search."""
+    flat = np.flatnonzero(mask)
+    return np.divmod(flat, mask.shape[1])
 
 
 def unique_first_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ def reaching(
     the distinct edges, linear in them (a fixpoint over the table costs a pass per step of
     the longest path)."""
     n = table.shape[0]
-    src, byte = np.nonzero(table >= 0)
+    src, byte = fast_unique.nonzero_2d(table >= 0)
     dst = table[src, byte].astype(np.int64)
     if extra is not None:
         src = np.concatenate([src, extra[0]])
@@ -224,7 +224,7 @@ def _merge_by_worklist(
     mapped = np.concatenate([mapped, keyed[roots, -1:]], axis=1)
     second_pass = _equal_rows(mapped)
     # states with an edge into each class (of the first pass), as ranges of one sorted array
-    src, column = np.nonzero(table >= 0)
+    src, column = fast_unique.nonzero_2d(table >= 0)
     pairs = fast_unique.unique(first_pass[table[src, column].astype(np.int64)] * n + src)
     into = (pairs % n).tolist()
     starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()

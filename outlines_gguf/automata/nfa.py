@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
+from outlines_gguf import fast_unique
 from outlines_gguf.automata.budget import (
     MAX_DFA_STATES,
     MAX_NFA_STATES,
@@ -166,7 +167,7 @@ class _Template:
         n = table.shape[0]
         change = np.ones(table.shape, dtype=bool)
         change[:, 1:] = table[:, 1:] != table[:, :-1]
-        rows, starts = np.nonzero(change)
+        rows, starts = fast_unique.nonzero_2d(change)
         ends = np.full(starts.shape, 256, dtype=np.intp)
         same_row = rows[1:] == rows[:-1]
         ends[:-1][same_row] = starts[1:][same_row]

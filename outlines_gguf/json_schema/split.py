@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from outlines_gguf import fast_unique
 from outlines_gguf.automata.budget import compile_budget
 from outlines_gguf.automata.dfa import ByteDFA, reaching
 from outlines_gguf.automata.ops import difference
@@ -701,8 +702,8 @@ class SplitSchema(Locked):
         if found is None or found[0] is not node:
             table = node.dfa.transitions
             n = table.shape[0]
-            src, col = np.nonzero(table >= 0)
-            pairs = np.unique(src.astype(np.int64) * n + table[src, col])
+            src, col = fast_unique.nonzero_2d(table >= 0)
+            pairs = fast_unique.unique(src.astype(np.int64) * n + table[src, col])
             starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
             found = self._edges[node.number] = (node, starts, (pairs % n).tolist())
         return found[1], found[2]
@@ -1031,7 +1032,7 @@ def _make_node(number: int, path: str, table: np.ndarray, accepting: np.ndarray)
     origin, where = states, table[states, CALL_BYTE].astype(np.int64)
     value = np.zeros(states.size, dtype=np.int64)
     for _ in range(3):
-        row, byte = np.nonzero(table[where] >= 0)
+        row, byte = fast_unique.nonzero_2d(table[where] >= 0)
         origin, value = origin[row], value[row] << 8 | byte
         where = table[where[row], byte].astype(np.int64)
     calls: dict[int, tuple[tuple[int, int], ...]] = {}
@@ -1107,10 +1108,10 @@ class _Template:
         n = table.shape[0]
         close = table[:, ord("}")]
         self.closing = (close >= 0) & accepting[np.maximum(close, 0)]  # "}" into acceptance
-        src, byte = np.nonzero(table >= 0)
+        src, byte = fast_unique.nonzero_2d(table >= 0)
         dst = table[src, byte].astype(np.int64)
         keep = ~((byte == ord("}")) & self.closing[src])
-        pairs = np.unique(dst[keep] * n + src[keep])
+        pairs = fast_unique.unique(dst[keep] * n + src[keep])
         starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
         flat = (pairs % n).tolist()
         self.before = [flat[starts[s] : starts[s + 1]] for s in range(n)]  # text predecessors

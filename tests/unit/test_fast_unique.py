@@ -1,4 +1,4 @@
-"""fast_unique returns exactly what np.unique returns."""
+"""fast_unique returns exactly what np.unique (and np.nonzero) return."""
 
 import numpy as np
 from hypothesis import given
@@ -17,3 +17,14 @@ def test_unique_matches_numpy(values: list[int], dtype: type) -> None:
     assert got_inverse.tolist() == inverse.reshape(-1).tolist()
     assert fast_unique.unique(array).tolist() == expected.tolist()
     assert fast_unique.unique(array).dtype == array.dtype
+
+
+@given(st.integers(0, 9), st.integers(1, 300), st.integers(0, 2**32 - 1), st.floats(0, 1))
+def test_nonzero_2d_matches_numpy(rows: int, columns: int, seed: int, density: float) -> None:
+    mask = np.random.default_rng(seed).random((rows, columns)) < density
+    expected_rows, expected_columns = np.nonzero(mask)
+    got_rows, got_columns = fast_unique.nonzero_2d(mask)
+    assert got_rows.tolist() == expected_rows.tolist()
+    assert got_columns.tolist() == expected_columns.tolist()
+    table = np.where(mask, 7, -1).astype(np.int32)
+    assert table[got_rows, got_columns].tolist() == table[expected_rows, expected_columns].tolist()
