@@ -319,9 +319,9 @@ class _CombinatorRules:
             schema = self.resolve(ref, path)
             if _requires_itself(schema, self.root):
                 raise self.fail(
-                    f"$ref {ref!r} requires itself for the same value (through $ref, allOf and "
-                    "one-branch anyOf/oneOf, with no object or array between): no validator can "
-                    "evaluate it",
+                    f"$ref {ref!r} requires itself for the same value: a cycle through $ref, allOf "
+                    "and one-branch anyOf/oneOf, with no object or array between, which no "
+                    "validator can evaluate",
                     path,
                 )
         return schema
