@@ -319,9 +319,9 @@ class _CombinatorRules:
             schema = self.resolve(ref, path)
             if _requires_itself(schema, self.root):
                 raise self.fail(
-                    f"$ref {ref!r} requires itself for the same value: a cycle through $ref, allOf "
-                    "and one-branch anyOf/oneOf, with no object or array between, which no "
-                    "validator can evaluate",
+                    f"$ref {ref!r} requires itself for the same value: a cycle through $ref, "
+                    "allOf, oneOf, not, if or a one-branch anyOf, with no object or array "
+                    "between, which no validator can evaluate",
                     path,
                 )
         return schema
@@ -1126,11 +1126,12 @@ def _vacuous_keywords(schema: dict, keys: set[str], types: set[str]) -> set[str]
 
 
 def _requires_itself(schema: Any, root: Any) -> bool:
-    """Whether ``schema`` holds, for the same value, a conjunction that comes back to it: through
-    ``$ref``, ``allOf`` parts and the one branch of an ``anyOf``/``oneOf``. Its evaluation never
-    ends (``jsonschema`` hits its recursion limit), and unrolling it fills the compile budget
-    for seconds before refusing it. Other cycles (a branch among several, a property) are left
-    to the depth limit."""
+    """Whether evaluating ``schema`` on a value always evaluates ``schema`` on that same value
+    again: through ``$ref``, ``allOf`` parts, ``oneOf`` branches (exactly one: each is
+    evaluated), ``not``, ``if``, and the one branch of an ``anyOf``. Its evaluation never ends
+    (``jsonschema`` hits its recursion limit), and unrolling it filled the compile budget for
+    seconds before refusing it. Other cycles (a branch among several of an ``anyOf``, which a
+    validator may not reach; a property) are left to the depth limit."""
     seen: set[int] = set()
     stack = [schema]
     while stack:
@@ -1147,11 +1148,12 @@ def _requires_itself(schema: Any, root: Any) -> bool:
             if target is schema:
                 return True
             stack.append(target)
-        parts = current.get("allOf")
-        if isinstance(parts, list):
-            stack.extend(parts)
-        for key in ("anyOf", "oneOf"):
-            branches = current.get(key)
-            if isinstance(branches, list) and len(branches) == 1:
-                stack.append(branches[0])
+        for key in ("allOf", "oneOf"):
+            parts = current.get(key)
+            if isinstance(parts, list):
+                stack.extend(parts)
+        branches = current.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 1:
+            stack.append(branches[0])
+        stack.extend(current[key] for key in ("not", "if") if key in current)
     return False
