@@ -281,19 +281,29 @@ class RegexGuide:
         if state == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
         vocab = self.vocabulary
-        final = bool(self.dfa.accepting[state])
         plain = self._plain_split(state)
         if plain is None:
-            walked, bulk = self._walk(state), 0
-        else:
-            chain, exceptions = plain
-            text = vocab.text_tokens
-            table = self.dfa.transitions
-            parts = [text.walk_rest(table, state, self._plain_loop_target(state), exceptions)]
-            if exceptions.size:
-                parts.append(vocab.trie.walk(table, state, exceptions, self._loops))
-            walked = np.concatenate(parts)
-            bulk = text.count_up_to(chain, exceptions)
+            return self.assemble_mask(state, None, self._walk(state))
+        exceptions = plain[1]
+        table = self.dfa.transitions
+        parts = [vocab.text_tokens.walk_rest(table, state, self._plain_loop_target(state), exceptions)]
+        if exceptions.size:
+            parts.append(vocab.trie.walk(table, state, exceptions, self._loops))
+        return self.assemble_mask(state, plain, np.concatenate(parts))
+
+    def assemble_mask(
+        self, state: int, plain: tuple[float, np.ndarray] | None, walked: np.ndarray
+    ) -> TokenMask:
+        """The mask of ``state`` from the tokens a walk found alive (``walked``: all of them
+        when ``plain`` is None; else those the plain-text split ``plain`` of ``_plain_split``
+        leaves to walk, the plain-text tokens being counted instead). Callers that walk the
+        trie anyway for their own reasons (the JSON pushdown's crossing walks) build the mask
+        here rather than have the guide walk it again."""
+        vocab = self.vocabulary
+        final = bool(self.dfa.accepting[state])
+        text = vocab.text_tokens
+        chain, exceptions = plain if plain is not None else (0.0, None)
+        bulk = 0 if plain is None else text.count_up_to(chain, exceptions)
         if not final and walked.size == 0 and bulk == 0:
             raise ConstraintViolationError(
                 f"no token of this vocabulary can continue the constraint from DFA state {state}; "

@@ -370,8 +370,12 @@ class PushdownGuide(Locked):
             node.crossings[state] = (inside, crossings)
             return inside, crossings
         layered = self._layered_inside(node, state)  # (None: not a layered pattern's content)
+        # a string body: the walks below find the tokens that stay inside too, so the regex
+        # guide's mask is built from them rather than by walking the same tries again
+        merged = layered is None and loop is not None and step is not None
         inside = None
-        if layered is None:
+        staying: list[np.ndarray] = []
+        if layered is None and not merged:
             try:
                 inside = guide.mask(state)
             except ConstraintViolationError:
@@ -401,10 +405,14 @@ class PushdownGuide(Locked):
             alive = states >= 0
             loops = guide._loops if trie is vocab.trie else Loops(guide._loops.bits)
             ending, hit_nodes, hit_states = _walk(
-                trie, flat, node.boundary, roots[alive], states[alive], layered is not None, loops
+                trie, flat, node.boundary, roots[alive], states[alive], layered is not None or merged, loops
             )
             if layered is not None:
                 layered.append(ending)  # (tokens with a quote, an escape: the closing quote last)
+            elif merged:
+                if trie is text.rest_tails and skipped is not None and skipped.size:
+                    ending = ending[~np.isin(text.first_byte[ending], skipped)]  # (walked whole)
+                staying.append(ending)
             if hit_nodes.size:
                 tails = trie is text.rest_tails and skipped is not None and skipped.size > 0
                 skip = skipped if tails else None
@@ -412,6 +420,16 @@ class PushdownGuide(Locked):
         if layered is not None:
             ids = np.concatenate(layered)
             inside = TokenMask.allowing(ids, vocab.size, False) if ids.size else None
+        elif merged and step is not None:
+            exceptions = step[1]
+            partial = text.rest_partial  # (tails that start a character: alive without a walk)
+            if exceptions.size:
+                partial = partial[~np.isin(text.first_byte[partial], exceptions)]
+            try:
+                walked = np.concatenate([*staying, partial])
+                inside = guide.assemble_mask(state, (float("inf"), exceptions), walked)
+            except ConstraintViolationError:
+                pass  # only a call or a return continues from here
         node.crossings[state] = (inside, found)
         return inside, found
 
