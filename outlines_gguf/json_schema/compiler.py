@@ -394,7 +394,11 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
 
     def resolve(self, ref: str, path: str) -> Any:
         if not ref.startswith("#"):
-            raise self.fail(f"only local $ref ('#/...') is supported, got {ref!r}", path)
+            raise self.fail(
+                f"only local $ref ('#/...') is supported, got {ref!r}: nothing is fetched; pass the "
+                "document it points to as refs={uri: schema} (on the command line: --ref URI=FILE)",
+                path,
+            )
         try:
             return resolve_local(self.root, ref)
         except LookupError as exc:
