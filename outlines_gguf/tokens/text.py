@@ -1,7 +1,10 @@
 """Plain-text tokens: the part of a vocabulary decided by character count alone.
 
 A token is *plain text* when its bytes are complete UTF-8 characters, none
-of them a control character, ``"`` or ``\\``. Inside a JSON string (or any
+of them a control character, ``"``, ``\\`` or a line or paragraph separator
+(U+2028, U+2029: ECMA-262's ``.`` in a JSON Schema ``pattern`` refuses them,
+and with them plain text would not move a pattern's automaton alike, so
+every state of a pattern holding ``.`` would walk the whole trie). Inside a JSON string (or any
 automaton state where every such character leads to the same next state)
 whether a plain-text token fits depends only on how many characters it has,
 so the guide takes those tokens as one slice of an array sorted by
@@ -19,8 +22,16 @@ import numpy as np
 
 from outlines_gguf.tokens.trie import TokenTrie
 
-PLAIN_RANGES = ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0xD7FF), (0xE000, 0x10FFFF))
-"""Code points of plain-text characters (no controls, no quote, no backslash)."""
+PLAIN_RANGES = ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0x2027), (0x202A, 0xD7FF), (0xE000, 0x10FFFF))
+"""Code points of plain-text characters (no controls, quote, backslash or U+2028/U+2029)."""
+
+_NOT_PLAIN = frozenset('"\\\u2028\u2029')
+"""The characters from the space up that are not plain text."""
+
+
+def is_plain_char(ch: str) -> bool:
+    """``ch`` (one character) is plain text: within :data:`PLAIN_RANGES`."""
+    return ch >= " " and ch not in _NOT_PLAIN
 
 
 def char_count(token: bytes) -> int | None:
@@ -30,7 +41,7 @@ def char_count(token: bytes) -> int | None:
     except UnicodeDecodeError:
         return None
     for ch in text:
-        if ch < " " or ch in '"\\':
+        if not is_plain_char(ch):
             return None
     return len(text)
 
@@ -48,7 +59,7 @@ def starts_plain_char(tail: bytes) -> bool:
             ch = (tail + bytes(rest)).decode("utf-8")
         except UnicodeDecodeError:
             continue
-        if len(ch) == 1 and ch >= " " and ch not in '"\\':
+        if len(ch) == 1 and is_plain_char(ch):
             return True
     return False
 
@@ -65,7 +76,7 @@ def plain_prefix_length(token: bytes) -> int:
             ch = token[i : i + width].decode("utf-8")
         except UnicodeDecodeError:
             break
-        if ch < " " or ch in '"\\':
+        if not is_plain_char(ch):
             break
         i += width
     return i

@@ -23,8 +23,8 @@ from outlines_gguf.tokens.text import (
     starts_plain_char,
 )
 
-PLAIN_TEXT = re.compile(r'[^\x00-\x1f"\\]*')
-PLAIN = r'[^"\\\x00-\x1f]'
+PLAIN_TEXT = re.compile(r'[^\x00-\x1f"\\\u2028\u2029]*')
+PLAIN = r'[^"\\\x00-\x1f\u2028\u2029]'
 
 
 def is_plain_text(data: bytes) -> bool:
