@@ -115,6 +115,8 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         (in ``builder``, or a new one): how the rule mixins make one without importing this module."""
         settings = (self.ws, self.max_depth, self.lenient, extra_properties)
         compiler = _Compiler(self.root, *settings, builder=builder)
+        if builder is None:
+            compiler.builder.label = self.builder.label  # (its errors name the piece, as this one's)
         compiler.canonical = self.canonical
         compiler.intersected = self.intersected
         compiler.subsets = self.subsets
