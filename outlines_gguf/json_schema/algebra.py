@@ -420,7 +420,7 @@ def _disjoint(a: Any, b: Any) -> bool:
     for x, ty in ((a, tb), (b, ta)):
         if ty <= {"integer"} and 1 in (x.get(NOT_MULTIPLE_KEY) or ()):
             return True  # numbers with a fraction, and integers
-    if ta & tb == {"string"} and _no_overlap(a, b, "minLength", "maxLength"):
+    if ta & tb == {"string"} and (_no_overlap(a, b, "minLength", "maxLength") or _no_common_match(a, b)):
         return True
     if ta & tb <= {"integer", "number"} and _no_overlap(a, b, "minimum", "maximum"):
         return True
@@ -442,6 +442,20 @@ def _disjoint(a: Any, b: Any) -> bool:
         if _needs_a_key(a) or _needs_a_key(b):
             return _no_common_key(a, b)
     return False
+
+
+def _no_common_match(a: dict, b: dict) -> bool:
+    """Both schemas have a ``pattern`` and no string matches both, under any reader's meaning of
+    their classes (``bundleconfig``'s ``oneOf`` of ``\\.js$``, ``\\.css$`` and ``\\.html?$`` file
+    names: disjoint branches, where making them exclusive multiplies their automata)."""
+    p, q = a.get("pattern"), b.get("pattern")
+    if not isinstance(p, str) or not isinstance(q, str):
+        return False
+    try:
+        dp, dq = pattern_dfa(_searched(p), wide=True), pattern_dfa(_searched(q), wide=True)
+    except OutlinesGGUFError:  # a pattern our automata cannot express
+        return False
+    return dp is None or dq is None or intersect(dp, dq) is None
 
 
 def _no_overlap(a: dict, b: dict, low: str, high: str) -> bool:

@@ -373,13 +373,16 @@ class _CombinatorRules:
                 if closed is not None:
                     combined = closed
                 elif overlaps:
-                    try:
-                        combined = self.exactly_one(base, branches, overlaps, path)
-                    except SchemaError:
-                        by_type = self.one_of_by_type(combined, path)
-                        if by_type is None:  # (exact ways first; then a valid subset, or the error)
-                            by_type = self.exactly_one(base, branches, overlaps, path, subset=True)
+                    # exact ways first, the one that negates nothing before the one that negates
+                    # branches (whose automata multiply); then a valid subset, or the error
+                    by_type = self.one_of_by_type(combined, path)
+                    if by_type is not None:
                         combined = by_type
+                    else:
+                        try:
+                            combined = self.exactly_one(base, branches, overlaps, path)
+                        except SchemaError:
+                            combined = self.exactly_one(base, branches, overlaps, path, subset=True)
             except SchemaError:
                 if not self.lenient:
                     raise  # lenient: the branches as a union (anyOf), a superset of oneOf
@@ -396,6 +399,10 @@ class _CombinatorRules:
         A branch that is a lone ``$ref`` is read as its target (kustomization's patches: a
         ``oneOf`` of two references to closed objects, each requiring a key the other lacks)."""
         branches = [self.inline_refs(b, path) for b in branches]
+        try:  # (an allOf of the oneOf's siblings and a branch: merged, its keywords are seen)
+            branches = [self.flatten(b, path) for b in branches]
+        except SchemaError:
+            pass
         out: list[Any] = []
         for kind in ("null", "boolean", "object", "array", "string", "number"):
             everything, some = [], []
@@ -816,6 +823,7 @@ class _CombinatorRules:
     def sub_dfa(self: CompilerAPI, schema: Any, path: str, depth: int) -> ByteDFA | None:
         """Compile a sub-schema on its own (for products of automata)."""
         sub = self.sub_compiler(extra_properties=self.extra_properties)
+        sub.b.label = f"JSON schema at {path}"  # (a limit it runs into names this piece)
         sub._ref_depth = dict(self._ref_depth)
         sub._spread = self._spread  # one budget for the whole compile
         sub.intersected = True  # (its small objects in any order: see _ObjectRules.object)

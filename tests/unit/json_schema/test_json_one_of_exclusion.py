@@ -286,3 +286,38 @@ def test_a_one_of_is_disjoint_from_what_each_of_its_branches_is() -> None:
     schema = {"oneOf": [definition, reference]}
     documents = [{"size": 3}, {"px": 2}, {"ref": "x"}, {"ref": "x", "size": 3}, {"size": 1, "px": 1}, {}, "s"]
     _judge(schema, documents)
+
+
+def test_branches_told_apart_by_file_name_patterns_need_no_negation(monkeypatch) -> None:
+    """SchemaStore's ``bundleconfig``: a ``oneOf`` of JavaScript, CSS and HTML bundles, told
+    apart by the pattern of the output file name, which the ``oneOf``'s siblings require and
+    make a string. Without ``type: object`` every other value matches all three (none is
+    valid); among objects the patterns are disjoint, so the union is exact with no branch
+    negated (the negations of their open, many-keyed ``minify`` objects multiplied beyond the
+    automaton limit)."""
+    minify = {"type": "object", "properties": {f"k{i}": {"type": "boolean"} for i in range(6)}}
+    schema = {
+        "$defs": {
+            "js": {
+                "properties": {"out": {"pattern": "\\.js$"}, "minify": minify, "map": {"type": "boolean"}}
+            },
+            "css": {"properties": {"out": {"pattern": "\\.css$"}, "minify": minify}},
+            "html": {"properties": {"out": {"pattern": "\\.(html|htm)$"}}},
+        },
+        "oneOf": [{"$ref": "#/$defs/js"}, {"$ref": "#/$defs/css"}, {"$ref": "#/$defs/html"}],
+        "properties": {"out": {"type": "string", "minLength": 1}, "inputs": {"type": "array"}},
+        "required": ["out"],
+    }
+
+    def no_negation(*args, **kwargs):
+        raise AssertionError("a branch was negated")
+
+    from outlines_gguf.json_schema import combinators
+
+    monkeypatch.setattr(combinators._CombinatorRules, "exactly_one", no_negation)
+    values = {
+        "out": ["a.js", "b.css", "c.htm", "d.html", "e.txt", "", 3],
+        "map": [True, 1],
+        "minify": [{}, {"k1": 2}],
+    }
+    _judge(schema, [*_objects(values, 2), 5, "a.js", None, [], True])
