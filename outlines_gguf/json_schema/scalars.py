@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from functools import cache, lru_cache, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -17,6 +18,7 @@ from outlines_gguf.errors import (
     ConstraintTooComplexError,
     DFAProductTooLargeError,
     EmptyLanguageError,
+    RegexError,
     SchemaError,
 )
 from outlines_gguf.json_schema.keywords import (
@@ -320,7 +322,11 @@ class _ScalarRules:
         if pattern is not None:
             if not isinstance(pattern, str):
                 raise self.fail("pattern must be a string", path)
-            parts.append(pattern_part_dfa(pattern))
+            try:
+                parts.append(pattern_part_dfa(pattern))
+            except RegexError as exc:  # (it quotes the regex as rewritten to be searched)
+                reason = re.sub(r" at position \d+$", "", str(exc).rsplit("': ", 1)[-1])
+                raise RegexError(f"{path}: pattern {pattern!r} cannot be enforced: {reason}") from exc
         if fmt_regex is not None:
             parts.append(format_part_dfa(fmt_regex))
         return parts

@@ -319,3 +319,14 @@ def test_a_definition_that_holds_itself_among_other_branches_still_compiles() ->
     processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
     assert processor.accepts('"x"')
     assert not processor.accepts("3")
+
+
+def test_a_refused_pattern_is_named_with_its_path_as_written() -> None:
+    """nodemon's schema: a PCRE recursion (``(?1)``) in a pattern. The error names the pattern
+    as the schema writes it and where it is, not the regex it was rewritten into."""
+    schema = {"type": "object", "properties": {"re": {"type": "string", "pattern": "^(a(?1)?b)$"}}}
+    with pytest.raises(
+        RegexError, match=r"#/properties/re: pattern '\^\(a\(\?1\)\?b\)\$' cannot be enforced"
+    ) as err:
+        JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert "position" not in str(err.value) and "(?s:" not in str(err.value)
