@@ -276,6 +276,7 @@ class Vocabulary:
         for trie in tries:
             trie.prepare_walks()
         self.plain_trie_nodes  # noqa: B018 (where walks may take whole subtrees)
+        self._ascii_bits  # noqa: B018 (for states that loop on a class of ASCII bytes)
         return self
 
     def class_trie(self, byte_class: np.ndarray) -> TokenTrie:
@@ -309,6 +310,41 @@ class Vocabulary:
         """Every token's bytes joined, and where each token ends in them (for :meth:`holding`)."""
         lengths = np.fromiter(map(len, self.tokens), dtype=np.int64, count=len(self.tokens))
         return np.frombuffer(b"".join(self.tokens), dtype=np.uint8), np.cumsum(lengths)
+
+    @cached_property
+    def byte_starts(self) -> np.ndarray:
+        """Where each token starts in :attr:`_joined`'s bytes (int64; it ends where the next starts)."""
+        ends = self._joined[1]
+        return ends - np.diff(ends, prepend=0)
+
+    @cached_property
+    def _ascii_bits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per token: the ASCII bytes it holds as two 64-bit sets (bytes 0-63, 64-127), and
+        whether it cannot be made of ASCII bytes only (a byte from 0x80 on; empty or special)."""
+        blob, ends = self._joined
+        starts = self.byte_starts
+        nonempty = ends > starts
+        bit = np.left_shift(np.uint64(1), blob.astype(np.uint64) & np.uint64(63))
+        low = np.where(blob < 64, bit, np.uint64(0))
+        high = np.where((blob >= 64) & (blob < 128), bit, np.uint64(0))
+        lo = np.zeros(self.size, dtype=np.uint64)
+        hi = np.zeros(self.size, dtype=np.uint64)
+        other = ~nonempty | self.is_special
+        if nonempty.any():
+            at = starts[nonempty]
+            lo[nonempty] = np.bitwise_or.reduceat(low, at)
+            hi[nonempty] = np.bitwise_or.reduceat(high, at)
+            other[nonempty] |= np.logical_or.reduceat(blob >= 128, at)
+        return lo, hi, other
+
+    def made_of(self, allowed: np.ndarray) -> np.ndarray:
+        """Per token: whether it is made only of bytes of ``allowed`` (a boolean row over the
+        256 bytes, of which only ASCII ones count), and is neither empty nor special."""
+        bits = np.flatnonzero(np.asarray(allowed[:128], dtype=bool))
+        want_lo = np.uint64(sum(1 << int(b) for b in bits if b < 64))
+        want_hi = np.uint64(sum(1 << int(b - 64) for b in bits if b >= 64))
+        lo, hi, other = self._ascii_bits
+        return ~other & ((lo & ~want_lo) == 0) & ((hi & ~want_hi) == 0)
 
     def clear_class_tries(self) -> None:
         """Forget the byte-class tries (:meth:`class_trie`); the next guide rebuilds its own."""
