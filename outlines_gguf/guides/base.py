@@ -544,26 +544,9 @@ def _plain_steps_all(table: np.ndarray) -> MutableMapping[int, PlainStep]:
     fine = np.ones(n, dtype=bool)
     end = np.full(n, -1, dtype=np.int64)  # -1: no multi-byte character leads anywhere
     multi = np.flatnonzero(~(table[:, 0xC2:0xF5] < 0).all(axis=1))  # the states where one may
-    if multi.size:  # (only these are followed: often a few string states of many)
-        multi_fine = np.ones(multi.size, dtype=bool)
-        multi_end = np.full(multi.size, -2, dtype=np.int64)  # -2: none seen yet
-        for seq in _plain_sequences():
-            if seq[0][1] < 0x80:
-                continue
-            current = multi.copy()
-            alive = np.ones(multi.size, dtype=bool)
-            for lo, hi in seq:
-                rows = table[np.maximum(current, 0), lo : hi + 1]
-                first = rows[:, 0]
-                dead = rows < 0
-                all_dead = dead.all(axis=1)
-                multi_fine &= ~alive | all_dead | (~dead.any(axis=1) & (rows == first[:, None]).all(axis=1))
-                current = np.where(alive & ~all_dead, first, -1)
-                alive &= ~all_dead
-            here = np.where(alive, current, -1)
-            multi_fine &= (multi_end == -2) | (multi_end == here)
-            multi_end = np.where(multi_end == -2, here, multi_end)
-        fine[multi], end[multi] = multi_fine, multi_end
+    for chunk in range(0, multi.size, _MULTI_CHUNK):  # (only these are followed: often a few string states)
+        states = multi[chunk : chunk + _MULTI_CHUNK]
+        fine[states], end[states] = _multi_byte_steps(table, states)
     ascii_targets = table[:, _ASCII_PLAIN]
     target = end.copy()
     todo = np.flatnonzero(fine & (end == -2))
@@ -580,6 +563,54 @@ def _plain_steps_all(table: np.ndarray) -> MutableMapping[int, PlainStep]:
         target[todo] = rows.reshape(-1)[run_start[first]]
     differs = ascii_targets != target[:, None]
     return _AllPlainSteps(target, differs, fine & (differs.sum(axis=1) <= _MAX_EXCEPTIONS))
+
+
+_MULTI_CHUNK = 256
+"""States whose multi-byte steps are followed together (a (states, sequences, 64) table each)."""
+
+
+@lru_cache(maxsize=1)
+def _multi_byte_layout() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The multi-byte plain-character sequences (``_plain_sequences``) step by step, for
+    following all of them at once: per step, each sequence's bytes in a row of 64 (padded by
+    repeating its first byte), and which sequences have the step."""
+    seqs = [seq for seq in _plain_sequences() if seq[0][1] >= 0x80]
+    columns, active = [], []
+    for k in range(max(len(seq) for seq in seqs)):
+        cols = np.zeros((len(seqs), 64), dtype=np.int64)
+        for i, seq in enumerate(seqs):
+            if k < len(seq):
+                lo, hi = seq[k]
+                cols[i, : hi - lo + 1] = np.arange(lo, hi + 1)
+                cols[i, hi - lo + 1 :] = lo
+        columns.append(cols)
+        active.append(np.array([k < len(seq) for seq in seqs]))
+    return columns, active
+
+
+def _multi_byte_steps(table: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``states``: whether every multi-byte plain character leads to one state (or
+    every one dies) without splitting part way, and that state (-1: they die). All sequences
+    and states at once: a dozen sequences of up to four byte ranges, followed one range at a
+    time per sequence, cost a few hundred numpy calls per automaton."""
+    columns, active = _multi_byte_layout()
+    flat = np.ascontiguousarray(table).reshape(-1)
+    current = np.repeat(states[:, None], len(active[0]), axis=1)
+    alive = np.ones(current.shape, dtype=bool)
+    fine = np.ones(states.size, dtype=bool)
+    for cols, on in zip(columns, active, strict=True):
+        going = alive & on[None, :]
+        rows = flat[(np.maximum(current, 0) * table.shape[1])[:, :, None] + cols[None, :, :]]
+        first = rows[:, :, 0]
+        # (padding repeats a sequence's first byte: it never changes "all dead" or "all the same")
+        all_dead = (rows < 0).all(axis=2)
+        same = (rows == first[:, :, None]).all(axis=2)
+        fine &= (~going | same).all(axis=1)  # (all dead is all the same too)
+        current = np.where(going, np.where(all_dead, -1, first), current)
+        alive &= ~(going & all_dead)
+    here = np.where(alive, current, -1)
+    fine &= (here == here[:, :1]).all(axis=1)
+    return fine, here[:, 0].astype(np.int64)
 
 
 PlainStep = tuple[int, np.ndarray] | None

@@ -20,6 +20,8 @@ PATTERNS = [
     r"(?:é|日|x)+y",
     r"[^a]*a[^b]*",
     r"[ -~]{0,3}",
+    r"[\u2000-\u2030]+x",  # characters of one lead byte split part way (U+2028/U+2029 are not plain)
+    r"(?s)[^\u00e9\U0001f600]*x",  # one 2-byte and one 4-byte character refused: split sequences
 ]
 
 
