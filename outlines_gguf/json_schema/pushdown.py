@@ -110,6 +110,7 @@ class PushdownGuide(Locked):
         self._masks = LRUCache(MASK_CACHE_SIZE)
         self._walks = LRUCache(WALK_CACHE_SIZE)
         self._next = LRUCache(NEXT_CACHE_SIZE)
+        self._keys = LRUCache(NEXT_CACHE_SIZE)  # state -> its mask key (``_mask_key``)
         self._version = schema.version
         self._horizon = vocabulary.max_token_bytes  # no token reads further than this
         self._layer_reps: dict[int, np.ndarray] = {}  # node -> its states' representatives
@@ -120,7 +121,7 @@ class PushdownGuide(Locked):
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
         state["_masks"], state["_walks"] = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
-        state["_next"] = LRUCache(NEXT_CACHE_SIZE)
+        state["_next"], state["_keys"] = LRUCache(NEXT_CACHE_SIZE), LRUCache(NEXT_CACHE_SIZE)
         state["_layer_reps"], state["_layer_alive"] = {}, {}
         state["_pair_walks"] = LRUCache(PAIR_WALK_CACHE_SIZE)
         return state
@@ -217,7 +218,7 @@ class PushdownGuide(Locked):
         """Drop what was computed with calls that have since been cut as unproductive."""
         if self._version != self.schema.version:
             self._masks, self._walks = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
-            self._next = LRUCache(NEXT_CACHE_SIZE)
+            self._next, self._keys = LRUCache(NEXT_CACHE_SIZE), LRUCache(NEXT_CACHE_SIZE)
             self._version = self.schema.version
 
     def forced_bytes(self, state: Hashable, limit: int = FORCED_LIMIT) -> bytes:
@@ -250,7 +251,10 @@ class PushdownGuide(Locked):
             raise ConstraintViolationError("generation continued after an end-of-generation token")
         with self._lock:
             self._forget_if_cut()
-            key = self._mask_key(_configs(state))
+            key = self._keys.get(state)
+            if key is None:
+                key = self._mask_key(_configs(state))
+                self._keys.put(state, key)
             return self._masks.get_or_make(key, lambda: self._compute_mask(key))
 
     def leaving_tokens(self, state: frozenset, numbers: Iterable[int]) -> np.ndarray:

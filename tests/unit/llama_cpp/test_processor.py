@@ -163,3 +163,17 @@ def test_masks_are_computed_lazily_and_cached() -> None:
     assert guide.mask(0) is first and guide.n_cached_masks == 1
     guide.mask(guide.next_state(0, 3))
     assert guide.n_cached_masks == 2
+
+
+def test_a_sequence_continues_whatever_the_integer_type_of_its_ids() -> None:
+    """The processor tells a continued sequence from a new one by its ids, compared by value:
+    the same ids in another integer type continue it, one changed id does not."""
+    from outlines_gguf.llama_cpp.hook import continues
+
+    seen = np.array([5, 7, 9], dtype=np.intc)
+    assert continues(seen, np.array([5, 7, 9, 11], dtype=np.intc))
+    assert continues(seen, np.array([5, 7, 9, 11], dtype=np.int64))
+    assert not continues(seen, np.array([5, 7, 8, 11], dtype=np.intc))
+    assert not continues(seen, np.array([5, 7, 8, 11], dtype=np.int64))
+    assert not continues(seen, np.array([5, 7, 9], dtype=np.intc))
+    assert not continues(None, np.array([5], dtype=np.intc))
