@@ -50,7 +50,9 @@ from outlines_gguf.json_schema.keywords import (
     _is_int,
     _is_number,
     _is_schema,
+    call_marker,
 )
+from outlines_gguf.json_schema.runs import counted_string
 from outlines_gguf.json_schema.validate import (
     MARKER_CHECKS,
     Undecided,
@@ -329,7 +331,16 @@ class _CombinatorRules:
     def any_of(self: CompilerAPI, schema: dict, path: str, depth: int) -> Fragment | None:
         key, combined = self.union_branches(schema, path)
         # anyOf, or oneOf with pairwise disjoint branches: a union is exact
-        return self.b.alt(self.value(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+        return self.b.alt(self.union_branch(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
+
+    def union_branch(self: CompilerAPI, branch: Any, path: str, depth: int) -> Fragment | None:
+        """A branch of a union. In split mode, a long plain string branch at the top of an
+        automaton (``anyOf: [{type: string, maxLength: 1024}, {type: number}, ...]``, whose
+        nested branches are calls anyway) is a call to a counted node too, whose masks are
+        shared between character counts, rather than a thousand layers laid out inline."""
+        if self.calls is not None and self._nest == 0 and counted_string(branch) is not None:
+            return self.b.literal(call_marker(self.calls(branch, path)))
+        return self.value(branch, path, depth)
 
     def union_branches(self: CompilerAPI, schema: dict, path: str) -> tuple[str, list]:
         """The ``anyOf``/``oneOf`` of ``schema`` (with the keywords beside it) as branches whose

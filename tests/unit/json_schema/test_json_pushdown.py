@@ -84,6 +84,14 @@ WIDE = {  # more properties than MEMBER_CHUNK: written as runs of members, each 
     "required": ["f17"],
 }
 WIDE_DOCS = [{"f17": 1}, {"f0": "a", "f3": 4, "f17": 5, "f39": 6}, {"f16": "x", "f17": 0, "f18": "y"}]
+SCALARS = {  # a long string among other types: the string branch is a call to a counted node
+    "type": "object",
+    "properties": {
+        "v": {"anyOf": [{"type": "string", "maxLength": 40}, {"type": "boolean"}, {"type": "number"}]},
+        "w": {"oneOf": [{"type": "null"}, {"type": "string", "minLength": 35}, {"type": "integer"}]},
+    },
+}
+SCALARS_DOCS = [{"v": "x" * 40, "w": None}, {"v": True, "w": "y" * 36}, {"v": -1.5, "w": 7}, {"v": ""}]
 TREE = {
     "$defs": {
         "node": {
@@ -132,8 +140,14 @@ def _accepts(guide, data: bytes, vocab, rng: np.random.Generator) -> bool:
 @pytest.mark.parametrize("vocab_name", ["spm32k", "llama3-128k", "qwen2-152k"])
 @pytest.mark.parametrize(
     ("schema", "docs"),
-    [(NESTED, NESTED_DOCS), (UNION, UNION_DOCS), (SHARED, SHARED_DOCS), (WIDE, WIDE_DOCS)],
-    ids=["nested", "union", "shared", "wide"],
+    [
+        (NESTED, NESTED_DOCS),
+        (UNION, UNION_DOCS),
+        (SHARED, SHARED_DOCS),
+        (WIDE, WIDE_DOCS),
+        (SCALARS, SCALARS_DOCS),
+    ],
+    ids=["nested", "union", "shared", "wide", "scalars"],
 )
 def test_masks_equal_the_whole_schema_dfa_along_documents(vocab_name, schema, docs, monkeypatch) -> None:
     """Where the whole-schema DFA is exact (no recursion, no free-form nesting), both engines
@@ -653,3 +667,17 @@ def test_transitions_are_remembered_and_refusals_are_not() -> None:
     for _ in range(2):
         with pytest.raises(ConstraintViolationError):
             guide.next_state(states[0], letter)
+
+
+def test_a_long_string_in_a_union_is_a_counted_node() -> None:
+    """``anyOf: [{type: string, maxLength: 1024}, {type: boolean}, ...]`` at the top of an
+    automaton: the string branch is a call to a counted node (masks shared between character
+    counts), not a thousand layers inline; the lengths are still exact."""
+    schema = {"anyOf": [{"type": "string", "maxLength": 1024}, {"type": "boolean"}, {"type": "null"}]}
+    split = SplitSchema(schema)
+    root = split.node(0)
+    assert root.dfa.n_states < 50 and any(root.calls.values())
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    texts = [('"' + "a" * 1024 + '"', True), ('"' + "a" * 1025 + '"', False), ("true", True), ("1", False)]
+    for text, ok in texts:
+        assert processor.accepts(text) == ok, text[:20]
