@@ -220,6 +220,7 @@ class RegexGuide:
         state = self.__dict__.copy()
         del state["_lock"]
         state["_class_walk"] = None  # a compressed trie: rebuilt on the next dense state
+        state.pop("_chains", None)  # (``_chain``'s memo: rebuilt on use)
         if not self.pickle_masks:
             state["_masks"], state["_mask_bytes"] = {}, 0
         return state
@@ -328,19 +329,20 @@ class RegexGuide:
         return TokenMask.allowing(walked, vocab.size, final)
 
     def _ascii_loop_walk(self, state: int) -> np.ndarray | None:
-        """The tokens alive from ``state`` where it and the state its ASCII bytes lead to
-        read no byte from 0x80 on and that state ``loop`` reads a class of ASCII bytes back to
-        itself (inside ``[a-z0-9-]+``, an identifier, hex digits, or right before one), or None
-        for any other state.
+        """The tokens alive from ``state`` where its ASCII bytes that go on go on together, as
+        a chain (every byte of one class leads from each state of the chain to the next, and
+        no byte from 0x80 on leads anywhere): inside ``[a-z0-9-]+`` (a chain that loops), an
+        identifier, right before one, or along ``[A-Fa-f0-9]{24}`` (a chain that ends). None for
+        any other state.
 
-        A token whose first byte leads to ``loop`` and whose other bytes are all of the class
-        ends there: alive, found from per-token byte sets (:meth:`Vocabulary.made_of`). Any other
-        token from such a first byte is back in ``loop`` before its first byte outside the
-        class, and is dead unless ``loop`` reads that byte: only tokens holding such a byte (a
-        quote, a backslash) are read on from there; tokens whose first byte goes elsewhere are
-        read from ``state``. Those few are run through the DFA together (vectorized). Where
-        walking the trie visits every node whose path stays in the class (most of a 128k trie
-        for ``[a-z]+``, about 10 ms), this takes a fraction of a millisecond."""
+        A token made of the class only goes down the chain as many steps as it has bytes:
+        alive if the chain is that long (per-token byte sets, :meth:`Vocabulary.made_of`, and
+        lengths). Any other token is at the chain's state for its first byte outside the class
+        and dead unless that state reads it: only tokens holding a byte some state of the chain
+        reads outside the class (a quote, a backslash) are run through the DFA from there,
+        together (vectorized). Where walking the trie visits every node whose path stays in the
+        class (most of a 128k trie for ``[a-z]+``, about 10 ms), this takes a fraction of a
+        millisecond."""
         table = self.dfa.transitions
         row = table[state]
         if (row[0x80:] >= 0).any():
@@ -349,56 +351,87 @@ class RegexGuide:
         to = ascii_row[ascii_row >= 0]
         if to.size == 0:
             return None
-        loop = state if (to == state).any() else int(np.bincount(to).argmax())
-        loop_row = table[loop]
-        if (loop_row[0x80:] >= 0).any():
-            return None
+        step = state if (to == state).any() else int(np.bincount(to).argmax())
         cls = np.zeros(256, dtype=bool)
-        cls[:0x80] = loop_row[:0x80] == loop
-        enter = np.zeros(256, dtype=bool)
-        enter[:0x80] = ascii_row == loop
-        if not cls.any() or (enter & ~cls).any():
-            return None
+        cls[:0x80] = ascii_row == step
         vocab = self.vocabulary
-        first = vocab.text_tokens.first_byte
-        pure = vocab.made_of(cls)
-        entering = enter[first]
-        # read on from ``loop`` at the first byte outside the class: tokens holding a byte it reads
-        onward = np.flatnonzero((loop_row >= 0) & ~cls)
-        held = np.zeros(vocab.size, dtype=bool)
-        for byte in onward.tolist():
-            held |= vocab.holding(byte)
-        later = np.flatnonzero(entering & ~pure & held & ~vocab.is_special)
-        # read whole from ``state``: tokens whose first byte it reads but does not lead to ``loop``
-        whole = np.flatnonzero((row[first] >= 0) & ~entering & ~vocab.is_special)
-        if later.size + whole.size > ASCII_LOOP_MAX_TAILS:
+        found_chain = self._chain(state, cls)
+        if found_chain is None:
             return None
+        steps, loops, reads_outside = found_chain
+        chain = steps.tolist()
         blob, ends = vocab._joined
         starts = vocab.byte_starts
-        # where each ``later`` token first leaves the class (every one does: it is not pure)
-        lengths = ends[later] - starts[later]
-        positions = concat_ranges(starts[later], lengths)
+        lengths = ends - starts
+        pure = vocab.made_of(cls)
+        fits = pure if loops else pure & (lengths < len(chain))
+        # the others: only tokens holding a byte the chain reads outside the class can live
+        held = np.zeros(vocab.size, dtype=bool)
+        for byte in np.flatnonzero(reads_outside).tolist():
+            held |= vocab.holding(byte)
+        ids = np.flatnonzero(held & ~pure & ~vocab.is_special)
+        if ids.size > ASCII_LOOP_MAX_TAILS:
+            return None  # (most tokens leave the class for a byte the chain reads: walk the trie)
+        positions = concat_ranges(starts[ids], lengths[ids])
         out = np.flatnonzero(~cls[blob[positions]])
-        owner = np.repeat(np.arange(later.size), lengths)[out]
+        owner = np.repeat(np.arange(ids.size), lengths[ids])[out]
         firsts = np.ones(owner.size, dtype=bool)
         firsts[1:] = owner[1:] != owner[:-1]
-        leave = positions[out[firsts]]
-        ids = np.concatenate([later, whole[ends[whole] > starts[whole]]])
-        at = np.concatenate([leave, starts[ids[later.size :]]])
+        at = positions[out[firsts]]  # (every one leaves the class: none is pure)
+        depth = at - starts[ids]
+        reach = np.minimum(depth, len(chain) - 1) if loops else depth
+        within = reach < len(chain)
+        ids, at, reach = ids[within], at[within], reach[within]
+        states = steps[reach]
         end = ends[ids]
-        states = np.concatenate(
-            [np.full(later.size, loop, dtype=np.int64), np.full(ids.size - later.size, state, dtype=np.int64)]
-        )
-        found = [np.flatnonzero(pure & entering).astype(np.int32)]
+        found = [np.flatnonzero(fits).astype(np.int32)]
         while ids.size:
-            nxt = table[states, blob[at]].astype(np.int64)
+            nxt_states = table[states, blob[at]].astype(np.int64)
             at = at + 1
-            alive = nxt >= 0
+            alive = nxt_states >= 0
             done = alive & (at == end)
             found.append(ids[done].astype(np.int32))
             more = alive & ~done
-            ids, at, end, states = ids[more], at[more], end[more], nxt[more]
+            ids, at, end, states = ids[more], at[more], end[more], nxt_states[more]
         return np.concatenate(found)
+
+    def _chain(self, state: int, cls: np.ndarray) -> tuple[np.ndarray, bool, np.ndarray] | None:
+        """For ``_ascii_loop_walk``: the states after 0, 1, 2... bytes of the class ``cls`` from
+        ``state`` (up to the longest token), whether the last one loops, and the bytes outside
+        the class that some of them read; None if the class splits or a byte from 0x80 on
+        leads somewhere on the way. Kept for every state of the chain, whose own chain is the
+        rest of it when its class is the same (the characters of a counted key, ``{1,255}``)."""
+        key = cls.tobytes()
+        memo = self.__dict__.setdefault("_chains", {})
+        known = memo.get((state, key))
+        if known is not None:
+            return known
+        table = self.dfa.transitions
+        members = np.flatnonzero(cls)
+        chain = [state]  # chain[j]: the state after j bytes of the class
+        loops = ended = False
+        horizon = self.vocabulary.max_token_bytes
+        while len(chain) <= 2 * horizon:  # (twice as far: the next states' chains are its rest)
+            targets = table[chain[-1], members]
+            nxt = int(targets[0])
+            if (targets != nxt).any():
+                return None  # the class splits here: not a chain
+            if nxt < 0:
+                ended = True  # (tokens of the class longer than the chain die)
+                break
+            if nxt == chain[-1]:
+                loops = True  # (it stays here: as long as any token)
+                break
+            if (table[nxt, 0x80:] >= 0).any():
+                return None
+            chain.append(nxt)
+        steps = np.asarray(chain, dtype=np.int64)
+        outside = (table[steps] >= 0) & ~cls[None, :]
+        reads = np.logical_or.accumulate(outside[::-1], axis=0)[::-1]  # (what the rest reads)
+        # the rest of a chain cut short is a chain only while it is as long as a token
+        for j, s in enumerate(chain if loops or ended else chain[: len(chain) - horizon]):
+            memo[(s, key)] = (steps[j:], loops, reads[j])
+        return memo[(state, key)]
 
     def _walk(self, state: int) -> np.ndarray:
         """Walk the whole trie from ``state`` (compressed to byte classes once states turn out dense)."""

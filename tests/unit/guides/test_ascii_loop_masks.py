@@ -1,8 +1,9 @@
-"""States that loop on a class of ASCII bytes (inside ``[a-z0-9-]+``, an identifier, hex
-digits) and the states right before them take their masks from per-token byte sets and a run
-of the few tokens that leave the class (``RegexGuide._ascii_loop_walk``) instead of walking the
-trie. Every state's mask equals a brute force, on random class regexes over a small
-vocabulary (special, empty and multi-byte tokens included) and on the real ones."""
+"""States whose ASCII bytes go on together along a chain (inside ``[a-z0-9-]+``, where it
+loops; an identifier and the state right before it; ``[A-Fa-f0-9]{24}``, where it ends) take
+their masks from per-token byte sets and a run of the few tokens that leave the class
+(``RegexGuide._ascii_loop_walk``) instead of walking the trie. Every state's mask equals a
+brute force, on random class regexes over a small vocabulary (special, empty and multi-byte
+tokens included) and on the real ones."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ CLASSES = ["[a-c]", "[abx]", "[a-c0-1_-]", '[^y"\\\\\\n]', "[0-1]", "[a-y]", "[ 
 
 def _piece() -> st.SearchStrategy[str]:
     atom = st.one_of(st.sampled_from(CLASSES), st.sampled_from(["a", "y", "-", '"', "\\\\", "é", " "]))
-    return st.tuples(atom, st.sampled_from(["", "+", "*", "?"])).map("".join)
+    return st.tuples(atom, st.sampled_from(["", "+", "*", "?", "{2}", "{1,3}", "{2,}"])).map("".join)
 
 
 @st.composite
@@ -61,6 +62,9 @@ PATTERNS = [
     r'([a-z]+ )*[a-z]+"',
     r"[ab]+c[ab]*",
     r"[ -~]{2,}!",
+    r'[A-Fa-f0-9]{24}"',  # a chain that ends
+    r"[0-9a-zA-Z_-]{1,255}:",
+    r"x[a-z]{3,5}[0-9]{2}",
 ]
 
 
