@@ -288,6 +288,8 @@ class RegexGuide:
         plain = self._plain_split(state)
         if plain is None:
             walked = self._ascii_loop_walk(state)
+            if walked is None:
+                walked = self._loop_except_walk(state)
             return self.assemble_mask(state, None, walked if walked is not None else self._walk(state))
         exceptions = plain[1]
         table = self.dfa.transitions
@@ -382,18 +384,35 @@ class RegexGuide:
         reach = np.minimum(depth, len(chain) - 1) if loops else depth
         within = reach < len(chain)
         ids, at, reach = ids[within], at[within], reach[within]
-        states = steps[reach]
-        end = ends[ids]
-        found = [np.flatnonzero(fits).astype(np.int32)]
-        while ids.size:
-            nxt_states = table[states, blob[at]].astype(np.int64)
-            at = at + 1
-            alive = nxt_states >= 0
-            done = alive & (at == end)
-            found.append(ids[done].astype(np.int32))
-            more = alive & ~done
-            ids, at, end, states = ids[more], at[more], end[more], nxt_states[more]
-        return np.concatenate(found)
+        ran = _run_tokens(table, blob, ids, at, ends[ids], steps[reach])
+        return np.concatenate([np.flatnonzero(fits).astype(np.int32), ran])
+
+    def _loop_except_walk(self, state: int) -> np.ndarray | None:
+        """The tokens alive from a state that every plain-text character but a few ASCII ones
+        leads back to (inside ``[^@]+``), or None for any other state. Plain-text tokens
+        without those bytes stay there; the other tokens without them are walked as in a
+        string body (their tails only, :meth:`TextTokens.walk_rest`); the tokens holding one
+        are run through the DFA, vectorized. Where the plain-text split needs every later
+        character to step alike, these exceptions recur at every character."""
+        step = self._plain_step(state)
+        if step is None or step[0] != state or not step[1].size:
+            return None
+        vocab = self.vocabulary
+        held = np.zeros(vocab.size, dtype=bool)
+        for byte in step[1].tolist():
+            held |= vocab.holding(byte)
+        ids = np.flatnonzero(held & ~vocab.is_special)
+        if ids.size > ASCII_LOOP_MAX_TAILS:
+            return None
+        table = self.dfa.transitions
+        text = vocab.text_tokens
+        rest = text.walk_rest(table, state, state)  # (a plain prefix without them leads back here)
+        blob, ends = vocab._joined
+        starts = vocab.byte_starts
+        nonempty = ends[ids] > starts[ids]
+        ids = ids[nonempty]
+        ran = _run_tokens(table, blob, ids, starts[ids], ends[ids], np.full(ids.size, state, dtype=np.int64))
+        return np.concatenate([text.plain_ids[~held[text.plain_ids]], rest[~held[rest]], ran])
 
     def _chain(self, state: int, cls: np.ndarray) -> tuple[np.ndarray, bool, np.ndarray] | None:
         """For ``_ascii_loop_walk``: the states after 0, 1, 2... bytes of the class ``cls`` from
@@ -644,6 +663,23 @@ def _multi_byte_steps(table: np.ndarray, states: np.ndarray) -> tuple[np.ndarray
     here = np.where(alive, current, -1)
     fine &= (here == here[:, :1]).all(axis=1)
     return fine, here[:, 0].astype(np.int64)
+
+
+def _run_tokens(
+    table: np.ndarray, blob: np.ndarray, ids: np.ndarray, at: np.ndarray, end: np.ndarray, states: np.ndarray
+) -> np.ndarray:
+    """Those of tokens ``ids`` whose bytes ``blob[at:end]`` (each its own span of the joined
+    tokens) keep the DFA alive from ``states``: read together, a byte position at a time."""
+    found = []
+    while ids.size:
+        nxt = table[states, blob[at]].astype(np.int64)
+        at = at + 1
+        alive = nxt >= 0
+        done = alive & (at == end)
+        found.append(ids[done].astype(np.int32))
+        more = alive & ~done
+        ids, at, end, states = ids[more], at[more], end[more], nxt[more]
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int32)
 
 
 PlainStep = tuple[int, np.ndarray] | None
