@@ -114,7 +114,7 @@ class Vocabulary:
             for name, value in vars(klass).items()
             if isinstance(value, cached_property)
         }
-        dropped = {"_class_tries", "_holding"}
+        dropped = {"_class_tries", "_holding", "_made_of"}
         state = {k: v for k, v in self.__dict__.items() if k not in lazy and k not in dropped}
         if "hash" in self.__dict__:
             state["hash"] = self.__dict__["hash"]  # cheap to keep, costly to recompute
@@ -340,15 +340,26 @@ class Vocabulary:
     def made_of(self, allowed: np.ndarray) -> np.ndarray:
         """Per token: whether it is made only of bytes of ``allowed`` (a boolean row over the
         256 bytes, of which only ASCII ones count), and is neither empty nor special."""
-        bits = np.flatnonzero(np.asarray(allowed[:128], dtype=bool))
-        want_lo = np.uint64(sum(1 << int(b) for b in bits if b < 64))
-        want_hi = np.uint64(sum(1 << int(b - 64) for b in bits if b >= 64))
-        lo, hi, other = self._ascii_bits
-        return ~other & ((lo & ~want_lo) == 0) & ((hi & ~want_hi) == 0)
+        key = np.asarray(allowed[:128], dtype=bool).tobytes()
+        cache = self.__dict__.setdefault("_made_of", {})
+        found = cache.get(key)
+        if found is None:
+            bits = np.flatnonzero(np.frombuffer(key, dtype=bool))
+            want_lo = np.uint64(sum(1 << int(b) for b in bits if b < 64))
+            want_hi = np.uint64(sum(1 << int(b - 64) for b in bits if b >= 64))
+            lo, hi, other = self._ascii_bits
+            found = ~other & ((lo & ~want_lo) == 0) & ((hi & ~want_hi) == 0)
+            with _CLASS_TRIE_LOCK:  # (kept per class, as the class tries are: 16 at most)
+                if key not in cache and len(cache) >= 16:
+                    cache.pop(next(iter(cache)))
+                found = cache.setdefault(key, found)
+        return found
 
     def clear_class_tries(self) -> None:
-        """Forget the byte-class tries (:meth:`class_trie`); the next guide rebuilds its own."""
+        """Forget the byte-class tries (:meth:`class_trie`) and the class splits
+        (:meth:`made_of`); the next guide rebuilds its own."""
         self.__dict__.pop("_class_tries", None)
+        self.__dict__.pop("_made_of", None)
 
     def decode(self, ids: Iterable[int]) -> bytes:
         """The bytes a sequence of token ids writes (special ids write nothing)."""
