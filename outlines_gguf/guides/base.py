@@ -278,9 +278,12 @@ class RegexGuide:
         JSON string, say), plain-text tokens are decided by their character
         count (:class:`~outlines_gguf.tokens.text.TextTokens`) and only the
         other tokens are walked; when that admits most of the vocabulary, the
-        mask is built from the ids it leaves out. Otherwise the whole trie is
-        walked; once a state turns out dense, later states walk it compressed
-        to the DFA's byte classes if there are few (same result, fewer nodes).
+        mask is built from the ids it leaves out. Where ASCII bytes go on together
+        along a chain (``_ascii_loop_walk``) or plain text loops but for a few ASCII
+        bytes at every character (``_loop_except_walk``), the tokens that stay are
+        found from per-token byte sets and only the others are read. Otherwise the
+        whole trie is walked; once a state turns out dense, later states walk it
+        compressed to the DFA's byte classes if there are few (same result, fewer nodes).
         """
         if state == FINISHED:
             raise ConstraintViolationError("generation continued after an end-of-generation token")
