@@ -371,9 +371,7 @@ class RegexGuide:
         pure = vocab.made_of(cls)
         fits = pure if loops else pure & (lengths < len(chain))
         # the others: only tokens holding a byte the chain reads outside the class can live
-        held = np.zeros(vocab.size, dtype=bool)
-        for byte in np.flatnonzero(reads_outside).tolist():
-            held |= vocab.holding(byte)
+        held = vocab.holding_any(np.flatnonzero(reads_outside).tolist())
         ids = np.flatnonzero(held & ~pure & ~vocab.is_special)
         if ids.size > ASCII_LOOP_MAX_TAILS:
             return None  # (most tokens leave the class for a byte the chain reads: walk the trie)
@@ -401,9 +399,7 @@ class RegexGuide:
         if step is None or step[0] != state or not step[1].size:
             return None
         vocab = self.vocabulary
-        held = np.zeros(vocab.size, dtype=bool)
-        for byte in step[1].tolist():
-            held |= vocab.holding(byte)
+        held = vocab.holding_any(step[1].tolist())
         ids = np.flatnonzero(held & ~vocab.is_special)
         if ids.size > ASCII_LOOP_MAX_TAILS:
             return None

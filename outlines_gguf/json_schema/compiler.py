@@ -398,7 +398,8 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         if not ref.startswith("#"):
             raise self.fail(
                 f"only local $ref ('#/...') is supported, got {ref!r}: nothing is fetched; pass the "
-                "document it points to as refs={uri: schema} (on the command line: --ref URI=FILE)",
+                "document it points to as refs={uri: schema} (on the command line: --ref URI=FILE), "
+                "or copy it into the schema's $defs and point there",
                 path,
             )
         try:

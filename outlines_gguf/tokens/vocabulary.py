@@ -305,6 +305,13 @@ class Vocabulary:
             cache[byte] = found
         return found
 
+    def holding_any(self, bytes_: Iterable[int]) -> np.ndarray:
+        """Per token: whether its bytes include any of ``bytes_`` (:meth:`holding`, or-ed)."""
+        held = np.zeros(self.size, dtype=bool)
+        for byte in bytes_:
+            held |= self.holding(int(byte))
+        return held
+
     @cached_property
     def _joined(self) -> tuple[np.ndarray, np.ndarray]:
         """Every token's bytes joined, and where each token ends in them (for :meth:`holding`)."""
