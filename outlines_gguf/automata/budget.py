@@ -31,49 +31,71 @@ an idle core instead of minutes. Of the 6,100 JSONSchemaBench schemas that the
 compiler was measured on, the most demanding one that compiles needs 8.3M units
 (a one-second compile, mostly merging states); the median needs 76k (11 ms)."""
 
+MAX_SCHEMA_WORK = 4 * MAX_COMPILE_WORK
+"""Work units all the pieces compiled for one JSON schema in one step may spend together (each
+piece also within :data:`MAX_COMPILE_WORK`).
+
+A JSON schema is compiled in pieces, one budget each; one step (construction, or a token that
+reaches new pieces) may compile many. This bounds the step: a schema whose pieces keep coming
+(each new, each small) is refused after seconds instead of compiling for minutes. Of the 6,100
+JSONSchemaBench dev schemas, the most demanding step of one that compiles needs 9.9M units."""
+
+NODE_WORK = 5_000
+"""Units charged for each piece of a JSON schema compiled: the bookkeeping around it (deciding
+which pieces can be finished, cutting calls) that no automaton construction counts."""
+
 NFA_STATE_WORK = 20
 
 
 class CompileBudget:
     """Work units spent by one compilation; raises past ``limit`` (see :data:`MAX_COMPILE_WORK`)."""
 
-    __slots__ = ("label", "limit", "used")
+    __slots__ = ("label", "limit", "outer", "used")
 
-    def __init__(self, label: str, limit: int) -> None:
+    def __init__(self, label: str, limit: int, outer: CompileBudget | None = None) -> None:
         self.label = label
         self.limit = limit
+        self.outer = outer  # charged too (a piece's budget inside its schema's)
         self.used = 0
 
     def spend(self, units: int) -> None:
         self.used += units
         if self.used > self.limit:
+            if self.limit == MAX_COMPILE_WORK:
+                why = "MAX_COMPILE_WORK; nested or large counted repeats, large products of automata?"
+            else:
+                name = " MAX_SCHEMA_WORK" if self.limit == MAX_SCHEMA_WORK else ""
+                why = f"{name} on all its pieces together; a recursive schema whose pieces keep growing?"
             raise ConstraintTooComplexError(
                 f"{self.label} is too complex to compile: it needs more than {self.limit:,} work units "
-                "(the compile-time limit MAX_COMPILE_WORK; nested or large counted repeats, large "
-                "products of automata?)"
+                f"(the compile-time limit {why.lstrip()})"
             )
+        if self.outer is not None:
+            self.outer.spend(units)
 
 
 _budgets = threading.local()
 
 
 @contextmanager
-def compile_budget(label: str, limit: int | None = None) -> Iterator[CompileBudget]:
+def compile_budget(label: str, limit: int | None = None, *, own: bool = False) -> Iterator[CompileBudget]:
     """Run a compilation under one work budget, shared by everything it compiles inside.
 
     A nested call joins the budget already running in this thread (a JSON
-    schema's patterns and products count against the schema's budget).
+    schema's patterns and products count against the schema's budget), unless
+    ``own``: then it has a budget of its own whose spending also charges the one
+    around it (a piece of a JSON schema, inside the schema's step).
     """
     outer: CompileBudget | None = getattr(_budgets, "current", None)
-    if outer is not None:
+    if outer is not None and not own:
         yield outer
         return
-    budget = CompileBudget(label, MAX_COMPILE_WORK if limit is None else limit)
+    budget = CompileBudget(label, MAX_COMPILE_WORK if limit is None else limit, outer)
     _budgets.current = budget
     try:
         yield budget
     finally:
-        _budgets.current = None
+        _budgets.current = outer
 
 
 def spend(units: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from outlines_gguf import fast_unique
-from outlines_gguf.automata.budget import compile_budget
+from outlines_gguf.automata.budget import MAX_SCHEMA_WORK, NODE_WORK, compile_budget, spend
 from outlines_gguf.automata.dfa import ByteDFA, reaching
 from outlines_gguf.automata.ops import difference
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError, SchemaError
@@ -73,6 +73,10 @@ MAX_NODES = 1 << 24
 
 SCAN_LIMIT = 100_000
 """Subschemas the up-front keyword check visits (a schema bigger than that is checked lazily)."""
+
+SCAN_WORK = 20
+"""Work units charged per node each time the compiled nodes are scanned (deciding which can be
+finished, cutting calls): many nodes, each compile scanning them all, would add up unseen."""
 
 PLAIN_NEVER = np.iinfo(np.int32).max
 """``Node.plain_reach`` of a state from which plain text never reaches a call or a return."""
@@ -155,14 +159,15 @@ class SplitSchema(Locked):
         (``negate_subset``), ``minProperties`` that counts extra members once."""
         doubt = self._scan()
         self.register(root, "#")
-        self.node(0)
-        if 0 in self._unproductive:
-            raise SchemaError("no JSON value satisfies this schema" + subsets_note(self.subsets), "#")
-        if doubt is not None:
-            # a keyword the scan could not decide favourably: compile every node now, so that
-            # the error it may cause (raised by the nodes themselves, in their own context) is
-            # raised here, not when generation reaches it
-            self.compile_all()
+        with _step_budget():
+            self.node(0)
+            if 0 in self._unproductive:
+                raise SchemaError("no JSON value satisfies this schema" + subsets_note(self.subsets), "#")
+            if doubt is not None:
+                # a keyword the scan could not decide favourably: compile every node now, so
+                # that the error it may cause (raised by the nodes themselves, in their own
+                # context) is raised here, not when generation reaches it
+                self.compile_all()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles without what it keeps only to answer questions faster."""
@@ -237,7 +242,15 @@ class SplitSchema(Locked):
             except (TypeError, ValueError):
                 key = ("id", id(schema))
         else:
-            key = ("id", id(schema))  # the registry keeps the object alive, so ids are not reused
+            # by content too: the compiler builds new dicts (``allOf`` of a ``$ref`` target and
+            # its siblings, merged parts) each time it compiles the schema around them, so a
+            # recursive schema met through such a dict would otherwise unroll into a new node
+            # at every level. Meaning does not depend on where a schema stands: its refs were
+            # made local and its dynamic refs specialized when it was loaded (refs.py)
+            try:
+                key = ("tree", json.dumps(schema, sort_keys=True))
+            except (TypeError, ValueError):
+                key = ("id", id(schema))  # the registry keeps the object alive, so ids are not reused
         number = self._numbers.get(key)
         if number is None:
             number = len(self._schemas)
@@ -263,7 +276,7 @@ class SplitSchema(Locked):
         schema alone), so that no mask leads into a value that cannot be completed."""
         if number in self._active:
             return self._nodes[number]
-        with self._lock:
+        with self._lock, _step_budget():
             if number not in self._active:
                 node = self._compile(number)
                 targets = {number, *(callee for pairs in node.calls.values() for callee, _ in pairs)}
@@ -283,7 +296,7 @@ class SplitSchema(Locked):
 
     def compile_all(self) -> None:
         """Compile every node reachable from the root now (for tests and ahead-of-time use)."""
-        with self._lock:
+        with self._lock, _step_budget():
             order, seen = [0], {0}
             while order:
                 node = self.node(order.pop())
@@ -298,6 +311,7 @@ class SplitSchema(Locked):
         found = self._nodes.get(number)
         if found is not None:
             return found
+        spend(NODE_WORK)
         schema, path = self._schemas[number]
         compiler = _Compiler(
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
@@ -322,7 +336,7 @@ class SplitSchema(Locked):
             self._nodes[number] = node
             return node
         try:
-            with compile_budget(f"JSON schema at {path}"):
+            with compile_budget(f"JSON schema at {path}", own=True):
                 direct = _direct_leaf(compiler, schema, path)
                 member = None if direct is not None else _direct_extra_member(compiler, schema, path)
             if direct is not None:  # no calls; only the closing quote leads to acceptance
@@ -334,7 +348,7 @@ class SplitSchema(Locked):
             if member is not None:
                 table, accepting = member.transitions, member.accepting
             else:
-                with compile_budget(f"JSON schema at {path}"):
+                with compile_budget(f"JSON schema at {path}", own=True):
                     fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
                     # (an object in any order: a branch per member, as its template)
                     merge = not (isinstance(schema, dict) and WRITTEN_KEY in schema)
@@ -401,7 +415,7 @@ class SplitSchema(Locked):
         """An item of an array with uniqueItems: its values spelled canonically (so that equal
         texts are equal values), without the texts already written."""
         items = schema[UNIQUE_ITEM_KEY]
-        with compile_budget(f"JSON schema at {path}"):
+        with compile_budget(f"JSON schema at {path}", own=True):
             if id(items) not in self._unique_items:  # (once per array, not once per item written)
                 settings = (self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
                 self._unique_items[id(items)] = _Compiler(self.root, *settings).unique_item_dfa(items, path)
@@ -481,7 +495,7 @@ class SplitSchema(Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.subsets = self.subsets
-        with compile_budget(f"JSON schema at {path}"):
+        with compile_budget(f"JSON schema at {path}", own=True):
             fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
             # not merged: a branch per member, each ending in its own tail call, leaves nothing
             # but whitespace to merge, and looking for it was half the cost of a wide object
@@ -607,6 +621,7 @@ class SplitSchema(Locked):
         pending = [n for n in nodes if n not in found and n not in self._unproductive]
         grew = True
         while grew and pending:
+            spend(SCAN_WORK * len(pending))
             grew, still = False, []
             for number in pending:
                 node = nodes[number]
@@ -713,6 +728,7 @@ class SplitSchema(Locked):
         if not self._cut_pending:
             return
         self._cut_pending = False
+        spend(SCAN_WORK * len(self._nodes))
         for number, node in list(self._nodes.items()):
             if number not in self._unproductive and any(
                 callee in self._unproductive for pairs in node.calls.values() for callee, _ in pairs
@@ -1071,6 +1087,12 @@ def _node(
 
 
 _NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
+
+
+def _step_budget() -> Any:
+    """The budget of one step (construction, or what one token reaches): every piece compiled
+    in it charges it, each within its own budget too (see :data:`MAX_SCHEMA_WORK`)."""
+    return compile_budget("JSON schema", MAX_SCHEMA_WORK)
 
 
 def _plain_safe(table: np.ndarray, boundary: np.ndarray) -> np.ndarray:

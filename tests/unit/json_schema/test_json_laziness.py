@@ -5,12 +5,16 @@ is certainly satisfiable)."""
 from __future__ import annotations
 
 import json
+from unittest import mock
 
+import jsonschema
 import pytest
 from conftest import load_vocab
 
+from outlines_gguf.errors import ConstraintTooComplexError
+from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.pushdown import PushdownGuide
-from outlines_gguf.json_schema.split import SplitSchema, _surely_satisfiable
+from outlines_gguf.json_schema.split import SplitSchema, _surely_satisfiable, split_schema
 
 
 def _defs(n: int) -> dict:
@@ -125,3 +129,64 @@ def test_leaves_that_differ_only_in_annotations_share_one_node() -> None:
     state = guide.advance(guide.initial_state, text)
     assert state and guide.is_final(state)
     assert not guide.advance(guide.initial_state, json.dumps({"p3": "abcdefgh"}).encode())
+
+
+RECURSIVE_THROUGH_ONE_OF = {
+    # oneOf made exclusive: each branch meets the other's negation, and the compiler builds a new
+    # allOf of the ``$ref`` and that negation at every level; equal by content, they are one node
+    "$defs": {
+        "node": {
+            "oneOf": [
+                {"properties": {"kids": {"items": {"$ref": "#/$defs/node"}}}, "unevaluatedProperties": False},
+                {"additionalProperties": {"contains": {"type": "integer"}}},
+            ]
+        }
+    },
+    "$ref": "#/$defs/node",
+}
+
+
+def test_a_recursion_through_built_subschemas_compiles_to_finitely_many_nodes() -> None:
+    split = split_schema(prepare_schema(RECURSIVE_THROUGH_ONE_OF)[0], None, False, None)
+    split.compile_all()  # (unrolled into a new node per level before: it never finished)
+    assert split.n_compiled <= 20
+    guide = PushdownGuide(split, load_vocab("spm32k"))
+    validator = jsonschema.Draft202012Validator(RECURSIVE_THROUGH_ONE_OF)
+
+    def accepted(doc: object) -> bool:
+        state = guide.advance(guide.initial_state, json.dumps(doc).encode())
+        return bool(state and guide.is_final(state))
+
+    deep = [{"kids": [{"kids": [{"kids": [{"kids": []}]}]}]}, {"kids": [{"kids": [{"x": [2]}]}]}]
+    assert all(validator.is_valid(doc) and accepted(doc) for doc in [{"kids": []}, *deep])
+    # (the exclusive oneOf is enforced as a valid subset here: some valid documents are refused)
+    for doc in [
+        {"kids": [{"kids": [{}]}]},
+        {"kids": [{"kids": [{"kids": [[]]}]}]},
+        {"kids": [{"kids": [{"kids": [1]}]}]},
+    ]:
+        assert not accepted(doc) or validator.is_valid(doc), doc
+
+
+def test_a_step_that_compiles_many_pieces_is_refused_past_the_schema_budget() -> None:
+    """Each piece has its own budget, and one step's pieces together the schema's: a schema whose
+    pieces keep coming is refused with an error, not compiled for minutes."""
+    import outlines_gguf.json_schema.split as split_module
+
+    def item(i: int) -> dict:  # (distinct: equal subschemas would share one piece)
+        return {
+            "type": "object",
+            "properties": {"a": {"type": "integer", "minimum": i}, "b": {"const": f"x{i}"}},
+        }
+
+    schema = {
+        "type": "object",
+        "properties": {f"p{i}": {"type": "array", "items": item(i)} for i in range(30)},
+    }
+    SplitSchema(schema).compile_all()
+    with mock.patch.object(split_module, "MAX_SCHEMA_WORK", 200_000):
+        split = SplitSchema(schema)
+        with pytest.raises(
+            ConstraintTooComplexError, match=r"JSON schema is too complex.*all its pieces together"
+        ):
+            split.compile_all()
