@@ -5,6 +5,11 @@
 Each walk samples tokens with random logits from the allowed ones; every mask along
 the walk is timed on a guide whose mask cache is empty (a state never seen before,
 as in generation). Prints the mean and p95 per grammar, and the mode it ran in.
+
+Random walks are the hard case: uniform choices among the allowed tokens pile up what no
+model writes (runs of forty unary minus signs, hundreds of open parentheses), and the
+stacks they build are deep. ``text mean`` is the same timing along texts of each shipped
+grammar as they are written (tokenized by llama.cpp, every mask cold), for scale.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bench_engines import load_vocab_only  # noqa: E402
 from bench_stats import percentile  # noqa: E402
-from conftest import load_vocab  # noqa: E402
+from conftest import VOCAB_FILES, VOCABS, load_vocab  # noqa: E402
 
 from outlines_gguf import grammars  # noqa: E402
 from outlines_gguf.compiler import grammar_guide  # noqa: E402
@@ -45,6 +51,43 @@ NON_LALR = {
     ),
     "json_dynamic": (grammars.load("json"), "start"),  # the shipped JSON grammar forced into the general mode
 }
+
+
+TEXTS = {
+    "arithmetic": [
+        "(12.5 + 3) * 4 - 7 / 2",
+        "-(3 + 4 * (2 - 1)) / 0.25 + 100",
+        "((1 + 2) * (3 + 4) - 5) * 6 / 7 - -8",
+    ],
+    "json": [
+        '{"name": "Ada Lovelace", "born": 1815, "langs": ["en", "fr"], "ok": true, "note": null}',
+        '{"order": {"id": 1048576, "items": [{"sku": "ABC-1234", "qty": 2}], "total": 12.5e3}}',
+    ],
+    "program": [
+        'x = 10;\ny = x * 2 + 1;\nif (y > 15) { print("big"); } else { print("small"); }\n',
+        "# count down\nn = 5;\nwhile (n > 0) {\n  print(n);\n  n = n - 1;\n}\n",
+    ],
+    "sql_select": [
+        "SELECT name, COUNT(*) AS n FROM users AS u JOIN orders AS o ON u.id = o.user_id "
+        "WHERE o.total > 100 AND u.active = 1 GROUP BY name ORDER BY n DESC LIMIT 10;",
+        "select distinct city from customers where country = 'France' order by city",
+    ],
+}
+
+
+def along(guide, tokens: list[int]) -> list[float]:
+    """Mask times along ``tokens`` (each mask cold), checking that each token is allowed."""
+    times = []
+    state = guide.initial_state
+    for token in tokens:
+        guide._masks.clear()
+        t0 = time.perf_counter()
+        mask = guide.mask(state)
+        times.append(time.perf_counter() - t0)
+        if token not in set(mask.allowed_ids(guide.vocabulary.size).tolist()):
+            raise AssertionError(f"token {token} refused along a sample text")
+        state = guide.next_state(state, token)
+    return times
 
 
 def walk(guide, vocab, rng, tokens: int) -> list[float]:
@@ -72,9 +115,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     args = parser.parse_args()
     vocab = load_vocab(args.vocab).prepare()  # the tries a process loads with its vocabulary
+    tokenizer = load_vocab_only(VOCABS / VOCAB_FILES[args.vocab])
     cases = {name: (grammars.load(name), "start", "auto") for name in grammars.names()}
     cases.update({name: (text, start, "dynamic") for name, (text, start) in NON_LALR.items()})
-    print(f"{'grammar':<16} {'mode':<8} {'compile+first':>13} {'mean ms':>8} {'p95 ms':>7} {'masks':>6}")
+    print(
+        f"{'grammar':<16} {'mode':<8} {'compile+first':>13} {'mean ms':>8} {'p95 ms':>7} {'masks':>6}"
+        f" {'text mean':>9} {'masks':>6}"
+    )
     for name, (text, start, lexer) in cases.items():
         t0 = time.perf_counter()
         guide = grammar_guide(text, vocab, start, lexer)
@@ -84,9 +131,13 @@ def main() -> None:
         for seed in range(args.walks):
             times += walk(guide, vocab, np.random.default_rng(seed), args.tokens)
         mode = getattr(guide.grammar, "mode", "lalr")
+        texts: list[float] = []
+        for text in TEXTS.get(name, []):
+            texts += along(guide, tokenizer.tokenize(text.encode(), add_bos=False, special=False))
+        in_texts = f"{1000 * np.mean(texts):>9.2f} {len(texts):>6}" if texts else f"{'-':>9} {'':>6}"
         print(
             f"{name:<16} {mode:<8} {first:>12.2f}s {1000 * np.mean(times):>8.2f} "
-            f"{1000 * percentile(times, 95):>7.2f} {len(times):>6}",
+            f"{1000 * percentile(times, 95):>7.2f} {len(times):>6} {in_texts}",
             flush=True,
         )
 
