@@ -44,6 +44,7 @@ from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, 
 from outlines_gguf.grammar.lexer import CROSS, LexerAutomaton, byte_classes
 from outlines_gguf.grammar.liveness import Liveness, TooLargeError, lexing_is_free
 from outlines_gguf.grammar.stack_memo import StackMemo
+from outlines_gguf.grammar.stack_runs import RunCompressor
 from outlines_gguf.locking import Locked
 
 logger = logging.getLogger("outlines_gguf")
@@ -167,6 +168,10 @@ MAX_STACKS = 2_000_000
 stops with ConstraintTooComplexError. Random arithmetic text reaches about 120 per token (masks
 explore long runs of brackets), JSON a few per token."""
 
+VIEW_LOOKAHEAD = 2
+"""Terminals a lexer view reads past its stack: the one that ends the lexeme and the one after
+it, or the end of the text (:mod:`~outlines_gguf.grammar.stack_runs`)."""
+
 MEMO_SIZE = 500_000
 """Per-stack results (parser runs, acceptable terminals, lexer views) kept before they are
 dropped and recomputed on demand."""
@@ -198,6 +203,8 @@ class ParseTable:
         self._depth: list[int] = [1]
         self._ids: dict[tuple[int, int], int] = {(-1, self.start): 0}
         self._runs: dict[tuple[int, str], tuple[int | None, int, int]] = {}
+        self._shiftable: dict[int, tuple[frozenset[str], dict[str, int], int]] = {}
+        self._groups: dict[int, tuple[frozenset[str], list[tuple[str, int, frozenset[str]]]]] = {}
 
     def top(self, stack: int) -> int:
         return self._top[stack]
@@ -235,6 +242,73 @@ class ParseTable:
     def accepts_end(self, stack: int) -> bool:
         """Whether the text read so far (``stack``) is a complete sentence."""
         return self.probe(stack, END)[0] == ACCEPT
+
+    def _action_groups(self, state: int) -> tuple[frozenset[str], list[tuple[str, int, frozenset[str]]]]:
+        """The symbols ``state`` shifts, and its reductions with the terminals each is taken on
+        (``$END`` left out)."""
+        found = self._groups.get(state)
+        if found is None:
+            shifts: set[str] = set()
+            reduces: dict[tuple, set[str]] = {}
+            for symbol, act in self.actions[state].items():
+                if len(act) == 1:
+                    shifts.add(symbol)
+                elif symbol != END:
+                    reduces.setdefault(act, set()).add(symbol)
+            groups = [(origin, size, frozenset(terms)) for (origin, size), terms in reduces.items()]
+            found = self._groups[state] = (frozenset(shifts), groups)
+        return found
+
+    def shiftable(self, stack: int) -> tuple[frozenset[str], int]:
+        """The terminals :meth:`run` shifts from ``stack`` (reductions included; ``$END`` aside),
+        and a position at or below the deepest state that read (as :meth:`probe` gives it).
+
+        The terminals a state reduces on alike are followed together, through one reduction to
+        the stack it leaves, whose answer is kept: a run of reductions (a number after forty
+        unary minus signs, reduced through all of them on whatever comes next) is then followed
+        once for all terminals, and once for every stack below, instead of once per terminal
+        per stack. Equal to probing each terminal."""
+        memo = self._shiftable
+        found = memo.get(stack)
+        if found is not None:
+            return found[0], found[2]
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        below, tops, actions = self._below, self._top, self.actions
+        work, started = [stack], set()
+        while work:
+            current = work[-1]
+            if current in memo:
+                work.pop()
+                continue
+            shifts, groups = self._action_groups(tops[current])
+            after = []
+            for origin, size, _ in groups:
+                base = current
+                for _ in range(size):
+                    base = below[base]
+                goto = actions[tops[base]].get(origin) if base >= 0 else None
+                after.append(self.push(base, goto[0]) if goto is not None else None)
+            missing = [a for a in after if a is not None and a not in memo and a not in started]
+            if missing:  # (a stack met again on its own way down is a loop of reductions: none)
+                started.add(current)
+                work.extend(missing)
+                continue
+            work.pop()
+            # what each terminal read, as its own probe would: a reduction reads the state it
+            # uncovers, then what the stack it leaves read for that terminal (not for others)
+            shiftable, reads = set(shifts), {}
+            for (_, size, terms), reduced in zip(groups, after, strict=True):
+                sub = memo.get(reduced) if reduced is not None else None
+                if sub is None:
+                    reads.update(dict.fromkeys(terms, size))
+                    continue
+                shiftable |= terms & sub[0]
+                for t in terms:
+                    reads[t] = max(size, size - 1 + sub[1].get(t, 0))
+            memo[current] = (frozenset(shiftable), reads, max(reads.values(), default=0))
+        found = memo[stack]
+        return found[0], found[2]
 
     def probe(self, stack: int, terminal: str) -> tuple[int | None, int, int]:
         """:meth:`run`, with what it read of ``stack``: (the result, a position at or below the
@@ -479,6 +553,7 @@ class Grammar(Locked):
         contextual = frontend.lexer
         self.ignore: frozenset[str] = frozenset(lark.ignore_tokens)
         self.table = _parse_table(frontend.parser.parser.parse_table, start)
+        self._canonical = RunCompressor(self.table, frozenset(t.name for t in lark.terminals), VIEW_LOOKAHEAD)
 
         dfas: dict[str, ByteDFA] = {}
         follows: dict[str, Follow] = {}
@@ -570,16 +645,9 @@ class Grammar(Locked):
             return found
         found = self._shared_acceptable.get(stack)
         if found is None:
-            probe, ignore = self.table.probe, self.ignore
-            names, deepest = [], 0
-            for name in self._candidates(stack):
-                if name not in ignore:
-                    after, read, _ = probe(stack, name)
-                    deepest = max(deepest, read)
-                    if after is None:
-                        continue
-                names.append(name)
-            found = (frozenset(names), deepest)
+            shiftable, deepest = self.table.shiftable(stack)
+            ignore = self.ignore
+            found = (frozenset(n for n in self._candidates(stack) if n in ignore or n in shiftable), deepest)
             self._shared_acceptable.put(stack, deepest, found)
         if len(self._acceptable) >= MEMO_SIZE:
             self._acceptable.clear()
@@ -599,7 +667,15 @@ class Grammar(Locked):
         if found is None:
             found = self._shared_views.get(stack)
             if found is None:
-                found = self._view_read(stack)
+                canonical, agree = self._canonical.canonical(stack) if self.liveness is None else (stack, -1)
+                if canonical != stack:  # (a long run shortened: its view, read the same)
+                    view, deepest = self.view_read(canonical)
+                    if deepest >= agree:  # (read into a shortened run, or below one: the states
+                        # it read lie at most the states taken out deeper in ``stack``)
+                        deepest += self.table.depth(stack) - self.table.depth(canonical)
+                    found = (view, deepest)
+                else:
+                    found = self._view_read(stack)
                 self._shared_views.put(stack, found[1], found)
             if len(self._views) >= MEMO_SIZE:
                 self._views.clear()
