@@ -15,6 +15,7 @@ from outlines_gguf.errors import (
     ConstraintTooComplexError,
     DFAProductTooLargeError,
     EmptyLanguageError,
+    OutlinesGGUFError,
     SchemaError,
 )
 from outlines_gguf.json_schema.algebra import (
@@ -34,6 +35,7 @@ from outlines_gguf.json_schema.algebra import (
 from outlines_gguf.json_schema.keywords import (
     _DEPENDENCY_KEYS,
     _FAMILY,
+    _MALFORMED,
     _TYPE_KEYWORDS,
     _TYPES,
     _VALUE_FAMILY,
@@ -47,6 +49,7 @@ from outlines_gguf.json_schema.keywords import (
     NOT_NUMBERS_KEY,
     NOT_PATTERN_KEY,
     NOT_STRINGS_KEY,
+    WIDE_BRANCH,
     _is_int,
     _is_number,
     _is_schema,
@@ -200,12 +203,19 @@ class _CombinatorRules:
             return self.value(merged, path, depth)
         parts = self.parts_as_unions(parts, path)
         spread = _distribute(parts)
-        if spread is not None and len(spread["anyOf"]) - 1 <= self._spread[0]:
+        if spread is not None:
             # allOf[a, anyOf[b, c]] = anyOf[allOf[a, b], allOf[a, c]]: parts that merge (a budget
             # per compile of the alternatives added: nested unions would multiply; a union
-            # whose other options the parts contradict adds none)
-            self._spread[0] -= len(spread["anyOf"]) - 1
-            return self.value(spread, path, depth)
+            # whose other options the parts contradict adds none). Free where every
+            # alternative is a call to a node of its own (wide objects at the top of a split
+            # automaton, see union_branch): those multiply nodes compiled when reached, not states
+            added = len(spread["anyOf"]) - 1
+            called = self.calls is not None and self._nest == 0
+            if called and all(self.wide_object(b, path) for b in spread["anyOf"]):
+                return self.value(spread, path, depth)
+            if added <= self._spread[0]:
+                self._spread[0] -= added
+                return self.value(spread, path, depth)
         typed = _common_types(parts)
         if typed is None:
             return None  # no type is admitted by every part
@@ -334,13 +344,41 @@ class _CombinatorRules:
         return self.b.alt(self.union_branch(b, f"{path}/{key}/{i}", depth) for i, b in enumerate(combined))
 
     def union_branch(self: CompilerAPI, branch: Any, path: str, depth: int) -> Fragment | None:
-        """A branch of a union. In split mode, a long plain string branch at the top of an
-        automaton (``anyOf: [{type: string, maxLength: 1024}, {type: number}, ...]``, whose
-        nested branches are calls anyway) is a call to a counted node too, whose masks are
-        shared between character counts, rather than a thousand layers laid out inline."""
-        if self.calls is not None and self._nest == 0 and counted_string(branch) is not None:
-            return self.b.literal(call_marker(self.calls(branch, path)))
+        """A branch of a union. In split mode, at the top of an automaton (whose nested
+        branches are calls anyway), two kinds of branch are calls too:
+
+        - a long plain string (``anyOf: [{type: string, maxLength: 1024}, {type: number}]``):
+          a counted node, whose masks are shared between character counts, rather than a
+          thousand layers laid out inline;
+        - a wide object (``WIDE_BRANCH`` members or more, its ``allOf`` parts and refs
+          merged): its own node, whose members in any order are laid out one set of written
+          members at a time, as generation reaches them. Inline, each branch's 2^n sets of
+          members multiply with the other branches' (OpenAPI's ``Parameter``: twelve members,
+          four locations by ``in``, schema or content: more than 20,000 states). The guide
+          follows the branches side by side, as configurations of one state."""
+        if self.calls is not None and self._nest == 0:
+            if counted_string(branch) is not None or self.wide_object(branch, path):
+                return self.b.literal(call_marker(self.calls(branch, path)))
         return self.value(branch, path, depth)
+
+    def wide_object(self: CompilerAPI, schema: Any, path: str) -> bool:
+        """Whether ``schema`` admits only objects and names ``WIDE_BRANCH`` members or more
+        (declared or by pattern) across its ``allOf`` parts (top-level refs resolved)."""
+        if not isinstance(schema, dict):
+            return False
+        try:
+            if self.possible_types(schema, path) != {"object"}:
+                return False
+            parts = conjuncts(schema, lambda part: self.inline_refs(part, path))
+        except (OutlinesGGUFError, RecursionError, *_MALFORMED):
+            return False
+        names: set[str] = set()
+        for part in parts:
+            for keyword in ("properties", "patternProperties"):
+                members = part.get(keyword) if isinstance(part, dict) else None
+                if isinstance(members, dict):
+                    names.update(members)
+        return len(names) >= WIDE_BRANCH
 
     def union_branches(self: CompilerAPI, schema: dict, path: str) -> tuple[str, list]:
         """The ``anyOf``/``oneOf`` of ``schema`` (with the keywords beside it) as branches whose

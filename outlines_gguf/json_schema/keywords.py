@@ -135,6 +135,10 @@ call to a node of its own instead of states in every automaton that holds it."""
 HEAVY_LEAF_ENUM = 16
 """Likewise an enum of more values than this."""
 
+WIDE_BRANCH = 8
+"""In split mode, an object branch of a union at the top of an automaton with this many members
+or more is a call to a node of its own (see ``_CombinatorRules.union_branch``)."""
+
 CALL_BYTE = 0xFF
 """In a split automaton (see :mod:`~outlines_gguf.json_schema.pushdown`), a nested object or array value
 is this byte followed by the callee's number in three bytes. 0xFF never occurs in UTF-8 text,
