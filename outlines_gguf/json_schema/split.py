@@ -141,6 +141,9 @@ class SplitSchema(Locked):
         self.extra_properties = extra_properties
         self._schemas: list[tuple[Any, str]] = []
         self._numbers: dict[Hashable, int] = {}
+        self._contents: dict[Hashable, int] = {}  # see _content_id
+        self._content_ids: dict[int, tuple[Any, int]] = {}  # id of a dict or list -> (it, its number)
+        self._written = _container_ids(root)  # the schema's own dicts and lists (root keeps them)
         self._nodes: dict[int, Node] = {}
         self._unproductive: set[int] = set()
         self._active: set[int] = set()
@@ -241,15 +244,17 @@ class SplitSchema(Locked):
                 key = ("json", json.dumps(kept, sort_keys=True))
             except (TypeError, ValueError):
                 key = ("id", id(schema))
+        elif id(schema) in self._written:
+            key = ("id", id(schema))  # the registry keeps the object alive, so ids are not reused
         else:
-            # by content too: the compiler builds new dicts (``allOf`` of a ``$ref`` target and
-            # its siblings, merged parts) each time it compiles the schema around them, so a
-            # recursive schema met through such a dict would otherwise unroll into a new node
-            # at every level. Meaning does not depend on where a schema stands: its refs were
-            # made local and its dynamic refs specialized when it was loaded (refs.py)
+            # built by the compiler: by content, for it builds new dicts (``allOf`` of a
+            # ``$ref`` target and its siblings, merged parts) each time it compiles the schema
+            # around them, so a recursive schema met through such a dict would otherwise unroll
+            # into a new node at every level. Meaning does not depend on where a schema stands:
+            # its refs were made local and its dynamic refs specialized when it was loaded
             try:
-                key = ("tree", json.dumps(schema, sort_keys=True))
-            except (TypeError, ValueError):
+                key = ("tree", self._content_id(schema))
+            except RecursionError:
                 key = ("id", id(schema))  # the registry keeps the object alive, so ids are not reused
         number = self._numbers.get(key)
         if number is None:
@@ -263,6 +268,29 @@ class SplitSchema(Locked):
                 raise ConstraintTooComplexError(f"the schema splits into more than {MAX_NODES} pieces")
             self._numbers[key] = number
             self._schemas.append((schema, path))
+        return number
+
+    def _content_id(self, value: Any) -> int:
+        """A number equal for equal JSON values built by the compiler (by type: ``1`` and
+        ``true`` differ), whose parts taken from the schema itself count by identity: a dict
+        built around big parts (an object's run of members beside the link to the whole
+        object) costs its own entries, not the parts'. Each built dict and list is read once
+        (kept alive, so that its id is not reused)."""
+        if isinstance(value, (dict, list)):
+            if id(value) in self._written:
+                return self._contents.setdefault(("o", id(value)), len(self._contents))
+            found = self._content_ids.get(id(value))
+            if found is not None:
+                return found[1]
+            if isinstance(value, dict):
+                key: Hashable = ("d", tuple(sorted((k, self._content_id(v)) for k, v in value.items())))
+            else:
+                key = ("l", tuple(self._content_id(v) for v in value))
+        else:
+            key = ("s", type(value).__name__, value)
+        number = self._contents.setdefault(key, len(self._contents))
+        if isinstance(value, (dict, list)):
+            self._content_ids[id(value)] = (value, number)
         return number
 
     @property
@@ -1087,6 +1115,22 @@ def _node(
 
 
 _NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
+
+
+def _container_ids(root: Any) -> set[int]:
+    """The ids of every dict and list in ``root``."""
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if id(value) not in found:
+                found.add(id(value))
+                stack.extend(value.values())
+        elif isinstance(value, list) and id(value) not in found:
+            found.add(id(value))
+            stack.extend(value)
+    return found
 
 
 def _step_budget() -> Any:
