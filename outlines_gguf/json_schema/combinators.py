@@ -526,14 +526,11 @@ class _CombinatorRules:
         if not self.possible_types(a, path) & self.possible_types(b, path) <= {"object"}:
             return False  # (values of another type hold no key)
         held = [n for x in (a, b) if isinstance(x.get("required"), list) for n in x["required"]]
-        props_a, props_b = a.get("properties"), b.get("properties")
-        if not isinstance(props_a, dict) or not isinstance(props_b, dict):
-            return False
-        return any(
-            self.disjoint(props_a[n], props_b[n], path, depth + 1)
-            for n in dict.fromkeys(held)
-            if isinstance(n, str) and n in props_a and n in props_b
-        )
+        for name in dict.fromkeys(n for n in held if isinstance(n, str)):
+            mine, theirs = _member_schemas(a, name), _member_schemas(b, name)
+            if any(self.disjoint(x, y, path, depth + 1) for x in mine for y in theirs):
+                return True
+        return False
 
     def possible_types(
         self: CompilerAPI, schema: Any, path: str, seen: frozenset[int] = frozenset()
@@ -1214,3 +1211,24 @@ def _requires_itself(schema: Any, root: Any) -> bool:
             stack.append(branches[0])
         stack.extend(current[key] for key in ("not", "if") if key in current)
     return False
+
+
+def _member_schemas(schema: dict, name: str) -> list:
+    """The schemas a member ``name`` of an object of ``schema`` must satisfy, each of them
+    (``properties``, every matching ``patternProperties``, or else ``additionalProperties``):
+    OpenAPI's ``oneOf: [Callback, Reference]``, where the callback's members are path items
+    (``additionalProperties``) and the reference's ``$ref`` member a string (by pattern).
+    Empty where it cannot be told (a pattern no reader decides)."""
+    found = []
+    props = schema.get("properties")
+    if isinstance(props, dict) and name in props:
+        found.append(props[name])
+    patterns = schema.get("patternProperties")
+    if isinstance(patterns, dict):
+        try:
+            found += [v for p, v in patterns.items() if isinstance(p, str) and pattern_matches(p, name)]
+        except Undecided:
+            return []
+    if not found and "additionalProperties" in schema:
+        found.append(schema["additionalProperties"])
+    return found

@@ -321,3 +321,35 @@ def test_branches_told_apart_by_file_name_patterns_need_no_negation(monkeypatch)
         "minify": [{}, {"k1": 2}],
     }
     _judge(schema, [*_objects(values, 2), 5, "a.js", None, [], True])
+
+
+def test_a_required_member_told_apart_by_the_other_branchs_additional_members(monkeypatch) -> None:
+    """OpenAPI 3.0's ``oneOf: [Callback, Reference]``: a reference requires a ``$ref`` member
+    that is a string (by ``patternProperties``); a callback's members other than ``x-...``
+    extensions are path items, objects (``additionalProperties``). Both branches are open to
+    extensions, so neither can be negated; none needs to be."""
+    schema = {
+        "$defs": {
+            "PathItem": {"type": "object", "properties": {"summary": {"type": "string"}}},
+            "Callback": {
+                "type": "object",
+                "additionalProperties": {"$ref": "#/$defs/PathItem"},
+                "patternProperties": {"^x-": {}},
+            },
+            "Reference": {
+                "type": "object",
+                "required": ["$ref"],
+                "patternProperties": {"^\\$ref$": {"type": "string"}},
+            },
+        },
+        "oneOf": [{"$ref": "#/$defs/Callback"}, {"$ref": "#/$defs/Reference"}],
+    }
+
+    def no_negation(*args, **kwargs):
+        raise AssertionError("a branch was negated")
+
+    from outlines_gguf.json_schema import combinators
+
+    monkeypatch.setattr(combinators._CombinatorRules, "exactly_one", no_negation)
+    values = {"$ref": ["#/a", {}, {"summary": "s"}], "/p": [{}, "x"], "x-y": [1, {}]}
+    _judge(schema, _objects(values, 2))
