@@ -97,6 +97,9 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.formats_unread = False  # while negating a oneOf branch with its formats unread
         self.negation_subset = False  # while negating a oneOf branch as a subset (negate_subset)
         self.subsets: set[str] = set()  # where a valid subset was taken (see SplitSchema.subsets; shared)
+        # split mode: ids of unique arrays' items whose canonical automaton could not be built,
+        # with why (SplitSchema._scan_unique_items; shared): their uniqueItems is not enforced
+        self.unenforced_unique: dict[int, str] = {}
         self.intersected = False  # an allOf part compiled on its own, for a product of automata
         self._within_depth = 0  # nested negate_within calls
         # one spelling per value (the items of a unique array): members in sorted order, an
@@ -120,6 +123,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         compiler.canonical = self.canonical
         compiler.intersected = self.intersected
         compiler.subsets = self.subsets
+        compiler.unenforced_unique = self.unenforced_unique
         return compiler
 
     @property
@@ -248,6 +252,14 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         unique = schema.get("uniqueItems") is True and not listed
         enforced = _unique_domain(schema) is not None or self.unique_items(schema, path) is not None
         if unique and not self.lenient and not enforced:
+            why = self.unenforced_unique.get(id(self.unique_items(schema, path, checked=False)))
+            if why is not None:
+                raise self.fail(
+                    "keyword 'uniqueItems' cannot be enforced: its items are compared as one automaton "
+                    f"of their canonical spellings, which cannot be built ({why}); pass lenient=True "
+                    "to ignore it",
+                    path,
+                )
             raise self.fail(
                 "keyword 'uniqueItems' can only be enforced for items from a few values (an enum or "
                 f"boolean of at most {MAX_UNIQUE_VALUES}) or, by the default engine, not beside "
@@ -256,13 +268,14 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
                 path,
             )
 
-    def unique_items(self, schema: dict, path: str) -> Any:
+    def unique_items(self, schema: dict, path: str, checked: bool = True) -> Any:
         """The items schema of an array with ``uniqueItems`` that the split engine enforces
         (every item spelled canonically, :meth:`unique_item_dfa`, the guide remembering them),
         or None: not beside ``contains``, and with a prefix (``prefixItems``, an items array)
         only where every item ``minItems`` requires is sure to find a value not written before
         (position i of a language of more than i values), so that no array is left unable to
-        go on."""
+        go on; or whose items' automaton could not be built (``unenforced_unique``, unless not
+        ``checked``)."""
         if not self.split or schema.get("uniqueItems") is not True or "contains" in schema:
             return None
         items = schema.get("items", {})
@@ -279,7 +292,8 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
                 size = None if dfa is None else language_size(dfa, i + 1)
                 if dfa is None or (size is not None and size <= i):
                     return None
-        return {} if items is True else items
+        found = {} if items is True else items
+        return None if checked and id(found) in self.unenforced_unique else found
 
     def check_shapes(self, schema: dict, path: str) -> None:
         """Reject keyword values of the wrong JSON type (``"maxLength": "x"``, ``"items": 3``)

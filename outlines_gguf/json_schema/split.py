@@ -25,7 +25,7 @@ from outlines_gguf.automata.dfa import ByteDFA, reaching
 from outlines_gguf.automata.ops import difference
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError, SchemaError
 from outlines_gguf.guides.base import RegexGuide
-from outlines_gguf.json_schema.algebra import of_types
+from outlines_gguf.json_schema.algebra import _unique_domain, of_types
 from outlines_gguf.json_schema.compiler import _Compiler
 from outlines_gguf.json_schema.keywords import (
     _MALFORMED,
@@ -157,6 +157,7 @@ class SplitSchema(Locked):
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         self.subsets: set[str] = set()
+        self._unenforced_unique: dict[int, str] = {}  # see _scan_unique_items
         """Paths of the keywords enforced as a valid subset (some valid documents are rejected,
         no invalid one is accepted): ``oneOf``s whose negations are written in part
         (``negate_subset``), ``minProperties`` that counts extra members once."""
@@ -194,6 +195,7 @@ class SplitSchema(Locked):
         A subschema is visited again when met where more is decided (at most three times)."""
         checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
         checker.subsets = self.subsets
+        checker.unenforced_unique = self._unenforced_unique
         checker.split = True  # (it decides as the split engine compiles: uniqueItems over strings)
         done: dict[int, int] = {}  # id -> the most decided there: _LISTED, _NEGATED, _DECIDED
         stack: list[tuple[Any, str, int]] = [(self.root, "#", _DECIDED)]
@@ -209,6 +211,8 @@ class SplitSchema(Locked):
             if doubt is None and level > _LISTED and not _lists_values(schema):
                 try:
                     checker.check_decisions(schema, path, negated=level == _NEGATED)
+                    if level == _DECIDED:
+                        self._scan_unique_items(checker, schema, path)
                 except (OutlinesGGUFError, RecursionError, *_MALFORMED) as exc:
                     doubt = exc
             listed = level == _LISTED or _lists_values(schema)
@@ -220,6 +224,39 @@ class SplitSchema(Locked):
                 # (an external $ref raises here: it can never be compiled, wherever it is)
                 stack.append((checker.resolve(ref, path), f"{path}/$ref", _LISTED if listed else level))
         return doubt
+
+    def _scan_unique_items(self, checker: _Compiler, schema: dict, path: str) -> None:
+        """Compile now the item automaton of an array with ``uniqueItems`` whose items are
+        written whole and spelled canonically (:meth:`_unique_item_dfa`): it is one automaton,
+        compiled without calls, where a keyword the split engine enforces may not be (a nested
+        ``uniqueItems`` over strings: OpenAPI's ``parameters``), or its size may pass the
+        limits. Its error then comes before generation, not when an array of it is reached."""
+        if schema.get("uniqueItems") is not True or _unique_domain(schema) is not None:
+            return
+        if "array" not in checker.types(schema, path):
+            return
+        items = checker.unique_items(schema, path)
+        if items is None or items is True or items == {}:
+            return
+        try:
+            self._unique_item_dfa(items, f"{path}/items")
+        except (OutlinesGGUFError, RecursionError) as exc:
+            # not enforced there: ignored with lenient, else an error where compiling meets it
+            # (which the scan's doubt makes now, at construction)
+            why = str(exc) if isinstance(exc, OutlinesGGUFError) else "nested too deeply"
+            self._unenforced_unique[id(items)] = why
+            self._unique_items.pop(id(items), None)
+            if not self.lenient:
+                raise
+
+    def _unique_item_dfa(self, items: Any, path: str) -> ByteDFA | None:
+        """The canonical spellings of an item of a unique array (kept per items schema, once
+        per array however many items are written)."""
+        if id(items) not in self._unique_items:
+            with compile_budget(f"JSON schema at {path}", own=True):
+                settings = (self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+                self._unique_items[id(items)] = _Compiler(self.root, *settings).unique_item_dfa(items, path)
+        return self._unique_items[id(items)]
 
     def register(self, schema: Any, path: str) -> int:
         """The number of the node for ``schema`` (a new one the first time it is seen)."""
@@ -346,6 +383,7 @@ class SplitSchema(Locked):
         )
         compiler.builder.label = f"JSON schema at {path}"
         compiler.subsets = self.subsets
+        compiler.unenforced_unique = self._unenforced_unique
         if _is_rest(schema):  # (the template it is derived from is compiled, never registered)
             node = self._rest_node(number, schema, path)
             self._nodes[number] = node
@@ -443,11 +481,8 @@ class SplitSchema(Locked):
         """An item of an array with uniqueItems: its values spelled canonically (so that equal
         texts are equal values), without the texts already written."""
         items = schema[UNIQUE_ITEM_KEY]
+        dfa = self._unique_item_dfa(items, path)  # (once per array, not once per item written)
         with compile_budget(f"JSON schema at {path}", own=True):
-            if id(items) not in self._unique_items:  # (once per array, not once per item written)
-                settings = (self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
-                self._unique_items[id(items)] = _Compiler(self.root, *settings).unique_item_dfa(items, path)
-            dfa = self._unique_items[id(items)]
             texts = [t.encode("utf-8", "surrogatepass") for t in schema[UNIQUE_EXCLUDED_KEY]]
             if dfa is not None and texts:
                 written = spellings_dfa(texts)  # (every key order of their small objects)
@@ -523,6 +558,7 @@ class SplitSchema(Locked):
             self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties, calls=self.register
         )
         compiler.subsets = self.subsets
+        compiler.unenforced_unique = self._unenforced_unique
         with compile_budget(f"JSON schema at {path}", own=True):
             fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
             # not merged: a branch per member, each ending in its own tail call, leaves nothing

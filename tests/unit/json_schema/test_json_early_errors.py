@@ -330,3 +330,41 @@ def test_a_refused_pattern_is_named_with_its_path_as_written() -> None:
     ) as err:
         JSONLogitsProcessor(schema, load_vocab("spm32k"))
     assert "position" not in str(err.value) and "(?s:" not in str(err.value)
+
+
+UNIQUE_OBJECTS = {
+    # OpenAPI's parameters: unique items, each a whole object compared by its canonical spelling;
+    # one automaton of it cannot hold a nested unique array of strings (which needs memory)
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "parameters": {
+            "type": "array",
+            "uniqueItems": True,
+            "items": {
+                "type": "object",
+                "properties": {"in": {"enum": ["path", "query"]}, "required": {"$ref": "#/$defs/names"}},
+            },
+        },
+    },
+    "$defs": {"names": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
+}
+
+
+def test_unique_items_whose_automaton_cannot_be_built_fail_at_construction() -> None:
+    """Not when generation reaches the array (a processor's error mid-generation)."""
+    with pytest.raises(
+        SchemaError, match=r"/properties/parameters: keyword 'uniqueItems' cannot be enforced"
+    ):
+        JSONLogitsProcessor(UNIQUE_OBJECTS, load_vocab("spm32k"))
+
+
+def test_lenient_ignores_only_the_unique_items_it_cannot_enforce() -> None:
+    """With lenient, the nested unique array is ignored in the items' automaton, which can then
+    be built: the outer array's items are still unique."""
+    processor = JSONLogitsProcessor(UNIQUE_OBJECTS, load_vocab("spm32k"), lenient=True)
+    twice = {"in": "path", "required": ["a", "b"]}
+    assert not processor.accepts(json.dumps({"name": "n", "parameters": [twice, twice]}))
+    assert processor.accepts(json.dumps({"name": "n", "parameters": [twice, {"in": "query"}]}))
+    assert processor.accepts(json.dumps({"parameters": [{"required": ["a", "a"]}]}))  # (ignored)
+    assert not processor.accepts(json.dumps({"parameters": [{"in": "body"}]}))
