@@ -98,7 +98,6 @@ def test_masks_on_deep_stacks_equal_token_by_token_check() -> None:
     vocab = load_vocab("spm32k")
     grammar = Grammar(grammars.load("arithmetic"))
     guide = CFGGuide(grammar, vocab)
-    emittable = [t for t in range(vocab.size) if vocab.tokens[t] and t not in vocab.special_ids]
     # deeper first: a token of closing brackets fits there and must not be shared with the shallower
     prefixes = [
         "(((((1",
@@ -112,21 +111,30 @@ def test_masks_on_deep_stacks_equal_token_by_token_check() -> None:
         "-(((-(4/(((",
     ]
     for prefix in prefixes:
-        config = grammar.advance(grammar.initial_state, prefix.encode())
-        assert config is not None
-        allowed = np.zeros(vocab.size, dtype=bool)
-        allowed[guide.mask(config).allowed_ids(vocab.size)] = True
-        expected = np.zeros(vocab.size, dtype=bool)
-        for tid in emittable:
-            state: tuple[int, int] | None = config
-            for byte in vocab.tokens[tid]:
-                state = reference_step(grammar, state, byte)
-                if state is None:
-                    break
-            expected[tid] = state is not None
-        expected[vocab.eog_array] = grammar.is_final(config)
-        wrong = np.flatnonzero(allowed != expected)
-        assert not wrong.size, (prefix, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]])
+        assert_mask_matches_reference(grammar, guide, prefix)
+
+
+def assert_mask_matches_reference(grammar: Grammar, guide: CFGGuide, prefix: str) -> None:
+    """The guide's mask after ``prefix`` allows exactly the tokens whose bytes the reference
+    views can step through (and end of generation where the text is complete)."""
+    vocab = guide.vocabulary
+    config = grammar.advance(grammar.initial_state, prefix.encode())
+    assert config is not None
+    allowed = np.zeros(vocab.size, dtype=bool)
+    allowed[guide.mask(config).allowed_ids(vocab.size)] = True
+    expected = np.zeros(vocab.size, dtype=bool)
+    for tid in range(vocab.size):
+        if not vocab.tokens[tid] or tid in vocab.special_ids:
+            continue
+        state: tuple[int, int] | None = config
+        for byte in vocab.tokens[tid]:
+            state = reference_step(grammar, state, byte)
+            if state is None:
+                break
+        expected[tid] = state is not None
+    expected[vocab.eog_array] = grammar.is_final(config)
+    wrong = np.flatnonzero(allowed != expected)
+    assert not wrong.size, (prefix, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]])
 
 
 def test_stack_memo_shares_by_the_states_read_and_keeps_each_stack() -> None:

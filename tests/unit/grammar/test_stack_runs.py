@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_stack_memo import reference_acceptable, reference_step, reference_view
+from test_stack_memo import (
+    assert_mask_matches_reference,
+    reference_acceptable,
+    reference_step,
+    reference_view,
+)
 
 from outlines_gguf import CFGGuide, Grammar, grammars
 from outlines_gguf.grammar.exact import ExactLexerGrammar
@@ -118,20 +123,5 @@ def test_masks_after_long_runs_equal_token_by_token_check() -> None:
     ]:
         grammar = Grammar(text)
         guide = CFGGuide(grammar, vocab)
-        emittable = [t for t in range(vocab.size) if vocab.tokens[t] and t not in vocab.special_ids]
         for prefix in prefixes:
-            config = grammar.advance(grammar.initial_state, prefix.encode())
-            assert config is not None
-            allowed = np.zeros(vocab.size, dtype=bool)
-            allowed[guide.mask(config).allowed_ids(vocab.size)] = True
-            expected = np.zeros(vocab.size, dtype=bool)
-            for tid in emittable:
-                state: tuple[int, int] | None = config
-                for byte in vocab.tokens[tid]:
-                    state = reference_step(grammar, state, byte)
-                    if state is None:
-                        break
-                expected[tid] = state is not None
-            expected[vocab.eog_array] = grammar.is_final(config)
-            wrong = np.flatnonzero(allowed != expected)
-            assert not wrong.size, (prefix, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]])
+            assert_mask_matches_reference(grammar, guide, prefix)
