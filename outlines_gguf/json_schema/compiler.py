@@ -99,7 +99,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.subsets: set[str] = set()  # where a valid subset was taken (see SplitSchema.subsets; shared)
         # split mode: ids of unique arrays' items whose canonical automaton could not be built,
         # with why (SplitSchema._scan_unique_items; shared): their uniqueItems is not enforced
-        self.unenforced_unique: dict[int, str] = {}
+        self.unenforced_unique: dict[int, tuple[Any, str]] = {}  # id -> (the items, why)
         self.intersected = False  # an allOf part compiled on its own, for a product of automata
         self._within_depth = 0  # nested negate_within calls
         # one spelling per value (the items of a unique array): members in sorted order, an
@@ -252,8 +252,9 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         unique = schema.get("uniqueItems") is True and not listed
         enforced = _unique_domain(schema) is not None or self.unique_items(schema, path) is not None
         if unique and not self.lenient and not enforced:
-            why = self.unenforced_unique.get(id(self.unique_items(schema, path, checked=False)))
-            if why is not None:
+            found = self.unenforced_unique.get(id(self.unique_items(schema, path, checked=False)))
+            if found is not None:
+                why = found[1]
                 raise self.fail(
                     "keyword 'uniqueItems' cannot be enforced: its items are compared as one automaton "
                     f"of their canonical spellings, which cannot be built ({why}); pass lenient=True "

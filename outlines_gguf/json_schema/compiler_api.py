@@ -33,7 +33,7 @@ class CompilerAPI(Protocol):
     formats_unread: bool
     negation_subset: bool
     subsets: set[str]
-    unenforced_unique: dict[int, str]
+    unenforced_unique: dict[int, tuple[Any, str]]
     canonical: bool
     intersected: bool
     _within_depth: int

@@ -74,6 +74,9 @@ MAX_NODES = 1 << 24
 SCAN_LIMIT = 100_000
 """Subschemas the up-front keyword check visits (a schema bigger than that is checked lazily)."""
 
+_BY_IDENTITY = ("id", "tree", "unique-item")
+"""Registry keys that hold ids of objects (directly, or through ``_content_id``)."""
+
 SCAN_WORK = 20
 """Work units charged per node each time the compiled nodes are scanned (deciding which can be
 finished, cutting calls): many nodes, each compile scanning them all, would add up unseen."""
@@ -157,10 +160,10 @@ class SplitSchema(Locked):
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         self.subsets: set[str] = set()
-        self._unenforced_unique: dict[int, str] = {}  # see _scan_unique_items
         """Paths of the keywords enforced as a valid subset (some valid documents are rejected,
         no invalid one is accepted): ``oneOf``s whose negations are written in part
         (``negate_subset``), ``minProperties`` that counts extra members once."""
+        self._unenforced_unique: dict[int, tuple[Any, str]] = {}  # see _scan_unique_items
         doubt = self._scan()
         self.register(root, "#")
         with _step_budget():
@@ -174,10 +177,35 @@ class SplitSchema(Locked):
                 self.compile_all()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles without what it keeps only to answer questions faster."""
+        """Pickles without what it keeps only to answer questions faster, nor what is keyed by
+        the ids of objects (another process gives them other ids, and may give a stale one to
+        another object): those keys are made again from the objects, or forgotten."""
         state = super().__getstate__()
         state["_judge"], state["_edges"] = None, {}
+        kinds = {key: key[0] if isinstance(key, tuple) else None for key in self._numbers}
+        state["_numbers"] = {k: v for k, v in self._numbers.items() if kinds[k] not in _BY_IDENTITY}
+        state["_by_identity"] = [n for k, n in self._numbers.items() if kinds[k] in _BY_IDENTITY]
+        state["_contents"], state["_content_ids"], state["_written"] = {}, {}, set()
+        state["_unique_items"] = {}  # (rebuilt when reached)
+        state["_unenforced_unique"] = list(self._unenforced_unique.values())
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        by_identity = state.pop("_by_identity")
+        unenforced = state.pop("_unenforced_unique")
+        super().__setstate__(state)
+        self._written = _container_ids(self.root)
+        for number in by_identity:  # (a schema the compiler built is found again by content)
+            schema = self._schemas[number][0]
+            key: Hashable
+            if isinstance(schema, dict) and UNIQUE_ITEM_KEY in schema:
+                key = ("unique-item", id(schema[UNIQUE_ITEM_KEY]), tuple(schema[UNIQUE_EXCLUDED_KEY]))
+            elif id(schema) in self._written:
+                key = ("id", id(schema))
+            else:
+                key = ("tree", self._content_id(schema))
+            self._numbers.setdefault(key, number)
+        self._unenforced_unique = {id(items): (items, why) for items, why in unenforced}
 
     def _scan(self) -> Exception | None:
         """Check every reachable subschema's keywords and keyword shapes now, so that an
@@ -244,7 +272,7 @@ class SplitSchema(Locked):
             # not enforced there: ignored with lenient, else an error where compiling meets it
             # (which the scan's doubt makes now, at construction)
             why = str(exc) if isinstance(exc, OutlinesGGUFError) else "nested too deeply"
-            self._unenforced_unique[id(items)] = why
+            self._unenforced_unique[id(items)] = (items, why)  # (kept alive: its id is the key)
             self._unique_items.pop(id(items), None)
             if not self.lenient:
                 raise

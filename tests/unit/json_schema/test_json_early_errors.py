@@ -368,3 +368,19 @@ def test_lenient_ignores_only_the_unique_items_it_cannot_enforce() -> None:
     assert processor.accepts(json.dumps({"name": "n", "parameters": [twice, {"in": "query"}]}))
     assert processor.accepts(json.dumps({"parameters": [{"required": ["a", "a"]}]}))  # (ignored)
     assert not processor.accepts(json.dumps({"parameters": [{"in": "body"}]}))
+
+
+def test_unique_items_left_unenforced_stay_so_after_pickling() -> None:
+    """With lenient, unique strings of 20,001 characters or more are not enforced (their
+    automaton passes the limits); what says so is keyed by the items' id, made again from the
+    items after unpickling (another process gives them another id)."""
+    import pickle
+
+    schema = {"type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 20_001}}
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"), lenient=True)
+    copy = pickle.loads(pickle.dumps(processor))
+    split = copy.guide.schema  # type: ignore[attr-defined]
+    unenforced = split._unenforced_unique
+    assert unenforced and all(id(items) == key for key, (items, _) in unenforced.items())
+    assert copy.accepts(json.dumps(["a" * 20_001] * 2))  # (ignored)
+    assert not copy.accepts(json.dumps(["a" * 20_000]))

@@ -5,6 +5,7 @@ is certainly satisfiable)."""
 from __future__ import annotations
 
 import json
+import pickle
 from unittest import mock
 
 import jsonschema
@@ -190,3 +191,18 @@ def test_a_step_that_compiles_many_pieces_is_refused_past_the_schema_budget() ->
             ConstraintTooComplexError, match=r"JSON schema is too complex.*all its pieces together"
         ):
             split.compile_all()
+
+
+def test_a_split_schema_pickled_half_compiled_goes_on_with_its_nodes_found_by_content() -> None:
+    """What is keyed by object ids is made again from the objects after unpickling (another
+    process gives them other ids): the recursion still closes, and the documents still read."""
+    split = split_schema(prepare_schema(RECURSIVE_THROUGH_ONE_OF)[0], None, False, None)
+    copy = pickle.loads(pickle.dumps(split))
+    copy.compile_all()
+    assert copy.n_compiled <= 20
+    guide = PushdownGuide(copy, load_vocab("spm32k"))
+    validator = jsonschema.Draft202012Validator(RECURSIVE_THROUGH_ONE_OF)
+    for doc in [{"kids": []}, {"kids": [{"kids": [{"kids": [{"kids": []}]}]}]}, {"kids": [{}]}]:
+        state = guide.advance(guide.initial_state, json.dumps(doc).encode())
+        accepted = bool(state and guide.is_final(state))
+        assert accepted == validator.is_valid(doc) or (not accepted and copy.subsets), doc
