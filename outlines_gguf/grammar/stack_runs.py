@@ -46,6 +46,7 @@ class RunCompressor:
         self._limits: dict[int, tuple[int, int] | None] = {}
         self._canon: dict[int, tuple[int, int]] = {0: (0, -1)}  # stack -> (canonical, agreement)
         self._run: dict[int, int] = {0: 1}  # canonical stack -> length of its top run
+        self._longest: int | None = None  # the longest reduction of the table (read once)
 
     def limit(self, state: int) -> tuple[int, int] | None:
         """(shortest kept length, period) of runs of ``state``, or None where runs of it are
@@ -67,7 +68,10 @@ class RunCompressor:
         away, no reduction pops more than ``q + 1`` states (``state`` would be at position 2 or
         deeper in its rule, where the state before it may be ``state`` again)."""
         actions = self.table.actions
-        longest = max((act[1] for row in actions for act in row.values() if len(act) == 2), default=0)
+        if self._longest is None:
+            sizes = (act[1] for row in actions for act in row.values() if len(act) == 2)
+            self._longest = max(sizes, default=0)
+        longest = self._longest
         level, seen = {state}, set()
         for q in range(longest):
             for s in level:
