@@ -65,7 +65,23 @@ def _intersect_ranges(a: Ranges, b: Ranges) -> Ranges:
 
 
 def json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
-    """One JSON string character from ``ranges``: raw where allowed, else its escapes."""
+    """One JSON string character from ``ranges``: raw where allowed, else its escapes.
+
+    A class holding many characters that must be escaped (``[^/]``, ``.``: every control
+    character, in two ``\\u`` spellings each) is a few hundred NFA states written out, which
+    every use of the class then determinizes again; it is built once as a shared minimal
+    automaton (a dozen states) instead."""
+    escaped = sum(hi - lo + 1 for lo, hi in _intersect_ranges(ranges, (*_RAW_FORBIDDEN, (0x2F, 0x2F))))
+    if escaped > _SHARED_ESCAPES:
+        return b.shared(("JSON characters", tuple(ranges)), lambda h: _json_chars(h, ranges))
+    return _json_chars(b, ranges)
+
+
+_SHARED_ESCAPES = 2
+"""Classes with more characters to escape than this are shared pieces (see :func:`json_chars`)."""
+
+
+def _json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
     raw = _intersect_ranges(ranges, _complement(_RAW_FORBIDDEN))
     alternatives = [b.chars(raw)] if raw else []
     for lo, hi in _intersect_ranges(ranges, (*_RAW_FORBIDDEN, (0x2F, 0x2F))):
