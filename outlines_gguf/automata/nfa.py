@@ -372,17 +372,9 @@ def _closure(nfa: _NFA, states: Iterable[int]) -> frozenset[int]:
     return frozenset(seen)
 
 
-def _byte_classes(nfa: _NFA) -> tuple[list[int], np.ndarray]:
-    """The coarsest byte partition no NFA edge splits: class boundaries and each byte's class."""
-    cuts = {0, 256}
-    for out in nfa.edges:
-        for lo, hi, _ in out:
-            cuts.add(lo)
-            cuts.add(hi + 1)
-    bounds = sorted(cuts)
-    byte_class = np.repeat(np.arange(len(bounds) - 1, dtype=np.intp), np.diff(bounds))
-    return bounds, byte_class
-
+DETERMINIZE_SPEND_CHUNK = 1 << 12
+"""Work units a subset construction accrues before charging the compile budget (one call
+per DFA state was a tenth of the construction)."""
 
 CLOSURE_WORK_CHUNK = 1 << 16
 """Closure work charged to the compile budget as it accrues past this, not with the next DFA
@@ -391,22 +383,22 @@ state: the targets of one state's edges may each have a closure of thousands of 
 
 
 def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Subset construction over byte classes.
+    """Subset construction over byte ranges.
 
     Returns ``(table, accepting, byte_class)``: ``table[s, c]`` is the next
     state on any byte of class ``c`` (``byte_class[b]``), -1 for none. Each
-    class interval's target set is found by a sweep over the edges' class
-    endpoints; epsilon closures are memoized per NFA state.
+    subset's target sets are found by a sweep over its edges' range ends;
+    epsilon closures are memoized per NFA state. The classes are cut where
+    some reached state's transitions change (found at the end from the
+    transitions made, not from a pass over every edge of the NFA, which also
+    holds the states of whatever else the builder built).
 
     Bounded by :data:`MAX_DFA_STATES` states and by the compile budget
-    (:data:`MAX_COMPILE_WORK`; the NFA states visited in subsets and closures),
-    so a pattern whose subsets are huge (nested counted repeats) fails fast
-    instead of running for minutes.
+    (:data:`MAX_COMPILE_WORK`; the NFA states visited in subsets and closures,
+    charged every :data:`DETERMINIZE_SPEND_CHUNK` units), so a pattern whose
+    subsets are huge (nested counted repeats) fails fast instead of running for
+    minutes.
     """
-    bounds, byte_class = _byte_classes(nfa)
-    position = {b: i for i, b in enumerate(bounds)}
-    n_classes = len(bounds) - 1
-    class_edges: dict[int, list[tuple[int, int, int]]] = {}
     single: dict[int, frozenset[int]] = {}
     edges, eps = nfa.edges, nfa.eps
     work = 0  # closure work, charged with the next state's cost
@@ -435,45 +427,45 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
     )
     state_of = states.number
     queue = states.found
-    segments: list[tuple[int, int, int, int]] = []  # (state, first class, end class, target)
+    segments: list[int] = []  # flat: (state, first byte, end byte, target) after another
+    add_segment = segments.extend
     accepting: list[bool] = []
     by_targets: dict[frozenset[int], int] = {}
     by_single: dict[int, int] = {}
+    pending = 0  # work not yet charged
     done = 0
     while done < len(queue):
         current = queue[done]
-        cost = 16 + len(current) + work
-        work = 0
         accepting.append(accept in current)
         out: list[tuple[int, int, int]] = []
-        for s in current:
-            ce = class_edges.get(s)
-            if ce is None:
-                ce = class_edges[s] = [(position[lo], position[hi + 1], t) for lo, hi, t in edges[s]]
-            out += ce
-        cost += len(out)
+        if len(current) == 1:  # (most subsets: the edges as they are, not a copy)
+            for s in current:
+                out = edges[s]
+        else:
+            for s in current:
+                out += edges[s]
+        pending += 16 + len(current) + work + len(out)
+        work = 0
+        disjoint = True
         if len(out) > 1:
-            out.sort()
+            out = sorted(out)
             end = out[0][1]
-            disjoint = True
-            for edge in out[1:]:
-                if edge[0] < end:
+            for edge in itertools.islice(out, 1, None):
+                if edge[0] <= end:
                     disjoint = False
                     break
                 end = edge[1]
-        else:
-            disjoint = True
-        if disjoint:  # the common case: every class interval has one target
-            for a, b, t in out:
+        if disjoint:  # the common case: every byte range has one target
+            for lo, hi, t in out:
                 k = by_single.get(t)
                 if k is None:
                     k = by_single[t] = state_of(closure_of(t))
-                segments.append((done, a, b, k))
+                add_segment((done, lo, hi + 1, k))
         else:
             events: dict[int, list[tuple[int, int]]] = {}
-            for a, b, t in out:
-                events.setdefault(a, []).append((t, 1))
-                events.setdefault(b, []).append((t, -1))
+            for lo, hi, t in out:
+                events.setdefault(lo, []).append((t, 1))
+                events.setdefault(hi + 1, []).append((t, -1))
             active: dict[int, int] = {}
             cuts = sorted(events)
             for a, b in itertools.pairwise(cuts):
@@ -485,22 +477,33 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
                         active.pop(t, None)
                 if not active:
                     continue
-                cost += len(active)
+                pending += len(active)
                 key = frozenset(active)
                 k = by_targets.get(key)
                 if k is None:
                     parts = [closure_of(t) for t in key]
                     work += sum(len(c) for c in parts)
                     k = by_targets[key] = state_of(frozenset().union(*parts))
-                segments.append((done, a, b, k))
-        spend(cost)
+                add_segment((done, a, b, k))
+        if pending > DETERMINIZE_SPEND_CHUNK:
+            spend(pending)
+            pending = 0
         done += 1
-    spend(work)
-    table = np.full((len(queue), n_classes), -1, dtype=np.int32)
-    if segments:
-        seg = np.array(segments, dtype=np.int64)
-        widths = seg[:, 2] - seg[:, 1]
-        starts = np.cumsum(widths) - widths
-        columns = np.arange(int(widths.sum())) - np.repeat(starts - seg[:, 1], widths)
-        table[np.repeat(seg[:, 0], widths), columns] = np.repeat(seg[:, 3], widths)
+    spend(pending + work)
+    table, byte_class = _class_table(segments, len(queue))
     return table, np.array(accepting, dtype=bool), byte_class
+
+
+
+def _class_table(segments: list[int], n_states: int) -> tuple[np.ndarray, np.ndarray]:
+    """The transition table of ``segments`` (flat: state, first byte, end byte, target, ...)
+    over byte classes cut at every range end, and each byte's class."""
+    seg = np.array(segments, dtype=np.int64).reshape(-1, 4)
+    bounds = fast_unique.unique(np.concatenate([np.array([0, 256], dtype=np.int64), seg[:, 1], seg[:, 2]]))
+    table = np.full((n_states, bounds.size - 1), -1, dtype=np.int32)
+    lo = np.searchsorted(bounds, seg[:, 1])
+    widths = np.searchsorted(bounds, seg[:, 2]) - lo
+    starts = np.cumsum(widths) - widths
+    columns = np.arange(int(widths.sum())) - np.repeat(starts - lo, widths)
+    table[np.repeat(seg[:, 0], widths), columns] = np.repeat(seg[:, 3], widths)
+    return table, np.repeat(np.arange(bounds.size - 1, dtype=np.intp), np.diff(bounds))
