@@ -377,9 +377,14 @@ class PushdownGuide(Locked):
         # a string body: the walks below find the tokens that stay inside too, so the regex
         # guide's mask is built from them rather than by walking the same tries again
         merged = layered is None and loop is not None and step is not None
+        # plain text counted, the rest walked (before a string's opening quote, inside an enum's
+        # or a format's text): the walk of the other tokens below finds the rest's part too
+        counted = None
+        if layered is None and not merged and onward is None and step is not None:
+            counted = guide._plain_split(state)
         inside = None
         staying: list[np.ndarray] = []
-        if layered is None and not merged:
+        if layered is None and not merged and counted is None:
             try:
                 inside = guide.mask(state)
             except ConstraintViolationError:
@@ -408,11 +413,14 @@ class PushdownGuide(Locked):
             states = flat[start * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
             loops = guide._loops if trie is vocab.trie else Loops(guide._loops.bits)
+            collect = layered is not None or merged or counted is not None
             ending, hit_nodes, hit_states = _walk(
-                trie, flat, node.boundary, roots[alive], states[alive], layered is not None or merged, loops
+                trie, flat, node.boundary, roots[alive], states[alive], collect, loops
             )
             if layered is not None:
                 layered.append(ending)  # (tokens with a quote, an escape: the closing quote last)
+            elif counted is not None:
+                staying.append(ending)
             elif merged:
                 if trie is text.rest_tails and skipped is not None and skipped.size:
                     ending = ending[~np.isin(text.first_byte[ending], skipped)]  # (walked whole)
@@ -424,6 +432,14 @@ class PushdownGuide(Locked):
         if layered is not None:
             ids = np.concatenate(layered)
             inside = TokenMask.allowing(ids, vocab.size, False) if ids.size else None
+        elif counted is not None:
+            exceptions = counted[1]
+            if exceptions.size:  # plain tokens whose first character goes elsewhere: walked
+                staying.append(vocab.trie.walk(node.dfa.transitions, state, exceptions, guide._loops))
+            try:
+                inside = guide.assemble_mask(state, counted, np.concatenate(staying))
+            except ConstraintViolationError:
+                pass  # only a call or a return continues from here
         elif merged and step is not None:
             exceptions = step[1]
             partial = text.rest_partial  # (tails that start a character: alive without a walk)

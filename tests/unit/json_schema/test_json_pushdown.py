@@ -92,6 +92,23 @@ SCALARS = {  # a long string among other types: the string branch is a call to a
     },
 }
 SCALARS_DOCS = [{"v": "x" * 40, "w": None}, {"v": True, "w": "y" * 36}, {"v": -1.5, "w": 7}, {"v": ""}]
+TEXTS = {  # texts whose plain characters are counted and the rest walked: enums, formats, patterns
+    "type": "object",
+    "properties": {
+        "kind": {"enum": ["alpha", "alphabet", "beta", "b\"quoted\"", "naïve", "tab\there"]},
+        "when": {"type": "string", "format": "date-time"},
+        "mail": {"type": "string", "format": "email"},
+        "code": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]+$"},
+        "fixed": {"const": "the same words"},
+        "tag": {"type": "string", "enum": ["x", "xy", "xyz"]},
+    },
+}
+TEXTS_DOCS = [
+    {"kind": "alphabet", "when": "2024-02-29T23:59:60Z", "mail": "a.b@example.org", "code": "AB-0012"},
+    {"kind": 'b"quoted"', "fixed": "the same words", "tag": "xy"},
+    {"kind": "beta", "when": "1999-12-31T00:00:00.5+02:00", "tag": "xyz"},  # (naïve: one spelling, raw)
+    {"kind": "tab\there", "code": "ZZ-9"},
+]
 TREE = {
     "$defs": {
         "node": {
@@ -146,8 +163,9 @@ def _accepts(guide, data: bytes, vocab, rng: np.random.Generator) -> bool:
         (SHARED, SHARED_DOCS),
         (WIDE, WIDE_DOCS),
         (SCALARS, SCALARS_DOCS),
+        (TEXTS, TEXTS_DOCS),
     ],
-    ids=["nested", "union", "shared", "wide", "scalars"],
+    ids=["nested", "union", "shared", "wide", "scalars", "texts"],
 )
 def test_masks_equal_the_whole_schema_dfa_along_documents(vocab_name, schema, docs, monkeypatch) -> None:
     """Where the whole-schema DFA is exact (no recursion, no free-form nesting), both engines
