@@ -21,6 +21,7 @@ from outlines_gguf.errors import (
     RegexError,
     SchemaError,
 )
+from outlines_gguf.json_schema.format_tables import shipped_format_dfa
 from outlines_gguf.json_schema.keywords import (
     ANNOTATIONS,
     MAX_LENGTH_CAP,
@@ -345,9 +346,16 @@ def pattern_part_dfa(pattern: str, wide: bool = False) -> ByteDFA:
 
 @cache
 def format_part_dfa(fmt_regex: str) -> ByteDFA:
-    """The automaton of a string's content in a format, built once per process, as the shared
-    pieces are (a format's regex is large: ``format: regex`` beside a pattern, as in GitLab
-    CI's ``coverage``, took 200 ms a node)."""
+    """The automaton of a string's content in a format: shipped with the package
+    (:mod:`~outlines_gguf.json_schema.format_tables`), else built, once per process either
+    way, as the shared pieces are (a format's regex is large: ``format: regex`` beside a
+    pattern, as in GitLab CI's ``coverage``, took 200 ms a node)."""
+    shipped = shipped_format_dfa(fmt_regex)
+    return shipped if shipped is not None else build_format_dfa(fmt_regex)
+
+
+def build_format_dfa(fmt_regex: str) -> ByteDFA:
+    """The automaton of a string's content in a format, built from its regex."""
     return _content_dfa("format", fmt_regex)
 
 
