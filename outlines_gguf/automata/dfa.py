@@ -81,6 +81,15 @@ def prune_dead_keeping_order(
     keep = reaching(table, accepting)
     if not keep[0]:
         return None
+    return keep_states(table, accepting, keep)
+
+
+def keep_states(
+    table: np.ndarray, accepting: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The automaton restricted to the states ``keep`` (a bool per state, the start among
+    them), renumbered in order: its table, its accepting states, and the old number of each
+    state kept."""
     new_id = np.cumsum(keep) - 1
     new_id[~keep] = -1
     kept = table[keep]

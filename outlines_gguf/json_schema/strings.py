@@ -20,7 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from outlines_gguf.automata.dfa import ByteDFA, minimize, prune_dead_keeping_order
+from outlines_gguf import fast_unique
+from outlines_gguf.automata.dfa import ByteDFA, minimize
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.regex import NFABuilder, regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError
@@ -82,6 +83,23 @@ def layered_body(
             )
         layers = room
 
+    at_boundary = np.array([s == 0 and bool(paccept[p]) for p, s in order])
+    if pattern is None:
+        table, accepting = _layered_table(nxt, completes, at_boundary, layers, min_len, open_end)
+        return _trim_last_layer(table, accepting, m, open_end)
+    alive = _layers_alive(nxt, completes, at_boundary, layers, min_len, open_end)
+    if not alive[0, 0]:
+        return None
+    table, accepting, origin = _live_layers_table(nxt, completes, at_boundary, alive, min_len, open_end)
+    layout = (origin, m, layers, min_len, nxt, completes, open_end)
+    return LayeredDFA(np.ascontiguousarray(table), accepting, *layout)
+
+
+def _layered_table(
+    nxt: np.ndarray, completes: np.ndarray, at_boundary: np.ndarray, layers: int, min_len: int, open_end: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole table of a layered body (dead states included) and its accepting states."""
+    m = nxt.shape[0]
     # layer l's pairs are states l*m..l*m+m-1; a completed character moves on a layer
     step = np.where(completes, nxt + m, nxt).astype(np.int32)
     cube = np.empty((layers, m, 256), dtype=np.int32)
@@ -90,18 +108,109 @@ def layered_body(
     last = cube[-1]
     # max_len characters read: no more; no maximum: the last layer (min_len read) goes on
     last[completes] = ((layers - 1) * m + nxt[completes]) if open_end else -1
-    table = cube.reshape(layers * m, 256)
-    at_boundary = np.array([s == 0 and bool(paccept[p]) for p, s in order])
     accepting = np.zeros(layers * m, dtype=bool)
     accepting[min_len * m :] = np.tile(at_boundary, layers - min_len)
-    if pattern is None:
-        return _trim_last_layer(table, accepting, m, open_end)
-    pruned = prune_dead_keeping_order(table, accepting)
-    if pruned is None:
-        return None
-    table, accepting, origin = pruned
-    layout = (origin, m, layers, min_len, nxt, completes, open_end)
-    return LayeredDFA(np.ascontiguousarray(table), accepting, *layout)
+    return cube.reshape(layers * m, 256), accepting
+
+
+def _layers_alive(
+    nxt: np.ndarray, completes: np.ndarray, at_boundary: np.ndarray, layers: int, min_len: int, open_end: bool
+) -> np.ndarray:
+    """(layer, pair) -> some text from that state is accepted: ``_prune_dead`` of a layered
+    body, layer by layer over the small graph of pairs instead of over the whole table.
+
+    A byte leads from (l, p) to (l, q) or, completing a character, to (l + 1, q) (the last
+    layer: to itself if the body loops, nowhere else). So the last layer's live pairs are those
+    that reach a boundary pair within it, and each layer below's are those that reach its own
+    boundary pairs (from ``min_len`` on) or a completing byte into a live pair of the layer above.
+    Layers whose seeds repeat share one search (most of them, far from the bounds)."""
+    m = nxt.shape[0]
+    rows, columns = np.nonzero(nxt >= 0)
+    edges = fast_unique.unique(
+        (completes[rows, columns].astype(np.int64) * m + nxt[rows, columns]) * m + rows
+    )
+    within: list[list[int]] = [[] for _ in range(m)]  # pair -> pairs a byte leads from, same layer
+    across: list[list[int]] = [[] for _ in range(m)]  # ... completing a character (layer below)
+    for edge in edges.tolist():
+        rest, p = divmod(edge, m)
+        done, q = divmod(rest, m)
+        (across if done else within)[q].append(p)
+
+    def backwards(seeds: list[bool], also: list[list[int]] | None) -> list[bool]:
+        live = list(seeds)
+        stack = [p for p, seed in enumerate(seeds) if seed]
+        while stack:
+            q = stack.pop()
+            for p in within[q] if also is None else within[q] + also[q]:
+                if not live[p]:
+                    live[p] = True
+                    stack.append(p)
+        return live
+
+    boundary = at_boundary.tolist()
+    none = [False] * m
+    alive = np.zeros((layers, m), dtype=bool)
+    above = backwards(boundary, across if open_end else None)  # (the last layer counts min_len)
+    alive[-1] = above
+    searched: dict[tuple[bool, ...], list[bool]] = {}
+    for layer in range(layers - 2, -1, -1):
+        seeds = list(boundary) if layer >= min_len else list(none)
+        for q, live in enumerate(above):
+            if live:
+                for p in across[q]:
+                    seeds[p] = True
+        key = tuple(seeds)
+        found = searched.get(key)
+        if found is None:
+            found = searched[key] = backwards(seeds, None)
+        alive[layer] = found
+        above = found
+    return alive
+
+
+def _live_layers_table(
+    nxt: np.ndarray,
+    completes: np.ndarray,
+    at_boundary: np.ndarray,
+    alive: np.ndarray,
+    min_len: int,
+    open_end: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The table of a layered body's live states (``alive``: (layer, pair)), numbered in
+    order, its accepting states and each state's old number (``layer * width + pair``):
+    what ``keep_states`` makes of the whole table, without building it. A layer's rows depend
+    only on which pairs live in it and in the layer above, so each such kind of layer is laid
+    out once and the others are that block moved to their own numbers."""
+    layers, m = alive.shape
+    counts = alive.sum(axis=1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.cumsum(alive, axis=1) - 1  # a live pair's number within its layer
+    table = np.full((int(counts.sum()), 256), -1, dtype=np.int32)
+    kinds: dict[tuple[bytes, bytes], np.ndarray] = {}
+    for layer in range(layers):
+        if not counts[layer]:
+            continue
+        last = layer == layers - 1
+        here = alive[layer]
+        up = here if last else alive[layer + 1]  # (the last layer: its own, where it loops)
+        key = (here.tobytes(), b"last" if last else up.tobytes())
+        block = kinds.get(key)
+        if block is None:
+            rows = np.flatnonzero(here)
+            q, done = nxt[rows], completes[rows]
+            target = np.maximum(q, 0)
+            block = np.full(q.shape, -1, dtype=np.int32)
+            stay = (q >= 0) & ~done & here[target]
+            block[stay] = rank[layer][q[stay]]
+            if not last or open_end:
+                move = (q >= 0) & done & up[target]
+                block[move] = (0 if last else counts[layer]) + rank[layer if last else layer + 1][q[move]]
+            kinds[key] = block
+        out = table[starts[layer] : starts[layer] + counts[layer]]
+        np.add(block, np.int32(starts[layer]), out=out, where=block >= 0)
+    layer_of, pair = np.nonzero(alive)
+    accepting = at_boundary[pair] & (layer_of >= min_len)
+    return table, accepting, layer_of * m + pair
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,13 @@ from hypothesis import strategies as st
 from pushdown_oracle import brute_force_allowed
 
 from outlines_gguf import SchemaError
+from outlines_gguf.automata.dfa import keep_states, reaching
 from outlines_gguf.compiler import compile_json_schema
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.runs import STRING_SEGMENT
+from outlines_gguf.json_schema.scalars import pattern_part_dfa
 from outlines_gguf.json_schema.split import SplitSchema
+from outlines_gguf.json_schema.strings import _layered_table, _layers_alive, _live_layers_table, _pair_layout
 
 LENGTHS = sorted({0, 1, 2, 63, 64, 65, 69, 70, 71, 127, 128, 129, 255, 256, 257, 299, 300, 301, 340})
 ALPHABET = ["a", "b", "é", "日", "😀", '"', "\\", "\n", " ", "-"]
@@ -357,3 +360,31 @@ def test_length_bounds_against_jsonschema(
         value = "x" * n
         if _accepts(guide, json.dumps(value).encode()):
             assert _valid(value, schema), n  # never an invalid value
+
+
+LAYER_PATTERNS = ["^[a-z]+$", "^[^/]+/[^/]+$", "^(ab|c)*d$", "x", "^[0-9]{2,4}-[A-Z]$", r"^\w+@\w+$", "é|ü+"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pattern=st.sampled_from(LAYER_PATTERNS),
+    low=st.integers(0, 6),
+    extra=st.one_of(st.none(), st.integers(0, 8)),
+)
+def test_layer_by_layer_liveness_equals_a_search_of_the_whole_table(pattern: str, low: int, extra) -> None:
+    """The live states of a counted pattern string, found layer by layer over the pairs
+    (``_layers_alive``), are those a backwards search of the whole table finds, and the table
+    laid out from them (``_live_layers_table``) is the whole table's restricted to them."""
+    dfa = pattern_part_dfa(pattern)
+    order, nxt, completes = _pair_layout(dfa.transitions)
+    at_boundary = np.array([s == 0 and bool(dfa.accepting[p]) for p, s in order])
+    open_end = extra is None
+    layers = low + 1 if open_end else low + extra + 1
+    table, accepting = _layered_table(nxt, completes, at_boundary, layers, low, open_end)
+    expected = reaching(table, accepting)
+    alive = _layers_alive(nxt, completes, at_boundary, layers, low, open_end)
+    assert np.array_equal(alive.reshape(-1), expected)
+    if expected[0]:
+        laid_out = _live_layers_table(nxt, completes, at_boundary, alive, low, open_end)
+        for mine, theirs in zip(laid_out, keep_states(table, accepting, expected), strict=True):
+            assert np.array_equal(mine, theirs)
