@@ -22,7 +22,7 @@ import numpy as np
 from outlines_gguf import fast_unique
 from outlines_gguf.automata.budget import MAX_SCHEMA_WORK, NODE_WORK, compile_budget, spend
 from outlines_gguf.automata.dfa import ByteDFA, reaching
-from outlines_gguf.automata.ops import difference
+from outlines_gguf.automata.ops import difference_soon_dead
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError, SchemaError
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.json_schema.algebra import _unique_domain, of_types
@@ -152,6 +152,7 @@ class SplitSchema(Locked):
         self._active: set[int] = set()
         self._productive: set[int] = set()  # compiled, and proven to be finishable
         self._surely: dict[int, bool] = {}  # node -> _surely_satisfiable of its schema
+        self._infinite_texts: dict[int, tuple[ByteDFA, bool]] = {}  # see _infinite
         self._judge: _Compiler | None = None  # answers questions about schemas (possible types)
         self._edges: dict[int, tuple[Node, list[int], list[int]]] = {}  # see _successors
         self._cut_pending = False  # a node turned out empty: cut the calls to it
@@ -186,7 +187,7 @@ class SplitSchema(Locked):
         state["_numbers"] = {k: v for k, v in self._numbers.items() if kinds[k] not in _BY_IDENTITY}
         state["_by_identity"] = [n for k, n in self._numbers.items() if kinds[k] in _BY_IDENTITY]
         state["_contents"], state["_content_ids"], state["_written"] = {}, {}, set()
-        state["_unique_items"] = {}  # (rebuilt when reached)
+        state["_unique_items"], state["_infinite_texts"] = {}, {}  # (rebuilt when reached)
         state["_unenforced_unique"] = list(self._unenforced_unique.values())
         return state
 
@@ -511,10 +512,14 @@ class SplitSchema(Locked):
         items = schema[UNIQUE_ITEM_KEY]
         dfa = self._unique_item_dfa(items, path)  # (once per array, not once per item written)
         with compile_budget(f"JSON schema at {path}", own=True):
-            texts = [t.encode("utf-8", "surrogatepass") for t in schema[UNIQUE_EXCLUDED_KEY]]
-            if dfa is not None and texts:
+            excluded = list(schema[UNIQUE_EXCLUDED_KEY])
+            if dfa is not None and excluded:
+                before = self._item_before(items, excluded)
+                if before is not None:  # the item without all texts but one: take that one out
+                    dfa, excluded = before
+                texts = [t.encode("utf-8", "surrogatepass") for t in excluded]
                 written = spellings_dfa(texts)  # (every key order of their small objects)
-                dfa = difference(dfa, written) if written is not None else dfa
+                dfa = difference_soon_dead(dfa, written) if written is not None else dfa
         if dfa is None:
             self._unproductive.add(number)
             self._cut_pending = True
@@ -523,6 +528,18 @@ class SplitSchema(Locked):
         boundary = dfa.accepting.copy()
         plain_reach = _reach(_plain_safe(dfa.transitions, boundary))  # ("-1", "{}": plain text ends items)
         return Node(number, path, dfa, {}, boundary, True, plain_reach, unique_item=True)
+
+    def _item_before(self, items: Any, excluded: list[str]) -> tuple[ByteDFA, list[str]] | None:
+        """A compiled unique item of ``items`` without all of ``excluded`` (sorted) but one, and
+        that one: the next item is it without one text more (each item left out of the whole
+        base again cost the length of every text written, so an array cost their square)."""
+        for i, text in enumerate(excluded):
+            key = ("unique-item", id(items), (*excluded[:i], *excluded[i + 1 :]))
+            number = self._numbers.get(key)
+            node = None if number is None else self._nodes.get(number)
+            if node is not None and number not in self._unproductive:
+                return node.dfa, [text]
+        return None
 
     def _rest_node(self, number: int, schema: dict, path: str) -> Node:
         """The node for the rest of an object whose members come in any order, once the members
@@ -643,9 +660,18 @@ class SplitSchema(Locked):
             found = _surely_satisfiable(schema, self.root, types=self._possible_types)
             if not found and isinstance(schema, dict) and UNIQUE_EXCLUDED_KEY in schema:
                 base = self._unique_items.get(id(schema[UNIQUE_ITEM_KEY]), False)  # (compiled first)
-                found = isinstance(base, ByteDFA) and _longest(base) is None
+                found = isinstance(base, ByteDFA) and self._infinite(base)
             self._surely[number] = found
         return found
+
+    def _infinite(self, dfa: ByteDFA) -> bool:
+        """``dfa`` accepts infinitely many texts: once per automaton (a unique array's item
+        automaton is asked again for every item written, each a node of its own; a search of
+        its table each time was most of a long array's masks)."""
+        found = self._infinite_texts.get(id(dfa))
+        if found is None or found[0] is not dfa:  # (the automaton is held: its id stays its own)
+            found = self._infinite_texts[id(dfa)] = (dfa, _longest(dfa) is None)
+        return found[1]
 
     def _possible_types(self, schema: Any) -> set[str]:
         if self._judge is None:

@@ -17,7 +17,7 @@ from regex_strategies import bounded_regexes, strings_up_to, unbounded_regexes
 from outlines_gguf.automata import ops
 from outlines_gguf.automata.budget import compile_budget
 from outlines_gguf.automata.dfa import ByteDFA
-from outlines_gguf.automata.ops import difference, intersect
+from outlines_gguf.automata.ops import difference, difference_soon_dead, intersect
 from outlines_gguf.compiler import compile_regex
 from outlines_gguf.errors import ConstraintTooComplexError, DFAProductTooLargeError
 
@@ -74,6 +74,21 @@ def test_intersect_and_difference_equal_re_membership(p: str, q: str) -> None:
         assert (only_a is not None and only_a.matches(data)) == (in_p and not in_q), (p, q, s)
 
 
+@settings(max_examples=60, deadline=None)
+@given(REGEXES, REGEXES)
+def test_difference_built_while_the_second_is_alive_equals_re_membership(p: str, q: str) -> None:
+    """``difference_soon_dead`` (pairs while ``b`` lives, then ``a``'s own states) accepts what
+    ``difference`` accepts, whatever ``b`` is, and keeps the ByteDFA contract."""
+    a, b = compile_regex(p), compile_regex(q)
+    only_a = difference_soon_dead(a, b)
+    assert (only_a is not None) == product_nonempty(a, b, want_b=False), (p, q)
+    if only_a is not None:
+        check_is_byte_dfa(only_a)
+    for s in STRINGS:
+        in_p, in_q = re.fullmatch(p, s) is not None, re.fullmatch(q, s) is not None
+        assert (only_a is not None and only_a.matches(s.encode())) == (in_p and not in_q), (p, q, s)
+
+
 @settings(max_examples=30, deadline=None)
 @given(REGEXES)
 def test_with_itself(p: str) -> None:
@@ -117,7 +132,7 @@ def test_product_state_limit() -> None:
     a, b = compile_regex(r"[ab]{0,30}"), compile_regex(r"(?:[ab]{3})*")
     assert intersect(a, b) is not None  # 31 x 3 pairs fit the real limit
     with mock.patch.object(ops, "MAX_PRODUCT_STATES", 20):
-        for product in (intersect, difference):
+        for product in (intersect, difference, difference_soon_dead):
             with pytest.raises(DFAProductTooLargeError, match="more than 20 product states"):
                 product(a, b)
     assert issubclass(DFAProductTooLargeError, ConstraintTooComplexError)
