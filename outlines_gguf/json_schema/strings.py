@@ -152,17 +152,22 @@ def _layers_alive(
     alive = np.zeros((layers, m), dtype=bool)
     above = backwards(boundary, across if open_end else None)  # (the last layer counts min_len)
     alive[-1] = above
-    searched: dict[tuple[bool, ...], list[bool]] = {}
+    searched: dict[tuple[bool, ...], list[bool]] = {}  # by seeds
+    below: dict[tuple[bool, tuple[bool, ...]], list[bool]] = {}  # by (counted, the layer above)
     for layer in range(layers - 2, -1, -1):
-        seeds = list(boundary) if layer >= min_len else list(none)
-        for q, live in enumerate(above):
-            if live:
-                for p in across[q]:
-                    seeds[p] = True
-        key = tuple(seeds)
-        found = searched.get(key)
+        step = (layer >= min_len, tuple(above))
+        found = below.get(step)
         if found is None:
-            found = searched[key] = backwards(seeds, None)
+            seeds = list(boundary) if layer >= min_len else list(none)
+            for q, live in enumerate(above):
+                if live:
+                    for p in across[q]:
+                        seeds[p] = True
+            key = tuple(seeds)
+            found = searched.get(key)
+            if found is None:
+                found = searched[key] = backwards(seeds, None)
+            below[step] = found
         alive[layer] = found
         above = found
     return alive
@@ -296,9 +301,14 @@ def quoted(body: ByteDFA, null: bool = False) -> ByteDFA:
     """
     n = body.n_states
     extra = 4 if null else 0
-    table = np.full((n + 2 + extra, 256), -1, dtype=np.int32)
-    # 0: before the opening quote; 1: after the closing quote; body states from 2
-    table[2 : 2 + n] = np.where(body.transitions >= 0, body.transitions + 2, -1)
+    table = np.empty((n + 2 + extra, 256), dtype=np.int32)
+    table[:2] = -1
+    table[2 + n :] = -1
+    # 0: before the opening quote; 1: after the closing quote; body states from 2 (in place:
+    # a counted body's table is megabytes, and a where() over it three passes and temporaries)
+    inner = table[2 : 2 + n]
+    np.add(body.transitions, 2, out=inner)
+    inner[inner == 1] = -1  # (only a dead -1 becomes 1)
     table[0, ord('"')] = 2
     table[2 + np.flatnonzero(body.accepting), ord('"')] = 1
     if null:
