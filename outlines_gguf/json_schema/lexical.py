@@ -71,25 +71,34 @@ def json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
     character, in two ``\\u`` spellings each) is a few hundred NFA states written out, which
     every use of the class then determinizes again; it is built once as a shared minimal
     automaton (a dozen states) instead."""
-    escaped = sum(hi - lo + 1 for lo, hi in _intersect_ranges(ranges, (*_RAW_FORBIDDEN, (0x2F, 0x2F))))
-    if escaped > _SHARED_ESCAPES:
-        return b.shared(("JSON characters", tuple(ranges)), lambda h: _json_chars(h, ranges))
-    return _json_chars(b, ranges)
+    raw, escapes = _json_char_plan(tuple(ranges))
+    if len(escapes) > _SHARED_ESCAPES:
+        return b.shared(("JSON characters", tuple(ranges)), lambda h: _json_chars(h, raw, escapes))
+    return _json_chars(b, raw, escapes)
 
 
-_SHARED_ESCAPES = 2
-"""Classes with more characters to escape than this are shared pieces (see :func:`json_chars`)."""
+_SHARED_ESCAPES = 6
+"""Classes with more escaped spellings than this are shared pieces (see :func:`json_chars`)."""
 
 
-def _json_chars(b: NFABuilder, ranges: Ranges) -> Fragment:
+@lru_cache(maxsize=4096)
+def _json_char_plan(ranges: Ranges) -> tuple[Ranges, tuple[str, ...]]:
+    """The characters of ``ranges`` written raw, and the escaped spellings of the others (a
+    counted class, ``[a-z]{1,255}``, asks for the same plan at every copy)."""
     raw = _intersect_ranges(ranges, _complement(_RAW_FORBIDDEN))
-    alternatives = [b.chars(raw)] if raw else []
+    escapes: list[str] = []
     for lo, hi in _intersect_ranges(ranges, (*_RAW_FORBIDDEN, (0x2F, 0x2F))):
         for cp in range(lo, hi + 1):
             forms = [f"\\u{cp:04x}", f"\\u{cp:04X}"]
             if cp in _SHORT_ESCAPES:
                 forms.append(_SHORT_ESCAPES[cp])
-            alternatives += [b.literal(f) for f in dict.fromkeys(forms)]
+            escapes += dict.fromkeys(forms)
+    return raw, tuple(escapes)
+
+
+def _json_chars(b: NFABuilder, raw: Ranges, escapes: tuple[str, ...]) -> Fragment:
+    alternatives = [b.chars(raw)] if raw else []
+    alternatives += [b.literal(f) for f in escapes]
     return b.alt(alternatives) or b.chars(())
 
 
