@@ -321,7 +321,7 @@ def check_inputs(args: argparse.Namespace) -> None:
         from outlines_gguf.json_schema.loading import prepare_schema
         from outlines_gguf.json_schema.split import split_schema
 
-        canonical, extra = prepare_schema(args.schema, None, args.refs)
+        canonical, extra = prepare_schema(args.schema, None, args.refs, args.lenient)
         split_schema(canonical, args.whitespace_pattern, args.lenient, extra)
     elif args.command == "cfg":
         path = str(args.grammar)

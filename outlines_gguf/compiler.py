@@ -76,7 +76,7 @@ def compile_json_schema(
     for what cannot be enforced, unless ``lenient``. ``refs``: the other documents its
     ``$ref``s lead to, by URI. Results are cached.
     """
-    canonical, extra = prepare_schema(schema, extra_properties, refs)
+    canonical, extra = prepare_schema(schema, extra_properties, refs, lenient)
     return compile_canonical(canonical, whitespace_pattern, max_depth, lenient, extra)
 
 

@@ -19,7 +19,14 @@ import copy
 from typing import Any
 
 from outlines_gguf.json_schema.keywords import ANNOTATIONS, KNOWN_KEYWORDS
-from outlines_gguf.json_schema.refs import _LIST_KEYS, _MAP_KEYS, _OLD_DRAFTS, _SCHEMA_KEYS, _escape
+from outlines_gguf.json_schema.refs import (
+    _LIST_KEYS,
+    _MAP_KEYS,
+    _OLD_DRAFTS,
+    _SCHEMA_KEYS,
+    _escape,
+    subschema_dicts,
+)
 
 _LATER_THAN_7 = frozenset(
     {
@@ -63,23 +70,7 @@ def drop_undefined_keywords(root: Any) -> Any:
     undefined = undefined_keywords(root)
     if not undefined:
         return root
-    found: list[dict] = []
-    stack: list[Any] = [root]
-    seen: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, dict) or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if undefined & set(node):
-            found.append(node)
-        for key, value in node.items():
-            if key in _MAP_KEYS and isinstance(value, dict):
-                stack.extend(value.values())
-            elif key in _LIST_KEYS and isinstance(value, list):
-                stack.extend(value)
-            elif key in _SCHEMA_KEYS or key in _LIST_KEYS:
-                stack.append(value)
+    found = [node for node in subschema_dicts(root) if undefined & set(node)]
     if not found:
         return root
     memo: dict[int, Any] = {}

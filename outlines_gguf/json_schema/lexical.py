@@ -16,7 +16,7 @@ from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import difference
 from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.automata.translate import C, sre_parse
-from outlines_gguf.errors import EmptyLanguageError, SchemaError
+from outlines_gguf.errors import EmptyLanguageError, RegexError, SchemaError
 from outlines_gguf.json_schema.leaves import NUMBER, integer_range, number_range
 
 
@@ -204,6 +204,11 @@ def _strings_not_matching(patterns: list[str], within: ByteDFA | None, path: str
             found = helper.build(helper.regex(_searched(pattern), partial(json_chars, helper), negated=True))
         except EmptyLanguageError:
             continue  # found nowhere: excludes nothing
+        except RegexError as exc:
+            raise RegexError(
+                f"{path}: pattern {pattern!r} (under not) cannot be enforced: {exc} "
+                "(pass lenient=True to ignore it)"
+            ) from exc
         body = difference(body, found)
     return body
 

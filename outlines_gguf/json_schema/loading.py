@@ -9,6 +9,7 @@ from typing import Any
 from outlines_gguf.errors import ConstraintTooComplexError, SchemaError
 from outlines_gguf.json_schema.dialects import drop_undefined_keywords, ignore_ref_siblings
 from outlines_gguf.json_schema.documents import embed_documents
+from outlines_gguf.json_schema.lenient import drop_unenforceable_patterns
 from outlines_gguf.json_schema.refs import localize_refs
 from outlines_gguf.json_schema.unevaluated import rewrite_unevaluated
 
@@ -35,17 +36,23 @@ def load_schema(schema: Any) -> tuple[Any, bool]:
 
 
 def prepare_schema(
-    schema: Any, extra_properties: bool | None = None, refs: Mapping[str, Any] | None = None
+    schema: Any,
+    extra_properties: bool | None = None,
+    refs: Mapping[str, Any] | None = None,
+    lenient: bool = False,
 ) -> tuple[str, bool | None]:
     """The schema's canonical JSON text and the effective ``extra_properties``
     (a Pydantic model gets no extra properties unless asked: Pydantic ignores them).
-    ``refs``: other documents by URI (:mod:`~outlines_gguf.json_schema.documents`)."""
+    ``refs``: other documents by URI (:mod:`~outlines_gguf.json_schema.documents`).
+    ``lenient``: patterns no automaton can enforce are left out (:mod:`.lenient`)."""
     root, is_pydantic = load_schema(schema)
     if extra_properties is None and is_pydantic:
         extra_properties = False
     try:
         localized = localize_refs(embed_documents(drop_undefined_keywords(root), refs))
         root = rewrite_unevaluated(ignore_ref_siblings(localized))
+        if lenient:
+            root = drop_unenforceable_patterns(root)
     except RecursionError as exc:
         raise ConstraintTooComplexError("the schema is nested too deeply") from exc
     except SchemaError:

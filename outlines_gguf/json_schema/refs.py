@@ -54,6 +54,28 @@ _DEFINITIONS = frozenset({"$defs", "definitions"})
 _OLD_DRAFTS = ("draft-04", "draft-06", "draft-07")
 
 
+def subschema_dicts(root: Any) -> list[dict]:
+    """Every dict of ``root`` that sits where a subschema sits (property names, enum values
+    and the like are not visited), each once."""
+    found: list[dict] = []
+    stack: list[Any] = [root]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        found.append(node)
+        for key, value in node.items():
+            if key in _MAP_KEYS and isinstance(value, dict):
+                stack.extend(value.values())
+            elif key in _LIST_KEYS and isinstance(value, list):
+                stack.extend(value)
+            elif key in _SCHEMA_KEYS or key in _LIST_KEYS:
+                stack.append(value)
+    return found
+
+
 def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 

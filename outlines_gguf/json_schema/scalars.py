@@ -327,7 +327,10 @@ class _ScalarRules:
                 parts.append(pattern_part_dfa(pattern))
             except RegexError as exc:  # (it quotes the regex as rewritten to be searched)
                 reason = re.sub(r" at position \d+$", "", str(exc).rsplit("': ", 1)[-1])
-                raise RegexError(f"{path}: pattern {pattern!r} cannot be enforced: {reason}") from exc
+                raise RegexError(
+                    f"{path}: pattern {pattern!r} cannot be enforced: {reason} "
+                    "(pass lenient=True to ignore it)"
+                ) from exc
         if fmt_regex is not None:
             parts.append(format_part_dfa(fmt_regex))
         return parts

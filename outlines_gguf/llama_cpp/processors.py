@@ -293,7 +293,7 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         source = schema_source(schema)
         if extra_properties is None and source.from_python:
             extra_properties = False  # Pydantic ignores undeclared properties
-        canonical, extra = prepare_schema(source.schema, extra_properties, refs)
+        canonical, extra = prepare_schema(source.schema, extra_properties, refs, lenient)
         self.schema = json.loads(canonical)
         self.pydantic_model = schema if isinstance(source.schema, type) else None
         self.parse = source.parse

@@ -384,3 +384,54 @@ def test_unique_items_left_unenforced_stay_so_after_pickling() -> None:
     assert unenforced and all(id(items) == key for key, (items, _) in unenforced.items())
     assert copy.accepts(json.dumps(["a" * 20_001] * 2))  # (ignored)
     assert not copy.accepts(json.dumps(["a" * 20_000]))
+
+
+def _processor_accepts(processor: JSONLogitsProcessor, text: str) -> bool:
+    guide = processor.guide
+    state = guide.initial_state
+    for byte in text.encode():
+        state = guide.advance(state, bytes((byte,)))
+        if not state:
+            return False
+    return bool(guide.is_final(state))
+
+
+# regexes no automaton enforces: a backreference, PCRE recursion (SchemaStore's nodemon has one)
+UNENFORCEABLE_PATTERNS = [
+    ({"type": "string", "pattern": r"(a)\1", "maxLength": 5}, "#", r"(a)\1"),
+    (
+        {"type": "object", "patternProperties": {"^(a)(?1)$": {"type": "integer"}}},
+        "patternProperties",
+        "^(a)(?1)$",
+    ),
+    (
+        {"type": "object", "properties": {"x": {"type": "string", "not": {"pattern": r"(a)\1"}}}},
+        "/properties/x",
+        r"(a)\1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "where", "pattern"), UNENFORCEABLE_PATTERNS)
+def test_an_unenforceable_pattern_is_an_error_that_names_it_and_the_way_out(schema, where, pattern) -> None:
+    schema, _ = _behind_properties(schema)
+    with pytest.raises(RegexError) as caught:
+        JSONLogitsProcessor(schema, load_vocab("llama3-128k"))
+    message = str(caught.value)
+    assert repr(pattern) in message and where in message and "lenient=True" in message
+
+
+def test_lenient_leaves_an_unenforceable_pattern_out_and_enforces_the_rest() -> None:
+    vocab = load_vocab("llama3-128k")
+    string, keys, negated = (s for s, _, _ in UNENFORCEABLE_PATTERNS)
+    processor = JSONLogitsProcessor(string, vocab, lenient=True)
+    assert _processor_accepts(processor, '"xyz"') and _processor_accepts(processor, '"aa"')
+    assert not _processor_accepts(processor, '"abcdef"')  # maxLength is still enforced
+    assert not _processor_accepts(processor, "7")
+    processor = JSONLogitsProcessor(keys, vocab, lenient=True)
+    assert _processor_accepts(processor, '{"aa": "text"}')  # the entry's keys fall to additionalProperties
+    assert not _processor_accepts(processor, '{"aa": }')
+    processor = JSONLogitsProcessor(negated, vocab, lenient=True)
+    assert _processor_accepts(processor, '{"x": "b"}') and not _processor_accepts(processor, '{"x": 1}')
+    # (the schema the processor reads is the one compiled: without the pattern)
+    assert "pattern" not in json.dumps(JSONLogitsProcessor(string, vocab, lenient=True).schema)
