@@ -791,7 +791,10 @@ class _CombinatorRules:
         except Undecided:
             return None
         for name, sub in applied:
-            failing_here = self.negate(sub, path)
+            # (only the values the context's property takes matter: the rest of ``sub``, an
+            # object branch recursing through a definition, say, need not be negated)
+            takes = self.possible_types(self.flatten(declared[name], path), path)
+            failing_here = self.negate(self.narrow_to(sub, takes, path), path)
             if failing_here is None:  # (a closed object inside: negated among the context's values)
                 failing_here = self.negate_within(sub, declared[name], f"{path}/properties/{name}")
                 if failing_here is None:
@@ -813,6 +816,38 @@ class _CombinatorRules:
         except Undecided:
             return None
         return {"anyOf": options} if options else False
+
+    def narrow_to(
+        self: CompilerAPI, schema: Any, types: set[str], path: str, seen: frozenset[str] = frozenset()
+    ) -> Any:
+        """``schema`` for the values of ``types`` only: the same verdict on each of them, with the
+        ``anyOf``/``oneOf`` branches that admit none of them left out (they match none of these
+        values, so "exactly one" counts the same) and references followed, so a definition
+        that recurses only through objects and arrays is finite for a string. A reference
+        met again, or beside other keywords, is left as it is."""
+        if not isinstance(schema, dict):
+            return schema
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            if ref in seen or (set(schema) - {"$ref"}) & KNOWN_KEYWORDS - ANNOTATIONS:
+                return schema
+            try:
+                target = self.resolve(ref, path)
+            except SchemaError:
+                return schema
+            return self.narrow_to(target, types, path, seen | {ref})
+        narrowed = dict(schema)
+        for key in ("anyOf", "oneOf"):
+            branches = narrowed.get(key)
+            if isinstance(branches, list):
+                kept = [b for b in branches if self.possible_types(b, path) & types]
+                if not kept:
+                    return False  # (no branch matches a value of these types)
+                narrowed[key] = [self.narrow_to(b, types, path, seen) for b in kept]
+        parts = narrowed.get("allOf")
+        if isinstance(parts, list):
+            narrowed["allOf"] = [self.narrow_to(part, types, path, seen) for part in parts]
+        return narrowed
 
     def held_keys(self: CompilerAPI, schema: dict, path: str) -> dict[str, Any] | None:
         """The keys an object of ``schema`` may hold, each with the schema its value must

@@ -353,3 +353,48 @@ def test_a_required_member_told_apart_by_the_other_branchs_additional_members(mo
     monkeypatch.setattr(combinators._CombinatorRules, "exactly_one", no_negation)
     values = {"$ref": ["#/a", {}, {"summary": "s"}], "/p": [{}, "x"], "x-y": [1, {}]}
     _judge(schema, _objects(values, 2))
+
+
+# Tabris fonts (MaskBench's Github_easy o37787): a reference {"ref": string} beside a locale
+# selector whose 2-3 letter keys, "ref" among them, hold a recursive font resource, which is a
+# string of a pattern or objects that lead back to it. "A reference and not a selector" needs
+# "a string that is not a font resource": the resource narrowed to strings (its object branches
+# left out) is no longer recursive, and negates.
+FONTS = {
+    "definitions": {
+        "resource": {"oneOf": [{"$ref": "#/definitions/definition"}, {"$ref": "#/definitions/selector"}]},
+        "definition": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"size": {"type": "number"}},
+                    "required": ["size"],
+                    "additionalProperties": False,
+                },
+                {"type": "string", "pattern": "^[1-9][0-9]*px$"},
+            ]
+        },
+        "selector": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"ref": {"type": "string"}},
+                    "required": ["ref"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "patternProperties": {"^[a-z][a-z][a-z]?$": {"$ref": "#/definitions/resource"}},
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                },
+            ]
+        },
+    },
+    "$ref": "#/definitions/resource",
+}
+
+
+def test_a_recursive_value_is_negated_among_the_values_the_other_branch_takes() -> None:
+    values = ["x", "", "font1", "12px", "0px", 3, {"size": 2}, {"ref": "y"}, {"ref": "4px"}]
+    _judge(FONTS, [*_objects({"ref": values}, 1), *_objects({"en": values, "ref": ["a", "7px"]}, 2), "9px"])
