@@ -20,8 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from outlines_gguf import fast_unique
-from outlines_gguf.automata.dfa import ByteDFA, minimize
+from outlines_gguf.automata.dfa import ByteDFA, minimize, reaching
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.regex import NFABuilder, regex_to_dfa
 from outlines_gguf.errors import ConstraintTooComplexError
@@ -123,53 +122,23 @@ def _layers_alive(
     layer: to itself if the body loops, nowhere else). So the last layer's live pairs are those
     that reach a boundary pair within it, and each layer below's are those that reach its own
     boundary pairs (from ``min_len`` on) or a completing byte into a live pair of the layer above.
-    Layers whose seeds repeat share one search (most of them, far from the bounds)."""
-    m = nxt.shape[0]
-    rows, columns = np.nonzero(nxt >= 0)
-    edges = fast_unique.unique(
-        (completes[rows, columns].astype(np.int64) * m + nxt[rows, columns]) * m + rows
-    )
-    within: list[list[int]] = [[] for _ in range(m)]  # pair -> pairs a byte leads from, same layer
-    across: list[list[int]] = [[] for _ in range(m)]  # ... completing a character (layer below)
-    for edge in edges.tolist():
-        rest, p = divmod(edge, m)
-        done, q = divmod(rest, m)
-        (across if done else within)[q].append(p)
-
-    def backwards(seeds: list[bool], also: list[list[int]] | None) -> list[bool]:
-        live = list(seeds)
-        stack = [p for p, seed in enumerate(seeds) if seed]
-        while stack:
-            q = stack.pop()
-            for p in within[q] if also is None else within[q] + also[q]:
-                if not live[p]:
-                    live[p] = True
-                    stack.append(p)
-        return live
-
-    boundary = at_boundary.tolist()
-    none = [False] * m
-    alive = np.zeros((layers, m), dtype=bool)
-    above = backwards(boundary, across if open_end else None)  # (the last layer counts min_len)
-    alive[-1] = above
-    searched: dict[tuple[bool, ...], list[bool]] = {}  # by seeds
-    below: dict[tuple[bool, tuple[bool, ...]], list[bool]] = {}  # by (counted, the layer above)
+    A layer whose layer above repeats shares its search (most of them, far from the bounds)."""
+    live_bytes = nxt >= 0
+    within = np.where(completes, -1, nxt)  # (the bytes that stay in the layer)
+    moving = live_bytes & completes  # (the bytes that complete a character: the layer above)
+    target = np.maximum(nxt, 0)
+    alive = np.zeros((layers, nxt.shape[0]), dtype=bool)
+    none = np.zeros(nxt.shape[0], dtype=bool)
+    alive[-1] = reaching(nxt if open_end else within, at_boundary)  # (the last layer counts min_len)
+    found_below: dict[tuple[bool, bytes], np.ndarray] = {}  # by (counted, the layer above)
     for layer in range(layers - 2, -1, -1):
-        step = (layer >= min_len, tuple(above))
-        found = below.get(step)
+        above = alive[layer + 1]
+        key = (layer >= min_len, above.tobytes())
+        found = found_below.get(key)
         if found is None:
-            seeds = list(boundary) if layer >= min_len else list(none)
-            for q, live in enumerate(above):
-                if live:
-                    for p in across[q]:
-                        seeds[p] = True
-            key = tuple(seeds)
-            found = searched.get(key)
-            if found is None:
-                found = searched[key] = backwards(seeds, None)
-            below[step] = found
+            seeds = (at_boundary if layer >= min_len else none) | (moving & above[target]).any(axis=1)
+            found = found_below[key] = reaching(within, seeds)
         alive[layer] = found
-        above = found
     return alive
 
 
