@@ -494,7 +494,6 @@ def _determinize(nfa: _NFA, start: int, accept: int, label: str) -> tuple[np.nda
     return table, np.array(accepting, dtype=bool), byte_class
 
 
-
 def _class_table(segments: list[int], n_states: int) -> tuple[np.ndarray, np.ndarray]:
     """The transition table of ``segments`` (flat: state, first byte, end byte, target, ...)
     over byte classes cut at every range end, and each byte's class."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from outlines_gguf.automata.budget import compile_budget
 from outlines_gguf.automata.regex import NFABuilder, regex_may_be_refused
-from outlines_gguf.errors import RegexError
+from outlines_gguf.errors import ConstraintTooComplexError, RegexError
 from outlines_gguf.json_schema.lexical import _searched
 from outlines_gguf.json_schema.refs import subschema_dicts
 
@@ -63,4 +63,6 @@ def enforceable(pattern: str) -> bool:
             NFABuilder("pattern").regex(searched, ecma=True)
     except RegexError:
         return False
+    except ConstraintTooComplexError:
+        return True  # (built or refused for its size when compiled, as without lenient)
     return True

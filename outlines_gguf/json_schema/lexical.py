@@ -205,12 +205,18 @@ def _strings_not_matching(patterns: list[str], within: ByteDFA | None, path: str
         except EmptyLanguageError:
             continue  # found nowhere: excludes nothing
         except RegexError as exc:
-            raise RegexError(
-                f"{path}: pattern {pattern!r} (under not) cannot be enforced: {exc} "
-                "(pass lenient=True to ignore it)"
-            ) from exc
+            raise unenforceable_pattern(path, pattern, exc, " (under not)") from exc
         body = difference(body, found)
     return body
+
+
+def unenforceable_pattern(path: str, pattern: str, exc: RegexError, where: str = "") -> RegexError:
+    """The error for a ``pattern`` the regex compiler refused: the pattern as the schema writes
+    it (not as rewritten to be searched), its path, and the way out."""
+    reason = re.sub(r" at position \d+$", "", str(exc).rsplit("': ", 1)[-1])
+    return RegexError(
+        f"{path}: pattern {pattern!r}{where} cannot be enforced: {reason} (pass lenient=True to ignore it)"
+    )
 
 
 def _interleave(items: list[Fragment], make_sep: Callable[[], Fragment]) -> list[Fragment]:

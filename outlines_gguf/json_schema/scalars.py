@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from functools import cache, lru_cache, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -44,6 +43,7 @@ from outlines_gguf.json_schema.lexical import (
     any_string_char,
     json_chars,
     shared_regex,
+    unenforceable_pattern,
 )
 from outlines_gguf.json_schema.numbers import (
     multiple_of_dfa,
@@ -326,11 +326,7 @@ class _ScalarRules:
             try:
                 parts.append(pattern_part_dfa(pattern))
             except RegexError as exc:  # (it quotes the regex as rewritten to be searched)
-                reason = re.sub(r" at position \d+$", "", str(exc).rsplit("': ", 1)[-1])
-                raise RegexError(
-                    f"{path}: pattern {pattern!r} cannot be enforced: {reason} "
-                    "(pass lenient=True to ignore it)"
-                ) from exc
+                raise unenforceable_pattern(path, pattern, exc) from exc
         if fmt_regex is not None:
             parts.append(format_part_dfa(fmt_regex))
         return parts
