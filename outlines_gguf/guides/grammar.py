@@ -38,7 +38,7 @@ from outlines_gguf.grammar.lexer import CROSS, DEAD
 from outlines_gguf.grammar.stack_memo import StackMemo
 from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, LRUCache, TokenMask, _plain_step, bytes_to_read
 from outlines_gguf.locking import Locked
-from outlines_gguf.tokens.trie import TokenTrie
+from outlines_gguf.tokens.trie import Loops, TokenTrie, loop_bits
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
 MASK_CACHE_SIZE = 1024
@@ -137,7 +137,9 @@ class GrammarGuide(Locked):
 class CFGGuide(GrammarGuide):
     """A guide over a compiled :class:`~outlines_gguf.grammar.compiled.Grammar` (the Guide protocol)."""
 
-    _caches = ("_masks", "_inside", "_reach", "_subwalks", "_belows", "_inside_masks", "_unions")
+    _caches = (
+        "_masks", "_inside", "_reach", "_subwalks", "_belows", "_inside_masks", "_unions", "_shape_walks"
+    )
     grammar: Grammar
 
     def __init__(self, grammar: Grammar, vocabulary: Vocabulary) -> None:
@@ -149,6 +151,11 @@ class CFGGuide(GrammarGuide):
         self._belows: LRUCache = LRUCache(BELOW_CACHE_SIZE)
         self._unions: LRUCache = LRUCache(MASK_CACHE_SIZE)  # masks by the identity of their parts
         self._tables: list[np.ndarray] = []  # the interned reachable lexer tables
+        self._table_shapes: list[int] = []  # per interned table: its shape (see _walk)
+        self._shapes: list[np.ndarray] = []  # the interned shapes (tables with DEAD where a lexeme stops)
+        self._shape_ids: dict[bytes, int] = {}
+        self._shape_loops: list[Loops] = []  # per shape: the labels leading each state back
+        self._shape_walks: LRUCache = LRUCache(BELOW_CACHE_SIZE)
         self._table_ids: dict[bytes, int] = {}
         self._plain_splits: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # see _plain_split
 
@@ -161,6 +168,7 @@ class CFGGuide(GrammarGuide):
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
         state["_tables"], state["_table_ids"], state["_plain_splits"] = [], {}, {}
+        state["_table_shapes"], state["_shapes"], state["_shape_ids"], state["_shape_loops"] = [], [], {}, []
         state.pop("_tries", None)
         return state
 
@@ -226,13 +234,14 @@ class CFGGuide(GrammarGuide):
         if inside is None:
             table = self._tables[table_id]
             split = self._plain_split(table)
-            trie = self._tries[0 if split is None else split[1]]
+            which = 0 if split is None else split[1]
+            trie = self._tries[which]
             roots = np.arange(trie.root_children)
             start = np.zeros(roots.size, dtype=np.int64)
-            tokens, cross_nodes, cross_from = self._walk(table, roots, start, trie)
+            tokens, cross_nodes, cross_from = self._walk(table_id, roots, start, which)
             if split is not None:  # plain text stays in the lexeme: those tokens by the slice
                 tokens = np.concatenate([split[0], tokens])
-            inside = (tokens, cross_nodes, cross_from, 0 if split is None else split[1])
+            inside = (tokens, cross_nodes, cross_from, which)
             self._inside.put(table_id, inside)
         tokens, cross_nodes, cross_from, which = inside
         parts = [tokens]
@@ -289,6 +298,12 @@ class CFGGuide(GrammarGuide):
             table_id = self._table_ids.setdefault(table.tobytes(), len(self._tables))
             if table_id == len(self._tables):
                 self._tables.append(table)
+                shape = np.ascontiguousarray(np.where(table >= 0, table, DEAD), dtype=np.int32)
+                shape_id = self._shape_ids.setdefault(shape.tobytes(), len(self._shapes))
+                if shape_id == len(self._shapes):
+                    self._shapes.append(shape)
+                    self._shape_loops.append(Loops(loop_bits(shape)))
+                self._table_shapes.append(shape_id)
             found = (table_id, old, view)  # the view is kept alive with its id
             self._reach.put(key, found)
         return found[0], found[1]
@@ -382,7 +397,7 @@ class CFGGuide(GrammarGuide):
                 table = self._tables[table_id]
                 states = table[0, trie.node_byte[nodes]].astype(np.int64)
                 alive = states >= 0
-                walked = self._walk(table, nodes[alive], states[alive], trie, entered=True)
+                walked = self._walk(table_id, nodes[alive], states[alive], which, entered=True)
                 self._subwalks.put((table_id, key), walked)
             tokens, cross_nodes, cross_from = walked
             parts = [tokens]
@@ -393,58 +408,91 @@ class CFGGuide(GrammarGuide):
         return found
 
     def _walk(
-        self, view: np.ndarray, nodes: np.ndarray, states: np.ndarray, trie: TokenTrie, entered: bool = False
+        self, table_id: int, nodes: np.ndarray, states: np.ndarray, which: int, entered: bool = False
     ) -> _Walk:
-        """Walk ``trie`` (one of ``_tries``) under one lexer view.
+        """Walk trie ``which`` (in ``_tries``) under the interned lexer table ``table_id``.
 
         ``entered=False``: ``nodes`` are children still to enter from ``states``;
         ``entered=True``: ``nodes`` were entered and are in ``states``.
         Returns (tokens ending inside the lexeme, nodes whose byte ends it (sorted), the
-        lexer state each of those comes from). Levels are walked with numpy while wide, node
-        by node in Python once the frontier is narrow.
+        lexer state each of those comes from).
+
+        The walk itself reads only where the lexeme goes on (its *shape*): tables that differ
+        only in which bytes may end it (a name where ``,`` may follow and one where ``)`` may)
+        share it, and each keeps the nodes where its own table crosses.
         """
+        shape = self._table_shapes[table_id]
+        key = (shape, which, entered, nodes.tobytes(), states.tobytes())
+        walked = self._shape_walks.get(key)
+        if walked is None:
+            walked = self._walk_shape(shape, nodes, states, self._tries[which], entered)
+            self._shape_walks.put(key, walked)
+        tokens, stop_nodes, stop_from, stop_at = walked
+        if not stop_nodes.size:
+            return tokens, stop_nodes, stop_from
+        crossing = self._tables[table_id].reshape(-1)[stop_at] == CROSS
+        return tokens, stop_nodes[crossing], stop_from[crossing]
+
+    def _walk_shape(
+        self, shape: int, nodes: np.ndarray, states: np.ndarray, trie: TokenTrie, entered: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_walk` on a lexeme's shape: the tokens ending inside, and every node where it
+        stops (sorted), with the state it stops in and that entry's index in the flat table.
+
+        Levels are walked with numpy while wide, node by node in Python once the frontier is
+        narrow; a node whose every byte below leads its state back to itself (a word inside a
+        name) is not walked: its subtree is taken whole.
+        """
+        view, loops = self._shapes[shape], self._shape_loops[shape]
         stride = view.shape[1]
-        flat = np.ascontiguousarray(view).reshape(-1)
+        flat = view.reshape(-1)
         found: list[np.ndarray] = []
-        cross_nodes: list[np.ndarray] = []
-        cross_from: list[np.ndarray] = []
+        stop_nodes: list[np.ndarray] = []
+        stop_from: list[np.ndarray] = []
         if not entered:
-            nodes, states = self._enter(trie, flat, stride, nodes, states, cross_nodes, cross_from)
+            nodes, states = _enter(trie, flat, stride, nodes, states, stop_nodes, stop_from)
         sizes = trie._subtree_size
         while nodes.size:
             if nodes.size <= NARROW and int(sizes[nodes].sum()) <= NARROW_NODES:
-                rest, stopped, stopped_from = trie.walk_narrow(flat, stride, nodes, states, CROSS)
+                rest, stopped, stopped_from = trie.walk_narrow(flat, stride, nodes, states, stops=True)
                 found.append(rest)
                 if stopped:
-                    cross_nodes.append(np.asarray(stopped, dtype=np.int64))
-                    cross_from.append(np.asarray(stopped_from, dtype=np.int64))
+                    stop_nodes.append(np.asarray(stopped, dtype=np.int64))
+                    stop_from.append(np.asarray(stopped_from, dtype=np.int64))
+                break
+            nodes, states = trie.take_whole(nodes, states, loops, found)
+            if not nodes.size:
                 break
             children, parents = trie.step(nodes, states, found)
             if children is None:
                 break
-            nodes, states = self._enter(trie, flat, stride, children, parents, cross_nodes, cross_from)
+            nodes, states = _enter(trie, flat, stride, children, parents, stop_nodes, stop_from)
         tokens = np.concatenate(found) if found else np.empty(0, dtype=np.int32)
-        if not cross_nodes:
-            return tokens, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        xn, xf = np.concatenate(cross_nodes), np.concatenate(cross_from)
+        if not stop_nodes:
+            empty = np.empty(0, dtype=np.int64)
+            return tokens, empty, empty, empty
+        xn, xf = np.concatenate(stop_nodes), np.concatenate(stop_from)
         by_node = np.argsort(xn, kind="stable")  # one order, so equal node sets are equal keys
-        return tokens, xn[by_node], xf[by_node]
+        xn, xf = xn[by_node], xf[by_node]
+        return tokens, xn, xf, xf * stride + trie.node_byte[xn]
 
-    def _enter(
-        self,
-        trie: TokenTrie,
-        flat: np.ndarray,
-        stride: int,
-        children: np.ndarray,
-        parents: np.ndarray,
-        cross_nodes: list,
-        cross_from: list,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        nxt = flat[parents * stride + trie.node_byte[children]]
-        crossing = nxt == CROSS
-        if crossing.any():
-            cross_nodes.append(children[crossing])
-            cross_from.append(parents[crossing])
-        alive = nxt >= 0
-        return children[alive], nxt[alive].astype(np.int64)
+
+def _enter(
+    trie: TokenTrie,
+    flat: np.ndarray,
+    stride: int,
+    children: np.ndarray,
+    parents: np.ndarray,
+    stop_nodes: list,
+    stop_from: list,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Enter ``children`` from their parents' states: the live ones and their states; those
+    where the table stops go to ``stop_nodes`` (with the state in ``stop_from``)."""
+    nxt = flat[parents * stride + trie.node_byte[children]]
+    alive = nxt >= 0
+    if not alive.all():
+        stopped = ~alive
+        stop_nodes.append(children[stopped])
+        stop_from.append(parents[stopped])
+    return children[alive], nxt[alive].astype(np.int64)
 

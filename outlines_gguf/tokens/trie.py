@@ -9,6 +9,7 @@ bytes, almost every token is discarded after one step.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +24,11 @@ _NARROW_NODES = 1024  # is finished node by node in Python instead of level by l
 
 
 def loop_bits(transitions: np.ndarray) -> np.ndarray:
-    """Per state of a 256-column table, the bytes that lead back to it, as 256 bits (four
-    uint64, byte ``b`` is bit ``b % 64`` of word ``b // 64``)."""
+    """Per state of a table of at most 256 columns (bytes, or byte classes), the labels that
+    lead back to it, as 256 bits (four uint64, label ``b`` is bit ``b % 64`` of word ``b // 64``)."""
     n = transitions.shape[0]
-    back = transitions == np.arange(n)[:, None]
+    back = np.zeros((n, 256), dtype=bool)
+    back[:, : transitions.shape[1]] = transitions == np.arange(n)[:, None]
     packed = np.packbits(back, axis=1, bitorder="little")  # (n, 32) bytes, byte b is bit b
     return np.ascontiguousarray(packed).view("<u8").astype(np.uint64).reshape(n, 4)
 
@@ -80,14 +82,14 @@ class TokenTrie:
     term_count: np.ndarray  # int64, number of tokens ending at each node
     term_tokens: np.ndarray  # int32, token ids grouped by the node they end at
     root_children: int  # number of level-1 nodes (they are nodes 0..root_children-1)
-    sorted_ids: np.ndarray | None = None  # int32, the tokens in byte order (None: a compressed trie)
+    sorted_ids: np.ndarray | None = None  # int32, the tokens in depth-first order (byte order in a byte trie)
     node_row: np.ndarray | None = None  # int64, each node's first token in ``sorted_ids``
 
     @cached_property
     def _subtree_tokens(self) -> np.ndarray:
         """Number of tokens ending in each node's subtree (itself included): with ``node_row``,
         the subtree's tokens are ``sorted_ids[node_row : node_row + this]`` (a prefix's tokens
-        are contiguous in byte order)."""
+        are contiguous in depth-first order)."""
         return self._bottom_up_sum(self.term_count.astype(np.int64))
 
     @cached_property
@@ -153,15 +155,15 @@ class TokenTrie:
         )
 
     def walk_narrow(
-        self, flat: np.ndarray, stride: int, nodes: np.ndarray, states: np.ndarray, stop: int | None = None
+        self, flat: np.ndarray, stride: int, nodes: np.ndarray, states: np.ndarray, stops: bool = False
     ) -> tuple[np.ndarray, list[int], list[int]]:
         """Depth-first walk below a narrow frontier: deep levels hold few nodes,
         where one Python step per node beats a dozen numpy calls per level.
 
         ``nodes`` were entered and are in ``states`` (of the int32 table ``flat``, rows of
-        ``stride``). Returns the tokens found, and the children whose table entry is ``stop``
-        (a lexeme ends before their byte) with the state each was entered from; those are not
-        walked.
+        ``stride``). Returns the tokens found, and with ``stops`` the children whose table
+        entry is negative (the automaton stops before their byte) with the state each was
+        entered from; those are not walked.
         """
         labels, first_child, n_children, term_start, term_count, term_tokens = self._lists
         table = flat.data  # a memoryview
@@ -182,7 +184,7 @@ class TokenTrie:
                 nxt = table[base + labels[child]]
                 if nxt >= 0:
                     push((child, nxt))
-                elif nxt == stop:
+                elif stops:
                     stopped.append(child)
                     stopped_from.append(state)
         return np.asarray(out, dtype=np.int32), stopped, stopped_from
@@ -217,6 +219,8 @@ class TokenTrie:
                 empty,
                 np.empty(0, np.int32),
                 0,
+                np.empty(0, np.int32),
+                empty,
             )
         lens = np.fromiter((len(tokens[i]) for i in ids), dtype=np.int64, count=m)
         width = int(lens.max())
@@ -312,7 +316,7 @@ class TokenTrie:
         token_node = new_of[np.repeat(np.arange(n), self.term_count)]
         by_node = np.argsort(token_node, kind="stable")
         term_count = np.bincount(token_node, minlength=offset).astype(np.int64)
-        return TokenTrie(
+        compressed = TokenTrie(
             np.concatenate(new_label).astype(np.uint8),
             parent,
             np.asarray(new_level_start, dtype=np.int64),
@@ -323,6 +327,32 @@ class TokenTrie:
             self.term_tokens[by_node],
             int(new_level_start[1] if len(new_level_start) > 1 else offset),
         )
+        return compressed.in_depth_first_order()
+
+    def in_depth_first_order(self) -> TokenTrie:
+        """This trie with ``sorted_ids`` and ``node_row``: its tokens in depth-first order (a
+        node's own tokens, then its children's subtrees in label order), so that each subtree's
+        tokens are one slice and a walk can take a subtree whole (:meth:`take_whole`)."""
+        n = self.n_nodes
+        subtree = self._subtree_tokens
+        row = np.zeros(n, dtype=np.int64)
+        starts = [*self.level_start.tolist(), n]
+        for lo, hi in itertools.pairwise(starts):
+            if lo >= hi:
+                break
+            before = np.cumsum(subtree[lo:hi]) - subtree[lo:hi]  # the level's earlier subtrees
+            parents = self.parent[lo:hi]
+            if lo == 0:  # the root's children: one group
+                row[lo:hi] = before
+                continue
+            first = self.first_child[parents] - lo  # each group's first sibling in the level
+            row[lo:hi] = row[parents] + self.term_count[parents] + before - before[first]
+        ends = np.flatnonzero(self.term_count)
+        counts = self.term_count[ends]
+        order = np.empty(int(counts.sum()), dtype=np.int32)
+        tokens = self.term_tokens[concat_ranges(self.term_start[ends], counts)]
+        order[concat_ranges(row[ends], counts)] = tokens
+        return dataclasses.replace(self, sorted_ids=order, node_row=row)
 
     def step(
         self, nodes: np.ndarray, states: np.ndarray, found: list[np.ndarray]
@@ -350,7 +380,7 @@ class TokenTrie:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The frontier (``nodes`` reached in ``states``) without the nodes whose subtree stays
         in their state (and is not in ``keep``); the tokens of those subtrees are appended to
-        ``found`` (None: not collected). A compressed trie takes nothing whole."""
+        ``found`` (None: not collected)."""
         if self.sorted_ids is None or self.node_row is None:
             return nodes, states
         closed = loops.closed(self._subtree_bits[nodes], states, nodes)

@@ -344,6 +344,30 @@ def test_plain_text_split_of_a_string_body_equals_token_by_token_check(body: str
     assert set(guide._plain_splits) == ({(0x7F,)} if "x7f" in body else {()})  # the split was taken
 
 
+def test_a_lexeme_read_in_several_contexts_is_walked_once_and_masked_exactly() -> None:
+    """A name closed by ``)``, ``]`` or ``}``: three lexer tables that differ only where the name
+    may end share one walk of the vocabulary, and each mask still equals advancing every token
+    one by one (``ab)`` after ``(ab``, never ``ab]``)."""
+    from conftest import load_vocab
+
+    vocab = load_vocab("spm32k")
+    text = 'start: "(" NAME ")" | "[" NAME "]" | "{" NAME "}" | NAME\nNAME: /[a-z]+/\n'
+    guide = CFGGuide(Grammar(text), vocab)
+    grammar = guide.grammar
+    emittable = [t for t in range(vocab.size) if vocab.tokens[t] and t not in vocab.special_ids]
+    for prefix in ["(ab", "[ab", "{ab", "ab", "(", "["]:
+        config = grammar.advance(grammar.initial_state, prefix.encode())
+        allowed = np.zeros(vocab.size, dtype=bool)
+        allowed[guide.mask(config).allowed_ids(vocab.size)] = True
+        expected = np.zeros(vocab.size, dtype=bool)
+        for tid in emittable:
+            expected[tid] = grammar.advance(config, vocab.tokens[tid]) is not None
+        expected[vocab.eog_array] = grammar.is_final(config)
+        wrong = np.flatnonzero(allowed != expected)
+        assert not wrong.size, (prefix, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]])
+    assert len(guide._shapes) < len(guide._tables)  # the name's tables shared a shape
+
+
 # -- the processor -------------------------------------------------------------------------------
 
 

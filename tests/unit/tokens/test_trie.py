@@ -228,6 +228,35 @@ def test_walk_taking_looping_subtrees_whole_equals_running_each_token(
             assert sorted(got.tolist()) == alive_tokens(table, state, tokens, special)
 
 
+@settings(max_examples=40, deadline=None)
+@given(vocab=vocabularies(), seed=SEEDS, n_classes=st.integers(1, 5), n_states=st.integers(1, 4))
+def test_compressed_trie_slices_subtrees_and_takes_looping_ones_whole(
+    vocab: tuple[list[bytes], np.ndarray], seed: int, n_classes: int, n_states: int
+) -> None:
+    """A compressed trie orders its tokens depth first: each node's slice of ``sorted_ids`` is
+    exactly the tokens whose class sequence starts with the node's; and a class-level walk that
+    takes looping subtrees whole gives the tokens of the byte-level oracle, each once."""
+    tokens, special = vocab
+    rng = np.random.default_rng(seed)
+    byte_class = rng.integers(0, n_classes, 256).astype(np.uint8)
+    small = TokenTrie.build(tokens, special).compress(byte_class)
+    assert small.sorted_ids is not None and small.node_row is not None
+    sequences = class_sequences(tokens, byte_class)
+    emittable = [i for i, t in enumerate(tokens) if t and not special[i]]
+    for node, prefix in enumerate(paths(small)):
+        start, count = int(small.node_row[node]), int(small._subtree_tokens[node])
+        below = sorted(small.sorted_ids[start : start + count].tolist())
+        assert below == sorted(i for i in emittable if sequences[i].startswith(prefix)), prefix
+    class_table = random_table(seed + 1, n_states, n_labels=int(byte_class.max()) + 1, dead=0.2)
+    for s in range(n_states):
+        class_table[s, rng.random(class_table.shape[1]) < 0.8] = s
+    byte_table = class_table[:, byte_class]
+    with mock.patch.object(trie_module, "_NARROW", 0):
+        for state in range(n_states):
+            got = small.walk(class_table, state, loops=Loops(loop_bits(class_table)))
+            assert sorted(got.tolist()) == alive_tokens(byte_table, state, tokens, special)
+
+
 SEARCH_REGEXES = [
     r'"(?:[^"\\\x00-\x1f]|\\.)*"',
     r"(?s).*[0-9]{4}-[0-9]{2}.*",
