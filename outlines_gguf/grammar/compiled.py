@@ -50,6 +50,8 @@ from outlines_gguf.locking import Locked
 logger = logging.getLogger("outlines_gguf")
 
 Config = tuple[int, int]
+ViewReads = tuple[int, dict[str, int]]
+"""What a lexer view read of its stack (see :meth:`Grammar.view_reads`)."""
 """(parser stack, as an interned id of :class:`ParseTable`; lexer automaton state)."""
 
 END = "$END"
@@ -268,10 +270,19 @@ class ParseTable:
         unary minus signs, reduced through all of them on whatever comes next) is then followed
         once for all terminals, and once for every stack below, instead of once per terminal
         per stack. Equal to probing each terminal."""
+        found = self._shiftable_entry(stack)
+        return found[0], found[2]
+
+    def shift_reads(self, stack: int) -> dict[str, int]:
+        """Per terminal that the stack's top state reduces on, the position down to which
+        :meth:`probe` reads to decide it (a shift or an error reads the top state alone)."""
+        return self._shiftable_entry(stack)[1]
+
+    def _shiftable_entry(self, stack: int) -> tuple[frozenset[str], dict[str, int], int]:
         memo = self._shiftable
         found = memo.get(stack)
         if found is not None:
-            return found[0], found[2]
+            return found
         if len(memo) >= MEMO_SIZE:
             memo.clear()
         below, tops, actions = self._below, self._top, self.actions
@@ -307,8 +318,7 @@ class ParseTable:
                 for t in terms:
                     reads[t] = max(size, size - 1 + sub[1].get(t, 0))
             memo[current] = (frozenset(shiftable), reads, max(reads.values(), default=0))
-        found = memo[stack]
-        return found[0], found[2]
+        return memo[stack]
 
     def probe(self, stack: int, terminal: str) -> tuple[int | None, int, int]:
         """:meth:`run`, with what it read of ``stack``: (the result, a position at or below the
@@ -535,6 +545,9 @@ class Grammar(Locked):
     exact_liveness = True
     """Whether masks check that the stack can still be completed (:mod:`~outlines_gguf.grammar.liveness`);
     otherwise a lexeme may end only where the next one can start (one lexeme of lookahead)."""
+    lexer_reads_acceptable = False
+    """Whether the lexer of a stack depends on the whole set of terminals accepted there (not on
+    the top state alone): what :meth:`view_reads` counts the lexer's choice as reading."""
 
     def __init__(self, text: str, start: str = "start", *, loaded: tuple | None = None) -> None:
         self.text = text
@@ -583,7 +596,7 @@ class Grammar(Locked):
             self.lexer_of_state[state] = index
         self._lock = threading.RLock()
         self._acceptable: dict[int, tuple[frozenset[str], int]] = {}
-        self._views: dict[int, tuple[np.ndarray, int]] = {}
+        self._views: dict[int, tuple[np.ndarray, int, ViewReads | None]] = {}
         stacks = self.table._below, self.table._top
         self._shared_acceptable = StackMemo(*stacks, MEMO_SIZE)
         self._shared_views = StackMemo(*stacks, MEMO_SIZE)
@@ -663,17 +676,32 @@ class Grammar(Locked):
         """:meth:`view` and the deepest position of the stack it depends on (0: the top state
         alone), for results built on it to be shared the same way
         (:mod:`~outlines_gguf.grammar.stack_memo`)."""
+        found = self.view_reads(stack)
+        return found[0], found[1]
+
+    def view_reads(self, stack: int) -> tuple[np.ndarray, int, ViewReads | None]:
+        """:meth:`view_read`, and what each part of the view read: (the position the choice of
+        lexer read down to, and per terminal of that lexer the position down to which the
+        parser was read to know whether it is accepted here and what may follow it); None
+        where that is not tracked (the whole stack). A walk of lexemes that can end only as
+        some terminals depends on the stack down to where those terminals' parts read."""
         found = self._views.get(stack)
         if found is None:
             found = self._shared_views.get(stack)
             if found is None:
                 canonical, agree = self._canonical.canonical(stack) if self.liveness is None else (stack, -1)
                 if canonical != stack:  # (a long run shortened: its view, read the same)
-                    view, deepest = self.view_read(canonical)
-                    if deepest >= agree:  # (read into a shortened run, or below one: the states
-                        # it read lie at most the states taken out deeper in ``stack``)
-                        deepest += self.table.depth(stack) - self.table.depth(canonical)
-                    found = (view, deepest)
+                    # (a read into a shortened run, or below one: the states it read lie at
+                    # most the states taken out deeper in ``stack``)
+                    shift = self.table.depth(stack) - self.table.depth(canonical)
+
+                    def moved(d: int) -> int:
+                        return d + shift if d >= agree else d
+
+                    view, deepest, reads = self.view_reads(canonical)
+                    if reads is not None:
+                        reads = (moved(reads[0]), {t: moved(d) for t, d in reads[1].items()})
+                    found = (view, moved(deepest), reads)
                 else:
                     found = self._view_read(stack)
                 self._shared_views.put(stack, found[1], found)
@@ -682,9 +710,12 @@ class Grammar(Locked):
             self._views[stack] = found
         return found
 
-    def _view_read(self, stack: int) -> tuple[np.ndarray, int]:
+    def _view_read(self, stack: int) -> tuple[np.ndarray, int, ViewReads | None]:
         acceptable, deepest = self._acceptable_read(stack)
+        lexer_read = deepest if self.lexer_reads_acceptable else 0
         here = self.lexer(stack)
+        shift_reads = self.table.shift_reads(stack)
+        per = {t: shift_reads.get(t, 0) for t in self._candidates(stack)}  # (accepted or not)
         follow = {}
         for terminal in acceptable:
             if terminal in self.ignore:
@@ -698,16 +729,18 @@ class Grammar(Locked):
                 follow[terminal] = self.liveness.live_classes(after)
                 continue
             following, read_next = self._acceptable_read(after)
-            deepest = max(deepest, top + read_next)
+            read = top + read_next
             first = self.lexer(after).view(following)[0] >= 0
             ends = False  # (canonical where it does not matter: the run to the end reads deep)
             if here.end_matters(terminal, first):
                 end, read_end, _ = self.table.probe(after, END)
-                ends, deepest = end == ACCEPT, max(deepest, top + read_end)
+                ends, read = end == ACCEPT, max(read, top + read_end)
+            per[terminal] = max(per.get(terminal, 0), read)
+            deepest = max(deepest, read)
             follow[terminal] = (ends, first)
         if self.liveness is not None:  # (what it reads is not tracked: the whole stack)
-            deepest = self.table.depth(stack) - 1
-        return here.follow_view(follow), deepest
+            return here.follow_view(follow), self.table.depth(stack) - 1, None
+        return here.follow_view(follow), deepest, (lexer_read, per)
 
     def emit(self, stack: int, q: int) -> int | None:
         """The stack after the lexeme in lexer state ``q`` ends (None if the parser rejects it)."""

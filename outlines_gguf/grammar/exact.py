@@ -35,6 +35,7 @@ class ExactLexerGrammar(Grammar):
 
     exact_liveness = False  # its lexers follow the stack, not the parser state (GBNF uses it where
     # lexer_conflicts proves that longest-match lexing splits every text as the grammar does)
+    lexer_reads_acceptable = True  # (its lexer is built for the acceptable set)
 
     def __init__(self, text: str, start: str = "start") -> None:
         self._exact_lexers: dict[frozenset[str], LexerAutomaton] = {}

@@ -146,6 +146,7 @@ class LexerAutomaton:
         self.emits = emits
         self._views: dict[object, np.ndarray] = {}
         self._end_matters: dict[tuple[str, bytes], bool] = {}
+        self._terminals_from: dict[bytes, frozenset[str]] = {}
 
     @property
     def n_states(self) -> int:
@@ -169,6 +170,25 @@ class LexerAutomaton:
             view = np.where(nxt_live, delta, np.where(ends, CROSS, DEAD)).astype(np.int32)
             self._views[acceptable] = view
         return view
+
+    def terminals_from(self, classes: np.ndarray) -> frozenset[str]:
+        """The terminals a lexeme whose first byte is of one of ``classes`` may end as: the only
+        ones whose acceptance and follow information a view's walk of such lexemes reads (the
+        states it can reach, and whether each lives, depend on nothing else)."""
+        key = np.unique(classes).tobytes()
+        found = self._terminals_from.get(key)
+        if found is None:
+            first = self.delta[0, np.frombuffer(key, dtype=classes.dtype).astype(np.int64)]
+            seen = np.zeros(self.n_states, dtype=bool)
+            frontier = np.unique(first[first >= 0])
+            while frontier.size:
+                seen[frontier] = True
+                nxt = self.delta[frontier].reshape(-1)
+                nxt = np.unique(nxt[nxt >= 0])
+                frontier = nxt[~seen[nxt]]
+            found = frozenset(self.emits[q] for q in np.flatnonzero(seen).tolist()) - {None}
+            self._terminals_from[key] = found
+        return found
 
     def end_matters(self, terminal: str, first: np.ndarray) -> bool:
         """Whether :meth:`follow_view` depends on the text being able to end after ``terminal``,

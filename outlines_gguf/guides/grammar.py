@@ -390,7 +390,12 @@ class CFGGuide(GrammarGuide):
             self._belows.put(key, memo)
         found = memo.get(stack)
         if found is None:
-            view, deepest = self.grammar.view_read(stack)
+            grammar = self.grammar
+            view, deepest, reads = grammar.view_reads(stack)
+            if reads is not None:  # what the walk reads: the parts of the view of the terminals
+                # these lexemes can end as (a run of signs does not read what may follow a number)
+                ends_as = grammar.lexer(stack).terminals_from(trie.node_byte[nodes])
+                deepest = max([reads[0], *(reads[1].get(t, 0) for t in ends_as)])
             table_id, order = self._reachable(view, 0)
             walked = self._subwalks.get((table_id, key))
             if walked is None:

@@ -109,6 +109,14 @@ def test_masks_on_deep_stacks_equal_token_by_token_check() -> None:
         "(" * 35 + "1",
         "(1+-(-",
         "-(((-(4/(((",
+        # runs of signs: a walk below them reads only what follows a sign (shared with any
+        # stack), while a number after them reads down through every sign, to the brackets
+        "((((((-------",
+        "((-------",
+        "-------",
+        "1*(--(-",
+        "((((2+--",
+        "2+--",
     ]
     for prefix in prefixes:
         assert_mask_matches_reference(grammar, guide, prefix)
