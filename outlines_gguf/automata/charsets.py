@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
 
+import numpy as np
+
 from outlines_gguf.automata.budget import spend
 
 if sys.version_info >= (3, 11):
@@ -66,7 +68,9 @@ _UNICODE_PATTERNS = {"digit": r"\d+", "word": r"\w+", "space": r"\s+"}
 def _unicode_category(name: str) -> Ranges:
     """Code points Python's ``str`` regexes put in ``\\d``, ``\\w`` or ``\\s`` (and U+FEFF, which
     ECMA-262 calls a space, so that a negated class excludes what either calls one)."""
-    text = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, MAX_CODEPOINT + 1)))
+    # every code point but the surrogates, decoded at once (joining 1.1M chr() took 110 ms)
+    points = np.r_[np.arange(0xD800), np.arange(0xE000, MAX_CODEPOINT + 1)].astype("<u4")
+    text = points.tobytes().decode("utf-32-le")
     out = []
     for m in re.finditer(_UNICODE_PATTERNS[name], text):
         lo, hi = ord(m.group()[0]), ord(m.group()[-1])
