@@ -177,13 +177,69 @@ def _magnitudes(lo: tuple[Decimal, bool], hi: tuple[Decimal, bool] | None) -> li
     return [p for p in parts if p]
 
 
+_MANTISSA = r"[1-9](?:\.[0-9]+)?"
+"""A mantissa in scientific notation as ``json.dumps`` writes one: one non-zero digit first."""
+
+
+def _exponents(lo: int | None, hi: int | None) -> str | None:
+    """Regex for exponent digits (a sign, leading zeros allowed) of the integers lo..hi (None:
+    unbounded)."""
+    parts = []
+    if hi is None or hi >= 0:
+        up = _non_negative_range(max(lo, 0) if lo is not None else 0, hi)
+        if up:
+            parts.append(rf"\+?0*{up}")
+    if lo is None or lo <= 0:
+        down = _non_negative_range(max(-hi, 0) if hi is not None else 0, None if lo is None else -lo)
+        if down:
+            parts.append(f"-0*{down}")
+    return "(?:" + "|".join(parts) + ")" if parts else None
+
+
+def _normalized(value: Decimal) -> tuple[int, Decimal]:
+    """A positive decimal as (its exponent, its mantissa in [1, 10))."""
+    exponent = value.adjusted()
+    return exponent, value.scaleb(-exponent)
+
+
+def _scientific(lo: tuple[Decimal, bool], hi: tuple[Decimal, bool] | None) -> list[str]:
+    """Regexes for the positive magnitudes lo <= m <= hi written in normalized scientific notation
+    (``1.5e-07``, ``1e+16``: a non-zero digit, a fraction, an exponent), exact: such numbers
+    compare as (exponent, mantissa), so the bounds split them into exponents below, at and
+    above each bound's own."""
+    (lo_v, lo_x) = lo
+    if hi is not None and hi[0] <= 0:
+        return []
+    low = _normalized(lo_v) if lo_v > 0 else None
+    high = None if hi is None else _normalized(hi[0])
+    mark = "[eE]"
+    ten, one = (Decimal(10), True), (Decimal(1), False)
+    if low is not None and high is not None and low[0] == high[0]:
+        exponent = _exponents(low[0], low[0])
+        assert hi is not None and exponent is not None
+        return [m + mark + exponent for m in _magnitudes((low[1], lo_x), (high[1], hi[1]))]
+    parts = []
+    between = _exponents(None if low is None else low[0] + 1, None if high is None else high[0] - 1)
+    if between and (low is None or high is None or low[0] + 1 <= high[0] - 1):
+        parts.append(_MANTISSA + mark + between)
+    if low is not None:
+        at_low = _exponents(low[0], low[0])
+        parts += [m + mark + str(at_low) for m in _magnitudes((low[1], lo_x), ten)]
+    if high is not None and hi is not None:
+        at_high = _exponents(high[0], high[0])
+        parts += [m + mark + str(at_high) for m in _magnitudes(one, (high[1], hi[1]))]
+    return parts
+
+
 def number_range(
     minimum: float | None, maximum: float | None, exclusive_min: bool = False, exclusive_max: bool = False
 ) -> str | None:
     """Regex for JSON numbers x with the given bounds (None when unbounded).
 
     Exact for any decimal bounds (compared as the decimals the schema wrote) over numbers
-    written without an exponent; bounded numbers are written so (a subset), and never as -0.
+    written without an exponent or in normalized scientific notation (a non-zero digit before
+    the point: what ``json.dumps`` writes for ``1e-05`` or ``1.5e+16``); other spellings with an
+    exponent (``15e-1``, ``0.5e1``) and -0 are left out (a subset).
     """
     if minimum is None and maximum is None:
         return NUMBER
@@ -196,12 +252,12 @@ def number_range(
     # x >= 0: magnitude bounds are the same numbers
     if hi is None or hi[0] > 0 or (hi[0] == 0 and not hi[1]):
         low = lo if lo is not None and lo[0] >= 0 else (zero, False)
-        parts += _magnitudes(low, hi)
+        parts += _magnitudes(low, hi) + _scientific(low, hi)
     # x < 0: magnitude |x| > 0 with bounds mirrored
     if lo is None or lo[0] < 0:
         mag_hi = None if lo is None else (-lo[0], lo[1])
         mag_lo = (-hi[0], hi[1]) if hi is not None and hi[0] < 0 else (zero, True)  # strictly below 0
-        parts += ["-" + p for p in _magnitudes(mag_lo, mag_hi)]
+        parts += ["-" + p for p in _magnitudes(mag_lo, mag_hi) + _scientific(mag_lo, mag_hi)]
     return "(?:" + "|".join(parts) + ")" if parts else None
 
 
@@ -219,10 +275,10 @@ DATE = rf"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
 # leap second is taken in UTC only ("Z" or a zero offset): with another offset the local time
 # that ends the UTC day differs per offset, thousands of pairs that would multiply the states
 _TIME_OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-_FRACTION = r"(?:\.[0-9]{1,9})?"
+_TIME_FRACTION = r"(?:\.[0-9]{1,9})?"  # (its own name: number_range reads _FRACTION at call time)
 TIME = (
-    rf"(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]{_FRACTION}{_TIME_OFFSET}"
-    rf"|23:59:60{_FRACTION}(?:[Zz]|[+-]00:00))"
+    rf"(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]{_TIME_FRACTION}{_TIME_OFFSET}"
+    rf"|23:59:60{_TIME_FRACTION}(?:[Zz]|[+-]00:00))"
 )
 # RFC 3339 appendix A: a duration's units run without a gap (a year, then a month, then a day:
 # "P1Y2D" skips the month and is no duration)

@@ -353,6 +353,37 @@ def test_number_ranges_are_exact_for_decimal_bounds() -> None:
             assert matched == inside, (lo, hi, lx, hx, text)
 
 
+def test_number_ranges_take_long_fractions_and_scientific_notation_exactly() -> None:
+    """Numbers as ``json.dumps`` writes floats: many fraction digits (``9.999999999999998``), and
+    normalized scientific notation (``1e-05``, ``1.5e+16``, any case and exponent sign or leading
+    zeros): matched exactly when within the bounds. Other exponent spellings (``15e-1``) are
+    never matched outside them."""
+    bounds = [None, -1.5, -0.25, 0, 1e-05, 0.05, 0.5, 1, 1.1, 10, 10.01, 1234.5, 1e16]
+    rng = random.Random(1)
+    texts = {repr(rng.uniform(-2, 12)) for _ in range(200)}  # 15-17 significant digits
+    texts |= {f"{rng.uniform(1, 9.4):.{rng.randint(0, 4)}f}e{e}" for e in range(-7, 19) for _ in range(6)}
+    texts |= {f"-{t}" for t in list(texts) if not t.startswith("-")}
+    texts |= {"1e-05", "1E-5", "1e-0005", "5e-324", "1e+16", "1.0e16", "1.000e+16", "1.1e0", "1.1e-0", "1e1",
+              "1.001e1", "1.2345e3", "1.2345e+03", "9.99e-1", "5e-2", "5.0e-2", "4.9999e-2", "1.5e1"}
+    unnormalized = {"15e-1", "0.5e1", "0e0", "0.0e1", "10e0", "123e-5", "-15e-1", "0.01e2"}
+    for lo, hi, lx, hx in itertools.product(bounds, bounds, (False, True), (False, True)):
+        if (lo is None and lx) or (hi is None and hx):
+            continue
+        pattern = number_range(lo, hi, lx, hx)
+        low = None if lo is None else Decimal(repr(float(lo)))
+        high = None if hi is None else Decimal(repr(float(hi)))
+        for text in texts | unnormalized:
+            x = Decimal(text)
+            inside = (low is None or (x > low if lx else x >= low)) and (
+                high is None or (x < high if hx else x <= high)
+            )
+            matched = pattern is not None and re.fullmatch(pattern, text) is not None
+            if text in unnormalized or (lo is None and hi is None):
+                assert not matched or inside, (lo, hi, lx, hx, text)
+            else:
+                assert matched == inside, (lo, hi, lx, hx, text)
+
+
 # $ref as a URI reference against the base URI of its resource ($id), with percent-encoded
 # pointers and anchors; both engines through JSONLogitsProcessor (which resolves them)
 REF_CASES: list[tuple[dict, list[tuple[object, bool]]]] = [
