@@ -108,11 +108,18 @@ def plain_key_char(b: NFABuilder) -> Fragment:
 
 
 def foreign_escapes(names: list[str]) -> list[str]:
-    """The short escapes (``\\"``, ``\\n``, ...) of characters no name in ``names`` holds:
-    a key written with one is none of them, whatever else it spells (other escapes could spell
-    a name's character, so an extra key leaves them out: a valid subset)."""
+    """The escaped spellings (``\\n``, ``\\u0016``, ``\\u001F``: as strings write them, see
+    :func:`json_chars`) of the characters that are written escaped (control characters, the
+    quote, the backslash, ``/``) and that no name in ``names`` holds: a key written with one is
+    none of them, whatever else it spells. (Escapes of a name's character are left out of an
+    extra key, lest it spell that name: a valid subset.)"""
     held = {ord(ch) for name in names for ch in name}
-    return [escape for code, escape in _SHORT_ESCAPES.items() if code not in held]
+    out: list[str] = []
+    for lo, hi in (*_RAW_FORBIDDEN, (0x2F, 0x2F)):
+        for code in range(lo, hi + 1):
+            if code not in held:
+                out += _json_char_plan(((code, code),))[1]
+    return out
 
 
 def any_string_char(b: NFABuilder) -> Fragment:

@@ -832,10 +832,17 @@ class _ObjectRules:
         return None if result is None else self.b.dfa(result)
 
     def key_except(self: CompilerAPI, names: list[str]) -> Fragment | None:
-        """A JSON string key that is none of ``names``: plain characters, and the short escapes
-        of characters no name holds (``lexical.foreign_escapes``), which make it another key."""
+        """A JSON string key that is none of ``names``: plain characters, and the escaped
+        spellings of characters no name holds (``lexical.foreign_escapes``), which make it
+        another key."""
         plain = _complement(_RAW_FORBIDDEN)
-        foreign = foreign_escapes(names)
+        foreign = tuple(foreign_escapes(names))
+
+        def escaped() -> list[Fragment | None]:  # (one shared piece, not dozens of literals a node)
+            if not foreign:
+                return []
+            return [b.shared(("foreign escapes", foreign), lambda h: h.alt([h.literal(e) for e in foreign]))]
+
         trie: dict = {}
         for name in names:
             node = trie
@@ -850,11 +857,11 @@ class _ObjectRules:
                 options.append(b.literal('"'))
             children = [c for c in node if c is not None]
             others = _intersect_ranges(plain, _complement(_normalize((ord(c), ord(c)) for c in children)))
-            leaving = ([b.chars(others)] if others else []) + [b.literal(e) for e in foreign]
+            leaving = ([b.chars(others)] if others else []) + escaped()
             if leaving:
 
                 def any_char() -> Fragment | None:
-                    return b.alt([b.chars(plain), *(b.literal(e) for e in foreign)])
+                    return b.alt([b.chars(plain), *escaped()])
 
                 options.append(b.seq([b.alt(leaving), b.repeat(any_char, 0, None), b.literal('"')]))
             for c in children:

@@ -325,7 +325,7 @@ def _plain_char_dfa() -> tuple[np.ndarray, int]:
 
 def key_except_dfa(names: list[str]) -> ByteDFA:
     """A JSON object key, ``"`` to ``"``, that is none of ``names``: plain characters, and the
-    short escapes of characters no name holds (``lexical.foreign_escapes``).
+    escaped spellings of characters no name holds (``lexical.foreign_escapes``).
 
     Built directly: a trie of the names' bytes, where a byte that leaves the trie continues in
     a free key (one plain character at a time) and the closing quote is refused exactly at the
@@ -356,7 +356,8 @@ def key_except_dfa(names: list[str]) -> ByteDFA:
             is_name[node] = True
     n = len(children)
     # states: 0 start, 1 after the closing quote, 2.. trie nodes, then the free key's states,
-    # then one after a backslash (the short escape of a character no name holds: a free key)
+    # then one after a backslash, and those inside an escape of a character no name holds (a
+    # free key after it)
     trie0, free0 = 2, 2 + n
     escape = free0 + k
     table = np.full((escape + 1, 256), -1, dtype=np.int32)
@@ -365,10 +366,25 @@ def key_except_dfa(names: list[str]) -> ByteDFA:
     table[free0, ord('"')] = 1
     table[0, ord('"')] = trie0
     foreign = foreign_escapes(names)
-    if foreign:
+    if foreign:  # (a trie of what follows the backslash, back to the free key at its ends)
         table[free0, ord("\\")] = escape
-        for letter in foreign:
-            table[escape, ord(letter[1])] = free0
+        rows: list[np.ndarray] = []
+        prefixes: dict[str, int] = {"": escape}
+        for spelling in foreign:
+            body = spelling[1:]
+            for i, ch in enumerate(body):
+                state = prefixes[body[:i]]
+                if i == len(body) - 1:
+                    target = free0
+                else:
+                    target = prefixes.get(body[: i + 1], -1)
+                    if target < 0:
+                        target = prefixes[body[: i + 1]] = escape + 1 + len(rows)
+                        rows.append(np.full(256, -1, dtype=np.int32))
+                row = table[state] if state == escape else rows[state - escape - 1]
+                row[ord(ch)] = target
+        if rows:
+            table = np.concatenate([table, np.stack(rows)])
     inside_arr = np.asarray(inside)
     table[trie0 : trie0 + n] = table[free0 + inside_arr]  # leaving the trie: a free key
     for node, out in enumerate(children):
