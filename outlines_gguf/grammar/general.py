@@ -161,6 +161,13 @@ class GeneralGrammar(Locked):
             out = self._delta[ids, classes]
         return out
 
+    def next_id(self, config_id: int, cls: int) -> int:
+        """:meth:`next_ids` for one configuration and one class (for walks node by node)."""
+        found = int(self._delta[config_id, cls])
+        if found == UNKNOWN:
+            found = self._delta[config_id, cls] = self.intern(self._step(self._sets[config_id], cls))
+        return found
+
     # -- items ---------------------------------------------------------------------------
 
     def acceptable(self, stack: int) -> tuple[int, ...]:

@@ -23,12 +23,14 @@ _NARROW = 64  # a frontier this small, with at most _NARROW_NODES below it,
 _NARROW_NODES = 1024  # is finished node by node in Python instead of level by level
 
 
-def loop_bits(transitions: np.ndarray) -> np.ndarray:
+def loop_bits(transitions: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:
     """Per state of a table of at most 256 columns (bytes, or byte classes), the labels that
-    lead back to it, as 256 bits (four uint64, label ``b`` is bit ``b % 64`` of word ``b // 64``)."""
+    lead back to it, as 256 bits (four uint64, label ``b`` is bit ``b % 64`` of word ``b // 64``).
+    ``states``: the state each row is (default: its index)."""
     n = transitions.shape[0]
+    own = np.arange(n) if states is None else states
     back = np.zeros((n, 256), dtype=bool)
-    back[:, : transitions.shape[1]] = transitions == np.arange(n)[:, None]
+    back[:, : transitions.shape[1]] = transitions == own[:, None]
     packed = np.packbits(back, axis=1, bitorder="little")  # (n, 32) bytes, byte b is bit b
     return np.ascontiguousarray(packed).view("<u8").astype(np.uint64).reshape(n, 4)
 

@@ -308,12 +308,24 @@ NON_LALR = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(NON_LALR))
+BODIES = {  # string and comment bodies: walks take the subtrees that read on in one configuration whole
+    "strings": (
+        'start: STRING ("," STRING)*\n%import common.ESCAPED_STRING -> STRING\n%ignore " "\n',
+        '"ab", "c d\\" e f", "\u00e9t\u00e9',
+    ),
+    "comments": (
+        'start: (WORD | COMMENT)+\nWORD: /[a-z]+/\nCOMMENT: /#[^\\n]*\\n/\n%ignore " "\n',
+        "ab # c d\ne #f",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NON_LALR) + sorted(BODIES))
 def test_masks_equal_token_by_token_check_on_a_real_vocabulary(name: str) -> None:
     from conftest import load_vocab
 
     vocab = load_vocab("spm32k")
-    text, sample = NON_LALR[name]
+    text, sample = {**NON_LALR, **BODIES}[name]
     start = "sentence" if name == "fruitflies" else "start"
     guide = grammar_guide(text, vocab, start, lexer="dynamic")
     grammar = guide.grammar
