@@ -157,7 +157,8 @@ class CFGGuide(GrammarGuide):
         self._shape_loops: list[Loops] = []  # per shape: the labels leading each state back
         self._shape_walks: LRUCache = LRUCache(BELOW_CACHE_SIZE)
         self._table_ids: dict[bytes, int] = {}
-        self._plain_splits: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # see _plain_split
+        self._plain_splits: dict[tuple[tuple[int, ...], bool], tuple[np.ndarray, int]] = {}  # _plain_split
+        self._rest_index: int | None = None  # see _rest_trie
 
     @cached_property
     def _tries(self) -> list[TokenTrie]:
@@ -168,6 +169,7 @@ class CFGGuide(GrammarGuide):
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
         state["_tables"], state["_table_ids"], state["_plain_splits"] = [], {}, {}
+        state["_rest_index"] = None
         state["_table_shapes"], state["_shapes"], state["_shape_ids"], state["_shape_loops"] = [], [], {}, []
         state.pop("_tries", None)
         return state
@@ -251,26 +253,42 @@ class CFGGuide(GrammarGuide):
 
     def _plain_split(self, table: np.ndarray) -> tuple[np.ndarray, int] | None:
         """Where every plain-text character leads state 0 of ``table`` back to itself but a
-        few ASCII ones, which end the text there (a string or comment body): the plain-text
-        tokens without those bytes, which end inside the lexeme whatever their length, and
-        the index in ``_tries`` of the trie of the tokens that are not plain text, the only
-        ones walked (plain ones with such a byte die); None elsewhere. A JSON string body is
-        then a slice and a walk of a few thousand tokens instead of the whole vocabulary."""
+        few ASCII ones (a string or comment body, and its closing quote or end of line): the
+        plain-text tokens without those bytes, which end inside the lexeme whatever their
+        length, and the index in ``_tries`` of the trie of the only tokens walked: those that
+        are not plain text, and, where those bytes do not end the text there (a closing quote),
+        the plain-text tokens that hold one. None elsewhere. A string body is then a slice
+        and a walk of a few thousand tokens instead of the whole vocabulary."""
         wide = table[:, self.grammar.byte_class]
         step = _plain_step(wide, 0)
-        if step is None or step[0] != 0 or (wide[0, step[1]] != DEAD).any():
+        if step is None or step[0] != 0:
             return None
         exceptions = tuple(step[1].tolist())
-        found = self._plain_splits.get(exceptions)
+        dead = bool((wide[0, step[1]] == DEAD).all())
+        found = self._plain_splits.get((exceptions, dead))
         if found is None:
-            text = self.vocabulary.text_tokens
+            vocab = self.vocabulary
+            text = vocab.text_tokens
+            held = vocab.holding_any(exceptions)
             plain = text.plain_ids
-            for byte in exceptions:
-                plain = plain[~self.vocabulary.holding(byte)[plain]]
-            if not self._plain_splits:  # (one compressed trie of the other tokens serves all)
-                self._tries.append(text.rest.compress(self.grammar.byte_class))
-            found = self._plain_splits[exceptions] = (plain, len(self._tries) - 1)
+            keep = plain[~held[plain]]
+            if dead:  # plain tokens holding such a byte die: the other tokens' trie serves all
+                index = self._rest_trie()
+            else:  # (one trie per set of bytes: the other tokens and the plain ones holding one)
+                excluded = vocab.is_special.copy()
+                excluded[keep] = True
+                excluded[[i for i, t in enumerate(vocab.tokens) if not t]] = True
+                index = len(self._tries)
+                self._tries.append(TokenTrie.build(vocab.tokens, excluded).compress(self.grammar.byte_class))
+            found = self._plain_splits[(exceptions, dead)] = (keep, index)
         return found
+
+    def _rest_trie(self) -> int:
+        """The index in ``_tries`` of the compressed trie of the tokens that are not plain text."""
+        if self._rest_index is None:
+            self._rest_index = len(self._tries)
+            self._tries.append(self.vocabulary.text_tokens.rest.compress(self.grammar.byte_class))
+        return self._rest_index
 
     def _reachable(self, view: np.ndarray, q: int) -> tuple[int, np.ndarray]:
         """The part of ``view`` reachable from ``q``, renumbered breadth first from 0 and interned

@@ -321,19 +321,29 @@ def test_masks_equal_token_by_token_check_along_random_walks(name: str) -> None:
             state = guide.next_state(state, int(rng.choice(choices)))
 
 
-@pytest.mark.parametrize("body", [r'[^"\\\x7f]', r'[^"\\]'], ids=["without-DEL", "any"])
-def test_plain_text_split_of_a_string_body_equals_token_by_token_check(body: str) -> None:
-    """In a string body, plain-text tokens are taken by the slice (those holding a byte the body
-    refuses, DEL here, die) and only the others are walked: the mask still equals advancing
-    every token one by one, inside the string and across its closing quote."""
+@pytest.mark.parametrize(
+    ("body", "split"),
+    [
+        (r'[^"\\\x7f]', ((0x7F,), True)),
+        (r'[^"\\]', ((), True)),
+        (r'(?:[^"\\x]|x[0-9])', ((ord("x"),), False)),
+    ],
+    ids=["without-DEL", "any", "x-then-digit"],
+)
+def test_plain_text_split_of_a_string_body_equals_token_by_token_check(body: str, split: tuple) -> None:
+    """In a string body, plain-text tokens are taken by the slice and only the others are walked
+    (plain tokens holding a byte the body refuses, DEL here, die; those holding one that leads
+    elsewhere, an x that wants a digit, are walked): the mask still equals advancing every
+    token one by one, inside the string and across its closing quote."""
     text = f'start: STRING ("," STRING)*\nSTRING: /"{body}*"/\n'
     pieces = ["a", "b", "ab", "\x7f", "a\x7fb", "\u00e9", "a\u00e9", "\u00e9\x7f", '"', 'a"', '",', '","']
     pieces += ['"a', "\\", "\n", "\u65e5\u672c", '\u00e9",', ",", 'b","a']
+    pieces += ["x", "x1", "ax", "ax1b", "xa", 'x1"', "\u00e9x2", 'a",', "1", "2a"]
     tokens = [b"", b"", *sorted({p.encode() for p in pieces})]
     vocab = Vocabulary(tokens, eog_ids=[0], special_ids=[1], name="plain-split")
     guide = CFGGuide(Grammar(text), vocab)
     grammar = guide.grammar
-    for prefix in ['"', '"a', '"ab\u00e9', '"a","', '"a","b']:
+    for prefix in ['"', '"a', '"ab\u00e9', '"a","', '"a","b', '"ax', '"ax1']:
         config = grammar.advance(grammar.initial_state, prefix.encode())
         assert config is not None, prefix
         allowed = set(guide.mask(config).allowed_ids(vocab.size).tolist())
@@ -341,7 +351,7 @@ def test_plain_text_split_of_a_string_body_equals_token_by_token_check(body: str
         if grammar.is_final(config):
             expected.add(0)
         assert allowed == expected, (prefix, sorted(allowed ^ expected))
-    assert set(guide._plain_splits) == ({(0x7F,)} if "x7f" in body else {()})  # the split was taken
+    assert set(guide._plain_splits) == {split}  # the split was taken
 
 
 def test_a_lexeme_read_in_several_contexts_is_walked_once_and_masked_exactly() -> None:
