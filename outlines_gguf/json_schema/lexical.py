@@ -122,6 +122,27 @@ def foreign_escapes(names: list[str]) -> list[str]:
     return out
 
 
+def any_key_char(b: NFABuilder) -> Fragment:
+    """Any character as a string automaton reads it (:func:`json_chars` of every character:
+    raw where it may be, else its escapes)."""
+    return json_chars(b, _ANY_CHAR)
+
+
+def spelled_key(b: NFABuilder, name: str) -> Fragment:
+    """Every spelling of the key ``name`` a string automaton reads (quotes included): each
+    character raw where it may be, or its escapes (:func:`json_chars`), so that subtracting it
+    leaves no way to write the name (``"a\\/b"`` is ``"a/b"`` too)."""
+    return b.seq([b.literal('"'), *(json_chars(b, ((ord(ch), ord(ch)),)) for ch in name), b.literal('"')])
+
+
+def foreign_escape(b: NFABuilder, foreign: tuple[str, ...]) -> Fragment | None:
+    """One of the spellings ``foreign`` (:func:`foreign_escapes`), as one shared piece (dozens
+    of literals written out at every node of a key's trie were hundreds of states)."""
+    if not foreign:
+        return None
+    return b.shared(("foreign escapes", foreign), lambda h: h.alt([h.literal(e) for e in foreign]))
+
+
 def any_string_char(b: NFABuilder) -> Fragment:
     """Any JSON string character: raw, a short escape, a \\u escape, or an escaped surrogate
     pair (never a lone surrogate)."""

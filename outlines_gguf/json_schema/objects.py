@@ -34,7 +34,10 @@ from outlines_gguf.json_schema.lexical import (
     _RAW_FORBIDDEN,
     _intersect_ranges,
     _searched,
+    any_key_char,
+    foreign_escape,
     foreign_escapes,
+    spelled_key,
 )
 from outlines_gguf.json_schema.scalars import pattern_part_dfa
 from outlines_gguf.json_schema.validate import Undecided, pattern_matches
@@ -747,21 +750,20 @@ class _ObjectRules:
         return False
 
     def pattern_regions(self: CompilerAPI, patterns: list[str], path: str) -> list[tuple[ByteDFA, list[int]]]:
-        """Overlapping ``patternProperties``: the keys (JSON strings written without escapes)
-        that match exactly the patterns of each set, for every set some key matches; such a
-        key's value is governed by every pattern of its set."""
+        """Overlapping ``patternProperties``: the keys that match exactly the patterns of each
+        set, for every set some key matches; such a key's value is governed by every pattern of
+        its set."""
         # a key is in a set where it matches each of its patterns under every reader (narrow)
         # and none of the others under any reader (wide); a key on which readers differ is in no
         # set, so it cannot be written
         keys = [_pattern_key_dfa(p, wide=False) for p in patterns]
         wide_keys = [_pattern_key_dfa(p, wide=True) for p in patterns]
-        plain = _complement(_RAW_FORBIDDEN)
-        anykey = NFABuilder("key")
+        anykey = NFABuilder("key")  # (declared names are taken out of each region afterwards)
         every = anykey.build(
             anykey.seq(
                 [
                     anykey.literal('"'),
-                    anykey.repeat(lambda: anykey.chars(plain), 0, None),
+                    anykey.repeat(lambda: any_key_char(anykey), 0, None),
                     anykey.literal('"'),
                 ]
             )
@@ -809,10 +811,17 @@ class _ObjectRules:
             excluded = helper.build(helper.alt(taken))
         except EmptyLanguageError:
             excluded = None
-        anykey = NFABuilder("key")  # written without escapes, so a declared name cannot hide in one
+        # plain characters, and the escapes of characters no declared name holds (so that a name
+        # cannot hide in a spelling; the patterns' automata read escapes themselves)
+        anykey = NFABuilder("key")
         plain = _complement(_RAW_FORBIDDEN)
         quote = anykey.literal('"')
-        body = anykey.repeat(lambda: anykey.chars(plain), 0, None)
+        foreign = tuple(foreign_escapes(list(props)))
+
+        def key_char() -> Fragment | None:
+            return anykey.alt([anykey.chars(plain), foreign_escape(anykey, foreign)])
+
+        body = anykey.repeat(key_char, 0, None)
         every = anykey.build(anykey.seq([quote, body, anykey.literal('"')]))
         result = every if excluded is None else difference(every, excluded)
         return None if result is None else self.b.dfa(result)
@@ -827,7 +836,7 @@ class _ObjectRules:
             key_dfa = self.b.build(key)  # determinize the pattern key alone
         except EmptyLanguageError:
             return None
-        names = helper.build(helper.alt(helper.literal(json.dumps(n, ensure_ascii=False)) for n in props))
+        names = helper.build(helper.alt(spelled_key(helper, n) for n in props))  # (every spelling)
         result = difference(key_dfa, names)
         return None if result is None else self.b.dfa(result)
 
@@ -838,10 +847,8 @@ class _ObjectRules:
         plain = _complement(_RAW_FORBIDDEN)
         foreign = tuple(foreign_escapes(names))
 
-        def escaped() -> list[Fragment | None]:  # (one shared piece, not dozens of literals a node)
-            if not foreign:
-                return []
-            return [b.shared(("foreign escapes", foreign), lambda h: h.alt([h.literal(e) for e in foreign]))]
+        def escaped() -> list[Fragment | None]:
+            return [foreign_escape(b, foreign)] if foreign else []
 
         trie: dict = {}
         for name in names:

@@ -228,6 +228,11 @@ def test_counted_members_come_in_any_order(low: int, high: int | None, closed: b
     [
         {"type": "object", "properties": {"error": {"type": "string"}}},  # (a direct key automaton)
         {"properties": {'a"b': {"type": "integer"}}, "additionalProperties": {"type": "integer"}},
+        {  # keys outside patterns (a control character's key must hold a string)
+            "properties": {'a"b': {"type": "integer"}},
+            "patternProperties": {"^x": {"type": "integer"}, "\u0016": {"type": "string"}},
+            "additionalProperties": {"type": "integer"},
+        },
     ],
 )
 def test_extra_keys_take_the_escapes_of_characters_no_name_holds(schema: dict) -> None:
@@ -264,6 +269,32 @@ def test_extra_keys_take_the_escapes_of_characters_no_name_holds(schema: dict) -
         if state:
             got = guide.mask(state).allowed_ids(vocab.size)
             assert np.array_equal(got, brute_force_allowed(guide, state, vocab)), prefix
+
+
+def test_a_declared_name_spelled_with_escapes_is_still_the_declared_member() -> None:
+    """A key that matches a pattern and spells a declared name another way (``"a\\/b"`` is
+    ``"a/b"``) is that member: its value must satisfy the property's schema too. Every spelling
+    a key automaton reads is taken out of the pattern's keys (one was: invalid ``{"a\\/b": 1}``
+    was accepted); the same for overlapping patterns and keys outside every pattern."""
+    vocab = load_vocab("spm32k")
+    schemas = [
+        {"properties": {"a/b": {"type": "string"}, 'q"': {"type": "string"}},
+         "patternProperties": {"^a": {"type": "integer"}, "^q": {"type": "integer"}}},
+        {"properties": {"a/b": {"type": "string"}},
+         "patternProperties": {"^a": {"type": "integer"}, "b$": {"type": "integer"}}},
+        {"properties": {"a/b": {"type": "string"}}, "patternProperties": {"^z": {"type": "integer"}},
+         "additionalProperties": {"type": "integer"}},
+    ]
+    keys = ["a\\/b", "a\\u002fb", "a\\u002Fb", "a/b", "a/c", "a\\/c", 'q\\"', "q\\u0022", "zb", "z\\/b"]
+    for schema in schemas:
+        validator = jsonschema.Draft202012Validator(schema)
+        for engine in ("pushdown", "dfa"):
+            processor = JSONLogitsProcessor(schema, vocab, engine=engine)
+            for key in keys:
+                for value in ("1", '"s"'):
+                    text = '{"' + key + '": ' + value + "}"
+                    if processor.accepts(text):
+                        assert validator.is_valid(json.loads(text)), (engine, schema, text)
 
 
 def test_a_configuration_sized_object_takes_its_keys_in_any_order() -> None:
