@@ -33,7 +33,7 @@ from outlines_gguf.json_schema import validate
 from outlines_gguf.json_schema.compiler import schema_to_dfa
 from outlines_gguf.json_schema.keywords import DEFAULT_MAX_DEPTH
 from outlines_gguf.json_schema.loading import prepare_schema
-from outlines_gguf.json_schema.numbers import multiple_of_dfa
+from outlines_gguf.json_schema.numbers import bounded_number_dfa, multiple_of_dfa
 from outlines_gguf.json_schema.runs import string_run_table
 from outlines_gguf.json_schema.scalars import pattern_part_dfa
 from outlines_gguf.tokens.cache import clear_gguf_cache
@@ -214,6 +214,7 @@ def clear_caches(*vocabularies: Vocabulary) -> None:
     validate.pattern_dfa.cache_clear()
     pattern_part_dfa.cache_clear()
     multiple_of_dfa.cache_clear()
+    bounded_number_dfa.cache_clear()
     starts_plain_char.cache_clear()
     string_run_table.cache_clear()
     clear_gguf_cache()

@@ -184,6 +184,15 @@ _MANTISSA = r"[1-9](?:\.[0-9]+)?"
 def _exponents(lo: int | None, hi: int | None) -> str | None:
     """Regex for exponent digits (a sign, leading zeros allowed) of the integers lo..hi (None:
     unbounded)."""
+    simple = {  # (the usual ones, short: a regex is parsed and determinized at every use)
+        (0, 0): "[+-]?0+",
+        (None, -1): "-0*[1-9][0-9]*",
+        (None, 0): "(?:[+-]?0+|-0*[1-9][0-9]*)",
+        (1, None): r"\+?0*[1-9][0-9]*",
+        (0, None): r"(?:[+-]?0+|\+?0*[1-9][0-9]*)",
+    }
+    if (lo, hi) in simple:
+        return simple[(lo, hi)]
     parts = []
     if hi is None or hi >= 0:
         up = _non_negative_range(max(lo, 0) if lo is not None else 0, hi)
@@ -214,21 +223,25 @@ def _scientific(lo: tuple[Decimal, bool], hi: tuple[Decimal, bool] | None) -> li
     high = None if hi is None else _normalized(hi[0])
     mark = "[eE]"
     ten, one = (Decimal(10), True), (Decimal(1), False)
+    def at(exponent: int, mantissas: list[str]) -> list[str]:
+        return [_one_of(mantissas) + mark + str(_exponents(exponent, exponent))] if mantissas else []
+
     if low is not None and high is not None and low[0] == high[0]:
-        exponent = _exponents(low[0], low[0])
-        assert hi is not None and exponent is not None
-        return [m + mark + exponent for m in _magnitudes((low[1], lo_x), (high[1], hi[1]))]
+        assert hi is not None
+        return at(low[0], _magnitudes((low[1], lo_x), (high[1], hi[1])))
     parts = []
     between = _exponents(None if low is None else low[0] + 1, None if high is None else high[0] - 1)
     if between and (low is None or high is None or low[0] + 1 <= high[0] - 1):
         parts.append(_MANTISSA + mark + between)
     if low is not None:
-        at_low = _exponents(low[0], low[0])
-        parts += [m + mark + str(at_low) for m in _magnitudes((low[1], lo_x), ten)]
+        parts += at(low[0], _magnitudes((low[1], lo_x), ten))
     if high is not None and hi is not None:
-        at_high = _exponents(high[0], high[0])
-        parts += [m + mark + str(at_high) for m in _magnitudes(one, (high[1], hi[1]))]
+        parts += at(high[0], _magnitudes(one, (high[1], hi[1])))
     return parts
+
+
+def _one_of(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
 
 
 def number_range(
@@ -249,6 +262,11 @@ def number_range(
         return None
     parts: list[str] = []
     zero = Decimal(0)
+    if lo is not None and hi is not None and lo[0] == -hi[0] and lo[1] == hi[1] and hi[0] > 0:
+        # symmetric bounds: one set of non-zero magnitudes, signed or not (a number's regex is
+        # parsed and determinized at every use), and zero as itself
+        nonzero = _magnitudes((zero, True), hi) + _scientific((zero, True), hi)
+        return f"(?:0(?:\\.0+)?|-?{_one_of(nonzero)})"
     # x >= 0: magnitude bounds are the same numbers
     if hi is None or hi[0] > 0 or (hi[0] == 0 and not hi[1]):
         low = lo if lo is not None and lo[0] >= 0 else (zero, False)
@@ -257,7 +275,9 @@ def number_range(
     if lo is None or lo[0] < 0:
         mag_hi = None if lo is None else (-lo[0], lo[1])
         mag_lo = (-hi[0], hi[1]) if hi is not None and hi[0] < 0 else (zero, True)  # strictly below 0
-        parts += ["-" + p for p in _magnitudes(mag_lo, mag_hi) + _scientific(mag_lo, mag_hi)]
+        negative = _magnitudes(mag_lo, mag_hi) + _scientific(mag_lo, mag_hi)
+        if negative:
+            parts.append("-" + _one_of(negative))
     return "(?:" + "|".join(parts) + ")" if parts else None
 
 

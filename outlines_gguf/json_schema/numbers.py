@@ -52,6 +52,17 @@ def _decimal_step(step: int | float) -> tuple[int, int]:
     return int(value * 10**k), k
 
 
+@lru_cache(maxsize=1024)
+def bounded_number_dfa(pattern: str) -> ByteDFA:
+    """The automaton of a bounded number's regex (:func:`~.leaves.number_range`), built once per
+    bounds while they are in use: schemas repeat ``minimum: 0, maximum: 100`` in many places,
+    and each regex is parsed and determinized (``outlines_gguf.clear_caches`` forgets them)."""
+    helper = NFABuilder("number")
+    dfa = helper.build(helper.regex(pattern))
+    dfa.transitions.flags.writeable = False  # (shared by every schema with these bounds)
+    return dfa
+
+
 @lru_cache(maxsize=64)
 def multiple_of_dfa(step: int | float) -> ByteDFA:
     """Plain JSON numbers (no exponent) whose value is a multiple of ``step``.

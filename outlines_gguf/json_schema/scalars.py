@@ -46,6 +46,7 @@ from outlines_gguf.json_schema.lexical import (
     unenforceable_pattern,
 )
 from outlines_gguf.json_schema.numbers import (
+    bounded_number_dfa,
     multiple_of_dfa,
     not_multiple_of_dfa,
     numbers_except_dfa,
@@ -234,8 +235,10 @@ class _ScalarRules:
             pattern = number_range(lo, hi, lo_x, hi_x)
         if pattern is None:
             return None
-        # unbounded numbers are shared fragments; a schema's own bounds are not kept past its compile
-        return shared_regex(self.b, pattern) if pattern in _GENERIC_NUMBERS else self.b.regex(pattern)
+        # unbounded numbers are shared fragments; bounds, automata kept while in use
+        if pattern in _GENERIC_NUMBERS:
+            return shared_regex(self.b, pattern)
+        return self.b.dfa(bounded_number_dfa(pattern))
 
     def multiple_of(
         self: CompilerAPI,

@@ -333,7 +333,7 @@ def test_required_name_that_additional_properties_forbids_is_no_value() -> None:
 def test_number_ranges_are_exact_for_decimal_bounds() -> None:
     """Every number written without an exponent (never -0) is matched exactly when it is within
     the bounds, compared as decimals."""
-    bounds = [None, -1.5, -0.25, 0, 0.05, 0.5, 1, 1.1, 1.15, 1.105, 2, 10.01]
+    bounds = [None, -2, -1.5, -1.1, -0.25, 0, 0.05, 0.25, 0.5, 1, 1.1, 1.15, 1.105, 2, 10.01]
     rng = random.Random(0)
     texts = {f"{k / 100:.{d}f}" for k in range(-300, 1200, 7) for d in (0, 1, 2, 3)}
     texts |= {f"{rng.uniform(-3, 12):.{rng.randint(0, 5)}f}" for _ in range(300)}
@@ -358,7 +358,7 @@ def test_number_ranges_take_long_fractions_and_scientific_notation_exactly() -> 
     normalized scientific notation (``1e-05``, ``1.5e+16``, any case and exponent sign or leading
     zeros): matched exactly when within the bounds. Other exponent spellings (``15e-1``) are
     never matched outside them."""
-    bounds = [None, -1.5, -0.25, 0, 1e-05, 0.05, 0.5, 1, 1.1, 10, 10.01, 1234.5, 1e16]
+    bounds = [None, -1e16, -10, -1.5, -0.25, 0, 1e-05, 0.05, 0.25, 0.5, 1, 1.1, 1.5, 10, 10.01, 1234.5, 1e16]
     rng = random.Random(1)
     texts = {repr(rng.uniform(-2, 12)) for _ in range(200)}  # 15-17 significant digits
     texts |= {f"{rng.uniform(1, 9.4):.{rng.randint(0, 4)}f}e{e}" for e in range(-7, 19) for _ in range(6)}
