@@ -365,26 +365,13 @@ def key_except_dfa(names: list[str]) -> ByteDFA:
     table[free0 : free0 + k] = free
     table[free0, ord('"')] = 1
     table[0, ord('"')] = trie0
-    foreign = foreign_escapes(names)
+    foreign = tuple(foreign_escapes(names))
     if foreign:  # (a trie of what follows the backslash, back to the free key at its ends)
         table[free0, ord("\\")] = escape
-        rows: list[np.ndarray] = []
-        prefixes: dict[str, int] = {"": escape}
-        for spelling in foreign:
-            body = spelling[1:]
-            for i, ch in enumerate(body):
-                state = prefixes[body[:i]]
-                if i == len(body) - 1:
-                    target = free0
-                else:
-                    target = prefixes.get(body[: i + 1], -1)
-                    if target < 0:
-                        target = prefixes[body[: i + 1]] = escape + 1 + len(rows)
-                        rows.append(np.full(256, -1, dtype=np.int32))
-                row = table[state] if state == escape else rows[state - escape - 1]
-                row[ord(ch)] = target
-        if rows:
-            table = np.concatenate([table, np.stack(rows)])
+        rows = _escape_rows(foreign)
+        placed = np.where(rows >= 0, rows + escape, np.where(rows == _BACK_TO_KEY, free0, -1))
+        table[escape] = placed[0]
+        table = np.concatenate([table, placed[1:].astype(np.int32)])
     inside_arr = np.asarray(inside)
     table[trie0 : trie0 + n] = table[free0 + inside_arr]  # leaving the trie: a free key
     for node, out in enumerate(children):
@@ -398,6 +385,34 @@ def key_except_dfa(names: list[str]) -> ByteDFA:
     accepting = np.zeros(table.shape[0], dtype=bool)
     accepting[1] = True
     return ByteDFA(table, accepting)
+
+
+_BACK_TO_KEY = -2
+"""In :func:`_escape_rows`: the escape is complete, the key goes on."""
+
+
+@lru_cache(maxsize=64)
+def _escape_rows(foreign: tuple[str, ...]) -> np.ndarray:
+    """The trie of the escaped spellings ``foreign`` after their backslash, as table rows (row 0:
+    just after the backslash; entries: a row, :data:`_BACK_TO_KEY` at a spelling's end, or -1),
+    built once per set of spellings (a key automaton is built for every object with extras)."""
+    rows = [np.full(256, -1, dtype=np.int64)]
+    prefixes: dict[str, int] = {"": 0}
+    for spelling in foreign:
+        body = spelling[1:]
+        for i, ch in enumerate(body):
+            row = rows[prefixes[body[:i]]]
+            if i == len(body) - 1:
+                row[ord(ch)] = _BACK_TO_KEY
+                continue
+            target = prefixes.get(body[: i + 1])
+            if target is None:
+                target = prefixes[body[: i + 1]] = len(rows)
+                rows.append(np.full(256, -1, dtype=np.int64))
+            row[ord(ch)] = target
+    out = np.stack(rows)
+    out.flags.writeable = False
+    return out
 
 
 def glue(first: ByteDFA, then: ByteDFA) -> ByteDFA:
