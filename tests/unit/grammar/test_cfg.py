@@ -291,6 +291,20 @@ def test_masks_equal_token_by_token_check_on_real_vocabularies(real_vocab: Vocab
             assert allowed[tid] == expected, (prefix, tid, data)
 
 
+def mask_against_token_by_token(guide: CFGGuide, config, emittable: list[int]) -> tuple[np.ndarray, list]:
+    """The guide's mask at ``config`` (a boolean array) and the first tokens where it differs from
+    advancing each token one by one (end of generation: where the text is complete)."""
+    vocab, grammar = guide.vocabulary, guide.grammar
+    allowed = np.zeros(vocab.size, dtype=bool)
+    allowed[guide.mask(config).allowed_ids(vocab.size)] = True
+    expected = np.zeros(vocab.size, dtype=bool)
+    for tid in emittable:
+        expected[tid] = grammar.advance(config, vocab.tokens[tid]) is not None
+    expected[vocab.eog_array] = grammar.is_final(config)
+    wrong = np.flatnonzero(allowed != expected)
+    return allowed, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]]
+
+
 @pytest.mark.parametrize("name", ["arithmetic", "json", "sql_select", "program"])
 def test_masks_equal_token_by_token_check_along_random_walks(name: str) -> None:
     """Every token of a real vocabulary, at every state of random walks on one guide (so the
@@ -300,21 +314,14 @@ def test_masks_equal_token_by_token_check_along_random_walks(name: str) -> None:
 
     vocab = load_vocab("spm32k")
     guide = CFGGuide(Grammar(grammars.load(name)), vocab)
-    grammar = guide.grammar
     emittable = [t for t in range(vocab.size) if vocab.tokens[t] and t not in vocab.special_ids]
     for seed in range(2):
         rng = np.random.default_rng(seed)
         state = guide.initial_state
         for _ in range(6):
             guide._masks.clear()
-            allowed = np.zeros(vocab.size, dtype=bool)
-            allowed[guide.mask(state).allowed_ids(vocab.size)] = True
-            expected = np.zeros(vocab.size, dtype=bool)
-            for tid in emittable:
-                expected[tid] = grammar.advance(state, vocab.tokens[tid]) is not None
-            expected[vocab.eog_array] = grammar.is_final(state)
-            wrong = np.flatnonzero(allowed != expected)
-            assert not wrong.size, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]]
+            allowed, wrong = mask_against_token_by_token(guide, state, emittable)
+            assert not wrong, wrong
             choices = np.flatnonzero(allowed & ~np.isin(np.arange(vocab.size), vocab.eog_array))
             if not choices.size:
                 break
@@ -367,14 +374,8 @@ def test_a_lexeme_read_in_several_contexts_is_walked_once_and_masked_exactly() -
     emittable = [t for t in range(vocab.size) if vocab.tokens[t] and t not in vocab.special_ids]
     for prefix in ["(ab", "[ab", "{ab", "ab", "(", "["]:
         config = grammar.advance(grammar.initial_state, prefix.encode())
-        allowed = np.zeros(vocab.size, dtype=bool)
-        allowed[guide.mask(config).allowed_ids(vocab.size)] = True
-        expected = np.zeros(vocab.size, dtype=bool)
-        for tid in emittable:
-            expected[tid] = grammar.advance(config, vocab.tokens[tid]) is not None
-        expected[vocab.eog_array] = grammar.is_final(config)
-        wrong = np.flatnonzero(allowed != expected)
-        assert not wrong.size, (prefix, [(int(t), vocab.tokens[t], bool(allowed[t])) for t in wrong[:5]])
+        _, wrong = mask_against_token_by_token(guide, config, emittable)
+        assert not wrong, (prefix, wrong)
     assert len(guide._shapes) < len(guide._tables)  # the name's tables shared a shape
 
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import random
 import re
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -338,19 +339,10 @@ def test_number_ranges_are_exact_for_decimal_bounds() -> None:
     texts = {f"{k / 100:.{d}f}" for k in range(-300, 1200, 7) for d in (0, 1, 2, 3)}
     texts |= {f"{rng.uniform(-3, 12):.{rng.randint(0, 5)}f}" for _ in range(300)}
     texts = {t for t in texts if not (t.startswith("-") and Decimal(t) == 0)}
-    for lo, hi, lx, hx in itertools.product(bounds, bounds, (False, True), (False, True)):
-        if (lo is None and lx) or (hi is None and hx):
-            continue
-        pattern = number_range(lo, hi, lx, hx)
-        low = None if lo is None else Decimal(repr(float(lo)))
-        high = None if hi is None else Decimal(repr(float(hi)))
+    for case, pattern, inside in _bounded_cases(bounds):
         for text in texts:
-            x = Decimal(text)
-            inside = (low is None or (x > low if lx else x >= low)) and (
-                high is None or (x < high if hx else x <= high)
-            )
             matched = pattern is not None and re.fullmatch(pattern, text) is not None
-            assert matched == inside, (lo, hi, lx, hx, text)
+            assert matched == inside(Decimal(text)), (case, text)
 
 
 def test_number_ranges_take_long_fractions_and_scientific_notation_exactly() -> None:
@@ -366,22 +358,30 @@ def test_number_ranges_take_long_fractions_and_scientific_notation_exactly() -> 
     texts |= {"1e-05", "1E-5", "1e-0005", "5e-324", "1e+16", "1.0e16", "1.000e+16", "1.1e0", "1.1e-0", "1e1",
               "1.001e1", "1.2345e3", "1.2345e+03", "9.99e-1", "5e-2", "5.0e-2", "4.9999e-2", "1.5e1"}
     unnormalized = {"15e-1", "0.5e1", "0e0", "0.0e1", "10e0", "123e-5", "-15e-1", "0.01e2"}
+    for case, pattern, inside in _bounded_cases(bounds):
+        for text in texts | unnormalized:
+            matched = pattern is not None and re.fullmatch(pattern, text) is not None
+            if text in unnormalized or case[:2] == (None, None):
+                assert not matched or inside(Decimal(text)), (case, text)
+            else:
+                assert matched == inside(Decimal(text)), (case, text)
+
+
+def _bounded_cases(bounds: list) -> Iterator[tuple[tuple, str | None, Callable[[Decimal], bool]]]:
+    """Each pair of bounds with each pair of exclusivity flags: the flags and bounds, the number
+    regex, and whether a decimal lies within them (compared as the decimals the schema wrote)."""
     for lo, hi, lx, hx in itertools.product(bounds, bounds, (False, True), (False, True)):
         if (lo is None and lx) or (hi is None and hx):
             continue
-        pattern = number_range(lo, hi, lx, hx)
         low = None if lo is None else Decimal(repr(float(lo)))
         high = None if hi is None else Decimal(repr(float(hi)))
-        for text in texts | unnormalized:
-            x = Decimal(text)
-            inside = (low is None or (x > low if lx else x >= low)) and (
+
+        def inside(x: Decimal, low=low, high=high, lx=lx, hx=hx) -> bool:
+            return (low is None or (x > low if lx else x >= low)) and (
                 high is None or (x < high if hx else x <= high)
             )
-            matched = pattern is not None and re.fullmatch(pattern, text) is not None
-            if text in unnormalized or (lo is None and hi is None):
-                assert not matched or inside, (lo, hi, lx, hx, text)
-            else:
-                assert matched == inside, (lo, hi, lx, hx, text)
+
+        yield (lo, hi, lx, hx), number_range(lo, hi, lx, hx), inside
 
 
 # $ref as a URI reference against the base URI of its resource ($id), with percent-encoded
