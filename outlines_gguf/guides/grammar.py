@@ -275,11 +275,9 @@ class CFGGuide(GrammarGuide):
             if dead:  # plain tokens holding such a byte die: the other tokens' trie serves all
                 index = self._rest_trie()
             else:  # (one trie per set of bytes: the other tokens and the plain ones holding one)
-                excluded = vocab.is_special.copy()
-                excluded[keep] = True
-                excluded[[i for i, t in enumerate(vocab.tokens) if not t]] = True
+                walked = np.concatenate([text.rest.term_tokens, plain[held[plain]]]).tolist()
                 index = len(self._tries)
-                self._tries.append(TokenTrie.build(vocab.tokens, excluded).compress(self.grammar.byte_class))
+                self._tries.append(TokenTrie.of_ids(vocab.tokens, walked).compress(self.grammar.byte_class))
             found = self._plain_splits[(exceptions, dead)] = (keep, index)
         return found
 

@@ -206,8 +206,13 @@ class TokenTrie:
 
     @classmethod
     def build(cls, tokens: Sequence[bytes], is_special: np.ndarray) -> TokenTrie:
-        ids = [i for i, t in enumerate(tokens) if t and not is_special[i]]
-        ids.sort(key=tokens.__getitem__)
+        return cls.of_ids(tokens, [i for i, t in enumerate(tokens) if t and not is_special[i]])
+
+    @classmethod
+    def of_ids(cls, tokens: Sequence[bytes], ids: Sequence[int]) -> TokenTrie:
+        """The trie of the tokens ``ids`` (non-empty ones) of the vocabulary ``tokens``: a part of
+        the vocabulary without a pass over all of it."""
+        ids = sorted((i for i in ids if tokens[i]), key=tokens.__getitem__)
         m = len(ids)
         if m == 0:
             empty = np.empty(0, dtype=np.int64)
