@@ -17,6 +17,10 @@ uses), older than the test suite's: give ``--generator-python`` an interpreter o
 that has it (``python -m venv G && G/bin/pip install "hypothesis==6.112" hypothesis-jsonschema
 jsonschema``); documents are then drawn there, in a subprocess per schema.
 
+A document counts as valid when ``jsonschema`` accepts it under both readings of ``\\d``, ``\\w``
+and ``\\s`` (Python's Unicode ones, and ASCII as ECMA-262 reads the first two): the engine enforces
+what every reader agrees on, and the generator draws Unicode digits for ``\\d``.
+
 Schemas the generator cannot handle (it supports a subset of the keywords, draft 4 to 7, and
 gives up on some large or contradictory schemas) are counted apart; so are schemas we refuse
 (their error is the report's business, not this check's). The soundness side (outputs we
@@ -101,6 +105,33 @@ def documents_for(path: Path, count: int, seconds: float, generator: str) -> lis
     return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
 
 
+def both_readings(cls: Any, schema: Any) -> list[Any]:
+    """Validators of ``schema`` that read ``pattern`` (and ``patternProperties``) as Python's
+    ``re`` does, and with ``\\d``, ``\\w``, ``\\s`` in ASCII as ECMA-262 reads the first two: a
+    document is valid for this check when both accept it, as the engine enforces what every
+    reader agrees on (the generator draws Unicode digits for ``\\d``, which ECMA-262 refuses)."""
+    import re
+
+    import jsonschema
+
+    def ascii_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not re.search(pattern, instance, re.ASCII):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r} read in ASCII")
+
+    def ascii_pattern_properties(validator: Any, patterns: dict, instance: Any, schema: Any) -> Any:
+        if not validator.is_type(instance, "object"):
+            return
+        for pattern, sub in patterns.items():
+            for key, value in instance.items():
+                if re.search(pattern, key, re.ASCII):
+                    yield from validator.descend(value, sub, path=key, schema_path=pattern)
+
+    ascii_cls = jsonschema.validators.extend(
+        cls, {"pattern": ascii_pattern, "patternProperties": ascii_pattern_properties}
+    )
+    return [cls(schema), ascii_cls(schema)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,12 +163,12 @@ def main() -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # (an unknown $schema: the latest draft judges)
-                validator = jsonschema.validators.validator_for(schema)(schema)
+                judges = both_readings(jsonschema.validators.validator_for(schema), schema)
         except Exception:
             counts["judge cannot read"] += 1
             continue
         drawn = documents_for(path, args.per_schema, args.seconds, args.generator_python)
-        documents = [d for d in drawn if validator.is_valid(d)]
+        documents = [d for d in drawn if all(judge.is_valid(d) for judge in judges)]
         if not documents:
             counts["no document drawn"] += 1
             continue
