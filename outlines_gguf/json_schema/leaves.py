@@ -181,18 +181,23 @@ _MANTISSA = r"[1-9](?:\.[0-9]+)?"
 """A mantissa in scientific notation as ``json.dumps`` writes one: one non-zero digit first."""
 
 
+_SIMPLE_EXPONENTS: dict[tuple[int | None, int | None], str] = {
+    (0, 0): "[+-]?0+",
+    (None, -1): "-0*[1-9][0-9]*",
+    (None, 0): "(?:[+-]?0+|-0*[1-9][0-9]*)",
+    (1, None): r"\+?0*[1-9][0-9]*",
+    (0, None): r"(?:[+-]?0+|\+?0*[1-9][0-9]*)",
+}
+"""The usual exponent ranges written short (a number's regex is parsed and determinized at
+every use)."""
+
+
 def _exponents(lo: int | None, hi: int | None) -> str | None:
     """Regex for exponent digits (a sign, leading zeros allowed) of the integers lo..hi (None:
     unbounded)."""
-    simple = {  # (the usual ones, short: a regex is parsed and determinized at every use)
-        (0, 0): "[+-]?0+",
-        (None, -1): "-0*[1-9][0-9]*",
-        (None, 0): "(?:[+-]?0+|-0*[1-9][0-9]*)",
-        (1, None): r"\+?0*[1-9][0-9]*",
-        (0, None): r"(?:[+-]?0+|\+?0*[1-9][0-9]*)",
-    }
-    if (lo, hi) in simple:
-        return simple[(lo, hi)]
+    simple = _SIMPLE_EXPONENTS.get((lo, hi))
+    if simple is not None:
+        return simple
     parts = []
     if hi is None or hi >= 0:
         up = _non_negative_range(max(lo, 0) if lo is not None else 0, hi)

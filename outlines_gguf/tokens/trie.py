@@ -359,7 +359,9 @@ class TokenTrie:
         order = np.empty(int(counts.sum()), dtype=np.int32)
         tokens = self.term_tokens[concat_ranges(self.term_start[ends], counts)]
         order[concat_ranges(row[ends], counts)] = tokens
-        return dataclasses.replace(self, sorted_ids=order, node_row=row)
+        ordered = dataclasses.replace(self, sorted_ids=order, node_row=row)
+        ordered.__dict__["_subtree_tokens"] = subtree  # (the same trie: its cached counts hold)
+        return ordered
 
     def step(
         self, nodes: np.ndarray, states: np.ndarray, found: list[np.ndarray]
