@@ -83,16 +83,35 @@ left were intersected as automata, whose objects take members in declared order:
 documents in other orders were rejected (``test_json_one_of_random.py``)."""
 
 
-def _absorbed(choices: list[list[Any]]) -> list[list[Any]]:
+def _absorbed(choices: list[list[Any]], written: _Written) -> list[list[Any]]:
     """Conjunctions of alternatives without repeats, and without those that another implies
     (one whose alternatives include all of another's: A and B holds only where A does)."""
     keyed: dict[frozenset[str], list[Any]] = {}
     for choice in choices:
-        unique = {json.dumps(o, sort_keys=True): o for o in choice}
+        unique = {written.text(o): o for o in choice}
         keyed.setdefault(frozenset(unique), list(unique.values()))
     keys = sorted(keyed, key=len)
     kept = [k for i, k in enumerate(keys) if not any(other < k for other in keys[:i])]
     return [keyed[k] for k in kept]
+
+
+class TooManyChoicesError(SchemaError):
+    """``exactly_one``: the ways a oneOf's branches exclude each other multiply past
+    :data:`MAX_ONEOF_CHOICES` (the simplest of each may still do, as a valid subset)."""
+
+
+class _Written:
+    """Schemas as JSON text (keys sorted), each written once: the alternatives of negations
+    recur in many conjunctions, and large ones cost more to write than all else."""
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[Any, str]] = {}  # (the object kept: its id stays its own)
+
+    def text(self, schema: Any) -> str:
+        found = self._texts.get(id(schema))
+        if found is None:
+            found = self._texts[id(schema)] = (schema, json.dumps(schema, sort_keys=True))
+        return found[1]
 
 
 def _common_types(parts: list[Any]) -> list[Any] | None:
@@ -430,8 +449,9 @@ class _CombinatorRules:
                     else:
                         try:
                             combined = self.exactly_one(base, branches, overlaps, path)
-                        except SchemaError:
-                            combined = self.exactly_one(base, branches, overlaps, path, subset=True)
+                        except SchemaError as exc:
+                            simplest = isinstance(exc, TooManyChoicesError)
+                            combined = self.exactly_one(base, branches, overlaps, path, True, simplest)
             except SchemaError:
                 if not self.lenient:
                     raise  # lenient: the branches as a union (anyOf), a superset of oneOf
@@ -569,14 +589,18 @@ class _CombinatorRules:
         overlaps: set[tuple[int, int]],
         path: str,
         subset: bool = False,
+        simplest: bool = False,
     ) -> list:
         """``oneOf`` branches that may overlap, as branches that exclude each other: branch i and
         not branch j, for every j that may overlap it (so their union is exact). A branch whose
         negation needs that of a ``format`` is negated with its formats unread
         (``negate_formats_unread``): a subset, valid for validators that assert formats and for
         those that do not. ``subset``: a branch whose negation cannot be written whole is negated
-        in part (``negate_subset``; the oneOf's path goes into ``subsets``). Raises a SchemaError
-        naming the branch whose negation cannot be expressed."""
+        in part (``negate_subset``; the oneOf's path goes into ``subsets``). ``simplest``: each
+        branch keeps only the simplest of the ways it excludes the others (a valid subset, for
+        a oneOf whose exclusions multiply past :data:`MAX_ONEOF_CHOICES`). Raises a SchemaError
+        naming the branch whose negation cannot be expressed (TooManyChoicesError where the
+        ways to exclude them are too many)."""
         extra = [base] if base and set(base) - ANNOTATIONS else []
         negations: dict[int, Any] = {}
         within: dict[tuple[int, int], Any] = {}  # branch j negated among the values of branch i
@@ -605,6 +629,8 @@ class _CombinatorRules:
                         path,
                     )
         out: list[Any] = []
+        alternatives: dict[int, list[Any]] = {}  # id of a negation -> its alternatives
+        written = _Written()
         for i, branch in enumerate(branches):
             others = [(j, within.get((i, j), negations[j])) for (a, j) in sorted(overlaps) if a == i]
             if any(o is True for _, o in others):
@@ -614,25 +640,34 @@ class _CombinatorRules:
                     raise self._lost_branch(i, min(j for j, o in others if o is False and j in in_part), path)
                 continue  # another branch holds whenever this one does
             choices: list[list[Any]] = [[]]
+            truncated = False
             context = self.flatten({"allOf": [*extra, branch]} if extra else branch, path)
             for j, negated in others:
                 # (alternatives no value of this branch takes are left out: other types, say;
                 # the others are read among this branch's values, where many say the same)
+                if id(negated) not in alternatives:  # (the same objects for every branch i)
+                    alternatives[id(negated)] = _alternatives(negated)
                 options = [
                     self.among(o, context, branches[j], path)
-                    for o in _alternatives(negated)
+                    for o in alternatives[id(negated)]
                     if not self.disjoint(o, context, path)
                 ]
-                choices = _absorbed([[*c, o] for c in choices for o in options])
+                choices = _absorbed([[*c, o] for c in choices for o in options], written)
+                if simplest and len(choices) > 1:
+                    # a valid subset: the simplest way to exclude them all (the conjunction
+                    # shortest written: "type is not Point" before "bbox holds a string")
+                    choices = [min(choices, key=lambda c: sum(len(written.text(o)) for o in c))]
+                    truncated = True
+                    self.subsets.add(path)
                 if len(out) + len(choices) > MAX_ONEOF_CHOICES:
-                    raise self.fail(
+                    raise TooManyChoicesError(
                         f"oneOf branch {i} may match the same value as others, and excluding them "
                         f"takes more than {MAX_ONEOF_CHOICES} alternatives, so 'exactly one' cannot be "
                         "enforced (pass lenient=True to treat oneOf as anyOf)",
                         path,
                     )
             kept = [{"allOf": [*extra, branch, *choice]} for choice in choices]
-            partial = [j for j, _ in others if j in in_part]
+            partial = [j for j, _ in others if j in in_part or truncated]
             if partial and all(_provably_empty(o["allOf"]) for o in kept):
                 raise self._lost_branch(i, partial[0], path)
             out += kept
@@ -899,7 +934,6 @@ class _CombinatorRules:
             merged = _merge_all(conjuncts(schema, lambda part: self.inline_refs(part, path)))
             return merged if merged is not None else schema
         return schema
-
 
     def sub_dfa(self: CompilerAPI, schema: Any, path: str, depth: int) -> ByteDFA | None:
         """Compile a sub-schema on its own (for products of automata)."""

@@ -104,7 +104,13 @@ class CompilerAPI(Protocol):
     def contains_array(self, schema: dict, path: str, depth: int) -> Fragment | None: ...
     def contains_negation(self, schema: dict, path: str) -> Any: ...
     def exactly_one(
-        self, base: dict, branches: list, overlaps: set[tuple[int, int]], path: str, subset: bool = False
+        self,
+        base: dict,
+        branches: list,
+        overlaps: set[tuple[int, int]],
+        path: str,
+        subset: bool = False,
+        simplest: bool = False,
     ) -> list: ...
     def extra_loops(
         self, nothing: int | None, something: int | None, extra: Callable[[], Fragment | None] | None

@@ -398,3 +398,91 @@ FONTS = {
 def test_a_recursive_value_is_negated_among_the_values_the_other_branch_takes() -> None:
     values = ["x", "", "font1", "12px", "0px", 3, {"size": 2}, {"ref": "y"}, {"ref": "4px"}]
     _judge(FONTS, [*_objects({"ref": values}, 1), *_objects({"en": values, "ref": ["a", "7px"]}, 2), "9px"])
+
+
+def _nested_numbers(depth: int) -> dict:
+    schema: dict = {"type": "number"}
+    for _ in range(depth):
+        schema = {"type": "array", "minItems": 2, "items": schema}
+    return schema
+
+
+def _geojson_with_open_types() -> dict:
+    """GeoJSON as a real schema of it writes it (GitHub): geometries told apart by their
+    ``type`` enum, but the collections' and the feature's ``type`` spelled ``emum``, so any
+    string: each of those may match a geometry (one with their keys added) and each other."""
+    bbox = {"type": "array", "minItems": 4, "items": {"type": "number"}}
+    geometries = [
+        {
+            "type": "object",
+            "required": ["type", "coordinates"],
+            "properties": {
+                "type": {"type": "string", "enum": [name]},
+                "coordinates": _nested_numbers(depth),
+                "bbox": bbox,
+            },
+        }
+        for name, depth in (("Point", 1), ("LineString", 2), ("Polygon", 3))
+    ]
+    open_type = {"type": "string", "emum": ["..."]}
+    collection = {
+        "type": "object",
+        "required": ["type", "geometries"],
+        "properties": {
+            "type": open_type,
+            "geometries": {"type": "array", "items": {"oneOf": geometries}},
+            "bbox": bbox,
+        },
+    }
+    feature = {
+        "type": "object",
+        "required": ["type", "geometry", "properties"],
+        "properties": {
+            "type": open_type,
+            "geometry": {"oneOf": [{"type": "null"}, *geometries]},
+            "properties": {"type": ["object", "null"]},
+            "bbox": bbox,
+        },
+    }
+    features = {
+        "type": "object",
+        "required": ["type", "features"],
+        "properties": {"type": open_type, "features": {"type": "array", "items": feature}, "bbox": bbox},
+    }
+    return {"oneOf": [*geometries, collection, feature, features]}
+
+
+def test_exclusions_past_the_limit_keep_the_simplest_way() -> None:
+    """Excluding the overlapping branches of that GeoJSON takes more than 64 alternatives
+    (each negation is "another type, or no coordinates, or bad coordinates, or a bad bbox",
+    multiplied over the branches); each branch then keeps the simplest (a geometry with no
+    ``geometries``, ``geometry`` nor ``features`` key): a valid subset that holds every
+    document as a model writes it, and never one that two branches match."""
+    schema = _geojson_with_open_types()
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    validator = jsonschema.Draft202012Validator(schema)
+    point = {"type": "Point", "coordinates": [1, 2]}
+    written = [
+        point,
+        {"type": "LineString", "coordinates": [[1, 2], [3, 4]], "bbox": [0, 0, 1, 1]},
+        {"type": "GeometryCollection", "geometries": [point]},
+        {"type": "Feature", "geometry": point, "properties": {"name": "x"}},
+        {"type": "Feature", "geometry": None, "properties": None},
+        {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": point, "properties": {}}]},
+    ]
+    for document in written:
+        assert validator.is_valid(document)
+        assert processor.accepts(json.dumps(document)), document
+    values = {
+        "type": ["Point", "LineString", "GeometryCollection"],
+        "coordinates": [[1, 2], [[1, 2], [3, 4]], [1]],
+        "geometries": [[], [point], [{"type": "Point", "coordinates": [1]}]],
+        "geometry": [None, point],
+        "properties": [{}],
+        "bbox": [[1, 2, 3, 4], [1]],
+    }
+    documents = _objects(values, 4)
+    assert any(validator.is_valid(d) for d in documents) and not all(validator.is_valid(d) for d in documents)
+    for document in documents:
+        if processor.accepts(json.dumps(document)):
+            assert validator.is_valid(document), document
