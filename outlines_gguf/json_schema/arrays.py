@@ -16,6 +16,7 @@ from outlines_gguf.json_schema.keywords import (
     MAX_ITEMS_CAP,
     UNIQUE_EXCLUDED_KEY,
     UNIQUE_ITEM_KEY,
+    _is_int,
 )
 from outlines_gguf.json_schema.strings import canonical_json_dfa
 
@@ -49,6 +50,8 @@ class _ArrayRules:
             prefix = [{UNIQUE_ITEM_KEY: p, UNIQUE_EXCLUDED_KEY: []} for p in prefix]  # (one memory for all)
         min_items = int(schema.get("minItems", 0))
         max_items = schema.get("maxItems")
+        if self.canonical and not self.lenient and domain is None and not unique and one_item_unique(schema):
+            max_items = 1 if max_items is None else min(int(max_items), 1)  # (``check_keywords``)
         next_depth = depth - 1 if not schema or items is True else depth
 
         def item(i: int) -> Fragment | None:
@@ -256,3 +259,13 @@ class _ArrayRules:
                 b.nfa.eps[state[used]].append(piece[0])
                 b.nfa.eps[piece[1]].append(state[nxt])
         return entry[0], end
+
+
+def one_item_unique(schema: dict) -> bool:
+    """An array with ``uniqueItems`` whose values are not listed (``enum``/``const``) and that
+    may hold at most one item (``minItems`` of 0 or 1): inside a canonically spelled item of
+    another unique array (one automaton, no memory of its own), it is taken with at most one
+    item, unique whatever it holds (a valid subset)."""
+    least = schema.get("minItems", 0)
+    listed = "enum" in schema or "const" in schema
+    return schema.get("uniqueItems") is True and not listed and _is_int(least) and least <= 1

@@ -35,7 +35,7 @@ from outlines_gguf.errors import (
     SchemaError,
 )
 from outlines_gguf.json_schema.algebra import _unique_domain
-from outlines_gguf.json_schema.arrays import _ArrayRules
+from outlines_gguf.json_schema.arrays import _ArrayRules, one_item_unique
 from outlines_gguf.json_schema.combinators import _CombinatorRules
 from outlines_gguf.json_schema.keywords import (
     _DEPENDENCY_KEYS,
@@ -251,6 +251,9 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
         unique = schema.get("uniqueItems") is True and not listed
         enforced = _unique_domain(schema) is not None or self.unique_items(schema, path) is not None
+        if unique and not enforced and self.canonical and not self.lenient and one_item_unique(schema):
+            self.subsets.add(f"{path}/uniqueItems")  # (at most one item, ``_ArrayRules.array``)
+            enforced = True
         if unique and not self.lenient and not enforced:
             found = self.unenforced_unique.get(id(self.unique_items(schema, path, checked=False)))
             if found is not None:

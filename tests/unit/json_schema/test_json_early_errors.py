@@ -334,7 +334,8 @@ def test_a_refused_pattern_is_named_with_its_path_as_written() -> None:
 
 UNIQUE_OBJECTS = {
     # OpenAPI's parameters: unique items, each a whole object compared by its canonical spelling;
-    # one automaton of it cannot hold a nested unique array of strings (which needs memory)
+    # one automaton of it cannot hold a nested unique array of two strings or more (which needs
+    # memory; of at most one, it is taken with one: see test_json_unique_items)
     "type": "object",
     "properties": {
         "name": {"type": "string"},
@@ -347,7 +348,7 @@ UNIQUE_OBJECTS = {
             },
         },
     },
-    "$defs": {"names": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
+    "$defs": {"names": {"type": "array", "items": {"type": "string"}, "uniqueItems": True, "minItems": 2}},
 }
 
 

@@ -419,3 +419,29 @@ def test_an_item_being_written_does_not_compile_the_next_item_per_byte(items: di
     assert item_nodes() <= before + 1
     assert processor.accepts(f"[{body}, {other}]")
     assert not processor.accepts(f"[{body}, {body}]")
+
+
+def test_a_unique_array_inside_a_unique_item_holds_one_item() -> None:
+    """size-limit's configuration (SchemaStore): an array of unique sections, each with an
+    ``entry`` that is a string or an array of unique strings. A section is one automaton of
+    its canonical spellings, which cannot remember the strings of its own ``entry``: that
+    array holds at most one item there (a valid subset), where the whole schema was refused."""
+    vocab = load_vocab("spm32k")
+    strings = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+    entry = {"oneOf": [{"type": "string"}, strings]}
+    section = {"type": "object", "properties": {"path": {"type": "string"}, "entry": entry}}
+    schema = {"type": "array", "items": section, "uniqueItems": True}
+    processor = JSONLogitsProcessor(schema, vocab)
+    assert processor.accepts('[{"entry": ["a"], "path": "x"}, {"entry": "a", "path": "x"}, {"entry": []}]')
+    assert not processor.accepts('[{"path": "x"}, {"path": "x"}]')  # the sections stay unique
+    assert not processor.accepts('[{"entry": ["a", "b"]}]')  # (valid: left out of the subset)
+    validator = jsonschema.Draft202012Validator(schema)
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        text = random_walk_text(processor.guide, vocab, rng, 200, 0.3)
+        if text is not None:
+            assert validator.is_valid(json.loads(text)), text
+    at_least_two = {**strings, "minItems": 2}
+    with pytest.raises(SchemaError, match="uniqueItems"):  # one item would not do
+        JSONLogitsProcessor({**schema, "items": {**section, "properties": {"entry": at_least_two}}}, vocab)
+    assert JSONLogitsProcessor(strings, vocab).accepts('["a", "b"]')  # (not inside: as ever)
