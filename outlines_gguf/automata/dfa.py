@@ -48,9 +48,19 @@ def reaching(
     leads from it to a state of ``targets`` (a bool per state). One search backwards over
     the distinct edges, linear in them (a fixpoint over the table costs a pass per step of
     the longest path)."""
-    n = table.shape[0]
     src, byte = fast_unique.nonzero_2d(table >= 0)
-    dst = table[src, byte].astype(np.int64)
+    return reaching_by_edges(table.shape[0], src, table[src, byte].astype(np.int64), targets, extra)
+
+
+def reaching_by_edges(
+    n: int,
+    src: np.ndarray,
+    dst: np.ndarray,
+    targets: np.ndarray,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """:func:`reaching` over the edges ``src[i] -> dst[i]`` (int64) of ``n`` states: for the
+    caller that reads a table's edges once and searches them more than once."""
     if extra is not None:
         src = np.concatenate([src, extra[0]])
         dst = np.concatenate([dst, extra[1].astype(np.int64)])

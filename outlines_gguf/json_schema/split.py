@@ -21,7 +21,7 @@ import numpy as np
 
 from outlines_gguf import fast_unique
 from outlines_gguf.automata.budget import MAX_SCHEMA_WORK, NODE_WORK, compile_budget, spend
-from outlines_gguf.automata.dfa import ByteDFA, reaching
+from outlines_gguf.automata.dfa import ByteDFA, reaching, reaching_by_edges
 from outlines_gguf.automata.ops import difference_soon_dead
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError, SchemaError
 from outlines_gguf.guides.base import RegexGuide
@@ -112,6 +112,8 @@ class Node:
     tail: np.ndarray = field(init=False)
     """Per state: accepting with nothing to read and no call, so a call returning there may
     return straight to the caller's caller (a tail call: the stack does not grow)."""
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, init=False)
+    """The text edges of ``dfa`` (sources, destinations), read once (``_text_edges``)."""
 
     def __post_init__(self) -> None:
         tail = self.dfa.accepting & (self.dfa.transitions < 0).all(axis=1)
@@ -121,7 +123,7 @@ class Node:
     def __getstate__(self) -> dict[str, object]:
         """Pickles without its walk caches (they hold the vocabulary's tries)."""
         state = self.__dict__.copy()
-        state["crossings"] = {}
+        state["crossings"], state["edges"] = {}, None  # (edges: read again when needed)
         return state
 
 
@@ -833,10 +835,9 @@ class SplitSchema(Locked):
         read once per node (a node open over several compiles is searched again each time)."""
         found = self._edges.get(node.number)
         if found is None or found[0] is not node:
-            table = node.dfa.transitions
-            n = table.shape[0]
-            src, col = fast_unique.nonzero_2d(table >= 0)
-            pairs = fast_unique.unique(src.astype(np.int64) * n + table[src, col])
+            n = node.dfa.transitions.shape[0]
+            src, dst, _ = _text_edges(node)
+            pairs = fast_unique.unique(src.astype(np.int64) * n + dst)
             starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
             found = self._edges[node.number] = (node, starts, (pairs % n).tolist())
         return found[1], found[2]
@@ -1197,14 +1198,28 @@ def _node(
     boundary = accepting.copy()
     for state in calls:
         boundary[state] = True
-    if plain_reach is None:
-        plain_reach = _reach(_plain_safe(walk, boundary))
-    node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, plain_reach, run)
+    node = Node(number, path, ByteDFA(walk, accepting), calls, boundary, False, np.zeros(0, np.int32), run)
+    if plain_reach is None:  # (the table's edges read once for both searches, and kept)
+        src, dst, plain = _text_edges(node)
+        plain_reach = _reach(~reaching_by_edges(walk.shape[0], src[plain], dst[plain], boundary))
+    node.plain_reach = plain_reach
     node.free_accept = _reaches_accept(node, None) if free_accept is None else free_accept
     return node
 
 
+def _text_edges(node: Node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges of a node's table (sources, destinations as int64, and whether each reads
+    plain-ish text: no control, ``"`` or ``\\``), read once per node."""
+    if node.edges is None:
+        table = node.dfa.transitions
+        src, byte = fast_unique.nonzero_2d(table >= 0)
+        node.edges = (src, table[src, byte].astype(np.int64), _PLAIN_BYTES[byte])
+    return node.edges
+
+
 _NON_PLAIN = np.array([0x22, 0x5C, *range(0x20)], dtype=np.intp)
+_PLAIN_BYTES = np.ones(256, dtype=bool)
+_PLAIN_BYTES[_NON_PLAIN] = False
 
 
 def _container_ids(root: Any) -> set[int]:
@@ -1241,14 +1256,15 @@ def _reaches_accept(node: Node, usable: Callable[[int], bool] | None) -> bool:
     """Acceptance is reachable from the start by text and calls to callees that are
     ``usable`` (None: by text alone): one backwards search (:func:`reaching`), a call being an
     edge to its return state."""
-    table, accepting = node.dfa.transitions, node.dfa.accepting
+    accepting = node.dfa.accepting
     extra = None
     if usable is not None:
         edges = [(s, ret) for s, pairs in node.calls.items() for callee, ret in pairs if usable(callee)]
         if edges:
             sources, returns = zip(*edges, strict=True)
             extra = (np.array(sources, dtype=np.int64), np.array(returns, dtype=np.int64))
-    return bool(reaching(table, accepting, extra)[0])
+    src, dst, _ = _text_edges(node)
+    return bool(reaching_by_edges(accepting.size, src, dst, accepting, extra)[0])
 
 
 class _Template:
