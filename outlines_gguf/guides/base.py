@@ -139,10 +139,14 @@ class TokenMask:
 
     def allowed_among(self, ids: np.ndarray) -> np.ndarray:
         """Those of ``ids`` (an int array) that are allowed, in their order."""
-        if self._keep is not None:
-            return ids[np.isin(ids, self._keep)]
-        assert self._forbid is not None
-        return ids[~np.isin(ids, self._forbid)]
+        held = self._keep if self._keep is not None else self._forbid
+        assert held is not None
+        if held.size and ids.size * 64 < held.size:  # a few ids: searched in the sorted set
+            at = np.minimum(np.searchsorted(held, ids), held.size - 1)
+            found = held[at] == ids
+        else:
+            found = np.isin(ids, held)
+        return ids[found] if self._keep is not None else ids[~found]
 
     def apply(self, scores: np.ndarray) -> None:
         """Set every forbidden entry of ``scores`` (any strided 1-D view) to -inf."""

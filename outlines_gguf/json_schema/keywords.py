@@ -121,6 +121,18 @@ EXTRAS_WRITTEN_KEY = "x-outlines-gguf-extras-written"
 """Beside :data:`WRITTEN_KEY`, where min/maxProperties count the members: the extra members
 written so far (as far as the counts tell them apart)."""
 
+DISTINCT_KEYS_KEY = "x-outlines-gguf-distinct-keys"
+"""Where undeclared members count towards ``minProperties`` (2 or more) one by one: on the
+object's nodes and on its extra member's, the keys of the extra members written so far while
+below the minimum (sorted; [] from "{" and once the minimum is reached). The extra member's
+node holds them as declared names too (never an extra key again). Which keys a document has
+written is generation state: the guide remembers them (:mod:`~outlines_gguf.json_schema.unique`)
+and moves the object's frame to the node with one key more when a key is complete."""
+
+DISTINCT_VARIANT_KEY = "x-outlines-gguf-distinct-variant"
+"""``[object node, keys]``: the node of such an object from "{" (the same automaton) with its
+calls to the extra member and to the rest nodes below the minimum leaving out ``keys``."""
+
 ITEMS_RUN_KEY = "x-outlines-gguf-items-run"
 """Marks the synthetic schema of a run of array items in split mode: ``[min, max]`` more items
 (max None: any number) of ``items``, each after a comma (see ``_Compiler.items_run``)."""
@@ -296,7 +308,7 @@ the negation of every other (quadratic), and compiling them would take seconds."
 MAX_ONEOF_CHOICES = 64
 """Alternatives a oneOf over ``required`` sets may expand into (see ``_exclusive_required``)."""
 
-_REST_KEYS = (WRITTEN_KEY, OBJECT_KEY, EXTRAS_WRITTEN_KEY)
+_REST_KEYS = (WRITTEN_KEY, OBJECT_KEY, EXTRAS_WRITTEN_KEY, DISTINCT_KEYS_KEY)
 """The compiler's own keywords of any-order objects' nodes."""
 
 UNIQUE_ITEM_KEY = "x-outlines-gguf-unique-item"
@@ -314,7 +326,7 @@ KNOWN_KEYWORDS = frozenset(
     {"type", "enum", "const", "$ref", "allOf", "anyOf", "oneOf", "not", "format", "pattern"}
     | {"if", "then", "else", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
     | {*_NEGATION_MARKERS, CHUNK_KEY, EXTRA_KEY, ITEMS_RUN_KEY, *_REST_KEYS}  # ours
-    | {UNIQUE_ITEM_KEY, UNIQUE_EXCLUDED_KEY, UNIQUE_ARRAY_KEY}
+    | {UNIQUE_ITEM_KEY, UNIQUE_EXCLUDED_KEY, UNIQUE_ARRAY_KEY, DISTINCT_VARIANT_KEY}
     | _OBJECT_KEYS | _ARRAY_KEYS | _CONTAINS_KEYS | _STRING_KEYS | _NUMBER_KEYS | UNSUPPORTED
 )
 """Every keyword that constrains values (the others are annotations or unknown: ignored)."""

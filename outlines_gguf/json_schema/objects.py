@@ -18,6 +18,7 @@ from outlines_gguf.automata.regex import NFABuilder
 from outlines_gguf.errors import EmptyLanguageError, SchemaError
 from outlines_gguf.json_schema.keywords import (
     CHUNK_KEY,
+    DISTINCT_KEYS_KEY,
     EXTRA_KEY,
     EXTRA_VALUE_DEPTH,
     EXTRAS_WRITTEN_KEY,
@@ -115,6 +116,7 @@ class MemberCounts:
     low: int
     high: int | None
     extras: bool  # extra members may be written
+    distinct: bool = False  # the guide keeps extra keys distinct below the minimum (DISTINCT_KEYS_KEY)
 
     @classmethod
     def of(cls, schema: dict, names: Collection[str]) -> MemberCounts:
@@ -125,6 +127,7 @@ class MemberCounts:
             int(schema.get("minProperties", 0)),
             None if high is None else int(high),
             EXTRA_KEY in schema,
+            DISTINCT_KEYS_KEY in schema,
         )
 
     @property
@@ -136,24 +139,52 @@ class MemberCounts:
         missing = len(self.required - set(written))
         if self.high is not None and (count > self.high or missing > self.high - count):
             return False
+        if self.extras and self.distinct:  # (as many extra keys as the minimum wants)
+            return True
         return len(self.names) + int(self.extras or extras > 0) >= self.low
 
     def closes(self, written: Collection[str], extras: int) -> bool:
         """``}`` may come: every required member written, the minimum reached (extra members
-        count once: two may share a key, and the parsed object then holds one)."""
-        return self.required <= set(written) and len(written) + min(extras, 1) >= self.low
+        count once unless ``distinct``: two may share a key, and the parsed object then holds
+        one)."""
+        return self.required <= set(written) and len(written) + self.counted_extras(extras) >= self.low
+
+    def counted_extras(self, extras: int) -> int:
+        """The extra members that count towards the minimum."""
+        return extras if self.distinct else min(extras, 1)
+
+    def below_minimum(self, written: Collection[str], extras: int) -> bool:
+        """The members written do not reach the minimum yet (extra keys must stay distinct)."""
+        return len(written) + self.counted_extras(extras) < self.low
 
     def after_extra(self, written: Collection[str], extras: int) -> int:
-        """The extras counted after one more: exact under a maximum, else only whether there
-        is one, while the minimum is not reached (past it, more change nothing)."""
+        """The extras counted after one more: exact under a maximum, else as far as the
+        minimum tells them apart (past it, more change nothing; one unless ``distinct``)."""
         if self.high is not None:
             return extras + 1
-        return min(extras + 1, 1 if self.low > len(written) else 0)
+        told_apart = max(self.low - len(written), 0) if self.distinct else int(self.low > len(written))
+        return min(extras + 1, told_apart)
 
 
 def rest_schema(base: dict, written: list[str], extras: int, counted: bool) -> dict:
     """The schema of the node for an any-order object's rest (see ``members_after``)."""
     return {**base, WRITTEN_KEY: written, **({EXTRAS_WRITTEN_KEY: extras} if counted else {})}
+
+
+def distinct_link(link: dict, keys: Collection[str]) -> dict:
+    """The extra member of an object whose extra keys stay distinct below ``minProperties``,
+    leaving out ``keys`` (declared names: never an extra key), remembered by the guide
+    (:data:`DISTINCT_KEYS_KEY`)."""
+    declared = {**link.get("properties", {}), **dict.fromkeys(keys, False)}
+    return {**link, "properties": declared, DISTINCT_KEYS_KEY: sorted(keys)}
+
+
+def plain_link(link: dict) -> dict:
+    """:func:`distinct_link`'s extra member without the keys it leaves out nor the memory: the
+    object's own, once its minimum is reached."""
+    keys = link.get(DISTINCT_KEYS_KEY, [])
+    declared = {n: s for n, s in link.get("properties", {}).items() if n not in keys}
+    return {k: v for k, v in {**link, "properties": declared}.items() if k != DISTINCT_KEYS_KEY}
 
 
 def eager_rests(n: int, low: int) -> int:
@@ -236,6 +267,8 @@ class _ObjectRules:
             return self.object_body(members, between, 1 if part == "first" else 2, None, part=part)
         if WRITTEN_KEY in schema:  # an object whose members come in any order: its own node
             link = schema.get(EXTRA_KEY)
+            if link is not None and DISTINCT_KEYS_KEY in schema:  # (its keys remembered: distinct)
+                link = distinct_link(link, [])
             between = None if link is None else self.call_maker(link, f"{path}/additionalProperties")
             # from "{" (None written), or the template every rest node is derived from (the
             # split schema derives rest nodes, never compiles them)
@@ -249,7 +282,17 @@ class _ObjectRules:
                 return None if member is None else member()
         names_schema = schema.get("propertyNames", True)
         extra = self.extra_member(props, additional, pattern_props, path, next_depth, names_schema)
-        if extra is not None and min_p >= 2:
+        # extra members counted one by one towards the minimum, their keys kept distinct by the
+        # guide (each object's rest a node, in any order, DISTINCT_KEYS_KEY)
+        distinct = (
+            extra is not None
+            and min_p >= 2
+            and self.calls is not None
+            and not self.canonical
+            and len(members) <= ANY_ORDER_MAX
+            and eager_rests(len(members), min_p) <= MAX_EAGER_RESTS
+        )
+        if extra is not None and min_p >= 2 and not distinct:
             # extra members count once towards the minimum (``object_body``, ``MemberCounts``):
             # distinct keys of any number of them are not a regular set, and a key written
             # twice is one member of the parsed object; where the declared members and one
@@ -279,7 +322,7 @@ class _ObjectRules:
         if self.calls is not None and len(members) > ANY_ORDER_MAX and min_p == 0 and max_p is None:
             return self.chunked_object(props, required, extra, link, path)
         counted = min_p > 0 or max_p is not None
-        if (
+        if distinct or (
             self.calls is not None
             and 1 < len(members) <= ANY_ORDER_MAX
             and eager_rests(len(members), min_p) <= MAX_EAGER_RESTS
@@ -299,6 +342,8 @@ class _ObjectRules:
                 base["maxProperties"] = int(max_p)
             if link is not None:
                 base[EXTRA_KEY] = link
+            if distinct:
+                base[DISTINCT_KEYS_KEY] = []
             # a node of its own, even where this object is one branch of a union: the values
             # of its required members are that node's needs, and only its own
             return self.call_maker({**base, WRITTEN_KEY: None}, path)()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +32,8 @@ from outlines_gguf.json_schema.keywords import (
     CALL_BYTE,
     CHUNK_KEY,
     DEFAULT_MAX_DEPTH,
+    DISTINCT_KEYS_KEY,
+    DISTINCT_VARIANT_KEY,
     EXTRA_KEY,
     EXTRAS_WRITTEN_KEY,
     ITEMS_RUN_KEY,
@@ -47,7 +49,7 @@ from outlines_gguf.json_schema.keywords import (
     subsets_note,
 )
 from outlines_gguf.json_schema.lexical import Whitespace, _longest
-from outlines_gguf.json_schema.objects import MemberCounts, _never, rest_schema
+from outlines_gguf.json_schema.objects import MemberCounts, _never, distinct_link, plain_link, rest_schema
 from outlines_gguf.json_schema.runs import (
     STRING_RUN_KEY,
     STRING_SEGMENT,
@@ -104,6 +106,7 @@ class Node:
     run: RunShape | None = None  # a run of a counted string: masks shared between layers
     layers: LayerLayout | None = None  # a string leaf counted over a pattern: the same, by window
     unique_item: bool = False  # an item of an array with uniqueItems: its texts are remembered
+    distinct_key: bool = False  # an extra member whose key is remembered (DISTINCT_KEYS_KEY)
     guide: RegexGuide | None = None
     crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
     needs: tuple[int, ...] = ()
@@ -297,7 +300,8 @@ class SplitSchema(Locked):
         elif isinstance(schema, dict) and WRITTEN_KEY in schema:  # the rest of an object, by members written
             written = schema[WRITTEN_KEY]
             extras = schema.get(EXTRAS_WRITTEN_KEY, 0)
-            key = ("rest", schema[OBJECT_KEY], None if written is None else tuple(written), extras)
+            keys = tuple(schema.get(DISTINCT_KEYS_KEY, ()))  # (the extra keys it keeps distinct)
+            key = ("rest", schema[OBJECT_KEY], None if written is None else tuple(written), extras, keys)
         elif isinstance(schema, dict) and UNIQUE_ITEM_KEY in schema:  # (by the items schema itself)
             key = ("unique-item", id(schema[UNIQUE_ITEM_KEY]), tuple(schema[UNIQUE_EXCLUDED_KEY]))
         elif isinstance(schema, dict) and UNIQUE_ARRAY_KEY in schema:
@@ -427,6 +431,10 @@ class SplitSchema(Locked):
             node = self._unique_item_node(number, schema, path)
             self._nodes[number] = node
             return node
+        if isinstance(schema, dict) and DISTINCT_VARIANT_KEY in schema:
+            node = self._distinct_variant_node(number, schema, path)
+            self._nodes[number] = node
+            return node
         counted = counted_string(schema)
         if counted is not None:
             node = self._counted_node(number, path, *counted)
@@ -467,6 +475,7 @@ class SplitSchema(Locked):
         else:
             node = _make_node(number, path, table, accepting)
             node.needs = tuple(compiler.needs)
+            node.distinct_key = _remembers_its_key(schema)
         self._nodes[number] = node
         return node
 
@@ -543,6 +552,46 @@ class SplitSchema(Locked):
                 return node.dfa, [text]
         return None
 
+    def with_extra_key(self, frame: int, member: int, key: str) -> int:
+        """The object node ``frame`` (one that called the extra member ``member``, whose keys
+        stay distinct) once ``key`` is written too: the same automaton, whose next extra
+        member leaves out that key and those ``member`` left out (see :data:`DISTINCT_KEYS_KEY`)."""
+        with self._lock:
+            keys = sorted({*self._schemas[member][0][DISTINCT_KEYS_KEY], key})
+            schema, path = self._schemas[frame]
+            if WRITTEN_KEY in schema and schema[WRITTEN_KEY] is not None:  # a rest node
+                return self.register({**schema, DISTINCT_KEYS_KEY: keys}, path)
+            if DISTINCT_VARIANT_KEY in schema:
+                frame = schema[DISTINCT_VARIANT_KEY][0]
+            return self.register({DISTINCT_VARIANT_KEY: [frame, keys]}, path)
+
+    def _distinct_variant_node(self, number: int, schema: dict, path: str) -> Node:
+        """An object's node from "{" whose calls to its extra member, and to its rest nodes
+        below the minimum, leave out the keys written (:meth:`with_extra_key`)."""
+        base_number, keys = schema[DISTINCT_VARIANT_KEY]
+        base = self._compile(base_number)
+        object_schema = self._schemas[base_number][0]
+        counts = MemberCounts.of(object_schema, list(object_schema.get("properties", {})))
+        remembering: dict[int, int] = {}
+        for pairs in base.calls.values():
+            for callee, _ in pairs:
+                if callee in remembering:
+                    continue
+                called, called_path = self._schemas[callee]
+                if _remembers_its_key(called):
+                    remembering[callee] = self.register(distinct_link(called, keys), called_path)
+                elif _is_rest(called) and DISTINCT_KEYS_KEY in called:
+                    below = counts.below_minimum(called[WRITTEN_KEY], called.get(EXTRAS_WRITTEN_KEY, 0))
+                    if below:
+                        remembering[callee] = self.register({**called, DISTINCT_KEYS_KEY: keys}, called_path)
+        calls = {
+            s: tuple((remembering.get(callee, callee), ret) for callee, ret in pairs)
+            for s, pairs in base.calls.items()
+        }
+        node = Node(number, path, base.dfa, calls, base.boundary, base.free_accept, base.plain_reach)
+        node.needs = base.needs
+        return node
+
     def _rest_node(self, number: int, schema: dict, path: str) -> Node:
         """The node for the rest of an object whose members come in any order, once the members
         ``schema[WRITTEN_KEY]`` (and, where min/maxProperties count them, the extra members
@@ -554,9 +603,11 @@ class SplitSchema(Locked):
         written after it. A few array passes, where compiling the set's automaton would
         determinize it again."""
         members = schema["properties"]
+        keys = schema.get(DISTINCT_KEYS_KEY)  # (None: extra keys not remembered)
         found = self._rest_templates.get(schema[OBJECT_KEY])
         if found is None:
-            compiled = self._compile_template({**schema, WRITTEN_KEY: []}, path)
+            known: dict[str, Any] = {} if keys is None else {DISTINCT_KEYS_KEY: []}
+            compiled = self._compile_template({**schema, WRITTEN_KEY: [], **known}, path)
             found = self._rest_templates[schema[OBJECT_KEY]] = _Template(compiled)
         required = schema.get("required", [])
         names = [name for name in members if name in required or not _never(members[name])]
@@ -565,13 +616,19 @@ class SplitSchema(Locked):
         written = set(schema[WRITTEN_KEY])
         extras = schema.get(EXTRAS_WRITTEN_KEY, 0)
 
-        def rest(after: set[str], more: int) -> int:
+        def rest(after: set[str], more: int, remembered: Collection[str] = ()) -> int:
             ordered = sorted(after, key=position)
-            return self.register(rest_schema(schema, ordered, more, counts.counted), path)
+            known = {} if keys is None else {DISTINCT_KEYS_KEY: sorted(remembered)}
+            return self.register({**rest_schema(schema, ordered, more, counts.counted), **known}, path)
+
+        def remembering(after: set[str], more: int) -> Collection[str]:
+            """The extra keys a rest node keeps distinct: this one's, below the minimum."""
+            return keys if keys is not None and counts.below_minimum(after, more) else ()
 
         if found.after_one is None:  # the template's own calls: the same for every rest node
             found.after_one = {rest({name}, 0): name for name in names}
-            found.an_extra = rest(set(), 1) if counts.counted and counts.extras else None
+            extra_counted = counts.counted and counts.extras
+            found.an_extra = rest(set(), counts.after_extra(set(), 0)) if extra_counted else None
         after_one, an_extra = found.after_one, found.an_extra
         missing = [name for name in required if name not in written]
         closes = counts.closes(written, extras)
@@ -584,12 +641,17 @@ class SplitSchema(Locked):
             cut_off.add(an_extra)
         cut = found.derive(cut_off, closes)
         targets = {  # a member's "rest after it alone" -> the rest after it and those written
-            callee: rest(written | {name}, extras)
+            callee: rest(written | {name}, extras, remembering(written | {name}, extras))
             for callee, name in after_one.items()
             if callee not in cut_off
         }
         if an_extra is not None and an_extra not in cut_off:
-            targets[an_extra] = rest(written, counts.after_extra(written, extras))
+            more = counts.after_extra(written, extras)
+            targets[an_extra] = rest(written, more, remembering(written, more))
+        if keys is not None:  # the extra member: leaving out the keys written, below the minimum
+            link, link_path = schema[EXTRA_KEY], f"{path}/additionalProperties"
+            member = distinct_link(link, keys) if counts.below_minimum(written, extras) else plain_link(link)
+            targets[self.register(distinct_link(link, []), link_path)] = self.register(member, link_path)
         calls = {
             state: tuple((targets.get(callee, callee), ret) for callee, ret in pairs)
             for state, pairs in cut.calls.items()
@@ -856,6 +918,18 @@ class SplitSchema(Locked):
                 self.version += 1
 
 
+def _remembers_its_key(schema: Any) -> bool:
+    """``schema`` is the extra member of an object whose extra keys the guide keeps distinct
+    (:data:`DISTINCT_KEYS_KEY`): its key is remembered when it is written."""
+    return (
+        isinstance(schema, dict)
+        and EXTRA_KEY in schema
+        and DISTINCT_KEYS_KEY in schema
+        and WRITTEN_KEY not in schema
+        and CHUNK_KEY not in schema
+    )
+
+
 def _is_rest(schema: Any) -> bool:
     """The schema of a rest node (an object's members after some were written; not the
     object's own node, whose ``WRITTEN_KEY`` is None)."""
@@ -918,8 +992,9 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool], typ
     if schema.get(WRITTEN_KEY) is not None:
         # the rest of an object: its caller's needs answer for its required values, and it is
         # only entered where it can be finished; below minProperties, compile it to know
-        written = len(schema[WRITTEN_KEY]) + min(schema.get(EXTRAS_WRITTEN_KEY, 0), 1)  # (MemberCounts)
-        return written >= schema.get("minProperties", 0)
+        extras = schema.get(EXTRAS_WRITTEN_KEY, 0)
+        counted = extras if DISTINCT_KEYS_KEY in schema else min(extras, 1)  # (MemberCounts)
+        return len(schema[WRITTEN_KEY]) + counted >= schema.get("minProperties", 0)
     if STRING_RUN_KEY in schema:  # low <= high: some string fits
         return True
     if ITEMS_RUN_KEY in schema:  # nothing, or items

@@ -17,10 +17,18 @@ A token that ends an item and goes on into the array (``},{``, ``","``) is read 
 mask against the frame the item found, which does not leave the item out yet: so such tokens
 of the mask are read again here, byte by byte (:meth:`UniqueItemsGuide.advance`), and those
 that do not fit (the next item has no value left that starts so) are taken out.
+
+The same guide remembers the keys of an object's extra members while they count towards a
+``minProperties`` of 2 or more (a key written twice is one member of the parsed object): the
+member's node reads its key (``Node.distinct_key``), and at the key's closing quote the
+object's frame moves to the node whose next extra member leaves that key out too
+(:meth:`SplitSchema.with_extra_key`, :data:`~outlines_gguf.json_schema.keywords.DISTINCT_KEYS_KEY`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from collections.abc import Hashable
 
@@ -28,7 +36,7 @@ import numpy as np
 
 from outlines_gguf.automata.dfa import ByteDFA
 from outlines_gguf.errors import ConstraintViolationError
-from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, TokenMask, bytes_to_read
+from outlines_gguf.guides.base import FINISHED, FORCED_LIMIT, Guide, TokenMask, bytes_to_read
 from outlines_gguf.json_schema.pushdown import MASK_CACHE_SIZE, PushdownGuide
 from outlines_gguf.json_schema.spellings import spellings_of
 from outlines_gguf.json_schema.split import Config
@@ -36,16 +44,20 @@ from outlines_gguf.locking import Locked
 
 State = tuple[frozenset, frozenset]
 """(the pushdown configurations, (frame, (the frame the item found, its text so far)) of each
-item being written)."""
+item being written, and of each extra member whose key is remembered (its text None once the
+key is written))."""
 
 
 class UniqueItemsGuide(Locked):
     """A :class:`PushdownGuide` (the Guide protocol of :mod:`~outlines_gguf.guides.base`) for a
-    schema with ``uniqueItems``. States are :data:`State` pairs (or FINISHED)."""
+    schema with ``uniqueItems`` or counted extra keys (``keys``). States are :data:`State`
+    pairs (or FINISHED)."""
 
-    def __init__(self, inner: PushdownGuide) -> None:
+    def __init__(self, inner: PushdownGuide, keys: bool = False) -> None:
         self._lock = threading.RLock()  # (states are values: nothing here needs it but pickling)
         self.inner = inner
+        self.keys = keys  # extra keys may be remembered (see ``_without_repeated_keys``)
+        self._member_tokens: np.ndarray | None = None
         self.schema = inner.schema
         self.vocabulary = inner.vocabulary
         self.initial_state: Hashable = (inner.initial_state, frozenset())
@@ -54,7 +66,7 @@ class UniqueItemsGuide(Locked):
 
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
-        state["_masks"] = {}  # (a cache, as the pushdown guide's own)
+        state["_masks"], state["_member_tokens"] = {}, None  # (caches, as the pushdown guide's own)
         return state
 
     @property
@@ -66,15 +78,41 @@ class UniqueItemsGuide(Locked):
             return self.inner.mask(state)
         configs, items = _split(state)
         mask = self.inner.mask(configs)
-        if not items:
+        if not items and not self.keys:
             return mask  # (no item being written)
         with self._lock:
             found = self._masks.get(state)
             if found is None:
-                found = self._masks[state] = self._without_unreadable(state, configs, mask)
+                found = mask
+                if items and any(self.schema.node(number).unique_item for _, number, _ in configs):
+                    found = self._without_unreadable(state, configs, found)
+                if self.keys:
+                    found = self._without_repeated_keys(state, found)
+                self._masks[state] = found
                 while len(self._masks) > MASK_CACHE_SIZE:
                     self._masks.pop(next(iter(self._masks)))
             return found
+
+    def _without_repeated_keys(self, state: Hashable, mask: TokenMask) -> TokenMask:
+        """``mask`` without the tokens that write a whole member and go on into another one
+        whose key (or its start) leaves no key the object takes: the pushdown read them
+        against the object as it was before the first key (``":1,"a"`` after ``{"a``). Only
+        tokens that hold ``":`` and then ``,"`` can: a few, read again here in full."""
+        if self._member_tokens is None:
+            vocab = self.vocabulary
+            holding = vocab.holding(ord(":")) & vocab.holding(ord(",")) & vocab.holding(ord('"'))
+            found = [i for i in np.flatnonzero(holding).tolist() if _MEMBER_THEN_KEY.search(vocab.tokens[i])]
+            self._member_tokens = np.array(found, dtype=np.int64)
+        candidates = mask.allowed_among(self._member_tokens)
+        if not candidates.size:
+            return mask
+        tokens = self.vocabulary.tokens
+        unreadable = [t for t in candidates.tolist() if self.advance(state, tokens[t]) is None]
+        if not unreadable:
+            return mask
+        allowed = mask.allowed_ids(self.vocabulary.size)
+        kept = allowed[~np.isin(allowed, unreadable)]
+        return TokenMask.allowing(kept, self.vocabulary.size, mask.eog_allowed)
 
     def _without_unreadable(self, state: Hashable, configs: frozenset, mask: TokenMask) -> TokenMask:
         """``mask`` without the tokens that end the item being written and go on into the array
@@ -163,20 +201,26 @@ class UniqueItemsGuide(Locked):
         frame is worked out again from ``origin``: a return then carries exactly the texts
         of the items written."""
         configs, items = _split(state)
-        texts: dict[Config, tuple[Config, bytes]] = dict(items)
+        texts: dict[Config, tuple[Config, bytes | None]] = dict(items)
         node_of = self.schema.node
         for byte in data:
             read = self.inner.advance(configs, bytes((byte,)))
             if not read:
                 return None
-            written: dict[Config, tuple[Config, bytes]] = {}
+            written: dict[Config, tuple[Config, bytes | None]] = {}
             kept: set[Config] = set()
             for below, number, s in read:
                 node = node_of(number)
+                if node.distinct_key:  # an extra member: its key, remembered once complete
+                    frame, key = self._key_read(texts.get(below), below, number, byte)
+                    written[frame] = key
+                    kept.add((frame, number, s))
+                    continue
                 if not node.unique_item:
                     kept.add((below, number, s))
                     continue
                 origin, text = texts.get(below, (below, b""))
+                assert text is not None
                 text += bytes((byte,))
                 frame = self._without(origin, number, text) if node.dfa.accepting[s] else origin
                 written[frame] = (origin, text)
@@ -184,12 +228,57 @@ class UniqueItemsGuide(Locked):
             configs, texts = frozenset(kept), written
         return configs, frozenset(texts.items())
 
+    def _key_read(
+        self, known: tuple[Config, bytes | None] | None, below: Config, member: int, byte: int
+    ) -> tuple[Config, tuple[Config, bytes | None]]:
+        """An extra member whose key is remembered, one byte further: its frame (``below``,
+        the object's configuration to return to) and what is known of its key. The key opens
+        the member (``"``); at its closing quote the frame moves to the object's node that
+        leaves it out of the next extra member's key too (``SplitSchema.with_extra_key``);
+        after that (None) the member's value is read as it is."""
+        origin, text = (below, b"") if known is None else known
+        if text is None:
+            return below, (origin, None)  # (the key is written: the value)
+        text += bytes((byte,))
+        if not text.startswith(b'"'):
+            return below, (origin, None)  # (not the key: nothing to remember)
+        if len(text) < 2 or not _closes_string(text):
+            return below, (origin, text)
+        key = json.loads(text.decode("utf-8", "surrogatepass"))
+        under, number, ret = below
+        frame = (under, self.schema.with_extra_key(number, member, key), ret)
+        return frame, (frame, None)
+
     def _without(self, frame: Config, item: int, text: bytes) -> Config:
         """``frame`` (the array's configuration to return to) with its node replaced by the one
         whose calls to the item leave out ``text`` too."""
         below, number, ret = frame
         texts = self.schema.item_texts(item) | {text}
         return below, self.schema.unique_array(number, texts), ret
+
+
+_MEMBER_THEN_KEY = re.compile(rb'":.*,\s*"', re.DOTALL)
+"""A token that may end a key, write its value and open the next member's key."""
+
+
+def remembering_guide(guide: PushdownGuide, canonical: str) -> Guide:
+    """``guide``, wrapped where the schema (canonical JSON text) may need generation state of
+    its own: the items of arrays with ``uniqueItems``, the extra keys of objects whose
+    ``minProperties`` (2 or more) counts them one by one."""
+    keys = _COUNTED_MEMBERS.search(canonical) is not None
+    return UniqueItemsGuide(guide, keys) if keys or '"uniqueItems"' in canonical else guide
+
+
+_COUNTED_MEMBERS = re.compile(r'"minProperties": (?:[2-9]|[1-9][0-9]+)[,}]')
+
+
+def _closes_string(text: bytes) -> bool:
+    """``text``, a JSON string's opening quote and what follows, ends with its closing quote
+    (a ``"`` after an even run of backslashes)."""
+    if not text.endswith(b'"'):
+        return False
+    escapes = len(text) - 1 - len(text[:-1].rstrip(b"\\"))
+    return escapes % 2 == 0
 
 
 def _split(state: Hashable) -> State:

@@ -37,7 +37,7 @@ from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.python_types import schema_source
 from outlines_gguf.json_schema.split import split_schema
-from outlines_gguf.json_schema.unique import UniqueItemsGuide
+from outlines_gguf.json_schema.unique import remembering_guide
 from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.llama_cpp.hook import GuardedHook
@@ -302,8 +302,8 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
         if engine == "pushdown":
             def build_split() -> Guide:
                 guide = PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
-                # (items of an array with uniqueItems over strings: the written ones remembered)
-                return UniqueItemsGuide(guide) if '"uniqueItems"' in canonical else guide
+                # (unique items, distinct extra keys: the ones written remembered)
+                return remembering_guide(guide, canonical)
 
             split_key = ("json-pushdown", canonical, whitespace_pattern, lenient, extra)
             super().__init__(cached_guide(split_key, vocabulary, build_split), vocabulary)
