@@ -170,6 +170,7 @@ class SplitSchema(Locked):
         no invalid one is accepted): ``oneOf``s whose negations are written in part
         (``negate_subset``), ``minProperties`` that counts extra members once."""
         self._unenforced_unique: dict[int, tuple[Any, str]] = {}  # see _scan_unique_items
+        self.finite_distinct_keys = False  # an extra member whose keys it remembers may run out
         doubt = self._scan()
         self.register(root, "#")
         with _step_budget():
@@ -380,6 +381,9 @@ class SplitSchema(Locked):
             if number not in self._active:
                 node = self._compile(number)
                 targets = {number, *(callee for pairs in node.calls.values() for callee, _ in pairs)}
+                keyless = {k for k in map(self._keyless, targets) if k is not None}
+                if keyless:  # (decided first: the nodes leaving out keys follow them)
+                    self._decide(keyless)
                 self._decide(targets)
                 if number not in self._unproductive and not targets.isdisjoint(self._unproductive):
                     # a callee found unproductive before this node was compiled: the cut that
@@ -476,6 +480,8 @@ class SplitSchema(Locked):
             node = _make_node(number, path, table, accepting)
             node.needs = tuple(compiler.needs)
             node.distinct_key = _remembers_its_key(schema)
+            if node.distinct_key and not _any_key(schema):
+                self.finite_distinct_keys = True  # (its keys may run out: see UniqueItemsGuide)
         self._nodes[number] = node
         return node
 
@@ -725,8 +731,34 @@ class SplitSchema(Locked):
             if not found and isinstance(schema, dict) and UNIQUE_EXCLUDED_KEY in schema:
                 base = self._unique_items.get(id(schema[UNIQUE_ITEM_KEY]), False)  # (compiled first)
                 found = isinstance(base, ByteDFA) and self._infinite(base)
+            if not found:
+                keyless = self._keyless(number)
+                if keyless is not None:
+                    return keyless in self._productive  # (not kept: it may be proven later)
             self._surely[number] = found
         return found
+
+    def _keyless(self, number: int) -> int | None:
+        """For a node that leaves out the extra keys written (``DISTINCT_KEYS_KEY``) of an
+        object whose extra keys are any strings but its declared names: the same node leaving
+        out none. A few keys out of infinitely many leave as many, so the two are productive
+        alike, and the keys a document writes need no emptiness decision of their own (each
+        key set's rest nodes below the minimum, compiled to decide it, multiplied per key)."""
+        schema = self._schemas[number][0]
+        if not isinstance(schema, dict):
+            return None
+        if DISTINCT_VARIANT_KEY in schema:
+            base, _ = schema[DISTINCT_VARIANT_KEY]
+            link = self._schemas[base][0].get(EXTRA_KEY, {})
+        elif _is_rest(schema) and schema.get(DISTINCT_KEYS_KEY):
+            link = schema[EXTRA_KEY]
+            base = self.register({**schema, DISTINCT_KEYS_KEY: []}, self._schemas[number][1])
+        elif _remembers_its_key(schema) and schema[DISTINCT_KEYS_KEY]:
+            link = plain_link(schema)
+            base = self.register(distinct_link(link, []), self._schemas[number][1])
+        else:
+            return None
+        return base if _any_key(link) else None  # (else finitely many, maybe: each set decided)
 
     def _infinite(self, dfa: ByteDFA) -> bool:
         """``dfa`` accepts infinitely many texts: once per automaton (a unique array's item
@@ -916,6 +948,12 @@ class SplitSchema(Locked):
             ):
                 self._nodes[number] = _cut_calls(node, self._unproductive)
                 self.version += 1
+
+
+def _any_key(link: dict) -> bool:
+    """The extra member ``link`` takes any key but the declared names (no patterns, no
+    ``propertyNames``): infinitely many, so a few written never exhaust them."""
+    return not link.get("patternProperties") and link.get("propertyNames", True) in (True, {})
 
 
 def _remembers_its_key(schema: Any) -> bool:

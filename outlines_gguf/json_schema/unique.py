@@ -57,7 +57,7 @@ class UniqueItemsGuide(Locked):
         self._lock = threading.RLock()  # (states are values: nothing here needs it but pickling)
         self.inner = inner
         self.keys = keys  # extra keys may be remembered (see ``_without_repeated_keys``)
-        self._member_tokens: np.ndarray | None = None
+        self._member_tokens: tuple[np.ndarray, np.ndarray] | None = None
         self.schema = inner.schema
         self.vocabulary = inner.vocabulary
         self.initial_state: Hashable = (inner.initial_state, frozenset())
@@ -95,15 +95,19 @@ class UniqueItemsGuide(Locked):
 
     def _without_repeated_keys(self, state: Hashable, mask: TokenMask) -> TokenMask:
         """``mask`` without the tokens that write a whole member and go on into another one
-        whose key (or its start) leaves no key the object takes: the pushdown read them
-        against the object as it was before the first key (``":1,"a"`` after ``{"a``). Only
-        tokens that hold ``":`` and then ``,"`` can: a few, read again here in full."""
+        whose key leaves no key the object takes: the pushdown read them against the object
+        as it was before the first key (``":1,"a"`` after ``{"a``). Only tokens that hold
+        ``":`` and then a whole key after ``,"`` can (or its start, where an object's extra
+        keys may be finitely many, ``SplitSchema.finite_distinct_keys``): a few, read again
+        here in full (reading one compiles the nodes of the key it writes)."""
         if self._member_tokens is None:
             vocab = self.vocabulary
             holding = vocab.holding(ord(":")) & vocab.holding(ord(",")) & vocab.holding(ord('"'))
             found = [i for i in np.flatnonzero(holding).tolist() if _MEMBER_THEN_KEY.search(vocab.tokens[i])]
-            self._member_tokens = np.array(found, dtype=np.int64)
-        candidates = mask.allowed_among(self._member_tokens)
+            whole = [i for i in found if _MEMBER_THEN_WHOLE_KEY.search(vocab.tokens[i])]
+            self._member_tokens = (np.array(found, dtype=np.int64), np.array(whole, dtype=np.int64))
+        reopening, rekeying = self._member_tokens
+        candidates = mask.allowed_among(reopening if self.schema.finite_distinct_keys else rekeying)
         if not candidates.size:
             return mask
         tokens = self.vocabulary.tokens
@@ -260,16 +264,20 @@ class UniqueItemsGuide(Locked):
 _MEMBER_THEN_KEY = re.compile(rb'":.*,\s*"', re.DOTALL)
 """A token that may end a key, write its value and open the next member's key."""
 
+_MEMBER_THEN_WHOLE_KEY = re.compile(rb'":.*,\s*"(?:[^"\\]|\\.)*"', re.DOTALL)
+"""... and write that key whole."""
+
 
 def remembering_guide(guide: PushdownGuide, canonical: str) -> Guide:
     """``guide``, wrapped where the schema (canonical JSON text) may need generation state of
     its own: the items of arrays with ``uniqueItems``, the extra keys of objects whose
     ``minProperties`` (2 or more) counts them one by one."""
-    keys = _COUNTED_MEMBERS.search(canonical) is not None
+    keys = any(float(n) >= 2 for n in _MIN_PROPERTIES.findall(canonical))
     return UniqueItemsGuide(guide, keys) if keys or '"uniqueItems"' in canonical else guide
 
 
-_COUNTED_MEMBERS = re.compile(r'"minProperties": (?:[2-9]|[1-9][0-9]+)[,}]')
+_MIN_PROPERTIES = re.compile(r'"minProperties":\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)')
+"""A ``minProperties`` keyword and its number (2.0 counts as 2, as the compiler reads it)."""
 
 
 def _closes_string(text: bytes) -> bool:

@@ -129,6 +129,19 @@ def test_a_token_that_writes_a_member_and_repeats_its_key_is_not_allowed() -> No
     assert np.array_equal(got, brute_force_allowed(guide, state, vocab))
 
 
+def test_a_token_that_opens_a_key_with_no_completion_left_is_not_allowed() -> None:
+    """Keys of one character (finitely many): after ``"a"``, a token that writes the member
+    and opens the next key as ``"a`` leaves it no key (``"a"`` twice is one member)."""
+    pieces = {bytes([b]) for b in range(32, 127)} | {b'":1,"a', b'":1,"b', b'":1,"'}
+    vocab = Vocabulary([b"", *sorted(pieces)], eog_ids=[0], special_ids=[], name="members")
+    schema = {"type": "object", "minProperties": 2, "propertyNames": {"maxLength": 1}}
+    guide = JSONLogitsProcessor(schema, vocab).guide
+    state = guide.advance(guide.initial_state, b'{"a')  # type: ignore[attr-defined]
+    allowed = {vocab.tokens[i] for i in guide.mask(state).allowed_ids(vocab.size)}
+    assert b'":1,"b' in allowed and b'":1,"' in allowed and b'":1,"a' not in allowed
+    assert np.array_equal(guide.mask(state).allowed_ids(vocab.size), brute_force_allowed(guide, state, vocab))
+
+
 def test_random_walks_end_in_objects_of_enough_distinct_keys() -> None:
     vocab = load_vocab("spm32k")
     rng = np.random.default_rng(3)
@@ -140,3 +153,9 @@ def test_random_walks_end_in_objects_of_enough_distinct_keys() -> None:
             if text is not None:
                 value = json.loads(text)
                 assert validator.is_valid(value), text
+
+
+def test_a_minimum_written_as_a_float_is_remembered_too() -> None:
+    """``2.0`` is 2 to the compiler, so the guide must remember the keys there as well."""
+    processor = JSONLogitsProcessor({"type": "object", "minProperties": 2.0}, load_vocab("spm32k"))
+    assert processor.accepts('{"a": 1, "b": 2}') and not processor.accepts('{"a": 1, "a": 2}')
