@@ -105,6 +105,9 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         # one spelling per value (the items of a unique array): members in sorted order, an
         # extra member only alone; texts are then filtered by ``strings.canonical_json_dfa``
         self.canonical = False
+        # split mode: the guide remembers extra keys, so objects may keep them distinct below
+        # minProperties (DISTINCT_KEYS_KEY; without it, extra members count once)
+        self.remember_keys = False
         self.extra_properties = extra_properties
         self.builder = builder or NFABuilder("JSON schema")
         self._ref_depth: dict[str, int] = {}

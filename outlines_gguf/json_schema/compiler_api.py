@@ -35,6 +35,7 @@ class CompilerAPI(Protocol):
     subsets: set[str]
     unenforced_unique: dict[int, tuple[Any, str]]
     canonical: bool
+    remember_keys: bool
     intersected: bool
     _within_depth: int
     split: bool

@@ -288,6 +288,7 @@ class _ObjectRules:
             extra is not None
             and min_p >= 2
             and self.calls is not None
+            and self.remember_keys
             and not self.canonical
             and len(members) <= ANY_ORDER_MAX
             and eager_rests(len(members), min_p) <= MAX_EAGER_RESTS

@@ -142,11 +142,15 @@ class SplitSchema(Locked):
         whitespace_pattern: str | None = None,
         lenient: bool = False,
         extra_properties: bool | None = None,
+        remember_keys: bool = False,
     ) -> None:
         self.root = root
         self.ws = Whitespace.from_pattern(whitespace_pattern)
         self.lenient = lenient
         self.extra_properties = extra_properties
+        # the guide over this schema remembers extra keys (UniqueItemsGuide with keys): only
+        # then do objects keep them distinct below minProperties (DISTINCT_KEYS_KEY)
+        self.remember_keys = remember_keys
         self._schemas: list[tuple[Any, str]] = []
         self._numbers: dict[Hashable, int] = {}
         self._contents: dict[Hashable, int] = {}  # see _content_id
@@ -423,6 +427,7 @@ class SplitSchema(Locked):
         compiler.builder.label = f"JSON schema at {path}"
         compiler.subsets = self.subsets
         compiler.unenforced_unique = self._unenforced_unique
+        compiler.remember_keys = self.remember_keys
         if _is_rest(schema):  # (the template it is derived from is compiled, never registered)
             node = self._rest_node(number, schema, path)
             self._nodes[number] = node
@@ -674,6 +679,7 @@ class SplitSchema(Locked):
         )
         compiler.subsets = self.subsets
         compiler.unenforced_unique = self._unenforced_unique
+        compiler.remember_keys = self.remember_keys
         with compile_budget(f"JSON schema at {path}", own=True):
             fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
             # not merged: a branch per member, each ending in its own tail call, leaves nothing
@@ -1477,7 +1483,11 @@ def _reach(safe: np.ndarray) -> np.ndarray:
 
 
 def split_schema(
-    canonical: str, whitespace_pattern: str | None, lenient: bool, extra: bool | None
+    canonical: str,
+    whitespace_pattern: str | None,
+    lenient: bool,
+    extra: bool | None,
+    remember_keys: bool = False,
 ) -> SplitSchema:
     """The split schema for canonical JSON text (see :func:`.loading.prepare_schema`)."""
-    return SplitSchema(json.loads(canonical), whitespace_pattern, lenient, extra)
+    return SplitSchema(json.loads(canonical), whitespace_pattern, lenient, extra, remember_keys)

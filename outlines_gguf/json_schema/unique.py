@@ -271,9 +271,17 @@ _MEMBER_THEN_WHOLE_KEY = re.compile(rb'":.*,\s*"(?:[^"\\]|\\.)*"', re.DOTALL)
 def remembering_guide(guide: PushdownGuide, canonical: str) -> Guide:
     """``guide``, wrapped where the schema (canonical JSON text) may need generation state of
     its own: the items of arrays with ``uniqueItems``, the extra keys of objects whose
-    ``minProperties`` (2 or more) counts them one by one."""
-    keys = any(float(n) >= 2 for n in _MIN_PROPERTIES.findall(canonical))
+    ``minProperties`` (2 or more) counts them one by one (``remembers_keys``: the split schema
+    keeps keys distinct only where it was told the guide remembers them)."""
+    keys = guide.schema.remember_keys
     return UniqueItemsGuide(guide, keys) if keys or '"uniqueItems"' in canonical else guide
+
+
+def remembers_keys(canonical: str) -> bool:
+    """Whether a guide over the schema (canonical JSON text) should remember extra keys: it
+    counts members towards a ``minProperties`` of 2 or more, or may (a ``maxProperties``
+    under ``not`` is a minimum)."""
+    return '"maxProperties"' in canonical or any(float(n) >= 2 for n in _MIN_PROPERTIES.findall(canonical))
 
 
 _MIN_PROPERTIES = re.compile(r'"minProperties":\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)')

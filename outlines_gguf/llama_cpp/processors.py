@@ -37,7 +37,7 @@ from outlines_gguf.json_schema.loading import prepare_schema
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.python_types import schema_source
 from outlines_gguf.json_schema.split import split_schema
-from outlines_gguf.json_schema.unique import remembering_guide
+from outlines_gguf.json_schema.unique import remembering_guide, remembers_keys
 from outlines_gguf.llama_cpp import hook
 from outlines_gguf.llama_cpp.completion_check import accepts, completion_text, stop_reason
 from outlines_gguf.llama_cpp.hook import GuardedHook
@@ -301,7 +301,8 @@ class JSONLogitsProcessor(GuideLogitsProcessor):
             raise ValueError(f"engine must be 'pushdown' or 'dfa', not {engine!r}")
         if engine == "pushdown":
             def build_split() -> Guide:
-                guide = PushdownGuide(split_schema(canonical, whitespace_pattern, lenient, extra), vocabulary)
+                split = split_schema(canonical, whitespace_pattern, lenient, extra, remembers_keys(canonical))
+                guide = PushdownGuide(split, vocabulary)
                 # (unique items, distinct extra keys: the ones written remembered)
                 return remembering_guide(guide, canonical)
 

@@ -159,3 +159,24 @@ def test_a_minimum_written_as_a_float_is_remembered_too() -> None:
     """``2.0`` is 2 to the compiler, so the guide must remember the keys there as well."""
     processor = JSONLogitsProcessor({"type": "object", "minProperties": 2.0}, load_vocab("spm32k"))
     assert processor.accepts('{"a": 1, "b": 2}') and not processor.accepts('{"a": 1, "a": 2}')
+
+
+def test_a_minimum_from_a_negated_maximum_is_remembered_too() -> None:
+    """``not: {maxProperties: 2}`` is a minimum of 3 (the fuzzer: ``{"b": 0, "b": "c", "b":
+    "c"}`` was accepted, the schema's text holding no minProperties for the guide to see)."""
+    processor = JSONLogitsProcessor({"not": {"maxProperties": 2}}, load_vocab("spm32k"))
+    assert not processor.accepts('{"b": 0, "b": "c", "b": "c"}')
+    assert processor.accepts('{"a": 0, "b": "c", "c": "c"}')
+
+
+def test_extra_keys_are_kept_distinct_only_where_the_guide_remembers_them() -> None:
+    """A split schema not told that its guide remembers keys counts extra members once (a
+    bare pushdown guide would otherwise take a key written twice for two members)."""
+    from outlines_gguf.json_schema.pushdown import PushdownGuide
+    from outlines_gguf.json_schema.split import SplitSchema
+
+    vocab = load_vocab("spm32k")
+    schema = {"type": "object", "properties": {"a": {}}, "minProperties": 2}
+    bare = PushdownGuide(SplitSchema(schema), vocab)
+    assert bare.advance(bare.initial_state, b'{"x": 1, "x": 2}') is not None  # (still open)
+    assert not bare.is_final(bare.advance(bare.initial_state, b'{"x": 1, "x": 2}'))

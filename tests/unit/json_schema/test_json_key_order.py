@@ -191,7 +191,7 @@ def test_counted_members_come_in_any_order(low: int, high: int | None, closed: b
     if closed:
         schema["additionalProperties"] = False
     vocab = load_vocab("spm32k")
-    guide = PushdownGuide(SplitSchema(schema), vocab)
+    guide = PushdownGuide(SplitSchema(schema, remember_keys=True), vocab)
     values = {**{k: VALUES[k] for k in ("a", "c", "e", "f", "z")}, "y": 2}
     verdicts = []
     rng = random.Random(low * 10 + (high or 0))
