@@ -520,13 +520,7 @@ class SplitSchema(Locked):
                 if callee not in without and isinstance(item, dict) and UNIQUE_ITEM_KEY in item:
                     excluded = {UNIQUE_ITEM_KEY: item[UNIQUE_ITEM_KEY], UNIQUE_EXCLUDED_KEY: sorted(texts)}
                     without[callee] = self.register(excluded, item_path)
-        calls = {
-            s: tuple((without.get(callee, callee), ret) for callee, ret in pairs)
-            for s, pairs in base.calls.items()
-        }
-        node = Node(number, path, base.dfa, calls, base.boundary, base.free_accept, base.plain_reach)
-        node.needs = base.needs
-        return node
+        return _retargeted(number, path, base, without)
 
     def _unique_item_node(self, number: int, schema: dict, path: str) -> Node:
         """An item of an array with uniqueItems: its values spelled canonically (so that equal
@@ -595,13 +589,7 @@ class SplitSchema(Locked):
                     below = counts.below_minimum(called[WRITTEN_KEY], called.get(EXTRAS_WRITTEN_KEY, 0))
                     if below:
                         remembering[callee] = self.register({**called, DISTINCT_KEYS_KEY: keys}, called_path)
-        calls = {
-            s: tuple((remembering.get(callee, callee), ret) for callee, ret in pairs)
-            for s, pairs in base.calls.items()
-        }
-        node = Node(number, path, base.dfa, calls, base.boundary, base.free_accept, base.plain_reach)
-        node.needs = base.needs
-        return node
+        return _retargeted(number, path, base, remembering)
 
     def _rest_node(self, number: int, schema: dict, path: str) -> Node:
         """The node for the rest of an object whose members come in any order, once the members
@@ -954,6 +942,18 @@ class SplitSchema(Locked):
             ):
                 self._nodes[number] = _cut_calls(node, self._unproductive)
                 self.version += 1
+
+
+def _retargeted(number: int, path: str, base: Node, targets: dict[int, int]) -> Node:
+    """Node ``number``: ``base``'s automaton (so its states and return states) with its calls
+    to the keys of ``targets`` going to their values instead."""
+    calls = {
+        s: tuple((targets.get(callee, callee), ret) for callee, ret in pairs)
+        for s, pairs in base.calls.items()
+    }
+    node = Node(number, path, base.dfa, calls, base.boundary, base.free_accept, base.plain_reach)
+    node.needs = base.needs
+    return node
 
 
 def _any_key(link: dict) -> bool:
