@@ -297,6 +297,10 @@ class RegexGuide:
             walked = self._ascii_loop_walk(state)
             if walked is None:
                 walked = self._loop_except_walk(state)
+            if walked is None and self._takes_any_plain_text(state):
+                # every plain-text token fits: only the others are walked (their own trie)
+                rest = vocab.text_tokens.rest.walk(self.dfa.transitions, state)
+                return self.assemble_mask(state, (float("inf"), _NO_BYTES), rest)
             return self.assemble_mask(state, None, walked if walked is not None else self._walk(state))
         exceptions = plain[1]
         table = self.dfa.transitions
@@ -416,6 +420,20 @@ class RegexGuide:
         ids = ids[nonempty]
         ran = _run_tokens(table, blob, ids, starts[ids], ends[ids], np.full(ids.size, state, dtype=np.int64))
         return np.concatenate([text.plain_ids[~held[text.plain_ids]], rest[~held[rest]], ran])
+
+    def _takes_any_plain_text(self, state: int) -> bool:
+        """Every plain-text string keeps the DFA alive from ``state``, though characters lead to
+        different states (an unanchored ``pattern`` part way through a match: ``[0-9]{4}``
+        counts digits, any other character starts again). Such states allow nearly the whole
+        vocabulary and walking its trie costs tens of milliseconds at 128k; here the plain-text
+        tokens are taken whole and only the trie of the others is walked. Decided for every
+        state at once, the first time a state could be one."""
+        if (self.dfa.transitions[state, _ASCII_PLAIN] < 0).any():
+            return False  # (most states: no need to look further)
+        free = self.__dict__.get("_plain_free")
+        if free is None:
+            free = self.__dict__["_plain_free"] = plain_text_free_states(self.dfa.transitions)
+        return bool(free[state])
 
     def _chain(self, state: int, cls: np.ndarray) -> tuple[np.ndarray, bool, np.ndarray] | None:
         """For ``_ascii_loop_walk``: the states after 0, 1, 2... bytes of the class ``cls`` from
@@ -583,6 +601,43 @@ def _plain_sequences() -> tuple[tuple[tuple[int, int], ...], ...]:
 
 
 _ASCII_PLAIN = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)], dtype=np.intp)
+_NO_BYTES = np.empty(0, dtype=np.uint8)
+
+
+def plain_text_free_states(table: np.ndarray) -> np.ndarray:
+    """Per state of a byte DFA: every plain-text string (:mod:`~outlines_gguf.tokens.text`)
+    keeps it alive from there. The greatest set of states whose every plain-text character is
+    alive and leads back into the set: the edges of all characters are found once (multi-byte
+    ones a byte range at a time, as pairs of (start state, state so far)), then states leading
+    outside are dropped until none does."""
+    n = table.shape[0]
+    flat = np.ascontiguousarray(table).reshape(-1).astype(np.int64)
+    width = table.shape[1]
+    starts = np.arange(n, dtype=np.int64)
+    ascii_to = table[:, _ASCII_PLAIN].astype(np.int64)
+    free: np.ndarray = np.asarray((ascii_to >= 0).all(axis=1))
+    origins = [np.repeat(starts, _ASCII_PLAIN.size)]
+    targets = [ascii_to.reshape(-1)]
+    for seq in _plain_sequences():
+        if seq[0][0] < 0x80:
+            continue
+        origin, current = starts[free], starts[free]
+        for lo, hi in seq:
+            span = np.arange(lo, hi + 1, dtype=np.int64)
+            nxt = flat[current[:, None] * width + span[None, :]]
+            dead = (nxt < 0).any(axis=1)
+            free[origin[dead]] = False
+            keep = ~dead
+            pairs = np.unique(np.repeat(origin[keep], span.size) * n + nxt[keep].reshape(-1))
+            origin, current = pairs // n, pairs % n
+        origins.append(origin)
+        targets.append(current)
+    origin, target = np.concatenate(origins), np.concatenate(targets)
+    while True:
+        leaving = free[origin] & ((target < 0) | ~free[np.maximum(target, 0)])
+        if not leaving.any():
+            return free
+        free[origin[leaving]] = False
 _MAX_EXCEPTIONS = 24
 
 
