@@ -3,6 +3,7 @@ alternatives, disjointness, and the exclusive required sets of a oneOf."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -56,9 +57,62 @@ def _distribute(parts: list[Any]) -> dict | None:
             continue
         others = parts[:i] + parts[i + 1 :]
         # (options the other parts contradict are left out: "requires a" beside "a: false")
-        kept = [option for option in options if not _provably_empty([*others, option])]
-        return {"anyOf": [{"allOf": [*others, option]} for option in kept or options[:1]]}
+        kept = [option for option in options if not _provably_empty([*others, option])] or options[:1]
+        facts = _merge_all(others)
+        if facts is not None:
+            # (options the other parts imply but for a type say only that type: "requires a"
+            # beside "requires a", "b: false" beside "b: not {}"; the same option once)
+            reduced = [_beyond(facts, option) for option in kept]
+            if any(r is True for r in reduced):
+                return {"anyOf": [{"allOf": others}]}  # the union holds wherever the others do
+            unique = {json.dumps(r, sort_keys=True, default=str): r for r in reduced}
+            kept = list(unique.values())
+        return {"anyOf": [{"allOf": [*others, option]} for option in kept]}
     return None
+
+
+def _beyond(facts: dict, option: Any) -> Any:
+    """What ``option`` adds to ``facts`` (allOf parts merged): True where they imply all of it,
+    ``{"type": ...}`` where they imply all but its type, else ``option`` itself. Decided for
+    options of ``type``, ``required`` and ``properties`` only (what the negation of a
+    closed branch writes: "base present", "length absent")."""
+    if option is True or _always(option):
+        return True
+    if not isinstance(option, dict) or set(option) - ANNOTATIONS - {"type", "required", "properties"}:
+        return option
+    required, props = option.get("required", []), option.get("properties", {})
+    held = facts.get("required", [])
+    if not isinstance(required, list) or not isinstance(held, list) or not set(required) <= set(held):
+        return option
+    known = facts.get("properties", {})
+    if not isinstance(props, dict) or not isinstance(known, dict):
+        return option
+    for name, schema in props.items():
+        if _always(schema) or (name in known and _implies(known[name], schema)):
+            continue
+        return option
+    return {"type": option["type"]} if "type" in option else True
+
+
+def _implies(known: Any, schema: Any) -> bool:
+    """A property's schema in the facts (``known``) implies the option's (``schema``): the same,
+    or both false."""
+    return known == schema or (_never(known) and _never(schema))
+
+
+def _always(schema: Any) -> bool:
+    """``schema`` holds for every value (``true``, or annotations only)."""
+    return schema is True or (isinstance(schema, dict) and not set(schema) - ANNOTATIONS)
+
+
+def _never(schema: Any) -> bool:
+    """``schema`` holds for no value (``false``, ``not: {}``, an empty ``enum``)."""
+    if schema is False:
+        return True
+    if not isinstance(schema, dict):
+        return False
+    rest = set(schema) - ANNOTATIONS
+    return (rest == {"not"} and _always(schema["not"])) or (rest == {"enum"} and schema["enum"] == [])
 
 
 def _provably_empty(parts: list[Any]) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from conftest import load_vocab
 
 from outlines_gguf import JSONLogitsProcessor
-from outlines_gguf.json_schema.algebra import _merge_all
+from outlines_gguf.json_schema.algebra import _beyond, _merge_all
 
 FILTERS = ("branches", "branches-ignore", "tags", "tags-ignore", "paths", "paths-ignore")
 
@@ -276,3 +276,69 @@ SIBLING_DOCUMENTS = [False, "x", 2, {}, {"a": 1}, {"b": 1}, {"b": 1, "c": 2}, []
 @pytest.mark.parametrize("schema", SIBLING_CASES, ids=[json.dumps(s)[:60] for s in SIBLING_CASES])
 def test_alternatives_keep_keywords_apart_from_siblings_they_depend_on(schema: dict) -> None:
     _judge(schema, SIBLING_DOCUMENTS)
+
+
+NAMES = ("base", "height", "length", "radius", "width")
+
+
+def _dimensions(absent: list[str], required: list[str]) -> dict:
+    return {"properties": {name: {"not": {}} for name in absent}, "required": required}
+
+
+SHAPES = {
+    "type": "object",
+    "properties": {
+        "shape": {"type": "string"},
+        "dimensions": {
+            "type": "object",
+            "properties": {name: {"type": "number"} for name in NAMES},
+            # (as a real schema wrote it: each branch describes a "dimensions" inside "dimensions")
+            "oneOf": [
+                {"properties": {"dimensions": _dimensions(["base", "height", "length", "width"], ["radius"]),
+                                "shape": {"const": "circle"}}},
+                {"properties": {"dimensions": _dimensions(["base", "height", "radius"], ["length", "width"]),
+                                "shape": {"const": "rectangle"}}},
+                {"properties": {"dimensions": _dimensions(["length", "radius", "width"], ["base", "height"]),
+                                "shape": {"const": "triangle"}}},
+            ],
+        },
+    },
+    "required": ["shape", "dimensions"],
+}
+"""A Glaive function schema whose oneOf branches exclude each other through a nested object:
+branch 1 and not branch 0 and not branch 2 spread into unions of "some key present" and "some
+key absent" over five keys in any order (more than 20,000 states when generation reached
+it), though the branch's own properties imply every one of them but "is an object"."""
+
+
+def test_alternatives_the_other_parts_imply_reduce_to_their_type() -> None:
+    inner = [{}, {"radius": 1}, {"length": 1, "width": 2}, {"base": 1, "height": 2}, {"radius": 1, "base": 1},
+             {"length": 1}, "x", 3, None]
+    documents: list = [{"shape": "x", "dimensions": {}}]
+    for dims in inner:
+        for shape in ("circle", "rectangle", "triangle", "other", None):
+            value = {"dimensions": dims} if shape is None else {"dimensions": dims, "shape": shape}
+            documents.append({"shape": "s", "dimensions": value})
+    _judge(SHAPES, documents)
+
+
+NO_B = {"properties": {"b": False}}
+POSITIVE_B = {"properties": {"b": {"minimum": 1}}}
+
+
+@pytest.mark.parametrize(
+    ("facts", "option", "expected"),
+    [
+        ({"required": ["a"]}, {"properties": {"a": {}}, "required": ["a"]}, True),
+        ({"required": ["a"]}, {"type": ["object"], "required": ["a"]}, {"type": ["object"]}),
+        ({"properties": {"b": {"not": {}}}}, {"properties": {"b": False}}, True),
+        ({"properties": {"b": {"type": "string"}}}, {"properties": {"b": {"type": "string"}}}, True),
+        # not implied: kept as they are
+        ({"required": ["a"]}, {"required": ["a", "b"]}, {"required": ["a", "b"]}),
+        ({"properties": {"b": {"type": "string"}}}, NO_B, NO_B),
+        ({"properties": {"b": False}}, POSITIVE_B, POSITIVE_B),
+        ({}, {"minProperties": 1}, {"minProperties": 1}),
+    ],
+)
+def test_what_an_option_adds_to_the_other_parts(facts: dict, option: dict, expected: object) -> None:
+    assert _beyond(facts, option) == expected
