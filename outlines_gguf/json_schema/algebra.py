@@ -159,10 +159,28 @@ def _spliced(parts: list[Any]) -> list[Any]:
             rest = {k: v for k, v in part.items() if k != key}
             stack.extend(reversed([rest, *part[key]]))
             continue
-        if part == {}:
+        beside = _beside_ref(part)
+        if beside is not None and len(out) + len(stack) < MAX_SPLICED:
+            # ({"$ref": r, "type": ...}: the target and its siblings, as the compiler reads a
+            # $ref, so the target can be inlined and merge with the other parts)
+            stack.extend(reversed([{k: v for k, v in part.items() if k not in beside}, beside]))
             continue
+        if part == {} or part in out:
+            continue  # (a part twice is the part once: recursion through merged parts doubled them)
         out.append(part)
     return out or [True]
+
+
+def _beside_ref(part: Any) -> dict | None:
+    """The keywords beside a ``$ref`` (the compiler reads ``{$ref, ...}`` as an ``allOf`` of the
+    target and them), or None where there are none to take apart: ``unevaluated*`` stays beside
+    the ``$ref`` whose annotations it reads; ``$id``, ``$defs`` and annotations stay with it."""
+    if not isinstance(part, dict) or "$ref" not in part:
+        return None
+    beside = {k: v for k, v in part.items() if k in KNOWN_KEYWORDS and k != "$ref"}
+    if not beside or set(beside) & _UNEVALUATED:
+        return None
+    return beside
 
 
 def _listed_values(schema: Any) -> list | None:
@@ -433,6 +451,13 @@ def conjuncts(schema: dict, inline: Callable[[Any], Any] = lambda part: part) ->
     return parts
 
 
+def _both(a: Any, b: Any) -> Any:
+    """The schema of values that satisfy ``a`` and ``b``: one of them where they are the same
+    (merging a recursive schema with itself, as pattern and declared properties do, would
+    otherwise double its parts at every level: an automaton per level, each twice the last)."""
+    return a if a == b else {"allOf": [a, b]}
+
+
 def _scalar_key(v: Any) -> tuple | None:
     """A hashable key equal for JSON-equal scalars (1 and 1.0 alike), None for arrays and objects."""
     if isinstance(v, str):
@@ -644,10 +669,10 @@ def _merge_all(parts: list[Any]) -> dict | None:
                 common = set(merged[key]) & set(value)
                 props = {**merged[key], **value}
                 for name in common:
-                    props[name] = {"allOf": [merged[key][name], value[name]]}
+                    props[name] = _both(merged[key][name], value[name])
                 merged[key] = props
             elif key in ("items", "propertyNames"):  # (schemas for every item, every key)
-                merged[key] = {"allOf": [merged[key], value]}
+                merged[key] = _both(merged[key], value)
             elif key == "not":  # not a and not b: not (a or b)
                 merged[key] = {"anyOf": [merged[key], value]}
             elif key == "required" or key in _NEGATION_MARKERS:

@@ -342,3 +342,52 @@ POSITIVE_B = {"properties": {"b": {"minimum": 1}}}
 )
 def test_what_an_option_adds_to_the_other_parts(facts: dict, option: dict, expected: object) -> None:
     assert _beyond(facts, option) == expected
+
+
+WIDE = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(30)}}
+CLOSED = {
+    "type": "object",
+    "properties": {"kind": {"enum": ["closed"]}, **{f"p{i}": {"type": "string"} for i in range(1, 5)}},
+    "required": ["kind"],
+    "additionalProperties": False,
+}
+OTHER = {"type": "object", "properties": {"kind": {"enum": ["other"]}}, "required": ["kind"]}
+REF_BESIDE_TYPE = {
+    "$defs": {"wide": WIDE, "other": OTHER, "closed": CLOSED},
+    "allOf": [
+        {"$ref": "#/$defs/closed"},
+        {"type": "object", "anyOf": [{"$ref": "#/$defs/wide"}, {"$ref": "#/$defs/other"}]},
+    ],
+}
+"""A closed object and a union of references beside a ``type`` (the Washington Post's content
+schemas): ``{type, $ref}`` was not inlined, so the parts did not merge, and intersected as
+automata they lost every document of the wide branch (``{"kind": "closed", "p1": "x"}`` was
+rejected; with the real schema's 44 members, more than 200,000 NFA states)."""
+
+
+def test_a_ref_beside_other_keywords_merges_with_the_other_parts() -> None:
+    documents = [{"kind": "closed"}, {"kind": "closed", "p1": "x"}, {"kind": "closed", "p1": 1}]
+    documents += [{"kind": "other"}, {"kind": "closed", "p9": "x"}, {"p1": "x"}, [], "closed"]
+    _judge(REF_BESIDE_TYPE, documents)
+
+
+TREE = {
+    "type": "object",
+    "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}, "name": {"type": "string"}},
+    "patternProperties": {"^[a-z]*": {"type": "array", "items": {"$ref": "#"}}},
+    "additionalProperties": False,
+}
+"""A recursive object whose pattern also matches a declared name: ``kids`` holds both schemas,
+its items ``#`` and ``#`` merged, their ``kids`` both again: the parts doubled at every level
+(eight levels down a piece passed the size limits while generating)."""
+
+
+def test_parts_a_merge_repeats_are_taken_once_through_recursion() -> None:
+    processor = JSONLogitsProcessor(TREE, load_vocab("spm32k"))
+    deep: dict = {}
+    for _ in range(12):
+        deep = {"kids": [deep, {"x": []}]}
+    assert processor.accepts(json.dumps(deep))
+    assert processor.guide.schema.n_compiled <= 8  # type: ignore[attr-defined]  # (not a node per level)
+    assert not processor.accepts(json.dumps({"kids": [{"name": 1}]}))
+    assert not processor.accepts(json.dumps({"name": []}))  # (the pattern matches "name" too)
