@@ -241,6 +241,10 @@ class SplitSchema(Locked):
         doubt: Exception | None = None
         while stack and len(done) < SCAN_LIMIT:
             schema, path, level = stack.pop()
+            if not isinstance(schema, (dict, bool)) and level > _LISTED:
+                # (compiling would meet it when generation reaches it: ``properties: {"$ref": "#/x"}``)
+                kind = type(schema).__name__
+                raise checker.fail(f"a schema must be an object or a boolean, got {kind}", path)
             if not isinstance(schema, dict) or done.get(id(schema), -1) >= level:
                 continue
             if id(schema) not in done:

@@ -144,6 +144,10 @@ def test_a_deep_enforceable_oneof_compiles_lazily_and_works(place: Any) -> None:
             {"oneOf": [{"type": "string", "format": "email"}, {"type": "string", "format": "hostname"}]},
             "oneOf branches 0 and 1",
         ),
+        # (schemastore's a11yrc: a property named "$ref" with a string for its schema, met when
+        # generation reached the object)
+        ({"type": "object", "properties": {"$ref": "#/$defs/key"}}, "must be an object or a boolean"),
+        ({"type": "array", "items": [{}, 3]}, "a schema must be an object or a boolean"),
     ],
 )
 def test_other_deep_unenforceable_keywords_fail_at_construction(leaf: dict, message: str) -> None:
