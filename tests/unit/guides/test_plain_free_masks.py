@@ -14,8 +14,9 @@ from conftest import load_vocab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mask_oracles import bruteforce_allowed
+from pushdown_oracle import brute_force_allowed
 
-from outlines_gguf import RegexGuide, compile_regex
+from outlines_gguf import JSONLogitsProcessor, RegexGuide, compile_regex
 from outlines_gguf.guides.base import plain_text_free_states
 from outlines_gguf.tokens.text import is_plain_char
 
@@ -105,3 +106,30 @@ def test_masks_equal_brute_force_where_any_plain_text_fits(vocab_name: str) -> N
             expected = bruteforce_allowed(vocab, dfa, state)
             np.testing.assert_array_equal(guide.mask(state).allowed_ids(vocab.size), expected, pattern)
     assert taken >= 20  # (the counting states of the first patterns took the new path)
+
+
+def test_json_string_masks_equal_brute_force_where_any_plain_text_fits() -> None:
+    """Inside a JSON object, the pushdown guide takes the same path (one walk of the tokens that
+    are not plain text finds both those that stay and those that close the string)."""
+    vocab = load_vocab("spm32k")
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "[a-z0-9]{6}"},
+            "code": {"type": "string", "pattern": "^[a-zA-Z]{3}$"},  # (no state takes any plain text)
+            "n": {"type": "integer"},
+        },
+        "required": ["id"],
+    }
+    guide = JSONLogitsProcessor(schema, vocab).guide
+    document = '{"id": "x-ab12c3d4 é", "code": "aBc", "n": 1}'
+    state, taken = guide.initial_state, 0
+    for i, ch in enumerate(document):
+        if 7 <= i <= 21 or 32 <= i <= 35:  # (inside the strings, and their closing quotes)
+            expected = brute_force_allowed(guide, state, vocab)
+            np.testing.assert_array_equal(guide.mask(state).allowed_ids(vocab.size), expected, document[:i])
+            for _, number, s in state:
+                node = guide.schema.node(number)
+                taken += node.guide is not None and node.guide._takes_any_plain_text(s)
+        state = guide.advance(state, ch.encode())
+    assert taken >= 8
