@@ -50,7 +50,7 @@ class _ArrayRules:
             prefix = [{UNIQUE_ITEM_KEY: p, UNIQUE_EXCLUDED_KEY: []} for p in prefix]  # (one memory for all)
         min_items = int(schema.get("minItems", 0))
         max_items = schema.get("maxItems")
-        if self.canonical and not self.lenient and domain is None and not unique and one_item_unique(schema):
+        if domain is None and not unique and self.one_unique_item(schema, path):
             max_items = 1 if max_items is None else min(int(max_items), 1)  # (``check_keywords``)
         next_depth = depth - 1 if not schema or items is True else depth
 

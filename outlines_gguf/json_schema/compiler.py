@@ -99,7 +99,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.subsets: set[str] = set()  # where a valid subset was taken (see SplitSchema.subsets; shared)
         # split mode: ids of unique arrays' items whose canonical automaton could not be built,
         # with why (SplitSchema._scan_unique_items; shared): their uniqueItems is not enforced
-        self.unenforced_unique: dict[int, tuple[Any, str]] = {}  # id -> (the items, why)
+        self.unenforced_unique: dict[int, tuple[Any, str, bool]] = {}  # id -> (the items, why, too large)
         self.intersected = False  # an allOf part compiled on its own, for a product of automata
         self._within_depth = 0  # nested negate_within calls
         # one spelling per value (the items of a unique array): members in sorted order, an
@@ -254,7 +254,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
         unique = schema.get("uniqueItems") is True and not listed
         enforced = _unique_domain(schema) is not None or self.unique_items(schema, path) is not None
-        if unique and not enforced and self.canonical and not self.lenient and one_item_unique(schema):
+        if unique and not enforced and self.one_unique_item(schema, path):
             self.subsets.add(f"{path}/uniqueItems")  # (at most one item, ``_ArrayRules.array``)
             enforced = True
         if unique and not self.lenient and not enforced:
@@ -274,6 +274,18 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
                 "lenient=True to ignore it",
                 path,
             )
+
+    def one_unique_item(self, schema: dict, path: str) -> bool:
+        """A unique array (not enforced by remembering its items) taken with at most one item, a
+        valid subset (:func:`~outlines_gguf.json_schema.arrays.one_item_unique`): inside a
+        canonically spelled item of another unique array (one automaton, no memory of its
+        own), or where the automaton of its items' canonical spellings passed the size limits
+        (Swagger 2.0's ``parameters``: a oneOf of a dozen kinds of object). Not with lenient,
+        which ignores the keyword instead."""
+        if self.lenient or not one_item_unique(schema):
+            return False
+        found = self.unenforced_unique.get(id(self.unique_items(schema, path, checked=False)))
+        return self.canonical or (found is not None and found[2])
 
     def unique_items(self, schema: dict, path: str, checked: bool = True) -> Any:
         """The items schema of an array with ``uniqueItems`` that the split engine enforces

@@ -173,7 +173,7 @@ class SplitSchema(Locked):
         """Paths of the keywords enforced as a valid subset (some valid documents are rejected,
         no invalid one is accepted): ``oneOf``s whose negations are written in part
         (``negate_subset``), ``minProperties`` that counts extra members once."""
-        self._unenforced_unique: dict[int, tuple[Any, str]] = {}  # see _scan_unique_items
+        self._unenforced_unique: dict[int, tuple[Any, str, bool]] = {}  # see _scan_unique_items
         self.finite_distinct_keys = False  # an extra member whose keys it remembers may run out
         doubt = self._scan()
         self.register(root, "#")
@@ -216,7 +216,7 @@ class SplitSchema(Locked):
             else:
                 key = ("tree", self._content_id(schema))
             self._numbers.setdefault(key, number)
-        self._unenforced_unique = {id(items): (items, why) for items, why in unenforced}
+        self._unenforced_unique = {id(entry[0]): entry for entry in unenforced}
 
     def _scan(self) -> Exception | None:
         """Check every reachable subschema's keywords and keyword shapes now, so that an
@@ -251,13 +251,14 @@ class SplitSchema(Locked):
                 checker.check_keywords(schema, path)
                 checker.check_shapes(schema, path)
             done[id(schema)] = level
-            if doubt is None and level > _LISTED and not _lists_values(schema):
+            if level > _LISTED and not _lists_values(schema):
                 try:
-                    checker.check_decisions(schema, path, negated=level == _NEGATED)
-                    if level == _DECIDED:
+                    if doubt is None:
+                        checker.check_decisions(schema, path, negated=level == _NEGATED)
+                    if level == _DECIDED:  # (after a doubt too: what it decides, compiling reads)
                         self._scan_unique_items(checker, schema, path)
                 except (OutlinesGGUFError, RecursionError, *_MALFORMED) as exc:
-                    doubt = exc
+                    doubt = doubt or exc
             listed = level == _LISTED or _lists_values(schema)
             for child_path, child in _subschemas(schema, path):
                 below = _LISTED if listed else _level_below(level, path, child_path)
@@ -284,13 +285,19 @@ class SplitSchema(Locked):
         try:
             self._unique_item_dfa(items, f"{path}/items")
         except (OutlinesGGUFError, RecursionError) as exc:
-            # not enforced there: ignored with lenient, else an error where compiling meets it
-            # (which the scan's doubt makes now, at construction)
+            # not enforced there: ignored with lenient; too large to build, at most one item (a
+            # valid subset) where minItems allows; else an error where compiling meets it (which
+            # the scan's doubt makes now, at construction)
             why = str(exc) if isinstance(exc, OutlinesGGUFError) else "nested too deeply"
-            self._unenforced_unique[id(items)] = (items, why)  # (kept alive: its id is the key)
+            too_large = isinstance(exc, ConstraintTooComplexError)
+            self._unenforced_unique[id(items)] = (items, why, too_large)  # (kept alive: its id is the key)
             self._unique_items.pop(id(items), None)
-            if not self.lenient:
-                raise
+            if self.lenient:
+                return
+            if checker.one_unique_item(schema, path):
+                self.subsets.add(f"{path}/uniqueItems")  # (too large to compare: at most one item)
+                return
+            raise
 
     def _unique_item_dfa(self, items: Any, path: str) -> ByteDFA | None:
         """The canonical spellings of an item of a unique array (kept per items schema, once

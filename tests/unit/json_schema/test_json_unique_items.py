@@ -445,3 +445,39 @@ def test_a_unique_array_inside_a_unique_item_holds_one_item() -> None:
     with pytest.raises(SchemaError, match="uniqueItems"):  # one item would not do
         JSONLogitsProcessor({**schema, "items": {**section, "properties": {"entry": at_least_two}}}, vocab)
     assert JSONLogitsProcessor(strings, vocab).accepts('["a", "b"]')  # (not inside: as ever)
+
+
+def _wide_kinds(n_members: int, n_kinds: int) -> dict:
+    """Items of ``n_kinds`` closed objects, each told apart by a constant member and holding
+    ``n_members`` free-form ones: their canonical spellings, as one automaton, pass the size
+    limits (Swagger 2.0's ``parameters``: a dozen kinds of parameter object)."""
+    kinds = []
+    for k in range(n_kinds):
+        members: dict = {f"p{i}": {} for i in range(n_members)}
+        members[f"k{k}"] = {"const": k}
+        closed = {"type": "object", "properties": members, "additionalProperties": False}
+        kinds.append({**closed, "required": [f"k{k}"]})
+    return {"anyOf": kinds}
+
+
+def test_unique_items_too_large_to_compare_hold_one_item() -> None:
+    vocab = load_vocab("spm32k")
+    schema = {"type": "object", "properties": {"parameters": {"type": "array", "uniqueItems": True}}}
+    schema["properties"]["parameters"]["items"] = _wide_kinds(10, 6)
+    processor = JSONLogitsProcessor(schema, vocab)
+    assert "#/properties/parameters/uniqueItems" in processor.guide.schema.subsets  # type: ignore[attr-defined]
+    assert processor.accepts('{"parameters": []}')
+    assert processor.accepts('{"parameters": [{"k0": 0, "p1": {"a": [1]}}]}')
+    assert not processor.accepts('{"parameters": [{"k0": 0}, {"k1": 1}]}')  # (valid: left out of the subset)
+    assert not processor.accepts('{"parameters": [{"k9": 0}]}')
+    validator = jsonschema.Draft202012Validator(schema)
+    rng = np.random.default_rng(2)
+    for _ in range(6):
+        text = random_walk_text(processor.guide, vocab, rng, 300, 0.3)
+        if text is not None:
+            assert validator.is_valid(json.loads(text)), text
+    at_least_two = {**schema["properties"]["parameters"], "minItems": 2}
+    with pytest.raises(SchemaError, match="uniqueItems' cannot be enforced"):  # one item would not do
+        JSONLogitsProcessor({"type": "object", "properties": {"parameters": at_least_two}}, vocab)
+    lenient = JSONLogitsProcessor(schema, vocab, lenient=True)  # (lenient ignores the keyword)
+    assert lenient.accepts('{"parameters": [{"k0": 0}, {"k0": 0}]}')
