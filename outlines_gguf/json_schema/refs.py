@@ -119,7 +119,7 @@ def localize_refs(root: Any) -> Any:
             resolved.append((path, keyword, "#" + target))
     if not rewrites and not resolved:
         return root
-    out = copy.deepcopy(root)
+    out = _unshared_copy(root)
     for path, new in rewrites:
         _at(out, path)["$ref"] = new
     for path, keyword, new in resolved:
@@ -130,6 +130,17 @@ def localize_refs(root: Any) -> Any:
         else:
             node["$ref"] = new
     return out
+
+
+def _unshared_copy(value: Any) -> Any:
+    """A copy of a schema's dicts and lists in which none is met twice: a schema built in
+    Python may hold one dict at several places, whose references are rewritten per place
+    (``copy.deepcopy`` keeps it shared: the second rewrite of a ``$dynamicRef`` met it gone)."""
+    if isinstance(value, dict):
+        return {k: _unshared_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared_copy(v) for v in value]
+    return copy.deepcopy(value)
 
 
 def external_documents(root: Any) -> list[str]:

@@ -230,3 +230,18 @@ def test_a_dynamic_reference_whose_target_depends_on_the_way_is_refused() -> Non
     with pytest.raises(SchemaError, match=r"\$dynamicRef"):
         JSONLogitsProcessor(schema, load_vocab("spm32k"))
     assert _validator(schema).is_valid([1, 2]) and not _validator(schema).is_valid([1, "a"])
+
+
+def test_one_dict_met_at_two_places_resolves_at_both() -> None:
+    """A schema built in Python may hold one dict in two places; its ``$dynamicRef`` is rewritten
+    at each (the copy made for that shared it, and the second rewrite raised a KeyError)."""
+    shared = {"$dynamicRef": "#meta"}
+    schema = {
+        "type": "object",
+        "properties": {"a": shared, "b": {"type": "array", "items": shared}},
+        "$defs": {"m": {"$dynamicAnchor": "meta", "type": "string"}},
+    }
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert processor.accepts('{"a": "x", "b": ["y"]}')
+    assert not processor.accepts('{"b": [1]}')
+    assert shared == {"$dynamicRef": "#meta"}  # (the caller's schema is left as it was)
