@@ -515,24 +515,29 @@ class _ObjectRules:
             return (entry[0] if entry is not None else start), end
         if not missing or not first:
             self.close_into(start, end)
-        extras_only = None  # from "{": only extra members so far
+        source, comma = start, not first  # where the declared members start
         if extra is not None and first:
-            extras_only = b.nfa.state()
+            extras_only = b.nfa.state()  # from "{": only extra members so far
             self.member_link(start, extra(), extras_only, comma=False)
             self.member_link(extras_only, extra(), extras_only, comma=True)
             if not missing:
                 self.close_into(extras_only, end)
+            # (one copy of the members, entered from "{" or after a comma: two copies doubled
+            # the automaton of a wide open object, tsconfig's compilerOptions)
+            source, comma = b.nfa.state(), False
+            sep = self.comma()
+            b.nfa.eps[start].append(source)
+            b.nfa.eps[extras_only].append(sep[0])
+            b.nfa.eps[sep[1]].append(source)
         elif extra is not None:
             self.member_link(start, extra(), start, comma=True)
         called, self._leaves_called = self._leaves_called, True  # each value once, as a call
         try:
             for name, (make, _) in zip(names, members, strict=True):
                 rest = self.call_maker(rest_schema(base, [name], 0, False), path)
-                sources = [(start, not first)] + ([] if extras_only is None else [(extras_only, True)])
-                for source, comma in sources:
-                    member = make()
-                    if member is not None:
-                        self.member_link(source, b.seq([member, rest()]), end, comma)
+                member = make()
+                if member is not None:
+                    self.member_link(source, b.seq([member, rest()]), end, comma)
         finally:
             self._leaves_called = called
         return (entry[0] if entry is not None else start), end
