@@ -1201,7 +1201,15 @@ def ecma_end(pattern: str, ecma: bool) -> str:
         else:
             out.append(ch)
         i += 1
-    return ("(?a)" if ecma else "") + "".join(out)
+    text = "".join(out)
+    if not ecma:
+        return text
+    # ASCII as a scoped flag, not a global one: jsonschema joins patternProperties keys with "|"
+    # (for additionalProperties), where a global flag after the first is an error
+    leading = re.match(r"\(\?([imsx]+)\)", text)
+    if leading is not None:  # (the pattern's own global flags, scoped with it)
+        return f"(?a{leading.group(1)}:{text[leading.end():]})"
+    return f"(?a:{text})"
 
 
 def make_validator(schema: Any, ecma: bool = False) -> Any:
