@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from outlines_gguf.json_schema.algebra import _provably_empty
 from outlines_gguf.json_schema.refs import _LIST_KEYS, _MAP_KEYS, _SCHEMA_KEYS, _escape
 from outlines_gguf.json_schema.validate import resolve_local
 
@@ -182,7 +183,7 @@ def rewrite_unevaluated(root: Any) -> Any:
         # to its other parts would lose their way)
         kept = tuple(f"{pointer}/{key}/" for key in _DEFINITIONS)
         inside = any(t.startswith(pointer + "/") and not t.startswith(kept) for t in targets)
-        return _rewrite(root, node, out, 1 if inside else MAX_BRANCHES, resolved)
+        return _rewrite(root, node, out, _Leaves(0 if inside else MAX_BRANCHES - 1), resolved)
 
     done: dict[str, Any] = {}
     busy: set[str] = set()
@@ -204,27 +205,48 @@ def rewrite_unevaluated(root: Any) -> Any:
     return transform(root, "")
 
 
+class _Leaves:
+    """How many more branches one rewrite may add (shared by all its branches, nested ones
+    too: n discriminated ``if``/``then`` pairs make n + 1 branches, the others being empty,
+    where a share per branch ran out after four)."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+def _without_unevaluated(schema: dict) -> dict:
+    return {k: v for k, v in schema.items() if k not in _KEYWORDS}
+
+
 Resolve = Callable[[str], Any]
 """A local ``$ref`` to its target with its own unevaluated keywords rewritten (None: cannot)."""
 
 
 def _rewrite(
-    root: Any, node: dict, out: dict, budget: int, resolved: Resolve, lifts: int = MAX_LIFTS
+    root: Any, node: dict, out: dict, budget: _Leaves, resolved: Resolve, lifts: int = MAX_LIFTS
 ) -> dict:
     """``out`` (``node`` with its subschemas rewritten) with its unevaluated keywords rewritten,
     through branches where ``node`` itself holds an ``if``, ``anyOf``, ``oneOf`` or
     ``dependentSchemas`` (or one of the subschemas applied in place with it does: lifted)."""
     if not any(k in node for k in _KEYWORDS):
         return out
-    branches = _branches(node, out, budget) if budget > 1 else None
-    if branches is None and budget > 1 and lifts and _contributors(root, node) is None:
+    branches = _branches(node, out, budget.left + 1) if budget.left > 0 else None
+    if branches is not None:
+        # (branches no value satisfies are left out: "type is t0" beside "type is t1", where
+        # discriminated if/thens would otherwise multiply past the budget)
+        # (tested without the unevaluated keywords, which the merge does not read: fewer
+        # constraints, so a branch empty without them is empty with them)
+        kept = [b for b in branches if not _provably_empty([_without_unevaluated(b)])]
+        branches = kept or branches[:1]
+    if branches is None and budget.left > 0 and lifts and _contributors(root, node) is None:
         lifted = _lift(out, resolved)
         if lifted is not None:
             return _rewrite(root, lifted, lifted, budget, resolved, lifts - 1)
-    if branches is not None and len(branches) <= budget:
+    if branches is not None and len(branches) - 1 <= budget.left:
+        budget.left -= len(branches) - 1
         definitions = {k: out[k] for k in _DEFINITIONS if k in out}
         branches = [{k: v for k, v in b.items() if k not in definitions} for b in branches]
-        rewritten = [_rewrite(root, b, b, budget // len(branches), resolved, lifts) for b in branches]
+        rewritten = [_rewrite(root, b, b, budget, resolved, lifts) for b in branches]
         if not any(k in b for b in rewritten for k in _KEYWORDS):
             return {"anyOf": rewritten, **definitions}
         return out  # some branch stays dynamic: refused, naming the keyword

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 
+import jsonschema
 import pytest
 from conftest import load_vocab
 
@@ -733,3 +734,38 @@ def test_unevaluated_properties_see_no_annotations_through_not() -> None:
     }
     with pytest.raises(SchemaError, match="no JSON value"):
         JSONLogitsProcessor(schema, load_vocab("spm32k"))
+
+
+def _discriminated(kinds: int) -> dict:
+    """An object whose ``type`` picks which member it needs, one ``if``/``then`` per kind, closed
+    by ``unevaluatedProperties`` (OpenAPI 3.1's security schemes, devcontainer.json)."""
+    names = [f"t{i}" for i in range(kinds)]
+    pairs = [
+        {"if": {"properties": {"type": {"const": n}}, "required": ["type"]},
+         "then": {"properties": {f"p{i}": {"type": "string"}}, "required": [f"p{i}"]}}
+        for i, n in enumerate(names)
+    ]
+    return {
+        "type": "object",
+        "properties": {"type": {"enum": names}, "description": {"type": "string"}},
+        "required": ["type"],
+        "allOf": pairs,
+        "unevaluatedProperties": False,
+    }
+
+
+@pytest.mark.parametrize("kinds", [2, 6])
+def test_discriminated_conditions_beside_unevaluated_properties(kinds: int) -> None:
+    """Each if/then splits the object in two (the condition and its negation); the
+    combinations where two conditions hold are empty and left out, so n kinds make n + 1
+    branches, not 2^n (five or more were refused: a share of the branch budget per branch)."""
+    schema = _discriminated(kinds)
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    validator = jsonschema.Draft202012Validator(schema)
+    documents: list = [{}, {"type": "t9"}, []]
+    for i in range(kinds):
+        for extra in ({}, {f"p{i}": "x"}, {f"p{(i + 1) % kinds}": "x"}, {f"p{i}": "x", "description": "d"},
+                      {f"p{i}": "x", "other": 1}, {f"p{i}": 1}):
+            documents.append({"type": f"t{i}", **extra})
+    for document in documents:
+        assert processor.accepts(json.dumps(document)) == validator.is_valid(document), document
