@@ -139,7 +139,7 @@ def expand_escapes(pattern: str) -> str:
     same object) when it has none of them."""
     marks = ("\\p", "\\P", "\\c", "\\u{", "(?<")
     if not any(mark in pattern for mark in marks) and not _DASHED.search(pattern):
-        return pattern
+        return scope_inline_flags(pattern)
     out: list[str] = []
     i, n = 0, len(pattern)
     in_class = False
@@ -203,4 +203,67 @@ def expand_escapes(pattern: str) -> str:
                 continue
         out.append(ch)
         i += 1
-    return "".join(out)
+    return scope_inline_flags("".join(out))
+
+
+_FLAG_GROUP = re.compile(r"\(\?([aiLmsux]+(?:-[imsx]+)?|-[imsx]+)\)")
+
+
+def scope_inline_flags(pattern: str) -> str:
+    """``pattern`` with each global flag group past its start written as a scoped group over the
+    rest of the group it stands in: ``^(?i)(abort|warn)?$`` as ``^(?i:(abort|warn)?$)``. Go's
+    RE2 (Kubernetes validates CRDs with it) reads such a group so; Python's ``re`` refuses it
+    since 3.11 (before, it applied the flags to the whole pattern: a reading the scoped one is a
+    subset of). Left as written where the rest of the group holds an alternation (the scope
+    would change what ``|`` divides): ``re`` then names the error. The same object when
+    nothing changed."""
+    if "(?" not in pattern:
+        return pattern
+    for _ in range(pattern.count("(?")):
+        found = _misplaced_flags(pattern)
+        if found is None:
+            break
+        start, stop, close = found
+        flags = pattern[start + 2 : stop - 1]
+        pattern = f"{pattern[:start]}(?{flags}:{pattern[stop:close]}){pattern[close:]}"
+    return pattern
+
+
+def _misplaced_flags(pattern: str) -> tuple[int, int, int] | None:
+    """The first global flag group past the start whose rest of group has no alternation: its
+    start, its end, and where the group it stands in closes (or the pattern ends)."""
+    i, n = 0, len(pattern)
+    in_class = False
+    opened: list[int] = []  # the open groups
+    leading = True  # only flag groups so far (where Python reads them as global)
+    candidate: tuple[int, int, int] | None = None  # (start, stop, depth)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            leading = False
+            continue
+        if in_class:
+            in_class = ch != "]" or pattern[i - 1] == "["
+            i += 1
+            continue
+        flags = _FLAG_GROUP.match(pattern, i) if ch == "(" else None
+        if flags is not None:
+            if (not leading or "-" in flags.group(1)) and candidate is None:  # ((?-i) is never global)
+                candidate = (i, flags.end(), len(opened))
+            i = flags.end()
+            continue
+        leading = False
+        if ch == "[":
+            in_class = True
+        elif ch == "(":
+            opened.append(i)
+        elif ch == ")":
+            if candidate is not None and len(opened) == candidate[2]:
+                return candidate[0], candidate[1], i
+            if opened:
+                opened.pop()
+        elif ch == "|" and candidate is not None and len(opened) == candidate[2]:
+            return None  # (an alternation in its scope: left for re to refuse)
+        i += 1
+    return (candidate[0], candidate[1], n) if candidate is not None else None

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from outlines_gguf import RegexError
 from outlines_gguf.automata.ecma_syntax import expand_escapes
 from outlines_gguf.automata.regex import regex_may_be_refused, regex_to_dfa
+from outlines_gguf.errors import EmptyLanguageError
 
 # property name as written -> which two-letter categories it means
 NAMES = {
@@ -141,3 +142,41 @@ def test_a_dash_beside_a_class_escape_is_a_dash(pattern: str, matching: list, no
     for text in not_matching:
         assert not dfa.matches(text.encode()), text
     assert expand_escapes(r"^[a-z]+\w-\d$") == r"^[a-z]+\w-\d$"  # outside a class, untouched
+
+
+FLAG_PIECES = ["a", "B", "(?i)", "(?-i)", "(", ")", "[ab]", "c*", "(?:", "$", "^"]
+
+
+@st.composite
+def _flagged(draw: st.DrawFn) -> str:
+    """Patterns with flag groups anywhere (balanced parentheses, at least one flag group)."""
+    pieces = draw(st.lists(st.sampled_from(FLAG_PIECES), min_size=1, max_size=9))
+    out, depth = [], 0
+    for piece in pieces:
+        if piece == ")" and depth == 0:
+            continue
+        depth += piece in ("(", "(?:") or -(piece == ")")
+        out.append(piece)
+    return "".join(out) + ")" * depth + draw(st.sampled_from(["(?i)b", ""]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_flagged(), st.lists(st.text("aAbBc", max_size=5), min_size=1, max_size=6))
+def test_flag_groups_past_the_start_scope_to_their_group_as_re2_does(pattern: str, texts: list[str]) -> None:
+    """``^(?i)(abort|warn)?$`` (a Kubernetes CRD, validated by Go's RE2) was refused as Python 3.11
+    refuses it: a flag group past the start holds to the end of its group, as the ``regex``
+    module's version 1 reads it."""
+    oracle = regex.compile(pattern, regex.V1)
+    try:
+        dfa = regex_to_dfa(pattern)
+    except EmptyLanguageError:  # ("$(?i)b": nothing after the end)
+        assert not any(oracle.fullmatch(text) for text in texts)
+        return
+    for text in texts:
+        assert dfa.matches(text.encode()) == bool(oracle.fullmatch(text)), (pattern, text)
+
+
+def test_a_flag_group_before_an_alternation_in_its_scope_is_named() -> None:
+    assert expand_escapes("^(?i)(abort|warn)?$") == "^(?i:(abort|warn)?$)"
+    with pytest.raises(RegexError, match="global flags"):
+        regex_to_dfa("a(?i)b|c")  # (scoped, the "|" would divide something else)
