@@ -353,7 +353,9 @@ def _exclusive_required(branches: list) -> list | None:
 
     Branch i holds when its names R_i are present and, for every other branch j, not all of
     R_j: some name of R_j - R_i is absent (a forbidden property). If R_j is inside R_i, branch i
-    can never be the only one and is dropped.
+    can never be the only one and is dropped. Only objects: a value of another type satisfies
+    every branch (``required`` constrains objects only), so never exactly one (``1`` was
+    accepted by ``oneOf: [{required: [a, b]}, {required: [a, c]}]``).
     """
     sets: list[list[str]] = []
     for b in branches:
@@ -377,7 +379,7 @@ def _exclusive_required(branches: list) -> list | None:
             if len(choices) > MAX_ONEOF_CHOICES:
                 return None
         for absent in choices:
-            out.append({"required": mine, "properties": dict.fromkeys(absent, False)})
+            out.append({"type": "object", "required": mine, "properties": dict.fromkeys(absent, False)})
     return out or [False]
 
 
