@@ -42,7 +42,7 @@ class _ArrayRules:
         distinct: int | None = None  # how many items a unique array can hold at most
         prefix = prefix or []
         if unique:  # each item its own node, which the guide keeps from repeating (``unique``)
-            item_dfa = self.unique_item_dfa(items, f"{path}/items")
+            item_dfa = self.item_texts(items, f"{path}/items")
             # (a finite language of more than MAX_ITEMS_CAP values counts as that many: a subset)
             size = 0 if item_dfa is None else language_size(item_dfa, MAX_ITEMS_CAP)
             distinct = None if size is None else len(prefix) + size
@@ -211,6 +211,13 @@ class _ArrayRules:
             following = self.call_maker({**schema, ITEMS_RUN_KEY: rest}, path)
             full = self.b.seq([self.b.repeat(piece, ITEMS_RUN, ITEMS_RUN), following()])
             return self.b.alt([self.b.repeat(piece, low, ITEMS_RUN - 1) if low < ITEMS_RUN else None, full])
+
+    def item_texts(self: CompilerAPI, items: Any, path: str) -> ByteDFA | None:
+        """:meth:`unique_item_dfa`, from the split schema's automata where it keeps them (the
+        scan builds each at construction: a node's compile then builds none again)."""
+        if self.known_item_texts is not None:
+            return self.known_item_texts(items, path)
+        return self.unique_item_dfa(items, path)
 
     def unique_item_dfa(self: CompilerAPI, items: Any, path: str) -> ByteDFA | None:
         """The texts of an item of an array with ``uniqueItems``, spelled canonically (one text

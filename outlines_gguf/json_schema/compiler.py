@@ -100,6 +100,8 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         # split mode: ids of unique arrays' items whose canonical automaton could not be built,
         # with why (SplitSchema._scan_unique_items; shared): their uniqueItems is not enforced
         self.unenforced_unique: dict[int, tuple[Any, str, bool]] = {}  # id -> (the items, why, too large)
+        # the split schema's unique item automata, kept per items schema (None: build each anew)
+        self.known_item_texts: Callable[[Any, str], ByteDFA | None] | None = None
         self.intersected = False  # an allOf part compiled on its own, for a product of automata
         self._within_depth = 0  # nested negate_within calls
         # one spelling per value (the items of a unique array): members in sorted order, an
@@ -127,6 +129,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         compiler.intersected = self.intersected
         compiler.subsets = self.subsets
         compiler.unenforced_unique = self.unenforced_unique
+        compiler.known_item_texts = self.known_item_texts
         return compiler
 
     @property
@@ -307,7 +310,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         if prefix and _is_int(needed) and needed > 0:
             for i in range(int(needed)):
                 at = prefix[i] if i < len(prefix) else items
-                dfa = self.unique_item_dfa(at, f"{path}/items")
+                dfa = self.item_texts(at, f"{path}/items")
                 size = None if dfa is None else language_size(dfa, i + 1)
                 if dfa is None or (size is not None and size <= i):
                     return None

@@ -166,7 +166,7 @@ class SplitSchema(Locked):
         self._edges: dict[int, tuple[Node, list[int], list[int]]] = {}  # see _successors
         self._cut_pending = False  # a node turned out empty: cut the calls to it
         self._rest_templates: dict[int, _Template] = {}  # OBJECT_KEY of an object -> its template
-        self._unique_items: dict[int, ByteDFA | None] = {}  # id of a unique array's items -> texts
+        self._unique_items: dict[int, tuple[Any, ByteDFA | None]] = {}  # id of items -> (them, texts)
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         self.subsets: set[str] = set()
@@ -235,6 +235,7 @@ class SplitSchema(Locked):
         checker = _Compiler(self.root, self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
         checker.subsets = self.subsets
         checker.unenforced_unique = self._unenforced_unique
+        checker.known_item_texts = self._unique_item_dfa
         checker.split = True  # (it decides as the split engine compiles: uniqueItems over strings)
         done: dict[int, int] = {}  # id -> the most decided there: _LISTED, _NEGATED, _DECIDED
         stack: list[tuple[Any, str, int]] = [(self.root, "#", _DECIDED)]
@@ -302,11 +303,13 @@ class SplitSchema(Locked):
     def _unique_item_dfa(self, items: Any, path: str) -> ByteDFA | None:
         """The canonical spellings of an item of a unique array (kept per items schema, once
         per array however many items are written)."""
-        if id(items) not in self._unique_items:
+        found = self._unique_items.get(id(items))
+        if found is None or found[0] is not items:  # (an id is only the key while its object lives)
             with compile_budget(f"JSON schema at {path}", own=True):
                 settings = (self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
-                self._unique_items[id(items)] = _Compiler(self.root, *settings).unique_item_dfa(items, path)
-        return self._unique_items[id(items)]
+                found = (items, _Compiler(self.root, *settings).unique_item_dfa(items, path))
+            self._unique_items[id(items)] = found
+        return found[1]
 
     def register(self, schema: Any, path: str) -> int:
         """The number of the node for ``schema`` (a new one the first time it is seen)."""
@@ -438,6 +441,7 @@ class SplitSchema(Locked):
         compiler.builder.label = f"JSON schema at {path}"
         compiler.subsets = self.subsets
         compiler.unenforced_unique = self._unenforced_unique
+        compiler.known_item_texts = self._unique_item_dfa
         compiler.remember_keys = self.remember_keys
         if _is_rest(schema):  # (the template it is derived from is compiled, never registered)
             node = self._rest_node(number, schema, path)
@@ -678,6 +682,7 @@ class SplitSchema(Locked):
         )
         compiler.subsets = self.subsets
         compiler.unenforced_unique = self._unenforced_unique
+        compiler.known_item_texts = self._unique_item_dfa
         compiler.remember_keys = self.remember_keys
         with compile_budget(f"JSON schema at {path}", own=True):
             fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
@@ -734,7 +739,8 @@ class SplitSchema(Locked):
             schema = self._schemas[number][0]
             found = _surely_satisfiable(schema, self.root, types=self._possible_types)
             if not found and isinstance(schema, dict) and UNIQUE_EXCLUDED_KEY in schema:
-                base = self._unique_items.get(id(schema[UNIQUE_ITEM_KEY]), False)  # (compiled first)
+                known = self._unique_items.get(id(schema[UNIQUE_ITEM_KEY]))  # (compiled first)
+                base = known[1] if known is not None and known[0] is schema[UNIQUE_ITEM_KEY] else None
                 found = isinstance(base, ByteDFA) and self._infinite(base)
             if not found:
                 keyless = self._keyless(number)
