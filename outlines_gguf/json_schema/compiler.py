@@ -73,6 +73,16 @@ _BEFORE_ONEOF = frozenset({*_DEPENDENCY_KEYS, "if", "then", "else", "$ref", "all
 """Keywords ``_Compiler.value`` handles before a ``oneOf`` (rewriting the schema into parts)."""
 
 
+_UNEVALUATED_WHY = (
+    ": what it leaves out depends on the value (an anyOf, oneOf, if, dependentSchemas or "
+    "$dynamicRef beside it or in what applies in place) beyond what is split into exclusive "
+    "branches (16 at most; not where a $ref points inside the schema)"
+)
+_UNSUPPORTED_WHY = {"unevaluatedProperties": _UNEVALUATED_WHY, "unevaluatedItems": _UNEVALUATED_WHY}
+"""Why a keyword left as written cannot be enforced (the rewrites of ``unevaluated.py`` and
+``refs.py`` took what they could)."""
+
+
 class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
     def __init__(
         self,
@@ -251,7 +261,9 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         listed = "enum" in schema or "const" in schema  # the validator checks listed values
         for key in schema:
             if key in UNSUPPORTED and not self.lenient:
-                raise self.fail(f"keyword {key!r} cannot be enforced (pass lenient=True to ignore it)", path)
+                why = _UNSUPPORTED_WHY.get(key, "")
+                raise self.fail(f"keyword {key!r} cannot be enforced{why} (pass lenient=True to ignore it)",
+                                path)
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in UNENFORCEABLE_FORMATS and not self.lenient:
             raise self.fail(f"format {fmt!r} cannot be enforced (pass lenient=True to ignore it)", path)
