@@ -503,3 +503,13 @@ def test_the_items_automaton_is_built_once_per_array(monkeypatch: pytest.MonkeyP
     assert len(built) == 1, built
     assert processor.accepts('{"lib": ["ES5", "es2020", "DOM"]}')
     assert not processor.accepts('{"lib": ["ES5", "ES5"]}')
+
+
+def test_the_few_values_of_unique_items_count_json_equal_ones_once() -> None:
+    from outlines_gguf.json_schema.algebra import _unique_domain
+    from outlines_gguf.json_schema.keywords import MAX_UNIQUE_VALUES
+
+    assert _unique_domain({"items": {"enum": [1, 1.0, "a", "a", True]}}) == [1, "a", True]
+    many = [f"icon-{i}" for i in range(1200)]  # (a workflow template's icons: not a few values)
+    assert _unique_domain({"items": {"enum": many}}) is None
+    assert _unique_domain({"items": {"enum": many[:MAX_UNIQUE_VALUES] * 3}}) == many[:MAX_UNIQUE_VALUES]
