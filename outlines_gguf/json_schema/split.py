@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -167,6 +167,7 @@ class SplitSchema(Locked):
         self._cut_pending = False  # a node turned out empty: cut the calls to it
         self._rest_templates: dict[int, _Template] = {}  # OBJECT_KEY of an object -> its template
         self._unique_items: dict[int, tuple[Any, ByteDFA | None]] = {}  # id of items -> (them, texts)
+        self._item_texts: dict[str, ByteDFA | OutlinesGGUFError | None] = {}  # the same, by content
         self.version = 0  # bumped when calls are cut: masks computed before may be stale
         self._lock = threading.RLock()
         self.subsets: set[str] = set()
@@ -198,6 +199,7 @@ class SplitSchema(Locked):
         state["_by_identity"] = [n for k, n in self._numbers.items() if kinds[k] in _BY_IDENTITY]
         state["_contents"], state["_content_ids"], state["_written"] = {}, {}, set()
         state["_unique_items"], state["_infinite_texts"] = {}, {}  # (rebuilt when reached)
+        state["_item_texts"] = {}
         state["_unenforced_unique"] = list(self._unenforced_unique.values())
         return state
 
@@ -305,9 +307,22 @@ class SplitSchema(Locked):
         per array however many items are written)."""
         found = self._unique_items.get(id(items))
         if found is None or found[0] is not items:  # (an id is only the key while its object lives)
-            with compile_budget(f"JSON schema at {path}", own=True):
-                settings = (self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
-                found = (items, _Compiler(self.root, *settings).unique_item_dfa(items, path))
+            # by content too: OpenAPI's path items and operations hold equal parameter lists,
+            # whose item automaton takes a second to build (or to fail: failures are kept too)
+            content = json.dumps(items, sort_keys=True, default=str)
+            known = self._item_texts.get(content, _UNKNOWN)
+            if isinstance(known, OutlinesGGUFError):
+                raise type(known)(*known.args)
+            if known is _UNKNOWN:
+                try:
+                    with compile_budget(f"JSON schema at {path}", own=True):
+                        settings = (self.ws, DEFAULT_MAX_DEPTH, self.lenient, self.extra_properties)
+                        known = _Compiler(self.root, *settings).unique_item_dfa(items, path)
+                except OutlinesGGUFError as exc:
+                    self._item_texts[content] = exc
+                    raise
+                self._item_texts[content] = known
+            found = (items, cast("ByteDFA | None", known))
             self._unique_items[id(items)] = found
         return found[1]
 
@@ -1237,6 +1252,10 @@ _KNOWN_KEYWORDS = KNOWN_KEYWORDS
 
 _OURS = "x-outlines-gguf-"
 """The prefix of the keywords this package writes into schemas (runs, rests, calls)."""
+
+
+_UNKNOWN = object()
+"""Not in a cache yet (None is a value there)."""
 
 
 def _direct_extra_member(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:

@@ -513,3 +513,28 @@ def test_the_few_values_of_unique_items_count_json_equal_ones_once() -> None:
     many = [f"icon-{i}" for i in range(1200)]  # (a workflow template's icons: not a few values)
     assert _unique_domain({"items": {"enum": many}}) is None
     assert _unique_domain({"items": {"enum": many[:MAX_UNIQUE_VALUES] * 3}}) == many[:MAX_UNIQUE_VALUES]
+
+
+def test_equal_items_are_built_once_and_fail_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenAPI's path items and operations hold equal parameter lists (two objects, one
+    content): their item automaton, a second to fail, is tried once."""
+    import copy
+
+    from outlines_gguf.json_schema.arrays import _ArrayRules
+
+    built: list[str] = []
+    original = _ArrayRules.unique_item_dfa
+
+    def counting(self, items, path):  # type: ignore[no-untyped-def]
+        built.append(path)
+        return original(self, items, path)
+
+    monkeypatch.setattr(_ArrayRules, "unique_item_dfa", counting)
+    parameters = {"type": "array", "uniqueItems": True, "items": _wide_kinds(10, 6)}
+    schema = {"type": "object", "properties": {"get": parameters, "put": copy.deepcopy(parameters)}}
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert len(built) == 1, built
+    subsets = processor.guide.schema.subsets  # type: ignore[attr-defined]
+    assert {"#/properties/get/uniqueItems", "#/properties/put/uniqueItems"} <= subsets
+    assert processor.accepts('{"get": [{"k0": 0}], "put": [{"k1": 1}]}')
+    assert not processor.accepts('{"put": [{"k1": 1}, {"k2": 2}]}')
