@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from outlines_gguf.automata.dfa import ByteDFA, language_size
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import intersect
-from outlines_gguf.errors import EmptyLanguageError
+from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError
 from outlines_gguf.json_schema.algebra import _unique_domain
 from outlines_gguf.json_schema.keywords import (
     _CONTAINS_KEYS,
@@ -41,8 +41,12 @@ class _ArrayRules:
         unique = domain is None and self.unique_items(schema, path) is not None
         distinct: int | None = None  # how many items a unique array can hold at most
         prefix = prefix or []
+        if unique:
+            try:
+                item_dfa = self.item_texts(items, f"{path}/items")
+            except ConstraintTooComplexError as exc:  # (items the scan did not meet: merged parts)
+                unique = self.unique_too_large(schema, path, exc)
         if unique:  # each item its own node, which the guide keeps from repeating (``unique``)
-            item_dfa = self.item_texts(items, f"{path}/items")
             # (a finite language of more than MAX_ITEMS_CAP values counts as that many: a subset)
             size = 0 if item_dfa is None else language_size(item_dfa, MAX_ITEMS_CAP)
             distinct = None if size is None else len(prefix) + size

@@ -290,6 +290,24 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
                 path,
             )
 
+    def unique_too_large(self, schema: dict, path: str, exc: ConstraintTooComplexError) -> bool:
+        """A unique array whose items' automaton passed the size limits when compiling met it
+        (items the scan could not see, made by merging parts): recorded as the scan records
+        it, then ignored with lenient, held to one item where it may (a valid subset), else a
+        SchemaError. Returns False: the array is not compared item by item."""
+        items = self.unique_items(schema, path, checked=False)
+        self.unenforced_unique[id(items)] = (items, str(exc), True)
+        if self.lenient:
+            return False
+        if self.one_unique_item(schema, path):
+            self.subsets.add(f"{path}/uniqueItems")
+            return False
+        raise self.fail(
+            "keyword 'uniqueItems' cannot be enforced: its items are compared as one automaton of "
+            f"their canonical spellings, which cannot be built ({exc}); pass lenient=True to ignore it",
+            path,
+        )
+
     def one_unique_item(self, schema: dict, path: str) -> bool:
         """A unique array (not enforced by remembering its items) taken with at most one item, a
         valid subset (:func:`~outlines_gguf.json_schema.arrays.one_item_unique`): inside a

@@ -538,3 +538,21 @@ def test_equal_items_are_built_once_and_fail_once(monkeypatch: pytest.MonkeyPatc
     assert {"#/properties/get/uniqueItems", "#/properties/put/uniqueItems"} <= subsets
     assert processor.accepts('{"get": [{"k0": 0}], "put": [{"k1": 1}]}')
     assert not processor.accepts('{"put": [{"k1": 1}, {"k2": 2}]}')
+
+
+def test_unique_items_merged_from_parts_too_large_to_compare_hold_one_item() -> None:
+    """``uniqueItems`` in one allOf part, ``items`` in another: the scan meets neither array
+    whole, compiling meets the merged one; its items' automaton passes the limits there (a
+    ConstraintTooComplexError before), read as the scan reads it: at most one item."""
+    vocab = load_vocab("spm32k")
+    merged = {"allOf": [{"type": "array", "uniqueItems": True}, {"items": _wide_kinds(10, 6)}]}
+    schema = {"type": "object", "properties": {"p": merged}}
+    processor = JSONLogitsProcessor(schema, vocab)
+    processor.guide.schema.compile_all()  # type: ignore[attr-defined]
+    assert "#/properties/p/uniqueItems" in processor.guide.schema.subsets  # type: ignore[attr-defined]
+    assert processor.accepts('{"p": [{"k0": 0}]}')
+    assert not processor.accepts('{"p": [{"k0": 0}, {"k1": 1}]}')  # (valid: left out of the subset)
+    with pytest.raises(SchemaError, match="uniqueItems' cannot be enforced"):
+        JSONLogitsProcessor({"type": "object", "properties": {"p": {**merged, "minItems": 2}}}, vocab)
+    lenient = JSONLogitsProcessor(schema, vocab, lenient=True)
+    assert lenient.accepts('{"p": [{"k0": 0}, {"k0": 0}]}')  # (lenient ignores the keyword)
