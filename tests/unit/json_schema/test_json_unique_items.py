@@ -421,6 +421,16 @@ def test_an_item_being_written_does_not_compile_the_next_item_per_byte(items: di
     assert not processor.accepts(f"[{body}, {body}]")
 
 
+def _random_walks_are_valid(processor: JSONLogitsProcessor, schema: dict, seed: int, steps: int) -> None:
+    """Six random walks through the masks; those that end are valid documents."""
+    validator = jsonschema.Draft202012Validator(schema)
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        text = random_walk_text(processor.guide, processor.vocabulary, rng, steps, 0.3)
+        if text is not None:
+            assert validator.is_valid(json.loads(text)), text
+
+
 def test_a_unique_array_inside_a_unique_item_holds_one_item() -> None:
     """size-limit's configuration (SchemaStore): an array of unique sections, each with an
     ``entry`` that is a string or an array of unique strings. A section is one automaton of
@@ -435,12 +445,7 @@ def test_a_unique_array_inside_a_unique_item_holds_one_item() -> None:
     assert processor.accepts('[{"entry": ["a"], "path": "x"}, {"entry": "a", "path": "x"}, {"entry": []}]')
     assert not processor.accepts('[{"path": "x"}, {"path": "x"}]')  # the sections stay unique
     assert not processor.accepts('[{"entry": ["a", "b"]}]')  # (valid: left out of the subset)
-    validator = jsonschema.Draft202012Validator(schema)
-    rng = np.random.default_rng(1)
-    for _ in range(6):
-        text = random_walk_text(processor.guide, vocab, rng, 200, 0.3)
-        if text is not None:
-            assert validator.is_valid(json.loads(text)), text
+    _random_walks_are_valid(processor, schema, seed=1, steps=200)
     at_least_two = {**strings, "minItems": 2}
     with pytest.raises(SchemaError, match="uniqueItems"):  # one item would not do
         JSONLogitsProcessor({**schema, "items": {**section, "properties": {"entry": at_least_two}}}, vocab)
@@ -470,12 +475,7 @@ def test_unique_items_too_large_to_compare_hold_one_item() -> None:
     assert processor.accepts('{"parameters": [{"k0": 0, "p1": {"a": [1]}}]}')
     assert not processor.accepts('{"parameters": [{"k0": 0}, {"k1": 1}]}')  # (valid: left out of the subset)
     assert not processor.accepts('{"parameters": [{"k9": 0}]}')
-    validator = jsonschema.Draft202012Validator(schema)
-    rng = np.random.default_rng(2)
-    for _ in range(6):
-        text = random_walk_text(processor.guide, vocab, rng, 300, 0.3)
-        if text is not None:
-            assert validator.is_valid(json.loads(text)), text
+    _random_walks_are_valid(processor, schema, seed=2, steps=300)
     at_least_two = {**schema["properties"]["parameters"], "minItems": 2}
     with pytest.raises(SchemaError, match="uniqueItems' cannot be enforced"):  # one item would not do
         JSONLogitsProcessor({"type": "object", "properties": {"parameters": at_least_two}}, vocab)
@@ -483,9 +483,8 @@ def test_unique_items_too_large_to_compare_hold_one_item() -> None:
     assert lenient.accepts('{"parameters": [{"k0": 0}, {"k0": 0}]}')
 
 
-def test_the_items_automaton_is_built_once_per_array(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The scan builds it at construction (for early errors); the array's node reads it from
-    there rather than building it again (tsconfig's ``lib``: 47 ms each time)."""
+def _item_automata_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the unique item automata built from now on (a list that fills as they are)."""
     from outlines_gguf.json_schema.arrays import _ArrayRules
 
     built: list[str] = []
@@ -496,6 +495,13 @@ def test_the_items_automaton_is_built_once_per_array(monkeypatch: pytest.MonkeyP
         return original(self, items, path)
 
     monkeypatch.setattr(_ArrayRules, "unique_item_dfa", counting)
+    return built
+
+
+def test_the_items_automaton_is_built_once_per_array(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan builds it at construction (for early errors); the array's node reads it from
+    there rather than building it again (tsconfig's ``lib``: 47 ms each time)."""
+    built = _item_automata_built(monkeypatch)
     names = {"anyOf": [{"enum": ["ES5", "ES2015", "DOM"]}, {"pattern": "^[Ee][Ss]20[0-9]{2}$"}]}
     schema = {"type": "object", "properties": {"lib": {"type": "array", "uniqueItems": True, "items": names}}}
     processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
@@ -520,16 +526,7 @@ def test_equal_items_are_built_once_and_fail_once(monkeypatch: pytest.MonkeyPatc
     content): their item automaton, a second to fail, is tried once."""
     import copy
 
-    from outlines_gguf.json_schema.arrays import _ArrayRules
-
-    built: list[str] = []
-    original = _ArrayRules.unique_item_dfa
-
-    def counting(self, items, path):  # type: ignore[no-untyped-def]
-        built.append(path)
-        return original(self, items, path)
-
-    monkeypatch.setattr(_ArrayRules, "unique_item_dfa", counting)
+    built = _item_automata_built(monkeypatch)
     parameters = {"type": "array", "uniqueItems": True, "items": _wide_kinds(10, 6)}
     schema = {"type": "object", "properties": {"get": parameters, "put": copy.deepcopy(parameters)}}
     processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
