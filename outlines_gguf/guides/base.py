@@ -297,10 +297,11 @@ class RegexGuide:
             walked = self._ascii_loop_walk(state)
             if walked is None:
                 walked = self._loop_except_walk(state)
-            if walked is None and self._takes_any_plain_text(state):
+            free = self._any_plain_split(state) if walked is None else None
+            if free is not None:
                 # every plain-text token fits: only the others are walked (their own trie)
                 rest = vocab.text_tokens.rest.walk(self.dfa.transitions, state)
-                return self.assemble_mask(state, (float("inf"), _NO_BYTES), rest)
+                return self.assemble_mask(state, free, rest)
             return self.assemble_mask(state, None, walked if walked is not None else self._walk(state))
         exceptions = plain[1]
         table = self.dfa.transitions
@@ -434,6 +435,11 @@ class RegexGuide:
         if free is None:
             free = self.__dict__["_plain_free"] = plain_text_free_states(self.dfa.transitions)
         return bool(free[state])
+
+    def _any_plain_split(self, state: int) -> tuple[float, np.ndarray] | None:
+        """The plain-text split (as :meth:`_plain_split` gives it) of a state that takes any
+        plain text: every plain-text token, no first byte left out; None for other states."""
+        return (float("inf"), _NO_BYTES) if self._takes_any_plain_text(state) else None
 
     def _chain(self, state: int, cls: np.ndarray) -> tuple[np.ndarray, bool, np.ndarray] | None:
         """For ``_ascii_loop_walk``: the states after 0, 1, 2... bytes of the class ``cls`` from

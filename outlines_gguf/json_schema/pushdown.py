@@ -80,8 +80,6 @@ NEXT_CACHE_SIZE = 8192
 document a schema generates starts alike), and reading a token byte by byte through the
 configurations costs as much as a warm mask."""
 
-_NO_BYTES = np.empty(0, dtype=np.uint8)
-
 PAIR_WALK_CACHE_SIZE = 32
 """Walks of the whole trie from a pair of a pattern's layered string (``_pair_walk``) kept per
 guide: each holds up to a vocabulary's worth of tokens (about 1 MB at 128k)."""
@@ -385,8 +383,9 @@ class PushdownGuide(Locked):
         if layered is None and not merged and onward is None and step is not None:
             counted = guide._plain_split(state)
         if layered is None and not merged and onward is None and counted is None:
-            if guide._takes_any_plain_text(state):  # (an unanchored pattern part way through)
-                counted = (float("inf"), _NO_BYTES)  # every plain-text token stays; one walk of the rest
+            # (an unanchored pattern part way through: every plain-text token stays, one walk
+            # of the rest)
+            counted = guide._any_plain_split(state)
         inside = None
         staying: list[np.ndarray] = []
         if layered is None and not merged and counted is None:
