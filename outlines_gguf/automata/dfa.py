@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from functools import cached_property
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -23,9 +24,63 @@ class ByteDFA:
     transitions: np.ndarray  # (n_states, 256) int32
     accepting: np.ndarray  # (n_states,) bool
 
+    # (an automaton is immutable: what is derived from it is computed once and kept with it,
+    # but never pickled; a schema embeds one string automaton hundreds of times)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"transitions": self.transitions, "accepting": self.accepting}
+
     @property
     def n_states(self) -> int:
         return int(self.accepting.size)
+
+    @cached_property
+    def byte_ranges(self) -> list[list[tuple[int, int, int]]]:
+        """Per state, its live transitions as runs ``(first byte, last byte, target)``."""
+        table = self.transitions
+        change = np.ones(table.shape, dtype=bool)
+        change[:, 1:] = table[:, 1:] != table[:, :-1]
+        rows, starts = fast_unique.nonzero_2d(change)
+        ends = np.full(starts.shape, 256, dtype=np.intp)
+        same_row = rows[1:] == rows[:-1]
+        ends[:-1][same_row] = starts[1:][same_row]
+        targets = table[rows, starts]
+        live = targets >= 0
+        runs: list[list[tuple[int, int, int]]] = [[] for _ in range(table.shape[0])]
+        for r, lo, hi, t in zip(
+            rows[live].tolist(),
+            starts[live].tolist(),
+            (ends[live] - 1).tolist(),
+            targets[live].tolist(),
+            strict=True,
+        ):
+            runs[r].append((lo, hi, t))
+        return runs
+
+    @cached_property
+    def longest(self) -> int | None:
+        """The length in bytes of the longest text accepted, None if unbounded."""
+        table = self.transitions
+        n = table.shape[0]
+        succ = [sorted(set(row[row >= 0].tolist())) for row in table]
+        depth: list[int | None] = [None] * n
+        on_path = [False] * n
+        stack: list[tuple[int, int]] = [(0, 0)]
+        while stack:
+            state, i = stack.pop()
+            if i == 0:
+                on_path[state] = True
+            if i < len(succ[state]):
+                stack.append((state, i + 1))
+                nxt = succ[state][i]
+                if on_path[nxt]:
+                    return None  # a cycle (every state is live, so it lies on some match)
+                if depth[nxt] is None:
+                    stack.append((nxt, 0))
+                continue
+            on_path[state] = False
+            depth[state] = max([0, *(1 + cast(int, depth[t]) for t in succ[state])])
+        return depth[0]
 
     def run(self, data: bytes, state: int = 0) -> int:
         """The state after reading ``data`` (-1 if the automaton died)."""

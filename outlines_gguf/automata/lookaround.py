@@ -148,7 +148,7 @@ class _Shared:
         self.ahead: list[int] = []  # body start of each lookahead
         self.watchers: list[ByteDFA | None] = []
         self.universal = self.nfa.state()  # U: the end of every lookahead body, then any bytes
-        self.nfa.edges[self.universal].append((0, 255, self.universal))
+        self.nfa.add_edge(self.universal, 0, 255, self.universal)
 
 
 class _AssertionTranslator(_RegexTranslator):

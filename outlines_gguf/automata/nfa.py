@@ -109,11 +109,38 @@ def _chars_plan(ranges: Ranges) -> tuple[int, list[list[tuple[int, int, int]]]]:
 
 
 class _NFA:
-    """Thompson NFA over bytes: epsilon edges and byte-range edges."""
+    """Thompson NFA over bytes: epsilon edges and byte-range edges.
+
+    The edges of a copied automaton (:meth:`copy_edges`) are written when ``edges`` is first
+    read after the copy, not at the copy: a build that passes :data:`MAX_NFA_STATES` then fails
+    without writing the hundreds of thousands of edges it copied (a unique array's item
+    automaton is tried at construction, and most of its states are copied string automata).
+    """
 
     def __init__(self) -> None:
         self.eps: list[list[int]] = []
-        self.edges: list[list[tuple[int, int, int]]] = []
+        self._edges: list[list[tuple[int, int, int]]] = []
+        self._copies: list[tuple[int, list[list[tuple[int, int, int]]]]] = []  # (first state, edges)
+
+    @property
+    def edges(self) -> list[list[tuple[int, int, int]]]:
+        """Per state, its byte-range edges ``(lo, hi, target)``."""
+        if self._copies:
+            edges = self._edges
+            for base, relative in self._copies:
+                moved = [[(lo, hi, base + t) for lo, hi, t in out] for out in relative]
+                edges[base : base + len(relative)] = moved
+            self._copies = []
+        return self._edges
+
+    def copy_edges(self, base: int, relative: list[list[tuple[int, int, int]]]) -> None:
+        """Give the states from ``base`` on (a :meth:`block`) the edges ``relative``, whose targets
+        count from ``base`` (written when ``edges`` is next read)."""
+        self._copies.append((base, relative))
+
+    def add_edge(self, source: int, lo: int, hi: int, target: int) -> None:
+        """An edge from a state made by :meth:`state` (never one of a copied block)."""
+        self._edges[source].append((lo, hi, target))
 
     def state(self) -> int:
         n = len(self.eps)
@@ -122,7 +149,7 @@ class _NFA:
         if not n & 1023:  # charge the compile budget 1,024 states at a time
             spend(NFA_STATE_WORK << 10)
         self.eps.append([])
-        self.edges.append([])
+        self._edges.append([])
         return len(self.eps) - 1
 
     def block(self, count: int) -> int:
@@ -132,7 +159,7 @@ class _NFA:
             self.state_limit_reached()
         spend(NFA_STATE_WORK * count)
         self.eps.extend([] for _ in range(count))
-        self.edges.extend([] for _ in range(count))
+        self._edges.extend([] for _ in range(count))
         return n
 
     @staticmethod
@@ -163,32 +190,13 @@ class _Template:
             self.edges: list[list[tuple[int, int, int]]] = [[]]
             self.accepting: list[int] = []
             return
-        table = dfa.transitions
-        n = table.shape[0]
-        change = np.ones(table.shape, dtype=bool)
-        change[:, 1:] = table[:, 1:] != table[:, :-1]
-        rows, starts = fast_unique.nonzero_2d(change)
-        ends = np.full(starts.shape, 256, dtype=np.intp)
-        same_row = rows[1:] == rows[:-1]
-        ends[:-1][same_row] = starts[1:][same_row]
-        targets = table[rows, starts]
-        live = targets >= 0
-        edges: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
-        for r, lo, hi, t in zip(
-            rows[live].tolist(),
-            starts[live].tolist(),
-            (ends[live] - 1).tolist(),
-            targets[live].tolist(),
-            strict=True,
-        ):
-            edges[r].append((lo, hi, t))
-        self.edges = edges
+        self.edges = dfa.byte_ranges  # (shared with the automaton: read, never changed)
         self.accepting = np.flatnonzero(dfa.accepting).tolist()
 
     def copy_into(self, nfa: _NFA) -> Fragment:
         n = len(self.edges)
         base = nfa.block(n + 1)
-        nfa.edges[base : base + n] = [[(lo, hi, base + t) for lo, hi, t in out] for out in self.edges]
+        nfa.copy_edges(base, self.edges)
         exit_state = base + n
         for s in self.accepting:
             nfa.eps[base + s].append(exit_state)
@@ -225,7 +233,7 @@ class FragmentBuilder:
         n_inner, edges = _chars_plan(ranges)
         nfa = self.nfa
         base = nfa.block(n_inner + 2)  # start, end, then the states inside multi-byte characters
-        nfa.edges[base : base + n_inner + 2] = [[(lo, hi, base + t) for lo, hi, t in out] for out in edges]
+        nfa.copy_edges(base, edges)
         return base, base + 1
 
     def literal(self, text: str | bytes) -> Fragment:
@@ -233,7 +241,7 @@ class FragmentBuilder:
         start = cur = self.nfa.state()
         for b in data:
             nxt = self.nfa.state()
-            self.nfa.edges[cur].append((b, b, nxt))
+            self.nfa.add_edge(cur, b, b, nxt)
             cur = nxt
         return start, cur
 

@@ -164,31 +164,6 @@ def shared_regex(b: NFABuilder, pattern: str) -> Fragment | None:
     return b.shared(("regex", pattern), lambda h: h.regex(pattern))
 
 
-def _longest(dfa: ByteDFA) -> int | None:
-    """The length in bytes of the longest string ``dfa`` accepts, None if unbounded."""
-    table = dfa.transitions
-    n = table.shape[0]
-    succ = [sorted(set(row[row >= 0].tolist())) for row in table]
-    depth: list[int | None] = [None] * n
-    on_path = [False] * n
-    stack: list[tuple[int, int]] = [(0, 0)]
-    while stack:
-        state, i = stack.pop()
-        if i == 0:
-            on_path[state] = True
-        if i < len(succ[state]):
-            stack.append((state, i + 1))
-            nxt = succ[state][i]
-            if on_path[nxt]:
-                return None  # a cycle (every state is live, so it lies on some match)
-            if depth[nxt] is None:
-                stack.append((nxt, 0))
-            continue
-        on_path[state] = False
-        depth[state] = max([0, *(1 + depth[t] for t in succ[state])])
-    return depth[0]
-
-
 _NO_KEY = ByteDFA(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=bool))
 """The automaton of no key at all (propertyNames false, or unsatisfiable)."""
 

@@ -35,7 +35,6 @@ from outlines_gguf.json_schema.lexical import (
     _GENERIC_NUMBERS,
     _NO_KEY,
     _interleave,
-    _longest,
     _multiple_of_dfa,
     _searched,
     _strings_except,
@@ -309,7 +308,7 @@ class _ScalarRules:
             shape = _strings_not_matching(schema[NOT_PATTERN_KEY], shape, path)
         if shape is None:
             return None
-        longest = _longest(shape)
+        longest = shape.longest
         if not min_len and (declared_max is None or (longest is not None and longest <= declared_max)):
             # no match is longer than maxLength bytes, so none has more characters (checked
             # against the schema's own maxLength: a format of a few hundred characters at most,

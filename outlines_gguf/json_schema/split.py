@@ -48,7 +48,7 @@ from outlines_gguf.json_schema.keywords import (
     call_marker,
     subsets_note,
 )
-from outlines_gguf.json_schema.lexical import Whitespace, _longest
+from outlines_gguf.json_schema.lexical import Whitespace
 from outlines_gguf.json_schema.objects import MemberCounts, _never, distinct_link, plain_link, rest_schema
 from outlines_gguf.json_schema.runs import (
     STRING_RUN_KEY,
@@ -161,7 +161,6 @@ class SplitSchema(Locked):
         self._active: set[int] = set()
         self._productive: set[int] = set()  # compiled, and proven to be finishable
         self._surely: dict[int, bool] = {}  # node -> _surely_satisfiable of its schema
-        self._infinite_texts: dict[int, tuple[ByteDFA, bool]] = {}  # see _infinite
         self._judge: _Compiler | None = None  # answers questions about schemas (possible types)
         self._edges: dict[int, tuple[Node, list[int], list[int]]] = {}  # see _successors
         self._cut_pending = False  # a node turned out empty: cut the calls to it
@@ -198,7 +197,7 @@ class SplitSchema(Locked):
         state["_numbers"] = {k: v for k, v in self._numbers.items() if kinds[k] not in _BY_IDENTITY}
         state["_by_identity"] = [n for k, n in self._numbers.items() if kinds[k] in _BY_IDENTITY]
         state["_contents"], state["_content_ids"], state["_written"] = {}, {}, set()
-        state["_unique_items"], state["_infinite_texts"] = {}, {}  # (rebuilt when reached)
+        state["_unique_items"] = {}  # (rebuilt when reached)
         state["_item_texts"] = {}
         state["_unenforced_unique"] = list(self._unenforced_unique.values())
         return state
@@ -756,7 +755,7 @@ class SplitSchema(Locked):
             if not found and isinstance(schema, dict) and UNIQUE_EXCLUDED_KEY in schema:
                 known = self._unique_items.get(id(schema[UNIQUE_ITEM_KEY]))  # (compiled first)
                 base = known[1] if known is not None and known[0] is schema[UNIQUE_ITEM_KEY] else None
-                found = isinstance(base, ByteDFA) and self._infinite(base)
+                found = isinstance(base, ByteDFA) and base.longest is None  # (once per automaton)
             if not found:
                 keyless = self._keyless(number)
                 if keyless is not None:
@@ -785,15 +784,6 @@ class SplitSchema(Locked):
         else:
             return None
         return base if _any_key(link) else None  # (else finitely many, maybe: each set decided)
-
-    def _infinite(self, dfa: ByteDFA) -> bool:
-        """``dfa`` accepts infinitely many texts: once per automaton (a unique array's item
-        automaton is asked again for every item written, each a node of its own; a search of
-        its table each time was most of a long array's masks)."""
-        found = self._infinite_texts.get(id(dfa))
-        if found is None or found[0] is not dfa:  # (the automaton is held: its id stays its own)
-            found = self._infinite_texts[id(dfa)] = (dfa, _longest(dfa) is None)
-        return found[1]
 
     def _possible_types(self, schema: Any) -> set[str]:
         if self._judge is None:
