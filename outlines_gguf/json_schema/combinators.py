@@ -49,6 +49,7 @@ from outlines_gguf.json_schema.keywords import (
     NOT_NUMBERS_KEY,
     NOT_PATTERN_KEY,
     NOT_STRINGS_KEY,
+    SOME_MEMBER_KEY,
     WIDE_BRANCH,
     _is_int,
     _is_number,
@@ -188,6 +189,8 @@ class _CombinatorRules:
         otherwise = schema.get("else", True)
         branches: list[Any] = [{"allOf": [rest, condition, schema.get("then", True)]}]
         negated = self.negate(condition, f"{path}/if")
+        if negated is None:
+            negated = self.negate_members(condition, f"{path}/if")
         if negated is None:
             raise self.fail(
                 "if: the condition cannot be negated (types, bounds, lengths, counts, required, "
@@ -606,6 +609,7 @@ class _CombinatorRules:
         within: dict[tuple[int, int], Any] = {}  # branch j negated among the values of branch i
         annotated: dict[int, Any] = {}  # branch j negated with its formats read as annotations
         in_part: dict[int, Any] = {}  # a subset of branch j's negation (``negate_subset``)
+        by_members: dict[int, Any] = {}  # branch j negated with its members too (``negate_members``)
         for i, j in sorted(overlaps):
             if j not in negations:
                 negations[j] = self.negate(branches[j], f"{path}/oneOf/{j}")
@@ -615,6 +619,10 @@ class _CombinatorRules:
                     if j not in annotated:
                         annotated[j] = self.negate_formats_unread(branches[j], f"{path}/oneOf/{j}")
                     within[i, j] = annotated[j]
+                if within[i, j] is None:
+                    if j not in by_members:
+                        by_members[j] = self.negate_members(branches[j], f"{path}/oneOf/{j}")
+                    within[i, j] = by_members[j]
                 if within[i, j] is None and subset:
                     if j not in in_part:
                         in_part[j] = self.negate_subset(branches[j], f"{path}/oneOf/{j}")
@@ -760,6 +768,18 @@ class _CombinatorRules:
             return self.negate(schema, path)
         finally:
             self.negation_subset = False
+
+    def negate_members(self: CompilerAPI, schema: Any, path: str) -> Any:
+        """``negate`` where ``patternProperties``, ``propertyNames`` and ``additionalProperties``
+        are negated too, as "some member whose key ... and whose value ..."
+        (:data:`SOME_MEMBER_KEY`): exact, but an object that must hold such a member writes its
+        declared members in their declared order (a valid subset), so this comes after the ways
+        that keep any order (a oneOf branch negated among the other's objects)."""
+        before, self.member_negation = self.member_negation, True
+        try:
+            return self.negate(schema, path)
+        finally:
+            self.member_negation = before
 
     def negate_formats_unread(self: CompilerAPI, schema: Any, path: str) -> Any:
         """``negate`` reading every ``format`` as the annotation it is by default in JSON Schema:
@@ -955,11 +975,14 @@ class _CombinatorRules:
         rest = {k: v for k, v in schema.items() if k != "not"}
         negation = self.negate(schema["not"], path)
         if negation is None:
+            negation = self.negate_members(schema["not"], path)
+        if negation is None:
             if self.lenient:
                 return rest
             raise self.fail(
                 "keyword 'not' can only be enforced for types, bounds, lengths and counts, "
-                "'required', 'properties', and anyOf/allOf/not of those (pass lenient=True)",
+                "'required', 'properties', 'patternProperties', 'propertyNames', "
+                "'additionalProperties', and anyOf/allOf/not of those (pass lenient=True)",
                 path,
             )
         return {"allOf": [rest, negation]} if set(rest) - ANNOTATIONS else negation
@@ -1085,14 +1108,16 @@ class _CombinatorRules:
                 return False
             other = self.negate(value, path, refs)
             return None if other is None else other and {"type": "array", "contains": other}
-        if key == "additionalProperties" and value is False:
+        declared = schema.get("properties", {})
+        if (
+            key == "additionalProperties"
+            and value is False
+            and not schema.get("patternProperties")
+            and isinstance(declared, dict)
+            and len(declared) <= MAX_OUTSIDE_NAMES
+        ):
             # some key the object does not declare: of a few declared names, each set of them
-            # held (the others absent) beside more keys than that
-            declared = schema.get("properties", {})
-            if schema.get("patternProperties") or not isinstance(declared, dict):
-                return None
-            if len(declared) > MAX_OUTSIDE_NAMES:
-                return None
+            # held (the others absent) beside more keys than that (else a member outside, below)
             names = list(declared)
             return {
                 "anyOf": [
@@ -1106,6 +1131,36 @@ class _CombinatorRules:
                     for held in itertools.combinations(names, r)
                 ]
             }
+        if key == "patternProperties" and self.member_negation:
+            # some member whose key a pattern finds, with a value that pattern's schema rejects
+            if not isinstance(value, dict):
+                return None
+            options = []
+            for pattern, sub in value.items():
+                other = self.negate(sub, path, refs)
+                if other is None:
+                    return None
+                if other is not False:
+                    options.append({"type": "object", SOME_MEMBER_KEY: [[{"pattern": pattern}, other]]})
+            return {"anyOf": options} if options else False
+        if key == "propertyNames" and self.member_negation:  # some key it rejects
+            other = self.negate(value, path, refs)
+            if other is None or other is False:
+                return other
+            return {"type": "object", SOME_MEMBER_KEY: [[other, True]]}
+        if key == "additionalProperties" and self.member_negation:
+            # some member neither properties nor patternProperties govern, with a value it rejects
+            other = True if value is False else self.negate(value, path, refs)
+            if other is None or other is False:
+                return other
+            declared = schema.get("properties", {})
+            patterns = schema.get("patternProperties", {})
+            if not isinstance(declared, dict) or not isinstance(patterns, dict):
+                return None
+            governed: list[Any] = [{"enum": list(declared)}] if declared else []
+            governed += [{"pattern": p} for p in patterns]
+            outside = {"not": {"anyOf": governed}} if governed else True
+            return {"type": "object", SOME_MEMBER_KEY: [[outside, other]]}
         if key in ("enum", "const"):
             values = [value] if key == "const" else value
             if not isinstance(values, list):

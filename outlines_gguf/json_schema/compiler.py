@@ -106,6 +106,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
         self.lenient = lenient
         self.formats_unread = False  # while negating a oneOf branch with its formats unread
         self.negation_subset = False  # while negating a oneOf branch as a subset (negate_subset)
+        self.member_negation = False  # while negating object keywords as "some member" (negate_members)
         self.subsets: set[str] = set()  # where a valid subset was taken (see SplitSchema.subsets; shared)
         # split mode: ids of unique arrays' items whose canonical automaton could not be built,
         # with why (SplitSchema._scan_unique_items; shared): their uniqueItems is not enforced

@@ -102,7 +102,16 @@ NOT_NUMBERS_KEY = "x-outlines-gguf-not-numbers"
 NOT_MULTIPLE_KEY = "x-outlines-gguf-not-multiples"
 """Numbers that are a multiple of none of these (the negation of ``multipleOf``)."""
 
-_NEGATION_MARKERS = (NOT_STRINGS_KEY, NOT_PATTERN_KEY, NOT_NUMBERS_KEY, NOT_MULTIPLE_KEY)
+SOME_MEMBER_KEY = "x-outlines-gguf-some-member"
+"""Objects with, for each ``[key schema, value schema]`` listed, some member whose key the first
+and whose value the second accepts (declared or not): the negation of ``patternProperties``,
+``propertyNames`` and ``additionalProperties`` (see ``_Compiler.negate``), enforced by the object's
+automaton remembering which have been met (``_ObjectRules.object_body``)."""
+
+MAX_SOME_MEMBERS = 4
+"""Such requirements one object may hold (its automaton is a copy per set of those met)."""
+
+_NEGATION_MARKERS = (NOT_STRINGS_KEY, NOT_PATTERN_KEY, NOT_NUMBERS_KEY, NOT_MULTIPLE_KEY, SOME_MEMBER_KEY)
 """The compiler's own keywords for negations: each a list; allOf parts merge by joining them."""
 
 CHUNK_KEY = "x-outlines-gguf-run"
@@ -243,7 +252,8 @@ def _show(value: Any, limit: int = 60) -> str:
 
 _TYPE_KEYWORDS = {
     "object": frozenset(
-        _OBJECT_KEYS | {"propertyNames", "dependentRequired", "dependentSchemas", "dependencies"}
+        _OBJECT_KEYS
+        | {"propertyNames", "dependentRequired", "dependentSchemas", "dependencies", SOME_MEMBER_KEY}
     ),
     "array": frozenset(_ARRAY_KEYS | _CONTAINS_KEYS),
     "string": frozenset(_STRING_KEYS | {"contentEncoding", "contentMediaType"}),

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from math import comb
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from outlines_gguf.automata.charsets import _complement, _normalize
 from outlines_gguf.automata.dfa import ByteDFA, texts
@@ -24,8 +24,10 @@ from outlines_gguf.json_schema.keywords import (
     EXTRAS_WRITTEN_KEY,
     FREE_FORM_DEPTH,
     MAX_ITEMS_CAP,
+    MAX_SOME_MEMBERS,
     MEMBER_CHUNK,
     OBJECT_KEY,
+    SOME_MEMBER_KEY,
     WRITTEN_KEY,
     _pointer,
     call_marker,
@@ -80,9 +82,14 @@ where there are at most this many such sets."""
 _OBJECT_NUMBERS = itertools.count()
 """Numbers for the objects compiled in any order (:data:`OBJECT_KEY`), unique in the process."""
 
-_Count = tuple[int, int, int]
+_Count = tuple[int, int, int, int]
 """A position in ``object_body``: (members written, those counted towards the minimum, whether
-an extra member was written)."""
+an extra member was written, the set of :data:`SOME_MEMBER_KEY` requirements met (bits))."""
+
+Marks = list[tuple[int, dict[int, Callable[[], "Fragment | None"]], "Callable[[], Fragment | None] | None"]]
+"""Ways an object's members meet its :data:`SOME_MEMBER_KEY` requirements: (the set of them met
+at once, as bits; the members (by their index) that may meet them, each as the member's fragment
+limited to what meets them; the extra member that meets them, None if none can)."""
 
 MAX_OVERLAPPING_PATTERNS = 4
 """Overlapping ``patternProperties`` (a key matching two must satisfy both schemas) are split
@@ -286,6 +293,7 @@ class _ObjectRules:
         # guide (each object's rest a node, in any order, DISTINCT_KEYS_KEY)
         distinct = (
             extra is not None
+            and not schema.get(SOME_MEMBER_KEY)
             and min_p >= 2
             and self.calls is not None
             and self.remember_keys
@@ -320,6 +328,18 @@ class _ObjectRules:
                 extra = None
             else:
                 max_p = 1 if max_p is None else min(int(max_p), 1)
+        some = schema.get(SOME_MEMBER_KEY)
+        if some:  # (members in declared order, every way to meet each requirement tracked)
+            marks = self.member_marks(
+                some, props, member_names, additional, pattern_props, names_schema, path, next_depth
+            )
+            if marks is None:
+                return None
+            if len(member_names) > 1:
+                self.subsets.add(f"{path}/properties")  # (in declared order: a valid subset)
+            canonical_alone = self.canonical and bool(members)
+            marks = [(bits, meeting, None if canonical_alone else marked) for bits, meeting, marked in marks]
+            return self.object_body(members, extra, min_p, None if max_p is None else int(max_p), marks=marks)
         if self.calls is not None and len(members) > ANY_ORDER_MAX and min_p == 0 and max_p is None:
             return self.chunked_object(props, required, extra, link, path)
         counted = min_p > 0 or max_p is not None
@@ -580,6 +600,75 @@ class _ObjectRules:
                     self.member_link(start, self.b.seq([piece, rest()]), end, comma)
         finally:
             self._leaves_called = called
+
+    def member_marks(
+        self: CompilerAPI,
+        some: Any,
+        props: dict,
+        names: list[str],
+        additional: Any,
+        pattern_props: dict,
+        names_schema: Any,
+        path: str,
+        depth: int,
+    ) -> Marks | None:
+        """The ways an object's members meet its :data:`SOME_MEMBER_KEY` requirements. One member
+        may meet several at once (the only one under ``maxProperties: 1``), so there is a way
+        per set of requirements: the declared members whose name every key schema of the set
+        accepts, as members whose value every value schema accepts too, and the extra member
+        whose key and value all of them accept (a node of its own in split mode, as the
+        object's extra member). None: a requirement no member can meet, so no object."""
+        where = f"{path}/not"
+        if not isinstance(some, list) or len(some) > MAX_SOME_MEMBERS:
+            raise self.fail(
+                f"an object may need at most {MAX_SOME_MEMBERS} members that a 'not' of "
+                "patternProperties, propertyNames or additionalProperties asks for",
+                where,
+            )
+        keys = [self.key_names(key_schema, where) for key_schema, _ in some]
+        spelled = [json.dumps(name, ensure_ascii=False).encode() for name in names]
+        marks: Marks = []
+        met = 0  # the requirements some way meets
+        for bits in range(1, 1 << len(some)):
+            chosen = [i for i in range(len(some)) if bits >> i & 1]
+            values = [some[i][1] for i in chosen]
+            meeting: dict[int, Callable[[], Fragment | None]] = {}
+            for index, name in enumerate(names):
+                if not all(keys[i] is None or cast(ByteDFA, keys[i]).matches(spelled[index]) for i in chosen):
+                    continue
+                both = {"allOf": [props[name], *values]}
+
+                def make(name: str = name, both: Any = both) -> Fragment | None:
+                    v = self.value(both, f"{path}/properties/{_pointer(name)}", depth)
+                    if v is None:
+                        return None
+                    return self.b.seq([self.lit(json.dumps(name, ensure_ascii=False)), self.colon(), v])
+
+                meeting[index] = make
+            marked: Callable[[], Fragment | None] | None = None
+            possible = all(keys[i] is not _NO_KEY for i in chosen)
+            if possible and (additional is not False or pattern_props):
+                limited_names = {"allOf": [names_schema, *(some[i][0] for i in chosen)]}
+                limited_additional = additional if additional is False else {"allOf": [additional, *values]}
+                limited_patterns = {p: {"allOf": [sub, *values]} for p, sub in pattern_props.items()}
+                if self.calls is not None:
+                    link = {
+                        EXTRA_KEY: True,
+                        "type": "object",
+                        "properties": props,
+                        "additionalProperties": limited_additional,
+                        "patternProperties": limited_patterns,
+                        "propertyNames": limited_names,
+                    }
+                    marked = self.call_maker(link, f"{path}/additionalProperties")
+                else:
+                    marked = self.extra_member(
+                        props, limited_additional, limited_patterns, path, depth, limited_names
+                    )
+            if meeting or marked is not None:
+                marks.append((bits, meeting, marked))
+                met |= bits
+        return marks if met == (1 << len(some)) - 1 else None
 
     def call_maker(self: CompilerAPI, schema: Any, path: str) -> Callable[[], Fragment]:
         """A function writing a call to the node for ``schema`` (registered once, now)."""
@@ -937,30 +1026,39 @@ class _ObjectRules:
         min_p: int,
         max_p: int | None,
         part: str | None = None,
+        marks: Marks | None = None,
     ) -> Fragment | None:
         """``{`` members in order (optional ones may be skipped), extras after, ``}``.
 
         The NFA tracks how many members were written, capped where counts stop
         mattering, so commas go between members and min/maxProperties hold. A
         position is (members written, up to the maximum; those that count towards the
-        minimum; whether an extra member was written): extra members count once
-        towards the minimum (two may share a key), every one towards the maximum.
+        minimum; whether an extra member was written; the ``marks`` met): extra members
+        count once towards the minimum (two may share a key), every one towards the
+        maximum. A member that may meet a mark is also written as the member that meets it
+        (the automaton's choice: a text meeting it has that way through), and ``}`` comes
+        only once every mark is met.
         """
         b = self.b
+        marks = marks or []
         total_cap = max(1, min_p, max_p if max_p is not None else 0)
         once = extra is not None and min_p >= 2 and part is None  # (runs only need one member)
+        every_mark = 0
+        for bits, _, _ in marks:
+            every_mark |= bits
 
-        def after(count: _Count, is_extra: bool) -> _Count:
-            total, counted, extra_seen = count
+        def after(count: _Count, is_extra: bool, mark: int) -> _Count:
+            total, counted, extra_seen, met = count
             total = min(total + 1, total_cap)
+            met |= mark
             if is_extra and once:
-                return total, counted, 1
-            return total, min(counted + 1, min_p), extra_seen
+                return total, counted, 1, met
+            return total, min(counted + 1, min_p), extra_seen, met
 
         # ``part``: a run of members inside another object (no braces; "after": a member was
         # written before, so a comma comes first)
         entry = self.open("{") if part is None else self.b.empty()
-        first: _Count = (1, 1, 0) if part == "after" else (0, 0, 0)
+        first: _Count = (1, 1, 0, 0) if part == "after" else (0, 0, 0, 0)
         level: dict[_Count, int] = {first: entry[1]}
 
         def member_edge(
@@ -970,12 +1068,13 @@ class _ObjectRules:
             target: Callable[[_Count], int],
             shared: dict[_Count, Fragment | None],
             is_extra: bool,
+            mark: int = 0,
         ) -> None:
             """From ``count``: [comma] member -> the count after it. One member fragment serves
             every count that leads to the same next count (they continue alike)."""
             if max_p is not None and count[0] >= max_p:
                 return
-            key = after(count, is_extra)
+            key = after(count, is_extra, mark)
             if key not in shared:
                 made = shared[key] = make()
                 if made is not None:
@@ -1000,16 +1099,21 @@ class _ObjectRules:
 
             return nxt, target
 
-        def with_extras(level: dict[_Count, int], extra: Callable[[], Fragment | None]) -> dict[_Count, int]:
+        def with_extras(
+            level: dict[_Count, int], extra: Callable[[], Fragment | None] | None
+        ) -> dict[_Count, int]:
             """The same position, after any number of extra members."""
             nxt, target = states()
             for count, s in level.items():
                 b.nfa.eps[s].append(target(count))
-            shared: dict[_Count, Fragment | None] = {}
+            kinds = [(extra, 0)] if extra is not None else []
+            kinds += [(marked, bits) for bits, _, marked in marks if marked is not None]
+            shared: list[dict[_Count, Fragment | None]] = [{} for _ in kinds]
             pending, seen = sorted(nxt), set(nxt)
             while pending:  # counts created on the way are handled too
                 count = pending.pop()
-                member_edge(nxt[count], count, extra, target, shared, True)
+                for (make, mark), made in zip(kinds, shared, strict=True):
+                    member_edge(nxt[count], count, make, target, made, True, mark)
                 new = [c for c in nxt if c not in seen]
                 seen.update(new)
                 pending.extend(new)
@@ -1019,8 +1123,9 @@ class _ObjectRules:
         # too (as they do in real documents); inline, only after them (each copy would hold the
         # automaton of every key that is not declared).
         between = extra if self.calls is not None else None
-        for make, is_required in members:
-            if between is not None:
+        marked_between = self.calls is not None and any(m is not None for _, _, m in marks)
+        for index, (make, is_required) in enumerate(members):
+            if between is not None or marked_between:
                 level = with_extras(level, between)
             nxt, target = states()
             shared: dict[_Count, Fragment | None] = {}
@@ -1028,15 +1133,20 @@ class _ObjectRules:
                 if not is_required:
                     b.nfa.eps[s].append(target(count))
                 member_edge(s, count, make, target, shared, False)
+            for bits, meeting, _ in marks:
+                if index in meeting:
+                    shared_marked: dict[_Count, Fragment | None] = {}
+                    for count, s in level.items():
+                        member_edge(s, count, meeting[index], target, shared_marked, False, bits)
             level = nxt
             if not level:
                 return None
-        if extra is not None:
+        if extra is not None or any(m is not None for _, _, m in marks):
             level = with_extras(level, extra)
         end = b.nfa.state()
         closing = False
-        for (_, counted, extra_seen), s in level.items():
-            if counted + (extra_seen if once else 0) >= min_p:
+        for (_, counted, extra_seen, met), s in level.items():
+            if counted + (extra_seen if once else 0) >= min_p and met == every_mark:
                 close = self.close("}") if part is None else self.b.empty()
                 b.nfa.eps[s].append(close[0])
                 b.nfa.eps[close[1]].append(end)

@@ -30,6 +30,7 @@ from outlines_gguf.json_schema.keywords import (
     NOT_NUMBERS_KEY,
     NOT_PATTERN_KEY,
     NOT_STRINGS_KEY,
+    SOME_MEMBER_KEY,
     _is_number,
 )
 from outlines_gguf.json_schema.leaves import STRING_FORMATS, UNENFORCEABLE_FORMATS
@@ -222,7 +223,8 @@ class Validator:
         if not isinstance(schema, dict):
             raise Undecided("a schema that is not an object or a boolean")
         for key in schema:
-            if key in _UNDECIDABLE or (key.startswith("x-outlines-gguf-") and key not in self.markers):
+            ours = key.startswith("x-outlines-gguf-") and key not in self.markers and key != SOME_MEMBER_KEY
+            if key in _UNDECIDABLE or ours:
                 raise Undecided(key)
         kind = json_type(value)
         if kind == "integer" and self.draft4 and isinstance(value, float):
@@ -365,6 +367,9 @@ class Validator:
                     if not valid(sub, item, 0):
                         return False
             if not governed and additional is not None and not valid(additional, item, 0):
+                return False
+        for key_schema, value_schema in schema.get(SOME_MEMBER_KEY, []):
+            if not any(valid(key_schema, k, 0) and valid(value_schema, v, 0) for k, v in value.items()):
                 return False
         for key in ("dependentRequired", "dependentSchemas", "dependencies"):
             deps = schema.get(key)

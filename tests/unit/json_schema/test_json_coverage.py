@@ -318,7 +318,7 @@ def test_anchor_references_resolve_to_their_schema() -> None:
     ("schema", "match"),
     [
         ({"not": {"format": "email"}}, "keyword 'not'"),
-        ({"oneOf": [{"type": "object"}, {"additionalProperties": {"type": "string"}}]}, "oneOf branches"),
+        ({"oneOf": [{"type": "object"}, {"additionalProperties": {"format": "email"}}]}, "oneOf branches"),
         ({"not": {"prefixItems": [True], "items": {"type": "string"}}}, "keyword 'not'"),
         ({"type": "array", "contains": {"format": "email"}}, "keyword 'contains'"),
     ],

@@ -16,13 +16,14 @@ from outlines_gguf.json_schema.algebra import _safely_disjoint
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.split import SplitSchema
 
-# Objects with "a" match both branches, and "some property name longer than 3" cannot be
-# written, so "exactly one" cannot be made exact; nor can it be a valid subset: without that
+# Objects with "a" match both branches, and "some member whose array repeats an item" cannot
+# be written, so "exactly one" cannot be made exact; nor can it be a valid subset: without that
 # part, no object with "a" would be left. (Snowplow sp_209's apikey, a uuid format or a
-# pattern, was the example here; a branch's format is now read as an annotation to exclude it.)
+# pattern, was the example here; a branch's format is now read as an annotation to exclude it,
+# and "some property name longer than 3" is written as SOME_MEMBER_KEY.)
 UNENFORCEABLE = {
     "oneOf": [
-        {"type": "object", "propertyNames": {"maxLength": 3}},
+        {"type": "object", "additionalProperties": {"type": "array", "uniqueItems": True}},
         {"type": "object", "required": ["a"]},
     ]
 }
@@ -168,13 +169,13 @@ def test_if_that_cannot_be_negated_fails_at_construction_even_lenient() -> None:
 def test_a_oneof_never_compiled_is_not_refused() -> None:
     # the enum's values are checked by the validator, so the oneOf inside is never compiled,
     # and the scan decides nothing below an enum
-    leaf = {"enum": [{"k": {"abcd": 1, "a": 2}}, {"k": {"a": 1}}], "properties": {"k": UNENFORCEABLE}}
+    leaf = {"enum": [{"k": {"a": 1}}, {"k": {"a": [1]}}], "properties": {"k": UNENFORCEABLE}}
     schema, _ = _behind_items(leaf)
     split = SplitSchema(schema)
     assert split.n_compiled <= 3  # (not compiled at once, as a doubtful decision would)
     guide = PushdownGuide(split, load_vocab("spm32k"))
-    assert _accepts(guide, b'{"a": [[{"k": {"abcd": 1, "a": 2}}]]}')  # (a name too long for branch 0)
-    assert not _accepts(guide, b'{"a": [[{"k": {"a": 1}}]]}')  # {"a": 1} passes both branches
+    assert _accepts(guide, b'{"a": [[{"k": {"a": 1}}]]}')  # (a member that is no array: branch 1 only)
+    assert not _accepts(guide, b'{"a": [[{"k": {"a": [1]}}]]}')  # {"a": [1]} passes both branches
 
 
 @pytest.mark.parametrize(

@@ -194,12 +194,22 @@ def test_a_small_closed_object_is_negated_by_the_keys_it_does_not_declare() -> N
     _judge(schema, _objects({"a": [1, True], "b": [2, False], "c": [3]}, 3))
 
 
-def test_branches_open_to_any_key_are_refused() -> None:
-    """Neither branch holds keys from a list, nor declares a few: "a key one of them does
-    not take" is not expressed, and 'exactly one' is refused rather than loosened."""
+def test_branches_open_to_any_key_are_told_apart_by_some_member() -> None:
+    """Neither branch holds keys from a list, nor declares a few: "not the second" is "some key
+    with ``a`` first whose value is a number below 3" (``SOME_MEMBER_KEY``), exact."""
     schema = {
         "oneOf": [
             {"type": "object", "patternProperties": {"": {"type": "integer"}}},
+            {"type": "object", "patternProperties": {"^a": {"minimum": 3}}},
+        ]
+    }
+    _judge(schema, _objects({"a": [1, 5, "x"], "ab": [2, 7.5], "b": [0, "y"]}, 2))
+
+
+def test_a_branch_whose_negation_is_not_expressed_is_refused() -> None:
+    schema = {
+        "oneOf": [
+            {"type": "object", "patternProperties": {"": {"type": "array", "uniqueItems": True}}},
             {"type": "object", "patternProperties": {"^a": {"minimum": 3}}},
         ]
     }
