@@ -1066,8 +1066,11 @@ def _satisfiable_by_keywords(schema: dict, root: Any, memo: dict[int, bool], typ
     if ITEMS_RUN_KEY in schema:  # nothing, or items
         return schema[ITEMS_RUN_KEY][0] == 0 or surely(schema["items"])
     if EXTRA_KEY in schema and CHUNK_KEY not in schema and WRITTEN_KEY not in schema:
-        # one extra member: its key can always be written
-        return not schema.get("patternProperties") and surely(schema.get("additionalProperties", True))
+        # one extra member: its key can always be written (unless propertyNames limits it: an
+        # object's member meeting a SOME_MEMBER_KEY requirement, whose keys may be none)
+        free_keys = schema.get("propertyNames", True) in (True, {})
+        patterns = schema.get("patternProperties")
+        return free_keys and not patterns and surely(schema.get("additionalProperties", True))
     known = set(schema) & _KNOWN_KEYWORDS
     declared = schema.get("type")
     kinds = declared if isinstance(declared, list) else [declared]

@@ -81,7 +81,9 @@ def test_derived_values_are_not_pickled() -> None:
 
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.one_of(bounded_regexes(4), unbounded_regexes()), min_size=1, max_size=4), st.data())
-def test_copied_automata_between_literals_read_as_their_regex(patterns: list[str], data: st.DataObject) -> None:
+def test_copied_automata_between_literals_read_as_their_regex(
+    patterns: list[str], data: st.DataObject
+) -> None:
     """Copies are written into the NFA when its edges are read: literals and copies interleaved
     (and copies inside an alternative) build the language of the joined regex."""
     dfas = [_compiled(p) for p in patterns]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
+from decimal import Decimal
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -43,6 +45,21 @@ RESPONSES = {
 """Swagger 2.0's responses object (SchemaStore's swagger-2.0.json), its response simplified."""
 
 
+def _judged_value(text: bytes) -> Any:
+    """The value of a generated text for ``jsonschema``, or None where reading a number as a
+    float changes whether it is an integer (``-2403797577962499781194.769``: its float has no
+    fraction), which would mislead the judge."""
+
+    def misread(value: Any) -> bool:
+        if isinstance(value, Decimal):
+            return (value == value.to_integral_value()) != float(value).is_integer()
+        if isinstance(value, dict):
+            return any(misread(v) for v in value.values())
+        return isinstance(value, list) and any(misread(v) for v in value)
+
+    return None if misread(json.loads(text, parse_float=Decimal)) else json.loads(text)
+
+
 def _processor(schema: dict) -> JSONLogitsProcessor:
     return JSONLogitsProcessor(schema, load_vocab("spm32k"))
 
@@ -59,10 +76,11 @@ def test_swagger_responses_need_a_status_code() -> None:
     vocab = load_vocab("spm32k")
     validator = jsonschema.Draft7Validator(RESPONSES)
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        text = random_walk_text(processor.guide, vocab, rng, steps=200, stop=0.5)
-        if text is not None:
-            assert validator.is_valid(json.loads(text)), text
+    for _ in range(10):
+        text = random_walk_text(processor.guide, vocab, rng, steps=150, stop=0.5)
+        value = None if text is None else _judged_value(text)
+        if value is not None:
+            assert validator.is_valid(value), text
 
 
 def test_one_member_may_meet_several_requirements() -> None:
@@ -99,7 +117,7 @@ def test_a_declared_member_can_be_the_witness() -> None:
 
 def test_too_many_requirements_name_the_not() -> None:
     schema = {"type": "object", "not": {"anyOf": [{"propertyNames": {"pattern": c}} for c in "abcde"]}}
-    with pytest.raises(SchemaError, match="at most 4 members.*'not'") as caught:
+    with pytest.raises(SchemaError, match=r"at most 4 members.*'not'") as caught:
         _processor(schema)
     assert "#/not" in str(caught.value)
 
@@ -132,7 +150,8 @@ def negated(draw: st.DrawFn) -> dict:
     if kind == "additional":
         part: dict = {"additionalProperties": draw(st.sampled_from([False, *VALUE_SCHEMAS]))}
         if draw(st.booleans()):
-            part["properties"] = dict.fromkeys(draw(st.lists(st.sampled_from(KEYS), max_size=2, unique=True)), True)
+            names = draw(st.lists(st.sampled_from(KEYS), max_size=2, unique=True))
+            part["properties"] = dict.fromkeys(names, True)
         if draw(st.booleans()):
             part["patternProperties"] = {draw(st.sampled_from(PATTERNS)): {}}
         return part
@@ -146,7 +165,8 @@ def schemas(draw: st.DrawFn) -> dict:
     if declared:
         schema["properties"] = {k: draw(st.sampled_from(VALUE_SCHEMAS[:4])) for k in declared}
     if draw(st.booleans()):
-        schema["patternProperties"] = {draw(st.sampled_from(PATTERNS)): draw(st.sampled_from(VALUE_SCHEMAS[:4]))}
+        pattern = draw(st.sampled_from(PATTERNS))
+        schema["patternProperties"] = {pattern: draw(st.sampled_from(VALUE_SCHEMAS[:4]))}
     if draw(st.integers(0, 3)) == 0:
         schema["additionalProperties"] = draw(st.sampled_from([False, {"type": "integer"}]))
     if draw(st.integers(0, 3)) == 0:
@@ -170,7 +190,7 @@ def _documents(declared: list[str]) -> list:
     return out
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schemas())
 def test_not_of_object_keywords_is_exact(schema: dict) -> None:
     validator = jsonschema.Draft202012Validator(schema)
@@ -190,6 +210,12 @@ def test_not_of_object_keywords_is_exact(schema: dict) -> None:
         valid = validator.is_valid(document)
         if exact or not valid:
             assert processor.accepts(json.dumps(document)) == valid, (json.dumps(schema), document)
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # what generation writes is valid, and never reaches a dead end
+        text = random_walk_text(processor.guide, load_vocab("spm32k"), rng, steps=80, stop=0.3)
+        value = None if text is None else _judged_value(text)
+        if value is not None:
+            assert validator.is_valid(value), (json.dumps(schema), text)
 
 
 def test_unique_items_spell_such_objects_canonically() -> None:
