@@ -120,6 +120,11 @@ def test_too_many_requirements_name_the_not() -> None:
     with pytest.raises(SchemaError, match=r"at most 4 members.*'not'") as caught:
         _processor(schema)
     assert "#/not" in str(caught.value)
+    # lenient keeps four ("some key without a", ... "without d") and leaves out the fifth
+    lenient = JSONLogitsProcessor(schema, load_vocab("spm32k"), lenient=True)
+    assert lenient.accepts('{"a": 1, "b": 2}')
+    assert not lenient.accepts('{"a": 1}')
+    assert lenient.accepts('{"e": 1}')  # (every key has an e: only the fifth refuses it)
 
 
 # -- random schemas, judged -------------------------------------------------------------------
