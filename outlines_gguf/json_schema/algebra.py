@@ -608,6 +608,21 @@ _VACUOUS_WHEN_TRUE = frozenset(
 """Keywords whose subschema ``true`` (or ``{}``) constrains nothing."""
 
 
+def _without_free_patterns(part: Any) -> Any:
+    """``part`` without the ``patternProperties`` whose schema is ``true``, where no
+    ``additionalProperties`` of its own restricts the other keys (so they exempt none): they
+    constrain nothing (OpenAPI's ``$ref: specification-extensions``, ``^x-: true``, beside an
+    ``additionalProperties`` that every member then obeys, the extensions included)."""
+    if not isinstance(part, dict) or part.get("additionalProperties", True) not in (True, {}):
+        return part
+    patterns = part.get("patternProperties")
+    if not isinstance(patterns, dict) or not any(v is True or v == {} for v in patterns.values()):
+        return part
+    kept = {p: v for p, v in patterns.items() if not (v is True or v == {})}
+    rest = {k: v for k, v in part.items() if k != "patternProperties"}
+    return {**rest, "patternProperties": kept} if kept else rest
+
+
 def _merge_all(parts: list[Any]) -> dict | None:
     """Merge allOf parts into one schema when that is exact, else None.
 
@@ -619,6 +634,7 @@ def _merge_all(parts: list[Any]) -> dict | None:
     """
     if any(p is False for p in parts):
         return {"enum": []}  # nothing satisfies false, whatever the other parts say
+    parts = [_without_free_patterns(p) for p in parts]
     dicts = [p for p in parts if isinstance(p, dict)]
     declared = [set(p.get("properties", {})) for p in dicts]
     everything = set().union(*declared) if declared else set()

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from outlines_gguf.json_schema.algebra import _provably_empty
+from outlines_gguf.json_schema.keywords import ANNOTATIONS
 from outlines_gguf.json_schema.refs import _LIST_KEYS, _MAP_KEYS, _SCHEMA_KEYS, _escape
-from outlines_gguf.json_schema.validate import resolve_local
+from outlines_gguf.json_schema.validate import Undecided, pattern_matches, resolve_local
 
 _DYNAMIC = frozenset(
     {
@@ -56,9 +57,15 @@ MAX_BRANCHES = 16
 is split out (nested ones multiply)."""
 
 
-def _contributors(root: Any, node: dict) -> list[dict] | None:
+MAX_CLOSING = 8
+"""At most this many closing conditionals of their own (``_rewrite_by_conditions``); those folded
+into a conditional with the same ``if`` are free."""
+
+
+def _contributors(root: Any, node: dict, dynamic: list[Any] | None = None) -> list[dict] | None:
     """The node and the subschemas applied in place with it (allOf parts, $ref targets), or None
-    where one of them evaluates what only the value can tell (or refs cycle in place)."""
+    where one of them evaluates what only the value can tell (or refs cycle in place). With
+    ``dynamic`` (a list), those keywords do not stop it: their subschemas are added to it."""
     out: list[dict] = []
     seen: set[int] = set()
     stack: list[Any] = [node]
@@ -71,8 +78,21 @@ def _contributors(root: Any, node: dict) -> list[dict] | None:
         if id(schema) in seen:
             return None  # an in-place cycle
         seen.add(id(schema))
-        if _DYNAMIC & set(schema):
-            return None
+        found = _DYNAMIC & set(schema)
+        if found:
+            if dynamic is None:
+                return None
+            for key in sorted(found):
+                value = schema[key]
+                if key in ("$dynamicRef", "$recursiveRef"):
+                    dynamic.append(None)  # (anything, as far as this reads)
+                elif key in ("anyOf", "oneOf"):
+                    dynamic.extend(value if isinstance(value, list) else [None])
+                elif key in ("dependentSchemas", "dependencies"):  # (name lists evaluate nothing)
+                    deps = value.values() if isinstance(value, dict) else [None]
+                    dynamic.extend(v for v in deps if not isinstance(v, list))
+                else:
+                    dynamic.append(value)
         out.append(schema)
         parts = schema.get("allOf", [])
         if not isinstance(parts, list):
@@ -89,22 +109,90 @@ def _contributors(root: Any, node: dict) -> list[dict] | None:
     return out
 
 
+def _possible_names(root: Any, schemas: list[Any]) -> tuple[set[str], set[str]] | None:
+    """The property names and patterns that ``schemas`` and what they apply in place could
+    evaluate, whichever of their branches pass; None: any name (``additionalProperties``, an
+    unevaluated keyword, a dynamic reference, what cannot be read)."""
+    names: set[str] = set()
+    patterns: set[str] = set()
+    seen: set[int] = set()
+    stack = list(schemas)
+    while stack:
+        schema = stack.pop()
+        if schema is True or schema is False:
+            continue
+        if not isinstance(schema, dict) or ({"$dynamicRef", "$recursiveRef", *_KEYWORDS} & set(schema)):
+            return None
+        if id(schema) in seen:
+            continue
+        seen.add(id(schema))
+        if "additionalProperties" in schema:
+            return None
+        props, pats = schema.get("properties", {}), schema.get("patternProperties", {})
+        if not isinstance(props, dict) or not isinstance(pats, dict):
+            return None
+        names.update(props)
+        patterns.update(pats)
+        for key in ("allOf", "anyOf", "oneOf"):
+            parts = schema.get(key, [])
+            if not isinstance(parts, list):
+                return None
+            stack.extend(parts)
+        stack.extend(schema[k] for k in ("if", "then", "else") if k in schema)  # (not: none)
+        for key in ("dependentSchemas", "dependencies"):
+            deps = schema.get(key, {})
+            if not isinstance(deps, dict):
+                return None
+            stack.extend(v for v in deps.values() if not isinstance(v, list))
+        ref = schema.get("$ref")
+        if ref is not None:
+            try:
+                stack.append(resolve_local(root, ref))
+            except (LookupError, AttributeError):
+                return None
+    return names, patterns
+
+
+def _covered(name: str, names: dict[str, None], patterns: dict[str, None]) -> bool:
+    """``name`` is evaluated whenever it is present: listed, or found by a pattern."""
+    if name in names:
+        return True
+    try:
+        return any(pattern_matches(p, name) for p in patterns)
+    except Undecided:
+        return False
+
+
 def _rewrite_properties(root: Any, node: dict, into: dict) -> dict | None:
     """``into`` (``node`` with its subschemas rewritten) without ``unevaluatedProperties``, or
-    None where it cannot be rewritten."""
-    contributors = _contributors(root, node)
+    None where it cannot be rewritten.
+
+    Keywords whose annotations depend on the value (``if``, ``oneOf``, ``dependentSchemas``, ...)
+    do not matter where every name their subschemas could evaluate is evaluated anyway, by the
+    rest (OpenAPI 3.1's parameter: its ``in``/``style`` conditionals name properties the
+    parameter declares): they stay, for what they check, and the rewrite is static."""
+    dynamic: list[Any] = []
+    contributors = _contributors(root, node, dynamic)
     if contributors is None:
         return None
     names: dict[str, None] = {}
     patterns: dict[str, None] = {}
     for i, schema in enumerate(contributors):
         if "additionalProperties" in schema or (i > 0 and "unevaluatedProperties" in schema):
+            if dynamic:
+                return None  # (every name, but only where the dynamic parts allow it: branch)
             return {k: v for k, v in into.items() if k != "unevaluatedProperties"}  # every name
         props, pats = schema.get("properties", {}), schema.get("patternProperties", {})
         if not isinstance(props, dict) or not isinstance(pats, dict):
             return None
         names.update(dict.fromkeys(props))
         patterns.update(dict.fromkeys(pats))
+    if dynamic:
+        possible = _possible_names(root, dynamic)
+        if possible is None or not possible[1] <= set(patterns):
+            return None
+        if not all(_covered(name, names, patterns) for name in possible[0]):
+            return None
     out = {k: v for k, v in into.items() if k != "unevaluatedProperties"}
     own_props, own_pats = into.get("properties", {}), into.get("patternProperties", {})
     extra_names = {n: True for n in names if n not in own_props}
@@ -180,10 +268,21 @@ def rewrite_unevaluated(root: Any) -> Any:
             else:
                 out[key] = value
         # (a node split into branches keeps its definitions where they are: only references
-        # to its other parts would lose their way)
+        # to its other parts would lose their way, unless they are all its own: inlined)
         kept = tuple(f"{pointer}/{key}/" for key in _DEFINITIONS)
-        inside = any(t.startswith(pointer + "/") and not t.startswith(kept) for t in targets)
-        return _rewrite(root, node, out, _Leaves(0 if inside else MAX_BRANCHES - 1), resolved)
+
+        def into_node(t: str) -> bool:
+            return t.startswith(pointer + "/") and not t.startswith(kept)
+
+        inside = any(into_node(t) for t in targets)
+        if inside and sorted(filter(into_node, targets)) == sorted(filter(into_node, _ref_pointers(node))):
+            inlined = _inline_refs(out, into_node, resolved)
+            if inlined is not None:
+                out, inside = inlined, False
+        rewritten = _rewrite(root, node, out, _Leaves(0 if inside else MAX_BRANCHES - 1), resolved)
+        if "unevaluatedProperties" in rewritten and "unevaluatedProperties" in node:
+            rewritten = _rewrite_by_conditions(node, rewritten, resolved) or rewritten
+        return rewritten
 
     done: dict[str, Any] = {}
     busy: set[str] = set()
@@ -203,6 +302,210 @@ def rewrite_unevaluated(root: Any) -> Any:
         return done[ref]
 
     return transform(root, "")
+
+
+def _rewrite_by_conditions(node: dict, into: dict, resolved: Resolve) -> dict | None:
+    """``into`` without ``unevaluatedProperties: U``, where what branches cannot split holds its
+    value-dependent keywords one level deep (``if``/``then``/``else``, ``oneOf``/``anyOf``
+    branches, ``dependentSchemas``, none nested in another, no patterns of their own): a name
+    such a part declares is evaluated exactly when a condition holds (``if`` for the names of
+    ``if`` and ``then``, ``not if`` for those of ``else``, the branch itself, the dependency's
+    name present: the rest holds since the value is valid), and U applies to it otherwise. The
+    conditional whose ``if`` is that condition gets ``properties: {name: U}`` in its ``else``
+    (in its ``then`` for ``not if``); other conditions a closing conditional of their own, one
+    per set (OpenAPI 3.1's security schemes: five ``type`` conditionals whose names
+    ``unevaluatedProperties: false`` closes). The other names are as in
+    :func:`_rewrite_properties`. None where the parts are not so."""
+    flat = _inline_in_place(into, resolved)
+    if flat is None:
+        return None
+    names: dict[str, None] = {}
+    patterns: dict[str, None] = {}
+    parts: list[tuple[Any, Any]] = []  # (condition, part)
+    holders: list[dict] = []  # the conditionals (copies: their branches may be closed)
+    stack: list[Any] = [flat]
+    first = True
+    while stack:
+        schema = stack.pop()
+        if schema is True:
+            continue
+        if not isinstance(schema, dict):
+            return None
+        if "additionalProperties" in schema or (not first and "unevaluatedProperties" in schema):
+            return None
+        first = False
+        if {"$dynamicRef", "$recursiveRef"} & set(schema):
+            return None
+        props, pats = schema.get("properties", {}), schema.get("patternProperties", {})
+        if not isinstance(props, dict) or not isinstance(pats, dict):
+            return None
+        names.update(dict.fromkeys(props))
+        patterns.update(dict.fromkeys(pats))
+        if "if" in schema:
+            condition = schema["if"]
+            parts += [(condition, condition), (condition, schema.get("then", True))]
+            parts.append(({"not": condition}, schema.get("else", True)))
+            holders.append(schema)
+        for key in ("oneOf", "anyOf"):
+            branches = schema.get(key, [])
+            if not isinstance(branches, list):
+                return None
+            parts += [(branch, branch) for branch in branches]
+        for key in ("dependentSchemas", "dependencies"):
+            deps = schema.get(key, {})
+            if not isinstance(deps, dict):
+                return None
+            parts += [({"required": [k]}, v) for k, v in deps.items() if not isinstance(v, list)]
+        stack.extend(schema.get("allOf", []))
+    conditions: dict[str, list[Any]] = {}  # name -> the conditions under which it is evaluated
+    for condition, part in parts:
+        found = _in_place(part, resolved)
+        if found is None:
+            return None  # (a cycle, a nested value-dependent keyword: not one level deep)
+        for schema in found:
+            if "additionalProperties" in schema or "unevaluatedProperties" in schema:
+                return None
+            if set(schema.get("patternProperties", {})) - set(patterns):
+                return None
+            for name in schema.get("properties", {}):
+                if not _covered(name, names, patterns) and condition not in conditions.setdefault(name, []):
+                    conditions[name].append(condition)
+    if not conditions:
+        return None  # (nothing value-dependent: the other rewrites decide)
+    unevaluated = flat["unevaluatedProperties"]
+    groups: dict[str, tuple[list[Any], list[str]]] = {}
+    for name, held in conditions.items():
+        held = [c for c in held if not any(d is not c and _implies(c, d) for d in held)]  # (the weakest)
+        groups.setdefault(json.dumps(held, sort_keys=True), (held, []))[1].append(name)
+    closing = []
+    for held, group in groups.values():
+        closed = {"properties": dict.fromkeys(group, unevaluated)}
+        holder = _holder(holders, held)
+        if holder is not None:  # "if c then ..., else (or then, for not c) the names closed"
+            branch = "else" if held[0] is holder["if"] or held[0] == holder["if"] else "then"
+            holder[branch] = {"allOf": [holder.get(branch, True), closed]}
+        else:
+            closing.append({"if": held[0] if len(held) == 1 else {"anyOf": held}, "else": closed})
+    if len(closing) > MAX_CLOSING:
+        return None  # (their combinations would pass the compiler's limits: refused as before)
+    # (built once the conditionals are closed: the node itself may be one)
+    out = {k: v for k, v in flat.items() if k != "unevaluatedProperties"}
+    declared = flat.get("properties", {})
+    out["properties"] = {**dict.fromkeys(names, True), **dict.fromkeys(conditions, True), **declared}
+    if patterns:
+        out["patternProperties"] = {**dict.fromkeys(patterns, True), **flat.get("patternProperties", {})}
+    out["additionalProperties"] = unevaluated
+    if closing:
+        out["allOf"] = [*out.get("allOf", []), *closing]
+    return out
+
+
+def _holder(holders: list[dict], held: list[Any]) -> dict | None:
+    """The conditional whose ``if`` is the one condition ``held`` (or whose negation it is)."""
+    if len(held) != 1:
+        return None
+    condition = held[0]
+    for holder in holders:
+        if condition == holder["if"] or condition == {"not": holder["if"]}:
+            return holder
+    return None
+
+
+def _implies(a: Any, b: Any) -> bool:
+    """``a`` holds only where ``b`` does, as far as plain ``properties``/``required`` tell (the
+    condition of ``scheme: bearer`` beside ``type: http`` implies that of ``type: http``)."""
+    plain = {"properties", "required"}
+    if not (isinstance(a, dict) and isinstance(b, dict) and set(a) <= plain and set(b) <= plain):
+        return False
+    props_a, props_b = a.get("properties", {}), b.get("properties", {})
+    required_a, required_b = a.get("required", []), b.get("required", [])
+    if not all(isinstance(x, dict) for x in (props_a, props_b)) or not isinstance(required_a, list):
+        return False
+    if not isinstance(required_b, list) or not set(required_b) <= set(required_a):
+        return False
+    return all(name in props_a and props_a[name] == sub for name, sub in props_b.items())
+
+
+def _inline_in_place(schema: Any, resolved: Resolve, depth: int = 0) -> Any:
+    """A copy of ``schema`` whose ``$ref``s applied in place (its own, its ``allOf`` parts') are
+    ``allOf`` parts holding copies of their (rewritten) targets; None past a depth of 32 (a
+    cycle) or where a target cannot be had."""
+    if not isinstance(schema, dict):
+        return schema
+    if depth > 32:
+        return None
+    out = dict(schema)
+    allof = out.get("allOf", [])
+    if not isinstance(allof, list):
+        return None
+    parts = []
+    for part in allof:
+        copied = _inline_in_place(part, resolved, depth + 1)
+        if copied is None:
+            return None
+        parts.append(copied)
+    ref = out.pop("$ref", None)
+    if ref is not None:
+        target = resolved(ref) if isinstance(ref, str) else None
+        copied = _inline_in_place(target, resolved, depth + 1) if target is not None else None
+        if copied is None:
+            return None
+        parts.append(copied)
+    if parts:
+        out["allOf"] = parts
+    return out
+
+
+def _in_place(part: Any, resolved: Resolve) -> list[dict] | None:
+    """``part`` and what it applies in place (``allOf`` parts, ``$ref`` targets), or None where
+    one holds a value-dependent keyword or they cycle."""
+    out: list[dict] = []
+    seen: set[int] = set()
+    stack = [part]
+    while stack:
+        schema = stack.pop()
+        if schema is True or schema is False:
+            continue
+        if not isinstance(schema, dict) or id(schema) in seen or _DYNAMIC & set(schema):
+            return None
+        seen.add(id(schema))
+        out.append(schema)
+        allof = schema.get("allOf", [])
+        if not isinstance(allof, list):
+            return None
+        stack.extend(allof)
+        ref = schema.get("$ref")
+        if ref is not None:
+            target = resolved(ref) if isinstance(ref, str) else None
+            if target is None:
+                return None
+            stack.append(target)
+    return out
+
+
+def _inline_refs(schema: Any, inlined: Callable[[str], bool], resolved: Resolve) -> Any:
+    """``schema`` with each ``$ref`` (alone beside annotations) whose pointer ``inlined`` holds
+    replaced by its target, rewritten; None if one cannot be (a cycle, keywords beside it)."""
+    if isinstance(schema, list):
+        items = [_inline_refs(x, inlined, resolved) for x in schema]
+        return None if any(x is None and y is not None for x, y in zip(items, schema, strict=True)) else items
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#") and inlined(ref[1:]):
+        if set(schema) - {"$ref"} - ANNOTATIONS:
+            return None
+        return resolved(ref)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("enum", "const", "examples", "default"):  # (values, not schemas)
+            out[key] = value
+            continue
+        found = _inline_refs(value, inlined, resolved)
+        if found is None and value is not None:
+            return None
+        out[key] = found
+    return out
 
 
 class _Leaves:
@@ -230,6 +533,10 @@ def _rewrite(
     ``dependentSchemas`` (or one of the subschemas applied in place with it does: lifted)."""
     if not any(k in node for k in _KEYWORDS):
         return out
+    if "unevaluatedItems" not in node:  # (the value-dependent parts may not matter: static)
+        static = _rewrite_properties(root, node, out)
+        if static is not None:
+            return static
     branches = _branches(node, out, budget.left + 1) if budget.left > 0 else None
     if branches is not None:
         # (branches no value satisfies are left out: "type is t0" beside "type is t1", where
