@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,9 +94,42 @@ def compile_budget(label: str, limit: int | None = None, *, own: bool = False) -
     budget = CompileBudget(label, MAX_COMPILE_WORK if limit is None else limit, outer)
     _budgets.current = budget
     try:
-        yield budget
+        if outer is None:
+            with collector_paused():
+                yield budget
+        else:
+            yield budget
     finally:
         _budgets.current = outer
+
+
+_collector_lock = threading.Lock()
+_pauses = 0  # compilations running (in any thread) with the collector paused
+_collector_was_enabled = False
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run a compilation with Python's cyclic garbage collector paused (as it was, after).
+
+    Compiling allocates hundreds of thousands of small lists and tuples (NFA edges, subsets)
+    that live until the compilation ends; each collection the allocations trigger scans every
+    object still alive, those of the process included. Paused, OpenAPI 3.0's first mask took
+    0.11 s instead of 0.38-0.55 s, Swagger 2.0's 0.17 s instead of 0.28-0.46 s. Objects in
+    cycles made meanwhile are collected at the next collection after it."""
+    global _pauses, _collector_was_enabled
+    with _collector_lock:
+        if _pauses == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _pauses -= 1
+            if _pauses == 0 and _collector_was_enabled:
+                gc.enable()
 
 
 def spend(units: int) -> None:

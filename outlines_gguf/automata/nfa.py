@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from functools import lru_cache
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def _chars_plan(ranges: Ranges) -> tuple[int, list[list[tuple[int, int, int]]]]:
 class _NFA:
     """Thompson NFA over bytes: epsilon edges and byte-range edges.
 
-    The edges of a copied automaton (:meth:`copy_edges`) are written when ``edges`` is first
+    The edges of a copied automaton (:meth:`copied_block`) are written when ``edges`` is first
     read after the copy, not at the copy: a build that passes :data:`MAX_NFA_STATES` then fails
     without writing the hundreds of thousands of edges it copied (a unique array's item
     automaton is tried at construction, and most of its states are copied string automata).
@@ -119,7 +119,8 @@ class _NFA:
 
     def __init__(self) -> None:
         self.eps: list[list[int]] = []
-        self._edges: list[list[tuple[int, int, int]]] = []
+        # per state its edges; () for a copied state whose edges are not written yet
+        self._edges: list[Any] = []
         self._copies: list[tuple[int, list[list[tuple[int, int, int]]]]] = []  # (first state, edges)
 
     @property
@@ -133,13 +134,8 @@ class _NFA:
             self._copies = []
         return self._edges
 
-    def copy_edges(self, base: int, relative: list[list[tuple[int, int, int]]]) -> None:
-        """Give the states from ``base`` on (a :meth:`block`) the edges ``relative``, whose targets
-        count from ``base`` (written when ``edges`` is next read)."""
-        self._copies.append((base, relative))
-
     def add_edge(self, source: int, lo: int, hi: int, target: int) -> None:
-        """An edge from a state made by :meth:`state` (never one of a copied block)."""
+        """An edge from a state made by :meth:`state` (a copied state has no list to add to)."""
         self._edges[source].append((lo, hi, target))
 
     def state(self) -> int:
@@ -152,14 +148,17 @@ class _NFA:
         self._edges.append([])
         return len(self.eps) - 1
 
-    def block(self, count: int) -> int:
-        """``count`` new states in a row; returns the first."""
+    def copied_block(self, relative: list[list[tuple[int, int, int]]]) -> int:
+        """``len(relative)`` new states in a row whose edges are ``relative`` (targets counted from
+        the first, which is returned), written when ``edges`` is next read."""
         n = len(self.eps)
+        count = len(relative)
         if n + count > MAX_NFA_STATES:
             self.state_limit_reached()
         spend(NFA_STATE_WORK * count)
-        self.eps.extend([] for _ in range(count))
-        self._edges.extend([] for _ in range(count))
+        self.eps.extend([[] for _ in range(count)])
+        self._edges.extend(itertools.repeat((), count))
+        self._copies.append((n, relative))
         return n
 
     @staticmethod
@@ -194,10 +193,8 @@ class _Template:
         self.accepting = np.flatnonzero(dfa.accepting).tolist()
 
     def copy_into(self, nfa: _NFA) -> Fragment:
-        n = len(self.edges)
-        base = nfa.block(n + 1)
-        nfa.copy_edges(base, self.edges)
-        exit_state = base + n
+        base = nfa.copied_block(self.edges)
+        exit_state = nfa.state()
         for s in self.accepting:
             nfa.eps[base + s].append(exit_state)
         return base, exit_state
@@ -230,10 +227,9 @@ class FragmentBuilder:
 
     def chars(self, ranges: Ranges) -> Fragment:
         """Any one character of ``ranges``, as UTF-8."""
-        n_inner, edges = _chars_plan(ranges)
+        _, edges = _chars_plan(ranges)
         nfa = self.nfa
-        base = nfa.block(n_inner + 2)  # start, end, then the states inside multi-byte characters
-        nfa.copy_edges(base, edges)
+        base = nfa.copied_block(edges)  # start, end, then the states inside multi-byte characters
         return base, base + 1
 
     def literal(self, text: str | bytes) -> Fragment:
