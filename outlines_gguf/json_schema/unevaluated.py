@@ -62,10 +62,13 @@ MAX_CLOSING = 8
 into a conditional with the same ``if`` are free."""
 
 
-def _contributors(root: Any, node: dict, dynamic: list[Any] | None = None) -> list[dict] | None:
+def _contributors(
+    root: Any, node: Any, dynamic: list[Any] | None = None, resolve: Resolve | None = None
+) -> list[dict] | None:
     """The node and the subschemas applied in place with it (allOf parts, $ref targets), or None
     where one of them evaluates what only the value can tell (or refs cycle in place). With
-    ``dynamic`` (a list), those keywords do not stop it: their subschemas are added to it."""
+    ``dynamic`` (a list), those keywords do not stop it: their subschemas are added to it.
+    ``$ref``s are resolved in ``root``, or by ``resolve`` (to their rewritten targets)."""
     out: list[dict] = []
     seen: set[int] = set()
     stack: list[Any] = [node]
@@ -103,9 +106,12 @@ def _contributors(root: Any, node: dict, dynamic: list[Any] | None = None) -> li
             if not isinstance(ref, str):
                 return None
             try:
-                stack.append(resolve_local(root, ref))
+                target = resolve_local(root, ref) if resolve is None else resolve(ref)
             except LookupError:
                 return None
+            if target is None:
+                return None
+            stack.append(target)
     return out
 
 
@@ -359,7 +365,7 @@ def _rewrite_by_conditions(node: dict, into: dict, resolved: Resolve) -> dict | 
         stack.extend(schema.get("allOf", []))
     conditions: dict[str, list[Any]] = {}  # name -> the conditions under which it is evaluated
     for condition, part in parts:
-        found = _in_place(part, resolved)
+        found = _contributors(None, part, resolve=resolved)
         if found is None:
             return None  # (a cycle, a nested value-dependent keyword: not one level deep)
         for schema in found:
@@ -453,33 +459,6 @@ def _inline_in_place(schema: Any, resolved: Resolve, depth: int = 0) -> Any:
         parts.append(copied)
     if parts:
         out["allOf"] = parts
-    return out
-
-
-def _in_place(part: Any, resolved: Resolve) -> list[dict] | None:
-    """``part`` and what it applies in place (``allOf`` parts, ``$ref`` targets), or None where
-    one holds a value-dependent keyword or they cycle."""
-    out: list[dict] = []
-    seen: set[int] = set()
-    stack = [part]
-    while stack:
-        schema = stack.pop()
-        if schema is True or schema is False:
-            continue
-        if not isinstance(schema, dict) or id(schema) in seen or _DYNAMIC & set(schema):
-            return None
-        seen.add(id(schema))
-        out.append(schema)
-        allof = schema.get("allOf", [])
-        if not isinstance(allof, list):
-            return None
-        stack.extend(allof)
-        ref = schema.get("$ref")
-        if ref is not None:
-            target = resolved(ref) if isinstance(ref, str) else None
-            if target is None:
-                return None
-            stack.append(target)
     return out
 
 
