@@ -1037,6 +1037,7 @@ class _CombinatorRules:
             branches.append({"type": "number", NOT_MULTIPLE_KEY: [1]})  # numbers with a fraction
         if others:
             branches.append({"type": sorted(others)})
+        by_key: dict[str, Any] = {}
         for key in sorted(keys - {"type", "then", "else", "minContains", "maxContains"}):
             negated = self.negate_keyword(key, schema, types, path, refs)
             if negated is None and self.negation_subset:
@@ -1045,6 +1046,9 @@ class _CombinatorRules:
                 return None
             if negated is not False:
                 branches.append(negated)
+                by_key[key] = negated
+        if _one_required_property(schema):  # (an option of a negation, negated again)
+            _absent_or_rejected(branches, by_key.get("required"), by_key.get("properties"))
         return {"anyOf": branches} if branches else False
 
     def negate_keyword(
@@ -1301,6 +1305,54 @@ def _vacuous_keywords(schema: dict, keys: set[str], types: set[str]) -> set[str]
         if key in keys and (schema[key] is True or schema[key] == {}):
             vacuous.add(key)
     return vacuous
+
+
+def _one_required_property(schema: dict) -> bool:
+    """``schema`` holds one property, which it requires: the shape of an option of the negation
+    of ``properties`` ("p present with a value S rejects")."""
+    props, required = schema.get("properties"), schema.get("required")
+    return isinstance(props, dict) and len(props) == 1 and required == list(props)
+
+
+def _absent_or_rejected(branches: list[Any], required: Any, properties: Any) -> None:
+    """Join, in a negation's ``branches``, "r absent" (from ``required``) and "r present with a
+    value its schema rejects" (from ``properties``) into "r's value rejected if present"
+    (``properties: {r: not S}``): the same values. Where a negation is negated again (the
+    items beside a ``contains`` of a negation), "r present with S, or r absent" for every
+    property made an allOf of unions whose products passed the compile budget (Bitbucket
+    Pipelines' steps); joined, it is ``properties`` again. (Only there: a oneOf branch
+    negated keeps "r absent" apart, the simplest way to exclude it.)"""
+    if not isinstance(required, dict) or not isinstance(properties, dict):
+        return
+    absent, present = required.get("anyOf"), properties.get("anyOf")
+    if not isinstance(absent, list) or not isinstance(present, list):
+        return
+
+    def single(option: Any, keys: set[str]) -> str | None:
+        """The one property name of an option of exactly ``keys`` (None otherwise)."""
+        if not isinstance(option, dict) or set(option) != keys:
+            return None
+        props = option.get("properties")
+        return next(iter(props)) if isinstance(props, dict) and len(props) == 1 else None
+
+    pair = {"properties", "required"}
+    absent_names = {single(o, {"properties"}) for o in absent} - {None}
+    joined = {
+        name
+        for o in present
+        if (name := single(o, pair)) in absent_names and o["required"] == [name]
+    }
+    if not joined:
+        return
+    rejected = [{"properties": o["properties"]} if single(o, pair) in joined else o for o in present]
+    still_absent = [o for o in absent if single(o, {"properties"}) not in joined]
+    at = next(i for i, b in enumerate(branches) if b is properties)
+    branches[at] = {**properties, "anyOf": rejected}
+    if still_absent:
+        at = next(i for i, b in enumerate(branches) if b is required)
+        branches[at] = {**required, "anyOf": still_absent}
+    else:
+        branches[:] = [b for b in branches if b is not required]
 
 
 def _requires_itself(schema: Any, root: Any) -> bool:

@@ -496,3 +496,45 @@ def test_exclusions_past_the_limit_keep_the_simplest_way() -> None:
     for document in documents:
         if processor.accepts(json.dumps(document)):
             assert validator.is_valid(document), document
+
+
+def test_a_negation_negated_again_stays_one_object() -> None:
+    """Bitbucket Pipelines' pipeline: an item is a parallel group of steps or one step, and "a
+    step, and not a group" negates "parallel holds an array of steps": an item beside a
+    ``contains`` of a non-step, the negation negated again. Each of the step's properties
+    became "present with its schema, or absent", an allOf of eleven unions whose products
+    passed the compile budget when generation reached them; it is ``properties`` again."""
+    names = ["size", "name", "trigger", "deployment", "image", "services", "caches", "artifacts",
+             "variables", "after-script", "script"]
+    step = {
+        "type": "object",
+        "properties": {n: {"type": "string"} for n in names},
+        "required": ["name"],
+    }
+    steps = {"type": "object", "properties": {"step": step}}
+    schema = {
+        "type": "array",
+        "items": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"parallel": {"type": "array", "items": steps}},
+                    "required": ["parallel"],
+                },
+                steps,
+            ]
+        },
+    }
+    processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    processor.guide.schema.compile_all()  # type: ignore[attr-defined]  # (the late piece included)
+    validator = jsonschema.Draft202012Validator(schema)
+    one = {"step": {"name": "build", "size": "2x"}}
+    documents = [
+        [one],
+        [{"parallel": [one, one]}],
+        [{"parallel": [one], "step": {"name": "x"}}],  # (both: a group of steps, and a step)
+        [{"parallel": [{"step": {"size": "2x"}}], "step": {"name": "x"}}],  # (a step, not a group)
+        [{"step": {"size": "2x"}}],
+    ]
+    for document in documents:
+        assert processor.accepts(json.dumps(document)) == validator.is_valid(document), document
