@@ -335,6 +335,9 @@ class _ObjectRules:
             )
             if marks is None:
                 return None
+            counted = min_p > 0 or max_p is not None
+            if not self.canonical and 1 < len(members) <= EAGER_ORDER_MAX and not counted:
+                return self.marked_any_order_body(members, extra, marks)
             if len(member_names) > 1:
                 self.subsets.add(f"{path}/properties")  # (in declared order: a valid subset)
             canonical_alone = self.canonical and bool(members)
@@ -476,6 +479,53 @@ class _ObjectRules:
                     sep = self.comma()
                     b.nfa.eps[extras_only].append(sep[0])
                     b.nfa.eps[sep[1]].append(member[0])
+
+    def marked_any_order_body(
+        self: CompilerAPI,
+        members: list[tuple[Callable[[], Fragment | None], bool]],
+        extra: Callable[[], Fragment | None] | None,
+        marks: Marks,
+    ) -> Fragment | None:
+        """:meth:`any_order_body` for an object with :data:`SOME_MEMBER_KEY` requirements: a state
+        per (members written, requirements met, whether anything was written), a member that may
+        meet some also written as the member that meets them, ``}`` once every one is met."""
+        b = self.b
+        required = sum(1 << i for i, (_, must) in enumerate(members) if must)
+        every = 0
+        for bits, _, _ in marks:
+            every |= bits
+        entry = self.open("{")
+        end = b.nfa.state()
+        start: tuple[int, int, bool] = (0, 0, False)
+        state = {start: entry[1]}
+        pending = [start]
+        called, self._leaves_called = self._leaves_called, True  # each value once, as a call
+        try:
+            while pending:
+                key = pending.pop()
+                written, met, wrote = key
+                source = state[key]
+                if written & required == required and met == every:
+                    self.close_into(source, end)
+                ways: list[tuple[Callable[[], Fragment | None], int, int]] = []  # (member, written, met)
+                if extra is not None:
+                    ways.append((extra, written, met))
+                for bits, _, marked in marks:
+                    if marked is not None:
+                        ways.append((marked, written, met | bits))
+                for i, (make, _) in enumerate(members):
+                    if not written >> i & 1:
+                        ways.append((make, written | 1 << i, met))
+                        ways += [(m[i], written | 1 << i, met | bits) for bits, m, _ in marks if i in m]
+                for make, to_written, to_met in ways:
+                    target_key = (to_written, to_met, True)
+                    if target_key not in state:
+                        state[target_key] = b.nfa.state()
+                        pending.append(target_key)
+                    self.member_link(source, make(), state[target_key], comma=wrote)
+        finally:
+            self._leaves_called = called
+        return entry[0], end
 
     def member_link(
         self: CompilerAPI, source: int, fragment: Fragment | None, target: int, comma: bool
