@@ -674,7 +674,8 @@ class _ObjectRules:
         if not isinstance(some, list) or len(some) > MAX_SOME_MEMBERS:
             raise self.fail(
                 f"an object may need at most {MAX_SOME_MEMBERS} members that a 'not' of "
-                "patternProperties, propertyNames or additionalProperties asks for",
+                "patternProperties, propertyNames or additionalProperties asks for (pass "
+                f"lenient=True to keep the first {MAX_SOME_MEMBERS})",
                 where,
             )
         keys = [self.key_names(key_schema, where) for key_schema, _ in some]
