@@ -772,9 +772,10 @@ class _CombinatorRules:
     def negate_members(self: CompilerAPI, schema: Any, path: str) -> Any:
         """``negate`` where ``patternProperties``, ``propertyNames`` and ``additionalProperties``
         are negated too, as "some member whose key ... and whose value ..."
-        (:data:`SOME_MEMBER_KEY`): exact, but an object that must hold such a member writes its
-        declared members in their declared order (a valid subset), so this comes after the ways
-        that keep any order (a oneOf branch negated among the other's objects)."""
+        (:data:`SOME_MEMBER_KEY`): exact, but an object that must hold such a member and declares
+        more than 3 members (or counts them) writes them in their declared order (a valid
+        subset), so this comes after the ways that keep any order (a oneOf branch negated among
+        the other's objects)."""
         before, self.member_negation = self.member_negation, True
         try:
             return self.negate(schema, path)

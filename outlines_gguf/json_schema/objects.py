@@ -329,7 +329,7 @@ class _ObjectRules:
             else:
                 max_p = 1 if max_p is None else min(int(max_p), 1)
         some = schema.get(SOME_MEMBER_KEY)
-        if some:  # (members in declared order, every way to meet each requirement tracked)
+        if some:  # (every way to meet each requirement tracked by the automaton)
             marks = self.member_marks(
                 some, props, member_names, additional, pattern_props, names_schema, path, next_depth
             )
