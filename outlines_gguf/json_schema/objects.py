@@ -328,6 +328,7 @@ class _ObjectRules:
                 extra = None
             else:
                 max_p = 1 if max_p is None else min(int(max_p), 1)
+        counted = min_p > 0 or max_p is not None
         some = schema.get(SOME_MEMBER_KEY)
         if some:  # (every way to meet each requirement tracked by the automaton)
             marks = self.member_marks(
@@ -335,7 +336,6 @@ class _ObjectRules:
             )
             if marks is None:
                 return None
-            counted = min_p > 0 or max_p is not None
             if not self.canonical and 1 < len(members) <= EAGER_ORDER_MAX and not counted:
                 return self.marked_any_order_body(members, extra, marks)
             if len(member_names) > 1:
@@ -345,7 +345,6 @@ class _ObjectRules:
             return self.object_body(members, extra, min_p, None if max_p is None else int(max_p), marks=marks)
         if self.calls is not None and len(members) > ANY_ORDER_MAX and min_p == 0 and max_p is None:
             return self.chunked_object(props, required, extra, link, path)
-        counted = min_p > 0 or max_p is not None
         if distinct or (
             self.calls is not None
             and 1 < len(members) <= ANY_ORDER_MAX

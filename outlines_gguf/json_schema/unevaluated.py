@@ -287,7 +287,7 @@ def rewrite_unevaluated(root: Any) -> Any:
                 out, inside = inlined, False
         rewritten = _rewrite(root, node, out, _Leaves(0 if inside else MAX_BRANCHES - 1), resolved)
         if "unevaluatedProperties" in rewritten and "unevaluatedProperties" in node:
-            rewritten = _rewrite_by_conditions(node, rewritten, resolved) or rewritten
+            rewritten = _rewrite_by_conditions(rewritten, resolved) or rewritten
         return rewritten
 
     done: dict[str, Any] = {}
@@ -310,7 +310,7 @@ def rewrite_unevaluated(root: Any) -> Any:
     return transform(root, "")
 
 
-def _rewrite_by_conditions(node: dict, into: dict, resolved: Resolve) -> dict | None:
+def _rewrite_by_conditions(into: dict, resolved: Resolve) -> dict | None:
     """``into`` without ``unevaluatedProperties: U``, where what branches cannot split holds its
     value-dependent keywords one level deep (``if``/``then``/``else``, ``oneOf``/``anyOf``
     branches, ``dependentSchemas``, none nested in another, no patterns of their own): a name
@@ -323,24 +323,16 @@ def _rewrite_by_conditions(node: dict, into: dict, resolved: Resolve) -> dict | 
     ``unevaluatedProperties: false`` closes). The other names are as in
     :func:`_rewrite_properties`. None where the parts are not so."""
     flat = _inline_in_place(into, resolved)
-    if flat is None:
+    dynamic: list[Any] = []
+    contributors = None if flat is None else _contributors(None, flat, dynamic, resolve=resolved)
+    if contributors is None or None in dynamic:  # (a dynamic reference: anything)
         return None
     names: dict[str, None] = {}
     patterns: dict[str, None] = {}
     parts: list[tuple[Any, Any]] = []  # (condition, part)
     holders: list[dict] = []  # the conditionals (copies: their branches may be closed)
-    stack: list[Any] = [flat]
-    first = True
-    while stack:
-        schema = stack.pop()
-        if schema is True:
-            continue
-        if not isinstance(schema, dict):
-            return None
-        if "additionalProperties" in schema or (not first and "unevaluatedProperties" in schema):
-            return None
-        first = False
-        if {"$dynamicRef", "$recursiveRef"} & set(schema):
+    for i, schema in enumerate(contributors):
+        if "additionalProperties" in schema or (i > 0 and "unevaluatedProperties" in schema):
             return None
         props, pats = schema.get("properties", {}), schema.get("patternProperties", {})
         if not isinstance(props, dict) or not isinstance(pats, dict):
@@ -353,16 +345,10 @@ def _rewrite_by_conditions(node: dict, into: dict, resolved: Resolve) -> dict | 
             parts.append(({"not": condition}, schema.get("else", True)))
             holders.append(schema)
         for key in ("oneOf", "anyOf"):
-            branches = schema.get(key, [])
-            if not isinstance(branches, list):
-                return None
-            parts += [(branch, branch) for branch in branches]
+            parts += [(branch, branch) for branch in schema.get(key, [])]
         for key in ("dependentSchemas", "dependencies"):
             deps = schema.get(key, {})
-            if not isinstance(deps, dict):
-                return None
             parts += [({"required": [k]}, v) for k, v in deps.items() if not isinstance(v, list)]
-        stack.extend(schema.get("allOf", []))
     conditions: dict[str, list[Any]] = {}  # name -> the conditions under which it is evaluated
     for condition, part in parts:
         found = _contributors(None, part, resolve=resolved)
