@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from outlines_gguf.automata.dfa import ByteDFA, language_size
 from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.ops import intersect
-from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError
+from outlines_gguf.errors import EmptyLanguageError, OutlinesGGUFError
 from outlines_gguf.json_schema.algebra import _unique_domain
 from outlines_gguf.json_schema.keywords import (
     _CONTAINS_KEYS,
@@ -44,7 +44,9 @@ class _ArrayRules:
         if unique:
             try:
                 item_dfa = self.item_texts(items, f"{path}/items")
-            except ConstraintTooComplexError as exc:  # (items the scan did not meet: merged parts)
+            except (OutlinesGGUFError, RecursionError) as exc:
+                # (items the scan did not meet, merged parts, or left to build here: at most one
+                # item where minItems allows, see ``SplitSchema._scan_unique_items``)
                 unique = self.unique_too_large(schema, path, exc)
         if unique:  # each item its own node, which the guide keeps from repeating (``unique``)
             # (a finite language of more than MAX_ITEMS_CAP values counts as that many: a subset)

@@ -291,13 +291,14 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
                 path,
             )
 
-    def unique_too_large(self, schema: dict, path: str, exc: ConstraintTooComplexError) -> bool:
+    def unique_too_large(self, schema: dict, path: str, exc: Exception) -> bool:
         """A unique array whose items' automaton passed the size limits when compiling met it
         (items the scan could not see, made by merging parts): recorded as the scan records
         it, then ignored with lenient, held to one item where it may (a valid subset), else a
         SchemaError. Returns False: the array is not compared item by item."""
         items = self.unique_items(schema, path, checked=False)
-        self.unenforced_unique[id(items)] = (items, str(exc), True)
+        why = str(exc) if isinstance(exc, OutlinesGGUFError) else "nested too deeply"
+        self.unenforced_unique[id(items)] = (items, why, True)
         if self.lenient:
             return False
         if self.one_unique_item(schema, path):
@@ -305,7 +306,7 @@ class _Compiler(_ObjectRules, _ArrayRules, _CombinatorRules, _ScalarRules):
             return False
         raise self.fail(
             "keyword 'uniqueItems' cannot be enforced: its items are compared as one automaton of "
-            f"their canonical spellings, which cannot be built ({exc}); pass lenient=True to ignore it",
+            f"their canonical spellings, which cannot be built ({why}); pass lenient=True to ignore it",
             path,
         )
 

@@ -26,6 +26,7 @@ from outlines_gguf.automata.ops import difference_soon_dead
 from outlines_gguf.errors import ConstraintTooComplexError, EmptyLanguageError, OutlinesGGUFError, SchemaError
 from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.json_schema.algebra import _unique_domain, of_types
+from outlines_gguf.json_schema.arrays import one_item_unique
 from outlines_gguf.json_schema.compiler import _Compiler
 from outlines_gguf.json_schema.keywords import (
     _MALFORMED,
@@ -283,6 +284,12 @@ class SplitSchema(Locked):
             return
         items = checker.unique_items(schema, path)
         if items is None or items is True or items == {}:
+            return
+        if self.lenient or one_item_unique(schema):
+            # built when generation first reaches such an array instead (OpenAPI's and JSON:API's
+            # item automata take a tenth of a second to half a second each): whatever fails
+            # there, the array is then not compared (lenient) or holds at most one item, a
+            # valid subset (``_ArrayRules.array``), as here; no error is left for later
             return
         try:
             self._unique_item_dfa(items, f"{path}/items")

@@ -447,8 +447,15 @@ def test_a_unique_array_inside_a_unique_item_holds_one_item() -> None:
     assert not processor.accepts('[{"entry": ["a", "b"]}]')  # (valid: left out of the subset)
     _random_walks_are_valid(processor, schema, seed=1, steps=200)
     at_least_two = {**strings, "minItems": 2}
-    with pytest.raises(SchemaError, match="uniqueItems"):  # one item would not do
-        JSONLogitsProcessor({**schema, "items": {**section, "properties": {"entry": at_least_two}}}, vocab)
+    # one automaton of a section cannot remember two strings: the sections are not compared then,
+    # and hold one section (a valid subset) whose entry is remembered as anywhere else
+    inner = {**schema, "items": {**section, "properties": {"entry": at_least_two}}}
+    one = JSONLogitsProcessor(inner, vocab)
+    assert one.accepts('[{"entry": ["a", "b"]}]')
+    assert not one.accepts('[{"entry": ["a", "a"]}]')
+    assert not one.accepts('[{"path": "x"}, {"path": "y"}]')  # (valid: left out of the subset)
+    with pytest.raises(SchemaError, match="uniqueItems"):  # where one section would not do
+        JSONLogitsProcessor({**inner, "minItems": 2}, vocab)
     assert JSONLogitsProcessor(strings, vocab).accepts('["a", "b"]')  # (not inside: as ever)
 
 
@@ -470,6 +477,7 @@ def test_unique_items_too_large_to_compare_hold_one_item() -> None:
     schema = {"type": "object", "properties": {"parameters": {"type": "array", "uniqueItems": True}}}
     schema["properties"]["parameters"]["items"] = _wide_kinds(10, 6)
     processor = JSONLogitsProcessor(schema, vocab)
+    processor.guide.schema.compile_all()  # type: ignore[attr-defined]  # (built when reached)
     assert "#/properties/parameters/uniqueItems" in processor.guide.schema.subsets  # type: ignore[attr-defined]
     assert processor.accepts('{"parameters": []}')
     assert processor.accepts('{"parameters": [{"k0": 0, "p1": {"a": [1]}}]}')
@@ -499,8 +507,8 @@ def _item_automata_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_the_items_automaton_is_built_once_per_array(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The scan builds it at construction (for early errors); the array's node reads it from
-    there rather than building it again (tsconfig's ``lib``: 47 ms each time)."""
+    """Built once, when generation first reaches the array (tsconfig's ``lib``: 47 ms each
+    time), not again however many nodes compile it."""
     built = _item_automata_built(monkeypatch)
     names = {"anyOf": [{"enum": ["ES5", "ES2015", "DOM"]}, {"pattern": "^[Ee][Ss]20[0-9]{2}$"}]}
     schema = {"type": "object", "properties": {"lib": {"type": "array", "uniqueItems": True, "items": names}}}
@@ -523,13 +531,16 @@ def test_the_few_values_of_unique_items_count_json_equal_ones_once() -> None:
 
 def test_equal_items_are_built_once_and_fail_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """OpenAPI's path items and operations hold equal parameter lists (two objects, one
-    content): their item automaton, a second to fail, is tried once."""
+    content): their item automaton, a second to fail, is tried once (when generation first
+    reaches one of them, not at construction)."""
     import copy
 
     built = _item_automata_built(monkeypatch)
     parameters = {"type": "array", "uniqueItems": True, "items": _wide_kinds(10, 6)}
     schema = {"type": "object", "properties": {"get": parameters, "put": copy.deepcopy(parameters)}}
     processor = JSONLogitsProcessor(schema, load_vocab("spm32k"))
+    assert not built
+    processor.guide.schema.compile_all()  # type: ignore[attr-defined]
     assert len(built) == 1, built
     subsets = processor.guide.schema.subsets  # type: ignore[attr-defined]
     assert {"#/properties/get/uniqueItems", "#/properties/put/uniqueItems"} <= subsets
