@@ -106,6 +106,8 @@ class TokenMask:
     def extended(self, extra: np.ndarray, eog: np.ndarray, eog_allowed: bool, n_vocab: int) -> TokenMask:
         """This mask with the ids ``extra`` allowed too and the end-of-generation ids ``eog``
         allowed exactly when ``eog_allowed``, without a pass over the whole vocabulary."""
+        if not eog_allowed and extra.size:
+            extra = extra[~np.isin(extra, eog)]
         if self._keep is not None:
             ids = np.concatenate([self._keep, extra])
             if eog_allowed:
@@ -115,7 +117,13 @@ class TokenMask:
             return TokenMask.allowing(ids, n_vocab, eog_allowed)
         assert self._forbid is not None
         forbid = self._forbid  # sorted, distinct
-        forbid = forbid[~np.isin(forbid, extra if not eog_allowed else np.concatenate([extra, eog]))]
+        now_allowed = extra if not eog_allowed else np.concatenate([extra, eog])
+        at = np.searchsorted(forbid, now_allowed)  # (a few ids looked up, not a pass of isin)
+        found = at < forbid.size
+        at = at[found]
+        at = at[forbid[at] == now_allowed[found]]
+        if at.size:
+            forbid = np.delete(forbid, at)
         if not eog_allowed and self.eog_allowed:
             forbid = fast_unique.unique(np.concatenate([forbid, eog]))
         if forbid.size * 2 > n_vocab:

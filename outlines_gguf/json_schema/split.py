@@ -70,6 +70,7 @@ from outlines_gguf.json_schema.strings import (
 )
 from outlines_gguf.json_schema.validate import resolve_local
 from outlines_gguf.locking import Locked
+from outlines_gguf.tokens.trie import concat_ranges
 
 MAX_NODES = 1 << 24
 """Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
@@ -120,7 +121,9 @@ class Node:
     """The text edges of ``dfa`` (sources, destinations), read once (``_text_edges``)."""
 
     def __post_init__(self) -> None:
-        tail = self.dfa.accepting & (self.dfa.transitions < 0).all(axis=1)
+        accepting = np.flatnonzero(self.dfa.accepting)  # (a few rows: not a pass over the table)
+        tail = np.zeros(self.dfa.accepting.size, dtype=bool)
+        tail[accepting] = (self.dfa.transitions[accepting] < 0).all(axis=1)
         tail[list(self.calls)] = False
         self.tail = tail
 
@@ -1442,6 +1445,11 @@ class _Template:
         starts = np.searchsorted(pairs // n, np.arange(n + 1)).tolist()
         flat = (pairs % n).tolist()
         self.before = [flat[starts[s] : starts[s + 1]] for s in range(n)]  # text predecessors
+        # every edge by its destination: a rest node's table is the template's with the edges
+        # into its dead states cut (a few branches), not a pass over the whole table
+        order = np.argsort(dst, kind="stable")
+        self.into = (src[order].astype(np.intp), byte[order].astype(np.intp))
+        self.into_start = np.searchsorted(dst[order], np.arange(n + 1))
         self.returns: dict[int, list[tuple[int, int]]] = {}  # return state -> (call state, callee)
         for state, calls in node.calls.items():
             for callee, ret in calls:
@@ -1472,8 +1480,11 @@ class _Template:
                     live[p] = True
                     stack.append(p)
         alive = np.array(live, dtype=bool)
-        table = node.dfa.transitions
-        cut = np.where(alive[np.maximum(table, 0)], table, -1).astype(np.int32)
+        cut = node.dfa.transitions.astype(np.int32)  # (a copy)
+        dead = np.flatnonzero(~alive)
+        if dead.size:
+            into = concat_ranges(self.into_start[dead], self.into_start[dead + 1] - self.into_start[dead])
+            cut[self.into[0][into], self.into[1][into]] = -1
         if not closes:
             cut[self.closing, ord("}")] = -1
         calls = {
