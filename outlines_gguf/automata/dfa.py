@@ -34,6 +34,17 @@ class ByteDFA:
     def n_states(self) -> int:
         return int(self.accepting.size)
 
+    def live_bytes(self, state: int) -> list[int]:
+        """The bytes ``state`` reads, ascending (kept per state: a sparse trie walk asks for the
+        few states it passes through, to look up only their children in a wide trie node)."""
+        memo: dict[int, list[int]] | None = self.__dict__.get("_live_bytes")
+        if memo is None:
+            memo = self.__dict__["_live_bytes"] = {}
+        found = memo.get(state)
+        if found is None:
+            found = memo[state] = np.flatnonzero(self.transitions[state] >= 0).tolist()
+        return found
+
     @cached_property
     def byte_ranges(self) -> list[list[tuple[int, int, int]]]:
         """Per state, its live transitions as runs ``(first byte, last byte, target)``."""

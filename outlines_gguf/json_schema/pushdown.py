@@ -44,7 +44,8 @@ into a value that cannot be completed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Hashable, Iterable
 
 import numpy as np
 
@@ -339,6 +340,11 @@ class PushdownGuide(Locked):
         cached = node.crossings.get(state)
         if cached is not None:
             return cached
+        if node.run is None and node.layers is None:
+            sparse = self._sparse_analysis(node, state)
+            if sparse is not None:
+                node.crossings[state] = sparse
+                return sparse
         guide = node.guide
         if guide is None:
             guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
@@ -456,6 +462,42 @@ class PushdownGuide(Locked):
                 pass  # only a call or a return continues from here
         node.crossings[state] = (inside, found)
         return inside, found
+
+    def _sparse_analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list] | None:
+        """``_analysis`` of a state that reads one or two bytes, into states that read few (inside
+        a key, a keyword, a literal, between them): one walk of the whole trie, node by node,
+        looking up only the children those bytes lead to, where the general ways pay a numpy
+        pass over the trie's first level and the plain-text steps of the whole node. None if
+        the state is not such a one, or the walk turns out wide (then taken the general way)."""
+        dfa = node.dfa
+        reads = dfa.live_bytes(state)
+        if not reads or len(reads) > _SPARSE_READS:
+            return None
+        flat = np.ascontiguousarray(dfa.transitions).reshape(-1)
+        base = state * 256
+        targets = [int(flat[base + byte]) for byte in reads]
+        if any(len(dfa.live_bytes(t)) > _SPARSE_NEXT for t in targets):
+            return None  # (before a string or a number: wide at once)
+        vocab = self.vocabulary
+        trie = vocab.trie
+        labels = trie._lists[0]
+        roots, states = [], []
+        for byte, target in zip(reads, targets, strict=True):
+            root = bisect_left(labels, byte, 0, trie.root_children)
+            if root < trie.root_children and labels[root] == byte:
+                roots.append(root)
+                states.append(target)
+        walked = _walk_sparse(trie, flat, node.boundary, roots, states, dfa.live_bytes)
+        if walked is None:
+            return None
+        tokens, hit_nodes, hit_states = walked
+        crossings: list = [(trie, hit_nodes, hit_states, None)] if hit_nodes.size else []
+        accepting = bool(dfa.accepting[state])
+        inside: TokenMask | None = None
+        if tokens.size or accepting:
+            ids = np.concatenate([tokens, vocab.eog_array]) if accepting else tokens
+            inside = TokenMask.allowing(ids, vocab.size, accepting)
+        return inside, crossings
 
     def _layered_inside(self, node: Node, state: int) -> list[np.ndarray] | None:
         """For a state inside a string counted in layers over a pattern, the tokens that read
@@ -628,6 +670,70 @@ _NARROW_NODES = 1024
 
 
 Frontier = tuple[np.ndarray, np.ndarray]  # trie nodes, and the state each is reached in
+
+_SPARSE_READS = 2
+"""A state reading at most this many bytes (into states that read at most ``_SPARSE_NEXT``) is
+analysed by one sparse walk (``PushdownGuide._sparse_analysis``)."""
+_SPARSE_NEXT = 4
+_SPARSE_BUDGET = 512
+"""Children a sparse walk looks at before it gives up (the general way then takes the state)."""
+
+
+def _walk_sparse(
+    trie: TokenTrie,
+    flat: np.ndarray,
+    boundary: np.ndarray,
+    nodes: list[int],
+    states: list[int],
+    reads: Callable[[int], list[int]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``_walk`` (collecting tokens) below entered byte-trie ``nodes`` (in ``states``), depth
+    first, where each node's children are looked up by the bytes its state ``reads`` (children
+    are in byte order) when that is fewer than reading each child against the table. None
+    once more than ``_SPARSE_BUDGET`` children were looked at (a wide walk)."""
+    labels, first_child, n_children, term_start, term_count, term_tokens = trie._lists
+    table = flat.data  # a memoryview
+    is_boundary = np.ascontiguousarray(boundary).data
+    out: list[int] = []
+    hit_n: list[int] = []
+    hit_s: list[int] = []
+    stack = list(zip(nodes, states, strict=True))
+    spent = 0
+    while stack:
+        node, state = stack.pop()
+        if is_boundary[state]:
+            hit_n.append(node)
+            hit_s.append(state)
+        count = term_count[node]
+        if count:
+            start = term_start[node]
+            out.extend(term_tokens[start : start + count])
+        first = first_child[node]
+        count = n_children[node]
+        if not count:
+            continue
+        base = state * 256
+        live = reads(state) if count > 8 else None
+        if live is not None and len(live) < count:
+            spent += len(live)
+            end = first + count
+            for byte in live:
+                child = bisect_left(labels, byte, first, end)
+                if child < end and labels[child] == byte:
+                    stack.append((child, table[base + byte]))
+        else:
+            spent += count
+            for child in range(first, first + count):
+                nxt = table[base + labels[child]]
+                if nxt >= 0:
+                    stack.append((child, nxt))
+        if spent > _SPARSE_BUDGET:
+            return None
+    return (
+        np.asarray(out, dtype=np.int32),
+        np.asarray(hit_n, dtype=np.int64),
+        np.asarray(hit_s, dtype=np.int64),
+    )
 
 
 def _walk_narrow(
