@@ -95,6 +95,12 @@ class TokenMask:
         mask._keep, mask._forbid = None, np.sort(ids).astype(np.intp)
         return mask
 
+    @property
+    def kept_ids(self) -> np.ndarray | None:
+        """The allowed ids (sorted) where the mask holds them (fewer than half the vocabulary),
+        else None: the forbidden ones are held."""
+        return self._keep
+
     def allowed_ids(self, n_vocab: int) -> np.ndarray:
         """The allowed ids, sorted (for inspection and tests)."""
         if self._keep is not None:

@@ -322,6 +322,15 @@ class PushdownGuide(Locked):
             return inside[0]
         if len(inside) == 1:
             return inside[0].extended(extra, vocab.eog_array, final, vocab.size)
+        kept = [part.kept_ids for part in inside]
+        if all(ids is not None for ids in kept):  # (few tokens each: no pass over the vocabulary)
+            ids = np.concatenate([*kept, extra])
+            if not final:
+                ids = ids[~np.isin(ids, vocab.eog_array)]
+            else:
+                ids = np.concatenate([ids, vocab.eog_array])
+            if 0 < ids.size and ids.size * 2 <= vocab.size:
+                return TokenMask.allowing(ids, vocab.size, final)
         allowed = np.zeros(vocab.size, dtype=bool)
         for part in inside:
             part.union_into(allowed)
