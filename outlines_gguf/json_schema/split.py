@@ -72,8 +72,9 @@ from outlines_gguf.json_schema.validate import resolve_local
 from outlines_gguf.locking import Locked
 from outlines_gguf.tokens.trie import concat_ranges
 
-MAX_NODES = 1 << 24
-"""Nodes one schema may split into (the call marker holds a node's number in three bytes)."""
+MAX_NODES = 0xFE0000
+"""Nodes one schema may split into (the call marker holds a node's number in three bytes; the
+numbers above stand in for nodes in automata kept process-wide, ``STAND_IN_CALLS``)."""
 
 SCAN_LIMIT = 100_000
 """Subschemas the up-front keyword check visits (a schema bigger than that is checked lazily)."""
@@ -499,7 +500,7 @@ class SplitSchema(Locked):
                 self._nodes[number] = node
                 return node
             if member is not None:
-                table, accepting = member.transitions, member.accepting
+                table, accepting = member[0].transitions, member[0].accepting
             else:
                 with compile_budget(f"JSON schema at {path}", own=True):
                     fragment = compiler.value(schema, path, DEFAULT_MAX_DEPTH)
@@ -522,6 +523,8 @@ class SplitSchema(Locked):
             self._cut_pending = True
         else:
             node = _make_node(number, path, table, accepting)
+            if member is not None and member[1]:  # (calls made by stand-in numbers)
+                node = _retargeted(number, path, node, member[1])
             node.needs = tuple(compiler.needs)
             node.distinct_key = _remembers_its_key(schema)
             if node.distinct_key and not _any_key(schema):
@@ -1261,24 +1264,86 @@ _UNKNOWN = object()
 """Not in a cache yet (None is a value there)."""
 
 
-def _direct_extra_member(compiler: _Compiler, schema: Any, path: str) -> ByteDFA | None:
+def _direct_extra_member(
+    compiler: _Compiler, schema: Any, path: str
+) -> tuple[ByteDFA, dict[int, int]] | None:
     """An extra member (``"key": value``, key none of the declared names) of an object without
-    patternProperties, built as a direct key automaton glued to ``: value``; None otherwise."""
+    patternProperties, built as a direct key automaton glued to ``: value``, and the calls of
+    its automaton to retarget (see :func:`_any_value_member`); None otherwise."""
     if not isinstance(schema, dict) or EXTRA_KEY not in schema or schema.get("patternProperties"):
         return None
     if CHUNK_KEY in schema or WRITTEN_KEY in schema:
         return None  # members of an object that links its extra ones, not an extra member
     if schema.get("propertyNames", True) not in (True, {}):
         return None  # keys limited by propertyNames: through the compiler's product
-    compiler._nest += 1  # the value is nested: a call where it may be an object or an array
-    try:
-        value = compiler.value(schema.get("additionalProperties", True), f"{path}/additionalProperties", 1)
-        if value is None:
-            return None
-        rest = compiler.builder.build(compiler.builder.seq([compiler.colon(), value]))
-    finally:
-        compiler._nest -= 1
-    return glue(key_except_dfa(list(schema.get("properties", {}))), rest)
+    link = schema.get("additionalProperties", True)
+    value_path = f"{path}/additionalProperties"
+    retarget: dict[int, int] = {}
+    if link is True or link == {}:
+        rest, retarget = _any_value_member(compiler, value_path)
+    else:
+        compiler._nest += 1  # the value is nested: a call where it may be an object or an array
+        try:
+            value = compiler.value(link, value_path, 1)
+            if value is None:
+                return None
+            rest = compiler.builder.build(compiler.builder.seq([compiler.colon(), value]))
+        finally:
+            compiler._nest -= 1
+    return glue(key_except_dfa(list(schema.get("properties", {}))), rest), retarget
+
+
+_ANY_VALUE_MEMBERS: dict[tuple, tuple[ByteDFA, tuple[tuple[Any, str], ...]]] = {}
+"""``: value`` for any value, per compiler settings, with stand-in callee numbers, and the
+(schema, path) each stands for: see :func:`_any_value_member`."""
+
+STAND_IN_CALLS = MAX_NODES
+"""The first of the callee numbers that stand for nodes in the automata kept process-wide
+(``_ANY_VALUE_MEMBERS``: a few, none with the call byte in it); a split schema's own numbers
+stay below it (:data:`MAX_NODES`)."""
+
+
+def _any_value_member(compiler: _Compiler, path: str) -> tuple[ByteDFA, dict[int, int]]:
+    """``: value`` of an extra member whose value is any JSON value, and where each of its
+    calls goes (stand-in number -> this schema's node for that value, registered now).
+
+    The automaton depends on the compiler's settings alone, not on the schema: most objects
+    have such a member and its automaton was determinized again for every schema (a third of a
+    small schema's first mask). It is built once per process with stand-in callee numbers (the
+    nested objects and arrays of any value), and each schema registers the nodes they stand
+    for, as compiling would have (the same schemas, under ``path``)."""
+    ws = compiler.ws
+    key = (
+        ws.after_colon, ws.after_comma, ws.inside,
+        compiler.canonical, compiler.lenient, compiler.extra_properties, compiler.max_depth,
+    )
+    found = _ANY_VALUE_MEMBERS.get(key)
+    if found is None:
+        standing: list[tuple[Any, str]] = []
+
+        def stand_in(called: Any, called_path: str) -> int:
+            standing.append((called, called_path))
+            if len(standing) >= CALL_BYTE:  # (any value makes two: an object, an array)
+                raise AssertionError("too many calls in any value for its stand-in numbers")
+            return STAND_IN_CALLS + len(standing) - 1
+
+        calls, compiler.calls = compiler.calls, stand_in
+        compiler._nest += 1  # the value is nested: a call where it may be an object or an array
+        try:
+            value = compiler.value(True, "#", 1)
+            assert value is not None  # (any value)
+            rest = compiler.builder.build(compiler.builder.seq([compiler.colon(), value]))
+        finally:
+            compiler._nest -= 1
+            compiler.calls = calls
+        found = _ANY_VALUE_MEMBERS.setdefault(key, (rest, tuple(standing)))
+    rest, standing_for = found
+    assert compiler.calls is not None
+    retarget = {
+        STAND_IN_CALLS + i: compiler.calls(called, path + called_path.removeprefix("#"))
+        for i, (called, called_path) in enumerate(standing_for)
+    }
+    return rest, retarget
 
 
 def _direct_leaf(compiler: _Compiler, schema: Any, path: str) -> tuple[ByteDFA, LayerLayout | None] | None:

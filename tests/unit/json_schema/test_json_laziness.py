@@ -206,3 +206,32 @@ def test_a_split_schema_pickled_half_compiled_goes_on_with_its_nodes_found_by_co
         state = guide.advance(guide.initial_state, json.dumps(doc).encode())
         accepted = bool(state and guide.is_final(state))
         assert accepted == validator.is_valid(doc) or (not accepted and copy.subsets), doc
+
+
+@pytest.mark.parametrize("whitespace", [None, r"[ \n]{0,2}"])
+def test_extra_members_of_any_value_share_one_automaton_whose_calls_are_each_schemas_own(
+    whitespace: str | None,
+) -> None:
+    """``: value`` of an extra member of any value is built once per process and compiler
+    settings (``_any_value_member``): its call is retargeted to each schema's own node for any
+    value, whatever number that node has there (here a different one in each schema)."""
+    from outlines_gguf import JSONLogitsProcessor
+    from outlines_gguf.json_schema.split import STAND_IN_CALLS
+
+    vocab = load_vocab("spm32k")
+    small = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    nested = {"type": "object", "properties": {"c": {"type": "array"}}}
+    wide = {"type": "object", "properties": {"b": nested, "d": {"type": "array"}}}
+    doc = {"a": 1, "x": {"y": [1, {"z": None}], "w": "v"}, "b": {"c": [[]]}, "d": [{}]}
+    for schema in (small, wide, small):
+        kept = {k: v for k, v in doc.items() if k not in ("b", "d") or k in schema["properties"]}
+        processor = JSONLogitsProcessor(schema, vocab, whitespace_pattern=whitespace)
+        split = processor.guide.schema  # type: ignore[attr-defined]
+        split.compile_all()
+        callees = {c for n in split._nodes.values() for pairs in n.calls.values() for c, _ in pairs}
+        assert callees and max(callees) < STAND_IN_CALLS
+        assert processor.accepts(json.dumps(kept))
+        assert processor.accepts(json.dumps({"x": [{"y": {}}], "a": 2}))
+        wrong = {"a": "1", "x": 1} if schema is small else {"b": 1, "x": 1}
+        assert not processor.accepts(json.dumps(wrong))
+        assert not processor.accepts('{"x": {"y": [1,]}}')
