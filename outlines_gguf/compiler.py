@@ -201,7 +201,8 @@ def clear_caches(*vocabularies: Vocabulary) -> None:
     and the byte-class tries of the ``vocabularies`` given (a fresh process's cold start).
 
     Kept: process-wide tables that do not depend on a constraint (Unicode classes, UTF-8
-    plans, the shared JSON pieces of ``NFABuilder.shared``). The disk cache is left
+    plans, the shared JSON pieces of ``NFABuilder.shared``, an extra member's ``: value`` for
+    any value per whitespace setting, ``json_schema.split._any_value_member``). The disk cache is left
     alone (``disk_cache.clear()`` empties it).
     """
     clear_guide_cache()
