@@ -496,7 +496,7 @@ class PushdownGuide(Locked):
             if root < trie.root_children and labels[root] == byte:
                 roots.append(root)
                 states.append(target)
-        walked = _walk_sparse(trie, flat, node.boundary, roots, states, dfa.live_bytes)
+        walked = _walk_narrow(trie, flat, node.boundary, roots, states, True, dfa.live_bytes, _SPARSE_BUDGET)
         if walked is None:
             return None
         tokens, hit_nodes, hit_states = walked
@@ -647,7 +647,9 @@ def _walk(
     while nodes.size:
         if nodes.size <= _NARROW and int(trie._subtree_size[nodes].sum()) <= _NARROW_NODES:
             # a thin frontier: node by node in Python beats a dozen numpy calls per level
-            tokens, more_nodes, more_states = _walk_narrow(trie, flat, boundary, (nodes, states), collect)
+            narrow = _walk_narrow(trie, flat, boundary, nodes.tolist(), states.tolist(), collect)
+            assert narrow is not None  # (no budget)
+            tokens, more_nodes, more_states = narrow
             found.append(tokens)
             hit_nodes.append(more_nodes)
             hit_states.append(more_states)
@@ -678,8 +680,6 @@ _NARROW = 64
 _NARROW_NODES = 1024
 
 
-Frontier = tuple[np.ndarray, np.ndarray]  # trie nodes, and the state each is reached in
-
 _SPARSE_READS = 2
 """A state reading at most this many bytes (into states that read at most ``_SPARSE_NEXT``) is
 analysed by one sparse walk (``PushdownGuide._sparse_analysis``)."""
@@ -688,18 +688,22 @@ _SPARSE_BUDGET = 512
 """Children a sparse walk looks at before it gives up (the general way then takes the state)."""
 
 
-def _walk_sparse(
+def _walk_narrow(
     trie: TokenTrie,
     flat: np.ndarray,
     boundary: np.ndarray,
     nodes: list[int],
     states: list[int],
-    reads: Callable[[int], list[int]],
+    collect: bool,
+    reads: Callable[[int], list[int]] | None = None,
+    budget: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``_walk`` (collecting tokens) below entered byte-trie ``nodes`` (in ``states``), depth
-    first, where each node's children are looked up by the bytes its state ``reads`` (children
-    are in byte order) when that is fewer than reading each child against the table. None
-    once more than ``_SPARSE_BUDGET`` children were looked at (a wide walk)."""
+    """``_walk`` depth first, one node at a time, below entered byte-trie ``nodes`` (in
+    ``states``): a frontier with a small subtree, or a sparse walk (``_sparse_analysis``).
+
+    ``reads`` (the bytes a state reads, ascending): a node with more children than that has
+    them looked up by those bytes (children are in byte order) instead of each read against the
+    table. ``budget``: None once more children than that were looked at (a wide walk)."""
     labels, first_child, n_children, term_start, term_count, term_tokens = trie._lists
     table = flat.data  # a memoryview
     is_boundary = np.ascontiguousarray(boundary).data
@@ -713,16 +717,13 @@ def _walk_sparse(
         if is_boundary[state]:
             hit_n.append(node)
             hit_s.append(state)
-        count = term_count[node]
-        if count:
+        if collect and term_count[node]:
             start = term_start[node]
-            out.extend(term_tokens[start : start + count])
+            out.extend(term_tokens[start : start + term_count[node]])
         first = first_child[node]
         count = n_children[node]
-        if not count:
-            continue
         base = state * 256
-        live = reads(state) if count > 8 else None
+        live = reads(state) if reads is not None and count > 8 else None
         if live is not None and len(live) < count:
             spent += len(live)
             end = first + count
@@ -736,49 +737,13 @@ def _walk_sparse(
                 nxt = table[base + labels[child]]
                 if nxt >= 0:
                     stack.append((child, nxt))
-        if spent > _SPARSE_BUDGET:
+        if budget is not None and spent > budget:
             return None
     return (
         np.asarray(out, dtype=np.int32),
         np.asarray(hit_n, dtype=np.int64),
         np.asarray(hit_s, dtype=np.int64),
     )
-
-
-def _walk_narrow(
-    trie: TokenTrie, flat: np.ndarray, boundary: np.ndarray, frontier: Frontier, collect: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_walk`` depth first, one node at a time, below a ``frontier`` (nodes, their states)
-    with a small subtree."""
-    nodes, states = frontier
-    labels, first_child, n_children, term_start, term_count, term_tokens = trie._lists
-    table = flat.data  # a memoryview
-    is_boundary = boundary.tolist()
-    out: list[int] = []
-    hit_n: list[int] = []
-    hit_s: list[int] = []
-    stack = list(zip(nodes.tolist(), states.tolist(), strict=True))
-    while stack:
-        node, state = stack.pop()
-        if is_boundary[state]:
-            hit_n.append(node)
-            hit_s.append(state)
-        if collect and term_count[node]:
-            start = term_start[node]
-            out.extend(term_tokens[start : start + term_count[node]])
-        base = state * 256
-        first = first_child[node]
-        for child in range(first, first + n_children[node]):
-            nxt = table[base + labels[child]]
-            if nxt >= 0:
-                stack.append((child, nxt))
-    return (
-        np.asarray(out, dtype=np.int32),
-        np.asarray(hit_n, dtype=np.int64),
-        np.asarray(hit_s, dtype=np.int64),
-    )
-
-
 
 
 def _pair_walk(trie: TokenTrie, body: LayeredDFA, pair: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
