@@ -376,18 +376,10 @@ class PushdownGuide(Locked):
             roots = np.arange(trie.root_children)
             states = flat[state * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
-            tokens, hit_nodes, hit_states = _walk(
-                trie, flat, node.boundary, roots[alive], states[alive], True, guide._loops
-            )
-            if hit_nodes.size:
-                crossings.append((trie, hit_nodes, hit_states, None))
-            accepting = bool(node.dfa.accepting[state])
-            inside: TokenMask | None = None
-            if tokens.size or accepting:
-                ids = np.concatenate([tokens, vocab.eog_array]) if accepting else tokens
-                inside = TokenMask.allowing(ids, vocab.size, accepting)
-            node.crossings[state] = (inside, crossings)
-            return inside, crossings
+            whole_walk = _walk(trie, flat, node.boundary, roots[alive], states[alive], True, guide._loops)
+            whole = self._whole_trie_analysis(node, state, whole_walk)
+            node.crossings[state] = whole
+            return whole
         layered = self._layered_inside(node, state)  # (None: not a layered pattern's content)
         # a string body: the walks below find the tokens that stay inside too, so the regex
         # guide's mask is built from them rather than by walking the same tries again
@@ -497,11 +489,17 @@ class PushdownGuide(Locked):
                 roots.append(root)
                 states.append(target)
         walked = _walk_narrow(trie, flat, node.boundary, roots, states, True, dfa.live_bytes, _SPARSE_BUDGET)
-        if walked is None:
-            return None
+        return None if walked is None else self._whole_trie_analysis(node, state, walked)
+
+    def _whole_trie_analysis(
+        self, node: Node, state: int, walked: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> tuple[TokenMask | None, list]:
+        """``_analysis`` from one walk of the vocabulary's whole trie from ``state`` (the tokens
+        alive, the trie nodes entered in a boundary state and their states)."""
+        vocab = self.vocabulary
         tokens, hit_nodes, hit_states = walked
-        crossings: list = [(trie, hit_nodes, hit_states, None)] if hit_nodes.size else []
-        accepting = bool(dfa.accepting[state])
+        crossings: list = [(vocab.trie, hit_nodes, hit_states, None)] if hit_nodes.size else []
+        accepting = bool(node.dfa.accepting[state])
         inside: TokenMask | None = None
         if tokens.size or accepting:
             ids = np.concatenate([tokens, vocab.eog_array]) if accepting else tokens
