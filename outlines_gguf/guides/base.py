@@ -88,11 +88,12 @@ class TokenMask:
         return mask
 
     @classmethod
-    def forbidding(cls, ids: np.ndarray, n_vocab: int, eog_allowed: bool) -> TokenMask:
-        """The mask forbidding exactly ``ids`` (distinct, fewer than half the vocabulary)."""
+    def forbidding(cls, ids: np.ndarray, n_vocab: int, eog_allowed: bool, ordered: bool = False) -> TokenMask:
+        """The mask forbidding exactly ``ids`` (distinct, fewer than half the vocabulary;
+        ``ordered``: already ascending, not sorted again)."""
         mask = cls.__new__(cls)
         mask.allowed_count, mask.eog_allowed = n_vocab - ids.size, eog_allowed
-        mask._keep, mask._forbid = None, np.sort(ids).astype(np.intp)
+        mask._keep, mask._forbid = None, (ids if ordered else np.sort(ids)).astype(np.intp, copy=False)
         return mask
 
     @property
@@ -136,7 +137,7 @@ class TokenMask:
             allowed = np.ones(n_vocab, dtype=bool)
             allowed[forbid] = False
             return TokenMask(allowed, eog_allowed)
-        return TokenMask.forbidding(forbid, n_vocab, eog_allowed)
+        return TokenMask.forbidding(forbid, n_vocab, eog_allowed, ordered=True)
 
     def union_into(self, allowed: np.ndarray) -> None:
         """Set the allowed entries of a boolean array over the vocabulary to True."""
@@ -351,7 +352,9 @@ class RegexGuide:
             keep = np.zeros(vocab.size, dtype=bool)
             keep[candidates] = True
             keep[walked] = False
-            return TokenMask.forbidding(candidates[keep[candidates]], vocab.size, final)
+            # (every id not plain text, ascending, when no plain token is counted out)
+            ordered = chain >= text.max_count and (exceptions is None or exceptions.size == 0)
+            return TokenMask.forbidding(candidates[keep[candidates]], vocab.size, final, ordered)
         if bulk:
             walked = np.concatenate([text.up_to(chain, exceptions), walked])
         return TokenMask.allowing(walked, vocab.size, final)
@@ -506,6 +509,32 @@ class RegexGuide:
             else:  # the compressed trie would be most of the trie: not worth building
                 self._byte_walks_only = True
         return tokens
+
+    def share_steps(self, like: RegexGuide, rows: np.ndarray) -> bool:
+        """Take ``like``'s plain-text steps and trie loops, computing again only ``rows``:
+        ``like``'s automaton has this one's states and differs from it in those rows at
+        most, and every state whose multi-byte characters pass through one of them is among
+        them too (a JSON object's rest node, cut out of its template: a few rows, where the
+        whole table cost most of the node's first mask). False if ``like`` finds its steps
+        state by state (a large automaton): then nothing is taken."""
+        table = self.dfa.transitions
+        if like.dfa.n_states != self.dfa.n_states or self.dfa.n_states > _ALL_STEPS_STATES:
+            return False
+        base = like._loops  # (finds ``like``'s steps of every state too)
+        steps = like._plain_steps
+        if not isinstance(steps, _AllPlainSteps) or steps._made or base.chars is None:
+            return False
+        target, differs, defined = steps._target.copy(), steps._differs.copy(), steps._defined.copy()
+        target[rows], differs[rows], defined[rows] = _plain_step_arrays(table, rows)
+        mine = _AllPlainSteps(target, differs, defined)
+        bits = base.bits.copy()
+        bits[rows] = loop_bits(table[rows], rows)
+        chars = base.chars.copy()
+        back = defined[rows] & (target[rows] == rows)
+        chars[rows] = back & ~(table[rows, 0xC2:0xF5] < 0).all(axis=1)
+        self._plain_steps = mine
+        self.__dict__["_loop_table"] = Loops(bits, chars, base.plain)
+        return True
 
     @property
     def _loops(self) -> Loops:
@@ -670,29 +699,38 @@ def _plain_steps_all(table: np.ndarray) -> MutableMapping[int, PlainStep]:
     """``_plain_step`` for every state, vectorized over states. Where the characters of one
     range lead to several states part way through a multi-byte character, the state gets None
     (the general walk) rather than following each of them: a different path, the same masks."""
-    n = table.shape[0]
+    return _AllPlainSteps(*_plain_step_arrays(table, None))
+
+
+def _plain_step_arrays(
+    table: np.ndarray, rows: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_plain_steps_all``'s arrays (target, ASCII exceptions, defined) for the states
+    ``rows`` of ``table`` (None: every state), in their order."""
+    sub = table if rows is None else table[rows]
+    n = sub.shape[0]
     fine = np.ones(n, dtype=bool)
     end = np.full(n, -1, dtype=np.int64)  # -1: no multi-byte character leads anywhere
-    multi = np.flatnonzero(~(table[:, 0xC2:0xF5] < 0).all(axis=1))  # the states where one may
+    multi = np.flatnonzero(~(sub[:, 0xC2:0xF5] < 0).all(axis=1))  # the states where one may
     for chunk in range(0, multi.size, _MULTI_CHUNK):  # (only these are followed: often a few string states)
-        states = multi[chunk : chunk + _MULTI_CHUNK]
-        fine[states], end[states] = _multi_byte_steps(table, states)
-    ascii_targets = table[:, _ASCII_PLAIN]
+        at = multi[chunk : chunk + _MULTI_CHUNK]
+        fine[at], end[at] = _multi_byte_steps(table, at if rows is None else rows[at])
+    ascii_targets = sub[:, _ASCII_PLAIN]
     target = end.copy()
     todo = np.flatnonzero(fine & (end == -2))
     if todo.size:  # no multi-byte characters at all: the most common ASCII target (the smallest on a tie)
-        rows = np.sort(ascii_targets[todo], axis=1)
-        width = rows.shape[1]
-        starts = np.ones(rows.shape, dtype=bool)
-        starts[:, 1:] = rows[:, 1:] != rows[:, :-1]
+        ordered = np.sort(ascii_targets[todo], axis=1)
+        width = ordered.shape[1]
+        starts = np.ones(ordered.shape, dtype=bool)
+        starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
         run_start = np.flatnonzero(starts.reshape(-1))  # runs of equal targets, never across rows
-        run_length = np.diff(np.append(run_start, rows.size))
+        run_length = np.diff(np.append(run_start, ordered.size))
         run_row = run_start // width
         order = np.lexsort((run_start, -run_length, run_row))
         first = order[np.r_[True, run_row[order][1:] != run_row[order][:-1]]]
-        target[todo] = rows.reshape(-1)[run_start[first]]
+        target[todo] = ordered.reshape(-1)[run_start[first]]
     differs = ascii_targets != target[:, None]
-    return _AllPlainSteps(target, differs, fine & (differs.sum(axis=1) <= _MAX_EXCEPTIONS))
+    return target, differs, fine & (differs.sum(axis=1) <= _MAX_EXCEPTIONS)
 
 
 _MULTI_CHUNK = 256

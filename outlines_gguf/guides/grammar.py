@@ -342,13 +342,13 @@ class CFGGuide(GrammarGuide):
         if parts[0].size * 2 > n_vocab:  # most of the vocabulary: start from the lexeme's own mask
             base, forbidden = self._inside_mask(table_id, parts[0])
             if len(parts) == 1 and not final:
-                return TokenMask.forbidding(forbidden, n_vocab, final)
+                return TokenMask.forbidding(forbidden, n_vocab, final, ordered=True)
             allowed = base.copy()
             for part in parts[1:]:
                 allowed[part] = True
             if final:
                 allowed[self.vocabulary.eog_array] = True
-            return TokenMask.forbidding(forbidden[~allowed[forbidden]], n_vocab, final)
+            return TokenMask.forbidding(forbidden[~allowed[forbidden]], n_vocab, final, ordered=True)
         return self._mask_of(parts, final)
 
     def _inside_mask(self, table_id: int, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -65,6 +65,7 @@ from outlines_gguf.guides.base import (
 )
 from outlines_gguf.json_schema.runs import RunShape
 from outlines_gguf.json_schema.split import Config, Node, SplitSchema
+from outlines_gguf.json_schema.string_body import free_string_at, string_body_tokens
 from outlines_gguf.json_schema.strings import LayeredDFA
 from outlines_gguf.locking import Locked
 from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges
@@ -350,15 +351,22 @@ class PushdownGuide(Locked):
         if cached is not None:
             return cached
         if node.run is None and node.layers is None:
-            sparse = self._sparse_analysis(node, state)
-            if sparse is not None:
-                node.crossings[state] = sparse
-                return sparse
+            quick = self._string_body_analysis(node, state)
+            if quick is None:
+                quick = self._sparse_analysis(node, state)
+            if quick is not None:
+                node.crossings[state] = quick
+                return quick
         guide = node.guide
         if guide is None:
             guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
             if node.run is not None:
                 guide._plain_steps = _run_plain_steps(node.run)
+            elif node.cut_from is not None:  # a rest node: its template's per-state tables
+                template, rows = node.cut_from
+                if template.guide is None:
+                    template.guide = RegexGuide(template.dfa, self.vocabulary)
+                guide.share_steps(template.guide, rows)
         vocab = self.vocabulary
         text = vocab.text_tokens
         crossings: list = []
@@ -463,6 +471,29 @@ class PushdownGuide(Locked):
                 pass  # only a call or a return continues from here
         node.crossings[state] = (inside, found)
         return inside, found
+
+    def _string_body_analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list] | None:
+        """``_analysis`` of the start of a free string's content (no pattern, format or maximum
+        length): the tokens that stay inside are the vocabulary's, found once
+        (:mod:`~outlines_gguf.json_schema.string_body`); only the tails of the tokens that close
+        the string are walked, from the state after the quote. None for any other state."""
+        found = free_string_at(node.dfa.transitions, node.dfa.accepting, node.boundary, state)
+        if found is None:
+            return None
+        required, closed = found
+        vocab = self.vocabulary
+        body = string_body_tokens(vocab, required)
+        flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
+        trie = body.closing
+        roots = np.arange(trie.root_children, dtype=np.int64)  # (the quote, unless no token closes)
+        tokens, hit_nodes, hit_states = _walk(
+            trie, flat, node.boundary, roots, np.full(roots.size, closed, dtype=np.int64), True
+        )
+        forbidden = body.forbidden
+        if tokens.size:  # (closing tokens, each once: all of them among the forbidden ids)
+            forbidden = np.delete(forbidden, np.searchsorted(forbidden, tokens))
+        inside = TokenMask.forbidding(forbidden, vocab.size, False, ordered=True)
+        return inside, [(trie, hit_nodes, hit_states, None)] if hit_nodes.size else []
 
     def _sparse_analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list] | None:
         """``_analysis`` of a state that reads one or two bytes, into states that read few (inside

@@ -111,6 +111,10 @@ class Node:
     unique_item: bool = False  # an item of an array with uniqueItems: its texts are remembered
     distinct_key: bool = False  # an extra member whose key is remembered (DISTINCT_KEYS_KEY)
     guide: RegexGuide | None = None
+    cut_from: tuple[Node, np.ndarray] | None = None
+    """A rest node's template and the rows of its table that differ from the template's (with
+    the rows whose multi-byte characters pass through them): its guide takes the template
+    guide's per-state tables, those rows computed again (``RegexGuide.share_steps``)."""
     crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
     needs: tuple[int, ...] = ()
     """Nodes that must be productive for this one to be (beyond what its automaton shows: the
@@ -698,6 +702,7 @@ class SplitSchema(Locked):
             for state, pairs in cut.calls.items()
         }
         node = Node(number, path, cut.dfa, calls, cut.boundary, closes, cut.plain_reach)
+        node.cut_from = cut.cut_from
         values = f"{path}/properties/"
         node.needs = tuple(self.register(members[name], values + _pointer(name)) for name in missing)
         return node
@@ -1547,9 +1552,11 @@ class _Template:
         alive = np.array(live, dtype=bool)
         cut = node.dfa.transitions.astype(np.int32)  # (a copy)
         dead = np.flatnonzero(~alive)
+        changed = [np.flatnonzero(self.closing)] if not closes else []
         if dead.size:
-            into = concat_ranges(self.into_start[dead], self.into_start[dead + 1] - self.into_start[dead])
+            into = self._edges_into(dead)
             cut[self.into[0][into], self.into[1][into]] = -1
+            changed.append(self.into[0][into])
         if not closes:
             cut[self.closing, ord("}")] = -1
         calls = {
@@ -1560,7 +1567,28 @@ class _Template:
         boundary = accepting.copy()
         boundary[list(calls)] = True
         dfa = ByteDFA(cut, accepting)
-        return Node(node.number, node.path, dfa, calls, boundary, closes, node.plain_reach)
+        derived = Node(node.number, node.path, dfa, calls, boundary, closes, node.plain_reach)
+        derived.cut_from = (node, self._with_multi_byte_sources(changed))
+        return derived
+
+    def _edges_into(self, states: np.ndarray) -> np.ndarray:
+        """The template's edges into ``states`` (positions in ``self.into``)."""
+        return concat_ranges(self.into_start[states], self.into_start[states + 1] - self.into_start[states])
+
+    def _with_multi_byte_sources(self, rows: list[np.ndarray]) -> np.ndarray:
+        """``rows`` and every state whose multi-byte characters pass through one of them: the
+        sources of their edges on bytes from 0x80 on, up to three bytes back (sorted)."""
+        found = fast_unique.unique(np.concatenate(rows)) if rows else np.empty(0, dtype=np.intp)
+        frontier = found
+        for _ in range(3):
+            into = self._edges_into(frontier)
+            frontier = fast_unique.unique(self.into[0][into][self.into[1][into] >= 0x80])
+            if not frontier.size:
+                break
+            found = fast_unique.unique(np.concatenate([found, frontier]))
+        return found
+
+
 
 
 def _cut_calls(node: Node, unproductive: set[int]) -> Node:
@@ -1584,9 +1612,13 @@ def _cut_calls(node: Node, unproductive: set[int]) -> Node:
     for s in calls:
         boundary[s] = True
     safe = _reach(_plain_safe(cut, boundary))
-    # (what else the node is, a run, layers, a unique item, its needs, stays; its walks go)
+    # (what else the node is, a run, layers, a unique item, its needs, stays; its walks go, and
+    # a rest node's table is no longer its template's but for a few rows)
     dfa = ByteDFA(cut, accepting)
-    return replace(node, dfa=dfa, calls=calls, boundary=boundary, plain_reach=safe, guide=None, crossings={})
+    return replace(
+        node, dfa=dfa, calls=calls, boundary=boundary, plain_reach=safe,
+        guide=None, crossings={}, cut_from=None,
+    )
 
 
 def _reach(safe: np.ndarray) -> np.ndarray:

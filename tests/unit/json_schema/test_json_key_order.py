@@ -21,6 +21,7 @@ from conftest import load_vocab
 from pushdown_oracle import brute_force_allowed
 
 from outlines_gguf import JSONLogitsProcessor, SchemaError
+from outlines_gguf.guides.base import RegexGuide
 from outlines_gguf.json_schema.keywords import WRITTEN_KEY
 from outlines_gguf.json_schema.objects import ANY_ORDER_MAX, EAGER_ORDER_MAX
 from outlines_gguf.json_schema.pushdown import PushdownGuide
@@ -346,3 +347,35 @@ def test_allof_parts_intersected_as_automata_keep_every_key_order() -> None:
             for chosen in itertools.product(*(values[k] for k in keys)):
                 document = dict(zip(keys, chosen, strict=True))
                 assert processor.accepts(json.dumps(document)) == validator.is_valid(document), document
+
+
+def test_rest_nodes_take_their_templates_tables_exactly(monkeypatch) -> None:
+    """A rest node's guide takes its template's plain-text steps and trie loops with the rows
+    its cuts change computed again (``RegexGuide.share_steps``): equal to computing them on its
+    own table, at every state, where member names share multi-byte characters part way."""
+    vocab = load_vocab("llama3-128k")
+    names = ["café", "cafè", "caf", "naïve", "日本", "日本語", "z"]
+    schema = {"type": "object", "properties": {name: {"type": "string"} for name in names}}
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    taken = []
+    share = RegexGuide.share_steps
+    monkeypatch.setattr(RegexGuide, "share_steps", lambda self, *a: taken.append(share(self, *a)) or taken[-1])
+    rng = random.Random(3)
+    for _ in range(3):
+        order = rng.sample(names, len(names))
+        text = ("{" + ", ".join(f'"{name}": "é{i}"' for i, name in enumerate(order)) + "}").encode()
+        for end in range(1, len(text)):  # (every prefix: the analyses of every state on the way)
+            guide.mask(guide.advance(guide.initial_state, text[:end]))
+    checked = 0
+    for node in list(guide.schema._nodes.values()):
+        if node.cut_from is None or node.guide is None:
+            continue
+        fresh = RegexGuide(node.dfa, vocab)
+        for s in range(node.dfa.n_states):
+            mine, theirs = node.guide._plain_step(s), fresh._plain_step(s)
+            assert (mine is None) == (theirs is None), s
+            assert mine is None or (mine[0] == theirs[0] and np.array_equal(mine[1], theirs[1])), s
+        assert np.array_equal(node.guide._loops.bits, fresh._loops.bits)
+        assert np.array_equal(node.guide._loops.chars, fresh._loops.chars)
+        checked += 1
+    assert checked and all(taken)
