@@ -716,19 +716,7 @@ def _plain_step_arrays(
         at = multi[chunk : chunk + _MULTI_CHUNK]
         fine[at], end[at] = _multi_byte_steps(table, at if rows is None else rows[at])
     ascii_targets = sub[:, _ASCII_PLAIN]
-    target = end.copy()
-    todo = np.flatnonzero(fine & (end == -2))
-    if todo.size:  # no multi-byte characters at all: the most common ASCII target (the smallest on a tie)
-        ordered = np.sort(ascii_targets[todo], axis=1)
-        width = ordered.shape[1]
-        starts = np.ones(ordered.shape, dtype=bool)
-        starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-        run_start = np.flatnonzero(starts.reshape(-1))  # runs of equal targets, never across rows
-        run_length = np.diff(np.append(run_start, ordered.size))
-        run_row = run_start // width
-        order = np.lexsort((run_start, -run_length, run_row))
-        first = order[np.r_[True, run_row[order][1:] != run_row[order][:-1]]]
-        target[todo] = ordered.reshape(-1)[run_start[first]]
+    target = end  # (-1 where no multi-byte character goes on: then every live ASCII byte differs)
     differs = ascii_targets != target[:, None]
     return target, differs, fine & (differs.sum(axis=1) <= _MAX_EXCEPTIONS)
 

@@ -112,9 +112,10 @@ class Node:
     distinct_key: bool = False  # an extra member whose key is remembered (DISTINCT_KEYS_KEY)
     guide: RegexGuide | None = None
     cut_from: tuple[Node, np.ndarray] | None = None
-    """A rest node's template and the rows of its table that differ from the template's (with
-    the rows whose multi-byte characters pass through them): its guide takes the template
-    guide's per-state tables, those rows computed again (``RegexGuide.share_steps``)."""
+    """A rest node's template and the rows of its live states that differ from the template's
+    (with the rows whose multi-byte characters pass through them): its guide takes the
+    template guide's per-state tables, those rows computed again (``RegexGuide.share_steps``;
+    a dead state's row is never read)."""
     crossings: dict[int, tuple] = field(default_factory=dict)  # state -> (inside mask, crossings)
     needs: tuple[int, ...] = ()
     """Nodes that must be productive for this one to be (beyond what its automaton shows: the
@@ -1552,11 +1553,12 @@ class _Template:
         alive = np.array(live, dtype=bool)
         cut = node.dfa.transitions.astype(np.int32)  # (a copy)
         dead = np.flatnonzero(~alive)
-        changed = [np.flatnonzero(self.closing)] if not closes else []
+        changed = [np.flatnonzero(self.closing & alive)] if not closes else []
         if dead.size:
             into = self._edges_into(dead)
             cut[self.into[0][into], self.into[1][into]] = -1
-            changed.append(self.into[0][into])
+            sources = self.into[0][into]
+            changed.append(sources[alive[sources]])  # (a dead state is never reached: left as it was)
         if not closes:
             cut[self.closing, ord("}")] = -1
         calls = {
@@ -1568,21 +1570,22 @@ class _Template:
         boundary[list(calls)] = True
         dfa = ByteDFA(cut, accepting)
         derived = Node(node.number, node.path, dfa, calls, boundary, closes, node.plain_reach)
-        derived.cut_from = (node, self._with_multi_byte_sources(changed))
+        derived.cut_from = (node, self._with_multi_byte_sources(changed, alive))
         return derived
 
     def _edges_into(self, states: np.ndarray) -> np.ndarray:
         """The template's edges into ``states`` (positions in ``self.into``)."""
         return concat_ranges(self.into_start[states], self.into_start[states + 1] - self.into_start[states])
 
-    def _with_multi_byte_sources(self, rows: list[np.ndarray]) -> np.ndarray:
-        """``rows`` and every state whose multi-byte characters pass through one of them: the
-        sources of their edges on bytes from 0x80 on, up to three bytes back (sorted)."""
+    def _with_multi_byte_sources(self, rows: list[np.ndarray], alive: np.ndarray) -> np.ndarray:
+        """``rows`` and every ``alive`` state whose multi-byte characters pass through one of
+        them: the sources of their edges on bytes from 0x80 on, up to three bytes back (sorted)."""
         found = fast_unique.unique(np.concatenate(rows)) if rows else np.empty(0, dtype=np.intp)
         frontier = found
         for _ in range(3):
             into = self._edges_into(frontier)
-            frontier = fast_unique.unique(self.into[0][into][self.into[1][into] >= 0x80])
+            sources = self.into[0][into][self.into[1][into] >= 0x80]
+            frontier = fast_unique.unique(sources[alive[sources]])
             if not frontier.size:
                 break
             found = fast_unique.unique(np.concatenate([found, frontier]))
