@@ -53,6 +53,7 @@ from outlines_gguf.errors import (
     ConstraintViolationError,
     VocabularyError,
 )
+from outlines_gguf.fast_unique import isin_few
 from outlines_gguf.guides.base import (
     FINISHED,
     FORCED_LIMIT,
@@ -316,7 +317,7 @@ class PushdownGuide(Locked):
                 if skip is not None and found:
                     # tails of tokens whose first character is an exception: walked whole instead
                     tokens = np.concatenate(found)
-                    found = [tokens[~np.isin(vocab.text_tokens.first_byte[tokens], skip)]]
+                    found = [tokens[~isin_few(vocab.text_tokens.first_byte[tokens], skip)]]
                 crossing.extend(found)
         extra = np.concatenate(crossing) if crossing else np.empty(0, dtype=np.int32)
         if len(inside) == 1 and extra.size == 0 and inside[0].eog_allowed == final:
@@ -327,7 +328,7 @@ class PushdownGuide(Locked):
         if all(ids is not None for ids in kept):  # (few tokens each: no pass over the vocabulary)
             ids = np.concatenate([*kept, extra])
             if not final:
-                ids = ids[~np.isin(ids, vocab.eog_array)]
+                ids = ids[~isin_few(ids, vocab.eog_array)]
             else:
                 ids = np.concatenate([ids, vocab.eog_array])
             if 0 < ids.size and ids.size * 2 <= vocab.size:
@@ -428,7 +429,7 @@ class PushdownGuide(Locked):
         for trie, start, skipped in walks:
             roots = np.arange(trie.root_children)
             if skipped is not None and trie is vocab.trie:
-                roots = roots[np.isin(trie.node_byte[: trie.root_children], skipped)]
+                roots = roots[isin_few(trie.node_byte[: trie.root_children], skipped)]
             states = flat[start * 256 + trie.node_byte[roots].astype(np.int64)].astype(np.int64)
             alive = states >= 0
             loops = guide._loops if trie is vocab.trie else Loops(guide._loops.bits)
@@ -442,7 +443,7 @@ class PushdownGuide(Locked):
                 staying.append(ending)
             elif merged:
                 if trie is text.rest_tails and skipped is not None and skipped.size:
-                    ending = ending[~np.isin(text.first_byte[ending], skipped)]  # (walked whole)
+                    ending = ending[~isin_few(text.first_byte[ending], skipped)]  # (walked whole)
                 staying.append(ending)
             if hit_nodes.size:
                 tails = trie is text.rest_tails and skipped is not None and skipped.size > 0
@@ -463,7 +464,7 @@ class PushdownGuide(Locked):
             exceptions = step[1]
             partial = text.rest_partial  # (tails that start a character: alive without a walk)
             if exceptions.size:
-                partial = partial[~np.isin(text.first_byte[partial], exceptions)]
+                partial = partial[~isin_few(text.first_byte[partial], exceptions)]
             try:
                 walked = np.concatenate([*staying, partial])
                 inside = guide.assemble_mask(state, (float("inf"), exceptions), walked)

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from outlines_gguf.fast_unique import isin_few
 from outlines_gguf.tokens.trie import TokenTrie
 
 PLAIN_RANGES = ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0x2027), (0x202A, 0xD7FF), (0xE000, 0x10FFFF))
@@ -177,7 +178,7 @@ class TextTokens:
             return self.rest.walk(table, state)
         tails = np.concatenate([self.rest_partial, self.rest_tails.walk(table, plain_target)])
         if exceptions is not None and exceptions.size:
-            tails = tails[~np.isin(self.first_byte[tails], exceptions)]
+            tails = tails[~isin_few(self.first_byte[tails], exceptions)]
         return np.concatenate([self.rest_bare.walk(table, state), tails])
 
     def _first_byte_prefix(self, byte: int, n: float) -> tuple[int, int]:
@@ -207,7 +208,7 @@ class TextTokens:
         k = self._prefix(n)
         if excluded_first is None or excluded_first.size == 0:
             return self.plain_ids[:k]
-        keep = ~np.isin(self.plain_first[:k], excluded_first)
+        keep = ~isin_few(self.plain_first[:k], excluded_first)
         return self.plain_ids[:k][keep]
 
     def not_up_to(self, n: float, excluded_first: np.ndarray | None = None) -> np.ndarray:

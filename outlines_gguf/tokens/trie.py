@@ -424,7 +424,7 @@ class TokenTrie:
         flat = np.ascontiguousarray(transitions, dtype=np.int32).reshape(-1)
         nodes = np.arange(self.root_children)
         if first_bytes is not None:
-            nodes = nodes[np.isin(self.node_byte[: self.root_children], first_bytes)]
+            nodes = nodes[fast_unique.isin_few(self.node_byte[: self.root_children], first_bytes)]
         states = flat[state * stride + self.node_byte[nodes].astype(np.int64)]
         alive = states >= 0
         nodes, states = nodes[alive], states[alive]

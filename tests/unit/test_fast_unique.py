@@ -1,4 +1,4 @@
-"""fast_unique returns exactly what np.unique (and np.nonzero) return."""
+"""fast_unique returns exactly what np.unique (and np.nonzero, np.isin) return."""
 
 import numpy as np
 from hypothesis import given
@@ -28,3 +28,14 @@ def test_nonzero_2d_matches_numpy(rows: int, columns: int, seed: int, density: f
     assert got_columns.tolist() == expected_columns.tolist()
     table = np.where(mask, 7, -1).astype(np.int32)
     assert table[got_rows, got_columns].tolist() == table[expected_rows, expected_columns].tolist()
+
+
+@given(
+    st.lists(st.integers(0, 300), max_size=200),
+    st.lists(st.integers(0, 300), max_size=2 * fast_unique.ISIN_FEW),
+    st.sampled_from([np.uint8, np.int32, np.int64]),
+)
+def test_isin_few_matches_numpy(values: list[int], candidates: list[int], dtype: type) -> None:
+    array = np.array(values, dtype=np.int64).astype(dtype)  # (uint8 wraps: first bytes)
+    few = np.array(candidates, dtype=np.int64).astype(dtype)
+    assert fast_unique.isin_few(array, few).tolist() == np.isin(array, few).tolist()
