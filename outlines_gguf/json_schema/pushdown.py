@@ -66,7 +66,7 @@ from outlines_gguf.guides.base import (
 )
 from outlines_gguf.json_schema.runs import RunShape
 from outlines_gguf.json_schema.split import Config, Node, SplitSchema
-from outlines_gguf.json_schema.string_body import free_string_at, string_body_tokens
+from outlines_gguf.json_schema.string_body import MAX_REQUIRED, free_string_at, string_body_tokens
 from outlines_gguf.json_schema.strings import LayeredDFA
 from outlines_gguf.locking import Locked
 from outlines_gguf.tokens.trie import Loops, TokenTrie, concat_ranges
@@ -351,13 +351,16 @@ class PushdownGuide(Locked):
         cached = node.crossings.get(state)
         if cached is not None:
             return cached
-        if node.run is None and node.layers is None:
+        quick = None
+        if node.run is not None:
+            quick = self._run_body_analysis(node, state)
+        elif node.layers is None:
             quick = self._string_body_analysis(node, state)
             if quick is None:
                 quick = self._sparse_analysis(node, state)
-            if quick is not None:
-                node.crossings[state] = quick
-                return quick
+        if quick is not None:
+            node.crossings[state] = quick
+            return quick
         guide = node.guide
         if guide is None:
             guide = node.guide = RegexGuide(node.dfa, self.vocabulary)
@@ -479,9 +482,29 @@ class PushdownGuide(Locked):
         (:mod:`~outlines_gguf.json_schema.string_body`); only the tails of the tokens that close
         the string are walked, from the state after the quote. None for any other state."""
         found = free_string_at(node.dfa.transitions, node.dfa.accepting, node.boundary, state)
-        if found is None:
+        return None if found is None else self._free_string(node, *found)
+
+    def _run_body_analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list] | None:
+        """``_analysis`` of a run of a counted string between two characters, more than a
+        token's length from the run's end: no token reaches the end, so the state reads every
+        token as the start of a free string's content with the characters still needed before
+        the closing quote (a run's layers are the same character automaton, counted; the
+        closing quote leads to its last state). None for any other state of a run."""
+        run = node.run
+        assert run is not None
+        if state >= run.n_layered:
             return None
-        required, closed = found
+        layer, local = divmod(state, run.width)
+        room = self._horizon + 1 if run.loops else run.top - layer
+        required = max(run.low - layer, 0)
+        closed = node.dfa.n_states - 1  # (``runs.string_run_table``: the last state, accepting)
+        if local != 0 or room <= self._horizon or required > MAX_REQUIRED or not node.dfa.accepting[closed]:
+            return None
+        return self._free_string(node, required, closed)
+
+    def _free_string(self, node: Node, required: int, closed: int) -> tuple[TokenMask | None, list]:
+        """The analysis of a state reading as a free string's content with ``required``
+        characters still needed, whose closing quote leads to ``closed``."""
         vocab = self.vocabulary
         body = string_body_tokens(vocab, required)
         flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)

@@ -13,7 +13,6 @@ import pytest
 from conftest import load_vocab
 from pushdown_oracle import brute_force_allowed
 
-from outlines_gguf.json_schema import pushdown
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.split import SplitSchema
 from outlines_gguf.json_schema.string_body import free_string_at, reference, string_body_tokens
@@ -108,6 +107,18 @@ def test_only_the_start_of_a_free_string_is_recognised() -> None:
 
 
 SCHEMAS = [  # (each with a text that walks start from too, ending inside a string value)
+    ({"type": "string", "minLength": 3, "maxLength": 300}, b'"ab'),  # (a counted string: a run)
+    (
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "string", "maxLength": 100},
+                "b": {"type": ["string", "null"], "minLength": 40},
+                "c": {"type": "string", "minLength": 600, "maxLength": 1200},
+            },
+        },
+        b'{"b": "' + b"x" * 30,
+    ),
     ({"type": "string"}, b'"'),
     ({"type": "array", "items": {"type": "string"}}, b'["a", "'),
     ({"type": "array", "items": {"type": "string", "minLength": 3}}, b'["abc", "x'),
@@ -138,7 +149,7 @@ SCHEMAS = [  # (each with a text that walks start from too, ending inside a stri
 
 @pytest.mark.parametrize("vocab_name", VOCABS)
 @pytest.mark.parametrize(
-    ("schema", "start"), SCHEMAS, ids=["root", "items", "counted", "values", "tree", "two"]
+    ("schema", "start"), SCHEMAS, ids=["run", "runs", "root", "items", "counted", "values", "tree", "two"]
 )
 def test_masks_equal_the_general_analysis_along_random_documents(
     vocab_name, schema, start, monkeypatch
@@ -147,14 +158,16 @@ def test_masks_equal_the_general_analysis_along_random_documents(
     fast = PushdownGuide(SplitSchema(schema), vocab)
     taken = []
 
-    def counting(*args):
-        found = free_string_at(*args)
-        taken.append(found is not None)
-        return found
+    free = PushdownGuide._free_string
 
-    monkeypatch.setattr(pushdown, "free_string_at", counting)
+    def counting(self, *args):
+        taken.append(True)
+        return free(self, *args)
+
+    monkeypatch.setattr(PushdownGuide, "_free_string", counting)
     general = PushdownGuide(SplitSchema(schema), vocab)
     general._string_body_analysis = lambda node, state: None  # (the general ways only)
+    general._run_body_analysis = lambda node, state: None
     rng = np.random.default_rng(7)
     for walk in range(8):
         text = b"" if walk % 2 else start
@@ -183,10 +196,12 @@ def test_masks_inside_strings_equal_a_brute_force() -> None:
             "a": {"type": "string"},
             "b": {"type": "array"},
             "c": {"type": "string", "minLength": 2},
+            "d": {"type": "string", "minLength": 35, "maxLength": 200},  # (a run)
         },
     }
     guide = PushdownGuide(SplitSchema(schema), vocab)
-    for text in [b'{"a": "', b'{"a": "x\\n\\u00e9y', b'{"b": [1, "', b'{"zz": "', b'{"c": "', b'{"c": "\\t']:
+    texts = [b'{"a": "', b'{"a": "x\\n\\u00e9y', b'{"b": [1, "', b'{"zz": "', b'{"c": "', b'{"c": "\\t']
+    for text in [*texts, b'{"d": "', b'{"d": "' + b"ab" * 15, b'{"d": "' + b"ab" * 30]:
         state = guide.advance(guide.initial_state, text)
         assert np.array_equal(
             guide.mask(state).allowed_ids(vocab.size), brute_force_allowed(guide, state, vocab)
