@@ -114,6 +114,7 @@ class PushdownGuide(Locked):
         self._walks = LRUCache(WALK_CACHE_SIZE)
         self._next = LRUCache(NEXT_CACHE_SIZE)
         self._keys = LRUCache(NEXT_CACHE_SIZE)  # state -> its mask key (``_mask_key``)
+        self._closures = LRUCache(NEXT_CACHE_SIZE)  # configuration -> (schema version, closure)
         self._version = schema.version
         self._horizon = vocabulary.max_token_bytes  # no token reads further than this
         self._layer_reps: dict[int, np.ndarray] = {}  # node -> its states' representatives
@@ -125,6 +126,7 @@ class PushdownGuide(Locked):
         state = super().__getstate__()
         state["_masks"], state["_walks"] = LRUCache(MASK_CACHE_SIZE), LRUCache(WALK_CACHE_SIZE)
         state["_next"], state["_keys"] = LRUCache(NEXT_CACHE_SIZE), LRUCache(NEXT_CACHE_SIZE)
+        state["_closures"] = LRUCache(NEXT_CACHE_SIZE)
         state["_layer_reps"], state["_layer_alive"] = {}, {}
         state["_pair_walks"] = LRUCache(PAIR_WALK_CACHE_SIZE)
         return state
@@ -135,13 +137,30 @@ class PushdownGuide(Locked):
 
     # -- configurations -----------------------------------------------------------------------
 
-    def closure(self, configs: Iterable[Config]) -> list[Config]:
+    def closure(self, configs: Iterable[Config]) -> tuple[Config, ...]:
         """The configurations reachable without reading a byte (calls and returns).
 
         A call made from a callee's start, again along the same path of calls made before
         anything is read, is left recursion and is not made again. The path is each
         configuration's own: two callers that enter one node (a property both branches of a
-        union declare) each go on into it, whatever order they are met in."""
+        union declare) each go on into it, whatever order they are met in. The closure of one
+        configuration is kept (a cold mask asks for the same ones again and again: six in ten
+        over the dev files), for the schema's version: a cut call changes it."""
+        if not isinstance(configs, (list, tuple, set, frozenset)) or len(configs) != 1:
+            return self._closure(configs)
+        (config,) = configs
+        version = self.schema.version
+        with self._lock:
+            found = self._closures.get(config)
+        if found is not None and found[0] == version:
+            return found[1]
+        out = self._closure(configs)
+        if version == self.schema.version:  # (the closure compiles nodes, which may cut calls)
+            with self._lock:
+                self._closures.put(config, (version, out))
+        return out
+
+    def _closure(self, configs: Iterable[Config]) -> tuple[Config, ...]:
         out: list[Config] = []
         seen: set[tuple[Config, frozenset]] = set()
         found: set[Config] = set()
@@ -169,7 +188,7 @@ class PushdownGuide(Locked):
                 stack.append(((below if node.tail[ret] else (below, number, ret), callee, 0), called))
             if below is not None and node.dfa.accepting[state]:
                 stack.append((below, none))
-        return out
+        return tuple(out)
 
     def _final(self, configs: Iterable[Config]) -> bool:
         node_of = self.schema.node

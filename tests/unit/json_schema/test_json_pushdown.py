@@ -687,6 +687,22 @@ def test_transitions_are_remembered_and_refusals_are_not() -> None:
             guide.next_state(states[0], letter)
 
 
+def test_closures_are_remembered_for_the_schema_version() -> None:
+    """The closure of one configuration is computed once per schema version (a cold mask asks
+    for the same ones again and again), and again once calls were cut (the version moved)."""
+    vocab = load_vocab("spm32k")
+    schema = {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "array"}}}}
+    guide = PushdownGuide(SplitSchema(schema), vocab)
+    (config,) = guide.advance(guide.initial_state, b"[")
+    first = guide.closure([config])
+    assert len(first) > 1  # (the item's node, called from the array's)
+    assert guide.closure([config]) is first
+    assert guide.closure(frozenset([config])) is first
+    guide.schema.version += 1  # (as a cut does)
+    again = guide.closure([config])
+    assert again is not first and again == first
+
+
 def test_a_long_string_in_a_union_is_a_counted_node() -> None:
     """``anyOf: [{type: string, maxLength: 1024}, {type: boolean}, ...]`` at the top of an
     automaton: the string branch is a call to a counted node (masks shared between character
