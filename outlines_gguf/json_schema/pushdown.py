@@ -330,13 +330,11 @@ class PushdownGuide(Locked):
             pure, crossings = self._analysis(node, s)
             if pure is not None:
                 inside.append(pure)
-            for trie, nodes, states, skip in crossings:
+            for trie, nodes, states, keep in crossings:
                 found: list[np.ndarray] = []
                 self._cross(trie, below, number, nodes, states, found)
-                if skip is not None and found:
-                    # tails of tokens whose first character is an exception: walked whole instead
-                    tokens = np.concatenate(found)
-                    found = [tokens[~isin_few(vocab.text_tokens.first_byte[tokens], skip)]]
+                if keep is not None and found:
+                    found = [keep(np.concatenate(found))]
                 crossing.extend(found)
         extra = np.concatenate(crossing) if crossing else np.empty(0, dtype=np.int32)
         if len(inside) == 1 and extra.size == 0 and inside[0].eog_allowed == final:
@@ -468,9 +466,10 @@ class PushdownGuide(Locked):
                     ending = ending[~isin_few(text.first_byte[ending], skipped)]  # (walked whole)
                 staying.append(ending)
             if hit_nodes.size:
-                tails = trie is text.rest_tails and skipped is not None and skipped.size > 0
-                skip = skipped if tails else None
-                found.append((trie, hit_nodes, hit_states, skip))
+                keep = None
+                if trie is text.rest_tails and skipped is not None and skipped.size > 0:
+                    keep = _first_byte_not_in(text.first_byte, skipped)
+                found.append((trie, hit_nodes, hit_states, keep))
         if layered is not None:
             ids = np.concatenate(layered)
             inside = TokenMask.allowing(ids, vocab.size, False) if ids.size else None
@@ -504,11 +503,12 @@ class PushdownGuide(Locked):
         return None if found is None else self._free_string(node, *found)
 
     def _run_body_analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list] | None:
-        """``_analysis`` of a run of a counted string between two characters, more than a
-        token's length from the run's end: no token reaches the end, so the state reads every
-        token as the start of a free string's content with the characters still needed before
-        the closing quote (a run's layers are the same character automaton, counted; the
-        closing quote leads to its last state). None for any other state of a run."""
+        """``_analysis`` of a run of a counted string between two characters: the state reads
+        every token as the start of a free string's content with the characters still needed
+        before the closing quote (a run's layers are the same character automaton, counted;
+        the closing quote leads to its last state), and, within a token's length of a last run's
+        end, with the characters of room left. None for any other state of a run (inside a
+        character, or near the end of a run that a next run follows)."""
         run = node.run
         assert run is not None
         if state >= run.n_layered:
@@ -517,26 +517,43 @@ class PushdownGuide(Locked):
         room = self._horizon + 1 if run.loops else run.top - layer
         required = max(run.low - layer, 0)
         closed = node.dfa.n_states - 1  # (``runs.string_run_table``: the last state, accepting)
-        if local != 0 or room <= self._horizon or required > MAX_REQUIRED or not node.dfa.accepting[closed]:
+        if local != 0 or required > MAX_REQUIRED or not node.dfa.accepting[closed]:
             return None
-        return self._free_string(node, required, closed)
+        if room > self._horizon:
+            return self._free_string(node, required, closed)
+        if run.more:
+            return None  # (a token may go on into the next run: the general way)
+        return self._free_string(node, required, closed, room)
 
-    def _free_string(self, node: Node, required: int, closed: int) -> tuple[TokenMask | None, list]:
+    def _free_string(
+        self, node: Node, required: int, closed: int, room: int | None = None
+    ) -> tuple[TokenMask | None, list]:
         """The analysis of a state reading as a free string's content with ``required``
-        characters still needed, whose closing quote leads to ``closed``."""
+        characters still needed, whose closing quote leads to ``closed``; ``room``: at most that
+        many characters more (None: more than any token has)."""
         vocab = self.vocabulary
-        body = string_body_tokens(vocab, required)
+        body = string_body_tokens(vocab)
         flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
         trie = body.closing
         roots = np.arange(trie.root_children, dtype=np.int64)  # (the quote, unless no token closes)
         tokens, hit_nodes, hit_states = _walk(
             trie, flat, node.boundary, roots, np.full(roots.size, closed, dtype=np.int64), True
         )
-        forbidden = body.forbidden
+        keep = None if required == 0 and room is None else _closing_chars(body.closing_chars, required, room)
+        if keep is not None:
+            tokens = keep(tokens)
+        crossings = [(trie, hit_nodes, hit_states, keep)] if hit_nodes.size else []
+        forbidden = body.forbidden  # (dead, closing, special: none of them staying)
+        if room is not None:  # the staying tokens that need more room than there is
+            fits = int(np.searchsorted(body.staying_room, room, side="right"))
+            if fits * 2 <= vocab.size:  # (a few fit: the mask holds them)
+                ids = np.concatenate([body.staying_by_room[:fits], tokens])
+                ids = ids[~isin_few(ids, vocab.eog_array)]
+                return (TokenMask.allowing(ids, vocab.size, False) if ids.size else None), crossings
+            forbidden = np.sort(np.concatenate([forbidden, body.staying_by_room[fits:]]))
         if tokens.size:  # (closing tokens, each once: all of them among the forbidden ids)
             forbidden = np.delete(forbidden, np.searchsorted(forbidden, tokens))
-        inside = TokenMask.forbidding(forbidden, vocab.size, False, ordered=True)
-        return inside, [(trie, hit_nodes, hit_states, None)] if hit_nodes.size else []
+        return TokenMask.forbidding(forbidden, vocab.size, False, ordered=True), crossings
 
     def _sparse_analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list] | None:
         """``_analysis`` of a state that reads one or two bytes, into states that read few (inside
@@ -683,6 +700,20 @@ class PushdownGuide(Locked):
                     out.append(tokens)
                 if hit_nodes.size:
                     self._cross(trie, c_below, c_number, hit_nodes, hit_states, out)
+
+
+def _first_byte_not_in(first_byte: np.ndarray, skipped: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A crossing's filter: the tokens whose first byte is not one of ``skipped`` (tails of
+    tokens whose first character is an exception are walked whole instead)."""
+    return lambda tokens: tokens[~isin_few(first_byte[tokens], skipped)]
+
+
+def _closing_chars(chars: np.ndarray, least: int, most: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    """A filter of closing tokens: those with ``least`` to ``most`` (None: any number of)
+    characters before their closing quote (``chars`` per token id)."""
+    if most is None:
+        return lambda tokens: tokens[chars[tokens] >= least]
+    return lambda tokens: tokens[(chars[tokens] >= least) & (chars[tokens] <= most)]
 
 
 def _run_plain_steps(run: RunShape) -> dict[int, PlainStep]:

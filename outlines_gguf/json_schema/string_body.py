@@ -1,17 +1,17 @@
 """What each token of a vocabulary does inside a free JSON string, found once per vocabulary.
 
-Inside a string with no pattern, format or maximum length, ``required``
-characters before the closing quote is allowed (its ``minLength`` less the
-characters written, 0 once it is reached), a token either stays inside (plain
-characters, escapes, the start of a character or an escape), dies (a control
-character, a bad escape, a quote too early), or *closes* the string at its
-first unescaped quote and reads on after it. Which of the three, and where
-the closing quote is, depends only on the token and ``required``: so every
-token is run once through the automaton of such a string's content
-(:func:`reference`), and a node state that reads exactly like that
-automaton's start (:func:`free_string_at`, a few table lookups) takes the
-tokens that stay as one precomputed set and walks only the tails of the
-closing ones, from the state after the closing quote. Where the general
+Inside a string with no pattern, format or maximum length a token either
+stays inside (plain characters, escapes, the start of a character or an
+escape), dies (a control character, a bad escape), or *closes* the string at
+its first unescaped quote and reads on after it. Which of the three, where
+the closing quote is and how many characters come before it depend only on
+the token: so every token is run once through the automaton of such a
+string's content (:func:`reference`). A node state that reads exactly like
+that automaton's start, but for ``required`` characters still needed before
+the quote is allowed (a ``minLength``: :func:`free_string_at`, a few table
+lookups), takes the tokens that stay as one precomputed set and walks only
+the tails of the closing ones (those with ``required`` characters or more
+before their quote) from the state after the quote. Where the general
 analysis walked two tries of tails per string value of every schema, through
 the escapes each time.
 """
@@ -45,6 +45,7 @@ class _Reference:
 
     table: np.ndarray  # (n, 256) int32; state 0 is the start of the content
     closed: int  # the state after the closing quote (reads nothing)
+    between: np.ndarray  # bool per state: between two characters (a character ends there)
     parent: tuple[int, ...]  # per state after the first, in order of discovery: the earlier state...
     byte: tuple[int, ...]  # ...and the byte leading from it
     order: tuple[int, ...]  # the states in order of discovery (the start first, ``closed`` left out)
@@ -69,7 +70,12 @@ def reference(required: int) -> _Reference:
                 order.append(nxt)
                 parent.append(state)
                 byte.append(b_)
-    return _Reference(table, int(closed), tuple(parent), tuple(byte), tuple(order))
+    between = np.zeros(table.shape[0], dtype=bool)
+    at = 0
+    while not between[at]:  # (the start, then a character more each, until the loop)
+        between[at] = True
+        at = int(table[at, _PLAIN])
+    return _Reference(table, int(closed), between, tuple(parent), tuple(byte), tuple(order))
 
 
 def free_string_at(
@@ -142,36 +148,50 @@ def free_string_at(
 @dataclass(frozen=True)
 class StringBodyTokens:
     """Per vocabulary: the tokens that cannot be read inside a free string without closing it
-    (:attr:`forbidden`), and the closing ones' tails from their closing quote on (:attr:`closing`,
-    a trie whose only first byte is the quote)."""
+    (:attr:`forbidden`), the closing ones' tails from their closing quote on (:attr:`closing`,
+    a trie whose only first byte is the quote) with each one's characters before its quote
+    (where characters are still required, those with fewer die), and, for a string that may
+    end within a token (a counted string's run near its end), the staying tokens by the
+    characters of room they need (a character begun counts)."""
 
     forbidden: np.ndarray  # intp, sorted: dead, closing, special, empty, end-of-generation ids
     closing: TokenTrie
+    staying_by_room: np.ndarray  # int32: the staying tokens, by the characters of room they need
+    staying_room: np.ndarray  # int64, ascending: those rooms
+    closing_chars: np.ndarray  # int32 per token id: characters before its closing quote (-1: none)
 
     @classmethod
-    def build(cls, vocab: Vocabulary, required: int) -> StringBodyTokens:
-        ref = reference(required)
+    def build(cls, vocab: Vocabulary) -> StringBodyTokens:
+        ref = reference(0)
         blob, ends = vocab._joined
         starts = vocab.byte_starts
         ids = np.flatnonzero((ends > starts) & ~vocab.is_special)
         at, end = starts[ids], ends[ids]
         states = np.zeros(ids.size, dtype=np.int64)
+        chars = np.zeros(ids.size, dtype=np.int64)
         stay: list[np.ndarray] = []
+        stay_room: list[np.ndarray] = []
         closing_ids: list[np.ndarray] = []
         closing_at: list[np.ndarray] = []
+        closing_chars = np.full(vocab.size, -1, dtype=np.int32)
         while ids.size:
             nxt = ref.table[states, blob[at]].astype(np.int64)
             closes = nxt == ref.closed
             closing_ids.append(ids[closes])
             closing_at.append(at[closes])  # (the quote's position: the tail starts with it)
+            closing_chars[ids[closes]] = chars[closes]
             at = at + 1
             alive = (nxt >= 0) & ~closes
+            chars = chars + ref.between[np.maximum(nxt, 0)]
             done = alive & (at == end)
             stay.append(ids[done])
+            stay_room.append(chars[done] + ~ref.between[nxt[done]])  # (a character begun: one more)
             more = alive & ~done
-            ids, at, end, states = ids[more], at[more], end[more], nxt[more]
+            ids, at, end, states, chars = ids[more], at[more], end[more], nxt[more], chars[more]
+        staying, room = np.concatenate(stay), np.concatenate(stay_room)
+        order = np.argsort(room, kind="stable")
         allowed = np.ones(vocab.size, dtype=bool)
-        allowed[np.concatenate(stay)] = False
+        allowed[staying] = False
         allowed[vocab.eog_array] = True
         forbidden = np.flatnonzero(allowed).astype(np.intp)
         tails = [b""] * vocab.size
@@ -183,21 +203,20 @@ class StringBodyTokens:
             excluded[token] = False
         closing = TokenTrie.build(tails, excluded)
         closing.prepare_walks()
-        return cls(forbidden, closing)
+        return cls(forbidden, closing, staying[order].astype(np.int32), room[order], closing_chars)
 
 
-_BUILT: weakref.WeakKeyDictionary[Vocabulary, dict[int, StringBodyTokens]] = weakref.WeakKeyDictionary()
+_BUILT: weakref.WeakKeyDictionary[Vocabulary, StringBodyTokens] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def string_body_tokens(vocab: Vocabulary, required: int) -> StringBodyTokens:
-    """:class:`StringBodyTokens` of ``vocab`` with ``required`` characters still required,
-    built on first use (some ms at 128k) and kept as long as the vocabulary."""
-    found = _BUILT.get(vocab, {}).get(required)
+def string_body_tokens(vocab: Vocabulary) -> StringBodyTokens:
+    """:class:`StringBodyTokens` of ``vocab``, built on first use (some ms at 128k) and kept
+    as long as the vocabulary."""
+    found = _BUILT.get(vocab)
     if found is None:
         with _LOCK:
-            built = _BUILT.setdefault(vocab, {})
-            found = built.get(required)
+            found = _BUILT.get(vocab)
             if found is None:
-                found = built[required] = StringBodyTokens.build(vocab, required)
+                found = _BUILT[vocab] = StringBodyTokens.build(vocab)
     return found
