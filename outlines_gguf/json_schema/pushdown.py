@@ -500,7 +500,10 @@ class PushdownGuide(Locked):
         (:mod:`~outlines_gguf.json_schema.string_body`); only the tails of the tokens that close
         the string are walked, from the state after the quote. None for any other state."""
         found = free_string_at(node.dfa.transitions, node.dfa.accepting, node.boundary, state)
-        return None if found is None else self._free_string(node, *found)
+        if found is None:
+            return None
+        required, closed, spelling = found
+        return self._free_string(node, required, closed, spelling=spelling)
 
     def _run_body_analysis(self, node: Node, state: int) -> tuple[TokenMask | None, list] | None:
         """``_analysis`` of a run of a counted string between two characters: the state reads
@@ -526,13 +529,14 @@ class PushdownGuide(Locked):
         return self._free_string(node, required, closed, room)
 
     def _free_string(
-        self, node: Node, required: int, closed: int, room: int | None = None
+        self, node: Node, required: int, closed: int, room: int | None = None, spelling: str = "value"
     ) -> tuple[TokenMask | None, list]:
-        """The analysis of a state reading as a free string's content with ``required``
-        characters still needed, whose closing quote leads to ``closed``; ``room``: at most that
-        many characters more (None: more than any token has)."""
+        """The analysis of a state reading as a free string's content (its characters spelled
+        as ``spelling`` says) with ``required`` characters still needed, whose closing quote
+        leads to ``closed``; ``room``: at most that many characters more (None: more than any
+        token has)."""
         vocab = self.vocabulary
-        body = string_body_tokens(vocab)
+        body = string_body_tokens(vocab, spelling)
         flat = np.ascontiguousarray(node.dfa.transitions).reshape(-1)
         trie = body.closing
         roots = np.arange(trie.root_children, dtype=np.int64)  # (the quote, unless no token closes)

@@ -26,9 +26,12 @@ from functools import lru_cache
 import numpy as np
 
 from outlines_gguf import fast_unique
+from outlines_gguf.automata.charsets import MAX_CODEPOINT
 from outlines_gguf.automata.dfa import ByteDFA
+from outlines_gguf.automata.nfa import Fragment
 from outlines_gguf.automata.regex import NFABuilder
-from outlines_gguf.json_schema.lexical import any_string_char
+from outlines_gguf.guides.base import RegexGuide
+from outlines_gguf.json_schema.lexical import any_string_char, json_chars
 from outlines_gguf.tokens.trie import TokenTrie
 from outlines_gguf.tokens.vocabulary import Vocabulary
 
@@ -36,6 +39,7 @@ _QUOTE = 0x22
 _PLAIN = 0x61  # (``a``: a plain character, which leads from the content's start back to it)
 MAX_REQUIRED = 16
 """Strings that still need more characters than this are left to the general analysis."""
+_EVERY_CHARACTER = ((0, 0xD7FF), (0xE000, MAX_CODEPOINT))
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,23 @@ class _Reference:
     order: tuple[int, ...]  # the states in order of discovery (the start first, ``closed`` left out)
 
 
-@lru_cache(maxsize=MAX_REQUIRED + 1)
-def reference(required: int) -> _Reference:
-    """A free string's content as the JSON compiler writes it (``any_string_char`` repeated, at
-    least ``required`` times), then ``"``."""
+SPELLINGS = ("value", "key")
+"""The two ways the JSON compiler spells a free string's characters: a value's
+(``any_string_char``: a character beyond U+FFFF also as an escaped surrogate pair) and a key's
+(``json_chars``, which keys left out of a set of names are spelled with, so that the
+difference is exact)."""
+
+
+@lru_cache(maxsize=2 * (MAX_REQUIRED + 1))
+def reference(required: int, spelling: str = "value") -> _Reference:
+    """A free string's content as the JSON compiler writes it (its characters spelled as
+    ``spelling`` says, at least ``required`` of them), then ``"``."""
     b = NFABuilder("string body")
-    chars = b.repeat(lambda: any_string_char(b), required, None)
+
+    def char() -> Fragment:
+        return any_string_char(b) if spelling == "value" else json_chars(b, _EVERY_CHARACTER)
+
+    chars = b.repeat(char, required, None)
     dfa: ByteDFA = b.build(b.seq([chars, b.literal('"')]))
     table = np.ascontiguousarray(dfa.transitions)
     (closed,) = np.flatnonzero(dfa.accepting).tolist()
@@ -80,10 +95,10 @@ def reference(required: int) -> _Reference:
 
 def free_string_at(
     table: np.ndarray, accepting: np.ndarray, boundary: np.ndarray, state: int
-) -> tuple[int, int] | None:
-    """(The characters still required, the state after the closing quote) if ``state`` of an
-    automaton (``table``: (n, 256)) reads exactly as the start of a free string's content
-    (:func:`reference`), else None.
+) -> tuple[int, int, str] | None:
+    """(The characters still required, the state after the closing quote, the spelling of
+    :data:`SPELLINGS`) if ``state`` of an automaton (``table``: (n, 256)) reads exactly as the
+    start of a free string's content (:func:`reference`), else None.
 
     Exactly: each state the same bytes reach from ``state`` as from the reference's start
     stands for one reference state (an automaton whose equivalent states are not all merged
@@ -101,11 +116,22 @@ def free_string_at(
             return None
     if table[at, _QUOTE] < 0:
         return None  # (the common case: not a string's content)
-    ref = reference(required)
+    quote = int(table[at, _QUOTE])
+    for spelling in SPELLINGS:
+        closed = _matches(table, accepting, boundary, state, reference(required, spelling), quote)
+        if closed is not None:
+            return required, closed, spelling
+    return None
+
+
+def _matches(
+    table: np.ndarray, accepting: np.ndarray, boundary: np.ndarray, state: int, ref: _Reference, closed: int
+) -> int | None:
+    """``closed`` if ``state`` of ``table`` reads exactly as ``ref``'s start (``free_string_at``)."""
     image = np.empty(ref.table.shape[0] + 1, dtype=np.int64)  # (the last entry: dead)
     image[-1] = -1
     image[0] = state
-    image[ref.closed] = closed = int(table[at, _QUOTE])
+    image[ref.closed] = closed
     for target, source, b in zip(ref.order[1:], ref.parent, ref.byte, strict=True):
         nxt = int(table[image[source], b])
         if nxt < 0:
@@ -142,7 +168,7 @@ def free_string_at(
     states = np.concatenate(matched)
     if accepting[states].any() or boundary[states].any():
         return None
-    return required, closed
+    return closed
 
 
 @dataclass(frozen=True)
@@ -161,16 +187,24 @@ class StringBodyTokens:
     closing_chars: np.ndarray  # int32 per token id: characters before its closing quote (-1: none)
 
     @classmethod
-    def build(cls, vocab: Vocabulary) -> StringBodyTokens:
-        ref = reference(0)
+    def build(cls, vocab: Vocabulary, spelling: str) -> StringBodyTokens:
+        ref = reference(0, spelling)
         blob, ends = vocab._joined
         starts = vocab.byte_starts
         ids = np.flatnonzero((ends > starts) & ~vocab.is_special)
+        stay: list[np.ndarray] = []
+        stay_room: list[np.ndarray] = []
+        text = vocab.text_tokens
+        content = RegexGuide(ByteDFA(ref.table, np.arange(ref.table.shape[0]) == ref.closed), vocab)
+        if _loops_on_plain_text(content):
+            # every plain-text character leads from the start back to it: plain tokens stay,
+            # a character of room each (most of the vocabulary, without running them)
+            stay.append(text.plain_ids.astype(np.int64))
+            stay_room.append(text.plain_counts)
+            ids = ids[~np.isin(ids, text.plain_ids)]
         at, end = starts[ids], ends[ids]
         states = np.zeros(ids.size, dtype=np.int64)
         chars = np.zeros(ids.size, dtype=np.int64)
-        stay: list[np.ndarray] = []
-        stay_room: list[np.ndarray] = []
         closing_ids: list[np.ndarray] = []
         closing_at: list[np.ndarray] = []
         closing_chars = np.full(vocab.size, -1, dtype=np.int32)
@@ -195,28 +229,32 @@ class StringBodyTokens:
         allowed[vocab.eog_array] = True
         forbidden = np.flatnonzero(allowed).astype(np.intp)
         tails = [b""] * vocab.size
-        excluded = np.ones(vocab.size, dtype=bool)
-        for token, quote in zip(
-            np.concatenate(closing_ids).tolist(), np.concatenate(closing_at).tolist(), strict=True
-        ):
+        closers = np.concatenate(closing_ids).tolist()
+        for token, quote in zip(closers, np.concatenate(closing_at).tolist(), strict=True):
             tails[token] = bytes(blob[quote : ends[token]])
-            excluded[token] = False
-        closing = TokenTrie.build(tails, excluded)
+        closing = TokenTrie.of_ids(tails, closers)
         closing.prepare_walks()
         return cls(forbidden, closing, staying[order].astype(np.int32), room[order], closing_chars)
 
 
-_BUILT: weakref.WeakKeyDictionary[Vocabulary, StringBodyTokens] = weakref.WeakKeyDictionary()
+def _loops_on_plain_text(content: RegexGuide) -> bool:
+    """Every plain-text character leads from the content's start back to it (no exception)."""
+    step = content._plain_step(0)
+    return step is not None and step[0] == 0 and step[1].size == 0
+
+
+_BUILT: weakref.WeakKeyDictionary[Vocabulary, dict[str, StringBodyTokens]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def string_body_tokens(vocab: Vocabulary) -> StringBodyTokens:
-    """:class:`StringBodyTokens` of ``vocab``, built on first use (some ms at 128k) and kept
-    as long as the vocabulary."""
-    found = _BUILT.get(vocab)
+def string_body_tokens(vocab: Vocabulary, spelling: str = "value") -> StringBodyTokens:
+    """:class:`StringBodyTokens` of ``vocab`` for a ``spelling`` of :data:`SPELLINGS`, built on
+    first use (some ms at 128k) and kept as long as the vocabulary."""
+    found = _BUILT.get(vocab, {}).get(spelling)
     if found is None:
         with _LOCK:
-            found = _BUILT.get(vocab)
+            built = _BUILT.setdefault(vocab, {})
+            found = built.get(spelling)
             if found is None:
-                found = _BUILT[vocab] = StringBodyTokens.build(vocab)
+                found = built[spelling] = StringBodyTokens.build(vocab, spelling)
     return found

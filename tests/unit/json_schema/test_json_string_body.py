@@ -15,7 +15,7 @@ from pushdown_oracle import brute_force_allowed
 
 from outlines_gguf.json_schema.pushdown import PushdownGuide
 from outlines_gguf.json_schema.split import SplitSchema
-from outlines_gguf.json_schema.string_body import free_string_at, reference, string_body_tokens
+from outlines_gguf.json_schema.string_body import SPELLINGS, free_string_at, reference, string_body_tokens
 
 VOCABS = ["spm32k", "llama3-128k", "qwen2-152k"]
 
@@ -37,12 +37,13 @@ def _trie_tails(trie) -> dict[int, bytes]:
 
 
 @pytest.mark.parametrize("vocab_name", VOCABS)
-def test_each_token_stays_dies_or_closes_as_the_automaton_reads_it(vocab_name) -> None:
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_each_token_stays_dies_or_closes_as_the_automaton_reads_it(vocab_name, spelling) -> None:
     """Each token run byte by byte through a free string's content automaton: the staying ones
     (with the characters of room they need, one more for a character begun), the closing ones
     (their tail from the quote, their characters before it), the others forbidden."""
     vocab = load_vocab(vocab_name)
-    ref = reference(0)
+    ref = reference(0, spelling)
     table = ref.table.tolist()
     rooms, tails, chars_before = {}, {}, {}
     for i, token in enumerate(vocab.tokens):
@@ -59,7 +60,7 @@ def test_each_token_stays_dies_or_closes_as_the_automaton_reads_it(vocab_name) -
             chars += state == 0  # (back at the start: a character is complete)
         else:
             rooms[i] = chars + (state != 0)
-    body = string_body_tokens(vocab)
+    body = string_body_tokens(vocab, spelling)
     expected = np.array(sorted(set(range(vocab.size)) - (set(rooms) - set(vocab.eog_ids))))
     assert np.array_equal(body.forbidden, expected)
     assert _trie_tails(body.closing) == tails
@@ -129,6 +130,10 @@ SCHEMAS = [  # (each with a text that walks start from too, ending inside a stri
     ),
     ({"type": "string"}, b'"'),
     ({"type": "array", "items": {"type": "string"}}, b'["a", "'),
+    (  # (extra keys beside declared names: the key automaton's spelling)
+        {"type": "object", "properties": {"name": {"type": "string"}, "names": {"type": "integer"}}},
+        b'{"name',
+    ),
     ({"type": "array", "items": {"type": "string", "minLength": 3}}, b'["abc", "x'),
     ({"type": "object", "additionalProperties": {"type": "string"}}, b'{"k": "'),
     (
@@ -159,7 +164,7 @@ SCHEMAS = [  # (each with a text that walks start from too, ending inside a stri
 @pytest.mark.parametrize(
     ("schema", "start"),
     SCHEMAS,
-    ids=["run", "run end", "runs", "root", "items", "counted", "values", "tree", "two"],
+    ids=["run", "run end", "runs", "root", "items", "keys", "counted", "values", "tree", "two"],
 )
 def test_masks_equal_the_general_analysis_along_random_documents(
     vocab_name, schema, start, monkeypatch
@@ -170,9 +175,9 @@ def test_masks_equal_the_general_analysis_along_random_documents(
 
     free = PushdownGuide._free_string
 
-    def counting(self, *args):
-        taken.append(True)
-        return free(self, *args)
+    def counting(self, *args, **kwargs):
+        taken.append(kwargs.get("spelling", "value"))
+        return free(self, *args, **kwargs)
 
     monkeypatch.setattr(PushdownGuide, "_free_string", counting)
     general = PushdownGuide(SplitSchema(schema), vocab)
@@ -195,7 +200,9 @@ def test_masks_equal_the_general_analysis_along_random_documents(
             state = fast.next_state(state, token)
             other = general.next_state(other, token)
             text += vocab.tokens[token]
-    assert any(taken)
+    assert taken
+    if schema["type"] == "object":  # (extra keys allowed: their key states take it too)
+        assert "key" in taken
 
 
 def test_masks_inside_strings_equal_a_brute_force() -> None:
@@ -214,7 +221,8 @@ def test_masks_inside_strings_equal_a_brute_force() -> None:
     texts = [b'{"a": "', b'{"a": "x\\n\\u00e9y', b'{"b": [1, "', b'{"zz": "', b'{"c": "', b'{"c": "\\t']
     runs = [b'{"d": "', b'{"d": "' + b"ab" * 15, b'{"d": "' + b"ab" * 30]
     runs += [b'{"e": "a', b'{"e": "' + b"a\\n" * 18]  # (40 characters at most: near the end)
-    for text in [*texts, *runs]:
+    keys = [b'{"zz', b'{"a', b'{"d', "{\"a\": \"\", \"é".encode()]  # (inside keys, extra or declared)
+    for text in [*texts, *runs, *keys]:
         state = guide.advance(guide.initial_state, text)
         assert np.array_equal(
             guide.mask(state).allowed_ids(vocab.size), brute_force_allowed(guide, state, vocab)
